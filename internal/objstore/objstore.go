@@ -1,0 +1,137 @@
+// Package objstore defines the Backend interface through which the
+// repository stores its objects, and helpers shared by its implementations.
+//
+// Object names are slash-separated relative paths ("chunks/ab/abcd...").
+// Objects are written whole and never modified in place; the repository
+// names data by content or by random IDs, so it relies on neither
+// list-after-write consistency nor overwrite ordering.
+package objstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/cairnproject/cairn"
+)
+
+// ObjectInfo describes a stored object.
+type ObjectInfo struct {
+	Name    string
+	Size    int64
+	ModTime time.Time // the store's clock at the time of the last Put
+}
+
+// PutOptions modify Put.
+type PutOptions struct {
+	// IfAbsent makes Put fail with cairn.ErrExists instead of replacing an
+	// existing object. The check and the write are one atomic step.
+	IfAbsent bool
+}
+
+// Backend is a store of named, immutable objects. Implementations must be
+// safe for concurrent use by multiple goroutines.
+type Backend interface {
+	// Location names the store for messages, e.g. "local:/srv/repo". It
+	// never contains secrets.
+	Location() string
+
+	// Put stores data under name. It is atomic: readers observe either the
+	// previous state or all of data, never a part of it. When Put returns
+	// nil the object is durable. Put does not retain data.
+	Put(ctx context.Context, name string, data []byte, opts PutOptions) error
+
+	// Get returns a reader for length bytes of the object starting at
+	// offset; length < 0 means to the end. A missing object is
+	// cairn.ErrNotFound. Reading past the end yields fewer bytes, not an
+	// error; offset beyond the end is cairn.ErrInvalid.
+	Get(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error)
+
+	// Stat returns the object's size and modification time, or
+	// cairn.ErrNotFound.
+	Stat(ctx context.Context, name string) (ObjectInfo, error)
+
+	// List calls fn once for every object whose name starts with prefix,
+	// in no particular order. A listing may lag recent writes and deletes
+	// on eventually consistent stores. An error from fn stops the listing
+	// and is returned.
+	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
+
+	// Delete removes the object. Deleting a missing object is not an error.
+	Delete(ctx context.Context, name string) error
+}
+
+// MaxObjectSize bounds every object the repository writes. The repository
+// splits larger structures (indexes) into parts, so no backend needs to
+// support multi-part uploads.
+const MaxObjectSize = 256 << 20
+
+// ValidName reports whether name is an acceptable object name: non-empty,
+// relative, slash-separated, without empty, "." or ".." components.
+func ValidName(name string) error {
+	if name == "" || len(name) > 1024 {
+		return fmt.Errorf("object name %q: %w", name, cairn.ErrInvalid)
+	}
+	for _, part := range strings.Split(name, "/") {
+		if part == "" || part == "." || part == ".." {
+			return fmt.Errorf("object name %q: %w", name, cairn.ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// ReadAll reads a whole object (or the given range) into memory.
+func ReadAll(ctx context.Context, b Backend, name string, offset, length int64) ([]byte, error) {
+	rc, err := b.Get(ctx, name, offset, length)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	var buf []byte
+	if length > 0 {
+		buf = make([]byte, 0, length)
+	}
+	return readInto(rc, buf, name)
+}
+
+// ReadInto reads a whole object into buf, reusing its capacity, and returns
+// the filled slice.
+func ReadInto(ctx context.Context, b Backend, name string, buf []byte) ([]byte, error) {
+	rc, err := b.Get(ctx, name, 0, -1)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return readInto(rc, buf[:0], name)
+}
+
+func readInto(r io.Reader, buf []byte, name string) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if errors.Is(err, io.EOF) {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", name, err)
+		}
+		if len(buf) > MaxObjectSize {
+			return nil, fmt.Errorf("reading %s: object larger than %d bytes: %w", name, MaxObjectSize, cairn.ErrCorrupt)
+		}
+	}
+}
+
+// Exists reports whether the object exists.
+func Exists(ctx context.Context, b Backend, name string) (bool, error) {
+	_, err := b.Stat(ctx, name)
+	if errors.Is(err, cairn.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}

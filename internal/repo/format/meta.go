@@ -1,0 +1,276 @@
+package format
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/crypto"
+)
+
+// Object names and prefixes in a repository.
+const (
+	ConfigName      = "config"
+	KeysPrefix      = "keys/"
+	BackupsPrefix   = "backups/"
+	IndexesPrefix   = "indexes/"
+	ChunksPrefix    = "chunks/"
+	SessionsPrefix  = "sessions/"
+	CondemnedPrefix = "gc/condemned/"
+	SweepingPrefix  = "gc/sweeping/"
+	HoldsPrefix     = "gc/holds/"
+)
+
+// Limits on chunk sizes.
+const (
+	MinChunkSize = 64 << 10
+	MaxChunkSize = 64 << 20
+	// MaxMetadataSize bounds decoded metadata objects and index parts.
+	MaxMetadataSize = 64 << 20
+)
+
+// ConfigFormat identifies a cairn repository config.
+const ConfigFormat = "cairn-repository"
+
+// Version is the repository format version this build writes and reads.
+const Version = 1
+
+// Config is the repository's plaintext description. It holds no secret;
+// its MAC, keyed by the master key, lets an opener detect tampering.
+type Config struct {
+	Format      string    `json:"format"`
+	Version     int       `json:"version"`
+	ID          cairn.ID  `json:"id"`
+	Created     time.Time `json:"created"`
+	ChunkSize   int64     `json:"chunk_size"`
+	Compression Level     `json:"compression"`
+	GC          GCParams  `json:"gc"`
+	MAC         string    `json:"mac,omitempty"`
+}
+
+// GCParams tune the concurrent garbage-collection protocol (docs/format.md).
+type GCParams struct {
+	// ConsistencyMargin is the longest a listing of the store may lag a
+	// write or delete.
+	ConsistencyMargin Duration `json:"consistency_margin"`
+	// SessionTimeout: a backup session whose marker is older than this is
+	// dead. Running sessions refresh their marker at a third of it and stop
+	// before it runs out.
+	SessionTimeout Duration `json:"session_timeout"`
+}
+
+// Duration is a time.Duration that marshals as a Go duration string.
+type Duration time.Duration
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("duration %q: %w", b, cairn.ErrCorrupt)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ValidateChunkSize checks a chunk size.
+func ValidateChunkSize(n int64) error {
+	if n < MinChunkSize || n > MaxChunkSize || n%4096 != 0 {
+		return fmt.Errorf("chunk size %d: want a multiple of 4096 between %d and %d: %w", n, MinChunkSize, MaxChunkSize, cairn.ErrInvalid)
+	}
+	return nil
+}
+
+func (c *Config) macInput() []byte {
+	cp := *c
+	cp.MAC = ""
+	b, _ := json.Marshal(cp)
+	return b
+}
+
+// SetMAC authenticates the config with the master key.
+func (c *Config) SetMAC(mk *crypto.MasterKey) {
+	sum := mk.MAC(c.macInput())
+	c.MAC = hex.EncodeToString(sum[:])
+}
+
+// VerifyMAC checks the config against the master key.
+func (c *Config) VerifyMAC(mk *crypto.MasterKey) error {
+	sum := mk.MAC(c.macInput())
+	if c.MAC != hex.EncodeToString(sum[:]) {
+		return fmt.Errorf("config: authentication failed: %w", cairn.ErrCorrupt)
+	}
+	return nil
+}
+
+// DecodeConfig parses and validates a config.
+func DecodeConfig(data []byte) (*Config, error) {
+	var c Config
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("config: %v: %w", err, cairn.ErrNotRepository)
+	}
+	if c.Format != ConfigFormat {
+		return nil, fmt.Errorf("config: format %q: %w", c.Format, cairn.ErrNotRepository)
+	}
+	if c.Version != Version {
+		return nil, fmt.Errorf("config: repository version %d, this build reads %d: %w", c.Version, Version, cairn.ErrUnsupported)
+	}
+	if err := ValidateChunkSize(c.ChunkSize); err != nil {
+		return nil, fmt.Errorf("config: %v: %w", err, cairn.ErrCorrupt)
+	}
+	if c.GC.ConsistencyMargin < 0 || c.GC.SessionTimeout <= 0 {
+		return nil, fmt.Errorf("config: bad gc parameters: %w", cairn.ErrCorrupt)
+	}
+	return &c, nil
+}
+
+// Key kinds.
+const (
+	KeyKindPassword = "password"
+	KeyKindFile     = "key-file"
+)
+
+// KeyFile wraps the master key under a secret.
+type KeyFile struct {
+	Version   int       `json:"version"`
+	ID        cairn.ID  `json:"id"`
+	Kind      string    `json:"kind"`
+	Created   time.Time `json:"created"`
+	Hostname  string    `json:"hostname,omitempty"`
+	Username  string    `json:"username,omitempty"`
+	KDF       KDF       `json:"kdf"`
+	MasterKey []byte    `json:"master_key"`
+}
+
+// KDF names the key-derivation function and its parameters.
+type KDF struct {
+	Algorithm string `json:"algorithm"`
+	crypto.KDFParams
+	Salt []byte `json:"salt"`
+}
+
+// KeyAAD binds a wrapped master key to its repository and key file.
+func KeyAAD(repo, key cairn.ID) []byte {
+	return []byte("cairn key v1 " + repo.String() + " " + key.String())
+}
+
+// DecodeKeyFile parses and validates a key file.
+func DecodeKeyFile(data []byte) (*KeyFile, error) {
+	var k KeyFile
+	if err := json.Unmarshal(data, &k); err != nil {
+		return nil, fmt.Errorf("key file: %v: %w", err, cairn.ErrCorrupt)
+	}
+	if k.Version != 1 {
+		return nil, fmt.Errorf("key file version %d: %w", k.Version, cairn.ErrUnsupported)
+	}
+	if k.KDF.Algorithm != "argon2id" {
+		return nil, fmt.Errorf("key file: kdf %q: %w", k.KDF.Algorithm, cairn.ErrUnsupported)
+	}
+	if err := k.KDF.Validate(); err != nil {
+		return nil, fmt.Errorf("key file: %v: %w", err, cairn.ErrCorrupt)
+	}
+	if len(k.KDF.Salt) < 16 || len(k.MasterKey) != crypto.NonceSize+crypto.MasterKeySize+crypto.TagSize {
+		return nil, fmt.Errorf("key file: bad salt or wrapped key: %w", cairn.ErrCorrupt)
+	}
+	if k.Kind != KeyKindPassword && k.Kind != KeyKindFile {
+		return nil, fmt.Errorf("key file: kind %q: %w", k.Kind, cairn.ErrCorrupt)
+	}
+	return &k, nil
+}
+
+// Manifest describes one backup. Its presence makes the backup visible; it
+// is written last.
+type Manifest struct {
+	Version     int               `json:"version"`
+	ID          cairn.ID          `json:"id"`
+	Session     cairn.ID          `json:"session"`
+	Time        time.Time         `json:"time"`
+	DataTime    time.Time         `json:"data_time"`
+	Source      string            `json:"source"`
+	Hostname    string            `json:"hostname,omitempty"`
+	Size        int64             `json:"size"`
+	ChunkSize   int64             `json:"chunk_size"`
+	Compression Level             `json:"compression"`
+	Tags        map[string]string `json:"tags,omitempty"`
+	Parent      *cairn.ID         `json:"parent,omitempty"`
+	Index       []IndexPart       `json:"index"`
+	Stats       BackupStats       `json:"stats"`
+}
+
+// IndexPart names one object of a backup's index and what it covers.
+type IndexPart struct {
+	Name    string `json:"name"`
+	Entries int    `json:"entries"`
+	Length  int64  `json:"length"`
+}
+
+// BackupStats records what a backup did.
+type BackupStats struct {
+	BytesRead      int64    `json:"bytes_read"`
+	BytesZero      int64    `json:"bytes_zero"`
+	BytesUnchanged int64    `json:"bytes_unchanged"`
+	BytesDedup     int64    `json:"bytes_dedup"`
+	BytesNew       int64    `json:"bytes_new"`
+	BytesStored    int64    `json:"bytes_stored"`
+	ChunksNew      int      `json:"chunks_new"`
+	ChunksReused   int      `json:"chunks_reused"`
+	Duration       Duration `json:"duration"`
+}
+
+// MaxIndexPartEntries bounds one index part (with 4 MiB chunks, 256 GiB).
+const MaxIndexPartEntries = 1 << 16
+
+// DecodeManifest parses and validates a manifest.
+func DecodeManifest(data []byte) (*Manifest, error) {
+	var m Manifest
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&m); err != nil {
+		return nil, fmt.Errorf("manifest: %v: %w", err, cairn.ErrCorrupt)
+	}
+	if m.Version != 1 {
+		return nil, fmt.Errorf("manifest version %d: %w", m.Version, cairn.ErrUnsupported)
+	}
+	if m.Size < 0 || ValidateChunkSize(m.ChunkSize) != nil {
+		return nil, fmt.Errorf("manifest: bad size or chunk size: %w", cairn.ErrCorrupt)
+	}
+	var total int64
+	for _, p := range m.Index {
+		if p.Entries < 0 || p.Entries > MaxIndexPartEntries || p.Length < 0 || p.Name == "" {
+			return nil, fmt.Errorf("manifest: bad index part: %w", cairn.ErrCorrupt)
+		}
+		total += p.Length
+	}
+	if total != m.Size {
+		return nil, fmt.Errorf("manifest: index covers %d bytes of %d: %w", total, m.Size, cairn.ErrCorrupt)
+	}
+	return &m, nil
+}
+
+// Session marks a running (or crashed) backup for the garbage collector.
+type Session struct {
+	Version  int        `json:"version"`
+	ID       cairn.ID   `json:"id"`
+	Backup   cairn.ID   `json:"backup"`
+	Hostname string     `json:"hostname,omitempty"`
+	PID      int        `json:"pid,omitempty"`
+	Started  time.Time  `json:"started"`
+	Seen     []cairn.ID `json:"seen_condemned"`
+	Finished bool       `json:"finished,omitempty"`
+}
+
+// DecodeSession parses a session marker.
+func DecodeSession(data []byte) (*Session, error) {
+	var s Session
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("session: %v: %w", err, cairn.ErrCorrupt)
+	}
+	if s.Version != 1 {
+		return nil, fmt.Errorf("session version %d: %w", s.Version, cairn.ErrUnsupported)
+	}
+	return &s, nil
+}

@@ -1,0 +1,465 @@
+package repo_test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/objstore"
+	"github.com/cairnproject/cairn/internal/objstore/faulty"
+	"github.com/cairnproject/cairn/internal/objstore/local"
+	"github.com/cairnproject/cairn/internal/objstore/mem"
+	"github.com/cairnproject/cairn/internal/repo"
+	"github.com/cairnproject/cairn/internal/repo/format"
+	"github.com/cairnproject/cairn/internal/repo/repotest"
+)
+
+func chunkNames(t *testing.T, be objstore.Backend) map[string]bool {
+	t.Helper()
+	names := map[string]bool{}
+	if err := be.List(t.Context(), "chunks/", func(i objstore.ObjectInfo) error { names[i.Name] = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+func referenced(t *testing.T, r *repo.Repository) map[string]bool {
+	t.Helper()
+	list, err := r.Backups(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, m := range list.Backups {
+		entries, err := r.Index(t.Context(), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if !e.Zero {
+				out[e.Chunk.ObjectName()] = true
+			}
+		}
+	}
+	return out
+}
+
+func TestForgetGCRemovesExactlyUnreferenced(t *testing.T) {
+	r, be := newMemRepo(t)
+	ctx := t.Context()
+	src := &repotest.Source{Data: repotest.Mixed(20, 40*testChunk, testChunk)}
+	var ids []cairn.ID
+	versions := map[cairn.ID][]byte{}
+	for i := range 5 {
+		repotest.Scribble(uint64(i), src.Data, 4, 20000)
+		m := backup(t, r, src, repo.BackupOptions{})
+		ids = append(ids, m.ID)
+		versions[m.ID] = bytes.Clone(src.Data)
+	}
+	before := chunkNames(t, be)
+	if err := r.Forget(ctx, []cairn.ID{ids[1], ids[3]}); err != nil {
+		t.Fatal(err)
+	}
+	want := referenced(t, r)
+	stats, err := r.GC(ctx, repo.GCOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := chunkNames(t, be)
+	if fmt.Sprint(after) != fmt.Sprint(want) {
+		t.Fatalf("after gc %d chunks stored, %d referenced", len(after), len(want))
+	}
+	if stats.ChunksDeleted != len(before)-len(after) || stats.BytesFreed <= 0 || stats.ChunksPending != 0 {
+		t.Fatalf("stats %+v; %d chunks went", stats, len(before)-len(after))
+	}
+	for _, id := range []cairn.ID{ids[0], ids[2], ids[4]} {
+		m, err := r.Manifest(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		restoreAndCompare(t, r, m, versions[id])
+	}
+	// Nothing left to do: a second gc frees nothing.
+	stats, err = r.GC(ctx, repo.GCOptions{})
+	if err != nil || stats.ChunksDeleted != 0 || stats.ChunksCondemned != 0 {
+		t.Fatalf("second gc: %+v %v", stats, err)
+	}
+	checkClean(t, r)
+	if _, err := r.Manifest(ctx, ids[1]); !errors.Is(err, cairn.ErrNotFound) {
+		t.Fatalf("forgotten backup: %v", err)
+	}
+}
+
+func TestGCDryRun(t *testing.T) {
+	r, be := newMemRepo(t)
+	m := backup(t, r, &repotest.Source{Data: repotest.Mixed(21, 10*testChunk, testChunk)}, repo.BackupOptions{})
+	if err := r.Forget(t.Context(), []cairn.ID{m.ID}); err != nil {
+		t.Fatal(err)
+	}
+	n := len(chunkNames(t, be))
+	stats, err := r.GC(t.Context(), repo.GCOptions{DryRun: true})
+	if err != nil || stats.ChunksCondemned != n || len(chunkNames(t, be)) != n {
+		t.Fatalf("dry run: %+v %v", stats, err)
+	}
+}
+
+// A gc must stop, not delete, when it cannot read every index.
+func TestGCStopsOnUnreadableIndex(t *testing.T) {
+	r, be := newMemRepo(t)
+	a := backup(t, r, &repotest.Source{Data: repotest.Mixed(22, 10*testChunk, testChunk)}, repo.BackupOptions{SourceName: "a"})
+	b := backup(t, r, &repotest.Source{Data: repotest.Mixed(23, 10*testChunk, testChunk)}, repo.BackupOptions{SourceName: "b"})
+	if err := r.Forget(t.Context(), []cairn.ID{a.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Corrupt(b.Index[0].Name, 100); err != nil {
+		t.Fatal(err)
+	}
+	before := len(chunkNames(t, be))
+	if _, err := r.GC(t.Context(), repo.GCOptions{}); !errors.Is(err, cairn.ErrCorrupt) {
+		t.Fatalf("gc with a corrupt index: %v", err)
+	}
+	if len(chunkNames(t, be)) != before {
+		t.Fatal("gc deleted chunks although an index was unreadable")
+	}
+}
+
+func TestCheckFindsDamage(t *testing.T) {
+	r, be := newMemRepo(t)
+	ctx := t.Context()
+	data := repotest.Mixed(24, 20*testChunk, testChunk)
+	a := backup(t, r, &repotest.Source{Data: data}, repo.BackupOptions{SourceName: "a"})
+	b := backup(t, r, &repotest.Source{Data: repotest.Mixed(25, 20*testChunk, testChunk)}, repo.BackupOptions{SourceName: "b"})
+	checkClean(t, r)
+
+	ea, _ := r.Index(ctx, a)
+	eb, _ := r.Index(ctx, b)
+	var flip, gone format.ChunkID
+	for _, e := range ea {
+		if !e.Zero {
+			flip = e.Chunk
+			break
+		}
+	}
+	for _, e := range eb {
+		if !e.Zero {
+			gone = e.Chunk
+		}
+	}
+	if err := be.Corrupt(flip.ObjectName(), 12345); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Delete(ctx, gone.ObjectName()); err != nil {
+		t.Fatal(err)
+	}
+
+	// Without reading data, the missing chunk is found.
+	rep, err := r.Check(ctx, repo.CheckOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Problems) != 1 || rep.Problems[0].Kind != repo.ProblemMissingChunk || rep.Problems[0].Backups[0] != b.ID {
+		t.Fatalf("structure check: %v", rep.Problems)
+	}
+	// Reading data finds the flipped bit and names the backup.
+	rep, err = r.Check(ctx, repo.CheckOptions{ReadData: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]cairn.ID{}
+	for _, p := range rep.Problems {
+		kinds[p.Kind] = p.Backups[0]
+	}
+	if kinds[repo.ProblemCorruptChunk] != a.ID || kinds[repo.ProblemMissingChunk] != b.ID || rep.AffectedCount != 2 {
+		t.Fatalf("read-data check: %v", rep.Problems)
+	}
+	// A restore of the damaged backup fails loudly.
+	if _, err := r.Restore(ctx, a, repotest.NewTarget(a.Size), nil); !errors.Is(err, cairn.ErrCorrupt) {
+		t.Fatalf("restore over a corrupt chunk: %v", err)
+	}
+	if _, err := r.Restore(ctx, b, repotest.NewTarget(b.Size), nil); !errors.Is(err, cairn.ErrCorrupt) {
+		t.Fatalf("restore over a missing chunk: %v", err)
+	}
+
+	// A damaged index and a damaged manifest are reported too.
+	if err := be.Corrupt(a.Index[0].Name, 7); err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Corrupt("backups/"+b.ID.String(), 7); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = r.Check(ctx, repo.CheckOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range rep.Problems {
+		got = append(got, p.Kind)
+	}
+	if s := strings.Join(got, ","); !strings.Contains(s, repo.ProblemIndex) || !strings.Contains(s, repo.ProblemManifest) {
+		t.Fatalf("metadata damage: %v", rep.Problems)
+	}
+}
+
+func TestCheckSubset(t *testing.T) {
+	r, _ := newMemRepo(t)
+	backup(t, r, &repotest.Source{Data: repotest.Mixed(26, 200*testChunk, testChunk)}, repo.BackupOptions{})
+	rep, err := r.Check(t.Context(), repo.CheckOptions{ReadDataSubset: 0.25})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.ChunksRead == 0 || rep.ChunksRead >= rep.Chunks {
+		t.Fatalf("read %d of %d chunks for a 25%% subset", rep.ChunksRead, rep.Chunks)
+	}
+}
+
+// TestRestoreNeverWritesWrongBytes reads through a store that corrupts or
+// truncates some reads: the restore must fail, and every byte it wrote
+// before failing must be right.
+func TestRestoreNeverWritesWrongBytes(t *testing.T) {
+	r, be := newMemRepo(t)
+	data := repotest.Mixed(27, 60*testChunk, testChunk)
+	m := backup(t, r, &repotest.Source{Data: data}, repo.BackupOptions{})
+	for seed := range uint64(10) {
+		fb := faulty.New(be, faulty.Options{Seed: seed, CorruptRate: 0.05, TruncateRate: 0.05, Prefix: "chunks/"})
+		rr := reopen(t, fb)
+		tgt := repotest.NewTarget(m.Size)
+		_, err := rr.Restore(t.Context(), m, tgt, nil)
+		if fb.Injected() > 0 && err == nil {
+			// Faults may have hit only metadata reads that were retried or
+			// the zero chunks; the result must still be exact.
+			if !bytes.Equal(tgt.Data, data) {
+				t.Fatal("restore succeeded with wrong bytes")
+			}
+			continue
+		}
+		for i := range tgt.Data {
+			if tgt.Data[i] != data[i] && tgt.Data[i] != 0 {
+				t.Fatalf("seed %d: byte %d written wrong after a damaged read", seed, i)
+			}
+		}
+	}
+}
+
+// TestCrashDuringBackup stops the store after every possible number of
+// writes. No half backup may become visible, the repository must check
+// clean, and the next backup must succeed and reuse what was stored.
+func TestCrashDuringBackup(t *testing.T) {
+	be := mem.New(mem.Options{})
+	r := initRepo(t, be)
+	base := repotest.Mixed(30, 24*testChunk, testChunk)
+	backup(t, r, &repotest.Source{Data: base}, repo.BackupOptions{})
+	data := bytes.Clone(base)
+	repotest.Scribble(31, data, 8, 3*testChunk)
+
+	reused := false
+	for n := 1; ; n++ {
+		snapshot := cloneMem(t, be)
+		fb := faulty.New(snapshot, faulty.Options{CrashAfter: n})
+		rr, err := repo.Open(t.Context(), fb, password, testOpts())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = rr.Backup(t.Context(), &repotest.Source{Data: data}, repo.BackupOptions{SourceName: "/dev/test"})
+		if !fb.Crashed() {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n < 3 {
+				t.Fatal("backup finished without enough writes to test")
+			}
+			break
+		}
+		// "Restart" on what reached the store. The backup is visible only
+		// if it reported success (the crash hit its clean-up).
+		want := 1
+		if err == nil {
+			want = 2
+		}
+		after := reopen(t, snapshot)
+		list, lerr := after.Backups(t.Context())
+		if lerr != nil || len(list.Backups) != want || len(list.Damaged) != 0 {
+			t.Fatalf("crash after %d writes (backup error %v): %d backups visible, damaged %v, %v", n, err, len(list.Backups), list.Damaged, lerr)
+		}
+		checkClean(t, after)
+		m := backup(t, after, &repotest.Source{Data: data}, repo.BackupOptions{NoParent: true})
+		restoreAndCompare(t, after, m, data)
+		reused = reused || m.Stats.ChunksReused > 0 && m.Stats.ChunksNew < 8
+	}
+	if !reused {
+		t.Fatal("no backup after a crash reused the chunks stored before it")
+	}
+}
+
+// TestCrashDuringGC stops the store after every possible number of writes
+// of a gc: every surviving backup must still restore, and the next gc must
+// finish the job.
+func TestCrashDuringGC(t *testing.T) {
+	be := mem.New(mem.Options{})
+	r := initRepo(t, be)
+	src := &repotest.Source{Data: repotest.Mixed(40, 24*testChunk, testChunk)}
+	versions := map[cairn.ID][]byte{}
+	var ids []cairn.ID
+	for i := range 4 {
+		repotest.Scribble(uint64(41+i), src.Data, 3, 2*testChunk)
+		m := backup(t, r, src, repo.BackupOptions{})
+		versions[m.ID] = bytes.Clone(src.Data)
+		ids = append(ids, m.ID)
+	}
+	if err := r.Forget(t.Context(), []cairn.ID{ids[0], ids[2]}); err != nil {
+		t.Fatal(err)
+	}
+	for n := 1; ; n++ {
+		snapshot := cloneMem(t, be)
+		fb := faulty.New(snapshot, faulty.Options{CrashAfter: n})
+		rr := reopen(t, fb)
+		_, err := rr.GC(t.Context(), repo.GCOptions{})
+		if !fb.Crashed() {
+			if err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+		after := reopen(t, snapshot)
+		for _, id := range []cairn.ID{ids[1], ids[3]} {
+			m, err := after.Manifest(t.Context(), id)
+			if err != nil {
+				t.Fatalf("crash after %d writes: %v", n, err)
+			}
+			restoreAndCompare(t, after, m, versions[id])
+		}
+		checkClean(t, after)
+		if _, err := after.GC(t.Context(), repo.GCOptions{}); err != nil {
+			t.Fatalf("gc after a crashed gc: %v", err)
+		}
+		if got, want := chunkNames(t, snapshot), referenced(t, after); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("crash after %d writes: the next gc left %d chunks for %d referenced", n, len(got), len(want))
+		}
+	}
+}
+
+func cloneMem(t *testing.T, be *mem.Backend) *mem.Backend {
+	t.Helper()
+	c := mem.New(mem.Options{})
+	err := be.List(t.Context(), "", func(info objstore.ObjectInfo) error {
+		data, err := objstore.ReadAll(t.Context(), be, info.Name, 0, -1)
+		if err != nil {
+			return err
+		}
+		return c.Put(t.Context(), info.Name, data, objstore.PutOptions{})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestGCConcurrentWithBackups runs backups, forgets and gcs at the same
+// time, on the local directory backend: every backup that completes must
+// restore byte for byte, and the repository must check clean.
+func TestGCConcurrentWithBackups(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes several seconds; run without -short")
+	}
+	dir := t.TempDir()
+	be, err := local.New(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := initRepo(t, be)
+	ctx := t.Context()
+	deadline := time.Now().Add(6 * time.Second)
+
+	var mu sync.Mutex
+	versions := map[cairn.ID][]byte{}
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for w := range 2 {
+		wg.Go(func() {
+			rr := reopen(t, be)
+			// Sources share most chunks, so gcs find many of them
+			// unreferenced while backups want to reuse them.
+			data := repotest.Mixed(50, 16*testChunk, testChunk)
+			for i := 0; time.Now().Before(deadline); i++ {
+				repotest.Scribble(uint64(1000*w+i), data, 2, testChunk)
+				m, err := rr.Backup(ctx, &repotest.Source{Data: data}, repo.BackupOptions{SourceName: fmt.Sprint("src", w)})
+				if err != nil {
+					errs <- fmt.Errorf("backup: %w", err)
+					return
+				}
+				mu.Lock()
+				versions[m.ID] = bytes.Clone(data)
+				mu.Unlock()
+			}
+		})
+	}
+	var pendingRuns, freed int
+	wg.Go(func() {
+		rr := reopen(t, be)
+		for time.Now().Before(deadline) {
+			list, err := rr.Backups(ctx)
+			if err != nil {
+				errs <- err
+				return
+			}
+			// Keep only the newest backup of each source.
+			var forget []cairn.ID
+			if n := len(list.Backups); n > 2 {
+				for _, m := range list.Backups[:n-2] {
+					forget = append(forget, m.ID)
+				}
+			}
+			if err := rr.Forget(ctx, forget); err != nil && !errors.Is(err, cairn.ErrNotFound) {
+				errs <- err
+				return
+			}
+			mu.Lock()
+			for _, id := range forget {
+				delete(versions, id)
+			}
+			mu.Unlock()
+			stats, err := rr.GC(ctx, repo.GCOptions{})
+			if err != nil {
+				errs <- fmt.Errorf("gc: %w", err)
+				return
+			}
+			if len(stats.Pending) > 0 {
+				pendingRuns++
+			}
+			freed += stats.ChunksDeleted
+		}
+	})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// The protocol must have been exercised: some sets had to wait for
+	// running backups, and chunks were freed while backups ran.
+	if pendingRuns == 0 || freed == 0 {
+		t.Fatalf("%d gc runs found sets waiting and %d chunks were freed: the test did not exercise concurrency", pendingRuns, freed)
+	}
+	t.Logf("gc runs with waiting sets: %d, chunks freed during backups: %d, backups kept: %d", pendingRuns, freed, len(versions))
+	list, err := r.Backups(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Backups) == 0 {
+		t.Fatal("no backups survived")
+	}
+	for _, m := range list.Backups {
+		restoreAndCompare(t, r, m, versions[m.ID])
+	}
+	checkClean(t, r)
+	// With no backup running, one gc leaves exactly what is referenced.
+	if _, err := r.GC(ctx, repo.GCOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := chunkNames(t, be), referenced(t, r); len(got) != len(want) {
+		t.Fatalf("final gc left %d chunks for %d referenced", len(got), len(want))
+	}
+}

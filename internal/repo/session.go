@@ -1,0 +1,398 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/objstore"
+	"github.com/cairnproject/cairn/internal/repo/format"
+)
+
+// A session is one running backup as the garbage collector sees it. It
+// implements the backup's half of the protocol in docs/format.md
+// ("Garbage collection"):
+//
+//   - a marker under sessions/ names the session and lists every condemned
+//     set it has seen; it is refreshed every SessionTimeout/3, and the
+//     session stops before SessionTimeout passes without a refresh;
+//   - the session never reuses a chunk of a seen condemned set without
+//     first writing a hold on that set and then finding that no sweep of
+//     it has started; otherwise it uploads the chunk again;
+//   - on first seeing a condemned set that contains a chunk it already
+//     references, it holds the set before recording it as seen.
+type session struct {
+	r        *Repository
+	id       cairn.ID
+	backupID cairn.ID
+	started  time.Time
+
+	// holdMu serialises the slow path of holding a condemned set, so no
+	// goroutine treats a set as held before its safety is known.
+	holdMu sync.Mutex
+
+	mu          sync.Mutex
+	lastRefresh time.Time
+	holdObjects map[cairn.ID]bool // hold objects written, to delete at the end
+	seen        map[cairn.ID]bool
+	held        map[cairn.ID]bool
+	swept       map[cairn.ID]bool // condemned sets found swept: their chunks may be gone
+	condemned   map[format.ChunkID]cairn.ID
+	used        map[format.ChunkID]struct{} // every chunk the backup references
+	failed      error
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+func sessionName(id cairn.ID) string { return format.SessionsPrefix + id.String() }
+
+func condemnedName(set cairn.ID) string { return format.CondemnedPrefix + set.String() }
+
+func sweepingName(set cairn.ID) string { return format.SweepingPrefix + set.String() }
+
+func holdName(set, session cairn.ID) string {
+	return format.HoldsPrefix + set.String() + "/" + session.String()
+}
+
+func (r *Repository) sessionTimeout() time.Duration { return time.Duration(r.cfg.GC.SessionTimeout) }
+
+func (r *Repository) startSession(ctx context.Context, backupID cairn.ID) (*session, error) {
+	s := &session{
+		r:           r,
+		id:          cairn.NewID(),
+		backupID:    backupID,
+		started:     time.Now().UTC(),
+		seen:        map[cairn.ID]bool{},
+		held:        map[cairn.ID]bool{},
+		swept:       map[cairn.ID]bool{},
+		holdObjects: map[cairn.ID]bool{},
+		condemned:   map[format.ChunkID]cairn.ID{},
+		used:        map[format.ChunkID]struct{}{},
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
+	}
+	// The marker exists before the session reads anything it may reuse, so
+	// no sweep can start that this session has not agreed to.
+	if err := s.writeMarker(ctx, objstore.PutOptions{IfAbsent: true}); err != nil {
+		return nil, fmt.Errorf("starting backup session: %w", err)
+	}
+	if err := s.refresh(ctx); err != nil {
+		s.remove(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("starting backup session: %w", err)
+	}
+	go s.heartbeat(ctx)
+	return s, nil
+}
+
+func (s *session) writeMarker(ctx context.Context, opts objstore.PutOptions) error {
+	s.mu.Lock()
+	m := format.Session{
+		Version:  1,
+		ID:       s.id,
+		Backup:   s.backupID,
+		Hostname: s.r.opts.Hostname,
+		PID:      os.Getpid(),
+		Started:  s.started,
+	}
+	for id := range s.seen {
+		m.Seen = append(m.Seen, id)
+	}
+	s.mu.Unlock()
+	before := time.Now()
+	if err := s.r.putJSON(ctx, format.TypeSession, sessionName(s.id), m, opts); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.lastRefresh = before
+	s.mu.Unlock()
+	return nil
+}
+
+// refresh loads condemned sets not seen before, holds those that contain a
+// chunk the session already uses, and rewrites the marker.
+func (s *session) refresh(ctx context.Context) error {
+	sets, err := s.r.listCondemned(ctx)
+	if err != nil {
+		return err
+	}
+	for _, set := range sets {
+		s.mu.Lock()
+		known := s.seen[set.ID]
+		s.mu.Unlock()
+		if known {
+			continue
+		}
+		ids, err := s.r.readCondemned(ctx, set.ID)
+		if errors.Is(err, cairn.ErrNotFound) {
+			continue // swept since the listing
+		}
+		if err != nil {
+			return err
+		}
+		// Recording the set and testing for overlap under one lock: a chunk
+		// claimed after this point takes the holding path in claim.
+		s.mu.Lock()
+		overlap := false
+		for _, c := range ids {
+			s.condemned[c] = set.ID
+			_, inUse := s.used[c]
+			overlap = overlap || inUse
+		}
+		s.mu.Unlock()
+		if overlap {
+			s.holdMu.Lock()
+			s.mu.Lock()
+			decided := s.held[set.ID] || s.swept[set.ID]
+			s.mu.Unlock()
+			var safe = true
+			if !decided {
+				safe, err = s.hold(ctx, set.ID)
+				if err == nil && safe {
+					s.mu.Lock()
+					s.held[set.ID] = true
+					s.mu.Unlock()
+				}
+			}
+			s.holdMu.Unlock()
+			if err != nil {
+				return err
+			}
+			if !safe {
+				return fmt.Errorf("condemned set %s was swept while this backup used its chunks: %w", set.ID.Short(), cairn.ErrConflict)
+			}
+		}
+		s.mu.Lock()
+		s.seen[set.ID] = true
+		s.mu.Unlock()
+	}
+	return s.writeMarker(ctx, objstore.PutOptions{})
+}
+
+func (s *session) heartbeat(ctx context.Context) {
+	defer close(s.done)
+	interval := s.r.sessionTimeout() / 3
+	t := time.NewTicker(interval / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		due := time.Since(s.lastRefresh) >= interval
+		s.mu.Unlock()
+		if !due {
+			continue
+		}
+		if err := s.refresh(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			s.mu.Lock()
+			if errors.Is(err, cairn.ErrConflict) && s.failed == nil {
+				s.failed = err
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// check returns an error once the session can no longer be sure the
+// garbage collector treats it as alive.
+func (s *session) check() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed != nil {
+		return s.failed
+	}
+	if age := time.Since(s.lastRefresh); age > s.r.sessionTimeout()*2/3 {
+		return fmt.Errorf("backup session not refreshed for %v (store unreachable?); a garbage collection may treat it as dead: %w", age.Round(time.Second), cairn.ErrConflict)
+	}
+	return nil
+}
+
+// first records that the backup references c and reports whether this is
+// the first reference: the caller then decides (claim) whether c must be
+// uploaded; later references share that decision.
+func (s *session) first(c format.ChunkID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.used[c]; ok {
+		return false
+	}
+	s.used[c] = struct{}{}
+	return true
+}
+
+// claim records that the backup references chunk c and reports whether
+// c must be uploaded: when it is not stored (known is false and no
+// condemned set holds it), or when it may have been collected. Chunks of a
+// seen condemned set are held first, so no sweep deletes them under the
+// backup.
+func (s *session) claim(ctx context.Context, c format.ChunkID, known bool) (upload bool, err error) {
+	s.mu.Lock()
+	set, condemned := s.condemned[c]
+	switch {
+	case condemned && s.swept[set]:
+		s.mu.Unlock()
+		return true, nil
+	case condemned && s.held[set], !condemned && known:
+		s.used[c] = struct{}{}
+		s.mu.Unlock()
+		return false, nil
+	case !condemned:
+		s.mu.Unlock()
+		return true, nil
+	}
+	s.mu.Unlock()
+	s.holdMu.Lock()
+	defer s.holdMu.Unlock()
+	s.mu.Lock()
+	decided := s.held[set] || s.swept[set]
+	s.mu.Unlock()
+	if !decided {
+		safe, err := s.hold(ctx, set)
+		if err != nil {
+			return false, err
+		}
+		s.mu.Lock()
+		if safe {
+			s.held[set] = true
+		} else {
+			// The set was swept: its chunks may be gone; every one of
+			// them this backup needs is uploaded again.
+			s.swept[set] = true
+		}
+		s.mu.Unlock()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.swept[set] {
+		return true, nil
+	}
+	s.used[c] = struct{}{}
+	return false, nil
+}
+
+// uploaded records that the backup references a chunk it has just stored.
+func (s *session) uploaded(c format.ChunkID) {
+	s.mu.Lock()
+	s.used[c] = struct{}{}
+	delete(s.condemned, c)
+	s.mu.Unlock()
+}
+
+// hold writes a hold on a condemned set (callers hold holdMu) and reports whether the set's chunks
+// are safe to reuse: true when no sweep had started by the time the hold
+// was written (any later sweep sees the hold and stops), false when the
+// set was or is being swept (after waiting for the sweep to end).
+func (s *session) hold(ctx context.Context, set cairn.ID) (bool, error) {
+	if err := s.r.putJSON(ctx, format.TypeMarker, holdName(set, s.id), struct{}{}, objstore.PutOptions{}); err != nil {
+		return false, fmt.Errorf("holding condemned set %s: %w", set.Short(), err)
+	}
+	s.mu.Lock()
+	s.holdObjects[set] = true
+	s.mu.Unlock()
+	for {
+		info, err := s.r.be.Stat(ctx, sweepingName(set))
+		if errors.Is(err, cairn.ErrNotFound) {
+			break
+		}
+		if err != nil {
+			return false, fmt.Errorf("checking condemned set %s: %w", set.Short(), err)
+		}
+		// A sweep is under way: wait for it to end, or for its marker to
+		// go stale (the sweeper stops itself before that).
+		now, err := s.r.storeNow(ctx)
+		if err != nil {
+			return false, err
+		}
+		if now.Sub(info.ModTime) > s.r.sessionTimeout() {
+			return false, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	if _, err := s.r.be.Stat(ctx, condemnedName(set)); errors.Is(err, cairn.ErrNotFound) {
+		return false, nil // swept and gone
+	} else if err != nil {
+		return false, fmt.Errorf("checking condemned set %s: %w", set.Short(), err)
+	}
+	return true, nil
+}
+
+// remove ends the session: its holds and marker are deleted, so a later
+// garbage collection may sweep what the session no longer needs.
+func (s *session) remove(ctx context.Context) {
+	s.mu.Lock()
+	held := make([]cairn.ID, 0, len(s.holdObjects))
+	for id := range s.holdObjects {
+		held = append(held, id)
+	}
+	s.mu.Unlock()
+	for _, set := range held {
+		_ = s.r.be.Delete(ctx, holdName(set, s.id))
+	}
+	_ = s.r.be.Delete(ctx, sessionName(s.id))
+}
+
+// close stops the heartbeat and removes the session.
+func (s *session) close(ctx context.Context) {
+	close(s.stop)
+	<-s.done
+	s.remove(ctx)
+}
+
+// storeNow returns the store's current time: the modification time of an
+// object written now. Comparing it with other objects' times avoids
+// trusting clocks of different machines.
+func (r *Repository) storeNow(ctx context.Context) (time.Time, error) {
+	name := "gc/clock/" + cairn.NewID().String()
+	if err := r.be.Put(ctx, name, nil, objstore.PutOptions{}); err != nil {
+		return time.Time{}, fmt.Errorf("reading the store's clock: %w", err)
+	}
+	info, err := r.be.Stat(ctx, name)
+	_ = r.be.Delete(ctx, name)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("reading the store's clock: %w", err)
+	}
+	return info.ModTime, nil
+}
+
+type condemnedInfo struct {
+	ID      cairn.ID
+	ModTime time.Time
+}
+
+func (r *Repository) listCondemned(ctx context.Context) ([]condemnedInfo, error) {
+	var sets []condemnedInfo
+	err := r.be.List(ctx, format.CondemnedPrefix, func(info objstore.ObjectInfo) error {
+		id, err := cairn.ParseID(strings.TrimPrefix(info.Name, format.CondemnedPrefix))
+		if err != nil {
+			return nil // not ours
+		}
+		sets = append(sets, condemnedInfo{ID: id, ModTime: info.ModTime})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing condemned sets: %w", err)
+	}
+	return sets, nil
+}
+
+func (r *Repository) readCondemned(ctx context.Context, set cairn.ID) ([]format.ChunkID, error) {
+	plain, err := r.getSealed(ctx, format.TypeGCSet, condemnedName(set))
+	if err != nil {
+		return nil, fmt.Errorf("reading condemned set: %w", err)
+	}
+	return format.DecodeIDSet(plain)
+}
