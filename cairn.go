@@ -28,6 +28,11 @@ var (
 	ErrConflict = errors.New("conflict")
 	// ErrUnsupported: the format version or feature is not supported by this build.
 	ErrUnsupported = errors.New("unsupported")
+	// ErrUnavailable: a transient failure (timeout, reset, 5xx, throttling);
+	// trying again may succeed.
+	ErrUnavailable = errors.New("temporarily unavailable")
+	// ErrDenied: the store refused the credentials or the operation.
+	ErrDenied = errors.New("access denied")
 )
 
 // ID is a 128-bit random identifier for backups, keys and sessions.

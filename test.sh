@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # test.sh: the whole test suite, as CI runs it (.ci/run calls this).
-# Installs what the tests need when it is missing: staticcheck (go install)
-# and, as root, the Debian packages the integration tests use.
+# Installs what the tests need when it is missing: staticcheck (go install),
+# and the servers the integration tests use: OpenStack Swift from Debian's
+# packages (scripts/swift.sh, as root) and versitygw for S3 (go install,
+# scripts/versitygw.sh). Servers this run started are stopped at the end.
 #
-#   ./test.sh            everything: format, vet, staticcheck, race tests, short fuzzing
-#   FUZZTIME=0 ./test.sh skip the fuzzing pass (seed corpora still run as tests)
+#   ./test.sh                           everything: format, vet, staticcheck, race tests, short fuzzing
+#   FUZZTIME=0 ./test.sh                skip the fuzzing pass (seed corpora still run as tests)
+#   CAIRN_TEST_KEEP_SERVERS=1 ./test.sh leave the servers running for the next run
 set -euo pipefail
 cd "$(dirname "$0")"
 export PATH="$PATH:$(go env GOPATH)/bin"
@@ -22,6 +25,30 @@ if [ "$(id -u)" = 0 ]; then
   fi
 fi
 command -v staticcheck >/dev/null || go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+step "starting test servers (Swift, S3)"
+started=()
+stop_servers() {
+  [ "${CAIRN_TEST_KEEP_SERVERS:-}" = 1 ] && return 0
+  for s in "${started[@]}"; do scripts/$s.sh stop || true; done
+}
+trap stop_servers EXIT
+for s in swift versitygw; do
+  # A server that is already up stays up after the run.
+  if [ -f "/var/tmp/cairn-$s/env" ] && scripts/$s.sh start >/dev/null 2>&1; then
+    :
+  elif scripts/$s.sh start; then
+    started+=("$s")
+  elif [ "${CI:-}" = true ]; then
+    echo "CI=true and the $s test server did not start"; exit 1
+  else
+    echo "warning: the $s test server did not start; its tests will skip"
+  fi
+done
+set -a
+[ -f /var/tmp/cairn-swift/env ] && . /var/tmp/cairn-swift/env
+[ -f /var/tmp/cairn-versitygw/env ] && . /var/tmp/cairn-versitygw/env
+set +a
 
 step "gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cairnproject/cairn/internal/objstore"
 )
 
 // The end-to-end tests run the built binary, as a user would.
@@ -56,15 +58,30 @@ func skipUnlessCapable(t *testing.T, reason string) {
 type env struct {
 	t    *testing.T
 	dir  string
-	repo string
+	repo string           // the repository location
+	be   objstore.Backend // direct access to the repository's objects
 	pw   string
 	envs []string
+	kit  storeKit
 }
 
+// newEnv prepares a test against a repository in a local directory.
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	e := newEnvFor(t, storeKits(t)[0])
+	// Tests that start without a repository expect an absent directory.
+	if err := os.RemoveAll(e.repo); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// newEnvFor prepares a test against a fresh repository location of kit.
+func newEnvFor(t *testing.T, kit storeKit) *env {
+	t.Helper()
 	dir := t.TempDir()
-	e := &env{t: t, dir: dir, repo: filepath.Join(dir, "repo"), pw: filepath.Join(dir, "password")}
+	e := &env{t: t, dir: dir, pw: filepath.Join(dir, "password"), kit: kit, envs: kit.env}
+	e.repo, e.be = kit.fresh(t, dir)
 	if err := os.WriteFile(e.pw, []byte("correct horse battery\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +140,9 @@ func (e *env) fails(code int, want string, args ...string) result {
 // initRepo creates a repository with small chunks and cheap keys.
 func (e *env) initRepo(extra ...string) {
 	e.t.Helper()
-	e.ok(append([]string{"repo", "init", "--chunk-size", "256KiB", "--kdf-time", "1", "--kdf-memory", "64", "--kdf-threads", "1"}, extra...)...)
+	args := []string{"repo", "init", "--chunk-size", "256KiB", "--kdf-time", "1", "--kdf-memory", "64", "--kdf-threads", "1"}
+	args = append(args, e.kit.initArgs...)
+	e.ok(append(args, extra...)...)
 }
 
 // writeImage writes a sparse image of size bytes: random and text blocks
@@ -217,24 +236,17 @@ type manifest struct {
 	} `json:"stats"`
 }
 
-func chunkFiles(t *testing.T, repo string) []string {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join(repo, "chunks", "*", "*"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, f := range files {
-		if !strings.HasPrefix(filepath.Base(f), ".") {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
 func TestEndToEnd(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	for _, kit := range storeKits(t) {
+		t.Run(kit.name, func(t *testing.T) {
+			t.Parallel()
+			testEndToEnd(t, newEnvFor(t, kit))
+		})
+	}
+}
+
+func testEndToEnd(t *testing.T, e *env) {
 	img := filepath.Join(e.dir, "disk.img")
 	writeImage(t, img, 24<<20, 1)
 	e.initRepo()
@@ -310,7 +322,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// forget + gc free exactly what no backup needs.
-	before := len(chunkFiles(t, e.repo))
+	before := len(chunkObjects(t, e.be))
 	e.ok("repo", "forget", full.ID)
 	var gc struct {
 		ChunksDeleted int   `json:"chunks_deleted"`
@@ -318,8 +330,8 @@ func TestEndToEnd(t *testing.T) {
 		ChunksPending int   `json:"chunks_pending"`
 	}
 	e.json(&gc, "repo", "gc")
-	if gc.ChunksDeleted == 0 || gc.BytesFreed == 0 || gc.ChunksPending != 0 || len(chunkFiles(t, e.repo)) != before-gc.ChunksDeleted {
-		t.Fatalf("gc: %+v, %d chunks before, %d after", gc, before, len(chunkFiles(t, e.repo)))
+	if after := len(chunkObjects(t, e.be)); gc.ChunksDeleted == 0 || gc.BytesFreed == 0 || gc.ChunksPending != 0 || after != before-gc.ChunksDeleted {
+		t.Fatalf("gc: %+v, %d chunks before, %d after", gc, before, after)
 	}
 	e.ok("repo", "restore", inc.ID, filepath.Join(e.dir, "after-gc.img"))
 	if sha(t, filepath.Join(e.dir, "after-gc.img")) != sumInc {
@@ -328,13 +340,13 @@ func TestEndToEnd(t *testing.T) {
 
 	// check is clean, then finds a flipped bit and a deleted chunk.
 	e.ok("repo", "check", "--read-data")
-	chunks := chunkFiles(t, e.repo)
-	flipBit(t, chunks[0], 1000)
+	chunks := chunkObjects(t, e.be)
+	corruptObject(t, e.be, chunks[0], 8000)
 	r := e.fails(exitCheckFailed, "problems found", "repo", "check", "--read-data")
 	if !strings.Contains(r.stdout, "corrupt-chunk") {
 		t.Fatalf("check output:\n%s", r.stdout)
 	}
-	if err := os.Remove(chunks[1]); err != nil {
+	if err := e.be.Delete(t.Context(), chunks[1]); err != nil {
 		t.Fatal(err)
 	}
 	var rep struct {
@@ -362,25 +374,6 @@ func TestEndToEnd(t *testing.T) {
 	}
 	// A restore over the damage fails loudly.
 	e.fails(exitError, "corrupt", "repo", "restore", "latest", filepath.Join(e.dir, "damaged.img"))
-}
-
-func flipBit(t *testing.T, path string, bit int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, _ := f.Stat()
-	off := bit / 8 % st.Size()
-	b := []byte{0}
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 1 << (bit % 8)
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func TestBadInput(t *testing.T) {
@@ -432,8 +425,8 @@ func TestBadInput(t *testing.T) {
 	}
 
 	// A truncated chunk: restore fails, check names it.
-	chunks := chunkFiles(t, e.repo)
-	if err := os.Truncate(chunks[0], 10); err != nil {
+	chunks := chunkObjects(t, e.be)
+	if err := os.Truncate(filepath.Join(e.repo, chunks[0]), 10); err != nil {
 		t.Fatal(err)
 	}
 	e.fails(exitError, "corrupt", "repo", "restore", "latest", filepath.Join(e.dir, "t.img"))
@@ -537,7 +530,15 @@ func TestNoProgressOffTerminal(t *testing.T) {
 // next backup must succeed and reuse the chunks already stored.
 func TestKillBackup(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	for _, kit := range storeKits(t) {
+		t.Run(kit.name, func(t *testing.T) {
+			t.Parallel()
+			testKillBackup(t, newEnvFor(t, kit))
+		})
+	}
+}
+
+func testKillBackup(t *testing.T, e *env) {
 	img := filepath.Join(e.dir, "disk.img")
 	writeImage(t, img, 64<<20, 7)
 	e.initRepo()
@@ -545,7 +546,7 @@ func TestKillBackup(t *testing.T) {
 	killedMidway := 0
 	for i := range 8 {
 		cmd := exec.Command(cairnBin, "repo", "backup", "--transfers", "2", img)
-		cmd.Env = append(os.Environ(), "CAIRN_REPO="+e.repo, "CAIRN_PASSWORD_FILE="+e.pw)
+		cmd.Env = append(append(os.Environ(), "CAIRN_REPO="+e.repo, "CAIRN_PASSWORD_FILE="+e.pw), e.envs...)
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -569,7 +570,7 @@ func TestKillBackup(t *testing.T) {
 			e.ok("repo", "forget", list[0].ID)
 			continue
 		}
-		if len(chunkFiles(t, e.repo)) > 0 {
+		if len(chunkObjects(t, e.be)) > 0 {
 			killedMidway++
 		}
 		e.ok("repo", "check", "--read-data")
@@ -689,4 +690,47 @@ func loopDevice(t *testing.T, file string, size int64) string {
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
 	return dev
+}
+
+// TestSecondDeployment: another machine pointed at the same repository
+// with the same key lists and restores every backup; nothing outside the
+// repository is needed.
+func TestSecondDeployment(t *testing.T) {
+	t.Parallel()
+	for _, kit := range storeKits(t) {
+		t.Run(kit.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnvFor(t, kit)
+			img := filepath.Join(e.dir, "disk.img")
+			writeImage(t, img, 6<<20, 12)
+			e.initRepo()
+			var ids []string
+			var sums []string
+			for i := range 3 {
+				scribble(t, img, uint64(20+i), 3)
+				var m manifest
+				e.json(&m, "repo", "backup", img)
+				ids = append(ids, m.ID)
+				sums = append(sums, sha(t, img))
+			}
+			// The second deployment: its own home, temporary and working
+			// directories; the key file's content is all it shares.
+			other := t.TempDir()
+			second := *e
+			second.envs = append(append([]string{}, e.envs...), "HOME="+other, "TMPDIR="+other, "XDG_CACHE_HOME="+other, "XDG_CONFIG_HOME="+other)
+			var list []manifest
+			second.json(&list, "repo", "ls")
+			if len(list) != 3 {
+				t.Fatalf("second deployment lists %d backups", len(list))
+			}
+			for i, id := range ids {
+				out := filepath.Join(other, fmt.Sprintf("r%d.img", i))
+				second.ok("repo", "restore", id, out)
+				if sha(t, out) != sums[i] {
+					t.Fatalf("backup %d restores differently in the second deployment", i)
+				}
+			}
+			second.ok("repo", "check", "--read-data")
+		})
+	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/crypto"
+	"github.com/cairnproject/cairn/internal/objstore/metered"
 )
 
 // Exit codes, documented in the README.
@@ -41,6 +42,7 @@ type app struct {
 	json           bool
 
 	repo         string
+	verbose      bool
 	passwordFile string
 	keyFile      string
 	transfers    int
@@ -48,6 +50,7 @@ type app struct {
 	readers      int
 	readAhead    int
 	kdf          crypto.KDFParams
+	meter        *metered.Backend // the open repository's request counters
 
 	cpuProfile  string
 	stopProfile func()

@@ -17,6 +17,7 @@ import (
 	"github.com/cairnproject/cairn/internal/blockdev"
 	"github.com/cairnproject/cairn/internal/crypto"
 	"github.com/cairnproject/cairn/internal/extents"
+	"github.com/cairnproject/cairn/internal/objstore/metered"
 	"github.com/cairnproject/cairn/internal/repo"
 	"github.com/cairnproject/cairn/internal/repo/format"
 )
@@ -27,15 +28,29 @@ func (a *app) repoCommand() *cobra.Command {
 		Short: "Work directly on a backup repository",
 		Long: `Work directly on a backup repository, without a server.
 
-The repository is given by --repo or CAIRN_REPO. It is unlocked by
---key-file (CAIRN_KEY_FILE), --password-file (CAIRN_PASSWORD_FILE),
-CAIRN_PASSWORD, or a password typed on the terminal.`,
+The repository is given by --repo or CAIRN_REPO:
+
+  /srv/backups/repo                       a directory
+  s3://BUCKET[/PREFIX][?endpoint=URL&region=R&path-style=true&profile=P]
+  swift://CONTAINER[/PREFIX][?region=R]
+
+S3 credentials come from the usual AWS variables and profiles
+(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, AWS_REGION,
+AWS_ENDPOINT_URL_S3; CAIRN_S3_ENDPOINT, CAIRN_S3_PATH_STYLE). Swift
+credentials come from ST_AUTH/ST_USER/ST_KEY (tempauth), the OS_*
+variables (Keystone v3 passwords or application credentials, OS_REGION_NAME),
+or clouds.yaml via OS_CLOUD. Nothing outside the repository is needed to
+open it: another machine with the same location and key restores everything.
+
+It is unlocked by --key-file (CAIRN_KEY_FILE), --password-file
+(CAIRN_PASSWORD_FILE), CAIRN_PASSWORD, or a password typed on the terminal.`,
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&a.repo, "repo", "", "repository location: a directory (env CAIRN_REPO)")
+	pf.StringVar(&a.repo, "repo", "", "repository location: a directory, s3://BUCKET[/PREFIX] or swift://CONTAINER[/PREFIX] (env CAIRN_REPO)")
+	pf.BoolVarP(&a.verbose, "verbose", "v", false, "report retried requests on stderr")
 	pf.StringVar(&a.passwordFile, "password-file", "", "read the password from this file (env CAIRN_PASSWORD_FILE)")
 	pf.StringVar(&a.keyFile, "key-file", "", "unlock with this key file (env CAIRN_KEY_FILE)")
-	pf.IntVar(&a.transfers, "transfers", 0, "concurrent requests to the store (default 4)")
+	pf.IntVar(&a.transfers, "transfers", 0, "concurrent requests to the store (default 4 for a directory, 16 for S3 and Swift)")
 	pf.IntVar(&a.workers, "workers", 0, "goroutines that hash, compress and encrypt (default: number of CPUs)")
 	pf.IntVar(&a.readers, "readers", 0, "concurrent reads of a backup source (default 1)")
 	pf.IntVar(&a.readAhead, "read-ahead", 0, "chunks read ahead of the workers (default 12)")
@@ -44,8 +59,12 @@ CAIRN_PASSWORD, or a password typed on the terminal.`,
 	return cmd
 }
 
-func (a *app) repoOptions() repo.Options {
-	return repo.Options{Transfers: a.transfers, Workers: a.workers, Readers: a.readers, ReadAhead: a.readAhead, KDF: a.kdf}
+func (a *app) repoOptions(st *store) repo.Options {
+	transfers := a.transfers
+	if transfers == 0 && st.remote {
+		transfers = 16 // a remote store needs requests in flight to stay busy
+	}
+	return repo.Options{Transfers: transfers, Workers: a.workers, Readers: a.readers, ReadAhead: a.readAhead, KDF: a.kdf}
 }
 
 // kdfFlags adds the (hidden) cost parameters of new keys; tests use cheap
@@ -62,23 +81,24 @@ func (a *app) kdfFlags(cmd *cobra.Command) {
 
 // open unlocks the repository named by the flags.
 func (a *app) open(ctx context.Context) (*repo.Repository, error) {
-	be, err := openBackend(a.env("CAIRN_REPO", a.repo), false)
+	st, err := a.openStore(ctx, a.env("CAIRN_REPO", a.repo), false)
 	if err != nil {
 		return nil, err
 	}
+	a.meter = st.meter
 	// Fail on a missing or foreign repository before asking for a password.
-	if _, err := repo.ReadConfig(ctx, be); err != nil {
+	if _, err := repo.ReadConfig(ctx, st.backend); err != nil {
 		return nil, err
 	}
 	secret, err := a.secret(false, false)
 	if err != nil {
 		return nil, err
 	}
-	return repo.Open(ctx, be, secret, a.repoOptions())
+	return repo.Open(ctx, st.backend, secret, a.repoOptions(st))
 }
 
 func (a *app) initCommand() *cobra.Command {
-	var chunkSize, compression string
+	var chunkSize, compression, margin string
 	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create a repository",
@@ -94,15 +114,25 @@ random key; keep a copy of it, the repository cannot be opened without it.`,
 			if err != nil {
 				return usageError{err}
 			}
-			be, err := openBackend(a.env("CAIRN_REPO", a.repo), true)
+			st, err := a.openStore(cmd.Context(), a.env("CAIRN_REPO", a.repo), true)
 			if err != nil {
 				return err
+			}
+			be := st.backend
+			gc := repo.DefaultGC
+			gc.ConsistencyMargin = format.Duration(st.margin)
+			if margin != "" {
+				d, err := time.ParseDuration(margin)
+				if err != nil || d < 0 {
+					return usageError{fmt.Errorf("--consistency-margin %q: want a duration such as 30s", margin)}
+				}
+				gc.ConsistencyMargin = format.Duration(d)
 			}
 			secret, err := a.secret(true, true)
 			if err != nil {
 				return err
 			}
-			r, err := repo.Init(cmd.Context(), be, secret, repo.InitOptions{ChunkSize: size, Compression: level}, a.repoOptions())
+			r, err := repo.Init(cmd.Context(), be, secret, repo.InitOptions{ChunkSize: size, Compression: level, GC: gc}, a.repoOptions(st))
 			if err != nil {
 				return err
 			}
@@ -117,6 +147,7 @@ random key; keep a copy of it, the repository cannot be opened without it.`,
 	a.kdfFlags(cmd)
 	cmd.Flags().StringVar(&chunkSize, "chunk-size", "4MiB", "size of the chunks block data is cut into")
 	cmd.Flags().StringVar(&compression, "compression", "fastest", "default compression: fastest (zstd 1), default (zstd 3), better, best, off")
+	cmd.Flags().StringVar(&margin, "consistency-margin", "", "longest the store's listings may lag writes (default: 0 for directories and S3, 30s for Swift)")
 	return cmd
 }
 
@@ -324,9 +355,13 @@ file format is in docs/format.md; 'cairn repo diff' writes it.`,
 				return err
 			}
 			if a.json {
-				return a.printJSON(m)
+				return a.printJSON(struct {
+					*format.Manifest
+					Requests metered.Counts `json:"requests"`
+				}{m, a.meter.Counts()})
 			}
 			a.printBackupSummary(m)
+			a.printRequests()
 			return nil
 		},
 	}
@@ -353,6 +388,12 @@ func (a *app) printBackupSummary(m *format.Manifest) {
 	fmt.Fprintf(a.stdout, "  dedup      %s\n", formatBytes(s.BytesDedup))
 	fmt.Fprintf(a.stdout, "  zero       %s\n", formatBytes(s.BytesZero))
 	fmt.Fprintf(a.stdout, "  new        %s in %d chunks, stored as %s (%s)\n", formatBytes(s.BytesNew), s.ChunksNew, formatBytes(s.BytesStored), ratio(s.BytesStored, s.BytesNew))
+}
+
+func (a *app) printRequests() {
+	c := a.meter.Counts()
+	fmt.Fprintf(a.stdout, "  requests %d to the store: %d PUT (%s), %d GET (%s), %d HEAD, %d LIST, %d DELETE\n",
+		c.Requests(), c.Puts, formatBytes(c.PutBytes), c.Gets, formatBytes(c.GetBytes), c.Stats, c.Lists, c.Deletes)
 }
 
 func (a *app) restoreCommand() *cobra.Command {
@@ -395,11 +436,12 @@ authenticated before any of it is written.`,
 				return fmt.Errorf("closing target: %w", err)
 			}
 			if a.json {
-				return a.printJSON(map[string]any{"backup": m.ID, "target": args[1], "stats": stats})
+				return a.printJSON(map[string]any{"backup": m.ID, "target": args[1], "stats": stats, "requests": a.meter.Counts()})
 			}
 			fmt.Fprintf(a.stdout, "restored %s (%s) to %s in %s, %s\n", m.ID.Short(), formatBytes(m.Size), args[1], stats.Duration.Round(time.Millisecond), rate(m.Size, stats.Duration))
 			fmt.Fprintf(a.stdout, "  written  %s\n  zero     %s\n  skipped  %s (already correct in the target)\n  fetched  %s in %d chunks\n",
 				formatBytes(stats.BytesWritten), formatBytes(stats.BytesZero), formatBytes(stats.BytesSkipped), formatBytes(stats.BytesFetched), stats.ChunksFetched)
+			a.printRequests()
 			return nil
 		},
 	}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cairnproject/cairn"
@@ -28,7 +29,9 @@ type ObjectInfo struct {
 // PutOptions modify Put.
 type PutOptions struct {
 	// IfAbsent makes Put fail with cairn.ErrExists instead of replacing an
-	// existing object. The check and the write are one atomic step.
+	// existing object: of concurrent IfAbsent Puts of one name, exactly
+	// one succeeds. It may cost a round trip or a short wait (Swift);
+	// the repository uses it only for its config.
 	IfAbsent bool
 }
 
@@ -134,4 +137,101 @@ func Exists(ctx context.Context, b Backend, name string) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// TemporaryRemover is implemented by backends that can leave temporary
+// objects behind when a writer dies (partial files, orphaned segments).
+type TemporaryRemover interface {
+	// RemoveTemporary deletes temporary objects older than age and
+	// returns how many it removed.
+	RemoveTemporary(ctx context.Context, age time.Duration) (int, error)
+}
+
+// RemoveTemporary finds a TemporaryRemover in be or, through Unwrap
+// methods, in the backends it wraps, and runs it.
+func RemoveTemporary(ctx context.Context, be Backend, age time.Duration) (int, error) {
+	for be != nil {
+		if tr, ok := be.(TemporaryRemover); ok {
+			return tr.RemoveTemporary(ctx, age)
+		}
+		u, ok := be.(interface{ Unwrap() Backend })
+		if !ok {
+			return 0, nil
+		}
+		be = u.Unwrap()
+	}
+	return 0, nil
+}
+
+// BatchDeleter is implemented by backends that delete many objects in one
+// request (S3 DeleteObjects, Swift bulk delete): fewer requests, and
+// requests cost money.
+type BatchDeleter interface {
+	// DeleteBatch deletes the named objects; missing ones are not an
+	// error. Callers pass at most MaxBatchDelete names.
+	DeleteBatch(ctx context.Context, names []string) error
+}
+
+// MaxBatchDelete is the most names DeleteAll passes to one DeleteBatch
+// (S3's limit per DeleteObjects request).
+const MaxBatchDelete = 1000
+
+// DeleteAll deletes the named objects: in batches where be supports them,
+// otherwise one by one on up to parallel goroutines. done, when not nil,
+// hears about every batch or object deleted, one call at a time.
+func DeleteAll(ctx context.Context, be Backend, names []string, parallel int, done func(names []string)) error {
+	if bd, ok := be.(BatchDeleter); ok {
+		for len(names) > 0 {
+			n := min(len(names), MaxBatchDelete)
+			if err := bd.DeleteBatch(ctx, names[:n]); err != nil {
+				return err
+			}
+			if done != nil {
+				done(names[:n])
+			}
+			names = names[n:]
+		}
+		return nil
+	}
+	next := make(chan string)
+	errc := make(chan error, 1)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var doneMu sync.Mutex
+	var wg sync.WaitGroup
+	for range max(1, parallel) {
+		wg.Go(func() {
+			for name := range next {
+				if err := be.Delete(ctx, name); err != nil {
+					select {
+					case errc <- err:
+					default:
+					}
+					cancel()
+					continue
+				}
+				if done != nil {
+					doneMu.Lock()
+					done([]string{name})
+					doneMu.Unlock()
+				}
+			}
+		})
+	}
+feed:
+	for _, name := range names {
+		select {
+		case next <- name:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return err
+	default:
+	}
+	return nil
 }

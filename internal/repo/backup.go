@@ -207,7 +207,7 @@ func (r *Repository) Backup(ctx context.Context, src Source, opts BackupOptions)
 	if err := sess.check(); err != nil {
 		return nil, err
 	}
-	if err := r.putJSON(ctx, format.TypeManifest, manifestName(id), m, objstore.PutOptions{IfAbsent: true}); err != nil {
+	if err := r.putJSON(ctx, format.TypeManifest, manifestName(id), m, objstore.PutOptions{}); err != nil {
 		return nil, fmt.Errorf("writing manifest: %w", err)
 	}
 	return m, nil
@@ -360,10 +360,10 @@ type backupRun struct {
 	parent    []format.Entry
 	p         *Progress
 
-	mu       sync.Mutex
-	known    chunkSet // stored when the backup started
-	entries  []format.Entry
-	stats    format.BackupStats
+	mu      sync.Mutex
+	known   chunkSet // stored when the backup started
+	entries []format.Entry
+	stats   format.BackupStats
 }
 
 // run reads, hashes, compresses, seals and uploads the regions in jobs:

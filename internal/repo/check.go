@@ -173,16 +173,28 @@ func (r *Repository) Check(ctx context.Context, opts CheckOptions) (*CheckReport
 	}
 	err = forEachParallel(ctx, len(toRead), max(r.opts.Workers, r.opts.Transfers), func(ctx context.Context, i int) error {
 		c := toRead[i]
-		data, err := objstore.ReadAll(ctx, r.be, c.ObjectName(), 0, -1)
-		if err == nil {
-			var plain []byte
-			plain, err = r.sealer.Open(nil, format.TypeChunk, c.ObjectName(), data, int(r.cfg.ChunkSize))
-			switch {
-			case err != nil:
-			case format.ChunkID(r.mk.NewHasher().Sum(plain)) != c:
-				err = fmt.Errorf("content does not match its name: %w", cairn.ErrCorrupt)
-			case uses[c] != nil && int64(len(plain)) < uses[c].end:
-				err = fmt.Errorf("holds %d bytes, backups use %d: %w", len(plain), uses[c].end, cairn.ErrCorrupt)
+		var data []byte
+		var err error
+		// Read again before calling a chunk damaged: a flip on the way
+		// is not damage at rest.
+		for attempt := 0; attempt < fetchAttempts; attempt++ {
+			data, err = objstore.ReadAll(ctx, r.be, c.ObjectName(), 0, -1)
+			if err == nil {
+				err = format.VerifyChecksum(data)
+			}
+			if err == nil {
+				var plain []byte
+				plain, err = r.sealer.Open(nil, format.TypeChunk, c.ObjectName(), data, int(r.cfg.ChunkSize))
+				switch {
+				case err != nil:
+				case format.ChunkID(r.mk.NewHasher().Sum(plain)) != c:
+					err = fmt.Errorf("content does not match its name: %w", cairn.ErrCorrupt)
+				case uses[c] != nil && int64(len(plain)) < uses[c].end:
+					err = fmt.Errorf("holds %d bytes, backups use %d: %w", len(plain), uses[c].end, cairn.ErrCorrupt)
+				}
+			}
+			if !errors.Is(err, cairn.ErrCorrupt) {
+				break
 			}
 		}
 		if ctx.Err() != nil {
@@ -258,7 +270,15 @@ func (r *Repository) checkNotes(ctx context.Context, rep *CheckReport, reference
 	if sessions, err := r.sessions(ctx); err == nil && len(sessions) > 0 {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("%d backup sessions are running or were interrupted (gc removes interrupted ones after %v)", len(sessions), r.sessionTimeout()))
 	}
-	if sets, err := r.listCondemned(ctx); err == nil && len(sets) > 0 {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("%d condemned chunk sets wait for a later gc", len(sets)))
+	if sets, err := r.listCondemned(ctx); err == nil {
+		waiting := 0
+		for _, s := range sets {
+			if !s.Swept {
+				waiting++
+			}
+		}
+		if waiting > 0 {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%d condemned chunk sets wait for a later gc", waiting))
+		}
 	}
 }

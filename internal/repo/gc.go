@@ -37,12 +37,6 @@ type GCStats struct {
 	Duration          time.Duration `json:"duration"`
 }
 
-// temporaryRemover is implemented by backends that can leave temporary
-// files behind when a writer is killed.
-type temporaryRemover interface {
-	RemoveTemporary(ctx context.Context, age time.Duration) (int, error)
-}
-
 type sessionInfo struct {
 	marker  *format.Session
 	modTime time.Time
@@ -83,9 +77,34 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 		return stats, err
 	}
 
-	// Sweep what earlier runs condemned.
-	sets, err := r.listCondemned(ctx)
+	// Forget sets swept long enough ago, then sweep what earlier runs
+	// condemned.
+	all, err := r.listCondemned(ctx)
 	if err != nil {
+		return stats, err
+	}
+	var sets []condemnedInfo
+	// Chunks of recently swept sets are gone, though a lagging listing may
+	// still show them: they must not be condemned again, as if they were
+	// stored, in a new set a backup could hold.
+	ghosts := map[format.ChunkID]bool{}
+	for _, set := range all {
+		if !set.Swept {
+			sets = append(sets, set)
+			continue
+		}
+		ids, err := r.readCondemned(ctx, set.ID)
+		if err != nil && !errors.Is(err, cairn.ErrNotFound) {
+			return stats, err
+		}
+		for _, id := range ids {
+			ghosts[id] = true
+		}
+	}
+	for id := range ghosts {
+		delete(stored, id)
+	}
+	if err := r.forgetSwept(ctx, all); err != nil {
 		return stats, err
 	}
 	remaining, err := r.sweep(ctx, sets, stored, &stats)
@@ -111,14 +130,14 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 	}
 	var condemn []format.ChunkID
 	for id := range stored {
-		if !live[id] && !pending[id] {
+		if !live[id] && !pending[id] && !ghosts[id] {
 			condemn = append(condemn, id)
 		}
 	}
 	if len(condemn) > 0 {
 		slices.SortFunc(condemn, func(a, b format.ChunkID) int { return strings.Compare(string(a[:]), string(b[:])) })
 		set := cairn.NewID()
-		if _, err := r.putSealed(ctx, format.TypeGCSet, condemnedName(set), format.EncodeIDSet(condemn), objstore.PutOptions{IfAbsent: true}); err != nil {
+		if _, err := r.putSealed(ctx, format.TypeGCSet, condemnedName(set), format.EncodeIDSet(condemn), objstore.PutOptions{}); err != nil {
 			return stats, fmt.Errorf("writing condemned set: %w", err)
 		}
 		stats.ChunksCondemned = len(condemn)
@@ -148,13 +167,11 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 	if err := r.removeOrphanIndexes(ctx, &stats); err != nil {
 		return stats, err
 	}
-	if tr, ok := r.be.(temporaryRemover); ok {
-		n, err := tr.RemoveTemporary(ctx, r.sessionTimeout())
-		if err != nil {
-			return stats, err
-		}
-		stats.TemporaryRemoved = n
+	n, err := objstore.RemoveTemporary(ctx, r.be, r.sessionTimeout())
+	if err != nil {
+		return stats, err
 	}
+	stats.TemporaryRemoved = n
 	stats.Duration = time.Since(started)
 	return stats, nil
 }
@@ -250,7 +267,7 @@ func (r *Repository) sweep(ctx context.Context, sets []condemnedInfo, stored map
 	for _, set := range sets {
 		// Twice the margin: a backup that listed condemned sets before this
 		// one was visible wrote its marker early enough for us to list it.
-		if now.Sub(set.ModTime) < 2*margin {
+		if margin > 0 && now.Sub(set.ModTime) < 2*margin {
 			stats.Pending = append(stats.Pending, fmt.Sprintf("condemned set %s: younger than twice the consistency margin %v", set.ID.Short(), margin))
 			waiting = append(waiting, set)
 			continue
@@ -333,37 +350,87 @@ func (r *Repository) sweep(ctx context.Context, sets []condemnedInfo, stored map
 				doomed = append(doomed, id)
 			}
 		}
-		var mu sync.Mutex
-		err = forEachParallel(ctx, len(doomed), r.opts.Transfers, func(ctx context.Context, i int) error {
+		// In batches of at most a thousand, with a check of this sweep's
+		// markers before each: a sweep that could look dead stops.
+		for len(doomed) > 0 {
 			if err := sw.check(); err != nil {
-				return err
+				return nil, err
 			}
-			id := doomed[i]
-			if err := r.be.Delete(ctx, id.ObjectName()); err != nil {
-				return fmt.Errorf("deleting chunk: %w", err)
+			n := min(len(doomed), objstore.MaxBatchDelete)
+			names := make([]string, n)
+			for i, id := range doomed[:n] {
+				names[i] = id.ObjectName()
 			}
-			mu.Lock()
-			if size, ok := stored[id]; ok {
-				stats.ChunksDeleted++
-				stats.BytesFreed += size
-				delete(stored, id)
+			var mu sync.Mutex
+			err := objstore.DeleteAll(ctx, r.be, names, r.opts.Transfers, func(gone []string) {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, name := range gone {
+					id, _ := format.ChunkIDFromObjectName(name)
+					if size, ok := stored[id]; ok {
+						stats.ChunksDeleted++
+						stats.BytesFreed += size
+						delete(stored, id)
+					}
+				}
+			})
+			if err != nil {
+				return nil, fmt.Errorf("deleting chunks: %w", err)
 			}
-			mu.Unlock()
-			return nil
-		})
-		if err != nil {
-			return nil, err
+			doomed = doomed[n:]
 		}
-		if err := r.be.Delete(ctx, condemnedName(set.ID)); err != nil {
-			return nil, err
+		// The set stays, marked swept, for twice the margin: a lagging
+		// listing may still show its deleted chunks, and a backup must
+		// see that they are gone (docs/format.md).
+		if _, err := r.putSealed(ctx, format.TypeMarker, sweptName(set.ID), nil, objstore.PutOptions{}); err != nil {
+			return nil, fmt.Errorf("marking condemned set swept: %w", err)
 		}
 		if err := r.be.List(ctx, format.HoldsPrefix+set.ID.String()+"/", func(info objstore.ObjectInfo) error {
 			return r.be.Delete(ctx, info.Name)
 		}); err != nil {
 			return nil, err
 		}
+		if margin == 0 {
+			if err := r.removeSet(ctx, set.ID); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return waiting, nil
+}
+
+// forgetSwept removes condemned sets swept more than twice the
+// consistency margin ago: by then no listing shows their chunks.
+func (r *Repository) forgetSwept(ctx context.Context, sets []condemnedInfo) error {
+	margin := time.Duration(r.cfg.GC.ConsistencyMargin)
+	var now time.Time
+	for _, set := range sets {
+		if !set.Swept {
+			continue
+		}
+		if now.IsZero() {
+			var err error
+			if now, err = r.storeNow(ctx); err != nil {
+				return err
+			}
+		}
+		if now.Sub(set.SweptAt) >= 2*margin {
+			if err := r.removeSet(ctx, set.ID); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// removeSet deletes a swept condemned set and its markers.
+func (r *Repository) removeSet(ctx context.Context, set cairn.ID) error {
+	for _, name := range []string{condemnedName(set), sweptName(set)} {
+		if err := r.be.Delete(ctx, name); err != nil {
+			return fmt.Errorf("removing swept set: %w", err)
+		}
+	}
+	return nil
 }
 
 // holds returns the marker of a live session holding set, or nil. Holds of
@@ -538,6 +605,7 @@ func (r *Repository) liveChunks(ctx context.Context) (map[format.ChunkID]bool, i
 // a killed backup or an interrupted forget.
 func (r *Repository) removeOrphanIndexes(ctx context.Context, stats *GCStats) error {
 	parts := map[cairn.ID][]string{}
+	newest := map[cairn.ID]time.Time{}
 	err := r.be.List(ctx, format.IndexesPrefix, func(info objstore.ObjectInfo) error {
 		rest := strings.TrimPrefix(info.Name, format.IndexesPrefix)
 		idStr, _, ok := strings.Cut(rest, "/")
@@ -549,6 +617,9 @@ func (r *Repository) removeOrphanIndexes(ctx context.Context, stats *GCStats) er
 			return nil
 		}
 		parts[id] = append(parts[id], info.Name)
+		if info.ModTime.After(newest[id]) {
+			newest[id] = info.ModTime
+		}
 		return nil
 	})
 	if err != nil {
@@ -556,6 +627,10 @@ func (r *Repository) removeOrphanIndexes(ctx context.Context, stats *GCStats) er
 	}
 	if len(parts) == 0 {
 		return nil
+	}
+	now, err := r.storeNow(ctx)
+	if err != nil {
+		return err
 	}
 	live, err := r.liveSessions(ctx)
 	if err != nil {
@@ -566,7 +641,9 @@ func (r *Repository) removeOrphanIndexes(ctx context.Context, stats *GCStats) er
 		running[s.marker.Backup] = true
 	}
 	for id, names := range parts {
-		if running[id] {
+		// A backup writes its index parts just before its manifest; a
+		// young part may belong to a session a lagging listing hides.
+		if running[id] || now.Sub(newest[id]) < r.sessionTimeout() {
 			continue
 		}
 		if ok, err := objstore.Exists(ctx, r.be, manifestName(id)); err != nil || ok {

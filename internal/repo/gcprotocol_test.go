@@ -10,6 +10,7 @@ import (
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/objstore"
 	"github.com/cairnproject/cairn/internal/objstore/faulty"
+	"github.com/cairnproject/cairn/internal/objstore/mem"
 	"github.com/cairnproject/cairn/internal/repo"
 	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/repo/repotest"
@@ -229,4 +230,61 @@ func TestStaleSessionDoesNotCommit(t *testing.T) {
 	if len(list.Backups) != 0 {
 		t.Fatal("backup visible")
 	}
+}
+
+// A lagging listing lets GC condemn the same chunks in two sets. A backup
+// that reuses them must hold both: the sweep of either would delete them.
+func TestGCProtocolChunkInTwoSets(t *testing.T) {
+	lag := 300 * time.Millisecond
+	be := mem.New(mem.Options{ListLag: lag})
+	ctx := t.Context()
+	r, err := repo.Init(ctx, be, password, repo.InitOptions{
+		ChunkSize: testChunk,
+		GC:        format.GCParams{SessionTimeout: format.Duration(10 * time.Second), ConsistencyMargin: format.Duration(lag)},
+	}, testOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(lag) // let the key and config show in listings
+	data := repotest.Mixed(66, 8*testChunk, testChunk)
+	f := backup(t, r, &repotest.Source{Data: data}, repo.BackupOptions{SourceName: "f"})
+	time.Sleep(lag)
+	if err := r.Forget(ctx, []cairn.ID{f.ID}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(lag)
+	// Two gcs in quick succession: the second does not yet list the first's
+	// set and condemns the same chunks again.
+	for range 2 {
+		if _, err := r.GC(ctx, repo.GCOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(2 * lag)
+	var sets int
+	_ = be.List(ctx, format.CondemnedPrefix, func(objstore.ObjectInfo) error { sets++; return nil })
+	if sets < 2 {
+		t.Skipf("the listing lag did not produce two condemned sets (%d); nothing to test", sets)
+	}
+	// A backup reuses the condemned chunks, and pauses before it commits.
+	g := newGate(int64(len(data) - testChunk))
+	src := &repotest.Source{Data: data, Block: g.block}
+	done := startBackup(t, reopen(t, be), src, repo.BackupOptions{SourceName: "b", NoParent: true})
+	<-g.reached
+	time.Sleep(200 * time.Millisecond) // the other regions' claims are done
+	// Sweeps now must find every set held.
+	before := len(chunkNames(t, be))
+	for range 2 {
+		time.Sleep(2 * lag)
+		if _, err := r.GC(ctx, repo.GCOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := len(chunkNames(t, be)); got < before {
+		t.Fatalf("gc deleted %d chunks while a backup held every set listing them", before-got)
+	}
+	close(g.open)
+	b := waitResult(t, done)
+	restoreAndCompare(t, r, b, data)
+	checkClean(t, r)
 }

@@ -137,7 +137,6 @@ func Init(ctx context.Context, be objstore.Backend, secret Secret, iopts InitOpt
 		Compression: iopts.Compression,
 		GC:          iopts.GC,
 	}
-	cfg.SetMAC(mk)
 	r := newRepository(be, cfg, mk, opts)
 	// The key goes first: a config without a key would be a locked-out
 	// repository. Two concurrent inits both write a key, but only one
@@ -146,6 +145,8 @@ func Init(ctx context.Context, be objstore.Backend, secret Secret, iopts InitOpt
 	if err != nil {
 		return nil, fmt.Errorf("init %s: %w", be.Location(), err)
 	}
+	cfg.InitialKey = keyID
+	cfg.SetMAC(mk)
 	data, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		return nil, err
@@ -192,7 +193,7 @@ func Open(ctx context.Context, be objstore.Backend, secret Secret, opts Options)
 	if err != nil {
 		return nil, err
 	}
-	keys, damaged, err := loadKeyFiles(ctx, be)
+	keys, damaged, err := loadKeyFiles(ctx, be, cfg.InitialKey)
 	if err != nil {
 		return nil, err
 	}
@@ -246,14 +247,21 @@ func keyName(id cairn.ID) string { return format.KeysPrefix + id.String() }
 
 // loadKeyFiles reads every key file; damaged counts those that could not be
 // decoded.
-func loadKeyFiles(ctx context.Context, be objstore.Backend) (keys []*format.KeyFile, damaged int, err error) {
+func loadKeyFiles(ctx context.Context, be objstore.Backend, initial cairn.ID) (keys []*format.KeyFile, damaged int, err error) {
 	var names []string
+	listed := map[string]bool{}
 	err = be.List(ctx, format.KeysPrefix, func(info objstore.ObjectInfo) error {
 		names = append(names, info.Name)
+		listed[info.Name] = true
 		return nil
 	})
 	if err != nil {
 		return nil, 0, fmt.Errorf("listing keys: %w", err)
+	}
+	// A listing may lag the init that wrote the first key: ask for it by
+	// name too (it is skipped below if it was removed since).
+	if !initial.IsZero() && !listed[keyName(initial)] {
+		names = append(names, keyName(initial))
 	}
 	for _, name := range names {
 		data, err := objstore.ReadAll(ctx, be, name, 0, -1)
@@ -286,7 +294,7 @@ type KeyInfo struct {
 
 // Keys lists the repository's keys.
 func (r *Repository) Keys(ctx context.Context) ([]KeyInfo, error) {
-	keys, _, err := loadKeyFiles(ctx, r.be)
+	keys, _, err := loadKeyFiles(ctx, r.be, r.cfg.InitialKey)
 	if err != nil {
 		return nil, err
 	}
@@ -339,7 +347,7 @@ func (r *Repository) addKey(ctx context.Context, secret Secret) (cairn.ID, error
 	if err != nil {
 		return cairn.ID{}, err
 	}
-	if err := r.be.Put(ctx, keyName(id), data, objstore.PutOptions{IfAbsent: true}); err != nil {
+	if err := r.be.Put(ctx, keyName(id), data, objstore.PutOptions{}); err != nil {
 		return cairn.ID{}, fmt.Errorf("writing key: %w", err)
 	}
 	return id, nil
@@ -432,17 +440,23 @@ func (r *Repository) putSealed(ctx context.Context, typ byte, name string, plain
 	return len(data), nil
 }
 
-// getSealed reads and opens an object of type typ.
+// getSealed reads and opens an object of type typ. An object that fails
+// verification is read again (up to fetchAttempts times) before the
+// damage is believed to be in the store.
 func (r *Repository) getSealed(ctx context.Context, typ byte, name string) ([]byte, error) {
-	data, err := objstore.ReadAll(ctx, r.be, name, 0, -1)
-	if err != nil {
-		return nil, err
+	var err error
+	for attempt := 0; attempt < fetchAttempts; attempt++ {
+		var data, plain []byte
+		data, err = objstore.ReadAll(ctx, r.be, name, 0, -1)
+		if err != nil {
+			return nil, err
+		}
+		plain, err = r.sealer.Open(nil, typ, name, data, format.MaxMetadataSize)
+		if err == nil {
+			return plain, nil
+		}
 	}
-	plain, err := r.sealer.Open(nil, typ, name, data, format.MaxMetadataSize)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	return plain, nil
+	return nil, fmt.Errorf("%s: %w", name, err)
 }
 
 func (r *Repository) putJSON(ctx context.Context, typ byte, name string, v any, opts objstore.PutOptions) error {

@@ -39,6 +39,10 @@ type RestoreStats struct {
 	Duration      time.Duration `json:"duration"`
 }
 
+// fetchAttempts is how often a chunk that fails verification is read
+// before the failure counts as damage in the store.
+const fetchAttempts = 3
+
 // placement is one use of a chunk's bytes in the target.
 type placement struct {
 	offset      int64 // in the target
@@ -243,6 +247,17 @@ func (r *Repository) restorePart(ctx context.Context, entries []format.Entry, ba
 				if ctx.Err() == nil {
 					pbuf := plainPool.Get().(*[]byte)
 					plain, err := r.openChunk(j, hasher, (*pbuf)[:0])
+					// Damage on the way from the store goes away when
+					// read again; damage at rest does not.
+					for attempt := 1; err != nil && errors.Is(err, cairn.ErrCorrupt) && attempt < fetchAttempts && ctx.Err() == nil; attempt++ {
+						data, ferr := objstore.ReadInto(ctx, r.be, j.id.ObjectName(), *j.buf)
+						if ferr != nil {
+							err = ferr
+							break
+						}
+						*j.buf, j.data = data, data
+						plain, err = r.openChunk(j, hasher, (*pbuf)[:0])
+					}
 					if err != nil {
 						plainPool.Put(pbuf)
 						setErr(err)

@@ -41,9 +41,10 @@ type session struct {
 	holdObjects map[cairn.ID]bool // hold objects written, to delete at the end
 	seen        map[cairn.ID]bool
 	held        map[cairn.ID]bool
-	swept       map[cairn.ID]bool // condemned sets found swept: their chunks may be gone
-	condemned   map[format.ChunkID]cairn.ID
-	used        map[format.ChunkID]struct{} // every chunk the backup references
+	swept       map[cairn.ID]bool             // condemned sets found swept: their chunks may be gone
+	condemned   map[format.ChunkID][]cairn.ID // every seen condemned set that lists the chunk
+	gone        map[format.ChunkID]bool       // chunks of swept sets: upload again whatever else lists them
+	used        map[format.ChunkID]struct{}   // every chunk the backup references
 	failed      error
 
 	stop chan struct{}
@@ -55,6 +56,8 @@ func sessionName(id cairn.ID) string { return format.SessionsPrefix + id.String(
 func condemnedName(set cairn.ID) string { return format.CondemnedPrefix + set.String() }
 
 func sweepingName(set cairn.ID) string { return format.SweepingPrefix + set.String() }
+
+func sweptName(set cairn.ID) string { return format.SweptPrefix + set.String() }
 
 func holdName(set, session cairn.ID) string {
 	return format.HoldsPrefix + set.String() + "/" + session.String()
@@ -71,15 +74,16 @@ func (r *Repository) startSession(ctx context.Context, backupID cairn.ID) (*sess
 		seen:        map[cairn.ID]bool{},
 		held:        map[cairn.ID]bool{},
 		swept:       map[cairn.ID]bool{},
+		gone:        map[format.ChunkID]bool{},
 		holdObjects: map[cairn.ID]bool{},
-		condemned:   map[format.ChunkID]cairn.ID{},
+		condemned:   map[format.ChunkID][]cairn.ID{},
 		used:        map[format.ChunkID]struct{}{},
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
 	}
 	// The marker exists before the session reads anything it may reuse, so
 	// no sweep can start that this session has not agreed to.
-	if err := s.writeMarker(ctx, objstore.PutOptions{IfAbsent: true}); err != nil {
+	if err := s.writeMarker(ctx, objstore.PutOptions{}); err != nil {
 		return nil, fmt.Errorf("starting backup session: %w", err)
 	}
 	if err := s.refresh(ctx); err != nil {
@@ -140,9 +144,16 @@ func (s *session) refresh(ctx context.Context) error {
 		s.mu.Lock()
 		overlap := false
 		for _, c := range ids {
-			s.condemned[c] = set.ID
+			if set.Swept {
+				s.gone[c] = true
+			} else {
+				s.condemned[c] = append(s.condemned[c], set.ID)
+			}
 			_, inUse := s.used[c]
 			overlap = overlap || inUse
+		}
+		if set.Swept {
+			s.swept[set.ID] = true
 		}
 		s.mu.Unlock()
 		if overlap {
@@ -232,59 +243,69 @@ func (s *session) first(c format.ChunkID) bool {
 
 // claim records that the backup references chunk c and reports whether
 // c must be uploaded: when it is not stored (known is false and no
-// condemned set holds it), or when it may have been collected. Chunks of a
-// seen condemned set are held first, so no sweep deletes them under the
-// backup.
+// condemned set lists it), or when it may have been collected (a set
+// listing it was swept). Every unswept condemned set the session has seen
+// that lists c is held first, whether c is reused or uploaded again: a
+// chunk may sit in several sets, and the sweep of any of them would
+// delete it.
 func (s *session) claim(ctx context.Context, c format.ChunkID, known bool) (upload bool, err error) {
-	s.mu.Lock()
-	set, condemned := s.condemned[c]
-	switch {
-	case condemned && s.swept[set]:
+	for {
+		s.mu.Lock()
+		sets := s.condemned[c]
+		var pending []cairn.ID
+		swept := s.gone[c]
+		for _, set := range sets {
+			switch {
+			case s.swept[set]:
+				swept = true
+			case !s.held[set]:
+				pending = append(pending, set)
+			}
+		}
+		if len(pending) == 0 {
+			// Every set is decided: record the use under the same lock, so
+			// a refresh that adds a set after this sees the chunk in use.
+			s.used[c] = struct{}{}
+			s.mu.Unlock()
+			return swept || len(sets) == 0 && !known && !s.gone[c], nil
+		}
 		s.mu.Unlock()
-		return true, nil
-	case condemned && s.held[set], !condemned && known:
-		s.used[c] = struct{}{}
-		s.mu.Unlock()
-		return false, nil
-	case !condemned:
-		s.mu.Unlock()
-		return true, nil
+		if err := s.decide(ctx, pending); err != nil {
+			return false, err
+		}
 	}
-	s.mu.Unlock()
+}
+
+// decide holds each of sets and records whether it is held or was swept.
+func (s *session) decide(ctx context.Context, sets []cairn.ID) error {
 	s.holdMu.Lock()
 	defer s.holdMu.Unlock()
-	s.mu.Lock()
-	decided := s.held[set] || s.swept[set]
-	s.mu.Unlock()
-	if !decided {
+	for _, set := range sets {
+		s.mu.Lock()
+		decided := s.held[set] || s.swept[set]
+		s.mu.Unlock()
+		if decided {
+			continue
+		}
 		safe, err := s.hold(ctx, set)
 		if err != nil {
-			return false, err
+			return err
 		}
 		s.mu.Lock()
 		if safe {
 			s.held[set] = true
 		} else {
-			// The set was swept: its chunks may be gone; every one of
-			// them this backup needs is uploaded again.
 			s.swept[set] = true
 		}
 		s.mu.Unlock()
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.swept[set] {
-		return true, nil
-	}
-	s.used[c] = struct{}{}
-	return false, nil
+	return nil
 }
 
 // uploaded records that the backup references a chunk it has just stored.
 func (s *session) uploaded(c format.ChunkID) {
 	s.mu.Lock()
 	s.used[c] = struct{}{}
-	delete(s.condemned, c)
 	s.mu.Unlock()
 }
 
@@ -321,6 +342,11 @@ func (s *session) hold(ctx context.Context, set cairn.ID) (bool, error) {
 			return false, ctx.Err()
 		case <-time.After(500 * time.Millisecond):
 		}
+	}
+	if _, err := s.r.be.Stat(ctx, sweptName(set)); err == nil {
+		return false, nil // swept
+	} else if !errors.Is(err, cairn.ErrNotFound) {
+		return false, fmt.Errorf("checking condemned set %s: %w", set.Short(), err)
 	}
 	if _, err := s.r.be.Stat(ctx, condemnedName(set)); errors.Is(err, cairn.ErrNotFound) {
 		return false, nil // swept and gone
@@ -371,16 +397,32 @@ func (r *Repository) storeNow(ctx context.Context) (time.Time, error) {
 type condemnedInfo struct {
 	ID      cairn.ID
 	ModTime time.Time
+	// Swept: the set's chunks were deleted at SweptAt; the set stays
+	// visible for twice the consistency margin so that no backup mistakes
+	// a deleted chunk, still shown by a lagging listing, for a stored one.
+	Swept   bool
+	SweptAt time.Time
 }
 
 func (r *Repository) listCondemned(ctx context.Context) ([]condemnedInfo, error) {
+	swept := map[cairn.ID]time.Time{}
+	err := r.be.List(ctx, format.SweptPrefix, func(info objstore.ObjectInfo) error {
+		if id, err := cairn.ParseID(strings.TrimPrefix(info.Name, format.SweptPrefix)); err == nil {
+			swept[id] = info.ModTime
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing swept sets: %w", err)
+	}
 	var sets []condemnedInfo
-	err := r.be.List(ctx, format.CondemnedPrefix, func(info objstore.ObjectInfo) error {
+	err = r.be.List(ctx, format.CondemnedPrefix, func(info objstore.ObjectInfo) error {
 		id, err := cairn.ParseID(strings.TrimPrefix(info.Name, format.CondemnedPrefix))
 		if err != nil {
 			return nil // not ours
 		}
-		sets = append(sets, condemnedInfo{ID: id, ModTime: info.ModTime})
+		at, isSwept := swept[id]
+		sets = append(sets, condemnedInfo{ID: id, ModTime: info.ModTime, Swept: isSwept, SweptAt: at})
 		return nil
 	})
 	if err != nil {

@@ -14,12 +14,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/objstore"
 )
 
-// ErrInjected marks an injected failure. It is transient: a retry may
-// succeed.
-var ErrInjected = errors.New("injected fault")
+// ErrInjected marks an injected failure. It is transient (it wraps
+// cairn.ErrUnavailable): a retry may succeed.
+var ErrInjected = fmt.Errorf("injected fault: %w", cairn.ErrUnavailable)
 
 // ErrCrashed is returned for every request after the simulated crash.
 var ErrCrashed = errors.New("simulated crash")
@@ -136,6 +137,9 @@ func (b *Backend) before(op, name string, mutating bool) error {
 // Location implements objstore.Backend.
 func (b *Backend) Location() string { return b.be.Location() }
 
+// Unwrap returns the wrapped backend.
+func (b *Backend) Unwrap() objstore.Backend { return b.be }
+
 // Put implements objstore.Backend.
 func (b *Backend) Put(ctx context.Context, name string, data []byte, opts objstore.PutOptions) error {
 	if err := b.before("put", name, true); err != nil {
@@ -214,4 +218,15 @@ func (b *Backend) Delete(ctx context.Context, name string) error {
 		return err
 	}
 	return b.be.Delete(ctx, name)
+}
+
+// DeleteBatch implements objstore.BatchDeleter one object at a time, so
+// a simulated crash can stop a batch part-way, as a real one can.
+func (b *Backend) DeleteBatch(ctx context.Context, names []string) error {
+	for _, name := range names {
+		if err := b.Delete(ctx, name); err != nil {
+			return err
+		}
+	}
+	return nil
 }

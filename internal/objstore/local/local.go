@@ -179,14 +179,18 @@ func writeSynced(path string, data []byte) error {
 // aligned copy, and the tail through the page cache.
 func writeDirect(f *os.File, data []byte) error {
 	n := len(data) / directio.Alignment * directio.Alignment
-	var buf []byte
-	if n <= directPool.Size {
-		buf = directPool.Get()
-		defer directPool.Put(buf)
-	} else {
-		buf = directio.Buffer(n)
+	// Large Go allocations start on page boundaries, so the caller's
+	// buffer usually needs no aligned copy.
+	buf := data[:n]
+	if !directio.Aligned(buf, 0) {
+		if n <= directPool.Size {
+			buf = directPool.Get()
+			defer directPool.Put(buf)
+		} else {
+			buf = directio.Buffer(n)
+		}
+		copy(buf, data[:n])
 	}
-	copy(buf, data[:n])
 	if _, err := f.Write(buf[:n]); err != nil {
 		f.Close()
 		return err

@@ -50,6 +50,7 @@ func Run(t *testing.T, opts Options, newBackend func(t *testing.T) objstore.Back
 		{"NotRetained", testNotRetained},
 		{"Concurrent", testConcurrent},
 		{"ModTime", testModTime},
+		{"DeleteAll", testDeleteAll},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -338,4 +339,37 @@ func testModTime(t *testing.T, b objstore.Backend, _ Options) {
 	if d := info.ModTime.Sub(before); d < -2*time.Minute || d > 2*time.Minute {
 		t.Fatalf("modification time %v is %v away from the local clock", info.ModTime, d)
 	}
+}
+
+// testDeleteAll deletes many objects at once, some of them missing,
+// through the backend's batch delete where it has one.
+func testDeleteAll(t *testing.T, b objstore.Backend, opts Options) {
+	ctx := t.Context()
+	var names []string
+	for i := range 30 {
+		name := fmt.Sprintf("many/%03d", i)
+		names = append(names, name)
+		if i%3 == 0 {
+			continue // missing objects are not an error
+		}
+		if err := b.Put(ctx, name, []byte{byte(i)}, objstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Put(ctx, "many/keep", []byte("k"), objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deleted := 0
+	if err := objstore.DeleteAll(ctx, b, names, 4, func(n []string) { deleted += len(n) }); err != nil {
+		t.Fatalf("delete all: %v", err)
+	}
+	if deleted != len(names) {
+		t.Fatalf("reported %d deleted of %d", deleted, len(names))
+	}
+	for _, name := range names {
+		if _, err := b.Stat(ctx, name); !errors.Is(err, cairn.ErrNotFound) {
+			t.Fatalf("%s after delete: %v", name, err)
+		}
+	}
+	listEventually(t, b, opts, "many/", map[string]int64{"many/keep": 1})
 }

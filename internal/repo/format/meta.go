@@ -21,6 +21,7 @@ const (
 	SessionsPrefix  = "sessions/"
 	CondemnedPrefix = "gc/condemned/"
 	SweepingPrefix  = "gc/sweeping/"
+	SweptPrefix     = "gc/swept/"
 	HoldsPrefix     = "gc/holds/"
 )
 
@@ -48,7 +49,10 @@ type Config struct {
 	ChunkSize   int64     `json:"chunk_size"`
 	Compression Level     `json:"compression"`
 	GC          GCParams  `json:"gc"`
-	MAC         string    `json:"mac,omitempty"`
+	// InitialKey names the key written by init, so an opener finds it by
+	// name while a lagging listing does not show it yet.
+	InitialKey cairn.ID `json:"initial_key"`
+	MAC        string   `json:"mac,omitempty"`
 }
 
 // GCParams tune the concurrent garbage-collection protocol (docs/format.md).
