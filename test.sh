@@ -19,6 +19,11 @@ step "installing test dependencies"
 if [ "$(id -u)" = 0 ]; then
   missing=()
   command -v losetup >/dev/null || missing+=(mount)
+  command -v nbdinfo >/dev/null || missing+=(libnbd-bin)
+  command -v qemu-img >/dev/null || missing+=(qemu-utils)
+  command -v fusermount3 >/dev/null || missing+=(fuse3)
+  command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+  command -v fio >/dev/null || missing+=(fio)
   if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -1,0 +1,24 @@
+package volume
+
+// crash abandons the engine as a killed process would: descriptors close,
+// nothing is flushed or checkpointed, the lock goes.
+func (e *Engine) crash() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, m := range []map[[16]byte]*runtime{} {
+		_ = m
+	}
+	for _, rt := range e.vols {
+		for _, l := range rt.idx.layers {
+			l.close()
+		}
+	}
+	for _, rt := range e.snaps {
+		for _, l := range rt.idx.layers {
+			l.close()
+		}
+	}
+	e.vols, e.snaps = nil, nil
+	e.lock.Close()
+	e.lock = nil
+}

@@ -1,0 +1,134 @@
+package volume
+
+import (
+	"bytes"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func dirUsage(t *testing.T, dir string) int64 {
+	t.Helper()
+	var used int64
+	_ = filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			used += blocksUsed(info)
+		}
+		return nil
+	})
+	return used
+}
+
+// Deleting a snapshot gives back what nothing else needs; a clone takes
+// no space until written.
+func TestSnapshotSpace(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	e := openEngine(t, dir)
+	v, err := e.CreateVolume(ctx, "v", 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := e.OpenVolume(v.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill := func(seed uint64) []byte {
+		data := make([]byte, 8<<20)
+		r := rand.New(rand.NewPCG(seed, seed))
+		for i := range data {
+			data[i] = byte(r.Uint32())
+		}
+		if err := d.WriteAt(ctx, data, 4<<20); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	fill(1)
+	s1, err := e.CreateSnapshot(ctx, v.ID, "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := fill(2)
+	s2, err := e.CreateSnapshot(ctx, v.ID, "s2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	third := fill(3)
+	three := dirUsage(t, dir)
+	if three < 24<<20 {
+		t.Fatalf("three layers of 8 MiB use %d bytes", three)
+	}
+
+	// A clone of s2 costs nothing until written.
+	c, err := e.CloneVolume(ctx, "c", s2.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := dirUsage(t, dir); u > three+1<<20 {
+		t.Fatalf("a clone took %d bytes", u-three)
+	}
+	cd, err := e.OpenVolume(c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, cd)[4<<20 : 12<<20]; !bytes.Equal(got, second) {
+		t.Fatal("clone does not show its snapshot's content")
+	}
+	cd.Close()
+	if err := e.DeleteVolume(ctx, c.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	// s1's pages are all overwritten in s2: deleting it frees its 8 MiB.
+	if err := e.DeleteSnapshot(ctx, s1.ID); err != nil {
+		t.Fatal(err)
+	}
+	if u := dirUsage(t, dir); u > three-7<<20 {
+		t.Fatalf("deleting s1 freed %d bytes of 8 MiB", three-u)
+	}
+	if err := e.DeleteSnapshot(ctx, s2.ID); err != nil {
+		t.Fatal(err)
+	}
+	if u := dirUsage(t, dir); u > three-15<<20 {
+		t.Fatalf("deleting s1 and s2 freed %d bytes of 16 MiB", three-u)
+	}
+	if got := readAll(t, d)[4<<20 : 12<<20]; !bytes.Equal(got, third) {
+		t.Fatal("volume content changed by snapshot deletion")
+	}
+}
+
+func FuzzDecodePresence(f *testing.F) {
+	p := newPresence(1000)
+	p.add(3, fullMask)
+	p.add(4, fullMask)
+	p.add(10, 0x00f0)
+	p.add(999, 1)
+	f.Add(p.encode())
+	f.Add(newPresence(0).encode())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		q, err := decodePresence(data)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(q.encode(), data) {
+			t.Fatal("presence does not re-encode to the same bytes")
+		}
+	})
+}
+
+func FuzzReplayLog(f *testing.F) {
+	f.Add(encodeLogRecord(encodeLogRecord(nil, 5, 3), 1<<20, fullMask))
+	f.Add([]byte{1, 2, 3})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p := newPresence(16)
+		n := replayLog(p, data)
+		if n < 0 || n > len(data) || n%logRecordSize != 0 {
+			t.Fatalf("replay consumed %d of %d bytes", n, len(data))
+		}
+	})
+}

@@ -1,0 +1,538 @@
+package volumectl
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/volume"
+)
+
+// statusOf maps sentinel errors to HTTP statuses; errorOf maps back. The
+// one place where the two meet.
+var statuses = []struct {
+	err    error
+	status int
+}{
+	{cairn.ErrNotFound, http.StatusNotFound},
+	{cairn.ErrInvalid, http.StatusBadRequest},
+	{cairn.ErrConflict, http.StatusConflict},
+	{cairn.ErrExists, http.StatusConflict},
+	{cairn.ErrDenied, http.StatusForbidden},
+	{cairn.ErrUnsupported, http.StatusNotImplemented},
+	{cairn.ErrCorrupt, http.StatusInternalServerError},
+}
+
+func statusOf(err error) int {
+	for _, s := range statuses {
+		if errors.Is(err, s.err) {
+			return s.status
+		}
+	}
+	return http.StatusInternalServerError
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+	Kind  string `json:"kind"`
+}
+
+func kindOf(err error) string {
+	for _, s := range statuses {
+		if errors.Is(err, s.err) {
+			return s.err.Error()
+		}
+	}
+	return ""
+}
+
+func errorOf(body errorBody) error {
+	for _, s := range statuses {
+		if body.Kind == s.err.Error() {
+			return fmt.Errorf("%s: %w", body.Error, s.err)
+		}
+	}
+	return errors.New(body.Error)
+}
+
+// Handler serves Ops over HTTP, for the control socket.
+func Handler(ops Ops) http.Handler {
+	mux := http.NewServeMux()
+	h := &handler{ops: ops}
+	mux.HandleFunc("GET /volumes", h.volumes)
+	mux.HandleFunc("POST /volumes", h.createVolume)
+	mux.HandleFunc("GET /volumes/{id}", h.volume)
+	mux.HandleFunc("DELETE /volumes/{id}", h.deleteVolume)
+	mux.HandleFunc("POST /volumes/{id}/extend", h.extend)
+	mux.HandleFunc("POST /volumes/{id}/revert", h.revert)
+	mux.HandleFunc("POST /volumes/{id}/snapshots", h.createSnapshot)
+	mux.HandleFunc("GET /snapshots", h.snapshots)
+	mux.HandleFunc("GET /snapshots/{id}", h.snapshot)
+	mux.HandleFunc("DELETE /snapshots/{id}", h.deleteSnapshot)
+	mux.HandleFunc("POST /snapshots/{id}/clone", h.clone)
+	mux.HandleFunc("POST /changed-extents", h.changed)
+	mux.HandleFunc("GET /content", h.content)
+	return mux
+}
+
+type handler struct{ ops Ops }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, err error) {
+	writeJSON(w, statusOf(err), errorBody{Error: err.Error(), Kind: kindOf(err)})
+}
+
+func pathID(r *http.Request) (cairn.ID, error) { return cairn.ParseID(r.PathValue("id")) }
+
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("request body: %v: %w", err, cairn.ErrInvalid)
+	}
+	return nil
+}
+
+func (h *handler) volumes(w http.ResponseWriter, r *http.Request) {
+	v, err := h.ops.Volumes(r.Context())
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+type createVolumeReq struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+}
+
+func (h *handler) createVolume(w http.ResponseWriter, r *http.Request) {
+	var req createVolumeReq
+	if err := decode(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	v, err := h.ops.CreateVolume(r.Context(), req.Name, req.Size)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, v)
+}
+
+func (h *handler) volume(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err == nil {
+		var v volume.VolumeInfo
+		if v, err = h.ops.Volume(r.Context(), id); err == nil {
+			writeJSON(w, http.StatusOK, v)
+			return
+		}
+	}
+	writeErr(w, err)
+}
+
+func (h *handler) deleteVolume(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err == nil {
+		err = h.ops.DeleteVolume(r.Context(), id)
+	}
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handler) extend(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Size int64 `json:"size"`
+	}
+	id, err := pathID(r)
+	if err == nil {
+		err = decode(r, &req)
+	}
+	if err == nil {
+		err = h.ops.ExtendVolume(r.Context(), id, req.Size)
+	}
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handler) revert(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Snapshot cairn.ID `json:"snapshot"`
+	}
+	id, err := pathID(r)
+	if err == nil {
+		err = decode(r, &req)
+	}
+	if err == nil {
+		err = h.ops.RevertVolume(r.Context(), id, req.Snapshot)
+	}
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handler) createSnapshot(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Name string `json:"name"`
+	}
+	id, err := pathID(r)
+	if err == nil {
+		err = decode(r, &req)
+	}
+	var s volume.SnapshotInfo
+	if err == nil {
+		s, err = h.ops.CreateSnapshot(r.Context(), id, req.Name)
+	}
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, s)
+}
+
+func (h *handler) snapshots(w http.ResponseWriter, r *http.Request) {
+	var vol cairn.ID
+	if v := r.URL.Query().Get("volume"); v != "" {
+		var err error
+		if vol, err = cairn.ParseID(v); err != nil {
+			writeErr(w, err)
+			return
+		}
+	}
+	s, err := h.ops.Snapshots(r.Context(), vol)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s)
+}
+
+func (h *handler) snapshot(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err == nil {
+		var s volume.SnapshotInfo
+		if s, err = h.ops.Snapshot(r.Context(), id); err == nil {
+			writeJSON(w, http.StatusOK, s)
+			return
+		}
+	}
+	writeErr(w, err)
+}
+
+func (h *handler) deleteSnapshot(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err == nil {
+		err = h.ops.DeleteSnapshot(r.Context(), id)
+	}
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *handler) clone(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Name string `json:"name"`
+	}
+	id, err := pathID(r)
+	if err == nil {
+		err = decode(r, &req)
+	}
+	var v volume.VolumeInfo
+	if err == nil {
+		v, err = h.ops.CloneVolume(r.Context(), req.Name, id)
+	}
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, v)
+}
+
+type changedReq struct {
+	From *volume.Ref `json:"from,omitempty"`
+	To   volume.Ref  `json:"to"`
+}
+
+type changedResp struct {
+	Extents []cairn.Extent `json:"extents"`
+	Known   bool           `json:"known"`
+}
+
+func (h *handler) changed(w http.ResponseWriter, r *http.Request) {
+	var req changedReq
+	if err := decode(r, &req); err != nil {
+		writeErr(w, err)
+		return
+	}
+	list, known, err := h.ops.ChangedExtents(r.Context(), req.From, req.To)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	if list == nil {
+		list = []cairn.Extent{}
+	}
+	writeJSON(w, http.StatusOK, changedResp{list, known})
+}
+
+// content serves a byte range of a volume or snapshot: query volume or
+// snapshot, offset, length. The size is in X-Size, the allocated extents
+// (when asked with allocated=1) in the body as JSON.
+func (h *handler) content(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var ref volume.Ref
+	var err error
+	if v := q.Get("volume"); v != "" {
+		ref.Volume, err = cairn.ParseID(v)
+	}
+	if s := q.Get("snapshot"); err == nil && s != "" {
+		ref.Snapshot, err = cairn.ParseID(s)
+	}
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	rd, err := h.ops.Open(r.Context(), ref)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	defer rd.Close()
+	w.Header().Set("X-Size", strconv.FormatInt(rd.Size(), 10))
+	if q.Get("allocated") == "1" {
+		list, ok, err := rd.Allocated()
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, changedResp{Extents: list, Known: ok})
+		return
+	}
+	off, err1 := strconv.ParseInt(q.Get("offset"), 10, 64)
+	n, err2 := strconv.ParseInt(q.Get("length"), 10, 64)
+	if err1 != nil || err2 != nil || off < 0 || n < 0 || n > 64<<20 {
+		writeErr(w, fmt.Errorf("offset and length: %w", cairn.ErrInvalid))
+		return
+	}
+	buf := make([]byte, n)
+	m, err := rd.ReadAt(buf, off)
+	if err != nil && !errors.Is(err, io.EOF) {
+		writeErr(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(m))
+	_, _ = w.Write(buf[:m])
+}
+
+// Client implements Ops by talking to a control socket.
+type Client struct {
+	http *http.Client
+}
+
+var _ Ops = (*Client)(nil)
+
+// NewClient returns a client of the control socket at path.
+func NewClient(socket string) *Client {
+	return &Client{http: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		MaxIdleConnsPerHost: 16,
+	}, Timeout: 10 * time.Minute}}
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		data, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(data)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://cairn"+path, body)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var eb errorBody
+		if err := json.NewDecoder(resp.Body).Decode(&eb); err != nil {
+			return fmt.Errorf("control socket: %s", resp.Status)
+		}
+		return errorOf(eb)
+	}
+	if out != nil {
+		return json.NewDecoder(resp.Body).Decode(out)
+	}
+	return nil
+}
+
+func (c *Client) CreateVolume(ctx context.Context, name string, size int64) (v volume.VolumeInfo, err error) {
+	err = c.do(ctx, "POST", "/volumes", createVolumeReq{name, size}, &v)
+	return v, err
+}
+
+func (c *Client) CloneVolume(ctx context.Context, name string, snapshot cairn.ID) (v volume.VolumeInfo, err error) {
+	err = c.do(ctx, "POST", "/snapshots/"+snapshot.String()+"/clone", map[string]string{"name": name}, &v)
+	return v, err
+}
+
+func (c *Client) Volumes(ctx context.Context) (v []volume.VolumeInfo, err error) {
+	err = c.do(ctx, "GET", "/volumes", nil, &v)
+	return v, err
+}
+
+func (c *Client) Volume(ctx context.Context, id cairn.ID) (v volume.VolumeInfo, err error) {
+	err = c.do(ctx, "GET", "/volumes/"+id.String(), nil, &v)
+	return v, err
+}
+
+func (c *Client) DeleteVolume(ctx context.Context, id cairn.ID) error {
+	return c.do(ctx, "DELETE", "/volumes/"+id.String(), nil, nil)
+}
+
+func (c *Client) ExtendVolume(ctx context.Context, id cairn.ID, size int64) error {
+	return c.do(ctx, "POST", "/volumes/"+id.String()+"/extend", map[string]int64{"size": size}, nil)
+}
+
+func (c *Client) RevertVolume(ctx context.Context, v, s cairn.ID) error {
+	return c.do(ctx, "POST", "/volumes/"+v.String()+"/revert", map[string]cairn.ID{"snapshot": s}, nil)
+}
+
+func (c *Client) CreateSnapshot(ctx context.Context, v cairn.ID, name string) (s volume.SnapshotInfo, err error) {
+	err = c.do(ctx, "POST", "/volumes/"+v.String()+"/snapshots", map[string]string{"name": name}, &s)
+	return s, err
+}
+
+func (c *Client) Snapshots(ctx context.Context, v cairn.ID) (s []volume.SnapshotInfo, err error) {
+	path := "/snapshots"
+	if !v.IsZero() {
+		path += "?volume=" + v.String()
+	}
+	err = c.do(ctx, "GET", path, nil, &s)
+	return s, err
+}
+
+func (c *Client) Snapshot(ctx context.Context, id cairn.ID) (s volume.SnapshotInfo, err error) {
+	err = c.do(ctx, "GET", "/snapshots/"+id.String(), nil, &s)
+	return s, err
+}
+
+func (c *Client) DeleteSnapshot(ctx context.Context, id cairn.ID) error {
+	return c.do(ctx, "DELETE", "/snapshots/"+id.String(), nil, nil)
+}
+
+func (c *Client) ChangedExtents(ctx context.Context, from *volume.Ref, to volume.Ref) ([]cairn.Extent, bool, error) {
+	var resp changedResp
+	err := c.do(ctx, "POST", "/changed-extents", changedReq{From: from, To: to}, &resp)
+	return resp.Extents, resp.Known, err
+}
+
+func refQuery(r volume.Ref) string {
+	if !r.Snapshot.IsZero() {
+		return "snapshot=" + r.Snapshot.String()
+	}
+	return "volume=" + r.Volume.String()
+}
+
+func (c *Client) Open(ctx context.Context, r volume.Ref) (Reader, error) {
+	var resp changedResp
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://cairn/content?allocated=1&"+refQuery(r), nil)
+	if err != nil {
+		return nil, err
+	}
+	hr, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	defer hr.Body.Close()
+	if hr.StatusCode >= 300 {
+		var eb errorBody
+		_ = json.NewDecoder(hr.Body).Decode(&eb)
+		return nil, errorOf(eb)
+	}
+	if err := json.NewDecoder(hr.Body).Decode(&resp); err != nil {
+		return nil, err
+	}
+	size, err := strconv.ParseInt(hr.Header.Get("X-Size"), 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: bad size: %w", cairn.ErrCorrupt)
+	}
+	return &remoteReader{c: c, ctx: ctx, ref: r, size: size, alloc: resp.Extents, known: resp.Known}, nil
+}
+
+// remoteReader reads a volume or snapshot through the control socket.
+type remoteReader struct {
+	c     *Client
+	ctx   context.Context
+	ref   volume.Ref
+	size  int64
+	alloc []cairn.Extent
+	known bool
+}
+
+func (r *remoteReader) Size() int64                              { return r.size }
+func (r *remoteReader) Allocated() ([]cairn.Extent, bool, error) { return r.alloc, r.known, nil }
+func (r *remoteReader) Close() error                             { return nil }
+
+func (r *remoteReader) ReadAt(p []byte, off int64) (int, error) {
+	if off >= r.size {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), r.size-off)
+	url := fmt.Sprintf("http://cairn/content?%s&offset=%d&length=%d", refQuery(r.ref), off, n)
+	req, err := http.NewRequestWithContext(r.ctx, "GET", url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := r.c.http.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("control socket: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var eb errorBody
+		_ = json.NewDecoder(resp.Body).Decode(&eb)
+		return 0, errorOf(eb)
+	}
+	m, err := io.ReadFull(resp.Body, p[:n])
+	if err != nil {
+		return m, fmt.Errorf("control socket: short read: %w", err)
+	}
+	if n < int64(len(p)) {
+		return m, io.EOF
+	}
+	return m, nil
+}

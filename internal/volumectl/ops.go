@@ -1,0 +1,114 @@
+// Package volumectl gives the volume commands one interface, Ops, over
+// two implementations: the engine opened directly (Direct) when the data
+// directory is free, and the local control socket of the process serving
+// it (Client, served by Handler). A data directory belongs to one process;
+// every other command goes through it.
+package volumectl
+
+import (
+	"context"
+	"io"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/volume"
+)
+
+// Ops is what the volume commands do with a data directory.
+type Ops interface {
+	CreateVolume(ctx context.Context, name string, size int64) (volume.VolumeInfo, error)
+	CloneVolume(ctx context.Context, name string, snapshot cairn.ID) (volume.VolumeInfo, error)
+	Volumes(ctx context.Context) ([]volume.VolumeInfo, error)
+	Volume(ctx context.Context, id cairn.ID) (volume.VolumeInfo, error)
+	DeleteVolume(ctx context.Context, id cairn.ID) error
+	ExtendVolume(ctx context.Context, id cairn.ID, size int64) error
+	RevertVolume(ctx context.Context, volume, snapshot cairn.ID) error
+	CreateSnapshot(ctx context.Context, volume cairn.ID, name string) (volume.SnapshotInfo, error)
+	Snapshots(ctx context.Context, volume cairn.ID) ([]volume.SnapshotInfo, error)
+	Snapshot(ctx context.Context, id cairn.ID) (volume.SnapshotInfo, error)
+	DeleteSnapshot(ctx context.Context, id cairn.ID) error
+	// ChangedExtents: see volume.Engine.ChangedExtents.
+	ChangedExtents(ctx context.Context, from *volume.Ref, to volume.Ref) ([]cairn.Extent, bool, error)
+	// Open returns the content of a volume or snapshot for reading, as a
+	// backup does.
+	Open(ctx context.Context, r volume.Ref) (Reader, error)
+}
+
+// Reader reads a volume or snapshot.
+type Reader interface {
+	io.ReaderAt
+	io.Closer
+	Size() int64
+	Allocated() ([]cairn.Extent, bool, error)
+}
+
+// Direct runs Ops on an engine this process holds.
+type Direct struct{ E *volume.Engine }
+
+var _ Ops = Direct{}
+
+func (d Direct) CreateVolume(ctx context.Context, name string, size int64) (volume.VolumeInfo, error) {
+	return d.E.CreateVolume(ctx, name, size)
+}
+
+func (d Direct) CloneVolume(ctx context.Context, name string, snapshot cairn.ID) (volume.VolumeInfo, error) {
+	return d.E.CloneVolume(ctx, name, snapshot)
+}
+
+func (d Direct) Volumes(context.Context) ([]volume.VolumeInfo, error) { return d.E.Volumes(), nil }
+
+func (d Direct) Volume(_ context.Context, id cairn.ID) (volume.VolumeInfo, error) {
+	return d.E.Volume(id)
+}
+
+func (d Direct) DeleteVolume(ctx context.Context, id cairn.ID) error {
+	return d.E.DeleteVolume(ctx, id)
+}
+
+func (d Direct) ExtendVolume(ctx context.Context, id cairn.ID, size int64) error {
+	return d.E.ExtendVolume(ctx, id, size)
+}
+
+func (d Direct) RevertVolume(ctx context.Context, v, s cairn.ID) error {
+	return d.E.RevertVolume(ctx, v, s)
+}
+
+func (d Direct) CreateSnapshot(ctx context.Context, v cairn.ID, name string) (volume.SnapshotInfo, error) {
+	return d.E.CreateSnapshot(ctx, v, name)
+}
+
+func (d Direct) Snapshots(_ context.Context, v cairn.ID) ([]volume.SnapshotInfo, error) {
+	return d.E.Snapshots(v), nil
+}
+
+func (d Direct) Snapshot(_ context.Context, id cairn.ID) (volume.SnapshotInfo, error) {
+	return d.E.Snapshot(id)
+}
+
+func (d Direct) DeleteSnapshot(ctx context.Context, id cairn.ID) error {
+	return d.E.DeleteSnapshot(ctx, id)
+}
+
+func (d Direct) ChangedExtents(ctx context.Context, from *volume.Ref, to volume.Ref) ([]cairn.Extent, bool, error) {
+	return d.E.ChangedExtents(ctx, from, to)
+}
+
+func (d Direct) Open(_ context.Context, r volume.Ref) (Reader, error) {
+	var dev *volume.Device
+	var err error
+	if r.Snapshot.IsZero() {
+		dev, err = d.E.OpenVolume(r.Volume)
+	} else {
+		dev, err = d.E.OpenSnapshot(r.Snapshot)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return deviceReader{dev.Source(), dev}, nil
+}
+
+type deviceReader struct {
+	*volume.Source
+	dev *volume.Device
+}
+
+func (r deviceReader) Close() error { return r.dev.Close() }
