@@ -27,7 +27,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // tracking: a change nobody recorded cannot be read either.
 type presence struct {
 	nblocks int64
-	full    []uint64          // bit b: block b held whole
+	full    []uint64         // bit b: block b held whole
 	partial map[int64]uint16 // block -> pages held, never 0 or fullMask
 }
 
