@@ -42,6 +42,7 @@ type app struct {
 	json           bool
 
 	repo         string
+	dataDirFlag  string
 	verbose      bool
 	passwordFile string
 	keyFile      string
@@ -140,7 +141,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
 		return pprof.StartCPUProfile(f)
 	}
-	root.AddCommand(a.repoCommand())
+	root.AddCommand(a.repoCommand(), a.volumeCommand())
 	return root
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/cairnproject/cairn/internal/objstore/metered"
 	"github.com/cairnproject/cairn/internal/repo"
 	"github.com/cairnproject/cairn/internal/repo/format"
+	"github.com/cairnproject/cairn/internal/volbackup"
 )
 
 func (a *app) repoCommand() *cobra.Command {
@@ -284,21 +285,38 @@ func parseTags(tags []string) (map[string]string, error) {
 
 func (a *app) backupCommand() *cobra.Command {
 	var tags []string
-	var parent, changedFile, compression string
+	var parent, changedFile, compression, volumeRef, snapshotRef string
 	var noParent bool
 	cmd := &cobra.Command{
-		Use:   "backup SOURCE",
-		Short: "Back up a raw image file or block device",
+		Use:   "backup SOURCE | --volume VOLUME | --snapshot SNAPSHOT",
+		Short: "Back up a raw image file, a block device, or a volume or snapshot",
 		Long: `Back up a raw image file or block device. Holes and zero chunks are recorded,
 not stored. Chunks already in the repository are never stored again.
 
 The parent (by default the latest backup of the same source path) lets
 unchanged chunks be recognised. With --changed-extents, only the byte ranges
 listed in the file are read; every other chunk is taken from the parent. The
-file format is in docs/format.md; 'cairn repo diff' writes it.`,
-		Args: exactArgs(1),
+file format is in docs/format.md; 'cairn repo diff' writes it.
+
+With --volume or --snapshot the source is a volume of the data directory
+(--data-dir). A volume is snapshotted first and the snapshot kept as the
+base of its next incremental (the previous base is then deleted). When the
+parent backup's snapshot still exists, only the extents the volume engine
+lists as changed since it are read.`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			fromVolume := volumeRef != "" || snapshotRef != ""
+			switch {
+			case volumeRef != "" && snapshotRef != "":
+				return usageError{errors.New("give --volume or --snapshot, not both")}
+			case fromVolume && len(args) > 0:
+				return usageError{errors.New("give a SOURCE or --volume/--snapshot, not both")}
+			case !fromVolume && len(args) != 1:
+				return usageError{errors.New("give the SOURCE to back up (a file or block device), or --volume/--snapshot")}
+			case fromVolume && changedFile != "":
+				return usageError{errors.New("--changed-extents is for file sources; volumes track their own changes")}
+			}
 			tagMap, err := parseTags(tags)
 			if err != nil {
 				return err
@@ -324,6 +342,9 @@ file format is in docs/format.md; 'cairn repo diff' writes it.`,
 				if err != nil {
 					return err
 				}
+			}
+			if fromVolume {
+				return a.backupVolume(ctx, volumeRef, snapshotRef, parent, opts)
 			}
 			src, err := blockdev.OpenSource(args[0])
 			if err != nil {
@@ -371,7 +392,70 @@ file format is in docs/format.md; 'cairn repo diff' writes it.`,
 	f.BoolVar(&noParent, "no-parent", false, "compare with no parent (chunks are still deduplicated)")
 	f.StringVar(&changedFile, "changed-extents", "", "read only the byte ranges listed in this file (relative to the parent)")
 	f.StringVar(&compression, "compression", "", "compression for this backup (default: the repository's)")
+	f.StringVar(&volumeRef, "volume", "", "back up this volume (through a snapshot kept as the next incremental's base)")
+	f.StringVar(&snapshotRef, "snapshot", "", "back up this snapshot of a volume")
+	f.StringVar(&a.dataDirFlag, "data-dir", "", "the volumes' data directory (with --volume/--snapshot)")
 	return cmd
+}
+
+// backupVolume backs up a volume or snapshot of the data directory.
+func (a *app) backupVolume(ctx context.Context, volumeRef, snapshotRef, parent string, opts repo.BackupOptions) error {
+	ops, done, err := a.volumeOps(ctx)
+	if err != nil {
+		return err
+	}
+	defer done()
+	req := volbackup.Request{Options: opts, Logger: a.logger()}
+	if volumeRef != "" {
+		v, err := resolveVolume(ctx, ops, volumeRef)
+		if err != nil {
+			return err
+		}
+		req.Volume = v.ID
+	} else {
+		s, err := resolveSnapshot(ctx, ops, snapshotRef)
+		if err != nil {
+			return err
+		}
+		req.Snapshot = s.ID
+	}
+	r, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	if parent != "" {
+		m, err := r.ResolveBackup(ctx, parent)
+		if err != nil {
+			return fmt.Errorf("parent: %w", err)
+		}
+		req.Options.Parent = &m.ID
+	}
+	req.Options.Progress = &repo.Progress{}
+	stop := a.showProgress("backup", req.Options.Progress, backupDetail)
+	res, err := volbackup.Backup(ctx, r, ops, req)
+	stop()
+	if err != nil {
+		return err
+	}
+	if a.json {
+		return a.printJSON(struct {
+			*format.Manifest
+			Snapshot     cairn.ID       `json:"snapshot"`
+			Tracked      bool           `json:"changed_block_tracking"`
+			Reason       string         `json:"full_read_reason,omitempty"`
+			ChangedBytes int64          `json:"changed_bytes"`
+			Requests     metered.Counts `json:"requests"`
+		}{res.Manifest, res.Snapshot, res.Tracked, res.Reason, res.ChangedBytes, a.meter.Counts()})
+	}
+	a.printBackupSummary(res.Manifest)
+	if res.Tracked {
+		fmt.Fprintf(a.stdout, "  tracking   %s changed since the parent's snapshot\n", formatBytes(res.ChangedBytes))
+	} else {
+		fmt.Fprintf(a.stdout, "  tracking   not used: %s\n", res.Reason)
+	}
+	fmt.Fprintf(a.stdout, "  snapshot   %s\n", res.Snapshot)
+	a.printRequests()
+	return nil
 }
 
 func (a *app) printBackupSummary(m *format.Manifest) {
