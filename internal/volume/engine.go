@@ -55,7 +55,6 @@ type runtime struct {
 }
 
 // ErrLocked reports a data directory held by another process.
-var errLocked = errors.New("locked")
 
 // Open opens (creating if needed) the engine's data directory.
 func Open(dir string, opts Options) (*Engine, error) {
