@@ -54,8 +54,6 @@ type runtime struct {
 	refs   int
 }
 
-// ErrLocked reports a data directory held by another process.
-
 // Open opens (creating if needed) the engine's data directory.
 func Open(dir string, opts Options) (*Engine, error) {
 	if opts.Now == nil {
