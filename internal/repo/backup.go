@@ -42,6 +42,13 @@ type BackupOptions struct {
 	// the parent; every other chunk is taken from the parent's index
 	// without reading the source. A wrong list makes a wrong backup.
 	Changed *extents.List
+	// Delta, with Changed, reads only the changed bytes of a region that
+	// changed a little and stores them packed with those of other regions;
+	// the region's index entries point into the parent's chunks for the
+	// rest. Only for sources whose Changed list is exact (a volume
+	// engine's), and within limits that keep restores one pass: see
+	// delta.go.
+	Delta bool
 	// Compression overrides the repository's default level.
 	Compression *format.Level
 	// DataTime is the time of the data (a snapshot's creation time); the
@@ -108,6 +115,17 @@ func (r *Repository) Backup(ctx context.Context, src Source, opts BackupOptions)
 		return nil, err
 	}
 
+	var pr *parentRegions
+	if parent != nil && parentEntries != nil {
+		var ok bool
+		if pr, ok = splitRegions(parentEntries, chunkSize, parent.Size); !ok {
+			if opts.Changed != nil {
+				return nil, fmt.Errorf("parent %s: its index does not cover its %d bytes: %w", parent.ID.Short(), parent.Size, cairn.ErrCorrupt)
+			}
+			pr = nil
+		}
+	}
+
 	p := orDiscard(opts.Progress)
 	p.add(&p.Total, size)
 	b := &backupRun{
@@ -118,7 +136,9 @@ func (r *Repository) Backup(ctx context.Context, src Source, opts BackupOptions)
 		level:     level,
 		known:     known,
 		entries:   make([]format.Entry, nregions),
-		parent:    parentEntries,
+		frag:      map[int][]format.Entry{},
+		parent:    pr,
+		size:      size,
 		p:         p,
 		chunkSize: chunkSize,
 	}
@@ -132,46 +152,92 @@ func (r *Repository) Backup(ctx context.Context, src Source, opts BackupOptions)
 		holes = holeRegions(alloc, nregions, chunkSize, size)
 	}
 	var changed map[int64]bool
+	var changedList []cairn.Extent
 	if opts.Changed != nil {
+		changedList = extents.Normalize(opts.Changed.Extents)
 		changed = map[int64]bool{}
-		for _, blk := range extents.Blocks(opts.Changed.Extents, chunkSize, int64(nregions)) {
+		for _, blk := range extents.Blocks(changedList, chunkSize, int64(nregions)) {
 			changed[blk] = true
 		}
 	}
 	var jobs []regionJob
+	var deltas []*deltaPlan
+	ci := 0 // changedList position, for delta planning
 	for i := range nregions {
 		off := int64(i) * chunkSize
 		length := min(chunkSize, size-off)
+		full := regionJob{index: i, offset: off, length: length}
+		sameShape := pr.region(i) != nil && pr.regionLength(i) == length
 		switch {
 		case holes[i]:
 			b.entries[i] = format.Entry{Length: length, Zero: true}
 			b.stats.BytesZero += length
 			p.add(&p.Zero, length)
 			p.add(&p.Done, length)
-		case changed != nil && !changed[int64(i)] && i < len(parentEntries) && parentEntries[i].Length == length:
-			pe := parentEntries[i]
-			if !pe.Zero {
-				upload, err := sess.claim(ctx, pe.Chunk, true)
-				if err != nil {
-					return nil, err
-				}
-				if upload {
-					// The parent's chunk may have been collected: read the
-					// region again.
-					jobs = append(jobs, regionJob{index: i, offset: off, length: length})
-					continue
-				}
-				b.stats.ChunksReused++
+		case changed != nil && !changed[int64(i)] && sameShape:
+			pe := pr.region(i)
+			ok, err := b.claimEntries(ctx, pe)
+			if err != nil {
+				return nil, err
 			}
-			b.entries[i] = pe
+			if !ok {
+				// A chunk of the parent's may have been collected: read
+				// the region again.
+				jobs = append(jobs, full)
+				continue
+			}
+			for _, e := range pe {
+				if !e.Zero {
+					b.stats.ChunksReused++
+				}
+			}
+			if len(pe) == 1 {
+				b.entries[i] = pe[0]
+			} else {
+				b.entries[i] = format.Entry{Length: length}
+				b.frag[i] = slices.Clone(pe)
+			}
 			b.stats.BytesUnchanged += length
 			p.add(&p.Unchanged, length)
 			p.add(&p.Done, length)
+		case opts.Delta && changed != nil && sameShape:
+			for ci < len(changedList) && changedList[ci].End() <= off {
+				ci++
+			}
+			var in []cairn.Extent
+			var n int64
+			for k := ci; k < len(changedList) && changedList[k].Offset < off+length; k++ {
+				e := changedList[k]
+				lo, hi := max(e.Offset, off), min(e.End(), off+length)
+				in = append(in, cairn.Extent{Offset: lo, Length: hi - lo})
+				n += hi - lo
+			}
+			if n*deltaMaxShare > length {
+				jobs = append(jobs, full)
+				continue
+			}
+			plan, ok := planDelta(i, off, pr.region(i), in)
+			if !ok {
+				jobs = append(jobs, full)
+				continue
+			}
+			kept, err := b.claimEntries(ctx, plan.entries)
+			if err != nil {
+				return nil, err
+			}
+			if !kept {
+				jobs = append(jobs, full)
+				continue
+			}
+			deltas = append(deltas, plan)
 		default:
-			jobs = append(jobs, regionJob{index: i, offset: off, length: length})
+			jobs = append(jobs, full)
 		}
 	}
 
+	if err := b.runDelta(deltas); err != nil {
+		return nil, err
+	}
 	if err := b.run(jobs); err != nil {
 		return nil, err
 	}
@@ -199,7 +265,7 @@ func (r *Repository) Backup(ctx context.Context, src Source, opts BackupOptions)
 		pid := parent.ID
 		m.Parent = &pid
 	}
-	if err := r.writeIndex(ctx, m, b.entries); err != nil {
+	if err := r.writeIndex(ctx, m, b.flatEntries()); err != nil {
 		return nil, err
 	}
 	b.stats.Duration = format.Duration(time.Since(started))
@@ -262,15 +328,6 @@ func (r *Repository) parentIndex(ctx context.Context, parent *format.Manifest, o
 	entries, err := r.Index(ctx, parent)
 	if err != nil {
 		return nil, nil, fmt.Errorf("parent: %w", err)
-	}
-	// Only an index of whole, aligned regions can stand in for the source.
-	for i, e := range entries {
-		if e.ChunkOffset != 0 || (e.Length != r.cfg.ChunkSize && i != len(entries)-1) {
-			if opts.Changed != nil {
-				return nil, nil, fmt.Errorf("parent %s is not aligned to chunks: changed extents cannot be used: %w", parent.ID.Short(), cairn.ErrInvalid)
-			}
-			return parent, nil, nil
-		}
 	}
 	return parent, entries, nil
 }
@@ -357,13 +414,17 @@ type backupRun struct {
 	sess      *session
 	level     format.Level
 	chunkSize int64
-	parent    []format.Entry
+	size      int64
+	parent    *parentRegions
 	p         *Progress
 
 	mu      sync.Mutex
 	known   chunkSet // stored when the backup started
 	entries []format.Entry
-	stats   format.BackupStats
+	// frag holds the entries of regions that need more than one: delta
+	// regions, and unchanged regions whose parent had them.
+	frag  map[int][]format.Entry
+	stats format.BackupStats
 }
 
 // run reads, hashes, compresses, seals and uploads the regions in jobs:
@@ -509,7 +570,8 @@ func (b *backupRun) process(ctx context.Context, job regionJob, buf []byte, hash
 		return err
 	}
 	if !upload {
-		unchanged := job.index < len(b.parent) && !b.parent[job.index].Zero && b.parent[job.index].Chunk == id
+		pe := b.parent.region(job.index)
+		unchanged := len(pe) == 1 && !pe[0].Zero && pe[0].Chunk == id
 		b.dedup(job.length, unchanged)
 		return nil
 	}

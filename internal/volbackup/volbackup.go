@@ -143,6 +143,8 @@ func backupSnapshot(ctx context.Context, r *repo.Repository, ops volumectl.Ops, 
 		clipped := clip(list, snap.Size)
 		opts.Changed = &extents.List{Size: snap.Size, Extents: clipped}
 		opts.Parent = &parent.ID
+		// The engine's list is exact to the page: read only those bytes.
+		opts.Delta = true
 		res.Tracked = true
 		res.ChangedBytes = extents.Total(clipped)
 	}
