@@ -39,9 +39,9 @@ func (v *volEnv) uri(export string) string {
 
 // serve starts 'cairn volume serve' and waits for its sockets; the
 // process is killed when the test ends.
-func (v *volEnv) serve() *exec.Cmd {
+func (v *volEnv) serve(args ...string) *exec.Cmd {
 	v.t.Helper()
-	cmd := exec.Command(cairnBin, "volume", "serve")
+	cmd := exec.Command(cairnBin, append([]string{"volume", "serve"}, args...)...)
 	cmd.Env = append(os.Environ(), v.envs...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -498,3 +498,29 @@ func mountSource(dir string) string {
 }
 
 func isMountOf(dir string) bool { return mountSource(dir) != "" }
+
+// TestVolumeServeTCP serves over TCP on loopback as well as the socket.
+func TestVolumeServeTCP(t *testing.T) {
+	needTools(t, "nbdinfo", "nbdcopy")
+	v := newVolEnv(t)
+	vol := v.createVolume("disk", "16M")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	v.serve("--listen", fmt.Sprint(port)) // a bare port binds 127.0.0.1
+	img := filepath.Join(v.dir, "img")
+	randomFile(t, img, 16<<20, 3)
+	uri := fmt.Sprintf("nbd://127.0.0.1:%d/%s", port, vol.ID)
+	runTool(t, "nbdcopy", img, uri)
+	back := filepath.Join(v.dir, "back")
+	runTool(t, "nbdcopy", v.uri(vol.ID), back)
+	if sha(t, back) != sha(t, img) {
+		t.Fatal("data written over TCP reads back differently over the socket")
+	}
+	if out := runTool(t, "nbdinfo", "--list", uri); !strings.Contains(out, vol.ID) {
+		t.Fatalf("export list over TCP:\n%s", out)
+	}
+}

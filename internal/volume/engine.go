@@ -42,6 +42,18 @@ type Engine struct {
 	st    *state
 	vols  map[cairn.ID]*runtime // open volumes
 	snaps map[cairn.ID]*runtime // open snapshots
+
+	// stop, set by tests only, makes a multi-step change stop at a named
+	// step as if the process died there.
+	stop func(step string) error
+}
+
+// step reports the error a test set for a named step, or nil.
+func (e *Engine) step(name string) error {
+	if e.stop == nil {
+		return nil
+	}
+	return e.stop(name)
 }
 
 // runtime is the shared open state of a volume or snapshot: its index and,

@@ -5,9 +5,6 @@ package volume
 func (e *Engine) crash() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, m := range []map[[16]byte]*runtime{} {
-		_ = m
-	}
 	for _, rt := range e.vols {
 		for _, l := range rt.idx.layers {
 			l.close()
@@ -21,4 +18,16 @@ func (e *Engine) crash() {
 	e.vols, e.snaps = nil, nil
 	e.lock.Close()
 	e.lock = nil
+}
+
+// stopAt makes the engine fail at the named step of a multi-step change.
+func (e *Engine) stopAt(step string, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.stop = func(s string) error {
+		if s == step {
+			return err
+		}
+		return nil
+	}
 }

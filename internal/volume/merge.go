@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"slices"
 
 	"golang.org/x/sys/unix"
@@ -30,6 +31,22 @@ func (e *Engine) merge(ctx context.Context, lid, cid uint64) error {
 	lp, certain, err := src.loadPresence(blocksFor(lrec.Size))
 	if err != nil {
 		return err
+	}
+	// A closed child holding fewer pages than it would be given goes the
+	// other way: its pages into the parent.
+	if !e.isOpenHead(cid) {
+		cl, err := openLayer(e.dir, cid, false)
+		if err != nil {
+			return err
+		}
+		cp, ccertain, err := cl.loadPresence(blocksFor(crec.Size))
+		cl.close()
+		if err != nil {
+			return err
+		}
+		if ccertain && pageCount(cp, nil) < pageCount(lp, cp) {
+			return e.mergeDown(ctx, lid, cid, lp, cp, certain)
+		}
 	}
 	if !certain || lrec.Uncertain {
 		crec.Uncertain = true
@@ -103,6 +120,9 @@ func (e *Engine) merge(ctx context.Context, lid, cid uint64) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := e.step("merge.copied"); err != nil {
+		return err
+	}
 	if headRT != nil {
 		if err := dst.flush(); err != nil {
 			return err
@@ -116,9 +136,15 @@ func (e *Engine) merge(ctx context.Context, lid, cid uint64) error {
 		}
 	}
 
+	if err := e.step("merge.checkpointed"); err != nil {
+		return err
+	}
 	crec.Parent = lrec.Parent
 	delete(e.st.Layers, lid)
 	if err := e.st.save(e.dir); err != nil {
+		return err
+	}
+	if err := e.step("merge.saved"); err != nil {
 		return err
 	}
 	for _, rts := range []map[cairn.ID]*runtime{e.vols, e.snaps} {
@@ -135,6 +161,16 @@ func (e *Engine) merge(ctx context.Context, lid, cid uint64) error {
 		}
 	}
 	return removeLayerFiles(e.dir, lid)
+}
+
+// isOpenHead reports whether layer id is the head of an open volume.
+func (e *Engine) isOpenHead(id uint64) bool {
+	for _, rt := range e.vols {
+		if rt.head.id == id {
+			return true
+		}
+	}
+	return false
 }
 
 // copyPages copies the pages in mask of block b from src to dst.
@@ -163,4 +199,122 @@ func copyPages(src, dst *layer, b int64, mask uint16, size int64, buf []byte) er
 		}
 	}
 	return nil
+}
+
+// pageCount counts the pages a presence holds (and, with not, that not
+// does not hold).
+func pageCount(p, not *presence) int64 {
+	var n int64
+	p.each(func(b int64, mask uint16) {
+		if not != nil {
+			mask &^= not.pages(b)
+		}
+		n += int64(bits.OnesCount16(mask))
+	})
+	return n
+}
+
+// mergeDown folds closed child layer cid into its hidden parent lid, the
+// cheaper way when the child holds fewer pages than the parent would have
+// to give it: the child's pages are copied into the parent's file, and
+// the parent's layer takes the child's place (its snapshot, its
+// children). The caller holds e.mu and has checked that cid is not an
+// open volume's head.
+//
+// Order keeps a crash harmless: every path through lid goes on through
+// cid, whose pages hide lid's, so the copies and the widened presence in
+// lid change what nobody reads until the state says cid is gone; then
+// cid's files go.
+func (e *Engine) mergeDown(ctx context.Context, lid, cid uint64, lp, cp *presence, certain bool) error {
+	lrec, crec := e.st.Layers[lid], e.st.Layers[cid]
+	src, err := openLayer(e.dir, cid, false)
+	if err != nil {
+		return err
+	}
+	defer src.close()
+	dst, err := openLayer(e.dir, lid, true)
+	if err != nil {
+		return err
+	}
+	defer dst.close()
+	if crec.Size > lrec.Size {
+		if err := dst.data.Truncate(crec.Size); err != nil {
+			return fmt.Errorf("growing layer %d: %w", lid, err)
+		}
+	}
+	lp.grow(blocksFor(crec.Size))
+	buf := make([]byte, BlockSize)
+	var copyErr error
+	cp.each(func(b int64, mask uint16) {
+		if copyErr != nil {
+			return
+		}
+		if copyErr = ctx.Err(); copyErr != nil {
+			return
+		}
+		if copyErr = copyPages(src, dst, b, mask, crec.Size, buf); copyErr == nil {
+			lp.add(b, mask)
+		}
+	})
+	if copyErr != nil {
+		return fmt.Errorf("merging layer %d into %d: %w", cid, lid, copyErr)
+	}
+	if err := e.step("mergeDown.copied"); err != nil {
+		return err
+	}
+	if err := unix.Fdatasync(int(dst.data.Fd())); err != nil {
+		return fmt.Errorf("syncing layer %d: %w", lid, err)
+	}
+	if err := dst.checkpoint(lp); err != nil {
+		return err
+	}
+	if err := e.step("mergeDown.checkpointed"); err != nil {
+		return err
+	}
+
+	// lid becomes cid: same place in the tree, same users.
+	lrec.Size = crec.Size
+	lrec.Frozen = crec.Frozen
+	lrec.Hidden = crec.Hidden
+	lrec.Uncertain = lrec.Uncertain || crec.Uncertain || !certain
+	for _, l := range e.st.Layers {
+		if l.Parent == cid {
+			l.Parent = lid
+		}
+	}
+	for _, s := range e.st.Snapshots {
+		if s.Layer == cid {
+			s.Layer = lid
+		}
+	}
+	for _, v := range e.st.Volumes {
+		if v.Head == cid {
+			v.Head = lid
+		}
+	}
+	delete(e.st.Layers, cid)
+	if err := e.st.save(e.dir); err != nil {
+		return err
+	}
+	if err := e.step("mergeDown.saved"); err != nil {
+		return err
+	}
+	for _, rts := range []map[cairn.ID]*runtime{e.vols, e.snaps} {
+		for _, rt := range rts {
+			pos := slices.Index(rt.ids, lid)
+			if pos < 0 || pos+1 >= len(rt.ids) || rt.ids[pos+1] != cid {
+				continue
+			}
+			rt.layout.Lock()
+			// lid's layer, now holding both, takes cid's position; then
+			// dropping position pos moves cid's blocks onto it.
+			layers := rt.idx.layers
+			layers[pos], layers[pos+1] = layers[pos+1], layers[pos]
+			layers[pos].close()
+			rt.idx.dropLayer(pos)
+			rt.ids = slices.Delete(rt.ids, pos+1, pos+2)
+			rt.layout.Unlock()
+		}
+	}
+	return removeLayerFiles(e.dir, cid)
 }

@@ -2,10 +2,14 @@ package volume
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/cairnproject/cairn"
 )
 
 func dirUsage(t *testing.T, dir string) int64 {
@@ -131,4 +135,114 @@ func FuzzReplayLog(f *testing.F) {
 			t.Fatalf("replay consumed %d of %d bytes", n, len(data))
 		}
 	})
+}
+
+// TestMergeCrash deletes a snapshot whose layer must be merged, in both
+// directions, and stops the process at every step of the merge: after a
+// restart every remaining snapshot and the volume read as before, and the
+// deletion can be finished.
+func TestMergeCrash(t *testing.T) {
+	errStop := errors.New("stopped")
+	for _, step := range []string{"merge.copied", "merge.checkpointed", "merge.saved",
+		"mergeDown.copied", "mergeDown.checkpointed", "mergeDown.saved"} {
+		t.Run(step, func(t *testing.T) {
+			ctx := t.Context()
+			dir := t.TempDir()
+			e := openEngine(t, dir)
+			v, err := e.CreateVolume(ctx, "v", 8<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := e.OpenVolume(v.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			big, small := bytes.Repeat([]byte{1}, 6<<20), bytes.Repeat([]byte{2}, 64<<10)
+			// Down: the deleted snapshot's layer is big, its child small.
+			// Up: the other way round.
+			first, second := big, small
+			if strings.HasPrefix(step, "merge.") {
+				first, second = small, big
+			}
+			if err := d.WriteAt(ctx, first, 0); err != nil {
+				t.Fatal(err)
+			}
+			s1, err := e.CreateSnapshot(ctx, v.ID, "s1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := d.WriteAt(ctx, second, 1<<20); err != nil {
+				t.Fatal(err)
+			}
+			s2, err := e.CreateSnapshot(ctx, v.ID, "s2")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := d.WriteAt(ctx, []byte("head"), 7<<20); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			ds2 := mustOpenSnapshot(t, e, s2.ID)
+			want2 := readAll(t, ds2)
+			wantV := readAll(t, d)
+			e.stopAt(step, errStop)
+			if err := e.DeleteSnapshot(ctx, s1.ID); !errors.Is(err, errStop) {
+				t.Fatalf("delete: %v, want the stop at %s", err, step)
+			}
+			e.crash()
+			e = openEngine(t, dir)
+			check := func() {
+				t.Helper()
+				ds, err := e.OpenSnapshot(s2.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer ds.Close()
+				if got := readAll(t, ds); !bytes.Equal(got, want2) {
+					t.Fatal("snapshot s2 changed")
+				}
+				dv, err := e.OpenVolume(v.ID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer dv.Close()
+				if got := readAll(t, dv); !bytes.Equal(got, wantV) {
+					t.Fatal("volume changed")
+				}
+			}
+			check()
+			// The deleted snapshot is gone; deleting s2 now merges again.
+			if _, err := e.Snapshot(s1.ID); err == nil {
+				t.Fatal("the deleted snapshot came back")
+			}
+			if err := e.DeleteSnapshot(ctx, s2.ID); err != nil {
+				t.Fatal(err)
+			}
+			dv, err := e.OpenVolume(v.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := readAll(t, dv); !bytes.Equal(got, wantV) {
+				t.Fatal("volume changed after the merges")
+			}
+			dv.Close()
+			// Only the head's files remain.
+			files, _ := filepath.Glob(filepath.Join(dir, "layers", "*.data"))
+			if len(files) != 1 {
+				t.Fatalf("layer files left: %v", files)
+			}
+		})
+	}
+}
+
+func mustOpenSnapshot(t *testing.T, e *Engine, id cairn.ID) *Device {
+	t.Helper()
+	d, err := e.OpenSnapshot(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
 }
