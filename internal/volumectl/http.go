@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/cairnproject/cairn"
@@ -66,7 +67,7 @@ func errorOf(body errorBody) error {
 // Handler serves Ops over HTTP, for the control socket.
 func Handler(ops Ops) http.Handler {
 	mux := http.NewServeMux()
-	h := &handler{ops: ops}
+	h := &handler{ops: ops, readers: map[cairn.ID]*openReader{}}
 	mux.HandleFunc("GET /volumes", h.volumes)
 	mux.HandleFunc("POST /volumes", h.createVolume)
 	mux.HandleFunc("GET /volumes/{id}", h.volume)
@@ -79,11 +80,17 @@ func Handler(ops Ops) http.Handler {
 	mux.HandleFunc("DELETE /snapshots/{id}", h.deleteSnapshot)
 	mux.HandleFunc("POST /snapshots/{id}/clone", h.clone)
 	mux.HandleFunc("POST /changed-extents", h.changed)
-	mux.HandleFunc("GET /content", h.content)
+	mux.HandleFunc("POST /readers", h.openReader)
+	mux.HandleFunc("GET /readers/{id}", h.readAt)
+	mux.HandleFunc("DELETE /readers/{id}", h.closeReader)
 	return mux
 }
 
-type handler struct{ ops Ops }
+type handler struct {
+	ops     Ops
+	mu      sync.Mutex
+	readers map[cairn.ID]*openReader
+}
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -300,20 +307,12 @@ func (h *handler) changed(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, changedResp{list, known})
 }
 
-// content serves a byte range of a volume or snapshot: query volume or
-// snapshot, offset, length. The size is in X-Size, the allocated extents
-// (when asked with allocated=1) in the body as JSON.
-func (h *handler) content(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+// openReader opens a volume or snapshot for reading and keeps it open
+// under a handle until the client closes it (or leaves it idle for
+// readerIdle), so a backup's many reads do not each open the device.
+func (h *handler) openReader(w http.ResponseWriter, r *http.Request) {
 	var ref volume.Ref
-	var err error
-	if v := q.Get("volume"); v != "" {
-		ref.Volume, err = cairn.ParseID(v)
-	}
-	if s := q.Get("snapshot"); err == nil && s != "" {
-		ref.Snapshot, err = cairn.ParseID(s)
-	}
-	if err != nil {
+	if err := decode(r, &ref); err != nil {
 		writeErr(w, err)
 		return
 	}
@@ -322,17 +321,75 @@ func (h *handler) content(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	defer rd.Close()
-	w.Header().Set("X-Size", strconv.FormatInt(rd.Size(), 10))
-	if q.Get("allocated") == "1" {
-		list, ok, err := rd.Allocated()
-		if err != nil {
-			writeErr(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, changedResp{Extents: list, Known: ok})
+	list, ok, err := rd.Allocated()
+	if err != nil {
+		rd.Close()
+		writeErr(w, err)
 		return
 	}
+	id := cairn.NewID()
+	h.mu.Lock()
+	h.expire(time.Now())
+	h.readers[id] = &openReader{rd: rd, used: time.Now()}
+	h.mu.Unlock()
+	writeJSON(w, http.StatusOK, readerResp{Handle: id, Size: rd.Size(), Extents: list, Known: ok})
+}
+
+type readerResp struct {
+	Handle  cairn.ID       `json:"handle"`
+	Size    int64          `json:"size"`
+	Extents []cairn.Extent `json:"extents"`
+	Known   bool           `json:"known"`
+}
+
+type openReader struct {
+	rd    Reader
+	used  time.Time
+	users int
+}
+
+// readerIdle is how long an open reader nobody uses stays open.
+const readerIdle = 10 * time.Minute
+
+// expire closes idle readers. The caller holds h.mu.
+func (h *handler) expire(now time.Time) {
+	for id, o := range h.readers {
+		if o.users == 0 && now.Sub(o.used) > readerIdle {
+			o.rd.Close()
+			delete(h.readers, id)
+		}
+	}
+}
+
+func (h *handler) reader(r *http.Request) (*openReader, func(), error) {
+	id, err := pathID(r)
+	if err != nil {
+		return nil, nil, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	o := h.readers[id]
+	if o == nil {
+		return nil, nil, fmt.Errorf("reader %s: %w", id.Short(), cairn.ErrNotFound)
+	}
+	o.users++
+	return o, func() {
+		h.mu.Lock()
+		o.users--
+		o.used = time.Now()
+		h.mu.Unlock()
+	}, nil
+}
+
+// readAt serves a byte range of an open reader: query offset, length.
+func (h *handler) readAt(w http.ResponseWriter, r *http.Request) {
+	o, done, err := h.reader(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	defer done()
+	q := r.URL.Query()
 	off, err1 := strconv.ParseInt(q.Get("offset"), 10, 64)
 	n, err2 := strconv.ParseInt(q.Get("length"), 10, 64)
 	if err1 != nil || err2 != nil || off < 0 || n < 0 || n > 64<<20 {
@@ -340,7 +397,7 @@ func (h *handler) content(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	buf := make([]byte, n)
-	m, err := rd.ReadAt(buf, off)
+	m, err := o.rd.ReadAt(buf, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		writeErr(w, err)
 		return
@@ -348,6 +405,27 @@ func (h *handler) content(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Length", strconv.Itoa(m))
 	_, _ = w.Write(buf[:m])
+}
+
+func (h *handler) closeReader(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	h.mu.Lock()
+	o := h.readers[id]
+	delete(h.readers, id)
+	h.mu.Unlock()
+	if o == nil {
+		writeErr(w, fmt.Errorf("reader %s: %w", id.Short(), cairn.ErrNotFound))
+		return
+	}
+	if err := o.rd.Close(); err != nil {
+		writeErr(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // Client implements Ops by talking to a control socket.
@@ -460,59 +538,37 @@ func (c *Client) ChangedExtents(ctx context.Context, from *volume.Ref, to volume
 	return resp.Extents, resp.Known, err
 }
 
-func refQuery(r volume.Ref) string {
-	if !r.Snapshot.IsZero() {
-		return "snapshot=" + r.Snapshot.String()
-	}
-	return "volume=" + r.Volume.String()
-}
-
 func (c *Client) Open(ctx context.Context, r volume.Ref) (Reader, error) {
-	var resp changedResp
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://cairn/content?allocated=1&"+refQuery(r), nil)
-	if err != nil {
+	var resp readerResp
+	if err := c.do(ctx, "POST", "/readers", r, &resp); err != nil {
 		return nil, err
 	}
-	hr, err := c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
-	}
-	defer hr.Body.Close()
-	if hr.StatusCode >= 300 {
-		var eb errorBody
-		_ = json.NewDecoder(hr.Body).Decode(&eb)
-		return nil, errorOf(eb)
-	}
-	if err := json.NewDecoder(hr.Body).Decode(&resp); err != nil {
-		return nil, err
-	}
-	size, err := strconv.ParseInt(hr.Header.Get("X-Size"), 10, 64)
-	if err != nil {
-		return nil, fmt.Errorf("control socket: bad size: %w", cairn.ErrCorrupt)
-	}
-	return &remoteReader{c: c, ctx: ctx, ref: r, size: size, alloc: resp.Extents, known: resp.Known}, nil
+	return &remoteReader{c: c, ctx: ctx, handle: resp.Handle, size: resp.Size, alloc: resp.Extents, known: resp.Known}, nil
 }
 
-// remoteReader reads a volume or snapshot through the control socket.
+// remoteReader reads a volume or snapshot the serving process holds open.
 type remoteReader struct {
-	c     *Client
-	ctx   context.Context
-	ref   volume.Ref
-	size  int64
-	alloc []cairn.Extent
-	known bool
+	c      *Client
+	ctx    context.Context
+	handle cairn.ID
+	size   int64
+	alloc  []cairn.Extent
+	known  bool
 }
 
 func (r *remoteReader) Size() int64                              { return r.size }
 func (r *remoteReader) Allocated() ([]cairn.Extent, bool, error) { return r.alloc, r.known, nil }
-func (r *remoteReader) Close() error                             { return nil }
+
+func (r *remoteReader) Close() error {
+	return r.c.do(context.WithoutCancel(r.ctx), "DELETE", "/readers/"+r.handle.String(), nil, nil)
+}
 
 func (r *remoteReader) ReadAt(p []byte, off int64) (int, error) {
 	if off >= r.size {
 		return 0, io.EOF
 	}
 	n := min(int64(len(p)), r.size-off)
-	url := fmt.Sprintf("http://cairn/content?%s&offset=%d&length=%d", refQuery(r.ref), off, n)
+	url := fmt.Sprintf("http://cairn/readers/%s?offset=%d&length=%d", r.handle, off, n)
 	req, err := http.NewRequestWithContext(r.ctx, "GET", url, nil)
 	if err != nil {
 		return 0, err
