@@ -357,18 +357,10 @@ lists as changed since it are read.`,
 					opts.SourceName = abs
 				}
 			}
-			r, err := a.open(ctx)
+			r, err := a.openForBackup(ctx, parent, &opts)
 			if err != nil {
 				return err
 			}
-			if parent != "" {
-				m, err := r.ResolveBackup(ctx, parent)
-				if err != nil {
-					return fmt.Errorf("parent: %w", err)
-				}
-				opts.Parent = &m.ID
-			}
-			opts.Progress = &repo.Progress{}
 			stop := a.showProgress("backup", opts.Progress, backupDetail)
 			m, err := r.Backup(ctx, src, opts)
 			stop()
@@ -398,6 +390,24 @@ lists as changed since it are read.`,
 	return cmd
 }
 
+// openForBackup opens the repository, resolves --parent into opts and
+// gives opts a progress record.
+func (a *app) openForBackup(ctx context.Context, parent string, opts *repo.BackupOptions) (*repo.Repository, error) {
+	r, err := a.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if parent != "" {
+		m, err := r.ResolveBackup(ctx, parent)
+		if err != nil {
+			return nil, fmt.Errorf("parent: %w", err)
+		}
+		opts.Parent = &m.ID
+	}
+	opts.Progress = &repo.Progress{}
+	return r, nil
+}
+
 // backupVolume backs up a volume or snapshot of the data directory.
 func (a *app) backupVolume(ctx context.Context, volumeRef, snapshotRef, parent string, opts repo.BackupOptions) error {
 	ops, done, err := a.volumeOps(ctx)
@@ -419,18 +429,10 @@ func (a *app) backupVolume(ctx context.Context, volumeRef, snapshotRef, parent s
 		}
 		req.Snapshot = s.ID
 	}
-	r, err := a.open(ctx)
+	r, err := a.openForBackup(ctx, parent, &req.Options)
 	if err != nil {
 		return err
 	}
-	if parent != "" {
-		m, err := r.ResolveBackup(ctx, parent)
-		if err != nil {
-			return fmt.Errorf("parent: %w", err)
-		}
-		req.Options.Parent = &m.ID
-	}
-	req.Options.Progress = &repo.Progress{}
 	stop := a.showProgress("backup", req.Options.Progress, backupDetail)
 	res, err := volbackup.Backup(ctx, r, ops, req)
 	stop()

@@ -114,19 +114,7 @@ func resolveVolume(ctx context.Context, ops volumectl.Ops, ref string) (volume.V
 	if err != nil {
 		return volume.VolumeInfo{}, err
 	}
-	var byName, byPrefix []volume.VolumeInfo
-	for _, v := range list {
-		if v.ID.String() == ref {
-			return v, nil
-		}
-		if v.Name == ref {
-			byName = append(byName, v)
-		}
-		if len(ref) >= 4 && strings.HasPrefix(v.ID.String(), ref) {
-			byPrefix = append(byPrefix, v)
-		}
-	}
-	return pickOne("volume", ref, byName, byPrefix)
+	return pickOne("volume", ref, list, func(v volume.VolumeInfo) (cairn.ID, string) { return v.ID, v.Name })
 }
 
 // resolveSnapshot finds a snapshot by ID, unique ID prefix or unique name.
@@ -135,23 +123,26 @@ func resolveSnapshot(ctx context.Context, ops volumectl.Ops, ref string) (volume
 	if err != nil {
 		return volume.SnapshotInfo{}, err
 	}
-	var byName, byPrefix []volume.SnapshotInfo
-	for _, s := range list {
-		if s.ID.String() == ref {
-			return s, nil
-		}
-		if s.Name == ref {
-			byName = append(byName, s)
-		}
-		if len(ref) >= 4 && strings.HasPrefix(s.ID.String(), ref) {
-			byPrefix = append(byPrefix, s)
-		}
-	}
-	return pickOne("snapshot", ref, byName, byPrefix)
+	return pickOne("snapshot", ref, list, func(s volume.SnapshotInfo) (cairn.ID, string) { return s.ID, s.Name })
 }
 
-func pickOne[T any](kind, ref string, byName, byPrefix []T) (T, error) {
+// pickOne finds ref in list: the whole ID, else a unique name, else a
+// unique ID prefix of at least 4 characters.
+func pickOne[T any](kind, ref string, list []T, key func(T) (cairn.ID, string)) (T, error) {
 	var zero T
+	var byName, byPrefix []T
+	for _, x := range list {
+		id, name := key(x)
+		if id.String() == ref {
+			return x, nil
+		}
+		if name == ref {
+			byName = append(byName, x)
+		}
+		if len(ref) >= 4 && strings.HasPrefix(id.String(), ref) {
+			byPrefix = append(byPrefix, x)
+		}
+	}
 	switch {
 	case len(byName) == 1:
 		return byName[0], nil
