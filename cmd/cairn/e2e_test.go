@@ -397,7 +397,7 @@ func TestBadInput(t *testing.T) {
 	e.fails(exitError, "no such file", "repo", "ls", "--password-file", filepath.Join(e.dir, "missing"))
 	e.fails(exitError, "no such file", "repo", "backup", filepath.Join(e.dir, "nope.img"))
 	e.fails(exitError, "neither a regular file nor a block device", "repo", "backup", e.dir)
-	e.fails(exitUsage, "accepts 1 arg", "repo", "backup")
+	e.fails(exitUsage, "give the SOURCE to back up", "repo", "backup")
 	e.fails(exitUsage, "want KEY=VALUE", "repo", "backup", "--tag", "novalue", img)
 	e.fails(exitUsage, "unknown flag", "repo", "ls", "--bogus")
 	e.fails(exitUsage, "percentage", "repo", "check", "--read-data-subset", "0")

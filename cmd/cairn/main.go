@@ -163,3 +163,12 @@ func minArgs(n int) cobra.PositionalArgs {
 		return nil
 	}
 }
+
+func maxArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := cobra.MaximumNArgs(n)(cmd, args); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
+}

@@ -303,7 +303,7 @@ With --volume or --snapshot the source is a volume of the data directory
 base of its next incremental (the previous base is then deleted). When the
 parent backup's snapshot still exists, only the extents the volume engine
 lists as changed since it are read.`,
-		Args: cobra.MaximumNArgs(1),
+		Args: maxArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			fromVolume := volumeRef != "" || snapshotRef != ""

@@ -201,6 +201,10 @@ func TestVolumeCommands(t *testing.T) {
 		{[]string{"volume", "revert", "copy", "first"}, exitError, ""},
 		{[]string{"volume", "changed-extents", "--from", "nosuch", "db"}, exitError, "no snapshot"},
 		{[]string{"volume", "attach", "db"}, exitError, "start 'cairn volume serve' first"},
+		{[]string{"volume", "snapshot", "list", "db", "extra"}, exitUsage, "accepts at most 1 arg"},
+		{[]string{"repo", "backup", "--volume", "db", "/dev/null"}, exitUsage, "not both"},
+		{[]string{"repo", "backup", "--volume", "db", "--snapshot", "first"}, exitUsage, "not both"},
+		{[]string{"repo", "backup", "--volume", "nosuch"}, exitError, `no volume "nosuch"`},
 	} {
 		r := v.run(c.args...)
 		if r.code != c.code || !strings.Contains(r.stderr, c.msg) {

@@ -420,7 +420,7 @@ consistent file system, freeze it first (fsfreeze -f MOUNT) and thaw it after.`,
 	list := &cobra.Command{
 		Use:   "list [VOLUME]",
 		Short: "List the snapshots of a volume, or all",
-		Args:  cobra.MaximumNArgs(1),
+		Args:  maxArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withOps(cmd, func(ctx context.Context, ops volumectl.Ops) error {
 				var id cairn.ID

@@ -47,6 +47,20 @@ func (e *Engine) merge(ctx context.Context, lid, cid uint64) error {
 		if ccertain && pageCount(cp, nil) < pageCount(lp, cp) {
 			return e.mergeDown(ctx, lid, cid, lp, cp, certain)
 		}
+	} else if rt := e.openHead(cid); rt != nil {
+		// An open head takes the same way when it is small enough to
+		// copy with the volume's I/O paused.
+		rt.layout.Lock()
+		rt.head.mu.Lock()
+		hp := newPresence(rt.head.pres.nblocks)
+		hp.union(rt.head.pres)
+		rt.head.mu.Unlock()
+		n := pageCount(hp, nil)
+		if n*PageSize <= maxPausedCopy && n < pageCount(lp, hp) {
+			defer rt.layout.Unlock()
+			return e.mergeDownHead(ctx, rt, lid, cid, lp, hp, certain)
+		}
+		rt.layout.Unlock()
 	}
 	if !certain || lrec.Uncertain {
 		crec.Uncertain = true
@@ -164,14 +178,20 @@ func (e *Engine) merge(ctx context.Context, lid, cid uint64) error {
 }
 
 // isOpenHead reports whether layer id is the head of an open volume.
-func (e *Engine) isOpenHead(id uint64) bool {
+func (e *Engine) isOpenHead(id uint64) bool { return e.openHead(id) != nil }
+
+// openHead returns the runtime of the open volume whose head is layer id.
+func (e *Engine) openHead(id uint64) *runtime {
 	for _, rt := range e.vols {
 		if rt.head.id == id {
-			return true
+			return rt
 		}
 	}
-	return false
+	return nil
 }
+
+// maxPausedCopy bounds what a merge copies while a volume's I/O waits.
+const maxPausedCopy = 512 << 20
 
 // copyPages copies the pages in mask of block b from src to dst.
 func copyPages(src, dst *layer, b int64, mask uint16, size int64, buf []byte) error {
@@ -317,4 +337,96 @@ func (e *Engine) mergeDown(ctx context.Context, lid, cid uint64, lp, cp *presenc
 		}
 	}
 	return removeLayerFiles(e.dir, cid)
+}
+
+// mergeDownHead folds the head hid of an open volume into its hidden
+// parent lid, as mergeDown does for a closed layer: the head's pages are
+// copied into lid's file and lid's layer becomes the volume's head. The
+// caller holds e.mu and rt.layout exclusively, so no I/O runs meanwhile;
+// hp is the head's presence.
+//
+// A crash before the state is saved leaves the head as it was over a lid
+// that also holds the head's pages; reads see the head's pages either
+// way (unflushed writes may be seen, as a crash allows).
+func (e *Engine) mergeDownHead(ctx context.Context, rt *runtime, lid, hid uint64, lp, hp *presence, certain bool) error {
+	lrec, hrec := e.st.Layers[lid], e.st.Layers[hid]
+	pos := slices.Index(rt.ids, lid)
+	if pos < 0 || pos+1 != len(rt.ids)-1 || rt.ids[pos+1] != hid {
+		return fmt.Errorf("merging head %d into %d: layer %d is not right below it: %w", hid, lid, lid, cairn.ErrCorrupt)
+	}
+	head := rt.head
+	dst, err := openLayer(e.dir, lid, true)
+	if err != nil {
+		return err
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			dst.close()
+		}
+	}()
+	size := rt.idx.size
+	if size > lrec.Size {
+		if err := dst.data.Truncate(size); err != nil {
+			return fmt.Errorf("growing layer %d: %w", lid, err)
+		}
+	}
+	lp.grow(blocksFor(size))
+	buf := make([]byte, BlockSize)
+	var copyErr error
+	hp.each(func(b int64, mask uint16) {
+		if copyErr != nil {
+			return
+		}
+		if copyErr = ctx.Err(); copyErr != nil {
+			return
+		}
+		if copyErr = copyPages(head, dst, b, mask, size, buf); copyErr == nil {
+			lp.add(b, mask)
+		}
+	})
+	if copyErr != nil {
+		return fmt.Errorf("merging head %d into %d: %w", hid, lid, copyErr)
+	}
+	if err := e.step("mergeDownHead.copied"); err != nil {
+		return err
+	}
+	if err := unix.Fdatasync(int(dst.data.Fd())); err != nil {
+		return fmt.Errorf("syncing layer %d: %w", lid, err)
+	}
+	if err := dst.checkpoint(lp); err != nil {
+		return err
+	}
+	if err := e.step("mergeDownHead.checkpointed"); err != nil {
+		return err
+	}
+
+	lrec.Size = size
+	lrec.Frozen, lrec.Hidden = false, false
+	lrec.Uncertain = lrec.Uncertain || hrec.Uncertain || !certain
+	for _, v := range e.st.Volumes {
+		if v.Head == hid {
+			v.Head = lid
+		}
+	}
+	delete(e.st.Layers, hid)
+	if err := e.st.save(e.dir); err != nil {
+		return err
+	}
+	if err := e.step("mergeDownHead.saved"); err != nil {
+		return err
+	}
+	// lid's new writable layer takes the head's position; dropping
+	// position pos then moves the head's blocks onto it.
+	dst.pres = lp
+	layers := rt.idx.layers
+	old := layers[pos]
+	layers[pos+1] = dst
+	old.close()
+	head.close()
+	rt.idx.dropLayer(pos)
+	rt.ids = slices.Delete(rt.ids, pos+1, pos+2)
+	rt.head = dst
+	keep = true
+	return removeLayerFiles(e.dir, hid)
 }

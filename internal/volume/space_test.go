@@ -246,3 +246,81 @@ func mustOpenSnapshot(t *testing.T, e *Engine, id cairn.ID) *Device {
 	t.Cleanup(func() { d.Close() })
 	return d
 }
+
+// TestMergeIntoOpenHead deletes the only snapshot of a volume that is
+// open and small since: the head is merged down into the snapshot's
+// layer with I/O paused, and the volume keeps working through the same
+// device. Stopped at each step, a restart finds the volume intact.
+func TestMergeIntoOpenHead(t *testing.T) {
+	errStop := errors.New("stopped")
+	for _, step := range []string{"", "mergeDownHead.copied", "mergeDownHead.checkpointed", "mergeDownHead.saved"} {
+		t.Run("stop at "+step, func(t *testing.T) {
+			ctx := t.Context()
+			dir := t.TempDir()
+			e := openEngine(t, dir)
+			v, err := e.CreateVolume(ctx, "v", 8<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := e.OpenVolume(v.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := d.WriteAt(ctx, bytes.Repeat([]byte{1}, 6<<20), 0); err != nil {
+				t.Fatal(err)
+			}
+			s1, err := e.CreateSnapshot(ctx, v.ID, "s1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := d.WriteAt(ctx, bytes.Repeat([]byte{2}, 70000), 1<<20+100); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			want := readAll(t, d)
+			if step != "" {
+				e.stopAt(step, errStop)
+			}
+			err = e.DeleteSnapshot(ctx, s1.ID)
+			if step == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				// The same device goes on: reads, writes, flush.
+				if got := readAll(t, d); !bytes.Equal(got, want) {
+					t.Fatal("volume changed by the merge")
+				}
+				if files, _ := filepath.Glob(filepath.Join(dir, "layers", "*.data")); len(files) != 1 {
+					t.Fatalf("layer files after the merge: %v", files)
+				}
+				if err := d.WriteAt(ctx, []byte("after"), 5<<20); err != nil {
+					t.Fatal(err)
+				}
+				copy(want[5<<20:], "after")
+				if err := d.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+				e.crash() // flushed: must survive
+			} else {
+				if !errors.Is(err, errStop) {
+					t.Fatalf("delete: %v, want the stop at %s", err, step)
+				}
+				e.crash()
+			}
+			e = openEngine(t, dir)
+			dv, err := e.OpenVolume(v.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dv.Close()
+			if got := readAll(t, dv); !bytes.Equal(got, want) {
+				t.Fatalf("volume differs after restart (first difference at %d)", firstDiff(got, want))
+			}
+			if _, err := e.Snapshot(s1.ID); err == nil {
+				t.Fatal("the deleted snapshot came back")
+			}
+		})
+	}
+}
