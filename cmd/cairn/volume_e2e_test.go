@@ -202,6 +202,8 @@ func TestVolumeCommands(t *testing.T) {
 		{[]string{"volume", "changed-extents", "--from", "nosuch", "db"}, exitError, "no snapshot"},
 		{[]string{"volume", "attach", "db"}, exitError, "start 'cairn volume serve' first"},
 		{[]string{"volume", "snapshot", "list", "db", "extra"}, exitUsage, "accepts at most 1 arg"},
+		{[]string{"volume", "serve", "--cpus", "-1"}, exitUsage, "positive number"},
+		{[]string{"volume", "serve", "--no-unix"}, exitUsage, "--no-unix needs --listen"},
 		{[]string{"repo", "backup", "--volume", "db", "/dev/null"}, exitUsage, "not both"},
 		{[]string{"repo", "backup", "--volume", "db", "--snapshot", "first"}, exitUsage, "not both"},
 		{[]string{"repo", "backup", "--volume", "nosuch"}, exitError, `no volume "nosuch"`},

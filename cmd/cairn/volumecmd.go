@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -546,6 +547,7 @@ func (a *app) allocatedCommand() *cobra.Command {
 func (a *app) serveCommand() *cobra.Command {
 	var socket, listen string
 	var noUnix bool
+	var cpus int
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve volumes (read-write) and snapshots (read-only) over NBD",
@@ -553,10 +555,24 @@ func (a *app) serveCommand() *cobra.Command {
 interrupted. An export is named by the volume's or snapshot's ID (or a
 volume's unique name): nbd+unix:///ID?socket=DATA-DIR/nbd.sock.
 
-Other cairn volume commands reach this process through DATA-DIR/control.sock.`,
+Other cairn volume commands reach this process through DATA-DIR/control.sock.
+
+The server shares the machine with its clients (the guest, the FUSE and
+loop chain of an attached volume): by default it runs its Go scheduler on
+half of the CPUs (--cpus, or GOMAXPROCS), because idle scheduler threads
+spinning on every CPU take time the clients need and add latency to small
+requests.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			switch {
+			case cpus > 0:
+				runtime.GOMAXPROCS(cpus)
+			case cpus < 0:
+				return usageError{fmt.Errorf("--cpus %d: give a positive number, or 0 for half of the CPUs", cpus)}
+			case a.getenv("GOMAXPROCS") == "":
+				runtime.GOMAXPROCS(max(1, runtime.NumCPU()/2))
+			}
 			dir, err := a.dataDir()
 			if err != nil {
 				return err
@@ -644,6 +660,7 @@ Other cairn volume commands reach this process through DATA-DIR/control.sock.`,
 	f.StringVar(&socket, "socket", "", "NBD unix socket (default DATA-DIR/nbd.sock)")
 	f.BoolVar(&noUnix, "no-unix", false, "do not serve NBD on a unix socket")
 	f.StringVar(&listen, "listen", "", "also serve NBD over TCP on [HOST:]PORT (host default 127.0.0.1)")
+	f.IntVar(&cpus, "cpus", 0, "CPUs for the server's scheduler (0: half of them, or GOMAXPROCS)")
 	return cmd
 }
 
