@@ -530,3 +530,38 @@ func TestVolumeServeTCP(t *testing.T) {
 		t.Fatalf("export list over TCP:\n%s", out)
 	}
 }
+
+// TestVolumeDiskFull fills the data directory's file system: the writes
+// that do not fit fail with ENOSPC at the client, the server goes on
+// serving, and data flushed before reads back intact.
+func TestVolumeDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		skipUnlessCapable(t, "mounting a small tmpfs needs root")
+	}
+	needTools(t, "nbdcopy", "qemu-io", "mount", "umount")
+	v := newVolEnv(t)
+	if err := os.MkdirAll(v.data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	runTool(t, "mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", v.data)
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", v.data).Run() })
+	vol := v.createVolume("v", "64M")
+	v.serve()
+	runTool(t, "qemu-io", "-f", "raw", "-c", "write -P 0x42 48M 4M", "-c", "flush", v.uri(vol.ID))
+	big := filepath.Join(v.dir, "big")
+	randomFile(t, big, 40<<20, 7)
+	out, err := exec.Command("nbdcopy", big, v.uri(vol.ID)).CombinedOutput()
+	if err == nil {
+		t.Fatal("writing 40 MiB into a 24 MiB file system succeeded")
+	}
+	if !strings.Contains(string(out), "No space left on device") {
+		t.Fatalf("nbdcopy failed without saying the disk is full: %s", out)
+	}
+	// Still serving; the flushed data is intact.
+	runTool(t, "qemu-io", "-f", "raw", "-c", "read -P 0x42 48M 4M", v.uri(vol.ID))
+	var list []volJSON
+	v.json(&list, "volume", "list")
+	if len(list) != 1 {
+		t.Fatalf("volumes after a full disk: %+v", list)
+	}
+}
