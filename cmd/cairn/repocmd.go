@@ -21,6 +21,7 @@ import (
 	"github.com/cairnproject/cairn/internal/repo"
 	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/volbackup"
+	"github.com/cairnproject/cairn/internal/volumectl"
 )
 
 func (a *app) repoCommand() *cobra.Command {
@@ -417,13 +418,13 @@ func (a *app) backupVolume(ctx context.Context, volumeRef, snapshotRef, parent s
 	defer done()
 	req := volbackup.Request{Options: opts, Logger: a.logger()}
 	if volumeRef != "" {
-		v, err := resolveVolume(ctx, ops, volumeRef)
+		v, err := volumectl.ResolveVolume(ctx, ops, volumeRef)
 		if err != nil {
 			return err
 		}
 		req.Volume = v.ID
 	} else {
-		s, err := resolveSnapshot(ctx, ops, snapshotRef)
+		s, err := volumectl.ResolveSnapshot(ctx, ops, snapshotRef)
 		if err != nil {
 			return err
 		}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync"
 	"time"
 
@@ -109,70 +108,6 @@ func (a *app) withOps(cmd *cobra.Command, f func(ctx context.Context, ops volume
 	return f(cmd.Context(), ops)
 }
 
-// resolveVolume finds a volume by ID, unique ID prefix or unique name.
-func resolveVolume(ctx context.Context, ops volumectl.Ops, ref string) (volume.VolumeInfo, error) {
-	list, err := ops.Volumes(ctx)
-	if err != nil {
-		return volume.VolumeInfo{}, err
-	}
-	return pickOne("volume", ref, list, func(v volume.VolumeInfo) (cairn.ID, string) { return v.ID, v.Name })
-}
-
-// resolveSnapshot finds a snapshot by ID, unique ID prefix or unique name.
-func resolveSnapshot(ctx context.Context, ops volumectl.Ops, ref string) (volume.SnapshotInfo, error) {
-	list, err := ops.Snapshots(ctx, cairn.ID{})
-	if err != nil {
-		return volume.SnapshotInfo{}, err
-	}
-	return pickOne("snapshot", ref, list, func(s volume.SnapshotInfo) (cairn.ID, string) { return s.ID, s.Name })
-}
-
-// pickOne finds ref in list: the whole ID, else a unique name, else a
-// unique ID prefix of at least 4 characters.
-func pickOne[T any](kind, ref string, list []T, key func(T) (cairn.ID, string)) (T, error) {
-	var zero T
-	var byName, byPrefix []T
-	for _, x := range list {
-		id, name := key(x)
-		if id.String() == ref {
-			return x, nil
-		}
-		if name == ref {
-			byName = append(byName, x)
-		}
-		if len(ref) >= 4 && strings.HasPrefix(id.String(), ref) {
-			byPrefix = append(byPrefix, x)
-		}
-	}
-	switch {
-	case len(byName) == 1:
-		return byName[0], nil
-	case len(byName) > 1:
-		return zero, fmt.Errorf("%d %ss are named %q; use an ID: %w", len(byName), kind, ref, cairn.ErrInvalid)
-	case len(byPrefix) == 1:
-		return byPrefix[0], nil
-	case len(byPrefix) > 1:
-		return zero, fmt.Errorf("%q matches %d %ss; give more of the ID: %w", ref, len(byPrefix), kind, cairn.ErrInvalid)
-	}
-	return zero, fmt.Errorf("no %s %q: %w", kind, ref, cairn.ErrNotFound)
-}
-
-// resolveRef finds a volume or a snapshot.
-func resolveRef(ctx context.Context, ops volumectl.Ops, ref string) (volume.Ref, int64, error) {
-	v, verr := resolveVolume(ctx, ops, ref)
-	if verr == nil {
-		return volume.Ref{Volume: v.ID}, v.Size, nil
-	}
-	s, serr := resolveSnapshot(ctx, ops, ref)
-	if serr == nil {
-		return volume.Ref{Snapshot: s.ID}, s.Size, nil
-	}
-	if errors.Is(verr, cairn.ErrNotFound) {
-		return volume.Ref{}, 0, fmt.Errorf("no volume or snapshot %q: %w", ref, cairn.ErrNotFound)
-	}
-	return volume.Ref{}, 0, verr
-}
-
 func (a *app) printVolumes(list []volume.VolumeInfo) error {
 	if a.json {
 		if list == nil {
@@ -257,7 +192,7 @@ func (a *app) volumeShowCommand() *cobra.Command {
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withOps(cmd, func(ctx context.Context, ops volumectl.Ops) error {
-				v, err := resolveVolume(ctx, ops, args[0])
+				v, err := volumectl.ResolveVolume(ctx, ops, args[0])
 				if err != nil {
 					return err
 				}
@@ -298,7 +233,7 @@ func (a *app) volumeDeleteCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withOps(cmd, func(ctx context.Context, ops volumectl.Ops) error {
 				for _, ref := range args {
-					v, err := resolveVolume(ctx, ops, ref)
+					v, err := volumectl.ResolveVolume(ctx, ops, ref)
 					if err != nil {
 						return err
 					}
@@ -327,7 +262,7 @@ func (a *app) volumeExtendCommand() *cobra.Command {
 				return usageError{fmt.Errorf("--size %q: give the new size, such as 20G", size)}
 			}
 			return a.withOps(cmd, func(ctx context.Context, ops volumectl.Ops) error {
-				v, err := resolveVolume(ctx, ops, args[0])
+				v, err := volumectl.ResolveVolume(ctx, ops, args[0])
 				if err != nil {
 					return err
 				}
@@ -353,11 +288,11 @@ func (a *app) volumeRevertCommand() *cobra.Command {
 		Args:  exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withOps(cmd, func(ctx context.Context, ops volumectl.Ops) error {
-				v, err := resolveVolume(ctx, ops, args[0])
+				v, err := volumectl.ResolveVolume(ctx, ops, args[0])
 				if err != nil {
 					return err
 				}
-				s, err := resolveSnapshot(ctx, ops, args[1])
+				s, err := volumectl.ResolveSnapshot(ctx, ops, args[1])
 				if err != nil {
 					return err
 				}
@@ -380,7 +315,7 @@ func (a *app) volumeCloneCommand() *cobra.Command {
 		Args:  exactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withOps(cmd, func(ctx context.Context, ops volumectl.Ops) error {
-				s, err := resolveSnapshot(ctx, ops, args[0])
+				s, err := volumectl.ResolveSnapshot(ctx, ops, args[0])
 				if err != nil {
 					return err
 				}
@@ -405,7 +340,7 @@ consistent file system, freeze it first (fsfreeze -f MOUNT) and thaw it after.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withOps(cmd, func(ctx context.Context, ops volumectl.Ops) error {
-				v, err := resolveVolume(ctx, ops, args[0])
+				v, err := volumectl.ResolveVolume(ctx, ops, args[0])
 				if err != nil {
 					return err
 				}
@@ -426,7 +361,7 @@ consistent file system, freeze it first (fsfreeze -f MOUNT) and thaw it after.`,
 			return a.withOps(cmd, func(ctx context.Context, ops volumectl.Ops) error {
 				var id cairn.ID
 				if len(args) == 1 {
-					v, err := resolveVolume(ctx, ops, args[0])
+					v, err := volumectl.ResolveVolume(ctx, ops, args[0])
 					if err != nil {
 						return err
 					}
@@ -447,7 +382,7 @@ consistent file system, freeze it first (fsfreeze -f MOUNT) and thaw it after.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withOps(cmd, func(ctx context.Context, ops volumectl.Ops) error {
 				for _, ref := range args {
-					s, err := resolveSnapshot(ctx, ops, ref)
+					s, err := volumectl.ResolveSnapshot(ctx, ops, ref)
 					if err != nil {
 						return err
 					}
@@ -499,13 +434,13 @@ the whole volume is listed and a warning printed; --json says "known": false.`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withOps(cmd, func(ctx context.Context, ops volumectl.Ops) error {
-				to, size, err := resolveRef(ctx, ops, args[0])
+				to, size, err := volumectl.ResolveRef(ctx, ops, args[0])
 				if err != nil {
 					return err
 				}
 				var fromRef *volume.Ref
 				if from != "" {
-					s, err := resolveSnapshot(ctx, ops, from)
+					s, err := volumectl.ResolveSnapshot(ctx, ops, from)
 					if err != nil {
 						return err
 					}
@@ -530,7 +465,7 @@ func (a *app) allocatedCommand() *cobra.Command {
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withOps(cmd, func(ctx context.Context, ops volumectl.Ops) error {
-				ref, size, err := resolveRef(ctx, ops, args[0])
+				ref, size, err := volumectl.ResolveRef(ctx, ops, args[0])
 				if err != nil {
 					return err
 				}
@@ -694,7 +629,7 @@ module is loaded, and nbdfuse with a direct-I/O loop device otherwise
 			if _, ok := ops.(volumectl.Direct); ok {
 				return fmt.Errorf("nothing serves %s: start 'cairn volume serve' first: %w", dir, cairn.ErrUnavailable)
 			}
-			ref, _, err := resolveRef(cmd.Context(), ops, args[0])
+			ref, _, err := volumectl.ResolveRef(cmd.Context(), ops, args[0])
 			if err != nil {
 				return err
 			}
@@ -729,7 +664,7 @@ func (a *app) detachCommand() *cobra.Command {
 			if _, err := m.Lookup(key); err != nil {
 				// A name or prefix: resolve it if the data directory answers.
 				if ops, done, oerr := a.volumeOps(cmd.Context()); oerr == nil {
-					if ref, _, rerr := resolveRef(cmd.Context(), ops, key); rerr == nil {
+					if ref, _, rerr := volumectl.ResolveRef(cmd.Context(), ops, key); rerr == nil {
 						key = ref.Volume.String()
 						if !ref.Snapshot.IsZero() {
 							key = ref.Snapshot.String()

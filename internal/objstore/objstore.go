@@ -235,3 +235,25 @@ feed:
 	}
 	return nil
 }
+
+// MapReadErrors wraps a response body so that its read errors, other than
+// io.EOF, pass through mapErr: a backend's Get gives errors of the same
+// kinds whether the request or the transfer after it fails.
+func MapReadErrors(rc io.ReadCloser, mapErr func(error) error) io.ReadCloser {
+	return &mappedBody{rc: rc, mapErr: mapErr}
+}
+
+type mappedBody struct {
+	rc     io.ReadCloser
+	mapErr func(error) error
+}
+
+func (m *mappedBody) Read(p []byte) (int, error) {
+	n, err := m.rc.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		err = m.mapErr(err)
+	}
+	return n, err
+}
+
+func (m *mappedBody) Close() error { return m.rc.Close() }

@@ -294,15 +294,9 @@ func (r *Repository) backupParent(ctx context.Context, opts BackupOptions) (*for
 		return r.parentIndex(ctx, m, opts)
 	}
 	for attempt := 0; ; attempt++ {
-		list, err := r.Backups(ctx)
+		parent, err := r.Latest(ctx, opts.SourceName)
 		if err != nil {
 			return nil, nil, err
-		}
-		var parent *format.Manifest
-		for _, m := range list.Backups {
-			if m.Source == opts.SourceName {
-				parent = m // the list is oldest first
-			}
 		}
 		if parent == nil {
 			return nil, nil, nil

@@ -69,6 +69,22 @@ func (r *Repository) Backups(ctx context.Context) (*BackupList, error) {
 	return list, nil
 }
 
+// Latest returns the newest backup of a source, the default parent of
+// its next backup, or nil when there is none.
+func (r *Repository) Latest(ctx context.Context, source string) (*format.Manifest, error) {
+	list, err := r.Backups(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var latest *format.Manifest
+	for _, m := range list.Backups {
+		if m.Source == source {
+			latest = m // the list is oldest first
+		}
+	}
+	return latest, nil
+}
+
 func (r *Repository) readManifest(ctx context.Context, name string) (*format.Manifest, error) {
 	plain, err := r.getSealed(ctx, format.TypeManifest, name)
 	if err != nil {

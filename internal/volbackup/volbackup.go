@@ -182,17 +182,7 @@ func findParent(ctx context.Context, r *repo.Repository, opts repo.BackupOptions
 	if opts.Parent != nil {
 		return r.Manifest(ctx, *opts.Parent)
 	}
-	list, err := r.Backups(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var latest *format.Manifest
-	for _, m := range list.Backups {
-		if m.Source == opts.SourceName && (latest == nil || !m.Time.Before(latest.Time)) {
-			latest = m
-		}
-	}
-	return latest, nil
+	return r.Latest(ctx, opts.SourceName)
 }
 
 func clip(list []cairn.Extent, size int64) []cairn.Extent {

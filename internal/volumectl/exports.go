@@ -11,8 +11,7 @@ import (
 )
 
 // Exports offers an engine's volumes (read-write) and snapshots
-// (read-only) as NBD exports. An export is named by the volume's or
-// snapshot's ID, or by a volume's name when no other volume has it. Every
+// (read-only) as NBD exports, named as ResolveRef finds them. Every
 // connection opens its own Device; devices of one volume share their
 // index and head, so a flush on any connection covers writes completed on
 // all of them and multi-conn holds.
@@ -21,8 +20,8 @@ type Exports struct{ E *volume.Engine }
 var _ nbd.Catalog = Exports{}
 
 // Open implements nbd.Catalog.
-func (x Exports) Open(_ context.Context, name string) (nbd.Export, func(), error) {
-	ref, err := x.resolve(name)
+func (x Exports) Open(ctx context.Context, name string) (nbd.Export, func(), error) {
+	ref, err := x.resolve(ctx, name)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -38,31 +37,12 @@ func (x Exports) Open(_ context.Context, name string) (nbd.Export, func(), error
 	return deviceExport{dev}, func() { _ = dev.Close() }, nil
 }
 
-func (x Exports) resolve(name string) (volume.Ref, error) {
+func (x Exports) resolve(ctx context.Context, name string) (volume.Ref, error) {
 	if name == "" {
 		return volume.Ref{}, fmt.Errorf("the default export: name a volume or snapshot: %w", cairn.ErrNotFound)
 	}
-	if id, err := cairn.ParseID(name); err == nil {
-		if _, err := x.E.Volume(id); err == nil {
-			return volume.Ref{Volume: id}, nil
-		}
-		if _, err := x.E.Snapshot(id); err == nil {
-			return volume.Ref{Snapshot: id}, nil
-		}
-	}
-	var found []cairn.ID
-	for _, v := range x.E.Volumes() {
-		if v.Name == name {
-			found = append(found, v.ID)
-		}
-	}
-	switch len(found) {
-	case 1:
-		return volume.Ref{Volume: found[0]}, nil
-	case 0:
-		return volume.Ref{}, fmt.Errorf("export %q: no such volume or snapshot: %w", name, cairn.ErrNotFound)
-	}
-	return volume.Ref{}, fmt.Errorf("export %q: %d volumes have that name; use the ID: %w", name, len(found), cairn.ErrNotFound)
+	ref, _, err := ResolveRef(ctx, Direct(x), name)
+	return ref, err
 }
 
 // List implements nbd.Catalog.

@@ -284,25 +284,8 @@ func (b *Backend) Get(ctx context.Context, name string, offset, length int64) (i
 		}
 		return nil, b.mapErr("get", name, err)
 	}
-	return &body{rc: out.Body, b: b, name: name}, nil
+	return objstore.MapReadErrors(out.Body, func(err error) error { return b.mapErr("get", name, err) }), nil
 }
-
-// body maps read errors of a response body.
-type body struct {
-	rc   io.ReadCloser
-	b    *Backend
-	name string
-}
-
-func (r *body) Read(p []byte) (int, error) {
-	n, err := r.rc.Read(p)
-	if err != nil && !errors.Is(err, io.EOF) {
-		err = r.b.mapErr("get", r.name, err)
-	}
-	return n, err
-}
-
-func (r *body) Close() error { return r.rc.Close() }
 
 // Stat implements objstore.Backend.
 func (b *Backend) Stat(ctx context.Context, name string) (objstore.ObjectInfo, error) {

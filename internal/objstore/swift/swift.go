@@ -307,24 +307,8 @@ func (b *Backend) Get(ctx context.Context, name string, offset, length int64) (i
 		}
 		return nil, b.mapErr("get", name, err)
 	}
-	return &body{f: f, b: b, name: name}, nil
+	return objstore.MapReadErrors(f, func(err error) error { return b.mapErr("get", name, err) }), nil
 }
-
-type body struct {
-	f    *swift.ObjectOpenFile
-	b    *Backend
-	name string
-}
-
-func (r *body) Read(p []byte) (int, error) {
-	n, err := r.f.Read(p)
-	if err != nil && !errors.Is(err, io.EOF) {
-		err = r.b.mapErr("get", r.name, err)
-	}
-	return n, err
-}
-
-func (r *body) Close() error { return r.f.Close() }
 
 // Stat implements objstore.Backend. The modification time comes from
 // X-Timestamp, which unlike Last-Modified keeps sub-second precision, as
