@@ -285,7 +285,11 @@ func encodeLogRecord(dst []byte, b int64, mask uint16) []byte {
 }
 
 // replayLog applies the records in data to p. It returns the number of
-// bytes of whole, valid records; the rest is a torn tail.
+// bytes of whole, valid records; the rest is a torn tail. A record for a
+// block past p's size (written after an extension the state did not get
+// to record before a crash) names nothing the layer shows: it is skipped,
+// and p never grows, so a damaged log cannot allocate for blocks that do
+// not exist.
 func replayLog(p *presence, data []byte) int {
 	n := 0
 	for len(data)-n >= logRecordSize {
@@ -298,7 +302,9 @@ func replayLog(p *presence, data []byte) int {
 		if b < 0 || b >= maxBlocks || mask == 0 {
 			break
 		}
-		p.add(b, mask)
+		if b < p.nblocks {
+			p.add(b, mask)
+		}
 		n += logRecordSize
 	}
 	return n

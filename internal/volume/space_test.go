@@ -127,12 +127,16 @@ func FuzzDecodePresence(f *testing.F) {
 
 func FuzzReplayLog(f *testing.F) {
 	f.Add(encodeLogRecord(encodeLogRecord(nil, 5, 3), 1<<20, fullMask))
+	f.Add(encodeLogRecord(encodeLogRecord(nil, 5, 3), 15, fullMask))
 	f.Add([]byte{1, 2, 3})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p := newPresence(16)
 		n := replayLog(p, data)
 		if n < 0 || n > len(data) || n%logRecordSize != 0 {
 			t.Fatalf("replay consumed %d of %d bytes", n, len(data))
+		}
+		if p.nblocks != 16 {
+			t.Fatalf("a log grew the presence to %d blocks", p.nblocks)
 		}
 	})
 }
