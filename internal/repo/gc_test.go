@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -388,7 +389,15 @@ func TestGCConcurrentWithBackups(t *testing.T) {
 
 func testGCConcurrent(t *testing.T, be objstore.Backend, r *repo.Repository) {
 	ctx := t.Context()
-	deadline := time.Now().Add(6 * time.Second)
+	// Run for 6 s, and longer (up to 40 s) until gc has both found sets
+	// waiting for running backups and freed chunks while they ran: on a
+	// loaded machine the first seconds may show only one of the two.
+	start := time.Now()
+	var exercised atomic.Bool
+	running := func() bool {
+		d := time.Since(start)
+		return d < 6*time.Second || (!exercised.Load() && d < 40*time.Second)
+	}
 
 	var mu sync.Mutex
 	versions := map[cairn.ID][]byte{}
@@ -400,7 +409,7 @@ func testGCConcurrent(t *testing.T, be objstore.Backend, r *repo.Repository) {
 			// Sources share most chunks, so gcs find many of them
 			// unreferenced while backups want to reuse them.
 			data := repotest.Mixed(50, 16*testChunk, testChunk)
-			for i := 0; time.Now().Before(deadline); i++ {
+			for i := 0; running(); i++ {
 				repotest.Scribble(uint64(1000*w+i), data, 2, testChunk)
 				m, err := rr.Backup(ctx, &repotest.Source{Data: data}, repo.BackupOptions{SourceName: fmt.Sprint("src", w)})
 				if err != nil {
@@ -416,7 +425,7 @@ func testGCConcurrent(t *testing.T, be objstore.Backend, r *repo.Repository) {
 	var pendingRuns, freed int
 	wg.Go(func() {
 		rr := reopen(t, be)
-		for time.Now().Before(deadline) {
+		for running() {
 			list, err := rr.Backups(ctx)
 			if err != nil {
 				errs <- err
@@ -447,6 +456,7 @@ func testGCConcurrent(t *testing.T, be objstore.Backend, r *repo.Repository) {
 				pendingRuns++
 			}
 			freed += stats.ChunksDeleted
+			exercised.Store(pendingRuns > 0 && freed > 0)
 		}
 	})
 	wg.Wait()
