@@ -141,7 +141,7 @@ func (a *app) rootCommand() *cobra.Command {
 		a.stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
 		return pprof.StartCPUProfile(f)
 	}
-	root.AddCommand(a.repoCommand(), a.volumeCommand())
+	root.AddCommand(a.repoCommand(), a.volumeCommand(), a.serviceCommand())
 	return root
 }
 

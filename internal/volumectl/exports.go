@@ -86,3 +86,7 @@ func (d deviceExport) BlockStatus(ctx context.Context, off, n int64) ([]nbd.Exte
 	}
 	return out, nil
 }
+
+// DeviceExport adapts an open volume device to an NBD export, for other
+// catalogs of exports (the service's attached volumes).
+func DeviceExport(dev *volume.Device) nbd.Export { return deviceExport{dev} }

@@ -1,0 +1,271 @@
+// Package api is the service's HTTP API: the block storage API's shapes
+// (volumes, snapshots, backups) under /v3/{project_id}/, JSON in and out,
+// every request authenticated by a project's token. Errors are mapped to
+// status codes in one place (statusOf).
+package api
+
+import (
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/service"
+)
+
+// OpenAPI is the API's description, served at /openapi.yaml.
+//
+//go:embed openapi.yaml
+var OpenAPI []byte
+
+// Metrics records requests.
+type Metrics interface {
+	Request(route string, code int, d time.Duration)
+	Handler() http.Handler
+}
+
+// Server serves the API.
+type Server struct {
+	svc *service.Service
+	log *slog.Logger
+	met Metrics
+	mux *http.ServeMux
+}
+
+// New returns the API of svc.
+func New(svc *service.Service, met Metrics, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{svc: svc, log: log, met: met, mux: http.NewServeMux()}
+	s.routes()
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w, code: http.StatusOK}
+	s.mux.ServeHTTP(rec, r)
+	_, pattern := s.mux.Handler(r)
+	if pattern == "" {
+		pattern = "unmatched"
+	}
+	if s.met != nil {
+		s.met.Request(pattern, rec.code, time.Since(start))
+	}
+	if rec.code >= 500 {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "code", rec.code)
+	} else {
+		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "code", rec.code, "duration", time.Since(start))
+	}
+}
+
+type recorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *recorder) WriteHeader(code int) {
+	r.code = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+// handler is an authenticated handler of a project's resources.
+type handler func(w http.ResponseWriter, r *http.Request, c service.Caller) error
+
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	if s.met != nil {
+		m.Handle("GET /metrics", s.met.Handler())
+	}
+	m.HandleFunc("GET /openapi.yaml", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/yaml")
+		_, _ = w.Write(OpenAPI)
+	})
+	m.HandleFunc("GET /{$}", s.versions)
+	m.HandleFunc("GET /v3/{$}", s.versions)
+
+	m.HandleFunc("GET /v3/auth/token", s.auth(s.whoami))
+
+	p := func(method, path string, h handler) {
+		m.HandleFunc(method+" /v3/{project_id}"+path, s.auth(h))
+	}
+	p("GET", "/limits", s.limits)
+	p("GET", "/tasks/{id}", s.showTask)
+	p("GET", "/tasks", s.listTasks)
+
+	p("POST", "/volumes", s.createVolume)
+	p("GET", "/volumes", s.listVolumes(false))
+	p("GET", "/volumes/detail", s.listVolumes(true))
+	p("GET", "/volumes/{id}", s.showVolume)
+	p("PUT", "/volumes/{id}", s.updateVolume)
+	p("DELETE", "/volumes/{id}", s.deleteVolume)
+	p("POST", "/volumes/{id}/action", s.volumeAction)
+
+	p("POST", "/snapshots", s.createSnapshot)
+	p("GET", "/snapshots", s.listSnapshots(false))
+	p("GET", "/snapshots/detail", s.listSnapshots(true))
+	p("GET", "/snapshots/{id}", s.showSnapshot)
+	p("DELETE", "/snapshots/{id}", s.deleteSnapshot)
+	p("POST", "/snapshots/{id}/action", s.snapshotAction)
+
+	p("POST", "/backups", s.createBackup)
+	p("GET", "/backups", s.listBackups(false))
+	p("GET", "/backups/detail", s.listBackups(true))
+	p("GET", "/backups/{id}", s.showBackup)
+	p("DELETE", "/backups/{id}", s.deleteBackup)
+	p("POST", "/backups/{id}/restore", s.restoreBackup)
+	p("GET", "/backups/{id}/export_record", s.exportRecord)
+	p("POST", "/backups/import_record", s.importRecord)
+	p("POST", "/backups/{id}/action", s.backupAction)
+
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, fmt.Errorf("%s %s: no such resource: %w", r.Method, r.URL.Path, cairn.ErrNotFound))
+	})
+}
+
+// TokenInfo is GET /v3/auth/token: whose token this is.
+type TokenInfo struct {
+	ProjectID string `json:"project_id"`
+	Admin     bool   `json:"admin"`
+}
+
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request, c service.Caller) error {
+	writeJSON(w, http.StatusOK, map[string]any{"token": TokenInfo{ProjectID: c.ProjectID, Admin: c.Admin}})
+	return nil
+}
+
+func (s *Server) versions(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"versions": []map[string]any{{
+		"id": "v3.0", "status": "CURRENT", "links": []map[string]string{{"rel": "self", "href": "/v3/"}},
+	}}})
+}
+
+// auth authenticates the request's token and checks that it may act on
+// the URL's project: its own, or any for an admin.
+func (s *Server) auth(h handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok := r.Header.Get("X-Auth-Token")
+		if tok == "" {
+			if a := r.Header.Get("Authorization"); strings.HasPrefix(a, "Bearer ") {
+				tok = strings.TrimPrefix(a, "Bearer ")
+			}
+		}
+		if tok == "" {
+			writeError(w, fmt.Errorf("no token: send X-Auth-Token or Authorization: Bearer: %w", cairn.ErrUnauthenticated))
+			return
+		}
+		c, err := s.svc.Authenticate(r.Context(), tok)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		project := r.PathValue("project_id")
+		if project == "" {
+			// Not a project's URL (GET /v3/auth/token).
+			if err := h(w, r, c); err != nil {
+				writeError(w, err)
+			}
+			return
+		}
+		if !c.Admin && project != c.ProjectID {
+			// Another project's URL looks exactly like a missing one.
+			writeError(w, fmt.Errorf("project %s: %w", project, cairn.ErrNotFound))
+			return
+		}
+		if c.Admin && project != c.ProjectID {
+			ok, err := s.svc.ProjectExists(r.Context(), project)
+			if err != nil {
+				writeError(w, err)
+				return
+			}
+			if !ok {
+				writeError(w, fmt.Errorf("project %s: %w", project, cairn.ErrNotFound))
+				return
+			}
+		}
+		// Requests act within the URL's project; an admin acting in
+		// another project keeps admin rights.
+		c.ProjectID = project
+		if err := h(w, r, c); err != nil {
+			writeError(w, err)
+		}
+	}
+}
+
+// maxBody bounds a request body.
+const maxBody = 1 << 20
+
+// decode reads exactly one JSON object into v, refusing unknown fields.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("empty request body; want a JSON object: %w", cairn.ErrInvalid)
+		}
+		return fmt.Errorf("request body: %s: %w", strings.TrimPrefix(err.Error(), "json: "), cairn.ErrInvalid)
+	}
+	if dec.More() {
+		return fmt.Errorf("request body: data after the JSON object: %w", cairn.ErrInvalid)
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("request body: data after the JSON object: %w", cairn.ErrInvalid)
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}
+
+// statusOf maps the service's errors to HTTP status codes and the
+// block storage API's error names. It is the only place that does.
+func statusOf(err error) (int, string) {
+	switch {
+	case errors.Is(err, cairn.ErrInvalid):
+		return http.StatusBadRequest, "badRequest"
+	case errors.Is(err, cairn.ErrUnauthenticated):
+		return http.StatusUnauthorized, "unauthorized"
+	case errors.Is(err, cairn.ErrForbidden):
+		return http.StatusForbidden, "forbidden"
+	case errors.Is(err, cairn.ErrNotFound):
+		return http.StatusNotFound, "itemNotFound"
+	case errors.Is(err, cairn.ErrExists), errors.Is(err, cairn.ErrConflict):
+		return http.StatusConflict, "conflictingRequest"
+	case errors.Is(err, cairn.ErrQuota):
+		return http.StatusRequestEntityTooLarge, "overLimit"
+	case errors.Is(err, cairn.ErrUnsupported):
+		return http.StatusBadRequest, "badRequest"
+	case errors.Is(err, cairn.ErrWrongKey), errors.Is(err, cairn.ErrDenied):
+		return http.StatusForbidden, "forbidden"
+	case errors.Is(err, cairn.ErrUnavailable):
+		return http.StatusServiceUnavailable, "serviceUnavailable"
+	}
+	return http.StatusInternalServerError, "computeFault"
+}
+
+// writeError answers with the block storage API's error body:
+// {"<name>": {"code": N, "message": "..."}}.
+func writeError(w http.ResponseWriter, err error) {
+	code, name := statusOf(err)
+	msg := err.Error()
+	if code == http.StatusInternalServerError {
+		msg = "internal error: " + msg
+	}
+	writeJSON(w, code, map[string]any{name: map[string]any{"code": code, "message": msg}})
+}

@@ -1,0 +1,284 @@
+// Package service is the block storage service's use cases: volumes,
+// snapshots and backups of projects, over the catalog, the volume engine
+// and the repositories. Every long operation is a durable task (package
+// tasks): a request checks and moves the resource's state and queues the
+// task in one catalog transaction, and the task moves it on.
+//
+// Resources are named in the engine by their catalog IDs (an engine
+// volume's name is the catalog volume's ID), so a task cut short after
+// the engine made something and before the catalog recorded it finds it
+// again instead of leaking it.
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/catalog"
+	"github.com/cairnproject/cairn/internal/notify"
+	"github.com/cairnproject/cairn/internal/repo"
+	"github.com/cairnproject/cairn/internal/tasks"
+	"github.com/cairnproject/cairn/internal/volume"
+)
+
+// GiB is the unit of the API's sizes.
+const GiB = int64(1) << 30
+
+// Notifier receives the service's events (package notify implements it).
+type Notifier interface {
+	Notify(ctx context.Context, e notify.Event)
+}
+
+// Observer is told what the service did, for metrics. Its methods must
+// not block.
+type Observer interface {
+	tasks.Observer
+	BytesBackedUp(n int64)
+	BytesRestored(n int64)
+}
+
+// RepoOpener opens (creating it when missing) the repository that holds
+// a container's backups.
+type RepoOpener func(ctx context.Context, container string) (*repo.Repository, error)
+
+// Config is what a Service is built from. Only cmd/ fills it.
+type Config struct {
+	Catalog catalog.Store
+	Engine  *volume.Engine
+	// OpenRepo opens a container's repository.
+	OpenRepo RepoOpener
+	// DefaultContainer is used for backups that name none.
+	DefaultContainer string
+	Notifier         Notifier
+	Observer         Observer
+	Logger           *slog.Logger
+	// Workers is how many tasks run at once.
+	Workers int
+	// NBDSocket and NBDAddress are where attached volumes are exported,
+	// reported in attach responses.
+	NBDSocket, NBDAddress string
+	Now                   func() time.Time
+}
+
+// Service runs the use cases.
+type Service struct {
+	cat     catalog.Store
+	eng     *volume.Engine
+	open    RepoOpener
+	defCont string
+	notify  Notifier
+	obs     Observer
+	log     *slog.Logger
+	now     func() time.Time
+	runner  *tasks.Runner
+	exports *Exports
+	nbdSock string
+	nbdAddr string
+
+	reposMu sync.Mutex
+	repos   map[string]*repo.Repository
+	// backupMu serialises deletions (forget + gc) of one container.
+	gcMu sync.Mutex
+}
+
+// New builds a Service. Start runs its tasks.
+func New(cfg Config) *Service {
+	s := &Service{cat: cfg.Catalog, eng: cfg.Engine, open: cfg.OpenRepo,
+		defCont: cfg.DefaultContainer, notify: cfg.Notifier, obs: cfg.Observer,
+		log: cfg.Logger, now: cfg.Now, repos: map[string]*repo.Repository{},
+		nbdSock: cfg.NBDSocket, nbdAddr: cfg.NBDAddress}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.defCont == "" {
+		s.defCont = "volumebackups"
+	}
+	if s.notify == nil {
+		s.notify = discardNotifier{}
+	}
+	if s.obs == nil {
+		s.obs = discardObserver{}
+	}
+	s.exports = newExports(cfg.Engine)
+	s.runner = tasks.New(cfg.Catalog, s.kinds(), tasks.Options{
+		Workers: cfg.Workers, Logger: s.log, Observer: s.obs, Now: s.now})
+	return s
+}
+
+// Exports is the NBD catalog of attached volumes.
+func (s *Service) Exports() *Exports { return s.exports }
+
+// Start re-exports attached volumes and runs tasks, finishing those a
+// previous process left.
+func (s *Service) Start(ctx context.Context) error {
+	err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		vols, err := tx.Volumes(ctx, catalog.Filter{Status: cairn.StatusInUse})
+		if err != nil {
+			return err
+		}
+		for _, v := range vols {
+			if v.Attached && v.EngineID != "" {
+				id, err := cairn.ParseID(v.EngineID)
+				if err != nil {
+					return fmt.Errorf("volume %s: engine id: %w", v.ID, err)
+				}
+				s.exports.add(v.ID, id)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("attached volumes: %w", err)
+	}
+	return s.runner.Start(ctx)
+}
+
+// Stop stops the tasks; those running are cut short and resumed by the
+// next Start.
+func (s *Service) Stop() { s.runner.Stop() }
+
+// Caller is who makes a request: a project's token, perhaps an admin's.
+type Caller struct {
+	ProjectID string
+	Admin     bool
+}
+
+// may reports whether c may act on project p's resources.
+func (c Caller) may(p string) bool { return c.Admin || c.ProjectID == p }
+
+// nowUTC is the service clock at microsecond precision, as the catalog
+// stores times.
+func (s *Service) nowUTC() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
+
+// queue inserts a task for resource id in tx.
+func (s *Service) queue(ctx context.Context, tx catalog.Tx, project, kind, id string, params []byte) (cairn.Task, error) {
+	now := s.nowUTC()
+	t := cairn.Task{ID: cairn.NewUUID(), ProjectID: project, Kind: kind, ResourceID: id,
+		State: cairn.TaskPending, Params: params, CreatedAt: now, UpdatedAt: now}
+	return t, tx.InsertTask(ctx, t)
+}
+
+// update runs fn in a catalog transaction and wakes the task workers.
+func (s *Service) update(ctx context.Context, fn func(tx catalog.Tx) error) error {
+	err := s.cat.Update(ctx, fn)
+	if err == nil {
+		s.runner.Wake()
+	}
+	return err
+}
+
+// Task returns a task the caller may see.
+func (s *Service) Task(ctx context.Context, c Caller, id string) (cairn.Task, error) {
+	var t cairn.Task
+	err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		t, err = tx.Task(ctx, id)
+		return err
+	})
+	if err == nil && !c.may(t.ProjectID) {
+		return cairn.Task{}, fmt.Errorf("task %s: %w", id, cairn.ErrNotFound)
+	}
+	return t, err
+}
+
+// Tasks lists the caller's tasks of a resource.
+func (s *Service) Tasks(ctx context.Context, c Caller, resource string) ([]cairn.Task, error) {
+	var list []cairn.Task
+	f := catalog.Filter{ResourceID: resource}
+	if !c.Admin {
+		f.ProjectID = c.ProjectID
+	}
+	err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		list, err = tx.Tasks(ctx, f)
+		return err
+	})
+	return list, err
+}
+
+// event sends a notification about a resource.
+func (s *Service) event(ctx context.Context, typ, project string, payload map[string]any) {
+	s.notify.Notify(ctx, notify.Event{Type: typ, ProjectID: project, Payload: payload})
+}
+
+// errorf wraps a sentinel with a message for the API's error body.
+func errorf(sentinel error, format string, args ...any) error {
+	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), sentinel)
+}
+
+// conflict is the error for a state that does not allow an operation.
+func conflict(kind, id string, st cairn.Status, op string) error {
+	return fmt.Errorf("%s %s is %s; cannot %s: %w", kind, id, st, op, cairn.ErrConflict)
+}
+
+// repoFor returns the open repository of a container.
+func (s *Service) repoFor(ctx context.Context, container string) (*repo.Repository, error) {
+	s.reposMu.Lock()
+	defer s.reposMu.Unlock()
+	if r, ok := s.repos[container]; ok {
+		return r, nil
+	}
+	r, err := s.open(ctx, container)
+	if err != nil {
+		return nil, fmt.Errorf("container %s: %w", container, err)
+	}
+	s.repos[container] = r
+	return r, nil
+}
+
+// engineVolume finds the engine volume named for catalog volume id.
+func (s *Service) engineVolume(id string) (volume.VolumeInfo, bool) {
+	for _, v := range s.eng.Volumes() {
+		if v.Name == id {
+			return v, true
+		}
+	}
+	return volume.VolumeInfo{}, false
+}
+
+// engineSnapshot finds the engine snapshot named name.
+func (s *Service) engineSnapshot(name string) (volume.SnapshotInfo, bool) {
+	for _, sn := range s.eng.Snapshots(cairn.ID{}) {
+		if sn.Name == name {
+			return sn, true
+		}
+	}
+	return volume.SnapshotInfo{}, false
+}
+
+func parseEngineID(s string) (cairn.ID, error) {
+	if s == "" {
+		return cairn.ID{}, fmt.Errorf("no engine id: %w", cairn.ErrNotFound)
+	}
+	return cairn.ParseID(s)
+}
+
+// failReason is what a task's error says in a resource's fail_reason.
+func failReason(err error) string {
+	if errors.Is(err, context.Canceled) {
+		return "cancelled"
+	}
+	msg := err.Error()
+	if len(msg) > 1000 {
+		msg = msg[:1000]
+	}
+	return msg
+}
+
+type discardNotifier struct{}
+
+func (discardNotifier) Notify(context.Context, notify.Event) {}
+
+type discardObserver struct{}
+
+func (discardObserver) TaskEnded(string, bool, time.Duration) {}
+func (discardObserver) BytesBackedUp(int64)                   {}
+func (discardObserver) BytesRestored(int64)                   {}

@@ -1,0 +1,226 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/catalog"
+)
+
+// SnapshotCreate is a request for a snapshot of a volume.
+type SnapshotCreate struct {
+	VolumeID          string
+	Name, Description string
+	// Force allows a snapshot of an in-use (attached) volume; the
+	// snapshot then holds what the volume's writers had flushed.
+	Force bool
+}
+
+// Snapshots lists the caller's snapshots.
+func (s *Service) Snapshots(ctx context.Context, c Caller, f catalog.Filter) ([]cairn.Snapshot, error) {
+	f = scope(c, f)
+	var list []cairn.Snapshot
+	err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		list, err = tx.Snapshots(ctx, f)
+		return err
+	})
+	return list, err
+}
+
+// Snapshot returns one of the caller's snapshots.
+func (s *Service) Snapshot(ctx context.Context, c Caller, id string) (cairn.Snapshot, error) {
+	var v cairn.Snapshot
+	err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		v, err = getSnapshot(ctx, tx, c, id)
+		return err
+	})
+	return v, err
+}
+
+// CreateSnapshot accepts a snapshot of an available volume, or of an
+// in-use one with Force.
+func (s *Service) CreateSnapshot(ctx context.Context, c Caller, req SnapshotCreate) (cairn.Snapshot, error) {
+	if req.VolumeID == "" {
+		return cairn.Snapshot{}, errorf(cairn.ErrInvalid, "volume_id is required")
+	}
+	if err := validText("name", req.Name, 255); err != nil {
+		return cairn.Snapshot{}, err
+	}
+	if err := validText("description", req.Description, 4096); err != nil {
+		return cairn.Snapshot{}, err
+	}
+	var snap cairn.Snapshot
+	err := s.update(ctx, func(tx catalog.Tx) error {
+		v, err := getVolume(ctx, tx, c, req.VolumeID)
+		if err != nil {
+			return err
+		}
+		switch {
+		case v.Status == cairn.StatusAvailable:
+		case v.Status == cairn.StatusInUse && req.Force:
+		case v.Status == cairn.StatusInUse:
+			return fmt.Errorf("volume %s is in-use; a snapshot of it needs force: %w", v.ID, cairn.ErrConflict)
+		default:
+			return conflict("volume", v.ID, v.Status, "snapshot it")
+		}
+		if err := checkQuota(ctx, tx, v.ProjectID, cairn.Usage{Snapshots: 1, Gigabytes: v.Size}); err != nil {
+			return err
+		}
+		now := s.nowUTC()
+		snap = cairn.Snapshot{ID: cairn.NewUUID(), ProjectID: v.ProjectID, VolumeID: v.ID,
+			Name: req.Name, Description: req.Description, Size: v.Size,
+			Status: cairn.StatusCreating, CreatedAt: now, UpdatedAt: now}
+		if err := tx.InsertSnapshot(ctx, snap); err != nil {
+			return err
+		}
+		_, err = s.queue(ctx, tx, v.ProjectID, "snapshot.create", snap.ID, nil)
+		return err
+	})
+	if err != nil {
+		return cairn.Snapshot{}, err
+	}
+	s.event(ctx, "snapshot.create.start", snap.ProjectID, snapshotPayload(snap))
+	return snap, nil
+}
+
+func (s *Service) runCreateSnapshot(ctx context.Context, t cairn.Task) error {
+	snap, err := s.snapshotRow(ctx, t.ResourceID)
+	if err != nil {
+		return err
+	}
+	if snap.Status != cairn.StatusCreating {
+		return nil
+	}
+	es, ok := s.engineSnapshot(snap.ID)
+	if !ok {
+		v, err := s.volumeRow(ctx, snap.VolumeID)
+		if err != nil {
+			return err
+		}
+		vid, err := parseEngineID(v.EngineID)
+		if err != nil {
+			return fmt.Errorf("volume %s: %w", v.ID, err)
+		}
+		if es, err = s.eng.CreateSnapshot(ctx, vid, snap.ID); err != nil {
+			return fmt.Errorf("engine snapshot: %w", err)
+		}
+	}
+	snap, err = s.setSnapshot(ctx, snap.ID, func(sn *cairn.Snapshot) {
+		sn.EngineID, sn.Status = es.ID.String(), cairn.StatusAvailable
+		// The snapshot's time is the data's: a backup of it takes it as
+		// its data_timestamp.
+		sn.CreatedAt = es.Created.UTC().Truncate(time.Microsecond)
+	})
+	if err != nil {
+		return err
+	}
+	s.event(ctx, "snapshot.create.end", snap.ProjectID, snapshotPayload(snap))
+	return nil
+}
+
+func (s *Service) failSnapshot(event string) func(ctx context.Context, t cairn.Task, cause error) error {
+	return func(ctx context.Context, t cairn.Task, cause error) error {
+		st := cairn.StatusError
+		if event == "snapshot.delete.error" {
+			st = cairn.StatusErrorDeleting
+		}
+		snap, err := s.setSnapshot(ctx, t.ResourceID, func(sn *cairn.Snapshot) {
+			sn.Status, sn.FailReason = st, failReason(cause)
+		})
+		if errors.Is(err, cairn.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		s.event(ctx, event, snap.ProjectID, snapshotPayload(snap))
+		return nil
+	}
+}
+
+// DeleteSnapshot accepts the deletion of an available or failed
+// snapshot no volume is being created from.
+func (s *Service) DeleteSnapshot(ctx context.Context, c Caller, id string) error {
+	var snap cairn.Snapshot
+	err := s.update(ctx, func(tx catalog.Tx) error {
+		var err error
+		if snap, err = getSnapshot(ctx, tx, c, id); err != nil {
+			return err
+		}
+		switch snap.Status {
+		case cairn.StatusAvailable, cairn.StatusError, cairn.StatusErrorDeleting:
+		default:
+			return conflict("snapshot", snap.ID, snap.Status, "delete it")
+		}
+		creating, err := tx.Volumes(ctx, catalog.Filter{ProjectID: snap.ProjectID, Status: cairn.StatusCreating})
+		if err != nil {
+			return err
+		}
+		for _, v := range creating {
+			if v.SnapshotID == snap.ID {
+				return fmt.Errorf("snapshot %s: volume %s is being created from it: %w", snap.ID, v.ID, cairn.ErrConflict)
+			}
+		}
+		snap.Status, snap.UpdatedAt = cairn.StatusDeleting, s.nowUTC()
+		if err := tx.UpdateSnapshot(ctx, snap); err != nil {
+			return err
+		}
+		_, err = s.queue(ctx, tx, snap.ProjectID, "snapshot.delete", snap.ID, nil)
+		return err
+	})
+	if err == nil {
+		s.event(ctx, "snapshot.delete.start", snap.ProjectID, snapshotPayload(snap))
+	}
+	return err
+}
+
+func (s *Service) runDeleteSnapshot(ctx context.Context, t cairn.Task) error {
+	snap, err := s.snapshotRow(ctx, t.ResourceID)
+	if errors.Is(err, cairn.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if es, ok := s.engineSnapshot(snap.ID); ok {
+		if err := s.eng.DeleteSnapshot(ctx, es.ID); err != nil && !errors.Is(err, cairn.ErrNotFound) {
+			return fmt.Errorf("delete engine snapshot: %w", err)
+		}
+	}
+	err = s.cat.Update(ctx, func(tx catalog.Tx) error { return tx.DeleteSnapshot(ctx, snap.ID) })
+	if err != nil && !errors.Is(err, cairn.ErrNotFound) {
+		return err
+	}
+	snap.Status = cairn.StatusDeleted
+	s.event(ctx, "snapshot.delete.end", snap.ProjectID, snapshotPayload(snap))
+	return nil
+}
+
+// ResetSnapshotStatus is the admin's way out of a stuck state.
+func (s *Service) ResetSnapshotStatus(ctx context.Context, c Caller, id string, st cairn.Status) error {
+	if !c.Admin {
+		return errorf(cairn.ErrForbidden, "reset-status is for admins")
+	}
+	if st != cairn.StatusAvailable && st != cairn.StatusError {
+		return errorf(cairn.ErrInvalid, "status %q: want available or error", st)
+	}
+	return s.cat.Update(ctx, func(tx catalog.Tx) error {
+		snap, err := getSnapshot(ctx, tx, c, id)
+		if err != nil {
+			return err
+		}
+		snap.Status, snap.UpdatedAt = st, s.nowUTC()
+		return tx.UpdateSnapshot(ctx, snap)
+	})
+}
+
+func snapshotPayload(v cairn.Snapshot) map[string]any {
+	return map[string]any{"id": v.ID, "snapshot_id": v.ID, "volume_id": v.VolumeID,
+		"project_id": v.ProjectID, "display_name": v.Name, "volume_size": v.Size,
+		"status": v.Status, "created_at": v.CreatedAt, "fail_reason": v.FailReason}
+}

@@ -1,0 +1,590 @@
+package service
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/catalog"
+)
+
+// MaxVolumeGiB is the largest volume the service creates.
+const MaxVolumeGiB = 64 << 10
+
+// VolumeCreate is a request for a new volume: empty, a clone of a
+// snapshot, or restored from a backup.
+type VolumeCreate struct {
+	Name, Description string
+	// Size in GiB; from a snapshot or backup 0 means the source's size.
+	Size       int64
+	SnapshotID string
+	BackupID   string
+}
+
+// Volumes lists the caller's volumes (an admin's: f.ProjectID's, or all).
+func (s *Service) Volumes(ctx context.Context, c Caller, f catalog.Filter) ([]cairn.Volume, error) {
+	f = scope(c, f)
+	var list []cairn.Volume
+	err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		list, err = tx.Volumes(ctx, f)
+		return err
+	})
+	return list, err
+}
+
+// scope limits a list to the caller's project unless the caller is an
+// admin.
+func scope(c Caller, f catalog.Filter) catalog.Filter {
+	if !c.Admin {
+		f.ProjectID = c.ProjectID
+	}
+	return f
+}
+
+// Volume returns one of the caller's volumes.
+func (s *Service) Volume(ctx context.Context, c Caller, id string) (cairn.Volume, error) {
+	var v cairn.Volume
+	err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		v, err = getVolume(ctx, tx, c, id)
+		return err
+	})
+	return v, err
+}
+
+// getVolume reads a volume the caller may see; another project's is not
+// found, exactly like a missing one.
+func getVolume(ctx context.Context, tx catalog.Tx, c Caller, id string) (cairn.Volume, error) {
+	v, err := tx.Volume(ctx, id)
+	if err == nil && !c.may(v.ProjectID) {
+		return cairn.Volume{}, fmt.Errorf("volume %s: %w", id, cairn.ErrNotFound)
+	}
+	return v, err
+}
+
+func getSnapshot(ctx context.Context, tx catalog.Tx, c Caller, id string) (cairn.Snapshot, error) {
+	v, err := tx.Snapshot(ctx, id)
+	if err == nil && !c.may(v.ProjectID) {
+		return cairn.Snapshot{}, fmt.Errorf("snapshot %s: %w", id, cairn.ErrNotFound)
+	}
+	return v, err
+}
+
+func getBackup(ctx context.Context, tx catalog.Tx, c Caller, id string) (cairn.Backup, error) {
+	v, err := tx.Backup(ctx, id)
+	if err == nil && !c.may(v.ProjectID) {
+		return cairn.Backup{}, fmt.Errorf("backup %s: %w", id, cairn.ErrNotFound)
+	}
+	return v, err
+}
+
+// checkQuota fails with ErrQuota when add would take project over a limit.
+func checkQuota(ctx context.Context, tx catalog.Tx, project string, add cairn.Usage) error {
+	p, err := tx.Project(ctx, project)
+	if err != nil {
+		return err
+	}
+	u, err := tx.Usage(ctx, project)
+	if err != nil {
+		return err
+	}
+	if msg := p.Quota.Exceeds(u, add); msg != "" {
+		return fmt.Errorf("project %s: %s: %w", project, msg, cairn.ErrQuota)
+	}
+	return nil
+}
+
+func validSize(gib int64) error {
+	if gib <= 0 || gib > MaxVolumeGiB {
+		return errorf(cairn.ErrInvalid, "size %d: want a whole number of GiB from 1 to %d", gib, MaxVolumeGiB)
+	}
+	return nil
+}
+
+func validText(field, s string, max int) error {
+	if len(s) > max {
+		return errorf(cairn.ErrInvalid, "%s: longer than %d bytes", field, max)
+	}
+	return nil
+}
+
+// CreateVolume accepts a request for a volume; the task makes it.
+func (s *Service) CreateVolume(ctx context.Context, c Caller, req VolumeCreate) (cairn.Volume, error) {
+	if req.SnapshotID != "" && req.BackupID != "" {
+		return cairn.Volume{}, errorf(cairn.ErrInvalid, "give snapshot_id or backup_id, not both")
+	}
+	if req.Size < 0 || (req.Size == 0 && req.SnapshotID == "" && req.BackupID == "") {
+		return cairn.Volume{}, validSize(req.Size)
+	}
+	if err := validText("name", req.Name, 255); err != nil {
+		return cairn.Volume{}, err
+	}
+	if err := validText("description", req.Description, 4096); err != nil {
+		return cairn.Volume{}, err
+	}
+	now := s.nowUTC()
+	v := cairn.Volume{ID: cairn.NewUUID(), ProjectID: c.ProjectID, Name: req.Name,
+		Description: req.Description, Size: req.Size, Status: cairn.StatusCreating,
+		SnapshotID: req.SnapshotID, BackupID: req.BackupID, CreatedAt: now, UpdatedAt: now}
+	err := s.update(ctx, func(tx catalog.Tx) error {
+		kind := "volume.create"
+		var params []byte
+		switch {
+		case req.SnapshotID != "":
+			snap, err := getSnapshot(ctx, tx, c, req.SnapshotID)
+			if err != nil {
+				return err
+			}
+			if snap.Status != cairn.StatusAvailable {
+				return conflict("snapshot", snap.ID, snap.Status, "create a volume from it")
+			}
+			if v.Size == 0 {
+				v.Size = snap.Size
+			}
+			if v.Size < snap.Size {
+				return errorf(cairn.ErrInvalid, "size %d GiB is smaller than snapshot %s (%d GiB)", v.Size, snap.ID, snap.Size)
+			}
+		case req.BackupID != "":
+			b, err := getBackup(ctx, tx, c, req.BackupID)
+			if err != nil {
+				return err
+			}
+			if b.Status != cairn.StatusAvailable {
+				return conflict("backup", b.ID, b.Status, "restore it")
+			}
+			if v.Size == 0 {
+				v.Size = b.Size
+			}
+			if v.Size < b.Size {
+				return errorf(cairn.ErrInvalid, "size %d GiB is smaller than backup %s (%d GiB)", v.Size, b.ID, b.Size)
+			}
+			v.Status = cairn.StatusRestoringBackup
+			b.Status, b.UpdatedAt = cairn.StatusRestoring, now
+			if err := tx.UpdateBackup(ctx, b); err != nil {
+				return err
+			}
+			kind = "backup.restore"
+			params, _ = json.Marshal(restoreParams{BackupID: b.ID, VolumeID: v.ID, New: true})
+		}
+		if err := validSize(v.Size); err != nil {
+			return err
+		}
+		if err := checkQuota(ctx, tx, c.ProjectID, cairn.Usage{Volumes: 1, Gigabytes: v.Size}); err != nil {
+			return err
+		}
+		if err := tx.InsertVolume(ctx, v); err != nil {
+			return err
+		}
+		_, err := s.queue(ctx, tx, c.ProjectID, kind, v.ID, params)
+		return err
+	})
+	if err != nil {
+		return cairn.Volume{}, err
+	}
+	s.event(ctx, "volume.create.start", v.ProjectID, volumePayload(v))
+	return v, nil
+}
+
+// runCreateVolume makes the engine volume of a creating volume.
+func (s *Service) runCreateVolume(ctx context.Context, t cairn.Task) error {
+	v, err := s.volumeRow(ctx, t.ResourceID)
+	if err != nil {
+		return err
+	}
+	if v.Status != cairn.StatusCreating {
+		return nil // finished by an earlier attempt
+	}
+	ev, ok := s.engineVolume(v.ID)
+	if !ok {
+		if v.SnapshotID != "" {
+			snap, err := s.snapshotRow(ctx, v.SnapshotID)
+			if err != nil {
+				return err
+			}
+			sid, err := parseEngineID(snap.EngineID)
+			if err != nil {
+				return fmt.Errorf("snapshot %s: %w", snap.ID, err)
+			}
+			if ev, err = s.eng.CloneVolume(ctx, v.ID, sid); err != nil {
+				return fmt.Errorf("clone snapshot %s: %w", snap.ID, err)
+			}
+		} else if ev, err = s.eng.CreateVolume(ctx, v.ID, v.Size*GiB); err != nil {
+			return fmt.Errorf("create volume: %w", err)
+		}
+	}
+	if ev.Size < v.Size*GiB {
+		if err := s.eng.ExtendVolume(ctx, ev.ID, v.Size*GiB); err != nil {
+			return fmt.Errorf("extend clone: %w", err)
+		}
+	}
+	v, err = s.setVolume(ctx, v.ID, func(v *cairn.Volume) {
+		v.EngineID, v.Status = ev.ID.String(), cairn.StatusAvailable
+	})
+	if err != nil {
+		return err
+	}
+	s.event(ctx, "volume.create.end", v.ProjectID, volumePayload(v))
+	return nil
+}
+
+func (s *Service) failVolume(event string) func(ctx context.Context, t cairn.Task, cause error) error {
+	return func(ctx context.Context, t cairn.Task, cause error) error {
+		st := cairn.StatusError
+		if event == "volume.delete.error" {
+			st = cairn.StatusErrorDeleting
+		}
+		v, err := s.setVolume(ctx, t.ResourceID, func(v *cairn.Volume) {
+			v.Status, v.FailReason = st, failReason(cause)
+		})
+		if errors.Is(err, cairn.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		s.event(ctx, event, v.ProjectID, volumePayload(v))
+		return nil
+	}
+}
+
+// volumeRow reads a volume for a task, whatever its project.
+func (s *Service) volumeRow(ctx context.Context, id string) (cairn.Volume, error) {
+	var v cairn.Volume
+	err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		v, err = tx.Volume(ctx, id)
+		return err
+	})
+	return v, err
+}
+
+func (s *Service) snapshotRow(ctx context.Context, id string) (cairn.Snapshot, error) {
+	var v cairn.Snapshot
+	err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		v, err = tx.Snapshot(ctx, id)
+		return err
+	})
+	return v, err
+}
+
+func (s *Service) backupRow(ctx context.Context, id string) (cairn.Backup, error) {
+	var v cairn.Backup
+	err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		v, err = tx.Backup(ctx, id)
+		return err
+	})
+	return v, err
+}
+
+// setVolume changes a volume row in a transaction of its own.
+func (s *Service) setVolume(ctx context.Context, id string, fn func(*cairn.Volume)) (cairn.Volume, error) {
+	var v cairn.Volume
+	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
+		var err error
+		if v, err = tx.Volume(ctx, id); err != nil {
+			return err
+		}
+		fn(&v)
+		v.UpdatedAt = s.nowUTC()
+		return tx.UpdateVolume(ctx, v)
+	})
+	return v, err
+}
+
+func (s *Service) setSnapshot(ctx context.Context, id string, fn func(*cairn.Snapshot)) (cairn.Snapshot, error) {
+	var v cairn.Snapshot
+	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
+		var err error
+		if v, err = tx.Snapshot(ctx, id); err != nil {
+			return err
+		}
+		fn(&v)
+		v.UpdatedAt = s.nowUTC()
+		return tx.UpdateSnapshot(ctx, v)
+	})
+	return v, err
+}
+
+func (s *Service) setBackup(ctx context.Context, id string, fn func(*cairn.Backup)) (cairn.Backup, error) {
+	var v cairn.Backup
+	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
+		var err error
+		if v, err = tx.Backup(ctx, id); err != nil {
+			return err
+		}
+		fn(&v)
+		v.UpdatedAt = s.nowUTC()
+		return tx.UpdateBackup(ctx, v)
+	})
+	return v, err
+}
+
+// VolumeUpdate changes a volume's name or description (nil: unchanged).
+type VolumeUpdate struct {
+	Name, Description *string
+}
+
+// UpdateVolume renames or redescribes a volume.
+func (s *Service) UpdateVolume(ctx context.Context, c Caller, id string, req VolumeUpdate) (cairn.Volume, error) {
+	if req.Name != nil {
+		if err := validText("name", *req.Name, 255); err != nil {
+			return cairn.Volume{}, err
+		}
+	}
+	if req.Description != nil {
+		if err := validText("description", *req.Description, 4096); err != nil {
+			return cairn.Volume{}, err
+		}
+	}
+	var v cairn.Volume
+	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
+		var err error
+		if v, err = getVolume(ctx, tx, c, id); err != nil {
+			return err
+		}
+		if req.Name != nil {
+			v.Name = *req.Name
+		}
+		if req.Description != nil {
+			v.Description = *req.Description
+		}
+		v.UpdatedAt = s.nowUTC()
+		return tx.UpdateVolume(ctx, v)
+	})
+	if err == nil {
+		s.event(ctx, "volume.update.end", v.ProjectID, volumePayload(v))
+	}
+	return v, err
+}
+
+// DeleteVolume accepts the deletion of an available or failed volume
+// without snapshots.
+func (s *Service) DeleteVolume(ctx context.Context, c Caller, id string) error {
+	var v cairn.Volume
+	err := s.update(ctx, func(tx catalog.Tx) error {
+		var err error
+		if v, err = getVolume(ctx, tx, c, id); err != nil {
+			return err
+		}
+		switch v.Status {
+		case cairn.StatusAvailable, cairn.StatusError, cairn.StatusErrorDeleting:
+		default:
+			return conflict("volume", v.ID, v.Status, "delete it")
+		}
+		snaps, err := tx.Snapshots(ctx, catalog.Filter{VolumeID: v.ID, Limit: 1})
+		if err != nil {
+			return err
+		}
+		if len(snaps) > 0 {
+			return fmt.Errorf("volume %s has snapshots; delete them first: %w", v.ID, cairn.ErrConflict)
+		}
+		v.Status, v.UpdatedAt = cairn.StatusDeleting, s.nowUTC()
+		if err := tx.UpdateVolume(ctx, v); err != nil {
+			return err
+		}
+		_, err = s.queue(ctx, tx, v.ProjectID, "volume.delete", v.ID, nil)
+		return err
+	})
+	if err == nil {
+		s.event(ctx, "volume.delete.start", v.ProjectID, volumePayload(v))
+	}
+	return err
+}
+
+func (s *Service) runDeleteVolume(ctx context.Context, t cairn.Task) error {
+	v, err := s.volumeRow(ctx, t.ResourceID)
+	if errors.Is(err, cairn.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if ev, ok := s.engineVolume(v.ID); ok {
+		if err := s.eng.DeleteVolume(ctx, ev.ID); err != nil && !errors.Is(err, cairn.ErrNotFound) {
+			return fmt.Errorf("delete engine volume: %w", err)
+		}
+	}
+	err = s.cat.Update(ctx, func(tx catalog.Tx) error { return tx.DeleteVolume(ctx, v.ID) })
+	if err != nil && !errors.Is(err, cairn.ErrNotFound) {
+		return err
+	}
+	v.Status = cairn.StatusDeleted
+	s.event(ctx, "volume.delete.end", v.ProjectID, volumePayload(v))
+	return nil
+}
+
+// ExtendVolume grows an available volume to size GiB.
+func (s *Service) ExtendVolume(ctx context.Context, c Caller, id string, size int64) error {
+	if err := validSize(size); err != nil {
+		return err
+	}
+	var v cairn.Volume
+	err := s.update(ctx, func(tx catalog.Tx) error {
+		var err error
+		if v, err = getVolume(ctx, tx, c, id); err != nil {
+			return err
+		}
+		if v.Status != cairn.StatusAvailable {
+			return conflict("volume", v.ID, v.Status, "extend it")
+		}
+		if size <= v.Size {
+			return errorf(cairn.ErrInvalid, "new size %d GiB must be larger than the current %d GiB", size, v.Size)
+		}
+		if err := checkQuota(ctx, tx, v.ProjectID, cairn.Usage{Gigabytes: size - v.Size}); err != nil {
+			return err
+		}
+		v.Size, v.Status, v.UpdatedAt = size, cairn.StatusExtending, s.nowUTC()
+		if err := tx.UpdateVolume(ctx, v); err != nil {
+			return err
+		}
+		_, err = s.queue(ctx, tx, v.ProjectID, "volume.extend", v.ID, nil)
+		return err
+	})
+	if err == nil {
+		s.event(ctx, "volume.resize.start", v.ProjectID, volumePayload(v))
+	}
+	return err
+}
+
+func (s *Service) runExtendVolume(ctx context.Context, t cairn.Task) error {
+	v, err := s.volumeRow(ctx, t.ResourceID)
+	if err != nil {
+		return err
+	}
+	if v.Status != cairn.StatusExtending {
+		return nil
+	}
+	ev, ok := s.engineVolume(v.ID)
+	if !ok {
+		return fmt.Errorf("volume %s: engine volume: %w", v.ID, cairn.ErrNotFound)
+	}
+	if ev.Size < v.Size*GiB {
+		if err := s.eng.ExtendVolume(ctx, ev.ID, v.Size*GiB); err != nil {
+			return fmt.Errorf("extend: %w", err)
+		}
+	}
+	v, err = s.setVolume(ctx, v.ID, func(v *cairn.Volume) { v.Status = cairn.StatusAvailable })
+	if err != nil {
+		return err
+	}
+	s.event(ctx, "volume.resize.end", v.ProjectID, volumePayload(v))
+	return nil
+}
+
+// Attachment says where an attached volume is exported.
+type Attachment struct {
+	VolumeID string `json:"volume_id"`
+	// ExportName is the NBD export's name.
+	ExportName string `json:"export_name"`
+	// URIs are NBD URIs (nbd+unix, nbd) a client connects to.
+	URIs []string `json:"uris"`
+}
+
+// AttachVolume exports an available volume over NBD (status in-use).
+func (s *Service) AttachVolume(ctx context.Context, c Caller, id string) (Attachment, error) {
+	var v cairn.Volume
+	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
+		var err error
+		if v, err = getVolume(ctx, tx, c, id); err != nil {
+			return err
+		}
+		if v.Status != cairn.StatusAvailable {
+			return conflict("volume", v.ID, v.Status, "attach it")
+		}
+		v.Status, v.Attached, v.UpdatedAt = cairn.StatusInUse, true, s.nowUTC()
+		return tx.UpdateVolume(ctx, v)
+	})
+	if err != nil {
+		return Attachment{}, err
+	}
+	eid, err := parseEngineID(v.EngineID)
+	if err != nil {
+		return Attachment{}, err
+	}
+	s.exports.add(v.ID, eid)
+	s.event(ctx, "volume.attach.end", v.ProjectID, volumePayload(v))
+	return s.attachment(v.ID), nil
+}
+
+func (s *Service) attachment(id string) Attachment {
+	a := Attachment{VolumeID: id, ExportName: id}
+	if s.nbdSock != "" {
+		a.URIs = append(a.URIs, "nbd+unix:///"+id+"?socket="+s.nbdSock)
+	}
+	if s.nbdAddr != "" {
+		a.URIs = append(a.URIs, "nbd://"+s.nbdAddr+"/"+id)
+	}
+	return a
+}
+
+// DetachVolume stops exporting a volume (status available). Connected
+// clients keep their connection until they close it.
+func (s *Service) DetachVolume(ctx context.Context, c Caller, id string) error {
+	var v cairn.Volume
+	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
+		var err error
+		if v, err = getVolume(ctx, tx, c, id); err != nil {
+			return err
+		}
+		if v.Status != cairn.StatusInUse {
+			return conflict("volume", v.ID, v.Status, "detach it")
+		}
+		v.Status, v.Attached, v.UpdatedAt = cairn.StatusAvailable, false, s.nowUTC()
+		return tx.UpdateVolume(ctx, v)
+	})
+	if err != nil {
+		return err
+	}
+	s.exports.remove(v.ID)
+	s.event(ctx, "volume.detach.end", v.ProjectID, volumePayload(v))
+	return nil
+}
+
+// ResetVolumeStatus is the admin's way out of a stuck state.
+func (s *Service) ResetVolumeStatus(ctx context.Context, c Caller, id string, st cairn.Status) error {
+	if !c.Admin {
+		return errorf(cairn.ErrForbidden, "reset-status is for admins")
+	}
+	switch st {
+	case cairn.StatusAvailable, cairn.StatusError, cairn.StatusInUse:
+	default:
+		return errorf(cairn.ErrInvalid, "status %q: want available, in-use or error", st)
+	}
+	_, err := s.setVolumeChecked(ctx, c, id, func(v *cairn.Volume) error {
+		v.Status = st
+		v.Attached = st == cairn.StatusInUse && v.Attached
+		if st != cairn.StatusInUse {
+			s.exports.remove(v.ID)
+		}
+		return nil
+	})
+	return err
+}
+
+func (s *Service) setVolumeChecked(ctx context.Context, c Caller, id string, fn func(*cairn.Volume) error) (cairn.Volume, error) {
+	var v cairn.Volume
+	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
+		var err error
+		if v, err = getVolume(ctx, tx, c, id); err != nil {
+			return err
+		}
+		if err := fn(&v); err != nil {
+			return err
+		}
+		v.UpdatedAt = s.nowUTC()
+		return tx.UpdateVolume(ctx, v)
+	})
+	return v, err
+}
+
+func volumePayload(v cairn.Volume) map[string]any {
+	return map[string]any{"id": v.ID, "volume_id": v.ID, "project_id": v.ProjectID,
+		"display_name": v.Name, "size": v.Size, "status": v.Status,
+		"snapshot_id": v.SnapshotID, "backup_id": v.BackupID,
+		"created_at": v.CreatedAt, "fail_reason": v.FailReason}
+}

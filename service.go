@@ -1,0 +1,212 @@
+package cairn
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Service errors, in addition to the sentinels in cairn.go.
+var (
+	// ErrQuota: the operation would take a project over one of its quotas.
+	ErrQuota = errors.New("quota exceeded")
+	// ErrUnauthenticated: the request carries no valid token.
+	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrForbidden: the token is valid but may not do this (admin-only calls).
+	ErrForbidden = errors.New("forbidden")
+)
+
+// Status is the state of a volume, snapshot or backup as the block
+// storage API shows it.
+type Status string
+
+// Statuses. Transient ones (creating, deleting, extending, backing-up,
+// restoring-backup, restoring, attaching, detaching) are held only while a
+// task runs; a restarted service finishes or fails every such task, so
+// none outlives its task.
+const (
+	StatusCreating        Status = "creating"
+	StatusAvailable       Status = "available"
+	StatusInUse           Status = "in-use"
+	StatusDeleting        Status = "deleting"
+	StatusExtending       Status = "extending"
+	StatusBackingUp       Status = "backing-up"
+	StatusRestoringBackup Status = "restoring-backup" // a volume being written by a restore
+	StatusRestoring       Status = "restoring"        // a backup being read by a restore
+	StatusError           Status = "error"
+	StatusErrorDeleting   Status = "error_deleting"
+	StatusDeleted         Status = "deleted"
+)
+
+// Quota limits what a project may hold. A negative limit is unlimited.
+type Quota struct {
+	Volumes         int64 `json:"volumes"`
+	Gigabytes       int64 `json:"gigabytes"`
+	Snapshots       int64 `json:"snapshots"`
+	Backups         int64 `json:"backups"`
+	BackupGigabytes int64 `json:"backup_gigabytes"`
+}
+
+// Unlimited is the quota of a project created without limits.
+var Unlimited = Quota{-1, -1, -1, -1, -1}
+
+// Usage is what a project holds, counted as quotas count it: volumes and
+// snapshots in any state but deleted; gigabytes of volumes and snapshots;
+// backups and the gigabytes of the volumes they hold.
+type Usage struct {
+	Volumes         int64 `json:"volumes"`
+	Gigabytes       int64 `json:"gigabytes"`
+	Snapshots       int64 `json:"snapshots"`
+	Backups         int64 `json:"backups"`
+	BackupGigabytes int64 `json:"backup_gigabytes"`
+}
+
+// Exceeds names the first quota that usage plus add would exceed, or "".
+func (q Quota) Exceeds(u, add Usage) string {
+	check := []struct {
+		name        string
+		limit, used int64
+		add         int64
+	}{
+		{"volumes", q.Volumes, u.Volumes, add.Volumes},
+		{"gigabytes", q.Gigabytes, u.Gigabytes, add.Gigabytes},
+		{"snapshots", q.Snapshots, u.Snapshots, add.Snapshots},
+		{"backups", q.Backups, u.Backups, add.Backups},
+		{"backup_gigabytes", q.BackupGigabytes, u.BackupGigabytes, add.BackupGigabytes},
+	}
+	for _, c := range check {
+		if c.add > 0 && c.limit >= 0 && c.used+c.add > c.limit {
+			return fmt.Sprintf("%s: %d used + %d requested > limit %d", c.name, c.used, c.add, c.limit)
+		}
+	}
+	return ""
+}
+
+// Project is a tenant: it owns volumes, snapshots and backups.
+type Project struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	Quota     Quota     `json:"quota"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Token is an API credential of a project. Only the SHA-256 of its
+// secret is stored.
+type Token struct {
+	ID        string    `json:"id"`
+	ProjectID string    `json:"project_id"`
+	Name      string    `json:"name"`
+	Admin     bool      `json:"admin"`
+	Hash      []byte    `json:"-"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Volume is a block volume of a project.
+type Volume struct {
+	ID          string `json:"id"`
+	ProjectID   string `json:"project_id"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	// Size in GiB, as the block storage API counts.
+	Size       int64  `json:"size"`
+	Status     Status `json:"status"`
+	FailReason string `json:"fail_reason,omitempty"`
+	// SnapshotID and BackupID name what the volume was created from.
+	SnapshotID string `json:"snapshot_id,omitempty"`
+	BackupID   string `json:"backup_id,omitempty"`
+	// EngineID is the volume's ID in the volume engine, empty until the
+	// engine has made it.
+	EngineID string `json:"-"`
+	// Attached says the volume is exported over NBD (status in-use).
+	Attached  bool      `json:"attached"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Snapshot is a read-only point-in-time copy of a volume.
+type Snapshot struct {
+	ID          string    `json:"id"`
+	ProjectID   string    `json:"project_id"`
+	VolumeID    string    `json:"volume_id"`
+	Name        string    `json:"name"`
+	Description string    `json:"description"`
+	Size        int64     `json:"size"`
+	Status      Status    `json:"status"`
+	FailReason  string    `json:"fail_reason,omitempty"`
+	EngineID    string    `json:"-"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// Backup is a copy of a volume or snapshot in a repository (a container).
+type Backup struct {
+	ID          string `json:"id"`
+	ProjectID   string `json:"project_id"`
+	VolumeID    string `json:"volume_id"`
+	SnapshotID  string `json:"snapshot_id,omitempty"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Container   string `json:"container"`
+	Status      Status `json:"status"`
+	FailReason  string `json:"fail_reason,omitempty"`
+	// Size is the source volume's size in GiB.
+	Size int64 `json:"size"`
+	// ObjectCount is how many objects the backup added to the store;
+	// StoredBytes their size.
+	ObjectCount   int64     `json:"object_count"`
+	StoredBytes   int64     `json:"stored_bytes"`
+	Incremental   bool      `json:"is_incremental"`
+	ParentID      string    `json:"parent_id,omitempty"`
+	DataTimestamp time.Time `json:"data_timestamp"`
+	// RepoID is the backup's ID in the repository (its manifest).
+	RepoID string `json:"-"`
+	// TempSnapshotEngineID is a snapshot the backup task made and must
+	// remove (an in-use volume's backup), kept here so a restarted
+	// service can clean it up.
+	TempSnapshotEngineID string    `json:"-"`
+	CreatedAt            time.Time `json:"created_at"`
+	UpdatedAt            time.Time `json:"updated_at"`
+}
+
+// TaskState is where a task is in its life.
+type TaskState string
+
+// Task states. A task is pending until a worker takes it, running while
+// it works, and ends done or failed.
+const (
+	TaskPending TaskState = "pending"
+	TaskRunning TaskState = "running"
+	TaskDone    TaskState = "done"
+	TaskFailed  TaskState = "failed"
+)
+
+// Task is one durable long operation on a resource.
+type Task struct {
+	ID        string `json:"id"`
+	ProjectID string `json:"project_id"`
+	// Kind names the operation, e.g. "volume.create", "backup.restore".
+	Kind string `json:"kind"`
+	// ResourceID is the volume, snapshot or backup the task works on.
+	ResourceID string    `json:"resource_id"`
+	State      TaskState `json:"state"`
+	// Params is the operation's input, JSON.
+	Params   []byte `json:"params,omitempty"`
+	Error    string `json:"error,omitempty"`
+	Attempts int    `json:"attempts"`
+	// Progress is done/total bytes while running.
+	ProgressDone  int64     `json:"progress_done"`
+	ProgressTotal int64     `json:"progress_total"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	FinishedAt    time.Time `json:"finished_at,omitzero"`
+}
+
+// NewUUID returns a random RFC 4122 version 4 UUID in its text form, the
+// shape of the block storage API's IDs.
+func NewUUID() string {
+	b := NewID()
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	s := b.String()
+	return s[0:8] + "-" + s[8:12] + "-" + s[12:16] + "-" + s[16:20] + "-" + s[20:32]
+}
