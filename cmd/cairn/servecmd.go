@@ -138,6 +138,7 @@ Settings:
 	f.StringVar(&webhookSecret, "webhook-secret-file", "", "webhook signing key file")
 	f.StringVar(&st.LogFormat, "log-format", "", "text or json")
 	f.StringVar(&st.LogLevel, "log-level", "", "debug, info, warn, error")
+	a.kdfFlags(cmd)
 	return cmd
 }
 

@@ -129,9 +129,7 @@ func (s *Server) routes() {
 	p("POST", "/backups/import_record", s.importRecord)
 	p("POST", "/backups/{id}/action", s.backupAction)
 
-	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, fmt.Errorf("%s %s: no such resource: %w", r.Method, r.URL.Path, cairn.ErrNotFound))
-	})
+	m.HandleFunc("/", s.unmatched)
 }
 
 // TokenInfo is GET /v3/auth/token: whose token this is.
@@ -143,6 +141,26 @@ type TokenInfo struct {
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request, c service.Caller) error {
 	writeJSON(w, http.StatusOK, map[string]any{"token": TokenInfo{ProjectID: c.ProjectID, Admin: c.Admin}})
 	return nil
+}
+
+// unmatched answers a request no route takes: 405 with Allow when the
+// path exists under other methods, 404 otherwise.
+func (s *Server) unmatched(w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{"GET", "POST", "PUT", "DELETE"} {
+		r2 := r.Clone(r.Context())
+		r2.Method = m
+		if _, pattern := s.mux.Handler(r2); pattern != "/" && pattern != "" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"badMethod": map[string]any{
+			"code": http.StatusMethodNotAllowed, "message": fmt.Sprintf("%s %s: allowed methods: %s", r.Method, r.URL.Path, strings.Join(allow, ", "))}})
+		return
+	}
+	writeError(w, fmt.Errorf("%s %s: no such resource: %w", r.Method, r.URL.Path, cairn.ErrNotFound))
 }
 
 func (s *Server) versions(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,322 @@
+package api_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/api"
+)
+
+// fixture is one project's set of resources in every state a test needs.
+type fixture struct {
+	vol, snap, backup string
+}
+
+func (e *env) fixture(token, project string) fixture {
+	e.t.Helper()
+	var f fixture
+	f.vol = e.createVolume(token, project, 1, "v")
+	e.write(f.vol, 0, []byte("hello"))
+	var s struct{ Snapshot api.SnapshotJSON }
+	e.must(202, token, "POST", "/v3/"+project+"/snapshots", map[string]any{"snapshot": map[string]any{"volume_id": f.vol}}, &s)
+	e.wait(token, project, "snapshot", s.Snapshot.ID)
+	f.snap = s.Snapshot.ID
+	var b struct{ Backup api.BackupJSON }
+	e.must(202, token, "POST", "/v3/"+project+"/backups", map[string]any{"backup": map[string]any{"snapshot_id": f.snap}}, &b)
+	e.wait(token, project, "backup", b.Backup.ID)
+	f.backup = b.Backup.ID
+	e.settle()
+	return f
+}
+
+// endpoints are every route of a project, with IDs of f and a valid body.
+func endpoints(project string, f fixture) []struct{ method, path, body string } {
+	v, s, b := f.vol, f.snap, f.backup
+	P := "/v3/" + project
+	return []struct{ method, path, body string }{
+		{"GET", P + "/limits", ""},
+		{"GET", P + "/tasks", ""},
+		{"GET", P + "/volumes", ""},
+		{"GET", P + "/volumes/detail", ""},
+		{"POST", P + "/volumes", `{"volume":{"size":1}}`},
+		{"POST", P + "/volumes", `{"volume":{"snapshot_id":"` + s + `"}}`},
+		{"POST", P + "/volumes", `{"volume":{"backup_id":"` + b + `"}}`},
+		{"GET", P + "/volumes/" + v, ""},
+		{"PUT", P + "/volumes/" + v, `{"volume":{"name":"x"}}`},
+		{"DELETE", P + "/volumes/" + v, ""},
+		{"POST", P + "/volumes/" + v + "/action", `{"os-extend":{"new_size":2}}`},
+		{"POST", P + "/volumes/" + v + "/action", `{"os-attach":{}}`},
+		{"POST", P + "/volumes/" + v + "/action", `{"os-detach":{}}`},
+		{"POST", P + "/volumes/" + v + "/action", `{"os-reset_status":{"status":"error"}}`},
+		{"GET", P + "/snapshots", ""},
+		{"GET", P + "/snapshots/detail", ""},
+		{"POST", P + "/snapshots", `{"snapshot":{"volume_id":"` + v + `"}}`},
+		{"GET", P + "/snapshots/" + s, ""},
+		{"DELETE", P + "/snapshots/" + s, ""},
+		{"POST", P + "/snapshots/" + s + "/action", `{"os-reset_status":{"status":"error"}}`},
+		{"GET", P + "/backups", ""},
+		{"GET", P + "/backups/detail", ""},
+		{"POST", P + "/backups", `{"backup":{"volume_id":"` + v + `"}}`},
+		{"POST", P + "/backups", `{"backup":{"snapshot_id":"` + s + `"}}`},
+		{"GET", P + "/backups/" + b, ""},
+		{"DELETE", P + "/backups/" + b, ""},
+		{"POST", P + "/backups/" + b + "/restore", `{"restore":{}}`},
+		{"POST", P + "/backups/" + b + "/restore", `{"restore":{"volume_id":"` + v + `"}}`},
+		{"GET", P + "/backups/" + b + "/export_record", ""},
+		{"POST", P + "/backups/" + b + "/action", `{"os-reset_status":{"status":"error"}}`},
+	}
+}
+
+// TestProjectIsolation: a token of beta can neither see nor change
+// anything of alpha, on every endpoint: alpha's URLs answer 404 and
+// alpha's IDs used in beta's URLs are not found either.
+func TestProjectIsolation(t *testing.T) {
+	e := newEnv(t)
+	fa := e.fixture(e.tokA, "alpha")
+	before := e.state()
+	for _, ep := range endpoints("alpha", fa) {
+		t.Run("alpha-url "+ep.method+" "+ep.path, func(t *testing.T) {
+			var body any
+			if ep.body != "" {
+				body = ep.body
+			}
+			if code := e.do(e.tokB, ep.method, ep.path, body, nil); code != 404 {
+				t.Errorf("beta's token on alpha's URL: %d, want 404", code)
+			}
+		})
+	}
+	for _, ep := range endpoints("beta", fa) {
+		t.Run("beta-url "+ep.method+" "+ep.path, func(t *testing.T) {
+			var body any
+			if ep.body != "" {
+				body = ep.body
+			}
+			var out map[string]any
+			code := e.do(e.tokB, ep.method, ep.path, body, &out)
+			switch {
+			case ep.method == "GET" && !strings.Contains(ep.path, fa.vol) && !strings.Contains(ep.path, fa.snap) && !strings.Contains(ep.path, fa.backup):
+				// beta's own lists: allowed, and empty.
+				if code != 200 {
+					t.Fatalf("list: %d", code)
+				}
+				js, _ := json.Marshal(out)
+				for _, id := range []string{fa.vol, fa.snap, fa.backup} {
+					if strings.Contains(string(js), id) {
+						t.Errorf("beta's list shows alpha's %s: %s", id, js)
+					}
+				}
+			case ep.method == "POST" && ep.path == "/v3/beta/volumes" && strings.Contains(ep.body, `"size":1}`):
+				// beta may make its own volume; removed below.
+				if code != 202 {
+					t.Fatalf("beta creating its own volume: %d", code)
+				}
+			case strings.Contains(ep.path, "os-reset_status") || strings.Contains(ep.body, "os-reset_status"):
+				if code != 403 && code != 404 {
+					t.Errorf("reset-status by a non-admin: %d, want 403/404", code)
+				}
+			default:
+				if code != 404 {
+					t.Errorf("beta naming alpha's IDs: %d, want 404 (%v)", code, out)
+				}
+			}
+		})
+	}
+	e.settle()
+	after := e.state()
+	// Only beta's own new volume may have appeared.
+	var alphaAfter state
+	alphaAfter.Engine, alphaAfter.EngSnaps = after.Engine, after.EngSnaps
+	for _, v := range after.Volumes {
+		if v.ProjectID == "alpha" {
+			alphaAfter.Volumes = append(alphaAfter.Volumes, v)
+		}
+	}
+	if !reflect.DeepEqual(before.Volumes, alphaAfter.Volumes) || !reflect.DeepEqual(before.Snapshots, after.Snapshots) ||
+		!reflect.DeepEqual(before.Backups, after.Backups) {
+		t.Fatalf("alpha's resources changed:\nbefore %+v\nafter  %+v", before, after)
+	}
+}
+
+// TestAdminOnly: reset-status and all_tenants are refused to a project's
+// token (403) and work for the admin's.
+func TestAdminOnly(t *testing.T) {
+	e := newEnv(t)
+	fa := e.fixture(e.tokA, "alpha")
+	for _, ep := range []struct{ path, body string }{
+		{"/v3/alpha/volumes/" + fa.vol + "/action", `{"os-reset_status":{"status":"error"}}`},
+		{"/v3/alpha/snapshots/" + fa.snap + "/action", `{"os-reset_status":{"status":"error"}}`},
+		{"/v3/alpha/backups/" + fa.backup + "/action", `{"os-reset_status":{"status":"error"}}`},
+	} {
+		before := e.state()
+		e.must(403, e.tokA, "POST", ep.path, ep.body, nil)
+		if !reflect.DeepEqual(before, e.state()) {
+			t.Fatalf("%s: a refused reset changed state", ep.path)
+		}
+		e.must(202, e.admin, "POST", ep.path, ep.body, nil)
+		e.must(202, e.admin, "POST", ep.path, strings.Replace(ep.body, "error", "available", 1), nil)
+	}
+	e.must(403, e.tokA, "GET", "/v3/alpha/volumes?all_tenants=1", nil, nil)
+	var all struct{ Volumes []api.Summary }
+	e.must(200, e.admin, "GET", "/v3/admin/volumes?all_tenants=1", nil, &all)
+	if len(all.Volumes) != 1 || all.Volumes[0].ID != fa.vol {
+		t.Fatalf("admin all_tenants: %+v", all)
+	}
+	// The admin acts in another project's URL.
+	e.must(200, e.admin, "GET", "/v3/alpha/volumes/"+fa.vol, nil, nil)
+	e.must(404, e.admin, "GET", "/v3/nosuchproject/volumes", nil, nil)
+}
+
+// TestBadInput: every malformed request gets a 4xx with a JSON error that
+// says what is wrong, and changes nothing.
+func TestBadInput(t *testing.T) {
+	e := newEnv(t)
+	fa := e.fixture(e.tokA, "alpha")
+	quotaTok := e.project("small", false, cairn.Quota{Volumes: 1, Gigabytes: 2, Snapshots: 0, Backups: 0, BackupGigabytes: 0})
+	e.createVolume(quotaTok, "small", 1, "only")
+	e.settle()
+	A := "/v3/alpha"
+	cases := []struct {
+		name, token, method, path, body string
+		code                            int
+		says                            string
+	}{
+		{"no token", "", "GET", A + "/volumes", "", 401, "no token"},
+		{"wrong token", "cairn_nope", "GET", A + "/volumes", "", 401, "unknown"},
+		{"not a cairn token", "Bearer x", "GET", A + "/volumes", "", 401, "not a cairn token"},
+		{"malformed json", e.tokA, "POST", A + "/volumes", `{"volume":`, 400, "request body"},
+		{"not an object", e.tokA, "POST", A + "/volumes", `[1,2]`, 400, "request body"},
+		{"trailing data", e.tokA, "POST", A + "/volumes", `{"volume":{"size":1}} {}`, 400, "after the JSON"},
+		{"empty body", e.tokA, "POST", A + "/volumes", ``, 400, "empty"},
+		{"unknown field", e.tokA, "POST", A + "/volumes", `{"volume":{"size":1,"colour":"red"}}`, 400, "colour"},
+		{"unknown top field", e.tokA, "POST", A + "/volumes", `{"volume":{"size":1},"x":1}`, 400, "unknown field"},
+		{"size zero", e.tokA, "POST", A + "/volumes", `{"volume":{"size":0}}`, 400, "size"},
+		{"size negative", e.tokA, "POST", A + "/volumes", `{"volume":{"size":-5}}`, 400, "size"},
+		{"size missing", e.tokA, "POST", A + "/volumes", `{"volume":{"name":"x"}}`, 400, "size"},
+		{"size huge", e.tokA, "POST", A + "/volumes", `{"volume":{"size":99999999}}`, 400, "size"},
+		{"size not a number", e.tokA, "POST", A + "/volumes", `{"volume":{"size":"1"}}`, 400, "size"},
+		{"snapshot and backup", e.tokA, "POST", A + "/volumes", `{"volume":{"snapshot_id":"` + fa.snap + `","backup_id":"` + fa.backup + `"}}`, 400, "not both"},
+		{"from unknown snapshot", e.tokA, "POST", A + "/volumes", `{"volume":{"snapshot_id":"nope"}}`, 404, "nope"},
+		{"smaller than snapshot", e.tokA, "POST", A + "/volumes", `{"volume":{"size":1,"snapshot_id":"` + fa.snap + `"}}`, 0, ""},
+		{"long name", e.tokA, "POST", A + "/volumes", `{"volume":{"size":1,"name":"` + strings.Repeat("n", 300) + `"}}`, 400, "name"},
+		{"unknown volume", e.tokA, "GET", A + "/volumes/nope", "", 404, "nope"},
+		{"update nothing", e.tokA, "PUT", A + "/volumes/" + fa.vol, `{"volume":{}}`, 400, "nothing to update"},
+		{"extend smaller", e.tokA, "POST", A + "/volumes/" + fa.vol + "/action", `{"os-extend":{"new_size":1}}`, 400, "larger"},
+		{"two actions", e.tokA, "POST", A + "/volumes/" + fa.vol + "/action", `{"os-attach":{},"os-detach":{}}`, 400, "exactly one"},
+		{"no action", e.tokA, "POST", A + "/volumes/" + fa.vol + "/action", `{}`, 400, "exactly one"},
+		{"unknown action", e.tokA, "POST", A + "/volumes/" + fa.vol + "/action", `{"os-fly":{}}`, 400, "os-fly"},
+		{"detach available", e.tokA, "POST", A + "/volumes/" + fa.vol + "/action", `{"os-detach":{}}`, 409, "available"},
+		{"delete with snapshots", e.tokA, "DELETE", A + "/volumes/" + fa.vol, "", 409, "snapshots"},
+		{"snapshot no volume", e.tokA, "POST", A + "/snapshots", `{"snapshot":{}}`, 400, "volume_id"},
+		{"snapshot unknown volume", e.tokA, "POST", A + "/snapshots", `{"snapshot":{"volume_id":"nope"}}`, 404, "nope"},
+		{"backup both", e.tokA, "POST", A + "/backups", `{"backup":{"volume_id":"` + fa.vol + `","snapshot_id":"` + fa.snap + `"}}`, 400, "exactly one"},
+		{"backup neither", e.tokA, "POST", A + "/backups", `{"backup":{"name":"x"}}`, 400, "exactly one"},
+		{"backup unknown volume", e.tokA, "POST", A + "/backups", `{"backup":{"volume_id":"nope"}}`, 404, "nope"},
+		{"backup bad container", e.tokA, "POST", A + "/backups", `{"backup":{"volume_id":"` + fa.vol + `","container":"../x"}}`, 400, "container"},
+		{"incremental without full", e.tokA, "POST", A + "/backups", `{"backup":{"volume_id":"` + fa.vol + `","incremental":true,"container":"other"}}`, 400, "full backup first"},
+		{"restore unknown", e.tokA, "POST", A + "/backups/nope/restore", `{"restore":{}}`, 404, "nope"},
+		{"restore into unknown", e.tokA, "POST", A + "/backups/" + fa.backup + "/restore", `{"restore":{"volume_id":"nope"}}`, 404, "nope"},
+		{"restore bad field", e.tokA, "POST", A + "/backups/" + fa.backup + "/restore", `{"restore":{"size":3}}`, 400, "size"},
+		{"import garbage", e.tokA, "POST", A + "/backups/import_record", `{"backup-record":{"backup_service":"cairn.repository","backup_url":"!!"}}`, 400, "base64"},
+		{"import wrong service", e.tokA, "POST", A + "/backups/import_record", `{"backup-record":{"backup_service":"swift","backup_url":""}}`, 400, "backup_service"},
+		{"import none", e.tokA, "POST", A + "/backups/import_record", `{}`, 400, "backup-record"},
+		{"list bad limit", e.tokA, "GET", A + "/volumes?limit=0", "", 400, "limit"},
+		{"list bad sort", e.tokA, "GET", A + "/volumes?sort=colour", "", 400, "colour"},
+		{"list bad dir", e.tokA, "GET", A + "/volumes?sort=name:up", "", 400, "up"},
+		{"list unknown param", e.tokA, "GET", A + "/volumes?nmae=x", "", 400, "nmae"},
+		{"list unknown marker", e.tokA, "GET", A + "/volumes?marker=nope", "", 404, "nope"},
+		{"unknown path", e.tokA, "GET", A + "/widgets", "", 404, "no such resource"},
+		{"wrong method", e.tokA, "PATCH", A + "/volumes/" + fa.vol, `{}`, 405, ""},
+		{"quota volumes", quotaTok, "POST", "/v3/small/volumes", `{"volume":{"size":1}}`, 413, "volumes"},
+		{"quota snapshots", quotaTok, "POST", "/v3/small/snapshots", `{"snapshot":{"volume_id":"VOL"}}`, 413, "snapshots"},
+		{"quota backups", quotaTok, "POST", "/v3/small/backups", `{"backup":{"volume_id":"VOL"}}`, 413, "backups"},
+		{"quota gigabytes", quotaTok, "POST", "/v3/small/volumes/VOL/action", `{"os-extend":{"new_size":5}}`, 413, "gigabytes"},
+	}
+	var small struct{ Volumes []api.Summary }
+	e.must(200, quotaTok, "GET", "/v3/small/volumes", nil, &small)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := e.state()
+			path := strings.ReplaceAll(c.path, "VOL", small.Volumes[0].ID)
+			body := strings.ReplaceAll(c.body, "VOL", small.Volumes[0].ID)
+			var b any
+			if c.body != "" {
+				b = body
+			}
+			var out map[string]map[string]any
+			code := e.do(c.token, c.method, path, b, &out)
+			if c.code == 0 { // not an error case: just accepted or refused cleanly
+				if code >= 500 {
+					t.Fatalf("%d", code)
+				}
+				e.settle()
+				return
+			}
+			if code != c.code {
+				t.Fatalf("status %d, want %d: %v", code, c.code, out)
+			}
+			if len(out) != 1 {
+				t.Fatalf("error body %v: want one named error", out)
+			}
+			for _, v := range out {
+				msg, _ := v["message"].(string)
+				if int(v["code"].(float64)) != code || !strings.Contains(msg, c.says) {
+					t.Errorf("error %v: want code %d and a message saying %q", v, code, c.says)
+				}
+			}
+			e.settle()
+			if after := e.state(); !reflect.DeepEqual(before, after) {
+				t.Fatalf("a refused request changed state:\nbefore %+v\nafter  %+v", before, after)
+			}
+		})
+	}
+}
+
+// TestBusyResource: a second operation on a resource a task is working
+// on is refused with 409 and changes nothing.
+func TestBusyResource(t *testing.T) {
+	e := newEnv(t)
+	fa := e.fixture(e.tokA, "alpha")
+	// Hold the backup in "restoring" by starting a restore, and the
+	// volume in backing-up by starting a backup; race the second request.
+	var res struct{ Restore map[string]string }
+	e.must(202, e.tokA, "POST", "/v3/alpha/backups/"+fa.backup+"/restore", `{"restore":{}}`, &res)
+	code := e.do(e.tokA, "DELETE", "/v3/alpha/backups/"+fa.backup, nil, nil)
+	if code != 409 && code != 202 {
+		t.Fatalf("delete of a restoring backup: %d", code)
+	}
+	e.settle()
+	if code == 409 {
+		if r := e.wait(e.tokA, "alpha", "backup", fa.backup); r["status"] != "available" {
+			t.Fatalf("backup after the restore: %v", r)
+		}
+	}
+	var b struct{ Backup api.BackupJSON }
+	e.must(202, e.tokA, "POST", "/v3/alpha/backups", map[string]any{"backup": map[string]any{"volume_id": fa.vol}}, &b)
+	for _, req := range []struct{ method, path, body string }{
+		{"DELETE", "/v3/alpha/volumes/" + fa.vol, ""},
+		{"POST", "/v3/alpha/volumes/" + fa.vol + "/action", `{"os-extend":{"new_size":2}}`},
+		{"POST", "/v3/alpha/volumes/" + fa.vol + "/action", `{"os-attach":{}}`},
+		{"DELETE", "/v3/alpha/backups/" + b.Backup.ID, ""},
+	} {
+		var body any
+		if req.body != "" {
+			body = req.body
+		}
+		var out map[string]map[string]any
+		code := e.do(e.tokA, req.method, req.path, body, &out)
+		if code != 409 {
+			// The backup may already have finished on a fast machine.
+			if r := e.wait(e.tokA, "alpha", "backup", b.Backup.ID); code < 300 && r != nil && r["status"] == "available" {
+				continue
+			}
+			t.Errorf("%s %s during a backup: %d %v", req.method, req.path, code, out)
+		} else if msg := fmt.Sprint(out); !strings.Contains(msg, "backing-up") && !strings.Contains(msg, "creating") && !strings.Contains(msg, "snapshots") {
+			t.Errorf("409 without the state: %v", out)
+		}
+	}
+	e.settle()
+}

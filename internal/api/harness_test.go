@@ -1,0 +1,319 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/api"
+	"github.com/cairnproject/cairn/internal/catalog"
+	"github.com/cairnproject/cairn/internal/catalog/sqlite"
+	"github.com/cairnproject/cairn/internal/crypto"
+	"github.com/cairnproject/cairn/internal/metrics"
+	"github.com/cairnproject/cairn/internal/notify"
+	"github.com/cairnproject/cairn/internal/objstore/local"
+	"github.com/cairnproject/cairn/internal/repo"
+	"github.com/cairnproject/cairn/internal/repo/format"
+	"github.com/cairnproject/cairn/internal/service"
+	"github.com/cairnproject/cairn/internal/volume"
+)
+
+// env is one running service over a real SQLite catalog, a real volume
+// engine and local repositories, with its API on a test HTTP server.
+type env struct {
+	t       *testing.T
+	dir     string
+	store   string // backup store directory (shared by deployments)
+	cat     catalog.Store
+	eng     *volume.Engine
+	svc     *service.Service
+	srv     *httptest.Server
+	events  *eventLog
+	admin   string // token of the admin project
+	tokA    string // token of project "alpha"
+	tokB    string // token of project "beta"
+	secret  repo.Secret
+	closers []func()
+}
+
+// eventLog records notifications.
+type eventLog struct {
+	ch chan notify.Event
+}
+
+func (l *eventLog) Notify(_ context.Context, e notify.Event) {
+	select {
+	case l.ch <- e:
+	default:
+	}
+}
+
+var testSecret = repo.Secret{Kind: format.KeyKindFile, Bytes: bytes.Repeat([]byte("k"), 32)}
+
+func newEnv(t *testing.T) *env {
+	return newEnvAt(t, t.TempDir(), filepath.Join(t.TempDir(), "backups"))
+}
+
+func newEnvAt(t *testing.T, dir, store string) *env {
+	t.Helper()
+	ctx := t.Context()
+	e := &env{t: t, dir: dir, store: store, secret: testSecret, events: &eventLog{ch: make(chan notify.Event, 10000)}}
+	var err error
+	e.cat, err = sqlite.Open(ctx, filepath.Join(dir, "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.eng, err = volume.Open(filepath.Join(dir, "volumes"), volume.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ropts := repo.Options{KDF: crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}}
+	open := func(ctx context.Context, container string) (*repo.Repository, error) {
+		if container == "unreachable" {
+			return nil, fmt.Errorf("store at %s: connection refused: %w", container, cairn.ErrUnavailable)
+		}
+		be, err := local.New(filepath.Join(store, container), true)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := repo.ReadConfig(ctx, be); errors.Is(err, cairn.ErrNotRepository) {
+			return repo.Init(ctx, be, e.secret, repo.InitOptions{ChunkSize: 1 << 20, GC: repo.DefaultGC}, ropts)
+		} else if err != nil {
+			return nil, err
+		}
+		return repo.Open(ctx, be, e.secret, ropts)
+	}
+	met := metrics.New()
+	e.svc = service.New(service.Config{Catalog: e.cat, Engine: e.eng, OpenRepo: open,
+		Notifier: e.events, Observer: met, Workers: 8, NBDSocket: filepath.Join(dir, "nbd.sock")})
+	if err := e.svc.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.srv = httptest.NewServer(api.New(e.svc, met, nil))
+	t.Cleanup(e.close)
+	e.admin = e.project("admin", true, cairn.Unlimited)
+	e.tokA = e.project("alpha", false, cairn.Unlimited)
+	e.tokB = e.project("beta", false, cairn.Unlimited)
+	return e
+}
+
+func (e *env) close() {
+	e.srv.Close()
+	e.svc.Stop()
+	_ = e.eng.Close()
+	_ = e.cat.Close()
+}
+
+// project makes a project (if missing) and returns a new token of it.
+func (e *env) project(id string, admin bool, q cairn.Quota) string {
+	e.t.Helper()
+	ctx := e.t.Context()
+	if _, err := service.CreateProject(ctx, e.cat, id, id, q, time.Now()); err != nil && !errors.Is(err, cairn.ErrExists) {
+		e.t.Fatal(err)
+	}
+	secret, _, err := service.CreateToken(ctx, e.cat, cairn.Token{ProjectID: id, Name: "test", Admin: admin})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return secret
+}
+
+// do sends a request and decodes a JSON answer into out (if not nil).
+func (e *env) do(token, method, path string, body any, out any) int {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = bytes.NewBufferString(b)
+	default:
+		js, _ := json.Marshal(b)
+		rd = bytes.NewReader(js)
+	}
+	req, _ := http.NewRequestWithContext(e.t.Context(), method, e.srv.URL+path, rd)
+	if token != "" {
+		req.Header.Set("X-Auth-Token", token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			e.t.Fatalf("%s %s: %d %s: %v", method, path, resp.StatusCode, data, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// must sends a request and fails the test unless the status is want.
+func (e *env) must(want int, token, method, path string, body any, out any) {
+	e.t.Helper()
+	var raw json.RawMessage
+	code := e.do(token, method, path, body, &raw)
+	if code != want {
+		e.t.Fatalf("%s %s: status %d, want %d: %s", method, path, code, want, raw)
+	}
+	if out != nil && len(raw) > 0 {
+		if err := json.Unmarshal(raw, out); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+}
+
+// wait polls a resource until its status is not transient and returns it.
+func (e *env) wait(token, project, kind, id string) map[string]any {
+	e.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		var out map[string]map[string]any
+		code := e.do(token, "GET", fmt.Sprintf("/v3/%s/%ss/%s", project, kind, id), nil, &out)
+		if code == http.StatusNotFound {
+			return nil
+		}
+		if code != http.StatusOK {
+			e.t.Fatalf("GET %s %s: %d", kind, id, code)
+		}
+		r := out[kind]
+		switch cairn.Status(r["status"].(string)) {
+		case cairn.StatusAvailable, cairn.StatusInUse, cairn.StatusError, cairn.StatusErrorDeleting:
+			return r
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.t.Fatalf("%s %s still transient after 60 s", kind, id)
+	return nil
+}
+
+// createVolume makes an available volume of gib GiB in project.
+func (e *env) createVolume(token, project string, gib int64, name string) string {
+	e.t.Helper()
+	var out struct{ Volume api.VolumeJSON }
+	e.must(202, token, "POST", "/v3/"+project+"/volumes", map[string]any{"volume": map[string]any{"size": gib, "name": name}}, &out)
+	if r := e.wait(token, project, "volume", out.Volume.ID); r["status"] != "available" {
+		e.t.Fatalf("volume %s: %v", out.Volume.ID, r)
+	}
+	return out.Volume.ID
+}
+
+// engineID is a catalog volume's engine volume.
+func (e *env) engineVolume(id string) cairn.ID {
+	e.t.Helper()
+	var v cairn.Volume
+	err := e.cat.View(e.t.Context(), func(tx catalog.Tx) error {
+		var err error
+		v, err = tx.Volume(e.t.Context(), id)
+		return err
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	eid, err := cairn.ParseID(v.EngineID)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return eid
+}
+
+// write writes p at off into a catalog volume through the engine.
+func (e *env) write(id string, off int64, p []byte) {
+	e.t.Helper()
+	dev, err := e.eng.OpenVolume(e.engineVolume(id))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer dev.Close()
+	if err := dev.WriteAt(e.t.Context(), p, off); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := dev.Flush(e.t.Context()); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// read reads a catalog volume's first n bytes through the engine.
+func (e *env) read(id string, n int64) []byte {
+	e.t.Helper()
+	dev, err := e.eng.OpenVolume(e.engineVolume(id))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer dev.Close()
+	buf := make([]byte, n)
+	if err := dev.ReadAt(e.t.Context(), buf, 0); err != nil {
+		e.t.Fatal(err)
+	}
+	return buf
+}
+
+// state is everything the catalog holds, for before/after comparisons.
+type state struct {
+	Volumes   []cairn.Volume
+	Snapshots []cairn.Snapshot
+	Backups   []cairn.Backup
+	Tasks     []cairn.Task
+	Engine    []volume.VolumeInfo
+	EngSnaps  []volume.SnapshotInfo
+}
+
+func (e *env) state() state {
+	e.t.Helper()
+	var s state
+	ctx := e.t.Context()
+	err := e.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		if s.Volumes, err = tx.Volumes(ctx, catalog.Filter{}); err != nil {
+			return err
+		}
+		if s.Snapshots, err = tx.Snapshots(ctx, catalog.Filter{}); err != nil {
+			return err
+		}
+		if s.Backups, err = tx.Backups(ctx, catalog.Filter{}); err != nil {
+			return err
+		}
+		s.Tasks, err = tx.Tasks(ctx, catalog.Filter{})
+		return err
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	s.Engine = e.eng.Volumes()
+	s.EngSnaps = e.eng.Snapshots(cairn.ID{})
+	for i := range s.Engine {
+		s.Engine[i].Allocated = 0 // changes with writes we do not make here
+	}
+	return s
+}
+
+// settle waits until no task is pending or running.
+func (e *env) settle() {
+	e.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		var n int
+		err := e.cat.View(e.t.Context(), func(tx catalog.Tx) error {
+			l, err := tx.Tasks(e.t.Context(), catalog.Filter{TaskStates: []cairn.TaskState{cairn.TaskPending, cairn.TaskRunning}})
+			n = len(l)
+			return err
+		})
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.t.Fatal("tasks still running after 60 s")
+}
