@@ -1,6 +1,7 @@
 package cairn
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -190,9 +191,9 @@ type Task struct {
 	ResourceID string    `json:"resource_id"`
 	State      TaskState `json:"state"`
 	// Params is the operation's input, JSON.
-	Params   []byte `json:"params,omitempty"`
-	Error    string `json:"error,omitempty"`
-	Attempts int    `json:"attempts"`
+	Params   json.RawMessage `json:"params,omitempty"`
+	Error    string          `json:"error,omitempty"`
+	Attempts int             `json:"attempts"`
 	// Progress is done/total bytes while running.
 	ProgressDone  int64     `json:"progress_done"`
 	ProgressTotal int64     `json:"progress_total"`

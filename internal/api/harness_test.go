@@ -30,19 +30,18 @@ import (
 // env is one running service over a real SQLite catalog, a real volume
 // engine and local repositories, with its API on a test HTTP server.
 type env struct {
-	t       *testing.T
-	dir     string
-	store   string // backup store directory (shared by deployments)
-	cat     catalog.Store
-	eng     *volume.Engine
-	svc     *service.Service
-	srv     *httptest.Server
-	events  *eventLog
-	admin   string // token of the admin project
-	tokA    string // token of project "alpha"
-	tokB    string // token of project "beta"
-	secret  repo.Secret
-	closers []func()
+	t      *testing.T
+	dir    string
+	store  string // backup store directory (shared by deployments)
+	cat    catalog.Store
+	eng    *volume.Engine
+	svc    *service.Service
+	srv    *httptest.Server
+	events *eventLog
+	admin  string // token of the admin project
+	tokA   string // token of project "alpha"
+	tokB   string // token of project "beta"
+	secret repo.Secret
 }
 
 // eventLog records notifications.

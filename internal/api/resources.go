@@ -23,7 +23,7 @@ type VolumeJSON struct {
 	Description string    `json:"description"`
 	Size        int64     `json:"size"`
 	Status      string    `json:"status"`
-	FailReason  string    `json:"fail_reason,omitempty"`
+	FailReason  *string   `json:"fail_reason"`
 	SnapshotID  *string   `json:"snapshot_id"`
 	BackupID    *string   `json:"backup_id"`
 	ProjectID   string    `json:"os-vol-tenant-attr:tenant_id"`
@@ -41,7 +41,7 @@ type SnapshotJSON struct {
 	Description string    `json:"description"`
 	Size        int64     `json:"size"`
 	Status      string    `json:"status"`
-	FailReason  string    `json:"fail_reason,omitempty"`
+	FailReason  *string   `json:"fail_reason"`
 	ProjectID   string    `json:"os-extended-snapshot-attributes:project_id"`
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
@@ -90,14 +90,14 @@ func optional(s string) *string {
 
 func volumeJSON(v cairn.Volume) VolumeJSON {
 	return VolumeJSON{ID: v.ID, Name: v.Name, Description: v.Description, Size: v.Size,
-		Status: string(v.Status), FailReason: v.FailReason, SnapshotID: optional(v.SnapshotID),
+		Status: string(v.Status), FailReason: optional(v.FailReason), SnapshotID: optional(v.SnapshotID),
 		BackupID: optional(v.BackupID), ProjectID: v.ProjectID, Attached: v.Attached, Bootable: "false",
 		CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
 }
 
 func snapshotJSON(v cairn.Snapshot) SnapshotJSON {
 	return SnapshotJSON{ID: v.ID, VolumeID: v.VolumeID, Name: v.Name, Description: v.Description,
-		Size: v.Size, Status: string(v.Status), FailReason: v.FailReason, ProjectID: v.ProjectID,
+		Size: v.Size, Status: string(v.Status), FailReason: optional(v.FailReason), ProjectID: v.ProjectID,
 		CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
 }
 
@@ -177,8 +177,12 @@ func listFilter(r *http.Request, c service.Caller, allowed ...string) (catalog.F
 		if !c.Admin {
 			return f, fmt.Errorf("all_tenants is for admins: %w", cairn.ErrForbidden)
 		}
-		if at == "1" || at == "true" {
+		switch at {
+		case "1", "true":
 			f.ProjectID = ""
+		case "0", "false":
+		default:
+			return f, fmt.Errorf("all_tenants %q: want 1, true, 0 or false: %w", at, cairn.ErrInvalid)
 		}
 	}
 	return f, nil

@@ -169,7 +169,7 @@ func (s *Service) CreateBackup(ctx context.Context, c Caller, req BackupCreate) 
 // the same volume, in the same container, with the latest data_timestamp
 // before b's.
 func latestBefore(ctx context.Context, tx catalog.Tx, b cairn.Backup) (cairn.Backup, error) {
-	list, err := tx.Backups(ctx, catalog.Filter{VolumeID: b.VolumeID, Status: cairn.StatusAvailable,
+	list, err := tx.Backups(ctx, catalog.Filter{ProjectID: b.ProjectID, VolumeID: b.VolumeID, Status: cairn.StatusAvailable,
 		Sort: []catalog.SortKey{{Key: "data_timestamp", Desc: true}}})
 	if err != nil {
 		return cairn.Backup{}, err
@@ -263,7 +263,11 @@ func (s *Service) backupInto(ctx context.Context, t cairn.Task, r *repo.Reposito
 		}
 		src = es.ID
 		if b.TempSnapshotEngineID != es.ID.String() {
-			nb, err := s.setBackup(ctx, b.ID, func(b *cairn.Backup) { b.TempSnapshotEngineID = es.ID.String() })
+			// The data is the snapshot's: of its time, not the request's.
+			nb, err := s.setBackup(ctx, b.ID, func(b *cairn.Backup) {
+				b.TempSnapshotEngineID = es.ID.String()
+				b.DataTimestamp = es.Created.UTC().Truncate(time.Microsecond)
+			})
 			if err != nil {
 				return nil, err
 			}
@@ -279,6 +283,16 @@ func (s *Service) backupInto(ctx context.Context, t cairn.Task, r *repo.Reposito
 			if pid, err := cairn.ParseID(p.RepoID); err == nil {
 				opts.Parent, opts.NoParent = &pid, false
 			}
+		}
+		if opts.NoParent {
+			// The parent went away since the request: this is a full
+			// backup, and the record says so.
+			s.log.Warn("the parent of an incremental is gone; making a full backup", "backup", b.ID, "parent", b.ParentID)
+			nb, err := s.setBackup(ctx, b.ID, func(b *cairn.Backup) { b.ParentID, b.Incremental = "", false })
+			if err != nil {
+				return nil, err
+			}
+			*b = nb
 		}
 	}
 	stop := s.trackProgress(ctx, t.ID, opts.Progress)

@@ -24,11 +24,46 @@ func HashToken(secret string) []byte {
 	return h[:]
 }
 
+// tokenTTL is how long a verified token is trusted without asking the
+// catalog again: a token deleted with the CLI (another process) stops
+// working within this time.
+const tokenTTL = 5 * time.Second
+
+// maxCachedTokens bounds the token cache; it is emptied when full.
+const maxCachedTokens = 4096
+
+type cachedToken struct {
+	caller  Caller
+	expires time.Time
+}
+
 // Authenticate returns the caller a token secret belongs to.
 func (s *Service) Authenticate(ctx context.Context, secret string) (Caller, error) {
 	if !strings.HasPrefix(secret, TokenPrefix) {
 		return Caller{}, errorf(cairn.ErrUnauthenticated, "not a cairn token")
 	}
+	key := string(HashToken(secret))
+	now := s.now()
+	s.tokensMu.Lock()
+	ct, ok := s.tokens[key]
+	s.tokensMu.Unlock()
+	if ok && now.Before(ct.expires) {
+		return ct.caller, nil
+	}
+	c, err := s.authenticate(ctx, secret)
+	if err != nil {
+		return c, err
+	}
+	s.tokensMu.Lock()
+	if len(s.tokens) >= maxCachedTokens {
+		clear(s.tokens)
+	}
+	s.tokens[key] = cachedToken{caller: c, expires: now.Add(tokenTTL)}
+	s.tokensMu.Unlock()
+	return c, nil
+}
+
+func (s *Service) authenticate(ctx context.Context, secret string) (Caller, error) {
 	var t cairn.Token
 	err := s.cat.View(ctx, func(tx catalog.Tx) error {
 		var err error

@@ -80,9 +80,12 @@ type Service struct {
 	nbdSock string
 	nbdAddr string
 
+	tokensMu sync.Mutex
+	tokens   map[string]cachedToken // by SHA-256 of the secret
+
 	reposMu sync.Mutex
 	repos   map[string]*repo.Repository
-	// backupMu serialises deletions (forget + gc) of one container.
+	// gcMu serialises garbage collections.
 	gcMu sync.Mutex
 }
 
@@ -90,7 +93,7 @@ type Service struct {
 func New(cfg Config) *Service {
 	s := &Service{cat: cfg.Catalog, eng: cfg.Engine, open: cfg.OpenRepo,
 		defCont: cfg.DefaultContainer, notify: cfg.Notifier, obs: cfg.Observer,
-		log: cfg.Logger, now: cfg.Now, repos: map[string]*repo.Repository{},
+		log: cfg.Logger, now: cfg.Now, repos: map[string]*repo.Repository{}, tokens: map[string]cachedToken{},
 		nbdSock: cfg.NBDSocket, nbdAddr: cfg.NBDAddress}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

@@ -157,7 +157,8 @@ func (s *Service) DeleteSnapshot(ctx context.Context, c Caller, id string) error
 		default:
 			return conflict("snapshot", snap.ID, snap.Status, "delete it")
 		}
-		creating, err := tx.Volumes(ctx, catalog.Filter{ProjectID: snap.ProjectID, Status: cairn.StatusCreating})
+		// Any project's: an admin may clone into another project.
+		creating, err := tx.Volumes(ctx, catalog.Filter{Status: cairn.StatusCreating})
 		if err != nil {
 			return err
 		}

@@ -488,6 +488,7 @@ type Attachment struct {
 // AttachVolume exports an available volume over NBD (status in-use).
 func (s *Service) AttachVolume(ctx context.Context, c Caller, id string) (Attachment, error) {
 	var v cairn.Volume
+	var eid cairn.ID
 	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
 		var err error
 		if v, err = getVolume(ctx, tx, c, id); err != nil {
@@ -496,13 +497,12 @@ func (s *Service) AttachVolume(ctx context.Context, c Caller, id string) (Attach
 		if v.Status != cairn.StatusAvailable {
 			return conflict("volume", v.ID, v.Status, "attach it")
 		}
+		if eid, err = parseEngineID(v.EngineID); err != nil {
+			return fmt.Errorf("volume %s has no engine volume: %w", v.ID, cairn.ErrConflict)
+		}
 		v.Status, v.Attached, v.UpdatedAt = cairn.StatusInUse, true, s.nowUTC()
 		return tx.UpdateVolume(ctx, v)
 	})
-	if err != nil {
-		return Attachment{}, err
-	}
-	eid, err := parseEngineID(v.EngineID)
 	if err != nil {
 		return Attachment{}, err
 	}
@@ -555,14 +555,14 @@ func (s *Service) ResetVolumeStatus(ctx context.Context, c Caller, id string, st
 	default:
 		return errorf(cairn.ErrInvalid, "status %q: want available, in-use or error", st)
 	}
-	_, err := s.setVolumeChecked(ctx, c, id, func(v *cairn.Volume) error {
+	v, err := s.setVolumeChecked(ctx, c, id, func(v *cairn.Volume) error {
 		v.Status = st
 		v.Attached = st == cairn.StatusInUse && v.Attached
-		if st != cairn.StatusInUse {
-			s.exports.remove(v.ID)
-		}
 		return nil
 	})
+	if err == nil && !v.Attached {
+		s.exports.remove(v.ID)
+	}
 	return err
 }
 

@@ -1,0 +1,272 @@
+package sqlstore
+
+import (
+	"database/sql"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cairnproject/cairn"
+)
+
+// table is one table's statements, made once per Store. Its first column
+// is the primary key id; every column is NOT NULL except tasks.params and
+// tasks.finished_at.
+type table struct {
+	name string // SQL name
+	noun string // what a row is, in errors
+	cols []string
+	// sorts maps the Filter.Sort keys the table accepts to columns.
+	sorts map[string]string
+
+	sel    string // SELECT cols FROM name (not rebound: lists add to it)
+	get    string // a row by id
+	insert string // every column; no row (and no error) on a duplicate key
+	update string // every column but id, by id
+	del    string // by id
+}
+
+func newTable(d *Dialect, name, noun string, cols []string, sorts map[string]string) table {
+	t := table{name: name, noun: noun, cols: cols, sorts: sorts}
+	t.sel = "SELECT " + strings.Join(cols, ", ") + " FROM " + name
+	t.get = d.rebind(t.sel + " WHERE id = ?")
+	t.insert = d.rebind("INSERT INTO " + name + " (" + strings.Join(cols, ", ") + ") VALUES (" +
+		placeholders(len(cols)) + ") ON CONFLICT DO NOTHING")
+	set := make([]string, 0, len(cols)-1)
+	for _, c := range cols[1:] {
+		set = append(set, c+" = ?")
+	}
+	t.update = d.rebind("UPDATE " + name + " SET " + strings.Join(set, ", ") + " WHERE id = ?")
+	t.del = d.rebind("DELETE FROM " + name + " WHERE id = ?")
+	return t
+}
+
+// updateArgs reorders insert arguments (id first) for t.update (id last).
+func updateArgs(args []any) []any {
+	return append(args[1:len(args):len(args)], args[0])
+}
+
+type tables struct {
+	projects, tokens, volumes, snapshots, backups, tasks table
+
+	allProjects   string   // oldest first
+	projectExists string   // 1 if project ?
+	projectOwns   string   // whether ? has volumes, snapshots, backups not in status ?
+	projectPurge  []string // statements deleting what project ? holds
+	tokenByHash   string
+	allTokens     string // oldest first
+	projectTokens string // of project ?, oldest first
+	hasDependents string // whether a backup's parent is ?
+	usage         string // counts and sizes of project ? not in status ?
+}
+
+// reads returns the fixed statements that only read.
+func (t *tables) reads() []string {
+	qs := []string{t.allProjects, t.projectExists, t.projectOwns, t.tokenByHash,
+		t.allTokens, t.projectTokens, t.hasDependents, t.usage}
+	for _, tb := range t.all() {
+		qs = append(qs, tb.get)
+	}
+	return qs
+}
+
+// writes returns the fixed statements that write.
+func (t *tables) writes() []string {
+	qs := slices.Clone(t.projectPurge)
+	for _, tb := range t.all() {
+		qs = append(qs, tb.insert, tb.update, tb.del)
+	}
+	return qs
+}
+
+func (t *tables) all() []*table {
+	return []*table{&t.projects, &t.tokens, &t.volumes, &t.snapshots, &t.backups, &t.tasks}
+}
+
+// resourceSorts are the sort keys of volumes and snapshots.
+func resourceSorts() map[string]string {
+	return map[string]string{
+		"id": "id", "name": "name", "status": "status", "size": "size",
+		"created_at": "created_at", "updated_at": "updated_at",
+	}
+}
+
+func newTables(d *Dialect) tables {
+	backupSorts := resourceSorts()
+	backupSorts["data_timestamp"] = "data_timestamp"
+	const agg = "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS gb FROM %s WHERE project_id = ? AND status <> ?"
+	t := tables{
+		projects: newTable(d, "projects", "project", []string{
+			"id", "name", "quota_volumes", "quota_gigabytes", "quota_snapshots",
+			"quota_backups", "quota_backup_gigabytes", "created_at",
+		}, nil),
+		tokens: newTable(d, "tokens", "token", []string{
+			"id", "project_id", "name", "admin", "hash", "created_at",
+		}, nil),
+		volumes: newTable(d, "volumes", "volume", []string{
+			"id", "project_id", "name", "description", "size", "status", "fail_reason",
+			"snapshot_id", "backup_id", "engine_id", "attached", "created_at", "updated_at",
+		}, resourceSorts()),
+		snapshots: newTable(d, "snapshots", "snapshot", []string{
+			"id", "project_id", "volume_id", "name", "description", "size", "status",
+			"fail_reason", "engine_id", "created_at", "updated_at",
+		}, resourceSorts()),
+		backups: newTable(d, "backups", "backup", []string{
+			"id", "project_id", "volume_id", "snapshot_id", "name", "description",
+			"container", "status", "fail_reason", "size", "object_count", "stored_bytes",
+			"incremental", "parent_id", "data_timestamp", "repo_id",
+			"temp_snapshot_engine_id", "created_at", "updated_at",
+		}, backupSorts),
+		// Tasks are listed oldest first whatever the Sort; these keys
+		// are accepted, and ignored.
+		tasks: newTable(d, "tasks", "task", []string{
+			"id", "project_id", "kind", "resource_id", "state", "params", "error",
+			"attempts", "progress_done", "progress_total", "created_at", "updated_at",
+			"finished_at",
+		}, map[string]string{"id": "id", "status": "state", "created_at": "created_at", "updated_at": "updated_at"}),
+
+		projectExists: d.rebind("SELECT 1 FROM projects WHERE id = ?"),
+		projectOwns: d.rebind(`SELECT
+			EXISTS (SELECT 1 FROM volumes WHERE project_id = ? AND status <> ?),
+			EXISTS (SELECT 1 FROM snapshots WHERE project_id = ? AND status <> ?),
+			EXISTS (SELECT 1 FROM backups WHERE project_id = ? AND status <> ?)`),
+		hasDependents: d.rebind("SELECT EXISTS (SELECT 1 FROM backups WHERE parent_id = ?)"),
+		usage: d.rebind("SELECT v.n, v.gb, s.n, s.gb, b.n, b.gb FROM (" +
+			fmt.Sprintf(agg, "volumes") + ") v, (" + fmt.Sprintf(agg, "snapshots") + ") s, (" +
+			fmt.Sprintf(agg, "backups") + ") b"),
+	}
+	t.allProjects = t.projects.sel + " ORDER BY created_at, id"
+	t.tokenByHash = d.rebind(t.tokens.sel + " WHERE hash = ?")
+	t.allTokens = t.tokens.sel + " ORDER BY created_at, id"
+	t.projectTokens = d.rebind(t.tokens.sel + " WHERE project_id = ? ORDER BY created_at, id")
+	for _, name := range []string{"backups", "snapshots", "volumes", "tokens"} {
+		t.projectPurge = append(t.projectPurge, d.rebind("DELETE FROM "+name+" WHERE project_id = ?"))
+	}
+	return t
+}
+
+// Arguments (in column order) and scan destinations of each row type.
+
+func projectArgs(d *Dialect, p *cairn.Project) []any {
+	return []any{p.ID, p.Name, p.Quota.Volumes, p.Quota.Gigabytes, p.Quota.Snapshots,
+		p.Quota.Backups, p.Quota.BackupGigabytes, d.Time(p.CreatedAt)}
+}
+
+func projectDest(p *cairn.Project) []any {
+	return []any{&p.ID, &p.Name, &p.Quota.Volumes, &p.Quota.Gigabytes, &p.Quota.Snapshots,
+		&p.Quota.Backups, &p.Quota.BackupGigabytes, timeDest{&p.CreatedAt}}
+}
+
+func tokenArgs(d *Dialect, t *cairn.Token) []any {
+	hash := t.Hash
+	if hash == nil {
+		hash = []byte{}
+	}
+	return []any{t.ID, t.ProjectID, t.Name, t.Admin, hash, d.Time(t.CreatedAt)}
+}
+
+func tokenDest(t *cairn.Token) []any {
+	return []any{&t.ID, &t.ProjectID, &t.Name, &t.Admin, bytesDest{&t.Hash}, timeDest{&t.CreatedAt}}
+}
+
+func volumeArgs(d *Dialect, v *cairn.Volume) []any {
+	return []any{v.ID, v.ProjectID, v.Name, v.Description, v.Size, string(v.Status), v.FailReason,
+		v.SnapshotID, v.BackupID, v.EngineID, v.Attached, d.Time(v.CreatedAt), d.Time(v.UpdatedAt)}
+}
+
+func volumeDest(v *cairn.Volume) []any {
+	return []any{&v.ID, &v.ProjectID, &v.Name, &v.Description, &v.Size, &v.Status, &v.FailReason,
+		&v.SnapshotID, &v.BackupID, &v.EngineID, &v.Attached, timeDest{&v.CreatedAt}, timeDest{&v.UpdatedAt}}
+}
+
+func snapshotArgs(d *Dialect, s *cairn.Snapshot) []any {
+	return []any{s.ID, s.ProjectID, s.VolumeID, s.Name, s.Description, s.Size, string(s.Status),
+		s.FailReason, s.EngineID, d.Time(s.CreatedAt), d.Time(s.UpdatedAt)}
+}
+
+func snapshotDest(s *cairn.Snapshot) []any {
+	return []any{&s.ID, &s.ProjectID, &s.VolumeID, &s.Name, &s.Description, &s.Size, &s.Status,
+		&s.FailReason, &s.EngineID, timeDest{&s.CreatedAt}, timeDest{&s.UpdatedAt}}
+}
+
+func backupArgs(d *Dialect, b *cairn.Backup) []any {
+	return []any{b.ID, b.ProjectID, b.VolumeID, b.SnapshotID, b.Name, b.Description,
+		b.Container, string(b.Status), b.FailReason, b.Size, b.ObjectCount, b.StoredBytes,
+		b.Incremental, b.ParentID, d.Time(b.DataTimestamp), b.RepoID,
+		b.TempSnapshotEngineID, d.Time(b.CreatedAt), d.Time(b.UpdatedAt)}
+}
+
+func backupDest(b *cairn.Backup) []any {
+	return []any{&b.ID, &b.ProjectID, &b.VolumeID, &b.SnapshotID, &b.Name, &b.Description,
+		&b.Container, &b.Status, &b.FailReason, &b.Size, &b.ObjectCount, &b.StoredBytes,
+		&b.Incremental, &b.ParentID, timeDest{&b.DataTimestamp}, &b.RepoID,
+		&b.TempSnapshotEngineID, timeDest{&b.CreatedAt}, timeDest{&b.UpdatedAt}}
+}
+
+func taskArgs(d *Dialect, t *cairn.Task) []any {
+	var params, finished any // NULL when empty or zero
+	if len(t.Params) > 0 {
+		params = []byte(t.Params)
+	}
+	if !t.FinishedAt.IsZero() {
+		finished = d.Time(t.FinishedAt)
+	}
+	return []any{t.ID, t.ProjectID, t.Kind, t.ResourceID, string(t.State), params, t.Error,
+		int64(t.Attempts), t.ProgressDone, t.ProgressTotal, d.Time(t.CreatedAt), d.Time(t.UpdatedAt), finished}
+}
+
+func taskDest(t *cairn.Task) []any {
+	return []any{&t.ID, &t.ProjectID, &t.Kind, &t.ResourceID, &t.State, bytesDest{(*[]byte)(&t.Params)}, &t.Error,
+		&t.Attempts, &t.ProgressDone, &t.ProgressTotal, timeDest{&t.CreatedAt}, timeDest{&t.UpdatedAt},
+		timeDest{&t.FinishedAt}}
+}
+
+// timeDest scans a time column: int64 unix microseconds or a time.Time,
+// returned in UTC; NULL is the zero time.
+type timeDest struct{ p *time.Time }
+
+func (d timeDest) Scan(v any) error {
+	switch v := v.(type) {
+	case nil:
+		*d.p = time.Time{}
+	case int64:
+		*d.p = time.UnixMicro(v).UTC()
+	case time.Time:
+		*d.p = v.UTC()
+	default:
+		return fmt.Errorf("time column holds %T", v)
+	}
+	return nil
+}
+
+// bytesDest scans a blob or bytea column into a copy; NULL and empty are
+// nil.
+type bytesDest struct{ p *[]byte }
+
+func (d bytesDest) Scan(v any) error {
+	switch v := v.(type) {
+	case nil:
+		*d.p = nil
+	case []byte:
+		if len(v) == 0 {
+			*d.p = nil
+		} else {
+			*d.p = append([]byte(nil), v...)
+		}
+	case string:
+		if v == "" {
+			*d.p = nil
+		} else {
+			*d.p = []byte(v)
+		}
+	default:
+		return fmt.Errorf("bytes column holds %T", v)
+	}
+	return nil
+}
+
+var (
+	_ sql.Scanner = timeDest{}
+	_ sql.Scanner = bytesDest{}
+)
