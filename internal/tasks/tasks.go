@@ -233,6 +233,9 @@ func (r *Runner) run(ctx context.Context, t cairn.Task) {
 	} else {
 		log.Info("task done", "duration", r.opts.Now().Sub(start).Round(time.Millisecond))
 	}
+	if r.opts.Observer != nil {
+		r.opts.Observer.TaskEnded(t.Kind, err == nil, r.opts.Now().Sub(start))
+	}
 	uerr := r.store.Update(ctx, func(tx catalog.Tx) error {
 		cur, err := tx.Task(ctx, t.ID)
 		if err != nil {
@@ -245,9 +248,6 @@ func (r *Runner) run(ctx context.Context, t cairn.Task) {
 	})
 	if uerr != nil {
 		log.Error("recording a task's end", "err", uerr)
-	}
-	if r.opts.Observer != nil {
-		r.opts.Observer.TaskEnded(t.Kind, err == nil, r.opts.Now().Sub(start))
 	}
 }
 
@@ -271,7 +271,7 @@ func runFail(ctx context.Context, fn func(context.Context, cairn.Task, error) er
 	return fn(ctx, t, cause)
 }
 
-// ErrStopped is returned by Wait when the runner stops first.
+// errNotFinished tells Wait's poll that the task runs on.
 var errNotFinished = errors.New("task not finished")
 
 // Wait polls until task id ends and returns it (for tests and the

@@ -1,0 +1,175 @@
+package tasks_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/catalog"
+	"github.com/cairnproject/cairn/internal/catalog/sqlite"
+	"github.com/cairnproject/cairn/internal/tasks"
+)
+
+func openCatalog(t *testing.T, path string) catalog.Store {
+	t.Helper()
+	cat, err := sqlite.Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cat.Close() })
+	return cat
+}
+
+func queue(t *testing.T, cat catalog.Store, kind string) string {
+	t.Helper()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	task := cairn.Task{ID: cairn.NewUUID(), ProjectID: "p", Kind: kind, ResourceID: "r",
+		State: cairn.TaskPending, CreatedAt: now, UpdatedAt: now}
+	err := cat.Update(t.Context(), func(tx catalog.Tx) error {
+		if _, err := tx.Project(t.Context(), "p"); errors.Is(err, cairn.ErrNotFound) {
+			if err := tx.InsertProject(t.Context(), cairn.Project{ID: "p", Quota: cairn.Unlimited, CreatedAt: now}); err != nil {
+				return err
+			}
+		}
+		return tx.InsertTask(t.Context(), task)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return task.ID
+}
+
+func wait(t *testing.T, cat catalog.Store, id string) cairn.Task {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	task, err := tasks.Wait(ctx, cat, id, 5*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return task
+}
+
+func TestRunsAndRecords(t *testing.T) {
+	cat := openCatalog(t, filepath.Join(t.TempDir(), "c.db"))
+	var failed atomic.Value
+	kinds := map[string]tasks.Kind{
+		"ok":    {Run: func(context.Context, cairn.Task) error { return nil }},
+		"bad":   {Run: func(context.Context, cairn.Task) error { return errors.New("disk on fire") }, Fail: func(_ context.Context, _ cairn.Task, cause error) error { failed.Store(cause.Error()); return nil }},
+		"panic": {Run: func(context.Context, cairn.Task) error { panic("oops") }},
+	}
+	r := tasks.New(cat, kinds, tasks.Options{Workers: 2, Poll: 10 * time.Millisecond})
+	if err := r.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	cases := []struct {
+		kind  string
+		state cairn.TaskState
+		msg   string
+	}{
+		{"ok", cairn.TaskDone, ""},
+		{"bad", cairn.TaskFailed, "disk on fire"},
+		{"panic", cairn.TaskFailed, "panicked: oops"},
+		{"unknown", cairn.TaskFailed, "unknown to this build"},
+	}
+	for _, c := range cases {
+		id := queue(t, cat, c.kind)
+		r.Wake()
+		got := wait(t, cat, id)
+		if got.State != c.state || (c.msg != "" && !contains(got.Error, c.msg)) || got.Attempts != 1 || got.FinishedAt.IsZero() {
+			t.Errorf("%s: %+v", c.kind, got)
+		}
+	}
+	if failed.Load() != "disk on fire" {
+		t.Errorf("Fail saw %v", failed.Load())
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestRestartRunsAgain: a task cut short by a stop (as by a crash) is
+// run again by the next Start; after MaxAttempts it is failed, through
+// its Fail.
+func TestRestartRunsAgain(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.db")
+	cat := openCatalog(t, path)
+	started := make(chan struct{}, 10)
+	var runs, fails atomic.Int32
+	hang := tasks.Kind{
+		Run: func(ctx context.Context, t cairn.Task) error {
+			runs.Add(1)
+			started <- struct{}{}
+			<-ctx.Done()
+			return ctx.Err()
+		},
+		Fail: func(context.Context, cairn.Task, error) error { fails.Add(1); return nil },
+	}
+	id := queue(t, cat, "hang")
+	for attempt := 1; attempt <= 3; attempt++ {
+		r := tasks.New(cat, map[string]tasks.Kind{"hang": hang}, tasks.Options{MaxAttempts: 3, Poll: 10 * time.Millisecond})
+		if err := r.Start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		<-started
+		r.Stop()
+		var task cairn.Task
+		_ = cat.View(t.Context(), func(tx catalog.Tx) error {
+			var err error
+			task, err = tx.Task(t.Context(), id)
+			return err
+		})
+		if task.State != cairn.TaskRunning || task.Attempts != attempt {
+			t.Fatalf("after stop %d: %+v", attempt, task)
+		}
+	}
+	// The fourth start finds it interrupted three times: it fails it.
+	r := tasks.New(cat, map[string]tasks.Kind{"hang": hang}, tasks.Options{MaxAttempts: 3, Poll: 10 * time.Millisecond})
+	if err := r.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	got := wait(t, cat, id)
+	if got.State != cairn.TaskFailed || !contains(got.Error, "interrupted 3 times") || fails.Load() != 1 || runs.Load() != 3 {
+		t.Fatalf("task %+v, runs %d, fails %d", got, runs.Load(), fails.Load())
+	}
+}
+
+// TestConcurrentWorkers: many tasks on several workers each run once.
+func TestConcurrentWorkers(t *testing.T) {
+	cat := openCatalog(t, filepath.Join(t.TempDir(), "c.db"))
+	var mu sync.Mutex
+	seen := map[string]int{}
+	kinds := map[string]tasks.Kind{"count": {Run: func(_ context.Context, task cairn.Task) error {
+		mu.Lock()
+		seen[task.ID]++
+		mu.Unlock()
+		time.Sleep(time.Millisecond)
+		return nil
+	}}}
+	var ids []string
+	for range 200 {
+		ids = append(ids, queue(t, cat, "count"))
+	}
+	r := tasks.New(cat, kinds, tasks.Options{Workers: 8, Poll: 10 * time.Millisecond})
+	if err := r.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer r.Stop()
+	for _, id := range ids {
+		if got := wait(t, cat, id); got.State != cairn.TaskDone {
+			t.Fatalf("%+v", got)
+		}
+	}
+	for _, id := range ids {
+		if seen[id] != 1 {
+			t.Fatalf("task %s ran %d times", id, seen[id])
+		}
+	}
+}
