@@ -41,7 +41,7 @@ stop_servers() {
   for s in "${started[@]}"; do scripts/$s.sh stop || true; done
 }
 trap stop_servers EXIT
-for s in swift versitygw; do
+for s in swift versitygw postgres; do
   # A server that is already up stays up after the run.
   if [ -f "/var/tmp/cairn-$s/env" ] && scripts/$s.sh start >/dev/null 2>&1; then
     :
@@ -56,6 +56,7 @@ done
 set -a
 [ -f /var/tmp/cairn-swift/env ] && . /var/tmp/cairn-swift/env
 [ -f /var/tmp/cairn-versitygw/env ] && . /var/tmp/cairn-versitygw/env
+[ -f /var/tmp/cairn-postgres/env ] && . /var/tmp/cairn-postgres/env
 set +a
 
 step "gofmt"

@@ -65,14 +65,14 @@ rps() {
 api_part() { # CATALOG-NAME DSN
   local name=$1 dsn=$2 data=$DIR/data-$1
   rm -rf "$data"; mkdir -p "$data"
-  read -r tok some < <("$SB" seed -catalog "$dsn" -backups 10000)
+  read -r tok some vol < <("$SB" seed -catalog "$dsn" -backups 10000)
   start "$data" --catalog "$dsn"
   local u=http://127.0.0.1:$PORT/v3/bench
   echo "$name catalog, 10,000 backups:"
   rps "show backup" "$u/backups/$some" "$tok"
   rps "list backups (100 per page)" "$u/backups" "$tok"
   rps "list backups detail (20 per page)" "$u/backups/detail?limit=20" "$tok"
-  rps "show volume" "$u/volumes?limit=1" "$tok"
+  rps "show volume" "$u/volumes/$vol" "$tok"
   stop
 }
 

@@ -54,7 +54,7 @@ func openCatalog(ctx context.Context, dsn string) (catalog.Store, error) {
 }
 
 // seed writes volumes and backups rows (as a finished service would have
-// them) and a token, and prints the token and one backup ID.
+// them) and a token, and prints the token, a backup ID and a volume ID.
 func seed(args []string) error {
 	fs := flag.NewFlagSet("seed", flag.ExitOnError)
 	dsn := fs.String("catalog", "", "catalog DSN")
@@ -104,7 +104,7 @@ func seed(args []string) error {
 			return err
 		}
 	}
-	fmt.Printf("%s %s\n", tok, some)
+	fmt.Printf("%s %s %s\n", tok, some, vid)
 	return nil
 }
 

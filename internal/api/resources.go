@@ -200,6 +200,26 @@ func nextLink(r *http.Request, n int, f catalog.Filter, last string) []Link {
 	return []Link{{Rel: "next", Href: u.String()}}
 }
 
+// listSummaries answers a list without details: IDs and names.
+func (s *Server) listSummaries(w http.ResponseWriter, r *http.Request, c service.Caller, kind catalog.Kind, f catalog.Filter) error {
+	list, err := s.svc.Summaries(r.Context(), c, kind, f)
+	if err != nil {
+		return err
+	}
+	items := make([]Summary, len(list))
+	for i, v := range list {
+		items[i] = Summary{ID: v.ID, Name: v.Name}
+	}
+	out := map[string]any{string(kind): items}
+	if len(list) > 0 {
+		if l := nextLink(r, len(list), f, list[len(list)-1].ID); l != nil {
+			out[string(kind)+"_links"] = l
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
 func (s *Server) limits(w http.ResponseWriter, r *http.Request, c service.Caller) error {
 	l, err := s.svc.Limits(r.Context(), c, c.ProjectID)
 	if err != nil {
@@ -280,30 +300,22 @@ func (s *Server) listVolumes(detail bool) handler {
 		if err != nil {
 			return err
 		}
+		if !detail {
+			return s.listSummaries(w, r, c, catalog.KindVolumes, f)
+		}
 		list, err := s.svc.Volumes(r.Context(), c, f)
 		if err != nil {
 			return err
 		}
-		out := map[string]any{}
-		last := ""
-		if detail {
-			items := make([]VolumeJSON, len(list))
-			for i, v := range list {
-				items[i] = volumeJSON(v)
-			}
-			out["volumes"] = items
-		} else {
-			items := make([]Summary, len(list))
-			for i, v := range list {
-				items[i] = Summary{ID: v.ID, Name: v.Name}
-			}
-			out["volumes"] = items
+		items := make([]VolumeJSON, len(list))
+		for i, v := range list {
+			items[i] = volumeJSON(v)
 		}
+		out := map[string]any{"volumes": items}
 		if len(list) > 0 {
-			last = list[len(list)-1].ID
-		}
-		if l := nextLink(r, len(list), f, last); l != nil {
-			out["volumes_links"] = l
+			if l := nextLink(r, len(list), f, list[len(list)-1].ID); l != nil {
+				out["volumes_links"] = l
+			}
 		}
 		writeJSON(w, http.StatusOK, out)
 		return nil
@@ -442,24 +454,18 @@ func (s *Server) listSnapshots(detail bool) handler {
 		if err != nil {
 			return err
 		}
+		if !detail {
+			return s.listSummaries(w, r, c, catalog.KindSnapshots, f)
+		}
 		list, err := s.svc.Snapshots(r.Context(), c, f)
 		if err != nil {
 			return err
 		}
-		out := map[string]any{}
-		if detail {
-			items := make([]SnapshotJSON, len(list))
-			for i, v := range list {
-				items[i] = snapshotJSON(v)
-			}
-			out["snapshots"] = items
-		} else {
-			items := make([]Summary, len(list))
-			for i, v := range list {
-				items[i] = Summary{ID: v.ID, Name: v.Name}
-			}
-			out["snapshots"] = items
+		items := make([]SnapshotJSON, len(list))
+		for i, v := range list {
+			items[i] = snapshotJSON(v)
 		}
+		out := map[string]any{"snapshots": items}
 		if len(list) > 0 {
 			if l := nextLink(r, len(list), f, list[len(list)-1].ID); l != nil {
 				out["snapshots_links"] = l
@@ -546,28 +552,18 @@ func (s *Server) listBackups(detail bool) handler {
 		if err != nil {
 			return err
 		}
+		if !detail {
+			return s.listSummaries(w, r, c, catalog.KindBackups, f)
+		}
 		list, err := s.svc.Backups(r.Context(), c, f)
 		if err != nil {
 			return err
 		}
-		out := map[string]any{}
-		if detail {
-			items := make([]BackupJSON, len(list))
-			for i, b := range list {
-				dep, err := s.svc.HasDependents(r.Context(), b.ID)
-				if err != nil {
-					return err
-				}
-				items[i] = backupJSON(b, dep)
-			}
-			out["backups"] = items
-		} else {
-			items := make([]Summary, len(list))
-			for i, v := range list {
-				items[i] = Summary{ID: v.ID, Name: v.Name}
-			}
-			out["backups"] = items
+		items := make([]BackupJSON, len(list))
+		for i, b := range list {
+			items[i] = backupJSON(b.Backup, b.HasDependents)
 		}
+		out := map[string]any{"backups": items}
 		if len(list) > 0 {
 			if l := nextLink(r, len(list), f, list[len(list)-1].ID); l != nil {
 				out["backups_links"] = l

@@ -37,16 +37,30 @@ type BackupCreate struct {
 	Force bool
 }
 
-// Backups lists the caller's backups.
-func (s *Service) Backups(ctx context.Context, c Caller, f catalog.Filter) ([]cairn.Backup, error) {
+// Backups lists the caller's backups with what the catalog derives.
+func (s *Service) Backups(ctx context.Context, c Caller, f catalog.Filter) ([]BackupDetail, error) {
 	f = scope(c, f)
-	var list []cairn.Backup
+	var out []BackupDetail
 	err := s.cat.View(ctx, func(tx catalog.Tx) error {
-		var err error
-		list, err = tx.Backups(ctx, f)
-		return err
+		list, err := tx.Backups(ctx, f)
+		if err != nil {
+			return err
+		}
+		ids := make([]string, len(list))
+		for i, b := range list {
+			ids[i] = b.ID
+		}
+		with, err := tx.WithDependents(ctx, ids)
+		if err != nil {
+			return err
+		}
+		out = make([]BackupDetail, len(list))
+		for i, b := range list {
+			out[i] = BackupDetail{Backup: b, HasDependents: with[b.ID]}
+		}
+		return nil
 	})
-	return list, err
+	return out, err
 }
 
 // BackupDetail is a backup with what the catalog derives.

@@ -35,6 +35,19 @@ func (s *Service) Volumes(ctx context.Context, c Caller, f catalog.Filter) ([]ca
 	return list, err
 }
 
+// Summaries lists the IDs and names of the caller's volumes, snapshots
+// or backups: what a list without details shows.
+func (s *Service) Summaries(ctx context.Context, c Caller, kind catalog.Kind, f catalog.Filter) ([]catalog.Summary, error) {
+	f = scope(c, f)
+	var list []catalog.Summary
+	err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		list, err = tx.Summaries(ctx, kind, f)
+		return err
+	})
+	return list, err
+}
+
 // scope limits a list to the caller's project unless the caller is an
 // admin.
 func scope(c Caller, f catalog.Filter) catalog.Filter {

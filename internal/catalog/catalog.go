@@ -1,0 +1,147 @@
+// Package catalog is the service's record of projects, tokens, volumes,
+// snapshots, backups and tasks. Store is implemented by sqlite/ (the
+// embedded default) and postgres/; catalogtest is the suite both pass.
+//
+// Every change happens in a transaction (Store.Update) that is
+// serializable: a function that reads a row, checks its status and writes
+// it back cannot interleave with another doing the same, which is how the
+// service makes its state transitions and quota checks atomic.
+package catalog
+
+import (
+	"context"
+	"time"
+
+	"github.com/cairnproject/cairn"
+)
+
+// Store is a catalog.
+type Store interface {
+	// View runs fn in a read-only transaction.
+	View(ctx context.Context, fn func(Tx) error) error
+	// Update runs fn in a serializable read-write transaction and commits
+	// it if fn returns nil. When the database reports a serialization
+	// conflict, the transaction is rolled back and fn run again: fn must
+	// have no effects outside the transaction. Concurrent Updates never
+	// fail with a lock error; they wait (up to ctx).
+	Update(ctx context.Context, fn func(Tx) error) error
+	// Close releases the database.
+	Close() error
+}
+
+// Tx is one transaction. Getters return an error wrapping
+// cairn.ErrNotFound for a missing row; inserts return cairn.ErrExists
+// for a duplicate ID (or a duplicate token hash). Updates of a missing
+// row return cairn.ErrNotFound. Times are stored with at least
+// microsecond precision and returned in UTC.
+type Tx interface {
+	InsertProject(ctx context.Context, p cairn.Project) error
+	Project(ctx context.Context, id string) (cairn.Project, error)
+	Projects(ctx context.Context) ([]cairn.Project, error)
+	UpdateProject(ctx context.Context, p cairn.Project) error
+	// DeleteProject removes the project and its tokens; it fails with
+	// cairn.ErrConflict while the project owns volumes, snapshots or
+	// backups in any state but deleted.
+	DeleteProject(ctx context.Context, id string) error
+
+	InsertToken(ctx context.Context, t cairn.Token) error
+	TokenByHash(ctx context.Context, hash []byte) (cairn.Token, error)
+	// Tokens lists a project's tokens, or every token for project "".
+	Tokens(ctx context.Context, project string) ([]cairn.Token, error)
+	DeleteToken(ctx context.Context, id string) error
+
+	InsertVolume(ctx context.Context, v cairn.Volume) error
+	Volume(ctx context.Context, id string) (cairn.Volume, error)
+	Volumes(ctx context.Context, f Filter) ([]cairn.Volume, error)
+	// UpdateVolume writes every field of the row with v's ID.
+	UpdateVolume(ctx context.Context, v cairn.Volume) error
+	// DeleteVolume removes the row (the service marks it deleted first).
+	DeleteVolume(ctx context.Context, id string) error
+
+	InsertSnapshot(ctx context.Context, s cairn.Snapshot) error
+	Snapshot(ctx context.Context, id string) (cairn.Snapshot, error)
+	Snapshots(ctx context.Context, f Filter) ([]cairn.Snapshot, error)
+	UpdateSnapshot(ctx context.Context, s cairn.Snapshot) error
+	DeleteSnapshot(ctx context.Context, id string) error
+
+	InsertBackup(ctx context.Context, b cairn.Backup) error
+	Backup(ctx context.Context, id string) (cairn.Backup, error)
+	Backups(ctx context.Context, f Filter) ([]cairn.Backup, error)
+	UpdateBackup(ctx context.Context, b cairn.Backup) error
+	DeleteBackup(ctx context.Context, id string) error
+	// HasDependents reports whether any backup names id as its parent.
+	HasDependents(ctx context.Context, id string) (bool, error)
+	// WithDependents returns the subset of ids that some backup names
+	// as its parent: HasDependents for a page of backups in one query.
+	WithDependents(ctx context.Context, ids []string) (map[string]bool, error)
+
+	// Summaries lists the IDs and names of volumes, snapshots or
+	// backups: the rows and order the full list of f gives, read from
+	// two columns.
+	Summaries(ctx context.Context, kind Kind, f Filter) ([]Summary, error)
+
+	InsertTask(ctx context.Context, t cairn.Task) error
+	Task(ctx context.Context, id string) (cairn.Task, error)
+	// Tasks lists tasks with Filter.ProjectID, Filter.ResourceID and
+	// Filter.TaskStates (any of) applied; oldest first.
+	Tasks(ctx context.Context, f Filter) ([]cairn.Task, error)
+	UpdateTask(ctx context.Context, t cairn.Task) error
+
+	// Usage counts what project holds (see cairn.Usage).
+	Usage(ctx context.Context, project string) (cairn.Usage, error)
+}
+
+// Kind names a list of resources.
+type Kind string
+
+// Kinds of Summaries.
+const (
+	KindVolumes   Kind = "volumes"
+	KindSnapshots Kind = "snapshots"
+	KindBackups   Kind = "backups"
+)
+
+// Summary is a resource's ID and name.
+type Summary struct {
+	ID, Name string
+}
+
+// Filter selects and orders rows of a list. Zero fields select all.
+type Filter struct {
+	ProjectID  string
+	Name       string
+	Status     cairn.Status
+	VolumeID   string // snapshots and backups of a volume; volumes: none
+	SnapshotID string // backups of a snapshot
+	ParentID   string // backups whose parent is this
+	ResourceID string // tasks
+	TaskStates []cairn.TaskState
+	// Since selects rows created at or after it.
+	Since time.Time
+	// Sort is the order: keys among id, name, status, size, created_at,
+	// updated_at (and data_timestamp for backups), each ascending or
+	// descending; ties are broken by id in the last key's direction. The
+	// default is created_at descending.
+	Sort []SortKey
+	// Marker is the ID of the last row of the previous page; the list
+	// starts after it in Sort's order. A marker that names no row in the
+	// list's table is cairn.ErrNotFound.
+	Marker string
+	// Limit is the most rows to return; 0 means no limit.
+	Limit int
+}
+
+// SortKey is one key of an order.
+type SortKey struct {
+	Key  string
+	Desc bool
+}
+
+// ValidSortKey reports whether a Filter may sort by key.
+func ValidSortKey(key string) bool {
+	switch key {
+	case "id", "name", "status", "size", "created_at", "updated_at", "data_timestamp":
+		return true
+	}
+	return false
+}
