@@ -141,7 +141,8 @@ func (a *app) rootCommand() *cobra.Command {
 		a.stopProfile = func() { pprof.StopCPUProfile(); f.Close() }
 		return pprof.StartCPUProfile(f)
 	}
-	root.AddCommand(a.repoCommand(), a.volumeCommand(), a.serviceCommand())
+	root.AddCommand(a.repoCommand(), a.volumeCommand(), a.serviceCommand(), a.apiSnapshotCommand(),
+		a.apiBackupCommand(), a.limitsCommand(), a.projectCommand(), a.tokenCommand())
 	return root
 }
 

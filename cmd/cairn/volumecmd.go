@@ -63,6 +63,9 @@ func (a *app) volumeOps(ctx context.Context) (volumectl.Ops, func(), error) {
 	if !errors.Is(err, cairn.ErrConflict) {
 		return nil, nil, err
 	}
+	if info := localService(dir); info != nil {
+		return nil, nil, servedError(dir, info)
+	}
 	c := volumectl.NewClient(filepath.Join(dir, controlSocket))
 	if _, cerr := c.Volumes(ctx); cerr != nil {
 		return nil, nil, fmt.Errorf("%w; and its control socket does not answer: %v", err, cerr)
@@ -81,13 +84,16 @@ func (a *app) logger() *slog.Logger {
 func (a *app) volumeCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "volume",
-		Short: "Manage local volumes, snapshots and their NBD exports",
-		Long: `Manage thin block volumes with copy-on-write snapshots and clones in a data
-directory (--data-dir, $CAIRN_DATA_DIR, default ~/.local/share/cairn).
+		Short: "Manage volumes: the service's through its API, or a data directory's",
+		Long: `Manage thin block volumes with copy-on-write snapshots and clones: a
+project's volumes through the API of a cairn serve, or directly those of a
+data directory (--data-dir, $CAIRN_DATA_DIR, default ~/.local/share/cairn).
 
 A data directory belongs to one process. While 'cairn volume serve' runs,
-these commands go through its control socket; otherwise they open the
-directory themselves.`,
+the direct commands go through its control socket; otherwise they open
+the directory themselves.
+
+` + volumeModel,
 	}
 	cmd.PersistentFlags().StringVar(&a.dataDirFlag, "data-dir", "", "the volumes' data directory")
 	cmd.PersistentFlags().BoolVarP(&a.verbose, "verbose", "v", false, "log more")
@@ -95,6 +101,7 @@ directory themselves.`,
 		a.volumeDeleteCommand(), a.volumeExtendCommand(), a.volumeRevertCommand(),
 		a.volumeCloneCommand(), a.snapshotCommand(), a.changedExtentsCommand(),
 		a.allocatedCommand(), a.serveCommand(), a.attachCommand(), a.detachCommand())
+	a.dispatchVolume(cmd) // API or direct, see apicmd.go
 	return cmd
 }
 
@@ -514,6 +521,9 @@ requests.`,
 			}
 			log := a.logger()
 			e, err := volume.Open(dir, volume.Options{Logger: log})
+			if info := localService(dir); errors.Is(err, cairn.ErrConflict) && info != nil {
+				return servedError(dir, info)
+			}
 			if err != nil {
 				return err
 			}

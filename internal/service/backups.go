@@ -608,7 +608,7 @@ func (s *Service) RestoreBackup(ctx context.Context, c Caller, id string, req Re
 		}
 		params, _ := json.Marshal(p)
 		res = RestoreResult{BackupID: b.ID, VolumeID: v.ID, VolumeName: v.Name}
-		_, err = s.queue(ctx, tx, b.ProjectID, "backup.restore", v.ID, params)
+		_, err = s.queue(ctx, tx, v.ProjectID, "backup.restore", v.ID, params)
 		return err
 	})
 	if err != nil {

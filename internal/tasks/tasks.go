@@ -61,11 +61,9 @@ type Runner struct {
 	opts  Options
 	log   *slog.Logger
 
-	wake    chan struct{}
-	mu      sync.Mutex
-	claimed map[string]bool
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	wake   chan struct{}
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // New returns a Runner over store running the given kinds.
@@ -87,7 +85,7 @@ func New(store catalog.Store, kinds map[string]Kind, opts Options) *Runner {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Runner{store: store, kinds: kinds, opts: opts, log: log,
-		wake: make(chan struct{}, 1), claimed: map[string]bool{}}
+		wake: make(chan struct{}, 1)}
 }
 
 // Start recovers tasks a previous process left running and starts the
