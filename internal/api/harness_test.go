@@ -16,6 +16,8 @@ import (
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/api"
 	"github.com/cairnproject/cairn/internal/catalog"
+	"github.com/cairnproject/cairn/internal/catalog/postgres"
+	"github.com/cairnproject/cairn/internal/catalog/postgres/pgtest"
 	"github.com/cairnproject/cairn/internal/catalog/sqlite"
 	"github.com/cairnproject/cairn/internal/crypto"
 	"github.com/cairnproject/cairn/internal/metrics"
@@ -63,11 +65,26 @@ func newEnv(t *testing.T) *env {
 }
 
 func newEnvAt(t *testing.T, dir, store string) *env {
+	return newEnvWith(t, dir, store, func() (catalog.Store, error) {
+		return sqlite.Open(t.Context(), filepath.Join(dir, "catalog.db"))
+	})
+}
+
+// newEnvPostgres is newEnv with a catalog in a fresh database of the
+// PostgreSQL test server.
+func newEnvPostgres(t *testing.T) *env {
+	dsn := pgtest.FreshDatabase(t)
+	return newEnvWith(t, t.TempDir(), filepath.Join(t.TempDir(), "backups"), func() (catalog.Store, error) {
+		return postgres.Open(t.Context(), dsn)
+	})
+}
+
+func newEnvWith(t *testing.T, dir, store string, openCatalog func() (catalog.Store, error)) *env {
 	t.Helper()
 	ctx := t.Context()
 	e := &env{t: t, dir: dir, store: store, secret: testSecret, events: &eventLog{ch: make(chan notify.Event, 10000)}}
 	var err error
-	e.cat, err = sqlite.Open(ctx, filepath.Join(dir, "catalog.db"))
+	e.cat, err = openCatalog()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,8 +36,12 @@ func (e *env) writeBlocks(id string, blocks map[int64][]byte) {
 	}
 }
 
-func TestLifecycle(t *testing.T) {
-	e := newEnv(t)
+func TestLifecycle(t *testing.T) { lifecycle(t, newEnv(t)) }
+
+// TestLifecyclePostgres runs the lifecycle on a PostgreSQL catalog.
+func TestLifecyclePostgres(t *testing.T) { lifecycle(t, newEnvPostgres(t)) }
+
+func lifecycle(t *testing.T, e *env) {
 	const p = "alpha"
 	vol := e.createVolume(e.tokA, p, 1, "data")
 	e.writeBlocks(vol, randomBlocks(1, 40))

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"io/fs"
-	"net/url"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,56 +14,8 @@ import (
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/catalog"
 	"github.com/cairnproject/cairn/internal/catalog/catalogtest"
+	"github.com/cairnproject/cairn/internal/catalog/postgres/pgtest"
 )
-
-// serverURL is the test server's URL from CAIRN_TEST_POSTGRES_URL. The
-// test skips without one, except under CI=true, where it fails: CI must
-// prove the PostgreSQL catalog.
-func serverURL(t *testing.T) string {
-	t.Helper()
-	u := os.Getenv("CAIRN_TEST_POSTGRES_URL")
-	if u == "" {
-		msg := "CAIRN_TEST_POSTGRES_URL is not set (scripts/postgres.sh start; . /var/tmp/cairn-postgres/env)"
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true and the test cannot run: %s", msg)
-		}
-		t.Skip(msg)
-	}
-	return u
-}
-
-// freshDatabase creates an empty database on the test server, dropped
-// when the test ends, and returns its URL.
-func freshDatabase(t *testing.T) string {
-	t.Helper()
-	base := serverURL(t)
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		t.Fatalf("CAIRN_TEST_POSTGRES_URL %q is not a postgres:// URL", base)
-	}
-	name := "cairn_test_" + cairn.NewID().String()
-	admin := func(ctx context.Context, sql string) error {
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			return err
-		}
-		defer conn.Close(context.WithoutCancel(ctx))
-		_, err = conn.Exec(ctx, sql)
-		return err
-	}
-	if err := admin(t.Context(), "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		t.Fatalf("creating the test database: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := admin(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
-			t.Errorf("dropping the test database: %v", err)
-		}
-	})
-	u.Path = "/" + name
-	return u.String()
-}
 
 func open(t *testing.T, dbURL string) *Store {
 	t.Helper()
@@ -78,7 +28,7 @@ func open(t *testing.T, dbURL string) *Store {
 }
 
 func TestConformance(t *testing.T) {
-	catalogtest.Run(t, func(t *testing.T) catalog.Store { return open(t, freshDatabase(t)) })
+	catalogtest.Run(t, func(t *testing.T) catalog.Store { return open(t, pgtest.FreshDatabase(t)) })
 }
 
 // versions returns the schema_migrations rows of the database at dbURL.
@@ -103,7 +53,7 @@ func versions(t *testing.T, dbURL string) []int64 {
 // TestConcurrentOpen: processes opening a new database at once migrate
 // it once, without an error.
 func TestConcurrentOpen(t *testing.T) {
-	dbURL := freshDatabase(t)
+	dbURL := pgtest.FreshDatabase(t)
 	var wg sync.WaitGroup
 	for range 6 {
 		wg.Go(func() {
@@ -126,7 +76,7 @@ func TestConcurrentOpen(t *testing.T) {
 }
 
 func TestTooNewSchema(t *testing.T) {
-	dbURL := freshDatabase(t)
+	dbURL := pgtest.FreshDatabase(t)
 	s, err := Open(t.Context(), dbURL)
 	if err != nil {
 		t.Fatal(err)
@@ -154,7 +104,7 @@ func TestTooNewSchema(t *testing.T) {
 // TestRetry: of two Updates that read a row and then both write it, the
 // second fails to serialize, and is run again, and succeeds.
 func TestRetry(t *testing.T) {
-	s := open(t, freshDatabase(t))
+	s := open(t, pgtest.FreshDatabase(t))
 	ctx := t.Context()
 	p := cairn.Project{ID: "p", Name: "p", Quota: cairn.Quota{}, CreatedAt: time.Now().UTC().Truncate(time.Microsecond)}
 	if err := s.Update(ctx, func(tx catalog.Tx) error { return tx.InsertProject(ctx, p) }); err != nil {
