@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -137,45 +136,16 @@ func (e *apiEnv) stop() {
 
 func (e *apiEnv) run(args ...string) result {
 	e.t.Helper()
-	cmd := exec.CommandContext(e.t.Context(), cairnBin, args...)
-	cmd.Env = append(append([]string(nil), e.base...), e.extra...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		e.t.Fatalf("running cairn %v: %v", args, err)
-	}
-	return result{out.String(), errb.String(), code}
+	return runCLI(e.t, append(append([]string(nil), e.base...), e.extra...), args...)
 }
 
-func (e *apiEnv) ok(args ...string) string {
-	e.t.Helper()
-	r := e.run(args...)
-	if r.code != 0 {
-		e.t.Fatalf("cairn %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
-	}
-	return r.stdout
-}
+func (e *apiEnv) ok(args ...string) string { e.t.Helper(); return cliOK(e.t, e.run, args...) }
 
-func (e *apiEnv) json(v any, args ...string) {
-	e.t.Helper()
-	out := e.ok(append([]string{"--json"}, args...)...)
-	if err := json.Unmarshal([]byte(out), v); err != nil {
-		e.t.Fatalf("cairn %v: output is not JSON: %v\n%s", args, err, out)
-	}
-}
+func (e *apiEnv) json(v any, args ...string) { e.t.Helper(); cliJSON(e.t, e.run, v, args...) }
 
 func (e *apiEnv) fails(code int, want string, args ...string) result {
 	e.t.Helper()
-	r := e.run(args...)
-	if r.code != code || !strings.Contains(r.stderr, want) {
-		e.t.Fatalf("cairn %s: exit %d, stderr %q; want exit %d and %q", strings.Join(args, " "), r.code, r.stderr, code, want)
-	}
-	return r
+	return cliFails(e.t, e.run, code, want, args...)
 }
 
 // haveNBDTools reports whether nbdcopy is here to read and write volumes;

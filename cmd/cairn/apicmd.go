@@ -741,20 +741,34 @@ func (a *app) apiVolumeCreate(cmd *cobra.Command) apiRun {
 	}
 }
 
-// finishVolume prints a volume, after waiting for the end of its
-// operation with wait.
-func (a *app) finishVolume(ctx context.Context, cl *client.Client, v api.VolumeJSON, wait bool) error {
+// finish prints a resource, after waiting for the end of its operation
+// with wait.
+func finish[T any](ctx context.Context, a *app, cl *client.Client, kind client.Kind, id string, wait bool,
+	get func(context.Context, string) (T, error), show func(T) error) error {
 	if wait {
-		if _, err := a.wait(ctx, cl, client.Volume, v.ID); err != nil {
+		if _, err := a.wait(ctx, cl, kind, id); err != nil {
 			return err
 		}
 	}
-	v, err := cl.GetVolume(ctx, v.ID)
+	r, err := get(ctx, id)
 	if err != nil {
 		return err
 	}
-	return a.showAPIVolume(v)
+	return show(r)
 }
+
+func (a *app) finishVolume(ctx context.Context, cl *client.Client, v api.VolumeJSON, wait bool) error {
+	return finish(ctx, a, cl, client.Volume, v.ID, wait, cl.GetVolume, a.showAPIVolume)
+}
+
+func (a *app) finishSnapshot(ctx context.Context, cl *client.Client, s api.SnapshotJSON, wait bool) error {
+	return finish(ctx, a, cl, client.Snapshot, s.ID, wait, cl.GetSnapshot, a.showAPISnapshot)
+}
+
+func (a *app) finishBackup(ctx context.Context, cl *client.Client, b api.BackupJSON, wait bool) error {
+	return finish(ctx, a, cl, client.Backup, b.ID, wait, cl.GetBackup, a.showAPIBackup)
+}
+
 
 func (a *app) apiVolumeList(cmd *cobra.Command) apiRun {
 	var l listFlags
@@ -1072,18 +1086,6 @@ volume snapshot'.)
 	return cmd
 }
 
-func (a *app) finishSnapshot(ctx context.Context, cl *client.Client, s api.SnapshotJSON, wait bool) error {
-	if wait {
-		if _, err := a.wait(ctx, cl, client.Snapshot, s.ID); err != nil {
-			return err
-		}
-	}
-	s, err := cl.GetSnapshot(ctx, s.ID)
-	if err != nil {
-		return err
-	}
-	return a.showAPISnapshot(s)
-}
 
 // Backups.
 
@@ -1328,18 +1330,6 @@ func (a *app) readRecord(path string) (api.BackupRecordJSON, error) {
 	return rec, nil
 }
 
-func (a *app) finishBackup(ctx context.Context, cl *client.Client, b api.BackupJSON, wait bool) error {
-	if wait {
-		if _, err := a.wait(ctx, cl, client.Backup, b.ID); err != nil {
-			return err
-		}
-	}
-	b, err := cl.GetBackup(ctx, b.ID)
-	if err != nil {
-		return err
-	}
-	return a.showAPIBackup(b)
-}
 
 // Limits.
 

@@ -95,9 +95,23 @@ type result struct {
 
 func (e *env) run(args ...string) result {
 	e.t.Helper()
-	cmd := exec.CommandContext(e.t.Context(), cairnBin, args...)
-	cmd.Env = append(os.Environ(), "CAIRN_REPO="+e.repo, "CAIRN_PASSWORD_FILE="+e.pw)
-	cmd.Env = append(cmd.Env, e.envs...)
+	return runCLI(e.t, append(append(os.Environ(), "CAIRN_REPO="+e.repo, "CAIRN_PASSWORD_FILE="+e.pw), e.envs...), args...)
+}
+
+func (e *env) ok(args ...string) string { e.t.Helper(); return cliOK(e.t, e.run, args...) }
+
+func (e *env) json(v any, args ...string) { e.t.Helper(); cliJSON(e.t, e.run, v, args...) }
+
+func (e *env) fails(code int, want string, args ...string) result {
+	e.t.Helper()
+	return cliFails(e.t, e.run, code, want, args...)
+}
+
+// runCLI runs the built binary with environment env.
+func runCLI(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), cairnBin, args...)
+	cmd.Env = env
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -106,33 +120,36 @@ func (e *env) run(args ...string) result {
 	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
-		e.t.Fatalf("running cairn %v: %v", args, err)
+		t.Fatalf("running cairn %v: %v", args, err)
 	}
 	return result{out.String(), errb.String(), code}
 }
 
-func (e *env) ok(args ...string) string {
-	e.t.Helper()
-	r := e.run(args...)
+// cliOK runs a command that must succeed and returns its output.
+func cliOK(t *testing.T, run func(...string) result, args ...string) string {
+	t.Helper()
+	r := run(args...)
 	if r.code != 0 {
-		e.t.Fatalf("cairn %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+		t.Fatalf("cairn %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
 	}
 	return r.stdout
 }
 
-func (e *env) json(v any, args ...string) {
-	e.t.Helper()
-	out := e.ok(append([]string{"--json"}, args...)...)
+// cliJSON runs a command with --json and decodes its output into v.
+func cliJSON(t *testing.T, run func(...string) result, v any, args ...string) {
+	t.Helper()
+	out := cliOK(t, run, append([]string{"--json"}, args...)...)
 	if err := json.Unmarshal([]byte(out), v); err != nil {
-		e.t.Fatalf("cairn %v: output is not JSON: %v\n%s", args, err, out)
+		t.Fatalf("cairn %v: output is not JSON: %v\n%s", args, err, out)
 	}
 }
 
-func (e *env) fails(code int, want string, args ...string) result {
-	e.t.Helper()
-	r := e.run(args...)
+// cliFails runs a command that must exit with code, saying want.
+func cliFails(t *testing.T, run func(...string) result, code int, want string, args ...string) result {
+	t.Helper()
+	r := run(args...)
 	if r.code != code || !strings.Contains(r.stderr, want) {
-		e.t.Fatalf("cairn %s: exit %d, stderr %q; want exit %d and %q", strings.Join(args, " "), r.code, r.stderr, code, want)
+		t.Fatalf("cairn %s: exit %d, stderr %q; want exit %d and %q", strings.Join(args, " "), r.code, r.stderr, code, want)
 	}
 	return r
 }
