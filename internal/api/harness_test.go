@@ -32,7 +32,7 @@ import (
 // env is one running service over a real SQLite catalog, a real volume
 // engine and local repositories, with its API on a test HTTP server.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	store  string // backup store directory (shared by deployments)
 	cat    catalog.Store
@@ -60,11 +60,11 @@ func (l *eventLog) Notify(_ context.Context, e notify.Event) {
 
 var testSecret = repo.Secret{Kind: format.KeyKindFile, Bytes: bytes.Repeat([]byte("k"), 32)}
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	return newEnvAt(t, t.TempDir(), filepath.Join(t.TempDir(), "backups"))
 }
 
-func newEnvAt(t *testing.T, dir, store string) *env {
+func newEnvAt(t testing.TB, dir, store string) *env {
 	return newEnvWith(t, dir, store, func() (catalog.Store, error) {
 		return sqlite.Open(t.Context(), filepath.Join(dir, "catalog.db"))
 	})
@@ -79,7 +79,7 @@ func newEnvPostgres(t *testing.T) *env {
 	})
 }
 
-func newEnvWith(t *testing.T, dir, store string, openCatalog func() (catalog.Store, error)) *env {
+func newEnvWith(t testing.TB, dir, store string, openCatalog func() (catalog.Store, error)) *env {
 	t.Helper()
 	ctx := t.Context()
 	e := &env{t: t, dir: dir, store: store, secret: testSecret, events: &eventLog{ch: make(chan notify.Event, 10000)}}

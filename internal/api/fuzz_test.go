@@ -1,0 +1,102 @@
+package api_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/api"
+	"github.com/cairnproject/cairn/internal/catalog"
+)
+
+// FuzzRequests sends arbitrary bodies and query strings to every route
+// that parses input, as a project whose quotas are all zero (so nothing
+// valid gets created): the answer is never a 5xx, and every error is a
+// JSON body naming one error with its code.
+func FuzzRequests(f *testing.F) {
+	routes := []struct{ method, path string }{
+		{"POST", "/v3/fuzz/volumes"},
+		{"PUT", "/v3/fuzz/volumes/V"},
+		{"POST", "/v3/fuzz/volumes/V/action"},
+		{"POST", "/v3/fuzz/snapshots"},
+		{"POST", "/v3/fuzz/snapshots/S/action"},
+		{"POST", "/v3/fuzz/backups"},
+		{"POST", "/v3/fuzz/backups/B/restore"},
+		{"POST", "/v3/fuzz/backups/import_record"},
+		{"POST", "/v3/fuzz/backups/B/action"},
+		{"GET", "/v3/fuzz/volumes"},
+		{"GET", "/v3/fuzz/snapshots/detail"},
+		{"GET", "/v3/fuzz/backups/detail"},
+		{"GET", "/v3/fuzz/tasks"},
+	}
+	seeds := []struct {
+		route       uint8
+		query, body string
+	}{
+		{0, "", `{"volume":{"size":1}}`},
+		{0, "", `{"volume":{"size":1,"snapshot_id":"x","backup_id":"y"}}`},
+		{1, "", `{"volume":{"name":"n","description":"d"}}`},
+		{2, "", `{"os-extend":{"new_size":3}}`},
+		{2, "", `{"os-attach":{},"os-detach":{}}`},
+		{3, "", `{"snapshot":{"volume_id":"V","force":true}}`},
+		{5, "", `{"backup":{"volume_id":"V","incremental":true,"container":"c"}}`},
+		{6, "", `{"restore":{"volume_id":"V","name":"x"}}`},
+		{7, "", `{"backup-record":{"backup_service":"cairn.repository","backup_url":"eyJ2ZXJzaW9uIjoxfQ=="}}`},
+		{8, "", `{"os-reset_status":{"status":"available"}}`},
+		{9, "limit=5&sort=name:asc,created_at&marker=V", ""},
+		{10, "all_tenants=1&status=available", ""},
+		{11, "sort_key=data_timestamp&sort_dir=asc&volume_id=V", ""},
+		{12, "resource_id=V", ""},
+		{0, "", `{"volume":{"size":1e400}}`},
+		{0, "", "\x00\xff{"},
+	}
+	for _, s := range seeds {
+		f.Add(s.route, s.query, s.body)
+	}
+	// A project with one volume, then no quota left for anything.
+	e := newEnv(f)
+	tok := e.project("fuzz", false, cairn.Unlimited)
+	vol := e.createVolume(tok, "fuzz", 1, "")
+	err := e.cat.Update(f.Context(), func(tx catalog.Tx) error {
+		p, err := tx.Project(f.Context(), "fuzz")
+		if err != nil {
+			return err
+		}
+		p.Quota = cairn.Quota{}
+		return tx.UpdateProject(f.Context(), p)
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	handler := api.New(e.svc, nil, nil)
+	f.Fuzz(func(t *testing.T, route uint8, query, body string) {
+		r := routes[int(route)%len(routes)]
+		path := strings.NewReplacer("/V", "/"+vol, "/S", "/nope", "/B", "/nope").Replace(r.path)
+		req := httptest.NewRequest(r.method, "/", bytes.NewBufferString(body))
+		req.URL.Path = path
+		req.URL.RawQuery = strings.ReplaceAll(query, "V", vol)
+		req.Header.Set("X-Auth-Token", tok)
+		rec := httptest.NewRecorder()
+		handler.ServeHTTP(rec, req)
+		if rec.Code >= 500 {
+			t.Fatalf("%s %s?%s %q: %d %s", r.method, path, query, body, rec.Code, rec.Body.String())
+		}
+		if rec.Code >= 400 {
+			var out map[string]map[string]any
+			if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || len(out) != 1 {
+				t.Fatalf("error body %q: %v", rec.Body.String(), err)
+			}
+			for _, v := range out {
+				if c, _ := v["code"].(float64); int(c) != rec.Code {
+					t.Fatalf("error body %q: code %v, status %d", rec.Body.String(), v["code"], rec.Code)
+				}
+			}
+		}
+		if rec.Code < 300 && r.method == "POST" && (path == "/v3/fuzz/volumes" || path == "/v3/fuzz/snapshots" || path == "/v3/fuzz/backups") {
+			t.Fatalf("%s %s %q: %d: created something beyond the quota", r.method, path, body, rec.Code)
+		}
+	})
+}
