@@ -769,7 +769,6 @@ func (a *app) finishBackup(ctx context.Context, cl *client.Client, b api.BackupJ
 	return finish(ctx, a, cl, client.Backup, b.ID, wait, cl.GetBackup, a.showAPIBackup)
 }
 
-
 func (a *app) apiVolumeList(cmd *cobra.Command) apiRun {
 	var l listFlags
 	addListFlags(cmd.Flags(), &l)
@@ -1086,7 +1085,6 @@ volume snapshot'.)
 	return cmd
 }
 
-
 // Backups.
 
 func (a *app) apiBackupCommand() *cobra.Command {
@@ -1329,7 +1327,6 @@ func (a *app) readRecord(path string) (api.BackupRecordJSON, error) {
 	}
 	return rec, nil
 }
-
 
 // Limits.
 

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 
 	"github.com/cairnproject/cairn"
@@ -112,7 +113,7 @@ Settings:
   --log-level LEVEL        debug, info, warn or error (default info)`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := a.settle(cmd, &st, configFile); err != nil {
+			if err := a.settle(cmd.Flags(), &st, configFile); err != nil {
 				return err
 			}
 			for _, u := range webhookURLs {
@@ -123,8 +124,14 @@ Settings:
 			return a.serve(ctx, st)
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&configFile, "config", "", "YAML config file")
+	a.serveFlags(cmd.Flags(), &st, &configFile, &webhookURLs, &webhookSecret)
+	a.kdfFlags(cmd)
+	return cmd
+}
+
+// serveFlags defines serve's flags on f.
+func (a *app) serveFlags(f *pflag.FlagSet, st *serveSettings, configFile *string, webhookURLs *[]string, webhookSecret *string) {
+	f.StringVar(configFile, "config", "", "YAML config file")
 	f.StringVar(&a.dataDirFlag, "data-dir", "", "data directory")
 	f.StringVar(&st.Listen, "listen", "", "API address")
 	f.StringVar(&st.Catalog, "catalog", "", "catalog: SQLite path or postgres:// URL")
@@ -134,17 +141,15 @@ Settings:
 	f.IntVar(&st.Workers, "workers", 0, "tasks running at once")
 	f.StringVar(&st.NBDSocket, "nbd-socket", "", "NBD unix socket")
 	f.StringVar(&st.NBDListen, "nbd-listen", "", "NBD TCP address")
-	f.StringArrayVar(&webhookURLs, "webhook", nil, "notification webhook URL")
-	f.StringVar(&webhookSecret, "webhook-secret-file", "", "webhook signing key file")
+	f.StringArrayVar(webhookURLs, "webhook", nil, "notification webhook URL")
+	f.StringVar(webhookSecret, "webhook-secret-file", "", "webhook signing key file")
 	f.StringVar(&st.LogFormat, "log-format", "", "text or json")
 	f.StringVar(&st.LogLevel, "log-level", "", "debug, info, warn, error")
-	a.kdfFlags(cmd)
-	return cmd
 }
 
 // settle fills st from the environment, the config file and defaults
 // where its flag was not given.
-func (a *app) settle(cmd *cobra.Command, st *serveSettings, configFile string) error {
+func (a *app) settle(flags *pflag.FlagSet, st *serveSettings, configFile string) error {
 	var file serveSettings
 	if configFile == "" {
 		configFile = a.getenv("CAIRN_CONFIG")
@@ -162,13 +167,13 @@ func (a *app) settle(cmd *cobra.Command, st *serveSettings, configFile string) e
 		st.Webhooks = file.Webhooks
 	}
 	pick := func(flag string, dst *string, fromFile, def string) {
-		if cmd.Flags().Changed(flag) {
+		if flags.Changed(flag) {
 			return
 		}
 		env := "CAIRN_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 		*dst = firstNonEmpty(a.getenv(env), fromFile, def)
 	}
-	if !cmd.Flags().Changed("data-dir") && a.getenv("CAIRN_DATA_DIR") == "" && file.DataDir != "" {
+	if !flags.Changed("data-dir") && a.getenv("CAIRN_DATA_DIR") == "" && file.DataDir != "" {
 		a.dataDirFlag = file.DataDir
 	}
 	dir, err := a.dataDir()
@@ -185,7 +190,7 @@ func (a *app) settle(cmd *cobra.Command, st *serveSettings, configFile string) e
 	pick("nbd-listen", &st.NBDListen, file.NBDListen, "")
 	pick("log-format", &st.LogFormat, file.LogFormat, "json")
 	pick("log-level", &st.LogLevel, file.LogLevel, "info")
-	if !cmd.Flags().Changed("workers") {
+	if !flags.Changed("workers") {
 		st.Workers = file.Workers
 		if v := a.getenv("CAIRN_WORKERS"); v != "" {
 			n, err := strconv.Atoi(v)

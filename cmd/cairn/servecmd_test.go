@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/cairnproject/cairn/internal/notify"
+)
+
+// TestServeSettings: each setting comes from its flag, else its CAIRN_*
+// variable, else the config file, else the default.
+func TestServeSettings(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "cairn.yaml")
+	if err := os.WriteFile(conf, []byte("listen: 127.0.0.1:1111\ncatalog: /file/catalog.db\nworkers: 3\nlog_format: text\nwebhooks:\n  - url: http://127.0.0.1:9/hook\n    secret_file: /k\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("listen: x\ncolour: red\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		args []string
+		env  map[string]string
+		file string
+		want func(serveSettings) bool
+		err  string
+	}{
+		{"defaults", nil, map[string]string{"CAIRN_DATA_DIR": dir}, "", func(s serveSettings) bool {
+			return s.Listen == "127.0.0.1:8776" && s.Catalog == filepath.Join(dir, "catalog.db") &&
+				s.BackupStore == filepath.Join(dir, "backups") && s.Workers == 8 && s.LogFormat == "json" &&
+				s.NBDSocket == filepath.Join(dir, "nbd.sock") && s.DefaultContainer == "volumebackups"
+		}, ""},
+		{"file", nil, map[string]string{"CAIRN_DATA_DIR": dir}, conf, func(s serveSettings) bool {
+			return s.Listen == "127.0.0.1:1111" && s.Catalog == "/file/catalog.db" && s.Workers == 3 &&
+				s.LogFormat == "text" && len(s.Webhooks) == 1 && s.Webhooks[0].SecretFile == "/k"
+		}, ""},
+		{"env beats file", nil, map[string]string{"CAIRN_DATA_DIR": dir, "CAIRN_LISTEN": "127.0.0.1:2222", "CAIRN_WORKERS": "5"}, conf, func(s serveSettings) bool {
+			return s.Listen == "127.0.0.1:2222" && s.Workers == 5 && s.Catalog == "/file/catalog.db"
+		}, ""},
+		{"flag beats env", []string{"--listen", "127.0.0.1:3333", "--workers", "2"}, map[string]string{"CAIRN_DATA_DIR": dir, "CAIRN_LISTEN": "127.0.0.1:2222", "CAIRN_WORKERS": "5"}, conf, func(s serveSettings) bool {
+			return s.Listen == "127.0.0.1:3333" && s.Workers == 2
+		}, ""},
+		{"config from env", nil, map[string]string{"CAIRN_DATA_DIR": dir, "CAIRN_CONFIG": conf}, "", func(s serveSettings) bool {
+			return s.Listen == "127.0.0.1:1111"
+		}, ""},
+		{"unknown key", nil, map[string]string{"CAIRN_DATA_DIR": dir}, bad, nil, "colour"},
+		{"bad workers", []string{"--workers", "0"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", nil, "workers"},
+		{"bad env workers", nil, map[string]string{"CAIRN_DATA_DIR": dir, "CAIRN_WORKERS": "many"}, "", nil, "CAIRN_WORKERS"},
+		{"bad log format", []string{"--log-format", "xml"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", nil, "log format"},
+		{"missing file", nil, map[string]string{"CAIRN_DATA_DIR": dir}, filepath.Join(dir, "none.yaml"), nil, "config file"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a := &app{stdout: io.Discard, stderr: io.Discard, getenv: func(k string) string { return c.env[k] }}
+			var st serveSettings
+			var configFile, secret string
+			var hooks []string
+			f := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+			a.serveFlags(f, &st, &configFile, &hooks, &secret)
+			if err := f.Parse(c.args); err != nil {
+				t.Fatal(err)
+			}
+			if configFile == "" {
+				configFile = c.file
+			}
+			err := a.settle(f, &st, configFile)
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("error %v, want one saying %q", err, c.err)
+				}
+				return
+			}
+			if err != nil || !c.want(st) {
+				t.Fatalf("settings %+v, err %v", st, err)
+			}
+		})
+	}
+}
+
+// TestServeWebhook: cairn serve posts signed notifications to a webhook.
+func TestServeWebhook(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "hook.key")
+	if err := os.WriteFile(key, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan notify.Event, 100)
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if !notify.Verify([]byte("s3cret"), r.Header.Get("X-Cairn-Timestamp"), body, r.Header.Get("X-Cairn-Signature")) {
+			t.Errorf("a delivery with a bad signature: %s", body)
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		var e notify.Event
+		if err := json.Unmarshal(body, &e); err != nil {
+			t.Errorf("delivery %s: %v", body, err)
+		}
+		events <- e
+	}))
+	defer hook.Close()
+	p := startService(t, filepath.Join(t.TempDir(), "data"), "--webhook", hook.URL, "--webhook-secret-file", key)
+	var v struct{ Volume map[string]any }
+	p.mustCall(202, "POST", "/volumes", map[string]any{"volume": map[string]any{"size": 1, "name": "hooked"}}, &v)
+	want := map[string]bool{"volume.create.start": false, "volume.create.end": false}
+	deadline := time.After(20 * time.Second)
+	for !want["volume.create.start"] || !want["volume.create.end"] {
+		select {
+		case e := <-events:
+			if _, ok := want[e.Type]; ok && e.Payload["id"] == v.Volume["id"] && e.ProjectID == "admin" {
+				want[e.Type] = true
+			}
+		case <-deadline:
+			t.Fatalf("notifications seen: %v; log: %s", want, p.log.String())
+		}
+	}
+	if bytes.Contains(p.log.Bytes(), []byte("s3cret")) {
+		t.Fatal("the webhook secret is in the log")
+	}
+}
