@@ -62,4 +62,3 @@ func FreshDatabase(t *testing.T) string {
 	u.Path = "/" + name
 	return u.String()
 }
-
