@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -258,19 +259,53 @@ func (e *env) write(id string, off int64, p []byte) {
 	}
 }
 
-// read reads a catalog volume's first n bytes through the engine.
-func (e *env) read(id string, n int64) []byte {
+// digest hashes a catalog volume's first n bytes, read through the
+// engine 4 MiB at a time (whole volumes in memory would not fit the race
+// detector's budget).
+func (e *env) digest(id string, n int64) [32]byte {
 	e.t.Helper()
 	dev, err := e.eng.OpenVolume(e.engineVolume(id))
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	defer dev.Close()
-	buf := make([]byte, n)
-	if err := dev.ReadAt(e.t.Context(), buf, 0); err != nil {
+	h := sha256.New()
+	buf := make([]byte, 4<<20)
+	for off := int64(0); off < n; off += int64(len(buf)) {
+		b := buf[:min(int64(len(buf)), n-off)]
+		if err := dev.ReadAt(e.t.Context(), b, off); err != nil {
+			e.t.Fatal(err)
+		}
+		h.Write(b)
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+// manifest finds catalog backup id's manifest in its container.
+func (e *env) manifest(container, id string) *format.Manifest {
+	e.t.Helper()
+	ctx := e.t.Context()
+	be, err := local.New(filepath.Join(e.store, container), false)
+	if err != nil {
 		e.t.Fatal(err)
 	}
-	return buf
+	r, err := repo.Open(ctx, be, e.secret, repo.Options{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	list, err := r.Backups(ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, m := range list.Backups {
+		if m.Tags[service.TagBackup] == id {
+			return m
+		}
+	}
+	e.t.Fatalf("no manifest of backup %s in %s", id, container)
+	return nil
 }
 
 // state is everything the catalog holds, for before/after comparisons.

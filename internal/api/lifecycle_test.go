@@ -45,7 +45,7 @@ func lifecycle(t *testing.T, e *env) {
 	const p = "alpha"
 	vol := e.createVolume(e.tokA, p, 1, "data")
 	e.writeBlocks(vol, randomBlocks(1, 40))
-	v1 := e.read(vol, gib)
+	v1 := e.digest(vol, gib)
 
 	// A snapshot, then a full backup of it: data_timestamp is the
 	// snapshot's creation time.
@@ -72,7 +72,7 @@ func lifecycle(t *testing.T, e *env) {
 	// Change the volume; a second snapshot; an incremental of it uses the
 	// first backup as parent (its snapshot still exists: change tracking).
 	e.writeBlocks(vol, randomBlocks(2, 10))
-	v2 := e.read(vol, gib)
+	v2 := e.digest(vol, gib)
 	var snap2 struct{ Snapshot api.SnapshotJSON }
 	e.must(202, e.tokA, "POST", "/v3/"+p+"/snapshots", map[string]any{"snapshot": map[string]any{"volume_id": vol}}, &snap2)
 	e.wait(e.tokA, p, "snapshot", snap2.Snapshot.ID)
@@ -83,6 +83,11 @@ func lifecycle(t *testing.T, e *env) {
 	e.must(200, e.tokA, "GET", "/v3/"+p+"/backups/"+incr.Backup.ID, nil, &ib)
 	if !ib.Backup.IsIncremental || ib.Backup.ParentID == nil || *ib.Backup.ParentID != full.Backup.ID {
 		t.Errorf("incremental: %+v", ib.Backup)
+	}
+	// The parent's snapshot exists: only what changed was read (10 blocks
+	// of 64 KiB), not the volume's 1 GiB.
+	if read := e.manifest(ib.Backup.Container, ib.Backup.ID).Stats.BytesRead; read > 2<<20 {
+		t.Errorf("the incremental read %d bytes; change tracking should read about 640 KiB", read)
 	}
 	e.must(200, e.tokA, "GET", "/v3/"+p+"/backups/"+full.Backup.ID, nil, &fb)
 	if !fb.Backup.HasDependentBackups {
@@ -114,7 +119,7 @@ func lifecycle(t *testing.T, e *env) {
 	if r := e.wait(e.tokA, p, "volume", res.Restore.VolumeID); r["status"] != "available" {
 		t.Fatalf("restored volume: %v", r)
 	}
-	if !bytes.Equal(e.read(res.Restore.VolumeID, gib), v2) {
+	if e.digest(res.Restore.VolumeID, gib) != v2 {
 		t.Fatal("the incremental's restore differs from the volume it backed up")
 	}
 
@@ -125,7 +130,7 @@ func lifecycle(t *testing.T, e *env) {
 	if r := e.wait(e.tokA, p, "volume", big); r["status"] != "available" {
 		t.Fatalf("restore into existing: %v", r)
 	}
-	if !bytes.Equal(e.read(big, gib), v2) {
+	if e.digest(big, gib) != v2 {
 		t.Fatal("restore into an existing volume differs")
 	}
 	if r := e.wait(e.tokA, p, "backup", vb.Backup.ID); r["status"] != "available" {
@@ -136,7 +141,7 @@ func lifecycle(t *testing.T, e *env) {
 	var clone struct{ Volume api.VolumeJSON }
 	e.must(202, e.tokA, "POST", "/v3/"+p+"/volumes", map[string]any{"volume": map[string]any{"snapshot_id": snap.Snapshot.ID}}, &clone)
 	e.wait(e.tokA, p, "volume", clone.Volume.ID)
-	if !bytes.Equal(e.read(clone.Volume.ID, gib), v1) {
+	if e.digest(clone.Volume.ID, gib) != v1 {
 		t.Fatal("a volume from a snapshot differs from the snapshot")
 	}
 	e.must(202, e.tokA, "POST", "/v3/"+p+"/volumes/"+clone.Volume.ID+"/action", map[string]any{"os-extend": map[string]any{"new_size": 3}}, nil)
@@ -162,7 +167,7 @@ func lifecycle(t *testing.T, e *env) {
 	if r := e2.wait(e2.tokA, "alpha", "volume", res2.Restore.VolumeID); r["status"] != "available" {
 		t.Fatalf("restore in the second deployment: %v", r)
 	}
-	if !bytes.Equal(e2.read(res2.Restore.VolumeID, gib), v2) {
+	if e2.digest(res2.Restore.VolumeID, gib) != v2 {
 		t.Fatal("the second deployment restored different bytes")
 	}
 
