@@ -75,7 +75,7 @@ mount_dev() {
 
 # run_fio LABEL: the fio jobs on $MNT, one line per job into $DIR/results.
 run_fio() {
-  DIR="$MNT" fio --output-format=json "$ROOT/bench/fio-chain.fio" > "$DIR/fio.json"
+  DIR="$MNT" fio --output-format=json "$ROOT/bench/${FIO_JOBS:-fio-chain.fio}" > "$DIR/fio.json"
   LABEL=$1 python3 - "$DIR/fio.json" >> "$DIR/results" <<'PY'
 import json, os, sys
 d = json.load(open(sys.argv[1]))
@@ -101,7 +101,9 @@ chain_cairn() {
     # between, so reads and writes cross many layers.
     dd if=/dev/urandom of="$MNT/fio.bin" bs=1M count=512 oflag=direct status=none
     for i in $(seq 1 "$2"); do
-      dd if=/dev/urandom of="$MNT/fio.bin" bs=1M count=4 seek=$(( (i * 37) % 508 )) oflag=direct conv=notrunc status=none
+      if [ "$2" -gt 1 ]; then
+        dd if=/dev/urandom of="$MNT/fio.bin" bs=1M count=4 seek=$(( (i * 37) % 508 )) oflag=direct conv=notrunc status=none
+      fi
       "$CAIRN" volume snapshot create fio --name "s$i" --data-dir "$data" >/dev/null
     done
   fi
@@ -223,13 +225,22 @@ PY
     medians cairn nbdkit
     ;;
   snapshots)
+    # Reads first (fio-depth.fio), so they cross the layers. A write after
+    # a snapshot is a block's first in a fresh head; with no snapshot it
+    # overwrites blocks the head holds: snap1 (one snapshot, taken last)
+    # pays the same first writes at depth 1, so 100 / 1 isolates depth.
     : > "$DIR/results"
+    export FIO_JOBS=fio-depth.fio
     for r in $(seq "$ROUNDS"); do
       log "fio round $r/$ROUNDS: 100 snapshots"; chain_cairn snap100 100
       log "fio round $r/$ROUNDS: no snapshots"; chain_cairn snap0 0
+      log "fio round $r/$ROUNDS: 1 snapshot"; chain_cairn snap1 1
     done
+    unset FIO_JOBS
     echo "fio on a volume with 100 snapshots and with none, medians of $ROUNDS rounds (ratio = 100 / none):"
     medians snap100 snap0
+    echo "the same against one snapshot (ratio = 100 / 1: the cost of depth alone):"
+    medians snap100 snap1
     ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
   esac
