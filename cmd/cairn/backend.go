@@ -14,6 +14,8 @@ import (
 	"github.com/cairnproject/cairn/internal/objstore/retry"
 	"github.com/cairnproject/cairn/internal/objstore/s3"
 	"github.com/cairnproject/cairn/internal/objstore/swift"
+	"github.com/cairnproject/cairn/internal/repo"
+	"github.com/cairnproject/cairn/internal/repo/format"
 )
 
 // store is an opened repository location.
@@ -109,6 +111,14 @@ func (a *app) openStore(ctx context.Context, location string, create bool) (*sto
 	default:
 		return nil, usageError{fmt.Errorf("repository location %q: unknown scheme %q (want a path, s3:// or swift://)", location, scheme)}
 	}
+}
+
+// gcParams are the garbage-collection parameters of a new repository in
+// the store: the defaults, with the store's listing lag as margin.
+func (s *store) gcParams() format.GCParams {
+	gc := repo.DefaultGC
+	gc.ConsistencyMargin = format.Duration(s.margin)
+	return gc
 }
 
 func (a *app) transfersOr(def int) int {

@@ -121,8 +121,7 @@ random key; keep a copy of it, the repository cannot be opened without it.`,
 				return err
 			}
 			be := st.backend
-			gc := repo.DefaultGC
-			gc.ConsistencyMargin = format.Duration(st.margin)
+			gc := st.gcParams()
 			if margin != "" {
 				d, err := time.ParseDuration(margin)
 				if err != nil || d < 0 {

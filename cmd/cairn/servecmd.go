@@ -30,7 +30,6 @@ import (
 	"github.com/cairnproject/cairn/internal/nbd"
 	"github.com/cairnproject/cairn/internal/notify"
 	"github.com/cairnproject/cairn/internal/repo"
-	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/service"
 	"github.com/cairnproject/cairn/internal/volume"
 )
@@ -298,9 +297,7 @@ func (a *app) serve(ctx context.Context, st serveSettings) error {
 		}
 		if _, err := repo.ReadConfig(ctx, s.backend); errors.Is(err, cairn.ErrNotRepository) {
 			log.Info("creating the repository of a container", "container", container)
-			iopts := repo.InitOptions{GC: repo.DefaultGC}
-			iopts.GC.ConsistencyMargin = format.Duration(s.margin)
-			return repo.Init(ctx, s.backend, secret, iopts, a.repoOptions(s))
+			return repo.Init(ctx, s.backend, secret, repo.InitOptions{GC: s.gcParams()}, a.repoOptions(s))
 		} else if err != nil {
 			return nil, err
 		}

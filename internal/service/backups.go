@@ -83,17 +83,6 @@ func (s *Service) Backup(ctx context.Context, c Caller, id string) (BackupDetail
 	return d, err
 }
 
-// HasDependents reports whether later backups name id as their parent.
-func (s *Service) HasDependents(ctx context.Context, id string) (bool, error) {
-	var has bool
-	err := s.cat.View(ctx, func(tx catalog.Tx) error {
-		var err error
-		has, err = tx.HasDependents(ctx, id)
-		return err
-	})
-	return has, err
-}
-
 // containerName is what a container may be called: it becomes part of
 // an object store path.
 var containerName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)

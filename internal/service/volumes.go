@@ -263,78 +263,60 @@ func (s *Service) failVolume(event string) func(ctx context.Context, t cairn.Tas
 	}
 }
 
-// volumeRow reads a volume for a task, whatever its project.
-func (s *Service) volumeRow(ctx context.Context, id string) (cairn.Volume, error) {
-	var v cairn.Volume
-	err := s.cat.View(ctx, func(tx catalog.Tx) error {
+// readRow reads one row in a transaction of its own, whatever its
+// project (tasks act for the service).
+func readRow[T any](ctx context.Context, cat catalog.Store, id string, get func(catalog.Tx, context.Context, string) (T, error)) (T, error) {
+	var v T
+	err := cat.View(ctx, func(tx catalog.Tx) error {
 		var err error
-		v, err = tx.Volume(ctx, id)
+		v, err = get(tx, ctx, id)
 		return err
 	})
 	return v, err
+}
+
+// changeRow reads a row, changes it with fn and writes it back, in a
+// transaction of its own.
+func changeRow[T any](ctx context.Context, cat catalog.Store, id string,
+	get func(catalog.Tx, context.Context, string) (T, error), put func(catalog.Tx, context.Context, T) error, fn func(*T)) (T, error) {
+	var v T
+	err := cat.Update(ctx, func(tx catalog.Tx) error {
+		var err error
+		if v, err = get(tx, ctx, id); err != nil {
+			return err
+		}
+		fn(&v)
+		return put(tx, ctx, v)
+	})
+	return v, err
+}
+
+func (s *Service) volumeRow(ctx context.Context, id string) (cairn.Volume, error) {
+	return readRow(ctx, s.cat, id, catalog.Tx.Volume)
 }
 
 func (s *Service) snapshotRow(ctx context.Context, id string) (cairn.Snapshot, error) {
-	var v cairn.Snapshot
-	err := s.cat.View(ctx, func(tx catalog.Tx) error {
-		var err error
-		v, err = tx.Snapshot(ctx, id)
-		return err
-	})
-	return v, err
+	return readRow(ctx, s.cat, id, catalog.Tx.Snapshot)
 }
 
 func (s *Service) backupRow(ctx context.Context, id string) (cairn.Backup, error) {
-	var v cairn.Backup
-	err := s.cat.View(ctx, func(tx catalog.Tx) error {
-		var err error
-		v, err = tx.Backup(ctx, id)
-		return err
-	})
-	return v, err
+	return readRow(ctx, s.cat, id, catalog.Tx.Backup)
 }
 
-// setVolume changes a volume row in a transaction of its own.
+// setVolume changes a volume row, stamping its update time.
 func (s *Service) setVolume(ctx context.Context, id string, fn func(*cairn.Volume)) (cairn.Volume, error) {
-	var v cairn.Volume
-	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
-		var err error
-		if v, err = tx.Volume(ctx, id); err != nil {
-			return err
-		}
-		fn(&v)
-		v.UpdatedAt = s.nowUTC()
-		return tx.UpdateVolume(ctx, v)
-	})
-	return v, err
+	return changeRow(ctx, s.cat, id, catalog.Tx.Volume, catalog.Tx.UpdateVolume,
+		func(v *cairn.Volume) { fn(v); v.UpdatedAt = s.nowUTC() })
 }
 
 func (s *Service) setSnapshot(ctx context.Context, id string, fn func(*cairn.Snapshot)) (cairn.Snapshot, error) {
-	var v cairn.Snapshot
-	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
-		var err error
-		if v, err = tx.Snapshot(ctx, id); err != nil {
-			return err
-		}
-		fn(&v)
-		v.UpdatedAt = s.nowUTC()
-		return tx.UpdateSnapshot(ctx, v)
-	})
-	return v, err
+	return changeRow(ctx, s.cat, id, catalog.Tx.Snapshot, catalog.Tx.UpdateSnapshot,
+		func(v *cairn.Snapshot) { fn(v); v.UpdatedAt = s.nowUTC() })
 }
 
 func (s *Service) setBackup(ctx context.Context, id string, fn func(*cairn.Backup)) (cairn.Backup, error) {
-	var v cairn.Backup
-	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
-		var err error
-		if v, err = tx.Backup(ctx, id); err != nil {
-			return err
-		}
-		fn(&v)
-		v.UpdatedAt = s.nowUTC()
-		return tx.UpdateBackup(ctx, v)
-	})
-	return v, err
+	return changeRow(ctx, s.cat, id, catalog.Tx.Backup, catalog.Tx.UpdateBackup,
+		func(v *cairn.Backup) { fn(v); v.UpdatedAt = s.nowUTC() })
 }
 
 // VolumeUpdate changes a volume's name or description (nil: unchanged).
