@@ -64,6 +64,8 @@ stop() {
   if [ -f "$RUN/loop-mount" ] && mountpoint -q "$DEV"; then
     umount "$DEV" && rm -f "$RUN/loop-mount"
   fi
+  # No settings file without a server: test.sh reads one as "already up".
+  rm -f "$DIR/env"
 }
 
 install_packages() {

@@ -71,6 +71,8 @@ stop() {
     say "stopped ($pid)"
   fi
   rm -f "$PIDF"
+  # No settings file without a server: test.sh reads one as "already up".
+  rm -f "$DIR/env"
 }
 
 case "$cmd" in
