@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # test.sh: the whole test suite, as CI runs it (.ci/run calls this).
 # Installs what the tests need when it is missing: staticcheck (go install),
-# and the servers the integration tests use: OpenStack Swift from Debian's
-# packages (scripts/swift.sh, as root) and versitygw for S3 (go install,
-# scripts/versitygw.sh). Servers this run started are stopped at the end.
+# and the servers the integration tests use: OpenStack Swift and Keystone
+# from Debian's packages (scripts/swift.sh, scripts/keystone.sh, as root)
+# and versitygw for S3 (go install, scripts/versitygw.sh). Servers this
+# run started are stopped at the end.
 #
 #   ./test.sh                           everything: format, vet, staticcheck, race tests, short fuzzing
 #   FUZZTIME=0 ./test.sh                skip the fuzzing pass (seed corpora still run as tests)
@@ -34,14 +35,14 @@ if [ "$(id -u)" = 0 ]; then
 fi
 command -v staticcheck >/dev/null || go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-step "starting test servers (Swift, S3)"
+step "starting test servers (Swift, Keystone, S3)"
 started=()
 stop_servers() {
   [ "${CAIRN_TEST_KEEP_SERVERS:-}" = 1 ] && return 0
   for s in "${started[@]}"; do scripts/$s.sh stop || true; done
 }
 trap stop_servers EXIT
-for s in swift versitygw postgres; do
+for s in swift keystone versitygw postgres; do
   # A server that is already up stays up after the run.
   if [ -f "/var/tmp/cairn-$s/env" ] && scripts/$s.sh start >/dev/null 2>&1; then
     :
@@ -55,6 +56,7 @@ for s in swift versitygw postgres; do
 done
 set -a
 [ -f /var/tmp/cairn-swift/env ] && . /var/tmp/cairn-swift/env
+[ -f /var/tmp/cairn-keystone/env ] && . /var/tmp/cairn-keystone/env
 [ -f /var/tmp/cairn-versitygw/env ] && . /var/tmp/cairn-versitygw/env
 [ -f /var/tmp/cairn-postgres/env ] && . /var/tmp/cairn-postgres/env
 set +a

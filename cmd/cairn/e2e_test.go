@@ -79,6 +79,9 @@ func newEnvFor(t *testing.T, kit storeKit) *env {
 	t.Helper()
 	dir := t.TempDir()
 	e := &env{t: t, dir: dir, pw: filepath.Join(dir, "password"), kit: kit, envs: kit.env}
+	if kit.envFor != nil {
+		e.envs = append(append([]string{}, kit.env...), kit.envFor(t)...)
+	}
 	e.repo, e.be = kit.fresh(t, dir)
 	if err := os.WriteFile(e.pw, []byte("correct horse battery\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -253,7 +256,7 @@ type manifest struct {
 
 func TestEndToEnd(t *testing.T) {
 	t.Parallel()
-	for _, kit := range storeKits(t) {
+	for _, kit := range append(storeKits(t), keystoneKits()...) {
 		t.Run(kit.name, func(t *testing.T) {
 			t.Parallel()
 			testEndToEnd(t, newEnvFor(t, kit))

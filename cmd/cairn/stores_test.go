@@ -26,6 +26,9 @@ type storeKit struct {
 	// location is removed when the test ends.
 	fresh func(t *testing.T, dir string) (location string, be objstore.Backend)
 	env   []string
+	// envFor, when set, returns more environment for the binary; it runs
+	// in the test, so it can skip it.
+	envFor func(t *testing.T) []string
 	// initArgs are extra arguments for repo init.
 	initArgs []string
 }
@@ -165,4 +168,66 @@ func corruptObject(t *testing.T, be objstore.Backend, name string, bit int) {
 	if err := be.Put(t.Context(), name, data, objstore.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// keystoneKits are Swift through Keystone v3 (scripts/keystone.sh), once
+// with a password and once with an application credential: the binary
+// gets only the OS_* variables of an openrc, with the tempauth ST_*
+// settings of the test environment blanked.
+func keystoneKits() []storeKit {
+	var kits []storeKit
+	for _, auth := range []string{"password", "application credential"} {
+		settings := func(t *testing.T) map[string]string {
+			return objstoretest.Env(t, "CAIRN_TEST_KEYSTONE", "CAIRN_TEST_KEYSTONE_AUTH_URL",
+				"CAIRN_TEST_KEYSTONE_USER", "CAIRN_TEST_KEYSTONE_PASSWORD", "CAIRN_TEST_KEYSTONE_PROJECT",
+				"CAIRN_TEST_KEYSTONE_USER_DOMAIN", "CAIRN_TEST_KEYSTONE_PROJECT_DOMAIN",
+				"CAIRN_TEST_KEYSTONE_APP_CRED_ID", "CAIRN_TEST_KEYSTONE_APP_CRED_SECRET", "CAIRN_TEST_KEYSTONE_REGION")
+		}
+		openrc := func(s map[string]string) map[string]string {
+			env := map[string]string{"OS_AUTH_URL": s["CAIRN_TEST_KEYSTONE_AUTH_URL"], "OS_REGION_NAME": s["CAIRN_TEST_KEYSTONE_REGION"]}
+			if auth == "password" {
+				env["OS_USERNAME"], env["OS_PASSWORD"] = s["CAIRN_TEST_KEYSTONE_USER"], s["CAIRN_TEST_KEYSTONE_PASSWORD"]
+				env["OS_PROJECT_NAME"], env["OS_USER_DOMAIN_NAME"] = s["CAIRN_TEST_KEYSTONE_PROJECT"], s["CAIRN_TEST_KEYSTONE_USER_DOMAIN"]
+				env["OS_PROJECT_DOMAIN_NAME"] = s["CAIRN_TEST_KEYSTONE_PROJECT_DOMAIN"]
+			} else {
+				env["OS_AUTH_TYPE"] = "v3applicationcredential"
+				env["OS_APPLICATION_CREDENTIAL_ID"] = s["CAIRN_TEST_KEYSTONE_APP_CRED_ID"]
+				env["OS_APPLICATION_CREDENTIAL_SECRET"] = s["CAIRN_TEST_KEYSTONE_APP_CRED_SECRET"]
+			}
+			return env
+		}
+		kit := storeKit{
+			name:     "swift-keystone-" + strings.ReplaceAll(auth, " ", "-"),
+			initArgs: []string{"--consistency-margin", "0s"},
+		}
+		kit.fresh = func(t *testing.T, dir string) (string, objstore.Backend) {
+			env := openrc(settings(t))
+			getenv := func(k string) string { return env[k] }
+			container := objstoretest.UniqueName("cairn-e2e-ks-")
+			be, err := swift.New(t.Context(), swift.Config{Container: container, Getenv: getenv})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := be.EnsureContainer(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				ctx := context.Background()
+				_ = be.List(ctx, "", func(i objstore.ObjectInfo) error { return be.Delete(ctx, i.Name) })
+				_ = be.RemoveContainer(ctx)
+			})
+			return "swift://" + container + "/repo", prefixed{be, "repo/"}
+		}
+		// The binary's environment: the tempauth settings blanked, the
+		// openrc added.
+		kit.envFor = func(t *testing.T) []string {
+			out := []string{"ST_AUTH=", "ST_USER=", "ST_KEY="}
+			for k, v := range openrc(settings(t)) {
+				out = append(out, k+"="+v)
+			}
+			return out
+		}
+		kits = append(kits, kit)
+	}
+	return kits
 }

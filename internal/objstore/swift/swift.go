@@ -101,6 +101,16 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	b := &Backend{conn: conn, cfg: cfg, maxFile: 5 << 30, segments: cfg.Container + "_segments"}
 	if err := conn.Authenticate(ctx); err != nil {
+		var se *swift.Error
+		if errors.As(err, &se) && se.StatusCode == 0 && conn.AuthToken != "" && conn.StorageUrl == "" {
+			// Keystone issued a token, but its catalog has no endpoint
+			// for us: a wrong region, not a transient failure.
+			region := "any region"
+			if conn.Region != "" {
+				region = fmt.Sprintf("region %q", conn.Region)
+			}
+			return nil, fmt.Errorf("swift authenticate %s: the service catalog has no object-store endpoint in %s: %w", b.Location(), region, cairn.ErrInvalid)
+		}
 		return nil, b.mapErr("authenticate", "", err)
 	}
 	if info, err := conn.QueryInfo(ctx); err == nil {
@@ -166,10 +176,46 @@ func connectionFromEnv(getenv func(string) string) (*swift.Connection, error) {
 		}
 		conn.AuthVersion = n
 	}
+	if v := getenv("OS_IDENTITY_API_VERSION"); v != "" && getenv("ST_AUTH_VERSION") == "" {
+		major, _, _ := strings.Cut(v, ".")
+		n, err := strconv.Atoi(major)
+		if err != nil {
+			return nil, fmt.Errorf("swift: OS_IDENTITY_API_VERSION %q: %w", v, cairn.ErrInvalid)
+		}
+		conn.AuthVersion = n
+	}
+	// Domains and application credentials exist only in Keystone v3;
+	// without them ncw/swift guesses the version from the URL, and an
+	// unversioned URL would be taken for tempauth.
+	if conn.AuthVersion == 0 && (conn.Domain != "" || conn.DomainId != "" || conn.TenantDomain != "" ||
+		conn.TenantDomainId != "" || conn.ApplicationCredentialId != "" || conn.ApplicationCredentialName != "") {
+		conn.AuthVersion = 3
+	}
+	if conn.AuthVersion == 3 {
+		conn.AuthUrl = identityV3URL(conn.AuthUrl)
+	}
 	if conn.AuthUrl == "" && (conn.StorageUrl == "" || conn.AuthToken == "") {
 		return nil, fmt.Errorf("swift: no credentials: set ST_AUTH/ST_USER/ST_KEY, OS_AUTH_URL and OS_USERNAME/OS_PASSWORD or an application credential, or OS_CLOUD: %w", cairn.ErrInvalid)
 	}
 	return conn, nil
+}
+
+// identityV3URL adds "/v3" to a Keystone URL without a version, as
+// clouds.yaml files often give it (devstack's: auth_url
+// http://host/identity, identity_api_version 3): the OpenStack clients
+// discover the version, ncw/swift posts to <URL>/auth/tokens as given.
+func identityV3URL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return raw
+	}
+	path := strings.TrimSuffix(u.Path, "/")
+	last := path[strings.LastIndex(path, "/")+1:]
+	if len(last) >= 2 && last[0] == 'v' && last[1] >= '0' && last[1] <= '9' {
+		return raw
+	}
+	u.Path = path + "/v3"
+	return u.String()
 }
 
 // Location implements objstore.Backend.
@@ -192,6 +238,17 @@ func (b *Backend) key(name string) (string, error) {
 func (b *Backend) EnsureContainer(ctx context.Context) error {
 	if err := b.conn.ContainerCreate(ctx, b.cfg.Container, nil); err != nil {
 		return b.mapErr("create container", "", err)
+	}
+	return nil
+}
+
+// RemoveContainer deletes the container and its segment container, which
+// must be empty; a missing one is not an error.
+func (b *Backend) RemoveContainer(ctx context.Context) error {
+	for _, c := range []string{b.cfg.Container, b.segments} {
+		if err := b.conn.ContainerDelete(ctx, c); err != nil && !errors.Is(err, swift.ContainerNotFound) {
+			return b.mapErr("delete container "+c, "", err)
+		}
 	}
 	return nil
 }
@@ -499,6 +556,11 @@ func transientNetwork(err error) bool {
 func shortNetError(err error) string {
 	var oe *net.OpError
 	if errors.As(err, &oe) {
+		// The address says which endpoint failed: with Keystone it is
+		// not the host Location names.
+		if oe.Addr != nil {
+			return oe.Op + " " + oe.Addr.String() + ": " + oe.Err.Error()
+		}
 		return oe.Op + " " + oe.Err.Error()
 	}
 	return err.Error()

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	ncw "github.com/ncw/swift/v2"
-
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/objstore"
 	"github.com/cairnproject/cairn/internal/objstore/objstoretest"
@@ -36,17 +34,12 @@ func newBackend(t *testing.T, prefix string, segment int64) *swift.Backend {
 // segment container.
 func removeContainer(name string) {
 	ctx := context.Background()
-	for _, c := range []string{name, name + "_segments"} {
-		b, err := swift.New(ctx, swift.Config{Container: c})
-		if err != nil {
-			return
-		}
-		_ = b.List(ctx, "", func(i objstore.ObjectInfo) error { return b.Delete(ctx, i.Name) })
-		conn := &ncw.Connection{}
-		if conn.ApplyEnvironment() == nil && conn.Authenticate(ctx) == nil {
-			_ = conn.ContainerDelete(ctx, c)
-		}
+	b, err := swift.New(ctx, swift.Config{Container: name})
+	if err != nil {
+		return
 	}
+	_ = b.List(ctx, "", func(i objstore.ObjectInfo) error { return b.Delete(ctx, i.Name) })
+	_ = b.RemoveContainer(ctx)
 }
 
 func TestConformance(t *testing.T) {
