@@ -35,13 +35,24 @@ CAIRN=$DIR/cairn SB=$DIR/storebench IMG=$DIR/image.raw RES=$DIR/results.txt
 [ -f "$IMG" ] && [ "$(stat -c %s "$IMG")" = "$SIZE" ] || "$DIR/mkimage" gen -size "$SIZE" -o "$IMG"
 
 drop() { sync; [ -w /proc/sys/vm/drop_caches ] && echo 3 > /proc/sys/vm/drop_caches || true; }
-# timed NAME CMD...: record "NAME seconds".
+# busy: CPU-seconds the whole machine has spent so far (user, nice,
+# system, irq, softirq), from /proc/stat.
+busy() { awk -v hz="$(getconf CLK_TCK)" '/^cpu /{printf "%.2f", ($2+$3+$4+$7+$8)/hz}' /proc/stat; }
+# timed NAME CMD...: record "NAME seconds", the command's own CPU-seconds
+# (NAME_cpu) and the whole machine's (NAME_busy): where the machine is
+# saturated, busy is close to 2 x seconds, and busy - cpu is what the
+# store's server and the kernel spent.
 timed() {
   local name=$1; shift
   drop
-  /usr/bin/time -f "%e" -o "$DIR/time.out" "$@" > "$DIR/cmd.out" 2> "$DIR/cmd.err" || { cat "$DIR/cmd.err" >&2; exit 1; }
-  echo "$name $(cat "$DIR/time.out")" >> "$RES"
-  printf '  %-26s %7.2f s\n' "$name" "$(cat "$DIR/time.out")" >&2
+  local b0; b0=$(busy)
+  /usr/bin/time -f "%e %U %S" -o "$DIR/time.out" "$@" > "$DIR/cmd.out" 2> "$DIR/cmd.err" || { cat "$DIR/cmd.err" >&2; exit 1; }
+  local b1; b1=$(busy)
+  read -r wall user sys < "$DIR/time.out"
+  echo "$name $wall" >> "$RES"
+  echo "${name}_cpu $(echo "$user + $sys" | bc)" >> "$RES"
+  echo "${name}_busy $(echo "$b1 - $b0" | bc)" >> "$RES"
+  printf '  %-26s %7.2f s  (its CPU %5.2f s, machine %5.2f s)\n' "$name" "$wall" "$(echo "$user + $sys" | bc)" "$(echo "$b1 - $b0" | bc)" >&2
 }
 
 for round in $(seq "$ROUNDS"); do
@@ -85,7 +96,7 @@ PY
 done
 rm -rf "$DIR/chunks"
 
-awk -v size="$SIZE" -v comp="$COMPRESSION" '
+awk -v size="$SIZE" -v comp="$COMPRESSION" -v ncpu="$(nproc)" '
 function median(name,   n, i, j, t, a) {
   n = 0
   for (i = 1; i <= cnt; i++) if (nm[i] == name) a[++n] = val[i]
@@ -112,6 +123,12 @@ END {
     printf "  %-56s %8.2f s  %7.1f MiB/s\n", "plain parallel download of the same objects into files", pf, st / pf / mib
     printf "  %-56s %7.0f%%  (target >= 70%%)\n", "restore, fetched bytes per second vs plain download", 100 * pd / r
     printf "  %-56s %7.0f%%\n", "restore, fetched bytes per second vs download into files", 100 * pf / r
+    printf "  CPU-seconds: the command itself / the whole machine / %d cores x seconds\n", ncpu
+    for (q = 1; q <= 5; q++) {
+      split("backup plain_upload restore plain_download plain_download_files", ph, " ")
+      w = median(kind "_" ph[q])
+      printf "    %-22s %6.2f / %6.2f of %6.2f  (%3.0f%% busy)\n", ph[q], median(kind "_" ph[q] "_cpu"), median(kind "_" ph[q] "_busy"), ncpu * w, 100 * median(kind "_" ph[q] "_busy") / (ncpu * w)
+    }
     printf "  %-56s %8.1f  (%d chunk PUTs for %.2f GiB new)\n", "chunk PUTs per 4 MiB of new data", median(kind "_chunkputs") / (nw / (4 * mib)), median(kind "_chunkputs"), nw / gib
     printf "  %-56s %8.1f\n", "requests per GiB of new data, all kinds", median(kind "_requests") / (nw / gib)
     printf "  plain upload MiB/s by requests in flight:"
