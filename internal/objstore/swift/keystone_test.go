@@ -228,7 +228,7 @@ func TestKeystoneWrongCredentials(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		env  map[string]string
-		want error // nil: any error that is not retried
+		want error
 	}{
 		{"wrong password", with(passwordEnv(s), "OS_PASSWORD", wrong), cairn.ErrDenied},
 		{"unknown user", with(passwordEnv(s), "OS_USERNAME", "nobody-"+wrong[:5]), cairn.ErrDenied},
@@ -237,8 +237,9 @@ func TestKeystoneWrongCredentials(t *testing.T) {
 		// this one differs from the first byte.
 		{"wrong application credential secret", with(appCredEnv(s), "OS_APPLICATION_CREDENTIAL_SECRET", wrong), cairn.ErrDenied},
 		// Keystone answers 404 for an application credential it does not
-		// know (so the error says "not found").
-		{"unknown application credential", with(appCredEnv(s), "OS_APPLICATION_CREDENTIAL_ID", "0123456789abcdef0123456789abcdef"), nil},
+		// know; that is a denial, not a missing object.
+		{"unknown application credential", with(appCredEnv(s), "OS_APPLICATION_CREDENTIAL_ID", "0123456789abcdef0123456789abcdef"), cairn.ErrDenied},
+		{"auth URL that is not Keystone's", with(passwordEnv(s), "OS_AUTH_URL", strings.TrimSuffix(s["CAIRN_TEST_KEYSTONE_AUTH_URL"], "/v3")+"/nothing/v3"), cairn.ErrDenied},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -253,7 +254,7 @@ func TestKeystoneWrongCredentials(t *testing.T) {
 			if elapsed := time.Since(start); elapsed > 10*time.Second {
 				t.Errorf("took %v to fail", elapsed)
 			}
-			if err == nil || retry.Retryable(err) || (tc.want != nil && !errors.Is(err, tc.want)) {
+			if err == nil || retry.Retryable(err) || !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want a permanent error (%v)", err, tc.want)
 			}
 			if msg := err.Error(); !strings.Contains(msg, "swift authenticate swift://x") {

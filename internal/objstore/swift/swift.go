@@ -111,6 +111,13 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 			}
 			return nil, fmt.Errorf("swift authenticate %s: the service catalog has no object-store endpoint in %s: %w", b.Location(), region, cairn.ErrInvalid)
 		}
+		if errors.As(err, &se) && se.StatusCode == http.StatusNotFound {
+			// Not a missing object: Keystone answers 404 for an
+			// application credential it does not know, and any server
+			// for an auth URL that is not one.
+			return nil, fmt.Errorf("swift authenticate %s: %s answered 404: check the auth URL (Keystone v3's ends in /v3) and the application credential ID: %w",
+				b.Location(), conn.AuthUrl, cairn.ErrDenied)
+		}
 		return nil, b.mapErr("authenticate", "", err)
 	}
 	if info, err := conn.QueryInfo(ctx); err == nil {
@@ -517,7 +524,10 @@ func (b *Backend) mapErr(op, name string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	where := fmt.Sprintf("swift %s %s/%s", op, b.Location(), name)
+	where := fmt.Sprintf("swift %s %s", op, b.Location())
+	if name != "" {
+		where += "/" + name
+	}
 	var se *swift.Error
 	if errors.As(err, &se) {
 		var sentinel error
