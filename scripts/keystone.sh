@@ -174,25 +174,13 @@ CONF
 }
 
 write_proxy_conf() {  # needs SWIFT_PASSWORD
-  local me; me=$(id -un)
-  cat > "$ETC/proxy-server.conf" <<CONF
-[DEFAULT]
-bind_ip = $IP
-bind_port = $PROXY
-workers = $WORKERS
-user = $me
-swift_dir = $SWIFT_DIR/etc
-log_name = proxy-keystone
-log_level = WARNING
-
-[pipeline:main]
-pipeline = catch_errors gatekeeper healthcheck cache listing_formats bulk authtoken keystoneauth copy slo dlo proxy-server
-
-[app:proxy-server]
-use = egg:swift#proxy
-account_autocreate = true
-# One storage node: never take it out of rotation after one error.
-error_suppression_interval = 0
+  # The password lands in the file: make it private before writing it.
+  : > "$ETC/proxy-server.conf"
+  chmod 600 "$ETC/proxy-server.conf"
+  {
+    CAIRN_SWIFT_WORKERS=$WORKERS CAIRN_SWIFT_MEMCACHED_PORT=$MEMC \
+      "$HERE/swift.sh" proxy-conf "$SWIFT_DIR" "$PROXY" proxy-keystone "authtoken keystoneauth"
+    cat <<CONF
 
 [filter:authtoken]
 paste.filter_factory = keystonemiddleware.auth_token:filter_factory
@@ -205,7 +193,7 @@ project_name = service
 user_domain_name = $DOMAIN
 project_domain_name = $DOMAIN
 region_name = $REGION
-# Swift's own memcache client (the cache filter above) caches tokens.
+# Swift's own memcache client (the cache filter) caches tokens.
 cache = swift.cache
 delay_auth_decision = true
 include_service_catalog = false
@@ -215,29 +203,8 @@ service_token_roles_required = true
 use = egg:swift#keystoneauth
 reseller_prefix = AUTH_
 operator_roles = admin, member
-
-[filter:cache]
-use = egg:swift#memcache
-memcache_servers = $IP:$MEMC
-
-[filter:catch_errors]
-use = egg:swift#catch_errors
-[filter:gatekeeper]
-use = egg:swift#gatekeeper
-[filter:healthcheck]
-use = egg:swift#healthcheck
-[filter:listing_formats]
-use = egg:swift#listing_formats
-[filter:bulk]
-use = egg:swift#bulk
-[filter:copy]
-use = egg:swift#copy
-[filter:slo]
-use = egg:swift#slo
-[filter:dlo]
-use = egg:swift#dlo
 CONF
-  chmod 600 "$ETC/proxy-server.conf"
+  } >> "$ETC/proxy-server.conf"
 }
 
 kmanage() {

@@ -31,7 +31,7 @@ ETC=$DIR/etc RUN=$DIR/run LOG=$DIR/log DEV=$DIR/srv/d1
 
 # ours PID: the process exists and was started by this script for DIR.
 ours() {
-  [ -n "${1:-}" ] && [ -r "/proc/$1/environ" ] && tr '\0' '\n' < "/proc/$1/environ" 2>/dev/null | grep -qxF "CAIRN_SWIFT_DIR=$DIR"
+  [ -n "${1:-}" ] && [ -r "/proc/$1/environ" ] && { tr '\0' '\n' < "/proc/$1/environ"; } 2>/dev/null | grep -qxF "CAIRN_SWIFT_DIR=$DIR"
 }
 alive() { [ -f "$RUN/$1.pid" ] && ours "$(cat "$RUN/$1.pid")"; }
 
@@ -160,25 +160,9 @@ interval = 5
 concurrency = 1
 CONF
   done
-  cat > "$ETC/proxy-server.conf" <<CONF
-[DEFAULT]
-bind_ip = $IP
-bind_port = $PROXY
-workers = $WORKERS
-user = $me
-swift_dir = $ETC
-log_name = proxy-server
-log_level = WARNING
-
-[pipeline:main]
-pipeline = catch_errors gatekeeper healthcheck cache listing_formats bulk s3api tempauth copy slo dlo proxy-server
-
-[app:proxy-server]
-use = egg:swift#proxy
-account_autocreate = true
-allow_account_management = true
-# One storage node: never take it out of rotation after one error.
-error_suppression_interval = 0
+  {
+    proxy_conf "$PROXY" proxy-server "s3api tempauth"
+    cat <<CONF
 
 [filter:s3api]
 use = egg:swift#s3api
@@ -187,6 +171,35 @@ location = us-east-1
 [filter:tempauth]
 use = egg:swift#tempauth
 user_${ACCOUNT}_${USER} = $KEY .admin
+CONF
+  } > "$ETC/proxy-server.conf"
+}
+
+# proxy_conf PORT LOG_NAME AUTH: a proxy server's config on this node's
+# rings, with the filters in AUTH (names, in pipeline order) among the
+# common ones; the caller appends AUTH's sections. keystone.sh uses it for
+# its Keystone-authenticated proxy.
+proxy_conf() {
+  local port=$1 name=$2 auth=$3
+  cat <<CONF
+[DEFAULT]
+bind_ip = $IP
+bind_port = $port
+workers = $WORKERS
+user = $(id -un)
+swift_dir = $ETC
+log_name = $name
+log_level = WARNING
+
+[pipeline:main]
+pipeline = catch_errors gatekeeper healthcheck cache listing_formats bulk $auth copy slo dlo proxy-server
+
+[app:proxy-server]
+use = egg:swift#proxy
+account_autocreate = true
+allow_account_management = true
+# One storage node: never take it out of rotation after one error.
+error_suppression_interval = 0
 
 [filter:cache]
 use = egg:swift#memcache
@@ -261,5 +274,6 @@ case "$cmd" in
   start) start ;;
   stop) stop ;;
   env) print_env ;;
-  *) echo "usage: $0 start|stop|env [DIR]" >&2; exit 2 ;;
+  proxy-conf) proxy_conf "${3:?port}" "${4:?log name}" "${5:?auth filters}" ;;
+  *) echo "usage: $0 start|stop|env [DIR] | proxy-conf DIR PORT LOG_NAME AUTH_FILTERS" >&2; exit 2 ;;
 esac

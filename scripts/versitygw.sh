@@ -24,7 +24,7 @@ DIR=$(cd "$DIR" && pwd -P)
 BIN=$DIR/bin/versitygw PIDF=$DIR/versitygw.pid
 
 ours() {
-  [ -n "${1:-}" ] && [ -r "/proc/$1/environ" ] && tr '\0' '\n' < "/proc/$1/environ" 2>/dev/null | grep -qxF "CAIRN_VERSITYGW_DIR=$DIR"
+  [ -n "${1:-}" ] && [ -r "/proc/$1/environ" ] && { tr '\0' '\n' < "/proc/$1/environ"; } 2>/dev/null | grep -qxF "CAIRN_VERSITYGW_DIR=$DIR"
 }
 
 print_env() {
