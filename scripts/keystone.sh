@@ -47,6 +47,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 
 say() { echo "[keystone] $*" >&2; }
 fail() { say "ERROR: $*"; exit 1; }
+# shellcheck source=scripts/lib.sh
+. "$HERE/lib.sh"
 
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd -P)
@@ -56,9 +58,7 @@ CONF=$ETC/keystone.conf
 STAMP="v1 $PORT $PROXY $DEAD_PORT"
 
 # ours PID: the process exists and was started by this script for DIR.
-ours() {
-  [ -n "${1:-}" ] && [ -r "/proc/$1/environ" ] && { tr '\0' '\n' < "/proc/$1/environ"; } 2>/dev/null | grep -qxF "CAIRN_KEYSTONE_DIR=$DIR"
-}
+ours() { started_with "${1:-}" "CAIRN_KEYSTONE_DIR=$DIR"; }
 alive() { [ -f "$RUN/$1.pid" ] && ours "$(cat "$RUN/$1.pid")"; }
 
 # load_state: the passwords and IDs of the last complete provisioning.
@@ -112,34 +112,18 @@ stop() {
 }
 
 install_packages() {
-  local pkgs="keystone python3-keystonemiddleware uwsgi-core uwsgi-plugin-python3 sqlite3 curl python3"
-  local missing=""
-  for p in $pkgs; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-  done
-  [ -z "$missing" ] && return 0
-  [ "$(id -u)" = 0 ] || fail "packages missing:$missing (run as root to install them)"
-  say "installing$missing"
   # The keystone package's postinst only creates a database, bootstraps an
   # admin and registers endpoints when debconf says so (the defaults say
   # no; preseed them anyway), and then starts a system-wide keystone on
-  # port 5000 with invoke-rc.d, which a policy-rc.d that answers 101 stops.
-  debconf-set-selections <<'SEL'
+  # port 5000 with invoke-rc.d, which apt_install's policy-rc.d stops.
+  if [ "$(id -u)" = 0 ]; then
+    debconf-set-selections <<'SEL'
 keystone keystone/configure_db boolean false
 keystone keystone/create-admin-tenant boolean false
 keystone keystone/register-endpoint boolean false
 SEL
-  local made_policy=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
   fi
-  export DEBIAN_FRONTEND=noninteractive
-  # shellcheck disable=SC2086 # $missing is a list of names
-  { apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 $missing ||
-    { apt-get update -q && apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 $missing; }; } \
-    > "$LOG/apt.log" 2>&1 || { [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d; tail -20 "$LOG/apt.log" >&2; fail "apt-get failed"; }
-  [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
-  return 0
+  apt_install "$LOG/apt.log" keystone python3-keystonemiddleware uwsgi-core uwsgi-plugin-python3 sqlite3 curl python3
 }
 
 write_keystone_conf() {

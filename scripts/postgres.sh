@@ -21,6 +21,8 @@ BIN=/usr/lib/postgresql/15/bin
 
 say() { echo "[postgres] $*" >&2; }
 fail() { say "ERROR: $*"; exit 1; }
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd -P)
@@ -55,18 +57,7 @@ ENV
 
 install_packages() {
   [ -x "$BIN/postgres" ] && [ -x "$BIN/initdb" ] && return 0
-  [ "$(id -u)" = 0 ] || fail "$BIN is missing: install postgresql-15 (or run this as root to have it installed)"
-  say "installing postgresql-15"
-  # Keep the package's maintainer scripts from starting the system-wide
-  # cluster they create.
-  local made_policy=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  { apt-get update -qq && apt-get install -y -qq -o DPkg::Lock::Timeout=600 postgresql-15; } \
-    > "$DIR/apt.log" 2>&1 || { [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d; tail -20 "$DIR/apt.log" >&2; fail "apt-get failed"; }
-  [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
+  apt_install "$DIR/apt.log" postgresql-15
   [ -x "$BIN/postgres" ] || fail "postgresql-15 installed, but $BIN/postgres is missing"
 }
 

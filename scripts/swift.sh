@@ -24,15 +24,15 @@ ACCOUNT=test USER=tester KEY=testing
 
 say() { echo "[swift] $*" >&2; }
 fail() { say "ERROR: $*"; exit 1; }
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd -P)
 ETC=$DIR/etc RUN=$DIR/run LOG=$DIR/log DEV=$DIR/srv/d1
 
 # ours PID: the process exists and was started by this script for DIR.
-ours() {
-  [ -n "${1:-}" ] && [ -r "/proc/$1/environ" ] && { tr '\0' '\n' < "/proc/$1/environ"; } 2>/dev/null | grep -qxF "CAIRN_SWIFT_DIR=$DIR"
-}
+ours() { started_with "${1:-}" "CAIRN_SWIFT_DIR=$DIR"; }
 alive() { [ -f "$RUN/$1.pid" ] && ours "$(cat "$RUN/$1.pid")"; }
 
 print_env() {
@@ -69,26 +69,7 @@ stop() {
 }
 
 install_packages() {
-  local pkgs="swift swift-proxy swift-account swift-container swift-object memcached curl python3"
-  local missing=""
-  for p in $pkgs; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
-  done
-  [ -z "$missing" ] && return 0
-  [ "$(id -u)" = 0 ] || fail "packages missing:$missing (run as root to install them)"
-  say "installing$missing"
-  # Keep the packages' maintainer scripts from starting system-wide
-  # daemons on public ports.
-  local made_policy=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  { apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 $missing ||
-    { apt-get update -q && apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 $missing; }; } \
-    > "$LOG/apt.log" 2>&1 || { [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d; tail -20 "$LOG/apt.log" >&2; fail "apt-get failed"; }
-  [ $made_policy = 1 ] && rm -f /usr/sbin/policy-rc.d
-  return 0
+  apt_install "$LOG/apt.log" swift swift-proxy swift-account swift-container swift-object memcached curl python3
 }
 
 # The object server keeps metadata in extended attributes.

@@ -18,14 +18,14 @@ ACCESS=cairntest SECRET=cairntestsecret
 
 say() { echo "[versitygw] $*" >&2; }
 fail() { say "ERROR: $*"; exit 1; }
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd -P)
 BIN=$DIR/bin/versitygw PIDF=$DIR/versitygw.pid
 
-ours() {
-  [ -n "${1:-}" ] && [ -r "/proc/$1/environ" ] && { tr '\0' '\n' < "/proc/$1/environ"; } 2>/dev/null | grep -qxF "CAIRN_VERSITYGW_DIR=$DIR"
-}
+ours() { started_with "${1:-}" "CAIRN_VERSITYGW_DIR=$DIR"; }
 
 print_env() {
   cat <<ENV
