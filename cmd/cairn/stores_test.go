@@ -8,13 +8,12 @@ import (
 	"strings"
 	"testing"
 
-	ncw "github.com/ncw/swift/v2"
-
 	"github.com/cairnproject/cairn/internal/objstore"
 	"github.com/cairnproject/cairn/internal/objstore/local"
 	"github.com/cairnproject/cairn/internal/objstore/objstoretest"
 	"github.com/cairnproject/cairn/internal/objstore/s3"
 	"github.com/cairnproject/cairn/internal/objstore/swift"
+	"github.com/cairnproject/cairn/internal/objstore/swift/swifttest"
 )
 
 // storeKit is a kind of store the end-to-end tests run against: how to
@@ -124,16 +123,7 @@ func (p prefixed) List(ctx context.Context, prefix string, fn func(objstore.Obje
 }
 
 func removeSwiftContainer(container string) {
-	ctx := context.Background()
-	for _, c := range []string{container, container + "_segments"} {
-		if be, err := swift.New(ctx, swift.Config{Container: c}); err == nil {
-			_ = be.List(ctx, "", func(i objstore.ObjectInfo) error { return be.Delete(ctx, i.Name) })
-		}
-		conn := &ncw.Connection{}
-		if conn.ApplyEnvironment() == nil && conn.Authenticate(ctx) == nil {
-			_ = conn.ContainerDelete(ctx, c)
-		}
-	}
+	swifttest.RemoveContainer(context.Background(), swift.Config{Container: container})
 }
 
 func removeS3Bucket(cfg s3.Config) {
@@ -177,31 +167,18 @@ func corruptObject(t *testing.T, be objstore.Backend, name string, bit int) {
 func keystoneKits() []storeKit {
 	var kits []storeKit
 	for _, auth := range []string{"password", "application credential"} {
-		settings := func(t *testing.T) map[string]string {
-			return objstoretest.Env(t, "CAIRN_TEST_KEYSTONE", "CAIRN_TEST_KEYSTONE_AUTH_URL",
-				"CAIRN_TEST_KEYSTONE_USER", "CAIRN_TEST_KEYSTONE_PASSWORD", "CAIRN_TEST_KEYSTONE_PROJECT",
-				"CAIRN_TEST_KEYSTONE_USER_DOMAIN", "CAIRN_TEST_KEYSTONE_PROJECT_DOMAIN",
-				"CAIRN_TEST_KEYSTONE_APP_CRED_ID", "CAIRN_TEST_KEYSTONE_APP_CRED_SECRET", "CAIRN_TEST_KEYSTONE_REGION")
-		}
-		openrc := func(s map[string]string) map[string]string {
-			env := map[string]string{"OS_AUTH_URL": s["CAIRN_TEST_KEYSTONE_AUTH_URL"], "OS_REGION_NAME": s["CAIRN_TEST_KEYSTONE_REGION"]}
+		openrc := func(t *testing.T) map[string]string {
 			if auth == "password" {
-				env["OS_USERNAME"], env["OS_PASSWORD"] = s["CAIRN_TEST_KEYSTONE_USER"], s["CAIRN_TEST_KEYSTONE_PASSWORD"]
-				env["OS_PROJECT_NAME"], env["OS_USER_DOMAIN_NAME"] = s["CAIRN_TEST_KEYSTONE_PROJECT"], s["CAIRN_TEST_KEYSTONE_USER_DOMAIN"]
-				env["OS_PROJECT_DOMAIN_NAME"] = s["CAIRN_TEST_KEYSTONE_PROJECT_DOMAIN"]
-			} else {
-				env["OS_AUTH_TYPE"] = "v3applicationcredential"
-				env["OS_APPLICATION_CREDENTIAL_ID"] = s["CAIRN_TEST_KEYSTONE_APP_CRED_ID"]
-				env["OS_APPLICATION_CREDENTIAL_SECRET"] = s["CAIRN_TEST_KEYSTONE_APP_CRED_SECRET"]
+				return swifttest.PasswordEnv(swifttest.Keystone(t))
 			}
-			return env
+			return swifttest.AppCredEnv(swifttest.Keystone(t))
 		}
 		kit := storeKit{
 			name:     "swift-keystone-" + strings.ReplaceAll(auth, " ", "-"),
 			initArgs: []string{"--consistency-margin", "0s"},
 		}
 		kit.fresh = func(t *testing.T, dir string) (string, objstore.Backend) {
-			env := openrc(settings(t))
+			env := openrc(t)
 			getenv := func(k string) string { return env[k] }
 			container := objstoretest.UniqueName("cairn-e2e-ks-")
 			be, err := swift.New(t.Context(), swift.Config{Container: container, Getenv: getenv})
@@ -212,9 +189,7 @@ func keystoneKits() []storeKit {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() {
-				ctx := context.Background()
-				_ = be.List(ctx, "", func(i objstore.ObjectInfo) error { return be.Delete(ctx, i.Name) })
-				_ = be.RemoveContainer(ctx)
+				swifttest.RemoveContainer(context.Background(), swift.Config{Container: container, Getenv: getenv})
 			})
 			return "swift://" + container + "/repo", prefixed{be, "repo/"}
 		}
@@ -222,7 +197,7 @@ func keystoneKits() []storeKit {
 		// openrc added.
 		kit.envFor = func(t *testing.T) []string {
 			out := []string{"ST_AUTH=", "ST_USER=", "ST_KEY="}
-			for k, v := range openrc(settings(t)) {
+			for k, v := range openrc(t) {
 				out = append(out, k+"="+v)
 			}
 			return out

@@ -18,6 +18,7 @@ import (
 	"github.com/cairnproject/cairn/internal/objstore/objstoretest"
 	"github.com/cairnproject/cairn/internal/objstore/retry"
 	"github.com/cairnproject/cairn/internal/objstore/swift"
+	"github.com/cairnproject/cairn/internal/objstore/swift/swifttest"
 )
 
 // The Keystone tests run against scripts/keystone.sh: a real Keystone v3
@@ -30,48 +31,9 @@ import (
 // have: the process's own ST_* settings, which point at the tempauth
 // proxy, must not mix in.
 
-// keystoneSettings returns the settings keystone.sh writes, skipping the
-// test (failing it under CI=true) when they are absent.
-func keystoneSettings(t *testing.T) map[string]string {
-	t.Helper()
-	return objstoretest.Env(t, "CAIRN_TEST_KEYSTONE",
-		"CAIRN_TEST_KEYSTONE_AUTH_URL", "CAIRN_TEST_KEYSTONE_USER", "CAIRN_TEST_KEYSTONE_PASSWORD",
-		"CAIRN_TEST_KEYSTONE_PROJECT", "CAIRN_TEST_KEYSTONE_USER_DOMAIN", "CAIRN_TEST_KEYSTONE_PROJECT_DOMAIN",
-		"CAIRN_TEST_KEYSTONE_APP_CRED_ID", "CAIRN_TEST_KEYSTONE_APP_CRED_SECRET",
-		"CAIRN_TEST_KEYSTONE_REGION", "CAIRN_TEST_KEYSTONE_DEAD_REGION")
-}
-
-// passwordEnv is an openrc for the test user: password, project scope.
-func passwordEnv(s map[string]string) map[string]string {
-	return map[string]string{
-		"OS_AUTH_URL":            s["CAIRN_TEST_KEYSTONE_AUTH_URL"],
-		"OS_USERNAME":            s["CAIRN_TEST_KEYSTONE_USER"],
-		"OS_PASSWORD":            s["CAIRN_TEST_KEYSTONE_PASSWORD"],
-		"OS_PROJECT_NAME":        s["CAIRN_TEST_KEYSTONE_PROJECT"],
-		"OS_USER_DOMAIN_NAME":    s["CAIRN_TEST_KEYSTONE_USER_DOMAIN"],
-		"OS_PROJECT_DOMAIN_NAME": s["CAIRN_TEST_KEYSTONE_PROJECT_DOMAIN"],
-		"OS_REGION_NAME":         s["CAIRN_TEST_KEYSTONE_REGION"],
-	}
-}
-
-// appCredEnv is an openrc for the test user's application credential,
-// as Horizon writes one: no user, project or domain.
-func appCredEnv(s map[string]string) map[string]string {
-	return map[string]string{
-		"OS_AUTH_TYPE":                     "v3applicationcredential",
-		"OS_AUTH_URL":                      s["CAIRN_TEST_KEYSTONE_AUTH_URL"],
-		"OS_APPLICATION_CREDENTIAL_ID":     s["CAIRN_TEST_KEYSTONE_APP_CRED_ID"],
-		"OS_APPLICATION_CREDENTIAL_SECRET": s["CAIRN_TEST_KEYSTONE_APP_CRED_SECRET"],
-		"OS_REGION_NAME":                   s["CAIRN_TEST_KEYSTONE_REGION"],
-	}
-}
-
 // with returns a copy of env with the given changes ("" removes).
 func with(env map[string]string, kv ...string) map[string]string {
-	out := map[string]string{}
-	for k, v := range env {
-		out[k] = v
-	}
+	out := maps.Clone(env)
 	for i := 0; i+1 < len(kv); i += 2 {
 		if kv[i+1] == "" {
 			delete(out, kv[i])
@@ -106,13 +68,7 @@ func newKeystoneBackend(t *testing.T, s, env map[string]string, cfg swift.Config
 // removeKeystoneContainer deletes a container of the test project, its
 // segments and the segment container.
 func removeKeystoneContainer(s map[string]string, name string) {
-	ctx := context.Background()
-	b, err := swift.New(ctx, swift.Config{Container: name, Getenv: lookup(passwordEnv(s))})
-	if err != nil {
-		return
-	}
-	_ = b.List(ctx, "", func(i objstore.ObjectInfo) error { return b.Delete(ctx, i.Name) })
-	_ = b.RemoveContainer(ctx)
+	swifttest.RemoveContainer(context.Background(), swift.Config{Container: name, Getenv: lookup(swifttest.PasswordEnv(s))})
 }
 
 // roundTrip writes an object and reads it back.
@@ -139,17 +95,17 @@ func noSecrets(t *testing.T, msg string, secrets ...string) {
 }
 
 func TestKeystoneConformance(t *testing.T) {
-	s := keystoneSettings(t)
+	s := swifttest.Keystone(t)
 	for _, tc := range []struct {
 		name    string
 		env     map[string]string
 		segment int64
 	}{
-		{"password", passwordEnv(s), 0},
-		{"application credential", appCredEnv(s), 0},
+		{"password", swifttest.PasswordEnv(s), 0},
+		{"application credential", swifttest.AppCredEnv(s), 0},
 		// Static large objects: segments in a second container, the
 		// manifest checked by the slo middleware behind keystoneauth.
-		{"application credential large objects", appCredEnv(s), 1 << 20},
+		{"application credential large objects", swifttest.AppCredEnv(s), 1 << 20},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			objstoretest.Run(t, objstoretest.Options{}, func(t *testing.T) objstore.Backend {
@@ -160,7 +116,7 @@ func TestKeystoneConformance(t *testing.T) {
 }
 
 func TestKeystoneRegion(t *testing.T) {
-	s := keystoneSettings(t)
+	s := swifttest.Keystone(t)
 	good, dead := s["CAIRN_TEST_KEYSTONE_REGION"], s["CAIRN_TEST_KEYSTONE_DEAD_REGION"]
 	secrets := []string{s["CAIRN_TEST_KEYSTONE_PASSWORD"], s["CAIRN_TEST_KEYSTONE_APP_CRED_SECRET"]}
 	for _, tc := range []struct {
@@ -169,15 +125,15 @@ func TestKeystoneRegion(t *testing.T) {
 		region string // Config.Region, as the CLI's ?region=
 		want   error  // from the first request to the storage endpoint
 	}{
-		{"OS_REGION_NAME " + good, with(passwordEnv(s), "OS_REGION_NAME", good), "", nil},
-		{"application credential OS_REGION_NAME " + good, with(appCredEnv(s), "OS_REGION_NAME", good), "", nil},
+		{"OS_REGION_NAME " + good, with(swifttest.PasswordEnv(s), "OS_REGION_NAME", good), "", nil},
+		{"application credential OS_REGION_NAME " + good, with(swifttest.AppCredEnv(s), "OS_REGION_NAME", good), "", nil},
 		// The dead region's endpoint refuses connections: the region
 		// decides which endpoint is used.
-		{"OS_REGION_NAME " + dead, with(passwordEnv(s), "OS_REGION_NAME", dead), "", cairn.ErrUnavailable},
-		{"application credential OS_REGION_NAME " + dead, with(appCredEnv(s), "OS_REGION_NAME", dead), "", cairn.ErrUnavailable},
+		{"OS_REGION_NAME " + dead, with(swifttest.PasswordEnv(s), "OS_REGION_NAME", dead), "", cairn.ErrUnavailable},
+		{"application credential OS_REGION_NAME " + dead, with(swifttest.AppCredEnv(s), "OS_REGION_NAME", dead), "", cairn.ErrUnavailable},
 		// Config.Region overrides OS_REGION_NAME, both ways.
-		{"Config.Region " + dead + " over OS_REGION_NAME", with(passwordEnv(s), "OS_REGION_NAME", good), dead, cairn.ErrUnavailable},
-		{"Config.Region " + good + " over OS_REGION_NAME", with(passwordEnv(s), "OS_REGION_NAME", dead), good, nil},
+		{"Config.Region " + dead + " over OS_REGION_NAME", with(swifttest.PasswordEnv(s), "OS_REGION_NAME", good), dead, cairn.ErrUnavailable},
+		{"Config.Region " + good + " over OS_REGION_NAME", with(swifttest.PasswordEnv(s), "OS_REGION_NAME", dead), good, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := t.Context()
@@ -210,7 +166,7 @@ func TestKeystoneRegion(t *testing.T) {
 		})
 	}
 	t.Run("no such region", func(t *testing.T) {
-		for _, env := range []map[string]string{passwordEnv(s), appCredEnv(s)} {
+		for _, env := range []map[string]string{swifttest.PasswordEnv(s), swifttest.AppCredEnv(s)} {
 			_, err := swift.New(t.Context(), swift.Config{Container: "x", Getenv: lookup(with(env, "OS_REGION_NAME", "RegionNowhere"))})
 			if !errors.Is(err, cairn.ErrInvalid) || !strings.Contains(err.Error(), "RegionNowhere") {
 				t.Fatalf("got %v, want cairn.ErrInvalid naming the region", err)
@@ -222,7 +178,7 @@ func TestKeystoneRegion(t *testing.T) {
 }
 
 func TestKeystoneWrongCredentials(t *testing.T) {
-	s := keystoneSettings(t)
+	s := swifttest.Keystone(t)
 	const wrong = "Wr0ng-s3cret-NOT-the-real-one"
 	secrets := []string{wrong, s["CAIRN_TEST_KEYSTONE_PASSWORD"], s["CAIRN_TEST_KEYSTONE_APP_CRED_SECRET"]}
 	for _, tc := range []struct {
@@ -230,16 +186,16 @@ func TestKeystoneWrongCredentials(t *testing.T) {
 		env  map[string]string
 		want error
 	}{
-		{"wrong password", with(passwordEnv(s), "OS_PASSWORD", wrong), cairn.ErrDenied},
-		{"unknown user", with(passwordEnv(s), "OS_USERNAME", "nobody-"+wrong[:5]), cairn.ErrDenied},
-		{"project not the user's", with(passwordEnv(s), "OS_PROJECT_NAME", "admin"), cairn.ErrDenied},
+		{"wrong password", with(swifttest.PasswordEnv(s), "OS_PASSWORD", wrong), cairn.ErrDenied},
+		{"unknown user", with(swifttest.PasswordEnv(s), "OS_USERNAME", "nobody-"+wrong[:5]), cairn.ErrDenied},
+		{"project not the user's", with(swifttest.PasswordEnv(s), "OS_PROJECT_NAME", "admin"), cairn.ErrDenied},
 		// Keystone compares only the first 72 bytes of a secret (bcrypt):
 		// this one differs from the first byte.
-		{"wrong application credential secret", with(appCredEnv(s), "OS_APPLICATION_CREDENTIAL_SECRET", wrong), cairn.ErrDenied},
+		{"wrong application credential secret", with(swifttest.AppCredEnv(s), "OS_APPLICATION_CREDENTIAL_SECRET", wrong), cairn.ErrDenied},
 		// Keystone answers 404 for an application credential it does not
 		// know; that is a denial, not a missing object.
-		{"unknown application credential", with(appCredEnv(s), "OS_APPLICATION_CREDENTIAL_ID", "0123456789abcdef0123456789abcdef"), cairn.ErrDenied},
-		{"auth URL that is not Keystone's", with(passwordEnv(s), "OS_AUTH_URL", strings.TrimSuffix(s["CAIRN_TEST_KEYSTONE_AUTH_URL"], "/v3")+"/nothing/v3"), cairn.ErrDenied},
+		{"unknown application credential", with(swifttest.AppCredEnv(s), "OS_APPLICATION_CREDENTIAL_ID", "0123456789abcdef0123456789abcdef"), cairn.ErrDenied},
+		{"auth URL that is not Keystone's", with(swifttest.PasswordEnv(s), "OS_AUTH_URL", strings.TrimSuffix(s["CAIRN_TEST_KEYSTONE_AUTH_URL"], "/v3")+"/nothing/v3"), cairn.ErrDenied},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
@@ -332,7 +288,7 @@ func TestCloudsYAMLUnversionedAuthURL(t *testing.T) {
 }
 
 func TestKeystoneCloudsYAML(t *testing.T) {
-	s := keystoneSettings(t)
+	s := swifttest.Keystone(t)
 	authURL := s["CAIRN_TEST_KEYSTONE_AUTH_URL"]
 	password := "      username: " + s["CAIRN_TEST_KEYSTONE_USER"] + "\n" +
 		"      password: " + s["CAIRN_TEST_KEYSTONE_PASSWORD"] + "\n" +

@@ -13,6 +13,7 @@ import (
 	"github.com/cairnproject/cairn/internal/objstore"
 	"github.com/cairnproject/cairn/internal/objstore/objstoretest"
 	"github.com/cairnproject/cairn/internal/objstore/swift"
+	"github.com/cairnproject/cairn/internal/objstore/swift/swifttest"
 )
 
 func newBackend(t *testing.T, prefix string, segment int64) *swift.Backend {
@@ -33,13 +34,7 @@ func newBackend(t *testing.T, prefix string, segment int64) *swift.Backend {
 // removeContainer deletes a test container, its segments and the
 // segment container.
 func removeContainer(name string) {
-	ctx := context.Background()
-	b, err := swift.New(ctx, swift.Config{Container: name})
-	if err != nil {
-		return
-	}
-	_ = b.List(ctx, "", func(i objstore.ObjectInfo) error { return b.Delete(ctx, i.Name) })
-	_ = b.RemoveContainer(ctx)
+	swifttest.RemoveContainer(context.Background(), swift.Config{Container: name})
 }
 
 func TestConformance(t *testing.T) {
