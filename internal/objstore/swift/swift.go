@@ -101,24 +101,7 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	}
 	b := &Backend{conn: conn, cfg: cfg, maxFile: 5 << 30, segments: cfg.Container + "_segments"}
 	if err := conn.Authenticate(ctx); err != nil {
-		var se *swift.Error
-		if errors.As(err, &se) && se.StatusCode == 0 && conn.AuthToken != "" && conn.StorageUrl == "" {
-			// Keystone issued a token, but its catalog has no endpoint
-			// for us: a wrong region, not a transient failure.
-			region := "any region"
-			if conn.Region != "" {
-				region = fmt.Sprintf("region %q", conn.Region)
-			}
-			return nil, fmt.Errorf("swift authenticate %s: the service catalog has no object-store endpoint in %s: %w", b.Location(), region, cairn.ErrInvalid)
-		}
-		if errors.As(err, &se) && se.StatusCode == http.StatusNotFound {
-			// Not a missing object: Keystone answers 404 for an
-			// application credential it does not know, and any server
-			// for an auth URL that is not one.
-			return nil, fmt.Errorf("swift authenticate %s: %s answered 404: check the auth URL (Keystone v3's ends in /v3) and the application credential ID: %w",
-				b.Location(), conn.AuthUrl, cairn.ErrDenied)
-		}
-		return nil, b.mapErr("authenticate", "", err)
+		return nil, b.authError(err)
 	}
 	if info, err := conn.QueryInfo(ctx); err == nil {
 		if sw, ok := info["swift"].(map[string]any); ok {
@@ -205,6 +188,29 @@ func connectionFromEnv(getenv func(string) string) (*swift.Connection, error) {
 		return nil, fmt.Errorf("swift: no credentials: set ST_AUTH/ST_USER/ST_KEY, OS_AUTH_URL and OS_USERNAME/OS_PASSWORD or an application credential, or OS_CLOUD: %w", cairn.ErrInvalid)
 	}
 	return conn, nil
+}
+
+// authError maps a failed authentication: two answers mean something
+// other than what mapErr would say.
+func (b *Backend) authError(err error) error {
+	var se *swift.Error
+	switch {
+	case errors.As(err, &se) && se.StatusCode == 0 && b.conn.AuthToken != "" && b.conn.StorageUrl == "":
+		// Keystone issued a token, but its catalog has no endpoint for
+		// us: a wrong region, not a transient failure.
+		region := "any region"
+		if b.conn.Region != "" {
+			region = fmt.Sprintf("region %q", b.conn.Region)
+		}
+		return fmt.Errorf("swift authenticate %s: the service catalog has no object-store endpoint in %s: %w", b.Location(), region, cairn.ErrInvalid)
+	case errors.As(err, &se) && se.StatusCode == http.StatusNotFound:
+		// Not a missing object: Keystone answers 404 for an application
+		// credential it does not know, and any server for an auth URL
+		// that is not one.
+		return fmt.Errorf("swift authenticate %s: %s answered 404: check the auth URL (Keystone v3's ends in /v3) and the application credential ID: %w",
+			b.Location(), b.conn.AuthUrl, cairn.ErrDenied)
+	}
+	return b.mapErr("authenticate", "", err)
 }
 
 // identityV3URL adds "/v3" to a Keystone URL without a version, as
