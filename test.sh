@@ -68,6 +68,9 @@ if [ -n "$unformatted" ]; then echo "gofmt would change: $unformatted"; exit 1; 
 step "go vet"
 go vet ./...
 
+step "layers"
+scripts/layers.sh
+
 step "staticcheck"
 staticcheck ./...
 

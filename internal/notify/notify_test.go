@@ -419,10 +419,15 @@ func TestQueueOverflowDropsOldest(t *testing.T) {
 }
 
 func TestCloseDeliversQueued(t *testing.T) {
-	rc := serve(t, func(http.ResponseWriter, *http.Request, int, request) {
-		time.Sleep(2 * time.Millisecond) // so events are still queued at Close
+	// The receiver holds the first delivery until Close has begun, so the
+	// other events are certainly still queued when Close is called.
+	var n *Notifier
+	rc := serve(t, func(_ http.ResponseWriter, _ *http.Request, i int, _ request) {
+		if i == 0 {
+			<-n.closing
+		}
 	})
-	n := New(fastOptions(Webhook{URL: rc.URL}))
+	n = New(fastOptions(Webhook{URL: rc.URL}))
 	const events = 10
 	for i := range events {
 		n.Notify(t.Context(), Event{Type: "backup.create.end", Payload: map[string]any{"seq": i}})
