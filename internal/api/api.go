@@ -1,6 +1,6 @@
 // Package api is the service's HTTP API: the block storage API's shapes
-// (volumes, snapshots, backups) under /v3/{project_id}/, JSON in and out,
-// every request authenticated by a project's token. Errors are mapped to
+// (volumes, snapshots, backups) under /v3/{project_id}/, JSON in and out
+// (the types of package wire), every request authenticated by a project's token. Errors are mapped to
 // status codes in one place (statusOf).
 package api
 
@@ -17,6 +17,7 @@ import (
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/service"
+	"github.com/cairnproject/cairn/internal/wire"
 )
 
 // OpenAPI is the API's description, served at /openapi.yaml.
@@ -132,14 +133,8 @@ func (s *Server) routes() {
 	m.HandleFunc("/", s.unmatched)
 }
 
-// TokenInfo is GET /v3/auth/token: whose token this is.
-type TokenInfo struct {
-	ProjectID string `json:"project_id"`
-	Admin     bool   `json:"admin"`
-}
-
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-	writeJSON(w, http.StatusOK, map[string]any{"token": TokenInfo{ProjectID: c.ProjectID, Admin: c.Admin}})
+	writeJSON(w, http.StatusOK, map[string]any{"token": wire.TokenInfo{ProjectID: c.ProjectID, Admin: c.Admin}})
 	return nil
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/service"
 	"github.com/cairnproject/cairn/internal/volume"
+	"github.com/cairnproject/cairn/internal/wire"
 )
 
 // env is one running service over a real SQLite catalog, a real volume
@@ -216,7 +217,7 @@ func (e *env) wait(token, project, kind, id string) map[string]any {
 // createVolume makes an available volume of gib GiB in project.
 func (e *env) createVolume(token, project string, gib int64, name string) string {
 	e.t.Helper()
-	var out struct{ Volume api.VolumeJSON }
+	var out struct{ Volume wire.Volume }
 	e.must(202, token, "POST", "/v3/"+project+"/volumes", map[string]any{"volume": map[string]any{"size": gib, "name": name}}, &out)
 	if r := e.wait(token, project, "volume", out.Volume.ID); r["status"] != "available" {
 		e.t.Fatalf("volume %s: %v", out.Volume.ID, r)

@@ -19,8 +19,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/cairnproject/cairn"
-	"github.com/cairnproject/cairn/internal/catalog"
 	"github.com/cairnproject/cairn/internal/service"
+	"github.com/cairnproject/cairn/internal/wire"
 )
 
 // The tests here hold openapi.yaml to the code: every route routes()
@@ -471,7 +471,7 @@ func TestOpenAPIListParameters(t *testing.T) {
 			t.Errorf("%s: no enum", name)
 		}
 		for _, k := range enum {
-			if s, _ := k.(string); !catalog.ValidSortKey(s) {
+			if s, _ := k.(string); !service.ValidSortKey(s) {
 				t.Errorf("%s: %v is not a valid sort key", name, k)
 			}
 		}
@@ -489,30 +489,31 @@ func TestOpenAPIListParameters(t *testing.T) {
 func TestOpenAPISchemasMatchGo(t *testing.T) {
 	doc := oaLoad(t)
 	answers := map[string]any{
-		"Volume":              VolumeJSON{},
-		"Snapshot":            SnapshotJSON{},
-		"Backup":              BackupJSON{},
-		"Summary":             Summary{},
-		"Link":                Link{},
-		"TokenInfo":           TokenInfo{},
+		"Volume":              wire.Volume{},
+		"Snapshot":            wire.Snapshot{},
+		"Backup":              wire.Backup{},
+		"Summary":             wire.Summary{},
+		"Link":                wire.Link{},
+		"TokenInfo":           wire.TokenInfo{},
 		"Task":                cairn.Task{},
-		"Limits":              service.Limits{},
+		"Limits":              wire.Limits{},
 		"Quota":               cairn.Quota{},
 		"Usage":               cairn.Usage{},
-		"Attachment":          service.Attachment{},
-		"RestoreResult":       service.RestoreResult{},
-		"BackupRecord":        BackupRecordJSON{},
+		"Attachment":          wire.Attachment{},
+		"RestoreResult":       wire.RestoreResult{},
+		"BackupRecord":        wire.BackupRecord{},
 		"BackupRecordContent": service.BackupRecord{},
+		"ErrorDetail":         wire.Fault{},
 	}
 	requests := map[string]any{
-		"VolumeCreateRequest":   VolumeCreateRequest{},
-		"VolumeUpdateRequest":   VolumeUpdateRequest{},
-		"VolumeActionRequest":   VolumeActionRequest{},
-		"SnapshotCreateRequest": SnapshotCreateRequest{},
-		"ResetStatusRequest":    ResetStatusRequest{},
-		"BackupCreateRequest":   BackupCreateRequest{},
-		"RestoreRequest":        RestoreRequest{},
-		"ImportRecordRequest":   ImportRecordRequest{},
+		"VolumeCreateRequest":   wire.VolumeCreateRequest{},
+		"VolumeUpdateRequest":   wire.VolumeUpdateRequest{},
+		"VolumeActionRequest":   wire.VolumeActionRequest{},
+		"SnapshotCreateRequest": wire.SnapshotCreateRequest{},
+		"ResetStatusRequest":    wire.ResetStatusRequest{},
+		"BackupCreateRequest":   wire.BackupCreateRequest{},
+		"RestoreRequest":        wire.RestoreRequest{},
+		"ImportRecordRequest":   wire.ImportRecordRequest{},
 	}
 	for _, set := range []struct {
 		types  map[string]any

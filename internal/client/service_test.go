@@ -18,6 +18,7 @@ import (
 	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/service"
 	"github.com/cairnproject/cairn/internal/volume"
+	"github.com/cairnproject/cairn/internal/wire"
 )
 
 // startService runs the real API over a real service in a temporary
@@ -97,7 +98,7 @@ func TestClientRealService(t *testing.T) {
 		}
 	}
 
-	var vreq api.VolumeCreateRequest
+	var vreq wire.VolumeCreateRequest
 	one := int64(1)
 	vreq.Volume.Size, vreq.Volume.Name = &one, "db"
 	v, err := c.CreateVolume(ctx, vreq)
@@ -124,7 +125,7 @@ func TestClientRealService(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var sreq api.SnapshotCreateRequest
+	var sreq wire.SnapshotCreateRequest
 	sreq.Snapshot.VolumeID, sreq.Snapshot.Name = v.ID, "s1"
 	s, err := c.CreateSnapshot(ctx, sreq)
 	if err != nil {
@@ -132,7 +133,7 @@ func TestClientRealService(t *testing.T) {
 	}
 	wait(Snapshot, s.ID, "available")
 
-	var breq api.BackupCreateRequest
+	var breq wire.BackupCreateRequest
 	breq.Backup.VolumeID = v.ID
 	full, err := c.CreateBackup(ctx, breq)
 	if err != nil {
