@@ -96,8 +96,17 @@ func newEnvWith(t testing.TB, dir, store string, openCatalog func() (catalog.Sto
 	}
 	ropts := repo.Options{KDF: crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}}
 	open := func(ctx context.Context, container string) (*repo.Repository, error) {
-		if container == "unreachable" {
-			return nil, fmt.Errorf("store at %s: connection refused: %w", container, cairn.ErrUnavailable)
+		// Containers that fail to open, as stores and keys do; each
+		// message names the store's path, which no tenant may see.
+		switch at := filepath.Join(store, container); container {
+		case "unreachable":
+			return nil, fmt.Errorf("store at %s: connection refused: %w", at, cairn.ErrUnavailable)
+		case "broken":
+			return nil, fmt.Errorf("store at %s: disk on fire", at)
+		case "denied":
+			return nil, fmt.Errorf("store at %s: 403 Forbidden: %w", at, cairn.ErrDenied)
+		case "wrongkey":
+			return nil, fmt.Errorf("repository at %s: %w", at, cairn.ErrWrongKey)
 		}
 		be, err := local.New(filepath.Join(store, container), true)
 		if err != nil {

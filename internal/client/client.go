@@ -4,7 +4,7 @@
 //
 // Every call takes a context first. Errors the API answers with are
 // *APIError values that wrap the cairn sentinel their status stands for
-// (ErrNotFound for 404, ErrConflict for 409, ...),
+// (cairn.SentinelOfStatus: ErrNotFound for 404, ErrConflict for 409, ...),
 // so errors.Is works on them.
 package client
 
@@ -87,12 +87,13 @@ func (c *Client) Project(ctx context.Context) (string, error) {
 }
 
 // APIError is an error the API answered with: its HTTP status code, the
-// block storage API's error name (itemNotFound, badRequest, ...) and the
-// message.
+// block storage API's error name (itemNotFound, badRequest, ...), the
+// message, and the request's ID (which the service's log names too).
 type APIError struct {
-	Code    int
-	Name    string
-	Message string
+	Code      int
+	Name      string
+	Message   string
+	RequestID string
 }
 
 func (e *APIError) Error() string {
@@ -102,26 +103,8 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("HTTP %d %s", e.Code, e.Name)
 }
 
-// Unwrap returns the cairn sentinel matching the status code, or nil.
-func (e *APIError) Unwrap() error {
-	switch e.Code {
-	case http.StatusBadRequest:
-		return cairn.ErrInvalid
-	case http.StatusUnauthorized:
-		return cairn.ErrUnauthenticated
-	case http.StatusForbidden:
-		return cairn.ErrForbidden
-	case http.StatusNotFound:
-		return cairn.ErrNotFound
-	case http.StatusConflict:
-		return cairn.ErrConflict
-	case http.StatusRequestEntityTooLarge:
-		return cairn.ErrQuota
-	case http.StatusServiceUnavailable:
-		return cairn.ErrUnavailable
-	}
-	return nil
-}
+// Unwrap returns the cairn sentinel the status code stands for, or nil.
+func (e *APIError) Unwrap() error { return cairn.SentinelOfStatus(e.Code) }
 
 // maxErrorBody bounds how much of an error answer is read.
 const maxErrorBody = 64 << 10
@@ -130,7 +113,8 @@ const maxErrorBody = 64 << 10
 // or, from something in between (a proxy), whatever text it sent.
 func apiError(resp *http.Response) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	e := &APIError{Code: resp.StatusCode, Name: http.StatusText(resp.StatusCode)}
+	e := &APIError{Code: resp.StatusCode, Name: http.StatusText(resp.StatusCode),
+		RequestID: resp.Header.Get(wire.RequestIDHeader)}
 	var doc map[string]wire.Fault
 	if json.Unmarshal(body, &doc) == nil && len(doc) == 1 {
 		for name, v := range doc {

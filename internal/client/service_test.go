@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -182,8 +183,10 @@ func TestClientRealService(t *testing.T) {
 	if vols, _, err := other.ListVolumes(ctx, true, nil); err != nil || len(vols) != 0 {
 		t.Fatalf("another project's volumes: %+v %v", vols, err)
 	}
-	if _, err := other.GetVolume(ctx, v.ID); !errors.Is(err, cairn.ErrNotFound) {
-		t.Fatalf("another project's volume: %v", err)
+	_, err = other.GetVolume(ctx, v.ID)
+	var ae *APIError
+	if !errors.Is(err, cairn.ErrNotFound) || !errors.As(err, &ae) || !strings.HasPrefix(ae.RequestID, "req-") {
+		t.Fatalf("another project's volume: %#v", err)
 	}
 	if err := other.ResetVolumeStatus(ctx, v.ID, "error"); !errors.Is(err, cairn.ErrForbidden) && !errors.Is(err, cairn.ErrNotFound) {
 		t.Fatalf("reset-status by a member: %v", err)

@@ -16,6 +16,11 @@ import (
 	"github.com/cairnproject/cairn"
 )
 
+// RequestIDHeader is the response header carrying the request's ID,
+// "req-" and a UUID, as the OpenStack services send it. The service's log
+// lines about the request carry the same ID.
+const RequestIDHeader = "X-Openstack-Request-Id"
+
 // Volume is a volume as the API shows it.
 type Volume struct {
 	ID          string    `json:"id"`
