@@ -5,7 +5,8 @@
 // Every call takes a context first. Errors the API answers with are
 // *APIError values that wrap the cairn sentinel their status stands for
 // (cairn.SentinelOfStatus: ErrNotFound for 404, ErrConflict for 409, ...),
-// so errors.Is works on them.
+// so errors.Is works on them. A request that reaches no API fails with an
+// *UnreachableError, which wraps cairn.ErrUnavailable.
 package client
 
 import (
@@ -15,10 +16,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cairnproject/cairn"
@@ -106,6 +109,50 @@ func (e *APIError) Error() string {
 // Unwrap returns the cairn sentinel the status code stands for, or nil.
 func (e *APIError) Unwrap() error { return cairn.SentinelOfStatus(e.Code) }
 
+// UnreachableError is a request that got no answer from the API: nothing
+// listens at the URL, its host is unknown, or it did not answer in time.
+// It wraps cairn.ErrUnavailable (and the transport's error), so the
+// caller may try again later.
+type UnreachableError struct {
+	// URL is the API's base URL.
+	URL string
+	// Reason says what happened, for people: "connection refused",
+	// "no such host example", "timed out", ...
+	Reason string
+	// Err is the transport's error.
+	Err error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("cannot reach the cairn API at %s: %s (is cairn serve running there? set --url or CAIRN_URL)", e.URL, e.Reason)
+}
+
+// Unwrap returns cairn.ErrUnavailable and the transport's error.
+func (e *UnreachableError) Unwrap() []error { return []error{cairn.ErrUnavailable, e.Err} }
+
+// unreachableReason says in a few words why a request got no answer.
+func unreachableReason(err error) string {
+	var dns *net.DNSError
+	var ne net.Error
+	switch {
+	case errors.As(err, &dns) && dns.IsNotFound:
+		return "no such host " + dns.Name
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timed out"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "the connection was closed without an answer"
+	case errors.As(err, &dns):
+		return "looking up " + dns.Name + ": " + dns.Err
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return err.Error()
+}
+
 // maxErrorBody bounds how much of an error answer is read.
 const maxErrorBody = 64 << 10
 
@@ -161,7 +208,10 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return err
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return fmt.Errorf("%s %s: %w", method, path, ctx.Err())
+		}
+		return &UnreachableError{URL: c.base, Reason: unreachableReason(err), Err: err}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
