@@ -264,7 +264,10 @@ is available.`, a.apiVolumeCreate},
 		"extend": {"extend VOLUME --size GiB [--wait]", "Grow a volume", "Grow an available volume to --size GiB.", a.apiVolumeExtend},
 		"attach": {"attach VOLUME", "Attach a volume: export it over NBD (API) or give it a local block device (directly)",
 			`Export an available volume over NBD (status in-use) and print the NBD
-URIs clients connect to (nbd+unix:///ID?socket=..., nbd://HOST:PORT/ID).`, a.apiVolumeAttach},
+URIs clients connect to (nbd+unix:///ID?socket=..., nbd://HOST:PORT/ID).
+A volume attached already is left as it is: its URIs are printed, and
+stderr says it was attached before ("already_attached": true with --json).
+'cairn volume show' prints them too.`, a.apiVolumeAttach},
 		"detach": {"detach VOLUME", "Detach a volume: stop its NBD export (API) or remove its local block device (directly)",
 			"Stop exporting a volume (status available).", a.apiVolumeDetach},
 	}
@@ -409,9 +412,14 @@ func (a *app) showAPIVolume(v wire.Volume) error {
 	if v.FailReason != nil && *v.FailReason != "" {
 		kv = append(kv, [2]string{"fail reason", *v.FailReason})
 	}
-	kv = append(kv, [][2]string{{"size", gib(v.Size)}, {"attached", yesNo(v.Attached)},
-		{"snapshot", orDash(v.SnapshotID)}, {"backup", orDash(v.BackupID)}, {"project", v.ProjectID},
-		{"created", when(v.CreatedAt)}, {"updated", when(v.UpdatedAt)}}...)
+	kv = append(kv, [][2]string{{"size", gib(v.Size)}, {"attached", yesNo(v.Attached)}}...)
+	for _, att := range v.Attachments {
+		for _, u := range att.URIs() {
+			kv = append(kv, [2]string{"nbd", u})
+		}
+	}
+	kv = append(kv, [][2]string{{"snapshot", orDash(v.SnapshotID)}, {"backup", orDash(v.BackupID)},
+		{"project", v.ProjectID}, {"created", when(v.CreatedAt)}, {"updated", when(v.UpdatedAt)}}...)
 	keyValues(a.stdout, kv)
 	return nil
 }
@@ -876,18 +884,51 @@ func (a *app) apiVolumeAttach(*cobra.Command) apiRun {
 		if err != nil {
 			return err
 		}
-		att, err := cl.AttachVolume(ctx, v.ID)
-		if err != nil {
-			return err
+		// A volume attached already answers where it is exported, so its
+		// address can always be found again.
+		out := attachOutput{}
+		out.Attachment, out.AlreadyAttached = attachmentOf(v)
+		if !out.AlreadyAttached {
+			out.Attachment, err = cl.AttachVolume(ctx, v.ID)
+			if errors.Is(err, cairn.ErrConflict) {
+				// Perhaps attached since it was read.
+				if now, gerr := cl.GetVolume(ctx, v.ID); gerr == nil {
+					if att, ok := attachmentOf(now); ok {
+						out.Attachment, out.AlreadyAttached, err = att, true, nil
+					}
+				}
+			}
+			if err != nil {
+				return err
+			}
 		}
 		if a.json {
-			return a.printJSON(att)
+			return a.printJSON(out)
 		}
-		for _, u := range att.URIs {
+		if out.AlreadyAttached {
+			fmt.Fprintf(a.stderr, "volume %s was already attached; its NBD export:\n", v.ID)
+		}
+		for _, u := range out.URIs {
 			fmt.Fprintln(a.stdout, u)
 		}
 		return nil
 	}
+}
+
+// attachOutput is what cairn volume attach prints with --json: the
+// attachment, and whether the volume was attached before.
+type attachOutput struct {
+	wire.Attachment
+	AlreadyAttached bool `json:"already_attached"`
+}
+
+// attachmentOf returns where a volume is exported, from its attachments;
+// false when it has none.
+func attachmentOf(v wire.Volume) (wire.Attachment, bool) {
+	if len(v.Attachments) == 0 {
+		return wire.Attachment{}, false
+	}
+	return wire.Attachment{VolumeID: v.ID, ExportName: v.ID, URIs: v.Attachments[0].URIs()}, true
 }
 
 func (a *app) apiVolumeDetach(*cobra.Command) apiRun {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -46,6 +47,8 @@ type env struct {
 	tokA   string // token of project "alpha"
 	tokB   string // token of project "beta"
 	secret repo.Secret
+
+	closeOnce sync.Once
 }
 
 // eventLog records notifications.
@@ -66,10 +69,12 @@ func newEnv(t testing.TB) *env {
 	return newEnvAt(t, t.TempDir(), filepath.Join(t.TempDir(), "backups"))
 }
 
-func newEnvAt(t testing.TB, dir, store string) *env {
+// newEnvAt is newEnv on the data directory dir and the backup store
+// store; tune, if given, changes the service's configuration.
+func newEnvAt(t testing.TB, dir, store string, tune ...func(*service.Config)) *env {
 	return newEnvWith(t, dir, store, func() (catalog.Store, error) {
 		return sqlite.Open(t.Context(), filepath.Join(dir, "catalog.db"))
-	})
+	}, tune...)
 }
 
 // newEnvPostgres is newEnv with a catalog in a fresh database of the
@@ -81,7 +86,7 @@ func newEnvPostgres(t *testing.T) *env {
 	})
 }
 
-func newEnvWith(t testing.TB, dir, store string, openCatalog func() (catalog.Store, error)) *env {
+func newEnvWith(t testing.TB, dir, store string, openCatalog func() (catalog.Store, error), tune ...func(*service.Config)) *env {
 	t.Helper()
 	ctx := t.Context()
 	e := &env{t: t, dir: dir, store: store, secret: testSecret, events: &eventLog{ch: make(chan notify.Event, 10000)}}
@@ -120,8 +125,12 @@ func newEnvWith(t testing.TB, dir, store string, openCatalog func() (catalog.Sto
 		return repo.Open(ctx, be, e.secret, ropts)
 	}
 	met := metrics.New()
-	e.svc = service.New(service.Config{Catalog: e.cat, Engine: e.eng, OpenRepo: open,
-		Notifier: e.events, Observer: met, Workers: 8, NBDSocket: filepath.Join(dir, "nbd.sock")})
+	cfg := service.Config{Catalog: e.cat, Engine: e.eng, OpenRepo: open,
+		Notifier: e.events, Observer: met, Workers: 8, NBDSocket: filepath.Join(dir, "nbd.sock")}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	e.svc = service.New(cfg)
 	if err := e.svc.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -133,11 +142,15 @@ func newEnvWith(t testing.TB, dir, store string, openCatalog func() (catalog.Sto
 	return e
 }
 
+// close stops the service and closes what it opened, once (a test that
+// restarts the service closes it before the cleanup does).
 func (e *env) close() {
-	e.srv.Close()
-	e.svc.Stop()
-	_ = e.eng.Close()
-	_ = e.cat.Close()
+	e.closeOnce.Do(func() {
+		e.srv.Close()
+		e.svc.Stop()
+		_ = e.eng.Close()
+		_ = e.cat.Close()
+	})
 }
 
 // project makes a project (if missing) and returns a new token of it.

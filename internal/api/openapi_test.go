@@ -490,6 +490,7 @@ func TestOpenAPISchemasMatchGo(t *testing.T) {
 	doc := oaLoad(t)
 	answers := map[string]any{
 		"Volume":              wire.Volume{},
+		"VolumeAttachment":    wire.VolumeAttachment{},
 		"Snapshot":            wire.Snapshot{},
 		"Backup":              wire.Backup{},
 		"Summary":             wire.Summary{},

@@ -19,11 +19,19 @@ func optional(s string) *string {
 	return &s
 }
 
-func volumeJSON(v cairn.Volume) wire.Volume {
-	return wire.Volume{ID: v.ID, Name: v.Name, Description: v.Description, Size: v.Size,
+// volumeJSON is a volume as the API shows it, with its attachment (its
+// NBD export) while it is attached.
+func (s *Server) volumeJSON(v cairn.Volume) wire.Volume {
+	out := wire.Volume{ID: v.ID, Name: v.Name, Description: v.Description, Size: v.Size,
 		Status: string(v.Status), FailReason: optional(v.FailReason), SnapshotID: optional(v.SnapshotID),
-		BackupID: optional(v.BackupID), ProjectID: v.ProjectID, Attached: v.Attached, Bootable: "false",
+		BackupID: optional(v.BackupID), ProjectID: v.ProjectID, Attached: v.Attached,
+		Attachments: []wire.VolumeAttachment{}, Bootable: "false",
 		CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
+	if a, ok := s.svc.VolumeAttachment(v); ok {
+		out.Attachments = append(out.Attachments, wire.VolumeAttachment{ID: v.ID, AttachmentID: v.ID,
+			VolumeID: v.ID, Device: optional(strings.Join(a.URIs, " "))})
+	}
+	return out
 }
 
 func snapshotJSON(v cairn.Snapshot) wire.Snapshot {
@@ -207,7 +215,7 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request, c service.
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, map[string]any{"volume": volumeJSON(v)})
+	writeJSON(w, http.StatusAccepted, map[string]any{"volume": s.volumeJSON(v)})
 	return nil
 }
 
@@ -226,7 +234,7 @@ func (s *Server) listVolumes(detail bool) handler {
 		}
 		items := make([]wire.Volume, len(list))
 		for i, v := range list {
-			items[i] = volumeJSON(v)
+			items[i] = s.volumeJSON(v)
 		}
 		out := map[string]any{"volumes": items}
 		if len(list) > 0 {
@@ -244,7 +252,7 @@ func (s *Server) showVolume(w http.ResponseWriter, r *http.Request, c service.Ca
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"volume": volumeJSON(v)})
+	writeJSON(w, http.StatusOK, map[string]any{"volume": s.volumeJSON(v)})
 	return nil
 }
 
@@ -261,7 +269,7 @@ func (s *Server) updateVolume(w http.ResponseWriter, r *http.Request, c service.
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"volume": volumeJSON(v)})
+	writeJSON(w, http.StatusOK, map[string]any{"volume": s.volumeJSON(v)})
 	return nil
 }
 

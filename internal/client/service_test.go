@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -119,11 +120,21 @@ func TestClientRealService(t *testing.T) {
 	if err != nil || len(a.URIs) == 0 {
 		t.Fatalf("AttachVolume: %+v %v", a, err)
 	}
+	// The volume says where it is exported, as long as it is.
+	if v, err = c.GetVolume(ctx, v.ID); err != nil || len(v.Attachments) != 1 || !slices.Equal(v.Attachments[0].URIs(), a.URIs) {
+		t.Fatalf("attached volume: %+v %v; want the URIs %q", v, err, a.URIs)
+	}
+	if _, err := c.AttachVolume(ctx, v.ID); !errors.Is(err, cairn.ErrConflict) {
+		t.Fatalf("attaching an attached volume: %v", err)
+	}
 	if err := c.DeleteVolume(ctx, v.ID); !errors.Is(err, cairn.ErrConflict) {
 		t.Fatalf("deleting an in-use volume: %v", err)
 	}
 	if err := c.DetachVolume(ctx, v.ID); err != nil {
 		t.Fatal(err)
+	}
+	if v, err = c.GetVolume(ctx, v.ID); err != nil || len(v.Attachments) != 0 || v.Attached {
+		t.Fatalf("detached volume: %+v %v", v, err)
 	}
 
 	var sreq wire.SnapshotCreateRequest

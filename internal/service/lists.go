@@ -155,3 +155,16 @@ func (s *Service) ListSummaries(ctx context.Context, c Caller, coll Collection, 
 	}
 	return out, nil
 }
+
+// VolumeAttachment returns where an attached volume is exported (as
+// AttachVolume answered when it attached it), and false for a volume
+// that is not attached. It reads nothing: the catalog's row says whether
+// the volume is attached, and the service's NBD endpoints where, so the
+// answer is the same after a restart (Start exports attached volumes
+// again).
+func (s *Service) VolumeAttachment(v cairn.Volume) (Attachment, bool) {
+	if !v.Attached {
+		return Attachment{}, false
+	}
+	return s.attachment(v.ID), true
+}

@@ -54,3 +54,15 @@ func TestListQueryFilter(t *testing.T) {
 		}
 	}
 }
+
+func TestVolumeAttachment(t *testing.T) {
+	s := &Service{nbdSock: "/run/cairn/nbd.sock", nbdAddr: "127.0.0.1:10809"}
+	if a, ok := s.VolumeAttachment(cairn.Volume{ID: "v", Status: cairn.StatusAvailable}); ok {
+		t.Errorf("a volume not attached: %+v", a)
+	}
+	a, ok := s.VolumeAttachment(cairn.Volume{ID: "v", Status: cairn.StatusInUse, Attached: true})
+	want := Attachment{VolumeID: "v", ExportName: "v", URIs: []string{"nbd+unix:///v?socket=/run/cairn/nbd.sock", "nbd://127.0.0.1:10809/v"}}
+	if !ok || !reflect.DeepEqual(a, want) {
+		t.Errorf("attached: %+v, %v; want %+v", a, ok, want)
+	}
+}

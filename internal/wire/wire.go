@@ -11,6 +11,7 @@
 package wire
 
 import (
+	"strings"
 	"time"
 
 	"github.com/cairnproject/cairn"
@@ -23,19 +24,53 @@ const RequestIDHeader = "X-Openstack-Request-Id"
 
 // Volume is a volume as the API shows it.
 type Volume struct {
-	ID          string    `json:"id"`
-	Name        string    `json:"name"`
-	Description string    `json:"description"`
-	Size        int64     `json:"size"`
-	Status      string    `json:"status"`
-	FailReason  *string   `json:"fail_reason"`
-	SnapshotID  *string   `json:"snapshot_id"`
-	BackupID    *string   `json:"backup_id"`
-	ProjectID   string    `json:"os-vol-tenant-attr:tenant_id"`
-	Attached    bool      `json:"attached"`
-	Bootable    string    `json:"bootable"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
+	ID          string  `json:"id"`
+	Name        string  `json:"name"`
+	Description string  `json:"description"`
+	Size        int64   `json:"size"`
+	Status      string  `json:"status"`
+	FailReason  *string `json:"fail_reason"`
+	SnapshotID  *string `json:"snapshot_id"`
+	BackupID    *string `json:"backup_id"`
+	ProjectID   string  `json:"os-vol-tenant-attr:tenant_id"`
+	Attached    bool    `json:"attached"`
+	// Attachments has the volume's NBD export while it is attached: at
+	// most one entry; empty (never null) otherwise.
+	Attachments []VolumeAttachment `json:"attachments"`
+	Bootable    string             `json:"bootable"`
+	CreatedAt   time.Time          `json:"created_at"`
+	UpdatedAt   time.Time          `json:"updated_at"`
+}
+
+// VolumeAttachment is an entry of a volume's attachments, in the block
+// storage API's shape. A cairn volume is attached by exporting it over
+// NBD, not to a server, so:
+//   - ID and AttachmentID are the volume's ID (a volume has at most one
+//     attachment, its export, and the catalog keeps no other name for it);
+//   - ServerID and HostName are null, as the block storage API has them
+//     for an attachment to no server and for callers who are not admins;
+//   - Device holds the NBD URIs a client connects to, separated by a
+//     space: nbd+unix:///ID?socket=PATH first, then nbd://HOST:PORT/ID
+//     when the service also listens on TCP (URIs hold no spaces, so
+//     strings.Fields splits them); null when the service has no NBD
+//     endpoint;
+//   - AttachedAt is null: the catalog does not record when.
+type VolumeAttachment struct {
+	ID           string     `json:"id"`
+	AttachmentID string     `json:"attachment_id"`
+	VolumeID     string     `json:"volume_id"`
+	ServerID     *string    `json:"server_id"`
+	HostName     *string    `json:"host_name"`
+	Device       *string    `json:"device"`
+	AttachedAt   *time.Time `json:"attached_at"`
+}
+
+// URIs returns the NBD URIs Device holds.
+func (a VolumeAttachment) URIs() []string {
+	if a.Device == nil {
+		return nil
+	}
+	return strings.Fields(*a.Device)
 }
 
 // Snapshot is a snapshot as the API shows it.
