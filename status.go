@@ -86,12 +86,8 @@ func Sentinels() []error {
 // sentinel in the table err wraps (errors.Is), or 500 for an error that
 // wraps none (an internal error). It does no I/O.
 func HTTPStatus(err error) int {
-	if s := Sentinel(err); s != nil {
-		for _, e := range statusTable() {
-			if e.err == s {
-				return e.status
-			}
-		}
+	if e, ok := entryOf(err); ok {
+		return e.status
 	}
 	return http.StatusInternalServerError
 }
@@ -99,15 +95,22 @@ func HTTPStatus(err error) int {
 // Sentinel returns the first sentinel in the table that err wraps, or nil
 // when it wraps none.
 func Sentinel(err error) error {
-	if err == nil {
-		return nil
-	}
-	for _, e := range statusTable() {
-		if errors.Is(err, e.err) {
-			return e.err
-		}
+	if e, ok := entryOf(err); ok {
+		return e.err
 	}
 	return nil
+}
+
+// entryOf returns the first entry of the table whose sentinel err wraps.
+func entryOf(err error) (statusEntry, bool) {
+	if err != nil {
+		for _, e := range statusTable() {
+			if errors.Is(err, e.err) {
+				return e, true
+			}
+		}
+	}
+	return statusEntry{}, false
 }
 
 // SentinelNamed returns the sentinel whose message is text (what its

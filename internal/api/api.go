@@ -198,7 +198,7 @@ func (s *Server) unmatched(w http.ResponseWriter, r *http.Request) {
 		writeFault(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: allowed methods: %s", r.Method, r.URL.Path, strings.Join(allow, ", ")))
 		return
 	}
-	s.writeError(w, r, fmt.Errorf("%s %s: no such resource: %w", r.Method, r.URL.Path, cairn.ErrNotFound))
+	writeError(w, r, fmt.Errorf("%s %s: no such resource: %w", r.Method, r.URL.Path, cairn.ErrNotFound))
 }
 
 func (s *Server) versions(w http.ResponseWriter, r *http.Request) {
@@ -218,35 +218,35 @@ func (s *Server) auth(h handler) http.HandlerFunc {
 			}
 		}
 		if tok == "" {
-			s.writeError(w, r, fmt.Errorf("no token: send X-Auth-Token or Authorization: Bearer: %w", cairn.ErrUnauthenticated))
+			writeError(w, r, fmt.Errorf("no token: send X-Auth-Token or Authorization: Bearer: %w", cairn.ErrUnauthenticated))
 			return
 		}
 		c, err := s.svc.Authenticate(r.Context(), tok)
 		if err != nil {
-			s.writeError(w, r, err)
+			writeError(w, r, err)
 			return
 		}
 		project := r.PathValue("project_id")
 		if project == "" {
 			// Not a project's URL (GET /v3/auth/token).
 			if err := h(w, r, c); err != nil {
-				s.writeError(w, r, err)
+				writeError(w, r, err)
 			}
 			return
 		}
 		if !c.Admin && project != c.ProjectID {
 			// Another project's URL looks exactly like a missing one.
-			s.writeError(w, r, fmt.Errorf("project %s: %w", project, cairn.ErrNotFound))
+			writeError(w, r, fmt.Errorf("project %s: %w", project, cairn.ErrNotFound))
 			return
 		}
 		if c.Admin && project != c.ProjectID {
 			ok, err := s.svc.ProjectExists(r.Context(), project)
 			if err != nil {
-				s.writeError(w, r, err)
+				writeError(w, r, err)
 				return
 			}
 			if !ok {
-				s.writeError(w, r, fmt.Errorf("project %s: %w", project, cairn.ErrNotFound))
+				writeError(w, r, fmt.Errorf("project %s: %w", project, cairn.ErrNotFound))
 				return
 			}
 		}
@@ -254,7 +254,7 @@ func (s *Server) auth(h handler) http.HandlerFunc {
 		// another project keeps admin rights.
 		c.ProjectID = project
 		if err := h(w, r, c); err != nil {
-			s.writeError(w, r, err)
+			writeError(w, r, err)
 		}
 	}
 }
@@ -317,7 +317,7 @@ func errorName(code int) string {
 // storage API's error body. A 4xx carries err's message. A 5xx carries a
 // generic one naming the request's ID, and err goes to the log, at error
 // level with that ID.
-func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := cairn.HTTPStatus(err)
 	msg := err.Error()
 	if code >= 500 {
