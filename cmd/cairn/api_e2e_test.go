@@ -17,8 +17,7 @@ import (
 	"time"
 
 	"github.com/cairnproject/cairn"
-	"github.com/cairnproject/cairn/internal/api"
-	"github.com/cairnproject/cairn/internal/service"
+	"github.com/cairnproject/cairn/internal/wire"
 )
 
 // apiEnv runs cairn serve on a data directory of its own and the client
@@ -207,7 +206,7 @@ func TestAPIEndToEnd(t *testing.T) {
 	e.serve()
 
 	// No URL or token: the CLI finds the local cairn serve.
-	var orig api.VolumeJSON
+	var orig wire.Volume
 	e.json(&orig, "volume", "create", "--size", "1", "--name", "orig", "--description", "the original", "--wait")
 	if orig.Status != "available" || orig.Size != 1 || orig.Name != "orig" || orig.ProjectID != "admin" {
 		t.Fatalf("created volume: %+v", orig)
@@ -216,12 +215,12 @@ func TestAPIEndToEnd(t *testing.T) {
 	// Write a pattern through the NBD export of the attached volume.
 	img1 := filepath.Join(e.dir, "img1")
 	data1 := randomFile(t, img1, 4<<20, 1)
-	var att service.Attachment
+	var att wire.Attachment
 	e.json(&att, "volume", "attach", "orig")
 	if att.VolumeID != orig.ID || len(att.URIs) == 0 || !strings.HasPrefix(att.URIs[0], "nbd+unix:///"+orig.ID) {
 		t.Fatalf("attachment: %+v", att)
 	}
-	var shown api.VolumeJSON
+	var shown wire.Volume
 	e.json(&shown, "volume", "show", orig.ID)
 	if shown.Status != "in-use" || !shown.Attached {
 		t.Fatalf("attached volume: %+v", shown)
@@ -231,12 +230,12 @@ func TestAPIEndToEnd(t *testing.T) {
 	}
 	e.ok("volume", "detach", "orig")
 
-	var snap api.SnapshotJSON
+	var snap wire.Snapshot
 	e.json(&snap, "snapshot", "create", "orig", "--name", "s1", "--wait")
 	if snap.Status != "available" || snap.VolumeID != orig.ID || snap.Name != "s1" {
 		t.Fatalf("snapshot: %+v", snap)
 	}
-	var full api.BackupJSON
+	var full wire.Backup
 	e.json(&full, "backup", "create", "--volume-id", orig.ID, "--name", "full", "--wait")
 	if full.Status != "available" || full.IsIncremental || full.VolumeID != orig.ID {
 		t.Fatalf("full backup: %+v", full)
@@ -250,7 +249,7 @@ func TestAPIEndToEnd(t *testing.T) {
 		runTool(t, "nbdcopy", img2, att.URIs[0])
 	}
 	e.ok("volume", "detach", orig.ID)
-	var inc api.BackupJSON
+	var inc wire.Backup
 	e.json(&inc, "backup", "create", "--volume-id", "orig", "--incremental", "--wait")
 	if inc.Status != "available" || !inc.IsIncremental || inc.ParentID == nil || *inc.ParentID != full.ID {
 		t.Fatalf("incremental backup: %+v", inc)
@@ -258,7 +257,7 @@ func TestAPIEndToEnd(t *testing.T) {
 
 	// Restore the incremental into a new volume, the full one through
 	// volume create --backup-id.
-	var restored, fromFull api.VolumeJSON
+	var restored, fromFull wire.Volume
 	e.json(&restored, "backup", "restore", inc.ID, "--name", "restored", "--wait")
 	if restored.Status != "available" || restored.Name != "restored" || restored.Size != 1 {
 		t.Fatalf("restored volume: %+v", restored)
@@ -282,7 +281,7 @@ func TestAPIEndToEnd(t *testing.T) {
 	}
 
 	// Lists, shows and limits, as JSON and as text.
-	var vols []api.VolumeJSON
+	var vols []wire.Volume
 	e.json(&vols, "volume", "list", "--sort", "name:asc")
 	if len(vols) != 3 || vols[0].Name != "from-full" || vols[1].Name != "orig" || vols[2].Name != "restored" {
 		t.Fatalf("volume list: %+v", vols)
@@ -291,17 +290,17 @@ func TestAPIEndToEnd(t *testing.T) {
 	if len(vols) != 1 {
 		t.Fatalf("volume list --limit 1: %+v", vols)
 	}
-	var snaps []api.SnapshotJSON
+	var snaps []wire.Snapshot
 	e.json(&snaps, "snapshot", "list", "--volume-id", "orig")
 	if len(snaps) != 1 || snaps[0].ID != snap.ID {
 		t.Fatalf("snapshot list: %+v", snaps)
 	}
-	var backups []api.BackupJSON
+	var backups []wire.Backup
 	e.json(&backups, "backup", "list", "--volume-id", orig.ID)
 	if len(backups) != 2 {
 		t.Fatalf("backup list: %+v", backups)
 	}
-	var lim service.Limits
+	var lim wire.Limits
 	e.json(&lim, "limits")
 	if lim.Usage.Volumes != 3 || lim.Usage.Snapshots != 1 || lim.Usage.Backups != 2 || lim.Quota.Volumes != -1 {
 		t.Fatalf("limits: %+v", lim)
@@ -322,17 +321,17 @@ func TestAPIEndToEnd(t *testing.T) {
 			t.Fatalf("cairn %v printed nothing", args)
 		}
 	}
-	var updated api.VolumeJSON
+	var updated wire.Volume
 	e.json(&updated, "volume", "update", "from-full", "--name", "copy", "--description", "")
 	if updated.Name != "copy" || updated.Description != "" || updated.ID != fromFull.ID {
 		t.Fatalf("volume update: %+v", updated)
 	}
-	var extended api.VolumeJSON
+	var extended wire.Volume
 	e.json(&extended, "volume", "extend", "copy", "--size", "2G", "--wait")
 	if extended.Size != 2 || extended.Status != "available" {
 		t.Fatalf("volume extend: %+v", extended)
 	}
-	var reset api.VolumeJSON
+	var reset wire.Volume
 	e.json(&reset, "volume", "reset-status", "copy", "--status", "error")
 	if reset.Status != "error" {
 		t.Fatalf("volume reset-status: %+v", reset)
@@ -343,7 +342,7 @@ func TestAPIEndToEnd(t *testing.T) {
 	if err := os.WriteFile(recFile, []byte(e.ok("--json", "backup", "export-record", "full")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var rec api.BackupRecordJSON
+	var rec wire.BackupRecord
 	e.json(&rec, "backup", "export-record", full.ID)
 	if rec.BackupService == "" || rec.BackupURL == "" {
 		t.Fatalf("export-record: %+v", rec)
@@ -359,7 +358,7 @@ func TestAPIEndToEnd(t *testing.T) {
 	if !strings.Contains(r.stderr, "broken") {
 		t.Fatalf("the failure does not say why: %s", r.stderr)
 	}
-	var doomed []api.BackupJSON
+	var doomed []wire.Backup
 	e.json(&doomed, "backup", "list", "--name", "doomed")
 	if len(doomed) != 1 || doomed[0].Status != "error" || doomed[0].FailReason == nil || *doomed[0].FailReason == "" {
 		t.Fatalf("failed backup: %+v", doomed)
@@ -434,7 +433,7 @@ func TestAPIEndToEnd(t *testing.T) {
 	elsewhere.fails(exitUsage, "works through the API", "limits")
 	elsewhere.fails(exitUsage, "--backup-id needs the API", "volume", "create", "x", "--size", "1G", "--backup-id", "b")
 	elsewhere.with("CAIRN_CLIENT_CONFIG="+filepath.Join(e.dir, "nosuch.yaml")).fails(exitError, "client config", "volume", "list")
-	var list []api.VolumeJSON
+	var list []wire.Volume
 	elsewhere.json(&list, "volume", "list", "--url", e.url, "--token", adminToken)
 	if len(list) != 3 {
 		t.Fatalf("volume list with --url and --token: %+v", list)
@@ -490,7 +489,7 @@ func TestAPIEndToEnd(t *testing.T) {
 	second.fails(exitError, "not found", "backup", "restore", full.ID)
 	second.fails(exitError, "not found", "volume", "list", "--project", "admin")
 	second.fails(exitError, "forbidden", "volume", "list", "--all-projects")
-	var own api.VolumeJSON
+	var own wire.Volume
 	second.json(&own, "volume", "create", "--size", "1", "--name", "theirs", "--wait")
 	if own.ProjectID != proj.ID {
 		t.Fatalf("the second project's volume: %+v", own)

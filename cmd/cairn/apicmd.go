@@ -30,10 +30,10 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/cairnproject/cairn"
-	"github.com/cairnproject/cairn/internal/api"
 	"github.com/cairnproject/cairn/internal/catalog"
 	"github.com/cairnproject/cairn/internal/client"
 	"github.com/cairnproject/cairn/internal/service"
+	"github.com/cairnproject/cairn/internal/wire"
 )
 
 // apiModel explains, in every API command's help, how the CLI finds the
@@ -264,7 +264,10 @@ is available.`, a.apiVolumeCreate},
 		"extend": {"extend VOLUME --size GiB [--wait]", "Grow a volume", "Grow an available volume to --size GiB.", a.apiVolumeExtend},
 		"attach": {"attach VOLUME", "Attach a volume: export it over NBD (API) or give it a local block device (directly)",
 			`Export an available volume over NBD (status in-use) and print the NBD
-URIs clients connect to (nbd+unix:///ID?socket=..., nbd://HOST:PORT/ID).`, a.apiVolumeAttach},
+URIs clients connect to (nbd+unix:///ID?socket=..., nbd://HOST:PORT/ID).
+A volume attached already is left as it is: its URIs are printed, and
+stderr says it was attached before ("already_attached": true with --json).
+'cairn volume show' prints them too.`, a.apiVolumeAttach},
 		"detach": {"detach VOLUME", "Detach a volume: stop its NBD export (API) or remove its local block device (directly)",
 			"Stop exporting a volume (status available).", a.apiVolumeDetach},
 	}
@@ -378,10 +381,10 @@ func keyValues(w io.Writer, kv [][2]string) {
 	tw.Flush()
 }
 
-func (a *app) printAPIVolumes(list []api.VolumeJSON, project bool) error {
+func (a *app) printAPIVolumes(list []wire.Volume, project bool) error {
 	if a.json {
 		if list == nil {
-			list = []api.VolumeJSON{}
+			list = []wire.Volume{}
 		}
 		return a.printJSON(list)
 	}
@@ -401,7 +404,7 @@ func (a *app) printAPIVolumes(list []api.VolumeJSON, project bool) error {
 	return nil
 }
 
-func (a *app) showAPIVolume(v api.VolumeJSON) error {
+func (a *app) showAPIVolume(v wire.Volume) error {
 	if a.json {
 		return a.printJSON(v)
 	}
@@ -409,17 +412,22 @@ func (a *app) showAPIVolume(v api.VolumeJSON) error {
 	if v.FailReason != nil && *v.FailReason != "" {
 		kv = append(kv, [2]string{"fail reason", *v.FailReason})
 	}
-	kv = append(kv, [][2]string{{"size", gib(v.Size)}, {"attached", yesNo(v.Attached)},
-		{"snapshot", orDash(v.SnapshotID)}, {"backup", orDash(v.BackupID)}, {"project", v.ProjectID},
-		{"created", when(v.CreatedAt)}, {"updated", when(v.UpdatedAt)}}...)
+	kv = append(kv, [][2]string{{"size", gib(v.Size)}, {"attached", yesNo(v.Attached)}}...)
+	for _, att := range v.Attachments {
+		for _, u := range att.URIs() {
+			kv = append(kv, [2]string{"nbd", u})
+		}
+	}
+	kv = append(kv, [][2]string{{"snapshot", orDash(v.SnapshotID)}, {"backup", orDash(v.BackupID)},
+		{"project", v.ProjectID}, {"created", when(v.CreatedAt)}, {"updated", when(v.UpdatedAt)}}...)
 	keyValues(a.stdout, kv)
 	return nil
 }
 
-func (a *app) printAPISnapshots(list []api.SnapshotJSON, project bool) error {
+func (a *app) printAPISnapshots(list []wire.Snapshot, project bool) error {
 	if a.json {
 		if list == nil {
-			list = []api.SnapshotJSON{}
+			list = []wire.Snapshot{}
 		}
 		return a.printJSON(list)
 	}
@@ -439,7 +447,7 @@ func (a *app) printAPISnapshots(list []api.SnapshotJSON, project bool) error {
 	return nil
 }
 
-func (a *app) showAPISnapshot(s api.SnapshotJSON) error {
+func (a *app) showAPISnapshot(s wire.Snapshot) error {
 	if a.json {
 		return a.printJSON(s)
 	}
@@ -453,10 +461,10 @@ func (a *app) showAPISnapshot(s api.SnapshotJSON) error {
 	return nil
 }
 
-func (a *app) printAPIBackups(list []api.BackupJSON, project bool) error {
+func (a *app) printAPIBackups(list []wire.Backup, project bool) error {
 	if a.json {
 		if list == nil {
-			list = []api.BackupJSON{}
+			list = []wire.Backup{}
 		}
 		return a.printJSON(list)
 	}
@@ -476,7 +484,7 @@ func (a *app) printAPIBackups(list []api.BackupJSON, project bool) error {
 	return nil
 }
 
-func (a *app) showAPIBackup(b api.BackupJSON) error {
+func (a *app) showAPIBackup(b wire.Backup) error {
 	if a.json {
 		return a.printJSON(b)
 	}
@@ -601,7 +609,7 @@ func (a *app) wait(ctx context.Context, cl *client.Client, kind client.Kind, id 
 
 // resolve finds a resource by ID or, failing that, by its unique name.
 func resolve[T any](ctx context.Context, kind, ref string, get func(context.Context, string) (T, error),
-	list func(context.Context, bool, url.Values) ([]T, []api.Link, error)) (T, error) {
+	list func(context.Context, bool, url.Values) ([]T, []wire.Link, error)) (T, error) {
 	v, err := get(ctx, ref)
 	if err == nil || !errors.Is(err, cairn.ErrNotFound) {
 		return v, err
@@ -616,21 +624,21 @@ func resolve[T any](ctx context.Context, kind, ref string, get func(context.Cont
 	return found[0], nil
 }
 
-func volumeRef(ctx context.Context, cl *client.Client, ref string) (api.VolumeJSON, error) {
+func volumeRef(ctx context.Context, cl *client.Client, ref string) (wire.Volume, error) {
 	return resolve(ctx, "volume", ref, cl.GetVolume, cl.ListVolumes)
 }
 
-func snapshotRef(ctx context.Context, cl *client.Client, ref string) (api.SnapshotJSON, error) {
+func snapshotRef(ctx context.Context, cl *client.Client, ref string) (wire.Snapshot, error) {
 	return resolve(ctx, "snapshot", ref, cl.GetSnapshot, cl.ListSnapshots)
 }
 
-func backupRef(ctx context.Context, cl *client.Client, ref string) (api.BackupJSON, error) {
+func backupRef(ctx context.Context, cl *client.Client, ref string) (wire.Backup, error) {
 	return resolve(ctx, "backup", ref, cl.GetBackup, cl.ListBackups)
 }
 
 // listAll returns the list's items: every page, or only the first when
 // the query sets a limit.
-func listAll[T any](ctx context.Context, list func(context.Context, bool, url.Values) ([]T, []api.Link, error), q url.Values) ([]T, error) {
+func listAll[T any](ctx context.Context, list func(context.Context, bool, url.Values) ([]T, []wire.Link, error), q url.Values) ([]T, error) {
 	all := q.Get("limit") == ""
 	var out []T
 	for {
@@ -704,7 +712,7 @@ func (a *app) apiVolumeCreate(cmd *cobra.Command) apiRun {
 			}
 			name = args[0]
 		}
-		var req api.VolumeCreateRequest
+		var req wire.VolumeCreateRequest
 		req.Volume.Name, req.Volume.Description = name, desc
 		size, _ := cmd.Flags().GetString("size")
 		if size != "" {
@@ -757,15 +765,15 @@ func finish[T any](ctx context.Context, a *app, cl *client.Client, kind client.K
 	return show(r)
 }
 
-func (a *app) finishVolume(ctx context.Context, cl *client.Client, v api.VolumeJSON, wait bool) error {
+func (a *app) finishVolume(ctx context.Context, cl *client.Client, v wire.Volume, wait bool) error {
 	return finish(ctx, a, cl, client.Volume, v.ID, wait, cl.GetVolume, a.showAPIVolume)
 }
 
-func (a *app) finishSnapshot(ctx context.Context, cl *client.Client, s api.SnapshotJSON, wait bool) error {
+func (a *app) finishSnapshot(ctx context.Context, cl *client.Client, s wire.Snapshot, wait bool) error {
 	return finish(ctx, a, cl, client.Snapshot, s.ID, wait, cl.GetSnapshot, a.showAPISnapshot)
 }
 
-func (a *app) finishBackup(ctx context.Context, cl *client.Client, b api.BackupJSON, wait bool) error {
+func (a *app) finishBackup(ctx context.Context, cl *client.Client, b wire.Backup, wait bool) error {
 	return finish(ctx, a, cl, client.Backup, b.ID, wait, cl.GetBackup, a.showAPIBackup)
 }
 
@@ -876,18 +884,51 @@ func (a *app) apiVolumeAttach(*cobra.Command) apiRun {
 		if err != nil {
 			return err
 		}
-		att, err := cl.AttachVolume(ctx, v.ID)
-		if err != nil {
-			return err
+		// A volume attached already answers where it is exported, so its
+		// address can always be found again.
+		out := attachOutput{}
+		out.Attachment, out.AlreadyAttached = attachmentOf(v)
+		if !out.AlreadyAttached {
+			out.Attachment, err = cl.AttachVolume(ctx, v.ID)
+			if errors.Is(err, cairn.ErrConflict) {
+				// Perhaps attached since it was read.
+				if now, gerr := cl.GetVolume(ctx, v.ID); gerr == nil {
+					if att, ok := attachmentOf(now); ok {
+						out.Attachment, out.AlreadyAttached, err = att, true, nil
+					}
+				}
+			}
+			if err != nil {
+				return err
+			}
 		}
 		if a.json {
-			return a.printJSON(att)
+			return a.printJSON(out)
 		}
-		for _, u := range att.URIs {
+		if out.AlreadyAttached {
+			fmt.Fprintf(a.stderr, "volume %s was already attached; its NBD export:\n", v.ID)
+		}
+		for _, u := range out.URIs {
 			fmt.Fprintln(a.stdout, u)
 		}
 		return nil
 	}
+}
+
+// attachOutput is what cairn volume attach prints with --json: the
+// attachment, and whether the volume was attached before.
+type attachOutput struct {
+	wire.Attachment
+	AlreadyAttached bool `json:"already_attached"`
+}
+
+// attachmentOf returns where a volume is exported, from its attachments;
+// false when it has none.
+func attachmentOf(v wire.Volume) (wire.Attachment, bool) {
+	if len(v.Attachments) == 0 {
+		return wire.Attachment{}, false
+	}
+	return wire.Attachment{VolumeID: v.ID, ExportName: v.ID, URIs: v.Attachments[0].URIs()}, true
 }
 
 func (a *app) apiVolumeDetach(*cobra.Command) apiRun {
@@ -1011,7 +1052,7 @@ volume snapshot'.)
 		Args:  exactArgs(1),
 	}
 	a.apiOnly(create, func(cmd *cobra.Command) apiRun {
-		var req api.SnapshotCreateRequest
+		var req wire.SnapshotCreateRequest
 		var wait bool
 		f := cmd.Flags()
 		f.StringVar(&req.Snapshot.Name, "name", "", "the snapshot's name")
@@ -1108,7 +1149,7 @@ restores on its own.`,
 		Args: exactArgs(0),
 	}
 	a.apiOnly(create, func(cmd *cobra.Command) apiRun {
-		var req api.BackupCreateRequest
+		var req wire.BackupCreateRequest
 		var wait bool
 		f := cmd.Flags()
 		f.StringVar(&req.Backup.VolumeID, "volume-id", "", "the volume to back up")
@@ -1234,7 +1275,7 @@ restore ends (--wait follows it).`,
 			if err != nil {
 				return err
 			}
-			return a.finishVolume(ctx, cl, api.VolumeJSON{ID: res.VolumeID}, wait)
+			return a.finishVolume(ctx, cl, wire.Volume{ID: res.VolumeID}, wait)
 		}
 	})
 	export := &cobra.Command{
@@ -1272,7 +1313,7 @@ container must hold the backup and this deployment's key must open it.`,
 		Args: maxArgs(1),
 	}
 	a.apiOnly(imp, func(cmd *cobra.Command) apiRun {
-		var rec api.BackupRecordJSON
+		var rec wire.BackupRecord
 		cmd.Flags().StringVar(&rec.BackupService, "backup-service", "", "the record's backup_service")
 		cmd.Flags().StringVar(&rec.BackupURL, "backup-url", "", "the record's backup_url")
 		return func(ctx context.Context, cl *client.Client, args []string) error {
@@ -1300,7 +1341,7 @@ container must hold the backup and this deployment's key must open it.`,
 }
 
 // readRecord reads an exported backup record from a file or stdin.
-func (a *app) readRecord(path string) (api.BackupRecordJSON, error) {
+func (a *app) readRecord(path string) (wire.BackupRecord, error) {
 	var data []byte
 	var err error
 	if path == "-" {
@@ -1309,21 +1350,21 @@ func (a *app) readRecord(path string) (api.BackupRecordJSON, error) {
 		data, err = os.ReadFile(path)
 	}
 	if err != nil {
-		return api.BackupRecordJSON{}, fmt.Errorf("backup record: %w", err)
+		return wire.BackupRecord{}, fmt.Errorf("backup record: %w", err)
 	}
 	var doc struct {
-		api.BackupRecordJSON
-		Wrapped *api.BackupRecordJSON `json:"backup-record"`
+		wire.BackupRecord
+		Wrapped *wire.BackupRecord `json:"backup-record"`
 	}
 	if err := json.Unmarshal(data, &doc); err != nil {
-		return api.BackupRecordJSON{}, usageError{fmt.Errorf("backup record %s: not JSON: %w", path, err)}
+		return wire.BackupRecord{}, usageError{fmt.Errorf("backup record %s: not JSON: %w", path, err)}
 	}
-	rec := doc.BackupRecordJSON
+	rec := doc.BackupRecord
 	if doc.Wrapped != nil {
 		rec = *doc.Wrapped
 	}
 	if rec.BackupService == "" || rec.BackupURL == "" {
-		return api.BackupRecordJSON{}, usageError{fmt.Errorf("backup record %s: want backup_service and backup_url", path)}
+		return wire.BackupRecord{}, usageError{fmt.Errorf("backup record %s: want backup_service and backup_url", path)}
 	}
 	return rec, nil
 }

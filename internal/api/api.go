@@ -1,10 +1,20 @@
 // Package api is the service's HTTP API: the block storage API's shapes
-// (volumes, snapshots, backups) under /v3/{project_id}/, JSON in and out,
-// every request authenticated by a project's token. Errors are mapped to
-// status codes in one place (statusOf).
+// (volumes, snapshots, backups) under /v3/{project_id}/, JSON in and out
+// (the types of package wire), every request authenticated by a project's
+// token. Errors get their status codes from the root package's one table
+// (cairn.HTTPStatus) and here only the block storage API's names
+// (errorName).
+//
+// Every request gets an ID ("req-" and a UUID) in the
+// X-Openstack-Request-Id header and on every log line about it. A 5xx is
+// answered with a generic message naming the request ID, and its cause
+// goes to the log: internal error text names paths and store locations,
+// which are no tenant's business. A 4xx keeps its specific message: it is
+// about the caller's own input.
 package api
 
 import (
+	"context"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -12,11 +22,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/service"
+	"github.com/cairnproject/cairn/internal/wire"
 )
 
 // OpenAPI is the API's description, served at /openapi.yaml.
@@ -48,10 +60,42 @@ func New(svc *service.Service, met Metrics, log *slog.Logger) *Server {
 	return s
 }
 
+// request is what the server knows of a request while it serves it. It
+// belongs to the request's goroutine.
+type request struct {
+	id  string
+	log *slog.Logger // with the request's ID
+	// causeLogged is set once the cause of a 5xx answer was logged.
+	causeLogged bool
+}
+
+type requestKey struct{}
+
+// requestOf returns the request state ServeHTTP put into r's context.
+func requestOf(r *http.Request) *request {
+	if rq, ok := r.Context().Value(requestKey{}).(*request); ok {
+		return rq
+	}
+	// Only reached by a handler called without ServeHTTP (not done).
+	return &request{id: "-", log: slog.New(slog.DiscardHandler)}
+}
+
+// globalRequestID is the form of a request ID a caller may send in
+// X-Openstack-Request-Id (the OpenStack services' global request ID):
+// logged with the request when well-formed, ignored otherwise.
+var globalRequestID = regexp.MustCompile(`^req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
 // ServeHTTP implements http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	rq := &request{id: "req-" + cairn.NewUUID()}
+	rq.log = s.log.With("request_id", rq.id)
+	if g := r.Header.Get(wire.RequestIDHeader); globalRequestID.MatchString(g) {
+		rq.log = rq.log.With("global_request_id", g)
+	}
+	w.Header().Set(wire.RequestIDHeader, rq.id)
 	rec := &recorder{ResponseWriter: w, code: http.StatusOK}
+	r = r.WithContext(context.WithValue(r.Context(), requestKey{}, rq))
 	s.mux.ServeHTTP(rec, r)
 	_, pattern := s.mux.Handler(r)
 	if pattern == "" {
@@ -60,10 +104,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.met != nil {
 		s.met.Request(pattern, rec.code, time.Since(start))
 	}
-	if rec.code >= 500 {
-		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "code", rec.code)
+	attrs := []any{"method", r.Method, "path", r.URL.Path, "code", rec.code, "duration", time.Since(start)}
+	if rec.code >= 500 && !rq.causeLogged {
+		rq.log.Error("request failed", attrs...)
 	} else {
-		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "code", rec.code, "duration", time.Since(start))
+		rq.log.Debug("request", attrs...)
 	}
 }
 
@@ -132,14 +177,8 @@ func (s *Server) routes() {
 	m.HandleFunc("/", s.unmatched)
 }
 
-// TokenInfo is GET /v3/auth/token: whose token this is.
-type TokenInfo struct {
-	ProjectID string `json:"project_id"`
-	Admin     bool   `json:"admin"`
-}
-
 func (s *Server) whoami(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-	writeJSON(w, http.StatusOK, map[string]any{"token": TokenInfo{ProjectID: c.ProjectID, Admin: c.Admin}})
+	writeJSON(w, http.StatusOK, map[string]any{"token": wire.TokenInfo{ProjectID: c.ProjectID, Admin: c.Admin}})
 	return nil
 }
 
@@ -156,11 +195,10 @@ func (s *Server) unmatched(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(allow) > 0 {
 		w.Header().Set("Allow", strings.Join(allow, ", "))
-		writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"badMethod": map[string]any{
-			"code": http.StatusMethodNotAllowed, "message": fmt.Sprintf("%s %s: allowed methods: %s", r.Method, r.URL.Path, strings.Join(allow, ", "))}})
+		writeFault(w, http.StatusMethodNotAllowed, fmt.Sprintf("%s %s: allowed methods: %s", r.Method, r.URL.Path, strings.Join(allow, ", ")))
 		return
 	}
-	writeError(w, fmt.Errorf("%s %s: no such resource: %w", r.Method, r.URL.Path, cairn.ErrNotFound))
+	writeError(w, r, fmt.Errorf("%s %s: no such resource: %w", r.Method, r.URL.Path, cairn.ErrNotFound))
 }
 
 func (s *Server) versions(w http.ResponseWriter, r *http.Request) {
@@ -180,35 +218,35 @@ func (s *Server) auth(h handler) http.HandlerFunc {
 			}
 		}
 		if tok == "" {
-			writeError(w, fmt.Errorf("no token: send X-Auth-Token or Authorization: Bearer: %w", cairn.ErrUnauthenticated))
+			writeError(w, r, fmt.Errorf("no token: send X-Auth-Token or Authorization: Bearer: %w", cairn.ErrUnauthenticated))
 			return
 		}
 		c, err := s.svc.Authenticate(r.Context(), tok)
 		if err != nil {
-			writeError(w, err)
+			writeError(w, r, err)
 			return
 		}
 		project := r.PathValue("project_id")
 		if project == "" {
 			// Not a project's URL (GET /v3/auth/token).
 			if err := h(w, r, c); err != nil {
-				writeError(w, err)
+				writeError(w, r, err)
 			}
 			return
 		}
 		if !c.Admin && project != c.ProjectID {
 			// Another project's URL looks exactly like a missing one.
-			writeError(w, fmt.Errorf("project %s: %w", project, cairn.ErrNotFound))
+			writeError(w, r, fmt.Errorf("project %s: %w", project, cairn.ErrNotFound))
 			return
 		}
 		if c.Admin && project != c.ProjectID {
 			ok, err := s.svc.ProjectExists(r.Context(), project)
 			if err != nil {
-				writeError(w, err)
+				writeError(w, r, err)
 				return
 			}
 			if !ok {
-				writeError(w, fmt.Errorf("project %s: %w", project, cairn.ErrNotFound))
+				writeError(w, r, fmt.Errorf("project %s: %w", project, cairn.ErrNotFound))
 				return
 			}
 		}
@@ -216,7 +254,7 @@ func (s *Server) auth(h handler) http.HandlerFunc {
 		// another project keeps admin rights.
 		c.ProjectID = project
 		if err := h(w, r, c); err != nil {
-			writeError(w, err)
+			writeError(w, r, err)
 		}
 	}
 }
@@ -251,39 +289,52 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = enc.Encode(v)
 }
 
-// statusOf maps the service's errors to HTTP status codes and the
-// block storage API's error names. It is the only place that does.
-func statusOf(err error) (int, string) {
-	switch {
-	case errors.Is(err, cairn.ErrInvalid):
-		return http.StatusBadRequest, "badRequest"
-	case errors.Is(err, cairn.ErrUnauthenticated):
-		return http.StatusUnauthorized, "unauthorized"
-	case errors.Is(err, cairn.ErrForbidden):
-		return http.StatusForbidden, "forbidden"
-	case errors.Is(err, cairn.ErrNotFound):
-		return http.StatusNotFound, "itemNotFound"
-	case errors.Is(err, cairn.ErrExists), errors.Is(err, cairn.ErrConflict):
-		return http.StatusConflict, "conflictingRequest"
-	case errors.Is(err, cairn.ErrQuota):
-		return http.StatusRequestEntityTooLarge, "overLimit"
-	case errors.Is(err, cairn.ErrUnsupported):
-		return http.StatusBadRequest, "badRequest"
-	case errors.Is(err, cairn.ErrWrongKey), errors.Is(err, cairn.ErrDenied):
-		return http.StatusForbidden, "forbidden"
-	case errors.Is(err, cairn.ErrUnavailable):
-		return http.StatusServiceUnavailable, "serviceUnavailable"
+// errorName is the block storage API's name of an error answer's status,
+// the member its body is named after.
+func errorName(code int) string {
+	switch code {
+	case http.StatusBadRequest:
+		return "badRequest"
+	case http.StatusUnauthorized:
+		return "unauthorized"
+	case http.StatusForbidden:
+		return "forbidden"
+	case http.StatusNotFound:
+		return "itemNotFound"
+	case http.StatusMethodNotAllowed:
+		return "badMethod"
+	case http.StatusConflict:
+		return "conflictingRequest"
+	case http.StatusRequestEntityTooLarge:
+		return "overLimit"
+	case http.StatusServiceUnavailable:
+		return "serviceUnavailable"
 	}
-	return http.StatusInternalServerError, "computeFault"
+	return "computeFault"
 }
 
-// writeError answers with the block storage API's error body:
-// {"<name>": {"code": N, "message": "..."}}.
-func writeError(w http.ResponseWriter, err error) {
-	code, name := statusOf(err)
+// writeError answers with err's status (cairn.HTTPStatus) and the block
+// storage API's error body. A 4xx carries err's message. A 5xx carries a
+// generic one naming the request's ID, and err goes to the log, at error
+// level with that ID.
+func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	code := cairn.HTTPStatus(err)
 	msg := err.Error()
-	if code == http.StatusInternalServerError {
-		msg = "internal error: " + msg
+	if code >= 500 {
+		rq := requestOf(r)
+		rq.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "code", code, "error", err)
+		rq.causeLogged = true
+		what := "internal error"
+		if code == http.StatusServiceUnavailable {
+			what = "service temporarily unavailable; try again later"
+		}
+		msg = fmt.Sprintf("%s; request %s; the service log has the cause", what, rq.id)
 	}
-	writeJSON(w, code, map[string]any{name: map[string]any{"code": code, "message": msg}})
+	writeFault(w, code, msg)
+}
+
+// writeFault writes the block storage API's error body:
+// {"<name>": {"code": N, "message": "..."}}.
+func writeFault(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]wire.Fault{errorName(code): {Code: code, Message: msg}})
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/cairnproject/cairn"
-	"github.com/cairnproject/cairn/internal/api"
+	"github.com/cairnproject/cairn/internal/wire"
 )
 
 // fixture is one project's set of resources in every state a test needs.
@@ -21,11 +21,11 @@ func (e *env) fixture(token, project string) fixture {
 	var f fixture
 	f.vol = e.createVolume(token, project, 1, "v")
 	e.write(f.vol, 0, []byte("hello"))
-	var s struct{ Snapshot api.SnapshotJSON }
+	var s struct{ Snapshot wire.Snapshot }
 	e.must(202, token, "POST", "/v3/"+project+"/snapshots", map[string]any{"snapshot": map[string]any{"volume_id": f.vol}}, &s)
 	e.wait(token, project, "snapshot", s.Snapshot.ID)
 	f.snap = s.Snapshot.ID
-	var b struct{ Backup api.BackupJSON }
+	var b struct{ Backup wire.Backup }
 	e.must(202, token, "POST", "/v3/"+project+"/backups", map[string]any{"backup": map[string]any{"snapshot_id": f.snap}}, &b)
 	e.wait(token, project, "backup", b.Backup.ID)
 	f.backup = b.Backup.ID
@@ -169,7 +169,7 @@ func TestAdminOnly(t *testing.T) {
 		e.must(202, e.admin, "POST", ep.path, strings.Replace(ep.body, "error", "available", 1), nil)
 	}
 	e.must(403, e.tokA, "GET", "/v3/alpha/volumes?all_tenants=1", nil, nil)
-	var all struct{ Volumes []api.Summary }
+	var all struct{ Volumes []wire.Summary }
 	e.must(200, e.admin, "GET", "/v3/admin/volumes?all_tenants=1", nil, &all)
 	if len(all.Volumes) != 1 || all.Volumes[0].ID != fa.vol {
 		t.Fatalf("admin all_tenants: %+v", all)
@@ -247,7 +247,7 @@ func TestBadInput(t *testing.T) {
 		{"quota backups", quotaTok, "POST", "/v3/small/backups", `{"backup":{"volume_id":"VOL"}}`, 413, "backups"},
 		{"quota gigabytes", quotaTok, "POST", "/v3/small/volumes/VOL/action", `{"os-extend":{"new_size":5}}`, 413, "gigabytes"},
 	}
-	var small struct{ Volumes []api.Summary }
+	var small struct{ Volumes []wire.Summary }
 	e.must(200, quotaTok, "GET", "/v3/small/volumes", nil, &small)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -306,7 +306,7 @@ func TestBusyResource(t *testing.T) {
 			t.Fatalf("backup after the restore: %v", r)
 		}
 	}
-	var b struct{ Backup api.BackupJSON }
+	var b struct{ Backup wire.Backup }
 	e.must(202, e.tokA, "POST", "/v3/alpha/backups", map[string]any{"backup": map[string]any{"volume_id": fa.vol}}, &b)
 	for _, req := range []struct{ method, path, body string }{
 		{"DELETE", "/v3/alpha/volumes/" + fa.vol, ""},

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/service"
 	"github.com/cairnproject/cairn/internal/volume"
+	"github.com/cairnproject/cairn/internal/wire"
 )
 
 // env is one running service over a real SQLite catalog, a real volume
@@ -45,6 +47,8 @@ type env struct {
 	tokA   string // token of project "alpha"
 	tokB   string // token of project "beta"
 	secret repo.Secret
+
+	closeOnce sync.Once
 }
 
 // eventLog records notifications.
@@ -65,10 +69,12 @@ func newEnv(t testing.TB) *env {
 	return newEnvAt(t, t.TempDir(), filepath.Join(t.TempDir(), "backups"))
 }
 
-func newEnvAt(t testing.TB, dir, store string) *env {
+// newEnvAt is newEnv on the data directory dir and the backup store
+// store; tune, if given, changes the service's configuration.
+func newEnvAt(t testing.TB, dir, store string, tune ...func(*service.Config)) *env {
 	return newEnvWith(t, dir, store, func() (catalog.Store, error) {
 		return sqlite.Open(t.Context(), filepath.Join(dir, "catalog.db"))
-	})
+	}, tune...)
 }
 
 // newEnvPostgres is newEnv with a catalog in a fresh database of the
@@ -80,7 +86,7 @@ func newEnvPostgres(t *testing.T) *env {
 	})
 }
 
-func newEnvWith(t testing.TB, dir, store string, openCatalog func() (catalog.Store, error)) *env {
+func newEnvWith(t testing.TB, dir, store string, openCatalog func() (catalog.Store, error), tune ...func(*service.Config)) *env {
 	t.Helper()
 	ctx := t.Context()
 	e := &env{t: t, dir: dir, store: store, secret: testSecret, events: &eventLog{ch: make(chan notify.Event, 10000)}}
@@ -95,8 +101,17 @@ func newEnvWith(t testing.TB, dir, store string, openCatalog func() (catalog.Sto
 	}
 	ropts := repo.Options{KDF: crypto.KDFParams{Time: 1, MemoryKiB: 64, Threads: 1}}
 	open := func(ctx context.Context, container string) (*repo.Repository, error) {
-		if container == "unreachable" {
-			return nil, fmt.Errorf("store at %s: connection refused: %w", container, cairn.ErrUnavailable)
+		// Containers that fail to open, as stores and keys do; each
+		// message names the store's path, which no tenant may see.
+		switch at := filepath.Join(store, container); container {
+		case "unreachable":
+			return nil, fmt.Errorf("store at %s: connection refused: %w", at, cairn.ErrUnavailable)
+		case "broken":
+			return nil, fmt.Errorf("store at %s: disk on fire", at)
+		case "denied":
+			return nil, fmt.Errorf("store at %s: 403 Forbidden: %w", at, cairn.ErrDenied)
+		case "wrongkey":
+			return nil, fmt.Errorf("repository at %s: %w", at, cairn.ErrWrongKey)
 		}
 		be, err := local.New(filepath.Join(store, container), true)
 		if err != nil {
@@ -110,8 +125,12 @@ func newEnvWith(t testing.TB, dir, store string, openCatalog func() (catalog.Sto
 		return repo.Open(ctx, be, e.secret, ropts)
 	}
 	met := metrics.New()
-	e.svc = service.New(service.Config{Catalog: e.cat, Engine: e.eng, OpenRepo: open,
-		Notifier: e.events, Observer: met, Workers: 8, NBDSocket: filepath.Join(dir, "nbd.sock")})
+	cfg := service.Config{Catalog: e.cat, Engine: e.eng, OpenRepo: open,
+		Notifier: e.events, Observer: met, Workers: 8, NBDSocket: filepath.Join(dir, "nbd.sock")}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	e.svc = service.New(cfg)
 	if err := e.svc.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -123,11 +142,15 @@ func newEnvWith(t testing.TB, dir, store string, openCatalog func() (catalog.Sto
 	return e
 }
 
+// close stops the service and closes what it opened, once (a test that
+// restarts the service closes it before the cleanup does).
 func (e *env) close() {
-	e.srv.Close()
-	e.svc.Stop()
-	_ = e.eng.Close()
-	_ = e.cat.Close()
+	e.closeOnce.Do(func() {
+		e.srv.Close()
+		e.svc.Stop()
+		_ = e.eng.Close()
+		_ = e.cat.Close()
+	})
 }
 
 // project makes a project (if missing) and returns a new token of it.
@@ -216,7 +239,7 @@ func (e *env) wait(token, project, kind, id string) map[string]any {
 // createVolume makes an available volume of gib GiB in project.
 func (e *env) createVolume(token, project string, gib int64, name string) string {
 	e.t.Helper()
-	var out struct{ Volume api.VolumeJSON }
+	var out struct{ Volume wire.Volume }
 	e.must(202, token, "POST", "/v3/"+project+"/volumes", map[string]any{"volume": map[string]any{"size": gib, "name": name}}, &out)
 	if r := e.wait(token, project, "volume", out.Volume.ID); r["status"] != "available" {
 		e.t.Fatalf("volume %s: %v", out.Volume.ID, r)

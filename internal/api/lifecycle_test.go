@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/cairnproject/cairn"
-	"github.com/cairnproject/cairn/internal/api"
 	"github.com/cairnproject/cairn/internal/service"
+	"github.com/cairnproject/cairn/internal/wire"
 )
 
 const gib = service.GiB
@@ -49,18 +49,18 @@ func lifecycle(t *testing.T, e *env) {
 
 	// A snapshot, then a full backup of it: data_timestamp is the
 	// snapshot's creation time.
-	var snap struct{ Snapshot api.SnapshotJSON }
+	var snap struct{ Snapshot wire.Snapshot }
 	e.must(202, e.tokA, "POST", "/v3/"+p+"/snapshots", map[string]any{"snapshot": map[string]any{"volume_id": vol, "name": "s1"}}, &snap)
 	e.wait(e.tokA, p, "snapshot", snap.Snapshot.ID)
-	var s1 struct{ Snapshot api.SnapshotJSON }
+	var s1 struct{ Snapshot wire.Snapshot }
 	e.must(200, e.tokA, "GET", "/v3/"+p+"/snapshots/"+snap.Snapshot.ID, nil, &s1)
 
-	var full struct{ Backup api.BackupJSON }
+	var full struct{ Backup wire.Backup }
 	e.must(202, e.tokA, "POST", "/v3/"+p+"/backups", map[string]any{"backup": map[string]any{"snapshot_id": snap.Snapshot.ID, "name": "full"}}, &full)
 	if r := e.wait(e.tokA, p, "backup", full.Backup.ID); r["status"] != "available" {
 		t.Fatalf("full backup: %v", r)
 	}
-	var fb struct{ Backup api.BackupJSON }
+	var fb struct{ Backup wire.Backup }
 	e.must(200, e.tokA, "GET", "/v3/"+p+"/backups/"+full.Backup.ID, nil, &fb)
 	if !fb.Backup.DataTimestamp.Equal(s1.Snapshot.CreatedAt) {
 		t.Errorf("data_timestamp %v, want the snapshot's %v", fb.Backup.DataTimestamp, s1.Snapshot.CreatedAt)
@@ -73,13 +73,13 @@ func lifecycle(t *testing.T, e *env) {
 	// first backup as parent (its snapshot still exists: change tracking).
 	e.writeBlocks(vol, randomBlocks(2, 10))
 	v2 := e.digest(vol, gib)
-	var snap2 struct{ Snapshot api.SnapshotJSON }
+	var snap2 struct{ Snapshot wire.Snapshot }
 	e.must(202, e.tokA, "POST", "/v3/"+p+"/snapshots", map[string]any{"snapshot": map[string]any{"volume_id": vol}}, &snap2)
 	e.wait(e.tokA, p, "snapshot", snap2.Snapshot.ID)
-	var incr struct{ Backup api.BackupJSON }
+	var incr struct{ Backup wire.Backup }
 	e.must(202, e.tokA, "POST", "/v3/"+p+"/backups", map[string]any{"backup": map[string]any{"snapshot_id": snap2.Snapshot.ID, "incremental": true}}, &incr)
 	e.wait(e.tokA, p, "backup", incr.Backup.ID)
-	var ib struct{ Backup api.BackupJSON }
+	var ib struct{ Backup wire.Backup }
 	e.must(200, e.tokA, "GET", "/v3/"+p+"/backups/"+incr.Backup.ID, nil, &ib)
 	if !ib.Backup.IsIncremental || ib.Backup.ParentID == nil || *ib.Backup.ParentID != full.Backup.ID {
 		t.Errorf("incremental: %+v", ib.Backup)
@@ -97,7 +97,7 @@ func lifecycle(t *testing.T, e *env) {
 	// A volume backup (temporary snapshot) of the changed volume, with
 	// the volume then back to available and no snapshot left behind.
 	snapsBefore := len(e.eng.Snapshots(cairn.ID{}))
-	var vb struct{ Backup api.BackupJSON }
+	var vb struct{ Backup wire.Backup }
 	e.must(202, e.tokA, "POST", "/v3/"+p+"/backups", map[string]any{"backup": map[string]any{"volume_id": vol, "incremental": true}}, &vb)
 	if r := e.wait(e.tokA, p, "backup", vb.Backup.ID); r["status"] != "available" || r["parent_id"] != incr.Backup.ID {
 		t.Fatalf("volume backup: %v", r)
@@ -114,7 +114,7 @@ func lifecycle(t *testing.T, e *env) {
 	if r := e.wait(e.tokA, p, "backup", full.Backup.ID); r != nil {
 		t.Fatalf("deleted backup still there: %v", r)
 	}
-	var res struct{ Restore service.RestoreResult }
+	var res struct{ Restore wire.RestoreResult }
 	e.must(202, e.tokA, "POST", "/v3/"+p+"/backups/"+incr.Backup.ID+"/restore", map[string]any{"restore": map[string]any{"name": "restored"}}, &res)
 	if r := e.wait(e.tokA, p, "volume", res.Restore.VolumeID); r["status"] != "available" {
 		t.Fatalf("restored volume: %v", r)
@@ -138,7 +138,7 @@ func lifecycle(t *testing.T, e *env) {
 	}
 
 	// A volume from the first snapshot holds the first data; extend it.
-	var clone struct{ Volume api.VolumeJSON }
+	var clone struct{ Volume wire.Volume }
 	e.must(202, e.tokA, "POST", "/v3/"+p+"/volumes", map[string]any{"volume": map[string]any{"snapshot_id": snap.Snapshot.ID}}, &clone)
 	e.wait(e.tokA, p, "volume", clone.Volume.ID)
 	if e.digest(clone.Volume.ID, gib) != v1 {
@@ -152,17 +152,17 @@ func lifecycle(t *testing.T, e *env) {
 	// Export the incremental's record; a second deployment with the same
 	// backup store and key imports it and restores the same bytes.
 	var rec struct {
-		Record api.BackupRecordJSON `json:"backup-record"`
+		Record wire.BackupRecord `json:"backup-record"`
 	}
 	e.must(200, e.tokA, "GET", "/v3/"+p+"/backups/"+incr.Backup.ID+"/export_record", nil, &rec)
 	e2 := newEnvAt(t, t.TempDir(), e.store)
-	var imp struct{ Backup api.BackupJSON }
+	var imp struct{ Backup wire.Backup }
 	e2.must(201, e2.tokA, "POST", "/v3/alpha/backups/import_record", map[string]any{"backup-record": rec.Record}, &imp)
 	if imp.Backup.ID != incr.Backup.ID || imp.Backup.Status != "available" {
 		t.Fatalf("imported: %+v", imp.Backup)
 	}
 	e2.must(409, e2.tokA, "POST", "/v3/alpha/backups/import_record", map[string]any{"backup-record": rec.Record}, nil)
-	var res2 struct{ Restore service.RestoreResult }
+	var res2 struct{ Restore wire.RestoreResult }
 	e2.must(202, e2.tokA, "POST", "/v3/alpha/backups/"+incr.Backup.ID+"/restore", map[string]any{"restore": map[string]any{}}, &res2)
 	if r := e2.wait(e2.tokA, "alpha", "volume", res2.Restore.VolumeID); r["status"] != "available" {
 		t.Fatalf("restore in the second deployment: %v", r)
@@ -227,7 +227,7 @@ func keys(m map[string]bool) string {
 func TestAttachExportsOverNBD(t *testing.T) {
 	e := newEnv(t)
 	vol := e.createVolume(e.tokA, "alpha", 1, "")
-	var att struct{ Attachment service.Attachment }
+	var att struct{ Attachment wire.Attachment }
 	e.must(200, e.tokA, "POST", "/v3/alpha/volumes/"+vol+"/action", map[string]any{"os-attach": map[string]any{}}, &att)
 	if att.Attachment.ExportName != vol || len(att.Attachment.URIs) == 0 {
 		t.Fatalf("attachment: %+v", att)
@@ -240,9 +240,9 @@ func TestAttachExportsOverNBD(t *testing.T) {
 	e.must(409, e.tokA, "DELETE", "/v3/alpha/volumes/"+vol, nil, nil)
 	e.must(409, e.tokA, "POST", "/v3/alpha/snapshots", map[string]any{"snapshot": map[string]any{"volume_id": vol}}, nil)
 	e.must(409, e.tokA, "POST", "/v3/alpha/backups", map[string]any{"backup": map[string]any{"volume_id": vol}}, nil)
-	var s struct{ Snapshot api.SnapshotJSON }
+	var s struct{ Snapshot wire.Snapshot }
 	e.must(202, e.tokA, "POST", "/v3/alpha/snapshots", map[string]any{"snapshot": map[string]any{"volume_id": vol, "force": true}}, &s)
-	var b struct{ Backup api.BackupJSON }
+	var b struct{ Backup wire.Backup }
 	e.must(202, e.tokA, "POST", "/v3/alpha/backups", map[string]any{"backup": map[string]any{"volume_id": vol, "force": true}}, &b)
 	if r := e.wait(e.tokA, "alpha", "backup", b.Backup.ID); r["status"] != "available" {
 		t.Fatalf("backup of an in-use volume: %v", r)
@@ -286,7 +286,7 @@ func TestHealthMetricsOpenAPI(t *testing.T) {
 func TestFailedBackupCleansUp(t *testing.T) {
 	e := newEnv(t)
 	vol := e.createVolume(e.tokA, "alpha", 1, "")
-	var b struct{ Backup api.BackupJSON }
+	var b struct{ Backup wire.Backup }
 	e.must(202, e.tokA, "POST", "/v3/alpha/backups", map[string]any{"backup": map[string]any{"volume_id": vol, "container": "unreachable"}}, &b)
 	r := e.wait(e.tokA, "alpha", "backup", b.Backup.ID)
 	if r["status"] != "error" || !strings.Contains(r["fail_reason"].(string), "connection refused") {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -19,8 +20,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/cairnproject/cairn"
-	"github.com/cairnproject/cairn/internal/catalog"
 	"github.com/cairnproject/cairn/internal/service"
+	"github.com/cairnproject/cairn/internal/wire"
 )
 
 // The tests here hold openapi.yaml to the code: every route routes()
@@ -309,12 +310,11 @@ func TestOpenAPIDocument(t *testing.T) {
 	if v, _ := oaLookup(doc, "components", "securitySchemes", "bearerAuth", "scheme").(string); v != "bearer" {
 		t.Errorf("bearerAuth scheme: %q", v)
 	}
-	// Every error name statusOf gives is documented.
+	// Every error name an error gets is documented.
 	errDoc, _ := oaLookup(doc, "components", "schemas", "Error", "description").(string)
-	for _, err := range []error{cairn.ErrInvalid, cairn.ErrUnauthenticated, cairn.ErrForbidden,
-		cairn.ErrNotFound, cairn.ErrExists, cairn.ErrConflict, cairn.ErrQuota, cairn.ErrUnsupported,
-		cairn.ErrWrongKey, cairn.ErrDenied, cairn.ErrUnavailable, cairn.ErrCorrupt} {
-		code, name := statusOf(err)
+	for _, err := range append(cairn.Sentinels(), errors.New("internal")) {
+		code := cairn.HTTPStatus(err)
+		name := errorName(code)
 		if !strings.Contains(errDoc, "`"+name+"`") {
 			t.Errorf("error name %s (%d, for %v) is not in the Error schema's description", name, code, err)
 		}
@@ -471,7 +471,7 @@ func TestOpenAPIListParameters(t *testing.T) {
 			t.Errorf("%s: no enum", name)
 		}
 		for _, k := range enum {
-			if s, _ := k.(string); !catalog.ValidSortKey(s) {
+			if s, _ := k.(string); !service.ValidSortKey(s) {
 				t.Errorf("%s: %v is not a valid sort key", name, k)
 			}
 		}
@@ -489,30 +489,32 @@ func TestOpenAPIListParameters(t *testing.T) {
 func TestOpenAPISchemasMatchGo(t *testing.T) {
 	doc := oaLoad(t)
 	answers := map[string]any{
-		"Volume":              VolumeJSON{},
-		"Snapshot":            SnapshotJSON{},
-		"Backup":              BackupJSON{},
-		"Summary":             Summary{},
-		"Link":                Link{},
-		"TokenInfo":           TokenInfo{},
+		"Volume":              wire.Volume{},
+		"VolumeAttachment":    wire.VolumeAttachment{},
+		"Snapshot":            wire.Snapshot{},
+		"Backup":              wire.Backup{},
+		"Summary":             wire.Summary{},
+		"Link":                wire.Link{},
+		"TokenInfo":           wire.TokenInfo{},
 		"Task":                cairn.Task{},
-		"Limits":              service.Limits{},
+		"Limits":              wire.Limits{},
 		"Quota":               cairn.Quota{},
 		"Usage":               cairn.Usage{},
-		"Attachment":          service.Attachment{},
-		"RestoreResult":       service.RestoreResult{},
-		"BackupRecord":        BackupRecordJSON{},
+		"Attachment":          wire.Attachment{},
+		"RestoreResult":       wire.RestoreResult{},
+		"BackupRecord":        wire.BackupRecord{},
 		"BackupRecordContent": service.BackupRecord{},
+		"ErrorDetail":         wire.Fault{},
 	}
 	requests := map[string]any{
-		"VolumeCreateRequest":   VolumeCreateRequest{},
-		"VolumeUpdateRequest":   VolumeUpdateRequest{},
-		"VolumeActionRequest":   VolumeActionRequest{},
-		"SnapshotCreateRequest": SnapshotCreateRequest{},
-		"ResetStatusRequest":    ResetStatusRequest{},
-		"BackupCreateRequest":   BackupCreateRequest{},
-		"RestoreRequest":        RestoreRequest{},
-		"ImportRecordRequest":   ImportRecordRequest{},
+		"VolumeCreateRequest":   wire.VolumeCreateRequest{},
+		"VolumeUpdateRequest":   wire.VolumeUpdateRequest{},
+		"VolumeActionRequest":   wire.VolumeActionRequest{},
+		"SnapshotCreateRequest": wire.SnapshotCreateRequest{},
+		"ResetStatusRequest":    wire.ResetStatusRequest{},
+		"BackupCreateRequest":   wire.BackupCreateRequest{},
+		"RestoreRequest":        wire.RestoreRequest{},
+		"ImportRecordRequest":   wire.ImportRecordRequest{},
 	}
 	for _, set := range []struct {
 		types  map[string]any

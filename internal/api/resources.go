@@ -6,80 +6,11 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/cairnproject/cairn"
-	"github.com/cairnproject/cairn/internal/catalog"
 	"github.com/cairnproject/cairn/internal/service"
+	"github.com/cairnproject/cairn/internal/wire"
 )
-
-// Wire types: the JSON the API speaks. Requests use pointer fields where
-// the API must tell "absent" from "zero".
-
-// VolumeJSON is a volume as the API shows it.
-type VolumeJSON struct {
-	ID          string    `json:"id"`
-	Name        string    `json:"name"`
-	Description string    `json:"description"`
-	Size        int64     `json:"size"`
-	Status      string    `json:"status"`
-	FailReason  *string   `json:"fail_reason"`
-	SnapshotID  *string   `json:"snapshot_id"`
-	BackupID    *string   `json:"backup_id"`
-	ProjectID   string    `json:"os-vol-tenant-attr:tenant_id"`
-	Attached    bool      `json:"attached"`
-	Bootable    string    `json:"bootable"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
-}
-
-// SnapshotJSON is a snapshot as the API shows it.
-type SnapshotJSON struct {
-	ID          string    `json:"id"`
-	VolumeID    string    `json:"volume_id"`
-	Name        string    `json:"name"`
-	Description string    `json:"description"`
-	Size        int64     `json:"size"`
-	Status      string    `json:"status"`
-	FailReason  *string   `json:"fail_reason"`
-	ProjectID   string    `json:"os-extended-snapshot-attributes:project_id"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
-}
-
-// BackupJSON is a backup as the API shows it.
-type BackupJSON struct {
-	ID                  string    `json:"id"`
-	Name                string    `json:"name"`
-	Description         string    `json:"description"`
-	VolumeID            string    `json:"volume_id"`
-	SnapshotID          *string   `json:"snapshot_id"`
-	Container           string    `json:"container"`
-	Status              string    `json:"status"`
-	FailReason          *string   `json:"fail_reason"`
-	Size                int64     `json:"size"`
-	ObjectCount         int64     `json:"object_count"`
-	StoredBytes         int64     `json:"stored_bytes"`
-	IsIncremental       bool      `json:"is_incremental"`
-	HasDependentBackups bool      `json:"has_dependent_backups"`
-	ParentID            *string   `json:"parent_id"`
-	DataTimestamp       time.Time `json:"data_timestamp"`
-	ProjectID           string    `json:"os-backup-project-attr:project_id"`
-	CreatedAt           time.Time `json:"created_at"`
-	UpdatedAt           time.Time `json:"updated_at"`
-}
-
-// Summary is a list entry without details.
-type Summary struct {
-	ID   string `json:"id"`
-	Name string `json:"name"`
-}
-
-// Link is a paging link.
-type Link struct {
-	Rel  string `json:"rel"`
-	Href string `json:"href"`
-}
 
 func optional(s string) *string {
 	if s == "" {
@@ -88,21 +19,29 @@ func optional(s string) *string {
 	return &s
 }
 
-func volumeJSON(v cairn.Volume) VolumeJSON {
-	return VolumeJSON{ID: v.ID, Name: v.Name, Description: v.Description, Size: v.Size,
+// volumeJSON is a volume as the API shows it, with its attachment (its
+// NBD export) while it is attached.
+func (s *Server) volumeJSON(v cairn.Volume) wire.Volume {
+	out := wire.Volume{ID: v.ID, Name: v.Name, Description: v.Description, Size: v.Size,
 		Status: string(v.Status), FailReason: optional(v.FailReason), SnapshotID: optional(v.SnapshotID),
-		BackupID: optional(v.BackupID), ProjectID: v.ProjectID, Attached: v.Attached, Bootable: "false",
+		BackupID: optional(v.BackupID), ProjectID: v.ProjectID, Attached: v.Attached,
+		Attachments: []wire.VolumeAttachment{}, Bootable: "false",
 		CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
+	if a, ok := s.svc.VolumeAttachment(v); ok {
+		out.Attachments = append(out.Attachments, wire.VolumeAttachment{ID: v.ID, AttachmentID: v.ID,
+			VolumeID: v.ID, Device: optional(strings.Join(a.URIs, " "))})
+	}
+	return out
 }
 
-func snapshotJSON(v cairn.Snapshot) SnapshotJSON {
-	return SnapshotJSON{ID: v.ID, VolumeID: v.VolumeID, Name: v.Name, Description: v.Description,
+func snapshotJSON(v cairn.Snapshot) wire.Snapshot {
+	return wire.Snapshot{ID: v.ID, VolumeID: v.VolumeID, Name: v.Name, Description: v.Description,
 		Size: v.Size, Status: string(v.Status), FailReason: optional(v.FailReason), ProjectID: v.ProjectID,
 		CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
 }
 
-func backupJSON(b cairn.Backup, dependents bool) BackupJSON {
-	return BackupJSON{ID: b.ID, Name: b.Name, Description: b.Description, VolumeID: b.VolumeID,
+func backupJSON(b cairn.Backup, dependents bool) wire.Backup {
+	return wire.Backup{ID: b.ID, Name: b.Name, Description: b.Description, VolumeID: b.VolumeID,
 		SnapshotID: optional(b.SnapshotID), Container: b.Container, Status: string(b.Status),
 		FailReason: optional(b.FailReason), Size: b.Size, ObjectCount: b.ObjectCount,
 		StoredBytes: b.StoredBytes, IsIncremental: b.Incremental, HasDependentBackups: dependents,
@@ -110,42 +49,48 @@ func backupJSON(b cairn.Backup, dependents bool) BackupJSON {
 		CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt}
 }
 
-// Page sizes of lists.
+func attachmentJSON(a service.Attachment) wire.Attachment {
+	return wire.Attachment{VolumeID: a.VolumeID, ExportName: a.ExportName, URIs: a.URIs}
+}
+
+// Page sizes of lists (the service's).
 const (
-	DefaultLimit = 100
-	MaxLimit     = 1000
+	DefaultLimit = service.DefaultLimit
+	MaxLimit     = service.MaxLimit
 )
 
-// listFilter parses a list's query: limit, marker, sort (key[:dir],...)
-// or sort_key/sort_dir, and the filters named in allowed. Unknown
-// parameters are refused, so a typo never lists everything.
-func listFilter(r *http.Request, c service.Caller, allowed ...string) (catalog.Filter, error) {
+// listQuery parses a list's query string: limit, marker, sort
+// (key[:dir],...) or sort_key/sort_dir, all_tenants, and the filters named
+// in allowed. Unknown and repeated parameters are refused, so a typo
+// never lists everything. The service checks what the values mean.
+func listQuery(r *http.Request, allowed ...string) (service.ListQuery, error) {
 	q := r.URL.Query()
-	f := catalog.Filter{Limit: DefaultLimit}
+	var lq service.ListQuery
 	ok := map[string]bool{"limit": true, "marker": true, "sort": true, "sort_key": true, "sort_dir": true, "all_tenants": true}
 	for _, a := range allowed {
 		ok[a] = true
 	}
 	for k, v := range q {
 		if !ok[k] {
-			return f, fmt.Errorf("query parameter %q: unknown here: %w", k, cairn.ErrInvalid)
+			return lq, fmt.Errorf("query parameter %q: unknown here: %w", k, cairn.ErrInvalid)
 		}
 		if len(v) != 1 {
-			return f, fmt.Errorf("query parameter %q: given %d times: %w", k, len(v), cairn.ErrInvalid)
+			return lq, fmt.Errorf("query parameter %q: given %d times: %w", k, len(v), cairn.ErrInvalid)
 		}
 	}
 	if s := q.Get("limit"); s != "" {
+		// The service checks the range; 0 is its "default", not a limit.
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > MaxLimit {
-			return f, fmt.Errorf("limit %q: want 1 to %d: %w", s, MaxLimit, cairn.ErrInvalid)
+		if err != nil || n < 1 {
+			return lq, fmt.Errorf("limit %q: want 1 to %d: %w", s, MaxLimit, cairn.ErrInvalid)
 		}
-		f.Limit = n
+		lq.Limit = n
 	}
-	f.Marker = q.Get("marker")
+	lq.Marker = q.Get("marker")
 	sortSpec := q.Get("sort")
 	if sk := q.Get("sort_key"); sk != "" {
 		if sortSpec != "" {
-			return f, fmt.Errorf("give sort or sort_key, not both: %w", cairn.ErrInvalid)
+			return lq, fmt.Errorf("give sort or sort_key, not both: %w", cairn.ErrInvalid)
 		}
 		sortSpec = sk
 		if d := q.Get("sort_dir"); d != "" {
@@ -155,65 +100,56 @@ func listFilter(r *http.Request, c service.Caller, allowed ...string) (catalog.F
 	if sortSpec != "" {
 		for _, part := range strings.Split(sortSpec, ",") {
 			key, dir, _ := strings.Cut(part, ":")
-			if !catalog.ValidSortKey(key) {
-				return f, fmt.Errorf("sort key %q: unknown: %w", key, cairn.ErrInvalid)
-			}
 			switch dir {
 			case "", "desc":
-				f.Sort = append(f.Sort, catalog.SortKey{Key: key, Desc: true})
+				lq.Sort = append(lq.Sort, service.SortKey{Key: key, Desc: true})
 			case "asc":
-				f.Sort = append(f.Sort, catalog.SortKey{Key: key})
+				lq.Sort = append(lq.Sort, service.SortKey{Key: key})
 			default:
-				return f, fmt.Errorf("sort direction %q: want asc or desc: %w", dir, cairn.ErrInvalid)
+				return lq, fmt.Errorf("sort direction %q: want asc or desc: %w", dir, cairn.ErrInvalid)
 			}
 		}
 	}
-	f.Name = q.Get("name")
-	f.Status = cairn.Status(q.Get("status"))
-	f.VolumeID = q.Get("volume_id")
-	f.SnapshotID = q.Get("snapshot_id")
-	f.ProjectID = c.ProjectID
-	if at := q.Get("all_tenants"); at != "" {
-		if !c.Admin {
-			return f, fmt.Errorf("all_tenants is for admins: %w", cairn.ErrForbidden)
-		}
-		switch at {
-		case "1", "true":
-			f.ProjectID = ""
-		case "0", "false":
-		default:
-			return f, fmt.Errorf("all_tenants %q: want 1, true, 0 or false: %w", at, cairn.ErrInvalid)
-		}
+	lq.Name = q.Get("name")
+	lq.Status = cairn.Status(q.Get("status"))
+	lq.VolumeID = q.Get("volume_id")
+	lq.SnapshotID = q.Get("snapshot_id")
+	switch at := q.Get("all_tenants"); at {
+	case "1", "true":
+		lq.AllProjects = true
+	case "", "0", "false":
+	default:
+		return lq, fmt.Errorf("all_tenants %q: want 1, true, 0 or false: %w", at, cairn.ErrInvalid)
 	}
-	return f, nil
+	return lq, nil
 }
 
 // nextLink is the link to the page after a full one.
-func nextLink(r *http.Request, n int, f catalog.Filter, last string) []Link {
-	if n < f.Limit || last == "" {
+func nextLink(r *http.Request, n int, lq service.ListQuery, last string) []wire.Link {
+	if n < lq.PageSize() || last == "" {
 		return nil
 	}
 	q := r.URL.Query()
 	q.Set("marker", last)
-	q.Set("limit", strconv.Itoa(f.Limit))
+	q.Set("limit", strconv.Itoa(lq.PageSize()))
 	u := url.URL{Path: r.URL.Path, RawQuery: q.Encode()}
-	return []Link{{Rel: "next", Href: u.String()}}
+	return []wire.Link{{Rel: "next", Href: u.String()}}
 }
 
 // listSummaries answers a list without details: IDs and names.
-func (s *Server) listSummaries(w http.ResponseWriter, r *http.Request, c service.Caller, kind catalog.Kind, f catalog.Filter) error {
-	list, err := s.svc.Summaries(r.Context(), c, kind, f)
+func (s *Server) listSummaries(w http.ResponseWriter, r *http.Request, c service.Caller, coll service.Collection, lq service.ListQuery) error {
+	list, err := s.svc.ListSummaries(r.Context(), c, coll, lq)
 	if err != nil {
 		return err
 	}
-	items := make([]Summary, len(list))
+	items := make([]wire.Summary, len(list))
 	for i, v := range list {
-		items[i] = Summary{ID: v.ID, Name: v.Name}
+		items[i] = wire.Summary{ID: v.ID, Name: v.Name}
 	}
-	out := map[string]any{string(kind): items}
+	out := map[string]any{string(coll): items}
 	if len(list) > 0 {
-		if l := nextLink(r, len(list), f, list[len(list)-1].ID); l != nil {
-			out[string(kind)+"_links"] = l
+		if l := nextLink(r, len(list), lq, list[len(list)-1].ID); l != nil {
+			out[string(coll)+"_links"] = l
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
@@ -225,7 +161,7 @@ func (s *Server) limits(w http.ResponseWriter, r *http.Request, c service.Caller
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"limits": l})
+	writeJSON(w, http.StatusOK, map[string]any{"limits": wire.Limits{Quota: l.Quota, Usage: l.Usage}})
 	return nil
 }
 
@@ -258,19 +194,8 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request, c service.Cal
 
 // Volumes.
 
-// VolumeCreateRequest is POST /volumes.
-type VolumeCreateRequest struct {
-	Volume struct {
-		Size        *int64 `json:"size"`
-		Name        string `json:"name"`
-		Description string `json:"description"`
-		SnapshotID  string `json:"snapshot_id"`
-		BackupID    string `json:"backup_id"`
-	} `json:"volume"`
-}
-
 func (s *Server) createVolume(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-	var req VolumeCreateRequest
+	var req wire.VolumeCreateRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}
@@ -290,30 +215,30 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request, c service.
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, map[string]any{"volume": volumeJSON(v)})
+	writeJSON(w, http.StatusAccepted, map[string]any{"volume": s.volumeJSON(v)})
 	return nil
 }
 
 func (s *Server) listVolumes(detail bool) handler {
 	return func(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-		f, err := listFilter(r, c, "name", "status")
+		lq, err := listQuery(r, "name", "status")
 		if err != nil {
 			return err
 		}
 		if !detail {
-			return s.listSummaries(w, r, c, catalog.KindVolumes, f)
+			return s.listSummaries(w, r, c, service.VolumesCollection, lq)
 		}
-		list, err := s.svc.Volumes(r.Context(), c, f)
+		list, err := s.svc.ListVolumes(r.Context(), c, lq)
 		if err != nil {
 			return err
 		}
-		items := make([]VolumeJSON, len(list))
+		items := make([]wire.Volume, len(list))
 		for i, v := range list {
-			items[i] = volumeJSON(v)
+			items[i] = s.volumeJSON(v)
 		}
 		out := map[string]any{"volumes": items}
 		if len(list) > 0 {
-			if l := nextLink(r, len(list), f, list[len(list)-1].ID); l != nil {
+			if l := nextLink(r, len(list), lq, list[len(list)-1].ID); l != nil {
 				out["volumes_links"] = l
 			}
 		}
@@ -327,20 +252,12 @@ func (s *Server) showVolume(w http.ResponseWriter, r *http.Request, c service.Ca
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"volume": volumeJSON(v)})
+	writeJSON(w, http.StatusOK, map[string]any{"volume": s.volumeJSON(v)})
 	return nil
 }
 
-// VolumeUpdateRequest is PUT /volumes/{id}.
-type VolumeUpdateRequest struct {
-	Volume struct {
-		Name        *string `json:"name"`
-		Description *string `json:"description"`
-	} `json:"volume"`
-}
-
 func (s *Server) updateVolume(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-	var req VolumeUpdateRequest
+	var req wire.VolumeUpdateRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}
@@ -352,7 +269,7 @@ func (s *Server) updateVolume(w http.ResponseWriter, r *http.Request, c service.
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"volume": volumeJSON(v)})
+	writeJSON(w, http.StatusOK, map[string]any{"volume": s.volumeJSON(v)})
 	return nil
 }
 
@@ -362,18 +279,6 @@ func (s *Server) deleteVolume(w http.ResponseWriter, r *http.Request, c service.
 	}
 	w.WriteHeader(http.StatusAccepted)
 	return nil
-}
-
-// VolumeActionRequest is POST /volumes/{id}/action: exactly one action.
-type VolumeActionRequest struct {
-	Extend *struct {
-		NewSize int64 `json:"new_size"`
-	} `json:"os-extend"`
-	Attach      *struct{} `json:"os-attach"`
-	Detach      *struct{} `json:"os-detach"`
-	ResetStatus *struct {
-		Status string `json:"status"`
-	} `json:"os-reset_status"`
 }
 
 func count(ptrs ...bool) int {
@@ -387,7 +292,7 @@ func count(ptrs ...bool) int {
 }
 
 func (s *Server) volumeAction(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-	var req VolumeActionRequest
+	var req wire.VolumeActionRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}
@@ -406,7 +311,7 @@ func (s *Server) volumeAction(w http.ResponseWriter, r *http.Request, c service.
 		if err != nil {
 			return err
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"attachment": a})
+		writeJSON(w, http.StatusOK, map[string]any{"attachment": attachmentJSON(a)})
 	case req.Detach != nil:
 		if err := s.svc.DetachVolume(ctx, c, id); err != nil {
 			return err
@@ -423,18 +328,8 @@ func (s *Server) volumeAction(w http.ResponseWriter, r *http.Request, c service.
 
 // Snapshots.
 
-// SnapshotCreateRequest is POST /snapshots.
-type SnapshotCreateRequest struct {
-	Snapshot struct {
-		VolumeID    string `json:"volume_id"`
-		Name        string `json:"name"`
-		Description string `json:"description"`
-		Force       bool   `json:"force"`
-	} `json:"snapshot"`
-}
-
 func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-	var req SnapshotCreateRequest
+	var req wire.SnapshotCreateRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}
@@ -450,24 +345,24 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, c servic
 
 func (s *Server) listSnapshots(detail bool) handler {
 	return func(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-		f, err := listFilter(r, c, "name", "status", "volume_id")
+		lq, err := listQuery(r, "name", "status", "volume_id")
 		if err != nil {
 			return err
 		}
 		if !detail {
-			return s.listSummaries(w, r, c, catalog.KindSnapshots, f)
+			return s.listSummaries(w, r, c, service.SnapshotsCollection, lq)
 		}
-		list, err := s.svc.Snapshots(r.Context(), c, f)
+		list, err := s.svc.ListSnapshots(r.Context(), c, lq)
 		if err != nil {
 			return err
 		}
-		items := make([]SnapshotJSON, len(list))
+		items := make([]wire.Snapshot, len(list))
 		for i, v := range list {
 			items[i] = snapshotJSON(v)
 		}
 		out := map[string]any{"snapshots": items}
 		if len(list) > 0 {
-			if l := nextLink(r, len(list), f, list[len(list)-1].ID); l != nil {
+			if l := nextLink(r, len(list), lq, list[len(list)-1].ID); l != nil {
 				out["snapshots_links"] = l
 			}
 		}
@@ -493,15 +388,8 @@ func (s *Server) deleteSnapshot(w http.ResponseWriter, r *http.Request, c servic
 	return nil
 }
 
-// ResetStatusRequest is POST .../action with os-reset_status.
-type ResetStatusRequest struct {
-	ResetStatus *struct {
-		Status string `json:"status"`
-	} `json:"os-reset_status"`
-}
-
 func (s *Server) snapshotAction(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-	var req ResetStatusRequest
+	var req wire.ResetStatusRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}
@@ -517,21 +405,8 @@ func (s *Server) snapshotAction(w http.ResponseWriter, r *http.Request, c servic
 
 // Backups.
 
-// BackupCreateRequest is POST /backups.
-type BackupCreateRequest struct {
-	Backup struct {
-		VolumeID    string `json:"volume_id"`
-		SnapshotID  string `json:"snapshot_id"`
-		Incremental bool   `json:"incremental"`
-		Container   string `json:"container"`
-		Name        string `json:"name"`
-		Description string `json:"description"`
-		Force       bool   `json:"force"`
-	} `json:"backup"`
-}
-
 func (s *Server) createBackup(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-	var req BackupCreateRequest
+	var req wire.BackupCreateRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}
@@ -548,24 +423,24 @@ func (s *Server) createBackup(w http.ResponseWriter, r *http.Request, c service.
 
 func (s *Server) listBackups(detail bool) handler {
 	return func(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-		f, err := listFilter(r, c, "name", "status", "volume_id", "snapshot_id")
+		lq, err := listQuery(r, "name", "status", "volume_id", "snapshot_id")
 		if err != nil {
 			return err
 		}
 		if !detail {
-			return s.listSummaries(w, r, c, catalog.KindBackups, f)
+			return s.listSummaries(w, r, c, service.BackupsCollection, lq)
 		}
-		list, err := s.svc.Backups(r.Context(), c, f)
+		list, err := s.svc.ListBackups(r.Context(), c, lq)
 		if err != nil {
 			return err
 		}
-		items := make([]BackupJSON, len(list))
+		items := make([]wire.Backup, len(list))
 		for i, b := range list {
 			items[i] = backupJSON(b.Backup, b.HasDependents)
 		}
 		out := map[string]any{"backups": items}
 		if len(list) > 0 {
-			if l := nextLink(r, len(list), f, list[len(list)-1].ID); l != nil {
+			if l := nextLink(r, len(list), lq, list[len(list)-1].ID); l != nil {
 				out["backups_links"] = l
 			}
 		}
@@ -591,16 +466,8 @@ func (s *Server) deleteBackup(w http.ResponseWriter, r *http.Request, c service.
 	return nil
 }
 
-// RestoreRequest is POST /backups/{id}/restore.
-type RestoreRequest struct {
-	Restore struct {
-		VolumeID string `json:"volume_id"`
-		Name     string `json:"name"`
-	} `json:"restore"`
-}
-
 func (s *Server) restoreBackup(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-	var req RestoreRequest
+	var req wire.RestoreRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}
@@ -609,14 +476,9 @@ func (s *Server) restoreBackup(w http.ResponseWriter, r *http.Request, c service
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, map[string]any{"restore": res})
+	writeJSON(w, http.StatusAccepted, map[string]any{"restore": wire.RestoreResult{
+		BackupID: res.BackupID, VolumeID: res.VolumeID, VolumeName: res.VolumeName}})
 	return nil
-}
-
-// BackupRecordJSON is export_record's answer and import_record's body.
-type BackupRecordJSON struct {
-	BackupService string `json:"backup_service"`
-	BackupURL     string `json:"backup_url"`
 }
 
 func (s *Server) exportRecord(w http.ResponseWriter, r *http.Request, c service.Caller) error {
@@ -624,17 +486,12 @@ func (s *Server) exportRecord(w http.ResponseWriter, r *http.Request, c service.
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"backup-record": BackupRecordJSON{svc, u}})
+	writeJSON(w, http.StatusOK, map[string]any{"backup-record": wire.BackupRecord{BackupService: svc, BackupURL: u}})
 	return nil
 }
 
-// ImportRecordRequest is POST /backups/import_record.
-type ImportRecordRequest struct {
-	BackupRecord *BackupRecordJSON `json:"backup-record"`
-}
-
 func (s *Server) importRecord(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-	var req ImportRecordRequest
+	var req wire.ImportRecordRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}
@@ -650,7 +507,7 @@ func (s *Server) importRecord(w http.ResponseWriter, r *http.Request, c service.
 }
 
 func (s *Server) backupAction(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-	var req ResetStatusRequest
+	var req wire.ResetStatusRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}

@@ -1,10 +1,12 @@
 // Package client is a Go client of the service's HTTP API (internal/api):
 // volumes, snapshots and backups of a project, their tasks and limits. It
-// speaks the api package's wire types.
+// speaks the types of package wire and needs nothing else of the server.
 //
 // Every call takes a context first. Errors the API answers with are
-// *APIError values that wrap the matching cairn sentinel (ErrNotFound for
-// 404, ErrConflict for 409, ...), so errors.Is works on them.
+// *APIError values that wrap the cairn sentinel their status stands for
+// (cairn.SentinelOfStatus: ErrNotFound for 404, ErrConflict for 409, ...),
+// so errors.Is works on them. A request that reaches no API fails with an
+// *UnreachableError, which wraps cairn.ErrUnavailable.
 package client
 
 import (
@@ -14,15 +16,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cairnproject/cairn"
-	"github.com/cairnproject/cairn/internal/api"
-	"github.com/cairnproject/cairn/internal/service"
+	"github.com/cairnproject/cairn/internal/wire"
 )
 
 // DefaultPollInterval is how often Wait looks at a resource.
@@ -87,12 +90,13 @@ func (c *Client) Project(ctx context.Context) (string, error) {
 }
 
 // APIError is an error the API answered with: its HTTP status code, the
-// block storage API's error name (itemNotFound, badRequest, ...) and the
-// message.
+// block storage API's error name (itemNotFound, badRequest, ...), the
+// message, and the request's ID (which the service's log names too).
 type APIError struct {
-	Code    int
-	Name    string
-	Message string
+	Code      int
+	Name      string
+	Message   string
+	RequestID string
 }
 
 func (e *APIError) Error() string {
@@ -102,25 +106,51 @@ func (e *APIError) Error() string {
 	return fmt.Sprintf("HTTP %d %s", e.Code, e.Name)
 }
 
-// Unwrap returns the cairn sentinel matching the status code, or nil.
-func (e *APIError) Unwrap() error {
-	switch e.Code {
-	case http.StatusBadRequest:
-		return cairn.ErrInvalid
-	case http.StatusUnauthorized:
-		return cairn.ErrUnauthenticated
-	case http.StatusForbidden:
-		return cairn.ErrForbidden
-	case http.StatusNotFound:
-		return cairn.ErrNotFound
-	case http.StatusConflict:
-		return cairn.ErrConflict
-	case http.StatusRequestEntityTooLarge:
-		return cairn.ErrQuota
-	case http.StatusServiceUnavailable:
-		return cairn.ErrUnavailable
+// Unwrap returns the cairn sentinel the status code stands for, or nil.
+func (e *APIError) Unwrap() error { return cairn.SentinelOfStatus(e.Code) }
+
+// UnreachableError is a request that got no answer from the API: nothing
+// listens at the URL, its host is unknown, or it did not answer in time.
+// It wraps cairn.ErrUnavailable (and the transport's error), so the
+// caller may try again later.
+type UnreachableError struct {
+	// URL is the API's base URL.
+	URL string
+	// Reason says what happened, for people: "connection refused",
+	// "no such host example", "timed out", ...
+	Reason string
+	// Err is the transport's error.
+	Err error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("cannot reach the cairn API at %s: %s (is cairn serve running there? set --url or CAIRN_URL)", e.URL, e.Reason)
+}
+
+// Unwrap returns cairn.ErrUnavailable and the transport's error.
+func (e *UnreachableError) Unwrap() []error { return []error{cairn.ErrUnavailable, e.Err} }
+
+// unreachableReason says in a few words why a request got no answer.
+func unreachableReason(err error) string {
+	var dns *net.DNSError
+	var ne net.Error
+	switch {
+	case errors.As(err, &dns) && dns.IsNotFound:
+		return "no such host " + dns.Name
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timed out"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return "the connection was closed without an answer"
+	case errors.As(err, &dns):
+		return "looking up " + dns.Name + ": " + dns.Err
 	}
-	return nil
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return err.Error()
 }
 
 // maxErrorBody bounds how much of an error answer is read.
@@ -130,11 +160,9 @@ const maxErrorBody = 64 << 10
 // or, from something in between (a proxy), whatever text it sent.
 func apiError(resp *http.Response) error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	e := &APIError{Code: resp.StatusCode, Name: http.StatusText(resp.StatusCode)}
-	var doc map[string]struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-	}
+	e := &APIError{Code: resp.StatusCode, Name: http.StatusText(resp.StatusCode),
+		RequestID: resp.Header.Get(wire.RequestIDHeader)}
+	var doc map[string]wire.Fault
 	if json.Unmarshal(body, &doc) == nil && len(doc) == 1 {
 		for name, v := range doc {
 			e.Name, e.Message = name, v.Message
@@ -180,7 +208,10 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return err
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return fmt.Errorf("%s %s: %w", method, path, ctx.Err())
+		}
+		return &UnreachableError{URL: c.base, Reason: unreachableReason(err), Err: err}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
@@ -223,18 +254,18 @@ func (c *Client) call(ctx context.Context, method string, q url.Values, in, out 
 
 // Whoami tells whose the token is: its project and whether it is an
 // admin's.
-func (c *Client) Whoami(ctx context.Context) (api.TokenInfo, error) {
+func (c *Client) Whoami(ctx context.Context) (wire.TokenInfo, error) {
 	var out struct {
-		Token api.TokenInfo `json:"token"`
+		Token wire.TokenInfo `json:"token"`
 	}
 	err := c.do(ctx, http.MethodGet, "/v3/auth/token", nil, nil, &out)
 	return out.Token, err
 }
 
 // Limits returns the project's quotas and usage.
-func (c *Client) Limits(ctx context.Context) (service.Limits, error) {
+func (c *Client) Limits(ctx context.Context) (wire.Limits, error) {
 	var out struct {
-		Limits service.Limits `json:"limits"`
+		Limits wire.Limits `json:"limits"`
 	}
 	err := c.call(ctx, http.MethodGet, nil, nil, &out, "limits")
 	return out.Limits, err
@@ -256,7 +287,7 @@ func (c *Client) Tasks(ctx context.Context, resourceID string) ([]cairn.Task, er
 
 // NextMarker returns the marker of the page after a list's, from its
 // links, or "" when the list was the last page.
-func NextMarker(links []api.Link) string {
+func NextMarker(links []wire.Link) string {
 	for _, l := range links {
 		if l.Rel != "next" {
 			continue
@@ -284,9 +315,9 @@ func listPath(kind string, detail bool) []string {
 // CreateVolume asks for a volume: empty (req.Volume.Size GiB), a clone of
 // a snapshot or a restore of a backup. The answer is the volume in status
 // creating (or restoring-backup); Wait follows it.
-func (c *Client) CreateVolume(ctx context.Context, req api.VolumeCreateRequest) (api.VolumeJSON, error) {
+func (c *Client) CreateVolume(ctx context.Context, req wire.VolumeCreateRequest) (wire.Volume, error) {
 	var out struct {
-		Volume api.VolumeJSON `json:"volume"`
+		Volume wire.Volume `json:"volume"`
 	}
 	err := c.call(ctx, http.MethodPost, nil, req, &out, "volumes")
 	return out.Volume, err
@@ -295,30 +326,30 @@ func (c *Client) CreateVolume(ctx context.Context, req api.VolumeCreateRequest) 
 // ListVolumes returns one page of volumes and its links (see NextMarker).
 // Without detail only ID and Name are set. q holds the list's parameters:
 // limit, marker, sort, name, status, all_tenants.
-func (c *Client) ListVolumes(ctx context.Context, detail bool, q url.Values) ([]api.VolumeJSON, []api.Link, error) {
+func (c *Client) ListVolumes(ctx context.Context, detail bool, q url.Values) ([]wire.Volume, []wire.Link, error) {
 	var out struct {
-		Volumes []api.VolumeJSON `json:"volumes"`
-		Links   []api.Link       `json:"volumes_links"`
+		Volumes []wire.Volume `json:"volumes"`
+		Links   []wire.Link   `json:"volumes_links"`
 	}
 	err := c.call(ctx, http.MethodGet, q, nil, &out, listPath("volumes", detail)...)
 	return out.Volumes, out.Links, err
 }
 
 // GetVolume returns a volume.
-func (c *Client) GetVolume(ctx context.Context, id string) (api.VolumeJSON, error) {
+func (c *Client) GetVolume(ctx context.Context, id string) (wire.Volume, error) {
 	var out struct {
-		Volume api.VolumeJSON `json:"volume"`
+		Volume wire.Volume `json:"volume"`
 	}
 	err := c.call(ctx, http.MethodGet, nil, nil, &out, "volumes", id)
 	return out.Volume, err
 }
 
 // UpdateVolume changes a volume's name or description (nil: unchanged).
-func (c *Client) UpdateVolume(ctx context.Context, id string, name, description *string) (api.VolumeJSON, error) {
-	var req api.VolumeUpdateRequest
+func (c *Client) UpdateVolume(ctx context.Context, id string, name, description *string) (wire.Volume, error) {
+	var req wire.VolumeUpdateRequest
 	req.Volume.Name, req.Volume.Description = name, description
 	var out struct {
-		Volume api.VolumeJSON `json:"volume"`
+		Volume wire.Volume `json:"volume"`
 	}
 	err := c.call(ctx, http.MethodPut, nil, req, &out, "volumes", id)
 	return out.Volume, err
@@ -331,18 +362,15 @@ func (c *Client) DeleteVolume(ctx context.Context, id string) error {
 
 // ExtendVolume asks for a volume to grow to newSize GiB (status extending).
 func (c *Client) ExtendVolume(ctx context.Context, id string, newSize int64) error {
-	var req api.VolumeActionRequest
-	req.Extend = &struct {
-		NewSize int64 `json:"new_size"`
-	}{newSize}
+	req := wire.VolumeActionRequest{Extend: &wire.ExtendAction{NewSize: newSize}}
 	return c.call(ctx, http.MethodPost, nil, req, nil, "volumes", id, "action")
 }
 
 // AttachVolume exports a volume over NBD (status in-use) and says where.
-func (c *Client) AttachVolume(ctx context.Context, id string) (service.Attachment, error) {
-	req := api.VolumeActionRequest{Attach: &struct{}{}}
+func (c *Client) AttachVolume(ctx context.Context, id string) (wire.Attachment, error) {
+	req := wire.VolumeActionRequest{Attach: &struct{}{}}
 	var out struct {
-		Attachment service.Attachment `json:"attachment"`
+		Attachment wire.Attachment `json:"attachment"`
 	}
 	err := c.call(ctx, http.MethodPost, nil, req, &out, "volumes", id, "action")
 	return out.Attachment, err
@@ -350,15 +378,13 @@ func (c *Client) AttachVolume(ctx context.Context, id string) (service.Attachmen
 
 // DetachVolume stops exporting a volume (status available).
 func (c *Client) DetachVolume(ctx context.Context, id string) error {
-	req := api.VolumeActionRequest{Detach: &struct{}{}}
+	req := wire.VolumeActionRequest{Detach: &struct{}{}}
 	return c.call(ctx, http.MethodPost, nil, req, nil, "volumes", id, "action")
 }
 
 // resetStatus is the body of every os-reset_status action.
-func resetStatus(status string) api.ResetStatusRequest {
-	return api.ResetStatusRequest{ResetStatus: &struct {
-		Status string `json:"status"`
-	}{status}}
+func resetStatus(status string) wire.ResetStatusRequest {
+	return wire.ResetStatusRequest{ResetStatus: &wire.ResetStatusAction{Status: status}}
 }
 
 // ResetVolumeStatus sets a volume's status (admins only).
@@ -369,9 +395,9 @@ func (c *Client) ResetVolumeStatus(ctx context.Context, id, status string) error
 // Snapshots.
 
 // CreateSnapshot asks for a snapshot of a volume (status creating).
-func (c *Client) CreateSnapshot(ctx context.Context, req api.SnapshotCreateRequest) (api.SnapshotJSON, error) {
+func (c *Client) CreateSnapshot(ctx context.Context, req wire.SnapshotCreateRequest) (wire.Snapshot, error) {
 	var out struct {
-		Snapshot api.SnapshotJSON `json:"snapshot"`
+		Snapshot wire.Snapshot `json:"snapshot"`
 	}
 	err := c.call(ctx, http.MethodPost, nil, req, &out, "snapshots")
 	return out.Snapshot, err
@@ -380,19 +406,19 @@ func (c *Client) CreateSnapshot(ctx context.Context, req api.SnapshotCreateReque
 // ListSnapshots returns one page of snapshots and its links. Without
 // detail only ID and Name are set. q: limit, marker, sort, name, status,
 // volume_id, all_tenants.
-func (c *Client) ListSnapshots(ctx context.Context, detail bool, q url.Values) ([]api.SnapshotJSON, []api.Link, error) {
+func (c *Client) ListSnapshots(ctx context.Context, detail bool, q url.Values) ([]wire.Snapshot, []wire.Link, error) {
 	var out struct {
-		Snapshots []api.SnapshotJSON `json:"snapshots"`
-		Links     []api.Link         `json:"snapshots_links"`
+		Snapshots []wire.Snapshot `json:"snapshots"`
+		Links     []wire.Link     `json:"snapshots_links"`
 	}
 	err := c.call(ctx, http.MethodGet, q, nil, &out, listPath("snapshots", detail)...)
 	return out.Snapshots, out.Links, err
 }
 
 // GetSnapshot returns a snapshot.
-func (c *Client) GetSnapshot(ctx context.Context, id string) (api.SnapshotJSON, error) {
+func (c *Client) GetSnapshot(ctx context.Context, id string) (wire.Snapshot, error) {
 	var out struct {
-		Snapshot api.SnapshotJSON `json:"snapshot"`
+		Snapshot wire.Snapshot `json:"snapshot"`
 	}
 	err := c.call(ctx, http.MethodGet, nil, nil, &out, "snapshots", id)
 	return out.Snapshot, err
@@ -412,9 +438,9 @@ func (c *Client) ResetSnapshotStatus(ctx context.Context, id, status string) err
 
 // CreateBackup asks for a backup of a volume or a snapshot (status
 // creating).
-func (c *Client) CreateBackup(ctx context.Context, req api.BackupCreateRequest) (api.BackupJSON, error) {
+func (c *Client) CreateBackup(ctx context.Context, req wire.BackupCreateRequest) (wire.Backup, error) {
 	var out struct {
-		Backup api.BackupJSON `json:"backup"`
+		Backup wire.Backup `json:"backup"`
 	}
 	err := c.call(ctx, http.MethodPost, nil, req, &out, "backups")
 	return out.Backup, err
@@ -423,19 +449,19 @@ func (c *Client) CreateBackup(ctx context.Context, req api.BackupCreateRequest) 
 // ListBackups returns one page of backups and its links. Without detail
 // only ID and Name are set. q: limit, marker, sort, name, status,
 // volume_id, snapshot_id, all_tenants.
-func (c *Client) ListBackups(ctx context.Context, detail bool, q url.Values) ([]api.BackupJSON, []api.Link, error) {
+func (c *Client) ListBackups(ctx context.Context, detail bool, q url.Values) ([]wire.Backup, []wire.Link, error) {
 	var out struct {
-		Backups []api.BackupJSON `json:"backups"`
-		Links   []api.Link       `json:"backups_links"`
+		Backups []wire.Backup `json:"backups"`
+		Links   []wire.Link   `json:"backups_links"`
 	}
 	err := c.call(ctx, http.MethodGet, q, nil, &out, listPath("backups", detail)...)
 	return out.Backups, out.Links, err
 }
 
 // GetBackup returns a backup.
-func (c *Client) GetBackup(ctx context.Context, id string) (api.BackupJSON, error) {
+func (c *Client) GetBackup(ctx context.Context, id string) (wire.Backup, error) {
 	var out struct {
-		Backup api.BackupJSON `json:"backup"`
+		Backup wire.Backup `json:"backup"`
 	}
 	err := c.call(ctx, http.MethodGet, nil, nil, &out, "backups", id)
 	return out.Backup, err
@@ -449,30 +475,29 @@ func (c *Client) DeleteBackup(ctx context.Context, id string) error {
 // RestoreBackup asks for a backup to be restored into the volume
 // volumeID or, when it is "", into a new volume called name. The volume
 // is in status restoring-backup until the restore ends: Wait on it.
-func (c *Client) RestoreBackup(ctx context.Context, id, volumeID, name string) (service.RestoreResult, error) {
-	var req api.RestoreRequest
-	req.Restore.VolumeID, req.Restore.Name = volumeID, name
+func (c *Client) RestoreBackup(ctx context.Context, id, volumeID, name string) (wire.RestoreResult, error) {
+	req := wire.RestoreRequest{Restore: wire.Restore{VolumeID: volumeID, Name: name}}
 	var out struct {
-		Restore service.RestoreResult `json:"restore"`
+		Restore wire.RestoreResult `json:"restore"`
 	}
 	err := c.call(ctx, http.MethodPost, nil, req, &out, "backups", id, "restore")
 	return out.Restore, err
 }
 
 // ExportRecord returns what another deployment needs to import a backup.
-func (c *Client) ExportRecord(ctx context.Context, id string) (api.BackupRecordJSON, error) {
+func (c *Client) ExportRecord(ctx context.Context, id string) (wire.BackupRecord, error) {
 	var out struct {
-		Record api.BackupRecordJSON `json:"backup-record"`
+		Record wire.BackupRecord `json:"backup-record"`
 	}
 	err := c.call(ctx, http.MethodGet, nil, nil, &out, "backups", id, "export_record")
 	return out.Record, err
 }
 
 // ImportRecord adds the backup an exported record describes.
-func (c *Client) ImportRecord(ctx context.Context, rec api.BackupRecordJSON) (api.BackupJSON, error) {
-	req := api.ImportRecordRequest{BackupRecord: &rec}
+func (c *Client) ImportRecord(ctx context.Context, rec wire.BackupRecord) (wire.Backup, error) {
+	req := wire.ImportRecordRequest{BackupRecord: &rec}
 	var out struct {
-		Backup api.BackupJSON `json:"backup"`
+		Backup wire.Backup `json:"backup"`
 	}
 	err := c.call(ctx, http.MethodPost, nil, req, &out, "backups", "import_record")
 	return out.Backup, err
@@ -539,15 +564,15 @@ func deref(s *string) string {
 func (c *Client) state(ctx context.Context, kind Kind, id string) (status, reason string, gone bool, err error) {
 	switch kind {
 	case Volume:
-		var v api.VolumeJSON
+		var v wire.Volume
 		v, err = c.GetVolume(ctx, id)
 		status, reason = v.Status, deref(v.FailReason)
 	case Snapshot:
-		var s api.SnapshotJSON
+		var s wire.Snapshot
 		s, err = c.GetSnapshot(ctx, id)
 		status, reason = s.Status, deref(s.FailReason)
 	case Backup:
-		var b api.BackupJSON
+		var b wire.Backup
 		b, err = c.GetBackup(ctx, id)
 		status, reason = b.Status, deref(b.FailReason)
 	default:

@@ -16,8 +16,7 @@ import (
 	"time"
 
 	"github.com/cairnproject/cairn"
-	"github.com/cairnproject/cairn/internal/api"
-	"github.com/cairnproject/cairn/internal/service"
+	"github.com/cairnproject/cairn/internal/wire"
 )
 
 // fakeAPI answers like the service's API from canned routes and records
@@ -33,7 +32,7 @@ func newFake(t *testing.T) (*fakeAPI, *Client) {
 	t.Helper()
 	f := &fakeAPI{t: t, routes: map[string]func(http.ResponseWriter, *http.Request, []byte){}}
 	f.on("GET /v3/auth/token", func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		reply(w, 200, map[string]any{"token": api.TokenInfo{ProjectID: "p1"}})
+		reply(w, 200, map[string]any{"token": wire.TokenInfo{ProjectID: "p1"}})
 	})
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
@@ -87,7 +86,7 @@ func reply(w http.ResponseWriter, code int, v any) {
 func TestClientProjectFromToken(t *testing.T) {
 	f, c := newFake(t)
 	f.on("GET /v3/p1/volumes/v1", func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		reply(w, 200, map[string]any{"volume": api.VolumeJSON{ID: "v1", Status: "available", Size: 3}})
+		reply(w, 200, map[string]any{"volume": wire.Volume{ID: "v1", Status: "available", Size: 3}})
 	})
 	for range 2 {
 		v, err := c.GetVolume(t.Context(), "v1")
@@ -166,58 +165,58 @@ func TestClientRequests(t *testing.T) {
 	ctx := t.Context()
 	ok := func(w http.ResponseWriter, r *http.Request, _ []byte) { w.WriteHeader(202) }
 	vol := func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		reply(w, 202, map[string]any{"volume": api.VolumeJSON{ID: "v", Status: "creating"}})
+		reply(w, 202, map[string]any{"volume": wire.Volume{ID: "v", Status: "creating"}})
 	}
 	f.on("POST /v3/p/volumes", vol)
 	f.on("PUT /v3/p/volumes/v", vol)
 	f.on("DELETE /v3/p/volumes/v", ok)
 	f.on("POST /v3/p/volumes/v/action", func(w http.ResponseWriter, r *http.Request, body []byte) {
 		if strings.Contains(string(body), "os-attach") {
-			reply(w, 200, map[string]any{"attachment": service.Attachment{VolumeID: "v", ExportName: "v", URIs: []string{"nbd://x/v"}}})
+			reply(w, 200, map[string]any{"attachment": wire.Attachment{VolumeID: "v", ExportName: "v", URIs: []string{"nbd://x/v"}}})
 			return
 		}
 		w.WriteHeader(202)
 	})
 	f.on("GET /v3/p/volumes/detail", func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		reply(w, 200, map[string]any{"volumes": []api.VolumeJSON{{ID: "a"}, {ID: "b"}},
-			"volumes_links": []api.Link{{Rel: "next", Href: "/v3/p/volumes/detail?limit=2&marker=b"}}})
+		reply(w, 200, map[string]any{"volumes": []wire.Volume{{ID: "a"}, {ID: "b"}},
+			"volumes_links": []wire.Link{{Rel: "next", Href: "/v3/p/volumes/detail?limit=2&marker=b"}}})
 	})
 	f.on("GET /v3/p/volumes", func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		reply(w, 200, map[string]any{"volumes": []api.Summary{{ID: "a", Name: "n"}}})
+		reply(w, 200, map[string]any{"volumes": []wire.Summary{{ID: "a", Name: "n"}}})
 	})
 	f.on("POST /v3/p/snapshots", func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		reply(w, 202, map[string]any{"snapshot": api.SnapshotJSON{ID: "s", VolumeID: "v"}})
+		reply(w, 202, map[string]any{"snapshot": wire.Snapshot{ID: "s", VolumeID: "v"}})
 	})
 	f.on("GET /v3/p/snapshots/detail", func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		reply(w, 200, map[string]any{"snapshots": []api.SnapshotJSON{{ID: "s"}}})
+		reply(w, 200, map[string]any{"snapshots": []wire.Snapshot{{ID: "s"}}})
 	})
 	f.on("DELETE /v3/p/snapshots/s", ok)
 	f.on("POST /v3/p/snapshots/s/action", ok)
 	f.on("POST /v3/p/backups", func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		reply(w, 202, map[string]any{"backup": api.BackupJSON{ID: "b", Status: "creating"}})
+		reply(w, 202, map[string]any{"backup": wire.Backup{ID: "b", Status: "creating"}})
 	})
 	f.on("GET /v3/p/backups", func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		reply(w, 200, map[string]any{"backups": []api.Summary{{ID: "b"}}})
+		reply(w, 200, map[string]any{"backups": []wire.Summary{{ID: "b"}}})
 	})
 	f.on("DELETE /v3/p/backups/b", ok)
 	f.on("POST /v3/p/backups/b/action", ok)
 	f.on("POST /v3/p/backups/b/restore", func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		reply(w, 202, map[string]any{"restore": service.RestoreResult{BackupID: "b", VolumeID: "nv", VolumeName: "r"}})
+		reply(w, 202, map[string]any{"restore": wire.RestoreResult{BackupID: "b", VolumeID: "nv", VolumeName: "r"}})
 	})
 	f.on("GET /v3/p/backups/b/export_record", func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		reply(w, 200, map[string]any{"backup-record": api.BackupRecordJSON{BackupService: "svc", BackupURL: "url"}})
+		reply(w, 200, map[string]any{"backup-record": wire.BackupRecord{BackupService: "svc", BackupURL: "url"}})
 	})
 	f.on("POST /v3/p/backups/import_record", func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		reply(w, 201, map[string]any{"backup": api.BackupJSON{ID: "b2"}})
+		reply(w, 201, map[string]any{"backup": wire.Backup{ID: "b2"}})
 	})
 	f.on("GET /v3/p/limits", func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		reply(w, 200, map[string]any{"limits": service.Limits{Quota: cairn.Unlimited, Usage: cairn.Usage{Volumes: 2}}})
+		reply(w, 200, map[string]any{"limits": wire.Limits{Quota: cairn.Unlimited, Usage: cairn.Usage{Volumes: 2}}})
 	})
 	f.on("GET /v3/p/tasks", func(w http.ResponseWriter, r *http.Request, _ []byte) {
 		reply(w, 200, map[string]any{"tasks": []cairn.Task{{ID: "t", ResourceID: r.URL.Query().Get("resource_id")}}})
 	})
 
-	var vreq api.VolumeCreateRequest
+	var vreq wire.VolumeCreateRequest
 	size := int64(2)
 	vreq.Volume.Size, vreq.Volume.Name = &size, "n"
 	if v, err := c.CreateVolume(ctx, vreq); err != nil || v.ID != "v" {
@@ -250,7 +249,7 @@ func TestClientRequests(t *testing.T) {
 	must(c.ResetVolumeStatus(ctx, "v", "error"))
 	must(c.DeleteVolume(ctx, "v"))
 
-	var sreq api.SnapshotCreateRequest
+	var sreq wire.SnapshotCreateRequest
 	sreq.Snapshot.VolumeID, sreq.Snapshot.Force = "v", true
 	if s, err := c.CreateSnapshot(ctx, sreq); err != nil || s.ID != "s" {
 		t.Fatalf("CreateSnapshot: %+v %v", s, err)
@@ -261,7 +260,7 @@ func TestClientRequests(t *testing.T) {
 	must(c.ResetSnapshotStatus(ctx, "s", "available"))
 	must(c.DeleteSnapshot(ctx, "s"))
 
-	var breq api.BackupCreateRequest
+	var breq wire.BackupCreateRequest
 	breq.Backup.VolumeID, breq.Backup.Incremental = "v", true
 	if b, err := c.CreateBackup(ctx, breq); err != nil || b.ID != "b" {
 		t.Fatalf("CreateBackup: %+v %v", b, err)
@@ -353,7 +352,7 @@ func TestClientWait(t *testing.T) {
 		defer mu.Unlock()
 		st := states[min(polls, len(states)-1)]
 		polls++
-		reply(w, 200, map[string]any{"volume": api.VolumeJSON{ID: "v", Status: st}})
+		reply(w, 200, map[string]any{"volume": wire.Volume{ID: "v", Status: st}})
 	})
 	f.on("GET /v3/p/tasks", func(w http.ResponseWriter, r *http.Request, _ []byte) {
 		mu.Lock()
@@ -377,7 +376,7 @@ func TestClientWait(t *testing.T) {
 	// An end in error carries the reason.
 	reason := "disk full"
 	f.on("GET /v3/p/backups/b", func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		reply(w, 200, map[string]any{"backup": api.BackupJSON{ID: "b", Status: "error", FailReason: &reason}})
+		reply(w, 200, map[string]any{"backup": wire.Backup{ID: "b", Status: "error", FailReason: &reason}})
 	})
 	st, err = c.Wait(t.Context(), Backup, "b", nil)
 	var fe *FailedError
@@ -386,7 +385,7 @@ func TestClientWait(t *testing.T) {
 	}
 	busy := "busy"
 	f.on("GET /v3/p/snapshots/s", func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		reply(w, 200, map[string]any{"snapshot": api.SnapshotJSON{ID: "s", Status: "error_deleting", FailReason: &busy}})
+		reply(w, 200, map[string]any{"snapshot": wire.Snapshot{ID: "s", Status: "error_deleting", FailReason: &busy}})
 	})
 	if st, err = c.Wait(t.Context(), Snapshot, "s", nil); st != "error_deleting" || !errors.As(err, &fe) || fe.Reason != "busy" {
 		t.Fatalf("Wait on a failed delete: %q %v", st, err)
@@ -412,7 +411,7 @@ func TestClientWaitCancel(t *testing.T) {
 	f, c := newFake(t)
 	c.SetProject("p")
 	f.on("GET /v3/p/volumes/v", func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		reply(w, 200, map[string]any{"volume": api.VolumeJSON{ID: "v", Status: "extending"}})
+		reply(w, 200, map[string]any{"volume": wire.Volume{ID: "v", Status: "extending"}})
 	})
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
@@ -433,7 +432,7 @@ func TestClientTransient(t *testing.T) {
 }
 
 func TestClientNextMarker(t *testing.T) {
-	if m := NextMarker([]api.Link{{Rel: "self", Href: "/x?marker=a"}, {Rel: "next", Href: "/v3/p/volumes?limit=1&marker=m%2F1"}}); m != "m/1" {
+	if m := NextMarker([]wire.Link{{Rel: "self", Href: "/x?marker=a"}, {Rel: "next", Href: "/v3/p/volumes?limit=1&marker=m%2F1"}}); m != "m/1" {
 		t.Fatalf("marker %q", m)
 	}
 	if m := NextMarker(nil); m != "" {

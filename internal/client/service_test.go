@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/service"
 	"github.com/cairnproject/cairn/internal/volume"
+	"github.com/cairnproject/cairn/internal/wire"
 )
 
 // startService runs the real API over a real service in a temporary
@@ -97,7 +100,7 @@ func TestClientRealService(t *testing.T) {
 		}
 	}
 
-	var vreq api.VolumeCreateRequest
+	var vreq wire.VolumeCreateRequest
 	one := int64(1)
 	vreq.Volume.Size, vreq.Volume.Name = &one, "db"
 	v, err := c.CreateVolume(ctx, vreq)
@@ -117,14 +120,24 @@ func TestClientRealService(t *testing.T) {
 	if err != nil || len(a.URIs) == 0 {
 		t.Fatalf("AttachVolume: %+v %v", a, err)
 	}
+	// The volume says where it is exported, as long as it is.
+	if v, err = c.GetVolume(ctx, v.ID); err != nil || len(v.Attachments) != 1 || !slices.Equal(v.Attachments[0].URIs(), a.URIs) {
+		t.Fatalf("attached volume: %+v %v; want the URIs %q", v, err, a.URIs)
+	}
+	if _, err := c.AttachVolume(ctx, v.ID); !errors.Is(err, cairn.ErrConflict) {
+		t.Fatalf("attaching an attached volume: %v", err)
+	}
 	if err := c.DeleteVolume(ctx, v.ID); !errors.Is(err, cairn.ErrConflict) {
 		t.Fatalf("deleting an in-use volume: %v", err)
 	}
 	if err := c.DetachVolume(ctx, v.ID); err != nil {
 		t.Fatal(err)
 	}
+	if v, err = c.GetVolume(ctx, v.ID); err != nil || len(v.Attachments) != 0 || v.Attached {
+		t.Fatalf("detached volume: %+v %v", v, err)
+	}
 
-	var sreq api.SnapshotCreateRequest
+	var sreq wire.SnapshotCreateRequest
 	sreq.Snapshot.VolumeID, sreq.Snapshot.Name = v.ID, "s1"
 	s, err := c.CreateSnapshot(ctx, sreq)
 	if err != nil {
@@ -132,7 +145,7 @@ func TestClientRealService(t *testing.T) {
 	}
 	wait(Snapshot, s.ID, "available")
 
-	var breq api.BackupCreateRequest
+	var breq wire.BackupCreateRequest
 	breq.Backup.VolumeID = v.ID
 	full, err := c.CreateBackup(ctx, breq)
 	if err != nil {
@@ -181,8 +194,10 @@ func TestClientRealService(t *testing.T) {
 	if vols, _, err := other.ListVolumes(ctx, true, nil); err != nil || len(vols) != 0 {
 		t.Fatalf("another project's volumes: %+v %v", vols, err)
 	}
-	if _, err := other.GetVolume(ctx, v.ID); !errors.Is(err, cairn.ErrNotFound) {
-		t.Fatalf("another project's volume: %v", err)
+	_, err = other.GetVolume(ctx, v.ID)
+	var ae *APIError
+	if !errors.Is(err, cairn.ErrNotFound) || !errors.As(err, &ae) || !strings.HasPrefix(ae.RequestID, "req-") {
+		t.Fatalf("another project's volume: %#v", err)
 	}
 	if err := other.ResetVolumeStatus(ctx, v.ID, "error"); !errors.Is(err, cairn.ErrForbidden) && !errors.Is(err, cairn.ErrNotFound) {
 		t.Fatalf("reset-status by a member: %v", err)

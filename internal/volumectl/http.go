@@ -17,49 +17,39 @@ import (
 	"github.com/cairnproject/cairn/internal/volume"
 )
 
-// statusOf maps sentinel errors to HTTP statuses; errorOf maps back. The
-// one place where the two meet.
-var statuses = []struct {
-	err    error
-	status int
-}{
-	{cairn.ErrNotFound, http.StatusNotFound},
-	{cairn.ErrInvalid, http.StatusBadRequest},
-	{cairn.ErrConflict, http.StatusConflict},
-	{cairn.ErrExists, http.StatusConflict},
-	{cairn.ErrDenied, http.StatusForbidden},
-	{cairn.ErrUnsupported, http.StatusNotImplemented},
-	{cairn.ErrCorrupt, http.StatusInternalServerError},
-}
-
-func statusOf(err error) int {
-	for _, s := range statuses {
-		if errors.Is(err, s.err) {
-			return s.status
-		}
-	}
-	return http.StatusInternalServerError
-}
-
+// errorBody is an error answer of the control socket: the message, and
+// the message of the sentinel it wraps (cairn.Sentinel), by which the
+// client wraps the same sentinel again. The status code comes from the
+// one table, cairn.HTTPStatus.
 type errorBody struct {
 	Error string `json:"error"`
 	Kind  string `json:"kind"`
 }
 
-func kindOf(err error) string {
-	for _, s := range statuses {
-		if errors.Is(err, s.err) {
-			return s.err.Error()
-		}
+func errorBodyOf(err error) errorBody {
+	b := errorBody{Error: err.Error()}
+	if s := cairn.Sentinel(err); s != nil {
+		b.Kind = s.Error()
 	}
-	return ""
+	return b
 }
 
-func errorOf(body errorBody) error {
-	for _, s := range statuses {
-		if body.Kind == s.err.Error() {
-			return fmt.Errorf("%s: %w", body.Error, s.err)
+// errorOf turns an error answer back into an error wrapping the sentinel
+// its kind names. A JSON body without a kind is an error that wraps none
+// (an internal one). A body that is not an errorBody at all (something
+// other than the handler answered) gets the sentinel its status stands
+// for, if any.
+func errorOf(resp *http.Response) error {
+	var body errorBody
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&body); err != nil {
+		msg := "control socket: " + resp.Status
+		if s := cairn.SentinelOfStatus(resp.StatusCode); s != nil {
+			return fmt.Errorf("%s: %w", msg, s)
 		}
+		return errors.New(msg)
+	}
+	if s := cairn.SentinelNamed(body.Kind); s != nil {
+		return fmt.Errorf("%s: %w", body.Error, s)
 	}
 	return errors.New(body.Error)
 }
@@ -99,7 +89,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeErr(w http.ResponseWriter, err error) {
-	writeJSON(w, statusOf(err), errorBody{Error: err.Error(), Kind: kindOf(err)})
+	writeJSON(w, cairn.HTTPStatus(err), errorBodyOf(err))
 }
 
 func pathID(r *http.Request) (cairn.ID, error) { return cairn.ParseID(r.PathValue("id")) }
@@ -465,11 +455,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		var eb errorBody
-		if err := json.NewDecoder(resp.Body).Decode(&eb); err != nil {
-			return fmt.Errorf("control socket: %s", resp.Status)
-		}
-		return errorOf(eb)
+		return errorOf(resp)
 	}
 	if out != nil {
 		return json.NewDecoder(resp.Body).Decode(out)
@@ -579,9 +565,7 @@ func (r *remoteReader) ReadAt(p []byte, off int64) (int, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
-		var eb errorBody
-		_ = json.NewDecoder(resp.Body).Decode(&eb)
-		return 0, errorOf(eb)
+		return 0, errorOf(resp)
 	}
 	m, err := io.ReadFull(resp.Body, p[:n])
 	if err != nil {

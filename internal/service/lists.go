@@ -1,0 +1,170 @@
+package service
+
+import (
+	"context"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/catalog"
+)
+
+// Page sizes of lists.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 1000
+)
+
+// ListQuery is what a caller may ask of a list of volumes, snapshots or
+// backups: a page (Limit, Marker), an order (Sort) and filters. The
+// service checks it (ListQuery.filter) and turns it into the catalog's
+// filter, so no layer above the service needs the catalog's types.
+type ListQuery struct {
+	// Limit is the most items to return, 1 to MaxLimit; 0 means
+	// DefaultLimit.
+	Limit int
+	// Marker is the ID of the last item of the previous page.
+	Marker string
+	// Sort is the order (see ValidSortKey); none means created_at
+	// descending. Ties are broken by ID.
+	Sort []SortKey
+	// Filters; "" selects all. VolumeID is for snapshots and backups,
+	// SnapshotID for backups.
+	Name       string
+	Status     cairn.Status
+	VolumeID   string
+	SnapshotID string
+	// AllProjects lists every project's items instead of the caller's
+	// (admins only).
+	AllProjects bool
+}
+
+// SortKey is one key of a list's order.
+type SortKey struct {
+	Key  string
+	Desc bool
+}
+
+// ValidSortKey reports whether a list may be sorted by key: id, name,
+// status, size, created_at, updated_at, and data_timestamp (backups).
+func ValidSortKey(key string) bool { return catalog.ValidSortKey(key) }
+
+// PageSize is the number of items a full page of q holds.
+func (q ListQuery) PageSize() int {
+	if q.Limit == 0 {
+		return DefaultLimit
+	}
+	return q.Limit
+}
+
+// Collection names what a list holds.
+type Collection string
+
+// Collections.
+const (
+	VolumesCollection   Collection = "volumes"
+	SnapshotsCollection Collection = "snapshots"
+	BackupsCollection   Collection = "backups"
+)
+
+// filter checks q for a list of coll by c and returns the catalog's
+// filter: the caller's project (every project for an admin's AllProjects),
+// the page and the order.
+func (q ListQuery) filter(c Caller, coll Collection) (catalog.Filter, error) {
+	var kind catalog.Kind
+	switch coll {
+	case VolumesCollection:
+		kind = catalog.KindVolumes
+	case SnapshotsCollection:
+		kind = catalog.KindSnapshots
+	case BackupsCollection:
+		kind = catalog.KindBackups
+	default:
+		return catalog.Filter{}, errorf(cairn.ErrInvalid, "list of %q: want volumes, snapshots or backups", coll)
+	}
+	f := catalog.Filter{ProjectID: c.ProjectID, Limit: q.PageSize(), Marker: q.Marker,
+		Name: q.Name, Status: q.Status, VolumeID: q.VolumeID, SnapshotID: q.SnapshotID}
+	if q.Limit < 0 || q.Limit > MaxLimit {
+		return f, errorf(cairn.ErrInvalid, "limit %d: want 1 to %d", q.Limit, MaxLimit)
+	}
+	if q.VolumeID != "" && kind == catalog.KindVolumes {
+		return f, errorf(cairn.ErrInvalid, "volumes have no volume_id filter")
+	}
+	if q.SnapshotID != "" && kind != catalog.KindBackups {
+		return f, errorf(cairn.ErrInvalid, "%s have no snapshot_id filter", coll)
+	}
+	for _, k := range q.Sort {
+		if !ValidSortKey(k.Key) {
+			return f, errorf(cairn.ErrInvalid, "sort key %q: unknown", k.Key)
+		}
+		f.Sort = append(f.Sort, catalog.SortKey{Key: k.Key, Desc: k.Desc})
+	}
+	if q.AllProjects {
+		if !c.Admin {
+			return f, errorf(cairn.ErrForbidden, "listing every project's %s is for admins", coll)
+		}
+		f.ProjectID = ""
+	}
+	return f, nil
+}
+
+// ListVolumes returns a page of the volumes q selects.
+func (s *Service) ListVolumes(ctx context.Context, c Caller, q ListQuery) ([]cairn.Volume, error) {
+	f, err := q.filter(c, VolumesCollection)
+	if err != nil {
+		return nil, err
+	}
+	return s.Volumes(ctx, c, f)
+}
+
+// ListSnapshots returns a page of the snapshots q selects.
+func (s *Service) ListSnapshots(ctx context.Context, c Caller, q ListQuery) ([]cairn.Snapshot, error) {
+	f, err := q.filter(c, SnapshotsCollection)
+	if err != nil {
+		return nil, err
+	}
+	return s.Snapshots(ctx, c, f)
+}
+
+// ListBackups returns a page of the backups q selects.
+func (s *Service) ListBackups(ctx context.Context, c Caller, q ListQuery) ([]BackupDetail, error) {
+	f, err := q.filter(c, BackupsCollection)
+	if err != nil {
+		return nil, err
+	}
+	return s.Backups(ctx, c, f)
+}
+
+// Summary is a list entry without details: an ID and a name.
+type Summary struct {
+	ID, Name string
+}
+
+// ListSummaries returns a page of the IDs and names of the items of coll
+// q selects: what a list without details shows.
+func (s *Service) ListSummaries(ctx context.Context, c Caller, coll Collection, q ListQuery) ([]Summary, error) {
+	f, err := q.filter(c, coll)
+	if err != nil {
+		return nil, err
+	}
+	list, err := s.Summaries(ctx, c, catalog.Kind(coll), f)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Summary, len(list))
+	for i, v := range list {
+		out[i] = Summary{ID: v.ID, Name: v.Name}
+	}
+	return out, nil
+}
+
+// VolumeAttachment returns where an attached volume is exported (as
+// AttachVolume answered when it attached it), and false for a volume
+// that is not attached. It reads nothing: the catalog's row says whether
+// the volume is attached, and the service's NBD endpoints where, so the
+// answer is the same after a restart (Start exports attached volumes
+// again).
+func (s *Service) VolumeAttachment(v cairn.Volume) (Attachment, bool) {
+	if !v.Attached {
+		return Attachment{}, false
+	}
+	return s.attachment(v.ID), true
+}

@@ -1,0 +1,262 @@
+// Package wire holds the JSON the service's HTTP API speaks: the shapes
+// of its answers and requests, in the OpenStack block storage API's
+// forms. The API (internal/api) encodes and decodes them, its Go client
+// (internal/client) the other way round; openapi.yaml documents them and
+// a test holds the two to each other.
+//
+// It imports only the root package and the standard library, so that a
+// client needs nothing of the server's packages. Requests use pointer
+// fields where the API must tell "absent" from "zero"; answers use them
+// for members that are null when empty.
+package wire
+
+import (
+	"strings"
+	"time"
+
+	"github.com/cairnproject/cairn"
+)
+
+// RequestIDHeader is the response header carrying the request's ID,
+// "req-" and a UUID, as the OpenStack services send it. The service's log
+// lines about the request carry the same ID.
+const RequestIDHeader = "X-Openstack-Request-Id"
+
+// Volume is a volume as the API shows it.
+type Volume struct {
+	ID          string  `json:"id"`
+	Name        string  `json:"name"`
+	Description string  `json:"description"`
+	Size        int64   `json:"size"`
+	Status      string  `json:"status"`
+	FailReason  *string `json:"fail_reason"`
+	SnapshotID  *string `json:"snapshot_id"`
+	BackupID    *string `json:"backup_id"`
+	ProjectID   string  `json:"os-vol-tenant-attr:tenant_id"`
+	Attached    bool    `json:"attached"`
+	// Attachments has the volume's NBD export while it is attached: at
+	// most one entry; empty (never null) otherwise.
+	Attachments []VolumeAttachment `json:"attachments"`
+	Bootable    string             `json:"bootable"`
+	CreatedAt   time.Time          `json:"created_at"`
+	UpdatedAt   time.Time          `json:"updated_at"`
+}
+
+// VolumeAttachment is an entry of a volume's attachments, in the block
+// storage API's shape. A cairn volume is attached by exporting it over
+// NBD, not to a server, so:
+//   - ID and AttachmentID are the volume's ID (a volume has at most one
+//     attachment, its export, and the catalog keeps no other name for it);
+//   - ServerID and HostName are null, as the block storage API has them
+//     for an attachment to no server and for callers who are not admins;
+//   - Device holds the NBD URIs a client connects to, separated by a
+//     space: nbd+unix:///ID?socket=PATH first, then nbd://HOST:PORT/ID
+//     when the service also listens on TCP (URIs hold no spaces, so
+//     strings.Fields splits them); null when the service has no NBD
+//     endpoint;
+//   - AttachedAt is null: the catalog does not record when.
+type VolumeAttachment struct {
+	ID           string     `json:"id"`
+	AttachmentID string     `json:"attachment_id"`
+	VolumeID     string     `json:"volume_id"`
+	ServerID     *string    `json:"server_id"`
+	HostName     *string    `json:"host_name"`
+	Device       *string    `json:"device"`
+	AttachedAt   *time.Time `json:"attached_at"`
+}
+
+// URIs returns the NBD URIs Device holds.
+func (a VolumeAttachment) URIs() []string {
+	if a.Device == nil {
+		return nil
+	}
+	return strings.Fields(*a.Device)
+}
+
+// Snapshot is a snapshot as the API shows it.
+type Snapshot struct {
+	ID          string    `json:"id"`
+	VolumeID    string    `json:"volume_id"`
+	Name        string    `json:"name"`
+	Description string    `json:"description"`
+	Size        int64     `json:"size"`
+	Status      string    `json:"status"`
+	FailReason  *string   `json:"fail_reason"`
+	ProjectID   string    `json:"os-extended-snapshot-attributes:project_id"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// Backup is a backup as the API shows it.
+type Backup struct {
+	ID                  string    `json:"id"`
+	Name                string    `json:"name"`
+	Description         string    `json:"description"`
+	VolumeID            string    `json:"volume_id"`
+	SnapshotID          *string   `json:"snapshot_id"`
+	Container           string    `json:"container"`
+	Status              string    `json:"status"`
+	FailReason          *string   `json:"fail_reason"`
+	Size                int64     `json:"size"`
+	ObjectCount         int64     `json:"object_count"`
+	StoredBytes         int64     `json:"stored_bytes"`
+	IsIncremental       bool      `json:"is_incremental"`
+	HasDependentBackups bool      `json:"has_dependent_backups"`
+	ParentID            *string   `json:"parent_id"`
+	DataTimestamp       time.Time `json:"data_timestamp"`
+	ProjectID           string    `json:"os-backup-project-attr:project_id"`
+	CreatedAt           time.Time `json:"created_at"`
+	UpdatedAt           time.Time `json:"updated_at"`
+}
+
+// Summary is a list entry without details.
+type Summary struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// Link is a paging link.
+type Link struct {
+	Rel  string `json:"rel"`
+	Href string `json:"href"`
+}
+
+// TokenInfo is GET /v3/auth/token: whose token this is.
+type TokenInfo struct {
+	ProjectID string `json:"project_id"`
+	Admin     bool   `json:"admin"`
+}
+
+// Limits is a project's quotas and what it uses of them.
+type Limits struct {
+	Quota cairn.Quota `json:"quota"`
+	Usage cairn.Usage `json:"usage"`
+}
+
+// Attachment is the os-attach action's answer: where the volume is
+// exported.
+type Attachment struct {
+	VolumeID string `json:"volume_id"`
+	// ExportName is the NBD export's name.
+	ExportName string `json:"export_name"`
+	// URIs are NBD URIs (nbd+unix, nbd) a client connects to.
+	URIs []string `json:"uris"`
+}
+
+// RestoreResult is a restore's answer: the volume it writes.
+type RestoreResult struct {
+	BackupID   string `json:"backup_id"`
+	VolumeID   string `json:"volume_id"`
+	VolumeName string `json:"volume_name"`
+}
+
+// BackupRecord is export_record's answer and import_record's body.
+type BackupRecord struct {
+	BackupService string `json:"backup_service"`
+	BackupURL     string `json:"backup_url"`
+}
+
+// Fault is the content of an error answer, which is a JSON object with
+// one member named after the error (badRequest, itemNotFound, ...):
+// {"itemNotFound": {"code": 404, "message": "..."}}.
+type Fault struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+// Requests.
+
+// VolumeCreateRequest is POST /volumes.
+type VolumeCreateRequest struct {
+	Volume VolumeCreate `json:"volume"`
+}
+
+// VolumeCreate is the volume of a VolumeCreateRequest.
+type VolumeCreate struct {
+	Size        *int64 `json:"size"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	SnapshotID  string `json:"snapshot_id"`
+	BackupID    string `json:"backup_id"`
+}
+
+// VolumeUpdateRequest is PUT /volumes/{id}.
+type VolumeUpdateRequest struct {
+	Volume VolumeUpdate `json:"volume"`
+}
+
+// VolumeUpdate is the volume of a VolumeUpdateRequest (nil: unchanged).
+type VolumeUpdate struct {
+	Name        *string `json:"name"`
+	Description *string `json:"description"`
+}
+
+// VolumeActionRequest is POST /volumes/{id}/action: exactly one action.
+type VolumeActionRequest struct {
+	Extend      *ExtendAction      `json:"os-extend"`
+	Attach      *struct{}          `json:"os-attach"`
+	Detach      *struct{}          `json:"os-detach"`
+	ResetStatus *ResetStatusAction `json:"os-reset_status"`
+}
+
+// ExtendAction is the os-extend action.
+type ExtendAction struct {
+	NewSize int64 `json:"new_size"`
+}
+
+// ResetStatusAction is the os-reset_status action.
+type ResetStatusAction struct {
+	Status string `json:"status"`
+}
+
+// ResetStatusRequest is POST .../action of snapshots and backups, with
+// os-reset_status.
+type ResetStatusRequest struct {
+	ResetStatus *ResetStatusAction `json:"os-reset_status"`
+}
+
+// SnapshotCreateRequest is POST /snapshots.
+type SnapshotCreateRequest struct {
+	Snapshot SnapshotCreate `json:"snapshot"`
+}
+
+// SnapshotCreate is the snapshot of a SnapshotCreateRequest.
+type SnapshotCreate struct {
+	VolumeID    string `json:"volume_id"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Force       bool   `json:"force"`
+}
+
+// BackupCreateRequest is POST /backups.
+type BackupCreateRequest struct {
+	Backup BackupCreate `json:"backup"`
+}
+
+// BackupCreate is the backup of a BackupCreateRequest.
+type BackupCreate struct {
+	VolumeID    string `json:"volume_id"`
+	SnapshotID  string `json:"snapshot_id"`
+	Incremental bool   `json:"incremental"`
+	Container   string `json:"container"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Force       bool   `json:"force"`
+}
+
+// RestoreRequest is POST /backups/{id}/restore.
+type RestoreRequest struct {
+	Restore Restore `json:"restore"`
+}
+
+// Restore is the restore of a RestoreRequest: into volume VolumeID, or
+// into a new volume called Name when VolumeID is "".
+type Restore struct {
+	VolumeID string `json:"volume_id"`
+	Name     string `json:"name"`
+}
+
+// ImportRecordRequest is POST /backups/import_record.
+type ImportRecordRequest struct {
+	BackupRecord *BackupRecord `json:"backup-record"`
+}
