@@ -22,11 +22,15 @@
 // Options.Workers of them at once, so replies may come out of order; a
 // reply is written whole (header and data in one writev) under a mutex.
 // A flush waits for every write-type request received before it to finish,
-// then calls Export.Flush; FUA is a write followed by Export.Flush. Reads,
-// writes and write-zeroes longer than Options.MaxRequest are refused with
-// NBD_EINVAL, and the payload bytes one connection holds in memory are
-// bounded. Buffers and request state are pooled: steady-state I/O
-// allocates nothing.
+// then calls Export.Flush; FUA is a write followed by Export.Flush. Reads
+// and writes longer than Options.MaxRequest (the maximum payload size) are
+// refused with NBD_EINVAL, and the payload bytes one connection holds in
+// memory are bounded. Requests without a payload (trim, write zeroes,
+// block status) may cover the whole export, as the protocol lets them; the
+// export gets long trims and write zeroes in pieces of 64 MiB. Every
+// refused request is logged (the first of a connection as a warning).
+// Buffers and request state are pooled: steady-state I/O allocates
+// nothing.
 //
 // A misbehaving client only ever loses its own connection: protocol
 // violations end it, stalls are bounded by Options.HandshakeTimeout and

@@ -17,8 +17,12 @@ import (
 // instead, or, for a client asking for a fast zero, fail with NBD_ENOTSUP.
 //
 // The server validates every request before calling the Export: offsets and
-// lengths are within Size, read, write and zero lengths are at most
+// lengths are within Size, read and write lengths are at most
 // Options.MaxRequest, and nothing that writes reaches a read-only export.
+// Trim and write-zeroes requests carry no payload, so only the export size
+// bounds them (one request may cover up to 4 GiB - 1); the server calls
+// Trim and Zero on pieces of such a request cut at multiples of 64 MiB, in
+// order, stopping at the first error.
 type Export interface {
 	Size() int64
 	ReadOnly() bool
@@ -73,9 +77,12 @@ type Describer interface {
 // Options tune a Server. The zero value is usable.
 type Options struct {
 	Logger *slog.Logger // nil: discard
-	// MaxRequest bounds read/write/zero lengths (default 32 MiB); larger requests get EINVAL
-	// (or, for writes whose payload cannot be skipped safely, a disconnect).
-	// It is advertised as the maximum payload size in NBD_INFO_BLOCK_SIZE.
+	// MaxRequest bounds the length of reads and writes, the requests with a
+	// payload (default 32 MiB); larger ones get EINVAL (or, for writes whose
+	// payload cannot be skipped safely, a disconnect). It is advertised as
+	// the maximum payload size in NBD_INFO_BLOCK_SIZE. Trim, write zeroes
+	// and block status carry no payload and are bounded by the export size
+	// only, as the protocol allows.
 	// Values below 4096 are raised to 4096 and values above 1 GiB lowered to 1 GiB.
 	MaxRequest int
 	// Workers is how many requests of one connection run at once (default 16).

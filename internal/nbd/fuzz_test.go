@@ -296,6 +296,18 @@ func FuzzRequestHeader(f *testing.F) {
 		func(s *stream) { s.req(0, cmdWrite, 1, 0, 100, make([]byte, 50)) },
 		func(s *stream) { s.req(0, cmdWrite, 1, 0, 0xffffffff, nil) },
 		func(s *stream) { s.req(0, cmdRead, 1, 0, 0, nil).Write([]byte{0x25, 0x60, 0x95}) },
+		// Requests without a payload longer than the maximum payload
+		// (16 KiB here): bounded by the export size (64 KiB) only.
+		func(s *stream) {
+			s.req(0, cmdWriteZeroes, 1, 0, 2*fuzzMaxRequest, nil).req(flagNoHole, cmdWriteZeroes, 2, 0, 64<<10, nil)
+			s.req(flagFastZero|flagFUA, cmdWriteZeroes, 3, 16<<10, 48<<10, nil).req(flagFUA, cmdTrim, 4, 0, 64<<10, nil)
+			s.req(0, cmdTrim, 5, 4096, 3*fuzzMaxRequest, nil).req(0, cmdBlockStatus, 6, 0, 64<<10, nil)
+		},
+		func(s *stream) {
+			s.req(0, cmdWriteZeroes, 1, 0, 64<<10+1, nil).req(0, cmdTrim, 2, 4096, 64<<10, nil)
+			s.req(0, cmdWriteZeroes, 3, 0, 0xffffffff, nil).req(0, cmdTrim, 4, 0, 0xffffffff, nil)
+			s.req(flagReqOne, cmdBlockStatus, 5, 0, 0xffffffff, nil).req(0, cmdWriteZeroes, 6, 1<<63, 1<<20, nil)
+		},
 	}
 	for _, seed := range seeds {
 		var s stream
@@ -343,14 +355,28 @@ func checkTransmission(t *testing.T, in, out []byte) {
 	// stream ends or breaks the protocol.
 	want := map[uint64]int{}
 	total := 0
+	// mustSucceed holds the requests without a payload that are valid
+	// whatever their length within the export (64 KiB, longer than the
+	// maximum payload of 16 KiB): their reply must not be an error.
+	mustSucceed := map[uint64]bool{}
 	for len(in) >= 28 {
 		if binary.BigEndian.Uint32(in) != cRequestMagic {
 			break
 		}
-		typ, cookie, length := binary.BigEndian.Uint16(in[6:]), binary.BigEndian.Uint64(in[8:]), binary.BigEndian.Uint32(in[24:])
+		flags, typ, cookie := binary.BigEndian.Uint16(in[4:]), binary.BigEndian.Uint16(in[6:]), binary.BigEndian.Uint64(in[8:])
+		off, length := binary.BigEndian.Uint64(in[16:]), binary.BigEndian.Uint32(in[24:])
 		in = in[28:]
 		if typ == cmdDisc {
 			break
+		}
+		inExport := off <= 64<<10 && uint64(length) <= 64<<10-off
+		switch {
+		case typ == cmdWriteZeroes && flags&^(flagFUA|flagNoHole|flagFastZero) == 0 && inExport,
+			typ == cmdTrim && flags&^flagFUA == 0 && inExport,
+			typ == cmdBlockStatus && flags&^(flagFUA|flagReqOne) == 0 && inExport && length > 0:
+			mustSucceed[cookie] = want[cookie] == 0 // an ambiguous cookie proves nothing
+		default:
+			mustSucceed[cookie] = false
 		}
 		if typ == cmdWrite {
 			if length > 32<<20 || uint64(length) > uint64(len(in)) {
@@ -368,10 +394,11 @@ func checkTransmission(t *testing.T, in, out []byte) {
 		}
 		var cookie uint64
 		done := false
+		var errno uint32
 		switch binary.BigEndian.Uint32(out) {
 		case cSimpleMagic:
 			// Structured replies were negotiated: simple replies have no payload.
-			cookie, done = binary.BigEndian.Uint64(out[8:]), true
+			cookie, done, errno = binary.BigEndian.Uint64(out[8:]), true, binary.BigEndian.Uint32(out[4:])
 			out = out[16:]
 		case cStructMagic:
 			if len(out) < 20 {
@@ -386,9 +413,15 @@ func checkTransmission(t *testing.T, in, out []byte) {
 			if err := checkChunk(typ, flags, out[20:20+l]); err != nil {
 				t.Fatalf("chunk type %d: %v", typ, err)
 			}
+			if typ == chunkError {
+				errno = binary.BigEndian.Uint32(out[20:])
+			}
 			out = out[20+l:]
 		default:
 			t.Fatalf("bad reply magic %x", out[:4])
+		}
+		if errno != 0 && mustSucceed[cookie] {
+			t.Fatalf("error %d for the valid request with cookie %#x", errno, cookie)
 		}
 		if done {
 			if want[cookie] == 0 {

@@ -339,9 +339,12 @@ func (h *haggler) infoGo(opt uint32, data []byte) (done bool, err error) {
 	binary.BigEndian.PutUint64(p[0:], uint64(size))
 	binary.BigEndian.PutUint16(p[8:], flags)
 	h.info(opt, infoExport, p[:10])
-	// Block size constraints are sent whether asked or not; a client that
-	// did not ask may ignore them and the server enforces nothing beyond
-	// the maximum payload, which it checks on every request anyway.
+	// Size constraints are sent whether asked or not; a client that did
+	// not ask may ignore them and the server enforces nothing beyond the
+	// maximum payload, which it checks on every read and write anyway.
+	// Any alignment is served (minimum 1); requests without a payload
+	// (trim, write zeroes, block status) are bounded by the export size
+	// only, as the protocol's maximum payload size does not apply to them.
 	binary.BigEndian.PutUint32(p[0:], 1)
 	binary.BigEndian.PutUint32(p[4:], preferredBlockSize)
 	binary.BigEndian.PutUint32(p[8:], uint32(c.srv.opts.MaxRequest))

@@ -406,7 +406,7 @@ func TestBlockStatusNeedsContext(t *testing.T) {
 		{"selected", func(c *client) { c.setMeta("disk", "base:allocation") }, true},
 		{"selected-last", func(c *client) { c.setMeta("ro", "base:allocation"); c.setMeta("disk", "base:allocation") }, true},
 	}
-	f := setup(t, nbd.Options{})
+	f := setupLog(t, nbd.Options{}, false) // the refused requests are logged
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newClient(t, f.sock)

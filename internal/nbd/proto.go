@@ -172,6 +172,27 @@ func cmdName(t uint16) string {
 	return fmt.Sprintf("CMD(%d)", t)
 }
 
+// errnoName names an NBD error value for logs.
+func errnoName(e uint32) string {
+	switch e {
+	case errPerm:
+		return "EPERM"
+	case errIO:
+		return "EIO"
+	case errInval:
+		return "EINVAL"
+	case errNoSpc:
+		return "ENOSPC"
+	case errOverflow:
+		return "EOVERFLOW"
+	case errNotSup:
+		return "ENOTSUP"
+	case errShutdown:
+		return "ESHUTDOWN"
+	}
+	return fmt.Sprintf("error %d", e)
+}
+
 func optName(o uint32) string {
 	switch o {
 	case optExportName:

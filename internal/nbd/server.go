@@ -165,6 +165,8 @@ type conn struct {
 	wmu  sync.Mutex // serialises replies
 	werr error      // first write error; no reply is written after it
 
+	refused atomic.Int64 // requests refused by check
+
 	rhdr   [requestHeaderLen]byte // the reader's request header buffer
 	writes writeTracker
 	budget budget

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"runtime/debug"
 	"sync"
@@ -188,15 +189,24 @@ func (c *conn) check(r request) (uint32, string) {
 		if !inRange {
 			return errInval, "read beyond the end of the export"
 		}
-	case cmdWrite, cmdWriteZeroes:
+	case cmdWrite:
 		if readOnly {
 			return errPerm, "export is read-only"
 		}
 		if n > maxReq {
-			return errInval, fmt.Sprintf("%s of %d bytes exceeds the maximum of %d", cmdName(r.typ), n, maxReq)
+			return errInval, fmt.Sprintf("write of %d bytes exceeds the maximum of %d", n, maxReq)
 		}
 		if !inRange {
 			return errNoSpc, "write beyond the end of the export"
+		}
+	case cmdWriteZeroes:
+		// No payload: the maximum payload size does not apply, only the
+		// export size does.
+		if readOnly {
+			return errPerm, "export is read-only"
+		}
+		if !inRange {
+			return errNoSpc, "write zeroes beyond the end of the export"
 		}
 	case cmdTrim:
 		if readOnly {
@@ -254,6 +264,7 @@ func (c *conn) serve(r *txReq) {
 		}
 	}()
 	if r.errno != 0 {
+		c.logRefused(r, r.errno, r.msg)
 		c.replyError(r, r.errno, r.msg)
 		return
 	}
@@ -275,32 +286,33 @@ func (c *conn) serve(r *txReq) {
 			err = exp.WriteAt(ctx, *r.buf, off)
 		}
 	case cmdTrim:
-		if n > 0 {
-			err = exp.Trim(ctx, off, n)
-			if isUnsupported(err) {
-				err = nil // trimming is only a hint
-			}
+		err = inPieces(ctx, off, n, zeroPiece, func(off, n int64) error { return exp.Trim(ctx, off, n) })
+		if isUnsupported(err) {
+			err = nil // trimming is only a hint
 		}
 	case cmdWriteZeroes:
 		fast := r.flags&cmdFlagFastZero != 0
 		if fast && !exp.FastZero() {
 			c.writeDone(r)
-			c.replyError(r, errNotSup, "zeroing is not fast on this export")
+			c.refuseFastZero(r)
 			return
 		}
-		if n > 0 {
-			err = exp.Zero(ctx, off, n, r.flags&cmdFlagNoHole != 0)
-			switch {
-			case fast && isUnsupported(err):
-				c.writeDone(r)
-				c.replyError(r, errNotSup, "zeroing is not fast on this export")
-				return
-			case isUnsupported(err):
-				// Write the zeros instead (n is at most MaxRequest).
-				r.buf = getBuf(int(n))
-				clear(*r.buf)
-				err = exp.WriteAt(ctx, *r.buf, off)
+		noHole := r.flags&cmdFlagNoHole != 0
+		zeroed := off // the end of the pieces the export zeroed
+		err = inPieces(ctx, off, n, zeroPiece, func(off, n int64) error {
+			err := exp.Zero(ctx, off, n, noHole)
+			if err == nil {
+				zeroed = off + n
 			}
+			return err
+		})
+		switch {
+		case fast && isUnsupported(err):
+			c.writeDone(r)
+			c.refuseFastZero(r)
+			return
+		case isUnsupported(err):
+			err = c.writeZeros(zeroed, off+n-zeroed)
 		}
 	}
 	if err == nil && r.flags&cmdFlagFUA != 0 && isWriteType(r.typ) {
@@ -313,6 +325,71 @@ func (c *conn) serve(r *txReq) {
 	}
 	putSimpleReply(r.hdr[:], 0, r.cookie)
 	c.send(r, r.hdr[:simpleReplyLen], nil)
+}
+
+// zeroPiece bounds the range of one Export.Zero or Export.Trim call. Those
+// requests carry no payload, so their length is bounded by the export size
+// alone (up to 4 GiB - 1 in one request), not by MaxRequest; the server
+// cuts them at multiples of zeroPiece so that one export call holds the
+// export's locks for a bounded time, and a request whose context ends
+// (shutdown) stops between pieces.
+const zeroPiece = 64 << 20
+
+// zeroScratch is the largest buffer of zeros written at once for an export
+// that cannot zero (at most MaxRequest too), so that a long write zeroes
+// holds little memory whatever its length.
+const zeroScratch = 1 << 20
+
+// inPieces calls fn on consecutive pieces of [off, off+n) cut at multiples
+// of piece, until one fails or ctx ends.
+func inPieces(ctx context.Context, off, n, piece int64, fn func(off, n int64) error) error {
+	for end := off + n; off < end; {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		m := min(end, (off/piece+1)*piece) - off
+		if err := fn(off, m); err != nil {
+			return err
+		}
+		off += m
+	}
+	return nil
+}
+
+// writeZeros writes zeros over [off, off+n) with WriteAt, for an export
+// whose Zero is unsupported, from one scratch buffer of at most
+// zeroScratch bytes.
+func (c *conn) writeZeros(off, n int64) error {
+	if n == 0 {
+		return nil
+	}
+	piece := int64(min(c.srv.opts.MaxRequest, zeroScratch))
+	buf := getBuf(int(min(n, piece)))
+	defer putBuf(buf)
+	clear(*buf)
+	return inPieces(c.ctx, off, n, piece, func(off, n int64) error { return c.exp.WriteAt(c.ctx, (*buf)[:n], off) })
+}
+
+// refuseFastZero answers a fast zero the export cannot do fast. Clients
+// such as nbdcopy ask for one to learn whether to write zeros themselves,
+// so this is not worth more than a debug line.
+func (c *conn) refuseFastZero(r *txReq) {
+	const msg = "zeroing is not fast on this export"
+	c.log.Debug("nbd: request refused", "request", r.String(), "errno", errnoName(errNotSup), "reason", msg)
+	c.replyError(r, errNotSup, msg)
+}
+
+// logRefused logs a request the server refused before calling the export:
+// the first one of a connection as a warning (a client that gets EINVAL
+// usually gives up, and its user should find why in the server log), the
+// others at debug level so that a client repeating them cannot flood the
+// log.
+func (c *conn) logRefused(r *txReq, errno uint32, msg string) {
+	level := slog.LevelDebug
+	if c.refused.Add(1) == 1 {
+		level = slog.LevelWarn
+	}
+	c.log.Log(c.ctx, level, "nbd: request refused", "request", r.String(), "errno", errnoName(errno), "reason", msg)
 }
 
 func (c *conn) read(r *txReq) {

@@ -196,7 +196,8 @@ func TestRequestErrors(t *testing.T) {
 		{name: "zero-read-only", export: "ro", typ: cmdWriteZeroes, length: 4096, want: ePERM},
 		{name: "trim-beyond-end", export: "disk", typ: cmdTrim, off: diskSize, length: 1, want: eINVAL},
 		{name: "zero-beyond-end", export: "disk", typ: cmdWriteZeroes, off: diskSize - 1, length: 2, want: eNOSPC},
-		{name: "zero-too-long", export: "disk", typ: cmdWriteZeroes, length: 2 * maxReq, want: eINVAL},
+		{name: "zero-longer-than-payload-beyond-end", export: "disk", typ: cmdWriteZeroes, off: 4096, length: diskSize, want: eNOSPC},
+		{name: "trim-longer-than-payload-beyond-end", export: "disk", typ: cmdTrim, off: 4096, length: diskSize, want: eINVAL},
 		{name: "cache", export: "disk", typ: cmdCache, length: 4096, want: eINVAL},
 		{name: "unknown-command", export: "disk", typ: 0xffff, length: 4096, want: eINVAL},
 		{name: "read-with-req-one", export: "disk", flags: flagReqOne, typ: cmdRead, length: 512, want: eINVAL},
@@ -261,7 +262,7 @@ func TestRequestErrors(t *testing.T) {
 }
 
 func TestBlockStatus(t *testing.T) {
-	f := setup(t, nbd.Options{MaxRequest: 64 << 10})
+	f := setupLog(t, nbd.Options{MaxRequest: 64 << 10}, false) // the requests beyond the end are logged
 	m := f.disk
 	m.Fill(randomBytes(3, 4096), 8192)      // data page 2
 	m.Fill(make([]byte, 8192), 65536)       // allocated zeros, pages 16-17
