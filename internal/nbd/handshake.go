@@ -33,7 +33,7 @@ type haggler struct {
 // NBD_OPT_ABORT, or the error that ended the connection.
 func (c *conn) handshake() error {
 	if d := c.srv.opts.HandshakeTimeout; d > 0 {
-		c.nc.SetDeadline(time.Now().Add(d))
+		c.nc.SetDeadline(c.srv.clock.Now().Add(d))
 	}
 	// halt may have run before the deadline above replaced its own.
 	if c.stopping.Load() {

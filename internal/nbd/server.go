@@ -34,9 +34,10 @@ const (
 // Server serves the exports of a Catalog over the NBD protocol (fixed
 // newstyle negotiation only). Create it with NewServer.
 type Server struct {
-	cat  Catalog
-	opts Options
-	log  *slog.Logger
+	cat   Catalog
+	opts  Options
+	log   *slog.Logger
+	clock clock
 	// budget is how many payload bytes one connection may hold in memory
 	// for requests in flight.
 	budget int64
@@ -75,6 +76,7 @@ func NewServer(cat Catalog, opts Options) *Server {
 		cat:    cat,
 		opts:   opts,
 		log:    opts.Logger,
+		clock:  realClock{},
 		budget: max(2*int64(opts.MaxRequest), 64<<20),
 	}
 }
@@ -106,11 +108,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			if isTemporaryAccept(err) {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				s.log.Warn("nbd: accept failed; retrying", "err", err, "delay", backoff)
-				t := time.NewTimer(backoff)
+				waited := make(chan struct{})
+				stopWait := s.clock.AfterFunc(backoff, func() { close(waited) })
 				select {
-				case <-t.C:
+				case <-waited:
 				case <-ctx.Done():
-					t.Stop()
+					stopWait()
 					return nil
 				}
 				continue
@@ -187,20 +190,21 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	c.budget.cond.L = &c.budget.mu
 	c.budget.max = s.budget
 
-	var shutdownTimer atomic.Pointer[time.Timer]
+	var stopGrace atomic.Pointer[func() bool] // the shutdown grace period's timer
 	stopAfter := context.AfterFunc(ctx, func() {
 		c.shutdown.Store(true)
 		c.halt()
 		if d := s.opts.ShutdownTimeout; d > 0 {
-			shutdownTimer.Store(time.AfterFunc(d, cancel))
+			stop := s.clock.AfterFunc(d, cancel)
+			stopGrace.Store(&stop)
 		} else {
 			cancel()
 		}
 	})
 	defer func() {
 		stopAfter()
-		if t := shutdownTimer.Load(); t != nil {
-			t.Stop()
+		if stop := stopGrace.Load(); stop != nil {
+			(*stop)()
 		}
 		cancel()
 		nc.Close()

@@ -135,7 +135,7 @@ func (c *conn) readPayload(r *txReq) error {
 		return fmt.Errorf("nbd: write payload of %d bytes exceeds %d", n, maxReq)
 	}
 	if d := c.srv.opts.IOTimeout; d > 0 {
-		c.nc.SetReadDeadline(time.Now().Add(d))
+		c.nc.SetReadDeadline(c.srv.clock.Now().Add(d))
 		// Cleared before the next header is read; halt sets stopping
 		// before its deadline, so readRequest sees a halt that this clear
 		// undid.
@@ -519,7 +519,7 @@ func (c *conn) send(r *txReq, a, b []byte) {
 		return
 	}
 	if d := c.srv.opts.IOTimeout; d > 0 {
-		c.nc.SetWriteDeadline(time.Now().Add(d))
+		c.nc.SetWriteDeadline(c.srv.clock.Now().Add(d))
 	}
 	var err error
 	if len(b) == 0 {
