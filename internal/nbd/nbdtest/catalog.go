@@ -16,11 +16,12 @@ import (
 )
 
 // Catalog is an nbd.Catalog of exports added with Add. It counts open
-// connections per export.
+// connections per export, and lets a test wait for the count to drop.
 type Catalog struct {
-	mu      sync.Mutex
-	order   []string
-	exports map[string]*entry
+	mu       sync.Mutex
+	order    []string
+	exports  map[string]*entry
+	released chan struct{} // closed and replaced whenever an export is released
 }
 
 type entry struct {
@@ -32,7 +33,9 @@ type entry struct {
 var _ nbd.Catalog = (*Catalog)(nil)
 
 // NewCatalog returns an empty catalog.
-func NewCatalog() *Catalog { return &Catalog{exports: map[string]*entry{}} }
+func NewCatalog() *Catalog {
+	return &Catalog{exports: map[string]*entry{}, released: make(chan struct{})}
+}
 
 // Add offers e under name ("" is the default export), replacing any export
 // of that name.
@@ -59,6 +62,8 @@ func (c *Catalog) Open(ctx context.Context, name string) (nbd.Export, func(), er
 		once.Do(func() {
 			c.mu.Lock()
 			en.open--
+			close(c.released)
+			c.released = make(chan struct{})
 			c.mu.Unlock()
 		})
 	}, nil
@@ -83,6 +88,25 @@ func (c *Catalog) InUse(name string) int {
 		return en.open
 	}
 	return 0
+}
+
+// WaitReleased blocks until no connection holds export name open (at once
+// if none does), or until ctx ends, returning its error.
+func (c *Catalog) WaitReleased(ctx context.Context, name string) error {
+	for {
+		c.mu.Lock()
+		en, released := c.exports[name], c.released
+		idle := en == nil || en.open == 0
+		c.mu.Unlock()
+		if idle {
+			return nil
+		}
+		select {
+		case <-released:
+		case <-ctx.Done():
+			return fmt.Errorf("nbdtest: waiting for export %q to be released: %w", name, context.Cause(ctx))
+		}
+	}
 }
 
 // Serve runs an nbd.Server for cat on a unix socket in a temporary

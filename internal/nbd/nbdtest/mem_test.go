@@ -154,3 +154,42 @@ func TestCatalog(t *testing.T) {
 	}
 	var _ nbd.Catalog = c
 }
+
+// TestCatalogWaitReleased: WaitReleased returns once the last connection
+// released the export, and not while one still holds it.
+func TestCatalogWaitReleased(t *testing.T) {
+	ctx := t.Context()
+	c := NewCatalog()
+	c.Add("a", "", NewMem(1, MemOptions{}))
+	if err := c.WaitReleased(ctx, "a"); err != nil {
+		t.Fatalf("nothing open: %v", err)
+	}
+	if err := c.WaitReleased(ctx, "nope"); err != nil {
+		t.Fatalf("missing export: %v", err)
+	}
+	_, release1, err := c.Open(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, release2, err := c.Open(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- c.WaitReleased(ctx, "a") }()
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	release1()
+	// One connection still holds the export: a wait whose context has
+	// ended reports that instead of returning nil.
+	if err := c.WaitReleased(ended, "a"); !errors.Is(err, context.Canceled) {
+		t.Errorf("with the export still open: %v, want context.Canceled", err)
+	}
+	release2()
+	if err := <-waited; err != nil {
+		t.Errorf("waiting for the last release: %v", err)
+	}
+	if n := c.InUse("a"); n != 0 {
+		t.Errorf("in use %d after both releases", n)
+	}
+}
