@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/cairnproject/cairn/internal/nbd"
 	"github.com/cairnproject/cairn/internal/nbd/nbdtest"
@@ -33,7 +32,6 @@ func benchIO(b *testing.B, write bool, size, depth int) {
 	cat.Add("disk", "", m)
 	sock := nbdtest.Serve(b, cat, nbd.Options{Logger: slog.New(slog.DiscardHandler)})
 	c := connect(b, sock, "disk", true, false)
-	c.nc.SetDeadline(time.Time{})
 	slots := exportSize / size
 
 	credits := make(chan struct{}, depth)

@@ -294,8 +294,8 @@ func TestLongZeroStopsAtShutdown(t *testing.T) {
 	})
 	cat := nbdtest.NewCatalog()
 	cat.Add("disk", "", m)
-	sock, _, cancel, done := startServer(t, cat, nbd.Options{ShutdownTimeout: -1})
-	c := connect(t, sock, "disk", true, false)
+	srv := startServer(t, cat, nbd.Options{ShutdownTimeout: -1})
+	c := connect(t, srv.sock, "disk", true, false)
 	c.submit(0, cmdWriteZeroes, 0, 1<<32-4096, nil)
 	replied := make(chan *reply, 1)
 	bg := &bgT{}
@@ -314,7 +314,7 @@ func TestLongZeroStopsAtShutdown(t *testing.T) {
 		}
 		t.Fatalf("no reply")
 	}
-	cancel()
+	srv.cancel()
 	r := <-replied
 	c.t = t
 	bg.check(t)
@@ -325,7 +325,7 @@ func TestLongZeroStopsAtShutdown(t *testing.T) {
 		t.Errorf("zero pieces %v, want only the first one of 64 MiB", p)
 	}
 	c.expectClosed()
-	waitDone(t, done)
+	srv.wait(t)
 }
 
 // recordHandler keeps every record a logger writes, with its attributes.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
 	"io"
 	"net"
 	"sync"
@@ -25,13 +24,15 @@ func requestBytes(flags, typ uint16, cookie, off uint64, length uint32) []byte {
 	return binary.BigEndian.AppendUint32(b, length)
 }
 
-// drain reads until the server closes the connection or the deadline
-// passes; it reports whether the server closed.
-func drain(nc net.Conn, d time.Duration) bool {
-	nc.SetReadDeadline(time.Now().Add(d))
+// drain reads until the server closes the connection, however long that
+// takes; it returns nil once the server closed it (a reset counts: a unix
+// socket closed with data unread resets its peer).
+func drain(nc net.Conn) error {
 	_, err := io.Copy(io.Discard, nc)
-	var ne net.Error
-	return !(errors.As(err, &ne) && ne.Timeout())
+	if err != nil && !isReset(err) {
+		return err
+	}
+	return nil
 }
 
 const badRegion = 512 << 10 // where misbehaving clients try to write
@@ -43,16 +44,16 @@ var misbehaviours = map[string]func(bg *bgT, sock string){
 		nc := dialSocket(bg, sock)
 		defer nc.Close()
 		nc.Write(randomBytes(1, 4096))
-		if !drain(nc, 10*time.Second) {
-			bg.Fatalf("garbage-at-greeting: server did not close")
+		if err := drain(nc); err != nil {
+			bg.Fatalf("garbage-at-greeting: waiting for the server to close: %v", err)
 		}
 	},
 	"bad-request-magic": func(bg *bgT, sock string) {
 		c := connect(bg, sock, "disk", false, false)
 		defer c.nc.Close()
 		c.nc.Write(bytes.Repeat([]byte{0xde, 0xad}, 14))
-		if !drain(c.nc, 10*time.Second) {
-			bg.Fatalf("bad-request-magic: server did not close")
+		if err := drain(c.nc); err != nil {
+			bg.Fatalf("bad-request-magic: waiting for the server to close: %v", err)
 		}
 	},
 	"huge-write": func(bg *bgT, sock string) {
@@ -60,8 +61,8 @@ var misbehaviours = map[string]func(bg *bgT, sock string){
 		defer c.nc.Close()
 		c.nc.Write(requestBytes(0, cmdWrite, 1, badRegion, 0xffffffff))
 		c.nc.Write(make([]byte, 8192))
-		if !drain(c.nc, 10*time.Second) {
-			bg.Fatalf("huge-write: server did not close")
+		if err := drain(c.nc); err != nil {
+			bg.Fatalf("huge-write: waiting for the server to close: %v", err)
 		}
 	},
 	"disconnect-mid-write": func(bg *bgT, sock string) {
@@ -106,8 +107,8 @@ var misbehaviours = map[string]func(bg *bgT, sock string){
 			c.readOptReply(uint32(i * 7919))
 		}
 		c.nc.Write(randomBytes(7, 100))
-		if !drain(c.nc, 10*time.Second) {
-			bg.Fatalf("garbage-options: server did not close")
+		if err := drain(c.nc); err != nil {
+			bg.Fatalf("garbage-options: waiting for the server to close: %v", err)
 		}
 	},
 }
@@ -115,8 +116,16 @@ var misbehaviours = map[string]func(bg *bgT, sock string){
 // TestMisbehavingClients: clients breaking the protocol lose their own
 // connection and nothing else; a well-behaved client working at the same
 // time is not disturbed.
+//
+// The misbehaving clients run in loops until the good client is done. A
+// loop waits until the server holds at most maxOpen connections before it
+// makes another, so that clients which vanish without waiting for the
+// server cannot pile up connections faster than a loaded machine tears them
+// down. The server's clock stands still: no connection ends by a timeout,
+// only by the server's reaction to what the client did.
 func TestMisbehavingClients(t *testing.T) {
-	f := setupLog(t, nbd.Options{}, false)
+	f, srv := setupClock(t, nbd.Options{}, false)
+	maxOpen := 2*len(misbehaviours) + 1
 	var bg bgT
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
@@ -128,6 +137,7 @@ func TestMisbehavingClients(t *testing.T) {
 					return
 				default:
 				}
+				srv.l.waitOpenAtMost(maxOpen)
 				var one sync.WaitGroup
 				one.Go(func() { fn(&bg, f.sock) }) // a Fatalf ends only this goroutine
 				one.Wait()
@@ -163,67 +173,68 @@ func TestMisbehavingClients(t *testing.T) {
 	}
 }
 
+// TestStalledClients: a client that stalls in the middle of a request (the
+// payload of a write, or reading replies) loses its connection once
+// IOTimeout has passed, and not before; a client idle between requests
+// keeps it however long it waits. Time passes only when the test advances
+// the server's clock, and the test does so once the server waits where the
+// test wants it.
 func TestStalledClients(t *testing.T) {
-	f := setupLog(t, nbd.Options{IOTimeout: 200 * time.Millisecond}, false)
+	const ioTimeout = 200 * time.Millisecond
+	f, srv := setupClock(t, nbd.Options{IOTimeout: ioTimeout}, false)
 
 	t.Run("idle-is-fine", func(t *testing.T) {
 		c := connect(t, f.sock, "disk", true, false)
-		time.Sleep(500 * time.Millisecond)
-		c.read(0, 4096)
+		sc := srv.conn()
+		p := randomBytes(3, 4096)
+		c.writeAt(0, 0, p) // a payload deadline, set and cleared, and a reply's
+		sc.waitReadBlocked(c.sent.Load())
+		srv.clock.Advance(100 * ioTimeout)
+		if got := c.read(0, 4096); !bytes.Equal(got, p) {
+			t.Errorf("read after idling: wrong data")
+		}
+		c.disconnect()
+	})
+	t.Run("slow-write-payload", func(t *testing.T) {
+		c := connect(t, f.sock, "disk", true, false)
+		sc := srv.conn()
+		p := randomBytes(4, 4096)
+		c.submit(0, cmdWrite, 8192, 4096, p[:100])
+		sc.waitReadBlocked(c.sent.Load())
+		srv.clock.Advance(ioTimeout - time.Nanosecond)
+		c.write(p[100:])
+		if r := c.next(); r.err != 0 {
+			t.Fatalf("write whose payload came just within IOTimeout: error %d %q", r.err, r.msg)
+		}
+		if got := c.read(8192, 4096); !bytes.Equal(got, p) {
+			t.Errorf("slow write: wrong data")
+		}
 		c.disconnect()
 	})
 	t.Run("stalled-write-payload", func(t *testing.T) {
 		c := connect(t, f.sock, "disk", true, false)
-		c.nc.Write(requestBytes(0, cmdWrite, 1, 0, 4096))
-		c.nc.Write(make([]byte, 100))
-		start := time.Now()
+		sc := srv.conn()
+		c.submit(0, cmdWrite, 0, 4096, make([]byte, 100))
+		sc.waitReadBlocked(c.sent.Load())
+		srv.clock.Advance(ioTimeout)
 		c.expectClosed()
-		if d := time.Since(start); d > 5*time.Second {
-			t.Errorf("closed after %v", d)
-		}
 		f.waitReleased(t, "disk")
 	})
 	t.Run("not-reading-replies", func(t *testing.T) {
 		c := connect(t, f.sock, "disk", false, false)
+		sc := srv.conn()
 		var b []byte
 		for i := range 128 {
 			b = append(b, requestBytes(0, cmdRead, uint64(i), 0, 1<<20)...)
 		}
-		c.nc.Write(b)
-		// The server cannot write all the replies; it gives up on the client.
+		c.write(b)
+		// A reply of 1 MiB is more than a socket holds: its write blocks
+		// until the client reads, which it never does. The server gives
+		// up on the client when the write deadline passes.
+		sc.waitWriteBlocked(1 << 20)
+		srv.clock.Advance(ioTimeout)
 		f.waitReleased(t, "disk")
 	})
-}
-
-// startServer runs a server whose context the test controls.
-func startServer(t *testing.T, cat nbd.Catalog, opts nbd.Options) (sock string, l net.Listener, cancel context.CancelFunc, done chan error) {
-	t.Helper()
-	l, sock = listenUnix(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	if opts.Logger == nil {
-		opts.Logger, _ = newLogger(t, false)
-	}
-	srv := nbd.NewServer(cat, opts)
-	done = make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	return sock, l, cancel, done
-}
-
-func waitDone(t *testing.T, done chan error) {
-	t.Helper()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		done <- err // for the cleanup
-	case <-time.After(10 * time.Second):
-		t.Fatalf("Serve did not return")
-	}
 }
 
 // TestShutdown: when the context ends, requests in flight complete, then
@@ -231,46 +242,54 @@ func waitDone(t *testing.T, done chan error) {
 func TestShutdown(t *testing.T) {
 	m := nbdtest.NewMem(diskSize, nbdtest.MemOptions{})
 	m.Fill(randomBytes(1, 4096), 0)
-	started := make(chan struct{}, 1)
+	started, release := make(chan struct{}), make(chan struct{})
 	m.SetHook(func(ctx context.Context, op nbdtest.Op, off, length int64) error {
 		if op == nbdtest.OpRead && off == 0 {
-			started <- struct{}{}
-			time.Sleep(300 * time.Millisecond)
+			close(started)
+			<-release // in flight until the shutdown has reached the connection
 		}
 		return nil
 	})
 	cat := nbdtest.NewCatalog()
 	cat.Add("disk", "", m)
-	sock, _, cancel, done := startServer(t, cat, nbd.Options{})
+	srv := startServer(t, cat, nbd.Options{})
 
-	a := connect(t, sock, "disk", true, false)
+	a := connect(t, srv.sock, "disk", true, false)
+	sa := srv.conn()
 	slow := a.submit(0, cmdRead, 0, 4096, nil)
-	b := newClient(t, sock) // still negotiating
+	b := newClient(t, srv.sock) // still negotiating
 	<-started
-	cancel()
+	srv.cancel()
+	// The shutdown reaches both connections while the read is in flight:
+	// b, negotiating, is closed; a stops reading requests (its reader's
+	// Read fails).
+	b.expectClosed()
+	sa.waitReadFailed()
+	close(release)
 	r := a.next()
 	if r.cookie != slow || r.err != 0 || !bytes.Equal(r.data, m.Bytes()[:4096]) {
 		t.Errorf("request in flight at shutdown: err %d", r.err)
 	}
 	a.expectClosed()
-	b.expectClosed()
-	waitDone(t, done)
+	srv.wait(t)
 	if cat.InUse("disk") != 0 {
 		t.Errorf("export still open after Serve returned")
 	}
-	if _, err := net.Dial("unix", sock); err == nil {
+	if _, err := net.Dial("unix", srv.sock); err == nil {
 		t.Errorf("the listener still accepts")
 	}
 }
 
 // TestShutdownTimeout: requests still running ShutdownTimeout after the
-// context ended are cancelled and fail with ESHUTDOWN.
+// context ended are cancelled and fail with ESHUTDOWN; until then they run
+// on.
 func TestShutdownTimeout(t *testing.T) {
+	const grace = 100 * time.Millisecond
 	m := nbdtest.NewMem(diskSize, nbdtest.MemOptions{})
-	started := make(chan struct{}, 1)
+	started := make(chan context.Context, 1)
 	m.SetHook(func(ctx context.Context, op nbdtest.Op, off, length int64) error {
 		if op == nbdtest.OpWrite {
-			started <- struct{}{}
+			started <- ctx
 			<-ctx.Done()
 			return ctx.Err()
 		}
@@ -278,16 +297,22 @@ func TestShutdownTimeout(t *testing.T) {
 	})
 	cat := nbdtest.NewCatalog()
 	cat.Add("disk", "", m)
-	sock, _, cancel, done := startServer(t, cat, nbd.Options{ShutdownTimeout: 100 * time.Millisecond})
-	c := connect(t, sock, "disk", true, false)
+	srv := startServer(t, cat, nbd.Options{ShutdownTimeout: grace})
+	c := connect(t, srv.sock, "disk", true, false)
 	c.submit(0, cmdWrite, 0, 4096, make([]byte, 4096))
-	<-started
-	cancel()
+	reqCtx := <-started
+	srv.cancel()
+	srv.clock.waitTimers(1) // the grace period began
+	srv.clock.Advance(grace - time.Nanosecond)
+	if err := reqCtx.Err(); err != nil {
+		t.Fatalf("request cancelled before ShutdownTimeout passed: %v", err)
+	}
+	srv.clock.Advance(time.Nanosecond)
 	if r := c.next(); r.err != 108 {
 		t.Errorf("error %d, want ESHUTDOWN", r.err)
 	}
 	c.expectClosed()
-	waitDone(t, done)
+	srv.wait(t)
 }
 
 // TestListenerClosed: closing the listener stops accepting, but the
@@ -295,15 +320,25 @@ func TestShutdownTimeout(t *testing.T) {
 func TestListenerClosed(t *testing.T) {
 	cat := nbdtest.NewCatalog()
 	cat.Add("disk", "", nbdtest.NewMem(diskSize, nbdtest.MemOptions{}))
-	sock, l, _, done := startServer(t, cat, nbd.Options{})
-	c := connect(t, sock, "disk", true, false)
-	l.Close()
-	select {
-	case err := <-done:
-		t.Fatalf("Serve returned (%v) with a connection open", err)
-	case <-time.After(100 * time.Millisecond):
-	}
+	srv := startServer(t, cat, nbd.Options{})
+	c := connect(t, srv.sock, "disk", true, false)
+	srv.l.Close()
+	// Serve's accept loop ended and Serve closed the listener itself, the
+	// last thing it does before waiting for its connections.
+	srv.l.waitUntil(func() bool { return srv.l.acceptDone && srv.l.closes >= 2 })
 	c.writeAt(0, 0, []byte("still here"))
+	if got := c.read(0, 10); string(got) != "still here" {
+		t.Errorf("read %q", got)
+	}
+	select {
+	case err := <-srv.done:
+		srv.done <- err
+		t.Fatalf("Serve returned (%v) with a connection open", err)
+	default:
+	}
+	if _, err := net.Dial("unix", srv.sock); err == nil {
+		t.Errorf("the closed listener still accepts")
+	}
 	c.disconnect()
-	waitDone(t, done)
+	srv.wait(t)
 }

@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/nbd"
@@ -405,16 +404,24 @@ func TestOutOfOrder(t *testing.T) {
 	})
 }
 
-// TestWorkers: one connection runs up to Workers requests at once.
+// TestWorkers: one connection runs up to Workers requests at once. The
+// export holds every request until Workers of them are inside it at once
+// (a server running fewer never gets there, and the test times out), and
+// counts the most that ever were.
 func TestWorkers(t *testing.T) {
 	for _, workers := range []int{1, 3, 8} {
 		t.Run(fmt.Sprint(workers), func(t *testing.T) {
 			f := setup(t, nbd.Options{Workers: workers})
 			var cnt counter
+			full := make(chan struct{})
+			var fullOnce sync.Once
 			f.disk.SetHook(func(ctx context.Context, op nbdtest.Op, off, length int64) error {
 				cnt.enter()
 				defer cnt.leave()
-				time.Sleep(20 * time.Millisecond)
+				if cnt.cur.Load() >= int64(workers) {
+					fullOnce.Do(func() { close(full) })
+				}
+				<-full
 				return nil
 			})
 			c := connect(t, f.sock, "disk", true, false)
@@ -436,18 +443,36 @@ func TestWorkers(t *testing.T) {
 
 // TestManyInFlight pipelines hundreds of writes and reads of random sizes
 // (a goroutine sends while the test reads replies) and checks every byte.
+// The requests run out of order: the write (and the read) of every third
+// slot waits in the export until that of the next slot has reached it.
 func TestManyInFlight(t *testing.T) {
 	modes(t, func(t *testing.T, structured bool) {
 		f := setup(t, nbd.Options{})
+		const slots = 256
+		const slot = diskSize / slots
+		var arrived [2][slots]chan struct{} // by phase (write, read) and slot
+		for i := range arrived {
+			for j := range arrived[i] {
+				arrived[i][j] = make(chan struct{})
+			}
+		}
 		f.disk.SetHook(func(ctx context.Context, op nbdtest.Op, off, length int64) error {
-			if off%3 == 0 {
-				time.Sleep(time.Duration(off%7) * 100 * time.Microsecond) // shuffle completions
+			phase := 0
+			switch op {
+			case nbdtest.OpWrite:
+			case nbdtest.OpRead:
+				phase = 1
+			default:
+				return nil
+			}
+			s := off / slot
+			close(arrived[phase][s])
+			if s%3 == 0 && s+1 < slots {
+				<-arrived[phase][s+1]
 			}
 			return nil
 		})
 		c := connect(t, f.sock, "disk", structured, false)
-		const slots = 256
-		const slot = diskSize / slots
 		want := make([]byte, diskSize)
 		type io struct {
 			off uint64
@@ -507,10 +532,11 @@ func TestFlushOrdering(t *testing.T) {
 	m := f.disk
 	data := randomBytes(9, 4096)
 	var violations atomic.Int32
+	release := make(chan struct{})
 	m.SetHook(func(ctx context.Context, op nbdtest.Op, off, length int64) error {
 		switch {
 		case op == nbdtest.OpWrite && off == 0:
-			time.Sleep(200 * time.Millisecond)
+			<-release // in flight until the flush after it was received
 		case op == nbdtest.OpFlush:
 			// Every write received before the flush must have landed.
 			if !bytes.Equal(m.Bytes()[:4096], data) {
@@ -520,12 +546,19 @@ func TestFlushOrdering(t *testing.T) {
 		return nil
 	})
 	c := connect(t, f.sock, "disk", true, false)
-	c.submit(0, cmdWrite, 0, 4096, data)
-	c.submit(0, cmdFlush, 0, 0, nil)
-	// Writes after the flush do not hold it up (nor are they required).
-	c.submit(0, cmdWrite, 8192, 4096, data)
-	for range 3 {
-		if r := c.next(); r.err != 0 {
+	blocked := c.submit(0, cmdWrite, 0, 4096, data)
+	flush := c.submit(0, cmdFlush, 0, 0, nil)
+	// Writes after the flush do not hold it up (nor are they required):
+	// this one is answered while the write before the flush is blocked,
+	// and by then the server has handed the flush to a worker (it reads
+	// requests in order).
+	after := c.submit(0, cmdWrite, 8192, 4096, data)
+	if r := c.next(); r.cookie != after || r.err != 0 {
+		t.Fatalf("reply %#x error %d, want the write after the flush (%#x) to succeed first", r.cookie, r.err, after)
+	}
+	close(release)
+	for range 2 {
+		if r := c.next(); r.err != 0 || (r.cookie != blocked && r.cookie != flush) {
 			t.Fatalf("error %d on %#x", r.err, r.cookie)
 		}
 	}
@@ -585,11 +618,14 @@ func TestTransmissionFlags(t *testing.T) {
 }
 
 // TestDisconnectFinishesInflight: after NBD_CMD_DISC the server answers
-// the requests in flight, then closes.
+// the requests in flight, then closes. The writes are held in the export
+// until all five are there and the server has logged the NBD_CMD_DISC.
 func TestDisconnectFinishesInflight(t *testing.T) {
 	f := setup(t, nbd.Options{})
+	entered, release := make(chan struct{}, 5), make(chan struct{})
 	f.disk.SetHook(func(ctx context.Context, op nbdtest.Op, off, length int64) error {
-		time.Sleep(100 * time.Millisecond)
+		entered <- struct{}{}
+		<-release
 		return nil
 	})
 	c := connect(t, f.sock, "disk", false, false)
@@ -597,6 +633,11 @@ func TestDisconnectFinishesInflight(t *testing.T) {
 		c.submit(0, cmdWrite, uint64(i)*4096, 4096, bytes.Repeat([]byte{byte(i + 1)}, 4096))
 	}
 	c.submit(0, cmdDisc, 0, 0, nil)
+	for range 5 {
+		<-entered
+	}
+	f.log.waitLogged("client disconnected (NBD_CMD_DISC)", 1)
+	close(release)
 	for range 5 {
 		if r := c.next(); r.err != 0 {
 			t.Fatalf("error %d", r.err)
