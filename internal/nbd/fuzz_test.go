@@ -93,11 +93,18 @@ func serveBytes(t *testing.T, in []byte) []byte {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, l) }()
+	// The client's stream is all in memory and memConn has no deadlines,
+	// so the server finishes with the connection as soon as it has worked
+	// through the input, however loaded the machine. The safety timeout
+	// only turns a hang into a failing input while fuzzing, when go test
+	// has no -timeout.
+	hang := time.NewTimer(hangTimeout)
+	defer hang.Stop()
 	select {
 	case <-conn.closed:
-	case <-time.After(20 * time.Second):
+	case <-hang.C:
 		dumpGoroutines()
-		t.Fatalf("the server did not finish with the connection")
+		t.Fatalf("the server did not finish with the connection within %v", hangTimeout)
 	}
 	cancel()
 	select {
@@ -105,9 +112,9 @@ func serveBytes(t *testing.T, in []byte) []byte {
 		if err != nil {
 			t.Fatalf("Serve: %v", err)
 		}
-	case <-time.After(20 * time.Second):
+	case <-hang.C:
 		dumpGoroutines()
-		t.Fatalf("Serve did not return")
+		t.Fatalf("Serve did not return within %v", hangTimeout)
 	}
 	if cat.InUse("disk")+cat.InUse("") != 0 {
 		t.Fatalf("export left open")

@@ -52,16 +52,18 @@ func runTool(t *testing.T, name string, args ...string) []byte {
 	return out
 }
 
+// runToolCode runs a program; a program still running after hangTimeout is
+// taken to hang, killed, and fails the test.
 func runToolCode(t *testing.T, name string, args ...string) ([]byte, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), hangTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	if ctx.Err() != nil {
-		t.Fatalf("%s %q timed out\nstderr: %s", name, args, stderr.Bytes())
+		t.Fatalf("%s %q still running after %v: killed\nstderr: %s", name, args, hangTimeout, stderr.Bytes())
 	}
 	if err != nil {
 		if ee, ok := err.(*exec.ExitError); ok {
@@ -459,16 +461,23 @@ func TestRealNbdfuse(t *testing.T) {
 				exec.Command("umount", "-l", mnt).Run()
 			}
 		}
+		hang := time.NewTimer(hangTimeout)
+		defer hang.Stop()
 		select {
 		case <-exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("nbdfuse did not exit after unmount; killing it")
+		case <-hang.C:
+			t.Errorf("nbdfuse still running %v after the unmount; killing it", hangTimeout)
 			cmd.Process.Kill()
 			<-exited
 		}
 	}
 	t.Cleanup(unmount) // runs before the temporary directory is removed
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	// nbdfuse tells of nothing but by the pid file, so the test polls for
+	// it (and the mount) until they appear or nbdfuse exits, however long
+	// that takes; an nbdfuse that hangs is caught by go test's -timeout.
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+	for {
 		if b, err := os.ReadFile(pidfile); err == nil && len(b) > 0 && isMounted(mnt) {
 			break
 		}
@@ -477,10 +486,7 @@ func TestRealNbdfuse(t *testing.T) {
 			exited <- err
 			log, _ := os.ReadFile(logf.Name())
 			skipOrFail(t, "nbdfuse could not mount (are FUSE mounts permitted here?): %v\n%s", err, log)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nbdfuse did not mount within 20s")
+		case <-poll.C:
 		}
 	}
 
