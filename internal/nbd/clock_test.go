@@ -91,16 +91,21 @@ func (c *fakeClock) Advance(d time.Duration) {
 	}
 }
 
-// waitTimers blocks until at least n functions wait in AfterFunc.
-func (c *fakeClock) waitTimers(n int) {
+// waitTimers blocks until at least n functions wait in AfterFunc, and
+// reports true; or until stop is closed, and reports false.
+func (c *fakeClock) waitTimers(n int, stop <-chan struct{}) bool {
 	for {
 		c.mu.Lock()
 		pending, changed := len(c.timers), c.changed
 		c.mu.Unlock()
 		if pending >= n {
-			return
+			return true
 		}
-		<-changed
+		select {
+		case <-changed:
+		case <-stop:
+			return false
+		}
 	}
 }
 

@@ -302,7 +302,9 @@ func TestShutdownTimeout(t *testing.T) {
 	c.submit(0, cmdWrite, 0, 4096, make([]byte, 4096))
 	reqCtx := <-started
 	srv.cancel()
-	srv.clock.waitTimers(1) // the grace period began
+	if !srv.clock.waitTimers(1, reqCtx.Done()) { // the grace period began
+		t.Fatalf("request cancelled when the context ended, before ShutdownTimeout passed")
+	}
 	srv.clock.Advance(grace - time.Nanosecond)
 	if err := reqCtx.Err(); err != nil {
 		t.Fatalf("request cancelled before ShutdownTimeout passed: %v", err)
