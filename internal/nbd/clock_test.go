@@ -122,15 +122,16 @@ type fakeConn struct {
 	clk     *fakeClock
 	onClose func() // called on the first Close
 
-	mu         sync.Mutex
-	rd, wd     time.Time // deadlines as the server set them; zero: none
-	reading    bool      // a Read is in progress
-	readBytes  int64     // bytes all Reads returned
-	readErr    error     // the first error a Read returned
-	writeLen   int       // length of the Write in progress, 0 if none
-	writeBytes int64     // bytes all Writes wrote
-	closed     bool
-	changed    chan struct{} // closed and replaced on every change above
+	mu                        sync.Mutex
+	rd, wd                    time.Time // deadlines as the server set them; zero: none
+	reading                   bool      // a Read is in progress
+	readBytes                 int64     // bytes all Reads returned
+	readErr                   error     // the first error a Read returned
+	writeLen                  int       // length of the Write in progress, 0 if none
+	writeBytes                int64     // bytes all Writes wrote
+	readTimeout, writeTimeout bool      // the clock passed a deadline the server had set
+	closed                    bool
+	changed                   chan struct{} // closed and replaced on every change above
 }
 
 func newFakeConn(nc net.Conn, clk *fakeClock, onClose func()) *fakeConn {
@@ -227,11 +228,24 @@ func (c *fakeConn) expire(now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.rd.IsZero() && !c.rd.After(now) {
+		c.readTimeout = true
 		c.Conn.SetReadDeadline(pastDeadline)
 	}
 	if !c.wd.IsZero() && !c.wd.After(now) {
+		c.writeTimeout = true
 		c.Conn.SetWriteDeadline(pastDeadline)
 	}
+}
+
+// timedOut reports whether the clock has passed a read (and a write)
+// deadline the server set: a test that advanced the clock to make the
+// server time out checks this first, so that a server setting no deadline
+// (or too late a one) fails the test instead of leaving it waiting for a
+// close that never comes.
+func (c *fakeConn) timedOut() (read, write bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.readTimeout, c.writeTimeout
 }
 
 // waitUntil blocks until cond, called with c.mu held, holds.

@@ -465,6 +465,9 @@ func TestHandshakeTimeout(t *testing.T) {
 			c.write(stream[:tt.stallAt])
 			sc.waitReadBlocked(int64(tt.stallAt))
 			srv.clock.Advance(timeout)
+			if read, _ := sc.timedOut(); !read {
+				t.Fatalf("HandshakeTimeout passed and the server's read has no deadline that passed")
+			}
 			c.expectClosed()
 
 			c = newClient(t, f.sock)

@@ -217,6 +217,9 @@ func TestStalledClients(t *testing.T) {
 		c.submit(0, cmdWrite, 0, 4096, make([]byte, 100))
 		sc.waitReadBlocked(c.sent.Load())
 		srv.clock.Advance(ioTimeout)
+		if read, _ := sc.timedOut(); !read {
+			t.Fatalf("IOTimeout passed and the server's read of the payload has no deadline that passed")
+		}
 		c.expectClosed()
 		f.waitReleased(t, "disk")
 	})
@@ -233,6 +236,9 @@ func TestStalledClients(t *testing.T) {
 		// up on the client when the write deadline passes.
 		sc.waitWriteBlocked(1 << 20)
 		srv.clock.Advance(ioTimeout)
+		if _, write := sc.timedOut(); !write {
+			t.Fatalf("IOTimeout passed and the server's blocked reply has no deadline that passed")
+		}
 		f.waitReleased(t, "disk")
 	})
 }
