@@ -190,7 +190,12 @@ func dialSocket(t fataler, socket string) net.Conn {
 // is under load; a server that hangs is caught by go test's -timeout.
 func newClient(t fataler, socket string) *client {
 	t.Helper()
-	nc := dialSocket(t, socket)
+	return newClientConn(t, dialSocket(t, socket))
+}
+
+// newClientConn is newClient on a connection already made.
+func newClientConn(t fataler, nc net.Conn) *client {
+	t.Helper()
 	c := &client{t: t, nc: nc, br: bufio.NewReader(nc), pending: map[uint64]*pendingReq{}}
 	var g [18]byte
 	c.readFull(g[:])
@@ -207,7 +212,13 @@ func newClient(t fataler, socket string) *client {
 // connect performs a whole handshake with NBD_OPT_GO.
 func connect(t fataler, socket, name string, structured, meta bool) *client {
 	t.Helper()
-	c := newClient(t, socket)
+	return connectConn(t, dialSocket(t, socket), name, structured, meta)
+}
+
+// connectConn is connect on a connection already made.
+func connectConn(t fataler, nc net.Conn, name string, structured, meta bool) *client {
+	t.Helper()
+	c := newClientConn(t, nc)
 	c.clientFlags(cFlagFixedNewstyle | cFlagNoZeroes)
 	if structured {
 		c.negotiateStructured()

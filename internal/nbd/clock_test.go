@@ -287,13 +287,11 @@ type fakeListener struct {
 	net.Listener
 	clk *fakeClock
 
-	mu         sync.Mutex
-	accepted   []*fakeConn
-	taken      int  // accepted connections handed to the test by next
-	open       int  // accepted connections the server has not closed
-	acceptDone bool // Accept returned an error: the accept loop ended
-	closes     int  // calls to Close
-	changed    chan struct{}
+	mu       sync.Mutex
+	accepted []*fakeConn
+	taken    int // accepted connections handed to the test by next
+	open     int // accepted connections the server has not closed
+	changed  chan struct{}
 }
 
 func (l *fakeListener) notify() {
@@ -303,25 +301,16 @@ func (l *fakeListener) notify() {
 
 func (l *fakeListener) Accept() (net.Conn, error) {
 	nc, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	defer l.notify()
-	if err != nil {
-		l.acceptDone = true
-		return nil, err
-	}
 	fc := newFakeConn(nc, l.clk, l.connClosed)
 	l.accepted = append(l.accepted, fc)
 	l.open++
 	return fc, nil
-}
-
-func (l *fakeListener) Close() error {
-	l.mu.Lock()
-	l.closes++
-	l.notify()
-	l.mu.Unlock()
-	return l.Listener.Close()
 }
 
 func (l *fakeListener) waitUntil(cond func() bool) {

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"testing/synctest"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/nbd"
@@ -405,38 +406,45 @@ func TestOutOfOrder(t *testing.T) {
 }
 
 // TestWorkers: one connection runs up to Workers requests at once. The
-// export holds every request until Workers of them are inside it at once
-// (a server running fewer never gets there, and the test times out), and
-// counts the most that ever were.
+// export holds every request; the client sends one more than Workers. Once
+// the server has settled (synctest.Wait: every goroutine blocked), exactly
+// Workers requests are inside the export, and the last one waits for a
+// worker.
 func TestWorkers(t *testing.T) {
 	for _, workers := range []int{1, 3, 8} {
 		t.Run(fmt.Sprint(workers), func(t *testing.T) {
-			f := setup(t, nbd.Options{Workers: workers})
-			var cnt counter
-			full := make(chan struct{})
-			var fullOnce sync.Once
-			f.disk.SetHook(func(ctx context.Context, op nbdtest.Op, off, length int64) error {
-				cnt.enter()
-				defer cnt.leave()
-				if cnt.cur.Load() >= int64(workers) {
-					fullOnce.Do(func() { close(full) })
+			synctest.Test(t, func(t *testing.T) {
+				cat := nbdtest.NewCatalog()
+				m := nbdtest.NewMem(diskSize, nbdtest.MemOptions{})
+				cat.Add("disk", "", m)
+				srv := servePipe(t, cat, nbd.Options{Workers: workers})
+				var cnt counter
+				release := make(chan struct{})
+				m.SetHook(func(ctx context.Context, op nbdtest.Op, off, length int64) error {
+					cnt.enter()
+					defer cnt.leave()
+					<-release
+					return nil
+				})
+				c := connectConn(t, srv.l.dial(t), "disk", true, false)
+				for i := range workers + 1 {
+					c.submit(0, cmdRead, uint64(i)*4096, 4096, nil)
 				}
-				<-full
-				return nil
+				synctest.Wait()
+				if got := cnt.cur.Load(); got != int64(workers) {
+					t.Errorf("%d requests in the export at once, want %d", got, workers)
+				}
+				close(release)
+				for range workers + 1 {
+					if r := c.next(); r.err != 0 {
+						t.Fatalf("error %d", r.err)
+					}
+				}
+				if got := cnt.peak.Load(); got != int64(workers) {
+					t.Errorf("at most %d requests ran at once, want %d", got, workers)
+				}
+				c.disconnect()
 			})
-			c := connect(t, f.sock, "disk", true, false)
-			for i := range 4 * workers {
-				c.submit(0, cmdRead, uint64(i)*4096, 4096, nil)
-			}
-			for range 4 * workers {
-				if r := c.next(); r.err != 0 {
-					t.Fatalf("error %d", r.err)
-				}
-			}
-			if got := cnt.peak.Load(); got != int64(workers) {
-				t.Errorf("at most %d requests ran at once, want %d", got, workers)
-			}
-			c.disconnect()
 		})
 	}
 }
