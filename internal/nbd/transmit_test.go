@@ -535,50 +535,62 @@ func TestManyInFlight(t *testing.T) {
 
 // TestFlushOrdering: a flush waits for the writes received before it, and
 // covers writes completed on other connections.
+//
+// The first part runs in a synctest bubble: the write before the flush is
+// held in the export while the write after it is answered; once the server
+// has settled (synctest.Wait), a flush that did not wait would have reached
+// the export, and found the held write missing.
 func TestFlushOrdering(t *testing.T) {
-	f := setup(t, nbd.Options{})
-	m := f.disk
 	data := randomBytes(9, 4096)
-	var violations atomic.Int32
-	release := make(chan struct{})
-	m.SetHook(func(ctx context.Context, op nbdtest.Op, off, length int64) error {
-		switch {
-		case op == nbdtest.OpWrite && off == 0:
-			<-release // in flight until the flush after it was received
-		case op == nbdtest.OpFlush:
-			// Every write received before the flush must have landed.
-			if !bytes.Equal(m.Bytes()[:4096], data) {
-				violations.Add(1)
+	synctest.Test(t, func(t *testing.T) {
+		cat := nbdtest.NewCatalog()
+		m := nbdtest.NewMem(diskSize, nbdtest.MemOptions{})
+		cat.Add("disk", "", m)
+		srv := servePipe(t, cat, nbd.Options{})
+		var violations atomic.Int32
+		release := make(chan struct{})
+		m.SetHook(func(ctx context.Context, op nbdtest.Op, off, length int64) error {
+			switch {
+			case op == nbdtest.OpWrite && off == 0:
+				<-release // in flight until the server settled
+			case op == nbdtest.OpFlush:
+				// Every write received before the flush must have landed.
+				if !bytes.Equal(m.Bytes()[:4096], data) {
+					violations.Add(1)
+				}
+			}
+			return nil
+		})
+		c := connectConn(t, srv.l.dial(t), "disk", true, false)
+		blocked := c.submit(0, cmdWrite, 0, 4096, data)
+		flush := c.submit(0, cmdFlush, 0, 0, nil)
+		// Writes after the flush do not hold it up (nor are they required).
+		after := c.submit(0, cmdWrite, 8192, 4096, data)
+		if r := c.next(); r.cookie != after || r.err != 0 {
+			t.Fatalf("reply %#x error %d, want the write after the flush (%#x) to succeed first", r.cookie, r.err, after)
+		}
+		synctest.Wait()
+		if violations.Load() != 0 || m.Flushes() != 0 {
+			t.Errorf("flush ran before a write received before it finished")
+		}
+		close(release)
+		for range 2 {
+			if r := c.next(); r.err != 0 || (r.cookie != blocked && r.cookie != flush) {
+				t.Fatalf("error %d on %#x", r.err, r.cookie)
 			}
 		}
-		return nil
-	})
-	c := connect(t, f.sock, "disk", true, false)
-	blocked := c.submit(0, cmdWrite, 0, 4096, data)
-	flush := c.submit(0, cmdFlush, 0, 0, nil)
-	// Writes after the flush do not hold it up (nor are they required):
-	// this one is answered while the write before the flush is blocked,
-	// and by then the server has handed the flush to a worker (it reads
-	// requests in order).
-	after := c.submit(0, cmdWrite, 8192, 4096, data)
-	if r := c.next(); r.cookie != after || r.err != 0 {
-		t.Fatalf("reply %#x error %d, want the write after the flush (%#x) to succeed first", r.cookie, r.err, after)
-	}
-	close(release)
-	for range 2 {
-		if r := c.next(); r.err != 0 || (r.cookie != blocked && r.cookie != flush) {
-			t.Fatalf("error %d on %#x", r.err, r.cookie)
+		if violations.Load() != 0 {
+			t.Errorf("flush ran before a write received before it finished")
 		}
-	}
-	if violations.Load() != 0 {
-		t.Errorf("flush ran before a write received before it finished")
-	}
-	if !m.Synced(0, 4096) {
-		t.Errorf("write before flush not synced")
-	}
-	m.SetHook(nil)
+		if !m.Synced(0, 4096) {
+			t.Errorf("write before flush not synced")
+		}
+		c.disconnect()
+	})
 
 	// Multi-conn: write on one connection, flush on another.
+	f := setup(t, nbd.Options{})
+	m := f.disk
 	a := connect(t, f.sock, "disk", true, false)
 	b := connect(t, f.sock, "disk", false, false)
 	if a.tflags&tfCanMultiConn == 0 {
@@ -597,7 +609,6 @@ func TestFlushOrdering(t *testing.T) {
 	}
 	a.disconnect()
 	b.disconnect()
-	c.disconnect()
 }
 
 func TestTransmissionFlags(t *testing.T) {
