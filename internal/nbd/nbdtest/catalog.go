@@ -112,8 +112,19 @@ func (c *Catalog) WaitReleased(ctx context.Context, name string) error {
 // Serve runs an nbd.Server for cat on a unix socket in a temporary
 // directory and returns the socket's path. The server stops, and Serve
 // checks that it returned cleanly, when the test ends.
+//
+// Unlike nbd.NewServer, Serve disables the handshake and I/O timeouts opts
+// leaves unset instead of giving them their defaults: a test client that is
+// merely slow on a loaded machine must not be cut off. Tests of the
+// timeouts set them.
 func Serve(t testing.TB, cat nbd.Catalog, opts nbd.Options) (socket string) {
 	t.Helper()
+	if opts.HandshakeTimeout == 0 {
+		opts.HandshakeTimeout = -1
+	}
+	if opts.IOTimeout == 0 {
+		opts.IOTimeout = -1
+	}
 	dir := t.TempDir()
 	// A unix socket path must fit in 108 bytes.
 	if len(dir) > 90 {
