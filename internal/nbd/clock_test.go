@@ -111,7 +111,7 @@ func (c *fakeClock) waitTimers(n int, stop <-chan struct{}) bool {
 
 // pastDeadline is a deadline already passed on the real clock: it makes the
 // real connection's blocked and future reads (or writes) fail at once.
-var pastDeadline = time.Unix(1, 0)
+func pastDeadline() time.Time { return time.Unix(1, 0) }
 
 // fakeConn is the server's side of a connection. Its deadlines are times of
 // its fakeClock: one the clock passes is applied to the real connection as
@@ -128,7 +128,6 @@ type fakeConn struct {
 	readBytes                 int64     // bytes all Reads returned
 	readErr                   error     // the first error a Read returned
 	writeLen                  int       // length of the Write in progress, 0 if none
-	writeBytes                int64     // bytes all Writes wrote
 	readTimeout, writeTimeout bool      // the clock passed a deadline the server had set
 	closed                    bool
 	changed                   chan struct{} // closed and replaced on every change above
@@ -173,7 +172,6 @@ func (c *fakeConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	c.mu.Lock()
 	c.writeLen = 0
-	c.writeBytes += int64(n)
 	c.notify()
 	c.mu.Unlock()
 	return n, err
@@ -219,7 +217,7 @@ func (c *fakeConn) real(t, now time.Time) time.Time {
 	if t.IsZero() || t.After(now) {
 		return time.Time{}
 	}
-	return pastDeadline
+	return pastDeadline()
 }
 
 // expire applies the deadlines the clock passed. The clock calls it after
@@ -229,11 +227,11 @@ func (c *fakeConn) expire(now time.Time) {
 	defer c.mu.Unlock()
 	if !c.rd.IsZero() && !c.rd.After(now) {
 		c.readTimeout = true
-		c.Conn.SetReadDeadline(pastDeadline)
+		c.Conn.SetReadDeadline(pastDeadline())
 	}
 	if !c.wd.IsZero() && !c.wd.After(now) {
 		c.writeTimeout = true
-		c.Conn.SetWriteDeadline(pastDeadline)
+		c.Conn.SetWriteDeadline(pastDeadline())
 	}
 }
 
