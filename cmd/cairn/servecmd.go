@@ -32,6 +32,7 @@ import (
 	"github.com/cairnproject/cairn/internal/repo"
 	"github.com/cairnproject/cairn/internal/service"
 	"github.com/cairnproject/cairn/internal/volume"
+	"github.com/cairnproject/cairn/internal/volumectl"
 )
 
 // serveSettings are cairn serve's settings. Each comes from, in order:
@@ -303,7 +304,8 @@ func (a *app) serve(ctx context.Context, st serveSettings) error {
 		}
 		return repo.Open(ctx, s.backend, secret, a.repoOptions(s))
 	}
-	svc := service.New(service.Config{Catalog: cat, Engine: eng, OpenRepo: openRepo,
+	svc := service.New(service.Config{Catalog: cat, Engine: service.NewEngine(eng),
+		OpenRepo:         service.Repositories(openRepo, volumectl.Direct{E: eng}, log),
 		DefaultContainer: st.DefaultContainer, Notifier: notifier, Observer: met, Logger: log,
 		Workers: st.Workers, NBDSocket: st.NBDSocket, NBDAddress: st.NBDListen})
 	if err := svc.Start(ctx); err != nil {

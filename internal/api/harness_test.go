@@ -28,6 +28,7 @@ import (
 	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/service"
 	"github.com/cairnproject/cairn/internal/volume"
+	"github.com/cairnproject/cairn/internal/volumectl"
 )
 
 // env is one running service over a real SQLite catalog, a real volume
@@ -110,7 +111,8 @@ func newEnvWith(t testing.TB, dir, store string, openCatalog func() (catalog.Sto
 		return repo.Open(ctx, be, e.secret, ropts)
 	}
 	met := metrics.New()
-	e.svc = service.New(service.Config{Catalog: e.cat, Engine: e.eng, OpenRepo: open,
+	e.svc = service.New(service.Config{Catalog: e.cat, Engine: service.NewEngine(e.eng),
+		OpenRepo: service.Repositories(open, volumectl.Direct{E: e.eng}, nil),
 		Notifier: e.events, Observer: met, Workers: 8, NBDSocket: filepath.Join(dir, "nbd.sock")})
 	if err := e.svc.Start(ctx); err != nil {
 		t.Fatal(err)
