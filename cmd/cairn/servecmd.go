@@ -379,20 +379,8 @@ func redactDSN(dsn string) string {
 // bootstrap makes the admin project and an admin token when the catalog
 // has no project, writing the token to the data directory.
 func bootstrap(ctx context.Context, cat catalog.Store, dir string) (string, error) {
-	var n int
-	err := cat.View(ctx, func(tx catalog.Tx) error {
-		list, err := tx.Projects(ctx)
-		n = len(list)
-		return err
-	})
-	if err != nil || n > 0 {
-		return "", err
-	}
-	if _, err := service.CreateProject(ctx, cat, service.AdminProject, "admin", cairn.Unlimited, time.Now()); err != nil && !errors.Is(err, cairn.ErrExists) {
-		return "", err
-	}
-	secret, _, err := service.CreateToken(ctx, cat, cairn.Token{ProjectID: service.AdminProject, Name: "admin (first start)", Admin: true})
-	if err != nil {
+	secret, err := service.NewProjects(cat).Bootstrap(ctx)
+	if err != nil || secret == "" {
 		return "", err
 	}
 	path := filepath.Join(dir, adminTokenFile)
