@@ -428,6 +428,11 @@ func TestTaskKinds(t *testing.T) {
 			trace := cleanRun(t, sc)
 			t.Logf("calls: %v", trace)
 			for i, method := range trace {
+				if i > 0 && i+1 < len(trace) && trace[i-1] == method && trace[i+1] == method {
+					// Inside a run of like calls (a restore's writes): the
+					// first and last of the run stand for it.
+					continue
+				}
 				n := occurrence(trace, i)
 				for _, after := range []bool{false, true} {
 					when := "before"
