@@ -64,20 +64,23 @@ func (s *Service) openRepo(ctx context.Context, container string, slot *repoSlot
 	if err != nil {
 		err = fmt.Errorf("container %s: %w", container, err)
 	}
+	var late Repository
 	s.reposMu.Lock()
-	stopped := s.reposStopped
-	if err != nil || stopped {
+	if err == nil && s.reposStopped {
+		// Stop has closed the others already: nothing may use this one.
+		late, r = r, nil
+		err = fmt.Errorf("container %s: %w: %w", container, errStopped, cairn.ErrUnavailable)
+	}
+	if err != nil {
 		delete(s.repos, container)
 	}
 	slot.r, slot.err, slot.cancelled = r, err, err != nil && ctx.Err() != nil
 	close(slot.done)
 	s.reposMu.Unlock()
-	if err == nil && stopped {
-		// Stop has closed the others already; nothing will use this one.
-		if cerr := r.Close(); cerr != nil {
+	if late != nil {
+		if cerr := late.Close(); cerr != nil {
 			s.log.Warn("closing a repository opened during shutdown", "container", container, "err", cerr)
 		}
-		return nil, fmt.Errorf("container %s: %w: %w", container, errStopped, cairn.ErrUnavailable)
 	}
 	return r, err
 }
