@@ -260,7 +260,9 @@ func (r *Runner) run(ctx context.Context, t cairn.Task) {
 		cause = err
 		// Recorded before any clean-up: from here on a restart resumes
 		// the clean-up, and never runs the task again.
-		t.FailCause = err.Error()
+		if t.FailCause = err.Error(); t.FailCause == "" {
+			t.FailCause = "failed without saying why"
+		}
 		recorded := r.retry(ctx, func() error {
 			return r.setTask(ctx, t.ID, func(cur *cairn.Task) { cur.FailCause, cur.Error = t.FailCause, t.FailCause })
 		}, func(_ int, err error) { log.Error("recording a task's failure; retrying", "err", err) })

@@ -64,6 +64,8 @@ func TestRunsAndRecords(t *testing.T) {
 		"ok":    {Run: func(context.Context, cairn.Task) error { return nil }},
 		"bad":   {Run: func(context.Context, cairn.Task) error { return errors.New("disk on fire") }, Fail: func(_ context.Context, _ cairn.Task, cause error) error { failed.Store(cause.Error()); return nil }},
 		"panic": {Run: func(context.Context, cairn.Task) error { panic("oops") }},
+		// An error without a message still marks the task failing.
+		"silent": {Run: func(context.Context, cairn.Task) error { return errors.New("") }, Fail: func(context.Context, cairn.Task, error) error { return nil }},
 	}
 	r := tasks.New(cat, kinds, tasks.Options{Workers: 2, Poll: 10 * time.Millisecond})
 	if err := r.Start(t.Context()); err != nil {
@@ -78,6 +80,7 @@ func TestRunsAndRecords(t *testing.T) {
 		{"ok", cairn.TaskDone, ""},
 		{"bad", cairn.TaskFailed, "disk on fire"},
 		{"panic", cairn.TaskFailed, "panicked: oops"},
+		{"silent", cairn.TaskFailed, "failed without saying why"},
 		{"unknown", cairn.TaskFailed, "unknown to this build"},
 	}
 	for _, c := range cases {
