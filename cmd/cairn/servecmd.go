@@ -32,6 +32,7 @@ import (
 	"github.com/cairnproject/cairn/internal/repo"
 	"github.com/cairnproject/cairn/internal/service"
 	"github.com/cairnproject/cairn/internal/volume"
+	"github.com/cairnproject/cairn/internal/volumectl"
 )
 
 // serveSettings are cairn serve's settings. Each comes from, in order:
@@ -303,7 +304,8 @@ func (a *app) serve(ctx context.Context, st serveSettings) error {
 		}
 		return repo.Open(ctx, s.backend, secret, a.repoOptions(s))
 	}
-	svc := service.New(service.Config{Catalog: cat, Engine: eng, OpenRepo: openRepo,
+	svc := service.New(service.Config{Catalog: cat, Engine: service.NewEngine(eng),
+		OpenRepo:         service.Repositories(openRepo, volumectl.Direct{E: eng}, log),
 		DefaultContainer: st.DefaultContainer, Notifier: notifier, Observer: met, Logger: log,
 		Workers: st.Workers, NBDSocket: st.NBDSocket, NBDAddress: st.NBDListen})
 	if err := svc.Start(ctx); err != nil {
@@ -377,20 +379,8 @@ func redactDSN(dsn string) string {
 // bootstrap makes the admin project and an admin token when the catalog
 // has no project, writing the token to the data directory.
 func bootstrap(ctx context.Context, cat catalog.Store, dir string) (string, error) {
-	var n int
-	err := cat.View(ctx, func(tx catalog.Tx) error {
-		list, err := tx.Projects(ctx)
-		n = len(list)
-		return err
-	})
-	if err != nil || n > 0 {
-		return "", err
-	}
-	if _, err := service.CreateProject(ctx, cat, service.AdminProject, "admin", cairn.Unlimited, time.Now()); err != nil && !errors.Is(err, cairn.ErrExists) {
-		return "", err
-	}
-	secret, _, err := service.CreateToken(ctx, cat, cairn.Token{ProjectID: service.AdminProject, Name: "admin (first start)", Admin: true})
-	if err != nil {
+	secret, err := service.NewProjects(cat).Bootstrap(ctx)
+	if err != nil || secret == "" {
 		return "", err
 	}
 	path := filepath.Join(dir, adminTokenFile)
