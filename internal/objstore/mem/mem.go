@@ -53,9 +53,15 @@ func New(opts Options) *Backend {
 // Location implements objstore.Backend.
 func (b *Backend) Location() string { return "mem:" }
 
+// usable returns the error a call must fail with before it starts: the
+// context's.
+func (b *Backend) usable(ctx context.Context, op, name string) error {
+	return ctx.Err()
+}
+
 // Put implements objstore.Backend.
 func (b *Backend) Put(ctx context.Context, name string, data []byte, opts objstore.PutOptions) error {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx, "put", name); err != nil {
 		return err
 	}
 	if err := objstore.ValidName(name); err != nil {
@@ -88,7 +94,7 @@ func (b *Backend) lookup(name string) (*object, error) {
 
 // Get implements objstore.Backend.
 func (b *Backend) Get(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx, "get", name); err != nil {
 		return nil, err
 	}
 	b.mu.Lock()
@@ -109,7 +115,7 @@ func (b *Backend) Get(ctx context.Context, name string, offset, length int64) (i
 
 // Stat implements objstore.Backend.
 func (b *Backend) Stat(ctx context.Context, name string) (objstore.ObjectInfo, error) {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx, "stat", name); err != nil {
 		return objstore.ObjectInfo{}, err
 	}
 	b.mu.Lock()
@@ -123,6 +129,9 @@ func (b *Backend) Stat(ctx context.Context, name string) (objstore.ObjectInfo, e
 
 // List implements objstore.Backend.
 func (b *Backend) List(ctx context.Context, prefix string, fn func(objstore.ObjectInfo) error) error {
+	if err := b.usable(ctx, "list", prefix); err != nil {
+		return err
+	}
 	b.mu.Lock()
 	now := b.opts.Now()
 	var infos []objstore.ObjectInfo
@@ -153,7 +162,7 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(objstore.Obje
 
 // Delete implements objstore.Backend.
 func (b *Backend) Delete(ctx context.Context, name string) error {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx, "delete", name); err != nil {
 		return err
 	}
 	if err := objstore.ValidName(name); err != nil {

@@ -124,6 +124,12 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	return &Backend{client: client, cfg: cfg}, nil
 }
 
+// usable returns the error a call must fail with before it starts: the
+// context's.
+func (b *Backend) usable(ctx context.Context, op, name string) error {
+	return ctx.Err()
+}
+
 func httpClient(conns int) *awshttp.BuildableClient {
 	return awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
 		t.MaxIdleConns = conns * 2
@@ -183,6 +189,9 @@ func (b *Backend) RemoveBucket(ctx context.Context) error {
 func (b *Backend) Put(ctx context.Context, name string, data []byte, opts objstore.PutOptions) error {
 	key, err := b.key(name)
 	if err != nil {
+		return err
+	}
+	if err := b.usable(ctx, "put", name); err != nil {
 		return err
 	}
 	// The checksum makes the store refuse a body cut short: some
@@ -252,6 +261,9 @@ func (b *Backend) Get(ctx context.Context, name string, offset, length int64) (i
 	if err != nil {
 		return nil, err
 	}
+	if err := b.usable(ctx, "get", name); err != nil {
+		return nil, err
+	}
 	if offset < 0 {
 		return nil, fmt.Errorf("s3: get %s: negative offset: %w", name, cairn.ErrInvalid)
 	}
@@ -293,6 +305,9 @@ func (b *Backend) Stat(ctx context.Context, name string) (objstore.ObjectInfo, e
 	if err != nil {
 		return objstore.ObjectInfo{}, err
 	}
+	if err := b.usable(ctx, "stat", name); err != nil {
+		return objstore.ObjectInfo{}, err
+	}
 	out, err := b.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b.cfg.Bucket), Key: aws.String(key)}, closeConnection)
 	if err != nil {
 		return objstore.ObjectInfo{}, b.mapErr("stat", name, err)
@@ -303,6 +318,9 @@ func (b *Backend) Stat(ctx context.Context, name string) (objstore.ObjectInfo, e
 // List implements objstore.Backend. Each page request is retried on its
 // own, so a long listing survives a transient failure.
 func (b *Backend) List(ctx context.Context, prefix string, fn func(objstore.ObjectInfo) error) error {
+	if err := b.usable(ctx, "list", prefix); err != nil {
+		return err
+	}
 	var token *string
 	for {
 		var out *s3.ListObjectsV2Output
@@ -343,6 +361,9 @@ func (b *Backend) Delete(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	if err := b.usable(ctx, "delete", name); err != nil {
+		return err
+	}
 	_, err = b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.cfg.Bucket), Key: aws.String(key)})
 	if err != nil {
 		if err := b.mapErr("delete", name, err); !errors.Is(err, cairn.ErrNotFound) {
@@ -357,6 +378,9 @@ func (b *Backend) Delete(ctx context.Context, name string) error {
 func (b *Backend) DeleteBatch(ctx context.Context, names []string) error {
 	if len(names) == 0 {
 		return nil
+	}
+	if err := b.usable(ctx, "delete batch", names[0]); err != nil {
+		return err
 	}
 	ids := make([]types.ObjectIdentifier, 0, len(names))
 	for _, name := range names {

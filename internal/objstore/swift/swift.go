@@ -231,6 +231,12 @@ func identityV3URL(raw string) string {
 	return u.String()
 }
 
+// usable returns the error a call must fail with before it starts: the
+// context's.
+func (b *Backend) usable(ctx context.Context, op, name string) error {
+	return ctx.Err()
+}
+
 // Location implements objstore.Backend.
 func (b *Backend) Location() string {
 	loc := strings.TrimSuffix("swift://"+b.cfg.Container+"/"+b.cfg.Prefix, "/")
@@ -280,7 +286,7 @@ func (b *Backend) Put(ctx context.Context, name string, data []byte, opts objsto
 	if err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx, "put", name); err != nil {
 		return err
 	}
 	if int64(len(data)) > b.maxFile {
@@ -345,6 +351,9 @@ func (b *Backend) Get(ctx context.Context, name string, offset, length int64) (i
 	if err != nil {
 		return nil, err
 	}
+	if err := b.usable(ctx, "get", name); err != nil {
+		return nil, err
+	}
 	if offset < 0 {
 		return nil, fmt.Errorf("swift: get %s: negative offset: %w", name, cairn.ErrInvalid)
 	}
@@ -388,6 +397,9 @@ func (b *Backend) Stat(ctx context.Context, name string) (objstore.ObjectInfo, e
 	if err != nil {
 		return objstore.ObjectInfo{}, err
 	}
+	if err := b.usable(ctx, "stat", name); err != nil {
+		return objstore.ObjectInfo{}, err
+	}
 	info, h, err := b.conn.Object(ctx, b.cfg.Container, key)
 	if err != nil {
 		return objstore.ObjectInfo{}, b.mapErr("stat", name, err)
@@ -402,6 +414,9 @@ func (b *Backend) Stat(ctx context.Context, name string) (objstore.ObjectInfo, e
 
 // List implements objstore.Backend.
 func (b *Backend) List(ctx context.Context, prefix string, fn func(objstore.ObjectInfo) error) error {
+	if err := b.usable(ctx, "list", prefix); err != nil {
+		return err
+	}
 	marker := ""
 	for {
 		var page []swift.Object
@@ -440,6 +455,9 @@ func (b *Backend) Delete(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	if err := b.usable(ctx, "delete", name); err != nil {
+		return err
+	}
 	if err := b.conn.ObjectDelete(ctx, b.cfg.Container, key); err != nil {
 		if err := b.mapErr("delete", name, err); !errors.Is(err, cairn.ErrNotFound) {
 			return err
@@ -451,6 +469,12 @@ func (b *Backend) Delete(ctx context.Context, name string) error {
 // DeleteBatch implements objstore.BatchDeleter with the bulk-delete
 // middleware; a cluster without it gets one DELETE per object.
 func (b *Backend) DeleteBatch(ctx context.Context, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	if err := b.usable(ctx, "delete batch", names[0]); err != nil {
+		return err
+	}
 	keys := make([]string, 0, len(names))
 	for _, name := range names {
 		key, err := b.key(name)
@@ -483,6 +507,9 @@ func (b *Backend) DeleteBatch(ctx context.Context, names []string) error {
 // exist (deleted, or never completed) and are older than age; it returns
 // how many segments it removed.
 func (b *Backend) RemoveTemporary(ctx context.Context, age time.Duration) (int, error) {
+	if err := b.usable(ctx, "remove temporary", ""); err != nil {
+		return 0, err
+	}
 	// Segments are named "<object key>/<upload nanoseconds>/<n>".
 	groups := map[string][]swift.Object{}
 	err := b.conn.ObjectsWalk(ctx, b.segments, &swift.ObjectsOpts{Prefix: b.cfg.Prefix}, func(ctx context.Context, opts *swift.ObjectsOpts) (any, error) {
