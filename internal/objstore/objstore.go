@@ -38,7 +38,7 @@ type PutOptions struct {
 }
 
 // Backend is a store of named, immutable objects. Implementations must be
-// safe for concurrent use by multiple goroutines.
+// safe for concurrent use by multiple goroutines, Close excepted.
 //
 // Every method that takes a context fails, with an error that wraps the
 // context's, when given one that has already ended, and then changes
@@ -71,7 +71,17 @@ type Backend interface {
 
 	// Delete removes the object. Deleting a missing object is not an error.
 	Delete(ctx context.Context, name string) error
+
+	// Close releases what the backend holds: idle connections, HTTP
+	// transports it created. A wrapper closes the backend it wraps. Close
+	// may be called only once every other call has returned and every
+	// reader from Get is closed; it is idempotent. Every call after it
+	// fails with an error that wraps ErrClosed.
+	Close() error
 }
+
+// ErrClosed is the error of a call to a Backend after its Close.
+var ErrClosed = errors.New("object store closed")
 
 // MaxObjectSize bounds every object the repository writes. The repository
 // splits larger structures (indexes) into parts, so no backend needs to

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,7 +34,8 @@ const tempPrefix = ".cairn-tmp-"
 
 // Backend is a directory of object files.
 type Backend struct {
-	root string
+	root   string
+	closed atomic.Bool
 
 	mu        sync.Mutex
 	knownDirs map[string]bool // directories known to exist, to skip MkdirAll
@@ -69,10 +71,23 @@ func New(dir string, create bool) (*Backend, error) {
 // Location implements objstore.Backend.
 func (b *Backend) Location() string { return "local:" + b.root }
 
+// Close implements objstore.Backend. A directory holds nothing open
+// between calls; Close only makes later calls fail.
+func (b *Backend) Close() error {
+	b.closed.Store(true)
+	return nil
+}
+
 // usable returns the error a call must fail with before it starts: the
-// context's.
+// context's, or ErrClosed.
 func (b *Backend) usable(ctx context.Context, op, name string) error {
-	return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if b.closed.Load() {
+		return fmt.Errorf("local: %s %s: %w", op, name, objstore.ErrClosed)
+	}
+	return nil
 }
 
 func (b *Backend) path(name string) (string, error) {

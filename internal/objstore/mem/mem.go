@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairnproject/cairn"
@@ -34,7 +35,8 @@ type object struct {
 
 // Backend is an in-memory objstore.Backend.
 type Backend struct {
-	opts Options
+	opts   Options
+	closed atomic.Bool
 
 	mu      sync.Mutex
 	objects map[string]*object
@@ -53,10 +55,23 @@ func New(opts Options) *Backend {
 // Location implements objstore.Backend.
 func (b *Backend) Location() string { return "mem:" }
 
+// Close implements objstore.Backend. The objects stay in memory, for
+// tests to inspect through another handle; calls through this one fail.
+func (b *Backend) Close() error {
+	b.closed.Store(true)
+	return nil
+}
+
 // usable returns the error a call must fail with before it starts: the
-// context's.
+// context's, or ErrClosed.
 func (b *Backend) usable(ctx context.Context, op, name string) error {
-	return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if b.closed.Load() {
+		return fmt.Errorf("mem: %s %s: %w", op, name, objstore.ErrClosed)
+	}
+	return nil
 }
 
 // Put implements objstore.Backend.

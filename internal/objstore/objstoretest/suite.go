@@ -28,7 +28,8 @@ type Options struct {
 	LargeObject int
 }
 
-// Run runs the suite. newBackend must return an empty backend each call.
+// Run runs the suite. newBackend must return an empty backend each call;
+// the suite closes it when its test ends.
 func Run(t *testing.T, opts Options, newBackend func(t *testing.T) objstore.Backend) {
 	if opts.LargeObject == 0 {
 		opts.LargeObject = 8 << 20
@@ -51,10 +52,17 @@ func Run(t *testing.T, opts Options, newBackend func(t *testing.T) objstore.Back
 		{"Concurrent", testConcurrent},
 		{"ModTime", testModTime},
 		{"DeleteAll", testDeleteAll},
+		{"Close", testClose},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.fn(t, newBackend(t), opts)
+			b := newBackend(t)
+			t.Cleanup(func() {
+				if err := b.Close(); err != nil {
+					t.Errorf("close: %v", err)
+				}
+			})
+			tc.fn(t, b, opts)
 		})
 	}
 }
@@ -343,6 +351,38 @@ func testCancelled(t *testing.T, b objstore.Backend, opts Options) {
 		}
 	}
 	listEventually(t, b, opts, "c/", map[string]int64{"c/kept-1": 8, "c/kept-2": 8, "c/kept-3": 8})
+}
+
+// testClose closes the backend twice, then expects every call to fail
+// with ErrClosed.
+func testClose(t *testing.T, b objstore.Backend, _ Options) {
+	ctx := t.Context()
+	if err := b.Put(ctx, "cl/x", []byte("x"), objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+	closed := func(op string, err error) {
+		t.Helper()
+		if !errors.Is(err, objstore.ErrClosed) {
+			t.Errorf("%s after close: %v, want an error wrapping objstore.ErrClosed", op, err)
+		}
+	}
+	closed("put", b.Put(ctx, "cl/y", []byte("y"), objstore.PutOptions{}))
+	rc, err := b.Get(ctx, "cl/x", 0, -1)
+	if rc != nil {
+		rc.Close()
+	}
+	closed("get", err)
+	_, err = b.Stat(ctx, "cl/x")
+	closed("stat", err)
+	closed("list", b.List(ctx, "cl/", func(objstore.ObjectInfo) error { return nil }))
+	closed("delete", b.Delete(ctx, "cl/x"))
+	closed("delete all", objstore.DeleteAll(ctx, b, []string{"cl/x"}, 1, nil))
 }
 
 func testNotRetained(t *testing.T, b objstore.Backend, _ Options) {

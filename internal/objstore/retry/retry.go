@@ -160,6 +160,9 @@ func (b *Backend) Unwrap() objstore.Backend { return b.be }
 // Location implements objstore.Backend.
 func (b *Backend) Location() string { return b.be.Location() }
 
+// Close implements objstore.Backend: it closes the wrapped backend.
+func (b *Backend) Close() error { return b.be.Close() }
+
 // Put implements objstore.Backend. A create-if-absent Put that failed
 // after reaching the store and then finds the object exists succeeds if
 // the stored object is the one it tried to write.

@@ -65,6 +65,10 @@ type Config struct {
 type Backend struct {
 	client *s3.Client
 	cfg    Config
+	// conns are the connections of the HTTP client New built, which
+	// Close closes.
+	conns  *connTracker
+	closed atomic.Bool
 	// noConditional is set once the store answered a conditional PUT
 	// with 501 Not Implemented (Swift's s3api).
 	noConditional atomic.Bool
@@ -113,7 +117,14 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if awsCfg.Region == "" {
 		awsCfg.Region = "us-east-1"
 	}
+	conns := &connTracker{conns: map[*trackedConn]struct{}{}}
 	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		// The SDK has configured the client it will use (CA bundle,
+		// timeouts) and copies its transport on every change: only the
+		// dialer that every copy shares sees all the connections.
+		if bc, ok := o.HTTPClient.(*awshttp.BuildableClient); ok && cfg.HTTPClient == nil {
+			o.HTTPClient = bc.WithTransportOptions(conns.track)
+		}
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
@@ -121,13 +132,30 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
-	return &Backend{client: client, cfg: cfg}, nil
+	return &Backend{client: client, cfg: cfg, conns: conns}, nil
+}
+
+// Close implements objstore.Backend: it closes the connections of the
+// HTTP client New built (not of one the caller gave), which are all idle
+// once every call has returned.
+func (b *Backend) Close() error {
+	if b.closed.Swap(true) {
+		return nil
+	}
+	b.conns.closeAll()
+	return nil
 }
 
 // usable returns the error a call must fail with before it starts: the
-// context's.
+// context's, or ErrClosed.
 func (b *Backend) usable(ctx context.Context, op, name string) error {
-	return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if b.closed.Load() {
+		return fmt.Errorf("s3 %s %s/%s: %w", op, b.Location(), name, objstore.ErrClosed)
+	}
+	return nil
 }
 
 func httpClient(conns int) *awshttp.BuildableClient {

@@ -21,6 +21,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -60,6 +61,10 @@ type Backend struct {
 	cfg      Config
 	maxFile  int64
 	segments string
+	// transport is the one New built for the connection, whose idle
+	// connections Close releases; nil when the caller gave its own.
+	transport *http.Transport
+	closed    atomic.Bool
 }
 
 var _ objstore.Backend = (*Backend)(nil)
@@ -89,18 +94,20 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if cfg.Region != "" {
 		conn.Region = cfg.Region
 	}
+	var own *http.Transport
 	if conn.Transport == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConns = cfg.Connections * 2
-		t.MaxIdleConnsPerHost = cfg.Connections
-		conn.Transport = t
+		own = http.DefaultTransport.(*http.Transport).Clone()
+		own.MaxIdleConns = cfg.Connections * 2
+		own.MaxIdleConnsPerHost = cfg.Connections
+		conn.Transport = own
 	}
 	conn.Retries = 2 // re-authentication on an expired token; other retries are ours
 	if conn.UserAgent == "" {
 		conn.UserAgent = "cairn"
 	}
-	b := &Backend{conn: conn, cfg: cfg, maxFile: 5 << 30, segments: cfg.Container + "_segments"}
+	b := &Backend{conn: conn, cfg: cfg, maxFile: 5 << 30, segments: cfg.Container + "_segments", transport: own}
 	if err := conn.Authenticate(ctx); err != nil {
+		b.Close()
 		return nil, b.authError(err)
 	}
 	if info, err := conn.QueryInfo(ctx); err == nil {
@@ -231,10 +238,28 @@ func identityV3URL(raw string) string {
 	return u.String()
 }
 
+// Close implements objstore.Backend: it closes the idle connections of
+// the transport New built (not of one the caller's connection had).
+func (b *Backend) Close() error {
+	if b.closed.Swap(true) {
+		return nil
+	}
+	if b.transport != nil {
+		b.transport.CloseIdleConnections()
+	}
+	return nil
+}
+
 // usable returns the error a call must fail with before it starts: the
-// context's.
+// context's, or ErrClosed.
 func (b *Backend) usable(ctx context.Context, op, name string) error {
-	return ctx.Err()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if b.closed.Load() {
+		return fmt.Errorf("swift %s %s/%s: %w", op, b.Location(), name, objstore.ErrClosed)
+	}
+	return nil
 }
 
 // Location implements objstore.Backend.
