@@ -41,7 +41,8 @@ type store struct {
 // CAIRN_S3_ENDPOINT and CAIRN_S3_PATH_STYLE set the endpoint and path
 // style. Swift credentials come from ST_* or OS_* variables or OS_CLOUD.
 // Remote stores are wrapped in the retry policy. create prepares the
-// location for init (directory, bucket, container).
+// location for init (directory, bucket, container). The caller closes the
+// store's backend.
 func (a *app) openStore(ctx context.Context, location string, create bool) (*store, error) {
 	if location == "" {
 		return nil, usageError{fmt.Errorf("no repository given: use --repo or CAIRN_REPO")}
@@ -84,6 +85,7 @@ func (a *app) openStore(ctx context.Context, location string, create bool) (*sto
 		}
 		if create {
 			if err := policy.Do(ctx, "create bucket", u.Host, be.EnsureBucket); err != nil {
+				be.Close()
 				return nil, err
 			}
 		}
@@ -102,6 +104,7 @@ func (a *app) openStore(ctx context.Context, location string, create bool) (*sto
 		}
 		if create {
 			if err := policy.Do(ctx, "create container", u.Host, be.EnsureContainer); err != nil {
+				be.Close()
 				return nil, err
 			}
 		}

@@ -87,6 +87,7 @@ func (a *app) open(ctx context.Context) (*repo.Repository, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.stores = append(a.stores, st.backend)
 	a.meter = st.meter
 	// Fail on a missing or foreign repository before asking for a password.
 	if _, err := repo.ReadConfig(ctx, st.backend); err != nil {
@@ -120,6 +121,7 @@ random key; keep a copy of it, the repository cannot be opened without it.`,
 			if err != nil {
 				return err
 			}
+			a.stores = append(a.stores, st.backend)
 			be := st.backend
 			gc := st.gcParams()
 			if margin != "" {
