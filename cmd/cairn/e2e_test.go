@@ -33,7 +33,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	cairnBin = filepath.Join(dir, "cairn")
-	args := []string{"build", "-o", cairnBin}
+	// Stamped with the commit it is built from where go build can
+	// (whatever GOFLAGS says).
+	args := []string{"build", "-o", cairnBin, "-buildvcs=auto"}
 	if raceEnabled {
 		args = append(args, "-race")
 	}

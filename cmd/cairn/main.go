@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
 
@@ -30,9 +31,6 @@ const (
 	exitNoRepo      = 10
 	exitWrongKey    = 12
 )
-
-// version is set by the linker for releases.
-var version = "dev"
 
 // app holds what every command shares: flags and output streams.
 type app struct {
@@ -118,14 +116,16 @@ func exitCode(err error) int {
 }
 
 func (a *app) rootCommand() *cobra.Command {
+	info, ok := debug.ReadBuildInfo()
 	root := &cobra.Command{
 		Use:           "cairn",
 		Short:         "Protect block volumes and the databases on them",
 		Long:          "cairn backs up block volumes and images into deduplicated, compressed, encrypted repositories.",
-		Version:       version,
+		Version:       versionString(version, info, ok),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate("cairn {{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().BoolVar(&a.json, "json", false, "print machine-readable JSON instead of text")
 	root.PersistentFlags().StringVar(&a.cpuProfile, "cpu-profile", "", "write a CPU profile to this file")
