@@ -53,6 +53,10 @@ type app struct {
 
 	cpuProfile  string
 	stopProfile func()
+
+	// hooks are the test hooks of a binary built for the end-to-end
+	// tests (testhooks.go); nil otherwise.
+	hooks *testHooks
 }
 
 // usageError marks errors in how a command was called.
@@ -70,6 +74,12 @@ func (e *exitStatusError) Unwrap() error { return e.err }
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	a := &app{stdout: os.Stdout, stderr: os.Stderr, stdin: os.Stdin, getenv: os.Getenv}
+	hooks, err := newTestHooks(os.Getenv)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cairn: %v\n", err)
+		os.Exit(exitUsage)
+	}
+	a.hooks = hooks
 	code := a.run(ctx, os.Args[1:])
 	stop()
 	os.Exit(code)

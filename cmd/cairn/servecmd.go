@@ -264,6 +264,7 @@ func (a *app) serve(ctx context.Context, st serveSettings) error {
 	if err != nil {
 		return fmt.Errorf("catalog: %w", err)
 	}
+	cat = a.hooks.catalog(cat)
 	defer cat.Close()
 	token, err := bootstrap(ctx, cat, st.DataDir)
 	if err != nil {
@@ -312,19 +313,19 @@ func (a *app) serve(ctx context.Context, st serveSettings) error {
 	defer svc.Stop()
 
 	// NBD exports of attached volumes.
-	nbdSrv := nbd.NewServer(svc.Exports(), nbd.Options{Logger: log})
+	nbdSrv := nbd.NewServer(a.hooks.exports(svc.Exports()), nbd.Options{Logger: log})
 	_ = os.Remove(st.NBDSocket)
 	ul, err := net.Listen("unix", st.NBDSocket)
 	if err != nil {
 		return fmt.Errorf("nbd socket: %w", err)
 	}
-	go func() { _ = nbdSrv.Serve(ctx, ul) }()
+	go func() { _ = nbdSrv.Serve(ctx, a.hooks.listener(ul)) }()
 	if st.NBDListen != "" {
 		tl, err := net.Listen("tcp", st.NBDListen)
 		if err != nil {
 			return fmt.Errorf("nbd listen: %w", err)
 		}
-		go func() { _ = nbdSrv.Serve(ctx, tl) }()
+		go func() { _ = nbdSrv.Serve(ctx, a.hooks.listener(tl)) }()
 	}
 
 	ln, err := net.Listen("tcp", st.Listen)
