@@ -41,6 +41,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "building cairn: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	// Every cairn serve the tests start registers here, not in the
+	// user's runtime directory (tests that look at the registry use their
+	// own).
+	if err := os.Setenv("XDG_RUNTIME_DIR", filepath.Join(dir, "run")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

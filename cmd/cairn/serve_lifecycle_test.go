@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -151,6 +152,10 @@ func TestServeFailingNBDServer(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(data, serviceFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the service file outlived the service: %v", err)
 	}
+	entry := filepath.Join(os.Getenv("XDG_RUNTIME_DIR"), "cairn", strconv.Itoa(p.cmd.Process.Pid)+".json")
+	if _, err := os.Stat(entry); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the registry entry outlived the service: %v", err)
+	}
 }
 
 // ourGoroutines lists the goroutines running code of this module.
@@ -182,7 +187,8 @@ func ourGoroutines() []string {
 func TestServeStopsEverything(t *testing.T) {
 	dir := t.TempDir()
 	data := filepath.Join(dir, "data")
-	env := map[string]string{}
+	runtimeDir := filepath.Join(dir, "run")
+	env := map[string]string{"XDG_RUNTIME_DIR": runtimeDir}
 	pr, pw := io.Pipe()
 	a := &app{stdout: pw, stderr: io.Discard, getenv: func(k string) string { return env[k] }}
 	ctx, cancel := context.WithCancel(t.Context())
@@ -243,8 +249,10 @@ func TestServeStopsEverything(t *testing.T) {
 		t.Fatalf("the engine is still open after cairn serve returned: %v", err)
 	}
 	eng.Close()
-	if _, err := os.Stat(filepath.Join(data, serviceFile)); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("the service file outlived cairn serve: %v", err)
+	for _, f := range []string{filepath.Join(data, serviceFile), filepath.Join(runtimeDir, "cairn", strconv.Itoa(os.Getpid())+".json")} {
+		if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s outlived cairn serve: %v", f, err)
+		}
 	}
 	for name, c := range map[string]*nbdClient{"socket": onSocket, "TCP": onTCP} {
 		if !c.closed() {

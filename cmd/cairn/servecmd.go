@@ -281,7 +281,8 @@ const (
 //  6. engine: closed.
 //
 // The service's repositories close with the service (Service.Stop). Last,
-// the service file that lets clients find this process is removed.
+// the registry entry and the service file that let clients find this
+// process are removed.
 func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 	log, err := a.serviceLogger(st)
 	if err != nil {
@@ -416,6 +417,11 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 		return fmt.Errorf("service file: %w", err)
 	}
 	unpublish = append(unpublish, func() { _ = os.Remove(infoPath) })
+	unregister, err := a.register(url, st.DataDir)
+	if err != nil {
+		return err
+	}
+	unpublish = append(unpublish, unregister)
 
 	nbdSrv := nbd.NewServer(a.hooks.exports(svc.Exports()), nbd.Options{Logger: log})
 	for _, l := range nbdListeners {
