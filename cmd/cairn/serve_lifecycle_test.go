@@ -121,6 +121,51 @@ func TestServeDrainsNBDOnSIGTERM(t *testing.T) {
 	}
 }
 
+// TestServeShutdownOrder holds a task in flight at SIGTERM: while the
+// shutdown waits for it, the API no longer accepts connections and the
+// NBD servers still do; then everything stops in the documented order,
+// and the task cut short finishes on the next start.
+func TestServeShutdownOrder(t *testing.T) {
+	t.Parallel()
+	data := filepath.Join(t.TempDir(), "data")
+	point := newHookPoint(t, "catalog.task volume.create running#1").withRelease()
+	p := startServiceEnv(t, data, point.env())
+	var vol struct{ Volume map[string]any }
+	p.mustCall(202, "POST", "/volumes", map[string]any{"volume": map[string]any{"size": 1, "name": "cut"}}, &vol)
+	point.reached(p.done, p.log.String)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if !p.waitLog("msg=stopping component=tasks") {
+		t.Fatalf("cairn serve exited with a task in flight: %s", p.log.String())
+	}
+	// The task runner waits for the task: the API is closed, NBD open.
+	if resp, err := http.Get(p.url + "/healthz"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the API still answers while the tasks stop: %s", resp.Status)
+	}
+	conn, err := net.Dial("unix", filepath.Join(data, nbdSocket))
+	if err != nil {
+		t.Fatalf("the NBD server stopped before the tasks did: %v", err)
+	}
+	conn.Close()
+	point.resume()
+	<-p.done
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("cairn serve exited %d after SIGTERM: %s", code, p.log.String())
+	}
+	if got := stoppedComponents(p.log.String()); !slices.Equal(got, shutdownOrder) {
+		t.Fatalf("components stopped in the order %v, want %v", got, shutdownOrder)
+	}
+	p = startService(t, data)
+	p.settled()
+	var got struct{ Volume map[string]any }
+	p.mustCall(200, "GET", "/volumes/"+vol.Volume["id"].(string), nil, &got)
+	if got.Volume["status"] != "available" || !strings.Contains(p.log.String(), "task interrupted by a restart") {
+		t.Fatalf("the task cut short by the shutdown did not finish on the next start: %v: %s", got.Volume, p.log.String())
+	}
+}
+
 // TestServeFailingNBDServer: an NBD server whose listener fails ends
 // cairn serve with its error, after the same orderly shutdown, and the
 // files that announced the service are gone.

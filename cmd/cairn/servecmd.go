@@ -288,17 +288,25 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 	if err != nil {
 		return err
 	}
+	// The servers close their listeners; these defers close them, after
+	// the shutdown, when the start failed before.
 	apiLn, err := listenTCP("--listen", st.Listen)
 	if err != nil {
 		return err
 	}
-	defer apiLn.Close() // a failed start; otherwise the API server closed it
-	var nbdTCP net.Listener
+	defer apiLn.Close()
+	var nbdListeners []net.Listener
+	defer func() {
+		for _, l := range nbdListeners {
+			l.Close()
+		}
+	}()
 	if st.NBDListen != "" {
-		if nbdTCP, err = listenTCP("--nbd-listen", st.NBDListen); err != nil {
+		l, err := listenTCP("--nbd-listen", st.NBDListen)
+		if err != nil {
 			return err
 		}
-		defer nbdTCP.Close()
+		nbdListeners = append(nbdListeners, l)
 	}
 
 	// What clients find this process by goes after everything stopped.
@@ -386,7 +394,6 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 	// The servers run in g; gctx ends when ctx does or one of them fails.
 	g, gctx := errgroup.WithContext(ctx)
 	nbdCtx, stopNBD := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopNBD()
 	stops.add("nbd", func() error {
 		stopNBD()
 		runErr = g.Wait() // the API server has returned already
@@ -404,11 +411,7 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 	if err != nil {
 		return fmt.Errorf("--nbd-socket %s: %w", st.NBDSocket, err)
 	}
-	defer ul.Close() // a failed start; otherwise the NBD server closed it
-	nbdListeners := []net.Listener{ul}
-	if nbdTCP != nil {
-		nbdListeners = append(nbdListeners, nbdTCP)
-	}
+	nbdListeners = append(nbdListeners, ul)
 
 	url := "http://" + apiLn.Addr().String()
 	info, _ := json.Marshal(serviceInfo{PID: os.Getpid(), URL: url, NBDSocket: st.NBDSocket})
@@ -437,19 +440,18 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 		})
 	}
 	apiCtx, cancelAPI := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelAPI()
 	srv := &http.Server{Handler: api.New(svc, met, log), ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return apiCtx }}
+	stops.add("api", func() error {
+		drain := time.AfterFunc(apiDrainTimeout, cancelAPI)
+		defer func() { drain.Stop(); cancelAPI() }()
+		return srv.Shutdown(context.WithoutCancel(ctx))
+	})
 	g.Go(func() error {
 		if err := srv.Serve(apiLn); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("api server on %s: %w", url, err)
 		}
 		return nil
-	})
-	stops.add("api", func() error {
-		drain := time.AfterFunc(apiDrainTimeout, cancelAPI)
-		defer drain.Stop()
-		return srv.Shutdown(context.WithoutCancel(ctx))
 	})
 
 	log.Info("serving", "api", url, "nbd_socket", st.NBDSocket, "nbd_listen", st.NBDListen, "catalog", redactDSN(st.Catalog),
