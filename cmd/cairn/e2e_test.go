@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/cairnproject/cairn/internal/objstore"
+	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/testenv"
 )
 
@@ -606,15 +607,15 @@ func testKillBackup(t *testing.T, e *env) {
 		var at string
 		switch kind {
 		case "session":
-			at = "store.put sessions/#1"
+			at = "store.put " + format.SessionsPrefix + "#1"
 		case "chunks":
 			// At most half of what is left: the next chunk rounds find some.
 			k = 1 + r.IntN(max(1, (total-before)/2))
-			at = fmt.Sprintf("store.put chunks/#%d", k)
+			at = fmt.Sprintf("store.put %s#%d", format.ChunksPrefix, k)
 		case "index":
-			at = "store.put indexes/#1"
+			at = "store.put " + format.IndexesPrefix + "#1"
 		case "manifest":
-			at = "store.put backups/#1"
+			at = "store.put " + format.BackupsPrefix + "#1"
 		}
 		point := newHookPoint(t, at)
 		env := append(append(append(os.Environ(), "CAIRN_REPO="+e.repo, "CAIRN_PASSWORD_FILE="+e.pw), e.envs...), point.env()...)
@@ -715,16 +716,16 @@ func TestKillGC(t *testing.T) {
 		var at string
 		switch kind {
 		case "listed":
-			at = "store.list chunks/#1"
+			at = "store.list " + format.ChunksPrefix + "#1"
 		case "condemned":
-			at = "store.put gc/condemned/#1"
+			at = "store.put " + format.CondemnedPrefix + "#1"
 		case "sweeping":
-			at = "store.put gc/sweeping/#1"
+			at = "store.put " + format.SweepingPrefix + "#1"
 		case "deleting":
 			k = 1 + r.IntN(doomed)
-			at = fmt.Sprintf("store.delete chunks/#%d", k)
+			at = fmt.Sprintf("store.delete %s#%d", format.ChunksPrefix, k)
 		case "swept":
-			at = "store.put gc/swept/#1"
+			at = "store.put " + format.SweptPrefix + "#1"
 		}
 		point := newHookPoint(t, at)
 		env := append(append(os.Environ(), "CAIRN_REPO="+e.repo, "CAIRN_PASSWORD_FILE="+e.pw), point.env()...)

@@ -20,6 +20,7 @@ import (
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/catalog"
 	"github.com/cairnproject/cairn/internal/catalog/sqlite"
+	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/volume"
 )
 
@@ -222,8 +223,8 @@ func TestServiceKill9(t *testing.T) {
 
 	r := rand.New(rand.NewPCG(7, 7))
 	// Points every backup passes; the first one also stores the chunks.
-	backupPoints := []string{"catalog.task backup.create running#1", "store.put sessions/#1",
-		"store.put indexes/#1", "store.put backups/#1", "catalog.backup available#1"}
+	backupPoints := []string{"catalog.task backup.create running#1", "store.put " + format.SessionsPrefix + "#1",
+		"store.put " + format.IndexesPrefix + "#1", "store.put " + format.BackupsPrefix + "#1", "catalog.backup available#1"}
 	ops := []struct {
 		name   string
 		points func(round int) []string
@@ -231,7 +232,7 @@ func TestServiceKill9(t *testing.T) {
 	}{
 		{"backup of a volume", func(round int) []string {
 			if round == 0 {
-				return []string{fmt.Sprintf("store.put chunks/#%d", 1+r.IntN(dataChunks))}
+				return []string{fmt.Sprintf("store.put %s#%d", format.ChunksPrefix, 1+r.IntN(dataChunks))}
 			}
 			return backupPoints
 		}, func(p *svcProc) string {
@@ -246,7 +247,7 @@ func TestServiceKill9(t *testing.T) {
 		}},
 		{"restore into a new volume", func(int) []string {
 			return []string{"catalog.task backup.restore running#1",
-				fmt.Sprintf("store.get chunks/#%d", 1+r.IntN(dataChunks)), "catalog.volume available#1"}
+				fmt.Sprintf("store.get %s#%d", format.ChunksPrefix, 1+r.IntN(dataChunks)), "catalog.volume available#1"}
 		}, func(p *svcProc) string {
 			id := anyAvailableBackup(p)
 			if id == "" {
@@ -264,7 +265,7 @@ func TestServiceKill9(t *testing.T) {
 			return v.Volume["id"].(string)
 		}},
 		{"delete a backup", func(int) []string {
-			return []string{"catalog.task backup.delete running#1", "store.delete backups/#1", "store.list chunks/#1"}
+			return []string{"catalog.task backup.delete running#1", "store.delete " + format.BackupsPrefix + "#1", "store.list " + format.ChunksPrefix + "#1"}
 		}, func(p *svcProc) string {
 			id := anyAvailableBackup(p)
 			if id == "" {
