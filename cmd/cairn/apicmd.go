@@ -44,7 +44,11 @@ default ~/.config/cairn/client.yaml; keys url, token, project). When
 neither a URL nor a token is given that way and a cairn serve runs on the
 data directory (--data-dir, CAIRN_DATA_DIR, default ~/.local/share/cairn),
 its URL (DATA_DIR/service.json) and admin token (DATA_DIR/admin-token) are
-used. The project is the token's unless --project names another (admins).`
+used. When no data directory is named and none runs on the default one,
+the one cairn serve this user runs elsewhere is used (each registers in
+$XDG_RUNTIME_DIR/cairn, else ~/.cache/cairn/services); when several run,
+name one with --url or --data-dir. The project is the token's unless
+--project names another (admins).`
 
 // volumeModel explains the two ways cairn volume works.
 const volumeModel = `cairn volume works in one of two ways:
@@ -165,6 +169,16 @@ func (a *app) connect(cf *connFlags) (*client.Client, error) {
 		dir, err := a.dataDir()
 		if err == nil {
 			info = localService(dir)
+		}
+		if info == nil && !a.dataDirChosen() {
+			// Not on the default data directory: a cairn serve elsewhere.
+			e, err := a.findRegistered()
+			if err != nil {
+				return nil, err
+			}
+			if e != nil {
+				info, dir = &serviceInfo{PID: e.PID, URL: e.URL}, e.DataDir
+			}
 		}
 		if info == nil {
 			if token != "" {

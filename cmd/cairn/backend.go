@@ -44,6 +44,16 @@ type store struct {
 // location for init (directory, bucket, container). The caller closes the
 // store's backend.
 func (a *app) openStore(ctx context.Context, location string, create bool) (*store, error) {
+	s, err := a.openLocation(ctx, location, create)
+	if err != nil {
+		return nil, err
+	}
+	s.backend = a.hooks.store(s.backend)
+	return s, nil
+}
+
+// openLocation is openStore without the test hooks.
+func (a *app) openLocation(ctx context.Context, location string, create bool) (*store, error) {
 	if location == "" {
 		return nil, usageError{fmt.Errorf("no repository given: use --repo or CAIRN_REPO")}
 	}
