@@ -242,6 +242,9 @@ func (s *hookedStore) Location() string { return s.be.Location() }
 // Unwrap returns the wrapped backend.
 func (s *hookedStore) Unwrap() objstore.Backend { return s.be }
 
+// Close closes the store it wraps.
+func (s *hookedStore) Close() error { return s.be.Close() }
+
 func (s *hookedStore) Put(ctx context.Context, name string, data []byte, opts objstore.PutOptions) error {
 	s.h.enter("store.put " + name)
 	if err := s.be.Put(ctx, name, data, opts); err != nil {
