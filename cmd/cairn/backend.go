@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/url"
 	"strconv"
 	"strings"
@@ -141,4 +142,12 @@ func firstNonEmpty(v ...string) string {
 		}
 	}
 	return ""
+}
+
+// closeStore closes a store no repository took over (repo.Open and
+// repo.Init leave it to the caller when they fail).
+func closeStore(be objstore.Backend) {
+	if c, ok := be.(io.Closer); ok {
+		_ = c.Close()
+	}
 }

@@ -295,13 +295,19 @@ func (a *app) serve(ctx context.Context, st serveSettings) error {
 		if err != nil {
 			return nil, err
 		}
-		if _, err := repo.ReadConfig(ctx, s.backend); errors.Is(err, cairn.ErrNotRepository) {
+		// The repository owns the store; until one does, the store is ours.
+		var r *repo.Repository
+		if _, err = repo.ReadConfig(ctx, s.backend); errors.Is(err, cairn.ErrNotRepository) {
 			log.Info("creating the repository of a container", "container", container)
-			return repo.Init(ctx, s.backend, secret, repo.InitOptions{GC: s.gcParams()}, a.repoOptions(s))
-		} else if err != nil {
+			r, err = repo.Init(ctx, s.backend, secret, repo.InitOptions{GC: s.gcParams()}, a.repoOptions(s))
+		} else if err == nil {
+			r, err = repo.Open(ctx, s.backend, secret, a.repoOptions(s))
+		}
+		if err != nil {
+			closeStore(s.backend)
 			return nil, err
 		}
-		return repo.Open(ctx, s.backend, secret, a.repoOptions(s))
+		return r, nil
 	}
 	svc := service.New(service.Config{Catalog: cat, Engine: eng, OpenRepo: openRepo,
 		DefaultContainer: st.DefaultContainer, Notifier: notifier, Observer: met, Logger: log,
