@@ -1407,7 +1407,7 @@ func (a *app) limitsCommand() *cobra.Command {
 	})
 }
 
-func limit(n int64) string {
+func quotaText(n int64) string {
 	if n < 0 {
 		return "unlimited"
 	}
@@ -1416,11 +1416,11 @@ func limit(n int64) string {
 
 func quotaRows(q cairn.Quota, u cairn.Usage) [][]string {
 	return [][]string{
-		{"volumes", strconv.FormatInt(u.Volumes, 10), limit(q.Volumes)},
-		{"gigabytes", strconv.FormatInt(u.Gigabytes, 10), limit(q.Gigabytes)},
-		{"snapshots", strconv.FormatInt(u.Snapshots, 10), limit(q.Snapshots)},
-		{"backups", strconv.FormatInt(u.Backups, 10), limit(q.Backups)},
-		{"backup_gigabytes", strconv.FormatInt(u.BackupGigabytes, 10), limit(q.BackupGigabytes)},
+		{"volumes", strconv.FormatInt(u.Volumes, 10), quotaText(q.Volumes)},
+		{"gigabytes", strconv.FormatInt(u.Gigabytes, 10), quotaText(q.Gigabytes)},
+		{"snapshots", strconv.FormatInt(u.Snapshots, 10), quotaText(q.Snapshots)},
+		{"backups", strconv.FormatInt(u.Backups, 10), quotaText(q.Backups)},
+		{"backup_gigabytes", strconv.FormatInt(u.BackupGigabytes, 10), quotaText(q.BackupGigabytes)},
 	}
 }
 

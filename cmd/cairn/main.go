@@ -19,7 +19,6 @@ import (
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/crypto"
-	"github.com/cairnproject/cairn/internal/objstore"
 	"github.com/cairnproject/cairn/internal/objstore/metered"
 )
 
@@ -51,8 +50,6 @@ type app struct {
 	readAhead    int
 	kdf          crypto.KDFParams
 	meter        *metered.Backend // the open repository's request counters
-	// stores are the stores a command opened, closed when it ends.
-	stores []objstore.Backend
 
 	cpuProfile  string
 	stopProfile func()
@@ -94,12 +91,6 @@ func (a *app) run(ctx context.Context, args []string) int {
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
 	err := root.ExecuteContext(ctx)
-	for _, st := range a.stores {
-		if cerr := st.Close(); err == nil {
-			err = cerr
-		}
-	}
-	a.stores = nil
 	if a.stopProfile != nil {
 		a.stopProfile()
 	}

@@ -279,7 +279,7 @@ func TestServeStopsEverything(t *testing.T) {
 	}
 	// Goroutines that signalled their end may still be returning: allow
 	// them that, as goleak does.
-	for deadline := time.Now().Add(5 * time.Second); ; {
+	for deadline := time.Now().Add(pointTimeout); ; {
 		left := ourGoroutines()
 		if len(left) == 0 {
 			break

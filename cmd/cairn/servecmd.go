@@ -30,6 +30,7 @@ import (
 	"github.com/cairnproject/cairn/internal/metrics"
 	"github.com/cairnproject/cairn/internal/nbd"
 	"github.com/cairnproject/cairn/internal/notify"
+	"github.com/cairnproject/cairn/internal/objstore/limit"
 	"github.com/cairnproject/cairn/internal/repo"
 	"github.com/cairnproject/cairn/internal/service"
 	"github.com/cairnproject/cairn/internal/volume"
@@ -46,6 +47,7 @@ type serveSettings struct {
 	BackupKeyFile    string          `yaml:"backup_key_file"`
 	DefaultContainer string          `yaml:"default_container"`
 	Workers          int             `yaml:"workers"`
+	StoreRequests    int             `yaml:"store_requests"`
 	NBDSocket        string          `yaml:"nbd_socket"`
 	NBDListen        string          `yaml:"nbd_listen"`
 	Webhooks         []webhookConfig `yaml:"webhooks"`
@@ -106,6 +108,7 @@ Settings:
   --backup-key-file F      the repositories' key file, created when missing (default DATA_DIR/backup.key)
   --default-container C    container of backups that name none (default volumebackups)
   --workers N              tasks running at once (default 8)
+  --store-requests N       requests in flight to the backup store, across all tasks (default 32)
   --nbd-socket PATH        unix socket of attached volumes' NBD exports (default DATA_DIR/nbd.sock)
   --nbd-listen ADDR        also export over TCP (e.g. 127.0.0.1:10809; default off)
   --webhook URL            POST every notification here (repeatable); config file: webhooks: [{url, secret_file}]
@@ -140,6 +143,7 @@ func (a *app) serveFlags(f *pflag.FlagSet, st *serveSettings, configFile *string
 	f.StringVar(&st.BackupKeyFile, "backup-key-file", "", "repositories' key file")
 	f.StringVar(&st.DefaultContainer, "default-container", "", "default backup container")
 	f.IntVar(&st.Workers, "workers", 0, "tasks running at once")
+	f.IntVar(&st.StoreRequests, "store-requests", 0, "requests in flight to the backup store")
 	f.StringVar(&st.NBDSocket, "nbd-socket", "", "NBD unix socket")
 	f.StringVar(&st.NBDListen, "nbd-listen", "", "NBD TCP address")
 	f.StringArrayVar(webhookURLs, "webhook", nil, "notification webhook URL")
@@ -191,21 +195,31 @@ func (a *app) settle(flags *pflag.FlagSet, st *serveSettings, configFile string)
 	pick("nbd-listen", &st.NBDListen, file.NBDListen, "")
 	pick("log-format", &st.LogFormat, file.LogFormat, "json")
 	pick("log-level", &st.LogLevel, file.LogLevel, "info")
-	if !flags.Changed("workers") {
-		st.Workers = file.Workers
-		if v := a.getenv("CAIRN_WORKERS"); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 {
-				return usageError{fmt.Errorf("CAIRN_WORKERS %q: want a positive number", v)}
+	pickInt := func(flag string, dst *int, fromFile, def, most int) error {
+		if !flags.Changed(flag) {
+			*dst = fromFile
+			env := "CAIRN_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+			if v := a.getenv(env); v != "" {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 {
+					return usageError{fmt.Errorf("%s %q: want a positive number", env, v)}
+				}
+				*dst = n
 			}
-			st.Workers = n
+			if *dst == 0 {
+				*dst = def
+			}
 		}
-		if st.Workers == 0 {
-			st.Workers = 8
+		if *dst < 1 || *dst > most {
+			return usageError{fmt.Errorf("%s %d: want 1 to %d", flag, *dst, most)}
 		}
+		return nil
 	}
-	if st.Workers < 1 || st.Workers > 256 {
-		return usageError{fmt.Errorf("workers %d: want 1 to 256", st.Workers)}
+	if err := pickInt("workers", &st.Workers, file.Workers, 8, 256); err != nil {
+		return err
+	}
+	if err := pickInt("store-requests", &st.StoreRequests, file.StoreRequests, 32, 1024); err != nil {
+		return err
 	}
 	if st.LogFormat != "json" && st.LogFormat != "text" {
 		return usageError{fmt.Errorf("log format %q: want text or json", st.LogFormat)}
@@ -374,19 +388,32 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 		return nil
 	})
 	met := metrics.New()
+	// One bound on the requests in flight to the backup store, shared by
+	// the repositories of all its containers and so by every task.
+	storeLimit := limit.New(st.StoreRequests)
+	met.StoreRequests(func() (int, int, int) {
+		s := storeLimit.Stats()
+		return s.Limit, s.InFlight, s.Waiting
+	})
 	openRepo := func(ctx context.Context, container string) (*repo.Repository, error) {
 		loc := containerLocation(st.BackupStore, container)
-		s, err := a.openStore(ctx, loc, true)
+		s, err := a.openLimitedStore(ctx, loc, true, storeLimit)
 		if err != nil {
 			return nil, err
 		}
-		if _, err := repo.ReadConfig(ctx, s.backend); errors.Is(err, cairn.ErrNotRepository) {
+		// The repository owns the store; until one does, the store is ours.
+		var r *repo.Repository
+		if _, err = repo.ReadConfig(ctx, s.backend); errors.Is(err, cairn.ErrNotRepository) {
 			log.Info("creating the repository of a container", "container", container)
-			return repo.Init(ctx, s.backend, secret, repo.InitOptions{GC: s.gcParams()}, a.repoOptions(s))
-		} else if err != nil {
+			r, err = repo.Init(ctx, s.backend, secret, repo.InitOptions{GC: s.gcParams()}, a.repoOptions(s))
+		} else if err == nil {
+			r, err = repo.Open(ctx, s.backend, secret, a.repoOptions(s))
+		}
+		if err != nil {
+			closeStore(s.backend)
 			return nil, err
 		}
-		return repo.Open(ctx, s.backend, secret, a.repoOptions(s))
+		return r, nil
 	}
 	svc := service.New(service.Config{Catalog: cat, Engine: service.NewEngine(eng),
 		OpenRepo:         service.Repositories(openRepo, volumectl.Direct{E: eng}, log),

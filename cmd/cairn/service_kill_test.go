@@ -86,7 +86,7 @@ func startServiceEnv(t *testing.T, data string, env []string, extra ...string) *
 	}
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() { p.stop() })
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(pointTimeout)
 	for {
 		if resp, err := http.Get(p.url + "/healthz"); err == nil {
 			resp.Body.Close()
@@ -169,7 +169,7 @@ func (p *svcProc) mustCall(want int, method, path string, body any, out any) {
 // settled waits until every resource has left its transient status.
 func (p *svcProc) settled() {
 	p.t.Helper()
-	deadline := time.Now().Add(120 * time.Second)
+	deadline := time.Now().Add(pointTimeout)
 	for time.Now().Before(deadline) {
 		busy := ""
 		for _, kind := range []string{"volumes", "snapshots", "backups"} {

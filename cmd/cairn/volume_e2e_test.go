@@ -59,7 +59,7 @@ func (v *volEnv) serveEnv(env []string, args ...string) *proc {
 			p.kill()
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(pointTimeout)
 	for {
 		// Dial, not stat: a killed server leaves its socket files behind.
 		if c, err := net.Dial("unix", v.socket()); err == nil {

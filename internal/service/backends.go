@@ -3,7 +3,6 @@ package service
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 
 	"github.com/cairnproject/cairn"
@@ -184,12 +183,10 @@ func (v *volumeRepository) BackupSnapshot(ctx context.Context, snapshot cairn.ID
 	return volbackup.Backup(ctx, v.Repository, v.ops, volbackup.Request{Snapshot: snapshot, Options: opts, Logger: v.log})
 }
 
-// Close closes the repository when it has something to close.
+// Close closes the repository and the store it owns.
 func (v *volumeRepository) Close() error {
-	if c, ok := any(v.Repository).(io.Closer); ok {
-		if err := c.Close(); err != nil {
-			return fmt.Errorf("close repository: %w", err)
-		}
+	if err := v.Repository.Close(); err != nil {
+		return fmt.Errorf("close repository: %w", err)
 	}
 	return nil
 }
