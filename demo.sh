@@ -21,7 +21,7 @@ if ! command -v nbdcopy >/dev/null; then
   fi
 fi
 mkdir -p "$DEMO" bin
-go build -o bin/cairn ./cmd/cairn
+go build -buildvcs=auto -o bin/cairn ./cmd/cairn
 go build -o bin/mkimage ./bench/mkimage
 export CAIRN_DATA_DIR=$DEMO/data PATH=$PWD/bin:$PATH
 
