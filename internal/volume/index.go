@@ -302,9 +302,14 @@ func (ix *index) markRange(head *layer, off, end int64) {
 		mask := pagesIn(b, off, end)
 		st := &ix.stripes[b%nStripes]
 		// Already held whole: no bookkeeping, the common case for a
-		// volume without recent snapshots.
+		// volume without recent snapshots. The stripe guards owner[b];
+		// the presence bit is read atomically, without head.mu, while
+		// writers of other stripes' blocks may be setting bits of its
+		// word (see presence). Bits are never cleared in a head, so a
+		// bit seen set stays true; one not seen yet sends the write
+		// down the locked path, which decides again.
 		st.RLock()
-		done := ix.owner[b] == headPos && head.pres.isFullRacy(b)
+		done := ix.owner[b] == headPos && head.pres.isFull(b)
 		st.RUnlock()
 		if done {
 			continue

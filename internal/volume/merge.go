@@ -52,7 +52,7 @@ func (e *Engine) merge(ctx context.Context, lid, cid uint64) error {
 		// copy with the volume's I/O paused.
 		rt.layout.Lock()
 		rt.head.mu.Lock()
-		hp := newPresence(rt.head.pres.nblocks)
+		hp := newPresence(rt.head.pres.nblocks())
 		hp.union(rt.head.pres)
 		rt.head.mu.Unlock()
 		n := pageCount(hp, nil)
