@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	goruntime "runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -510,5 +511,233 @@ func TestSnapshotWhileWriting(t *testing.T) {
 	}
 	if got := readAll(t, devs[0]); !bytes.Equal(got, m.data) {
 		t.Fatalf("volume differs from the model at %d", firstDiff(got, m.data))
+	}
+}
+
+// hookContext calls onErr the first time Err is asked: the merge asks
+// before it copies into an open head, so the hook runs when the merge
+// has chosen its way and is about to copy.
+type hookContext struct {
+	context.Context
+	once  sync.Once
+	onErr func()
+}
+
+func (c *hookContext) Err() error {
+	c.once.Do(c.onErr)
+	return c.Context.Err()
+}
+
+// TestMergeIntoOpenHeadKeepsWriteInFlight deletes a snapshot whose pages
+// are copied up into the open head while a write to one of those blocks
+// is in flight: its data in the head's file, not yet recorded. The copy
+// must not overwrite it with the snapshot's older data: the write was
+// acknowledged and must read back.
+func TestMergeIntoOpenHeadKeepsWriteInFlight(t *testing.T) {
+	ctx := t.Context()
+	e := openEngine(t, t.TempDir())
+	v, err := e.CreateVolume(ctx, "v", 16*BlockSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := e.OpenVolume(v.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.WriteAt(ctx, bytes.Repeat([]byte{1}, 4*BlockSize), 0); err != nil {
+		t.Fatal(err)
+	}
+	s, err := e.CreateSnapshot(ctx, v.ID, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The head holds more than the snapshot would give it: the merge
+	// copies the snapshot's pages up into the head, I/O going on.
+	if err := d.WriteAt(ctx, bytes.Repeat([]byte{2}, 8*BlockSize), 8*BlockSize); err != nil {
+		t.Fatal(err)
+	}
+	inFlight := bytes.Repeat([]byte{3}, BlockSize)
+	want := readAll(t, d)
+	copy(want[BlockSize:], inFlight)
+
+	// The write stops between its data and its record until released.
+	reached, release := make(chan struct{}), make(chan struct{})
+	d.rt.idx.afterData = func() {
+		close(reached)
+		<-release
+	}
+	copied := make(chan struct{})
+	e.mu.Lock()
+	e.stop = func(step string) error {
+		if step == "merge.copied" {
+			close(copied)
+		}
+		return nil
+	}
+	e.mu.Unlock()
+	var writer sync.WaitGroup
+	var writeErr error
+	hctx := &hookContext{Context: ctx, onErr: func() {
+		writer.Go(func() { writeErr = d.WriteAt(ctx, inFlight, BlockSize) })
+		<-reached
+	}}
+	deleted := make(chan error, 1)
+	go func() { deleted <- e.DeleteSnapshot(hctx, s.ID) }()
+	<-reached
+	// Release the write once the merge has copied, or waits for the
+	// volume's I/O to drain (a pending layout lock fails TryRLock).
+wait:
+	for {
+		select {
+		case <-copied:
+			break wait
+		default:
+		}
+		if !d.rt.layout.TryRLock() {
+			break
+		}
+		d.rt.layout.RUnlock()
+		goruntime.Gosched()
+	}
+	close(release)
+	writer.Wait()
+	if writeErr != nil {
+		t.Fatal(writeErr)
+	}
+	if err := <-deleted; err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, d); !bytes.Equal(got, want) {
+		t.Fatalf("volume differs after the merge at %d: %d, want %d", firstDiff(got, want), got[firstDiff(got, want)], want[firstDiff(got, want)])
+	}
+}
+
+// TestDeleteSnapshotWhileWriting deletes a volume's snapshot while
+// goroutines write the volume, each to blocks of its own: the snapshot's
+// layer is merged into the open head either by copying its pages up into
+// the head, in batches with the volume's I/O paused, or, the head being
+// small, by copying the head's pages down. Content and presence must
+// match a model afterwards, and after a reopen.
+func TestDeleteSnapshotWhileWriting(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		headBlocks int64 // written after the snapshot, before the deletion
+	}{
+		{"copied up in batches", 128},
+		{"head merged down", 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			dir := t.TempDir()
+			e, err := Open(dir, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { e.Close() }()
+			const (
+				writers = 4
+				nblocks = 256 // more than one batch of copying up
+				size    = nblocks * BlockSize
+				ops     = 80
+			)
+			v, err := e.CreateVolume(ctx, "v", size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := e.OpenVolume(v.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := newContentModel(size)
+			r := rand.New(rand.NewPCG(5, 5))
+			apply := func(o ioOp) {
+				t.Helper()
+				if err := o.do(ctx, d); err != nil {
+					t.Fatal(err)
+				}
+				m.apply(o)
+			}
+			for b := range int64(nblocks) {
+				apply(fullBlockWrite(r, b, size))
+			}
+			s, err := e.CreateSnapshot(ctx, v.ID, "s")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for b := nblocks - tc.headBlocks; b < nblocks; b++ {
+				apply(fullBlockWrite(r, b, size))
+			}
+
+			var halfway sync.WaitGroup
+			halfway.Add(writers)
+			var wg sync.WaitGroup
+			errs := make([]error, writers+1)
+			for w := range writers {
+				wg.Go(func() {
+					r := rand.New(rand.NewPCG(uint64(w), 6))
+					signalled := false
+					defer func() {
+						if !signalled {
+							halfway.Done()
+						}
+					}()
+					for i := range ops {
+						if i == ops/2 {
+							halfway.Done()
+							signalled = true
+						}
+						b := int64(w) + int64(r.IntN(nblocks/writers))*writers
+						o := randomOp(r, b, size)
+						if err := o.do(ctx, d); err != nil {
+							errs[w] = err
+							return
+						}
+						m.apply(o)
+					}
+				})
+			}
+			wg.Go(func() {
+				halfway.Wait()
+				errs[writers] = e.DeleteSnapshot(ctx, s.ID)
+			})
+			wg.Wait()
+			for _, err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			check := func(when string, d *Device) {
+				t.Helper()
+				if got := readAll(t, d); !bytes.Equal(got, m.data) {
+					t.Fatalf("%s: content differs from the model at %d", when, firstDiff(got, m.data))
+				}
+				got, err := e.AllocatedExtents(ctx, Ref{Volume: v.ID})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if want := m.extents(size); !slices.Equal(got, want) {
+					t.Fatalf("%s: presence differs from the model\ngot  %v\nwant %v", when, got, want)
+				}
+			}
+			check("live", d)
+			if err := d.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if e, err = Open(dir, Options{}); err != nil {
+				t.Fatal(err)
+			}
+			if d, err = e.OpenVolume(v.ID); err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			check("reopened", d)
+			if n := len(e.Snapshots(v.ID)); n != 0 {
+				t.Fatalf("%d snapshots left", n)
+			}
+		})
 	}
 }

@@ -34,6 +34,10 @@ type index struct {
 	// b % nStripes == s.
 	stripes [nStripes]sync.RWMutex
 	mixed   [nStripes]map[int64]*[pagesPerBlock]uint16
+
+	// afterData, set by tests only, runs when a write's whole pages are
+	// in the head's file and not yet recorded.
+	afterData func()
 }
 
 func blocksFor(size int64) int64 { return (size + BlockSize - 1) / BlockSize }
@@ -290,6 +294,9 @@ func (ix *index) writeAt(head *layer, p []byte, off int64) error {
 	}
 	if _, err := head.data.WriteAt(p[alStart-off:alEnd-off], alStart); err != nil {
 		return fmt.Errorf("writing layer %d: %w", head.id, err)
+	}
+	if ix.afterData != nil {
+		ix.afterData()
 	}
 	ix.markRange(head, alStart, alEnd)
 	return nil
