@@ -283,8 +283,8 @@ func runConcurrentWriters(t *testing.T, ndev, g int, crash bool) {
 
 	// Phase 2: first writes to the odd rounds, each followed by a rewrite
 	// of a block held whole already (the fast path), while the neighbours
-	// do the same; then random operations. Halfway through, the volume is
-	// extended under the writers.
+	// do the same; then random operations. Once every writer is halfway
+	// through them, the volume is extended while they go on.
 	var halfway sync.WaitGroup
 	halfway.Add(g)
 	extend := func() error {
