@@ -191,9 +191,16 @@ type Task struct {
 	ResourceID string    `json:"resource_id"`
 	State      TaskState `json:"state"`
 	// Params is the operation's input, JSON.
-	Params   json.RawMessage `json:"params,omitempty"`
-	Error    string          `json:"error,omitempty"`
-	Attempts int             `json:"attempts"`
+	Params json.RawMessage `json:"params,omitempty"`
+	// Error is why the task failed; while the clean-up of a failing
+	// task is retried, why the clean-up failed.
+	Error string `json:"error,omitempty"`
+	// FailCause, once set, says the task is failing: Run failed (or
+	// gave up) with this error and the kind's Fail is cleaning up. It
+	// is recorded before Fail first runs, so a task cut short while
+	// failing resumes its Fail after a restart, never its Run.
+	FailCause string `json:"fail_cause,omitempty"`
+	Attempts  int    `json:"attempts"`
 	// Progress is done/total bytes while running.
 	ProgressDone  int64     `json:"progress_done"`
 	ProgressTotal int64     `json:"progress_total"`

@@ -60,6 +60,9 @@ func main() {
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
+	if cerr := be.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		fail(err)
 	}

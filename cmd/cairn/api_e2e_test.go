@@ -113,7 +113,7 @@ func (e *apiEnv) serve() {
 		e.url, _, _ = strings.Cut(rest, " ")
 	case <-exited:
 		e.t.Fatalf("cairn serve exited:\n%s", serveLog())
-	case <-time.After(30 * time.Second):
+	case <-time.After(pointTimeout):
 		e.t.Fatalf("cairn serve did not start:\n%s", serveLog())
 	}
 }
@@ -533,7 +533,7 @@ func TestAPIEndToEnd(t *testing.T) {
 	e.ok("token", "delete", tok.ID)
 	e.fails(exitError, "not found", "token", "delete", tok.ID)
 	// The service may trust a verified token for a few seconds.
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(pointTimeout)
 	for {
 		r := second.run("volume", "list")
 		if r.code == exitError && strings.Contains(r.stderr, "unknown or revoked token") {

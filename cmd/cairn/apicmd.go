@@ -44,7 +44,11 @@ default ~/.config/cairn/client.yaml; keys url, token, project). When
 neither a URL nor a token is given that way and a cairn serve runs on the
 data directory (--data-dir, CAIRN_DATA_DIR, default ~/.local/share/cairn),
 its URL (DATA_DIR/service.json) and admin token (DATA_DIR/admin-token) are
-used. The project is the token's unless --project names another (admins).`
+used. When no data directory is named and none runs on the default one,
+the one cairn serve this user runs elsewhere is used (each registers in
+$XDG_RUNTIME_DIR/cairn, else ~/.cache/cairn/services); when several run,
+name one with --url or --data-dir. The project is the token's unless
+--project names another (admins).`
 
 // volumeModel explains the two ways cairn volume works.
 const volumeModel = `cairn volume works in one of two ways:
@@ -165,6 +169,16 @@ func (a *app) connect(cf *connFlags) (*client.Client, error) {
 		dir, err := a.dataDir()
 		if err == nil {
 			info = localService(dir)
+		}
+		if info == nil && !a.dataDirChosen() {
+			// Not on the default data directory: a cairn serve elsewhere.
+			e, err := a.findRegistered()
+			if err != nil {
+				return nil, err
+			}
+			if e != nil {
+				info, dir = &serviceInfo{PID: e.PID, URL: e.URL}, e.DataDir
+			}
 		}
 		if info == nil {
 			if token != "" {
@@ -1393,7 +1407,7 @@ func (a *app) limitsCommand() *cobra.Command {
 	})
 }
 
-func limit(n int64) string {
+func quotaText(n int64) string {
 	if n < 0 {
 		return "unlimited"
 	}
@@ -1402,11 +1416,11 @@ func limit(n int64) string {
 
 func quotaRows(q cairn.Quota, u cairn.Usage) [][]string {
 	return [][]string{
-		{"volumes", strconv.FormatInt(u.Volumes, 10), limit(q.Volumes)},
-		{"gigabytes", strconv.FormatInt(u.Gigabytes, 10), limit(q.Gigabytes)},
-		{"snapshots", strconv.FormatInt(u.Snapshots, 10), limit(q.Snapshots)},
-		{"backups", strconv.FormatInt(u.Backups, 10), limit(q.Backups)},
-		{"backup_gigabytes", strconv.FormatInt(u.BackupGigabytes, 10), limit(q.BackupGigabytes)},
+		{"volumes", strconv.FormatInt(u.Volumes, 10), quotaText(q.Volumes)},
+		{"gigabytes", strconv.FormatInt(u.Gigabytes, 10), quotaText(q.Gigabytes)},
+		{"snapshots", strconv.FormatInt(u.Snapshots, 10), quotaText(q.Snapshots)},
+		{"backups", strconv.FormatInt(u.Backups, 10), quotaText(q.Backups)},
+		{"backup_gigabytes", strconv.FormatInt(u.BackupGigabytes, 10), quotaText(q.BackupGigabytes)},
 	}
 }
 
@@ -1460,29 +1474,32 @@ func addQuotaFlags(f *pflag.FlagSet, q *cairn.Quota) {
 	f.Int64Var(&q.BackupGigabytes, "quota-backup-gigabytes", -1, "most GiB of backed-up volumes (-1: unlimited)")
 }
 
+// checkQuota checks quota flags: a bad limit is a usage error.
 func checkQuota(q cairn.Quota) error {
-	for _, n := range []int64{q.Volumes, q.Gigabytes, q.Snapshots, q.Backups, q.BackupGigabytes} {
-		if n < -1 {
-			return usageError{fmt.Errorf("quota %d: want -1 (unlimited) or more", n)}
-		}
+	if err := service.ValidQuota(q); err != nil {
+		return usageError{err}
 	}
 	return nil
 }
 
 // projectJSON is a project with what it uses.
-type projectJSON struct {
-	cairn.Project
-	Usage cairn.Usage `json:"usage"`
-}
+type projectJSON = service.ProjectUsage
 
-func (a *app) showProject(p cairn.Project, u cairn.Usage) error {
+func (a *app) showProject(p service.ProjectUsage) error {
 	if a.json {
-		return a.printJSON(projectJSON{p, u})
+		return a.printJSON(p)
 	}
 	keyValues(a.stdout, [][2]string{{"id", p.ID}, {"name", p.Name}, {"created", when(p.CreatedAt)}})
 	fmt.Fprintln(a.stdout)
-	table(a.stdout, []string{"RESOURCE", "USED", "LIMIT"}, quotaRows(p.Quota, u))
+	table(a.stdout, []string{"RESOURCE", "USED", "LIMIT"}, quotaRows(p.Quota, p.Usage))
 	return nil
+}
+
+// withProjects runs f with the administration of the catalog's projects.
+func (a *app) withProjects(cmd *cobra.Command, c *catalogFlags, f func(ctx context.Context, ps *service.Projects) error) error {
+	return a.withCatalog(cmd, c, func(ctx context.Context, cat catalog.Store) error {
+		return f(ctx, service.NewProjects(cat))
+	})
 }
 
 func (a *app) projectCommand() *cobra.Command {
@@ -1490,9 +1507,10 @@ func (a *app) projectCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "project",
 		Short: "Administer the service's projects (on the host)",
-		Long: `Create, list and delete the service's projects and set their quotas. A
-project owns volumes, snapshots and backups; its tokens (cairn token) use
-the API.
+		Long: `Create, list, show and delete the service's projects and set their quotas.
+A project owns volumes, snapshots and backups; its tokens (cairn token) use
+the API. A project is named by its ID, or by its name when one project
+alone has it.
 
 ` + catalogHelp,
 	}
@@ -1507,12 +1525,12 @@ the API.
 			if err := checkQuota(q); err != nil {
 				return err
 			}
-			return a.withCatalog(cmd, &cf, func(ctx context.Context, cat catalog.Store) error {
-				p, err := service.CreateProject(ctx, cat, id, args[0], q, time.Now())
+			return a.withProjects(cmd, &cf, func(ctx context.Context, ps *service.Projects) error {
+				p, err := ps.Create(ctx, id, args[0], q)
 				if err != nil {
 					return err
 				}
-				return a.showProject(p, cairn.Usage{})
+				return a.showProject(service.ProjectUsage{Project: p})
 			})
 		},
 	}
@@ -1523,29 +1541,14 @@ the API.
 		Short: "List projects with their usage and quotas (used/limit, - for unlimited)",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withCatalog(cmd, &cf, func(ctx context.Context, cat catalog.Store) error {
-				var out []projectJSON
-				err := cat.View(ctx, func(tx catalog.Tx) error {
-					out = nil
-					ps, err := tx.Projects(ctx)
-					if err != nil {
-						return err
-					}
-					for _, p := range ps {
-						u, err := tx.Usage(ctx, p.ID)
-						if err != nil {
-							return err
-						}
-						out = append(out, projectJSON{p, u})
-					}
-					return nil
-				})
+			return a.withProjects(cmd, &cf, func(ctx context.Context, ps *service.Projects) error {
+				out, err := ps.List(ctx)
 				if err != nil {
 					return err
 				}
 				if a.json {
 					if out == nil {
-						out = []projectJSON{}
+						out = []service.ProjectUsage{}
 					}
 					return a.printJSON(out)
 				}
@@ -1567,26 +1570,41 @@ the API.
 			})
 		},
 	}
+	show := &cobra.Command{
+		Use:   "show PROJECT",
+		Short: "Show a project's usage and quotas",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withProjects(cmd, &cf, func(ctx context.Context, ps *service.Projects) error {
+				p, err := ps.Show(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				return a.showProject(p)
+			})
+		},
+	}
 	del := &cobra.Command{
-		Use:   "delete ID",
+		Use:   "delete PROJECT",
 		Short: "Delete a project and its tokens (it must own no volumes, snapshots or backups)",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withCatalog(cmd, &cf, func(ctx context.Context, cat catalog.Store) error {
-				if err := cat.Update(ctx, func(tx catalog.Tx) error { return tx.DeleteProject(ctx, args[0]) }); err != nil {
+			return a.withProjects(cmd, &cf, func(ctx context.Context, ps *service.Projects) error {
+				p, err := ps.Delete(ctx, args[0])
+				if err != nil {
 					return err
 				}
 				if a.json {
-					return a.printJSON(deleted{ID: args[0], Status: client.Gone})
+					return a.printJSON(deleted{ID: p.ID, Status: client.Gone})
 				}
-				fmt.Fprintf(a.stdout, "deleted project %s\n", args[0])
+				fmt.Fprintf(a.stdout, "deleted project %s\n", p.ID)
 				return nil
 			})
 		},
 	}
 	var sq cairn.Quota
 	setQuota := &cobra.Command{
-		Use:   "set-quota ID --quota-volumes N ...",
+		Use:   "set-quota PROJECT --quota-volumes N ...",
 		Short: "Change a project's quotas (those given; -1: unlimited)",
 		Args:  exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -1594,46 +1612,34 @@ the API.
 				return err
 			}
 			f := cmd.Flags()
-			set := map[string]*int64{"quota-volumes": &sq.Volumes, "quota-gigabytes": &sq.Gigabytes,
-				"quota-snapshots": &sq.Snapshots, "quota-backups": &sq.Backups, "quota-backup-gigabytes": &sq.BackupGigabytes}
+			var change service.QuotaChange
 			given := false
-			for name := range set {
-				given = given || f.Changed(name)
+			for name, dst := range map[string]struct {
+				to  **int64
+				val *int64
+			}{
+				"quota-volumes": {&change.Volumes, &sq.Volumes}, "quota-gigabytes": {&change.Gigabytes, &sq.Gigabytes},
+				"quota-snapshots": {&change.Snapshots, &sq.Snapshots}, "quota-backups": {&change.Backups, &sq.Backups},
+				"quota-backup-gigabytes": {&change.BackupGigabytes, &sq.BackupGigabytes},
+			} {
+				if f.Changed(name) {
+					*dst.to, given = dst.val, true
+				}
 			}
 			if !given {
 				return usageError{errors.New("give at least one --quota-... flag")}
 			}
-			return a.withCatalog(cmd, &cf, func(ctx context.Context, cat catalog.Store) error {
-				var p cairn.Project
-				var u cairn.Usage
-				err := cat.Update(ctx, func(tx catalog.Tx) error {
-					var err error
-					if p, err = tx.Project(ctx, args[0]); err != nil {
-						return err
-					}
-					dst := map[string]*int64{"quota-volumes": &p.Quota.Volumes, "quota-gigabytes": &p.Quota.Gigabytes,
-						"quota-snapshots": &p.Quota.Snapshots, "quota-backups": &p.Quota.Backups,
-						"quota-backup-gigabytes": &p.Quota.BackupGigabytes}
-					for name, v := range set {
-						if f.Changed(name) {
-							*dst[name] = *v
-						}
-					}
-					if err := tx.UpdateProject(ctx, p); err != nil {
-						return err
-					}
-					u, err = tx.Usage(ctx, p.ID)
-					return err
-				})
+			return a.withProjects(cmd, &cf, func(ctx context.Context, ps *service.Projects) error {
+				p, err := ps.SetQuota(ctx, args[0], change)
 				if err != nil {
 					return err
 				}
-				return a.showProject(p, u)
+				return a.showProject(p)
 			})
 		},
 	}
 	addQuotaFlags(setQuota.Flags(), &sq)
-	cmd.AddCommand(create, list, del, setQuota)
+	cmd.AddCommand(create, list, show, del, setQuota)
 	return cmd
 }
 
@@ -1652,22 +1658,24 @@ func (a *app) tokenCommand() *cobra.Command {
 		Long: `Create, list and delete the API tokens of the service's projects. A token
 acts in its project; an admin token (--admin) in any project, and may
 reset statuses. Only a hash of a token is stored: its secret is printed
-once, when it is created.
+once, when it is created. A project is named by its ID, or by its name
+when one project alone has it.
 
 ` + catalogHelp,
 	}
 	a.addCatalogFlags(cmd, &cf)
-	var t cairn.Token
+	var project, name string
+	var admin bool
 	create := &cobra.Command{
-		Use:   "create --project ID [--name NAME] [--admin]",
+		Use:   "create --project PROJECT [--name NAME] [--admin]",
 		Short: "Create a token and print its secret (shown only this once)",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if t.ProjectID == "" {
+			if project == "" {
 				return usageError{errors.New("--project is required")}
 			}
-			return a.withCatalog(cmd, &cf, func(ctx context.Context, cat catalog.Store) error {
-				secret, tok, err := service.CreateToken(ctx, cat, t)
+			return a.withProjects(cmd, &cf, func(ctx context.Context, ps *service.Projects) error {
+				secret, tok, err := ps.CreateToken(ctx, project, name, admin)
 				if err != nil {
 					return err
 				}
@@ -1684,27 +1692,17 @@ once, when it is created.
 			})
 		},
 	}
-	create.Flags().StringVar(&t.ProjectID, "project", "", "the token's project")
-	create.Flags().StringVar(&t.Name, "name", "", "a name for the token")
-	create.Flags().BoolVar(&t.Admin, "admin", false, "an admin token: any project, and reset-status")
-	var project string
+	create.Flags().StringVar(&project, "project", "", "the token's project (ID or name)")
+	create.Flags().StringVar(&name, "name", "", "a name for the token")
+	create.Flags().BoolVar(&admin, "admin", false, "an admin token: any project, and reset-status")
+	var of string
 	list := &cobra.Command{
-		Use:   "list [--project ID]",
+		Use:   "list [--project PROJECT]",
 		Short: "List tokens (never their secrets)",
 		Args:  exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.withCatalog(cmd, &cf, func(ctx context.Context, cat catalog.Store) error {
-				var list []cairn.Token
-				err := cat.View(ctx, func(tx catalog.Tx) error {
-					if project != "" {
-						if _, err := tx.Project(ctx, project); err != nil {
-							return err
-						}
-					}
-					var err error
-					list, err = tx.Tokens(ctx, project)
-					return err
-				})
+			return a.withProjects(cmd, &cf, func(ctx context.Context, ps *service.Projects) error {
+				list, err := ps.Tokens(ctx, of)
 				if err != nil {
 					return err
 				}
@@ -1723,16 +1721,16 @@ once, when it is created.
 			})
 		},
 	}
-	list.Flags().StringVar(&project, "project", "", "only this project's tokens")
+	list.Flags().StringVar(&of, "project", "", "only this project's tokens (ID or name)")
 	del := &cobra.Command{
 		Use:   "delete ID...",
 		Short: "Delete tokens: they stop working at once",
 		Args:  minArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withCatalog(cmd, &cf, func(ctx context.Context, cat catalog.Store) error {
+			return a.withProjects(cmd, &cf, func(ctx context.Context, ps *service.Projects) error {
 				var out []deleted
 				for _, id := range args {
-					if err := cat.Update(ctx, func(tx catalog.Tx) error { return tx.DeleteToken(ctx, id) }); err != nil {
+					if err := ps.DeleteToken(ctx, id); err != nil {
 						return err
 					}
 					out = append(out, deleted{ID: id, Status: client.Gone})

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cairnproject/cairn/internal/objstore"
+	"github.com/cairnproject/cairn/internal/objstore/limit"
 	"github.com/cairnproject/cairn/internal/objstore/local"
 	"github.com/cairnproject/cairn/internal/objstore/metered"
 	"github.com/cairnproject/cairn/internal/objstore/retry"
@@ -41,8 +42,36 @@ type store struct {
 // CAIRN_S3_ENDPOINT and CAIRN_S3_PATH_STYLE set the endpoint and path
 // style. Swift credentials come from ST_* or OS_* variables or OS_CLOUD.
 // Remote stores are wrapped in the retry policy. create prepares the
-// location for init (directory, bucket, container).
+// location for init (directory, bucket, container). The caller closes the
+// store's backend.
 func (a *app) openStore(ctx context.Context, location string, create bool) (*store, error) {
+	return a.openLimitedStore(ctx, location, create, nil)
+}
+
+// openLimitedStore is openStore with the requests in flight bounded by
+// lim (when not nil), which other stores may share: cairn serve gives the
+// repositories of all containers of one backup store one limit. The
+// limit sits inside the retry policy, so an operation backing off holds
+// no slot.
+func (a *app) openLimitedStore(ctx context.Context, location string, create bool, lim *limit.Limiter) (*store, error) {
+	s, err := a.openLocation(ctx, location, create, lim)
+	if err != nil {
+		return nil, err
+	}
+	s.backend = a.hooks.store(s.backend)
+	return s, nil
+}
+
+// limited wraps be in lim when there is one.
+func limited(lim *limit.Limiter, be objstore.Backend) objstore.Backend {
+	if lim == nil {
+		return be
+	}
+	return lim.Wrap(be)
+}
+
+// openLocation is openLimitedStore without the test hooks.
+func (a *app) openLocation(ctx context.Context, location string, create bool, lim *limit.Limiter) (*store, error) {
 	if location == "" {
 		return nil, usageError{fmt.Errorf("no repository given: use --repo or CAIRN_REPO")}
 	}
@@ -54,7 +83,7 @@ func (a *app) openStore(ctx context.Context, location string, create bool) (*sto
 			return nil, err
 		}
 		m := metered.New(be)
-		return &store{backend: m, meter: m}, nil
+		return &store{backend: limited(lim, m), meter: m}, nil
 	}
 	u, err := url.Parse(location)
 	if err != nil || u.Host == "" {
@@ -84,11 +113,12 @@ func (a *app) openStore(ctx context.Context, location string, create bool) (*sto
 		}
 		if create {
 			if err := policy.Do(ctx, "create bucket", u.Host, be.EnsureBucket); err != nil {
+				be.Close()
 				return nil, err
 			}
 		}
 		m := metered.New(be)
-		return &store{backend: retry.New(m, policy), meter: m, remote: true}, nil
+		return &store{backend: retry.New(limited(lim, m), policy), meter: m, remote: true}, nil
 	case "swift":
 		var be *swift.Backend
 		err := policy.Do(ctx, "authenticate", u.Host, func(ctx context.Context) error {
@@ -102,12 +132,13 @@ func (a *app) openStore(ctx context.Context, location string, create bool) (*sto
 		}
 		if create {
 			if err := policy.Do(ctx, "create container", u.Host, be.EnsureContainer); err != nil {
+				be.Close()
 				return nil, err
 			}
 		}
 		// Swift updates container listings asynchronously under load.
 		m := metered.New(be)
-		return &store{backend: retry.New(m, policy), meter: m, margin: 30 * time.Second, remote: true}, nil
+		return &store{backend: retry.New(limited(lim, m), policy), meter: m, margin: 30 * time.Second, remote: true}, nil
 	default:
 		return nil, usageError{fmt.Errorf("repository location %q: unknown scheme %q (want a path, s3:// or swift://)", location, scheme)}
 	}
@@ -142,3 +173,7 @@ func firstNonEmpty(v ...string) string {
 	}
 	return ""
 }
+
+// closeStore closes a store no repository took over (repo.Open and
+// repo.Init leave it to the caller when they fail).
+func closeStore(be objstore.Backend) { _ = be.Close() }

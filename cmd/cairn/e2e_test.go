@@ -14,11 +14,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/cairnproject/cairn/internal/objstore"
+	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/testenv"
 )
 
@@ -33,12 +32,21 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	cairnBin = filepath.Join(dir, "cairn")
-	args := []string{"build", "-o", cairnBin}
+	// With the test hooks (testhooks.go), and stamped with the commit it is
+	// built from where go build can (whatever GOFLAGS says).
+	args := []string{"build", "-o", cairnBin, "-tags", "cairn_testhooks", "-buildvcs=auto"}
 	if raceEnabled {
 		args = append(args, "-race")
 	}
 	if out, err := exec.Command("go", append(args, ".")...).CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building cairn: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	// Every cairn serve the tests start registers here, not in the
+	// user's runtime directory (tests that look at the registry use their
+	// own).
+	if err := os.Setenv("XDG_RUNTIME_DIR", filepath.Join(dir, "run")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -543,9 +551,12 @@ func TestNoProgressOffTerminal(t *testing.T) {
 	}
 }
 
-// TestKillBackup kills backups with SIGKILL at random moments: no half
-// backup may become visible, the repository must check clean, and the
-// next backup must succeed and reuse the chunks already stored.
+// TestKillBackup kills backups with SIGKILL at points the binary's test
+// hooks announce: before any chunk is stored, after k chunks, after the
+// index, after the manifest. At each, exactly what must be visible is:
+// no half backup ever, a whole one once its manifest is stored, the
+// chunks stored so far, a repository that checks clean. The next backup
+// must succeed and reuse the chunks already stored.
 func TestKillBackup(t *testing.T) {
 	t.Parallel()
 	for _, kit := range storeKits(t) {
@@ -556,50 +567,106 @@ func TestKillBackup(t *testing.T) {
 	}
 }
 
+// distinctChunks counts the distinct chunks a backup of the image stores
+// with chunks of size bytes: its regions that are not all zeros.
+func distinctChunks(t *testing.T, path string, size int) int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	seen := map[[32]byte]bool{}
+	buf := make([]byte, size)
+	for {
+		n, err := io.ReadFull(f, buf)
+		if n > 0 && !allZero(buf[:n]) {
+			seen[sha256.Sum256(buf[:n])] = true
+		}
+		if err != nil {
+			return len(seen)
+		}
+	}
+}
+
 func testKillBackup(t *testing.T, e *env) {
 	img := filepath.Join(e.dir, "disk.img")
 	writeImage(t, img, 64<<20, 7)
-	e.initRepo()
+	e.initRepo() // 256 KiB chunks
+	total := distinctChunks(t, img, 256<<10)
+	const transfers = 2
 	r := rand.New(rand.NewPCG(8, 8))
-	killedMidway := 0
-	for i := range 8 {
-		cmd := exec.Command(cairnBin, "repo", "backup", "--transfers", "2", img)
-		cmd.Env = append(append(os.Environ(), "CAIRN_REPO="+e.repo, "CAIRN_PASSWORD_FILE="+e.pw), e.envs...)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+	// Chunk kills come before the index kill, after which every chunk is
+	// stored.
+	plan := []string{"session", "chunks", "chunks", "chunks", "chunks"}
+	r.Shuffle(len(plan), func(i, j int) { plan[i], plan[j] = plan[j], plan[i] })
+	plan = append(plan, "index", "manifest")
+	for round, kind := range plan {
+		before := len(chunkObjects(t, e.be))
+		k := 0
+		var at string
+		switch kind {
+		case "session":
+			at = "store.put " + format.SessionsPrefix + "#1"
+		case "chunks":
+			// At most half of what is left: the next chunk rounds find some.
+			k = 1 + r.IntN(max(1, (total-before)/2))
+			at = fmt.Sprintf("store.put %s#%d", format.ChunksPrefix, k)
+		case "index":
+			at = "store.put " + format.IndexesPrefix + "#1"
+		case "manifest":
+			at = "store.put " + format.BackupsPrefix + "#1"
 		}
-		time.Sleep(time.Duration(30+r.IntN(400)) * time.Millisecond)
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		_ = cmd.Wait()
-		// Whatever is visible must be whole: a kill after the manifest was
-		// written leaves a complete backup, never a part of one.
+		point := newHookPoint(t, at)
+		env := append(append(append(os.Environ(), "CAIRN_REPO="+e.repo, "CAIRN_PASSWORD_FILE="+e.pw), e.envs...), point.env()...)
+		p := startProc(t, env, "repo", "backup", "--transfers", fmt.Sprint(transfers), img)
+		point.reached(p.exited, p.out.String)
+		p.kill()
+
 		var list []manifest
 		e.json(&list, "repo", "ls")
-		if len(list) > 1 {
-			t.Fatalf("round %d: %d backups visible", i, len(list))
+		stored := len(chunkObjects(t, e.be))
+		t.Logf("round %d: killed at %s: %d backups visible, %d of %d chunks stored", round, at, len(list), stored, total)
+		switch kind {
+		case "session":
+			if stored != before {
+				t.Fatalf("round %d: killed before any chunk, yet %d chunks stored (%d before)", round, stored, before)
+			}
+		case "chunks":
+			// The k-th and any Put already under way then, no other.
+			if stored < before+k || stored > before+k+transfers-1 {
+				t.Fatalf("round %d: killed after chunk %d with %d in flight: %d chunks stored, want %d to %d",
+					round, k, transfers, stored, before+k, before+k+transfers-1)
+			}
+		case "index", "manifest":
+			if stored != total {
+				t.Fatalf("round %d: killed after the chunks: %d stored, want %d", round, stored, total)
+			}
 		}
-		if len(list) == 1 {
+		// Whatever is visible must be whole: only a kill after the
+		// manifest leaves a backup, and then a complete one.
+		if kind != "manifest" {
+			if len(list) != 0 {
+				t.Fatalf("round %d: killed at %s, and %d backups are visible", round, at, len(list))
+			}
+		} else {
+			if len(list) != 1 {
+				t.Fatalf("round %d: killed after the manifest, and %d backups are visible", round, len(list))
+			}
 			out := filepath.Join(e.dir, "visible.img")
 			e.ok("repo", "restore", list[0].ID, out)
 			if sha(t, out) != sha(t, img) {
-				t.Fatalf("round %d: a visible backup restores different bytes", i)
+				t.Fatalf("round %d: the backup whose manifest was stored restores different bytes", round)
 			}
 			os.Remove(out)
 			e.ok("repo", "forget", list[0].ID)
-			continue
-		}
-		if len(chunkObjects(t, e.be)) > 0 {
-			killedMidway++
 		}
 		e.ok("repo", "check", "--read-data")
 	}
-	if killedMidway == 0 {
-		t.Fatal("no kill landed after chunks were stored")
-	}
 	var m manifest
 	e.json(&m, "repo", "backup", img)
-	if m.Stats.ChunksReused == 0 {
-		t.Fatal("the backup after the kills reused no stored chunk")
+	if m.Stats.ChunksNew != 0 || m.Stats.ChunksReused == 0 {
+		t.Fatalf("the backup after the kills stored %d new chunks and reused %d; want every chunk reused", m.Stats.ChunksNew, m.Stats.ChunksReused)
 	}
 	out := filepath.Join(e.dir, "r.img")
 	e.ok("repo", "restore", m.ID, out)
@@ -609,8 +676,12 @@ func testKillBackup(t *testing.T, e *env) {
 	e.ok("repo", "check", "--read-data")
 }
 
-// TestKillGC kills gc with SIGKILL at random moments: every surviving
-// backup must still restore byte-identical, and a later gc completes.
+// TestKillGC kills gc with SIGKILL at points the binary's test hooks
+// announce: after it listed the chunks, after it wrote its condemned set,
+// after it announced its sweep, after it deleted k chunks, after it marked
+// the set swept. At each, exactly the chunks deleted so far are gone,
+// every surviving backup restores byte-identical, the repository checks
+// clean, and a later gc completes.
 func TestKillGC(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -618,7 +689,9 @@ func TestKillGC(t *testing.T) {
 	writeImage(t, img, 32<<20, 9)
 	e.initRepo()
 	r := rand.New(rand.NewPCG(10, 10))
-	for round := range 5 {
+	plan := []string{"listed", "condemned", "sweeping", "deleting", "swept"}
+	r.Shuffle(len(plan), func(i, j int) { plan[i], plan[j] = plan[j], plan[i] })
+	for round, kind := range plan {
 		// Three backups; forget two; keep the newest.
 		var ids []string
 		var sums []string
@@ -630,14 +703,48 @@ func TestKillGC(t *testing.T) {
 			sums = append(sums, sha(t, img))
 		}
 		e.ok("repo", "forget", ids[0], ids[1])
-		cmd := exec.Command(cairnBin, "repo", "gc", "--transfers", "1")
-		cmd.Env = append(os.Environ(), "CAIRN_REPO="+e.repo, "CAIRN_PASSWORD_FILE="+e.pw)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+		var dry struct {
+			ChunksCondemned int `json:"chunks_condemned"`
 		}
-		time.Sleep(time.Duration(r.IntN(120)) * time.Millisecond)
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		_ = cmd.Wait()
+		e.json(&dry, "repo", "gc", "--dry-run")
+		doomed := dry.ChunksCondemned
+		if doomed == 0 {
+			t.Fatalf("round %d: forgetting two backups left no chunk to collect", round)
+		}
+		before := len(chunkObjects(t, e.be))
+		k := 0
+		var at string
+		switch kind {
+		case "listed":
+			at = "store.list " + format.ChunksPrefix + "#1"
+		case "condemned":
+			at = "store.put " + format.CondemnedPrefix + "#1"
+		case "sweeping":
+			at = "store.put " + format.SweepingPrefix + "#1"
+		case "deleting":
+			k = 1 + r.IntN(doomed)
+			at = fmt.Sprintf("store.delete %s#%d", format.ChunksPrefix, k)
+		case "swept":
+			at = "store.put " + format.SweptPrefix + "#1"
+		}
+		point := newHookPoint(t, at)
+		env := append(append(os.Environ(), "CAIRN_REPO="+e.repo, "CAIRN_PASSWORD_FILE="+e.pw), point.env()...)
+		p := startProc(t, env, "repo", "gc", "--transfers", "1")
+		point.reached(p.exited, p.out.String)
+		p.kill()
+
+		after := len(chunkObjects(t, e.be))
+		t.Logf("round %d: killed at %s: %d of %d chunks, %d doomed", round, at, after, before, doomed)
+		want := before
+		switch kind {
+		case "deleting":
+			want = before - k
+		case "swept":
+			want = before - doomed
+		}
+		if after != want {
+			t.Fatalf("round %d: killed at %s: %d chunks left of %d, want %d", round, at, after, before, want)
+		}
 		out := filepath.Join(e.dir, fmt.Sprintf("r%d.img", round))
 		e.ok("repo", "restore", ids[2], out)
 		if sha(t, out) != sums[2] {
@@ -645,9 +752,16 @@ func TestKillGC(t *testing.T) {
 		}
 		os.Remove(out)
 		e.ok("repo", "check", "--read-data")
+		// A later gc finishes the work: the next round starts clean.
+		var gc struct {
+			ChunksPending int `json:"chunks_pending"`
+		}
+		e.json(&gc, "repo", "gc")
+		if left := len(chunkObjects(t, e.be)); gc.ChunksPending != 0 || left != before-doomed {
+			t.Fatalf("round %d: the gc after the kill left %d chunks (%d pending), want %d", round, left, gc.ChunksPending, before-doomed)
+		}
+		e.ok("repo", "check", "--read-data")
 	}
-	e.ok("repo", "gc")
-	e.ok("repo", "check", "--read-data")
 }
 
 // TestRestoreToSmallBlockDevice needs a loop device.

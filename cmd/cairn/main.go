@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
 
@@ -30,9 +31,6 @@ const (
 	exitNoRepo      = 10
 	exitWrongKey    = 12
 )
-
-// version is set by the linker for releases.
-var version = "dev"
 
 // app holds what every command shares: flags and output streams.
 type app struct {
@@ -55,6 +53,10 @@ type app struct {
 
 	cpuProfile  string
 	stopProfile func()
+
+	// hooks are the test hooks of a binary built for the end-to-end
+	// tests (testhooks.go); nil otherwise.
+	hooks *testHooks
 }
 
 // usageError marks errors in how a command was called.
@@ -72,6 +74,12 @@ func (e *exitStatusError) Unwrap() error { return e.err }
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	a := &app{stdout: os.Stdout, stderr: os.Stderr, stdin: os.Stdin, getenv: os.Getenv}
+	hooks, err := newTestHooks(os.Getenv)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cairn: %v\n", err)
+		os.Exit(exitUsage)
+	}
+	a.hooks = hooks
 	code := a.run(ctx, os.Args[1:])
 	stop()
 	os.Exit(code)
@@ -118,14 +126,16 @@ func exitCode(err error) int {
 }
 
 func (a *app) rootCommand() *cobra.Command {
+	info, ok := debug.ReadBuildInfo()
 	root := &cobra.Command{
 		Use:           "cairn",
 		Short:         "Protect block volumes and the databases on them",
 		Long:          "cairn backs up block volumes and images into deduplicated, compressed, encrypted repositories.",
-		Version:       version,
+		Version:       versionString(version, info, ok),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate("cairn {{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().BoolVar(&a.json, "json", false, "print machine-readable JSON instead of text")
 	root.PersistentFlags().StringVar(&a.cpuProfile, "cpu-profile", "", "write a CPU profile to this file")

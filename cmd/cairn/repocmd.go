@@ -81,12 +81,18 @@ func (a *app) kdfFlags(cmd *cobra.Command) {
 	}
 }
 
-// open unlocks the repository named by the flags.
-func (a *app) open(ctx context.Context) (*repo.Repository, error) {
+// open unlocks the repository named by the flags. The caller closes it,
+// which closes the store.
+func (a *app) open(ctx context.Context) (r *repo.Repository, err error) {
 	st, err := a.openStore(ctx, a.env("CAIRN_REPO", a.repo), false)
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			closeStore(st.backend)
+		}
+	}()
 	a.meter = st.meter
 	// Fail on a missing or foreign repository before asking for a password.
 	if _, err := repo.ReadConfig(ctx, st.backend); err != nil {
@@ -121,6 +127,12 @@ random key; keep a copy of it, the repository cannot be opened without it.`,
 				return err
 			}
 			be := st.backend
+			var r *repo.Repository
+			defer func() {
+				if r == nil { // no repository took the store over
+					closeStore(be)
+				}
+			}()
 			gc := st.gcParams()
 			if margin != "" {
 				d, err := time.ParseDuration(margin)
@@ -133,10 +145,11 @@ random key; keep a copy of it, the repository cannot be opened without it.`,
 			if err != nil {
 				return err
 			}
-			r, err := repo.Init(cmd.Context(), be, secret, repo.InitOptions{ChunkSize: size, Compression: level, GC: gc}, a.repoOptions(st))
+			r, err = repo.Init(cmd.Context(), be, secret, repo.InitOptions{ChunkSize: size, Compression: level, GC: gc}, a.repoOptions(st))
 			if err != nil {
 				return err
 			}
+			defer r.Close()
 			cfg := r.Config()
 			if a.json {
 				return a.printJSON(map[string]any{"id": cfg.ID, "location": be.Location(), "chunk_size": cfg.ChunkSize, "compression": cfg.Compression, "key": r.KeyID()})
@@ -168,6 +181,7 @@ func (a *app) keyCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer r.Close()
 			secret, err := a.newSecret(newKeyFile, newPasswordFile)
 			if err != nil {
 				return err
@@ -194,6 +208,7 @@ func (a *app) keyCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer r.Close()
 			secret, err := a.newSecret(newKeyFile, newPasswordFile)
 			if err != nil {
 				return err
@@ -222,6 +237,7 @@ func (a *app) keyCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer r.Close()
 			keys, err := r.Keys(cmd.Context())
 			if err != nil {
 				return err
@@ -250,6 +266,7 @@ func (a *app) keyCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer r.Close()
 			id, err := r.ResolveKey(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -361,6 +378,7 @@ lists as changed since it are read.`,
 			if err != nil {
 				return err
 			}
+			defer r.Close()
 			stop := a.showProgress("backup", opts.Progress, backupDetail)
 			m, err := r.Backup(ctx, src, opts)
 			stop()
@@ -391,7 +409,7 @@ lists as changed since it are read.`,
 }
 
 // openForBackup opens the repository, resolves --parent into opts and
-// gives opts a progress record.
+// gives opts a progress record. The caller closes the repository.
 func (a *app) openForBackup(ctx context.Context, parent string, opts *repo.BackupOptions) (*repo.Repository, error) {
 	r, err := a.open(ctx)
 	if err != nil {
@@ -400,6 +418,7 @@ func (a *app) openForBackup(ctx context.Context, parent string, opts *repo.Backu
 	if parent != "" {
 		m, err := r.ResolveBackup(ctx, parent)
 		if err != nil {
+			_ = r.Close()
 			return nil, fmt.Errorf("parent: %w", err)
 		}
 		opts.Parent = &m.ID
@@ -433,6 +452,7 @@ func (a *app) backupVolume(ctx context.Context, volumeRef, snapshotRef, parent s
 	if err != nil {
 		return err
 	}
+	defer r.Close()
 	stop := a.showProgress("backup", req.Options.Progress, backupDetail)
 	res, err := volbackup.Backup(ctx, r, ops, req)
 	stop()
@@ -499,6 +519,7 @@ authenticated before any of it is written.`,
 			if err != nil {
 				return err
 			}
+			defer r.Close()
 			m, err := r.ResolveBackup(ctx, args[0])
 			if err != nil {
 				return err
@@ -545,6 +566,7 @@ func (a *app) lsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer r.Close()
 			list, err := r.Backups(cmd.Context())
 			if err != nil {
 				return err
@@ -593,6 +615,7 @@ func (a *app) showCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			defer r.Close()
 			m, err := r.ResolveBackup(ctx, args[0])
 			if err != nil {
 				return err
@@ -651,6 +674,7 @@ it can be passed to 'repo backup --changed-extents'.`,
 			if err != nil {
 				return err
 			}
+			defer r.Close()
 			ma, err := r.ResolveBackup(ctx, args[0])
 			if err != nil {
 				return err
@@ -689,6 +713,7 @@ its own. The chunks only they used are deleted by the next 'repo gc'.`,
 			if err != nil {
 				return err
 			}
+			defer r.Close()
 			var ids []cairn.ID
 			for _, ref := range args {
 				m, err := r.ResolveBackup(ctx, ref)
@@ -725,6 +750,7 @@ wait is reported and freed by a later gc.`,
 			if err != nil {
 				return err
 			}
+			defer r.Close()
 			stats, err := r.GC(cmd.Context(), repo.GCOptions{DryRun: dryRun})
 			if err != nil {
 				return err
@@ -791,6 +817,7 @@ backups they affect; the exit status is 3 when any is found.`,
 			if err != nil {
 				return err
 			}
+			defer r.Close()
 			opts.Progress = &repo.Progress{}
 			stop := a.showProgress("check", opts.Progress, checkDetail)
 			rep, err := r.Check(cmd.Context(), opts)

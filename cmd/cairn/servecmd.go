@@ -19,6 +19,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
 	"gopkg.in/yaml.v3"
 
 	"github.com/cairnproject/cairn"
@@ -29,9 +30,11 @@ import (
 	"github.com/cairnproject/cairn/internal/metrics"
 	"github.com/cairnproject/cairn/internal/nbd"
 	"github.com/cairnproject/cairn/internal/notify"
+	"github.com/cairnproject/cairn/internal/objstore/limit"
 	"github.com/cairnproject/cairn/internal/repo"
 	"github.com/cairnproject/cairn/internal/service"
 	"github.com/cairnproject/cairn/internal/volume"
+	"github.com/cairnproject/cairn/internal/volumectl"
 )
 
 // serveSettings are cairn serve's settings. Each comes from, in order:
@@ -44,6 +47,7 @@ type serveSettings struct {
 	BackupKeyFile    string          `yaml:"backup_key_file"`
 	DefaultContainer string          `yaml:"default_container"`
 	Workers          int             `yaml:"workers"`
+	StoreRequests    int             `yaml:"store_requests"`
 	NBDSocket        string          `yaml:"nbd_socket"`
 	NBDListen        string          `yaml:"nbd_listen"`
 	Webhooks         []webhookConfig `yaml:"webhooks"`
@@ -104,6 +108,7 @@ Settings:
   --backup-key-file F      the repositories' key file, created when missing (default DATA_DIR/backup.key)
   --default-container C    container of backups that name none (default volumebackups)
   --workers N              tasks running at once (default 8)
+  --store-requests N       requests in flight to the backup store, across all tasks (default 32)
   --nbd-socket PATH        unix socket of attached volumes' NBD exports (default DATA_DIR/nbd.sock)
   --nbd-listen ADDR        also export over TCP (e.g. 127.0.0.1:10809; default off)
   --webhook URL            POST every notification here (repeatable); config file: webhooks: [{url, secret_file}]
@@ -138,6 +143,7 @@ func (a *app) serveFlags(f *pflag.FlagSet, st *serveSettings, configFile *string
 	f.StringVar(&st.BackupKeyFile, "backup-key-file", "", "repositories' key file")
 	f.StringVar(&st.DefaultContainer, "default-container", "", "default backup container")
 	f.IntVar(&st.Workers, "workers", 0, "tasks running at once")
+	f.IntVar(&st.StoreRequests, "store-requests", 0, "requests in flight to the backup store")
 	f.StringVar(&st.NBDSocket, "nbd-socket", "", "NBD unix socket")
 	f.StringVar(&st.NBDListen, "nbd-listen", "", "NBD TCP address")
 	f.StringArrayVar(webhookURLs, "webhook", nil, "notification webhook URL")
@@ -189,21 +195,31 @@ func (a *app) settle(flags *pflag.FlagSet, st *serveSettings, configFile string)
 	pick("nbd-listen", &st.NBDListen, file.NBDListen, "")
 	pick("log-format", &st.LogFormat, file.LogFormat, "json")
 	pick("log-level", &st.LogLevel, file.LogLevel, "info")
-	if !flags.Changed("workers") {
-		st.Workers = file.Workers
-		if v := a.getenv("CAIRN_WORKERS"); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 {
-				return usageError{fmt.Errorf("CAIRN_WORKERS %q: want a positive number", v)}
+	pickInt := func(flag string, dst *int, fromFile, def, most int) error {
+		if !flags.Changed(flag) {
+			*dst = fromFile
+			env := "CAIRN_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+			if v := a.getenv(env); v != "" {
+				n, err := strconv.Atoi(v)
+				if err != nil || n < 1 {
+					return usageError{fmt.Errorf("%s %q: want a positive number", env, v)}
+				}
+				*dst = n
 			}
-			st.Workers = n
+			if *dst == 0 {
+				*dst = def
+			}
 		}
-		if st.Workers == 0 {
-			st.Workers = 8
+		if *dst < 1 || *dst > most {
+			return usageError{fmt.Errorf("%s %d: want 1 to %d", flag, *dst, most)}
 		}
+		return nil
 	}
-	if st.Workers < 1 || st.Workers > 256 {
-		return usageError{fmt.Errorf("workers %d: want 1 to 256", st.Workers)}
+	if err := pickInt("workers", &st.Workers, file.Workers, 8, 256); err != nil {
+		return err
+	}
+	if err := pickInt("store-requests", &st.StoreRequests, file.StoreRequests, 32, 1024); err != nil {
+		return err
 	}
 	if st.LogFormat != "json" && st.LogFormat != "text" {
 		return usageError{fmt.Errorf("log format %q: want text or json", st.LogFormat)}
@@ -244,11 +260,85 @@ func containerLocation(base, container string) string {
 	return loc
 }
 
-func (a *app) serve(ctx context.Context, st serveSettings) error {
+// Bounds of an orderly shutdown.
+const (
+	// apiDrainTimeout is how long API requests in flight may run once the
+	// shutdown began; then their contexts are cancelled, and the shutdown
+	// waits for them to return.
+	apiDrainTimeout = 10 * time.Second
+	// notifyDrainTimeout bounds the delivery of the notifications queued
+	// before the shutdown; what is left is logged as abandoned.
+	notifyDrainTimeout = 10 * time.Second
+)
+
+// serve runs the service until ctx ends or one of its servers fails, and
+// returns only once everything it started has stopped. A failure (an NBD
+// or API listener erroring) is returned after the same orderly shutdown.
+//
+// It binds its TCP listeners before it touches the data directory: a busy
+// address fails the start with nothing created or changed, and the error
+// names the flag to change.
+//
+// One errgroup owns the API server and the NBD servers (unix socket and
+// TCP); the task runner's workers are owned by the runner (Service.Start
+// and Stop). The shutdown stops them in this order, each step logged
+// ("stopping", "stopped", with the component):
+//
+//  1. api: stop accepting requests; those in flight finish (their
+//     contexts are cancelled after apiDrainTimeout);
+//  2. tasks: the runner stops; tasks cut short stay running in the
+//     catalog and resume on the next start;
+//  3. nbd: the NBD servers stop accepting connections and reading
+//     requests, and wait for the requests in flight to finish (their
+//     contexts are cancelled after nbd.Options.ShutdownTimeout);
+//  4. notifier: queued notifications are delivered (notifyDrainTimeout);
+//  5. catalog: closed;
+//  6. engine: closed.
+//
+// The service's repositories close with the service (Service.Stop). Last,
+// the registry entry and the service file that let clients find this
+// process are removed.
+func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 	log, err := a.serviceLogger(st)
 	if err != nil {
 		return err
 	}
+	// The servers close their listeners; these defers close them, after
+	// the shutdown, when the start failed before.
+	apiLn, err := listenTCP("--listen", st.Listen)
+	if err != nil {
+		return err
+	}
+	defer apiLn.Close()
+	var nbdListeners []net.Listener
+	defer func() {
+		for _, l := range nbdListeners {
+			l.Close()
+		}
+	}()
+	if st.NBDListen != "" {
+		l, err := listenTCP("--nbd-listen", st.NBDListen)
+		if err != nil {
+			return err
+		}
+		nbdListeners = append(nbdListeners, l)
+	}
+
+	// What clients find this process by goes after everything stopped.
+	var unpublish []func()
+	defer func() {
+		for i := len(unpublish) - 1; i >= 0; i-- {
+			unpublish[i]()
+		}
+	}()
+	stops := &shutdown{log: log}
+	// The errgroup's first error, recorded when the NBD step waits for it.
+	var runErr error
+	defer func() {
+		serr := stops.run()
+		err = errors.Join(err, runErr, serr)
+	}()
+
 	if err := os.MkdirAll(st.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
@@ -259,12 +349,13 @@ func (a *app) serve(ctx context.Context, st serveSettings) error {
 	if err != nil {
 		return err
 	}
-	defer eng.Close()
+	stops.add("engine", eng.Close)
 	cat, err := openCatalog(ctx, st.Catalog)
 	if err != nil {
 		return fmt.Errorf("catalog: %w", err)
 	}
-	defer cat.Close()
+	cat = a.hooks.catalog(cat)
+	stops.add("catalog", cat.Close)
 	token, err := bootstrap(ctx, cat, st.DataDir)
 	if err != nil {
 		return err
@@ -288,77 +379,175 @@ func (a *app) serve(ctx context.Context, st serveSettings) error {
 		hooks = append(hooks, h)
 	}
 	notifier := notify.New(notify.Options{Webhooks: hooks, Logger: log})
+	stops.add("notifier", func() error {
+		nctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), notifyDrainTimeout)
+		defer cancel()
+		if err := notifier.Close(nctx); err != nil {
+			log.Warn("notifications left undelivered at shutdown", "err", err)
+		}
+		return nil
+	})
 	met := metrics.New()
+	// One bound on the requests in flight to the backup store, shared by
+	// the repositories of all its containers and so by every task.
+	storeLimit := limit.New(st.StoreRequests)
+	met.StoreRequests(func() (int, int, int) {
+		s := storeLimit.Stats()
+		return s.Limit, s.InFlight, s.Waiting
+	})
 	openRepo := func(ctx context.Context, container string) (*repo.Repository, error) {
 		loc := containerLocation(st.BackupStore, container)
-		s, err := a.openStore(ctx, loc, true)
+		s, err := a.openLimitedStore(ctx, loc, true, storeLimit)
 		if err != nil {
 			return nil, err
 		}
-		if _, err := repo.ReadConfig(ctx, s.backend); errors.Is(err, cairn.ErrNotRepository) {
+		// The repository owns the store; until one does, the store is ours.
+		var r *repo.Repository
+		if _, err = repo.ReadConfig(ctx, s.backend); errors.Is(err, cairn.ErrNotRepository) {
 			log.Info("creating the repository of a container", "container", container)
-			return repo.Init(ctx, s.backend, secret, repo.InitOptions{GC: s.gcParams()}, a.repoOptions(s))
-		} else if err != nil {
+			r, err = repo.Init(ctx, s.backend, secret, repo.InitOptions{GC: s.gcParams()}, a.repoOptions(s))
+		} else if err == nil {
+			r, err = repo.Open(ctx, s.backend, secret, a.repoOptions(s))
+		}
+		if err != nil {
+			closeStore(s.backend)
 			return nil, err
 		}
-		return repo.Open(ctx, s.backend, secret, a.repoOptions(s))
+		return r, nil
 	}
-	svc := service.New(service.Config{Catalog: cat, Engine: eng, OpenRepo: openRepo,
+	svc := service.New(service.Config{Catalog: cat, Engine: service.NewEngine(eng),
+		OpenRepo:         service.Repositories(openRepo, volumectl.Direct{E: eng}, log),
 		DefaultContainer: st.DefaultContainer, Notifier: notifier, Observer: met, Logger: log,
 		Workers: st.Workers, NBDSocket: st.NBDSocket, NBDAddress: st.NBDListen})
+
+	// The servers run in g; gctx ends when ctx does or one of them fails.
+	g, gctx := errgroup.WithContext(ctx)
+	nbdCtx, stopNBD := context.WithCancel(context.WithoutCancel(ctx))
+	stops.add("nbd", func() error {
+		stopNBD()
+		runErr = g.Wait() // the API server has returned already
+		return nil
+	})
 	if err := svc.Start(ctx); err != nil {
 		return err
 	}
-	defer svc.Stop()
+	stops.add("tasks", func() error { svc.Stop(); return nil })
 
-	// NBD exports of attached volumes.
-	nbdSrv := nbd.NewServer(svc.Exports(), nbd.Options{Logger: log})
+	// NBD exports of attached volumes. We hold the data directory, so a
+	// socket left at the path is stale.
 	_ = os.Remove(st.NBDSocket)
 	ul, err := net.Listen("unix", st.NBDSocket)
 	if err != nil {
-		return fmt.Errorf("nbd socket: %w", err)
+		return fmt.Errorf("--nbd-socket %s: %w", st.NBDSocket, err)
 	}
-	go func() { _ = nbdSrv.Serve(ctx, ul) }()
-	if st.NBDListen != "" {
-		tl, err := net.Listen("tcp", st.NBDListen)
-		if err != nil {
-			return fmt.Errorf("nbd listen: %w", err)
-		}
-		go func() { _ = nbdSrv.Serve(ctx, tl) }()
-	}
+	nbdListeners = append(nbdListeners, ul)
 
-	ln, err := net.Listen("tcp", st.Listen)
-	if err != nil {
-		return fmt.Errorf("api listen: %w", err)
-	}
-	url := "http://" + ln.Addr().String()
+	url := "http://" + apiLn.Addr().String()
 	info, _ := json.Marshal(serviceInfo{PID: os.Getpid(), URL: url, NBDSocket: st.NBDSocket})
 	infoPath := filepath.Join(st.DataDir, serviceFile)
 	if err := os.WriteFile(infoPath, info, 0o600); err != nil {
 		return fmt.Errorf("service file: %w", err)
 	}
-	defer os.Remove(infoPath)
+	unpublish = append(unpublish, func() { _ = os.Remove(infoPath) })
+	unregister, err := a.register(url, st.DataDir)
+	if err != nil {
+		return err
+	}
+	unpublish = append(unpublish, unregister)
+
+	nbdSrv := nbd.NewServer(a.hooks.exports(svc.Exports()), nbd.Options{Logger: log})
+	for _, l := range nbdListeners {
+		addr := l.Addr().Network() + " " + l.Addr().String()
+		g.Go(func() error {
+			if err := nbdSrv.Serve(nbdCtx, a.hooks.listener(l)); err != nil {
+				return fmt.Errorf("nbd server on %s: %w", addr, err)
+			}
+			if nbdCtx.Err() == nil {
+				return fmt.Errorf("nbd server on %s stopped", addr)
+			}
+			return nil
+		})
+	}
+	apiCtx, cancelAPI := context.WithCancel(context.WithoutCancel(ctx))
 	srv := &http.Server{Handler: api.New(svc, met, log), ReadHeaderTimeout: 10 * time.Second,
-		BaseContext: func(net.Listener) context.Context { return ctx }}
-	log.Info("serving", "api", url, "nbd_socket", st.NBDSocket, "catalog", redactDSN(st.Catalog),
+		BaseContext: func(net.Listener) context.Context { return apiCtx }}
+	stops.add("api", func() error {
+		drain := time.AfterFunc(apiDrainTimeout, cancelAPI)
+		defer func() { drain.Stop(); cancelAPI() }()
+		return srv.Shutdown(context.WithoutCancel(ctx))
+	})
+	g.Go(func() error {
+		if err := srv.Serve(apiLn); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("api server on %s: %w", url, err)
+		}
+		return nil
+	})
+
+	log.Info("serving", "api", url, "nbd_socket", st.NBDSocket, "nbd_listen", st.NBDListen, "catalog", redactDSN(st.Catalog),
 		"backup_store", st.BackupStore, "workers", st.Workers, "cpus", runtime.GOMAXPROCS(0))
 	if !a.json {
 		fmt.Fprintf(a.stdout, "cairn serving on %s (data directory %s)\n", url, st.DataDir)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("api: %w", err)
-	case <-ctx.Done():
+	<-gctx.Done()
+	if ctx.Err() != nil {
+		log.Info("shutting down")
+	} else {
+		log.Error("shutting down after a failure", "err", context.Cause(gctx))
 	}
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(sctx)
-	svc.Stop()
-	_ = notifier.Close(sctx)
 	return nil
+}
+
+// listenTCP binds addr, the value of flag. A failure names the flag: it
+// is what the user has to change.
+func listenTCP(flag, addr string) (net.Listener, error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			err = oe.Err
+		}
+		var se *os.SyscallError
+		if errors.As(err, &se) {
+			err = se.Err
+		}
+		return nil, fmt.Errorf("%s %s: %w", flag, addr, err)
+	}
+	return l, nil
+}
+
+// shutdown stops what serve started, the last started first, logging
+// each step.
+type shutdown struct {
+	log   *slog.Logger
+	steps []shutdownStep
+}
+
+type shutdownStep struct {
+	component string
+	stop      func() error
+}
+
+func (s *shutdown) add(component string, stop func() error) {
+	s.steps = append(s.steps, shutdownStep{component, stop})
+}
+
+// run runs every step, whatever the earlier ones returned, and returns
+// their errors.
+func (s *shutdown) run() error {
+	var errs []error
+	for i := len(s.steps) - 1; i >= 0; i-- {
+		st := s.steps[i]
+		s.log.Info("stopping", "component", st.component)
+		begin := time.Now()
+		if err := st.stop(); err != nil {
+			s.log.Error("stopping failed", "component", st.component, "err", err)
+			errs = append(errs, fmt.Errorf("stopping the %s: %w", st.component, err))
+			continue
+		}
+		s.log.Info("stopped", "component", st.component, "took", time.Since(begin).Round(time.Millisecond).String())
+	}
+	s.steps = nil
+	return errors.Join(errs...)
 }
 
 // redactDSN hides a catalog URL's password.
@@ -377,20 +566,8 @@ func redactDSN(dsn string) string {
 // bootstrap makes the admin project and an admin token when the catalog
 // has no project, writing the token to the data directory.
 func bootstrap(ctx context.Context, cat catalog.Store, dir string) (string, error) {
-	var n int
-	err := cat.View(ctx, func(tx catalog.Tx) error {
-		list, err := tx.Projects(ctx)
-		n = len(list)
-		return err
-	})
-	if err != nil || n > 0 {
-		return "", err
-	}
-	if _, err := service.CreateProject(ctx, cat, service.AdminProject, "admin", cairn.Unlimited, time.Now()); err != nil && !errors.Is(err, cairn.ErrExists) {
-		return "", err
-	}
-	secret, _, err := service.CreateToken(ctx, cat, cairn.Token{ProjectID: service.AdminProject, Name: "admin (first start)", Admin: true})
-	if err != nil {
+	secret, err := service.NewProjects(cat).Bootstrap(ctx)
+	if err != nil || secret == "" {
 		return "", err
 	}
 	path := filepath.Join(dir, adminTokenFile)

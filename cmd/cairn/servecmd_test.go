@@ -21,7 +21,7 @@ import (
 func TestServeSettings(t *testing.T) {
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "cairn.yaml")
-	if err := os.WriteFile(conf, []byte("listen: 127.0.0.1:1111\ncatalog: /file/catalog.db\nworkers: 3\nlog_format: text\nwebhooks:\n  - url: http://127.0.0.1:9/hook\n    secret_file: /k\n"), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte("listen: 127.0.0.1:1111\ncatalog: /file/catalog.db\nworkers: 3\nstore_requests: 12\nlog_format: text\nwebhooks:\n  - url: http://127.0.0.1:9/hook\n    secret_file: /k\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	bad := filepath.Join(dir, "bad.yaml")
@@ -38,16 +38,21 @@ func TestServeSettings(t *testing.T) {
 	}{
 		{"defaults", nil, map[string]string{"CAIRN_DATA_DIR": dir}, "", func(s serveSettings) bool {
 			return s.Listen == "127.0.0.1:8776" && s.Catalog == filepath.Join(dir, "catalog.db") &&
-				s.BackupStore == filepath.Join(dir, "backups") && s.Workers == 8 && s.LogFormat == "json" &&
+				s.BackupStore == filepath.Join(dir, "backups") && s.Workers == 8 && s.StoreRequests == 32 && s.LogFormat == "json" &&
 				s.NBDSocket == filepath.Join(dir, "nbd.sock") && s.DefaultContainer == "volumebackups"
 		}, ""},
 		{"file", nil, map[string]string{"CAIRN_DATA_DIR": dir}, conf, func(s serveSettings) bool {
-			return s.Listen == "127.0.0.1:1111" && s.Catalog == "/file/catalog.db" && s.Workers == 3 &&
+			return s.Listen == "127.0.0.1:1111" && s.Catalog == "/file/catalog.db" && s.Workers == 3 && s.StoreRequests == 12 &&
 				s.LogFormat == "text" && len(s.Webhooks) == 1 && s.Webhooks[0].SecretFile == "/k"
 		}, ""},
-		{"env beats file", nil, map[string]string{"CAIRN_DATA_DIR": dir, "CAIRN_LISTEN": "127.0.0.1:2222", "CAIRN_WORKERS": "5"}, conf, func(s serveSettings) bool {
-			return s.Listen == "127.0.0.1:2222" && s.Workers == 5 && s.Catalog == "/file/catalog.db"
+		{"env beats file", nil, map[string]string{"CAIRN_DATA_DIR": dir, "CAIRN_LISTEN": "127.0.0.1:2222", "CAIRN_WORKERS": "5", "CAIRN_STORE_REQUESTS": "7"}, conf, func(s serveSettings) bool {
+			return s.Listen == "127.0.0.1:2222" && s.Workers == 5 && s.StoreRequests == 7 && s.Catalog == "/file/catalog.db"
 		}, ""},
+		{"flag beats env for store requests", []string{"--store-requests", "4"}, map[string]string{"CAIRN_DATA_DIR": dir, "CAIRN_STORE_REQUESTS": "7"}, conf, func(s serveSettings) bool {
+			return s.StoreRequests == 4
+		}, ""},
+		{"bad store requests", []string{"--store-requests", "0"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", nil, "store-requests"},
+		{"bad env store requests", nil, map[string]string{"CAIRN_DATA_DIR": dir, "CAIRN_STORE_REQUESTS": "-1"}, "", nil, "CAIRN_STORE_REQUESTS"},
 		{"flag beats env", []string{"--listen", "127.0.0.1:3333", "--workers", "2"}, map[string]string{"CAIRN_DATA_DIR": dir, "CAIRN_LISTEN": "127.0.0.1:2222", "CAIRN_WORKERS": "5"}, conf, func(s serveSettings) bool {
 			return s.Listen == "127.0.0.1:3333" && s.Workers == 2
 		}, ""},
@@ -88,7 +93,8 @@ func TestServeSettings(t *testing.T) {
 	}
 }
 
-// TestServeWebhook: cairn serve posts signed notifications to a webhook.
+// TestServeWebhook: cairn serve posts signed notifications to a webhook,
+// and exports the bound on its requests to the backup store.
 func TestServeWebhook(t *testing.T) {
 	key := filepath.Join(t.TempDir(), "hook.key")
 	if err := os.WriteFile(key, []byte("s3cret\n"), 0o600); err != nil {
@@ -109,11 +115,23 @@ func TestServeWebhook(t *testing.T) {
 		events <- e
 	}))
 	defer hook.Close()
-	p := startService(t, filepath.Join(t.TempDir(), "data"), "--webhook", hook.URL, "--webhook-secret-file", key)
+	p := startService(t, filepath.Join(t.TempDir(), "data"), "--webhook", hook.URL, "--webhook-secret-file", key, "--store-requests", "3")
+	// The bound on requests to the backup store is exported.
+	resp, err := http.Get(p.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsText, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"cairn_store_requests_limit 3", "cairn_store_requests_in_flight 0", "cairn_store_requests_waiting 0"} {
+		if !strings.Contains(string(metricsText), want+"\n") {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 	var v struct{ Volume map[string]any }
 	p.mustCall(202, "POST", "/volumes", map[string]any{"volume": map[string]any{"size": 1, "name": "hooked"}}, &v)
 	want := map[string]bool{"volume.create.start": false, "volume.create.end": false}
-	deadline := time.After(20 * time.Second)
+	deadline := time.After(pointTimeout)
 	for !want["volume.create.start"] || !want["volume.create.end"] {
 		select {
 		case e := <-events:

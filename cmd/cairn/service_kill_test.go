@@ -20,6 +20,7 @@ import (
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/catalog"
 	"github.com/cairnproject/cairn/internal/catalog/sqlite"
+	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/volume"
 )
 
@@ -66,10 +67,18 @@ func freePort(t *testing.T) string {
 // startService starts cairn serve on data and waits for its API.
 func startService(t *testing.T, data string, extra ...string) *svcProc {
 	t.Helper()
+	return startServiceEnv(t, data, nil, extra...)
+}
+
+// startServiceEnv starts cairn serve on data with env added to the
+// test's environment, and waits for its API.
+func startServiceEnv(t *testing.T, data string, env []string, extra ...string) *svcProc {
+	t.Helper()
 	addr := freePort(t)
 	args := append([]string{"serve", "--data-dir", data, "--listen", addr, "--log-format", "text",
 		"--kdf-time", "1", "--kdf-memory", "64", "--kdf-threads", "1"}, extra...)
 	cmd := exec.Command(cairnBin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	p := &svcProc{t: t, data: data, url: "http://" + addr, cmd: cmd, done: make(chan struct{}), log: &lockedBuffer{}}
 	cmd.Stderr = p.log
 	if err := cmd.Start(); err != nil {
@@ -77,7 +86,7 @@ func startService(t *testing.T, data string, extra ...string) *svcProc {
 	}
 	go func() { _ = cmd.Wait(); close(p.done) }()
 	t.Cleanup(func() { p.stop() })
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(pointTimeout)
 	for {
 		if resp, err := http.Get(p.url + "/healthz"); err == nil {
 			resp.Body.Close()
@@ -160,7 +169,7 @@ func (p *svcProc) mustCall(want int, method, path string, body any, out any) {
 // settled waits until every resource has left its transient status.
 func (p *svcProc) settled() {
 	p.t.Helper()
-	deadline := time.Now().Add(120 * time.Second)
+	deadline := time.Now().Add(pointTimeout)
 	for time.Now().Before(deadline) {
 		busy := ""
 		for _, kind := range []string{"volumes", "snapshots", "backups"} {
@@ -182,15 +191,20 @@ func (p *svcProc) settled() {
 	p.t.Fatalf("resources still transient after 120 s: %s", p.log.String())
 }
 
-// TestServiceKill9 kills the service at random points of every kind of
-// task, starts it again, and checks that each task completes or ends in
-// error, that no resource stays in a transient state, and that no
-// temporary snapshot or volume is left in the engine.
+// TestServiceKill9 kills the service with SIGKILL inside every kind of
+// task, at points the binary's test hooks announce (the task was claimed,
+// its backup session started, chunks stored or read, the manifest stored,
+// the catalog updated), starts it again, and checks that each kill cut a
+// task short, that each task completes or ends in error, that no resource
+// stays in a transient state, and that no temporary snapshot or volume is
+// left in the engine.
 func TestServiceKill9(t *testing.T) {
 	needTools(t, "nbdcopy")
 	data := filepath.Join(t.TempDir(), "data")
 	p := startService(t, data)
-	// A 1 GiB volume with 256 MiB of random data written over NBD.
+	// A 1 GiB volume with 256 MiB of random data written over NBD: 64
+	// chunks of 4 MiB.
+	const dataChunks = 64
 	var vol struct{ Volume map[string]any }
 	p.mustCall(202, "POST", "/volumes", map[string]any{"volume": map[string]any{"size": 1, "name": "src"}}, &vol)
 	p.settled()
@@ -205,62 +219,81 @@ func TestServiceKill9(t *testing.T) {
 	p.mustCall(202, "POST", "/snapshots", map[string]any{"snapshot": map[string]any{"volume_id": src}}, &snap)
 	p.settled()
 	snapID := snap.Snapshot["id"].(string)
+	p.stop()
 
 	r := rand.New(rand.NewPCG(7, 7))
+	// Points every backup passes; the first one also stores the chunks.
+	backupPoints := []string{"catalog.task backup.create running#1", "store.put " + format.SessionsPrefix + "#1",
+		"store.put " + format.IndexesPrefix + "#1", "store.put " + format.BackupsPrefix + "#1", "catalog.backup available#1"}
 	ops := []struct {
-		name string
-		do   func() string // returns the resource to check
+		name   string
+		points func(round int) []string
+		do     func(p *svcProc) string // returns the resource to check
 	}{
-		{"backup of a volume", func() string {
+		{"backup of a volume", func(round int) []string {
+			if round == 0 {
+				return []string{fmt.Sprintf("store.put %s#%d", format.ChunksPrefix, 1+r.IntN(dataChunks))}
+			}
+			return backupPoints
+		}, func(p *svcProc) string {
 			var b struct{ Backup map[string]any }
 			p.mustCall(202, "POST", "/backups", map[string]any{"backup": map[string]any{"volume_id": src}}, &b)
 			return b.Backup["id"].(string)
 		}},
-		{"backup of a snapshot", func() string {
+		{"backup of a snapshot", func(int) []string { return backupPoints }, func(p *svcProc) string {
 			var b struct{ Backup map[string]any }
 			p.mustCall(202, "POST", "/backups", map[string]any{"backup": map[string]any{"snapshot_id": snapID}}, &b)
 			return b.Backup["id"].(string)
 		}},
-		{"restore into a new volume", func() string {
+		{"restore into a new volume", func(int) []string {
+			return []string{"catalog.task backup.restore running#1",
+				fmt.Sprintf("store.get %s#%d", format.ChunksPrefix, 1+r.IntN(dataChunks)), "catalog.volume available#1"}
+		}, func(p *svcProc) string {
 			id := anyAvailableBackup(p)
 			if id == "" {
-				return ""
+				p.t.Fatal("no available backup to restore")
 			}
 			var res struct{ Restore map[string]string }
 			p.mustCall(202, "POST", "/backups/"+id+"/restore", map[string]any{"restore": map[string]any{}}, &res)
 			return res.Restore["volume_id"]
 		}},
-		{"volume from a snapshot", func() string {
+		{"volume from a snapshot", func(int) []string {
+			return []string{"catalog.task volume.create running#1", "catalog.volume available#1"}
+		}, func(p *svcProc) string {
 			var v struct{ Volume map[string]any }
 			p.mustCall(202, "POST", "/volumes", map[string]any{"volume": map[string]any{"snapshot_id": snapID}}, &v)
 			return v.Volume["id"].(string)
 		}},
-		{"delete a backup", func() string {
+		{"delete a backup", func(int) []string {
+			return []string{"catalog.task backup.delete running#1", "store.delete " + format.BackupsPrefix + "#1", "store.list " + format.ChunksPrefix + "#1"}
+		}, func(p *svcProc) string {
 			id := anyAvailableBackup(p)
-			if id != "" {
-				p.mustCall(202, "DELETE", "/backups/"+id, nil, nil)
+			if id == "" {
+				p.t.Fatal("no available backup to delete")
 			}
+			p.mustCall(202, "DELETE", "/backups/"+id, nil, nil)
 			return id
 		}},
 	}
-	interrupted := 0
 	for round := range 10 {
 		op := ops[round%len(ops)]
-		id := op.do()
-		time.Sleep(time.Duration(r.IntN(400)) * time.Millisecond)
+		points := op.points(round)
+		at := points[r.IntN(len(points))]
+		// A service of its own per round: the events it counts are this
+		// round's task's.
+		point := newHookPoint(t, at)
+		p = startServiceEnv(t, data, point.env())
+		id := op.do(p)
+		point.reached(p.done, p.log.String)
 		p.kill()
 		p = startService(t, data)
 		p.settled()
-		cut := strings.Contains(p.log.String(), "task interrupted by a restart")
-		if cut {
-			interrupted++
+		if !strings.Contains(p.log.String(), "task interrupted by a restart") {
+			t.Fatalf("round %d: %s %s killed at %s, and no task was cut short: %s", round, op.name, id, at, p.log.String())
 		}
-		t.Logf("round %d: %s %s: killed; a task was cut short: %v", round, op.name, id, cut)
+		t.Logf("round %d: %s %s: killed at %s", round, op.name, id, at)
+		p.stop()
 	}
-	if interrupted < 3 {
-		t.Fatalf("only %d of 10 kills landed during a task", interrupted)
-	}
-	p.stop()
 	checkNoLeftovers(t, data)
 
 	// Every available backup restores the source's bytes.

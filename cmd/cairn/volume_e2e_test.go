@@ -38,56 +38,42 @@ func (v *volEnv) uri(export string) string {
 }
 
 // serve starts 'cairn volume serve' and waits for its sockets; the
-// process is killed when the test ends.
-func (v *volEnv) serve(args ...string) *exec.Cmd {
+// process is stopped when the test ends.
+func (v *volEnv) serve(args ...string) *proc { v.t.Helper(); return v.serveEnv(nil, args...) }
+
+// serveEnv is serve with env added to the environment.
+func (v *volEnv) serveEnv(env []string, args ...string) *proc {
 	v.t.Helper()
-	cmd := exec.Command(cairnBin, append([]string{"volume", "serve"}, args...)...)
-	cmd.Env = append(os.Environ(), v.envs...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
+	p := &proc{cmd: exec.Command(cairnBin, append([]string{"volume", "serve"}, args...)...), exited: make(chan struct{}), out: &lockedBuffer{}}
+	p.cmd.Env = append(append(os.Environ(), v.envs...), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
 		v.t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
+	go func() { _ = p.cmd.Wait(); close(p.exited) }()
 	v.t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-exited:
+		case <-p.exited:
 		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
+			p.kill()
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(pointTimeout)
 	for {
 		// Dial, not stat: a killed server leaves its socket files behind.
 		if c, err := net.Dial("unix", v.socket()); err == nil {
 			c.Close()
-			return cmd
+			return p
 		}
 		select {
-		case <-exited:
-			v.t.Fatalf("cairn volume serve exited: %s", stderr.String())
+		case <-p.exited:
+			v.t.Fatalf("cairn volume serve exited: %s", p.out.String())
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			v.t.Fatalf("cairn volume serve did not start: %s", stderr.String())
+			v.t.Fatalf("cairn volume serve did not start: %s", p.out.String())
 		}
-	}
-}
-
-// kill9 kills the server the hard way and waits for it.
-func kill9(t *testing.T, cmd *exec.Cmd) {
-	t.Helper()
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	for range 500 {
-		if err := syscall.Kill(cmd.Process.Pid, 0); err != nil {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -341,7 +327,11 @@ func TestVolumeServeKill9(t *testing.T) {
 	}
 	var snaps []snapState
 	for round := range 4 {
-		srv := v.serve()
+		// The kill lands as the k-th of the unflushed writes below reaches
+		// the volume; they alone name the export by the volume's name.
+		at := fmt.Sprintf("nbd.write disk#%d", 1+r.IntN(32))
+		point := newHookPoint(t, at)
+		srv := v.serveEnv(point.env())
 		// A durable write (flushed, or FUA on odd rounds) in [8M, 32M),
 		// then a snapshot of it.
 		img := filepath.Join(v.dir, fmt.Sprintf("w%d", round))
@@ -360,14 +350,22 @@ func TestVolumeServeKill9(t *testing.T) {
 		off2 := 8<<20 + r.Int64N(20<<20)&^4095
 		runTool(t, "qemu-io", "-f", "raw", "-c", fmt.Sprintf("write -f -P %d %d 65536", round+1, off2), v.uri(vol.ID))
 		copy(want[off2:off2+65536], bytes.Repeat([]byte{byte(round + 1)}, 65536))
-		// Unflushed writes to [0, 8M) in flight when the kill lands.
+		// Unflushed writes to [0, 8M) in flight when the kill lands: 32
+		// writes of 256 KiB.
 		junk := filepath.Join(v.dir, "junk")
 		randomFile(t, junk, 8<<20, uint64(round+100))
-		bg := exec.Command("nbdcopy", "--flush=false", junk, v.uri(vol.ID))
-		_ = bg.Start()
-		time.Sleep(time.Duration(r.IntN(200)) * time.Millisecond)
-		kill9(t, srv)
-		_ = bg.Wait()
+		// (nbdcopy flushes only when told to.)
+		bg := exec.Command("nbdcopy", "--request-size=262144", junk, v.uri("disk"))
+		bgOut := &lockedBuffer{}
+		bg.Stdout, bg.Stderr = bgOut, bgOut
+		if err := bg.Start(); err != nil {
+			t.Fatal(err)
+		}
+		bgDone := make(chan struct{})
+		go func() { _ = bg.Wait(); close(bgDone) }()
+		point.reached(either(srv.exited, bgDone), func() string { return srv.out.String() + bgOut.String() })
+		srv.kill()
+		<-bgDone
 
 		srv = v.serve()
 		for _, sn := range snaps {
@@ -385,7 +383,7 @@ func TestVolumeServeKill9(t *testing.T) {
 		}
 		// The junk area holds whatever landed; take it into the model.
 		copy(want[:8<<20], b[:8<<20])
-		kill9(t, srv)
+		srv.kill()
 	}
 }
 

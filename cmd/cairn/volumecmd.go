@@ -578,13 +578,13 @@ requests.`,
 				closeAll()
 				return usageError{errors.New("--no-unix needs --listen: nothing would be served")}
 			}
-			srv := nbd.NewServer(volumectl.Exports{E: e}, nbd.Options{Logger: log})
+			srv := nbd.NewServer(a.hooks.exports(volumectl.Exports{E: e}), nbd.Options{Logger: log})
 			httpSrv := &http.Server{Handler: volumectl.Handler(volumectl.Direct{E: e}), ReadHeaderTimeout: 10 * time.Second}
 			var wg sync.WaitGroup
 			wg.Go(func() { _ = httpSrv.Serve(listeners[0]) })
 			for _, l := range listeners[1:] {
 				wg.Go(func() {
-					if err := srv.Serve(ctx, l); err != nil {
+					if err := srv.Serve(ctx, a.hooks.listener(l)); err != nil {
 						log.Error("nbd server stopped", "addr", l.Addr(), "err", err)
 					}
 				})

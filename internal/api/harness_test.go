@@ -29,6 +29,7 @@ import (
 	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/service"
 	"github.com/cairnproject/cairn/internal/volume"
+	"github.com/cairnproject/cairn/internal/volumectl"
 	"github.com/cairnproject/cairn/internal/wire"
 )
 
@@ -125,7 +126,8 @@ func newEnvWith(t testing.TB, dir, store string, openCatalog func() (catalog.Sto
 		return repo.Open(ctx, be, e.secret, ropts)
 	}
 	met := metrics.New()
-	cfg := service.Config{Catalog: e.cat, Engine: e.eng, OpenRepo: open,
+	cfg := service.Config{Catalog: e.cat, Engine: service.NewEngine(e.eng),
+		OpenRepo: service.Repositories(open, volumectl.Direct{E: e.eng}, nil),
 		Notifier: e.events, Observer: met, Workers: 8, NBDSocket: filepath.Join(dir, "nbd.sock")}
 	for _, f := range tune {
 		f(&cfg)
@@ -215,7 +217,7 @@ func (e *env) must(want int, token, method, path string, body any, out any) {
 // wait polls a resource until its status is not transient and returns it.
 func (e *env) wait(token, project, kind, id string) map[string]any {
 	e.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := e.deadline()
 	for time.Now().Before(deadline) {
 		var out map[string]map[string]any
 		code := e.do(token, "GET", fmt.Sprintf("/v3/%s/%ss/%s", project, kind, id), nil, &out)
@@ -232,8 +234,22 @@ func (e *env) wait(token, project, kind, id string) map[string]any {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	e.t.Fatalf("%s %s still transient after 60 s", kind, id)
+	e.t.Fatalf("%s %s still transient at the test's deadline", kind, id)
 	return nil
+}
+
+// deadline is how long a wait for a task may take: as long as a busy
+// machine needs (a restore under the race detector, with both cores
+// taken, takes minutes), until shortly before the test binary's own
+// deadline (go test -timeout), so a task that never ends still fails
+// with the test's message rather than the binary's panic.
+func (e *env) deadline() time.Time {
+	if t, ok := e.t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if d, ok := t.Deadline(); ok {
+			return d.Add(-15 * time.Second)
+		}
+	}
+	return time.Now().Add(24 * time.Hour)
 }
 
 // createVolume makes an available volume of gib GiB in project.
@@ -373,7 +389,7 @@ func (e *env) state() state {
 // settle waits until no task is pending or running.
 func (e *env) settle() {
 	e.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := e.deadline()
 	for time.Now().Before(deadline) {
 		var n int
 		err := e.cat.View(e.t.Context(), func(tx catalog.Tx) error {
@@ -389,5 +405,5 @@ func (e *env) settle() {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	e.t.Fatal("tasks still running after 60 s")
+	e.t.Fatal("tasks still running at the test's deadline")
 }

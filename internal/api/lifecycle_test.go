@@ -94,8 +94,9 @@ func lifecycle(t *testing.T, e *env) {
 		t.Error("the full backup does not show its dependent")
 	}
 
-	// A volume backup (temporary snapshot) of the changed volume, with
-	// the volume then back to available and no snapshot left behind.
+	// A volume backup (temporary snapshot) of the changed volume. A task
+	// shows its resource's final status last: once the backup is shown
+	// available, its temporary snapshot is gone and its volume released.
 	snapsBefore := len(e.eng.Snapshots(cairn.ID{}))
 	var vb struct{ Backup wire.Backup }
 	e.must(202, e.tokA, "POST", "/v3/"+p+"/backups", map[string]any{"backup": map[string]any{"volume_id": vol, "incremental": true}}, &vb)
@@ -105,8 +106,9 @@ func lifecycle(t *testing.T, e *env) {
 	if n := len(e.eng.Snapshots(cairn.ID{})); n != snapsBefore {
 		t.Errorf("engine snapshots %d after a volume backup, want %d", n, snapsBefore)
 	}
-	if r := e.wait(e.tokA, p, "volume", vol); r["status"] != "available" {
-		t.Errorf("volume after backup: %v", r)
+	var vr struct{ Volume wire.Volume }
+	if e.must(200, e.tokA, "GET", "/v3/"+p+"/volumes/"+vol, nil, &vr); vr.Volume.Status != "available" {
+		t.Errorf("volume once its backup is available: %s", vr.Volume.Status)
 	}
 
 	// Deleting the full backup is allowed; the incremental still restores.

@@ -20,6 +20,7 @@ import (
 	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/service"
 	"github.com/cairnproject/cairn/internal/volume"
+	"github.com/cairnproject/cairn/internal/volumectl"
 	"github.com/cairnproject/cairn/internal/wire"
 )
 
@@ -53,7 +54,8 @@ func startService(t *testing.T) (string, func(project string, admin bool) string
 		}
 		return repo.Open(ctx, be, secret, repo.Options{})
 	}
-	svc := service.New(service.Config{Catalog: cat, Engine: eng, OpenRepo: openRepo, Workers: 4,
+	svc := service.New(service.Config{Catalog: cat, Engine: service.NewEngine(eng),
+		OpenRepo: service.Repositories(openRepo, volumectl.Direct{E: eng}, nil), Workers: 4,
 		NBDSocket: filepath.Join(dir, "nbd.sock")})
 	if err := svc.Start(ctx); err != nil {
 		t.Fatal(err)

@@ -75,6 +75,24 @@ func (m *Metrics) Request(route string, code int, d time.Duration) {
 	m.reqDuration.WithLabelValues(route).Observe(d.Seconds())
 }
 
+// StoreRequests exports the requests in flight to the backup store and
+// those waiting for a slot, read from the function at every scrape; fn
+// must be safe to call from any goroutine.
+func (m *Metrics) StoreRequests(fn func() (limit, inFlight, waiting int)) {
+	gauge := func(name, help string, pick func(l, f, w int) int) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+			return float64(pick(fn()))
+		})
+	}
+	m.reg.MustRegister(
+		gauge("cairn_store_requests_limit", "Requests the backup store may have in flight across all tasks.",
+			func(l, _, _ int) int { return l }),
+		gauge("cairn_store_requests_in_flight", "Requests in flight to the backup store.",
+			func(_, f, _ int) int { return f }),
+		gauge("cairn_store_requests_waiting", "Requests waiting for a slot to the backup store.",
+			func(_, _, w int) int { return w }))
+}
+
 // Handler serves the metrics in Prometheus' text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/cairnproject/cairn"
 )
 
@@ -36,7 +38,11 @@ type PutOptions struct {
 }
 
 // Backend is a store of named, immutable objects. Implementations must be
-// safe for concurrent use by multiple goroutines.
+// safe for concurrent use by multiple goroutines, Close excepted.
+//
+// Every method that takes a context fails, with an error that wraps the
+// context's, when given one that has already ended, and then changes
+// nothing in the store.
 type Backend interface {
 	// Location names the store for messages, e.g. "local:/srv/repo". It
 	// never contains secrets.
@@ -65,7 +71,17 @@ type Backend interface {
 
 	// Delete removes the object. Deleting a missing object is not an error.
 	Delete(ctx context.Context, name string) error
+
+	// Close releases what the backend holds: idle connections, HTTP
+	// transports it created. A wrapper closes the backend it wraps. Close
+	// may be called only once every other call has returned and every
+	// reader from Get is closed; it is idempotent. Every call after it
+	// fails with an error that wraps ErrClosed.
+	Close() error
 }
+
+// ErrClosed is the error of a call to a Backend after its Close.
+var ErrClosed = errors.New("object store closed")
 
 // MaxObjectSize bounds every object the repository writes. The repository
 // splits larger structures (indexes) into parts, so no backend needs to
@@ -178,10 +194,15 @@ const MaxBatchDelete = 1000
 
 // DeleteAll deletes the named objects: in batches where be supports them,
 // otherwise one by one on up to parallel goroutines. done, when not nil,
-// hears about every batch or object deleted, one call at a time.
+// hears about every batch or object deleted, one call at a time. It
+// returns nil only when every object was deleted: a context that ends
+// before then makes it return the context's error.
 func DeleteAll(ctx context.Context, be Backend, names []string, parallel int, done func(names []string)) error {
 	if bd, ok := be.(BatchDeleter); ok {
 		for len(names) > 0 {
+			if err := ctx.Err(); err != nil {
+				return fmt.Errorf("deleting %d objects: %w", len(names), err)
+			}
 			n := min(len(names), MaxBatchDelete)
 			if err := bd.DeleteBatch(ctx, names[:n]); err != nil {
 				return err
@@ -193,45 +214,35 @@ func DeleteAll(ctx context.Context, be Backend, names []string, parallel int, do
 		}
 		return nil
 	}
-	next := make(chan string)
-	errc := make(chan error, 1)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(1, parallel))
 	var doneMu sync.Mutex
-	var wg sync.WaitGroup
-	for range max(1, parallel) {
-		wg.Go(func() {
-			for name := range next {
-				if err := be.Delete(ctx, name); err != nil {
-					select {
-					case errc <- err:
-					default:
-					}
-					cancel()
-					continue
-				}
-				if done != nil {
-					doneMu.Lock()
-					done([]string{name})
-					doneMu.Unlock()
-				}
+	started := 0
+	for _, name := range names {
+		// A failed delete has cancelled gctx: start no more.
+		if gctx.Err() != nil {
+			break
+		}
+		started++
+		g.Go(func() error {
+			if err := be.Delete(gctx, name); err != nil {
+				return err
 			}
+			if done != nil {
+				doneMu.Lock()
+				done([]string{name})
+				doneMu.Unlock()
+			}
+			return nil
 		})
 	}
-feed:
-	for _, name := range names {
-		select {
-		case next <- name:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
-	select {
-	case err := <-errc:
+	if err := g.Wait(); err != nil {
 		return err
-	default:
+	}
+	if started < len(names) {
+		// Only the caller's context ending stops the loop without an
+		// error from a delete.
+		return fmt.Errorf("deleting %d objects: %d not deleted: %w", len(names), len(names)-started, ctx.Err())
 	}
 	return nil
 }

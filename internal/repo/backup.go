@@ -75,7 +75,7 @@ type sealedChunk struct {
 // Backup backs up src and returns the new backup's manifest. Nothing is
 // visible until the manifest is written, its last step.
 func (r *Repository) Backup(ctx context.Context, src Source, opts BackupOptions) (*format.Manifest, error) {
-	started := time.Now()
+	started := r.now()
 	size := src.Size()
 	if size < 0 {
 		return nil, fmt.Errorf("source size %d: %w", size, cairn.ErrInvalid)
@@ -268,7 +268,7 @@ func (r *Repository) Backup(ctx context.Context, src Source, opts BackupOptions)
 	if err := r.writeIndex(ctx, m, b.flatEntries()); err != nil {
 		return nil, err
 	}
-	b.stats.Duration = format.Duration(time.Since(started))
+	b.stats.Duration = format.Duration(r.now().Sub(started))
 	m.Stats = b.stats
 	if err := sess.check(); err != nil {
 		return nil, err

@@ -48,7 +48,7 @@ type sessionInfo struct {
 // running backup has seen it and none holds it. With no backup running, a
 // single GC condemns and sweeps.
 func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
-	started := time.Now()
+	started := r.now()
 	var stats GCStats
 	stored, err := r.storedChunks(ctx)
 	if err != nil {
@@ -69,7 +69,7 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 			}
 		}
 		stats.ChunksPending = stats.ChunksCondemned
-		stats.Duration = time.Since(started)
+		stats.Duration = r.now().Sub(started)
 		return stats, nil
 	}
 
@@ -172,7 +172,7 @@ func (r *Repository) GC(ctx context.Context, opts GCOptions) (GCStats, error) {
 		return stats, err
 	}
 	stats.TemporaryRemoved = n
-	stats.Duration = time.Since(started)
+	stats.Duration = r.now().Sub(started)
 	return stats, nil
 }
 
@@ -301,9 +301,11 @@ func (r *Repository) sweep(ctx context.Context, sets []condemnedInfo, stored map
 		}
 		sw.sets = append(sw.sets, set.ID)
 	}
-	sw.refreshed = time.Now()
+	sw.refreshed = r.now()
 	defer sw.end(context.WithoutCancel(ctx))
-	sleep(ctx, margin)
+	if err := r.pause(ctx, margin); err != nil {
+		return nil, err
+	}
 	live, err = r.liveSessions(ctx)
 	if err != nil {
 		return nil, err
@@ -327,11 +329,16 @@ func (r *Repository) sweep(ctx context.Context, sets []condemnedInfo, stored map
 		return waiting, nil
 	}
 
-	stop := sw.keepAlive(ctx)
+	stop, err := sw.keepAlive(ctx)
+	if err != nil {
+		return nil, err
+	}
 	defer stop()
 	// A backup that released its hold before the listing above committed
 	// its manifest before that; wait until such a manifest is listable.
-	sleep(ctx, margin)
+	if err := r.pause(ctx, margin); err != nil {
+		return nil, err
+	}
 	referenced, _, err := r.liveChunks(ctx)
 	if err != nil {
 		return nil, err
@@ -504,42 +511,54 @@ type sweeper struct {
 	refreshed time.Time
 }
 
-func (sw *sweeper) keepAlive(ctx context.Context) (stop func()) {
+// keepAlive rewrites the sweeping markers every SessionTimeout/3 until
+// stop is called, which waits for it to end.
+func (sw *sweeper) keepAlive(ctx context.Context) (stop func(), err error) {
+	r := sw.r
+	interval := r.sessionTimeout() / 3
 	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		interval := sw.r.sessionTimeout() / 3
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			before := time.Now()
-			ok := true
-			for _, set := range sw.sets {
-				if err := sw.r.putJSON(ctx, format.TypeMarker, sweepingName(set), struct{}{}, objstore.PutOptions{}); err != nil {
-					ok = false
-				}
-			}
-			if ok {
-				sw.mu.Lock()
-				sw.refreshed = before
-				sw.mu.Unlock()
-			}
-		}
+	ended := make(chan struct{})
+	// The ticks start before this returns (see Options.Ticks).
+	ticks, stopTicks := r.opts.Ticks(interval / 2)
+	err = r.goBackground(func() {
+		defer close(ended)
+		defer stopTicks()
+		r.refreshLoop(ctx, done, ticks, func() bool {
+			sw.mu.Lock()
+			defer sw.mu.Unlock()
+			return r.now().Sub(sw.refreshed) >= interval
+		}, sw.refresh)
 	})
-	return func() { close(done); wg.Wait() }
+	if err != nil {
+		stopTicks()
+		return nil, err
+	}
+	return func() { close(done); <-ended }, nil
+}
+
+// refresh rewrites every sweeping marker of the sweep; the sweep counts
+// as refreshed only when all of them were written.
+func (sw *sweeper) refresh(ctx context.Context) error {
+	before := sw.r.now()
+	var first error
+	for _, set := range sw.sets {
+		if err := sw.r.putJSON(ctx, format.TypeMarker, sweepingName(set), struct{}{}, objstore.PutOptions{}); err != nil && first == nil {
+			first = fmt.Errorf("refreshing the sweep of condemned set %s: %w", set.Short(), err)
+		}
+	}
+	if first != nil {
+		return first
+	}
+	sw.mu.Lock()
+	sw.refreshed = before
+	sw.mu.Unlock()
+	return nil
 }
 
 func (sw *sweeper) check() error {
 	sw.mu.Lock()
 	defer sw.mu.Unlock()
-	if age := time.Since(sw.refreshed); age > sw.r.sessionTimeout()*2/3 {
+	if age := sw.r.now().Sub(sw.refreshed); age > sw.r.sessionTimeout()*2/3 {
 		return fmt.Errorf("sweep markers not refreshed for %v; stopping so waiting backups may proceed: %w", age.Round(time.Second), cairn.ErrConflict)
 	}
 	return nil
@@ -548,16 +567,6 @@ func (sw *sweeper) check() error {
 func (sw *sweeper) end(ctx context.Context) {
 	for _, set := range sw.sets {
 		_ = sw.r.be.Delete(ctx, sweepingName(set))
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/cairnproject/cairn/internal/repo"
 	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/repo/repotest"
+	"golang.org/x/sync/errgroup"
 )
 
 func chunkNames(t *testing.T, be objstore.Backend) map[string]bool {
@@ -246,12 +247,85 @@ func TestRestoreNeverWritesWrongBytes(t *testing.T) {
 	}
 }
 
+// A sweep rewrites its markers while it works (docs/format.md, step 4),
+// and stops, deleting nothing, once they could look dead to a backup
+// waiting for it: when they have not been rewritten for 2/3 of the
+// session timeout.
+func TestSweepStopsWhenItsMarkersGoStale(t *testing.T) {
+	for _, refused := range []bool{false, true} {
+		t.Run(fmt.Sprintf("refreshes refused=%v", refused), func(t *testing.T) {
+			const margin = 2 * time.Second // a second beyond the heartbeat interval
+			ctx := t.Context()
+			clk := newClock()
+			be := faulty.New(mem.New(mem.Options{Now: clk.Now}), faulty.Options{})
+			opts := clockOpts(clk)
+			beats := heartbeats(&opts)
+			r := initRepoWith(t, be, format.GCParams{SessionTimeout: format.Duration(3 * time.Second), ConsistencyMargin: format.Duration(margin)}, opts)
+			f := backup(t, r, &repotest.Source{Data: repotest.Mixed(71, 6*testChunk, testChunk)}, repo.BackupOptions{})
+			if err := r.Forget(ctx, []cairn.ID{f.ID}); err != nil {
+				t.Fatal(err)
+			}
+			// The first gc condemns f's chunks; the set must age twice the
+			// margin before a sweep.
+			s1, err := r.GC(ctx, repo.GCOptions{})
+			if err != nil || s1.ChunksCondemned == 0 || s1.ChunksDeleted != 0 {
+				t.Fatalf("first gc: %+v %v", s1, err)
+			}
+			before := len(chunkNames(t, be))
+			clk.Advance(2 * margin)
+
+			type gcResult struct {
+				stats repo.GCStats
+				err   error
+			}
+			done := make(chan gcResult, 1)
+			finished := make(chan struct{})
+			go func() {
+				defer close(finished)
+				s, err := r.GC(ctx, repo.GCOptions{})
+				done <- gcResult{s, err}
+			}()
+			t.Cleanup(func() { <-finished }) // t.Context ends first, and with it the gc's sleep
+			// The sweep has announced itself and waits a margin before it
+			// looks for holds; then it waits another before it deletes, its
+			// keep-alive running.
+			<-clk.Sleeping(1)
+			clk.Advance(margin)
+			<-clk.Sleeping(1)
+			if refused {
+				be.SetOptions(faulty.Options{Prefix: format.SweepingPrefix, FailRate: 1})
+			}
+			// Two margins after the announcement the keep-alive is due.
+			clk.Tick()
+			if err := <-beats; (err != nil) != refused {
+				t.Fatalf("keep-alive of the sweep markers: %v", err)
+			}
+			clk.WakeSleepers()
+			res := <-done
+			be.SetOptions(faulty.Options{})
+			got := len(chunkNames(t, be))
+			if refused {
+				if !errors.Is(res.err, cairn.ErrConflict) || got != before {
+					t.Fatalf("sweep with markers unrefreshed for %v: %v, %d of %d chunks left", 2*margin, res.err, got, before)
+				}
+				return
+			}
+			if res.err != nil || res.stats.ChunksDeleted != before || got != 0 {
+				t.Fatalf("sweep with fresh markers: %+v %v, %d chunks left", res.stats, res.err, got)
+			}
+		})
+	}
+}
+
 // TestCrashDuringBackup stops the store after every possible number of
 // writes. No half backup may become visible, the repository must check
 // clean, and the next backup must succeed and reuse what was stored.
+//
+// On a fake clock whose ticks never come, no heartbeat writes: the crash
+// falls after exactly n writes of the backup itself.
 func TestCrashDuringBackup(t *testing.T) {
-	be := mem.New(mem.Options{})
-	r := initRepo(t, be)
+	clk := newClock()
+	r, be := newClockRepo(t, clk)
 	base := repotest.Mixed(30, 24*testChunk, testChunk)
 	backup(t, r, &repotest.Source{Data: base}, repo.BackupOptions{})
 	data := bytes.Clone(base)
@@ -259,9 +333,9 @@ func TestCrashDuringBackup(t *testing.T) {
 
 	reused := false
 	for n := 1; ; n++ {
-		snapshot := cloneMem(t, be)
+		snapshot := cloneMem(t, be, clk)
 		fb := faulty.New(snapshot, faulty.Options{CrashAfter: n})
-		rr, err := repo.Open(t.Context(), fb, password, testOpts())
+		rr, err := repo.Open(t.Context(), fb, password, clockOpts(clk))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -281,7 +355,7 @@ func TestCrashDuringBackup(t *testing.T) {
 		if err == nil {
 			want = 2
 		}
-		after := reopen(t, snapshot)
+		after := reopenWith(t, snapshot, clockOpts(clk))
 		list, lerr := after.Backups(t.Context())
 		if lerr != nil || len(list.Backups) != want || len(list.Damaged) != 0 {
 			t.Fatalf("crash after %d writes (backup error %v): %d backups visible, damaged %v, %v", n, err, len(list.Backups), list.Damaged, lerr)
@@ -298,10 +372,11 @@ func TestCrashDuringBackup(t *testing.T) {
 
 // TestCrashDuringGC stops the store after every possible number of writes
 // of a gc: every surviving backup must still restore, and the next gc must
-// finish the job.
+// finish the job. As in TestCrashDuringBackup, the fake clock keeps
+// heartbeats from adding writes.
 func TestCrashDuringGC(t *testing.T) {
-	be := mem.New(mem.Options{})
-	r := initRepo(t, be)
+	clk := newClock()
+	r, be := newClockRepo(t, clk)
 	src := &repotest.Source{Data: repotest.Mixed(40, 24*testChunk, testChunk)}
 	versions := map[cairn.ID][]byte{}
 	var ids []cairn.ID
@@ -310,14 +385,15 @@ func TestCrashDuringGC(t *testing.T) {
 		m := backup(t, r, src, repo.BackupOptions{})
 		versions[m.ID] = bytes.Clone(src.Data)
 		ids = append(ids, m.ID)
+		clk.Advance(time.Second) // each backup's parent is the one before
 	}
 	if err := r.Forget(t.Context(), []cairn.ID{ids[0], ids[2]}); err != nil {
 		t.Fatal(err)
 	}
 	for n := 1; ; n++ {
-		snapshot := cloneMem(t, be)
+		snapshot := cloneMem(t, be, clk)
 		fb := faulty.New(snapshot, faulty.Options{CrashAfter: n})
-		rr := reopen(t, fb)
+		rr := reopenWith(t, fb, clockOpts(clk))
 		_, err := rr.GC(t.Context(), repo.GCOptions{})
 		if !fb.Crashed() {
 			if err != nil {
@@ -325,7 +401,7 @@ func TestCrashDuringGC(t *testing.T) {
 			}
 			break
 		}
-		after := reopen(t, snapshot)
+		after := reopenWith(t, snapshot, clockOpts(clk))
 		for _, id := range []cairn.ID{ids[1], ids[3]} {
 			m, err := after.Manifest(t.Context(), id)
 			if err != nil {
@@ -343,9 +419,10 @@ func TestCrashDuringGC(t *testing.T) {
 	}
 }
 
-func cloneMem(t *testing.T, be *mem.Backend) *mem.Backend {
+// cloneMem copies every object of be into a new store on clk.
+func cloneMem(t *testing.T, be *mem.Backend, clk *repotest.Clock) *mem.Backend {
 	t.Helper()
-	c := mem.New(mem.Options{})
+	c := mem.New(mem.Options{Now: clk.Now})
 	err := be.List(t.Context(), "", func(info objstore.ObjectInfo) error {
 		data, err := objstore.ReadAll(t.Context(), be, info.Name, 0, -1)
 		if err != nil {
@@ -360,76 +437,84 @@ func cloneMem(t *testing.T, be *mem.Backend) *mem.Backend {
 }
 
 // TestGCConcurrentWithBackups runs backups, forgets and gcs at the same
-// time, on the local directory backend: every backup that completes must
-// restore byte for byte, and the repository must check clean.
+// time: every backup that completes must restore byte for byte, and the
+// repository must check clean.
+//
+// Every process runs on one fake clock, which only the gc's goroutine
+// moves: by a step after each gc, to the end of any wait of a backup for a
+// sweep, and through the gc's own waits for the consistency margin. The
+// session timeout is an hour of that time, so however slowly the machine
+// runs the goroutines, no session or sweep looks stale: what varies
+// between runs is only the interleaving.
 func TestGCConcurrentWithBackups(t *testing.T) {
+	gc := format.GCParams{SessionTimeout: format.Duration(time.Hour)}
 	t.Run("local", func(t *testing.T) {
 		be, err := local.New(t.TempDir(), false)
 		if err != nil {
 			t.Fatal(err)
 		}
-		testGCConcurrent(t, be, initRepo(t, be))
+		testGCConcurrent(t, be, newClock(), gc)
 	})
 	// Listings lag writes and deletes by 150 ms; the repository's margin
 	// covers it.
 	t.Run("eventually consistent", func(t *testing.T) {
-		be := mem.New(mem.Options{ListLag: 150 * time.Millisecond})
-		r, err := repo.Init(t.Context(), be, password, repo.InitOptions{
-			ChunkSize: testChunk,
-			// A longer timeout than the other tests: this one runs beside
-			// the whole suite under the race detector.
-			GC: format.GCParams{SessionTimeout: format.Duration(10 * time.Second), ConsistencyMargin: format.Duration(200 * time.Millisecond)},
-		}, testOpts())
-		if err != nil {
-			t.Fatal(err)
-		}
-		testGCConcurrent(t, be, r)
+		clk := newClock()
+		be := mem.New(mem.Options{ListLag: 150 * time.Millisecond, Now: clk.Now})
+		gc := gc
+		gc.ConsistencyMargin = format.Duration(200 * time.Millisecond)
+		testGCConcurrent(t, be, clk, gc)
 	})
 }
 
-func testGCConcurrent(t *testing.T, be objstore.Backend, r *repo.Repository) {
-	ctx := t.Context()
-	// Run for 6 s, and longer (up to 40 s) until gc has both found sets
-	// waiting for running backups and freed chunks while they ran: on a
-	// loaded machine the first seconds may show only one of the two.
-	start := time.Now()
+func testGCConcurrent(t *testing.T, be objstore.Backend, clk *repotest.Clock, gc format.GCParams) {
+	// Each writer makes at least minBackups backups, and goes on (up to
+	// maxBackups) until gc has both found sets waiting for running backups
+	// and freed chunks while they ran.
+	const (
+		minBackups = 10
+		maxBackups = 150
+		step       = 100 * time.Millisecond
+	)
+	// The gc's waits pass the time; backups wait for it to pass.
+	gcOpts := clockOpts(clk)
+	gcOpts.Sleep = clk.Pass
+	r := initRepoWith(t, be, gc, gcOpts)
+	clk.Advance(time.Second) // the key and config show in listings
 	var exercised atomic.Bool
-	running := func() bool {
-		d := time.Since(start)
-		return d < 6*time.Second || (!exercised.Load() && d < 40*time.Second)
-	}
+	var writing atomic.Int32
 
 	var mu sync.Mutex
 	versions := map[cairn.ID][]byte{}
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
+	g, ctx := errgroup.WithContext(t.Context())
 	for w := range 2 {
-		wg.Go(func() {
-			rr := reopen(t, be)
+		writing.Add(1)
+		g.Go(func() error {
+			defer writing.Add(-1)
+			rr := reopenWith(t, be, clockOpts(clk))
 			// Sources share most chunks, so gcs find many of them
 			// unreferenced while backups want to reuse them.
 			data := repotest.Mixed(50, 16*testChunk, testChunk)
-			for i := 0; running(); i++ {
+			for i := 0; i < minBackups || !exercised.Load() && i < maxBackups; i++ {
 				repotest.Scribble(uint64(1000*w+i), data, 2, testChunk)
 				m, err := rr.Backup(ctx, &repotest.Source{Data: data}, repo.BackupOptions{SourceName: fmt.Sprint("src", w)})
 				if err != nil {
-					errs <- fmt.Errorf("backup: %w", err)
-					return
+					return fmt.Errorf("backup: %w", err)
 				}
 				mu.Lock()
 				versions[m.ID] = bytes.Clone(data)
 				mu.Unlock()
 			}
+			return nil
 		})
 	}
 	var pendingRuns, freed int
-	wg.Go(func() {
-		rr := reopen(t, be)
-		for running() {
-			list, err := rr.Backups(ctx)
+	g.Go(func() error {
+		// Until the last backup ends: a backup waiting for a sweep wakes
+		// only when this goroutine moves the clock.
+		for writing.Load() > 0 {
+			list, err := r.Backups(ctx)
 			if err != nil {
-				errs <- err
-				return
+				return err
 			}
 			// Keep only the newest backup of each source.
 			var forget []cairn.ID
@@ -438,30 +523,29 @@ func testGCConcurrent(t *testing.T, be objstore.Backend, r *repo.Repository) {
 					forget = append(forget, m.ID)
 				}
 			}
-			if err := rr.Forget(ctx, forget); err != nil && !errors.Is(err, cairn.ErrNotFound) {
-				errs <- err
-				return
+			if err := r.Forget(ctx, forget); err != nil && !errors.Is(err, cairn.ErrNotFound) {
+				return err
 			}
 			mu.Lock()
 			for _, id := range forget {
 				delete(versions, id)
 			}
 			mu.Unlock()
-			stats, err := rr.GC(ctx, repo.GCOptions{})
+			stats, err := r.GC(ctx, repo.GCOptions{})
 			if err != nil {
-				errs <- fmt.Errorf("gc: %w", err)
-				return
+				return fmt.Errorf("gc: %w", err)
 			}
 			if len(stats.Pending) > 0 {
 				pendingRuns++
 			}
 			freed += stats.ChunksDeleted
 			exercised.Store(pendingRuns > 0 && freed > 0)
+			clk.WakeSleepers()
+			clk.Advance(step)
 		}
+		return nil
 	})
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	if err := g.Wait(); err != nil {
 		t.Fatal(err)
 	}
 	// The protocol must have been exercised: some sets had to wait for
@@ -470,7 +554,8 @@ func testGCConcurrent(t *testing.T, be objstore.Backend, r *repo.Repository) {
 		t.Fatalf("%d gc runs found sets waiting and %d chunks were freed: the test did not exercise concurrency", pendingRuns, freed)
 	}
 	t.Logf("gc runs with waiting sets: %d, chunks freed during backups: %d, backups kept: %d", pendingRuns, freed, len(versions))
-	list, err := r.Backups(ctx)
+	clk.Advance(time.Second) // listings show every backup, and no forgotten one
+	list, err := r.Backups(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -484,10 +569,10 @@ func testGCConcurrent(t *testing.T, be objstore.Backend, r *repo.Repository) {
 	// With no backup running, gc leaves exactly what is referenced (on a
 	// lagging store, once the margins have passed).
 	for range 3 {
-		if _, err := r.GC(ctx, repo.GCOptions{}); err != nil {
+		if _, err := r.GC(t.Context(), repo.GCOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(500 * time.Millisecond)
+		clk.Advance(time.Second)
 	}
 	if got, want := chunkNames(t, be), referenced(t, r); len(got) != len(want) {
 		for name := range want {

@@ -2,7 +2,7 @@ package repo_test
 
 import (
 	"bytes"
-	"fmt"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -15,54 +15,36 @@ import (
 	"github.com/cairnproject/cairn/internal/repo"
 	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/repo/repotest"
-	"github.com/cairnproject/cairn/internal/testenv"
 )
-
-// gate blocks reads of a Source at one offset until opened.
-type gate struct {
-	at      int64
-	reached chan struct{}
-	open    chan struct{}
-	once    sync.Once
-}
-
-func newGate(at int64) *gate {
-	return &gate{at: at, reached: make(chan struct{}), open: make(chan struct{})}
-}
-
-func (g *gate) block(off int64) {
-	if off == g.at {
-		g.once.Do(func() { close(g.reached) })
-		<-g.open
-	}
-}
 
 type result struct {
 	m   *format.Manifest
 	err error
 }
 
+// startBackup runs a backup in a goroutine the test waits for at its end
+// (when t.Context has ended, which releases gates and sleeps).
 func startBackup(t *testing.T, r *repo.Repository, src *repotest.Source, opts repo.BackupOptions) <-chan result {
 	done := make(chan result, 1)
+	finished := make(chan struct{})
 	go func() {
+		defer close(finished)
 		m, err := r.Backup(t.Context(), src, opts)
 		done <- result{m, err}
 	}()
+	t.Cleanup(func() { <-finished })
 	return done
 }
 
+// waitResult waits for a backup started by startBackup; the test binary's
+// timeout, not a guess at how slow the machine is, bounds the wait.
 func waitResult(t *testing.T, ch <-chan result) *format.Manifest {
 	t.Helper()
-	select {
-	case res := <-ch:
-		if res.err != nil {
-			t.Fatalf("backup: %v", res.err)
-		}
-		return res.m
-	case <-time.After(30 * time.Second):
-		t.Fatal("backup did not finish")
+	res := <-ch
+	if res.err != nil {
+		t.Fatalf("backup: %v", res.err)
 	}
-	return nil
+	return res.m
 }
 
 func pendingText(s repo.GCStats) string { return strings.Join(s.Pending, "; ") }
@@ -71,7 +53,8 @@ func pendingText(s repo.GCStats) string { return strings.Join(s.Pending, "; ") }
 // condemned set when it sees it; the set is swept only after the backup
 // ends, and then only of what the backup did not reference.
 func TestGCProtocolHoldAfterUse(t *testing.T) {
-	r, be := newMemRepo(t)
+	clk := newClock()
+	r, be := newClockRepo(t, clk)
 	ctx := t.Context()
 	data := repotest.Mixed(60, 12*testChunk, testChunk)
 	for i := range data[11*testChunk:] {
@@ -79,15 +62,23 @@ func TestGCProtocolHoldAfterUse(t *testing.T) {
 	}
 	f := backup(t, r, &repotest.Source{Data: data}, repo.BackupOptions{SourceName: "f"})
 
+	// b shares f's first 11 chunks and has a new last one. One worker
+	// takes the regions in order, so when b stores its first chunk, the
+	// last region's, it has claimed (reused) all the others; there it
+	// pauses.
 	changed := bytes.Clone(data)
 	changed[11*testChunk] ^= 0xff
-	g := newGate(11 * testChunk)
-	src := &repotest.Source{Data: changed, Block: g.block}
-	done := startBackup(t, reopen(t, be), src, repo.BackupOptions{SourceName: "b", NoParent: true})
-	<-g.reached
-	for src.BytesRead.Load() < 11*testChunk {
-		time.Sleep(10 * time.Millisecond)
-	}
+	upload := newGate(t)
+	wbe := &watchedBackend{Backend: be, beforePut: func(name string) {
+		if strings.HasPrefix(name, format.ChunksPrefix) {
+			upload.wait()
+		}
+	}}
+	opts := clockOpts(clk)
+	opts.Workers = 1
+	beats := heartbeats(&opts)
+	done := startBackup(t, reopenWith(t, wbe, opts), &repotest.Source{Data: changed}, repo.BackupOptions{SourceName: "b", NoParent: true})
+	<-upload.reached
 
 	if err := r.Forget(ctx, []cairn.ID{f.ID}); err != nil {
 		t.Fatal(err)
@@ -99,9 +90,13 @@ func TestGCProtocolHoldAfterUse(t *testing.T) {
 	if s1.ChunksCondemned == 0 || s1.ChunksDeleted != 0 || !strings.Contains(pendingText(s1), "has not seen it") {
 		t.Fatalf("first gc: %+v", s1)
 	}
-	// The session refreshes every SessionTimeout/3 (1 s here), sees the
-	// set, finds it uses its chunks, and holds it.
-	time.Sleep(1600 * time.Millisecond)
+	// b's heartbeat comes due (every SessionTimeout/3, 1 s here): it sees
+	// the set, finds it lists chunks b uses, and holds it.
+	clk.Advance(time.Second)
+	clk.Tick()
+	if err := <-beats; err != nil {
+		t.Fatalf("heartbeat: %v", err)
+	}
 	s2, err := r.GC(ctx, repo.GCOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +104,7 @@ func TestGCProtocolHoldAfterUse(t *testing.T) {
 	if s2.ChunksDeleted != 0 || !strings.Contains(pendingText(s2), "held by") {
 		t.Fatalf("second gc: %+v", s2)
 	}
-	close(g.open)
+	close(upload.open)
 	b := waitResult(t, done)
 	s3, err := r.GC(ctx, repo.GCOptions{})
 	if err != nil {
@@ -125,7 +120,8 @@ func TestGCProtocolHoldAfterUse(t *testing.T) {
 // A backup that starts after a set was condemned reuses its chunks only
 // after holding it; the gc then keeps them.
 func TestGCProtocolHoldBeforeReuse(t *testing.T) {
-	r, be := newMemRepo(t)
+	clk := newClock()
+	r, be := newClockRepo(t, clk)
 	ctx := t.Context()
 	data := repotest.Mixed(61, 10*testChunk, testChunk)
 	f := backup(t, r, &repotest.Source{Data: data}, repo.BackupOptions{SourceName: "f"})
@@ -134,15 +130,46 @@ func TestGCProtocolHoldBeforeReuse(t *testing.T) {
 	}
 	// A running backup that has not seen the set keeps it from being
 	// swept at once.
-	g := newGate(0)
-	blocker := startBackup(t, reopen(t, be), &repotest.Source{Data: repotest.Mixed(62, testChunk, testChunk), Block: g.block}, repo.BackupOptions{SourceName: "g"})
+	g := newGate(t)
+	gOpts := clockOpts(clk)
+	gBeats := heartbeats(&gOpts)
+	blocker := startBackup(t, reopenWith(t, be, gOpts), &repotest.Source{Data: repotest.Mixed(62, testChunk, testChunk), Block: g.at(0)}, repo.BackupOptions{SourceName: "g"})
 	<-g.reached
 	s1, err := r.GC(ctx, repo.GCOptions{})
 	if err != nil || s1.ChunksDeleted != 0 || s1.ChunksPending == 0 {
 		t.Fatalf("first gc: %+v %v", s1, err)
 	}
+	// The blocker's heartbeat: it sees the set (and uses none of its
+	// chunks), so only holds can keep the set from a sweep now.
+	clk.Advance(time.Second)
+	clk.Tick()
+	if err := <-gBeats; err != nil {
+		t.Fatalf("heartbeat: %v", err)
+	}
 
-	b := backup(t, reopen(t, be), &repotest.Source{Data: data}, repo.BackupOptions{SourceName: "b", NoParent: true})
+	// b reuses the set's chunks. Paused before its index, with every
+	// region claimed, it must hold the set: a gc now keeps the chunks.
+	index := newGate(t)
+	wbe := &watchedBackend{Backend: be, beforePut: func(name string) {
+		if strings.HasPrefix(name, format.IndexesPrefix) {
+			index.wait()
+		}
+	}}
+	done := startBackup(t, reopenWith(t, wbe, clockOpts(clk)), &repotest.Source{Data: data}, repo.BackupOptions{SourceName: "b", NoParent: true})
+	select {
+	case <-index.reached:
+	case res := <-done:
+		t.Fatalf("backup ended before writing its index: %v", res.err)
+	}
+	s, err := r.GC(ctx, repo.GCOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ChunksDeleted != 0 || !strings.Contains(pendingText(s), "held by") {
+		t.Fatalf("gc while a backup reuses the set's chunks: %+v", s)
+	}
+	close(index.open)
+	b := waitResult(t, done)
 	if b.Stats.ChunksNew != 0 {
 		t.Fatalf("backup stored %d chunks that were condemned but held", b.Stats.ChunksNew)
 	}
@@ -162,15 +189,16 @@ func TestGCProtocolHoldBeforeReuse(t *testing.T) {
 // A backup that needs a chunk of a set being swept waits for the sweep to
 // end and uploads the chunk again.
 func TestGCProtocolWaitForSweep(t *testing.T) {
-	r, be := newMemRepo(t)
+	clk := newClock()
+	r, be := newClockRepo(t, clk)
 	ctx := t.Context()
 	data := repotest.Mixed(63, 6*testChunk, testChunk)
 	f := backup(t, r, &repotest.Source{Data: data}, repo.BackupOptions{SourceName: "f"})
 	if err := r.Forget(ctx, []cairn.ID{f.ID}); err != nil {
 		t.Fatal(err)
 	}
-	g := newGate(0)
-	blocker := startBackup(t, reopen(t, be), &repotest.Source{Data: repotest.Mixed(64, testChunk, testChunk), Block: g.block}, repo.BackupOptions{SourceName: "g"})
+	g := newGate(t)
+	blocker := startBackup(t, reopenWith(t, be, clockOpts(clk)), &repotest.Source{Data: repotest.Mixed(64, testChunk, testChunk), Block: g.at(0)}, repo.BackupOptions{SourceName: "g"})
 	<-g.reached
 	if _, err := r.GC(ctx, repo.GCOptions{}); err != nil {
 		t.Fatal(err)
@@ -187,16 +215,21 @@ func TestGCProtocolWaitForSweep(t *testing.T) {
 	if err := be.Put(ctx, format.SweepingPrefix+set, []byte("x"), objstore.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	done := startBackup(t, reopen(t, be), &repotest.Source{Data: data}, repo.BackupOptions{SourceName: "b", NoParent: true})
+	done := startBackup(t, reopenWith(t, be, clockOpts(clk)), &repotest.Source{Data: data}, repo.BackupOptions{SourceName: "b", NoParent: true})
+	// The backup holds the set, finds the sweep under way and waits for
+	// it: it sleeps on the clock, which nothing moves yet. Finishing
+	// instead would be using chunks the sweep is deleting.
 	select {
 	case res := <-done:
 		t.Fatalf("backup finished during a sweep of chunks it needs: %+v", res)
-	case <-time.After(time.Second):
+	case <-clk.Sleeping(1):
 	}
-	// The sweep deletes the chunks and ends.
+	// The sweep deletes the chunks and ends; the backup's next look finds
+	// it over.
 	_ = be.List(ctx, format.ChunksPrefix, func(i objstore.ObjectInfo) error { return be.Delete(ctx, i.Name) })
 	_ = be.Delete(ctx, format.CondemnedPrefix+set)
 	_ = be.Delete(ctx, format.SweepingPrefix+set)
+	clk.WakeSleepers()
 	b := waitResult(t, done)
 	if b.Stats.ChunksNew == 0 {
 		t.Fatal("backup did not upload the swept chunks again")
@@ -209,26 +242,37 @@ func TestGCProtocolWaitForSweep(t *testing.T) {
 
 // A backup whose session went stale (a paused process) must not commit.
 func TestStaleSessionDoesNotCommit(t *testing.T) {
-	_, inner := newMemRepo(t)
+	clk := newClock()
+	_, inner := newClockRepo(t, clk)
 	be := faulty.New(inner, faulty.Options{})
-	r := reopen(t, be)
-	g := newGate(0)
-	done := startBackup(t, r, &repotest.Source{Data: repotest.Mixed(65, testChunk, testChunk), Block: g.block}, repo.BackupOptions{SourceName: "s"})
+	opts := clockOpts(clk)
+	beats := heartbeats(&opts)
+	r := reopenWith(t, be, opts)
+	g := newGate(t)
+	done := startBackup(t, r, &repotest.Source{Data: repotest.Mixed(65, testChunk, testChunk), Block: g.at(0)}, repo.BackupOptions{SourceName: "s"})
 	<-g.reached
-	// Make every refresh fail: the store refuses writes to sessions/.
+	// The store refuses writes to sessions/, so the heartbeat, due now,
+	// cannot refresh the marker; and 2.5 s is beyond 2/3 of the 3 s
+	// timeout, when a session stops trusting its marker.
 	be.SetOptions(faulty.Options{Prefix: format.SessionsPrefix, FailRate: 1})
-	time.Sleep(2500 * time.Millisecond) // beyond 2/3 of the 3 s timeout
-	close(g.open)
-	select {
-	case res := <-done:
-		be.SetOptions(faulty.Options{})
-		if res.err == nil {
-			t.Fatal("a backup with a stale session committed")
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("backup did not finish")
+	clk.Advance(2500 * time.Millisecond)
+	clk.Tick()
+	if err := <-beats; err == nil {
+		t.Fatal("the heartbeat refreshed the session through a store refusing it")
 	}
-	list, _ := r.Backups(t.Context())
+	close(g.open)
+	res := <-done
+	be.SetOptions(faulty.Options{})
+	if res.err == nil {
+		t.Fatal("a backup with a stale session committed")
+	}
+	if !errors.Is(res.err, cairn.ErrConflict) {
+		t.Fatalf("a backup with a stale session failed with %v, want a conflict", res.err)
+	}
+	list, err := r.Backups(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(list.Backups) != 0 {
 		t.Fatal("backup visible")
 	}
@@ -237,69 +281,89 @@ func TestStaleSessionDoesNotCommit(t *testing.T) {
 // A lagging listing lets GC condemn the same chunks in two sets. A backup
 // that reuses them must hold both: the sweep of either would delete them.
 func TestGCProtocolChunkInTwoSets(t *testing.T) {
-	lag := 300 * time.Millisecond
+	const lag = 300 * time.Millisecond
 	ctx := t.Context()
-	// setup forgets a backup and runs two gcs in quick succession: the
-	// second does not yet list the first's set and condemns the same
-	// chunks again. It reports how many condemned sets there are; on a
-	// machine too slow for the lag there may be one, and the setup is
-	// tried again.
-	setup := func() (*mem.Backend, *repo.Repository, []byte, int) {
-		be := mem.New(mem.Options{ListLag: lag})
-		r, err := repo.Init(ctx, be, password, repo.InitOptions{
-			ChunkSize: testChunk,
-			GC:        format.GCParams{SessionTimeout: format.Duration(10 * time.Second), ConsistencyMargin: format.Duration(lag)},
-		}, testOpts())
-		if err != nil {
+	clk := newClock()
+	be := mem.New(mem.Options{ListLag: lag, Now: clk.Now})
+	// The gc runs in this goroutine: its waits for the margin make the
+	// time pass, for the store's listings too.
+	gcOpts := clockOpts(clk)
+	gcOpts.Sleep = clk.Pass
+	r := initRepoWith(t, be, format.GCParams{SessionTimeout: format.Duration(10 * time.Second), ConsistencyMargin: format.Duration(lag)}, gcOpts)
+	clk.Advance(lag) // the key and config show in listings
+	data := repotest.Mixed(66, 8*testChunk, testChunk)
+	f := backup(t, r, &repotest.Source{Data: data}, repo.BackupOptions{SourceName: "f"})
+	clk.Advance(lag)
+	if err := r.Forget(ctx, []cairn.ID{f.ID}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(lag)
+	// Two gcs at one instant: the second does not list the first's set
+	// yet, and condemns the same chunks again.
+	for range 2 {
+		if _, err := r.GC(ctx, repo.GCOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(lag) // let the key and config show in listings
-		data := repotest.Mixed(66, 8*testChunk, testChunk)
-		f := backup(t, r, &repotest.Source{Data: data}, repo.BackupOptions{SourceName: "f"})
-		time.Sleep(lag)
-		if err := r.Forget(ctx, []cairn.ID{f.ID}); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(lag)
-		for range 2 {
-			if _, err := r.GC(ctx, repo.GCOptions{}); err != nil {
-				t.Fatal(err)
+	}
+	clk.Advance(2 * lag)
+	var sets []string
+	_ = be.List(ctx, format.CondemnedPrefix, func(i objstore.ObjectInfo) error {
+		sets = append(sets, strings.TrimPrefix(i.Name, format.CondemnedPrefix))
+		return nil
+	})
+	if len(sets) != 2 {
+		t.Fatalf("%d condemned sets, want two", len(sets))
+	}
+
+	// A backup reuses the condemned chunks, and pauses before it commits:
+	// when it writes its index, every region is claimed.
+	var mu sync.Mutex
+	held := map[string]bool{}
+	index := newGate(t)
+	wbe := &watchedBackend{
+		Backend: be,
+		beforePut: func(name string) {
+			if strings.HasPrefix(name, format.IndexesPrefix) {
+				index.wait()
 			}
-		}
-		time.Sleep(2 * lag)
-		var sets int
-		_ = be.List(ctx, format.CondemnedPrefix, func(objstore.ObjectInfo) error { sets++; return nil })
-		return be, r, data, sets
+		},
+		afterPut: func(name string) {
+			if set, _, ok := strings.Cut(strings.TrimPrefix(name, format.HoldsPrefix), "/"); ok && strings.HasPrefix(name, format.HoldsPrefix) {
+				mu.Lock()
+				held[set] = true
+				mu.Unlock()
+			}
+		},
 	}
-	var be *mem.Backend
-	var r *repo.Repository
-	var data []byte
-	sets := 0
-	for attempt := 0; attempt < 5 && sets < 2; attempt++ {
-		be, r, data, sets = setup()
+	done := startBackup(t, reopenWith(t, wbe, clockOpts(clk)), &repotest.Source{Data: data}, repo.BackupOptions{SourceName: "b", NoParent: true})
+	select {
+	case <-index.reached:
+	case res := <-done:
+		t.Fatalf("backup ended before writing its index: %v", res.err)
 	}
-	if sets < 2 {
-		testenv.SkipOrFail(t, fmt.Sprintf("five tries of the listing lag produced %d condemned set(s), not two; nothing to test", sets))
+	mu.Lock()
+	if len(held) != 2 || !held[sets[0]] || !held[sets[1]] {
+		t.Errorf("the backup reused chunks of sets %v holding only %v", sets, held)
 	}
-	// A backup reuses the condemned chunks, and pauses before it commits.
-	g := newGate(int64(len(data) - testChunk))
-	src := &repotest.Source{Data: data, Block: g.block}
-	done := startBackup(t, reopen(t, be), src, repo.BackupOptions{SourceName: "b", NoParent: true})
-	<-g.reached
-	time.Sleep(200 * time.Millisecond) // the other regions' claims are done
+	mu.Unlock()
 	// Sweeps now must find every set held.
 	before := len(chunkNames(t, be))
 	for range 2 {
-		time.Sleep(2 * lag)
-		if _, err := r.GC(ctx, repo.GCOptions{}); err != nil {
+		clk.Advance(2 * lag)
+		s, err := r.GC(ctx, repo.GCOptions{})
+		if err != nil {
 			t.Fatal(err)
+		}
+		if strings.Count(pendingText(s), "held by") != 2 {
+			t.Fatalf("gc while a backup holds both sets: %+v", s)
 		}
 	}
 	if got := len(chunkNames(t, be)); got < before {
 		t.Fatalf("gc deleted %d chunks while a backup held every set listing them", before-got)
 	}
-	close(g.open)
+	close(index.open)
 	b := waitResult(t, done)
+	clk.Advance(lag) // b's manifest shows in listings
 	restoreAndCompare(t, r, b, data)
 	checkClean(t, r)
 }

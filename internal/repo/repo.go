@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cairnproject/cairn"
@@ -50,6 +51,38 @@ type Options struct {
 	Hostname string
 	// KDF is the cost of new keys (crypto.DefaultKDF when zero).
 	KDF crypto.KDFParams
+
+	// Now reads the local clock (time.Now when nil). Every time the
+	// repository measures or records for itself goes through it: when a
+	// backup session or a sweep last refreshed its markers and whether it
+	// may still act on them, when the next refresh is due, how long a sweep
+	// waits for the consistency margin, the times written into manifests,
+	// keys and the config, and the durations in stats. The ages the
+	// garbage-collection rule compares across machines (markers, condemned
+	// sets, sweeps) are read from the store's clock instead: see
+	// docs/format.md, "Garbage collection".
+	Now func() time.Time
+	// Sleep returns once Now reads until or later, or with ctx's error when
+	// ctx ends first. The default waits on a wall-clock timer for
+	// until.Sub(Now()). The repository sleeps only in garbage collection:
+	// for the consistency margins of a sweep, and between looks at a sweep
+	// under way that a backup must wait for. It may be called from several
+	// goroutines at once.
+	Sleep func(ctx context.Context, until time.Time) error
+	// Ticks starts the ticks of a periodic refresh, one every period, and
+	// returns them with the function that stops them (a time.Ticker's when
+	// nil). A backup session's heartbeat and a sweep's keep-alive each start
+	// their ticks before the call that starts them returns, take them in one
+	// goroutine, refresh at a tick only when the refresh is due by Now, and
+	// call stop once, before that goroutine ends. As with a time.Ticker, a
+	// tick that comes while the refresh runs may be dropped.
+	Ticks func(period time.Duration) (ticks <-chan time.Time, stop func())
+	// OnHeartbeat, when set, is called after every periodic refresh (of a
+	// backup session's marker, or of a sweep's markers) with its result,
+	// from the refreshing goroutine, which waits for it: it must return
+	// soon, and be safe to call from several goroutines at once. Tests use
+	// it to learn that a refresh they caused has been made.
+	OnHeartbeat func(err error)
 }
 
 func (o Options) withDefaults() Options {
@@ -71,7 +104,40 @@ func (o Options) withDefaults() Options {
 	if o.KDF == (crypto.KDFParams{}) {
 		o.KDF = crypto.DefaultKDF
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Sleep == nil {
+		o.Sleep = wallSleep(o.Now)
+	}
+	if o.Ticks == nil {
+		o.Ticks = wallTicks
+	}
 	return o
+}
+
+// wallSleep sleeps on a wall-clock timer for the time now still lacks to
+// until.
+func wallSleep(now func() time.Time) func(ctx context.Context, until time.Time) error {
+	return func(ctx context.Context, until time.Time) error {
+		d := until.Sub(now())
+		if d <= 0 {
+			return ctx.Err()
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return nil
+		}
+	}
+}
+
+func wallTicks(period time.Duration) (<-chan time.Time, func()) {
+	t := time.NewTicker(period)
+	return t.C, t.Stop
 }
 
 // Secret is what unlocks a key: a password or a key file's contents.
@@ -81,6 +147,7 @@ type Secret struct {
 }
 
 // Repository is an open, unlocked repository. It is safe for concurrent use.
+// It owns its store: Close ends both.
 type Repository struct {
 	be     objstore.Backend
 	cfg    *format.Config
@@ -89,6 +156,64 @@ type Repository struct {
 	codec  *format.Codec
 	sealer *format.Sealer
 	opts   Options
+
+	// The goroutines an operation leaves running beside it (heartbeats,
+	// keep-alives) are started through goBackground: Close stops them
+	// (closing) and waits for them (background).
+	bgMu       sync.Mutex
+	closed     bool
+	closing    chan struct{}
+	background sync.WaitGroup
+	closeOnce  sync.Once
+	closeErr   error
+}
+
+// errClosed is what an operation that needs the repository's background
+// work gets once Close has been called.
+var errClosed = fmt.Errorf("the repository is closed: %w", cairn.ErrInvalid)
+
+// Close stops what the repository runs in the background (the heartbeats
+// of backup sessions, the keep-alives of sweeps), waits for it to end, and
+// closes the store if the backend has a Close method. It does not wait for
+// operations in flight: call it after they have returned. One that is still
+// running fails (its store is closed; a backup refuses to commit once its
+// session has stopped). Close is idempotent: later calls return the first
+// call's result.
+func (r *Repository) Close() error {
+	r.closeOnce.Do(func() {
+		r.bgMu.Lock()
+		r.closed = true
+		close(r.closing)
+		r.bgMu.Unlock()
+		r.background.Wait()
+		if err := r.be.Close(); err != nil {
+			r.closeErr = fmt.Errorf("closing %s: %w", r.be.Location(), err)
+		}
+	})
+	return r.closeErr
+}
+
+// goBackground runs fn in a goroutine Close waits for; fn must return soon
+// after closing is closed. It fails once Close has been called.
+func (r *Repository) goBackground(fn func()) error {
+	r.bgMu.Lock()
+	defer r.bgMu.Unlock()
+	if r.closed {
+		return errClosed
+	}
+	r.background.Go(fn)
+	return nil
+}
+
+// now reads the repository's clock (Options.Now).
+func (r *Repository) now() time.Time { return r.opts.Now() }
+
+// pause sleeps for d on the repository's clock (Options.Sleep).
+func (r *Repository) pause(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	return r.opts.Sleep(ctx, r.now().Add(d))
 }
 
 // InitOptions describe a new repository.
@@ -104,7 +229,9 @@ var DefaultGC = format.GCParams{
 	SessionTimeout:    format.Duration(15 * time.Minute),
 }
 
-// Init creates a repository in an empty store, protected by secret.
+// Init creates a repository in an empty store, protected by secret. The
+// repository it returns owns be: its Close closes be. On error, be stays
+// the caller's.
 func Init(ctx context.Context, be objstore.Backend, secret Secret, iopts InitOptions, opts Options) (*Repository, error) {
 	opts = opts.withDefaults()
 	if iopts.ChunkSize == 0 {
@@ -132,7 +259,7 @@ func Init(ctx context.Context, be objstore.Backend, secret Secret, iopts InitOpt
 		Format:      format.ConfigFormat,
 		Version:     format.Version,
 		ID:          cairn.NewID(),
-		Created:     time.Now().UTC(),
+		Created:     opts.Now().UTC(),
 		ChunkSize:   iopts.ChunkSize,
 		Compression: iopts.Compression,
 		GC:          iopts.GC,
@@ -165,12 +292,13 @@ func Init(ctx context.Context, be objstore.Backend, secret Secret, iopts InitOpt
 func newRepository(be objstore.Backend, cfg *format.Config, mk *crypto.MasterKey, opts Options) *Repository {
 	codec := format.NewCodec()
 	return &Repository{
-		be:     be,
-		cfg:    cfg,
-		mk:     mk,
-		codec:  codec,
-		sealer: format.NewSealer(mk, codec, opts.Rand),
-		opts:   opts,
+		be:      be,
+		cfg:     cfg,
+		mk:      mk,
+		codec:   codec,
+		sealer:  format.NewSealer(mk, codec, opts.Rand),
+		opts:    opts,
+		closing: make(chan struct{}),
 	}
 }
 
@@ -186,7 +314,8 @@ func ReadConfig(ctx context.Context, be objstore.Backend) (*format.Config, error
 	return format.DecodeConfig(data)
 }
 
-// Open unlocks the repository in be with secret.
+// Open unlocks the repository in be with secret. The repository it returns
+// owns be: its Close closes be. On error, be stays the caller's.
 func Open(ctx context.Context, be objstore.Backend, secret Secret, opts Options) (*Repository, error) {
 	opts = opts.withDefaults()
 	cfg, err := ReadConfig(ctx, be)
@@ -335,7 +464,7 @@ func (r *Repository) addKey(ctx context.Context, secret Secret) (cairn.ID, error
 		Version:   1,
 		ID:        id,
 		Kind:      secret.Kind,
-		Created:   time.Now().UTC(),
+		Created:   r.now().UTC(),
 		Hostname:  r.opts.Hostname,
 		KDF:       format.KDF{Algorithm: "argon2id", KDFParams: r.opts.KDF, Salt: salt},
 		MasterKey: wrapped,

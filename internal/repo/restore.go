@@ -62,7 +62,7 @@ type chunkJob struct {
 // only what differs is written (a delta restore): regions that already
 // hold the right bytes are skipped, and counted in BytesSkipped.
 func (r *Repository) Restore(ctx context.Context, m *format.Manifest, t Target, p *Progress) (RestoreStats, error) {
-	started := time.Now()
+	started := r.now()
 	var stats RestoreStats
 	stats.Bytes = m.Size
 	p = orDiscard(p)
@@ -81,7 +81,7 @@ func (r *Repository) Restore(ctx context.Context, m *format.Manifest, t Target, 
 	if err := t.Sync(); err != nil {
 		return stats, fmt.Errorf("syncing target: %w", err)
 	}
-	stats.Duration = time.Since(started)
+	stats.Duration = r.now().Sub(started)
 	return stats, nil
 }
 

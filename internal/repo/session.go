@@ -65,12 +65,16 @@ func holdName(set, session cairn.ID) string {
 
 func (r *Repository) sessionTimeout() time.Duration { return time.Duration(r.cfg.GC.SessionTimeout) }
 
+// sweepPoll is how often a backup looks whether a sweep it waits for has
+// ended.
+const sweepPoll = 500 * time.Millisecond
+
 func (r *Repository) startSession(ctx context.Context, backupID cairn.ID) (*session, error) {
 	s := &session{
 		r:           r,
 		id:          cairn.NewID(),
 		backupID:    backupID,
-		started:     time.Now().UTC(),
+		started:     r.now().UTC(),
 		seen:        map[cairn.ID]bool{},
 		held:        map[cairn.ID]bool{},
 		swept:       map[cairn.ID]bool{},
@@ -90,7 +94,24 @@ func (r *Repository) startSession(ctx context.Context, backupID cairn.ID) (*sess
 		s.remove(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("starting backup session: %w", err)
 	}
-	go s.heartbeat(ctx)
+	// The ticks start before this returns, so a test that has seen the
+	// backup begin can tick them (Options.Ticks).
+	interval := r.sessionTimeout() / 3
+	ticks, stopTicks := r.opts.Ticks(interval / 2)
+	err := r.goBackground(func() {
+		defer close(s.done)
+		defer stopTicks()
+		r.refreshLoop(ctx, s.stop, ticks, func() bool {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return r.now().Sub(s.lastRefresh) >= interval
+		}, s.heartbeat)
+	})
+	if err != nil {
+		stopTicks()
+		s.remove(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("starting backup session: %w", err)
+	}
 	return s, nil
 }
 
@@ -108,7 +129,7 @@ func (s *session) writeMarker(ctx context.Context, opts objstore.PutOptions) err
 		m.Seen = append(m.Seen, id)
 	}
 	s.mu.Unlock()
-	before := time.Now()
+	before := s.r.now()
 	if err := s.r.putJSON(ctx, format.TypeSession, sessionName(s.id), m, opts); err != nil {
 		return err
 	}
@@ -185,31 +206,43 @@ func (s *session) refresh(ctx context.Context) error {
 	return s.writeMarker(ctx, objstore.PutOptions{})
 }
 
-func (s *session) heartbeat(ctx context.Context) {
-	defer close(s.done)
-	interval := s.r.sessionTimeout() / 3
-	t := time.NewTicker(interval / 2)
-	defer t.Stop()
+// heartbeat refreshes the session; an error that means the backup may no
+// longer commit is kept for check.
+func (s *session) heartbeat(ctx context.Context) error {
+	err := s.refresh(ctx)
+	if errors.Is(err, cairn.ErrConflict) {
+		s.mu.Lock()
+		if s.failed == nil {
+			s.failed = err
+		}
+		s.mu.Unlock()
+	}
+	return err
+}
+
+// refreshLoop runs refresh at each tick when due says it is due, until stop
+// is closed, ctx ends or the repository closes, and reports each refresh to
+// Options.OnHeartbeat. A refresh cut short by ctx is not reported.
+func (r *Repository) refreshLoop(ctx context.Context, stop <-chan struct{}, ticks <-chan time.Time, due func() bool, refresh func(context.Context) error) {
 	for {
 		select {
-		case <-s.stop:
+		case <-stop:
 			return
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-r.closing:
+			return
+		case <-ticks:
 		}
-		s.mu.Lock()
-		due := time.Since(s.lastRefresh) >= interval
-		s.mu.Unlock()
-		if !due {
+		if !due() {
 			continue
 		}
-		if err := s.refresh(ctx); err != nil && !errors.Is(err, context.Canceled) {
-			s.mu.Lock()
-			if errors.Is(err, cairn.ErrConflict) && s.failed == nil {
-				s.failed = err
-			}
-			s.mu.Unlock()
+		err := refresh(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if r.opts.OnHeartbeat != nil {
+			r.opts.OnHeartbeat(err)
 		}
 	}
 }
@@ -222,7 +255,13 @@ func (s *session) check() error {
 	if s.failed != nil {
 		return s.failed
 	}
-	if age := time.Since(s.lastRefresh); age > s.r.sessionTimeout()*2/3 {
+	select {
+	case <-s.r.closing:
+		// The heartbeat has stopped.
+		return errClosed
+	default:
+	}
+	if age := s.r.now().Sub(s.lastRefresh); age > s.r.sessionTimeout()*2/3 {
 		return fmt.Errorf("backup session not refreshed for %v (store unreachable?); a garbage collection may treat it as dead: %w", age.Round(time.Second), cairn.ErrConflict)
 	}
 	return nil
@@ -321,6 +360,10 @@ func (s *session) hold(ctx context.Context, set cairn.ID) (bool, error) {
 	s.holdObjects[set] = true
 	s.mu.Unlock()
 	for {
+		// The next look is due a poll interval after this one starts, so a
+		// test that has seen this look and advanced its clock that far
+		// wakes the wait below however the two interleave.
+		next := s.r.now().Add(sweepPoll)
 		info, err := s.r.be.Stat(ctx, sweepingName(set))
 		if errors.Is(err, cairn.ErrNotFound) {
 			break
@@ -337,10 +380,8 @@ func (s *session) hold(ctx context.Context, set cairn.ID) (bool, error) {
 		if now.Sub(info.ModTime) > s.r.sessionTimeout() {
 			return false, nil
 		}
-		select {
-		case <-ctx.Done():
-			return false, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
+		if err := s.r.opts.Sleep(ctx, next); err != nil {
+			return false, err
 		}
 	}
 	if _, err := s.r.be.Stat(ctx, sweptName(set)); err == nil {

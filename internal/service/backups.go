@@ -14,9 +14,6 @@ import (
 	"github.com/cairnproject/cairn/internal/repo"
 	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/tasks"
-	"github.com/cairnproject/cairn/internal/volbackup"
-	"github.com/cairnproject/cairn/internal/volume"
-	"github.com/cairnproject/cairn/internal/volumectl"
 )
 
 // Tags the service gives the repository's backups, so a repository
@@ -195,43 +192,55 @@ func (s *Service) runCreateBackup(ctx context.Context, t cairn.Task) error {
 		return err
 	}
 	if b.Status == cairn.StatusAvailable {
-		// An earlier attempt recorded the backup and was cut short
-		// before it removed its snapshot.
+		// Recorded available by an earlier build, which removed its
+		// snapshot after that and may have been cut short before.
 		return s.removeTempSnapshot(ctx, b)
 	}
 	if b.Status != cairn.StatusCreating {
 		return nil
 	}
-	r, err := s.repoFor(ctx, b.Container)
-	if err != nil {
-		return err
-	}
-	var m *format.Manifest
-	if t.Attempts > 1 {
-		// An earlier attempt may have finished in the repository.
-		if m, err = findManifest(ctx, r, b.ID); err != nil {
+	if b.RepoID == "" {
+		r, err := s.repoFor(ctx, b.Container)
+		if err != nil {
 			return err
 		}
-	}
-	if m == nil {
-		if m, err = s.backupInto(ctx, t, r, &b); err != nil {
+		var m *format.Manifest
+		if t.Attempts > 1 {
+			// An earlier attempt may have finished in the repository.
+			if m, err = findManifest(ctx, r, b.ID); err != nil {
+				return err
+			}
+		}
+		if m == nil {
+			if m, err = s.backupInto(ctx, t, r, &b); err != nil {
+				return err
+			}
+		}
+		// The backup is safe in the repository: recorded before anything
+		// else changes, so an attempt cut short from here on finishes
+		// without the repository.
+		stats := m.Stats
+		b, err = s.setBackup(ctx, b.ID, func(b *cairn.Backup) {
+			b.RepoID = m.ID.String()
+			b.ObjectCount = int64(stats.ChunksNew + len(m.Index) + 1)
+			b.StoredBytes = stats.BytesStored
+		})
+		if err != nil {
 			return err
 		}
+		s.obs.BytesBackedUp(stats.BytesRead + stats.BytesUnchanged + stats.BytesZero)
 	}
-	stats := m.Stats
-	b, err = s.setBackup(ctx, b.ID, func(b *cairn.Backup) {
-		b.Status, b.RepoID = cairn.StatusAvailable, m.ID.String()
-		b.ObjectCount = int64(stats.ChunksNew + len(m.Index) + 1)
-		b.StoredBytes = stats.BytesStored
-	})
-	if err != nil {
+	// What the backup used is given back before it is shown available:
+	// who sees it available sees no temporary snapshot, and its source
+	// free.
+	if err := s.removeTempSnapshot(ctx, b); err != nil {
 		return err
 	}
-	s.obs.BytesBackedUp(stats.BytesRead + stats.BytesUnchanged + stats.BytesZero)
 	if err := s.releaseSource(ctx, b); err != nil {
 		return err
 	}
-	if err := s.removeTempSnapshot(ctx, b); err != nil {
+	b, err = s.setBackup(ctx, b.ID, func(b *cairn.Backup) { b.Status = cairn.StatusAvailable })
+	if err != nil {
 		return err
 	}
 	s.event(ctx, "backup.create.end", b.ProjectID, backupPayload(b))
@@ -239,7 +248,7 @@ func (s *Service) runCreateBackup(ctx context.Context, t cairn.Task) error {
 }
 
 // backupInto writes the backup's data into r and returns its manifest.
-func (s *Service) backupInto(ctx context.Context, t cairn.Task, r *repo.Repository, b *cairn.Backup) (*format.Manifest, error) {
+func (s *Service) backupInto(ctx context.Context, t cairn.Task, r Repository, b *cairn.Backup) (*format.Manifest, error) {
 	var src cairn.ID
 	if b.SnapshotID != "" {
 		snap, err := s.snapshotRow(ctx, b.SnapshotID)
@@ -250,7 +259,10 @@ func (s *Service) backupInto(ctx context.Context, t cairn.Task, r *repo.Reposito
 			return nil, fmt.Errorf("snapshot %s: %w", snap.ID, err)
 		}
 	} else {
-		es, ok := s.engineSnapshot(tempSnapshotName(b.ID))
+		es, ok, err := s.engineSnapshot(ctx, tempSnapshotName(b.ID))
+		if err != nil {
+			return nil, err
+		}
 		if !ok {
 			v, err := s.volumeRow(ctx, b.VolumeID)
 			if err != nil {
@@ -299,8 +311,7 @@ func (s *Service) backupInto(ctx context.Context, t cairn.Task, r *repo.Reposito
 		}
 	}
 	stop := s.trackProgress(ctx, t.ID, opts.Progress)
-	res, err := volbackup.Backup(ctx, r, volumectl.Direct{E: s.eng}, volbackup.Request{
-		Snapshot: src, Options: opts, Logger: s.log.With("backup", b.ID)})
+	res, err := r.BackupSnapshot(ctx, src, opts)
 	stop()
 	if err != nil {
 		return nil, err
@@ -311,7 +322,7 @@ func (s *Service) backupInto(ctx context.Context, t cairn.Task, r *repo.Reposito
 }
 
 // findManifest looks in r for the manifest of catalog backup id.
-func findManifest(ctx context.Context, r *repo.Repository, id string) (*format.Manifest, error) {
+func findManifest(ctx context.Context, r Repository, id string) (*format.Manifest, error) {
 	list, err := r.Backups(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list repository backups: %w", err)
@@ -390,7 +401,11 @@ func (s *Service) releaseSource(ctx context.Context, b cairn.Backup) error {
 
 // removeTempSnapshot deletes the snapshot a volume backup made.
 func (s *Service) removeTempSnapshot(ctx context.Context, b cairn.Backup) error {
-	if es, ok := s.engineSnapshot(tempSnapshotName(b.ID)); ok {
+	es, ok, err := s.engineSnapshot(ctx, tempSnapshotName(b.ID))
+	if err != nil {
+		return fmt.Errorf("remove temporary snapshot: %w", err)
+	}
+	if ok {
 		if err := s.eng.DeleteSnapshot(ctx, es.ID); err != nil && !errors.Is(err, cairn.ErrNotFound) {
 			return fmt.Errorf("remove temporary snapshot: %w", err)
 		}
@@ -398,24 +413,32 @@ func (s *Service) removeTempSnapshot(ctx context.Context, b cairn.Backup) error 
 	if b.TempSnapshotEngineID == "" {
 		return nil
 	}
-	_, err := s.setBackup(ctx, b.ID, func(b *cairn.Backup) { b.TempSnapshotEngineID = "" })
+	_, err = s.setBackup(ctx, b.ID, func(b *cairn.Backup) { b.TempSnapshotEngineID = "" })
 	return err
 }
 
+// failBackup gives back what a failed backup used, then shows it failed.
 func (s *Service) failBackup(ctx context.Context, t cairn.Task, cause error) error {
-	b, err := s.setBackup(ctx, t.ResourceID, func(b *cairn.Backup) {
-		b.Status, b.FailReason = cairn.StatusError, failReason(cause)
-	})
+	b, err := s.backupRow(ctx, t.ResourceID)
 	if errors.Is(err, cairn.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
+	if err := s.removeTempSnapshot(ctx, b); err != nil {
+		return err
+	}
 	if err := s.releaseSource(ctx, b); err != nil {
 		return err
 	}
-	if err := s.removeTempSnapshot(ctx, b); err != nil {
+	b, err = s.setBackup(ctx, b.ID, func(b *cairn.Backup) {
+		b.Status, b.FailReason = cairn.StatusError, failReason(cause)
+	})
+	if errors.Is(err, cairn.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
 		return err
 	}
 	s.event(ctx, "backup.create.error", b.ProjectID, backupPayload(b))
@@ -635,7 +658,10 @@ func (s *Service) runRestore(ctx context.Context, t cairn.Task) error {
 	if err != nil {
 		return fmt.Errorf("backup %s: %w", b.ID, err)
 	}
-	ev, ok := s.engineVolume(v.ID)
+	ev, ok, err := s.engineVolume(ctx, v.ID)
+	if err != nil {
+		return err
+	}
 	fresh := false
 	if !ok {
 		if !p.New {
@@ -651,9 +677,9 @@ func (s *Service) runRestore(ctx context.Context, t cairn.Task) error {
 			return err
 		}
 	}
-	dev, err := s.eng.OpenVolume(ev.ID)
+	dev, err := s.eng.OpenVolume(ctx, ev.ID)
 	if err != nil {
-		return err
+		return fmt.Errorf("open volume: %w", err)
 	}
 	prog := &repo.Progress{}
 	stop := s.trackProgress(ctx, t.ID, prog)
@@ -666,10 +692,11 @@ func (s *Service) runRestore(ctx context.Context, t cairn.Task) error {
 		return fmt.Errorf("restore: %w", err)
 	}
 	s.obs.BytesRestored(stats.Bytes)
-	if v, err = s.setVolume(ctx, v.ID, func(v *cairn.Volume) { v.Status = cairn.StatusAvailable }); err != nil {
+	// The backup is given back before the volume is shown available.
+	if err := s.releaseBackup(ctx, b.ID); err != nil {
 		return err
 	}
-	if err := s.releaseBackup(ctx, b.ID); err != nil {
+	if v, err = s.setVolume(ctx, v.ID, func(v *cairn.Volume) { v.Status = cairn.StatusAvailable }); err != nil {
 		return err
 	}
 	s.event(ctx, "backup.restore.end", b.ProjectID, backupPayload(b))
@@ -710,18 +737,19 @@ func (s *Service) releaseBackup(ctx context.Context, id string) error {
 	})
 }
 
+// failRestore gives the backup back, then shows the volume failed.
 func (s *Service) failRestore(ctx context.Context, t cairn.Task, cause error) error {
 	var p restoreParams
 	if err := json.Unmarshal(t.Params, &p); err != nil {
 		return nil
 	}
+	if err := s.releaseBackup(ctx, p.BackupID); err != nil {
+		return err
+	}
 	v, err := s.setVolume(ctx, p.VolumeID, func(v *cairn.Volume) {
 		v.Status, v.FailReason = cairn.StatusError, failReason(cause)
 	})
 	if err != nil && !errors.Is(err, cairn.ErrNotFound) {
-		return err
-	}
-	if err := s.releaseBackup(ctx, p.BackupID); err != nil {
 		return err
 	}
 	b, _ := s.backupRow(ctx, p.BackupID)
@@ -734,7 +762,7 @@ func (s *Service) failRestore(ctx context.Context, t cairn.Task, cause error) er
 // deviceTarget is a volume device as a restore target.
 type deviceTarget struct {
 	ctx   context.Context
-	dev   *volume.Device
+	dev   Device
 	fresh bool
 }
 

@@ -8,14 +8,12 @@ import (
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/nbd"
-	"github.com/cairnproject/cairn/internal/volume"
-	"github.com/cairnproject/cairn/internal/volumectl"
 )
 
 // Exports is the NBD catalog of the service: an attached volume is
 // exported read-write under its catalog ID; nothing else is exported.
 type Exports struct {
-	eng *volume.Engine
+	eng Engine
 
 	mu       sync.Mutex
 	attached map[string]cairn.ID // catalog volume ID -> engine volume ID
@@ -23,7 +21,7 @@ type Exports struct {
 
 var _ nbd.Catalog = (*Exports)(nil)
 
-func newExports(eng *volume.Engine) *Exports {
+func newExports(eng Engine) *Exports {
 	return &Exports{eng: eng, attached: map[string]cairn.ID{}}
 }
 
@@ -40,18 +38,18 @@ func (x *Exports) remove(id string) {
 }
 
 // Open implements nbd.Catalog.
-func (x *Exports) Open(_ context.Context, name string) (nbd.Export, func(), error) {
+func (x *Exports) Open(ctx context.Context, name string) (nbd.Export, func(), error) {
 	x.mu.Lock()
 	eid, ok := x.attached[name]
 	x.mu.Unlock()
 	if !ok {
 		return nil, nil, fmt.Errorf("export %q: no attached volume has this ID: %w", name, cairn.ErrNotFound)
 	}
-	dev, err := x.eng.OpenVolume(eid)
+	dev, err := x.eng.OpenVolume(ctx, eid)
 	if err != nil {
 		return nil, nil, err
 	}
-	return volumectl.DeviceExport(dev), func() { _ = dev.Close() }, nil
+	return dev, func() { _ = dev.Close() }, nil
 }
 
 // List implements nbd.Catalog.

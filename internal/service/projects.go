@@ -83,20 +83,188 @@ func (s *Service) authenticate(ctx context.Context, secret string) (Caller, erro
 // the first start.
 const AdminProject = "admin"
 
-// CreateProject records a project; id "" makes a UUID. Projects and
-// tokens are administered over the catalog alone: the CLI does it on the
-// host, without the API.
-func CreateProject(ctx context.Context, cat catalog.Store, id, name string, q cairn.Quota, now time.Time) (cairn.Project, error) {
-	p := cairn.Project{CreatedAt: now.UTC().Truncate(time.Microsecond)}
+// Projects administers projects and tokens over the catalog alone: the
+// CLI does it on the host, whether or not the service runs. A project is
+// named by its ID or, when no project has that ID, by its name if one
+// project alone has it.
+type Projects struct {
+	cat catalog.Store
+	now func() time.Time
+}
+
+// NewProjects returns the administration of cat's projects.
+func NewProjects(cat catalog.Store) *Projects {
+	return &Projects{cat: cat, now: time.Now}
+}
+
+// ProjectUsage is a project with what it holds.
+type ProjectUsage struct {
+	cairn.Project
+	Usage cairn.Usage `json:"usage"`
+}
+
+// QuotaChange names the limits to change; nil ones stay.
+type QuotaChange struct {
+	Volumes, Gigabytes, Snapshots, Backups, BackupGigabytes *int64
+}
+
+// ValidQuota checks every limit: -1 (unlimited) or more.
+func ValidQuota(q cairn.Quota) error {
+	for _, l := range []struct {
+		name string
+		n    int64
+	}{{"volumes", q.Volumes}, {"gigabytes", q.Gigabytes}, {"snapshots", q.Snapshots},
+		{"backups", q.Backups}, {"backup_gigabytes", q.BackupGigabytes}} {
+		if l.n < -1 {
+			return errorf(cairn.ErrInvalid, "quota %s %d: want -1 (unlimited) or more", l.name, l.n)
+		}
+	}
+	return nil
+}
+
+// resolveProject finds the project ref names: the one with that ID, or
+// the one project with that name.
+func resolveProject(ctx context.Context, tx catalog.Tx, ref string) (cairn.Project, error) {
+	if ref == "" {
+		return cairn.Project{}, errorf(cairn.ErrInvalid, "name a project by its ID or name")
+	}
+	p, err := tx.Project(ctx, ref)
+	if !errors.Is(err, cairn.ErrNotFound) {
+		return p, err
+	}
+	all, err := tx.Projects(ctx)
+	if err != nil {
+		return cairn.Project{}, err
+	}
+	var named []cairn.Project
+	for _, p := range all {
+		if p.Name == ref {
+			named = append(named, p)
+		}
+	}
+	switch len(named) {
+	case 0:
+		return cairn.Project{}, fmt.Errorf("project %q: no project has this ID or name: %w", ref, cairn.ErrNotFound)
+	case 1:
+		return named[0], nil
+	}
+	ids := make([]string, len(named))
+	for i, p := range named {
+		ids[i] = p.ID
+	}
+	return cairn.Project{}, errorf(cairn.ErrInvalid, "project name %q is ambiguous: projects %s have it; give an ID", ref, strings.Join(ids, ", "))
+}
+
+// Resolve returns the project ref names.
+func (ps *Projects) Resolve(ctx context.Context, ref string) (cairn.Project, error) {
+	var p cairn.Project
+	err := ps.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		p, err = resolveProject(ctx, tx, ref)
+		return err
+	})
+	return p, err
+}
+
+// Create records a project; id "" makes a UUID.
+func (ps *Projects) Create(ctx context.Context, id, name string, q cairn.Quota) (cairn.Project, error) {
+	if err := ValidQuota(q); err != nil {
+		return cairn.Project{}, err
+	}
 	if id == "" {
 		id = cairn.NewUUID()
 	}
 	if !containerName.MatchString(id) {
 		return cairn.Project{}, errorf(cairn.ErrInvalid, "project id %q: want letters, digits, '.', '_' or '-'", id)
 	}
-	p.ID, p.Name, p.Quota = id, name, q
-	err := cat.Update(ctx, func(tx catalog.Tx) error { return tx.InsertProject(ctx, p) })
+	if err := validText("name", name, 255); err != nil {
+		return cairn.Project{}, err
+	}
+	p := cairn.Project{ID: id, Name: name, Quota: q, CreatedAt: ps.now().UTC().Truncate(time.Microsecond)}
+	err := ps.cat.Update(ctx, func(tx catalog.Tx) error { return tx.InsertProject(ctx, p) })
+	if err != nil {
+		return cairn.Project{}, fmt.Errorf("project %s: %w", id, err)
+	}
+	return p, nil
+}
+
+// List returns every project with its usage, oldest first.
+func (ps *Projects) List(ctx context.Context) ([]ProjectUsage, error) {
+	var out []ProjectUsage
+	err := ps.cat.View(ctx, func(tx catalog.Tx) error {
+		out = nil
+		list, err := tx.Projects(ctx)
+		if err != nil {
+			return err
+		}
+		for _, p := range list {
+			u, err := tx.Usage(ctx, p.ID)
+			if err != nil {
+				return err
+			}
+			out = append(out, ProjectUsage{p, u})
+		}
+		return nil
+	})
+	return out, err
+}
+
+// Show returns one project with its usage.
+func (ps *Projects) Show(ctx context.Context, ref string) (ProjectUsage, error) {
+	var out ProjectUsage
+	err := ps.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		if out.Project, err = resolveProject(ctx, tx, ref); err != nil {
+			return err
+		}
+		out.Usage, err = tx.Usage(ctx, out.ID)
+		return err
+	})
+	return out, err
+}
+
+// Delete removes a project and its tokens; it must own no volumes,
+// snapshots or backups (cairn.ErrConflict).
+func (ps *Projects) Delete(ctx context.Context, ref string) (cairn.Project, error) {
+	var p cairn.Project
+	err := ps.cat.Update(ctx, func(tx catalog.Tx) error {
+		var err error
+		if p, err = resolveProject(ctx, tx, ref); err != nil {
+			return err
+		}
+		return tx.DeleteProject(ctx, p.ID)
+	})
 	return p, err
+}
+
+// SetQuota changes some of a project's limits.
+func (ps *Projects) SetQuota(ctx context.Context, ref string, c QuotaChange) (ProjectUsage, error) {
+	var out ProjectUsage
+	err := ps.cat.Update(ctx, func(tx catalog.Tx) error {
+		p, err := resolveProject(ctx, tx, ref)
+		if err != nil {
+			return err
+		}
+		for _, f := range []struct {
+			dst *int64
+			src *int64
+		}{{&p.Quota.Volumes, c.Volumes}, {&p.Quota.Gigabytes, c.Gigabytes}, {&p.Quota.Snapshots, c.Snapshots},
+			{&p.Quota.Backups, c.Backups}, {&p.Quota.BackupGigabytes, c.BackupGigabytes}} {
+			if f.src != nil {
+				*f.dst = *f.src
+			}
+		}
+		if err := ValidQuota(p.Quota); err != nil {
+			return err
+		}
+		if err := tx.UpdateProject(ctx, p); err != nil {
+			return err
+		}
+		out.Project = p
+		out.Usage, err = tx.Usage(ctx, p.ID)
+		return err
+	})
+	return out, err
 }
 
 // NewTokenSecret returns a fresh token secret.
@@ -108,15 +276,108 @@ func NewTokenSecret() string {
 	return TokenPrefix + base64.RawURLEncoding.EncodeToString(b)
 }
 
-// CreateToken records a token of project and returns its secret, which
-// is shown once and never stored.
-func CreateToken(ctx context.Context, cat catalog.Store, t cairn.Token) (string, cairn.Token, error) {
+// newToken completes t (ID, hash, time) and returns its secret.
+func newToken(t *cairn.Token, now time.Time) string {
 	secret := NewTokenSecret()
 	if t.CreatedAt.IsZero() {
-		t.CreatedAt = time.Now().UTC().Truncate(time.Microsecond)
+		t.CreatedAt = now.UTC().Truncate(time.Microsecond)
 	}
 	t.ID = cairn.NewUUID()
 	t.Hash = HashToken(secret)
+	return secret
+}
+
+// CreateToken records a token of the project ref names and returns its
+// secret, which is shown once and never stored.
+func (ps *Projects) CreateToken(ctx context.Context, ref, name string, admin bool) (string, cairn.Token, error) {
+	if err := validText("name", name, 255); err != nil {
+		return "", cairn.Token{}, err
+	}
+	t := cairn.Token{Name: name, Admin: admin}
+	secret := newToken(&t, ps.now())
+	err := ps.cat.Update(ctx, func(tx catalog.Tx) error {
+		p, err := resolveProject(ctx, tx, ref)
+		if err != nil {
+			return err
+		}
+		t.ProjectID = p.ID
+		return tx.InsertToken(ctx, t)
+	})
+	if err != nil {
+		return "", cairn.Token{}, err
+	}
+	return secret, t, nil
+}
+
+// Tokens lists the tokens of the project ref names, or every token for
+// ref "", oldest first.
+func (ps *Projects) Tokens(ctx context.Context, ref string) ([]cairn.Token, error) {
+	var list []cairn.Token
+	err := ps.cat.View(ctx, func(tx catalog.Tx) error {
+		id := ""
+		if ref != "" {
+			p, err := resolveProject(ctx, tx, ref)
+			if err != nil {
+				return err
+			}
+			id = p.ID
+		}
+		var err error
+		list, err = tx.Tokens(ctx, id)
+		return err
+	})
+	return list, err
+}
+
+// DeleteToken removes a token: it stops working at once for new
+// processes, and within the token cache's lifetime for a running service.
+func (ps *Projects) DeleteToken(ctx context.Context, id string) error {
+	err := ps.cat.Update(ctx, func(tx catalog.Tx) error { return tx.DeleteToken(ctx, id) })
+	if err != nil {
+		return fmt.Errorf("token %s: %w", id, err)
+	}
+	return nil
+}
+
+// Bootstrap makes the admin project and an admin token when the catalog
+// has no project (a first start) and returns the token's secret; "" when
+// there were projects. Both are made in one transaction: of services
+// starting at once on one catalog, one makes them.
+func (ps *Projects) Bootstrap(ctx context.Context) (string, error) {
+	var secret string
+	err := ps.cat.Update(ctx, func(tx catalog.Tx) error {
+		secret = ""
+		list, err := tx.Projects(ctx)
+		if err != nil || len(list) > 0 {
+			return err
+		}
+		now := ps.now()
+		p := cairn.Project{ID: AdminProject, Name: "admin", Quota: cairn.Unlimited, CreatedAt: now.UTC().Truncate(time.Microsecond)}
+		if err := tx.InsertProject(ctx, p); err != nil {
+			return err
+		}
+		t := cairn.Token{ProjectID: p.ID, Name: "admin (first start)", Admin: true}
+		s := newToken(&t, now)
+		if err := tx.InsertToken(ctx, t); err != nil {
+			return err
+		}
+		secret = s
+		return nil
+	})
+	return secret, err
+}
+
+// CreateProject records a project; id "" makes a UUID (Projects.Create
+// at the time now).
+func CreateProject(ctx context.Context, cat catalog.Store, id, name string, q cairn.Quota, now time.Time) (cairn.Project, error) {
+	ps := &Projects{cat: cat, now: func() time.Time { return now }}
+	return ps.Create(ctx, id, name, q)
+}
+
+// CreateToken records a token of project t.ProjectID (an ID) and
+// returns its secret, which is shown once and never stored.
+func CreateToken(ctx context.Context, cat catalog.Store, t cairn.Token) (string, cairn.Token, error) {
+	secret := newToken(&t, time.Now())
 	err := cat.Update(ctx, func(tx catalog.Tx) error {
 		if _, err := tx.Project(ctx, t.ProjectID); err != nil {
 			return err

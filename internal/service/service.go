@@ -21,7 +21,6 @@ import (
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/catalog"
 	"github.com/cairnproject/cairn/internal/notify"
-	"github.com/cairnproject/cairn/internal/repo"
 	"github.com/cairnproject/cairn/internal/tasks"
 	"github.com/cairnproject/cairn/internal/volume"
 )
@@ -42,15 +41,12 @@ type Observer interface {
 	BytesRestored(n int64)
 }
 
-// RepoOpener opens (creating it when missing) the repository that holds
-// a container's backups.
-type RepoOpener func(ctx context.Context, container string) (*repo.Repository, error)
-
 // Config is what a Service is built from. Only cmd/ fills it.
 type Config struct {
 	Catalog catalog.Store
-	Engine  *volume.Engine
-	// OpenRepo opens a container's repository.
+	// Engine is the volume engine (NewEngine).
+	Engine Engine
+	// OpenRepo opens a container's repository (Repositories).
 	OpenRepo RepoOpener
 	// DefaultContainer is used for backups that name none.
 	DefaultContainer string
@@ -63,12 +59,15 @@ type Config struct {
 	// reported in attach responses.
 	NBDSocket, NBDAddress string
 	Now                   func() time.Time
+	// After times the task runner's waits between retries of a failing
+	// clean-up (default time.After); tests inject their own.
+	After func(time.Duration) <-chan time.Time
 }
 
 // Service runs the use cases.
 type Service struct {
 	cat     catalog.Store
-	eng     *volume.Engine
+	eng     Engine
 	open    RepoOpener
 	defCont string
 	notify  Notifier
@@ -83,8 +82,10 @@ type Service struct {
 	tokensMu sync.Mutex
 	tokens   map[string]cachedToken // by SHA-256 of the secret
 
-	reposMu sync.Mutex
-	repos   map[string]*repo.Repository
+	// reposMu guards repos and reposStopped (not the opens: see repoFor).
+	reposMu      sync.Mutex
+	repos        map[string]*repoSlot
+	reposStopped bool
 	// gcMu serialises garbage collections.
 	gcMu sync.Mutex
 }
@@ -93,7 +94,7 @@ type Service struct {
 func New(cfg Config) *Service {
 	s := &Service{cat: cfg.Catalog, eng: cfg.Engine, open: cfg.OpenRepo,
 		defCont: cfg.DefaultContainer, notify: cfg.Notifier, obs: cfg.Observer,
-		log: cfg.Logger, now: cfg.Now, repos: map[string]*repo.Repository{}, tokens: map[string]cachedToken{},
+		log: cfg.Logger, now: cfg.Now, repos: map[string]*repoSlot{}, tokens: map[string]cachedToken{},
 		nbdSock: cfg.NBDSocket, nbdAddr: cfg.NBDAddress}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -112,7 +113,7 @@ func New(cfg Config) *Service {
 	}
 	s.exports = newExports(cfg.Engine)
 	s.runner = tasks.New(cfg.Catalog, s.kinds(), tasks.Options{
-		Workers: cfg.Workers, Logger: s.log, Observer: s.obs, Now: s.now})
+		Workers: cfg.Workers, Logger: s.log, Observer: s.obs, Now: s.now, After: cfg.After})
 	return s
 }
 
@@ -144,9 +145,13 @@ func (s *Service) Start(ctx context.Context) error {
 	return s.runner.Start(ctx)
 }
 
-// Stop stops the tasks; those running are cut short and resumed by the
-// next Start.
-func (s *Service) Stop() { s.runner.Stop() }
+// Stop stops the tasks, then closes the repositories they used; tasks
+// running are cut short and resumed by the next Start. The API must
+// have stopped first: no request may use the service meanwhile.
+func (s *Service) Stop() {
+	s.runner.Stop()
+	s.closeRepos()
+}
 
 // Caller is who makes a request: a project's token, perhaps an admin's.
 type Caller struct {
@@ -222,39 +227,32 @@ func conflict(kind, id string, st cairn.Status, op string) error {
 	return fmt.Errorf("%s %s is %s; cannot %s: %w", kind, id, st, op, cairn.ErrConflict)
 }
 
-// repoFor returns the open repository of a container.
-func (s *Service) repoFor(ctx context.Context, container string) (*repo.Repository, error) {
-	s.reposMu.Lock()
-	defer s.reposMu.Unlock()
-	if r, ok := s.repos[container]; ok {
-		return r, nil
-	}
-	r, err := s.open(ctx, container)
-	if err != nil {
-		return nil, fmt.Errorf("container %s: %w", container, err)
-	}
-	s.repos[container] = r
-	return r, nil
-}
-
 // engineVolume finds the engine volume named for catalog volume id.
-func (s *Service) engineVolume(id string) (volume.VolumeInfo, bool) {
-	for _, v := range s.eng.Volumes() {
+func (s *Service) engineVolume(ctx context.Context, id string) (volume.VolumeInfo, bool, error) {
+	list, err := s.eng.Volumes(ctx)
+	if err != nil {
+		return volume.VolumeInfo{}, false, fmt.Errorf("engine volumes: %w", err)
+	}
+	for _, v := range list {
 		if v.Name == id {
-			return v, true
+			return v, true, nil
 		}
 	}
-	return volume.VolumeInfo{}, false
+	return volume.VolumeInfo{}, false, nil
 }
 
 // engineSnapshot finds the engine snapshot named name.
-func (s *Service) engineSnapshot(name string) (volume.SnapshotInfo, bool) {
-	for _, sn := range s.eng.Snapshots(cairn.ID{}) {
+func (s *Service) engineSnapshot(ctx context.Context, name string) (volume.SnapshotInfo, bool, error) {
+	list, err := s.eng.Snapshots(ctx)
+	if err != nil {
+		return volume.SnapshotInfo{}, false, fmt.Errorf("engine snapshots: %w", err)
+	}
+	for _, sn := range list {
 		if sn.Name == name {
-			return sn, true
+			return sn, true, nil
 		}
 	}
-	return volume.SnapshotInfo{}, false
+	return volume.SnapshotInfo{}, false, nil
 }
 
 func parseEngineID(s string) (cairn.ID, error) {

@@ -96,7 +96,10 @@ func (s *Service) runCreateSnapshot(ctx context.Context, t cairn.Task) error {
 	if snap.Status != cairn.StatusCreating {
 		return nil
 	}
-	es, ok := s.engineSnapshot(snap.ID)
+	es, ok, err := s.engineSnapshot(ctx, snap.ID)
+	if err != nil {
+		return err
+	}
 	if !ok {
 		v, err := s.volumeRow(ctx, snap.VolumeID)
 		if err != nil {
@@ -188,7 +191,11 @@ func (s *Service) runDeleteSnapshot(ctx context.Context, t cairn.Task) error {
 	if err != nil {
 		return err
 	}
-	if es, ok := s.engineSnapshot(snap.ID); ok {
+	es, ok, err := s.engineSnapshot(ctx, snap.ID)
+	if err != nil {
+		return err
+	}
+	if ok {
 		if err := s.eng.DeleteSnapshot(ctx, es.ID); err != nil && !errors.Is(err, cairn.ErrNotFound) {
 			return fmt.Errorf("delete engine snapshot: %w", err)
 		}

@@ -210,7 +210,10 @@ func (s *Service) runCreateVolume(ctx context.Context, t cairn.Task) error {
 	if v.Status != cairn.StatusCreating {
 		return nil // finished by an earlier attempt
 	}
-	ev, ok := s.engineVolume(v.ID)
+	ev, ok, err := s.engineVolume(ctx, v.ID)
+	if err != nil {
+		return err
+	}
 	if !ok {
 		if v.SnapshotID != "" {
 			snap, err := s.snapshotRow(ctx, v.SnapshotID)
@@ -399,7 +402,11 @@ func (s *Service) runDeleteVolume(ctx context.Context, t cairn.Task) error {
 	if err != nil {
 		return err
 	}
-	if ev, ok := s.engineVolume(v.ID); ok {
+	ev, ok, err := s.engineVolume(ctx, v.ID)
+	if err != nil {
+		return err
+	}
+	if ok {
 		if err := s.eng.DeleteVolume(ctx, ev.ID); err != nil && !errors.Is(err, cairn.ErrNotFound) {
 			return fmt.Errorf("delete engine volume: %w", err)
 		}
@@ -454,7 +461,10 @@ func (s *Service) runExtendVolume(ctx context.Context, t cairn.Task) error {
 	if v.Status != cairn.StatusExtending {
 		return nil
 	}
-	ev, ok := s.engineVolume(v.ID)
+	ev, ok, err := s.engineVolume(ctx, v.ID)
+	if err != nil {
+		return err
+	}
 	if !ok {
 		return fmt.Errorf("volume %s: engine volume: %w", v.ID, cairn.ErrNotFound)
 	}

@@ -6,9 +6,13 @@
 // After a crash, a task found running was cut short. It is run again: a
 // Kind's Run must therefore be idempotent, picking up whatever an earlier
 // attempt left (a snapshot it made, a volume it created). After
-// MaxAttempts, or when Run returns an error, the Kind's Fail puts the
-// resource into its error state and removes what the task made; the task
-// ends failed. Either way no resource stays in a transient state.
+// MaxAttempts, or when Run returns an error, the task is failing: its
+// cause is recorded in the task row, then the Kind's Fail puts the
+// resource into its error state and removes what the task made, and the
+// task ends failed. A Fail that fails is retried with backoff until it
+// succeeds (the task's error says so meanwhile); a task cut short while
+// failing resumes its Fail, never its Run, after a restart. Either way no
+// resource stays in a transient state.
 package tasks
 
 import (
@@ -52,6 +56,23 @@ type Options struct {
 	Logger   *slog.Logger
 	Observer Observer
 	Now      func() time.Time
+	// Backoff is how long to wait after the nth failed attempt (from 1)
+	// at a step that must happen: a failing task's Fail, or recording a
+	// task's failure or end in the catalog. Default: 1 s doubling to 1
+	// minute.
+	Backoff func(n int) time.Duration
+	// After returns a channel that receives once d has passed (default
+	// time.After). Tests inject their own to run retries without
+	// waiting.
+	After func(d time.Duration) <-chan time.Time
+}
+
+// defaultBackoff doubles from a second to a minute.
+func defaultBackoff(n int) time.Duration {
+	if n > 6 {
+		return time.Minute
+	}
+	return min(time.Second<<(n-1), time.Minute)
 }
 
 // Runner takes pending tasks from the catalog and runs them.
@@ -80,6 +101,12 @@ func New(store catalog.Store, kinds map[string]Kind, opts Options) *Runner {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Backoff == nil {
+		opts.Backoff = defaultBackoff
+	}
+	if opts.After == nil {
+		opts.After = time.After
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -101,7 +128,11 @@ func (r *Runner) Start(ctx context.Context) error {
 		return fmt.Errorf("tasks left running: %w", err)
 	}
 	for _, t := range running {
-		r.log.Warn("task interrupted by a restart; running it again", "task", t.ID, "kind", t.Kind, "resource", t.ResourceID, "attempt", t.Attempts)
+		if t.FailCause != "" {
+			r.log.Warn("task interrupted by a restart while failing; cleaning up again", "task", t.ID, "kind", t.Kind, "resource", t.ResourceID, "cause", t.FailCause)
+		} else {
+			r.log.Warn("task interrupted by a restart; running it again", "task", t.ID, "kind", t.Kind, "resource", t.ResourceID, "attempt", t.Attempts)
+		}
 		err := r.store.Update(ctx, func(tx catalog.Tx) error {
 			cur, err := tx.Task(ctx, t.ID)
 			if err != nil {
@@ -126,7 +157,8 @@ func (r *Runner) Start(ctx context.Context) error {
 }
 
 // Stop cancels running tasks and waits for the workers. Tasks cut short
-// stay running in the catalog and are run again by the next Start.
+// stay running in the catalog and are run again by the next Start (or,
+// cut short while failing, failed again).
 func (r *Runner) Stop() {
 	if r.cancel != nil {
 		r.cancel()
@@ -194,58 +226,119 @@ func (r *Runner) claim(ctx context.Context) (cairn.Task, bool, error) {
 	return got, found, err
 }
 
+// run runs a claimed task to its end, or until the runner stops.
 func (r *Runner) run(ctx context.Context, t cairn.Task) {
 	start := r.opts.Now()
-	kind, ok := r.kinds[t.Kind]
+	kind, known := r.kinds[t.Kind]
 	log := r.log.With("task", t.ID, "kind", t.Kind, "resource", t.ResourceID)
-	var err error
-	switch {
-	case !ok:
-		err = fmt.Errorf("task kind %q unknown to this build: %w", t.Kind, cairn.ErrUnsupported)
-	case t.Attempts > r.opts.MaxAttempts:
-		err = fmt.Errorf("interrupted %d times by restarts; giving up", t.Attempts-1)
-	default:
-		log.Info("task started", "attempt", t.Attempts)
-		err = runSafely(ctx, kind.Run, t)
+	var cause error
+	if t.FailCause != "" {
+		// An earlier process was failing it: only the clean-up is left.
+		cause = errors.New(t.FailCause)
+	} else {
+		var err error
+		switch {
+		case !known:
+			err = fmt.Errorf("task kind %q unknown to this build: %w", t.Kind, cairn.ErrUnsupported)
+		case t.Attempts > r.opts.MaxAttempts:
+			err = fmt.Errorf("interrupted %d times by restarts; giving up", t.Attempts-1)
+		default:
+			log.Info("task started", "attempt", t.Attempts)
+			err = runSafely(ctx, kind.Run, t)
+		}
+		if ctx.Err() != nil {
+			// Shutting down: leave it running, the next Start runs it again.
+			log.Info("task cut short by shutdown", "err", err)
+			return
+		}
+		if err == nil {
+			log.Info("task done", "duration", r.opts.Now().Sub(start).Round(time.Millisecond))
+			r.finish(ctx, log, t, true, start, "")
+			return
+		}
+		log.Warn("task failed", "err", err)
+		cause = err
+		// Recorded before any clean-up: from here on a restart resumes
+		// the clean-up, and never runs the task again.
+		if t.FailCause = err.Error(); t.FailCause == "" {
+			t.FailCause = "failed without saying why"
+		}
+		recorded := r.retry(ctx, func() error {
+			return r.setTask(ctx, t.ID, func(cur *cairn.Task) { cur.FailCause, cur.Error = t.FailCause, t.FailCause })
+		}, func(_ int, err error) { log.Error("recording a task's failure; retrying", "err", err) })
+		if !recorded {
+			return
+		}
 	}
-	if ctx.Err() != nil {
-		// Shutting down: leave it running, the next Start runs it again.
-		log.Info("task cut short by shutdown", "err", err)
-		return
+	if known && kind.Fail != nil {
+		cleaned := r.retry(ctx, func() error { return runFail(ctx, kind.Fail, t, cause) },
+			func(n int, ferr error) {
+				log.Error("cleaning up after a failed task; retrying", "err", ferr, "attempt", n)
+				msg := "cleanup failed, retrying: " + ferr.Error()
+				if err := r.setTask(ctx, t.ID, func(cur *cairn.Task) { cur.Error = msg }); err != nil && ctx.Err() == nil {
+					log.Error("recording a failed cleanup", "err", err)
+				}
+			})
+		if !cleaned {
+			// Shutting down: it stays running with its cause, and the
+			// next Start resumes the clean-up.
+			log.Info("cleanup of a failed task cut short by shutdown")
+			return
+		}
+	}
+	r.finish(ctx, log, t, false, start, t.FailCause)
+}
+
+// finish records a task's end, retrying until it is recorded or the
+// runner stops (the next Start then takes the task up again: its Run or
+// Fail is idempotent).
+func (r *Runner) finish(ctx context.Context, log *slog.Logger, t cairn.Task, ok bool, start time.Time, msg string) {
+	if r.opts.Observer != nil {
+		r.opts.Observer.TaskEnded(t.Kind, ok, r.opts.Now().Sub(start))
 	}
 	state := cairn.TaskDone
-	msg := ""
-	if err != nil {
-		state, msg = cairn.TaskFailed, err.Error()
-		log.Warn("task failed", "err", err)
-		if ok && kind.Fail != nil {
-			if ferr := runFail(ctx, kind.Fail, t, err); ferr != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				// Leave it running: the next start tries the cleanup again.
-				log.Error("cleaning up after a failed task", "err", ferr)
-				return
-			}
-		}
-	} else {
-		log.Info("task done", "duration", r.opts.Now().Sub(start).Round(time.Millisecond))
+	if !ok {
+		state = cairn.TaskFailed
 	}
-	if r.opts.Observer != nil {
-		r.opts.Observer.TaskEnded(t.Kind, err == nil, r.opts.Now().Sub(start))
-	}
-	uerr := r.store.Update(ctx, func(tx catalog.Tx) error {
-		cur, err := tx.Task(ctx, t.ID)
+	r.retry(ctx, func() error {
+		return r.setTask(ctx, t.ID, func(cur *cairn.Task) {
+			cur.State, cur.Error = state, msg
+			cur.FinishedAt = r.opts.Now().UTC()
+		})
+	}, func(_ int, err error) { log.Error("recording a task's end; retrying", "err", err) })
+}
+
+// setTask changes task id's row with fn, stamping its update time.
+func (r *Runner) setTask(ctx context.Context, id string, fn func(*cairn.Task)) error {
+	return r.store.Update(ctx, func(tx catalog.Tx) error {
+		cur, err := tx.Task(ctx, id)
 		if err != nil {
 			return err
 		}
-		cur.State, cur.Error = state, msg
-		now := r.opts.Now().UTC()
-		cur.UpdatedAt, cur.FinishedAt = now, now
+		fn(&cur)
+		cur.UpdatedAt = r.opts.Now().UTC()
 		return tx.UpdateTask(ctx, cur)
 	})
-	if uerr != nil {
-		log.Error("recording a task's end", "err", uerr)
+}
+
+// retry calls fn until it succeeds, telling failed of each failure and
+// waiting Backoff before the next attempt. It returns false when ctx
+// ended first: the runner is stopping.
+func (r *Runner) retry(ctx context.Context, fn func() error, failed func(n int, err error)) bool {
+	for n := 1; ; n++ {
+		err := fn()
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		failed(n, err)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-r.opts.After(r.opts.Backoff(n)):
+		}
 	}
 }
 

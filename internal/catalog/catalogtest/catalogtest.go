@@ -160,8 +160,8 @@ func fullBackup(project string, i int) cairn.Backup {
 func fullTask(project string, i int) cairn.Task {
 	return cairn.Task{
 		ID: cairn.NewUUID(), ProjectID: project, Kind: "volume.create", ResourceID: cairn.NewUUID(),
-		State: cairn.TaskRunning, Params: []byte(`{"size":10,"name":"x"}`), Error: "an error",
-		Attempts: 3, ProgressDone: 1 << 33, ProgressTotal: 1 << 34,
+		State: cairn.TaskRunning, Params: []byte(`{"size":10,"name":"x"}`), Error: "cleanup failed, retrying: an error",
+		FailCause: "the cause", Attempts: 3, ProgressDone: 1 << 33, ProgressTotal: 1 << 34,
 		CreatedAt: at(i), UpdatedAt: at(i + 4), FinishedAt: at(i + 5),
 	}
 }
@@ -407,7 +407,7 @@ func testTaskCRUD(t *testing.T, s catalog.Store) {
 		change: func(v cairn.Task, project string) cairn.Task {
 			return cairn.Task{
 				ID: v.ID, ProjectID: project, Kind: "backup.restore", ResourceID: "r2",
-				State: cairn.TaskDone, Params: nil, Error: "", Attempts: v.Attempts + 1,
+				State: cairn.TaskDone, Params: nil, Error: "", FailCause: "", Attempts: v.Attempts + 1,
 				ProgressDone: 5, ProgressTotal: 6,
 				CreatedAt: v.CreatedAt.Add(-time.Hour), UpdatedAt: v.UpdatedAt.Add(time.Hour),
 				FinishedAt: time.Time{},

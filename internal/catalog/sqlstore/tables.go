@@ -123,7 +123,7 @@ func newTables(d *Dialect) tables {
 		tasks: newTable(d, "tasks", "task", []string{
 			"id", "project_id", "kind", "resource_id", "state", "params", "error",
 			"attempts", "progress_done", "progress_total", "created_at", "updated_at",
-			"finished_at",
+			"finished_at", "fail_cause",
 		}, map[string]string{"id": "id", "status": "state", "created_at": "created_at", "updated_at": "updated_at"}),
 
 		projectExists: d.rebind("SELECT 1 FROM projects WHERE id = ?"),
@@ -213,13 +213,14 @@ func taskArgs(d *Dialect, t *cairn.Task) []any {
 		finished = d.Time(t.FinishedAt)
 	}
 	return []any{t.ID, t.ProjectID, t.Kind, t.ResourceID, string(t.State), params, t.Error,
-		int64(t.Attempts), t.ProgressDone, t.ProgressTotal, d.Time(t.CreatedAt), d.Time(t.UpdatedAt), finished}
+		int64(t.Attempts), t.ProgressDone, t.ProgressTotal, d.Time(t.CreatedAt), d.Time(t.UpdatedAt), finished,
+		t.FailCause}
 }
 
 func taskDest(t *cairn.Task) []any {
 	return []any{&t.ID, &t.ProjectID, &t.Kind, &t.ResourceID, &t.State, bytesDest{(*[]byte)(&t.Params)}, &t.Error,
 		&t.Attempts, &t.ProgressDone, &t.ProgressTotal, timeDest{&t.CreatedAt}, timeDest{&t.UpdatedAt},
-		timeDest{&t.FinishedAt}}
+		timeDest{&t.FinishedAt}, &t.FailCause}
 }
 
 // timeDest scans a time column: int64 unix microseconds or a time.Time,

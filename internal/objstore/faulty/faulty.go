@@ -140,6 +140,11 @@ func (b *Backend) Location() string { return b.be.Location() }
 // Unwrap returns the wrapped backend.
 func (b *Backend) Unwrap() objstore.Backend { return b.be }
 
+// Close implements objstore.Backend: it closes the wrapped backend. No
+// fault is injected into Close: a crashed process closes nothing, and
+// the simulated crash is about what reaches the store.
+func (b *Backend) Close() error { return b.be.Close() }
+
 // Put implements objstore.Backend.
 func (b *Backend) Put(ctx context.Context, name string, data []byte, opts objstore.PutOptions) error {
 	if err := b.before("put", name, true); err != nil {

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -33,7 +34,8 @@ const tempPrefix = ".cairn-tmp-"
 
 // Backend is a directory of object files.
 type Backend struct {
-	root string
+	root   string
+	closed atomic.Bool
 
 	mu        sync.Mutex
 	knownDirs map[string]bool // directories known to exist, to skip MkdirAll
@@ -68,6 +70,25 @@ func New(dir string, create bool) (*Backend, error) {
 
 // Location implements objstore.Backend.
 func (b *Backend) Location() string { return "local:" + b.root }
+
+// Close implements objstore.Backend. A directory holds nothing open
+// between calls; Close only makes later calls fail.
+func (b *Backend) Close() error {
+	b.closed.Store(true)
+	return nil
+}
+
+// usable returns the error a call must fail with before it starts: the
+// context's, or ErrClosed.
+func (b *Backend) usable(ctx context.Context, op, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if b.closed.Load() {
+		return fmt.Errorf("local: %s %s: %w", op, name, objstore.ErrClosed)
+	}
+	return nil
+}
 
 func (b *Backend) path(name string) (string, error) {
 	if err := objstore.ValidName(name); err != nil {
@@ -111,7 +132,7 @@ func (b *Backend) ensureDir(dir string) error {
 
 // Put implements objstore.Backend.
 func (b *Backend) Put(ctx context.Context, name string, data []byte, opts objstore.PutOptions) error {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx, "put", name); err != nil {
 		return err
 	}
 	p, err := b.path(name)
@@ -236,7 +257,7 @@ func randomSuffix() string {
 
 // Get implements objstore.Backend.
 func (b *Backend) Get(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx, "get", name); err != nil {
 		return nil, err
 	}
 	p, err := b.path(name)
@@ -315,7 +336,7 @@ func (s *sectionReadCloser) Close() error { return s.f.Close() }
 
 // Stat implements objstore.Backend.
 func (b *Backend) Stat(ctx context.Context, name string) (objstore.ObjectInfo, error) {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx, "stat", name); err != nil {
 		return objstore.ObjectInfo{}, err
 	}
 	p, err := b.path(name)
@@ -334,6 +355,9 @@ func (b *Backend) Stat(ctx context.Context, name string) (objstore.ObjectInfo, e
 
 // List implements objstore.Backend.
 func (b *Backend) List(ctx context.Context, prefix string, fn func(objstore.ObjectInfo) error) error {
+	if err := b.usable(ctx, "list", prefix); err != nil {
+		return err
+	}
 	// Walk the deepest directory that contains every match.
 	dirPart := ""
 	if i := strings.LastIndex(prefix, "/"); i >= 0 {
@@ -384,7 +408,7 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(objstore.Obje
 
 // Delete implements objstore.Backend.
 func (b *Backend) Delete(ctx context.Context, name string) error {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx, "delete", name); err != nil {
 		return err
 	}
 	p, err := b.path(name)
@@ -400,6 +424,9 @@ func (b *Backend) Delete(ctx context.Context, name string) error {
 // RemoveTemporary deletes temporary files older than age left behind by
 // interrupted writers, and returns how many it removed.
 func (b *Backend) RemoveTemporary(ctx context.Context, age time.Duration) (int, error) {
+	if err := b.usable(ctx, "remove temporary", ""); err != nil {
+		return 0, err
+	}
 	cutoff := time.Now().Add(-age)
 	n := 0
 	err := filepath.WalkDir(b.root, func(p string, d fs.DirEntry, err error) error {

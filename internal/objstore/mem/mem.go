@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairnproject/cairn"
@@ -34,7 +35,8 @@ type object struct {
 
 // Backend is an in-memory objstore.Backend.
 type Backend struct {
-	opts Options
+	opts   Options
+	closed atomic.Bool
 
 	mu      sync.Mutex
 	objects map[string]*object
@@ -53,9 +55,28 @@ func New(opts Options) *Backend {
 // Location implements objstore.Backend.
 func (b *Backend) Location() string { return "mem:" }
 
+// Close implements objstore.Backend. The objects stay in memory, for
+// tests to inspect through another handle; calls through this one fail.
+func (b *Backend) Close() error {
+	b.closed.Store(true)
+	return nil
+}
+
+// usable returns the error a call must fail with before it starts: the
+// context's, or ErrClosed.
+func (b *Backend) usable(ctx context.Context, op, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if b.closed.Load() {
+		return fmt.Errorf("mem: %s %s: %w", op, name, objstore.ErrClosed)
+	}
+	return nil
+}
+
 // Put implements objstore.Backend.
 func (b *Backend) Put(ctx context.Context, name string, data []byte, opts objstore.PutOptions) error {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx, "put", name); err != nil {
 		return err
 	}
 	if err := objstore.ValidName(name); err != nil {
@@ -88,7 +109,7 @@ func (b *Backend) lookup(name string) (*object, error) {
 
 // Get implements objstore.Backend.
 func (b *Backend) Get(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx, "get", name); err != nil {
 		return nil, err
 	}
 	b.mu.Lock()
@@ -109,7 +130,7 @@ func (b *Backend) Get(ctx context.Context, name string, offset, length int64) (i
 
 // Stat implements objstore.Backend.
 func (b *Backend) Stat(ctx context.Context, name string) (objstore.ObjectInfo, error) {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx, "stat", name); err != nil {
 		return objstore.ObjectInfo{}, err
 	}
 	b.mu.Lock()
@@ -123,6 +144,9 @@ func (b *Backend) Stat(ctx context.Context, name string) (objstore.ObjectInfo, e
 
 // List implements objstore.Backend.
 func (b *Backend) List(ctx context.Context, prefix string, fn func(objstore.ObjectInfo) error) error {
+	if err := b.usable(ctx, "list", prefix); err != nil {
+		return err
+	}
 	b.mu.Lock()
 	now := b.opts.Now()
 	var infos []objstore.ObjectInfo
@@ -153,7 +177,7 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(objstore.Obje
 
 // Delete implements objstore.Backend.
 func (b *Backend) Delete(ctx context.Context, name string) error {
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx, "delete", name); err != nil {
 		return err
 	}
 	if err := objstore.ValidName(name); err != nil {

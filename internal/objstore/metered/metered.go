@@ -48,6 +48,10 @@ func (b *Backend) Counts() Counts {
 // Location implements objstore.Backend.
 func (b *Backend) Location() string { return b.be.Location() }
 
+// Close implements objstore.Backend: it closes the wrapped backend. The
+// counters stay readable.
+func (b *Backend) Close() error { return b.be.Close() }
+
 // Put implements objstore.Backend.
 func (b *Backend) Put(ctx context.Context, name string, data []byte, opts objstore.PutOptions) error {
 	b.puts.Add(1)

@@ -28,7 +28,8 @@ type Options struct {
 	LargeObject int
 }
 
-// Run runs the suite. newBackend must return an empty backend each call.
+// Run runs the suite. newBackend must return an empty backend each call;
+// the suite closes it when its test ends.
 func Run(t *testing.T, opts Options, newBackend func(t *testing.T) objstore.Backend) {
 	if opts.LargeObject == 0 {
 		opts.LargeObject = 8 << 20
@@ -51,10 +52,17 @@ func Run(t *testing.T, opts Options, newBackend func(t *testing.T) objstore.Back
 		{"Concurrent", testConcurrent},
 		{"ModTime", testModTime},
 		{"DeleteAll", testDeleteAll},
+		{"Close", testClose},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.fn(t, newBackend(t), opts)
+			b := newBackend(t)
+			t.Cleanup(func() {
+				if err := b.Close(); err != nil {
+					t.Errorf("close: %v", err)
+				}
+			})
+			tc.fn(t, b, opts)
 		})
 	}
 }
@@ -284,15 +292,97 @@ func testInvalidNames(t *testing.T, b objstore.Backend, _ Options) {
 	}
 }
 
-func testCancelled(t *testing.T, b objstore.Backend, _ Options) {
-	ctx, cancel := context.WithCancel(t.Context())
+// testCancelled gives every operation a context that has already ended:
+// each must fail with the context's error and leave the store as it was.
+func testCancelled(t *testing.T, b objstore.Backend, opts Options) {
+	live := t.Context()
+	kept := []string{"c/kept-1", "c/kept-2", "c/kept-3"}
+	for _, name := range kept {
+		if err := b.Put(live, name, []byte(name), objstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	listEventually(t, b, opts, "c/", map[string]int64{"c/kept-1": 8, "c/kept-2": 8, "c/kept-3": 8})
+	ctx, cancel := context.WithCancel(live)
 	cancel()
-	if err := b.Put(ctx, "c/x", []byte("x"), objstore.PutOptions{}); err == nil {
-		t.Error("put with a cancelled context succeeded")
+	cancelled := func(op string, err error) {
+		t.Helper()
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("%s with a cancelled context: %v, want an error wrapping context.Canceled", op, err)
+		}
 	}
-	if _, err := b.Stat(t.Context(), "c/x"); !errors.Is(err, cairn.ErrNotFound) {
-		t.Errorf("a cancelled put left an object: %v", err)
+	cancelled("put", b.Put(ctx, "c/new", []byte("x"), objstore.PutOptions{}))
+	cancelled("put if absent", b.Put(ctx, "c/new-if-absent", []byte("x"), objstore.PutOptions{IfAbsent: true}))
+	cancelled("put over an object", b.Put(ctx, "c/kept-1", []byte("replaced"), objstore.PutOptions{}))
+	rc, err := b.Get(ctx, "c/kept-1", 0, -1)
+	if rc != nil {
+		rc.Close()
 	}
+	cancelled("get", err)
+	_, err = b.Stat(ctx, "c/kept-1")
+	cancelled("stat", err)
+	for _, prefix := range []string{"c/", "none/"} {
+		calls := 0
+		err = b.List(ctx, prefix, func(objstore.ObjectInfo) error { calls++; return nil })
+		cancelled(fmt.Sprintf("list %q", prefix), err)
+		if calls != 0 {
+			t.Errorf("list %q with a cancelled context delivered %d objects", prefix, calls)
+		}
+	}
+	cancelled("delete", b.Delete(ctx, "c/kept-1"))
+	deleted := 0
+	cancelled("delete all", objstore.DeleteAll(ctx, b, kept, 4, func(n []string) { deleted += len(n) }))
+	if deleted != 0 {
+		t.Errorf("delete all with a cancelled context reported %d objects deleted", deleted)
+	}
+	if bd, ok := b.(objstore.BatchDeleter); ok {
+		cancelled("delete batch", bd.DeleteBatch(ctx, kept))
+	}
+
+	// Nothing changed: checked with a live context.
+	for _, name := range []string{"c/new", "c/new-if-absent"} {
+		if _, err := b.Stat(live, name); !errors.Is(err, cairn.ErrNotFound) {
+			t.Errorf("a cancelled put left %s: %v", name, err)
+		}
+	}
+	for _, name := range kept {
+		if got := mustGet(t, b, name, 0, -1); string(got) != name {
+			t.Errorf("%s after cancelled calls: %q, want %q", name, got, name)
+		}
+	}
+	listEventually(t, b, opts, "c/", map[string]int64{"c/kept-1": 8, "c/kept-2": 8, "c/kept-3": 8})
+}
+
+// testClose closes the backend twice, then expects every call to fail
+// with ErrClosed.
+func testClose(t *testing.T, b objstore.Backend, _ Options) {
+	ctx := t.Context()
+	if err := b.Put(ctx, "cl/x", []byte("x"), objstore.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+	closed := func(op string, err error) {
+		t.Helper()
+		if !errors.Is(err, objstore.ErrClosed) {
+			t.Errorf("%s after close: %v, want an error wrapping objstore.ErrClosed", op, err)
+		}
+	}
+	closed("put", b.Put(ctx, "cl/y", []byte("y"), objstore.PutOptions{}))
+	rc, err := b.Get(ctx, "cl/x", 0, -1)
+	if rc != nil {
+		rc.Close()
+	}
+	closed("get", err)
+	_, err = b.Stat(ctx, "cl/x")
+	closed("stat", err)
+	closed("list", b.List(ctx, "cl/", func(objstore.ObjectInfo) error { return nil }))
+	closed("delete", b.Delete(ctx, "cl/x"))
+	closed("delete all", objstore.DeleteAll(ctx, b, []string{"cl/x"}, 1, nil))
 }
 
 func testNotRetained(t *testing.T, b objstore.Backend, _ Options) {

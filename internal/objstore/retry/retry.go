@@ -19,14 +19,21 @@ import (
 
 // Policy bounds the retries of one operation.
 type Policy struct {
-	// MaxElapsed is the most time one operation may spend retrying
-	// (default 2 minutes).
+	// MaxElapsed is the most time one operation may take, counted from
+	// its start, before it stops retrying (default 2 minutes). For a Get
+	// that is the whole read: the reopenings of a broken stream share it.
 	MaxElapsed time.Duration
 	// InitialDelay and MaxDelay bound the backoff (defaults 100 ms, 10 s).
 	InitialDelay time.Duration
 	MaxDelay     time.Duration
 	// OnRetry, when set, hears about every retry (for logs).
 	OnRetry func(op, name string, attempt int, delay time.Duration, err error)
+	// Now is the clock that measures MaxElapsed (time.Now when nil).
+	Now func() time.Time
+	// Sleep waits for d, or until ctx ends, when it returns ctx's error
+	// (a timer when nil). Tests inject Now and Sleep to run the backoff
+	// without waiting.
+	Sleep func(ctx context.Context, d time.Duration) error
 }
 
 func (p Policy) withDefaults() Policy {
@@ -39,7 +46,24 @@ func (p Policy) withDefaults() Policy {
 	if p.MaxDelay <= 0 {
 		p.MaxDelay = 10 * time.Second
 	}
+	if p.Now == nil {
+		p.Now = time.Now
+	}
+	if p.Sleep == nil {
+		p.Sleep = sleep
+	}
 	return p
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // Retryable reports whether err is worth another attempt.
@@ -47,29 +71,76 @@ func Retryable(err error) bool { return errors.Is(err, cairn.ErrUnavailable) }
 
 // Do calls fn until it succeeds, fails permanently, the context ends, or
 // the policy's time runs out. The last error is returned, annotated with
-// the attempts made when there was more than one.
+// the attempts made when there was more than one. A context that has
+// already ended fails at once, without calling fn.
 func (p Policy) Do(ctx context.Context, op, name string, fn func(ctx context.Context) error) error {
-	p = p.withDefaults()
-	start := time.Now()
-	for attempt := 1; ; attempt++ {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	o := p.begin(op, name)
+	for {
 		err := fn(ctx)
-		if err == nil || !Retryable(err) || ctx.Err() != nil {
+		if err == nil {
+			return nil
+		}
+		if err := o.backoff(ctx, err); err != nil {
 			return err
-		}
-		backoff := min(p.MaxDelay, p.InitialDelay<<min(attempt-1, 20))
-		delay := time.Duration(rand.Int64N(int64(backoff) + 1))
-		if time.Since(start)+delay > p.MaxElapsed {
-			return fmt.Errorf("%w (gave up after %d attempts in %v)", err, attempt, time.Since(start).Round(time.Millisecond))
-		}
-		if p.OnRetry != nil {
-			p.OnRetry(op, name, attempt, delay, err)
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(delay):
 		}
 	}
+}
+
+// operation is the retry state of one operation: when it started, which
+// bounds its time, and the attempts that failed.
+type operation struct {
+	p        Policy
+	op, name string
+	start    time.Time
+	failures int // since the last progress
+	attempts int // in all
+}
+
+func (p Policy) begin(op, name string) *operation {
+	p = p.withDefaults()
+	return &operation{p: p, op: op, name: name, start: p.Now()}
+}
+
+// progress notes that the operation moved forward (a broken stream had
+// delivered bytes): the next backoff starts from the initial delay again,
+// within the same time budget.
+func (o *operation) progress() { o.failures = 0 }
+
+// backoff is called after an attempt failed with err. When another
+// attempt is worth making and fits in the budget, it waits for the
+// backoff delay and returns nil; otherwise it returns the error to give
+// up with.
+func (o *operation) backoff(ctx context.Context, err error) error {
+	o.attempts++
+	if !Retryable(err) {
+		return err
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		return stopped(err, cerr)
+	}
+	o.failures++
+	ceiling := min(o.p.MaxDelay, o.p.InitialDelay<<min(o.failures-1, 20))
+	delay := time.Duration(rand.Int64N(int64(ceiling) + 1))
+	elapsed := o.p.Now().Sub(o.start)
+	if elapsed+delay > o.p.MaxElapsed {
+		return fmt.Errorf("%w (gave up after %d attempts in %v)", err, o.attempts, elapsed.Round(time.Millisecond))
+	}
+	if o.p.OnRetry != nil {
+		o.p.OnRetry(o.op, o.name, o.attempts, delay, err)
+	}
+	if cerr := o.p.Sleep(ctx, delay); cerr != nil {
+		return stopped(err, cerr)
+	}
+	return nil
+}
+
+// stopped is the error of an operation whose context ended while it was
+// retrying: it wraps both the last failure and the context's error.
+func stopped(err, ctxErr error) error {
+	return fmt.Errorf("%w (stopped retrying: %w)", err, ctxErr)
 }
 
 // Backend retries the operations of the Backend it wraps.
@@ -88,6 +159,9 @@ func (b *Backend) Unwrap() objstore.Backend { return b.be }
 
 // Location implements objstore.Backend.
 func (b *Backend) Location() string { return b.be.Location() }
+
+// Close implements objstore.Backend: it closes the wrapped backend.
+func (b *Backend) Close() error { return b.be.Close() }
 
 // Put implements objstore.Backend. A create-if-absent Put that failed
 // after reaching the store and then finds the object exists succeeds if
@@ -111,63 +185,113 @@ func (b *Backend) Put(ctx context.Context, name string, data []byte, opts objsto
 	return err
 }
 
-// Get implements objstore.Backend. A read that fails part-way resumes
-// where it stopped.
+// Get implements objstore.Backend. A read that breaks with a transient
+// error reopens the object where it stopped, after a backoff; the whole
+// read, every reopening included, has the policy's MaxElapsed from the
+// call to Get.
 func (b *Backend) Get(ctx context.Context, name string, offset, length int64) (io.ReadCloser, error) {
-	var rc io.ReadCloser
-	err := b.policy.Do(ctx, "get", name, func(ctx context.Context) error {
-		var err error
-		rc, err = b.be.Get(ctx, name, offset, length)
-		return err
-	})
-	if err != nil {
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return &resumingReader{ctx: ctx, b: b, name: name, offset: offset, length: length, rc: rc}, nil
+	o := b.policy.begin("get", name)
+	for {
+		rc, err := b.be.Get(ctx, name, offset, length)
+		if err == nil {
+			return &resumingReader{ctx: ctx, be: b.be, op: o, name: name, offset: offset, length: length, rc: rc}, nil
+		}
+		if err := o.backoff(ctx, err); err != nil {
+			return nil, err
+		}
+	}
 }
 
+// resumingReader reads an object through streams that may break. It is
+// a loop, not a recursion: however often the store breaks the stream,
+// the stack stays flat and the operation's budget ends it.
 type resumingReader struct {
 	ctx    context.Context
-	b      *Backend
+	be     objstore.Backend
+	op     *operation
 	name   string
-	offset int64 // of the next byte to read
-	length int64 // still to read; < 0 to the end
-	rc     io.ReadCloser
+	offset int64         // of the next byte to read
+	length int64         // still to read; < 0 to the end
+	rc     io.ReadCloser // nil after the stream broke, until reopened
+	broken error         // why the last stream broke
+	err    error         // the permanent failure every later Read returns
 }
 
 func (r *resumingReader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
 	if r.length == 0 {
 		return 0, io.EOF
 	}
 	if r.length > 0 && int64(len(p)) > r.length {
 		p = p[:r.length]
 	}
-	n, err := r.rc.Read(p)
-	r.offset += int64(n)
-	if r.length > 0 {
-		r.length -= int64(n)
-	}
-	if err == nil || errors.Is(err, io.EOF) || !Retryable(err) || n > 0 {
-		return n, err
-	}
-	// The stream broke: reopen at the current offset.
-	r.rc.Close()
-	rerr := r.b.policy.Do(r.ctx, "get", r.name, func(ctx context.Context) error {
-		rc, err := r.b.be.Get(ctx, r.name, r.offset, r.length)
-		if err != nil {
-			return err
+	for {
+		if r.rc == nil {
+			if err := r.reopen(); err != nil {
+				r.err = err
+				return 0, err
+			}
 		}
-		r.rc = rc
-		return nil
-	})
-	if rerr != nil {
-		r.rc = io.NopCloser(bytes.NewReader(nil))
-		return 0, rerr
+		n, err := r.rc.Read(p)
+		r.offset += int64(n)
+		if r.length > 0 {
+			r.length -= int64(n)
+		}
+		if n > 0 {
+			r.op.progress()
+		}
+		if err == nil || errors.Is(err, io.EOF) {
+			return n, err
+		}
+		if !Retryable(err) {
+			r.err = err
+			return n, err
+		}
+		// The stream broke: the next round, or the next Read if this
+		// one delivered bytes, reopens at the current offset.
+		r.rc.Close()
+		r.rc, r.broken = nil, err
+		if n > 0 {
+			return n, nil
+		}
 	}
-	return r.Read(p)
 }
 
-func (r *resumingReader) Close() error { return r.rc.Close() }
+// reopen waits the backoff after the stream broke and opens the object
+// again at the current offset, retrying within the operation's budget.
+func (r *resumingReader) reopen() error {
+	err := r.broken
+	for {
+		if err := r.op.backoff(r.ctx, err); err != nil {
+			return err
+		}
+		var rc io.ReadCloser
+		rc, err = r.be.Get(r.ctx, r.name, r.offset, r.length)
+		if err == nil {
+			r.rc, r.broken = rc, nil
+			return nil
+		}
+	}
+}
+
+// Close closes the current stream, if any; a Read after Close fails
+// rather than reopening the object.
+func (r *resumingReader) Close() error {
+	var err error
+	if r.rc != nil {
+		err = r.rc.Close()
+		r.rc = nil
+	}
+	if r.err == nil {
+		r.err = fmt.Errorf("retry: get %s: read after close: %w", r.name, cairn.ErrInvalid)
+	}
+	return err
+}
 
 // Stat implements objstore.Backend.
 func (b *Backend) Stat(ctx context.Context, name string) (objstore.ObjectInfo, error) {

@@ -65,6 +65,10 @@ type Config struct {
 type Backend struct {
 	client *s3.Client
 	cfg    Config
+	// conns are the connections of the HTTP client New built, which
+	// Close closes.
+	conns  *connTracker
+	closed atomic.Bool
 	// noConditional is set once the store answered a conditional PUT
 	// with 501 Not Implemented (Swift's s3api).
 	noConditional atomic.Bool
@@ -113,7 +117,14 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if awsCfg.Region == "" {
 		awsCfg.Region = "us-east-1"
 	}
+	conns := &connTracker{conns: map[*trackedConn]struct{}{}}
 	client := s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		// The SDK has configured the client it will use (CA bundle,
+		// timeouts) and copies its transport on every change: only the
+		// dialer that every copy shares sees all the connections.
+		if bc, ok := o.HTTPClient.(*awshttp.BuildableClient); ok && cfg.HTTPClient == nil {
+			o.HTTPClient = bc.WithTransportOptions(conns.track)
+		}
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
@@ -121,7 +132,30 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
 		o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 	})
-	return &Backend{client: client, cfg: cfg}, nil
+	return &Backend{client: client, cfg: cfg, conns: conns}, nil
+}
+
+// Close implements objstore.Backend: it closes the connections of the
+// HTTP client New built (not of one the caller gave), which are all idle
+// once every call has returned.
+func (b *Backend) Close() error {
+	if b.closed.Swap(true) {
+		return nil
+	}
+	b.conns.closeAll()
+	return nil
+}
+
+// usable returns the error a call must fail with before it starts: the
+// context's, or ErrClosed.
+func (b *Backend) usable(ctx context.Context, op, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if b.closed.Load() {
+		return fmt.Errorf("s3 %s %s/%s: %w", op, b.Location(), name, objstore.ErrClosed)
+	}
+	return nil
 }
 
 func httpClient(conns int) *awshttp.BuildableClient {
@@ -183,6 +217,9 @@ func (b *Backend) RemoveBucket(ctx context.Context) error {
 func (b *Backend) Put(ctx context.Context, name string, data []byte, opts objstore.PutOptions) error {
 	key, err := b.key(name)
 	if err != nil {
+		return err
+	}
+	if err := b.usable(ctx, "put", name); err != nil {
 		return err
 	}
 	// The checksum makes the store refuse a body cut short: some
@@ -252,6 +289,9 @@ func (b *Backend) Get(ctx context.Context, name string, offset, length int64) (i
 	if err != nil {
 		return nil, err
 	}
+	if err := b.usable(ctx, "get", name); err != nil {
+		return nil, err
+	}
 	if offset < 0 {
 		return nil, fmt.Errorf("s3: get %s: negative offset: %w", name, cairn.ErrInvalid)
 	}
@@ -293,6 +333,9 @@ func (b *Backend) Stat(ctx context.Context, name string) (objstore.ObjectInfo, e
 	if err != nil {
 		return objstore.ObjectInfo{}, err
 	}
+	if err := b.usable(ctx, "stat", name); err != nil {
+		return objstore.ObjectInfo{}, err
+	}
 	out, err := b.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(b.cfg.Bucket), Key: aws.String(key)}, closeConnection)
 	if err != nil {
 		return objstore.ObjectInfo{}, b.mapErr("stat", name, err)
@@ -303,6 +346,9 @@ func (b *Backend) Stat(ctx context.Context, name string) (objstore.ObjectInfo, e
 // List implements objstore.Backend. Each page request is retried on its
 // own, so a long listing survives a transient failure.
 func (b *Backend) List(ctx context.Context, prefix string, fn func(objstore.ObjectInfo) error) error {
+	if err := b.usable(ctx, "list", prefix); err != nil {
+		return err
+	}
 	var token *string
 	for {
 		var out *s3.ListObjectsV2Output
@@ -343,6 +389,9 @@ func (b *Backend) Delete(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	if err := b.usable(ctx, "delete", name); err != nil {
+		return err
+	}
 	_, err = b.client.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(b.cfg.Bucket), Key: aws.String(key)})
 	if err != nil {
 		if err := b.mapErr("delete", name, err); !errors.Is(err, cairn.ErrNotFound) {
@@ -357,6 +406,9 @@ func (b *Backend) Delete(ctx context.Context, name string) error {
 func (b *Backend) DeleteBatch(ctx context.Context, names []string) error {
 	if len(names) == 0 {
 		return nil
+	}
+	if err := b.usable(ctx, "delete batch", names[0]); err != nil {
+		return err
 	}
 	ids := make([]types.ObjectIdentifier, 0, len(names))
 	for _, name := range names {

@@ -21,6 +21,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -60,6 +61,10 @@ type Backend struct {
 	cfg      Config
 	maxFile  int64
 	segments string
+	// transport is the one New built for the connection, whose idle
+	// connections Close releases; nil when the caller gave its own.
+	transport *http.Transport
+	closed    atomic.Bool
 }
 
 var _ objstore.Backend = (*Backend)(nil)
@@ -89,18 +94,20 @@ func New(ctx context.Context, cfg Config) (*Backend, error) {
 	if cfg.Region != "" {
 		conn.Region = cfg.Region
 	}
+	var own *http.Transport
 	if conn.Transport == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConns = cfg.Connections * 2
-		t.MaxIdleConnsPerHost = cfg.Connections
-		conn.Transport = t
+		own = http.DefaultTransport.(*http.Transport).Clone()
+		own.MaxIdleConns = cfg.Connections * 2
+		own.MaxIdleConnsPerHost = cfg.Connections
+		conn.Transport = own
 	}
 	conn.Retries = 2 // re-authentication on an expired token; other retries are ours
 	if conn.UserAgent == "" {
 		conn.UserAgent = "cairn"
 	}
-	b := &Backend{conn: conn, cfg: cfg, maxFile: 5 << 30, segments: cfg.Container + "_segments"}
+	b := &Backend{conn: conn, cfg: cfg, maxFile: 5 << 30, segments: cfg.Container + "_segments", transport: own}
 	if err := conn.Authenticate(ctx); err != nil {
+		b.Close()
 		return nil, b.authError(err)
 	}
 	if info, err := conn.QueryInfo(ctx); err == nil {
@@ -231,6 +238,30 @@ func identityV3URL(raw string) string {
 	return u.String()
 }
 
+// Close implements objstore.Backend: it closes the idle connections of
+// the transport New built (not of one the caller's connection had).
+func (b *Backend) Close() error {
+	if b.closed.Swap(true) {
+		return nil
+	}
+	if b.transport != nil {
+		b.transport.CloseIdleConnections()
+	}
+	return nil
+}
+
+// usable returns the error a call must fail with before it starts: the
+// context's, or ErrClosed.
+func (b *Backend) usable(ctx context.Context, op, name string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if b.closed.Load() {
+		return fmt.Errorf("swift %s %s/%s: %w", op, b.Location(), name, objstore.ErrClosed)
+	}
+	return nil
+}
+
 // Location implements objstore.Backend.
 func (b *Backend) Location() string {
 	loc := strings.TrimSuffix("swift://"+b.cfg.Container+"/"+b.cfg.Prefix, "/")
@@ -280,7 +311,7 @@ func (b *Backend) Put(ctx context.Context, name string, data []byte, opts objsto
 	if err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
+	if err := b.usable(ctx, "put", name); err != nil {
 		return err
 	}
 	if int64(len(data)) > b.maxFile {
@@ -345,6 +376,9 @@ func (b *Backend) Get(ctx context.Context, name string, offset, length int64) (i
 	if err != nil {
 		return nil, err
 	}
+	if err := b.usable(ctx, "get", name); err != nil {
+		return nil, err
+	}
 	if offset < 0 {
 		return nil, fmt.Errorf("swift: get %s: negative offset: %w", name, cairn.ErrInvalid)
 	}
@@ -388,6 +422,9 @@ func (b *Backend) Stat(ctx context.Context, name string) (objstore.ObjectInfo, e
 	if err != nil {
 		return objstore.ObjectInfo{}, err
 	}
+	if err := b.usable(ctx, "stat", name); err != nil {
+		return objstore.ObjectInfo{}, err
+	}
 	info, h, err := b.conn.Object(ctx, b.cfg.Container, key)
 	if err != nil {
 		return objstore.ObjectInfo{}, b.mapErr("stat", name, err)
@@ -402,6 +439,9 @@ func (b *Backend) Stat(ctx context.Context, name string) (objstore.ObjectInfo, e
 
 // List implements objstore.Backend.
 func (b *Backend) List(ctx context.Context, prefix string, fn func(objstore.ObjectInfo) error) error {
+	if err := b.usable(ctx, "list", prefix); err != nil {
+		return err
+	}
 	marker := ""
 	for {
 		var page []swift.Object
@@ -440,6 +480,9 @@ func (b *Backend) Delete(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	if err := b.usable(ctx, "delete", name); err != nil {
+		return err
+	}
 	if err := b.conn.ObjectDelete(ctx, b.cfg.Container, key); err != nil {
 		if err := b.mapErr("delete", name, err); !errors.Is(err, cairn.ErrNotFound) {
 			return err
@@ -451,6 +494,12 @@ func (b *Backend) Delete(ctx context.Context, name string) error {
 // DeleteBatch implements objstore.BatchDeleter with the bulk-delete
 // middleware; a cluster without it gets one DELETE per object.
 func (b *Backend) DeleteBatch(ctx context.Context, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	if err := b.usable(ctx, "delete batch", names[0]); err != nil {
+		return err
+	}
 	keys := make([]string, 0, len(names))
 	for _, name := range names {
 		key, err := b.key(name)
@@ -483,6 +532,9 @@ func (b *Backend) DeleteBatch(ctx context.Context, names []string) error {
 // exist (deleted, or never completed) and are older than age; it returns
 // how many segments it removed.
 func (b *Backend) RemoveTemporary(ctx context.Context, age time.Duration) (int, error) {
+	if err := b.usable(ctx, "remove temporary", ""); err != nil {
+		return 0, err
+	}
 	// Segments are named "<object key>/<upload nanoseconds>/<n>".
 	groups := map[string][]swift.Object{}
 	err := b.conn.ObjectsWalk(ctx, b.segments, &swift.ObjectsOpts{Prefix: b.cfg.Prefix}, func(ctx context.Context, opts *swift.ObjectsOpts) (any, error) {

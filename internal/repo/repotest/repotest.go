@@ -1,5 +1,5 @@
-// Package repotest has in-memory sources and targets and data generators
-// for repository tests.
+// Package repotest has in-memory sources and targets, data generators and
+// a fake clock for repository tests.
 package repotest
 
 import (
