@@ -279,6 +279,56 @@ func TestStaleSessionDoesNotCommit(t *testing.T) {
 	}
 }
 
+// A backup whose session looked dead for a while must not commit, even
+// when its heartbeat later refreshes the marker again: a gc may have
+// swept, meanwhile, sets the session had not seen.
+func TestSessionStaleOnceDoesNotCommit(t *testing.T) {
+	clk := newClock()
+	rGC, inner := newClockRepo(t, clk)
+	be := faulty.New(inner, faulty.Options{})
+	opts := clockOpts(clk)
+	beats := heartbeats(&opts)
+	r := reopenWith(t, be, opts)
+	g := newGate(t)
+	done := startBackup(t, r, &repotest.Source{Data: repotest.Mixed(70, testChunk, testChunk), Block: g.at(0)}, repo.BackupOptions{SourceName: "s"})
+	<-g.reached
+	// The store refuses the heartbeat due at 2.5 s; at 3.5 s a gc finds
+	// the marker dead (3 s timeout) and removes it.
+	be.SetOptions(faulty.Options{Prefix: format.SessionsPrefix, FailRate: 1})
+	clk.Advance(2500 * time.Millisecond)
+	clk.Tick()
+	if err := <-beats; err == nil {
+		t.Fatal("the heartbeat refreshed the session through a store refusing it")
+	}
+	clk.Advance(time.Second)
+	s, err := rGC.GC(t.Context(), repo.GCOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.SessionsRemoved != 1 {
+		t.Fatalf("gc removed %d sessions, want the stale one: %+v", s.SessionsRemoved, s)
+	}
+	// The store works again: the next heartbeat writes the marker, but
+	// the session was dead to the gc and must say so.
+	be.SetOptions(faulty.Options{})
+	clk.Tick()
+	if err := <-beats; !errors.Is(err, cairn.ErrConflict) {
+		t.Fatalf("heartbeat after the session was taken for dead: %v, want a conflict", err)
+	}
+	close(g.open)
+	res := <-done
+	if !errors.Is(res.err, cairn.ErrConflict) {
+		t.Fatalf("a backup whose session was taken for dead ended with %v, want a conflict", res.err)
+	}
+	list, err := r.Backups(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Backups) != 0 {
+		t.Fatal("backup visible")
+	}
+}
+
 // A lagging listing lets GC condemn the same chunks in two sets. A backup
 // that reuses them must hold both: the sweep of either would delete them.
 func TestGCProtocolChunkInTwoSets(t *testing.T) {

@@ -138,8 +138,20 @@ func (s *session) writeMarker(ctx context.Context, opts objstore.PutOptions) err
 		return err
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	// A marker that went unrefreshed for longer than check allows may have
+	// looked dead to a garbage collection, which may then have swept sets
+	// the session had not seen; refreshing it now does not undo that.
+	gap := s.r.now().Sub(s.lastRefresh)
+	stale := !s.lastRefresh.IsZero() && gap > s.r.sessionTimeout()*2/3
 	s.lastRefresh = before
-	s.mu.Unlock()
+	if stale {
+		err := fmt.Errorf("backup session went %v without a refresh (store unreachable? process paused?); a garbage collection may have taken it for dead: %w", gap.Round(time.Second), cairn.ErrConflict)
+		if s.failed == nil {
+			s.failed = err
+		}
+		return err
+	}
 	return nil
 }
 
