@@ -2,13 +2,17 @@ package repo_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"testing"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/extents"
+	"github.com/cairnproject/cairn/internal/objstore/faulty"
+	"github.com/cairnproject/cairn/internal/objstore/mem"
 	"github.com/cairnproject/cairn/internal/repo"
+	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/repo/repotest"
 )
 
@@ -241,4 +245,108 @@ func TestDiff(t *testing.T) {
 	// The diff is a valid hint: a backup from it equals a full read.
 	c := backup(t, r, src, repo.BackupOptions{Parent: &a.ID, Changed: d})
 	restoreAndCompare(t, r, c, src.Data)
+}
+
+var errBoom = errors.New("boom")
+
+// failingSource fails the reads that start at one offset.
+type failingSource struct {
+	*repotest.Source
+	at int64
+}
+
+func (s *failingSource) ReadAt(p []byte, off int64) (int, error) {
+	if off == s.at {
+		return 0, errBoom
+	}
+	return s.Source.ReadAt(p, off)
+}
+
+// failingTarget fails its reads or writes at one offset.
+type failingTarget struct {
+	*repotest.Target
+	readAt, writeAt int64
+}
+
+func (t *failingTarget) ReadAt(p []byte, off int64) (int, error) {
+	if off <= t.readAt && t.readAt < off+int64(len(p)) {
+		return 0, errBoom
+	}
+	return t.Target.ReadAt(p, off)
+}
+
+func (t *failingTarget) WriteAt(p []byte, off int64) (int, error) {
+	if off <= t.writeAt && t.writeAt < off+int64(len(p)) {
+		return 0, errBoom
+	}
+	return t.Target.WriteAt(p, off)
+}
+
+// A failure anywhere in a backup's or a restore's pipeline ends it with
+// that failure, and nothing of a failed backup becomes visible.
+func TestPipelineErrors(t *testing.T) {
+	data := randomChunks(30, 24)
+	changed := bytes.Clone(data)
+	changed[10*testChunk+5] ^= 1
+	for _, tc := range []struct {
+		name string
+		run  func(t *testing.T, ctx context.Context, r *repo.Repository, be *faulty.Backend, parent *format.Manifest) error
+		want error
+	}{
+		{"source read", func(t *testing.T, ctx context.Context, r *repo.Repository, _ *faulty.Backend, _ *format.Manifest) error {
+			_, err := r.Backup(ctx, &failingSource{&repotest.Source{Data: data}, 17 * testChunk}, repo.BackupOptions{SourceName: "x", NoParent: true})
+			return err
+		}, errBoom},
+		// Only the changed page is read, by the delta path.
+		{"delta source read", func(t *testing.T, ctx context.Context, r *repo.Repository, _ *faulty.Backend, parent *format.Manifest) error {
+			pid := parent.ID
+			_, err := r.Backup(ctx, &failingSource{&repotest.Source{Data: changed}, 10*testChunk + 4096}, repo.BackupOptions{SourceName: "p", Parent: &pid, Delta: true,
+				Changed: &extents.List{Size: int64(len(changed)), Extents: []cairn.Extent{{Offset: 10*testChunk + 4096, Length: 4096}}}})
+			return err
+		}, errBoom},
+		{"chunk upload", func(t *testing.T, ctx context.Context, r *repo.Repository, be *faulty.Backend, _ *format.Manifest) error {
+			be.SetOptions(faulty.Options{Prefix: format.ChunksPrefix, FailRate: 1})
+			defer be.SetOptions(faulty.Options{})
+			_, err := r.Backup(ctx, &repotest.Source{Data: randomChunks(31, 8)}, repo.BackupOptions{SourceName: "x", NoParent: true})
+			return err
+		}, faulty.ErrInjected},
+		{"cancelled backup", func(t *testing.T, ctx context.Context, r *repo.Repository, _ *faulty.Backend, _ *format.Manifest) error {
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			src := &repotest.Source{Data: data, Block: func(off int64) {
+				if off == 12*testChunk {
+					cancel()
+				}
+			}}
+			_, err := r.Backup(ctx, src, repo.BackupOptions{SourceName: "x", NoParent: true})
+			return err
+		}, context.Canceled},
+		{"target write", func(t *testing.T, ctx context.Context, r *repo.Repository, _ *faulty.Backend, parent *format.Manifest) error {
+			_, err := r.Restore(ctx, parent, &failingTarget{repotest.NewTarget(parent.Size), -1, 13 * testChunk}, nil)
+			return err
+		}, errBoom},
+		{"chunk fetch", func(t *testing.T, ctx context.Context, r *repo.Repository, be *faulty.Backend, parent *format.Manifest) error {
+			be.SetOptions(faulty.Options{Prefix: format.ChunksPrefix, FailRate: 1})
+			defer be.SetOptions(faulty.Options{})
+			_, err := r.Restore(ctx, parent, repotest.NewTarget(parent.Size), nil)
+			return err
+		}, faulty.ErrInjected},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be := faulty.New(mem.New(mem.Options{}), faulty.Options{})
+			r := initRepo(t, be)
+			parent := backup(t, r, &repotest.Source{Data: data}, repo.BackupOptions{SourceName: "p"})
+			err := tc.run(t, t.Context(), r, be, parent)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+			list, err := r.Backups(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(list.Backups) != 1 {
+				t.Fatalf("%d backups after a failed one, want the first only", len(list.Backups))
+			}
+		})
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/objstore"
 	"github.com/cairnproject/cairn/internal/repo/format"
+	"golang.org/x/sync/errgroup"
 )
 
 // Target is what a restore writes: an image file or a block device.
@@ -148,11 +149,8 @@ func (r *Repository) restorePart(ctx context.Context, entries []format.Entry, ba
 	// Chunks in the order of their first use, so writes run mostly forward.
 	slices.SortFunc(jobs, func(a, b *chunkJob) int { return cmp.Compare(a.placements[0].offset, b.placements[0].offset) })
 
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var failOnce sync.Once
-	var firstErr error
-	setErr := func(err error) { failOnce.Do(func() { firstErr = err; cancel(err) }) }
+	parent := ctx
+	g, ctx := errgroup.WithContext(ctx)
 
 	workers, transfers := r.opts.Workers, r.opts.Transfers
 	check := make(chan *chunkJob, workers)
@@ -161,76 +159,81 @@ func (r *Repository) restorePart(ctx context.Context, entries []format.Entry, ba
 	bufPool := sync.Pool{New: func() any { b := make([]byte, 0, r.cfg.ChunkSize+format.Overhead+1024); return &b }}
 	plainPool := sync.Pool{New: func() any { b := make([]byte, 0, r.cfg.ChunkSize); return &b }}
 
+	g.Go(func() error {
+		defer close(check)
+		for _, j := range jobs {
+			select {
+			case check <- j:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		return nil
+	})
 	// Stage 1 (delta restores only): drop placements the target already has.
-	var checkers sync.WaitGroup
-	for range workers {
-		checkers.Go(func() {
-			hasher := r.mk.NewHasher()
-			for j := range check {
-				if ctx.Err() != nil {
-					continue
-				}
-				if !fresh {
-					kept := j.placements[:0]
-					for _, pl := range j.placements {
-						if pl.chunkOffset == 0 {
-							buf := make([]byte, pl.length)
-							same, err := readEqual(t, buf, pl.offset, func(b []byte) bool { return format.ChunkID(hasher.Sum(b)) == j.id })
-							if err != nil {
-								setErr(err)
-								break
-							}
-							p.add(&p.Read, pl.length)
-							if same {
-								account(func() { stats.BytesSkipped += pl.length })
-								p.add(&p.Skipped, pl.length)
-								p.add(&p.Done, pl.length)
-								continue
-							}
+	goStage(g, workers, func() error {
+		hasher := r.mk.NewHasher()
+		for j := range check {
+			if ctx.Err() != nil {
+				continue
+			}
+			if !fresh {
+				kept := j.placements[:0]
+				for _, pl := range j.placements {
+					if pl.chunkOffset == 0 {
+						buf := make([]byte, pl.length)
+						same, err := readEqual(t, buf, pl.offset, func(b []byte) bool { return format.ChunkID(hasher.Sum(b)) == j.id })
+						if err != nil {
+							return err
 						}
-						kept = append(kept, pl)
+						p.add(&p.Read, pl.length)
+						if same {
+							account(func() { stats.BytesSkipped += pl.length })
+							p.add(&p.Skipped, pl.length)
+							p.add(&p.Done, pl.length)
+							continue
+						}
 					}
-					j.placements = kept
-					if len(kept) == 0 {
-						continue
-					}
+					kept = append(kept, pl)
 				}
-				select {
-				case fetch <- j:
-				case <-ctx.Done():
+				j.placements = kept
+				if len(kept) == 0 {
+					continue
 				}
 			}
-		})
-	}
+			select {
+			case fetch <- j:
+			case <-ctx.Done():
+			}
+		}
+		return nil
+	}, func() { close(fetch) })
 	// Stage 2: fetch from the store.
-	var fetchers sync.WaitGroup
-	for range transfers {
-		fetchers.Go(func() {
-			for j := range fetch {
-				if ctx.Err() != nil {
-					continue
-				}
-				j.buf = bufPool.Get().(*[]byte)
-				data, err := objstore.ReadInto(ctx, r.be, j.id.ObjectName(), *j.buf)
-				if err != nil {
-					bufPool.Put(j.buf)
-					if errors.Is(err, cairn.ErrNotFound) {
-						err = fmt.Errorf("chunk %s is missing from the repository: %w", j.id, cairn.ErrCorrupt)
-					}
-					setErr(fmt.Errorf("fetching chunk: %w", err))
-					continue
-				}
-				*j.buf = data
-				j.data = data
-				p.add(&p.Fetched, int64(len(data)))
-				select {
-				case decode <- j:
-				case <-ctx.Done():
-					bufPool.Put(j.buf)
-				}
+	goStage(g, transfers, func() error {
+		for j := range fetch {
+			if ctx.Err() != nil {
+				continue
 			}
-		})
-	}
+			j.buf = bufPool.Get().(*[]byte)
+			data, err := objstore.ReadInto(ctx, r.be, j.id.ObjectName(), *j.buf)
+			if err != nil {
+				bufPool.Put(j.buf)
+				if errors.Is(err, cairn.ErrNotFound) {
+					err = fmt.Errorf("chunk %s is missing from the repository: %w", j.id, cairn.ErrCorrupt)
+				}
+				return fmt.Errorf("fetching chunk: %w", err)
+			}
+			*j.buf = data
+			j.data = data
+			p.add(&p.Fetched, int64(len(data)))
+			select {
+			case decode <- j:
+			case <-ctx.Done():
+				bufPool.Put(j.buf)
+			}
+		}
+		return nil
+	}, func() { close(decode) })
 	// Stage 3: authenticate, decompress, verify. Stage 4: write; apart, so
 	// a core never waits on the target.
 	type plainChunk struct {
@@ -239,77 +242,60 @@ func (r *Repository) restorePart(ctx context.Context, entries []format.Entry, ba
 		buf   *[]byte
 	}
 	write := make(chan plainChunk, max(2, transfers))
-	var decoders sync.WaitGroup
-	for range workers {
-		decoders.Go(func() {
-			hasher := r.mk.NewHasher()
-			for j := range decode {
-				if ctx.Err() == nil {
-					pbuf := plainPool.Get().(*[]byte)
-					plain, err := r.openChunk(j, hasher, (*pbuf)[:0])
-					// Damage on the way from the store goes away when
-					// read again; damage at rest does not.
-					for attempt := 1; err != nil && errors.Is(err, cairn.ErrCorrupt) && attempt < fetchAttempts && ctx.Err() == nil; attempt++ {
-						data, ferr := objstore.ReadInto(ctx, r.be, j.id.ObjectName(), *j.buf)
-						if ferr != nil {
-							err = ferr
-							break
-						}
-						*j.buf, j.data = data, data
-						plain, err = r.openChunk(j, hasher, (*pbuf)[:0])
-					}
-					if err != nil {
-						plainPool.Put(pbuf)
-						setErr(err)
-					} else {
-						*pbuf = plain
-						select {
-						case write <- plainChunk{j, plain, pbuf}:
-						case <-ctx.Done():
-							plainPool.Put(pbuf)
-						}
-					}
-				}
+	goStage(g, workers, func() error {
+		hasher := r.mk.NewHasher()
+		for j := range decode {
+			if ctx.Err() != nil {
 				bufPool.Put(j.buf)
+				continue
 			}
-		})
-	}
+			pbuf := plainPool.Get().(*[]byte)
+			plain, err := r.openChunk(j, hasher, (*pbuf)[:0])
+			// Damage on the way from the store goes away when read
+			// again; damage at rest does not.
+			for attempt := 1; err != nil && errors.Is(err, cairn.ErrCorrupt) && attempt < fetchAttempts && ctx.Err() == nil; attempt++ {
+				data, ferr := objstore.ReadInto(ctx, r.be, j.id.ObjectName(), *j.buf)
+				if ferr != nil {
+					err = ferr
+					break
+				}
+				*j.buf, j.data = data, data
+				plain, err = r.openChunk(j, hasher, (*pbuf)[:0])
+			}
+			if err != nil {
+				plainPool.Put(pbuf)
+				bufPool.Put(j.buf)
+				return err
+			}
+			*pbuf = plain
+			select {
+			case write <- plainChunk{j, plain, pbuf}:
+			case <-ctx.Done():
+				plainPool.Put(pbuf)
+			}
+			bufPool.Put(j.buf)
+		}
+		return nil
+	}, func() { close(write) })
 	// Writers: as many as transfers, so the target sees a queue, not a
 	// trickle.
-	var writers sync.WaitGroup
-	for range max(2, transfers) {
-		writers.Go(func() {
-			for c := range write {
-				if ctx.Err() == nil {
-					if err := writePlacements(c.j, c.plain, t, p, stats, account); err != nil {
-						setErr(err)
-					}
-				}
-				plainPool.Put(c.buf)
+	goStage(g, max(2, transfers), func() error {
+		for c := range write {
+			var err error
+			if ctx.Err() == nil {
+				err = writePlacements(c.j, c.plain, t, p, stats, account)
 			}
-		})
-	}
-
-feed:
-	for _, j := range jobs {
-		select {
-		case check <- j:
-		case <-ctx.Done():
-			break feed
+			plainPool.Put(c.buf)
+			if err != nil {
+				return err
+			}
 		}
+		return nil
+	}, nil)
+	if err := g.Wait(); err != nil {
+		return err
 	}
-	close(check)
-	checkers.Wait()
-	close(fetch)
-	fetchers.Wait()
-	close(decode)
-	decoders.Wait()
-	close(write)
-	writers.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	return ctx.Err()
+	return parent.Err()
 }
 
 // openChunk authenticates, decompresses and verifies a fetched chunk.
