@@ -21,7 +21,7 @@ if ! command -v nbdcopy >/dev/null; then
   fi
 fi
 mkdir -p "$DEMO" bin
-go build -o bin/cairn ./cmd/cairn
+go build -buildvcs=auto -o bin/cairn ./cmd/cairn
 go build -o bin/mkimage ./bench/mkimage
 export CAIRN_DATA_DIR=$DEMO/data PATH=$PWD/bin:$PATH
 
@@ -38,7 +38,11 @@ echo; echo "$ cairn serve --listen 127.0.0.1:0 &      # logs: $DEMO/serve.log"
 cairn serve --listen 127.0.0.1:0 > "$DEMO/serve.log" 2>&1 &
 SERVE=$!
 trap 'kill $SERVE 2>/dev/null; wait $SERVE 2>/dev/null' EXIT
-for _ in $(seq 100); do [ -S "$CAIRN_DATA_DIR/nbd.sock" ] && [ -f "$CAIRN_DATA_DIR/service.json" ] && break; sleep 0.1; done
+# Ready when it has published its address; gone if it failed to start.
+until [ -S "$CAIRN_DATA_DIR/nbd.sock" ] && [ -f "$CAIRN_DATA_DIR/service.json" ]; do
+  kill -0 $SERVE 2>/dev/null || { cat "$DEMO/serve.log" >&2; echo "cairn serve did not start" >&2; exit 1; }
+  sleep 0.1
+done
 uri() { cairn volume attach "$1" --json | sed -n 's/.*"\(nbd+unix:[^"]*\)".*/\1/p'; }
 
 name=demo-$(date +%s)

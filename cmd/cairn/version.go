@@ -53,6 +53,11 @@ func versionString(set string, info *debug.BuildInfo, ok bool) string {
 		}
 	}
 	if rev == "" {
+		if v == "devel" {
+			// go build stamps the commit in a git checkout unless told
+			// not to (GOFLAGS=-buildvcs=false, set on some machines).
+			return v + " (no revision stamped: build in a git checkout with -buildvcs=auto)"
+		}
 		return v
 	}
 	parts := []string{"rev " + rev[:min(12, len(rev))]}

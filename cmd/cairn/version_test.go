@@ -28,7 +28,7 @@ func TestVersionString(t *testing.T) {
 		{"tagged module", "", build("v0.4.0", nil), true, "v0.4.0"},
 		{"tagged checkout", "", build("v0.4.0", stamped), true, "v0.4.0 (rev 8cea3314393c, 2026-12-05)"},
 		{"linker flag wins", "v0.5.0-rc1", build("v0.0.0-20261205101112-8cea3314393c", modified), true, "v0.5.0-rc1 (rev 8cea3314393c, 2026-12-05, modified)"},
-		{"nothing stamped", "", build("(devel)", nil), true, "devel"},
+		{"nothing stamped", "", build("(devel)", nil), true, "devel (no revision stamped: build in a git checkout with -buildvcs=auto)"},
 		{"no build information", "v0.5.0", nil, false, "v0.5.0"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

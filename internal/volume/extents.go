@@ -107,7 +107,7 @@ func (e *Engine) presenceOf(id uint64) (*presence, bool, error) {
 		if rt.head.id == id {
 			rt.head.mu.Lock()
 			defer rt.head.mu.Unlock()
-			p := newPresence(rt.head.pres.nblocks)
+			p := newPresence(rt.head.pres.nblocks())
 			p.union(rt.head.pres)
 			return p, true, nil
 		}

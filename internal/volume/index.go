@@ -34,6 +34,10 @@ type index struct {
 	// b % nStripes == s.
 	stripes [nStripes]sync.RWMutex
 	mixed   [nStripes]map[int64]*[pagesPerBlock]uint16
+
+	// afterData, set by tests only, runs when a write's whole pages are
+	// in the head's file and not yet recorded.
+	afterData func()
 }
 
 func blocksFor(size int64) int64 { return (size + BlockSize - 1) / BlockSize }
@@ -291,6 +295,9 @@ func (ix *index) writeAt(head *layer, p []byte, off int64) error {
 	if _, err := head.data.WriteAt(p[alStart-off:alEnd-off], alStart); err != nil {
 		return fmt.Errorf("writing layer %d: %w", head.id, err)
 	}
+	if ix.afterData != nil {
+		ix.afterData()
+	}
 	ix.markRange(head, alStart, alEnd)
 	return nil
 }
@@ -302,9 +309,14 @@ func (ix *index) markRange(head *layer, off, end int64) {
 		mask := pagesIn(b, off, end)
 		st := &ix.stripes[b%nStripes]
 		// Already held whole: no bookkeeping, the common case for a
-		// volume without recent snapshots.
+		// volume without recent snapshots. The stripe guards owner[b];
+		// the presence bit is read atomically, without head.mu, while
+		// writers of other stripes' blocks may be setting bits of its
+		// word (see presence). Bits are never cleared in a head, so a
+		// bit seen set stays true; one not seen yet sends the write
+		// down the locked path, which decides again.
 		st.RLock()
-		done := ix.owner[b] == headPos && head.pres.isFullRacy(b)
+		done := ix.owner[b] == headPos && head.pres.isFull(b)
 		st.RUnlock()
 		if done {
 			continue

@@ -15,7 +15,8 @@ import (
 
 // merge folds hidden layer lid into its only child cid: every page lid
 // holds and cid does not is copied into cid, so cid alone shows what both
-// showed, and lid can go. The caller holds e.mu.
+// showed, and lid can go. The caller holds e.mu. When cid is the head of
+// an open volume, the copy goes in batches that pause the volume's I/O.
 //
 // Order keeps a crash harmless: copied data is made durable, then cid's
 // presence, then the state drops lid, then lid's files go. A crash before
@@ -52,7 +53,7 @@ func (e *Engine) merge(ctx context.Context, lid, cid uint64) error {
 		// copy with the volume's I/O paused.
 		rt.layout.Lock()
 		rt.head.mu.Lock()
-		hp := newPresence(rt.head.pres.nblocks)
+		hp := newPresence(rt.head.pres.nblocks())
 		hp.union(rt.head.pres)
 		rt.head.mu.Unlock()
 		n := pageCount(hp, nil)
@@ -91,19 +92,41 @@ func (e *Engine) merge(ctx context.Context, lid, cid uint64) error {
 		}
 	}
 
+	// Copying into an open head pauses the volume's I/O, a batch at a
+	// time. A write puts its data in the head's file before it records
+	// it; a copy decided on the head's presence meanwhile would put the
+	// older data over the acknowledged write. With the layout held no
+	// write is in flight, so the presence says exactly which pages the
+	// head must keep. Batches are bounded, so I/O waits for at most
+	// maxPausedBatch bytes of copying at a time.
+	paused := false
+	var batchBytes, batchBlocks int64
+	resume := func() {
+		if paused {
+			headRT.layout.Unlock()
+			paused = false
+		}
+	}
 	buf := make([]byte, BlockSize)
 	var copyErr error
 	lp.each(func(b int64, lmask uint16) {
-		if copyErr != nil || ctx.Err() != nil || b*BlockSize >= crec.Size {
+		if copyErr != nil || b*BlockSize >= crec.Size {
 			return
 		}
-		var st interface{ Unlock() }
+		if !paused {
+			if ctx.Err() != nil {
+				return
+			}
+			if headRT != nil {
+				headRT.layout.Lock()
+				paused = true
+				batchBytes, batchBlocks = 0, 0
+				cp = dst.pres
+			}
+		}
+		batchBlocks++
 		if headRT != nil {
-			s := &headRT.idx.stripes[b%nStripes]
-			s.Lock()
-			st = s
 			dst.mu.Lock()
-			cp = dst.pres
 		}
 		need := lmask &^ cp.pages(b)
 		if headRT != nil {
@@ -112,6 +135,7 @@ func (e *Engine) merge(ctx context.Context, lid, cid uint64) error {
 		if need != 0 {
 			copyErr = copyPages(src, dst, b, need, crec.Size, buf)
 			if copyErr == nil {
+				batchBytes += int64(bits.OnesCount16(need)) * PageSize
 				if headRT != nil {
 					headRT.idx.apply(b, need, uint16(len(headRT.idx.layers)-1))
 					dst.mu.Lock()
@@ -124,10 +148,11 @@ func (e *Engine) merge(ctx context.Context, lid, cid uint64) error {
 				}
 			}
 		}
-		if st != nil {
-			st.Unlock()
+		if batchBytes >= maxPausedBatch || batchBlocks >= maxPausedBlocks {
+			resume()
 		}
 	})
+	resume()
 	if copyErr != nil {
 		return fmt.Errorf("merging layer %d into %d: %w", lid, cid, copyErr)
 	}
@@ -192,6 +217,14 @@ func (e *Engine) openHead(id uint64) *runtime {
 
 // maxPausedCopy bounds what a merge copies while a volume's I/O waits.
 const maxPausedCopy = 512 << 20
+
+// A merge into an open head copies in batches, the volume's I/O waiting
+// meanwhile: at most maxPausedBatch bytes copied, or maxPausedBlocks
+// blocks looked at, per batch.
+const (
+	maxPausedBatch  = 4 << 20
+	maxPausedBlocks = 4096
+)
 
 // copyPages copies the pages in mask of block b from src to dst.
 func copyPages(src, dst *layer, b int64, mask uint16, size int64, buf []byte) error {

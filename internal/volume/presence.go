@@ -6,6 +6,7 @@ import (
 	"hash/crc32"
 	"math/bits"
 	"slices"
+	"sync/atomic"
 
 	"github.com/cairnproject/cairn"
 )
@@ -25,35 +26,68 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // in a bitset, and page masks for blocks held in part. It is what a layer
 // contributes to the volume's content, and so also its changed-block
 // tracking: a change nobody recorded cannot be read either.
+//
+// Concurrency: changes (grow, add, union) and everything reading partial
+// need the owner's exclusion (head.mu for a head). isFull alone may run at
+// the same time as changes: a head's write fast path calls it holding only
+// the block's stripe, while a writer of a neighbouring block, in another
+// stripe but the same bitset word, sets its bit under head.mu. So the
+// bitset's words are read and set atomically, and the bitset itself, with
+// the block count, is published whole through an atomic pointer: a reader
+// sees the old bitset or the new one, never a torn one.
 type presence struct {
-	nblocks int64
-	full    []uint64         // bit b: block b held whole
+	full    atomic.Pointer[blockBits]
 	partial map[int64]uint16 // block -> pages held, never 0 or fullMask
 }
 
-func newPresence(nblocks int64) *presence {
-	return &presence{nblocks: nblocks, full: make([]uint64, (nblocks+63)/64), partial: map[int64]uint16{}}
+// blockBits is a bitset of whole blocks: bit b of word b/64 for block b.
+// nblocks and the length of words never change once published; growing
+// makes a new blockBits.
+type blockBits struct {
+	nblocks int64
+	words   []atomic.Uint64
 }
 
+func newPresence(nblocks int64) *presence {
+	p := &presence{partial: map[int64]uint16{}}
+	p.full.Store(&blockBits{nblocks: nblocks, words: make([]atomic.Uint64, (nblocks+63)/64)})
+	return p
+}
+
+// nblocks returns the number of blocks the presence covers.
+func (p *presence) nblocks() int64 { return p.full.Load().nblocks }
+
+// grow makes the presence cover nblocks blocks. Bits are copied into a
+// new bitset when the words run out; changes being excluded meanwhile,
+// none is lost, and readers go on with the old bitset until the new one
+// is published.
 func (p *presence) grow(nblocks int64) {
-	if nblocks <= p.nblocks {
+	old := p.full.Load()
+	if nblocks <= old.nblocks {
 		return
 	}
-	need := (nblocks + 63) / 64
-	if int64(len(p.full)) < need {
-		p.full = append(p.full, make([]uint64, need-int64(len(p.full)))...)
+	words := old.words
+	if need := (nblocks + 63) / 64; int64(len(words)) < need {
+		words = make([]atomic.Uint64, need)
+		for i := range old.words {
+			words[i].Store(old.words[i].Load())
+		}
 	}
-	p.nblocks = nblocks
+	p.full.Store(&blockBits{nblocks: nblocks, words: words})
 }
 
+// isFull reports whether block b is held whole. It may run concurrently
+// with changes (see presence); a block being added may not be seen yet,
+// one seen held stays held.
 func (p *presence) isFull(b int64) bool {
-	return b < p.nblocks && p.full[b/64]&(1<<(b%64)) != 0
+	f := p.full.Load()
+	return b < f.nblocks && f.words[b/64].Load()&(1<<(b%64)) != 0
 }
 
-// isFullRacy is isFull for a head's fast path: it may read a word another
-// goroutine is updating. A stale answer only sends the caller down the
-// locked path, which decides again.
-func (p *presence) isFullRacy(b int64) bool { return p.isFull(b) }
+// setFull records block b, below nblocks, as held whole.
+func (p *presence) setFull(b int64) {
+	p.full.Load().words[b/64].Or(1 << (b % 64))
+}
 
 // pages returns the pages of block b the layer holds.
 func (p *presence) pages(b int64) uint16 {
@@ -66,7 +100,7 @@ func (p *presence) pages(b int64) uint16 {
 // add records pages of block b as held and reports whether that changed
 // anything.
 func (p *presence) add(b int64, mask uint16) bool {
-	if b >= p.nblocks {
+	if b >= p.nblocks() {
 		p.grow(b + 1)
 	}
 	old := p.pages(b)
@@ -76,7 +110,7 @@ func (p *presence) add(b int64, mask uint16) bool {
 	}
 	if now == fullMask {
 		delete(p.partial, b)
-		p.full[b/64] |= 1 << (b % 64)
+		p.setFull(b)
 	} else {
 		p.partial[b] = now
 	}
@@ -85,9 +119,13 @@ func (p *presence) add(b int64, mask uint16) bool {
 
 // union adds every page q holds.
 func (p *presence) union(q *presence) {
-	p.grow(q.nblocks)
-	for i, w := range q.full {
-		p.full[i] |= w
+	qf := q.full.Load()
+	p.grow(qf.nblocks)
+	pf := p.full.Load()
+	for i := range qf.words {
+		if w := qf.words[i].Load(); w != 0 {
+			pf.words[i].Or(w)
+		}
 	}
 	for b, m := range q.partial {
 		p.add(b, m)
@@ -108,8 +146,9 @@ func (p *presence) each(fn func(b int64, mask uint16)) {
 	}
 	slices.Sort(partials)
 	pi := 0
-	for i, w := range p.full {
-		for w != 0 {
+	f := p.full.Load()
+	for i := range f.words {
+		for w := f.words[i].Load(); w != 0; {
 			bit := int64(bits.TrailingZeros64(w))
 			b := int64(i)*64 + bit
 			for pi < len(partials) && partials[pi] < b {
@@ -164,7 +203,7 @@ var presenceMagic = [4]byte{'C', 'V', 'P', '1'}
 
 func (p *presence) encode() []byte {
 	out := append([]byte(nil), presenceMagic[:]...)
-	out = binary.AppendUvarint(out, uint64(p.nblocks))
+	out = binary.AppendUvarint(out, uint64(p.nblocks()))
 	type run struct{ start, n int64 }
 	var runs []run
 	var partials []int64
@@ -239,7 +278,7 @@ func decodePresence(data []byte) (*presence, error) {
 		}
 		pos += gap
 		for b := pos; b < pos+n; b++ {
-			p.full[b/64] |= 1 << (b % 64)
+			p.setFull(int64(b))
 		}
 		pos += n
 	}
@@ -302,7 +341,7 @@ func replayLog(p *presence, data []byte) int {
 		if b < 0 || b >= maxBlocks || mask == 0 {
 			break
 		}
-		if b < p.nblocks {
+		if b < p.nblocks() {
 			p.add(b, mask)
 		}
 		n += logRecordSize

@@ -135,8 +135,8 @@ func FuzzReplayLog(f *testing.F) {
 		if n < 0 || n > len(data) || n%logRecordSize != 0 {
 			t.Fatalf("replay consumed %d of %d bytes", n, len(data))
 		}
-		if p.nblocks != 16 {
-			t.Fatalf("a log grew the presence to %d blocks", p.nblocks)
+		if p.nblocks() != 16 {
+			t.Fatalf("a log grew the presence to %d blocks", p.nblocks())
 		}
 	})
 }
