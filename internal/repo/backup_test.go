@@ -224,6 +224,65 @@ func TestDeltaRestore(t *testing.T) {
 	}
 }
 
+// TestDeltaRestoreReadsOnlyAllocated: a delta restore into a target that
+// says where it may hold data reads only there, and still leaves exactly
+// the backup's bytes.
+func TestDeltaRestoreReadsOnlyAllocated(t *testing.T) {
+	r, _ := newMemRepo(t)
+	const size = 64 * testChunk
+	data := repotest.Mixed(13, size, testChunk)
+	m := backup(t, r, &repotest.Source{Data: data}, repo.BackupOptions{})
+	tests := []struct {
+		name string
+		// fill puts data into the zeroed target and says where.
+		fill func(tgt []byte) []cairn.Extent
+		// maxWritten bounds what the restore may write.
+		maxWritten int64
+	}{
+		{"empty", func([]byte) []cairn.Extent { return []cairn.Extent{} }, size},
+		{"scribbled", func(tgt []byte) []cairn.Extent {
+			var alloc []cairn.Extent
+			for i, off := range []int64{5, 3*testChunk + 999, 40*testChunk - 7} {
+				ext := cairn.Extent{Offset: off, Length: 3000}
+				copy(tgt[ext.Offset:ext.End()], repotest.Mixed(uint64(20+i), int(ext.Length), 512))
+				tgt[ext.Offset] = 0xff
+				alloc = append(alloc, ext)
+			}
+			return alloc
+		}, size},
+		{"half restored", func(tgt []byte) []cairn.Extent {
+			copy(tgt, data[:size/2])
+			return []cairn.Extent{{Offset: 0, Length: size / 2}}
+		}, size/2 + testChunk},
+		{"allocated zeros", func([]byte) []cairn.Extent {
+			return []cairn.Extent{{Offset: 10 * testChunk, Length: 20 * testChunk}}
+		}, size},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tgt := &repotest.Target{Data: make([]byte, size)}
+			tgt.Alloc = tc.fill(tgt.Data)
+			var allocated int64
+			for _, e := range tgt.Alloc {
+				allocated += e.Length
+			}
+			stats, err := r.Restore(t.Context(), m, tgt, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(tgt.Data, data) {
+				t.Fatal("delta restore produced different bytes")
+			}
+			if got := tgt.Read.Load(); got > allocated {
+				t.Errorf("delta restore read %d bytes of a target holding %d", got, allocated)
+			}
+			if stats.BytesWritten > tc.maxWritten {
+				t.Errorf("delta restore wrote %d bytes, want at most %d", stats.BytesWritten, tc.maxWritten)
+			}
+		})
+	}
+}
+
 func isZeroRange(b []byte) bool { return bytes.Count(b, []byte{0}) == len(b) }
 
 func TestDiff(t *testing.T) {
@@ -323,6 +382,11 @@ func TestPipelineErrors(t *testing.T) {
 		}, context.Canceled},
 		{"target write", func(t *testing.T, ctx context.Context, r *repo.Repository, _ *faulty.Backend, parent *format.Manifest) error {
 			_, err := r.Restore(ctx, parent, &failingTarget{repotest.NewTarget(parent.Size), -1, 13 * testChunk}, nil)
+			return err
+		}, errBoom},
+		{"target read in a delta restore", func(t *testing.T, ctx context.Context, r *repo.Repository, _ *faulty.Backend, parent *format.Manifest) error {
+			tgt := &repotest.Target{Data: make([]byte, parent.Size)}
+			_, err := r.Restore(ctx, parent, &failingTarget{tgt, 9 * testChunk, -1}, nil)
 			return err
 		}, errBoom},
 		{"chunk fetch", func(t *testing.T, ctx context.Context, r *repo.Repository, be *faulty.Backend, parent *format.Manifest) error {
