@@ -14,6 +14,7 @@ import (
 	"github.com/cairnproject/cairn/internal/extents"
 	"github.com/cairnproject/cairn/internal/objstore"
 	"github.com/cairnproject/cairn/internal/repo/format"
+	"golang.org/x/sync/errgroup"
 )
 
 // Source is what a backup reads: an image file, a block device, a volume
@@ -425,8 +426,7 @@ type backupRun struct {
 // Workers goroutines do the CPU work (and the reads, so a block device
 // sees parallel requests), Transfers goroutines talk to the store.
 func (b *backupRun) run(jobs []regionJob) error {
-	ctx, cancel := context.WithCancelCause(b.ctx)
-	defer cancel(nil)
+	g, ctx := errgroup.WithContext(b.ctx)
 	workers := b.r.opts.Workers
 	transfers := b.r.opts.Transfers
 
@@ -446,76 +446,65 @@ func (b *backupRun) run(jobs []regionJob) error {
 	next := make(chan regionJob)
 	work := make(chan readRegion, b.r.opts.ReadAhead)
 	uploads := make(chan sealedChunk, transfers)
-	var fail sync.Once
-	var firstErr error
-	setErr := func(err error) {
-		fail.Do(func() { firstErr = err; cancel(err) })
-	}
 
-	var uploaders sync.WaitGroup
-	for range transfers {
-		uploaders.Go(func() {
-			for c := range uploads {
-				if ctx.Err() == nil {
-					if err := b.upload(ctx, c); err != nil {
-						setErr(err)
-					}
-				}
-				sealPool.Put(c.buf)
+	g.Go(func() error {
+		defer close(next)
+		for _, job := range jobs {
+			select {
+			case next <- job:
+			case <-ctx.Done():
+				return nil
 			}
-		})
-	}
-	var cpu sync.WaitGroup
-	for range workers {
-		cpu.Go(func() {
-			hasher := b.r.mk.NewHasher()
-			for rr := range work {
-				if ctx.Err() == nil {
-					if err := b.process(ctx, rr.job, (*rr.buf)[:rr.job.length], hasher, &sealPool, uploads); err != nil {
-						setErr(err)
-					}
-				}
-				readPool.Put(rr.buf)
-			}
-		})
-	}
-	var readerGroup sync.WaitGroup
-	for range readers {
-		readerGroup.Go(func() {
-			for job := range next {
-				if ctx.Err() != nil {
-					continue
-				}
-				bufp := readPool.Get().(*[]byte)
-				if err := b.read(job, (*bufp)[:job.length]); err != nil {
-					readPool.Put(bufp)
-					setErr(err)
-					continue
-				}
-				select {
-				case work <- readRegion{job, bufp}:
-				case <-ctx.Done():
-					readPool.Put(bufp)
-				}
-			}
-		})
-	}
-feed:
-	for _, job := range jobs {
-		select {
-		case next <- job:
-		case <-ctx.Done():
-			break feed
 		}
-	}
-	close(next)
-	readerGroup.Wait()
-	close(work)
-	cpu.Wait()
-	close(uploads)
-	uploaders.Wait()
-	if firstErr != nil {
-		return firstErr
+		return nil
+	})
+	goStage(g, readers, func() error {
+		for job := range next {
+			if ctx.Err() != nil {
+				continue
+			}
+			bufp := readPool.Get().(*[]byte)
+			if err := b.read(job, (*bufp)[:job.length]); err != nil {
+				readPool.Put(bufp)
+				return err
+			}
+			select {
+			case work <- readRegion{job, bufp}:
+			case <-ctx.Done():
+				readPool.Put(bufp)
+			}
+		}
+		return nil
+	}, func() { close(work) })
+	goStage(g, workers, func() error {
+		hasher := b.r.mk.NewHasher()
+		for rr := range work {
+			var err error
+			if ctx.Err() == nil {
+				err = b.process(ctx, rr.job, (*rr.buf)[:rr.job.length], hasher, &sealPool, uploads)
+			}
+			readPool.Put(rr.buf)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}, func() { close(uploads) })
+	goStage(g, transfers, func() error {
+		for c := range uploads {
+			var err error
+			if ctx.Err() == nil {
+				err = b.upload(ctx, c)
+			}
+			sealPool.Put(c.buf)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}, nil)
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	return b.ctx.Err()
 }

@@ -2,13 +2,17 @@ package repo_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"testing"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/extents"
+	"github.com/cairnproject/cairn/internal/objstore/faulty"
+	"github.com/cairnproject/cairn/internal/objstore/mem"
 	"github.com/cairnproject/cairn/internal/repo"
+	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/repo/repotest"
 )
 
@@ -220,6 +224,65 @@ func TestDeltaRestore(t *testing.T) {
 	}
 }
 
+// TestDeltaRestoreReadsOnlyAllocated: a delta restore into a target that
+// says where it may hold data reads only there, and still leaves exactly
+// the backup's bytes.
+func TestDeltaRestoreReadsOnlyAllocated(t *testing.T) {
+	r, _ := newMemRepo(t)
+	const size = 64 * testChunk
+	data := repotest.Mixed(13, size, testChunk)
+	m := backup(t, r, &repotest.Source{Data: data}, repo.BackupOptions{})
+	tests := []struct {
+		name string
+		// fill puts data into the zeroed target and says where.
+		fill func(tgt []byte) []cairn.Extent
+		// maxWritten bounds what the restore may write.
+		maxWritten int64
+	}{
+		{"empty", func([]byte) []cairn.Extent { return []cairn.Extent{} }, size},
+		{"scribbled", func(tgt []byte) []cairn.Extent {
+			var alloc []cairn.Extent
+			for i, off := range []int64{5, 3*testChunk + 999, 40*testChunk - 7} {
+				ext := cairn.Extent{Offset: off, Length: 3000}
+				copy(tgt[ext.Offset:ext.End()], repotest.Mixed(uint64(20+i), int(ext.Length), 512))
+				tgt[ext.Offset] = 0xff
+				alloc = append(alloc, ext)
+			}
+			return alloc
+		}, size},
+		{"half restored", func(tgt []byte) []cairn.Extent {
+			copy(tgt, data[:size/2])
+			return []cairn.Extent{{Offset: 0, Length: size / 2}}
+		}, size/2 + testChunk},
+		{"allocated zeros", func([]byte) []cairn.Extent {
+			return []cairn.Extent{{Offset: 10 * testChunk, Length: 20 * testChunk}}
+		}, size},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tgt := &repotest.Target{Data: make([]byte, size)}
+			tgt.Alloc = tc.fill(tgt.Data)
+			var allocated int64
+			for _, e := range tgt.Alloc {
+				allocated += e.Length
+			}
+			stats, err := r.Restore(t.Context(), m, tgt, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(tgt.Data, data) {
+				t.Fatal("delta restore produced different bytes")
+			}
+			if got := tgt.Read.Load(); got > allocated {
+				t.Errorf("delta restore read %d bytes of a target holding %d", got, allocated)
+			}
+			if stats.BytesWritten > tc.maxWritten {
+				t.Errorf("delta restore wrote %d bytes, want at most %d", stats.BytesWritten, tc.maxWritten)
+			}
+		})
+	}
+}
+
 func isZeroRange(b []byte) bool { return bytes.Count(b, []byte{0}) == len(b) }
 
 func TestDiff(t *testing.T) {
@@ -241,4 +304,113 @@ func TestDiff(t *testing.T) {
 	// The diff is a valid hint: a backup from it equals a full read.
 	c := backup(t, r, src, repo.BackupOptions{Parent: &a.ID, Changed: d})
 	restoreAndCompare(t, r, c, src.Data)
+}
+
+var errBoom = errors.New("boom")
+
+// failingSource fails the reads that start at one offset.
+type failingSource struct {
+	*repotest.Source
+	at int64
+}
+
+func (s *failingSource) ReadAt(p []byte, off int64) (int, error) {
+	if off == s.at {
+		return 0, errBoom
+	}
+	return s.Source.ReadAt(p, off)
+}
+
+// failingTarget fails its reads or writes at one offset.
+type failingTarget struct {
+	*repotest.Target
+	readAt, writeAt int64
+}
+
+func (t *failingTarget) ReadAt(p []byte, off int64) (int, error) {
+	if off <= t.readAt && t.readAt < off+int64(len(p)) {
+		return 0, errBoom
+	}
+	return t.Target.ReadAt(p, off)
+}
+
+func (t *failingTarget) WriteAt(p []byte, off int64) (int, error) {
+	if off <= t.writeAt && t.writeAt < off+int64(len(p)) {
+		return 0, errBoom
+	}
+	return t.Target.WriteAt(p, off)
+}
+
+// A failure anywhere in a backup's or a restore's pipeline ends it with
+// that failure, and nothing of a failed backup becomes visible.
+func TestPipelineErrors(t *testing.T) {
+	data := randomChunks(30, 24)
+	changed := bytes.Clone(data)
+	changed[10*testChunk+5] ^= 1
+	for _, tc := range []struct {
+		name string
+		run  func(t *testing.T, ctx context.Context, r *repo.Repository, be *faulty.Backend, parent *format.Manifest) error
+		want error
+	}{
+		{"source read", func(t *testing.T, ctx context.Context, r *repo.Repository, _ *faulty.Backend, _ *format.Manifest) error {
+			_, err := r.Backup(ctx, &failingSource{&repotest.Source{Data: data}, 17 * testChunk}, repo.BackupOptions{SourceName: "x", NoParent: true})
+			return err
+		}, errBoom},
+		// Only the changed page is read, by the delta path.
+		{"delta source read", func(t *testing.T, ctx context.Context, r *repo.Repository, _ *faulty.Backend, parent *format.Manifest) error {
+			pid := parent.ID
+			_, err := r.Backup(ctx, &failingSource{&repotest.Source{Data: changed}, 10*testChunk + 4096}, repo.BackupOptions{SourceName: "p", Parent: &pid, Delta: true,
+				Changed: &extents.List{Size: int64(len(changed)), Extents: []cairn.Extent{{Offset: 10*testChunk + 4096, Length: 4096}}}})
+			return err
+		}, errBoom},
+		{"chunk upload", func(t *testing.T, ctx context.Context, r *repo.Repository, be *faulty.Backend, _ *format.Manifest) error {
+			be.SetOptions(faulty.Options{Prefix: format.ChunksPrefix, FailRate: 1})
+			defer be.SetOptions(faulty.Options{})
+			_, err := r.Backup(ctx, &repotest.Source{Data: randomChunks(31, 8)}, repo.BackupOptions{SourceName: "x", NoParent: true})
+			return err
+		}, faulty.ErrInjected},
+		{"cancelled backup", func(t *testing.T, ctx context.Context, r *repo.Repository, _ *faulty.Backend, _ *format.Manifest) error {
+			ctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			src := &repotest.Source{Data: data, Block: func(off int64) {
+				if off == 12*testChunk {
+					cancel()
+				}
+			}}
+			_, err := r.Backup(ctx, src, repo.BackupOptions{SourceName: "x", NoParent: true})
+			return err
+		}, context.Canceled},
+		{"target write", func(t *testing.T, ctx context.Context, r *repo.Repository, _ *faulty.Backend, parent *format.Manifest) error {
+			_, err := r.Restore(ctx, parent, &failingTarget{repotest.NewTarget(parent.Size), -1, 13 * testChunk}, nil)
+			return err
+		}, errBoom},
+		{"target read in a delta restore", func(t *testing.T, ctx context.Context, r *repo.Repository, _ *faulty.Backend, parent *format.Manifest) error {
+			tgt := &repotest.Target{Data: make([]byte, parent.Size)}
+			_, err := r.Restore(ctx, parent, &failingTarget{tgt, 9 * testChunk, -1}, nil)
+			return err
+		}, errBoom},
+		{"chunk fetch", func(t *testing.T, ctx context.Context, r *repo.Repository, be *faulty.Backend, parent *format.Manifest) error {
+			be.SetOptions(faulty.Options{Prefix: format.ChunksPrefix, FailRate: 1})
+			defer be.SetOptions(faulty.Options{})
+			_, err := r.Restore(ctx, parent, repotest.NewTarget(parent.Size), nil)
+			return err
+		}, faulty.ErrInjected},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be := faulty.New(mem.New(mem.Options{}), faulty.Options{})
+			r := initRepo(t, be)
+			parent := backup(t, r, &repotest.Source{Data: data}, repo.BackupOptions{SourceName: "p"})
+			err := tc.run(t, t.Context(), r, be, parent)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+			list, err := r.Backups(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(list.Backups) != 1 {
+				t.Fatalf("%d backups after a failed one, want the first only", len(list.Backups))
+			}
+		})
+	}
 }

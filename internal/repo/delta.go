@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"sync"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/repo/format"
+	"golang.org/x/sync/errgroup"
 )
 
 // Delta backups.
@@ -193,30 +193,40 @@ func (b *backupRun) runDelta(plans []*deltaPlan) error {
 	if len(plans) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithCancelCause(b.ctx)
-	defer cancel(nil)
-	type packed struct {
-		data   []byte
-		pieces []*deltaPiece
-	}
-	uploads := make(chan packed, 1)
-	var wg sync.WaitGroup
-	var once sync.Once
-	var firstErr error
-	setErr := func(err error) { once.Do(func() { firstErr = err; cancel(err) }) }
-	for range max(1, min(b.r.opts.Transfers, 4)) {
-		wg.Go(func() {
-			hasher := b.r.mk.NewHasher()
-			for pk := range uploads {
-				if ctx.Err() != nil {
-					continue
-				}
-				if err := b.storeDelta(ctx, pk.data, pk.pieces, hasher); err != nil {
-					setErr(err)
-				}
+	g, ctx := errgroup.WithContext(b.ctx)
+	uploads := make(chan deltaChunk, 1)
+	goStage(g, min(b.r.opts.Transfers, 4), func() error {
+		hasher := b.r.mk.NewHasher()
+		for pk := range uploads {
+			if ctx.Err() != nil {
+				continue
 			}
-		})
+			if err := b.storeDelta(ctx, pk.data, pk.pieces, hasher); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, nil)
+	g.Go(func() error {
+		defer close(uploads)
+		return b.readDelta(ctx, plans, uploads)
+	})
+	if err := g.Wait(); err != nil {
+		return err
 	}
+	return b.ctx.Err()
+}
+
+// deltaChunk is pieces of changed bytes packed into one chunk's data.
+type deltaChunk struct {
+	data   []byte
+	pieces []*deltaPiece
+}
+
+// readDelta reads the pieces of plans, packs them into chunks and sends
+// those to uploads, and records each region's entries; it stops early,
+// without an error, when ctx ends.
+func (b *backupRun) readDelta(ctx context.Context, plans []*deltaPlan, uploads chan<- deltaChunk) error {
 	buf := make([]byte, 0, b.chunkSize)
 	var pending []*deltaPiece
 	flush := func() {
@@ -224,19 +234,18 @@ func (b *backupRun) runDelta(plans []*deltaPlan) error {
 			return
 		}
 		select {
-		case uploads <- packed{buf, pending}:
+		case uploads <- deltaChunk{buf, pending}:
 		case <-ctx.Done():
 		}
 		buf, pending = make([]byte, 0, b.chunkSize), nil
 	}
 	p := b.p
-read:
 	for _, plan := range plans {
 		var changed int64
 		for k := range plan.pieces {
 			pc := &plan.pieces[k]
 			if ctx.Err() != nil {
-				break read
+				return nil
 			}
 			if int64(len(buf))+pc.length > b.chunkSize {
 				flush()
@@ -245,8 +254,7 @@ read:
 			buf = buf[:at+int(pc.length)]
 			n, err := b.src.ReadAt(buf[at:], pc.offset)
 			if err != nil && !(errors.Is(err, io.EOF) && int64(n) == pc.length) {
-				setErr(fmt.Errorf("reading source at %d: %w", pc.offset, err))
-				break read
+				return fmt.Errorf("reading source at %d: %w", pc.offset, err)
 			}
 			p.add(&p.Read, pc.length)
 			changed += pc.length
@@ -273,12 +281,7 @@ read:
 		p.add(&p.Done, unchanged)
 	}
 	flush()
-	close(uploads)
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	return b.ctx.Err()
+	return nil
 }
 
 // storeDelta names, seals and stores one packed chunk and points its

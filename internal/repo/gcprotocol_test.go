@@ -3,6 +3,7 @@ package repo_test
 import (
 	"bytes"
 	"errors"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -278,6 +279,56 @@ func TestStaleSessionDoesNotCommit(t *testing.T) {
 	}
 }
 
+// A backup whose session looked dead for a while must not commit, even
+// when its heartbeat later refreshes the marker again: a gc may have
+// swept, meanwhile, sets the session had not seen.
+func TestSessionStaleOnceDoesNotCommit(t *testing.T) {
+	clk := newClock()
+	rGC, inner := newClockRepo(t, clk)
+	be := faulty.New(inner, faulty.Options{})
+	opts := clockOpts(clk)
+	beats := heartbeats(&opts)
+	r := reopenWith(t, be, opts)
+	g := newGate(t)
+	done := startBackup(t, r, &repotest.Source{Data: repotest.Mixed(70, testChunk, testChunk), Block: g.at(0)}, repo.BackupOptions{SourceName: "s"})
+	<-g.reached
+	// The store refuses the heartbeat due at 2.5 s; at 3.5 s a gc finds
+	// the marker dead (3 s timeout) and removes it.
+	be.SetOptions(faulty.Options{Prefix: format.SessionsPrefix, FailRate: 1})
+	clk.Advance(2500 * time.Millisecond)
+	clk.Tick()
+	if err := <-beats; err == nil {
+		t.Fatal("the heartbeat refreshed the session through a store refusing it")
+	}
+	clk.Advance(time.Second)
+	s, err := rGC.GC(t.Context(), repo.GCOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.SessionsRemoved != 1 {
+		t.Fatalf("gc removed %d sessions, want the stale one: %+v", s.SessionsRemoved, s)
+	}
+	// The store works again: the next heartbeat writes the marker, but
+	// the session was dead to the gc and must say so.
+	be.SetOptions(faulty.Options{})
+	clk.Tick()
+	if err := <-beats; !errors.Is(err, cairn.ErrConflict) {
+		t.Fatalf("heartbeat after the session was taken for dead: %v, want a conflict", err)
+	}
+	close(g.open)
+	res := <-done
+	if !errors.Is(res.err, cairn.ErrConflict) {
+		t.Fatalf("a backup whose session was taken for dead ended with %v, want a conflict", res.err)
+	}
+	list, err := r.Backups(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Backups) != 0 {
+		t.Fatal("backup visible")
+	}
+}
+
 // A lagging listing lets GC condemn the same chunks in two sets. A backup
 // that reuses them must hold both: the sweep of either would delete them.
 func TestGCProtocolChunkInTwoSets(t *testing.T) {
@@ -364,6 +415,132 @@ func TestGCProtocolChunkInTwoSets(t *testing.T) {
 	close(index.open)
 	b := waitResult(t, done)
 	clk.Advance(lag) // b's manifest shows in listings
+	restoreAndCompare(t, r, b, data)
+	checkClean(t, r)
+}
+
+// randomChunks returns n chunks of random bytes, none like another.
+func randomChunks(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, 3))
+	out := make([]byte, n*testChunk)
+	for i := range out {
+		out[i] = byte(r.Uint32())
+	}
+	return out
+}
+
+// A backup that waits for a sweep of a set whose chunk it wants keeps its
+// session alive meanwhile: its heartbeat refreshes the marker and takes in
+// (and holds) a new set listing a chunk the backup already uploaded, and a
+// gc sees the session alive, however long the sweep it waits for runs.
+func TestGCProtocolHeartbeatWhileWaitingForSweep(t *testing.T) {
+	clk := newClock()
+	r, be := newClockRepo(t, clk)
+	ctx := t.Context()
+	old := randomChunks(67, 3)
+	f := backup(t, r, &repotest.Source{Data: old}, repo.BackupOptions{SourceName: "f"})
+	if err := r.Forget(ctx, []cairn.ID{f.ID}); err != nil {
+		t.Fatal(err)
+	}
+	// A running backup that has not seen the set f's chunks go into
+	// keeps the set from being swept at once.
+	g := newGate(t)
+	gOpts := clockOpts(clk)
+	gBeats := heartbeats(&gOpts)
+	blocker := startBackup(t, reopenWith(t, be, gOpts), &repotest.Source{Data: randomChunks(68, 1), Block: g.at(0)}, repo.BackupOptions{SourceName: "g"})
+	<-g.reached
+	if _, err := r.GC(ctx, repo.GCOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var set string
+	_ = be.List(ctx, format.CondemnedPrefix, func(i objstore.ObjectInfo) error {
+		set = strings.TrimPrefix(i.Name, format.CondemnedPrefix)
+		return nil
+	})
+	if set == "" {
+		t.Fatal("no condemned set")
+	}
+	// Play a sweeper of that set that has announced itself and keeps its
+	// marker fresh.
+	sweeping := func() {
+		if err := be.Put(ctx, format.SweepingPrefix+set, []byte("x"), objstore.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sweeping()
+
+	// b's first region is new; the rest are f's condemned chunks. One
+	// worker takes the regions in order: it uploads the new chunk, then
+	// holds the set for the next region and waits for the sweep.
+	data := append(randomChunks(69, 1), old...)
+	uploaded := make(chan struct{}, 1)
+	wbe := &watchedBackend{Backend: be, afterPut: func(name string) {
+		if strings.HasPrefix(name, format.ChunksPrefix) {
+			select {
+			case uploaded <- struct{}{}:
+			default:
+			}
+		}
+	}}
+	opts := clockOpts(clk)
+	opts.Workers = 1
+	beats := heartbeats(&opts)
+	done := startBackup(t, reopenWith(t, wbe, opts), &repotest.Source{Data: data}, repo.BackupOptions{SourceName: "b", NoParent: true})
+	<-uploaded
+	select {
+	case res := <-done:
+		t.Fatalf("backup finished during a sweep of chunks it needs: %+v", res)
+	case <-clk.Sleeping(1):
+	}
+	// A gc now condemns b's uploaded chunk, which no manifest references
+	// yet, in a new set; b has not seen it, so it waits.
+	s1, err := r.GC(ctx, repo.GCOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s1.ChunksCondemned != 1 || s1.ChunksDeleted != 0 {
+		t.Fatalf("gc while b waits: %+v", s1)
+	}
+
+	// The sweep goes on for longer than the session timeout (3 s). Each
+	// second b's heartbeat is due: it must refresh the marker while b
+	// still waits, the first time also holding the new set, which lists
+	// a chunk b uses.
+	for range 3 {
+		sweeping()
+		clk.Advance(time.Second)
+		clk.Tick()
+		select {
+		case err := <-beats:
+			if err != nil {
+				t.Fatalf("heartbeat of the waiting backup: %v", err)
+			}
+		case res := <-done:
+			t.Fatalf("backup ended during a sweep of chunks it needs: %+v", res)
+		}
+		if err := <-gBeats; err != nil {
+			t.Fatalf("heartbeat of the blocker: %v", err)
+		}
+	}
+	// 3.5 s after b started, a gc must find it alive, holding both sets.
+	clk.Advance(500 * time.Millisecond)
+	s2, err := r.GC(ctx, repo.GCOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.SessionsRemoved != 0 || s2.ChunksDeleted != 0 || strings.Count(pendingText(s2), "held by") != 2 {
+		t.Fatalf("gc while b waits for a sweep and keeps its session: %+v", s2)
+	}
+
+	// That gc, finding the set held, ended the sweep; b goes on.
+	_ = be.Delete(ctx, format.SweepingPrefix+set)
+	clk.WakeSleepers()
+	b := waitResult(t, done)
+	if b.Stats.ChunksNew != 1 || b.Stats.ChunksReused != 3 {
+		t.Fatalf("backup stored %d chunks and reused %d, want 1 and 3", b.Stats.ChunksNew, b.Stats.ChunksReused)
+	}
+	close(g.open)
+	waitResult(t, blocker)
 	restoreAndCompare(t, r, b, data)
 	checkClean(t, r)
 }

@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/extents"
 	"github.com/cairnproject/cairn/internal/objstore"
 	"github.com/cairnproject/cairn/internal/repo/format"
+	"golang.org/x/sync/errgroup"
 )
 
 // Target is what a restore writes: an image file or a block device.
@@ -26,6 +28,19 @@ type Target interface {
 	// Fresh reports that the target reads as zeros everywhere (a new
 	// sparse file), so nothing needs comparing or zeroing.
 	Fresh() bool
+}
+
+// AllocatedTarget is a Target that can tell, without reading, where it may
+// hold data (a sparse file, a volume). A delta restore into it reads the
+// target only there: the rest reads as zeros, so a zero range there needs
+// nothing and data there is written without comparing.
+type AllocatedTarget interface {
+	Target
+	// Allocated returns the extents that may hold data, sorted; every byte
+	// outside them reads as zeros. ok is false when the target cannot
+	// tell (it is then read everywhere). Restore calls it once, before it
+	// writes anything.
+	Allocated() (list []cairn.Extent, ok bool, err error)
 }
 
 // RestoreStats reports what a restore did.
@@ -67,13 +82,17 @@ func (r *Repository) Restore(ctx context.Context, m *format.Manifest, t Target, 
 	stats.Bytes = m.Size
 	p = orDiscard(p)
 	p.add(&p.Total, m.Size)
+	tm, err := mapTarget(t)
+	if err != nil {
+		return stats, err
+	}
 	var offset int64
 	for _, part := range m.Index {
 		entries, err := r.indexPart(ctx, m, part)
 		if err != nil {
 			return stats, err
 		}
-		if err := r.restorePart(ctx, entries, offset, t, p, &stats); err != nil {
+		if err := r.restorePart(ctx, entries, offset, t, tm, p, &stats); err != nil {
 			return stats, err
 		}
 		offset += part.Length
@@ -85,8 +104,55 @@ func (r *Repository) Restore(ctx context.Context, m *format.Manifest, t Target, 
 	return stats, nil
 }
 
-func (r *Repository) restorePart(ctx context.Context, entries []format.Entry, base int64, t Target, p *Progress, stats *RestoreStats) error {
-	fresh := t.Fresh()
+// targetMap is what a restore knows of its target before writing to it:
+// where it may hold data.
+type targetMap struct {
+	// fresh: the target reads as zeros everywhere.
+	fresh bool
+	// known: alloc lists every range that may hold data, sorted and
+	// merged; the rest reads as zeros. Otherwise any byte may.
+	known bool
+	alloc []cairn.Extent
+}
+
+func mapTarget(t Target) (*targetMap, error) {
+	if t.Fresh() {
+		return &targetMap{fresh: true}, nil
+	}
+	at, ok := t.(AllocatedTarget)
+	if !ok {
+		return &targetMap{}, nil
+	}
+	alloc, known, err := at.Allocated()
+	if err != nil {
+		return nil, fmt.Errorf("reading the target's allocation map: %w", err)
+	}
+	if !known {
+		return &targetMap{}, nil
+	}
+	return &targetMap{known: true, alloc: extents.Normalize(slices.Clone(alloc))}, nil
+}
+
+// dataIn returns the parts of [off, off+n) that may hold data, in order.
+func (m *targetMap) dataIn(off, n int64) []cairn.Extent {
+	if !m.known {
+		return []cairn.Extent{{Offset: off, Length: n}}
+	}
+	end := off + n
+	// The first extent that ends after off.
+	i, _ := slices.BinarySearchFunc(m.alloc, off, func(e cairn.Extent, off int64) int { return cmp.Compare(e.End(), off+1) })
+	var out []cairn.Extent
+	for ; i < len(m.alloc) && m.alloc[i].Offset < end; i++ {
+		lo, hi := max(off, m.alloc[i].Offset), min(end, m.alloc[i].End())
+		if hi > lo {
+			out = append(out, cairn.Extent{Offset: lo, Length: hi - lo})
+		}
+	}
+	return out
+}
+
+func (r *Repository) restorePart(ctx context.Context, entries []format.Entry, base int64, t Target, tm *targetMap, p *Progress, stats *RestoreStats) error {
+	fresh := tm.fresh
 	byChunk := map[format.ChunkID]*chunkJob{}
 	var jobs []*chunkJob
 	var zeros []placement
@@ -118,25 +184,31 @@ func (r *Repository) restorePart(ctx context.Context, entries []format.Entry, ba
 			p.add(&p.Done, z.length)
 		}
 	}
+	// Elsewhere, only where the target may hold data: each such part is
+	// read, and zeroed unless it reads as zeros.
 	if !fresh {
 		err := forEachParallel(ctx, len(zeros), r.opts.Workers, func(ctx context.Context, i int) error {
 			z := zeros[i]
-			buf := make([]byte, z.length)
-			same, err := readEqual(t, buf, z.offset, func(b []byte) bool { return isZero(b) })
-			if err != nil {
-				return err
-			}
-			p.add(&p.Read, z.length)
-			if same {
-				account(func() { stats.BytesSkipped += z.length })
-				p.add(&p.Skipped, z.length)
-			} else {
-				if err := t.Zero(z.offset, z.length); err != nil {
-					return fmt.Errorf("zeroing target at %d: %w", z.offset, err)
+			skipped := z.length
+			for _, d := range tm.dataIn(z.offset, z.length) {
+				buf := make([]byte, d.Length)
+				same, err := readEqual(t, buf, d.Offset, func(b []byte) bool { return isZero(b) })
+				if err != nil {
+					return err
 				}
-				account(func() { stats.BytesZero += z.length })
-				p.add(&p.Zero, z.length)
+				p.add(&p.Read, d.Length)
+				if same {
+					continue
+				}
+				if err := t.Zero(d.Offset, d.Length); err != nil {
+					return fmt.Errorf("zeroing target at %d: %w", d.Offset, err)
+				}
+				skipped -= d.Length
+				account(func() { stats.BytesZero += d.Length })
+				p.add(&p.Zero, d.Length)
 			}
+			account(func() { stats.BytesSkipped += skipped })
+			p.add(&p.Skipped, skipped)
 			p.add(&p.Done, z.length)
 			return nil
 		})
@@ -148,11 +220,8 @@ func (r *Repository) restorePart(ctx context.Context, entries []format.Entry, ba
 	// Chunks in the order of their first use, so writes run mostly forward.
 	slices.SortFunc(jobs, func(a, b *chunkJob) int { return cmp.Compare(a.placements[0].offset, b.placements[0].offset) })
 
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var failOnce sync.Once
-	var firstErr error
-	setErr := func(err error) { failOnce.Do(func() { firstErr = err; cancel(err) }) }
+	parent := ctx
+	g, ctx := errgroup.WithContext(ctx)
 
 	workers, transfers := r.opts.Workers, r.opts.Transfers
 	check := make(chan *chunkJob, workers)
@@ -161,76 +230,93 @@ func (r *Repository) restorePart(ctx context.Context, entries []format.Entry, ba
 	bufPool := sync.Pool{New: func() any { b := make([]byte, 0, r.cfg.ChunkSize+format.Overhead+1024); return &b }}
 	plainPool := sync.Pool{New: func() any { b := make([]byte, 0, r.cfg.ChunkSize); return &b }}
 
+	g.Go(func() error {
+		defer close(check)
+		for _, j := range jobs {
+			select {
+			case check <- j:
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		return nil
+	})
+	// holds reports whether the target holds j's bytes at pl already. Only
+	// a placement from the chunk's start is compared with the chunk's name,
+	// and only where the target may hold data: a chunk never reads as
+	// zeros (zero regions are zero entries).
+	holds := func(j *chunkJob, pl placement, hasher interface{ Sum([]byte) [32]byte }) (bool, error) {
+		if pl.chunkOffset != 0 {
+			return false, nil
+		}
+		data := tm.dataIn(pl.offset, pl.length)
+		if len(data) == 0 {
+			return false, nil
+		}
+		same, read, err := readMatches(t, pl.offset, pl.length, data, func(b []byte) bool { return format.ChunkID(hasher.Sum(b)) == j.id })
+		p.add(&p.Read, read)
+		return same, err
+	}
 	// Stage 1 (delta restores only): drop placements the target already has.
-	var checkers sync.WaitGroup
-	for range workers {
-		checkers.Go(func() {
-			hasher := r.mk.NewHasher()
-			for j := range check {
-				if ctx.Err() != nil {
-					continue
-				}
-				if !fresh {
-					kept := j.placements[:0]
-					for _, pl := range j.placements {
-						if pl.chunkOffset == 0 {
-							buf := make([]byte, pl.length)
-							same, err := readEqual(t, buf, pl.offset, func(b []byte) bool { return format.ChunkID(hasher.Sum(b)) == j.id })
-							if err != nil {
-								setErr(err)
-								break
-							}
-							p.add(&p.Read, pl.length)
-							if same {
-								account(func() { stats.BytesSkipped += pl.length })
-								p.add(&p.Skipped, pl.length)
-								p.add(&p.Done, pl.length)
-								continue
-							}
-						}
-						kept = append(kept, pl)
+	goStage(g, workers, func() error {
+		hasher := r.mk.NewHasher()
+		for j := range check {
+			if ctx.Err() != nil {
+				continue
+			}
+			if !fresh {
+				kept := j.placements[:0]
+				for _, pl := range j.placements {
+					same, err := holds(j, pl, hasher)
+					if err != nil {
+						return err
 					}
-					j.placements = kept
-					if len(kept) == 0 {
+					if same {
+						account(func() { stats.BytesSkipped += pl.length })
+						p.add(&p.Skipped, pl.length)
+						p.add(&p.Done, pl.length)
 						continue
 					}
+					kept = append(kept, pl)
 				}
-				select {
-				case fetch <- j:
-				case <-ctx.Done():
+				j.placements = kept
+				if len(kept) == 0 {
+					continue
 				}
 			}
-		})
-	}
+			select {
+			case fetch <- j:
+			case <-ctx.Done():
+			}
+		}
+		return nil
+	}, func() { close(fetch) })
 	// Stage 2: fetch from the store.
-	var fetchers sync.WaitGroup
-	for range transfers {
-		fetchers.Go(func() {
-			for j := range fetch {
-				if ctx.Err() != nil {
-					continue
-				}
-				j.buf = bufPool.Get().(*[]byte)
-				data, err := objstore.ReadInto(ctx, r.be, j.id.ObjectName(), *j.buf)
-				if err != nil {
-					bufPool.Put(j.buf)
-					if errors.Is(err, cairn.ErrNotFound) {
-						err = fmt.Errorf("chunk %s is missing from the repository: %w", j.id, cairn.ErrCorrupt)
-					}
-					setErr(fmt.Errorf("fetching chunk: %w", err))
-					continue
-				}
-				*j.buf = data
-				j.data = data
-				p.add(&p.Fetched, int64(len(data)))
-				select {
-				case decode <- j:
-				case <-ctx.Done():
-					bufPool.Put(j.buf)
-				}
+	goStage(g, transfers, func() error {
+		for j := range fetch {
+			if ctx.Err() != nil {
+				continue
 			}
-		})
-	}
+			j.buf = bufPool.Get().(*[]byte)
+			data, err := objstore.ReadInto(ctx, r.be, j.id.ObjectName(), *j.buf)
+			if err != nil {
+				bufPool.Put(j.buf)
+				if errors.Is(err, cairn.ErrNotFound) {
+					err = fmt.Errorf("chunk %s is missing from the repository: %w", j.id, cairn.ErrCorrupt)
+				}
+				return fmt.Errorf("fetching chunk: %w", err)
+			}
+			*j.buf = data
+			j.data = data
+			p.add(&p.Fetched, int64(len(data)))
+			select {
+			case decode <- j:
+			case <-ctx.Done():
+				bufPool.Put(j.buf)
+			}
+		}
+		return nil
+	}, func() { close(decode) })
 	// Stage 3: authenticate, decompress, verify. Stage 4: write; apart, so
 	// a core never waits on the target.
 	type plainChunk struct {
@@ -239,77 +325,60 @@ func (r *Repository) restorePart(ctx context.Context, entries []format.Entry, ba
 		buf   *[]byte
 	}
 	write := make(chan plainChunk, max(2, transfers))
-	var decoders sync.WaitGroup
-	for range workers {
-		decoders.Go(func() {
-			hasher := r.mk.NewHasher()
-			for j := range decode {
-				if ctx.Err() == nil {
-					pbuf := plainPool.Get().(*[]byte)
-					plain, err := r.openChunk(j, hasher, (*pbuf)[:0])
-					// Damage on the way from the store goes away when
-					// read again; damage at rest does not.
-					for attempt := 1; err != nil && errors.Is(err, cairn.ErrCorrupt) && attempt < fetchAttempts && ctx.Err() == nil; attempt++ {
-						data, ferr := objstore.ReadInto(ctx, r.be, j.id.ObjectName(), *j.buf)
-						if ferr != nil {
-							err = ferr
-							break
-						}
-						*j.buf, j.data = data, data
-						plain, err = r.openChunk(j, hasher, (*pbuf)[:0])
-					}
-					if err != nil {
-						plainPool.Put(pbuf)
-						setErr(err)
-					} else {
-						*pbuf = plain
-						select {
-						case write <- plainChunk{j, plain, pbuf}:
-						case <-ctx.Done():
-							plainPool.Put(pbuf)
-						}
-					}
-				}
+	goStage(g, workers, func() error {
+		hasher := r.mk.NewHasher()
+		for j := range decode {
+			if ctx.Err() != nil {
 				bufPool.Put(j.buf)
+				continue
 			}
-		})
-	}
+			pbuf := plainPool.Get().(*[]byte)
+			plain, err := r.openChunk(j, hasher, (*pbuf)[:0])
+			// Damage on the way from the store goes away when read
+			// again; damage at rest does not.
+			for attempt := 1; err != nil && errors.Is(err, cairn.ErrCorrupt) && attempt < fetchAttempts && ctx.Err() == nil; attempt++ {
+				data, ferr := objstore.ReadInto(ctx, r.be, j.id.ObjectName(), *j.buf)
+				if ferr != nil {
+					err = ferr
+					break
+				}
+				*j.buf, j.data = data, data
+				plain, err = r.openChunk(j, hasher, (*pbuf)[:0])
+			}
+			if err != nil {
+				plainPool.Put(pbuf)
+				bufPool.Put(j.buf)
+				return err
+			}
+			*pbuf = plain
+			select {
+			case write <- plainChunk{j, plain, pbuf}:
+			case <-ctx.Done():
+				plainPool.Put(pbuf)
+			}
+			bufPool.Put(j.buf)
+		}
+		return nil
+	}, func() { close(write) })
 	// Writers: as many as transfers, so the target sees a queue, not a
 	// trickle.
-	var writers sync.WaitGroup
-	for range max(2, transfers) {
-		writers.Go(func() {
-			for c := range write {
-				if ctx.Err() == nil {
-					if err := writePlacements(c.j, c.plain, t, p, stats, account); err != nil {
-						setErr(err)
-					}
-				}
-				plainPool.Put(c.buf)
+	goStage(g, max(2, transfers), func() error {
+		for c := range write {
+			var err error
+			if ctx.Err() == nil {
+				err = writePlacements(c.j, c.plain, t, p, stats, account)
 			}
-		})
-	}
-
-feed:
-	for _, j := range jobs {
-		select {
-		case check <- j:
-		case <-ctx.Done():
-			break feed
+			plainPool.Put(c.buf)
+			if err != nil {
+				return err
+			}
 		}
+		return nil
+	}, nil)
+	if err := g.Wait(); err != nil {
+		return err
 	}
-	close(check)
-	checkers.Wait()
-	close(fetch)
-	fetchers.Wait()
-	close(decode)
-	decoders.Wait()
-	close(write)
-	writers.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	return ctx.Err()
+	return parent.Err()
 }
 
 // openChunk authenticates, decompresses and verifies a fetched chunk.
@@ -345,15 +414,32 @@ func writePlacements(j *chunkJob, plain []byte, t Target, p *Progress, stats *Re
 	return nil
 }
 
+// readMatches reads the n bytes of t at off, of which only the parts in
+// data may hold anything but zeros (only those are read), and applies same
+// to them. It returns the number of bytes read.
+func readMatches(t Target, off, n int64, data []cairn.Extent, same func([]byte) bool) (bool, int64, error) {
+	buf := make([]byte, n)
+	var read int64
+	for _, d := range data {
+		ok, err := readEqual(t, buf[d.Offset-off:d.End()-off], d.Offset, func([]byte) bool { return true })
+		if err != nil || !ok {
+			return false, read, err
+		}
+		read += d.Length
+	}
+	return same(buf), read, nil
+}
+
 // readEqual reads len(buf) bytes of t at off and applies same to them. A
-// target shorter than needed reads as not the same.
+// target shorter than needed reads as not the same; any other read error
+// ends the restore (a target that cannot be read is not written blindly).
 func readEqual(t Target, buf []byte, off int64, same func([]byte) bool) (bool, error) {
 	n, err := t.ReadAt(buf, off)
-	if errors.Is(err, io.EOF) || n < len(buf) {
-		return false, nil
-	}
-	if err != nil {
+	if err != nil && !errors.Is(err, io.EOF) {
 		return false, fmt.Errorf("reading target at %d: %w", off, err)
+	}
+	if n < len(buf) {
+		return false, nil
 	}
 	return same(buf), nil
 }

@@ -32,20 +32,23 @@ type session struct {
 	backupID cairn.ID
 	started  time.Time
 
-	// holdMu serialises the slow path of holding a condemned set, so no
-	// goroutine treats a set as held before its safety is known.
-	holdMu sync.Mutex
-
 	mu          sync.Mutex
 	lastRefresh time.Time
 	holdObjects map[cairn.ID]bool // hold objects written, to delete at the end
 	seen        map[cairn.ID]bool
 	held        map[cairn.ID]bool
-	swept       map[cairn.ID]bool             // condemned sets found swept: their chunks may be gone
-	condemned   map[format.ChunkID][]cairn.ID // every seen condemned set that lists the chunk
-	gone        map[format.ChunkID]bool       // chunks of swept sets: upload again whatever else lists them
-	used        map[format.ChunkID]struct{}   // every chunk the backup references
-	failed      error
+	swept       map[cairn.ID]bool // condemned sets found swept: their chunks may be gone
+	// holding has the sets one goroutine is holding now (writing the hold,
+	// then looking for a sweep, and waiting for one under way): the
+	// channel is closed when it is done. Others that need the set wait for
+	// that instead of holding it again; nothing else waits on it, and no
+	// lock is held across the wait, so a hold that waits for a sweep
+	// blocks only the goroutines that need that set.
+	holding   map[cairn.ID]chan struct{}
+	condemned map[format.ChunkID][]cairn.ID // every seen condemned set that lists the chunk
+	gone      map[format.ChunkID]bool       // chunks of swept sets: upload again whatever else lists them
+	used      map[format.ChunkID]struct{}   // every chunk the backup references
+	failed    error
 
 	stop chan struct{}
 	done chan struct{}
@@ -78,6 +81,7 @@ func (r *Repository) startSession(ctx context.Context, backupID cairn.ID) (*sess
 		seen:        map[cairn.ID]bool{},
 		held:        map[cairn.ID]bool{},
 		swept:       map[cairn.ID]bool{},
+		holding:     map[cairn.ID]chan struct{}{},
 		gone:        map[format.ChunkID]bool{},
 		holdObjects: map[cairn.ID]bool{},
 		condemned:   map[format.ChunkID][]cairn.ID{},
@@ -90,7 +94,7 @@ func (r *Repository) startSession(ctx context.Context, backupID cairn.ID) (*sess
 	if err := s.writeMarker(ctx, objstore.PutOptions{}); err != nil {
 		return nil, fmt.Errorf("starting backup session: %w", err)
 	}
-	if err := s.refresh(ctx); err != nil {
+	if err := s.seeNewSets(ctx); err != nil {
 		s.remove(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("starting backup session: %w", err)
 	}
@@ -134,18 +138,44 @@ func (s *session) writeMarker(ctx context.Context, opts objstore.PutOptions) err
 		return err
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	// A marker that went unrefreshed for longer than check allows may have
+	// looked dead to a garbage collection, which may then have swept sets
+	// the session had not seen; refreshing it now does not undo that.
+	gap := s.r.now().Sub(s.lastRefresh)
+	stale := !s.lastRefresh.IsZero() && gap > s.r.sessionTimeout()*2/3
 	s.lastRefresh = before
-	s.mu.Unlock()
+	if stale {
+		err := fmt.Errorf("backup session went %v without a refresh (store unreachable? process paused?); a garbage collection may have taken it for dead: %w", gap.Round(time.Second), cairn.ErrConflict)
+		if s.failed == nil {
+			s.failed = err
+		}
+		return err
+	}
 	return nil
 }
 
-// refresh loads condemned sets not seen before, holds those that contain a
-// chunk the session already uses, and rewrites the marker.
+// refresh rewrites the marker, then takes in the condemned sets not seen
+// before (seeNewSets). The marker is written first, with the sets seen so
+// far, so that the session stays alive to the garbage collector however
+// long taking in new sets takes; safety does not depend on it (a sweep of
+// a set waits for every live session to list it as seen).
 func (s *session) refresh(ctx context.Context) error {
+	if err := s.writeMarker(ctx, objstore.PutOptions{}); err != nil {
+		return err
+	}
+	return s.seeNewSets(ctx)
+}
+
+// seeNewSets loads condemned sets not seen before, holds those that list a
+// chunk the session already uses, and, when it saw any, rewrites the
+// marker to list them.
+func (s *session) seeNewSets(ctx context.Context) error {
 	sets, err := s.r.listCondemned(ctx)
 	if err != nil {
 		return err
 	}
+	added := false
 	for _, set := range sets {
 		s.mu.Lock()
 		known := s.seen[set.ID]
@@ -177,31 +207,27 @@ func (s *session) refresh(ctx context.Context) error {
 			s.swept[set.ID] = true
 		}
 		s.mu.Unlock()
+		// No sweep of a set this session has not seen can start while the
+		// session is alive (a sweep waits for every live session to list
+		// the set as seen), so this hold does not wait for a sweep. A set
+		// found swept, or listed swept already, was swept by a gc that
+		// took the session for dead: chunks the session uses may be gone.
 		if overlap {
-			s.holdMu.Lock()
-			s.mu.Lock()
-			decided := s.held[set.ID] || s.swept[set.ID]
-			s.mu.Unlock()
-			var safe = true
-			if !decided {
-				safe, err = s.hold(ctx, set.ID)
-				if err == nil && safe {
-					s.mu.Lock()
-					s.held[set.ID] = true
-					s.mu.Unlock()
-				}
-			}
-			s.holdMu.Unlock()
+			held, err := s.decide(ctx, set.ID)
 			if err != nil {
 				return err
 			}
-			if !safe {
+			if !held {
 				return fmt.Errorf("condemned set %s was swept while this backup used its chunks: %w", set.ID.Short(), cairn.ErrConflict)
 			}
 		}
 		s.mu.Lock()
 		s.seen[set.ID] = true
 		s.mu.Unlock()
+		added = true
+	}
+	if !added {
+		return nil
 	}
 	return s.writeMarker(ctx, objstore.PutOptions{})
 }
@@ -309,36 +335,54 @@ func (s *session) claim(ctx context.Context, c format.ChunkID, known bool) (uplo
 			return swept || len(sets) == 0 && !known && !s.gone[c], nil
 		}
 		s.mu.Unlock()
-		if err := s.decide(ctx, pending); err != nil {
-			return false, err
+		for _, set := range pending {
+			if _, err := s.decide(ctx, set); err != nil {
+				return false, err
+			}
 		}
 	}
 }
 
-// decide holds each of sets and records whether it is held or was swept.
-func (s *session) decide(ctx context.Context, sets []cairn.ID) error {
-	s.holdMu.Lock()
-	defer s.holdMu.Unlock()
-	for _, set := range sets {
+// decide holds set, unless that is decided already, and reports whether
+// it is held (its chunks are safe to reuse) rather than swept. When
+// another goroutine is holding the set, decide waits for it to finish and
+// takes its result; if it failed, decide holds the set itself.
+func (s *session) decide(ctx context.Context, set cairn.ID) (held bool, err error) {
+	for {
 		s.mu.Lock()
-		decided := s.held[set] || s.swept[set]
-		s.mu.Unlock()
-		if decided {
-			continue
+		if s.held[set] || s.swept[set] {
+			held := s.held[set]
+			s.mu.Unlock()
+			return held, nil
 		}
+		if busy, ok := s.holding[set]; ok {
+			s.mu.Unlock()
+			select {
+			case <-busy:
+				continue
+			case <-ctx.Done():
+				return false, ctx.Err()
+			}
+		}
+		done := make(chan struct{})
+		s.holding[set] = done
+		s.mu.Unlock()
+
 		safe, err := s.hold(ctx, set)
-		if err != nil {
-			return err
-		}
+
 		s.mu.Lock()
-		if safe {
-			s.held[set] = true
-		} else {
-			s.swept[set] = true
+		delete(s.holding, set)
+		if err == nil {
+			if safe {
+				s.held[set] = true
+			} else {
+				s.swept[set] = true
+			}
 		}
 		s.mu.Unlock()
+		close(done)
+		return safe, err
 	}
-	return nil
 }
 
 // uploaded records that the backup references a chunk it has just stored.
@@ -348,7 +392,8 @@ func (s *session) uploaded(c format.ChunkID) {
 	s.mu.Unlock()
 }
 
-// hold writes a hold on a condemned set (callers hold holdMu) and reports whether the set's chunks
+// hold writes a hold on a condemned set (for decide, which makes sure one
+// goroutine at a time holds a set) and reports whether the set's chunks
 // are safe to reuse: true when no sweep had started by the time the hold
 // was written (any later sweep sees the hold and stops), false when the
 // set was or is being swept (after waiting for the sweep to end).

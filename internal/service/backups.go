@@ -683,7 +683,7 @@ func (s *Service) runRestore(ctx context.Context, t cairn.Task) error {
 	}
 	prog := &repo.Progress{}
 	stop := s.trackProgress(ctx, t.ID, prog)
-	stats, err := r.Restore(ctx, m, &deviceTarget{ctx: ctx, dev: dev, fresh: fresh}, prog)
+	stats, err := r.Restore(ctx, m, DeviceTarget(ctx, dev, fresh), prog)
 	stop()
 	if cerr := dev.Close(); err == nil {
 		err = cerr
@@ -759,7 +759,15 @@ func (s *Service) failRestore(ctx context.Context, t cairn.Task, cause error) er
 	return nil
 }
 
-// deviceTarget is a volume device as a restore target.
+// DeviceTarget is a volume device as a restore target: fresh says the
+// device reads as zeros everywhere (a volume just created). It tells a
+// delta restore where the device may hold data from the device's block
+// status, so a restore into a mostly empty volume reads only what is
+// there. Its methods are safe for concurrent use, as the device's are.
+func DeviceTarget(ctx context.Context, dev Device, fresh bool) repo.AllocatedTarget {
+	return &deviceTarget{ctx: ctx, dev: dev, fresh: fresh}
+}
+
 type deviceTarget struct {
 	ctx   context.Context
 	dev   Device
@@ -783,6 +791,40 @@ func (d *deviceTarget) WriteAt(p []byte, off int64) (int, error) {
 func (d *deviceTarget) Zero(off, n int64) error { return d.dev.Zero(d.ctx, off, n, false) }
 func (d *deviceTarget) Sync() error             { return d.dev.Flush(d.ctx) }
 func (d *deviceTarget) Fresh() bool             { return d.fresh }
+
+// Allocated implements repo.AllocatedTarget: every extent the device does
+// not report as reading zeros may hold data.
+func (d *deviceTarget) Allocated() ([]cairn.Extent, bool, error) {
+	size := d.dev.Size()
+	var out []cairn.Extent
+	for off := int64(0); off < size; {
+		list, err := d.dev.BlockStatus(d.ctx, off, size-off)
+		if err != nil {
+			return nil, false, fmt.Errorf("block status at %d: %w", off, err)
+		}
+		if len(list) == 0 {
+			return nil, false, fmt.Errorf("block status at %d: no extents", off)
+		}
+		for _, e := range list {
+			n := min(e.Length, size-off)
+			if n <= 0 {
+				return nil, false, fmt.Errorf("block status at %d: an extent of %d bytes", off, e.Length)
+			}
+			if !e.Zero {
+				if k := len(out); k > 0 && out[k-1].End() == off {
+					out[k-1].Length += n
+				} else {
+					out = append(out, cairn.Extent{Offset: off, Length: n})
+				}
+			}
+			off += n
+			if off == size {
+				break
+			}
+		}
+	}
+	return out, true, nil
+}
 
 // BackupRecord is what export_record hands out and import_record takes:
 // enough for another deployment with the same container and key to list

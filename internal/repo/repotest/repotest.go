@@ -46,11 +46,15 @@ func (s *Source) Allocated() ([]cairn.Extent, bool, error) {
 	return s.Alloc, s.Alloc != nil, nil
 }
 
-// Target is an in-memory repo.Target.
+// Target is an in-memory repo.Target. With Alloc set (even empty) it
+// says where it may hold data, as repo.AllocatedTarget; the test keeps
+// every byte outside Alloc zero.
 type Target struct {
 	mu      sync.Mutex
 	Data    []byte
 	IsFresh bool
+	Alloc   []cairn.Extent
+	Read    atomic.Int64
 	Written atomic.Int64
 	Zeroed  atomic.Int64
 }
@@ -66,6 +70,7 @@ func (t *Target) ReadAt(p []byte, off int64) (int, error) {
 		return 0, io.EOF
 	}
 	n := copy(p, t.Data[off:])
+	t.Read.Add(int64(n))
 	if n < len(p) {
 		return n, io.EOF
 	}
@@ -97,6 +102,11 @@ func (t *Target) Sync() error { return nil }
 
 // Fresh implements repo.Target.
 func (t *Target) Fresh() bool { return t.IsFresh }
+
+// Allocated implements repo.AllocatedTarget: Alloc, known when set.
+func (t *Target) Allocated() ([]cairn.Extent, bool, error) {
+	return t.Alloc, t.Alloc != nil, nil
+}
 
 // Mixed returns size bytes made of blocks of blockSize that are, in turn at
 // random, random bytes, compressible text, or zeros.

@@ -374,7 +374,21 @@ func (d *device) BlockStatus(ctx context.Context, off, n int64) ([]nbd.Extent, e
 	if err != nil {
 		return nil, err
 	}
-	return []nbd.Extent{{Length: n}}, c.End(ctx)
+	// Pages never written (or zeroed away) are holes that read as zeros.
+	var out []nbd.Extent
+	d.e.mu.Lock()
+	for o, end := off, off+n; o < end; {
+		l := min(end, (o/pageSize+1)*pageSize) - o
+		hole := d.v.data[o/pageSize] == nil
+		if k := len(out); k > 0 && out[k-1].Hole == hole {
+			out[k-1].Length += l
+		} else {
+			out = append(out, nbd.Extent{Length: l, Hole: hole, Zero: hole})
+		}
+		o += l
+	}
+	d.e.mu.Unlock()
+	return out, c.End(ctx)
 }
 
 func (d *device) Close() error {

@@ -2,7 +2,6 @@ package servicetest
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/nbd"
 	"github.com/cairnproject/cairn/internal/repo"
 	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/service"
@@ -268,6 +268,7 @@ func testDevices(t *testing.T, e service.Engine) {
 	}
 	mustDo(t, "zero", d2.Zero(ctx, 2*4096, 4096, false))
 	mustDo(t, "flush", d2.Flush(ctx))
+	checkBlockStatus(t, d1, []int64{4096, 3 * 4096})
 	want := slices.Clone(p)
 	clear(want[4096 : 2*4096])
 	s := must[volume.SnapshotInfo](t, "snapshot")(e.CreateSnapshot(ctx, v.ID, "s"))
@@ -280,6 +281,49 @@ func testDevices(t *testing.T, e service.Engine) {
 	if !bytes.Equal(read(t, e, v.ID, 4096, int64(len(want))), want) {
 		t.Error("the volume does not hold what the devices wrote and zeroed")
 	}
+}
+
+// checkBlockStatus checks d's block status over the whole device: the
+// extents cover it, those said to read as zeros do, and none of them
+// overlaps a page of data (pages are page offsets written with non-zero
+// bytes).
+func checkBlockStatus(t *testing.T, d service.Device, pages []int64) {
+	t.Helper()
+	ctx := t.Context()
+	size := d.Size()
+	for off := int64(0); off < size; {
+		list := must[[]nbd.Extent](t, "block status")(d.BlockStatus(ctx, off, size-off))
+		if len(list) == 0 {
+			t.Fatalf("block status at %d: no extents", off)
+		}
+		for _, e := range list {
+			if e.Length <= 0 || off+e.Length > size {
+				t.Fatalf("block status at %d: extent of %d bytes in a device of %d", off, e.Length, size)
+			}
+			if e.Zero {
+				got := make([]byte, e.Length)
+				mustDo(t, "read", d.ReadAt(ctx, got, off))
+				if !isZero(got) {
+					t.Errorf("block status: [%d, %d) said to read as zeros does not", off, off+e.Length)
+				}
+				for _, pg := range pages {
+					if pg < off+e.Length && off < pg+4096 {
+						t.Errorf("block status: [%d, %d) said to read as zeros holds the data at %d", off, off+e.Length, pg)
+					}
+				}
+			}
+			off += e.Length
+		}
+	}
+}
+
+func isZero(p []byte) bool {
+	for _, b := range p {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func testEngineConcurrent(t *testing.T, e service.Engine) {
@@ -334,32 +378,6 @@ func RunRepository(t *testing.T, open func(t *testing.T) (service.Engine, servic
 	}
 }
 
-// target is a device as a restore target; a restore writes through it
-// from several goroutines at once.
-type target struct {
-	ctx   context.Context
-	dev   service.Device
-	fresh bool
-}
-
-func (d *target) ReadAt(p []byte, off int64) (int, error) {
-	if err := d.dev.ReadAt(d.ctx, p, off); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (d *target) WriteAt(p []byte, off int64) (int, error) {
-	if err := d.dev.WriteAt(d.ctx, p, off); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-func (d *target) Zero(off, n int64) error { return d.dev.Zero(d.ctx, off, n, false) }
-func (d *target) Sync() error             { return d.dev.Flush(d.ctx) }
-func (d *target) Fresh() bool             { return d.fresh }
-
 // restore restores backup id into a volume: a new one (fresh), or one
 // holding other data.
 func restore(t *testing.T, e service.Engine, r service.Repository, id cairn.ID, fresh bool, size int64) []byte {
@@ -372,7 +390,7 @@ func restore(t *testing.T, e service.Engine, r service.Repository, id cairn.ID, 
 	}
 	dev := must[service.Device](t, "open")(e.OpenVolume(ctx, v.ID))
 	var p repo.Progress
-	st, err := r.Restore(ctx, m, &target{ctx: ctx, dev: dev, fresh: fresh}, &p)
+	st, err := r.Restore(ctx, m, service.DeviceTarget(ctx, dev, fresh), &p)
 	mustDo(t, "restore", err)
 	mustDo(t, "close", dev.Close())
 	if st.Bytes != m.Size || p.Done.Load() != m.Size || p.Total.Load() != m.Size {
