@@ -181,6 +181,10 @@ type DatabaseBackup struct {
 	// Size is how many bytes of data the backup holds, known once it is
 	// COMPLETED.
 	Size int64 `json:"size"`
+	// VolumeSize is the GiB of the instance's volume when it was backed
+	// up: the size of an instance restored from the backup unless its
+	// request asks for more.
+	VolumeSize int64 `json:"volume_size"`
 	// Location says where the backup's data is (the container and the
 	// repository's backup), "" until it is stored.
 	Location string `json:"location,omitempty"`
