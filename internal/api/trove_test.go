@@ -294,6 +294,13 @@ func TestDatabaseAPIViews(t *testing.T) {
 		t.Errorf("a failed instance: %+v (fault %+v)", v, v.Fault)
 	}
 
+	var bl struct{ Backups []wire.DatabaseBackup }
+	d.mustCall(200, d.tokA, "GET", "/v1.0/alpha/instances/"+fx.inst+"/backups", nil, &bl)
+	if len(bl.Backups) != 1 || bl.Backups[0].ID != fx.backup || bl.Backups[0].InstanceID != fx.inst {
+		t.Errorf("the instance's backups: %+v", bl)
+	}
+	d.mustCall(404, d.tokA, "GET", "/v1.0/alpha/instances/nope/backups", nil, nil)
+
 	var b struct{ Backup wire.DatabaseBackup }
 	d.mustCall(200, d.tokA, "GET", "/v1.0/alpha/backups/"+fx.backup, nil, &b)
 	if b.Backup.Size == nil || *b.Backup.Size != 1 || b.Backup.Datastore.VersionID != "postgresql-15" {
@@ -359,6 +366,11 @@ func TestDatabaseAPIPaging(t *testing.T) {
 	d.mustCall(200, d.tokA, "GET", next, nil, &page)
 	if len(page.Instances) != 1 || page.Instances[0].ID != ids[0] || page.Links != nil {
 		t.Fatalf("last page: %+v, links %+v", page.Instances, page.Links)
+	}
+	// /detail is the same list.
+	d.mustCall(200, d.tokA, "GET", "/v1.0/alpha/instances/detail?limit=2", nil, &page)
+	if len(page.Instances) != 2 || page.Instances[0].ID != ids[2] || len(page.Links) != 1 {
+		t.Fatalf("detail: %+v, links %+v", page.Instances, page.Links)
 	}
 
 	// An admin reaches another project with project_id, and lists every
