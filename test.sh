@@ -28,6 +28,8 @@ if [ "$(id -u)" = 0 ]; then
   command -v fusermount3 >/dev/null || missing+=(fuse3)
   command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
   command -v fio >/dev/null || missing+=(fio)
+  # The OpenStack client with Trove's plugin, for the database API's client test.
+  dpkg -s python3-troveclient >/dev/null 2>&1 || missing+=(python3-troveclient)
   if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

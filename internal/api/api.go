@@ -1,9 +1,11 @@
 // Package api is the service's HTTP API: the block storage API's shapes
-// (volumes, snapshots, backups) under /v3/{project_id}/, JSON in and out
-// (the types of package wire), every request authenticated by a project's
-// token. Errors get their status codes from the root package's one table
+// (volumes, snapshots, backups) under /v3/{project_id}/, and the database
+// API in OpenStack Trove's shapes (instances, their backups, datastores)
+// under /v1.0/{project_id}/ (trove.go), JSON in and out (the types of
+// package wire), every request authenticated by a project's token. Errors
+// get their status codes from the root package's one table
 // (cairn.HTTPStatus) and here only the block storage API's names
-// (errorName).
+// (errorName), which Trove's API shares.
 //
 // Every request gets an ID ("req-" and a UUID) in the
 // X-Openstack-Request-Id header and on every log line about it. A 5xx is
@@ -45,17 +47,30 @@ type Metrics interface {
 // Server serves the API.
 type Server struct {
 	svc *service.Service
+	db  Databases // nil: the database API answers 404
 	log *slog.Logger
 	met Metrics
 	mux *http.ServeMux
 }
 
+// Option configures a Server.
+type Option func(*Server)
+
+// WithDatabases serves the database API (Trove's shapes, under
+// /v1.0/{project_id}/) over db. Without it, its routes answer 404.
+func WithDatabases(db Databases) Option {
+	return func(s *Server) { s.db = db }
+}
+
 // New returns the API of svc.
-func New(svc *service.Service, met Metrics, log *slog.Logger) *Server {
+func New(svc *service.Service, met Metrics, log *slog.Logger, opts ...Option) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{svc: svc, log: log, met: met, mux: http.NewServeMux()}
+	for _, o := range opts {
+		o(s)
+	}
 	s.routes()
 	return s
 }
@@ -174,6 +189,34 @@ func (s *Server) routes() {
 	p("POST", "/backups/import_record", s.importRecord)
 	p("POST", "/backups/{id}/action", s.backupAction)
 
+	// The database API, in OpenStack Trove's shapes (trove.go).
+	m.HandleFunc("GET /v1.0/{$}", s.databaseVersions)
+	d := func(method, path string, h handler) {
+		m.HandleFunc(method+" /v1.0/{project_id}"+path, s.auth(s.withDatabases(h)))
+	}
+	d("GET", "/flavors", s.listFlavors)
+	d("GET", "/flavors/{id}", s.showFlavor)
+	d("GET", "/datastores", s.listDatastores)
+	d("GET", "/datastores/{id}", s.showDatastore)
+	d("GET", "/datastores/{id}/versions", s.listDatastoreVersions)
+	d("GET", "/datastores/{id}/versions/{version}", s.showDatastoreVersion)
+
+	d("POST", "/instances", s.createInstance)
+	d("GET", "/instances", s.listInstances)
+	d("GET", "/instances/detail", s.listInstances)
+	d("GET", "/instances/{id}", s.showInstance)
+	d("DELETE", "/instances/{id}", s.deleteInstance)
+	d("GET", "/instances/{id}/backups", s.listInstanceBackups)
+
+	d("POST", "/backups", s.createDatabaseBackup)
+	d("GET", "/backups", s.listDatabaseBackups)
+	d("GET", "/backups/{id}", s.showDatabaseBackup)
+	d("DELETE", "/backups/{id}", s.deleteDatabaseBackup)
+
+	d("GET", "/backup_strategies", s.listBackupStrategies)
+	d("POST", "/backup_strategies", s.createBackupStrategy)
+	d("DELETE", "/backup_strategies", s.deleteBackupStrategy)
+
 	m.HandleFunc("/", s.unmatched)
 }
 
@@ -234,29 +277,36 @@ func (s *Server) auth(h handler) http.HandlerFunc {
 			}
 			return
 		}
-		if !c.Admin && project != c.ProjectID {
-			// Another project's URL looks exactly like a missing one.
-			writeError(w, r, fmt.Errorf("project %s: %w", project, cairn.ErrNotFound))
+		c, err = s.actIn(r.Context(), c, project)
+		if err != nil {
+			writeError(w, r, err)
 			return
 		}
-		if c.Admin && project != c.ProjectID {
-			ok, err := s.svc.ProjectExists(r.Context(), project)
-			if err != nil {
-				writeError(w, r, err)
-				return
-			}
-			if !ok {
-				writeError(w, r, fmt.Errorf("project %s: %w", project, cairn.ErrNotFound))
-				return
-			}
-		}
-		// Requests act within the URL's project; an admin acting in
-		// another project keeps admin rights.
-		c.ProjectID = project
 		if err := h(w, r, c); err != nil {
 			writeError(w, r, err)
 		}
 	}
+}
+
+// actIn returns the caller c acting in project: its own, or any existing
+// one for an admin, who keeps admin rights there. Another project looks
+// exactly like a missing one (ErrNotFound).
+func (s *Server) actIn(ctx context.Context, c service.Caller, project string) (service.Caller, error) {
+	if project == c.ProjectID {
+		return c, nil
+	}
+	if !c.Admin {
+		return c, fmt.Errorf("project %s: %w", project, cairn.ErrNotFound)
+	}
+	ok, err := s.svc.ProjectExists(ctx, project)
+	if err != nil {
+		return c, err
+	}
+	if !ok {
+		return c, fmt.Errorf("project %s: %w", project, cairn.ErrNotFound)
+	}
+	c.ProjectID = project
+	return c, nil
 }
 
 // maxBody bounds a request body.

@@ -1,0 +1,273 @@
+package cairn
+
+import "time"
+
+// Database instances and their backups, in the terms of OpenStack Trove's
+// API (/v1.0/{project_id}/instances, /backups, /datastores,
+// /backup_strategies), which is how tenants reach them.
+
+// Datastore names cairn runs. A datastore is a database engine; its
+// versions are the ones installed on the host.
+const (
+	DatastorePostgreSQL = "postgresql"
+	DatastoreMariaDB    = "mariadb"
+)
+
+// InstanceStatus is the state of a database instance as Trove's API shows
+// it. BUILD and SHUTDOWN are held only while a task runs; a restarted
+// service finishes or fails every such task.
+type InstanceStatus string
+
+// Instance statuses.
+const (
+	// InstanceBuild: the volume is being made, attached and formatted, and
+	// the database initialised or restored into it.
+	InstanceBuild InstanceStatus = "BUILD"
+	// InstanceActive: the instance is up; OperatingStatus says how its
+	// database process is.
+	InstanceActive InstanceStatus = "ACTIVE"
+	// InstanceBackup: up, with a backup of it under way.
+	InstanceBackup InstanceStatus = "BACKUP"
+	// InstanceShutdown: being deleted (Trove shows SHUTDOWN while it
+	// deletes an instance).
+	InstanceShutdown InstanceStatus = "SHUTDOWN"
+	// InstanceError: a task failed; the instance's FailReason says why.
+	InstanceError InstanceStatus = "ERROR"
+)
+
+// OperatingStatus is the state of an instance's database process (Trove's
+// operating_status).
+type OperatingStatus string
+
+// Operating statuses.
+const (
+	// OperatingNone: the process has not been started yet (an instance
+	// being built), as Trove shows it: empty.
+	OperatingNone OperatingStatus = ""
+	// OperatingHealthy: the database answers.
+	OperatingHealthy OperatingStatus = "HEALTHY"
+	// OperatingRestarting: the process ended and its supervisor is
+	// starting it again, with backoff.
+	OperatingRestarting OperatingStatus = "RESTARTING"
+	// OperatingShutdown: the process is stopped on purpose (the instance
+	// is being deleted).
+	OperatingShutdown OperatingStatus = "SHUTDOWN"
+	// OperatingFailed: the process could not be started.
+	OperatingFailed OperatingStatus = "FAILED"
+)
+
+// DatabaseBackupStatus is the state of a database backup, in Trove's
+// terms.
+type DatabaseBackupStatus string
+
+// Database backup statuses. NEW, BUILDING and SAVING are held only while
+// the backup's task runs.
+const (
+	// DatabaseBackupNew: accepted, not started.
+	DatabaseBackupNew DatabaseBackupStatus = "NEW"
+	// DatabaseBackupBuilding: the database is being quiesced and
+	// snapshotted, or its backup tool started.
+	DatabaseBackupBuilding DatabaseBackupStatus = "BUILDING"
+	// DatabaseBackupSaving: the data is being written to the repository.
+	DatabaseBackupSaving DatabaseBackupStatus = "SAVING"
+	// DatabaseBackupCompleted: stored and restorable.
+	DatabaseBackupCompleted DatabaseBackupStatus = "COMPLETED"
+	// DatabaseBackupFailed: the backup failed; FailReason says why.
+	DatabaseBackupFailed DatabaseBackupStatus = "FAILED"
+	// DatabaseBackupDeleteFailed: deleting it failed; FailReason says why.
+	DatabaseBackupDeleteFailed DatabaseBackupStatus = "DELETE_FAILED"
+)
+
+// DatabaseStrategy is how a database backup is taken. The API calls it a
+// backup's "strategy".
+type DatabaseStrategy string
+
+// Database backup strategies.
+const (
+	// StrategySnapshot: the database is quiesced, its volume snapshotted
+	// and the database released; the snapshot is then backed up with
+	// changed-block tracking against the parent's. The default.
+	StrategySnapshot DatabaseStrategy = "snapshot"
+	// StrategyPhysical: the engine's physical backup tool (pg_basebackup,
+	// mariadb-backup) streamed into the repository.
+	StrategyPhysical DatabaseStrategy = "physical"
+	// StrategyLogical: a dump (pg_dump -Fc, mariadb-dump) streamed into
+	// the repository.
+	StrategyLogical DatabaseStrategy = "logical"
+)
+
+// Strategies returns every strategy, the default first.
+func Strategies() []DatabaseStrategy {
+	return []DatabaseStrategy{StrategySnapshot, StrategyPhysical, StrategyLogical}
+}
+
+// Valid reports whether s is one of the strategies.
+func (s DatabaseStrategy) Valid() bool {
+	for _, v := range Strategies() {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Datastore is a database engine the host runs, with the versions of it
+// installed there.
+type Datastore struct {
+	ID   string `json:"id"`
+	Name string `json:"name"` // DatastorePostgreSQL, DatastoreMariaDB
+	// DefaultVersionID is the ID of the version an instance gets when its
+	// request names none; one of Versions.
+	DefaultVersionID string             `json:"default_version"`
+	Versions         []DatastoreVersion `json:"versions"`
+}
+
+// DatastoreVersion is a version of a datastore installed on the host.
+type DatastoreVersion struct {
+	ID string `json:"id"`
+	// Name is the version as requests name it ("15", "10.11").
+	Name string `json:"name"`
+	// Version is the full version installed ("15.10").
+	Version string `json:"version"`
+}
+
+// DatastoreRef names the datastore and version of an instance or backup.
+type DatastoreRef struct {
+	Type      string `json:"type"`    // the datastore's name
+	Version   string `json:"version"` // the version's name
+	VersionID string `json:"version_id"`
+}
+
+// Instance is a database instance of a project: a database server on a
+// volume of its own.
+type Instance struct {
+	ID              string          `json:"id"`
+	ProjectID       string          `json:"project_id"`
+	Name            string          `json:"name"`
+	Status          InstanceStatus  `json:"status"`
+	OperatingStatus OperatingStatus `json:"operating_status"`
+	FailReason      string          `json:"fail_reason,omitempty"`
+	Datastore       DatastoreRef    `json:"datastore"`
+	// VolumeSize is the size of the instance's volume in GiB.
+	VolumeSize int64 `json:"volume_size"`
+	// VolumeUsed is how many bytes of the volume's file system are in
+	// use, 0 when not known (the file system is not mounted yet).
+	VolumeUsed int64 `json:"volume_used,omitempty"`
+	// Address and Port are where the database listens, "" and 0 until
+	// it does.
+	Address string `json:"address,omitempty"`
+	Port    int    `json:"port,omitempty"`
+	// BackupID is the backup the instance was restored from, if any.
+	BackupID  string    `json:"backup_id,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// DatabaseBackup is a backup of a database instance, stored in a
+// repository (a container) like a volume backup.
+type DatabaseBackup struct {
+	ID          string               `json:"id"`
+	ProjectID   string               `json:"project_id"`
+	InstanceID  string               `json:"instance_id"`
+	Name        string               `json:"name"`
+	Description string               `json:"description"`
+	Status      DatabaseBackupStatus `json:"status"`
+	FailReason  string               `json:"fail_reason,omitempty"`
+	Strategy    DatabaseStrategy     `json:"strategy"`
+	Container   string               `json:"container"`
+	// ParentID is the backup an incremental one builds on.
+	ParentID  string       `json:"parent_id,omitempty"`
+	Datastore DatastoreRef `json:"datastore"`
+	// Size is how many bytes of data the backup holds, known once it is
+	// COMPLETED.
+	Size int64 `json:"size"`
+	// VolumeSize is the GiB of the instance's volume when it was backed
+	// up: the size of an instance restored from the backup unless its
+	// request asks for more.
+	VolumeSize int64 `json:"volume_size"`
+	// Location says where the backup's data is (the container and the
+	// repository's backup), "" until it is stored.
+	Location string `json:"location,omitempty"`
+	// DataTimestamp is the instant the backup's data is consistent at,
+	// zero until the backup has taken it.
+	DataTimestamp time.Time `json:"data_timestamp,omitzero"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+}
+
+// BackupStrategy is the default strategy and container of a project's
+// database backups (InstanceID "") or of one instance's (Trove's backup
+// strategy). A backup request that names neither takes the instance's,
+// then the project's, then StrategySnapshot and the service's default
+// container.
+type BackupStrategy struct {
+	ProjectID  string `json:"project_id"`
+	InstanceID string `json:"instance_id"`
+	// Strategy is "" to leave the strategy to the next level down.
+	Strategy DatabaseStrategy `json:"strategy"`
+	// Container is "" to leave the container to the next level down.
+	Container string `json:"container"`
+	// Backend names the kind of store the backups go to (the service's
+	// backup store: "local", "s3", "swift").
+	Backend string `json:"backend"`
+}
+
+// InstanceCreate is a request for a new database instance.
+type InstanceCreate struct {
+	Name string
+	// Datastore names the engine (its name or ID); DatastoreVersion a
+	// version of it (name or ID), "" for its default.
+	Datastore        string
+	DatastoreVersion string
+	// VolumeSize is the volume's size in GiB; 0 only with a BackupID,
+	// for the size of the backed-up instance's volume.
+	VolumeSize int64
+	Databases  []DatabaseSpec
+	Users      []DatabaseUser
+	// BackupID is the backup to restore into the new instance, "" for
+	// an empty one.
+	BackupID string
+}
+
+// DatabaseSpec is a database an instance is created with.
+type DatabaseSpec struct {
+	Name string
+	// CharacterSet and Collate are the engine's names, "" for its
+	// defaults.
+	CharacterSet string
+	Collate      string
+}
+
+// DatabaseUser is a user an instance is created with.
+type DatabaseUser struct {
+	Name     string
+	Password string `json:"-"`
+	// Host is the host the user may connect from (MariaDB), "" for any.
+	Host string
+	// Databases are the databases the user is granted all rights on.
+	Databases []string
+}
+
+// DatabaseBackupCreate is a request for a backup of an instance.
+type DatabaseBackupCreate struct {
+	InstanceID  string
+	Name        string
+	Description string
+	// ParentID names the backup an incremental one builds on; with
+	// Incremental and no ParentID, the instance's latest completed
+	// backup is the parent (a full backup when it has none).
+	ParentID    string
+	Incremental bool
+	// Strategy and Container are "" for the instance's backup strategy
+	// (see BackupStrategy).
+	Strategy  DatabaseStrategy
+	Container string
+}
+
+// DatabaseBackupFilter selects database backups in a list; "" selects
+// all.
+type DatabaseBackupFilter struct {
+	InstanceID string
+	// Datastore is a datastore's name or ID.
+	Datastore string
+}
