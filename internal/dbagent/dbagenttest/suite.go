@@ -466,13 +466,17 @@ func (s *Env) staticSum(t *testing.T, inst dbagent.Instance) dbagent.TableChecks
 func (s *Env) Verify(t *testing.T, restored dbagent.Instance, src *Source, rec dbagent.Record, log []Commit) {
 	t.Helper()
 	ctx := t.Context()
+	db := s.DB(t, restored, "app")
+	// First, before anything here writes to the restored server.
+	if s.h.CheckRestored != nil {
+		s.h.CheckRestored(t, ctx, db, rec)
+	}
 	if got := s.staticSum(t, restored); got != src.Static {
 		t.Errorf("static_rows after restore = %+v, want %+v", got, src.Static)
 	}
 	if err := s.h.Login(ctx, restored, userName, userPass, "app"); err != nil {
 		t.Errorf("login as %s after restore: %v", userName, err)
 	}
-	db := s.DB(t, restored, "app")
 	rows, err := db.QueryContext(ctx, "SELECT id, payload FROM writes ORDER BY id")
 	if err != nil {
 		t.Fatal(err)
@@ -520,9 +524,6 @@ func (s *Env) Verify(t *testing.T, restored dbagent.Instance, src *Source, rec d
 		t.Errorf("the check is vacuous: %d commits certainly covered, %d certainly not", in, out)
 	}
 	t.Logf("restored %d of %d committed rows (%d certainly in, %d certainly out)", len(have), len(log), in, out)
-	if s.h.CheckRestored != nil {
-		s.h.CheckRestored(t, ctx, db, rec)
-	}
 }
 
 // testSnapshot quiesces a server under writes, snapshots its volume,
@@ -760,10 +761,18 @@ func (s *Env) testPhysical(t *testing.T) {
 		t.Logf("physical backup: %d bytes, %+v %+v", p.Record.Bytes, p.Record.PostgreSQL, p.Record.MariaDB)
 	}
 	if len(chain) == 3 {
-		cfg := s.Config(t, filepath.Join(ReachableTempDir(t), "data"))
-		err := s.h.Engine.RestorePhysical(ctx, cfg, []dbagent.Part{chain[0], chain[2]})
-		if !errors.Is(err, cairn.ErrInvalid) {
-			t.Errorf("restoring a chain with a gap = %v, want ErrInvalid", err)
+		moved := chain[2]
+		moved.Record.MariaDB = new(*chain[2].Record.MariaDB)
+		moved.Record.MariaDB.FromLSN++
+		for name, bad := range map[string][]dbagent.Part{
+			"no full backup first":            chain[1:],
+			"a full backup after the first":   {chain[0], chain[0]},
+			"a part not starting at its base": {chain[0], chain[1], moved},
+		} {
+			cfg := s.Config(t, filepath.Join(ReachableTempDir(t), "data"))
+			if err := s.h.Engine.RestorePhysical(ctx, cfg, bad); !errors.Is(err, cairn.ErrInvalid) {
+				t.Errorf("restoring a chain with %s = %v, want ErrInvalid", name, err)
+			}
 		}
 	}
 	cfg := s.Config(t, filepath.Join(ReachableTempDir(t), "data"))
