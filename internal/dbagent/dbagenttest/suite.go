@@ -702,8 +702,8 @@ func (s *Env) testAbort(t *testing.T) {
 	s.commitsAndQuiesceAgain(t, src)
 }
 
-// backupFile streams a backup into a file and returns a Part reading it.
-func backupFile(t *testing.T, name string, backup func(w io.Writer) (dbagent.Record, error)) dbagent.Part {
+// BackupFile streams a backup into a file and returns a Part reading it.
+func BackupFile(t *testing.T, name string, backup func(w io.Writer) (dbagent.Record, error)) dbagent.Part {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name)
 	f, err := os.Create(path)
@@ -732,7 +732,7 @@ func (s *Env) testPhysical(t *testing.T) {
 	if err := w.WaitFor(ctx, 20); err != nil {
 		t.Fatal(err)
 	}
-	chain := []dbagent.Part{backupFile(t, "full", func(f io.Writer) (dbagent.Record, error) {
+	chain := []dbagent.Part{BackupFile(t, "full", func(f io.Writer) (dbagent.Record, error) {
 		return src.Inst.BackupPhysical(ctx, f, "suite full", nil)
 	})}
 	if s.h.Incremental {
@@ -741,7 +741,7 @@ func (s *Env) testPhysical(t *testing.T) {
 				t.Fatal(err)
 			}
 			parent := chain[len(chain)-1].Record
-			chain = append(chain, backupFile(t, fmt.Sprintf("inc%d", n), func(f io.Writer) (dbagent.Record, error) {
+			chain = append(chain, BackupFile(t, fmt.Sprintf("inc%d", n), func(f io.Writer) (dbagent.Record, error) {
 				return src.Inst.BackupPhysical(ctx, f, "suite incremental", &parent)
 			}))
 		}
@@ -793,7 +793,7 @@ func (s *Env) testLogical(t *testing.T) {
 	if err := w.WaitFor(ctx, 20); err != nil {
 		t.Fatal(err)
 	}
-	part := backupFile(t, "dump", func(f io.Writer) (dbagent.Record, error) {
+	part := BackupFile(t, "dump", func(f io.Writer) (dbagent.Record, error) {
 		return src.Inst.BackupLogical(ctx, f, "suite logical")
 	})
 	if err := w.WaitFor(ctx, w.Committed()+20); err != nil {
