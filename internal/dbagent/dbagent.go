@@ -310,11 +310,13 @@ type Engine interface {
 	// as a snapshot of its volume taken while quiesced, ready to start:
 	// it checks the snapshot against rec and lays over it the files the
 	// quiesce's Release wrote to its overlay. The server then starts
-	// from the backup's point.
+	// from the backup's point. A record or overlay it refuses leaves the
+	// directory as it was.
 	RestoreSnapshot(ctx context.Context, cfg Config, rec Record, overlay io.Reader) error
 	// RestorePhysical fills cfg.DataDir (absent or empty) from a physical
 	// backup: chain is a full backup and its incrementals, oldest first.
-	// The server then starts from the last part's point.
+	// The server then starts from the last part's point. On failure the
+	// directory may hold part of the restore; the caller removes it.
 	RestorePhysical(ctx context.Context, cfg Config, chain []Part) error
 }
 

@@ -8,8 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -275,15 +277,24 @@ func testSnapshotNeedsWAL(t *testing.T, env *dbagenttest.Env) {
 		{"configuration", map[string][]byte{labelName: label, "postgresql.auto.conf": []byte("port = 1")}},
 		{"segment out of range", map[string][]byte{labelName: label, walDir + "/" + walFile(p.Timeline, p.StopLSN+dbagent.LSN(p.WALSegmentSize), p.WALSegmentSize): {0}}},
 	}
+	before := treeDigest(t, cfg.DataDir)
 	for _, r := range refused {
 		if err := env.Harness().Engine.RestoreSnapshot(ctx, cfg, rec, overlayWith(t, r.files)); !errors.Is(err, cairn.ErrCorrupt) {
 			t.Errorf("%s: RestoreSnapshot = %v, want ErrCorrupt", r.name, err)
+		}
+		// A refused overlay leaves the snapshot as it was.
+		if diff := diffDigests(before, treeDigest(t, cfg.DataDir)); diff != "" {
+			t.Fatalf("%s: the refused RestoreSnapshot changed the snapshot: %s", r.name, diff)
 		}
 	}
 	if _, err := os.Stat(filepath.Join(mount, "escaped")); err == nil {
 		t.Error("an overlay entry was written outside the data directory")
 	}
 	// PostgreSQL itself: the label and the snapshot's own WAL do not start.
+	// (The snapshot's postmaster.pid names the running source's postmaster.)
+	if err := os.Remove(filepath.Join(cfg.DataDir, "postmaster.pid")); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(filepath.Join(cfg.DataDir, labelName), label, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -308,22 +319,62 @@ func testSnapshotNeedsWAL(t *testing.T, env *dbagenttest.Env) {
 	t.Logf("label without the WAL after the snapshot: %s", log[start:i+max(end, 0)])
 }
 
+// treeDigest returns each path under dir with, for a file, its size,
+// modification time and inode: a file written, replaced or removed
+// changes it.
+func treeDigest(t *testing.T, dir string) map[string]string {
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		if d.IsDir() {
+			out[rel] = fi.Mode().String() // the staging directory comes and goes
+			return nil
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		out[rel] = fmt.Sprintf("%v %d %d %d", fi.Mode(), fi.Size(), fi.ModTime().UnixNano(), st.Ino)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func diffDigests(a, b map[string]string) string {
+	var diff []string
+	for k, v := range a {
+		if b[k] != v {
+			diff = append(diff, k)
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			diff = append(diff, "+"+k)
+		}
+	}
+	sort.Strings(diff)
+	return strings.Join(diff, ", ")
+}
+
 // testPhysicalRecordMismatch: a physical backup restored with the record
 // of another backup is refused, not started at the wrong point.
 func testPhysicalRecordMismatch(t *testing.T, env *dbagenttest.Env) {
 	ctx := t.Context()
 	src := env.Source(t, false)
-	var first, second bytes.Buffer
-	rec1, err := src.Inst.BackupPhysical(ctx, &first, "one", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := src.Inst.BackupPhysical(ctx, &second, "two", nil); err != nil {
-		t.Fatal(err)
-	}
-	part := dbagent.Part{Record: rec1, Open: func(context.Context) (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(second.Bytes())), nil
-	}}
+	one := dbagenttest.BackupFile(t, "one", func(w io.Writer) (dbagent.Record, error) {
+		return src.Inst.BackupPhysical(ctx, w, "one", nil)
+	})
+	two := dbagenttest.BackupFile(t, "two", func(w io.Writer) (dbagent.Record, error) {
+		return src.Inst.BackupPhysical(ctx, w, "two", nil)
+	})
+	part := dbagent.Part{Record: one.Record, Open: two.Open}
 	cfg := env.Config(t, filepath.Join(dbagenttest.ReachableTempDir(t), "data"))
 	if err := env.Harness().Engine.RestorePhysical(ctx, cfg, []dbagent.Part{part}); !errors.Is(err, cairn.ErrCorrupt) {
 		t.Errorf("RestorePhysical with another backup's record = %v, want ErrCorrupt", err)

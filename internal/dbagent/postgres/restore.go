@@ -72,15 +72,17 @@ func (e *Engine) RestoreSnapshot(ctx context.Context, cfg dbagent.Config, rec db
 	if err := e.checkVersion(cfg.DataDir); err != nil {
 		return err
 	}
-	for _, name := range []string{"postmaster.pid", "postmaster.opts", "recovery.signal", "standby.signal", labelName, spcName} {
-		if err := os.Remove(filepath.Join(cfg.DataDir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("restoring a snapshot: %w", err)
-		}
+	// The overlay is checked whole in a staging directory before anything
+	// of the snapshot changes: a refused overlay leaves it as it was.
+	stage, err := os.MkdirTemp(cfg.DataDir, ".cairn-overlay-")
+	if err != nil {
+		return fmt.Errorf("restoring a snapshot: %w", err)
 	}
+	defer os.RemoveAll(stage)
 	seg := p.WALSegmentSize
 	first, last := walFile(p.Timeline, p.StartLSN, seg), walFile(p.Timeline, p.StopLSN, seg)
 	got := map[string]bool{}
-	err = dbagent.ExtractTar(overlay, cfg.DataDir, func(name string, hdr *tar.Header) error {
+	err = dbagent.ExtractTar(overlay, stage, func(name string, hdr *tar.Header) error {
 		segment, inWAL := strings.CutPrefix(name, walDir+"/")
 		switch {
 		case name == walDir && hdr.Typeflag == tar.TypeDir:
@@ -98,12 +100,16 @@ func (e *Engine) RestoreSnapshot(ctx context.Context, cfg dbagent.Config, rec db
 	if err != nil {
 		return fmt.Errorf("restoring a snapshot: %w", err)
 	}
-	written, err := os.ReadFile(filepath.Join(cfg.DataDir, labelName))
+	written, err := os.ReadFile(filepath.Join(stage, labelName))
 	if err != nil || string(written) != p.BackupLabel {
 		return fmt.Errorf("restoring a snapshot: the overlay's backup_label is missing or differs from the record's: %w", cairn.ErrCorrupt)
 	}
 	if (p.TablespaceMap != "") != got[spcName] {
 		return fmt.Errorf("restoring a snapshot: the overlay's tablespace_map does not match the record: %w", cairn.ErrCorrupt)
+	}
+	moves := [][2]string{{labelName, labelName}}
+	if got[spcName] {
+		moves = append(moves, [2]string{spcName, spcName})
 	}
 	for s := int64(p.StartLSN) / seg; s <= int64(p.StopLSN)/seg; s++ {
 		name := walFile(p.Timeline, dbagent.LSN(s*seg), seg)
@@ -111,7 +117,18 @@ func (e *Engine) RestoreSnapshot(ctx context.Context, cfg dbagent.Config, rec db
 			return fmt.Errorf("restoring a snapshot: the overlay lacks WAL segment %s: %w", name, cairn.ErrCorrupt)
 		}
 		// Zeros after the stop LSN: replay ends there.
-		if err := os.Truncate(filepath.Join(cfg.DataDir, walDir, name), seg); err != nil {
+		if err := os.Truncate(filepath.Join(stage, walDir, name), seg); err != nil {
+			return fmt.Errorf("restoring a snapshot: %w", err)
+		}
+		moves = append(moves, [2]string{filepath.Join(walDir, name), filepath.Join(walDir, name)})
+	}
+	for _, name := range []string{"postmaster.pid", "postmaster.opts", "recovery.signal", "standby.signal", labelName, spcName} {
+		if err := os.Remove(filepath.Join(cfg.DataDir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("restoring a snapshot: %w", err)
+		}
+	}
+	for _, m := range moves {
+		if err := os.Rename(filepath.Join(stage, m[0]), filepath.Join(cfg.DataDir, m[1])); err != nil {
 			return fmt.Errorf("restoring a snapshot: %w", err)
 		}
 	}
