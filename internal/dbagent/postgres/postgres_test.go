@@ -122,6 +122,7 @@ func harness(t *testing.T) *dbagenttest.Harness {
 			return b.After <= uint64(p.StopLSN), b.Before >= uint64(p.StopLSN)
 		},
 		Block:         stopCheckpointer,
+		Leftover:      leftover,
 		CheckRestored: checkRestoredLSN,
 		Charset:       dbagent.Database{CharacterSet: "UTF8", Collate: "C"},
 		Extra: []dbagenttest.ExtraTest{
@@ -129,6 +130,18 @@ func harness(t *testing.T) *dbagenttest.Harness {
 			{Name: "PhysicalRecordMismatch", Run: testPhysicalRecordMismatch},
 		},
 	}
+}
+
+// leftover reports quiesce sessions and their slots still on the server.
+func leftover(ctx context.Context, db *sql.DB) (string, error) {
+	var sessions, slots int
+	err := db.QueryRowContext(ctx, `SELECT
+		(SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cairn-quiesce'),
+		(SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'cairn\_quiesce\_%')`).Scan(&sessions, &slots)
+	if err != nil || sessions+slots == 0 {
+		return "", err
+	}
+	return fmt.Sprintf("%d quiesce sessions and %d replication slots", sessions, slots), nil
 }
 
 // stopCheckpointer stops the server's checkpointer (SIGSTOP), so the
