@@ -76,7 +76,10 @@ func Datastores(ctx context.Context, finders ...Finder) ([]Datastore, error) {
 
 // Config is where an instance lives and how it is reached.
 type Config struct {
-	// DataDir is the data directory, on the instance's volume. Absolute.
+	// DataDir is the data directory, on the instance's volume: a
+	// directory below its mount point, not the mount point itself (whose
+	// lost+found PostgreSQL refuses and MariaDB would take for a
+	// database). Absolute.
 	DataDir string
 	// RunDir holds the server's unix socket and pid file and the agent's
 	// scratch files: a directory the agent owns, off the volume, with a

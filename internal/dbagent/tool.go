@@ -98,10 +98,8 @@ func (u OSUser) MakeDir(dir string, empty bool) error {
 		if err != nil {
 			return fmt.Errorf("directory %s: %w", dir, err)
 		}
-		for _, e := range entries {
-			if e.Name() != "lost+found" {
-				return fmt.Errorf("directory %s is not empty (holds %s): %w", dir, e.Name(), cairn.ErrExists)
-			}
+		if len(entries) > 0 {
+			return fmt.Errorf("directory %s is not empty (holds %s): %w", dir, entries[0].Name(), cairn.ErrExists)
 		}
 	}
 	if err := os.Chmod(dir, 0o700); err != nil {

@@ -128,6 +128,7 @@ func harness(t *testing.T) *dbagenttest.Harness {
 		Extra: []dbagenttest.ExtraTest{
 			{Name: "SnapshotNeedsItsWAL", Run: testSnapshotNeedsWAL},
 			{Name: "PhysicalRecordMismatch", Run: testPhysicalRecordMismatch},
+			{Name: "Tablespaces", Run: testTablespaces},
 		},
 	}
 }
@@ -396,4 +397,32 @@ func testPhysicalRecordMismatch(t *testing.T, env *dbagenttest.Env) {
 	if err := env.Harness().Engine.RestorePhysical(ctx, cfg2, []dbagent.Part{part, part}); !errors.Is(err, cairn.ErrUnsupported) {
 		t.Errorf("RestorePhysical of two parts = %v, want ErrUnsupported", err)
 	}
+}
+
+// testTablespaces: a tablespace lives off the data directory, so neither a
+// snapshot of the data directory's volume nor one tar on a stream can hold
+// it: Quiesce refuses, and BackupPhysical fails with pg_basebackup's own
+// words.
+func testTablespaces(t *testing.T, env *dbagenttest.Env) {
+	ctx := t.Context()
+	src := env.Source(t, false)
+	dir := filepath.Join(dbagenttest.ReachableTempDir(t), "ts")
+	if err := env.Harness().Engine.(*Engine).user.MakeDir(dir, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.DB.ExecContext(ctx, "CREATE TABLESPACE elsewhere LOCATION "+literal(dir)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Inst.Quiesce(ctx, dbagent.QuiesceOptions{Timeout: time.Minute}); !errors.Is(err, cairn.ErrUnsupported) {
+		t.Errorf("Quiesce with a tablespace = %v, want ErrUnsupported", err)
+	}
+	left, err := leftover(ctx, src.DB)
+	if err != nil || left != "" {
+		t.Errorf("the refused quiesce left %s (%v)", left, err)
+	}
+	_, err = src.Inst.BackupPhysical(ctx, io.Discard, "", nil)
+	if err == nil || !strings.Contains(err.Error(), "pg_basebackup: exit status 1:") || !strings.Contains(err.Error(), "tablespace") {
+		t.Errorf("BackupPhysical with a tablespace = %v, want pg_basebackup's error", err)
+	}
+	t.Logf("BackupPhysical with a tablespace: %v", err)
 }

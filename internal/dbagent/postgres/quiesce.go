@@ -54,7 +54,9 @@ func (i *Instance) Quiesce(ctx context.Context, opts dbagent.QuiesceOptions) (db
 	start, segSize, err := q.start(actx, opts)
 	if err != nil {
 		endErr := q.endSession()
-		if actx.Err() != nil || sqlState(err) == "57014" { // query_canceled: statement_timeout
+		if errors.Is(err, cairn.ErrUnsupported) {
+			err = fmt.Errorf("quiesce: %w", err)
+		} else if actx.Err() != nil || sqlState(err) == "57014" { // query_canceled: statement_timeout
 			err = fmt.Errorf("quiesce: pg_backup_start not done within %v (a checkpoint or lock held it): %v: %w", opts.Timeout, err, cairn.ErrConflict)
 		} else {
 			err = fmt.Errorf("quiesce: %w", err)
@@ -105,8 +107,15 @@ func (q *quiesce) start(ctx context.Context, opts dbagent.QuiesceOptions) (dbage
 		return 0, 0, err
 	}
 	var segSize int64
-	if err := q.conn.QueryRow(ctx, "SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'").Scan(&segSize); err != nil {
+	var tablespaces int
+	if err := q.conn.QueryRow(ctx, `SELECT (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'),
+		(SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global'))`).Scan(&segSize, &tablespaces); err != nil {
 		return 0, 0, fmt.Errorf("reading wal_segment_size: %w", err)
+	}
+	if tablespaces > 0 {
+		// Their directories are off the data directory's volume: its
+		// snapshot would not hold them.
+		return 0, 0, fmt.Errorf("the server has %d tablespaces outside its data directory: %w", tablespaces, cairn.ErrUnsupported)
 	}
 	if _, err := q.conn.Exec(ctx, "SELECT pg_create_physical_replication_slot($1, true, true)", q.slot); err != nil {
 		return 0, 0, fmt.Errorf("creating the session's replication slot: %w", err)
