@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test.sh: the whole test suite, as CI runs it (.ci/run calls this).
 # Installs what the tests need when it is missing: staticcheck (go install),
+# PostgreSQL 15 and MariaDB 10.11 for the database agents' tests (Debian),
 # and the servers the integration tests use: OpenStack Swift and Keystone
 # from Debian's packages (scripts/swift.sh, scripts/keystone.sh, as root)
 # and versitygw for S3 (go install, scripts/versitygw.sh). Servers this
@@ -30,6 +31,11 @@ if [ "$(id -u)" = 0 ]; then
   command -v fio >/dev/null || missing+=(fio)
   # The OpenStack client with Trove's plugin, for the database API's client test.
   dpkg -s python3-troveclient >/dev/null 2>&1 || missing+=(python3-troveclient)
+  # The database agents' tests run real servers (internal/dbagent).
+  [ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql-15)
+  [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+  command -v mariadb-backup >/dev/null || missing+=(mariadb-backup)
+  command -v mariadb-dump >/dev/null || missing+=(mariadb-client)
   if [ ${#missing[@]} -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

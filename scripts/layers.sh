@@ -23,6 +23,8 @@ table='
 50  internal/objstore/retry internal/objstore/local internal/objstore/mem
 50  internal/objstore/metered internal/objstore/faulty internal/objstore/limit
 50  internal/catalog internal/blockdev
+45  internal/dbagent/postgres internal/dbagent/mariadb
+40  internal/dbagent
 40  internal/objstore internal/nbd internal/volume internal/attach
 40  internal/crypto internal/extents internal/directio
 10  internal/wire

@@ -1,0 +1,390 @@
+// Package dbagent is where cairn meets a database server: it initialises
+// a data directory, gives a supervisor the server's command line, waits
+// for the server to answer, creates databases and users, quiesces the
+// server for a volume snapshot, streams physical and logical backups and
+// restores each kind into a new data directory.
+//
+// An Engine is one installed server version (PostgreSQL in package
+// postgres, MariaDB in package mariadb); an Instance is one data
+// directory with its address. Both implementations run the conformance
+// suite in dbagenttest against real servers.
+//
+// The agent runs the server as the datastore's own OS user (postgres,
+// mysql) when it runs as root, and owns a run directory for the server's
+// unix socket and pid file; the data directory lives on the instance's
+// volume and holds nothing that names the host, the port or the run
+// directory, so a copy of it (a snapshot, a clone, a restore) starts
+// anywhere with another Config.
+package dbagent
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"time"
+
+	"github.com/cairnproject/cairn"
+)
+
+// Datastore types, as Trove names them.
+const (
+	PostgreSQL = "postgresql"
+	MariaDB    = "mariadb"
+)
+
+// Datastore is one database server version installed on the host.
+type Datastore struct {
+	// Type is PostgreSQL or MariaDB.
+	Type string `json:"type"`
+	// Version is the major version, Trove's datastore version name: "15", "10.11".
+	Version string `json:"version"`
+	// Release is the full version the server reports: "15.18", "10.11.19".
+	Release string `json:"release"`
+	// Server is the path of the server program.
+	Server string `json:"server"`
+	// Bin is the directory holding the datastore's client and backup tools.
+	Bin string `json:"bin"`
+}
+
+// Finder lists the installed versions of one datastore type.
+type Finder func(ctx context.Context) ([]Datastore, error)
+
+// Datastores lists the versions the finders report, ordered by type and
+// version: what `GET /datastores` shows.
+func Datastores(ctx context.Context, finders ...Finder) ([]Datastore, error) {
+	var out []Datastore
+	for _, find := range finders {
+		list, err := find(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, list...)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Type != out[j].Type {
+			return out[i].Type < out[j].Type
+		}
+		return out[i].Release < out[j].Release
+	})
+	return out, nil
+}
+
+// Config is where an instance lives and how it is reached.
+type Config struct {
+	// DataDir is the data directory, on the instance's volume: a
+	// directory below its mount point, not the mount point itself (whose
+	// lost+found PostgreSQL refuses and MariaDB would take for a
+	// database). Absolute.
+	DataDir string
+	// RunDir holds the server's unix socket and pid file and the agent's
+	// scratch files: a directory the agent owns, off the volume, with a
+	// short path (a socket's path has at most 107 bytes). Absolute.
+	RunDir string
+	// Address is the TCP address the server listens on, e.g. 127.0.0.1.
+	Address string
+	// Port is the TCP port the server listens on.
+	Port int
+	// Settings are extra server settings (name to value) given on the
+	// server's command line after the agent's own, e.g. memory sizes.
+	Settings map[string]string
+}
+
+var settingName = regexp.MustCompile(`^[a-z][a-z0-9_.-]{0,63}$`)
+
+// Validate checks the fields every engine needs.
+func (c Config) Validate() error {
+	if !filepath.IsAbs(c.DataDir) || !filepath.IsAbs(c.RunDir) {
+		return fmt.Errorf("instance config: data and run directories must be absolute paths: %w", cairn.ErrInvalid)
+	}
+	if c.Address == "" {
+		return fmt.Errorf("instance config: no listen address: %w", cairn.ErrInvalid)
+	}
+	if c.Port <= 0 || c.Port > 65535 {
+		return fmt.Errorf("instance config: port %d: %w", c.Port, cairn.ErrInvalid)
+	}
+	if len(filepath.Join(c.RunDir, ".s.PGSQL.65535")) > 107 {
+		return fmt.Errorf("instance config: run directory %s is too long for a unix socket: %w", c.RunDir, cairn.ErrInvalid)
+	}
+	for name, value := range c.Settings {
+		if !settingName.MatchString(name) {
+			return fmt.Errorf("instance config: setting name %q: %w", name, cairn.ErrInvalid)
+		}
+		for _, r := range value {
+			if r < 0x20 || r == 0x7f {
+				return fmt.Errorf("instance config: setting %s has a control character: %w", name, cairn.ErrInvalid)
+			}
+		}
+	}
+	return nil
+}
+
+// SortedSettings returns the settings ordered by name, so a command line
+// built from them is the same every time.
+func (c Config) SortedSettings() [][2]string {
+	out := make([][2]string, 0, len(c.Settings))
+	for k, v := range c.Settings {
+		out = append(out, [2]string{k, v})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i][0] < out[j][0] })
+	return out
+}
+
+// Database is one database to create (Trove's `databases` entries).
+type Database struct {
+	Name string `json:"name"`
+	// CharacterSet and Collate are optional; the server's defaults apply
+	// when empty.
+	CharacterSet string `json:"character_set,omitempty"`
+	Collate      string `json:"collate,omitempty"`
+}
+
+// User is one login to create (Trove's `users` entries), granted all
+// privileges on the named databases.
+type User struct {
+	Name      string   `json:"name"`
+	Password  string   `json:"password"`
+	Databases []string `json:"databases,omitempty"`
+}
+
+// Method is how a backup was taken.
+type Method string
+
+// The backup methods.
+const (
+	// Snapshot: the server quiesced while the volume was snapshotted.
+	Snapshot Method = "snapshot"
+	// Physical: the server's own physical backup tool, streamed.
+	Physical Method = "physical"
+	// Logical: a dump, streamed.
+	Logical Method = "logical"
+)
+
+// Record describes one backup: where its data stands, what a restore
+// needs besides the stream, and how long the server was held. The
+// service stores it with the backup.
+type Record struct {
+	Datastore Datastore `json:"datastore"`
+	Method    Method    `json:"method"`
+	Label     string    `json:"label,omitempty"`
+	// Started and Finished bound the backup in wall-clock time; Time is
+	// when the backup's point was read from the server.
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	Time     time.Time `json:"time"`
+	// Bytes is the length of the stream written (0 for a snapshot).
+	Bytes int64 `json:"bytes,omitempty"`
+
+	// PostgreSQL holds the point of a PostgreSQL backup.
+	PostgreSQL *PostgresPoint `json:"postgresql,omitempty"`
+	// MariaDB holds the point of a MariaDB backup.
+	MariaDB *MariaDBPoint `json:"mariadb,omitempty"`
+	// Quiesce holds the timings of a snapshot backup's quiesce.
+	Quiesce *QuiesceTimes `json:"quiesce,omitempty"`
+}
+
+// PostgresPoint is where a PostgreSQL backup stands in the WAL.
+type PostgresPoint struct {
+	// Timeline is the timeline the backup started on.
+	Timeline uint32 `json:"timeline"`
+	// StartLSN is where the backup's WAL starts (the redo point of its
+	// checkpoint). StopLSN is the backup's end: a restore of a snapshot
+	// or physical backup holds exactly the transactions whose commit
+	// record ends at or before it. For a logical backup the two bound the
+	// moments the dumps' snapshots were taken.
+	StartLSN LSN `json:"start_lsn"`
+	StopLSN  LSN `json:"stop_lsn"`
+	// WALSegmentSize is the server's WAL segment size in bytes.
+	WALSegmentSize int64 `json:"wal_segment_size,omitempty"`
+	// BackupLabel and TablespaceMap are what pg_backup_stop returned for a
+	// snapshot backup; a restore writes them into the data directory.
+	BackupLabel   string `json:"backup_label,omitempty"`
+	TablespaceMap string `json:"tablespace_map,omitempty"`
+	// Databases are the databases a logical backup holds.
+	Databases []string `json:"databases,omitempty"`
+}
+
+// MariaDBPoint is where a MariaDB backup stands in the binary log and
+// the InnoDB redo log.
+type MariaDBPoint struct {
+	// BinlogFile and BinlogPos are the binary log coordinates of the
+	// backup's point; GTIDBinlogPos the GTID position at that point
+	// (@@gtid_binlog_pos), GTIDCurrentPos @@gtid_current_pos when known.
+	BinlogFile     string `json:"binlog_file,omitempty"`
+	BinlogPos      uint64 `json:"binlog_pos,omitempty"`
+	GTIDBinlogPos  string `json:"gtid_binlog_pos,omitempty"`
+	GTIDCurrentPos string `json:"gtid_current_pos,omitempty"`
+	// FromLSN, ToLSN and LastLSN are mariadb-backup's InnoDB LSNs: an
+	// incremental backup holds the pages changed after FromLSN (its
+	// parent's ToLSN).
+	FromLSN     uint64 `json:"from_lsn,omitempty"`
+	ToLSN       uint64 `json:"to_lsn,omitempty"`
+	LastLSN     uint64 `json:"last_lsn,omitempty"`
+	Incremental bool   `json:"incremental,omitempty"`
+}
+
+// QuiesceTimes are the timings of a snapshot backup's quiesce.
+type QuiesceTimes struct {
+	// Acquire is how long the quiesce took to get.
+	Acquire time.Duration `json:"acquire_ns"`
+	// Held is how long the server was held: for MariaDB the time commits
+	// were blocked (from BACKUP STAGE BLOCK_COMMIT being sent to BACKUP
+	// STAGE END returning), for PostgreSQL the time from pg_backup_start
+	// returning to pg_backup_stop returning (nothing is blocked then).
+	Held time.Duration `json:"held_ns"`
+	// Release is how long releasing took, including writing the overlay.
+	Release time.Duration `json:"release_ns"`
+}
+
+// QuiesceOptions bound a quiesce.
+type QuiesceOptions struct {
+	// Label names the backup inside the server (PostgreSQL's backup label).
+	Label string
+	// Timeout bounds the wait for the quiesce: when it cannot be had in
+	// time (a long transaction or DDL holds a lock), Quiesce fails and the
+	// server is left as it was. 0 means 30 s.
+	Timeout time.Duration
+	// MaxHold bounds how long the quiesce may be held: after it the agent
+	// releases the server itself and Release fails. 0 means 5 minutes.
+	MaxHold time.Duration
+	// ReleaseTimeout bounds releasing, which runs on a context of its own
+	// so a cancelled caller still releases. 0 means 30 s.
+	ReleaseTimeout time.Duration
+}
+
+// WithDefaults fills the zero fields.
+func (o QuiesceOptions) WithDefaults() QuiesceOptions {
+	if o.Timeout <= 0 {
+		o.Timeout = 30 * time.Second
+	}
+	if o.MaxHold <= 0 {
+		o.MaxHold = 5 * time.Minute
+	}
+	if o.ReleaseTimeout <= 0 {
+		o.ReleaseTimeout = 30 * time.Second
+	}
+	if o.Label == "" {
+		o.Label = "cairn"
+	}
+	return o
+}
+
+// Part is one stream of a physical backup chain: a full backup or one of
+// its incrementals.
+type Part struct {
+	Record Record
+	// Open opens the stream; the restore closes it.
+	Open func(ctx context.Context) (io.ReadCloser, error)
+}
+
+// TableChecksum is a content checksum of one table.
+type TableChecksum struct {
+	Database string `json:"database"`
+	// Table is the table's name, schema-qualified where the server has schemas.
+	Table string `json:"table"`
+	Rows  int64  `json:"rows"`
+	// Sum depends on every row's content and not on the rows' physical order.
+	Sum string `json:"sum"`
+}
+
+// Server is a started server process, as its supervisor knows it.
+type Server struct {
+	Process *os.Process
+	// Exited is closed once the supervisor has waited for the process.
+	Exited <-chan struct{}
+}
+
+// Engine is one installed server version. Its methods are safe for
+// concurrent use on different data directories.
+type Engine interface {
+	// Datastore says which server this engine runs.
+	Datastore() Datastore
+	// Init creates a new data directory at cfg.DataDir, which must be
+	// absent or empty, owned by the server's OS user.
+	Init(ctx context.Context, cfg Config) error
+	// Instance returns the agent of the data directory cfg names. It
+	// checks cfg and does no I/O.
+	Instance(cfg Config) (Instance, error)
+	// RestoreSnapshot makes cfg.DataDir, which holds the data directory
+	// as a snapshot of its volume taken while quiesced, ready to start:
+	// it checks the snapshot against rec and lays over it the files the
+	// quiesce's Release wrote to its overlay. The server then starts
+	// from the backup's point. A record or overlay it refuses leaves the
+	// directory as it was.
+	RestoreSnapshot(ctx context.Context, cfg Config, rec Record, overlay io.Reader) error
+	// RestorePhysical fills cfg.DataDir (absent or empty) from a physical
+	// backup: chain is a full backup and its incrementals, oldest first.
+	// The server then starts from the last part's point. On failure the
+	// directory may hold part of the restore; the caller removes it.
+	RestorePhysical(ctx context.Context, cfg Config, chain []Part) error
+}
+
+// Instance is the agent of one data directory. Its methods may be called
+// concurrently; each opens connections of its own.
+type Instance interface {
+	// Config returns the instance's configuration.
+	Config() Config
+	// Command returns a new command that runs the server in the
+	// foreground, for a supervisor to start, watch and restart; it
+	// creates the run directory. The command's output is the server's
+	// log: the caller sets Stdout and Stderr.
+	Command() (*exec.Cmd, error)
+	// Ready waits until the server accepts a connection; it fails when
+	// srv exits first or ctx ends.
+	Ready(ctx context.Context, srv Server) error
+	// Stop shuts the server down cleanly (a fast shutdown) and waits for
+	// srv to exit. When ctx ends first, the server is shut down at once
+	// (as a crash would), waited for, and ctx's error returned.
+	Stop(ctx context.Context, srv Server) error
+
+	// CreateDatabases creates the databases; an existing one fails with
+	// cairn.ErrExists, a bad name or character set with cairn.ErrInvalid.
+	CreateDatabases(ctx context.Context, dbs []Database) error
+	// CreateUsers creates the users and grants each all privileges on its
+	// databases; an existing user fails with cairn.ErrExists.
+	CreateUsers(ctx context.Context, users []User) error
+
+	// Quiesce holds the server at a consistent point for a volume
+	// snapshot, on one session held until Release. It fails within
+	// opts.Timeout when the quiesce cannot be had, and leaves nothing held.
+	Quiesce(ctx context.Context, opts QuiesceOptions) (Quiesced, error)
+	// BackupPhysical streams a physical backup to w; with a parent (a
+	// physical record of this instance) it is incremental, where the
+	// engine supports it (else cairn.ErrUnsupported).
+	BackupPhysical(ctx context.Context, w io.Writer, label string, parent *Record) (Record, error)
+	// BackupLogical streams a dump of the user databases and users to w.
+	BackupLogical(ctx context.Context, w io.Writer, label string) (Record, error)
+	// RestoreLogical loads a logical backup into the running server, which
+	// should be freshly initialised.
+	RestoreLogical(ctx context.Context, r io.Reader) error
+	// Checksums returns a checksum of every table of the user databases,
+	// ordered by database and table.
+	Checksums(ctx context.Context) ([]TableChecksum, error)
+}
+
+// Quiesced is a held quiesce. Release and Abort may be called from any
+// goroutine; the first call ends the quiesce, and the session with it.
+type Quiesced interface {
+	// Record returns what is known of the backup while it is held: the
+	// datastore, the label and, for MariaDB, the point.
+	Record() Record
+	// Release ends the quiesce and returns the backup's record. It then
+	// writes to overlay (unless nil) the files a restore lays over the
+	// snapshot (a tar stream RestoreSnapshot reads back: PostgreSQL's
+	// backup_label, tablespace_map and the WAL from the backup's start to
+	// its stop; nothing for MariaDB). It always ends the quiesce and the
+	// session, also when it fails; when ctx has ended it still releases,
+	// on a context of its own bounded by opts.ReleaseTimeout. It fails
+	// when the quiesce ended before (Abort, MaxHold, a lost session):
+	// a snapshot taken then is not a consistent backup.
+	Release(ctx context.Context, overlay io.Writer) (Record, error)
+	// Abort ends the quiesce without a record, e.g. when the snapshot
+	// failed. It is idempotent and does nothing after Release.
+	Abort() error
+	// Done is closed once the quiesce has ended, however it ended.
+	Done() <-chan struct{}
+}
