@@ -161,7 +161,15 @@ func (a *app) dataPlane(ctx context.Context, st serveSettings, log *slog.Logger)
 			return nil, fmt.Errorf("data directory %s is served by cairn volume serve (pid %d), which exports every volume: stop it, and cairn serve starts its own data plane: %w",
 				st.DataDir, dp.info.PID, cairn.ErrConflict)
 		}
-		log.Info("using the running data plane", "pid", dp.info.PID, "nbd_socket", dp.info.NBDSocket, "nbd_listen", dp.info.NBDListen)
+		// What a predecessor killed in the middle of a task left open
+		// (a snapshot it was reading, a volume it was restoring into)
+		// must not stay in use: the tasks it ran resume, and clean up.
+		n, err := dp.client.ReleaseOrphans(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("data plane: %w", err)
+		}
+		log.Info("using the running data plane", "pid", dp.info.PID, "nbd_socket", dp.info.NBDSocket, "nbd_listen", dp.info.NBDListen,
+			"released_handles", n)
 		if dp.info.NBDSocket != st.NBDSocket || dp.info.NBDListen != st.NBDListen {
 			log.Warn("the running data plane serves NBD elsewhere than the settings say; it keeps its own until it restarts",
 				"nbd_socket", dp.info.NBDSocket, "nbd_listen", dp.info.NBDListen)

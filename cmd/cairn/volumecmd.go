@@ -656,7 +656,8 @@ func (a *app) volumeServe(ctx context.Context, o volumeServeOptions) error {
 	}
 	ops := volumectl.Direct{E: e, X: table}
 	srv := nbd.NewServer(a.hooks.exports(volumectl.Catalog{Table: table, All: info.AllExports}), nbd.Options{Logger: log})
-	httpSrv := &http.Server{Handler: volumectl.WithInfo(volumectl.Handler(ops), info), ReadHeaderTimeout: 10 * time.Second}
+	httpSrv := &http.Server{Handler: volumectl.WithInfo(volumectl.Handler(ops), info), ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: volumectl.ConnContext}
 	g, gctx := errgroup.WithContext(ctx)
 	nbdCtx, stopNBD := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopNBD()

@@ -3,11 +3,15 @@ package volumectl_test
 import (
 	"bytes"
 	"errors"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/testenv"
 	"github.com/cairnproject/cairn/internal/volume"
 	"github.com/cairnproject/cairn/internal/volumectl"
 )
@@ -200,5 +204,79 @@ func TestExportTableCorrupt(t *testing.T) {
 				t.Errorf("open: %v, want corrupt", err)
 			}
 		})
+	}
+}
+
+// TestReleaseOrphans: a reader or device a process opened on the control
+// socket and left open when it died keeps its snapshot or volume in use
+// until ReleaseOrphans closes it; one whose opener lives is kept. The dead
+// opener is a real process: curl, which exits once answered.
+func TestReleaseOrphans(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		testenv.SkipOrFail(t, "curl is not installed")
+	}
+	ctx := t.Context()
+	e, x := openEngineTable(t)
+	sock := filepath.Join(t.TempDir(), "c.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: volumectl.Handler(volumectl.Direct{E: e, X: x}), ConnContext: volumectl.ConnContext}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(l)
+	}()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		<-done
+	})
+	c := volumectl.NewClient(sock)
+	v, err := c.CreateVolume(ctx, "v", 4<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.CreateSnapshot(ctx, v.ID, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Opened by curl, which exits: orphans.
+	curl := func(path, body string) {
+		out, err := exec.Command("curl", "-sS", "--fail", "--unix-socket", sock, "-X", "POST",
+			"-H", "Content-Type: application/json", "-d", body, "http://cairn"+path).CombinedOutput()
+		if err != nil {
+			t.Fatalf("curl %s: %v: %s", path, err, out)
+		}
+	}
+	// Opened by this process, which lives. (Opening a handle also closes
+	// the orphans there are then: this one comes first.)
+	dev, err := c.OpenDevice(ctx, v.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	curl("/readers", `{"snapshot":"`+s.ID.String()+`"}`)
+	curl("/devices", `{"volume":"`+v.ID.String()+`"}`)
+	if err := c.DeleteSnapshot(ctx, s.ID); !errors.Is(err, cairn.ErrConflict) {
+		t.Fatalf("delete of a snapshot a dead process left open: %v, want a conflict", err)
+	}
+	n, err := c.ReleaseOrphans(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Errorf("released %d handles, want the 2 curl left", n)
+	}
+	if err := c.DeleteSnapshot(ctx, s.ID); err != nil {
+		t.Errorf("delete of the snapshot once its orphan reader closed: %v", err)
+	}
+	if err := dev.WriteAt(ctx, []byte("alive"), 0); err != nil {
+		t.Errorf("the live process's device was closed: %v", err)
+	}
+	if err := dev.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteVolume(ctx, v.ID); err != nil {
+		t.Errorf("delete of the volume once every device closed: %v", err)
 	}
 }

@@ -52,7 +52,7 @@ func (h *handler) openDevice(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	id := h.devices.add(dev)
+	id := h.devices.add(r, dev)
 	writeJSON(w, http.StatusOK, deviceResp{Handle: id, Size: dev.Size(), ReadOnly: dev.ReadOnly(),
 		FastZero: dev.FastZero(), MultiConn: dev.MultiConn()})
 }
@@ -367,4 +367,24 @@ func (c *Client) Info(ctx context.Context) (ServerInfo, error) {
 	var info ServerInfo
 	err := c.do(ctx, "GET", "/info", nil, &info)
 	return info, err
+}
+
+type releaseOrphansResp struct {
+	Released int `json:"released"`
+}
+
+// releaseOrphans closes the readers and devices whose opener died.
+func (h *handler) releaseOrphans(w http.ResponseWriter, _ *http.Request) {
+	n := h.readers.releaseOrphans() + h.devices.releaseOrphans()
+	writeJSON(w, http.StatusOK, releaseOrphansResp{Released: n})
+}
+
+// ReleaseOrphans closes the readers and devices that processes which
+// have died left open, so their volumes and snapshots are no longer in
+// use; it returns how many it closed. A control plane calls it when it
+// starts, for what a predecessor killed in the middle of a task left.
+func (c *Client) ReleaseOrphans(ctx context.Context) (int, error) {
+	var resp releaseOrphansResp
+	err := c.do(ctx, "POST", "/release-orphans", nil, &resp)
+	return resp.Released, err
 }

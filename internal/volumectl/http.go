@@ -81,6 +81,7 @@ func Handler(ops Ops) http.Handler {
 	mux.HandleFunc("POST /devices/{id}/flush", h.deviceFlush)
 	mux.HandleFunc("GET /devices/{id}/extents", h.deviceExtents)
 	mux.HandleFunc("DELETE /devices/{id}", h.closeDevice)
+	mux.HandleFunc("POST /release-orphans", h.releaseOrphans)
 	mux.HandleFunc("GET /exports", h.exported)
 	mux.HandleFunc("PUT /exports/{name}", h.export)
 	mux.HandleFunc("DELETE /exports/{name}", h.unexport)
@@ -328,7 +329,7 @@ func (h *handler) openReader(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	id := h.readers.add(rd)
+	id := h.readers.add(r, rd)
 	writeJSON(w, http.StatusOK, readerResp{Handle: id, Size: rd.Size(), Extents: list, Known: ok})
 }
 
@@ -356,26 +357,52 @@ type openHandle[T io.Closer] struct {
 	v     T
 	used  time.Time
 	users int
+	// owner opened it, when known.
+	owner *peer
 }
 
 func newHandles[T io.Closer](what string) *handles[T] {
 	return &handles[T]{what: what, m: map[cairn.ID]*openHandle[T]{}}
 }
 
-// add keeps v under a new handle, first closing what was left idle.
-func (hs *handles[T]) add(v T) cairn.ID {
+// add keeps v, opened by the sender of r, under a new handle, first
+// closing what was left idle or by a process that died.
+func (hs *handles[T]) add(r *http.Request, v T) cairn.ID {
 	id := cairn.NewID()
 	now := time.Now()
+	o := &openHandle[T]{v: v, used: now}
+	if p, ok := peerOf(r); ok {
+		o.owner = &p
+	}
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
+	hs.releaseLocked(func(o *openHandle[T]) bool { return now.Sub(o.used) > handleIdle || o.orphan() })
+	hs.m[id] = o
+	return id
+}
+
+// orphan reports whether the process that opened o has died.
+func (o *openHandle[T]) orphan() bool { return o.owner != nil && !o.owner.alive() }
+
+// releaseLocked closes the handles nobody is using for which drop says
+// so, and returns how many. The caller holds hs.mu.
+func (hs *handles[T]) releaseLocked(drop func(*openHandle[T]) bool) int {
+	n := 0
 	for id, o := range hs.m {
-		if o.users == 0 && now.Sub(o.used) > handleIdle {
+		if o.users == 0 && drop(o) {
 			_ = o.v.Close()
 			delete(hs.m, id)
+			n++
 		}
 	}
-	hs.m[id] = &openHandle[T]{v: v, used: now}
-	return id
+	return n
+}
+
+// releaseOrphans closes the handles of processes that died.
+func (hs *handles[T]) releaseOrphans() int {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	return hs.releaseLocked(func(o *openHandle[T]) bool { return o.orphan() })
 }
 
 // use returns what the request's handle names, until done is called.

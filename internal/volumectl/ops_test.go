@@ -28,7 +28,7 @@ func opsKits(t *testing.T) map[string]func(t *testing.T) (volumectl.Ops, *volume
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv := &http.Server{Handler: volumectl.Handler(volumectl.Direct{E: e, X: x})}
+			srv := &http.Server{Handler: volumectl.Handler(volumectl.Direct{E: e, X: x}), ConnContext: volumectl.ConnContext}
 			go func() { _ = srv.Serve(l) }()
 			t.Cleanup(func() { _ = srv.Close() })
 			return volumectl.NewClient(sock), e
