@@ -36,20 +36,20 @@ import (
 // env is one running service over a real SQLite catalog, a real volume
 // engine and local repositories, with its API on a test HTTP server.
 type env struct {
-	t      testing.TB
-	dir    string
-	store  string // backup store directory (shared by deployments)
-	cat    catalog.Store
-	eng    *volume.Engine
+	t     testing.TB
+	dir   string
+	store string // backup store directory (shared by deployments)
+	cat   catalog.Store
+	eng   *volume.Engine
 	// exports is the engine's export table: what the service exports.
 	exports *volumectl.ExportTable
-	svc    *service.Service
-	srv    *httptest.Server
-	events *eventLog
-	admin  string // token of the admin project
-	tokA   string // token of project "alpha"
-	tokB   string // token of project "beta"
-	secret repo.Secret
+	svc     *service.Service
+	srv     *httptest.Server
+	events  *eventLog
+	admin   string // token of the admin project
+	tokA    string // token of project "alpha"
+	tokB    string // token of project "beta"
+	secret  repo.Secret
 
 	closeOnce sync.Once
 }
