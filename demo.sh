@@ -37,7 +37,16 @@ GIB=$(( ($(stat -c %s "$IMG") + (1 << 30) - 1) >> 30 ))
 echo; echo "$ cairn serve --listen 127.0.0.1:0 &      # logs: $DEMO/serve.log"
 cairn serve --listen 127.0.0.1:0 > "$DEMO/serve.log" 2>&1 &
 SERVE=$!
-trap 'kill $SERVE 2>/dev/null; wait $SERVE 2>/dev/null' EXIT
+# On the way out: stop serve; and its data plane (the process serving the
+# volumes), which a clean stop leaves running while volumes are attached.
+stop_all() {
+  kill $SERVE 2>/dev/null; wait $SERVE 2>/dev/null
+  if [ -S "$CAIRN_DATA_DIR/control.sock" ]; then
+    dp=$(sed -n 's/^pid //p' "$CAIRN_DATA_DIR/engine.lock" 2>/dev/null)
+    [ -n "$dp" ] && kill "$dp" 2>/dev/null
+  fi
+}
+trap stop_all EXIT
 # Ready when it has published its address; gone if it failed to start.
 until [ -S "$CAIRN_DATA_DIR/nbd.sock" ] && [ -f "$CAIRN_DATA_DIR/service.json" ]; do
   kill -0 $SERVE 2>/dev/null || { cat "$DEMO/serve.log" >&2; echo "cairn serve did not start" >&2; exit 1; }
@@ -65,5 +74,7 @@ rm -f "$DEMO/restored.img"
 run nbdcopy "$RURI" "$DEMO/restored.img"
 run cmp -n "$(stat -c %s "$IMG")" "$IMG" "$DEMO/restored.img"
 echo "the restored volume is byte-identical to the image"
+run cairn volume detach "$name"
+run cairn volume detach "$name-restored"
 echo
 echo "data directory: $CAIRN_DATA_DIR (backup key: backup.key, keep a copy; admin token: admin-token)"

@@ -68,6 +68,7 @@ func (e *apiEnv) serve() {
 		e.t.Fatal(err)
 	}
 	defer logFile.Close()
+	cleanupDataPlane(e.t, e.data)
 	cmd := exec.Command(cairnBin, "serve", "--data-dir", e.data, "--listen", "127.0.0.1:0",
 		"--log-format", "text", "--workers", "4")
 	cmd.Env = e.base

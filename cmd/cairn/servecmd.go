@@ -50,6 +50,7 @@ type serveSettings struct {
 	StoreRequests    int             `yaml:"store_requests"`
 	NBDSocket        string          `yaml:"nbd_socket"`
 	NBDListen        string          `yaml:"nbd_listen"`
+	DataPlane        string          `yaml:"data_plane"`
 	Webhooks         []webhookConfig `yaml:"webhooks"`
 	LogFormat        string          `yaml:"log_format"`
 	LogLevel         string          `yaml:"log_level"`
@@ -111,6 +112,11 @@ Settings:
   --store-requests N       requests in flight to the backup store, across all tasks (default 32)
   --nbd-socket PATH        unix socket of attached volumes' NBD exports (default DATA_DIR/nbd.sock)
   --nbd-listen ADDR        also export over TCP (e.g. 127.0.0.1:10809; default off)
+  --data-plane MODE        process (default): the volume engine and its NBD exports run in
+                           a process of their own (cairn volume serve --exports named,
+                           log in DATA_DIR/data-plane.log), started when none runs, which
+                           outlives this one while volumes are attached; embedded: in this
+                           process
   --webhook URL            POST every notification here (repeatable); config file: webhooks: [{url, secret_file}]
   --webhook-secret-file F  HMAC-SHA256 key signing --webhook deliveries (X-Cairn-Signature)
   --log-format text|json   structured log format on stderr (default json)
@@ -146,6 +152,7 @@ func (a *app) serveFlags(f *pflag.FlagSet, st *serveSettings, configFile *string
 	f.IntVar(&st.StoreRequests, "store-requests", 0, "requests in flight to the backup store")
 	f.StringVar(&st.NBDSocket, "nbd-socket", "", "NBD unix socket")
 	f.StringVar(&st.NBDListen, "nbd-listen", "", "NBD TCP address")
+	f.StringVar(&st.DataPlane, "data-plane", "", "process or embedded")
 	f.StringArrayVar(webhookURLs, "webhook", nil, "notification webhook URL")
 	f.StringVar(webhookSecret, "webhook-secret-file", "", "webhook signing key file")
 	f.StringVar(&st.LogFormat, "log-format", "", "text or json")
@@ -193,6 +200,7 @@ func (a *app) settle(flags *pflag.FlagSet, st *serveSettings, configFile string)
 	pick("default-container", &st.DefaultContainer, file.DefaultContainer, "volumebackups")
 	pick("nbd-socket", &st.NBDSocket, file.NBDSocket, filepath.Join(dir, "nbd.sock"))
 	pick("nbd-listen", &st.NBDListen, file.NBDListen, "")
+	pick("data-plane", &st.DataPlane, file.DataPlane, "process")
 	pick("log-format", &st.LogFormat, file.LogFormat, "json")
 	pick("log-level", &st.LogLevel, file.LogLevel, "info")
 	pickInt := func(flag string, dst *int, fromFile, def, most int) error {
@@ -220,6 +228,9 @@ func (a *app) settle(flags *pflag.FlagSet, st *serveSettings, configFile string)
 	}
 	if err := pickInt("store-requests", &st.StoreRequests, file.StoreRequests, 32, 1024); err != nil {
 		return err
+	}
+	if st.DataPlane != "process" && st.DataPlane != "embedded" {
+		return usageError{fmt.Errorf("data plane %q: want process or embedded", st.DataPlane)}
 	}
 	if st.LogFormat != "json" && st.LogFormat != "text" {
 		return usageError{fmt.Errorf("log format %q: want text or json", st.LogFormat)}
@@ -321,7 +332,12 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 		if err != nil {
 			return err
 		}
-		nbdListeners = append(nbdListeners, l)
+		if st.DataPlane == "embedded" {
+			nbdListeners = append(nbdListeners, l)
+		} else {
+			// Free: the data plane binds it (unless one runs already).
+			l.Close()
+		}
 	}
 
 	// What clients find this process by goes after everything stopped.
@@ -342,14 +358,35 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 	if err := os.MkdirAll(st.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	eng, err := volume.Open(st.DataDir, volume.Options{Logger: log})
-	if errors.Is(err, cairn.ErrConflict) {
-		return fmt.Errorf("data directory %s is held by another process (cairn serve or cairn volume serve): %w", st.DataDir, err)
+	// The data plane: this process's engine, or the process serving the
+	// data directory (started when none runs).
+	var ops volumectl.Ops
+	var nbdCatalog nbd.Catalog // of an embedded data plane
+	nbdSock, nbdAddr := st.NBDSocket, st.NBDListen
+	if st.DataPlane == "embedded" {
+		eng, err := volume.Open(st.DataDir, volume.Options{Logger: log})
+		if errors.Is(err, cairn.ErrConflict) {
+			return fmt.Errorf("data directory %s is held by another process (cairn serve or cairn volume serve): %w", st.DataDir, err)
+		}
+		if err != nil {
+			return err
+		}
+		stops.add("engine", eng.Close)
+		table, err := volumectl.OpenExportTable(st.DataDir, eng)
+		if err != nil {
+			return err
+		}
+		ops = volumectl.Direct{E: eng, X: table}
+		nbdCatalog = volumectl.Catalog{Table: table}
+	} else {
+		dp, err := a.dataPlane(ctx, st, log)
+		if err != nil {
+			return err
+		}
+		ops = dp.client
+		nbdSock, nbdAddr = dp.info.NBDSocket, dp.info.NBDListen
+		stops.add("data plane", func() error { return releaseDataPlane(context.WithoutCancel(ctx), st.DataDir, dp, log) })
 	}
-	if err != nil {
-		return err
-	}
-	stops.add("engine", eng.Close)
 	cat, err := openCatalog(ctx, st.Catalog)
 	if err != nil {
 		return fmt.Errorf("catalog: %w", err)
@@ -415,10 +452,10 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 		}
 		return r, nil
 	}
-	svc := service.New(service.Config{Catalog: cat, Engine: service.NewEngine(eng),
-		OpenRepo:         service.Repositories(openRepo, volumectl.Direct{E: eng}, log),
+	svc := service.New(service.Config{Catalog: cat, Engine: service.NewEngine(ops),
+		OpenRepo:         service.Repositories(openRepo, ops, log),
 		DefaultContainer: st.DefaultContainer, Notifier: notifier, Observer: met, Logger: log,
-		Workers: st.Workers, NBDSocket: st.NBDSocket, NBDAddress: st.NBDListen})
+		Workers: st.Workers, NBDSocket: nbdSock, NBDAddress: nbdAddr})
 
 	// The servers run in g; gctx ends when ctx does or one of them fails.
 	g, gctx := errgroup.WithContext(ctx)
@@ -433,17 +470,19 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 	}
 	stops.add("tasks", func() error { svc.Stop(); return nil })
 
-	// NBD exports of attached volumes. We hold the data directory, so a
-	// socket left at the path is stale.
-	_ = os.Remove(st.NBDSocket)
-	ul, err := net.Listen("unix", st.NBDSocket)
-	if err != nil {
-		return fmt.Errorf("--nbd-socket %s: %w", st.NBDSocket, err)
+	// NBD exports of attached volumes, when the data plane is ours. We
+	// hold the data directory, so a socket left at the path is stale.
+	if nbdCatalog != nil {
+		_ = os.Remove(st.NBDSocket)
+		ul, err := net.Listen("unix", st.NBDSocket)
+		if err != nil {
+			return fmt.Errorf("--nbd-socket %s: %w", st.NBDSocket, err)
+		}
+		nbdListeners = append(nbdListeners, ul)
 	}
-	nbdListeners = append(nbdListeners, ul)
 
 	url := "http://" + apiLn.Addr().String()
-	info, _ := json.Marshal(serviceInfo{PID: os.Getpid(), URL: url, NBDSocket: st.NBDSocket})
+	info, _ := json.Marshal(serviceInfo{PID: os.Getpid(), URL: url, NBDSocket: nbdSock})
 	infoPath := filepath.Join(st.DataDir, serviceFile)
 	if err := os.WriteFile(infoPath, info, 0o600); err != nil {
 		return fmt.Errorf("service file: %w", err)
@@ -455,7 +494,7 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 	}
 	unpublish = append(unpublish, unregister)
 
-	nbdSrv := nbd.NewServer(a.hooks.exports(svc.Exports()), nbd.Options{Logger: log})
+	nbdSrv := nbd.NewServer(a.hooks.exports(nbdCatalog), nbd.Options{Logger: log})
 	for _, l := range nbdListeners {
 		addr := l.Addr().Network() + " " + l.Addr().String()
 		g.Go(func() error {
@@ -483,7 +522,7 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 		return nil
 	})
 
-	log.Info("serving", "api", url, "nbd_socket", st.NBDSocket, "nbd_listen", st.NBDListen, "catalog", redactDSN(st.Catalog),
+	log.Info("serving", "api", url, "nbd_socket", nbdSock, "nbd_listen", nbdAddr, "data_plane", st.DataPlane, "catalog", redactDSN(st.Catalog),
 		"backup_store", st.BackupStore, "workers", st.Workers, "cpus", runtime.GOMAXPROCS(0))
 	if !a.json {
 		fmt.Fprintf(a.stdout, "cairn serving on %s (data directory %s)\n", url, st.DataDir)

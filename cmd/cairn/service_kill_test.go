@@ -74,6 +74,7 @@ func startService(t *testing.T, data string, extra ...string) *svcProc {
 // test's environment, and waits for its API.
 func startServiceEnv(t *testing.T, data string, env []string, extra ...string) *svcProc {
 	t.Helper()
+	cleanupDataPlane(t, data)
 	addr := freePort(t)
 	args := append([]string{"serve", "--data-dir", data, "--listen", addr, "--log-format", "text",
 		"--kdf-time", "1", "--kdf-memory", "64", "--kdf-threads", "1"}, extra...)

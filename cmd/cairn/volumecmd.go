@@ -10,10 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sync"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/attach"
@@ -67,8 +68,13 @@ func (a *app) volumeOps(ctx context.Context) (volumectl.Ops, func(), error) {
 		return nil, nil, servedError(dir, info)
 	}
 	c := volumectl.NewClient(filepath.Join(dir, controlSocket))
-	if _, cerr := c.Volumes(ctx); cerr != nil {
+	info, cerr := c.Info(ctx)
+	if cerr != nil {
 		return nil, nil, fmt.Errorf("%w; and its control socket does not answer: %v", err, cerr)
+	}
+	if !info.AllExports {
+		return nil, nil, fmt.Errorf("data directory %s belongs to cairn serve: its data plane (pid %d) runs, and its volumes are managed through the API (start cairn serve): %w",
+			dir, info.PID, cairn.ErrConflict)
 	}
 	return c, func() {}, nil
 }
@@ -486,10 +492,35 @@ func (a *app) allocatedCommand() *cobra.Command {
 	}
 }
 
+// volumeServeOptions are cairn volume serve's flags.
+type volumeServeOptions struct {
+	socket, listen string
+	noUnix         bool
+	cpus           int
+	exports        string
+	background     bool
+}
+
+// args returns the command line that serves with o in the foreground.
+func (o volumeServeOptions) args(dir string) []string {
+	args := []string{"volume", "serve", "--data-dir", dir, "--exports", o.exports, "--verbose"}
+	if o.socket != "" {
+		args = append(args, "--socket", o.socket)
+	}
+	if o.noUnix {
+		args = append(args, "--no-unix")
+	}
+	if o.listen != "" {
+		args = append(args, "--listen", o.listen)
+	}
+	if o.cpus > 0 {
+		args = append(args, "--cpus", strconv.Itoa(o.cpus))
+	}
+	return args
+}
+
 func (a *app) serveCommand() *cobra.Command {
-	var socket, listen string
-	var noUnix bool
-	var cpus int
+	var o volumeServeOptions
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve volumes (read-write) and snapshots (read-only) over NBD",
@@ -499,6 +530,10 @@ volume's unique name): nbd+unix:///ID?socket=DATA-DIR/nbd.sock.
 
 Other cairn volume commands reach this process through DATA-DIR/control.sock.
 
+This is also the data plane cairn serve starts (with --exports named and
+--background): it then exports only the volumes the service attached,
+under their IDs, and keeps serving them when cairn serve stops or dies.
+
 The server shares the machine with its clients (the guest, the FUSE and
 loop chain of an attached volume): by default it runs its Go scheduler on
 half of the CPUs (--cpus, or GOMAXPROCS), because idle scheduler threads
@@ -506,107 +541,155 @@ spinning on every CPU take time the clients need and add latency to small
 requests.`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			switch {
-			case cpus > 0:
-				runtime.GOMAXPROCS(cpus)
-			case cpus < 0:
-				return usageError{fmt.Errorf("--cpus %d: give a positive number, or 0 for half of the CPUs", cpus)}
-			case a.getenv("GOMAXPROCS") == "":
-				runtime.GOMAXPROCS(max(1, runtime.NumCPU()/2))
-			}
-			dir, err := a.dataDir()
-			if err != nil {
-				return err
-			}
-			log := a.logger()
-			e, err := volume.Open(dir, volume.Options{Logger: log})
-			if info := localService(dir); errors.Is(err, cairn.ErrConflict) && info != nil {
-				return servedError(dir, info)
-			}
-			if err != nil {
-				return err
-			}
-			defer e.Close()
-			var listeners []net.Listener
-			closeAll := func() {
-				for _, l := range listeners {
-					l.Close()
-				}
-			}
-			listenUnix := func(path string) error {
-				_ = os.Remove(path) // we hold the directory lock: it is stale
-				l, err := net.Listen("unix", path)
-				if err != nil {
-					return err
-				}
-				if err := os.Chmod(path, 0o600); err != nil {
-					l.Close()
-					return err
-				}
-				listeners = append(listeners, l)
-				return nil
-			}
-			if err := listenUnix(filepath.Join(dir, controlSocket)); err != nil {
-				return fmt.Errorf("control socket: %w", err)
-			}
-			if socket == "" {
-				socket = filepath.Join(dir, nbdSocket)
-			}
-			if !noUnix {
-				if err := listenUnix(socket); err != nil {
-					closeAll()
-					return fmt.Errorf("nbd socket: %w", err)
-				}
-			}
-			if listen != "" {
-				host, port, err := net.SplitHostPort(listen)
-				if err != nil {
-					host, port = "", listen
-				}
-				if host == "" {
-					host = "127.0.0.1"
-				}
-				l, err := net.Listen("tcp", net.JoinHostPort(host, port))
-				if err != nil {
-					closeAll()
-					return fmt.Errorf("nbd listen: %w", err)
-				}
-				listeners = append(listeners, l)
-			}
-			if len(listeners) == 1 {
-				closeAll()
-				return usageError{errors.New("--no-unix needs --listen: nothing would be served")}
-			}
-			srv := nbd.NewServer(a.hooks.exports(volumectl.Exports{E: e}), nbd.Options{Logger: log})
-			httpSrv := &http.Server{Handler: volumectl.Handler(volumectl.Direct{E: e}), ReadHeaderTimeout: 10 * time.Second}
-			var wg sync.WaitGroup
-			wg.Go(func() { _ = httpSrv.Serve(listeners[0]) })
-			for _, l := range listeners[1:] {
-				wg.Go(func() {
-					if err := srv.Serve(ctx, a.hooks.listener(l)); err != nil {
-						log.Error("nbd server stopped", "addr", l.Addr(), "err", err)
-					}
-				})
-				fmt.Fprintf(a.stderr, "cairn: serving NBD on %s %s\n", l.Addr().Network(), l.Addr())
-			}
-			<-ctx.Done()
-			shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-			defer cancel()
-			_ = httpSrv.Shutdown(shutdown)
-			wg.Wait()
-			for _, p := range []string{filepath.Join(dir, controlSocket), socket} {
-				_ = os.Remove(p)
-			}
-			return nil
+			return a.volumeServe(cmd.Context(), o)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&socket, "socket", "", "NBD unix socket (default DATA-DIR/nbd.sock)")
-	f.BoolVar(&noUnix, "no-unix", false, "do not serve NBD on a unix socket")
-	f.StringVar(&listen, "listen", "", "also serve NBD over TCP on [HOST:]PORT (host default 127.0.0.1)")
-	f.IntVar(&cpus, "cpus", 0, "CPUs for the server's scheduler (0: half of them, or GOMAXPROCS)")
+	f.StringVar(&o.socket, "socket", "", "NBD unix socket (default DATA-DIR/nbd.sock)")
+	f.BoolVar(&o.noUnix, "no-unix", false, "do not serve NBD on a unix socket")
+	f.StringVar(&o.listen, "listen", "", "also serve NBD over TCP on [HOST:]PORT (host default 127.0.0.1)")
+	f.IntVar(&o.cpus, "cpus", 0, "CPUs for the server's scheduler (0: half of them, or GOMAXPROCS)")
+	f.StringVar(&o.exports, "exports", "all", "what is exported: all (every volume and snapshot) or named (only what the export table names)")
+	f.BoolVar(&o.background, "background", false, "serve in a process of its own (log in DATA-DIR/"+dataPlaneLog+"); return once it serves")
 	return cmd
+}
+
+// volumeServe runs cairn volume serve. One errgroup owns the control
+// socket's server and the NBD servers; when ctx ends, or one of them
+// fails, the control socket stops first (no new requests), then the NBD
+// servers drain their requests, then the engine closes.
+func (a *app) volumeServe(ctx context.Context, o volumeServeOptions) error {
+	switch {
+	case o.cpus > 0:
+		runtime.GOMAXPROCS(o.cpus)
+	case o.cpus < 0:
+		return usageError{fmt.Errorf("--cpus %d: give a positive number, or 0 for half of the CPUs", o.cpus)}
+	case a.getenv("GOMAXPROCS") == "":
+		runtime.GOMAXPROCS(max(1, runtime.NumCPU()/2))
+	}
+	if o.exports != "all" && o.exports != "named" {
+		return usageError{fmt.Errorf("--exports %q: want all or named", o.exports)}
+	}
+	if o.noUnix && o.listen == "" {
+		return usageError{errors.New("--no-unix needs --listen: nothing would be served")}
+	}
+	dir, err := a.dataDir()
+	if err != nil {
+		return err
+	}
+	if o.background {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("data directory: %w", err)
+		}
+		pid, err := startBackground(ctx, o.args(dir), filepath.Join(dir, dataPlaneLog), func(ctx context.Context) bool {
+			return findDataPlane(ctx, dir) != nil
+		})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(a.stdout, "cairn: serving %s in the background (pid %d, log %s)\n", dir, pid, filepath.Join(dir, dataPlaneLog))
+		return nil
+	}
+	log := a.logger()
+	e, err := volume.Open(dir, volume.Options{Logger: log})
+	if info := localService(dir); errors.Is(err, cairn.ErrConflict) && info != nil {
+		return servedError(dir, info)
+	}
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	table, err := volumectl.OpenExportTable(dir, e)
+	if err != nil {
+		return err
+	}
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	listenUnix := func(path string) error {
+		_ = os.Remove(path) // we hold the directory lock: it is stale
+		l, err := net.Listen("unix", path)
+		if err != nil {
+			return err
+		}
+		if err := os.Chmod(path, 0o600); err != nil {
+			l.Close()
+			return err
+		}
+		listeners = append(listeners, l)
+		return nil
+	}
+	control := filepath.Join(dir, controlSocket)
+	if err := listenUnix(control); err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	defer os.Remove(control)
+	socket := o.socket
+	if socket == "" {
+		socket = filepath.Join(dir, nbdSocket)
+	}
+	info := volumectl.ServerInfo{PID: os.Getpid(), AllExports: o.exports == "all"}
+	if !o.noUnix {
+		if err := listenUnix(socket); err != nil {
+			return fmt.Errorf("nbd socket: %w", err)
+		}
+		defer os.Remove(socket)
+		info.NBDSocket = socket
+	}
+	if o.listen != "" {
+		host, port, err := net.SplitHostPort(o.listen)
+		if err != nil {
+			host, port = "", o.listen
+		}
+		if host == "" {
+			host = "127.0.0.1"
+		}
+		l, err := listenTCP("--listen", net.JoinHostPort(host, port))
+		if err != nil {
+			return err
+		}
+		listeners = append(listeners, l)
+		info.NBDListen = l.Addr().String()
+	}
+	ops := volumectl.Direct{E: e, X: table}
+	srv := nbd.NewServer(a.hooks.exports(volumectl.Catalog{Table: table, All: info.AllExports}), nbd.Options{Logger: log})
+	httpSrv := &http.Server{Handler: volumectl.WithInfo(volumectl.Handler(ops), info), ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: volumectl.ConnContext}
+	g, gctx := errgroup.WithContext(ctx)
+	nbdCtx, stopNBD := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopNBD()
+	g.Go(func() error {
+		if err := httpSrv.Serve(listeners[0]); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("control socket: %w", err)
+		}
+		return nil
+	})
+	for _, l := range listeners[1:] {
+		addr := l.Addr().Network() + " " + l.Addr().String()
+		g.Go(func() error {
+			if err := srv.Serve(nbdCtx, a.hooks.listener(l)); err != nil {
+				return fmt.Errorf("nbd server on %s: %w", addr, err)
+			}
+			if nbdCtx.Err() == nil {
+				return fmt.Errorf("nbd server on %s stopped", addr)
+			}
+			return nil
+		})
+		fmt.Fprintf(a.stderr, "cairn: serving NBD on %s\n", addr)
+	}
+	log.Info("serving", "data_dir", dir, "exports", o.exports, "pid", info.PID)
+	<-gctx.Done()
+	log.Info("stopping", "data_dir", dir)
+	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	_ = httpSrv.Shutdown(shutdown)
+	stopNBD()
+	err = g.Wait()
+	log.Info("stopped", "data_dir", dir)
+	return err
 }
 
 func (a *app) attachManager() (attach.Manager, string, error) {

@@ -36,18 +36,20 @@ import (
 // env is one running service over a real SQLite catalog, a real volume
 // engine and local repositories, with its API on a test HTTP server.
 type env struct {
-	t      testing.TB
-	dir    string
-	store  string // backup store directory (shared by deployments)
-	cat    catalog.Store
-	eng    *volume.Engine
-	svc    *service.Service
-	srv    *httptest.Server
-	events *eventLog
-	admin  string // token of the admin project
-	tokA   string // token of project "alpha"
-	tokB   string // token of project "beta"
-	secret repo.Secret
+	t     testing.TB
+	dir   string
+	store string // backup store directory (shared by deployments)
+	cat   catalog.Store
+	eng   *volume.Engine
+	// exports is the engine's export table: what the service exports.
+	exports *volumectl.ExportTable
+	svc     *service.Service
+	srv     *httptest.Server
+	events  *eventLog
+	admin   string // token of the admin project
+	tokA    string // token of project "alpha"
+	tokB    string // token of project "beta"
+	secret  repo.Secret
 
 	closeOnce sync.Once
 }
@@ -126,8 +128,12 @@ func newEnvWith(t testing.TB, dir, store string, openCatalog func() (catalog.Sto
 		return repo.Open(ctx, be, e.secret, ropts)
 	}
 	met := metrics.New()
-	cfg := service.Config{Catalog: e.cat, Engine: service.NewEngine(e.eng),
-		OpenRepo: service.Repositories(open, volumectl.Direct{E: e.eng}, nil),
+	if e.exports, err = volumectl.OpenExportTable(filepath.Join(dir, "volumes"), e.eng); err != nil {
+		t.Fatal(err)
+	}
+	ops := volumectl.Direct{E: e.eng, X: e.exports}
+	cfg := service.Config{Catalog: e.cat, Engine: service.NewEngine(ops),
+		OpenRepo: service.Repositories(open, ops, nil),
 		Notifier: e.events, Observer: met, Workers: 8, NBDSocket: filepath.Join(dir, "nbd.sock")}
 	for _, f := range tune {
 		f(&cfg)

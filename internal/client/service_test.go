@@ -54,8 +54,9 @@ func startService(t *testing.T) (string, func(project string, admin bool) string
 		}
 		return repo.Open(ctx, be, secret, repo.Options{})
 	}
-	svc := service.New(service.Config{Catalog: cat, Engine: service.NewEngine(eng),
-		OpenRepo: service.Repositories(openRepo, volumectl.Direct{E: eng}, nil), Workers: 4,
+	ops := volumectl.Direct{E: eng}
+	svc := service.New(service.Config{Catalog: cat, Engine: service.NewEngine(ops),
+		OpenRepo: service.Repositories(openRepo, ops, nil), Workers: 4,
 		NBDSocket: filepath.Join(dir, "nbd.sock")})
 	if err := svc.Start(ctx); err != nil {
 		t.Fatal(err)

@@ -50,6 +50,16 @@ type Engine interface {
 	// and the NBD clients of an attached volume do. The volume is in use
 	// until the device is closed.
 	OpenVolume(ctx context.Context, id cairn.ID) (Device, error)
+	// Export serves volume id over NBD under name, read-write, until
+	// Unexport; exporting a name again points it at id. Exports belong to
+	// the data plane: they outlive this process and are served again when
+	// the data plane restarts.
+	Export(ctx context.Context, name string, id cairn.ID) error
+	// Unexport stops serving name to new connections (open ones run on);
+	// a name not exported is no error.
+	Unexport(ctx context.Context, name string) error
+	// Exported lists the exports, name to volume.
+	Exported(ctx context.Context) (map[string]cairn.ID, error)
 }
 
 // Device is an open volume. Its methods (those of nbd.Export) are safe
@@ -99,57 +109,22 @@ type Repository interface {
 // container, and for different containers at once.
 type RepoOpener func(ctx context.Context, container string) (Repository, error)
 
-// NewEngine is the Engine of a volume engine held by this process.
-func NewEngine(e *volume.Engine) Engine { return localEngine{e} }
+// NewEngine is the Engine of a data plane: volumectl.Direct for an
+// engine of this process, a volumectl.Client for the process serving the
+// data directory (cairn volume serve).
+func NewEngine(ops volumectl.Ops) Engine { return opsEngine{ops} }
 
-type localEngine struct{ e *volume.Engine }
+// opsEngine is an Engine over volumectl.Ops; what the two name alike is
+// the same call.
+type opsEngine struct{ volumectl.Ops }
 
-func (l localEngine) Volumes(context.Context) ([]volume.VolumeInfo, error) {
-	return l.e.Volumes(), nil
+func (o opsEngine) Snapshots(ctx context.Context) ([]volume.SnapshotInfo, error) {
+	return o.Ops.Snapshots(ctx, cairn.ID{})
 }
 
-func (l localEngine) Snapshots(context.Context) ([]volume.SnapshotInfo, error) {
-	return l.e.Snapshots(cairn.ID{}), nil
+func (o opsEngine) OpenVolume(ctx context.Context, id cairn.ID) (Device, error) {
+	return o.Ops.OpenDevice(ctx, id)
 }
-
-func (l localEngine) CreateVolume(ctx context.Context, name string, size int64) (volume.VolumeInfo, error) {
-	return l.e.CreateVolume(ctx, name, size)
-}
-
-func (l localEngine) CloneVolume(ctx context.Context, name string, snapshot cairn.ID) (volume.VolumeInfo, error) {
-	return l.e.CloneVolume(ctx, name, snapshot)
-}
-
-func (l localEngine) ExtendVolume(ctx context.Context, id cairn.ID, size int64) error {
-	return l.e.ExtendVolume(ctx, id, size)
-}
-
-func (l localEngine) DeleteVolume(ctx context.Context, id cairn.ID) error {
-	return l.e.DeleteVolume(ctx, id)
-}
-
-func (l localEngine) CreateSnapshot(ctx context.Context, v cairn.ID, name string) (volume.SnapshotInfo, error) {
-	return l.e.CreateSnapshot(ctx, v, name)
-}
-
-func (l localEngine) DeleteSnapshot(ctx context.Context, id cairn.ID) error {
-	return l.e.DeleteSnapshot(ctx, id)
-}
-
-func (l localEngine) OpenVolume(_ context.Context, id cairn.ID) (Device, error) {
-	dev, err := l.e.OpenVolume(id)
-	if err != nil {
-		return nil, err
-	}
-	return localDevice{volumectl.DeviceExport(dev), dev}, nil
-}
-
-type localDevice struct {
-	nbd.Export
-	dev *volume.Device
-}
-
-func (d localDevice) Close() error { return d.dev.Close() }
 
 // NewRepository is the Repository of r, whose volume backups read the
 // engine through ops (volumectl.Direct for an engine of this process).

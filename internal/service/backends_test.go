@@ -2,6 +2,9 @@ package service_test
 
 import (
 	"bytes"
+	"net"
+	"net/http"
+	"path/filepath"
 	"testing"
 
 	"github.com/cairnproject/cairn/internal/crypto"
@@ -15,15 +18,43 @@ import (
 )
 
 // realEngine is a volume engine in a temporary directory, closed when
-// the test ends.
-func realEngine(t *testing.T) *volume.Engine {
+// the test ends, as this process holds it: with its export table.
+func realEngine(t *testing.T) volumectl.Direct {
 	t.Helper()
-	e, err := volume.Open(t.TempDir(), volume.Options{})
+	dir := t.TempDir()
+	e, err := volume.Open(dir, volume.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = e.Close() })
-	return e
+	x, err := volumectl.OpenExportTable(dir, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return volumectl.Direct{E: e, X: x}
+}
+
+// remoteEngine is a volume engine served on a control socket by this
+// process, as cairn volume serve serves it, and the socket's client.
+func remoteEngine(t *testing.T) *volumectl.Client {
+	t.Helper()
+	ops := realEngine(t)
+	sock := filepath.Join(t.TempDir(), "control.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: volumectl.Handler(ops)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = srv.Serve(l)
+	}()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		<-done
+	})
+	return volumectl.NewClient(sock)
 }
 
 var testSecret = repo.Secret{Kind: format.KeyKindFile, Bytes: bytes.Repeat([]byte("k"), 32)}
@@ -45,6 +76,9 @@ func TestEngineConformance(t *testing.T) {
 	t.Run("real", func(t *testing.T) {
 		servicetest.RunEngine(t, func(t *testing.T) service.Engine { return service.NewEngine(realEngine(t)) })
 	})
+	t.Run("remote", func(t *testing.T) {
+		servicetest.RunEngine(t, func(t *testing.T) service.Engine { return service.NewEngine(remoteEngine(t)) })
+	})
 	t.Run("fake", func(t *testing.T) {
 		servicetest.RunEngine(t, func(*testing.T) service.Engine { return servicetest.NewEngine(nil) })
 	})
@@ -54,7 +88,13 @@ func TestRepositoryConformance(t *testing.T) {
 	t.Run("real", func(t *testing.T) {
 		servicetest.RunRepository(t, func(t *testing.T) (service.Engine, service.Repository) {
 			e := realEngine(t)
-			return service.NewEngine(e), service.NewRepository(realRepository(t), volumectl.Direct{E: e}, nil)
+			return service.NewEngine(e), service.NewRepository(realRepository(t), e, nil)
+		})
+	})
+	t.Run("remote", func(t *testing.T) {
+		servicetest.RunRepository(t, func(t *testing.T) (service.Engine, service.Repository) {
+			e := remoteEngine(t)
+			return service.NewEngine(e), service.NewRepository(realRepository(t), e, nil)
 		})
 	})
 	t.Run("fake", func(t *testing.T) {

@@ -75,7 +75,6 @@ type Service struct {
 	log     *slog.Logger
 	now     func() time.Time
 	runner  *tasks.Runner
-	exports *Exports
 	nbdSock string
 	nbdAddr string
 
@@ -111,18 +110,17 @@ func New(cfg Config) *Service {
 	if s.obs == nil {
 		s.obs = discardObserver{}
 	}
-	s.exports = newExports(cfg.Engine)
 	s.runner = tasks.New(cfg.Catalog, s.kinds(), tasks.Options{
 		Workers: cfg.Workers, Logger: s.log, Observer: s.obs, Now: s.now, After: cfg.After})
 	return s
 }
 
-// Exports is the NBD catalog of attached volumes.
-func (s *Service) Exports() *Exports { return s.exports }
-
-// Start re-exports attached volumes and runs tasks, finishing those a
+// Start makes the data plane's exports those of the attached volumes
+// (exporting what a previous process attached, unexporting what it
+// detached but could not unexport), then runs tasks, finishing those a
 // previous process left.
 func (s *Service) Start(ctx context.Context) error {
+	want := map[string]cairn.ID{}
 	err := s.cat.View(ctx, func(tx catalog.Tx) error {
 		vols, err := tx.Volumes(ctx, catalog.Filter{Status: cairn.StatusInUse})
 		if err != nil {
@@ -134,13 +132,31 @@ func (s *Service) Start(ctx context.Context) error {
 				if err != nil {
 					return fmt.Errorf("volume %s: engine id: %w", v.ID, err)
 				}
-				s.exports.add(v.ID, id)
+				want[v.ID] = id
 			}
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("attached volumes: %w", err)
+	}
+	have, err := s.eng.Exported(ctx)
+	if err != nil {
+		return fmt.Errorf("exports: %w", err)
+	}
+	for name, id := range want {
+		if have[name] != id {
+			if err := s.eng.Export(ctx, name, id); err != nil {
+				return fmt.Errorf("exporting attached volume %s: %w", name, err)
+			}
+		}
+	}
+	for name := range have {
+		if _, ok := want[name]; !ok {
+			if err := s.eng.Unexport(ctx, name); err != nil {
+				return fmt.Errorf("unexporting detached volume %s: %w", name, err)
+			}
+		}
 	}
 	return s.runner.Start(ctx)
 }

@@ -511,7 +511,13 @@ func (s *Service) AttachVolume(ctx context.Context, c Caller, id string) (Attach
 	if err != nil {
 		return Attachment{}, err
 	}
-	s.exports.add(v.ID, eid)
+	if err := s.eng.Export(ctx, v.ID, eid); err != nil {
+		// Not exported: the volume is available again.
+		_, rerr := s.setVolume(context.WithoutCancel(ctx), v.ID, func(v *cairn.Volume) {
+			v.Status, v.Attached = cairn.StatusAvailable, false
+		})
+		return Attachment{}, errors.Join(fmt.Errorf("exporting volume %s: %w", v.ID, err), rerr)
+	}
 	s.event(ctx, "volume.attach.end", v.ProjectID, volumePayload(v))
 	return s.attachment(v.ID), nil
 }
@@ -545,7 +551,11 @@ func (s *Service) DetachVolume(ctx context.Context, c Caller, id string) error {
 	if err != nil {
 		return err
 	}
-	s.exports.remove(v.ID)
+	// Detached in the catalog: an export left behind by a failure here is
+	// removed when the service starts again.
+	if err := s.eng.Unexport(ctx, v.ID); err != nil {
+		return fmt.Errorf("unexporting volume %s: %w", v.ID, err)
+	}
 	s.event(ctx, "volume.detach.end", v.ProjectID, volumePayload(v))
 	return nil
 }
@@ -566,7 +576,9 @@ func (s *Service) ResetVolumeStatus(ctx context.Context, c Caller, id string, st
 		return nil
 	})
 	if err == nil && !v.Attached {
-		s.exports.remove(v.ID)
+		if err := s.eng.Unexport(ctx, v.ID); err != nil {
+			return fmt.Errorf("unexporting volume %s: %w", v.ID, err)
+		}
 	}
 	return err
 }

@@ -41,7 +41,7 @@ func (x Exports) resolve(ctx context.Context, name string) (volume.Ref, error) {
 	if name == "" {
 		return volume.Ref{}, fmt.Errorf("the default export: name a volume or snapshot: %w", cairn.ErrNotFound)
 	}
-	ref, _, err := ResolveRef(ctx, Direct(x), name)
+	ref, _, err := ResolveRef(ctx, Direct{E: x.E}, name)
 	return ref, err
 }
 
@@ -72,7 +72,7 @@ func describe(kind, name, of string) string {
 	return b.String()
 }
 
-// deviceExport adapts a volume.Device to nbd.Export.
+// deviceExport adapts a volume.Device to nbd.Export and Device.
 type deviceExport struct{ *volume.Device }
 
 func (d deviceExport) BlockStatus(ctx context.Context, off, n int64) ([]nbd.Extent, error) {

@@ -57,7 +57,7 @@ func errorOf(resp *http.Response) error {
 // Handler serves Ops over HTTP, for the control socket.
 func Handler(ops Ops) http.Handler {
 	mux := http.NewServeMux()
-	h := &handler{ops: ops, readers: map[cairn.ID]*openReader{}}
+	h := &handler{ops: ops, readers: newHandles[Reader]("reader"), devices: newHandles[Device]("device")}
 	mux.HandleFunc("GET /volumes", h.volumes)
 	mux.HandleFunc("POST /volumes", h.createVolume)
 	mux.HandleFunc("GET /volumes/{id}", h.volume)
@@ -73,13 +73,25 @@ func Handler(ops Ops) http.Handler {
 	mux.HandleFunc("POST /readers", h.openReader)
 	mux.HandleFunc("GET /readers/{id}", h.readAt)
 	mux.HandleFunc("DELETE /readers/{id}", h.closeReader)
+	mux.HandleFunc("POST /devices", h.openDevice)
+	mux.HandleFunc("GET /devices/{id}", h.deviceRead)
+	mux.HandleFunc("PUT /devices/{id}", h.deviceWrite)
+	mux.HandleFunc("POST /devices/{id}/zero", h.deviceZero)
+	mux.HandleFunc("POST /devices/{id}/trim", h.deviceTrim)
+	mux.HandleFunc("POST /devices/{id}/flush", h.deviceFlush)
+	mux.HandleFunc("GET /devices/{id}/extents", h.deviceExtents)
+	mux.HandleFunc("DELETE /devices/{id}", h.closeDevice)
+	mux.HandleFunc("POST /release-orphans", h.releaseOrphans)
+	mux.HandleFunc("GET /exports", h.exported)
+	mux.HandleFunc("PUT /exports/{name}", h.export)
+	mux.HandleFunc("DELETE /exports/{name}", h.unexport)
 	return mux
 }
 
 type handler struct {
 	ops     Ops
-	mu      sync.Mutex
-	readers map[cairn.ID]*openReader
+	readers *handles[Reader]
+	devices *handles[Device]
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -299,7 +311,7 @@ func (h *handler) changed(w http.ResponseWriter, r *http.Request) {
 
 // openReader opens a volume or snapshot for reading and keeps it open
 // under a handle until the client closes it (or leaves it idle for
-// readerIdle), so a backup's many reads do not each open the device.
+// handleIdle), so a backup's many reads do not each open the device.
 func (h *handler) openReader(w http.ResponseWriter, r *http.Request) {
 	var ref volume.Ref
 	if err := decode(r, &ref); err != nil {
@@ -317,11 +329,7 @@ func (h *handler) openReader(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	id := cairn.NewID()
-	h.mu.Lock()
-	h.expire(time.Now())
-	h.readers[id] = &openReader{rd: rd, used: time.Now()}
-	h.mu.Unlock()
+	id := h.readers.add(r, rd)
 	writeJSON(w, http.StatusOK, readerResp{Handle: id, Size: rd.Size(), Extents: list, Known: ok})
 }
 
@@ -332,62 +340,137 @@ type readerResp struct {
 	Known   bool           `json:"known"`
 }
 
-type openReader struct {
-	rd    Reader
+// handleIdle is how long an open reader or device nobody uses stays open:
+// a client that died without closing it does not keep its volume in use
+// for ever.
+const handleIdle = 10 * time.Minute
+
+// handles keeps what clients opened, under handles they name in later
+// requests. Its methods are safe for concurrent use.
+type handles[T io.Closer] struct {
+	what string
+	mu   sync.Mutex
+	m    map[cairn.ID]*openHandle[T]
+}
+
+type openHandle[T io.Closer] struct {
+	v     T
 	used  time.Time
 	users int
+	// owner opened it, when known.
+	owner *peer
 }
 
-// readerIdle is how long an open reader nobody uses stays open.
-const readerIdle = 10 * time.Minute
+func newHandles[T io.Closer](what string) *handles[T] {
+	return &handles[T]{what: what, m: map[cairn.ID]*openHandle[T]{}}
+}
 
-// expire closes idle readers. The caller holds h.mu.
-func (h *handler) expire(now time.Time) {
-	for id, o := range h.readers {
-		if o.users == 0 && now.Sub(o.used) > readerIdle {
-			o.rd.Close()
-			delete(h.readers, id)
+// add keeps v, opened by the sender of r, under a new handle, first
+// closing what was left idle or by a process that died.
+func (hs *handles[T]) add(r *http.Request, v T) cairn.ID {
+	id := cairn.NewID()
+	now := time.Now()
+	o := &openHandle[T]{v: v, used: now}
+	if p, ok := peerOf(r); ok {
+		o.owner = &p
+	}
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	hs.releaseLocked(func(o *openHandle[T]) bool { return now.Sub(o.used) > handleIdle || o.orphan() })
+	hs.m[id] = o
+	return id
+}
+
+// orphan reports whether the process that opened o has died.
+func (o *openHandle[T]) orphan() bool { return o.owner != nil && !o.owner.alive() }
+
+// releaseLocked closes the handles nobody is using for which drop says
+// so, and returns how many. The caller holds hs.mu.
+func (hs *handles[T]) releaseLocked(drop func(*openHandle[T]) bool) int {
+	n := 0
+	for id, o := range hs.m {
+		if o.users == 0 && drop(o) {
+			_ = o.v.Close()
+			delete(hs.m, id)
+			n++
 		}
 	}
+	return n
 }
 
-func (h *handler) reader(r *http.Request) (*openReader, func(), error) {
+// releaseOrphans closes the handles of processes that died.
+func (hs *handles[T]) releaseOrphans() int {
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	return hs.releaseLocked(func(o *openHandle[T]) bool { return o.orphan() })
+}
+
+// use returns what the request's handle names, until done is called.
+func (hs *handles[T]) use(r *http.Request) (v T, done func(), err error) {
 	id, err := pathID(r)
 	if err != nil {
-		return nil, nil, err
+		return v, nil, err
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	o := h.readers[id]
+	hs.mu.Lock()
+	defer hs.mu.Unlock()
+	o := hs.m[id]
 	if o == nil {
-		return nil, nil, fmt.Errorf("reader %s: %w", id.Short(), cairn.ErrNotFound)
+		return v, nil, fmt.Errorf("%s %s: %w", hs.what, id.Short(), cairn.ErrNotFound)
 	}
 	o.users++
-	return o, func() {
-		h.mu.Lock()
+	return o.v, func() {
+		hs.mu.Lock()
 		o.users--
 		o.used = time.Now()
-		h.mu.Unlock()
+		hs.mu.Unlock()
 	}, nil
 }
 
+// close closes and forgets what the request's handle names.
+func (hs *handles[T]) close(r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	hs.mu.Lock()
+	o := hs.m[id]
+	delete(hs.m, id)
+	hs.mu.Unlock()
+	if o == nil {
+		return fmt.Errorf("%s %s: %w", hs.what, id.Short(), cairn.ErrNotFound)
+	}
+	return o.v.Close()
+}
+
+// rangeQuery reads the offset and length of a request's query.
+func rangeQuery(r *http.Request) (off, n int64, err error) {
+	q := r.URL.Query()
+	off, err1 := strconv.ParseInt(q.Get("offset"), 10, 64)
+	n, err2 := strconv.ParseInt(q.Get("length"), 10, 64)
+	if err1 != nil || err2 != nil || off < 0 || n < 0 || n > maxTransfer {
+		return 0, 0, fmt.Errorf("offset and length (at most %d): %w", maxTransfer, cairn.ErrInvalid)
+	}
+	return off, n, nil
+}
+
+// maxTransfer bounds the bytes of one read or write request.
+const maxTransfer = 64 << 20
+
 // readAt serves a byte range of an open reader: query offset, length.
 func (h *handler) readAt(w http.ResponseWriter, r *http.Request) {
-	o, done, err := h.reader(r)
+	rd, done, err := h.readers.use(r)
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
 	defer done()
-	q := r.URL.Query()
-	off, err1 := strconv.ParseInt(q.Get("offset"), 10, 64)
-	n, err2 := strconv.ParseInt(q.Get("length"), 10, 64)
-	if err1 != nil || err2 != nil || off < 0 || n < 0 || n > 64<<20 {
-		writeErr(w, fmt.Errorf("offset and length: %w", cairn.ErrInvalid))
+	off, n, err := rangeQuery(r)
+	if err != nil {
+		writeErr(w, err)
 		return
 	}
 	buf := make([]byte, n)
-	m, err := o.rd.ReadAt(buf, off)
+	m, err := rd.ReadAt(buf, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		writeErr(w, err)
 		return
@@ -398,20 +481,7 @@ func (h *handler) readAt(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) closeReader(w http.ResponseWriter, r *http.Request) {
-	id, err := pathID(r)
-	if err != nil {
-		writeErr(w, err)
-		return
-	}
-	h.mu.Lock()
-	o := h.readers[id]
-	delete(h.readers, id)
-	h.mu.Unlock()
-	if o == nil {
-		writeErr(w, fmt.Errorf("reader %s: %w", id.Short(), cairn.ErrNotFound))
-		return
-	}
-	if err := o.rd.Close(); err != nil {
+	if err := h.readers.close(r); err != nil {
 		writeErr(w, err)
 		return
 	}

@@ -7,6 +7,7 @@ package volumectl
 
 import (
 	"context"
+	"fmt"
 	"io"
 
 	"github.com/cairnproject/cairn"
@@ -31,6 +32,19 @@ type Ops interface {
 	// Open returns the content of a volume or snapshot for reading, as a
 	// backup does.
 	Open(ctx context.Context, r volume.Ref) (Reader, error)
+	// OpenDevice opens a volume for reading and writing, as a restore
+	// does; it is in use until the device is closed.
+	OpenDevice(ctx context.Context, id cairn.ID) (Device, error)
+	// Export serves volume id over NBD under name, read-write, until
+	// Unexport: an attached volume. Exports belong to the process serving
+	// the data directory and outlive the caller; a restarted server
+	// serves them again.
+	Export(ctx context.Context, name string, id cairn.ID) error
+	// Unexport stops serving name to new connections; a name not exported
+	// is no error.
+	Unexport(ctx context.Context, name string) error
+	// Exported lists the exports by name.
+	Exported(ctx context.Context) (map[string]cairn.ID, error)
 }
 
 // Reader reads a volume or snapshot.
@@ -41,8 +55,12 @@ type Reader interface {
 	Allocated() ([]cairn.Extent, bool, error)
 }
 
-// Direct runs Ops on an engine this process holds.
-type Direct struct{ E *volume.Engine }
+// Direct runs Ops on an engine this process holds. X is its export table;
+// without one, Export and Unexport fail (nothing here serves NBD).
+type Direct struct {
+	E *volume.Engine
+	X *ExportTable
+}
 
 var _ Ops = Direct{}
 
@@ -112,3 +130,35 @@ type deviceReader struct {
 }
 
 func (r deviceReader) Close() error { return r.dev.Close() }
+
+func (d Direct) OpenDevice(_ context.Context, id cairn.ID) (Device, error) {
+	dev, err := d.E.OpenVolume(id)
+	if err != nil {
+		return nil, err
+	}
+	return deviceExport{dev}, nil
+}
+
+// errNoExports is the error of export calls on a Direct without a table.
+var errNoExports = fmt.Errorf("this process serves no NBD exports: %w", cairn.ErrUnavailable)
+
+func (d Direct) Export(_ context.Context, name string, id cairn.ID) error {
+	if d.X == nil {
+		return errNoExports
+	}
+	return d.X.Set(name, id)
+}
+
+func (d Direct) Unexport(_ context.Context, name string) error {
+	if d.X == nil {
+		return errNoExports
+	}
+	return d.X.Delete(name)
+}
+
+func (d Direct) Exported(context.Context) (map[string]cairn.ID, error) {
+	if d.X == nil {
+		return map[string]cairn.ID{}, nil
+	}
+	return d.X.All(), nil
+}

@@ -18,17 +18,17 @@ import (
 func opsKits(t *testing.T) map[string]func(t *testing.T) (volumectl.Ops, *volume.Engine) {
 	return map[string]func(t *testing.T) (volumectl.Ops, *volume.Engine){
 		"direct": func(t *testing.T) (volumectl.Ops, *volume.Engine) {
-			e := openEngine(t)
-			return volumectl.Direct{E: e}, e
+			e, x := openEngineTable(t)
+			return volumectl.Direct{E: e, X: x}, e
 		},
 		"client": func(t *testing.T) (volumectl.Ops, *volume.Engine) {
-			e := openEngine(t)
+			e, x := openEngineTable(t)
 			sock := filepath.Join(t.TempDir(), "c.sock")
 			l, err := net.Listen("unix", sock)
 			if err != nil {
 				t.Fatal(err)
 			}
-			srv := &http.Server{Handler: volumectl.Handler(volumectl.Direct{E: e})}
+			srv := &http.Server{Handler: volumectl.Handler(volumectl.Direct{E: e, X: x}), ConnContext: volumectl.ConnContext}
 			go func() { _ = srv.Serve(l) }()
 			t.Cleanup(func() { _ = srv.Close() })
 			return volumectl.NewClient(sock), e
@@ -38,12 +38,25 @@ func opsKits(t *testing.T) map[string]func(t *testing.T) (volumectl.Ops, *volume
 
 func openEngine(t *testing.T) *volume.Engine {
 	t.Helper()
-	e, err := volume.Open(t.TempDir(), volume.Options{})
+	e, _ := openEngineTable(t)
+	return e
+}
+
+// openEngineTable opens an engine in a new data directory, with the
+// directory's export table.
+func openEngineTable(t *testing.T) (*volume.Engine, *volumectl.ExportTable) {
+	t.Helper()
+	dir := t.TempDir()
+	e, err := volume.Open(dir, volume.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = e.Close() })
-	return e
+	x, err := volumectl.OpenExportTable(dir, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, x
 }
 
 func TestOps(t *testing.T) {

@@ -3,6 +3,7 @@ package servicetest
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -27,10 +28,11 @@ type pages map[int64]*page
 type Engine struct {
 	faults *Faults
 
-	mu    sync.Mutex
-	tick  time.Time // the clock: every event is a microsecond later
-	vols  map[cairn.ID]*fakeVolume
-	snaps map[cairn.ID]*fakeSnapshot
+	mu      sync.Mutex
+	tick    time.Time // the clock: every event is a microsecond later
+	vols    map[cairn.ID]*fakeVolume
+	snaps   map[cairn.ID]*fakeSnapshot
+	exports map[string]cairn.ID
 }
 
 type fakeVolume struct {
@@ -53,7 +55,7 @@ func NewEngine(faults *Faults) *Engine {
 		faults = NewFaults()
 	}
 	return &Engine{faults: faults, tick: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC),
-		vols: map[cairn.ID]*fakeVolume{}, snaps: map[cairn.ID]*fakeSnapshot{}}
+		vols: map[cairn.ID]*fakeVolume{}, snaps: map[cairn.ID]*fakeSnapshot{}, exports: map[string]cairn.ID{}}
 }
 
 // Faults returns the engine's faults.
@@ -272,6 +274,51 @@ func (e *Engine) OpenVolume(ctx context.Context, id cairn.ID) (service.Device, e
 		return nil, err
 	}
 	return d, nil
+}
+
+// Export implements service.Engine.
+func (e *Engine) Export(ctx context.Context, name string, id cairn.ID) error {
+	c, err := e.faults.Begin(ctx, "Engine.Export")
+	if err != nil {
+		return err
+	}
+	if name == "" {
+		return fmt.Errorf("export without a name: %w", cairn.ErrInvalid)
+	}
+	e.mu.Lock()
+	_, ok := e.vols[id]
+	if ok {
+		e.exports[name] = id
+	}
+	e.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("volume %s: %w", id.Short(), cairn.ErrNotFound)
+	}
+	return c.End(ctx)
+}
+
+// Unexport implements service.Engine.
+func (e *Engine) Unexport(ctx context.Context, name string) error {
+	c, err := e.faults.Begin(ctx, "Engine.Unexport")
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	delete(e.exports, name)
+	e.mu.Unlock()
+	return c.End(ctx)
+}
+
+// Exported implements service.Engine.
+func (e *Engine) Exported(ctx context.Context) (map[string]cairn.ID, error) {
+	c, err := e.faults.Begin(ctx, "Engine.Exported")
+	if err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	m := maps.Clone(e.exports)
+	e.mu.Unlock()
+	return m, c.End(ctx)
 }
 
 // snapshotData returns a snapshot's size and data (the fake repository

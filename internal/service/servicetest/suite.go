@@ -38,6 +38,7 @@ func RunEngine(t *testing.T, open func(t *testing.T) service.Engine) {
 		{"Delete", testDelete},
 		{"Missing", testMissing},
 		{"Devices", testDevices},
+		{"Exports", testExports},
 		{"Concurrent", testEngineConcurrent},
 	}
 	for _, tc := range tests {
@@ -280,6 +281,30 @@ func testDevices(t *testing.T, e service.Engine) {
 	}
 	if !bytes.Equal(read(t, e, v.ID, 4096, int64(len(want))), want) {
 		t.Error("the volume does not hold what the devices wrote and zeroed")
+	}
+}
+
+// testExports: exports are set, replaced, listed and removed; a missing
+// volume cannot be exported.
+func testExports(t *testing.T, e service.Engine) {
+	ctx := t.Context()
+	v := must[volume.VolumeInfo](t, "create")(e.CreateVolume(ctx, "v", 4*mib))
+	w := must[volume.VolumeInfo](t, "create")(e.CreateVolume(ctx, "w", 4*mib))
+	if m := must[map[string]cairn.ID](t, "exported")(e.Exported(ctx)); len(m) != 0 {
+		t.Errorf("exports of a new engine: %v", m)
+	}
+	mustDo(t, "export", e.Export(ctx, "a", v.ID))
+	mustDo(t, "export", e.Export(ctx, "b", v.ID))
+	mustDo(t, "export again", e.Export(ctx, "a", w.ID))
+	wantErr(t, "export of a missing volume", e.Export(ctx, "c", cairn.NewID()), cairn.ErrNotFound)
+	m := must[map[string]cairn.ID](t, "exported")(e.Exported(ctx))
+	if len(m) != 2 || m["a"] != w.ID || m["b"] != v.ID {
+		t.Errorf("exports %v, want a -> %s, b -> %s", m, w.ID.Short(), v.ID.Short())
+	}
+	mustDo(t, "unexport", e.Unexport(ctx, "a"))
+	mustDo(t, "unexport what is not exported", e.Unexport(ctx, "a"))
+	if m := must[map[string]cairn.ID](t, "exported")(e.Exported(ctx)); len(m) != 1 || m["b"] != v.ID {
+		t.Errorf("exports after unexport: %v", m)
 	}
 }
 
