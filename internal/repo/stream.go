@@ -138,16 +138,17 @@ func (r *Repository) BackupStream(ctx context.Context, rd io.Reader, opts Stream
 	}
 	defer sess.close(context.WithoutCancel(ctx))
 
+	cut := r.streamChunker
 	b := &backupRun{
 		r:         r,
 		ctx:       ctx,
 		sess:      sess,
 		level:     level,
-		chunkSize: StreamMaxChunk,
+		chunkSize: cut.MaxSize,
 		p:         orDiscard(opts.Progress),
 		lookup:    &chunkLookup{r: r},
 	}
-	sum, size, err := b.runStream(rd, pol)
+	sum, size, err := b.runStream(rd, pol, cut)
 	if err != nil {
 		return nil, err
 	}
@@ -165,10 +166,10 @@ func (r *Repository) BackupStream(ctx context.Context, rd io.Reader, opts Stream
 		Source:      opts.Name,
 		Hostname:    r.opts.Hostname,
 		Size:        size,
-		ChunkSize:   StreamMaxChunk,
+		ChunkSize:   cut.MaxSize,
 		Compression: level,
 		Tags:        opts.Tags,
-		Stream:      &format.StreamInfo{Hash: sum, Chunker: StreamChunker()},
+		Stream:      &format.StreamInfo{Hash: sum, Chunker: cut},
 	}
 	if m.DataTime.IsZero() {
 		m.DataTime = m.Time
@@ -200,14 +201,15 @@ type streamChunk struct {
 // the index keeps the stream's order whatever order the workers finish
 // in. At most ReadAhead chunks wait for a worker. It returns the stream's
 // hash and length.
-func (b *backupRun) runStream(rd io.Reader, pol chunker.Pol) (format.Hash, int64, error) {
+func (b *backupRun) runStream(rd io.Reader, pol chunker.Pol, params format.ChunkerParams) (format.Hash, int64, error) {
 	g, ctx := errgroup.WithContext(b.ctx)
 	workers := b.r.opts.Workers
 	transfers := b.r.opts.Transfers
 
-	plainPool := sync.Pool{New: func() any { buf := make([]byte, 0, StreamMaxChunk); return &buf }}
+	maxSize := params.MaxSize
+	plainPool := sync.Pool{New: func() any { buf := make([]byte, 0, maxSize); return &buf }}
 	sealPool := sync.Pool{New: func() any {
-		buf := make([]byte, 0, StreamMaxChunk+StreamMaxChunk/64+format.Overhead+1024)
+		buf := make([]byte, 0, maxSize+maxSize/64+format.Overhead+1024)
 		return &buf
 	}}
 	work := make(chan streamChunk, b.r.opts.ReadAhead)
@@ -217,8 +219,8 @@ func (b *backupRun) runStream(rd io.Reader, pol chunker.Pol) (format.Hash, int64
 	var size int64
 	g.Go(func() error {
 		defer close(work)
-		cut := chunker.NewWithBoundaries(&ctxReader{ctx: ctx, r: rd}, pol, StreamMinChunk, StreamMaxChunk)
-		cut.SetAverageBits(StreamAverageBits)
+		cut := chunker.NewWithBoundaries(&ctxReader{ctx: ctx, r: rd}, pol, uint(params.MinSize), uint(params.MaxSize))
+		cut.SetAverageBits(params.AverageBits)
 		whole := blake3.New()
 		for {
 			bufp := plainPool.Get().(*[]byte)
