@@ -478,6 +478,25 @@ func TestStreamCancelled(t *testing.T) {
 	})
 }
 
+// A restore checks the whole stream's hash at the end: were the index to
+// name other chunks than the stream's (each one sound), it would fail.
+func TestStreamRestoreChecksTheWholeStream(t *testing.T) {
+	r, _ := newStreamRepo(t)
+	data := repotest.PgbenchDump(32, mib)
+	m := streamBackup(t, r, data, "db1")
+	other := *m
+	other.Stream = &format.StreamInfo{Hash: m.Stream.Hash, Chunker: m.Stream.Chunker}
+	other.Stream.Hash[7] ^= 1
+	var out bytes.Buffer
+	_, err := r.RestoreStream(t.Context(), &other, &out, nil)
+	if !errors.Is(err, cairn.ErrCorrupt) || !strings.Contains(err.Error(), "does not match") {
+		t.Fatalf("restore against another hash: %v", err)
+	}
+	if !bytes.Equal(out.Bytes(), data) {
+		t.Fatal("the restore wrote other bytes than the stream's")
+	}
+}
+
 type readerFunc func([]byte) (int, error)
 
 func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
