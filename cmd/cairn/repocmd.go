@@ -544,9 +544,13 @@ func (a *app) printBackupSummary(m *format.Manifest) {
 		parent = m.Parent.Short()
 	}
 	fmt.Fprintf(a.stdout, "backup %s of %s (%s) done in %s, %s\n", m.ID.Short(), m.Source, formatBytes(m.Size), d.Round(time.Millisecond), rate(m.Size, d))
-	fmt.Fprintf(a.stdout, "  parent     %s\n", parent)
-	fmt.Fprintf(a.stdout, "  read       %s\n", formatBytes(s.BytesRead))
-	fmt.Fprintf(a.stdout, "  unchanged  %s\n", formatBytes(s.BytesUnchanged))
+	if m.IsStream() {
+		fmt.Fprintf(a.stdout, "  read       %s\n", formatBytes(s.BytesRead))
+	} else {
+		fmt.Fprintf(a.stdout, "  parent     %s\n", parent)
+		fmt.Fprintf(a.stdout, "  read       %s\n", formatBytes(s.BytesRead))
+		fmt.Fprintf(a.stdout, "  unchanged  %s\n", formatBytes(s.BytesUnchanged))
+	}
 	fmt.Fprintf(a.stdout, "  dedup      %s\n", formatBytes(s.BytesDedup))
 	fmt.Fprintf(a.stdout, "  zero       %s\n", formatBytes(s.BytesZero))
 	fmt.Fprintf(a.stdout, "  new        %s in %d chunks, stored as %s (%s)\n", formatBytes(s.BytesNew), s.ChunksNew, formatBytes(s.BytesStored), ratio(s.BytesStored, s.BytesNew))
