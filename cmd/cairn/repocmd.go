@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/blockdev"
@@ -302,11 +303,11 @@ func parseTags(tags []string) (map[string]string, error) {
 
 func (a *app) backupCommand() *cobra.Command {
 	var tags []string
-	var parent, changedFile, compression, volumeRef, snapshotRef string
-	var noParent bool
+	var parent, changedFile, compression, volumeRef, snapshotRef, name string
+	var noParent, stdin bool
 	cmd := &cobra.Command{
-		Use:   "backup SOURCE | --volume VOLUME | --snapshot SNAPSHOT",
-		Short: "Back up a raw image file, a block device, or a volume or snapshot",
+		Use:   "backup SOURCE | --volume VOLUME | --snapshot SNAPSHOT | --stdin --name NAME",
+		Short: "Back up a raw image file, a block device, a volume or snapshot, or a stream",
 		Long: `Back up a raw image file or block device. Holes and zero chunks are recorded,
 not stored. Chunks already in the repository are never stored again.
 
@@ -319,17 +320,38 @@ With --volume or --snapshot the source is a volume of the data directory
 (--data-dir). A volume is snapshotted first and the snapshot kept as the
 base of its next incremental (the previous base is then deleted). When the
 parent backup's snapshot still exists, only the extents the volume engine
-lists as changed since it are read.`,
+lists as changed since it are read.
+
+With --stdin the backup reads a stream of unknown length from standard
+input (a database dump, a tar stream) and keeps it under --name, cut into
+content-defined chunks: a later dump shares every chunk but those around
+what changed, and no temporary copy is made on disk. For the best dedup,
+turn the tool's own compression off (pg_dump -Fc -Z0); the chunks are
+compressed. 'repo restore BACKUP --stdout' writes the stream back. A tool
+that dies mid-way may leave a stream that just ends: use 'set -o pipefail'
+so its failure is seen, and check the restored stream with the tool.`,
 		Args: maxArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			fromVolume := volumeRef != "" || snapshotRef != ""
+			if stdin || name != "" {
+				switch {
+				case !stdin:
+					return usageError{errors.New("--name names a stream read with --stdin")}
+				case fromVolume || len(args) > 0:
+					return usageError{errors.New("give a SOURCE, --volume/--snapshot or --stdin, not several")}
+				case name == "":
+					return usageError{errors.New("--stdin needs --name, the name of the stream (a database, say)")}
+				case parent != "" || noParent || changedFile != "":
+					return usageError{errors.New("--parent, --no-parent and --changed-extents are for images and volumes; a stream dedups against every stored chunk")}
+				}
+			}
 			switch {
 			case volumeRef != "" && snapshotRef != "":
 				return usageError{errors.New("give --volume or --snapshot, not both")}
 			case fromVolume && len(args) > 0:
 				return usageError{errors.New("give a SOURCE or --volume/--snapshot, not both")}
-			case !fromVolume && len(args) != 1:
+			case !fromVolume && !stdin && len(args) != 1:
 				return usageError{errors.New("give the SOURCE to back up (a file or block device), or --volume/--snapshot")}
 			case fromVolume && changedFile != "":
 				return usageError{errors.New("--changed-extents is for file sources; volumes track their own changes")}
@@ -362,6 +384,9 @@ lists as changed since it are read.`,
 			}
 			if fromVolume {
 				return a.backupVolume(ctx, volumeRef, snapshotRef, parent, opts)
+			}
+			if stdin {
+				return a.backupStdin(ctx, name, opts)
 			}
 			src, err := blockdev.OpenSource(args[0])
 			if err != nil {
@@ -405,7 +430,38 @@ lists as changed since it are read.`,
 	f.StringVar(&volumeRef, "volume", "", "back up this volume (through a snapshot kept as the next incremental's base)")
 	f.StringVar(&snapshotRef, "snapshot", "", "back up this snapshot of a volume")
 	f.StringVar(&a.dataDirFlag, "data-dir", "", "the volumes' data directory (with --volume/--snapshot)")
+	f.BoolVar(&stdin, "stdin", false, "back up the stream read from standard input (a dump, a tar stream)")
+	f.StringVar(&name, "name", "", "the name of the stream read with --stdin")
 	return cmd
+}
+
+// backupStdin backs up standard input as a stream named name, with the
+// tags and compression of opts.
+func (a *app) backupStdin(ctx context.Context, name string, opts repo.BackupOptions) error {
+	if term.IsTerminal(int(a.stdin.Fd())) {
+		return usageError{errors.New("--stdin reads a stream piped in, and standard input is a terminal")}
+	}
+	r, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	p := &repo.Progress{}
+	stop := a.showProgress("backup", p, backupDetail)
+	m, err := r.BackupStream(ctx, a.stdin, repo.StreamOptions{Name: name, Tags: opts.Tags, Compression: opts.Compression, Progress: p})
+	stop()
+	if err != nil {
+		return err
+	}
+	if a.json {
+		return a.printJSON(struct {
+			*format.Manifest
+			Requests metered.Counts `json:"requests"`
+		}{m, a.meter.Counts()})
+	}
+	a.printBackupSummary(m)
+	a.printRequests()
+	return nil
 }
 
 // openForBackup opens the repository, resolves --parent into opts and
@@ -488,12 +544,19 @@ func (a *app) printBackupSummary(m *format.Manifest) {
 		parent = m.Parent.Short()
 	}
 	fmt.Fprintf(a.stdout, "backup %s of %s (%s) done in %s, %s\n", m.ID.Short(), m.Source, formatBytes(m.Size), d.Round(time.Millisecond), rate(m.Size, d))
-	fmt.Fprintf(a.stdout, "  parent     %s\n", parent)
-	fmt.Fprintf(a.stdout, "  read       %s\n", formatBytes(s.BytesRead))
-	fmt.Fprintf(a.stdout, "  unchanged  %s\n", formatBytes(s.BytesUnchanged))
+	if m.IsStream() {
+		fmt.Fprintf(a.stdout, "  read       %s\n", formatBytes(s.BytesRead))
+	} else {
+		fmt.Fprintf(a.stdout, "  parent     %s\n", parent)
+		fmt.Fprintf(a.stdout, "  read       %s\n", formatBytes(s.BytesRead))
+		fmt.Fprintf(a.stdout, "  unchanged  %s\n", formatBytes(s.BytesUnchanged))
+	}
 	fmt.Fprintf(a.stdout, "  dedup      %s\n", formatBytes(s.BytesDedup))
 	fmt.Fprintf(a.stdout, "  zero       %s\n", formatBytes(s.BytesZero))
 	fmt.Fprintf(a.stdout, "  new        %s in %d chunks, stored as %s (%s)\n", formatBytes(s.BytesNew), s.ChunksNew, formatBytes(s.BytesStored), ratio(s.BytesStored, s.BytesNew))
+	if m.Stream != nil {
+		fmt.Fprintf(a.stdout, "  blake3     %s\n", m.Stream.Hash)
+	}
 }
 
 func (a *app) printRequests() {
@@ -503,18 +566,34 @@ func (a *app) printRequests() {
 }
 
 func (a *app) restoreCommand() *cobra.Command {
-	var overwrite bool
+	var overwrite, stdout bool
 	cmd := &cobra.Command{
-		Use:   "restore BACKUP TARGET",
-		Short: "Restore a backup to a file or block device",
+		Use:   "restore BACKUP TARGET | restore BACKUP --stdout",
+		Short: "Restore a backup to a file or block device, or a stream to standard output",
 		Long: `Restore a backup (an ID, a unique ID prefix, or "latest") to a file or block
 device. A new file is created sparse: zero chunks become holes. Writing into
 an existing file or a block device needs --overwrite; only what differs is
 written (a delta restore), and the rest is counted as skipped. Every chunk is
-authenticated before any of it is written.`,
-		Args: exactArgs(2),
+authenticated before any of it is written.
+
+With --stdout a stream backup ('repo backup --stdin') is written, in order,
+to standard output (into pg_restore, say), and its BLAKE3 checked at the
+end; the report goes to standard error. A failed restore exits non-zero
+after writing part of the stream: use 'set -o pipefail'.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if stdout {
+				if len(args) != 1 {
+					return usageError{errors.New("--stdout takes the BACKUP only, no TARGET")}
+				}
+				return nil
+			}
+			return exactArgs(2)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if stdout {
+				return a.restoreStdout(ctx, args[0])
+			}
 			r, err := a.open(ctx)
 			if err != nil {
 				return err
@@ -553,7 +632,39 @@ authenticated before any of it is written.`,
 		},
 	}
 	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "write into an existing non-empty file or a block device")
+	cmd.Flags().BoolVar(&stdout, "stdout", false, "write a stream backup to standard output")
 	return cmd
+}
+
+// restoreStdout writes stream backup ref to standard output. Reports,
+// errors included, go to standard error: standard output is the stream's.
+func (a *app) restoreStdout(ctx context.Context, ref string) error {
+	out := a.stdout
+	a.stdout = a.stderr
+	r, err := a.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	m, err := r.ResolveBackup(ctx, ref)
+	if err != nil {
+		return err
+	}
+	p := &repo.Progress{}
+	stop := a.showProgress("restore", p, restoreDetail)
+	stats, err := r.RestoreStream(ctx, m, out, p)
+	stop()
+	if err != nil {
+		return err
+	}
+	if a.json {
+		return a.printJSON(map[string]any{"backup": m.ID, "target": "stdout", "stats": stats, "requests": a.meter.Counts()})
+	}
+	fmt.Fprintf(a.stdout, "restored %s (%s) to standard output in %s, %s, blake3 %s\n", m.ID.Short(), formatBytes(m.Size),
+		stats.Duration.Round(time.Millisecond), rate(m.Size, stats.Duration), m.Stream.Hash)
+	fmt.Fprintf(a.stdout, "  fetched  %s in %d chunks\n", formatBytes(stats.BytesFetched), stats.ChunksFetched)
+	a.printRequests()
+	return nil
 }
 
 func (a *app) lsCommand() *cobra.Command {
@@ -586,10 +697,10 @@ func (a *app) lsCommand() *cobra.Command {
 				if m.Parent != nil {
 					parent = m.Parent.Short()
 				}
-				rows = append(rows, []string{m.ID.Short(), m.Time.Local().Format(time.DateTime), formatBytes(m.Size),
+				rows = append(rows, []string{m.ID.Short(), m.Time.Local().Format(time.DateTime), m.Kind, formatBytes(m.Size),
 					formatBytes(m.Stats.BytesStored), parent, m.Source, formatTags(m.Tags)})
 			}
-			table(a.stdout, []string{"ID", "TIME", "SIZE", "STORED", "PARENT", "SOURCE", "TAGS"}, rows)
+			table(a.stdout, []string{"ID", "TIME", "KIND", "SIZE", "STORED", "PARENT", "SOURCE", "TAGS"}, rows)
 			return nil
 		},
 	}
@@ -642,12 +753,19 @@ func (a *app) showCommand() *cobra.Command {
 			}
 			w := a.stdout
 			fmt.Fprintf(w, "id           %s\n", m.ID)
+			fmt.Fprintf(w, "kind         %s\n", m.Kind)
 			fmt.Fprintf(w, "time         %s\n", m.Time.Local().Format(time.RFC3339))
 			fmt.Fprintf(w, "data time    %s\n", m.DataTime.Local().Format(time.RFC3339))
 			fmt.Fprintf(w, "source       %s\n", m.Source)
 			fmt.Fprintf(w, "host         %s\n", m.Hostname)
 			fmt.Fprintf(w, "size         %s (%d bytes)\n", formatBytes(m.Size), m.Size)
-			fmt.Fprintf(w, "chunk size   %s\n", formatBytes(m.ChunkSize))
+			if m.Stream != nil {
+				c := m.Stream.Chunker
+				fmt.Fprintf(w, "blake3       %s\n", m.Stream.Hash)
+				fmt.Fprintf(w, "chunk size   %s to %s, content-defined (%s)\n", formatBytes(c.MinSize), formatBytes(c.MaxSize), c.Algorithm)
+			} else {
+				fmt.Fprintf(w, "chunk size   %s\n", formatBytes(m.ChunkSize))
+			}
 			fmt.Fprintf(w, "chunks       %d distinct, %s zero\n", len(chunks), formatBytes(zero))
 			fmt.Fprintf(w, "compression  %s\n", m.Compression)
 			fmt.Fprintf(w, "parent       %s\n", parent)

@@ -249,6 +249,7 @@ func (r *Repository) Backup(ctx context.Context, src Source, opts BackupOptions)
 	m := &format.Manifest{
 		Version:     1,
 		ID:          id,
+		Kind:        format.KindVolume,
 		Session:     sess.id,
 		Time:        started.UTC(),
 		DataTime:    opts.DataTime.UTC(),
@@ -291,6 +292,9 @@ func (r *Repository) backupParent(ctx context.Context, opts BackupOptions) (*for
 		m, err := r.Manifest(ctx, *opts.Parent)
 		if err != nil {
 			return nil, nil, fmt.Errorf("parent: %w", err)
+		}
+		if m.IsStream() {
+			return nil, nil, fmt.Errorf("parent %s is a stream backup, not a volume's: %w", m.ID.Short(), cairn.ErrInvalid)
 		}
 		return r.parentIndex(ctx, m, opts)
 	}
@@ -413,8 +417,11 @@ type backupRun struct {
 	parent    *parentRegions
 	p         *Progress
 
-	mu      sync.Mutex
-	known   chunkSet // stored when the backup started
+	mu    sync.Mutex
+	known chunkSet // stored when the backup started
+	// lookup, when set, answers instead of known which chunks are stored
+	// (a stream backup, which does not list the store at its start).
+	lookup  *chunkLookup
 	entries []format.Entry
 	// frag holds the entries of regions that need more than one: delta
 	// regions, and unchanged regions whose parent had them.
@@ -548,7 +555,11 @@ func (b *backupRun) process(ctx context.Context, job regionJob, buf []byte, hash
 		b.dedup(job.length, false)
 		return nil
 	}
-	upload, err := b.sess.claim(ctx, id, b.known.contains(id))
+	stored, err := b.stored(ctx, id)
+	if err != nil {
+		return err
+	}
+	upload, err := b.sess.claim(ctx, id, stored)
 	if err != nil {
 		return err
 	}
@@ -572,6 +583,14 @@ func (b *backupRun) process(ctx context.Context, job regionJob, buf []byte, hash
 		sealPool.Put(sbuf)
 	}
 	return nil
+}
+
+// stored reports whether chunk id was in the store when the backup looked.
+func (b *backupRun) stored(ctx context.Context, id format.ChunkID) (bool, error) {
+	if b.lookup != nil {
+		return b.lookup.stored(ctx, id)
+	}
+	return b.known.contains(id), nil
 }
 
 func (b *backupRun) dedup(length int64, unchanged bool) {

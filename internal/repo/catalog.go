@@ -69,8 +69,9 @@ func (r *Repository) Backups(ctx context.Context) (*BackupList, error) {
 	return list, nil
 }
 
-// Latest returns the newest backup of a source, the default parent of
-// its next backup, or nil when there is none.
+// Latest returns the newest volume backup of a source, the default parent
+// of its next backup, or nil when there is none. Stream backups are never
+// parents, and are passed over.
 func (r *Repository) Latest(ctx context.Context, source string) (*format.Manifest, error) {
 	list, err := r.Backups(ctx)
 	if err != nil {
@@ -78,7 +79,7 @@ func (r *Repository) Latest(ctx context.Context, source string) (*format.Manifes
 	}
 	var latest *format.Manifest
 	for _, m := range list.Backups {
-		if m.Source == source {
+		if m.Source == source && !m.IsStream() {
 			latest = m // the list is oldest first
 		}
 	}

@@ -184,7 +184,7 @@ func (r *Repository) Check(ctx context.Context, opts CheckOptions) (*CheckReport
 			}
 			if err == nil {
 				var plain []byte
-				plain, err = r.sealer.Open(nil, format.TypeChunk, c.ObjectName(), data, int(r.cfg.ChunkSize))
+				plain, err = r.sealer.Open(nil, format.TypeChunk, c.ObjectName(), data, r.chunkLimit())
 				switch {
 				case err != nil:
 				case format.ChunkID(r.mk.NewHasher().Sum(plain)) != c:

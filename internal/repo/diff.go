@@ -2,6 +2,7 @@ package repo
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/extents"
@@ -11,8 +12,14 @@ import (
 // Diff returns the byte ranges whose content differs between backups a and
 // b, computed from their indexes alone. Ranges beyond the smaller backup's
 // size count as changed. The result is a valid changed-extents list for a
-// backup of b's source with a as its parent.
+// backup of b's source with a as its parent. Stream backups have no
+// offsets that stay put (content shifts), so they are refused.
 func (r *Repository) Diff(ctx context.Context, a, b *format.Manifest) (*extents.List, error) {
+	for _, m := range []*format.Manifest{a, b} {
+		if m.IsStream() {
+			return nil, fmt.Errorf("backup %s is a stream backup: changed byte ranges are for volume backups: %w", m.ID.Short(), cairn.ErrInvalid)
+		}
+	}
 	ea, err := r.Index(ctx, a)
 	if err != nil {
 		return nil, err

@@ -507,6 +507,25 @@ func testGCConcurrent(t *testing.T, be objstore.Backend, clk *repotest.Clock, gc
 			return nil
 		})
 	}
+	// A third writer backs up a stream that changes a little each time,
+	// so its chunks, too, go unreferenced and are wanted again.
+	writing.Add(1)
+	g.Go(func() error {
+		defer writing.Add(-1)
+		rr := small(reopenWith(t, be, clockOpts(clk)))
+		data := repotest.PgbenchDump(52, 1<<20)
+		for i := 0; i < minBackups || !exercised.Load() && i < maxBackups; i++ {
+			repotest.Scribble(uint64(2000+i), data, 2, testChunk)
+			m, err := rr.BackupStream(ctx, bytes.NewReader(data), repo.StreamOptions{Name: "stream"})
+			if err != nil {
+				return fmt.Errorf("stream backup: %w", err)
+			}
+			mu.Lock()
+			versions[m.ID] = bytes.Clone(data)
+			mu.Unlock()
+		}
+		return nil
+	})
 	var pendingRuns, freed int
 	g.Go(func() error {
 		// Until the last backup ends: a backup waiting for a sweep wakes
@@ -516,10 +535,10 @@ func testGCConcurrent(t *testing.T, be objstore.Backend, clk *repotest.Clock, gc
 			if err != nil {
 				return err
 			}
-			// Keep only the newest backup of each source.
+			// Keep only the newest backup of each source (about).
 			var forget []cairn.ID
-			if n := len(list.Backups); n > 2 {
-				for _, m := range list.Backups[:n-2] {
+			if n := len(list.Backups); n > 3 {
+				for _, m := range list.Backups[:n-3] {
 					forget = append(forget, m.ID)
 				}
 			}

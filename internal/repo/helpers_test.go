@@ -160,8 +160,20 @@ func backup(t *testing.T, r *repo.Repository, src *repotest.Source, opts repo.Ba
 	return m
 }
 
+// restoreAndCompare restores m and compares it with want: a volume
+// backup into a fresh target, a stream backup both as a stream and into
+// a fresh target.
 func restoreAndCompare(t *testing.T, r *repo.Repository, m *format.Manifest, want []byte) repo.RestoreStats {
 	t.Helper()
+	if m.IsStream() {
+		var out bytes.Buffer
+		if _, err := r.RestoreStream(t.Context(), m, &out, nil); err != nil {
+			t.Fatalf("restore of stream %s: %v", m.ID.Short(), err)
+		}
+		if !bytes.Equal(out.Bytes(), want) {
+			t.Fatalf("restore of stream %s differs from what was backed up (%d bytes, want %d)", m.ID.Short(), out.Len(), len(want))
+		}
+	}
 	tgt := repotest.NewTarget(m.Size)
 	stats, err := r.Restore(t.Context(), m, tgt, nil)
 	if err != nil {

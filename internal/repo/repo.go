@@ -156,6 +156,9 @@ type Repository struct {
 	codec  *format.Codec
 	sealer *format.Sealer
 	opts   Options
+	// streamChunker is how stream backups are cut: StreamChunker(), or
+	// smaller sizes in tests (export_test.go).
+	streamChunker format.ChunkerParams
 
 	// The goroutines an operation leaves running beside it (heartbeats,
 	// keep-alives) are started through goBackground: Close stops them
@@ -292,13 +295,14 @@ func Init(ctx context.Context, be objstore.Backend, secret Secret, iopts InitOpt
 func newRepository(be objstore.Backend, cfg *format.Config, mk *crypto.MasterKey, opts Options) *Repository {
 	codec := format.NewCodec()
 	return &Repository{
-		be:      be,
-		cfg:     cfg,
-		mk:      mk,
-		codec:   codec,
-		sealer:  format.NewSealer(mk, codec, opts.Rand),
-		opts:    opts,
-		closing: make(chan struct{}),
+		be:            be,
+		cfg:           cfg,
+		mk:            mk,
+		codec:         codec,
+		sealer:        format.NewSealer(mk, codec, opts.Rand),
+		opts:          opts,
+		streamChunker: StreamChunker(),
+		closing:       make(chan struct{}),
 	}
 }
 

@@ -383,7 +383,7 @@ func (r *Repository) restorePart(ctx context.Context, entries []format.Entry, ba
 
 // openChunk authenticates, decompresses and verifies a fetched chunk.
 func (r *Repository) openChunk(j *chunkJob, hasher interface{ Sum([]byte) [32]byte }, dst []byte) ([]byte, error) {
-	plain, err := r.sealer.Open(dst, format.TypeChunk, j.id.ObjectName(), j.data, int(r.cfg.ChunkSize))
+	plain, err := r.sealer.Open(dst, format.TypeChunk, j.id.ObjectName(), j.data, r.chunkLimit())
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", j.id, err)
 	}

@@ -187,11 +187,39 @@ func DecodeKeyFile(data []byte) (*KeyFile, error) {
 	return &k, nil
 }
 
+// Backup kinds: what a manifest's index covers.
+const (
+	// KindVolume is a volume or image backup: the index maps the source's
+	// byte offsets to fixed-size regions (chunk_size). Manifests of version
+	// 1 without a kind are volume backups.
+	KindVolume = "volume"
+	// KindStream is a backup of a byte stream of unknown length (a
+	// database dump, a tar stream), cut into content-defined chunks. Its
+	// manifest is version 2 and carries Stream.
+	KindStream = "stream"
+)
+
+// ManifestVersionStream is the manifest version of stream backups. A build
+// that reads only version 1 refuses such a manifest (ErrUnsupported), so it
+// never mistakes a stream's index for a volume's; volume backups keep
+// version 1, which every build reads.
+const ManifestVersionStream = 2
+
+// ChunkerRabinKeyed names the stream chunker of docs/format.md: a Rabin
+// fingerprint over a 64-byte window with a polynomial derived from the
+// master key, cutting where the fingerprint's low AverageBits bits are
+// zero, no chunk shorter than MinSize (but the last) or longer than
+// MaxSize.
+const ChunkerRabinKeyed = "rabin-keyed-v1"
+
 // Manifest describes one backup. Its presence makes the backup visible; it
 // is written last.
 type Manifest struct {
-	Version     int               `json:"version"`
-	ID          cairn.ID          `json:"id"`
+	Version int      `json:"version"`
+	ID      cairn.ID `json:"id"`
+	// Kind is KindVolume or KindStream. DecodeManifest sets KindVolume for
+	// a version-1 manifest without one.
+	Kind        string            `json:"kind,omitempty"`
 	Session     cairn.ID          `json:"session"`
 	Time        time.Time         `json:"time"`
 	DataTime    time.Time         `json:"data_time"`
@@ -203,7 +231,50 @@ type Manifest struct {
 	Tags        map[string]string `json:"tags,omitempty"`
 	Parent      *cairn.ID         `json:"parent,omitempty"`
 	Index       []IndexPart       `json:"index"`
-	Stats       BackupStats       `json:"stats"`
+	// Stream describes a stream backup (KindStream only).
+	Stream *StreamInfo `json:"stream,omitempty"`
+	Stats  BackupStats `json:"stats"`
+}
+
+// IsStream reports whether m is a stream backup.
+func (m *Manifest) IsStream() bool { return m.Kind == KindStream }
+
+// StreamInfo is what a stream backup records beyond a volume backup's.
+type StreamInfo struct {
+	// Hash is the unkeyed BLAKE3-256 of the whole stream: a restore
+	// checks what it wrote against it, and an operator can compare it
+	// with b3sum's.
+	Hash Hash `json:"blake3"`
+	// Chunker is how the stream was cut. Restores do not need it; a later
+	// backup dedups against this one only if it cuts the same way.
+	Chunker ChunkerParams `json:"chunker"`
+}
+
+// ChunkerParams describe a content-defined chunker.
+type ChunkerParams struct {
+	Algorithm   string `json:"algorithm"`
+	MinSize     int64  `json:"min_size"`
+	MaxSize     int64  `json:"max_size"`
+	AverageBits int    `json:"average_bits"`
+}
+
+// Hash is a 32-byte digest, written as 64 lower-case hex digits.
+type Hash [32]byte
+
+// String returns the hex form.
+func (h Hash) String() string { return hex.EncodeToString(h[:]) }
+
+// MarshalText implements encoding.TextMarshaler.
+func (h Hash) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler: exactly 64 lower-case
+// hex digits, so every hash has one encoding.
+func (h *Hash) UnmarshalText(b []byte) error {
+	if len(b) != 2*len(h) || bytes.ContainsFunc(b, func(r rune) bool { return !('0' <= r && r <= '9' || 'a' <= r && r <= 'f') }) {
+		return fmt.Errorf("hash %q: want 64 lower-case hex digits: %w", b, cairn.ErrCorrupt)
+	}
+	_, err := hex.Decode(h[:], b)
+	return err
 }
 
 // IndexPart names one object of a backup's index and what it covers.
@@ -236,7 +307,16 @@ func DecodeManifest(data []byte) (*Manifest, error) {
 	if err := dec.Decode(&m); err != nil {
 		return nil, fmt.Errorf("manifest: %v: %w", err, cairn.ErrCorrupt)
 	}
-	if m.Version != 1 {
+	switch {
+	case m.Version == 1 && (m.Kind == "" || m.Kind == KindVolume) && m.Stream == nil:
+		m.Kind = KindVolume
+	case m.Version == 1:
+		return nil, fmt.Errorf("manifest: version 1 with kind %q or stream fields: %w", m.Kind, cairn.ErrCorrupt)
+	case m.Version == ManifestVersionStream:
+		if err := m.validateKind(); err != nil {
+			return nil, err
+		}
+	default:
 		return nil, fmt.Errorf("manifest version %d: %w", m.Version, cairn.ErrUnsupported)
 	}
 	if m.Size < 0 || ValidateChunkSize(m.ChunkSize) != nil {
@@ -253,6 +333,34 @@ func DecodeManifest(data []byte) (*Manifest, error) {
 		return nil, fmt.Errorf("manifest: index covers %d bytes of %d: %w", total, m.Size, cairn.ErrCorrupt)
 	}
 	return &m, nil
+}
+
+// validateKind checks the kind-specific fields of a version-2 manifest.
+func (m *Manifest) validateKind() error {
+	bad := func(what string) error { return fmt.Errorf("manifest: %s: %w", what, cairn.ErrCorrupt) }
+	switch m.Kind {
+	case KindVolume:
+		if m.Stream != nil {
+			return bad("a volume backup with stream fields")
+		}
+	case KindStream:
+		if m.Stream == nil {
+			return bad("a stream backup without stream fields")
+		}
+		if m.Parent != nil {
+			return bad("a stream backup with a parent")
+		}
+		c := m.Stream.Chunker
+		// chunk_size bounds every entry of the index: for a stream it is
+		// the chunker's largest chunk.
+		if c.Algorithm == "" || c.MinSize <= 0 || c.MinSize > c.MaxSize || c.MaxSize != m.ChunkSize ||
+			c.AverageBits <= 0 || c.AverageBits > 40 {
+			return bad("bad chunker parameters")
+		}
+	default:
+		return bad(fmt.Sprintf("unknown kind %q", m.Kind))
+	}
+	return nil
 }
 
 // Session marks a running (or crashed) backup for the garbage collector.

@@ -147,3 +147,20 @@ func Scribble(seed uint64, data []byte, n, maxLen int) []cairn.Extent {
 	}
 	return out
 }
+
+// PgbenchDump returns about size bytes shaped like the data section of a
+// dump of pgbench's accounts table (pg_dump -Fc -Z0, or COPY text): one
+// row per line, "aid<TAB>bid<TAB>abalance<TAB>filler", the filler 84
+// spaces, the balances random. Rows are whole; the result ends with a
+// newline.
+func PgbenchDump(seed uint64, size int) []byte {
+	r := rand.New(rand.NewPCG(seed, 4))
+	filler := bytes.Repeat([]byte{' '}, 84)
+	out := make([]byte, 0, size+128)
+	for aid := 1; len(out) < size; aid++ {
+		out = fmt.Appendf(out, "%d\t%d\t%d\t", aid, 1+(aid-1)/100000, r.IntN(20001)-10000)
+		out = append(out, filler...)
+		out = append(out, '\n')
+	}
+	return out
+}
