@@ -497,19 +497,7 @@ func (b *backupRun) run(jobs []regionJob) error {
 		}
 		return nil
 	}, func() { close(uploads) })
-	goStage(g, transfers, func() error {
-		for c := range uploads {
-			var err error
-			if ctx.Err() == nil {
-				err = b.upload(ctx, c)
-			}
-			sealPool.Put(c.buf)
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	}, nil)
+	b.goUploads(ctx, g, transfers, uploads, &sealPool)
 	if err := g.Wait(); err != nil {
 		return err
 	}
@@ -605,6 +593,25 @@ func (b *backupRun) dedup(length int64, unchanged bool) {
 	b.mu.Unlock()
 	p.add(&p.Dedup, length)
 	p.add(&p.Done, length)
+}
+
+// goUploads runs the upload stage in g: transfers goroutines store the
+// sealed chunks of uploads, each buffer going back to sealPool, until
+// uploads is closed or one of them fails.
+func (b *backupRun) goUploads(ctx context.Context, g *errgroup.Group, transfers int, uploads <-chan sealedChunk, sealPool *sync.Pool) {
+	goStage(g, transfers, func() error {
+		for c := range uploads {
+			var err error
+			if ctx.Err() == nil {
+				err = b.upload(ctx, c)
+			}
+			sealPool.Put(c.buf)
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}, nil)
 }
 
 func (b *backupRun) upload(ctx context.Context, c sealedChunk) error {

@@ -291,19 +291,7 @@ func (b *backupRun) runStream(rd io.Reader, pol chunker.Pol, params format.Chunk
 		}
 		return nil
 	}, func() { close(uploads) })
-	goStage(g, transfers, func() error {
-		for c := range uploads {
-			var err error
-			if ctx.Err() == nil {
-				err = b.upload(ctx, c)
-			}
-			sealPool.Put(c.buf)
-			if err != nil {
-				return err
-			}
-		}
-		return nil
-	}, nil)
+	b.goUploads(ctx, g, transfers, uploads, &sealPool)
 	if err := g.Wait(); err != nil {
 		return sum, 0, err
 	}
