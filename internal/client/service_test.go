@@ -54,7 +54,11 @@ func startService(t *testing.T) (string, func(project string, admin bool) string
 		}
 		return repo.Open(ctx, be, secret, repo.Options{})
 	}
-	ops := volumectl.Direct{E: eng}
+	exports, err := volumectl.OpenExportTable(filepath.Join(dir, "data"), eng)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := volumectl.Direct{E: eng, X: exports}
 	svc := service.New(service.Config{Catalog: cat, Engine: service.NewEngine(ops),
 		OpenRepo: service.Repositories(openRepo, ops, nil), Workers: 4,
 		NBDSocket: filepath.Join(dir, "nbd.sock")})
