@@ -255,35 +255,10 @@ func (d *remoteDevice) ReadOnly() bool  { return d.info.ReadOnly }
 func (d *remoteDevice) FastZero() bool  { return d.info.FastZero }
 func (d *remoteDevice) MultiConn() bool { return d.info.MultiConn }
 
-// raw sends one request whose body, if any, is bytes, and returns the
-// answer for the caller to read and close.
-func (d *remoteDevice) raw(ctx context.Context, method, path string, body []byte) (*http.Response, error) {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://cairn"+path, rd)
-	if err != nil {
-		return nil, err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/octet-stream")
-	}
-	resp, err := d.c.http.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
-	}
-	if resp.StatusCode >= 300 {
-		defer resp.Body.Close()
-		return nil, errorOf(resp)
-	}
-	return resp, nil
-}
-
 func (d *remoteDevice) ReadAt(ctx context.Context, p []byte, off int64) error {
 	for len(p) > 0 {
 		n := min(len(p), maxTransfer)
-		resp, err := d.raw(ctx, "GET", fmt.Sprintf("%s?offset=%d&length=%d", d.base, off, n), nil)
+		resp, err := d.c.send(ctx, "GET", fmt.Sprintf("%s?offset=%d&length=%d", d.base, off, n), nil, "")
 		if err != nil {
 			return err
 		}
@@ -300,7 +275,7 @@ func (d *remoteDevice) ReadAt(ctx context.Context, p []byte, off int64) error {
 func (d *remoteDevice) WriteAt(ctx context.Context, p []byte, off int64) error {
 	for len(p) > 0 {
 		n := min(len(p), maxTransfer)
-		resp, err := d.raw(ctx, "PUT", fmt.Sprintf("%s?offset=%d", d.base, off), p[:n])
+		resp, err := d.c.send(ctx, "PUT", fmt.Sprintf("%s?offset=%d", d.base, off), bytes.NewReader(p[:n]), "application/octet-stream")
 		if err != nil {
 			return err
 		}

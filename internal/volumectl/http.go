@@ -506,6 +506,29 @@ func NewClient(socket string) *Client {
 	}, Timeout: 10 * time.Minute}}
 }
 
+// send sends one request with body (nil: none) and returns the answer for
+// the caller to read and close; an error answer is returned as its error.
+func (c *Client) send(ctx context.Context, method, path string, body io.Reader, contentType string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://cairn"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		return nil, errorOf(resp)
+	}
+	return resp, nil
+}
+
+// do sends in (if not nil) as JSON and decodes the answer into out (if
+// not nil).
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
@@ -515,18 +538,11 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = bytes.NewReader(data)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://cairn"+path, body)
+	resp, err := c.send(ctx, method, path, body, "application/json")
 	if err != nil {
 		return err
 	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("control socket: %w", err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		return errorOf(resp)
-	}
 	if out != nil {
 		return json.NewDecoder(resp.Body).Decode(out)
 	}
@@ -624,19 +640,11 @@ func (r *remoteReader) ReadAt(p []byte, off int64) (int, error) {
 		return 0, io.EOF
 	}
 	n := min(int64(len(p)), r.size-off)
-	url := fmt.Sprintf("http://cairn/readers/%s?offset=%d&length=%d", r.handle, off, n)
-	req, err := http.NewRequestWithContext(r.ctx, "GET", url, nil)
+	resp, err := r.c.send(r.ctx, "GET", fmt.Sprintf("/readers/%s?offset=%d&length=%d", r.handle, off, n), nil, "")
 	if err != nil {
 		return 0, err
 	}
-	resp, err := r.c.http.Do(req)
-	if err != nil {
-		return 0, fmt.Errorf("control socket: %w", err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		return 0, errorOf(resp)
-	}
 	m, err := io.ReadFull(resp.Body, p[:n])
 	if err != nil {
 		return m, fmt.Errorf("control socket: short read: %w", err)
