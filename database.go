@@ -158,7 +158,10 @@ type Instance struct {
 	Address string `json:"address,omitempty"`
 	Port    int    `json:"port,omitempty"`
 	// BackupID is the backup the instance was restored from, if any.
-	BackupID  string    `json:"backup_id,omitempty"`
+	BackupID string `json:"backup_id,omitempty"`
+	// VolumeID is the cairn volume holding the instance's data
+	// directory, "" until it is created.
+	VolumeID  string    `json:"volume_id,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
@@ -191,8 +194,24 @@ type DatabaseBackup struct {
 	// DataTimestamp is the instant the backup's data is consistent at,
 	// zero until the backup has taken it.
 	DataTimestamp time.Time `json:"data_timestamp,omitzero"`
-	CreatedAt     time.Time `json:"created_at"`
-	UpdatedAt     time.Time `json:"updated_at"`
+	// VolumeID is the instance's volume when the backup was taken.
+	VolumeID string `json:"volume_id,omitempty"`
+	// SnapshotID is the volume snapshot a snapshot backup took, kept on
+	// the host so a restore can clone it at once; "" once it is gone.
+	SnapshotID string `json:"snapshot_id,omitempty"`
+	// Data is the repository backup holding the backup's data (a volume
+	// image or a stream), "" until it is stored.
+	Data string `json:"data,omitempty"`
+	// Overlay is the repository stream a restore lays over the data
+	// (PostgreSQL's backup label and the WAL of the backup), "" when
+	// there is none.
+	Overlay string `json:"overlay,omitempty"`
+	// Record is the engine's account of the backup (its point in the
+	// WAL or binary log, label and timings) as JSON, opaque to the
+	// catalog; a restore and point-in-time recovery read it.
+	Record    []byte    `json:"record,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // BackupStrategy is the default strategy and container of a project's
