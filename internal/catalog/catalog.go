@@ -1,5 +1,6 @@
 // Package catalog is the service's record of projects, tokens, volumes,
-// snapshots, backups and tasks. Store is implemented by sqlite/ (the
+// snapshots, backups, database instances, database backups, backup
+// strategies and tasks. Store is implemented by sqlite/ (the
 // embedded default) and postgres/; catalogtest is the suite both pass.
 //
 // Every change happens in a transaction (Store.Update) that is
@@ -39,9 +40,10 @@ type Tx interface {
 	Project(ctx context.Context, id string) (cairn.Project, error)
 	Projects(ctx context.Context) ([]cairn.Project, error)
 	UpdateProject(ctx context.Context, p cairn.Project) error
-	// DeleteProject removes the project and its tokens; it fails with
-	// cairn.ErrConflict while the project owns volumes, snapshots or
-	// backups in any state but deleted.
+	// DeleteProject removes the project, its tokens and its backup
+	// strategies; it fails with cairn.ErrConflict while the project owns
+	// volumes, snapshots or backups in any state but deleted, or any
+	// database instance or database backup.
 	DeleteProject(ctx context.Context, id string) error
 
 	InsertToken(ctx context.Context, t cairn.Token) error
@@ -80,6 +82,40 @@ type Tx interface {
 	// two columns.
 	Summaries(ctx context.Context, kind Kind, f Filter) ([]Summary, error)
 
+	InsertInstance(ctx context.Context, in cairn.Instance) error
+	Instance(ctx context.Context, id string) (cairn.Instance, error)
+	// Instances lists instances with Filter.ProjectID, Name, Status,
+	// Datastore and Since applied.
+	Instances(ctx context.Context, f Filter) ([]cairn.Instance, error)
+	// UpdateInstance writes every field of the row with in's ID.
+	UpdateInstance(ctx context.Context, in cairn.Instance) error
+	DeleteInstance(ctx context.Context, id string) error
+
+	// InsertDatabaseBackup stores every field of b; a Record of no
+	// bytes comes back nil.
+	InsertDatabaseBackup(ctx context.Context, b cairn.DatabaseBackup) error
+	DatabaseBackup(ctx context.Context, id string) (cairn.DatabaseBackup, error)
+	// DatabaseBackups lists database backups with Filter.ProjectID,
+	// Name, Status, InstanceID, Datastore, ParentID and Since applied.
+	DatabaseBackups(ctx context.Context, f Filter) ([]cairn.DatabaseBackup, error)
+	// UpdateDatabaseBackup writes every field of the row with b's ID.
+	UpdateDatabaseBackup(ctx context.Context, b cairn.DatabaseBackup) error
+	DeleteDatabaseBackup(ctx context.Context, id string) error
+
+	// BackupStrategies lists project's backup strategies, ordered by
+	// instance ID (the project's default, instance "", first), or only
+	// instance's when instanceID is not "": at most one, none when it
+	// has none.
+	BackupStrategies(ctx context.Context, project, instanceID string) ([]cairn.BackupStrategy, error)
+	// PutBackupStrategy creates st, or replaces the strategy with st's
+	// project and instance ID (instance "": the project's default). A
+	// missing project is cairn.ErrNotFound; the instance is not looked
+	// up.
+	PutBackupStrategy(ctx context.Context, st cairn.BackupStrategy) error
+	// DeleteBackupStrategy removes the strategy of project and
+	// instanceID; cairn.ErrNotFound when there is none.
+	DeleteBackupStrategy(ctx context.Context, project, instanceID string) error
+
 	InsertTask(ctx context.Context, t cairn.Task) error
 	Task(ctx context.Context, id string) (cairn.Task, error)
 	// Tasks lists tasks with Filter.ProjectID, Filter.ResourceID and
@@ -108,20 +144,29 @@ type Summary struct {
 
 // Filter selects and orders rows of a list. Zero fields select all.
 type Filter struct {
-	ProjectID  string
-	Name       string
+	ProjectID string
+	Name      string
+	// Status selects rows in this status; for instances and database
+	// backups it is compared with their own status type's string
+	// (cairn.Status(cairn.InstanceActive)).
 	Status     cairn.Status
 	VolumeID   string // snapshots and backups of a volume; volumes: none
 	SnapshotID string // backups of a snapshot
-	ParentID   string // backups whose parent is this
+	ParentID   string // backups and database backups whose parent is this
 	ResourceID string // tasks
+	// InstanceID selects database backups of an instance.
+	InstanceID string
+	// Datastore selects database instances and database backups whose
+	// datastore's type (cairn.DatastoreRef.Type) is this.
+	Datastore  string
 	TaskStates []cairn.TaskState
 	// Since selects rows created at or after it.
 	Since time.Time
 	// Sort is the order: keys among id, name, status, size, created_at,
-	// updated_at (and data_timestamp for backups), each ascending or
-	// descending; ties are broken by id in the last key's direction. The
-	// default is created_at descending.
+	// updated_at (and data_timestamp for backups and database backups),
+	// each ascending or descending; ties are broken by id in the last
+	// key's direction. The default is created_at descending. An
+	// instance's size is its VolumeSize.
 	Sort []SortKey
 	// Marker is the ID of the last row of the previous page; the list
 	// starts after it in Sort's order. A marker that names no row in the

@@ -11,8 +11,8 @@ import (
 )
 
 // table is one table's statements, made once per Store. Its first column
-// is the primary key id; every column is NOT NULL except tasks.params and
-// tasks.finished_at.
+// is the primary key id; every column is NOT NULL except tasks.params,
+// tasks.finished_at and database_backups.record.
 type table struct {
 	name string // SQL name
 	noun string // what a row is, in errors
@@ -49,22 +49,29 @@ func updateArgs(args []any) []any {
 
 type tables struct {
 	projects, tokens, volumes, snapshots, backups, tasks table
+	instances, databaseBackups                           table
 
 	allProjects   string   // oldest first
 	projectExists string   // 1 if project ?
-	projectOwns   string   // whether ? has volumes, snapshots, backups not in status ?
+	projectOwns   string   // whether ? has volumes, snapshots, backups not in status ?; instances; database backups
 	projectPurge  []string // statements deleting what project ? holds
 	tokenByHash   string
 	allTokens     string // oldest first
 	projectTokens string // of project ?, oldest first
 	hasDependents string // whether a backup's parent is ?
 	usage         string // counts and sizes of project ? not in status ?
+
+	// Backup strategies, keyed by (project_id, instance_id).
+	projectStrategies string // of project ?, by instance_id
+	strategy          string // of project ? and instance ?
+	putStrategy       string // insert or replace: every column
+	deleteStrategy    string // of project ? and instance ?
 }
 
 // reads returns the fixed statements that only read.
 func (t *tables) reads() []string {
 	qs := []string{t.allProjects, t.projectExists, t.projectOwns, t.tokenByHash,
-		t.allTokens, t.projectTokens, t.hasDependents, t.usage}
+		t.allTokens, t.projectTokens, t.hasDependents, t.usage, t.projectStrategies, t.strategy}
 	for _, tb := range t.all() {
 		qs = append(qs, tb.get)
 	}
@@ -73,7 +80,7 @@ func (t *tables) reads() []string {
 
 // writes returns the fixed statements that write.
 func (t *tables) writes() []string {
-	qs := slices.Clone(t.projectPurge)
+	qs := append(slices.Clone(t.projectPurge), t.putStrategy, t.deleteStrategy)
 	for _, tb := range t.all() {
 		qs = append(qs, tb.insert, tb.update, tb.del)
 	}
@@ -81,7 +88,8 @@ func (t *tables) writes() []string {
 }
 
 func (t *tables) all() []*table {
-	return []*table{&t.projects, &t.tokens, &t.volumes, &t.snapshots, &t.backups, &t.tasks}
+	return []*table{&t.projects, &t.tokens, &t.volumes, &t.snapshots, &t.backups, &t.tasks,
+		&t.instances, &t.databaseBackups}
 }
 
 // resourceSorts are the sort keys of volumes and snapshots.
@@ -95,6 +103,9 @@ func resourceSorts() map[string]string {
 func newTables(d *Dialect) tables {
 	backupSorts := resourceSorts()
 	backupSorts["data_timestamp"] = "data_timestamp"
+	// An instance's size is its volume's.
+	instanceSorts := resourceSorts()
+	instanceSorts["size"] = "volume_size"
 	const agg = "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS gb FROM %s WHERE project_id = ? AND status <> ?"
 	t := tables{
 		projects: newTable(d, "projects", "project", []string{
@@ -125,12 +136,27 @@ func newTables(d *Dialect) tables {
 			"attempts", "progress_done", "progress_total", "created_at", "updated_at",
 			"finished_at", "fail_cause",
 		}, map[string]string{"id": "id", "status": "state", "created_at": "created_at", "updated_at": "updated_at"}),
+		instances: newTable(d, "instances", "instance", []string{
+			"id", "project_id", "name", "status", "operating_status", "fail_reason",
+			"datastore_type", "datastore_version", "datastore_version_id",
+			"volume_size", "volume_used", "address", "port", "backup_id", "volume_id",
+			"created_at", "updated_at",
+		}, instanceSorts),
+		databaseBackups: newTable(d, "database_backups", "database backup", []string{
+			"id", "project_id", "instance_id", "name", "description", "status", "fail_reason",
+			"strategy", "container", "parent_id",
+			"datastore_type", "datastore_version", "datastore_version_id",
+			"size", "volume_size", "location", "data_timestamp", "volume_id", "snapshot_id",
+			"data", "overlay", "record", "created_at", "updated_at",
+		}, backupSorts),
 
 		projectExists: d.rebind("SELECT 1 FROM projects WHERE id = ?"),
 		projectOwns: d.rebind(`SELECT
 			EXISTS (SELECT 1 FROM volumes WHERE project_id = ? AND status <> ?),
 			EXISTS (SELECT 1 FROM snapshots WHERE project_id = ? AND status <> ?),
-			EXISTS (SELECT 1 FROM backups WHERE project_id = ? AND status <> ?)`),
+			EXISTS (SELECT 1 FROM backups WHERE project_id = ? AND status <> ?),
+			EXISTS (SELECT 1 FROM instances WHERE project_id = ?),
+			EXISTS (SELECT 1 FROM database_backups WHERE project_id = ?)`),
 		hasDependents: d.rebind("SELECT EXISTS (SELECT 1 FROM backups WHERE parent_id = ?)"),
 		usage: d.rebind("SELECT v.n, v.gb, s.n, s.gb, b.n, b.gb FROM (" +
 			fmt.Sprintf(agg, "volumes") + ") v, (" + fmt.Sprintf(agg, "snapshots") + ") s, (" +
@@ -140,7 +166,14 @@ func newTables(d *Dialect) tables {
 	t.tokenByHash = d.rebind(t.tokens.sel + " WHERE hash = ?")
 	t.allTokens = t.tokens.sel + " ORDER BY created_at, id"
 	t.projectTokens = d.rebind(t.tokens.sel + " WHERE project_id = ? ORDER BY created_at, id")
-	for _, name := range []string{"backups", "snapshots", "volumes", "tokens"} {
+	const strategyCols = "SELECT project_id, instance_id, strategy, container, backend FROM backup_strategies"
+	t.projectStrategies = d.rebind(strategyCols + " WHERE project_id = ? ORDER BY instance_id")
+	t.strategy = d.rebind(strategyCols + " WHERE project_id = ? AND instance_id = ?")
+	t.putStrategy = d.rebind(`INSERT INTO backup_strategies (project_id, instance_id, strategy, container, backend)
+		VALUES (?, ?, ?, ?, ?) ON CONFLICT (project_id, instance_id) DO UPDATE SET
+		strategy = excluded.strategy, container = excluded.container, backend = excluded.backend`)
+	t.deleteStrategy = d.rebind("DELETE FROM backup_strategies WHERE project_id = ? AND instance_id = ?")
+	for _, name := range []string{"backups", "snapshots", "volumes", "tokens", "backup_strategies"} {
 		t.projectPurge = append(t.projectPurge, d.rebind("DELETE FROM "+name+" WHERE project_id = ?"))
 	}
 	return t
@@ -202,6 +235,48 @@ func backupDest(b *cairn.Backup) []any {
 		&b.Container, &b.Status, &b.FailReason, &b.Size, &b.ObjectCount, &b.StoredBytes,
 		&b.Incremental, &b.ParentID, timeDest{&b.DataTimestamp}, &b.RepoID,
 		&b.TempSnapshotEngineID, timeDest{&b.CreatedAt}, timeDest{&b.UpdatedAt}}
+}
+
+func instanceArgs(d *Dialect, in *cairn.Instance) []any {
+	return []any{in.ID, in.ProjectID, in.Name, string(in.Status), string(in.OperatingStatus), in.FailReason,
+		in.Datastore.Type, in.Datastore.Version, in.Datastore.VersionID,
+		in.VolumeSize, in.VolumeUsed, in.Address, int64(in.Port), in.BackupID, in.VolumeID,
+		d.Time(in.CreatedAt), d.Time(in.UpdatedAt)}
+}
+
+func instanceDest(in *cairn.Instance) []any {
+	return []any{&in.ID, &in.ProjectID, &in.Name, &in.Status, &in.OperatingStatus, &in.FailReason,
+		&in.Datastore.Type, &in.Datastore.Version, &in.Datastore.VersionID,
+		&in.VolumeSize, &in.VolumeUsed, &in.Address, &in.Port, &in.BackupID, &in.VolumeID,
+		timeDest{&in.CreatedAt}, timeDest{&in.UpdatedAt}}
+}
+
+func databaseBackupArgs(d *Dialect, b *cairn.DatabaseBackup) []any {
+	var record any // NULL when empty
+	if len(b.Record) > 0 {
+		record = b.Record
+	}
+	return []any{b.ID, b.ProjectID, b.InstanceID, b.Name, b.Description, string(b.Status), b.FailReason,
+		string(b.Strategy), b.Container, b.ParentID,
+		b.Datastore.Type, b.Datastore.Version, b.Datastore.VersionID,
+		b.Size, b.VolumeSize, b.Location, d.Time(b.DataTimestamp), b.VolumeID, b.SnapshotID,
+		b.Data, b.Overlay, record, d.Time(b.CreatedAt), d.Time(b.UpdatedAt)}
+}
+
+func databaseBackupDest(b *cairn.DatabaseBackup) []any {
+	return []any{&b.ID, &b.ProjectID, &b.InstanceID, &b.Name, &b.Description, &b.Status, &b.FailReason,
+		&b.Strategy, &b.Container, &b.ParentID,
+		&b.Datastore.Type, &b.Datastore.Version, &b.Datastore.VersionID,
+		&b.Size, &b.VolumeSize, &b.Location, timeDest{&b.DataTimestamp}, &b.VolumeID, &b.SnapshotID,
+		&b.Data, &b.Overlay, bytesDest{&b.Record}, timeDest{&b.CreatedAt}, timeDest{&b.UpdatedAt}}
+}
+
+func strategyArgs(st *cairn.BackupStrategy) []any {
+	return []any{st.ProjectID, st.InstanceID, string(st.Strategy), st.Container, st.Backend}
+}
+
+func strategyDest(st *cairn.BackupStrategy) []any {
+	return []any{&st.ProjectID, &st.InstanceID, &st.Strategy, &st.Container, &st.Backend}
 }
 
 func taskArgs(d *Dialect, t *cairn.Task) []any {

@@ -91,13 +91,8 @@ func (t *tx) get(ctx context.Context, tb *table, id string, dest []any) error {
 // transaction.
 func (t *tx) insert(ctx context.Context, tb *table, id, project string, args []any) error {
 	if project != "" {
-		var one int
-		err := t.scanRow(ctx, t.s.tables.projectExists, []any{project}, &one)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("%s %s: project %s: %w", tb.noun, id, project, cairn.ErrNotFound)
-		}
-		if err != nil {
-			return fmt.Errorf("%s %s: project %s: %w", tb.noun, id, project, err)
+		if err := t.projectExists(ctx, project); err != nil {
+			return fmt.Errorf("%s %s: %w", tb.noun, id, err)
 		}
 	}
 	n, err := t.execCount(ctx, tb.insert, args...)
@@ -106,6 +101,20 @@ func (t *tx) insert(ctx context.Context, tb *table, id, project string, args []a
 	}
 	if n == 0 {
 		return fmt.Errorf("%s %s: %w", tb.noun, id, cairn.ErrExists)
+	}
+	return nil
+}
+
+// projectExists returns nil if project exists, else an error wrapping
+// cairn.ErrNotFound.
+func (t *tx) projectExists(ctx context.Context, project string) error {
+	var one int
+	err := t.scanRow(ctx, t.s.tables.projectExists, []any{project}, &one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("project %s: %w", project, cairn.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("project %s: %w", project, err)
 	}
 	return nil
 }
@@ -191,25 +200,23 @@ func (t *tx) UpdateProject(ctx context.Context, p cairn.Project) error {
 	return t.update(ctx, &t.s.tables.projects, p.ID, projectArgs(t.d, &p))
 }
 
-// DeleteProject removes the project, its tokens, and its volumes,
-// snapshots and backups in status deleted. Its tasks stay, as history.
+// DeleteProject removes the project, its tokens, its backup strategies,
+// and its volumes, snapshots and backups in status deleted. Instances and
+// database backups have no deleted status: any row of them keeps the
+// project. Its tasks stay, as history.
 func (t *tx) DeleteProject(ctx context.Context, id string) error {
-	var one int
-	err := t.scanRow(ctx, t.s.tables.projectExists, []any{id}, &one)
-	if errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("project %s: %w", id, cairn.ErrNotFound)
-	}
-	if err != nil {
-		return fmt.Errorf("project %s: %w", id, err)
+	if err := t.projectExists(ctx, id); err != nil {
+		return err
 	}
 	deleted := string(cairn.StatusDeleted)
-	var owns [3]bool
-	err = t.scanRow(ctx, t.s.tables.projectOwns, []any{id, deleted, id, deleted, id, deleted}, &owns[0], &owns[1], &owns[2])
+	var owns [5]bool
+	err := t.scanRow(ctx, t.s.tables.projectOwns, []any{id, deleted, id, deleted, id, deleted, id, id},
+		&owns[0], &owns[1], &owns[2], &owns[3], &owns[4])
 	if err != nil {
 		return fmt.Errorf("project %s: resources: %w", id, err)
 	}
 	var held []string
-	for i, name := range []string{"volumes", "snapshots", "backups"} {
+	for i, name := range []string{"volumes", "snapshots", "backups", "instances", "database backups"} {
 		if owns[i] {
 			held = append(held, name)
 		}
@@ -452,6 +459,138 @@ func (t *tx) HasDependents(ctx context.Context, id string) (bool, error) {
 		return false, fmt.Errorf("dependents of backup %s: %w", id, err)
 	}
 	return has, nil
+}
+
+// Database instances
+
+func (t *tx) InsertInstance(ctx context.Context, in cairn.Instance) error {
+	return t.insert(ctx, &t.s.tables.instances, in.ID, in.ProjectID, instanceArgs(t.d, &in))
+}
+
+func (t *tx) Instance(ctx context.Context, id string) (cairn.Instance, error) {
+	var in cairn.Instance
+	err := t.get(ctx, &t.s.tables.instances, id, instanceDest(&in))
+	return in, err
+}
+
+// Instances lists instances with ProjectID, Name, Status, Datastore and
+// Since applied.
+func (t *tx) Instances(ctx context.Context, f catalog.Filter) ([]cairn.Instance, error) {
+	out := []cairn.Instance{}
+	w := resourceFilter(t.d, f)
+	if f.Datastore != "" {
+		w.add("datastore_type = ?", f.Datastore)
+	}
+	err := t.list(ctx, &t.s.tables.instances, "", f, w, false, func(r *sql.Rows) error {
+		var in cairn.Instance
+		if err := r.Scan(instanceDest(&in)...); err != nil {
+			return err
+		}
+		out = append(out, in)
+		return nil
+	})
+	return out, err
+}
+
+func (t *tx) UpdateInstance(ctx context.Context, in cairn.Instance) error {
+	return t.update(ctx, &t.s.tables.instances, in.ID, instanceArgs(t.d, &in))
+}
+
+func (t *tx) DeleteInstance(ctx context.Context, id string) error {
+	return t.del(ctx, &t.s.tables.instances, id)
+}
+
+// Database backups
+
+func (t *tx) InsertDatabaseBackup(ctx context.Context, b cairn.DatabaseBackup) error {
+	return t.insert(ctx, &t.s.tables.databaseBackups, b.ID, b.ProjectID, databaseBackupArgs(t.d, &b))
+}
+
+func (t *tx) DatabaseBackup(ctx context.Context, id string) (cairn.DatabaseBackup, error) {
+	var b cairn.DatabaseBackup
+	err := t.get(ctx, &t.s.tables.databaseBackups, id, databaseBackupDest(&b))
+	return b, err
+}
+
+// DatabaseBackups lists database backups with ProjectID, Name, Status,
+// InstanceID, Datastore, ParentID and Since applied.
+func (t *tx) DatabaseBackups(ctx context.Context, f catalog.Filter) ([]cairn.DatabaseBackup, error) {
+	out := []cairn.DatabaseBackup{}
+	w := resourceFilter(t.d, f)
+	if f.InstanceID != "" {
+		w.add("instance_id = ?", f.InstanceID)
+	}
+	if f.Datastore != "" {
+		w.add("datastore_type = ?", f.Datastore)
+	}
+	if f.ParentID != "" {
+		w.add("parent_id = ?", f.ParentID)
+	}
+	err := t.list(ctx, &t.s.tables.databaseBackups, "", f, w, false, func(r *sql.Rows) error {
+		var b cairn.DatabaseBackup
+		if err := r.Scan(databaseBackupDest(&b)...); err != nil {
+			return err
+		}
+		out = append(out, b)
+		return nil
+	})
+	return out, err
+}
+
+func (t *tx) UpdateDatabaseBackup(ctx context.Context, b cairn.DatabaseBackup) error {
+	return t.update(ctx, &t.s.tables.databaseBackups, b.ID, databaseBackupArgs(t.d, &b))
+}
+
+func (t *tx) DeleteDatabaseBackup(ctx context.Context, id string) error {
+	return t.del(ctx, &t.s.tables.databaseBackups, id)
+}
+
+// Backup strategies
+
+// BackupStrategies lists project's strategies by instance ID (the
+// project's default first), or instanceID's alone.
+func (t *tx) BackupStrategies(ctx context.Context, project, instanceID string) ([]cairn.BackupStrategy, error) {
+	q, args := t.s.tables.projectStrategies, []any{project}
+	if instanceID != "" {
+		q, args = t.s.tables.strategy, []any{project, instanceID}
+	}
+	out := []cairn.BackupStrategy{}
+	err := t.all(ctx, "backup strategies", q, args, func(r *sql.Rows) error {
+		var st cairn.BackupStrategy
+		if err := r.Scan(strategyDest(&st)...); err != nil {
+			return err
+		}
+		out = append(out, st)
+		return nil
+	})
+	return out, err
+}
+
+// PutBackupStrategy inserts st or replaces the row with its key in one
+// statement (an upsert), checking first that the project exists so that
+// no statement fails on the foreign key, which would abort a PostgreSQL
+// transaction.
+func (t *tx) PutBackupStrategy(ctx context.Context, st cairn.BackupStrategy) error {
+	what := fmt.Sprintf("backup strategy of project %s instance %q", st.ProjectID, st.InstanceID)
+	if err := t.projectExists(ctx, st.ProjectID); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if _, err := t.exec(ctx, t.s.tables.putStrategy, strategyArgs(&st)...); err != nil {
+		return fmt.Errorf("put %s: %w", what, t.mapFK(err))
+	}
+	return nil
+}
+
+func (t *tx) DeleteBackupStrategy(ctx context.Context, project, instanceID string) error {
+	what := fmt.Sprintf("backup strategy of project %s instance %q", project, instanceID)
+	n, err := t.execCount(ctx, t.s.tables.deleteStrategy, project, instanceID)
+	if err != nil {
+		return fmt.Errorf("delete %s: %w", what, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%s: %w", what, cairn.ErrNotFound)
+	}
+	return nil
 }
 
 // Tasks
