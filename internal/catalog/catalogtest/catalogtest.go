@@ -33,22 +33,30 @@ func Run(t *testing.T, open func(t *testing.T) catalog.Store) {
 		{"SnapshotCRUD", testSnapshotCRUD},
 		{"BackupCRUD", testBackupCRUD},
 		{"TaskCRUD", testTaskCRUD},
+		{"InstanceCRUD", testInstanceCRUD},
+		{"DatabaseBackupCRUD", testDatabaseBackupCRUD},
+		{"BackupStrategies", testBackupStrategies},
 		{"MissingProject", testMissingProject},
 		{"Times", testTimes},
 		{"VolumeFilters", testVolumeFilters},
 		{"SnapshotFilters", testSnapshotFilters},
 		{"BackupFilters", testBackupFilters},
 		{"TaskFilters", testTaskFilters},
+		{"InstanceFilters", testInstanceFilters},
+		{"DatabaseBackupFilters", testDatabaseBackupFilters},
 		{"InvalidSort", testInvalidSort},
 		{"UnknownMarker", testUnknownMarker},
 		{"VolumeSortAndPaging", testVolumePaging},
 		{"SnapshotSortAndPaging", testSnapshotPaging},
 		{"BackupSortAndPaging", testBackupPaging},
 		{"TaskPaging", testTaskPaging},
+		{"InstanceSortAndPaging", testInstancePaging},
+		{"DatabaseBackupSortAndPaging", testDatabaseBackupPaging},
 		{"Usage", testUsage},
 		{"HasDependents", testHasDependents},
 		{"Summaries", testSummaries},
 		{"DeleteProject", testDeleteProject},
+		{"DeleteProjectDatabases", testDeleteProjectDatabases},
 		{"Rollback", testRollback},
 		{"ConcurrentIncrements", testConcurrentIncrements},
 		{"SerializableQuotaCheck", testSerializableQuotaCheck},
@@ -429,6 +437,9 @@ func testMissingProject(t *testing.T, s catalog.Store) {
 		wantErr(t, "snapshot of missing project", tx.InsertSnapshot(ctx, fullSnapshot(p, 1)), cairn.ErrNotFound)
 		wantErr(t, "backup of missing project", tx.InsertBackup(ctx, fullBackup(p, 1)), cairn.ErrNotFound)
 		wantErr(t, "token of missing project", tx.InsertToken(ctx, cairn.Token{ID: "t", ProjectID: p, Hash: []byte("h")}), cairn.ErrNotFound)
+		wantErr(t, "instance of missing project", tx.InsertInstance(ctx, fullInstance(p, 1)), cairn.ErrNotFound)
+		wantErr(t, "database backup of missing project", tx.InsertDatabaseBackup(ctx, fullDatabaseBackup(p, 1)), cairn.ErrNotFound)
+		wantErr(t, "backup strategy of missing project", tx.PutBackupStrategy(ctx, cairn.BackupStrategy{ProjectID: p}), cairn.ErrNotFound)
 		return nil
 	})
 }
@@ -835,6 +846,10 @@ func testInvalidSort(t *testing.T, s catalog.Store) {
 				[]string{"bogus", "parent_id", "CREATED_AT"}},
 			{"tasks", func(f catalog.Filter) error { _, err := tx.Tasks(ctx, f); return err },
 				[]string{"bogus", "size", "name", "data_timestamp"}},
+			{"instances", func(f catalog.Filter) error { _, err := tx.Instances(ctx, f); return err },
+				[]string{"bogus", "data_timestamp", "volume_size", "datastore_type", "project_id"}},
+			{"database backups", func(f catalog.Filter) error { _, err := tx.DatabaseBackups(ctx, f); return err },
+				[]string{"bogus", "instance_id", "volume_size", "strategy", "record"}},
 		} {
 			for _, k := range c.keys {
 				wantErr(t, fmt.Sprintf("%s sorted by %q", c.name, k), c.list(bad(k)), cairn.ErrInvalid)
@@ -865,6 +880,15 @@ func testUnknownMarker(t *testing.T, s catalog.Store) {
 		wantErr(t, "backups after unknown marker", err, cairn.ErrNotFound)
 		_, err = tx.Tasks(ctx, f)
 		wantErr(t, "tasks after unknown marker", err, cairn.ErrNotFound)
+		_, err = tx.Instances(ctx, f)
+		wantErr(t, "instances after unknown marker", err, cairn.ErrNotFound)
+		_, err = tx.DatabaseBackups(ctx, f)
+		wantErr(t, "database backups after unknown marker", err, cairn.ErrNotFound)
+		// A volume's ID names no instance nor database backup.
+		_, err = tx.Instances(ctx, catalog.Filter{Marker: vol.ID})
+		wantErr(t, "instances after a volume's ID", err, cairn.ErrNotFound)
+		_, err = tx.DatabaseBackups(ctx, catalog.Filter{Marker: vol.ID})
+		wantErr(t, "database backups after a volume's ID", err, cairn.ErrNotFound)
 		// A volume's ID names no snapshot.
 		_, err = tx.Snapshots(ctx, catalog.Filter{Marker: vol.ID})
 		wantErr(t, "snapshots after a volume's ID", err, cairn.ErrNotFound)
