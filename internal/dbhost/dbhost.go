@@ -1,0 +1,849 @@
+// Package dbhost runs the database instances of one host, inside the
+// per-host data plane process that also serves the volumes: for each
+// instance it attaches the instance's volume as a block device, makes and
+// mounts an ext4 file system on it, initialises or restores the data
+// directory there through dbagent, and supervises the database server,
+// restarting it with backoff when it dies.
+//
+// Every instance has a record in the host's directory, written before
+// each step and read back at start, so a restarted data plane (after a
+// crash, an upgrade or a host reboot) brings every instance back and a
+// provisioning cut short resumes where it stopped. The control plane
+// drives a Host through the data plane's control socket; a Host never
+// reads the service's catalog.
+package dbhost
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/dbagent"
+)
+
+// Source says how an instance's data directory comes to be.
+type Source string
+
+// Sources.
+const (
+	// SourceInit: a new, empty file system and a freshly initialised
+	// data directory, then the spec's databases and users.
+	SourceInit Source = "init"
+	// SourceSnapshot: the volume is a clone of a snapshot taken while
+	// the database was quiesced (a snapshot backup); the data directory
+	// is made ready with the backup's record and overlay.
+	SourceSnapshot Source = "snapshot"
+)
+
+// Spec is what the control plane asks of an instance.
+type Spec struct {
+	// ID is the instance's ID in the service's catalog.
+	ID string `json:"id"`
+	// Datastore and Version name the engine (dbagent.Datastore's Type
+	// and Version).
+	Datastore string `json:"datastore"`
+	Version   string `json:"version"`
+	// Volume is the instance's volume in the host's engine.
+	Volume cairn.ID `json:"volume"`
+	// Source says how the data directory is made; Record and Overlay
+	// come with SourceSnapshot (the backup's engine record and the files
+	// its restore lays over the snapshot).
+	Source  Source          `json:"source"`
+	Record  *dbagent.Record `json:"record,omitempty"`
+	Overlay []byte          `json:"overlay,omitempty"`
+	// Databases and Users are created once the server first answers
+	// (SourceInit only); the passwords are forgotten once they are.
+	Databases []dbagent.Database `json:"databases,omitempty"`
+	Users     []dbagent.User     `json:"users,omitempty"`
+}
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
+
+// Validate checks a spec before anything is done with it.
+func (s Spec) Validate() error {
+	if !idPattern.MatchString(s.ID) {
+		return fmt.Errorf("instance id %q: %w", s.ID, cairn.ErrInvalid)
+	}
+	if s.Volume.IsZero() {
+		return fmt.Errorf("instance %s: no volume: %w", s.ID, cairn.ErrInvalid)
+	}
+	switch s.Source {
+	case SourceInit:
+		if s.Record != nil || len(s.Overlay) > 0 {
+			return fmt.Errorf("instance %s: a new instance takes no backup record: %w", s.ID, cairn.ErrInvalid)
+		}
+	case SourceSnapshot:
+		if s.Record == nil || s.Record.Method != dbagent.Snapshot {
+			return fmt.Errorf("instance %s: restoring a snapshot needs its snapshot backup record: %w", s.ID, cairn.ErrInvalid)
+		}
+		if len(s.Databases) > 0 || len(s.Users) > 0 {
+			return fmt.Errorf("instance %s: a restored instance keeps the backup's databases and users: %w", s.ID, cairn.ErrInvalid)
+		}
+	default:
+		return fmt.Errorf("instance %s: source %q: %w", s.ID, s.Source, cairn.ErrInvalid)
+	}
+	return nil
+}
+
+// Phase is how far an instance is.
+type Phase string
+
+// Phases, in order.
+const (
+	// PhaseProvisioning: the volume is being attached, formatted and
+	// mounted and the data directory made; Provision resumes it.
+	PhaseProvisioning Phase = "provisioning"
+	// PhaseReady: the instance is made; its server is supervised.
+	PhaseReady Phase = "ready"
+	// PhaseRemoving: the instance is being taken down; Remove resumes it.
+	PhaseRemoving Phase = "removing"
+)
+
+// record is what the host keeps of an instance on disk.
+type record struct {
+	Spec    Spec   `json:"spec"`
+	Phase   Phase  `json:"phase"`
+	Address string `json:"address"`
+	Port    int    `json:"port"`
+	// Steps done, so a resumed Provision skips them: the file system
+	// made, the data directory initialised or restored, the databases
+	// and users created.
+	Formatted  bool `json:"formatted"`
+	Prepared   bool `json:"prepared"`
+	Configured bool `json:"configured"`
+	// Device is the block device the volume is attached as.
+	Device string `json:"device,omitempty"`
+	// PID and PIDStart identify the server process last started, so a
+	// data plane restarted after a crash stops a server left running on
+	// a file system it can no longer serve.
+	PID      int    `json:"pid,omitempty"`
+	PIDStart string `json:"pid_start,omitempty"`
+}
+
+// State is an instance as the host sees it.
+type State struct {
+	ID        string   `json:"id"`
+	Datastore string   `json:"datastore"`
+	Version   string   `json:"version"`
+	Volume    cairn.ID `json:"volume"`
+	Phase     Phase    `json:"phase"`
+	Address   string   `json:"address"`
+	Port      int      `json:"port"`
+	Device    string   `json:"device,omitempty"`
+	// Operating is the server process's state: "" before it is first
+	// started, then HEALTHY, RESTARTING, SHUTDOWN or FAILED.
+	Operating cairn.OperatingStatus `json:"operating_status"`
+	// Restarts counts the times the supervisor started the server again
+	// after it ended on its own, since the data plane started.
+	Restarts int `json:"restarts"`
+	// LastExit says how the server last ended on its own, "" if never.
+	LastExit string `json:"last_exit,omitempty"`
+	// Error is why the instance's last step failed, "" if it did not.
+	Error string `json:"error,omitempty"`
+	// Used and Size are the file system's bytes in use and its size, 0
+	// when it is not mounted.
+	Used int64 `json:"used"`
+	Size int64 `json:"size"`
+}
+
+// Attacher gives a volume a local block device, in the data plane that
+// serves it. Its methods may be called concurrently for different names.
+type Attacher interface {
+	// Attach exports volume id under name and attaches the export as a
+	// block device, returning the device's path. When name is attached
+	// already it returns its device and does nothing else.
+	Attach(ctx context.Context, name string, id cairn.ID) (string, error)
+	// Detach removes the device and the export; a name not attached is
+	// no error. The device must not be mounted.
+	Detach(ctx context.Context, name string) error
+}
+
+// Snapshotter takes a snapshot of a volume: the O(1) snapshot the
+// snapshot strategy takes while the database is quiesced.
+type Snapshotter func(ctx context.Context, id cairn.ID, name string) (cairn.ID, error)
+
+// Options configure a Host.
+type Options struct {
+	// Dir holds the instance records, their mount points and their
+	// server logs.
+	Dir string
+	// RunDir holds each server's unix socket and pid file, in a
+	// directory per port: keep it short (a socket's path has at most 107
+	// bytes). Default /run/cairn-db.
+	RunDir string
+	// Address is the address the servers listen on; default 127.0.0.1.
+	Address string
+	// PortMin and PortMax bound the servers' TCP ports; default
+	// 17500-17999.
+	PortMin, PortMax int
+	// Engines are the installed datastores.
+	Engines []dbagent.Engine
+	// Settings are extra server settings by datastore type.
+	Settings map[string]map[string]string
+	Attacher Attacher
+	Snapshot Snapshotter
+	// FS makes, mounts and unmounts file systems; default the host's
+	// mkfs.ext4, mount and umount.
+	FS FileSystems
+	// After is the clock of the supervisor's backoff; default
+	// time.After.
+	After  func(time.Duration) <-chan time.Time
+	Logger *slog.Logger
+	// Backoff bounds the supervisor's delay between restarts; default
+	// 500 ms doubling to 30 s.
+	BackoffMin, BackoffMax time.Duration
+	// OnEvent, when set, is called with a short name of each step an
+	// instance passes ("attached", "mounted", "started", "exited", ...):
+	// the hook tests wait on.
+	OnEvent func(id, event string)
+}
+
+// Host runs the instances of one host. Its methods are safe for
+// concurrent use; calls for one instance are serialised.
+type Host struct {
+	o Options
+
+	mu        sync.Mutex
+	instances map[string]*instance
+	closed    bool
+	// starting counts Start's goroutines, supervisors the supervisors'
+	// goroutines; Close waits for both.
+	starting    sync.WaitGroup
+	supervisors sync.WaitGroup
+}
+
+// instance is an instance's in-memory state. op serialises the calls
+// that change it and guards rec; mu guards view (rec as last saved, for
+// readers that must not wait for a step), sup and err.
+type instance struct {
+	op  sync.Mutex
+	rec record
+	// saveMu orders the writes of the record file: commits and the
+	// supervisor's PID updates.
+	saveMu sync.Mutex
+
+	mu   sync.Mutex
+	view record
+	sup  *supervisor
+	err  string
+}
+
+// New returns a host over o; Start brings back the recorded instances.
+func New(o Options) (*Host, error) {
+	if o.Dir == "" || o.Attacher == nil {
+		return nil, fmt.Errorf("instance host: needs a directory and an attacher: %w", cairn.ErrInvalid)
+	}
+	if o.RunDir == "" {
+		o.RunDir = "/run/cairn-db"
+	}
+	if o.Address == "" {
+		o.Address = "127.0.0.1"
+	}
+	if o.PortMin == 0 && o.PortMax == 0 {
+		o.PortMin, o.PortMax = 17500, 17999
+	}
+	if o.PortMin <= 0 || o.PortMax > 65535 || o.PortMin > o.PortMax {
+		return nil, fmt.Errorf("instance host: port range %d-%d: %w", o.PortMin, o.PortMax, cairn.ErrInvalid)
+	}
+	if o.FS == nil {
+		o.FS = hostFileSystems{}
+	}
+	if o.After == nil {
+		o.After = time.After
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.BackoffMin <= 0 {
+		o.BackoffMin = 500 * time.Millisecond
+	}
+	if o.BackoffMax < o.BackoffMin {
+		o.BackoffMax = max(30*time.Second, o.BackoffMin)
+	}
+	// The servers run as their datastores' OS users, which must pass
+	// through Dir and mnt to their data directories (but not list them).
+	for _, d := range []string{o.Dir, filepath.Join(o.Dir, "mnt")} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("instance host: %w", err)
+		}
+		if err := os.Chmod(d, 0o711); err != nil {
+			return nil, fmt.Errorf("instance host: %w", err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(o.Dir, "logs"), 0o700); err != nil {
+		return nil, fmt.Errorf("instance host: %w", err)
+	}
+	if err := os.MkdirAll(o.RunDir, 0o755); err != nil {
+		return nil, fmt.Errorf("instance host: run directory: %w", err)
+	}
+	return &Host{o: o, instances: map[string]*instance{}}, nil
+}
+
+func (h *Host) event(id, ev string) {
+	h.o.Logger.Debug("instance", "id", id, "event", ev)
+	if h.o.OnEvent != nil {
+		h.o.OnEvent(id, ev)
+	}
+}
+
+// Engine returns the engine of a datastore type and version.
+func (h *Host) engine(typ, version string) (dbagent.Engine, error) {
+	for _, e := range h.o.Engines {
+		ds := e.Datastore()
+		if ds.Type == typ && ds.Version == version {
+			return e, nil
+		}
+	}
+	return nil, fmt.Errorf("datastore %s %s is not installed on this host: %w", typ, version, cairn.ErrNotFound)
+}
+
+// Datastores lists the installed datastores.
+func (h *Host) Datastores() []dbagent.Datastore {
+	out := make([]dbagent.Datastore, 0, len(h.o.Engines))
+	for _, e := range h.o.Engines {
+		out = append(out, e.Datastore())
+	}
+	return out
+}
+
+func (h *Host) recordPath(id string) string { return filepath.Join(h.o.Dir, id+".json") }
+func (h *Host) mountPoint(id string) string { return filepath.Join(h.o.Dir, "mnt", id) }
+func (h *Host) logPath(id string) string    { return filepath.Join(h.o.Dir, "logs", id+".log") }
+func (h *Host) runDir(port int) string      { return filepath.Join(h.o.RunDir, strconv.Itoa(port)) }
+
+// exportName is the name an instance's volume is exported under.
+func exportName(id string) string { return "instance-" + id }
+
+// commit saves inst.rec and publishes it to readers. The caller holds
+// inst.op.
+func (h *Host) commit(inst *instance) error {
+	inst.saveMu.Lock()
+	defer inst.saveMu.Unlock()
+	// The supervisor records each new server's PID in view.
+	inst.mu.Lock()
+	inst.rec.PID, inst.rec.PIDStart = inst.view.PID, inst.view.PIDStart
+	inst.mu.Unlock()
+	if err := h.save(inst.rec); err != nil {
+		return err
+	}
+	inst.mu.Lock()
+	inst.view = inst.rec
+	inst.mu.Unlock()
+	return nil
+}
+
+// save writes rec atomically and durably.
+func (h *Host) save(rec record) error {
+	data, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := h.recordPath(rec.Spec.ID)
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("instance record: %w", err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		return fmt.Errorf("instance record: %w", err)
+	}
+	if d, err := os.Open(h.o.Dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+func (h *Host) loadRecords() ([]record, error) {
+	paths, err := filepath.Glob(filepath.Join(h.o.Dir, "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	var out []record
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("instance record: %w", err)
+		}
+		var rec record
+		if err := json.Unmarshal(data, &rec); err != nil || rec.Spec.ID+".json" != filepath.Base(p) {
+			return nil, fmt.Errorf("instance record %s: unreadable: %w", p, cairn.ErrCorrupt)
+		}
+		out = append(out, rec)
+	}
+	return out, nil
+}
+
+// Start brings back every recorded instance: those that were ready are
+// attached, mounted and started again (after stopping a server a crashed
+// data plane left running), in the background; those cut short while
+// provisioning or removing wait for the control plane to resume them.
+// It returns once every record is read.
+func (h *Host) Start(ctx context.Context) error {
+	recs, err := h.loadRecords()
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, rec := range recs {
+		inst := &instance{rec: rec, view: rec}
+		h.instances[rec.Spec.ID] = inst
+		if rec.Phase != PhaseReady {
+			continue
+		}
+		h.starting.Add(1)
+		go func() {
+			defer h.starting.Done()
+			inst.op.Lock()
+			defer inst.op.Unlock()
+			if err := h.bringUp(context.WithoutCancel(ctx), inst, false); err != nil {
+				h.o.Logger.Error("bringing an instance back", "id", inst.rec.Spec.ID, "err", err)
+			}
+		}()
+	}
+	return nil
+}
+
+// get returns the instance of id, or nil.
+func (h *Host) get(id string) *instance {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.instances[id]
+}
+
+// Provision makes the instance spec describes and starts its server,
+// returning once it answers and its databases and users exist. Called
+// again with the same spec (after the caller or the data plane died) it
+// resumes; with a different spec for a known ID it fails with
+// cairn.ErrConflict.
+func (h *Host) Provision(ctx context.Context, spec Spec) (State, error) {
+	if err := spec.Validate(); err != nil {
+		return State{}, err
+	}
+	if _, err := h.engine(spec.Datastore, spec.Version); err != nil {
+		return State{}, err
+	}
+	if os.Geteuid() != 0 {
+		return State{}, fmt.Errorf("database instances need root, to attach and mount their volumes: %w", cairn.ErrUnsupported)
+	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return State{}, fmt.Errorf("instance host: closing: %w", cairn.ErrUnavailable)
+	}
+	inst := h.instances[spec.ID]
+	if inst == nil {
+		rec := record{Spec: spec, Phase: PhaseProvisioning}
+		inst = &instance{rec: rec, view: rec}
+		h.instances[spec.ID] = inst
+	}
+	h.mu.Unlock()
+
+	inst.op.Lock()
+	defer inst.op.Unlock()
+	if err := sameSpec(inst.rec.Spec, spec); err != nil {
+		return State{}, err
+	}
+	switch inst.rec.Phase {
+	case PhaseRemoving:
+		return State{}, fmt.Errorf("instance %s is being removed: %w", spec.ID, cairn.ErrConflict)
+	case PhaseReady:
+		if inst.sup == nil {
+			if err := h.bringUp(ctx, inst, true); err != nil {
+				return State{}, err
+			}
+		}
+		return h.state(inst), nil
+	}
+	if inst.rec.Port == 0 {
+		port, err := h.allocatePort(spec.ID)
+		if err != nil {
+			return State{}, err
+		}
+		inst.rec.Address, inst.rec.Port = h.o.Address, port
+	}
+	if err := h.commit(inst); err != nil {
+		return State{}, err
+	}
+	err := h.provision(ctx, inst)
+	inst.setErr(err)
+	if err != nil {
+		return h.state(inst), err
+	}
+	return h.state(inst), nil
+}
+
+// sameSpec checks that a resumed Provision asks for what the first did.
+func sameSpec(have, want Spec) error {
+	a, b := have, want
+	// Passwords are forgotten once used; the overlay once laid.
+	a.Users, b.Users, a.Overlay, b.Overlay = nil, nil, nil, nil
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	if !bytes.Equal(ja, jb) {
+		return fmt.Errorf("instance %s exists with another spec: %w", want.ID, cairn.ErrConflict)
+	}
+	return nil
+}
+
+// provision runs the steps not yet done, saving the record after each.
+func (h *Host) provision(ctx context.Context, inst *instance) error {
+	rec := &inst.rec
+	id := rec.Spec.ID
+	eng, err := h.engine(rec.Spec.Datastore, rec.Spec.Version)
+	if err != nil {
+		return err
+	}
+	if err := h.mount(ctx, inst); err != nil {
+		return err
+	}
+	if !rec.Prepared {
+		cfg := h.config(rec)
+		switch rec.Spec.Source {
+		case SourceInit:
+			if err := h.initDataDir(ctx, eng, cfg); err != nil {
+				return err
+			}
+		case SourceSnapshot:
+			if err := eng.RestoreSnapshot(ctx, cfg, *rec.Spec.Record, bytes.NewReader(rec.Spec.Overlay)); err != nil {
+				return fmt.Errorf("restoring the snapshot's data directory: %w", err)
+			}
+		}
+		rec.Prepared = true
+		rec.Spec.Overlay = nil
+		if err := h.commit(inst); err != nil {
+			return err
+		}
+		h.event(id, "prepared")
+	}
+	if err := h.startServer(ctx, inst, eng, true); err != nil {
+		return err
+	}
+	if !rec.Configured {
+		if err := h.configure(ctx, inst, eng); err != nil {
+			return err
+		}
+		rec.Configured = true
+		rec.Spec.Users = nil
+		if err := h.commit(inst); err != nil {
+			return err
+		}
+		h.event(id, "configured")
+	}
+	rec.Phase = PhaseReady
+	if err := h.commit(inst); err != nil {
+		return err
+	}
+	h.event(id, "ready")
+	return nil
+}
+
+// config is the dbagent configuration of an instance.
+func (h *Host) config(rec *record) dbagent.Config {
+	return dbagent.Config{
+		DataDir:  filepath.Join(h.mountPoint(rec.Spec.ID), "data"),
+		RunDir:   h.runDir(rec.Port),
+		Address:  rec.Address,
+		Port:     rec.Port,
+		Settings: h.o.Settings[rec.Spec.Datastore],
+	}
+}
+
+// initDataDir initialises the data directory beside its final place and
+// renames it there, so a crash halfway leaves no half-made directory a
+// resumed Provision would take for a finished one.
+func (h *Host) initDataDir(ctx context.Context, eng dbagent.Engine, cfg dbagent.Config) error {
+	if entries, err := os.ReadDir(cfg.DataDir); err == nil && len(entries) > 0 {
+		return nil // renamed into place before a crash
+	}
+	tmp := cfg.DataDir + ".init"
+	if err := os.RemoveAll(tmp); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	tcfg := cfg
+	tcfg.DataDir = tmp
+	if err := eng.Init(ctx, tcfg); err != nil {
+		return fmt.Errorf("initialising the data directory: %w", err)
+	}
+	_ = os.Remove(cfg.DataDir)
+	if err := os.Rename(tmp, cfg.DataDir); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	return nil
+}
+
+// configure creates the spec's databases and users; ones that exist (a
+// resumed step) are no error.
+func (h *Host) configure(ctx context.Context, inst *instance, eng dbagent.Engine) error {
+	ai, err := eng.Instance(h.config(&inst.rec))
+	if err != nil {
+		return err
+	}
+	for _, db := range inst.rec.Spec.Databases {
+		if err := ai.CreateDatabases(ctx, []dbagent.Database{db}); err != nil && !errors.Is(err, cairn.ErrExists) {
+			return fmt.Errorf("creating database %s: %w", db.Name, err)
+		}
+	}
+	for _, u := range inst.rec.Spec.Users {
+		if err := ai.CreateUsers(ctx, []dbagent.User{u}); err != nil && !errors.Is(err, cairn.ErrExists) {
+			return fmt.Errorf("creating user %s: %w", u.Name, err)
+		}
+	}
+	return nil
+}
+
+// mount attaches the volume, makes its file system when the instance is
+// new, and mounts it; each step is skipped when done.
+func (h *Host) mount(ctx context.Context, inst *instance) error {
+	rec := &inst.rec
+	id := rec.Spec.ID
+	dev, err := h.o.Attacher.Attach(ctx, exportName(id), rec.Spec.Volume)
+	if err != nil {
+		return fmt.Errorf("attaching the volume: %w", err)
+	}
+	if rec.Device != dev {
+		rec.Device = dev
+		if err := h.commit(inst); err != nil {
+			return err
+		}
+	}
+	h.event(id, "attached")
+	mp := h.mountPoint(id)
+	if src, ok := h.o.FS.Mounted(mp); ok {
+		if src == dev {
+			return nil
+		}
+		// A mount left by a crashed data plane, on a device since gone.
+		if err := h.o.FS.Unmount(ctx, mp); err != nil {
+			return fmt.Errorf("stale mount %s: %w", mp, err)
+		}
+	}
+	if !rec.Formatted {
+		if rec.Spec.Source == SourceInit {
+			if err := h.o.FS.Format(ctx, dev); err != nil {
+				return fmt.Errorf("making the file system: %w", err)
+			}
+		}
+		rec.Formatted = true
+		if err := h.commit(inst); err != nil {
+			return err
+		}
+		h.event(id, "formatted")
+	}
+	if err := os.MkdirAll(mp, 0o755); err != nil {
+		return fmt.Errorf("mount point: %w", err)
+	}
+	if err := h.o.FS.Mount(ctx, dev, mp); err != nil {
+		return fmt.Errorf("mounting the file system: %w", err)
+	}
+	h.event(id, "mounted")
+	return nil
+}
+
+// bringUp makes a ready instance serve again after the data plane
+// started: it stops a server a crashed data plane left running, remounts
+// and starts the supervisor.
+func (h *Host) bringUp(ctx context.Context, inst *instance, wait bool) error {
+	rec := &inst.rec
+	if rec.PID > 0 && processStart(rec.PID) == rec.PIDStart && rec.PIDStart != "" {
+		h.o.Logger.Warn("stopping a server left by a previous data plane", "id", rec.Spec.ID, "pid", rec.PID)
+		if err := killAndWait(ctx, rec.PID, rec.PIDStart); err != nil {
+			inst.setErr(err)
+			return err
+		}
+	}
+	eng, err := h.engine(rec.Spec.Datastore, rec.Spec.Version)
+	if err == nil {
+		err = h.mount(ctx, inst)
+	}
+	if err == nil {
+		err = h.startServer(ctx, inst, eng, wait)
+	}
+	inst.setErr(err)
+	return err
+}
+
+// allocatePort picks the lowest port of the range that no other
+// instance has and that can be bound now.
+func (h *Host) allocatePort(id string) (int, error) {
+	h.mu.Lock()
+	used := map[int]bool{}
+	for oid, inst := range h.instances {
+		if oid != id {
+			used[inst.rec.Port] = true
+		}
+	}
+	h.mu.Unlock()
+	for p := h.o.PortMin; p <= h.o.PortMax; p++ {
+		if used[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(h.o.Address, strconv.Itoa(p)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return p, nil
+	}
+	return 0, fmt.Errorf("no free port in %d-%d on %s: %w", h.o.PortMin, h.o.PortMax, h.o.Address, cairn.ErrUnavailable)
+}
+
+// Instances lists the instances, ordered by ID.
+func (h *Host) Instances() []State {
+	h.mu.Lock()
+	list := make([]*instance, 0, len(h.instances))
+	for _, inst := range h.instances {
+		list = append(list, inst)
+	}
+	h.mu.Unlock()
+	out := make([]State, 0, len(list))
+	for _, inst := range list {
+		out = append(out, h.state(inst))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Instance returns one instance's state.
+func (h *Host) Instance(id string) (State, error) {
+	inst := h.get(id)
+	if inst == nil {
+		return State{}, fmt.Errorf("instance %s: %w", id, cairn.ErrNotFound)
+	}
+	return h.state(inst), nil
+}
+
+func (inst *instance) setErr(err error) {
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	inst.err = ""
+	if err != nil {
+		inst.err = err.Error()
+	}
+}
+
+// state reads an instance's state. It does not take inst.op, so it
+// answers while a step runs, from the record as last saved.
+func (h *Host) state(inst *instance) State {
+	inst.mu.Lock()
+	rec := inst.view
+	errText := inst.err
+	sup := inst.sup
+	inst.mu.Unlock()
+	st := State{
+		ID: rec.Spec.ID, Datastore: rec.Spec.Datastore, Version: rec.Spec.Version,
+		Volume: rec.Spec.Volume, Phase: rec.Phase, Address: rec.Address, Port: rec.Port,
+		Device: rec.Device, Error: errText,
+	}
+	if sup != nil {
+		st.Operating, st.Restarts, st.LastExit = sup.status()
+	}
+	if used, size, ok := h.o.FS.Usage(h.mountPoint(rec.Spec.ID)); ok {
+		st.Used, st.Size = used, size
+	}
+	return st
+}
+
+// Remove stops the instance's server, unmounts and detaches its volume
+// and forgets it; the volume itself stays for the caller to delete. An
+// unknown ID is no error, so a resumed Remove succeeds.
+func (h *Host) Remove(ctx context.Context, id string) error {
+	inst := h.get(id)
+	if inst == nil {
+		// Nothing recorded; an attachment may still be left by a crash
+		// between Attach and the first save.
+		return h.o.Attacher.Detach(ctx, exportName(id))
+	}
+	inst.op.Lock()
+	defer inst.op.Unlock()
+	inst.rec.Phase = PhaseRemoving
+	if err := h.commit(inst); err != nil {
+		return err
+	}
+	if err := h.takeDown(ctx, inst); err != nil {
+		inst.setErr(err)
+		return err
+	}
+	if err := os.Remove(h.recordPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("instance record: %w", err)
+	}
+	_ = os.Remove(h.logPath(id))
+	h.mu.Lock()
+	delete(h.instances, id)
+	h.mu.Unlock()
+	h.event(id, "removed")
+	return nil
+}
+
+// takeDown stops the server, unmounts and detaches.
+func (h *Host) takeDown(ctx context.Context, inst *instance) error {
+	id := inst.rec.Spec.ID
+	if err := h.stopServer(ctx, inst); err != nil {
+		return err
+	}
+	if inst.rec.PID > 0 && processStart(inst.rec.PID) == inst.rec.PIDStart && inst.rec.PIDStart != "" {
+		if err := killAndWait(ctx, inst.rec.PID, inst.rec.PIDStart); err != nil {
+			return err
+		}
+	}
+	mp := h.mountPoint(id)
+	if _, ok := h.o.FS.Mounted(mp); ok {
+		if err := h.o.FS.Unmount(ctx, mp); err != nil {
+			return fmt.Errorf("unmounting %s: %w", mp, err)
+		}
+		h.event(id, "unmounted")
+	}
+	_ = os.Remove(mp)
+	if err := h.o.Attacher.Detach(ctx, exportName(id)); err != nil {
+		return fmt.Errorf("detaching the volume: %w", err)
+	}
+	h.event(id, "detached")
+	return nil
+}
+
+// Close stops every server cleanly, unmounts and detaches every volume,
+// as a data plane shutting down must before its NBD exports go; the
+// records stay, so the next Start brings the instances back.
+func (h *Host) Close(ctx context.Context) error {
+	h.mu.Lock()
+	h.closed = true
+	list := make([]*instance, 0, len(h.instances))
+	for _, inst := range h.instances {
+		list = append(list, inst)
+	}
+	h.mu.Unlock()
+	h.starting.Wait()
+	var errs []error
+	for _, inst := range list {
+		inst.op.Lock()
+		if err := h.takeDown(ctx, inst); err != nil {
+			errs = append(errs, fmt.Errorf("instance %s: %w", inst.rec.Spec.ID, err))
+		}
+		inst.op.Unlock()
+	}
+	h.supervisors.Wait()
+	return errors.Join(errs...)
+}

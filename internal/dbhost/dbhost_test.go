@@ -1,0 +1,462 @@
+package dbhost
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/dbagent"
+	"github.com/cairnproject/cairn/internal/dbagent/dbagenttest"
+	"github.com/cairnproject/cairn/internal/dbagent/postgres"
+	"github.com/cairnproject/cairn/internal/testenv"
+)
+
+// loopAttacher attaches "volumes" that are sparse image files through
+// real loop devices: the host's own steps (mkfs, mount, the server on
+// it) run for real, without the NBD server the data plane adds (its
+// end-to-end tests cover that).
+type loopAttacher struct {
+	dir string
+
+	mu       sync.Mutex
+	attached map[string]string // name to device
+	// failAttach, when set, fails the next Attach.
+	failAttach error
+}
+
+func (a *loopAttacher) image(id cairn.ID) string { return filepath.Join(a.dir, id.String()+".img") }
+
+func (a *loopAttacher) create(t *testing.T, size int64) cairn.ID {
+	t.Helper()
+	id := cairn.NewID()
+	f, err := os.Create(a.image(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return id
+}
+
+func (a *loopAttacher) Attach(ctx context.Context, name string, id cairn.ID) (string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.failAttach; err != nil {
+		a.failAttach = nil
+		return "", err
+	}
+	if dev, ok := a.attached[name]; ok {
+		return dev, nil
+	}
+	out, err := exec.CommandContext(ctx, "losetup", "--find", "--show", a.image(id)).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("losetup: %v: %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	a.attached[name] = dev
+	return dev, nil
+}
+
+func (a *loopAttacher) Detach(ctx context.Context, name string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	dev, ok := a.attached[name]
+	if !ok {
+		return nil
+	}
+	if out, err := exec.CommandContext(ctx, "losetup", "-d", dev).CombinedOutput(); err != nil {
+		return fmt.Errorf("losetup -d: %v: %s", err, out)
+	}
+	delete(a.attached, name)
+	return nil
+}
+
+func (a *loopAttacher) devices() map[string]string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := map[string]string{}
+	for k, v := range a.attached {
+		out[k] = v
+	}
+	return out
+}
+
+// snapshotter returns a Snapshotter over the attacher's images: it
+// freezes the instance's file system (this test's own mount), copies
+// the image and thaws, which is what an atomic block-level snapshot
+// holds.
+func (a *loopAttacher) snapshotter(h **Host, instanceOf func(cairn.ID) string) Snapshotter {
+	return func(ctx context.Context, id cairn.ID, name string) (cairn.ID, error) {
+		mp := (*h).mountPoint(instanceOf(id))
+		snap := cairn.NewID()
+		if out, err := exec.CommandContext(ctx, "fsfreeze", "-f", mp).CombinedOutput(); err != nil {
+			return cairn.ID{}, fmt.Errorf("fsfreeze: %v: %s", err, out)
+		}
+		out, cpErr := exec.CommandContext(ctx, "cp", "--sparse=always", a.image(id), a.image(snap)).CombinedOutput()
+		if thaw, err := exec.Command("fsfreeze", "-u", mp).CombinedOutput(); err != nil {
+			return cairn.ID{}, fmt.Errorf("fsfreeze -u: %v: %s", err, thaw)
+		}
+		if cpErr != nil {
+			return cairn.ID{}, fmt.Errorf("cp: %v: %s", cpErr, out)
+		}
+		return snap, nil
+	}
+}
+
+// faultyFS fails the next Mount once when failMount is set.
+type faultyFS struct {
+	FileSystems
+	mu        sync.Mutex
+	failMount error
+}
+
+func (f *faultyFS) Mount(ctx context.Context, dev, dir string) error {
+	f.mu.Lock()
+	err := f.failMount
+	f.failMount = nil
+	f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return f.FileSystems.Mount(ctx, dev, dir)
+}
+
+// events collects OnEvent calls and lets a test wait for one.
+type events struct {
+	mu   sync.Mutex
+	seen map[string]int
+	cond *sync.Cond
+}
+
+func newEvents() *events {
+	e := &events{seen: map[string]int{}}
+	e.cond = sync.NewCond(&e.mu)
+	return e
+}
+
+func (e *events) on(id, ev string) {
+	e.mu.Lock()
+	e.seen[id+" "+ev]++
+	e.mu.Unlock()
+	e.cond.Broadcast()
+}
+
+// wait blocks until event ev of id has been seen n times; the test's
+// deadline bounds it.
+func (e *events) wait(t *testing.T, id, ev string, n int) {
+	t.Helper()
+	stop := context.AfterFunc(t.Context(), e.cond.Broadcast)
+	defer stop()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for e.seen[id+" "+ev] < n {
+		if t.Context().Err() != nil {
+			t.Fatalf("instance %s: event %s seen %d times, want %d", id, ev, e.seen[id+" "+ev], n)
+		}
+		e.cond.Wait()
+	}
+}
+
+type rig struct {
+	t      *testing.T
+	dir    string
+	att    *loopAttacher
+	fs     *faultyFS
+	ev     *events
+	eng    dbagent.Engine
+	host   *Host
+	vols   map[cairn.ID]string // volume to instance
+	volsMu sync.Mutex
+	delays chan time.Duration
+}
+
+func pgEngine(t *testing.T) dbagent.Engine {
+	t.Helper()
+	list, err := postgres.Find(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ds := range list {
+		if ds.Version == "15" {
+			e, err := postgres.New(ds)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return e
+		}
+	}
+	testenv.SkipOrFail(t, "PostgreSQL 15 is not installed (Debian package postgresql-15; test.sh installs it)")
+	return nil
+}
+
+func newRig(t *testing.T) *rig {
+	dbagenttest.NeedLoop(t)
+	r := &rig{
+		t:      t,
+		dir:    dbagenttest.ReachableTempDir(t),
+		ev:     newEvents(),
+		eng:    pgEngine(t),
+		vols:   map[cairn.ID]string{},
+		delays: make(chan time.Duration, 100),
+	}
+	r.att = &loopAttacher{dir: t.TempDir(), attached: map[string]string{}}
+	r.fs = &faultyFS{FileSystems: hostFileSystems{}}
+	r.open()
+	t.Cleanup(func() {
+		if err := r.host.Close(context.Background()); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		for name := range r.att.devices() {
+			t.Errorf("%s still attached after Close", name)
+		}
+	})
+	return r
+}
+
+// open makes a new Host over the rig's directory, as a restarted data
+// plane does.
+func (r *rig) open() {
+	h, err := New(Options{
+		Dir:      filepath.Join(r.dir, "host"),
+		RunDir:   filepath.Join(r.dir, "run"),
+		PortMin:  17600,
+		PortMax:  17699,
+		Engines:  []dbagent.Engine{r.eng},
+		Settings: map[string]map[string]string{"postgresql": {"shared_buffers": "16MB", "max_connections": "40"}},
+		Attacher: r.att,
+		Snapshot: r.att.snapshotter(&r.host, r.instanceOf),
+		FS:       r.fs,
+		OnEvent:  r.ev.on,
+		After: func(d time.Duration) <-chan time.Time {
+			r.delays <- d
+			ch := make(chan time.Time, 1)
+			ch <- time.Time{}
+			return ch
+		},
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.host = h
+}
+
+func (r *rig) instanceOf(v cairn.ID) string {
+	r.volsMu.Lock()
+	defer r.volsMu.Unlock()
+	return r.vols[v]
+}
+
+func (r *rig) spec(id string) Spec {
+	v := r.att.create(r.t, 512<<20)
+	r.volsMu.Lock()
+	r.vols[v] = id
+	r.volsMu.Unlock()
+	ds := r.eng.Datastore()
+	return Spec{
+		ID: id, Datastore: ds.Type, Version: ds.Version, Volume: v, Source: SourceInit,
+		Databases: []dbagent.Database{{Name: "app"}},
+		Users:     []dbagent.User{{Name: "alice", Password: "s3cret-pw", Databases: []string{"app"}}},
+	}
+}
+
+// connect logs in over TCP as the spec's user.
+func connect(t *testing.T, st State) *pgx.Conn {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%d user=alice password=s3cret-pw dbname=app sslmode=disable", st.Address, st.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.ConnectConfig(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("connecting to %s:%d: %v", st.Address, st.Port, err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func count(t *testing.T, conn *pgx.Conn) int {
+	t.Helper()
+	var n int
+	if err := conn.QueryRow(t.Context(), "SELECT count(*) FROM t").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestInstanceLifecycle(t *testing.T) {
+	r := newRig(t)
+	ctx := t.Context()
+	spec := r.spec("inst-a")
+
+	// A failed step leaves the instance provisioning; the same spec
+	// again resumes it.
+	r.fs.failMount = errors.New("injected mount failure")
+	if _, err := r.host.Provision(ctx, spec); err == nil || !strings.Contains(err.Error(), "injected mount failure") {
+		t.Fatalf("Provision with a failing mount: %v", err)
+	}
+	if st, _ := r.host.Instance("inst-a"); st.Phase != PhaseProvisioning || st.Error == "" {
+		t.Fatalf("after a failed step: %+v", st)
+	}
+	other := spec
+	other.Version = "99"
+	if _, err := r.host.Provision(ctx, other); err == nil {
+		t.Fatal("Provision with another spec for the same ID succeeded")
+	}
+	st, err := r.host.Provision(ctx, spec)
+	if err != nil {
+		t.Fatalf("Provision resumed: %v", err)
+	}
+	if st.Phase != PhaseReady || st.Operating != cairn.OperatingHealthy || st.Port < 17600 || st.Size == 0 || st.Error != "" {
+		t.Fatalf("state after Provision: %+v", st)
+	}
+	conn := connect(t, st)
+	if _, err := conn.Exec(ctx, "CREATE TABLE t (id int primary key, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g"); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+	data, err := os.ReadFile(r.host.recordPath("inst-a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(data), "s3cret-pw") {
+		t.Fatal("the instance record keeps the user's password after the user was created")
+	}
+
+	// The supervisor restarts a server that dies, after a backoff.
+	before, _ := r.host.Instance("inst-a")
+	pid := r.host.get("inst-a").view.PID
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	r.ev.wait(t, "inst-a", "exited", 1)
+	r.ev.wait(t, "inst-a", "healthy", 2)
+	st, _ = r.host.Instance("inst-a")
+	// A restart may itself fail while the killed server's backends
+	// still hold its shared memory: at least one restart.
+	if st.Restarts < before.Restarts+1 || st.Operating != cairn.OperatingHealthy || !strings.Contains(st.LastExit, "exited") {
+		t.Fatalf("after the server was killed: %+v", st)
+	}
+	if d := <-r.delays; d != 500*time.Millisecond {
+		t.Fatalf("first restart after %v, want the minimum backoff", d)
+	}
+	if n := count(t, connect(t, st)); n != 1000 {
+		t.Fatalf("%d rows after the restart, want 1000", n)
+	}
+
+	// A snapshot backup restores into a new instance with every row.
+	snap, err := r.host.Snapshot(ctx, "inst-a", SnapshotOptions{Name: "b1", Label: "b1"})
+	if err != nil {
+		t.Fatalf("Snapshot: %v", err)
+	}
+	if snap.Record.Method != dbagent.Snapshot || snap.Record.PostgreSQL == nil || len(snap.Overlay) == 0 {
+		t.Fatalf("snapshot backup: %+v (overlay %d bytes)", snap.Record, len(snap.Overlay))
+	}
+	r.volsMu.Lock()
+	r.vols[snap.Snapshot] = "inst-b"
+	r.volsMu.Unlock()
+	ds := r.eng.Datastore()
+	rst, err := r.host.Provision(ctx, Spec{ID: "inst-b", Datastore: ds.Type, Version: ds.Version, Volume: snap.Snapshot,
+		Source: SourceSnapshot, Record: &snap.Record, Overlay: snap.Overlay})
+	if err != nil {
+		t.Fatalf("Provision from the snapshot: %v", err)
+	}
+	if rst.Port == st.Port {
+		t.Fatalf("the restored instance got the port of the first: %d", rst.Port)
+	}
+	if n := count(t, connect(t, rst)); n != 1000 {
+		t.Fatalf("%d rows in the restored instance, want 1000", n)
+	}
+
+	// A restarted data plane brings both back.
+	if err := r.host.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if len(r.att.devices()) != 0 {
+		t.Fatalf("attached after Close: %v", r.att.devices())
+	}
+	r.open()
+	if err := r.host.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.ev.wait(t, "inst-a", "healthy", 3)
+	r.ev.wait(t, "inst-b", "healthy", 2)
+	for _, id := range []string{"inst-a", "inst-b"} {
+		st, _ := r.host.Instance(id)
+		if n := count(t, connect(t, st)); n != 1000 {
+			t.Fatalf("%s: %d rows after the restart, want 1000", id, n)
+		}
+	}
+
+	// Remove takes everything down and forgets the instance; again is
+	// no error.
+	for range 2 {
+		if err := r.host.Remove(ctx, "inst-b"); err != nil {
+			t.Fatalf("Remove: %v", err)
+		}
+	}
+	if _, err := r.host.Instance("inst-b"); !errors.Is(err, cairn.ErrNotFound) {
+		t.Fatalf("Instance after Remove: %v", err)
+	}
+	if _, ok := r.att.devices()["instance-inst-b"]; ok {
+		t.Fatal("the removed instance's volume is still attached")
+	}
+	if _, ok := (hostFileSystems{}).Mounted(r.host.mountPoint("inst-b")); ok {
+		t.Fatal("the removed instance's file system is still mounted")
+	}
+	if len(r.host.Instances()) != 1 {
+		t.Fatalf("instances: %+v", r.host.Instances())
+	}
+}
+
+func TestSpecValidate(t *testing.T) {
+	v := cairn.NewID()
+	rec := &dbagent.Record{Method: dbagent.Snapshot}
+	for _, tc := range []struct {
+		name string
+		spec Spec
+		ok   bool
+	}{
+		{"init", Spec{ID: "a", Volume: v, Source: SourceInit}, true},
+		{"snapshot", Spec{ID: "a", Volume: v, Source: SourceSnapshot, Record: rec}, true},
+		{"bad id", Spec{ID: "../x", Volume: v, Source: SourceInit}, false},
+		{"no volume", Spec{ID: "a", Source: SourceInit}, false},
+		{"no source", Spec{ID: "a", Volume: v}, false},
+		{"init with record", Spec{ID: "a", Volume: v, Source: SourceInit, Record: rec}, false},
+		{"snapshot without record", Spec{ID: "a", Volume: v, Source: SourceSnapshot}, false},
+		{"snapshot of a dump", Spec{ID: "a", Volume: v, Source: SourceSnapshot, Record: &dbagent.Record{Method: dbagent.Logical}}, false},
+		{"snapshot with users", Spec{ID: "a", Volume: v, Source: SourceSnapshot, Record: rec, Users: []dbagent.User{{Name: "u"}}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.spec.Validate()
+			if (err == nil) != tc.ok || (err != nil && !errors.Is(err, cairn.ErrInvalid)) {
+				t.Fatalf("Validate: %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
+
+func TestProcessStart(t *testing.T) {
+	if processStart(os.Getpid()) == "" {
+		t.Fatal("no start time for this process")
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if s := processStart(cmd.Process.Pid); s != "" {
+		t.Fatalf("a process that ended has start time %q", s)
+	}
+}
