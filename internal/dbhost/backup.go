@@ -38,7 +38,7 @@ type SnapshotOptions struct {
 // block layer, the file system in it is as after a crash at that instant,
 // which ext4's journal recovers; no fsfreeze is needed.
 func (h *Host) Snapshot(ctx context.Context, id string, o SnapshotOptions) (SnapshotBackup, error) {
-	if h.o.Snapshot == nil {
+	if h.o.Snapshots == nil {
 		return SnapshotBackup{}, fmt.Errorf("instance host: no snapshotter: %w", cairn.ErrUnsupported)
 	}
 	inst := h.get(id)
@@ -63,7 +63,7 @@ func (h *Host) Snapshot(ctx context.Context, id string, o SnapshotOptions) (Snap
 		return SnapshotBackup{}, fmt.Errorf("quiescing the database: %w", err)
 	}
 	h.event(id, "quiesced")
-	snap, err := h.o.Snapshot(ctx, inst.rec.Spec.Volume, o.Name)
+	snap, err := h.o.Snapshots.Create(ctx, inst.rec.Spec.Volume, o.Name)
 	if err != nil {
 		return SnapshotBackup{}, errors.Join(fmt.Errorf("snapshotting the volume: %w", err), q.Abort())
 	}
@@ -71,7 +71,12 @@ func (h *Host) Snapshot(ctx context.Context, id string, o SnapshotOptions) (Snap
 	var overlay bytes.Buffer
 	rec, err := q.Release(ctx, &overlay)
 	if err != nil {
-		return SnapshotBackup{Snapshot: snap}, fmt.Errorf("releasing the database: %w", err)
+		// Not a consistent backup: the snapshot goes.
+		err = fmt.Errorf("releasing the database: %w", err)
+		if derr := h.o.Snapshots.Delete(context.WithoutCancel(ctx), snap); derr != nil {
+			err = errors.Join(err, fmt.Errorf("deleting the snapshot %s: %w", snap, derr))
+		}
+		return SnapshotBackup{}, err
 	}
 	h.event(id, "released")
 	return SnapshotBackup{Snapshot: snap, Record: rec, Overlay: overlay.Bytes()}, nil

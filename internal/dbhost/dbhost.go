@@ -170,9 +170,13 @@ type Attacher interface {
 	Detach(ctx context.Context, name string) error
 }
 
-// Snapshotter takes a snapshot of a volume: the O(1) snapshot the
-// snapshot strategy takes while the database is quiesced.
-type Snapshotter func(ctx context.Context, id cairn.ID, name string) (cairn.ID, error)
+// Snapshots takes and deletes snapshots of volumes: the O(1) snapshot the
+// snapshot strategy takes while the database is quiesced. Safe for
+// concurrent use.
+type Snapshots interface {
+	Create(ctx context.Context, volume cairn.ID, name string) (cairn.ID, error)
+	Delete(ctx context.Context, snapshot cairn.ID) error
+}
 
 // Options configure a Host.
 type Options struct {
@@ -191,9 +195,9 @@ type Options struct {
 	// Engines are the installed datastores.
 	Engines []dbagent.Engine
 	// Settings are extra server settings by datastore type.
-	Settings map[string]map[string]string
-	Attacher Attacher
-	Snapshot Snapshotter
+	Settings  map[string]map[string]string
+	Attacher  Attacher
+	Snapshots Snapshots
 	// FS makes, mounts and unmounts file systems; default the host's
 	// mkfs.ext4, mount and umount.
 	FS FileSystems

@@ -94,26 +94,32 @@ func (a *loopAttacher) devices() map[string]string {
 	return out
 }
 
-// snapshotter returns a Snapshotter over the attacher's images: it
+// loopSnapshots takes snapshots of the attacher's images: it
 // freezes the instance's file system (this test's own mount), copies
 // the image and thaws, which is what an atomic block-level snapshot
 // holds.
-func (a *loopAttacher) snapshotter(h **Host, instanceOf func(cairn.ID) string) Snapshotter {
-	return func(ctx context.Context, id cairn.ID, name string) (cairn.ID, error) {
-		mp := (*h).mountPoint(instanceOf(id))
-		snap := cairn.NewID()
-		if out, err := exec.CommandContext(ctx, "fsfreeze", "-f", mp).CombinedOutput(); err != nil {
-			return cairn.ID{}, fmt.Errorf("fsfreeze: %v: %s", err, out)
-		}
-		out, cpErr := exec.CommandContext(ctx, "cp", "--sparse=always", a.image(id), a.image(snap)).CombinedOutput()
-		if thaw, err := exec.Command("fsfreeze", "-u", mp).CombinedOutput(); err != nil {
-			return cairn.ID{}, fmt.Errorf("fsfreeze -u: %v: %s", err, thaw)
-		}
-		if cpErr != nil {
-			return cairn.ID{}, fmt.Errorf("cp: %v: %s", cpErr, out)
-		}
-		return snap, nil
+type loopSnapshots struct {
+	a          *loopAttacher
+	h          **Host
+	instanceOf func(cairn.ID) string
+}
+
+func (s loopSnapshots) Delete(_ context.Context, id cairn.ID) error { return os.Remove(s.a.image(id)) }
+
+func (s loopSnapshots) Create(ctx context.Context, id cairn.ID, name string) (cairn.ID, error) {
+	mp := (*s.h).mountPoint(s.instanceOf(id))
+	snap := cairn.NewID()
+	if out, err := exec.CommandContext(ctx, "fsfreeze", "-f", mp).CombinedOutput(); err != nil {
+		return cairn.ID{}, fmt.Errorf("fsfreeze: %v: %s", err, out)
 	}
+	out, cpErr := exec.CommandContext(ctx, "cp", "--sparse=always", s.a.image(id), s.a.image(snap)).CombinedOutput()
+	if thaw, err := exec.Command("fsfreeze", "-u", mp).CombinedOutput(); err != nil {
+		return cairn.ID{}, fmt.Errorf("fsfreeze -u: %v: %s", err, thaw)
+	}
+	if cpErr != nil {
+		return cairn.ID{}, fmt.Errorf("cp: %v: %s", cpErr, out)
+	}
+	return snap, nil
 }
 
 // faultyFS fails the next Mount once when failMount is set.
@@ -230,16 +236,16 @@ func newRig(t *testing.T) *rig {
 // plane does.
 func (r *rig) open() {
 	h, err := New(Options{
-		Dir:      filepath.Join(r.dir, "host"),
-		RunDir:   filepath.Join(r.dir, "run"),
-		PortMin:  17600,
-		PortMax:  17699,
-		Engines:  []dbagent.Engine{r.eng},
-		Settings: map[string]map[string]string{"postgresql": {"shared_buffers": "16MB", "max_connections": "40"}},
-		Attacher: r.att,
-		Snapshot: r.att.snapshotter(&r.host, r.instanceOf),
-		FS:       r.fs,
-		OnEvent:  r.ev.on,
+		Dir:       filepath.Join(r.dir, "host"),
+		RunDir:    filepath.Join(r.dir, "run"),
+		PortMin:   17600,
+		PortMax:   17699,
+		Engines:   []dbagent.Engine{r.eng},
+		Settings:  map[string]map[string]string{"postgresql": {"shared_buffers": "16MB", "max_connections": "40"}},
+		Attacher:  r.att,
+		Snapshots: loopSnapshots{r.att, &r.host, r.instanceOf},
+		FS:        r.fs,
+		OnEvent:   r.ev.on,
 		After: func(d time.Duration) <-chan time.Time {
 			r.delays <- d
 			ch := make(chan time.Time, 1)

@@ -106,8 +106,11 @@ func writeErr(w http.ResponseWriter, err error) {
 
 func pathID(r *http.Request) (cairn.ID, error) { return cairn.ParseID(r.PathValue("id")) }
 
-func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+func decode(r *http.Request, v any) error { return decodeLimit(r, v, 1<<20) }
+
+// decodeLimit decodes a JSON body of at most limit bytes into v.
+func decodeLimit(r *http.Request, v any, limit int64) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, limit))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("request body: %v: %w", err, cairn.ErrInvalid)

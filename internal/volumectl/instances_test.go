@@ -1,0 +1,131 @@
+package volumectl_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"reflect"
+	"sync"
+	"testing"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/dbagent"
+	"github.com/cairnproject/cairn/internal/dbhost"
+	"github.com/cairnproject/cairn/internal/volumectl"
+)
+
+// fakeInstances keeps specs in memory: the control socket's transport of
+// each call is what is under test.
+type fakeInstances struct {
+	mu    sync.Mutex
+	specs map[string]dbhost.Spec
+}
+
+func (f *fakeInstances) Datastores(context.Context) ([]dbagent.Datastore, error) {
+	return []dbagent.Datastore{{Type: "postgresql", Version: "15", Release: "15.10"}}, nil
+}
+
+func (f *fakeInstances) Provision(_ context.Context, spec dbhost.Spec) (dbhost.State, error) {
+	if err := spec.Validate(); err != nil {
+		return dbhost.State{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.specs[spec.ID] = spec
+	return dbhost.State{ID: spec.ID, Volume: spec.Volume, Phase: dbhost.PhaseReady, Port: 17500, Operating: cairn.OperatingHealthy}, nil
+}
+
+func (f *fakeInstances) HostInstances(ctx context.Context) ([]dbhost.State, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []dbhost.State
+	for id := range f.specs {
+		out = append(out, dbhost.State{ID: id})
+	}
+	return out, nil
+}
+
+func (f *fakeInstances) HostInstance(_ context.Context, id string) (dbhost.State, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.specs[id]; !ok {
+		return dbhost.State{}, fmt.Errorf("instance %s: %w", id, cairn.ErrNotFound)
+	}
+	return dbhost.State{ID: id}, nil
+}
+
+func (f *fakeInstances) RemoveInstance(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.specs, id)
+	return nil
+}
+
+func (f *fakeInstances) SnapshotInstance(_ context.Context, id string, o dbhost.SnapshotOptions) (dbhost.SnapshotBackup, error) {
+	if o.Name == "" {
+		return dbhost.SnapshotBackup{}, fmt.Errorf("no name: %w", cairn.ErrInvalid)
+	}
+	return dbhost.SnapshotBackup{Snapshot: cairn.NewID(), Record: dbagent.Record{Method: dbagent.Snapshot, Label: o.Label}, Overlay: []byte{0, 1, 2}}, nil
+}
+
+func TestInstancesOverTheControlSocket(t *testing.T) {
+	ctx := t.Context()
+	fake := &fakeInstances{specs: map[string]dbhost.Spec{}}
+	sock := filepath.Join(t.TempDir(), "c.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: volumectl.WithInstances(http.NotFoundHandler(), fake)}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	c := volumectl.NewClient(sock)
+
+	ds, err := c.Datastores(ctx)
+	if err != nil || len(ds) != 1 || ds[0].Release != "15.10" {
+		t.Fatalf("Datastores: %v %v", ds, err)
+	}
+	// A large overlay crosses the socket whole.
+	overlay := make([]byte, 8<<20)
+	for i := range overlay {
+		overlay[i] = byte(i * 7)
+	}
+	spec := dbhost.Spec{ID: "i1", Datastore: "postgresql", Version: "15", Volume: cairn.NewID(), Source: dbhost.SourceSnapshot,
+		Record: &dbagent.Record{Method: dbagent.Snapshot, Label: "b"}, Overlay: overlay}
+	st, err := c.Provision(ctx, spec)
+	if err != nil || st.ID != "i1" || st.Operating != cairn.OperatingHealthy {
+		t.Fatalf("Provision: %+v %v", st, err)
+	}
+	if got := fake.specs["i1"]; !reflect.DeepEqual(got, spec) {
+		t.Fatal("the spec the host got differs from the one sent")
+	}
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want error
+	}{
+		{"bad spec", func() error { _, err := c.Provision(ctx, dbhost.Spec{ID: "i2"}); return err }, cairn.ErrInvalid},
+		{"unknown instance", func() error { _, err := c.HostInstance(ctx, "nope"); return err }, cairn.ErrNotFound},
+		{"snapshot without a name", func() error { _, err := c.SnapshotInstance(ctx, "i1", dbhost.SnapshotOptions{}); return err }, cairn.ErrInvalid},
+		{"known instance", func() error { _, err := c.HostInstance(ctx, "i1"); return err }, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.call(); !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+	b, err := c.SnapshotInstance(ctx, "i1", dbhost.SnapshotOptions{Name: "n", Label: "l"})
+	if err != nil || b.Snapshot.IsZero() || b.Record.Label != "l" || len(b.Overlay) != 3 {
+		t.Fatalf("SnapshotInstance: %+v %v", b, err)
+	}
+	if err := c.RemoveInstance(ctx, "i1"); err != nil {
+		t.Fatal(err)
+	}
+	if list, err := c.HostInstances(ctx); err != nil || len(list) != 0 {
+		t.Fatalf("after RemoveInstance: %v %v", list, err)
+	}
+}
