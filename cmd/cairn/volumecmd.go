@@ -499,6 +499,7 @@ type volumeServeOptions struct {
 	cpus           int
 	exports        string
 	background     bool
+	db             dbHostOptions
 }
 
 // args returns the command line that serves with o in the foreground.
@@ -516,7 +517,7 @@ func (o volumeServeOptions) args(dir string) []string {
 	if o.cpus > 0 {
 		args = append(args, "--cpus", strconv.Itoa(o.cpus))
 	}
-	return args
+	return append(args, o.db.args()...)
 }
 
 func (a *app) serveCommand() *cobra.Command {
@@ -551,6 +552,9 @@ requests.`,
 	f.IntVar(&o.cpus, "cpus", 0, "CPUs for the server's scheduler (0: half of them, or GOMAXPROCS)")
 	f.StringVar(&o.exports, "exports", "all", "what is exported: all (every volume and snapshot) or named (only what the export table names)")
 	f.BoolVar(&o.background, "background", false, "serve in a process of its own (log in DATA-DIR/"+dataPlaneLog+"); return once it serves")
+	f.StringVar(&o.db.address, "db-address", "", "address database instances listen on (default 127.0.0.1)")
+	f.StringVar(&o.db.ports, "db-ports", "", "TCP ports for database instances, MIN-MAX (default 17500-17999)")
+	f.StringVar(&o.db.runDir, "db-run-dir", "", "directory for the instances' unix sockets (default /run/cairn-db)")
 	return cmd
 }
 
@@ -655,8 +659,13 @@ func (a *app) volumeServe(ctx context.Context, o volumeServeOptions) error {
 		info.NBDListen = l.Addr().String()
 	}
 	ops := volumectl.Direct{E: e, X: table}
+	host, err := a.openDBHost(ctx, dir, o.db, e, table, info.NBDSocket, log)
+	if err != nil {
+		return err
+	}
 	srv := nbd.NewServer(a.hooks.exports(volumectl.Catalog{Table: table, All: info.AllExports}), nbd.Options{Logger: log})
-	httpSrv := &http.Server{Handler: volumectl.WithInfo(volumectl.Handler(ops), info), ReadHeaderTimeout: 10 * time.Second,
+	handler := volumectl.WithInstances(volumectl.Handler(ops), volumectl.HostInstances{H: host})
+	httpSrv := &http.Server{Handler: volumectl.WithInfo(handler, info), ReadHeaderTimeout: 10 * time.Second,
 		ConnContext: volumectl.ConnContext}
 	g, gctx := errgroup.WithContext(ctx)
 	nbdCtx, stopNBD := context.WithCancel(context.WithoutCancel(ctx))
@@ -680,12 +689,24 @@ func (a *app) volumeServe(ctx context.Context, o volumeServeOptions) error {
 		})
 		fmt.Fprintf(a.stderr, "cairn: serving NBD on %s\n", addr)
 	}
+	// The instances come back once their volumes can be attached, over
+	// the NBD servers just started.
+	if err := host.Start(gctx); err != nil {
+		log.Error("bringing the database instances back", "err", err)
+	}
 	log.Info("serving", "data_dir", dir, "exports", o.exports, "pid", info.PID)
 	<-gctx.Done()
 	log.Info("stopping", "data_dir", dir)
 	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
 	_ = httpSrv.Shutdown(shutdown)
+	// The databases stop, and their file systems are unmounted and
+	// detached, while the NBD servers still serve them.
+	hostCtx, cancelHost := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancelHost()
+	if err := host.Close(hostCtx); err != nil {
+		log.Error("stopping the database instances", "err", err)
+	}
 	stopNBD()
 	err = g.Wait()
 	log.Info("stopped", "data_dir", dir)

@@ -681,6 +681,9 @@ func (h *Host) bringUp(ctx context.Context, inst *instance, wait bool) error {
 	}
 	eng, err := h.engine(rec.Spec.Datastore, rec.Spec.Version)
 	if err == nil {
+		err = h.detachStale(ctx, inst)
+	}
+	if err == nil {
 		err = h.mount(ctx, inst)
 	}
 	if err == nil {
@@ -688,6 +691,25 @@ func (h *Host) bringUp(ctx context.Context, inst *instance, wait bool) error {
 	}
 	inst.setErr(err)
 	return err
+}
+
+// detachStale unmounts and detaches what a previous data plane left of
+// an instance: its device was attached over that process's NBD socket,
+// and reads and writes on it fail since that process ended. After a
+// clean shutdown (Close) there is nothing to do.
+func (h *Host) detachStale(ctx context.Context, inst *instance) error {
+	id := inst.rec.Spec.ID
+	mp := h.mountPoint(id)
+	if _, ok := h.o.FS.Mounted(mp); ok {
+		if err := h.o.FS.Unmount(ctx, mp); err != nil {
+			return fmt.Errorf("unmounting the stale %s: %w", mp, err)
+		}
+		h.event(id, "unmounted")
+	}
+	if err := h.o.Attacher.Detach(ctx, exportName(id)); err != nil {
+		return fmt.Errorf("detaching the stale device: %w", err)
+	}
+	return nil
 }
 
 // allocatePort picks the lowest port of the range that no other

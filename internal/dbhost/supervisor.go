@@ -310,6 +310,8 @@ func killAndWait(ctx context.Context, pid int, start string) error {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("stopping the server left running (pid %d): %w", pid, err)
 	}
+	// And its children, in its process group (the server leads it).
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for processStart(pid) == start {

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/attach"
+	"github.com/cairnproject/cairn/internal/dbagent"
+	"github.com/cairnproject/cairn/internal/dbagent/mariadb"
+	"github.com/cairnproject/cairn/internal/dbagent/postgres"
+	"github.com/cairnproject/cairn/internal/dbhost"
+	"github.com/cairnproject/cairn/internal/volume"
+	"github.com/cairnproject/cairn/internal/volumectl"
+)
+
+// instancesDir holds the data plane's database instances (their
+// records, mount points and server logs), below the data directory.
+const instancesDir = "instances"
+
+// dbHostOptions are the data plane's settings for database instances.
+type dbHostOptions struct {
+	address string
+	ports   string
+	runDir  string
+}
+
+func (o dbHostOptions) args() []string {
+	var args []string
+	if o.address != "" {
+		args = append(args, "--db-address", o.address)
+	}
+	if o.ports != "" {
+		args = append(args, "--db-ports", o.ports)
+	}
+	if o.runDir != "" {
+		args = append(args, "--db-run-dir", o.runDir)
+	}
+	return args
+}
+
+// parsePorts reads "MIN-MAX".
+func parsePorts(s string) (int, int, error) {
+	if s == "" {
+		return 0, 0, nil
+	}
+	lo, hi, ok := strings.Cut(s, "-")
+	a, err1 := strconv.Atoi(lo)
+	b, err2 := strconv.Atoi(hi)
+	if !ok || err1 != nil || err2 != nil || a <= 0 || b > 65535 || a > b {
+		return 0, 0, usageError{fmt.Errorf("--db-ports %q: want MIN-MAX, e.g. 17500-17999", s)}
+	}
+	return a, b, nil
+}
+
+// installedEngines returns an engine for every PostgreSQL and MariaDB
+// version installed on the host.
+func installedEngines(ctx context.Context) ([]dbagent.Engine, error) {
+	pg, err := postgres.Find(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("finding PostgreSQL: %w", err)
+	}
+	maria, err := mariadb.Find(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("finding MariaDB: %w", err)
+	}
+	var out []dbagent.Engine
+	for _, ds := range pg {
+		e, err := postgres.New(ds)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	for _, ds := range maria {
+		e, err := mariadb.New(ds)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// exportAttacher attaches a volume the way `cairn attach` does, through
+// the data plane's own NBD socket: it names the volume in the export
+// table, then attaches the export with nbd-client or nbdfuse and a loop
+// device.
+type exportAttacher struct {
+	table  *volumectl.ExportTable
+	m      attach.Manager
+	socket string
+}
+
+func (x exportAttacher) Attach(ctx context.Context, name string, id cairn.ID) (string, error) {
+	if x.socket == "" {
+		return "", fmt.Errorf("this data plane serves no NBD unix socket (--no-unix): %w", cairn.ErrUnsupported)
+	}
+	if r, err := x.m.Lookup(name); err == nil {
+		return r.Device, nil
+	}
+	if err := x.table.Set(name, id); err != nil {
+		return "", err
+	}
+	r, err := x.m.Attach(ctx, x.socket, name, false)
+	if err != nil {
+		return "", err
+	}
+	return r.Device, nil
+}
+
+func (x exportAttacher) Detach(ctx context.Context, name string) error {
+	if _, err := x.m.Detach(ctx, name); err != nil && !errors.Is(err, cairn.ErrNotFound) {
+		return err
+	}
+	return x.table.Delete(name)
+}
+
+// engineSnapshots takes the instances' snapshots in the data plane's
+// volume engine.
+type engineSnapshots struct{ e *volume.Engine }
+
+func (s engineSnapshots) Create(ctx context.Context, v cairn.ID, name string) (cairn.ID, error) {
+	info, err := s.e.CreateSnapshot(ctx, v, name)
+	return info.ID, err
+}
+
+func (s engineSnapshots) Delete(ctx context.Context, id cairn.ID) error {
+	return s.e.DeleteSnapshot(ctx, id)
+}
+
+// openDBHost makes the data plane's instance host over data directory
+// dir.
+func (a *app) openDBHost(ctx context.Context, dir string, o dbHostOptions, e *volume.Engine, table *volumectl.ExportTable, socket string, log *slog.Logger) (*dbhost.Host, error) {
+	lo, hi, err := parsePorts(o.ports)
+	if err != nil {
+		return nil, err
+	}
+	engines, err := installedEngines(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return dbhost.New(dbhost.Options{
+		Dir:       filepath.Join(dir, instancesDir),
+		RunDir:    o.runDir,
+		Address:   o.address,
+		PortMin:   lo,
+		PortMax:   hi,
+		Engines:   engines,
+		Attacher:  exportAttacher{table: table, m: attach.Manager{Dir: filepath.Join(dir, attachDir), PreferFUSE: a.getenv("CAIRN_ATTACH") == "fuse"}, socket: socket},
+		Snapshots: engineSnapshots{e},
+		Logger:    log,
+	})
+}
