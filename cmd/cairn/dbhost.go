@@ -157,3 +157,16 @@ func (a *app) openDBHost(ctx context.Context, dir string, o dbHostOptions, e *vo
 		Logger:    log,
 	})
 }
+
+// storeKind names the kind of a backup store location, as backup
+// strategies show it: "s3", "swift" or "local".
+func storeKind(loc string) string {
+	switch {
+	case strings.HasPrefix(loc, "s3:"):
+		return "s3"
+	case strings.HasPrefix(loc, "swift:"):
+		return "swift"
+	default:
+		return "local"
+	}
+}

@@ -361,7 +361,8 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 	// The data plane: this process's engine, or the process serving the
 	// data directory (started when none runs).
 	var ops volumectl.Ops
-	var nbdCatalog nbd.Catalog // of an embedded data plane
+	var instances service.InstanceHost // of a data plane process
+	var nbdCatalog nbd.Catalog         // of an embedded data plane
 	nbdSock, nbdAddr := st.NBDSocket, st.NBDListen
 	if st.DataPlane == "embedded" {
 		eng, err := volume.Open(st.DataDir, volume.Options{Logger: log})
@@ -383,7 +384,7 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 		if err != nil {
 			return err
 		}
-		ops = dp.client
+		ops, instances = dp.client, dp.client
 		nbdSock, nbdAddr = dp.info.NBDSocket, dp.info.NBDListen
 		stops.add("data plane", func() error { return releaseDataPlane(context.WithoutCancel(ctx), st.DataDir, dp, log) })
 	}
@@ -455,7 +456,8 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 	svc := service.New(service.Config{Catalog: cat, Engine: service.NewEngine(ops),
 		OpenRepo:         service.Repositories(openRepo, ops, log),
 		DefaultContainer: st.DefaultContainer, Notifier: notifier, Observer: met, Logger: log,
-		Workers: st.Workers, NBDSocket: nbdSock, NBDAddress: nbdAddr})
+		Workers: st.Workers, NBDSocket: nbdSock, NBDAddress: nbdAddr,
+		Instances: instances, Backend: storeKind(st.BackupStore)})
 
 	// The servers run in g; gctx ends when ctx does or one of them fails.
 	g, gctx := errgroup.WithContext(ctx)
@@ -508,7 +510,11 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 		})
 	}
 	apiCtx, cancelAPI := context.WithCancel(context.WithoutCancel(ctx))
-	srv := &http.Server{Handler: api.New(svc, met, log), ReadHeaderTimeout: 10 * time.Second,
+	var apiOpts []api.Option
+	if instances != nil {
+		apiOpts = append(apiOpts, api.WithDatabases(svc))
+	}
+	srv := &http.Server{Handler: api.New(svc, met, log, apiOpts...), ReadHeaderTimeout: 10 * time.Second,
 		BaseContext: func(net.Listener) context.Context { return apiCtx }}
 	stops.add("api", func() error {
 		drain := time.AfterFunc(apiDrainTimeout, cancelAPI)

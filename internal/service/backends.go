@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 
 	"github.com/cairnproject/cairn"
@@ -96,6 +97,10 @@ type Repository interface {
 	BackupSnapshot(ctx context.Context, snapshot cairn.ID, opts repo.BackupOptions) (*volbackup.Result, error)
 	// Restore writes backup m into t.
 	Restore(ctx context.Context, m *format.Manifest, t repo.Target, p *repo.Progress) (repo.RestoreStats, error)
+	// BackupStream backs up what rd yields, as a stream backup.
+	BackupStream(ctx context.Context, rd io.Reader, opts repo.StreamOptions) (*format.Manifest, error)
+	// RestoreStream writes stream backup m to w and checks its hash.
+	RestoreStream(ctx context.Context, m *format.Manifest, w io.Writer, p *repo.Progress) (repo.RestoreStats, error)
 	// Forget removes backups (their data stays until GC).
 	Forget(ctx context.Context, ids []cairn.ID) error
 	// GC frees what no backup uses.

@@ -956,5 +956,9 @@ func (s *Service) kinds() map[string]tasks.Kind {
 		"backup.create":   {Run: s.runCreateBackup, Fail: s.failBackup},
 		"backup.delete":   {Run: s.runDeleteBackup, Fail: s.failDeleteBackup},
 		"backup.restore":  {Run: s.runRestore, Fail: s.failRestore},
+		"instance.create": {Run: s.runCreateInstance, Fail: s.failInstance("instance.create.error")},
+		"instance.delete": {Run: s.runDeleteInstance, Fail: s.failInstance("instance.delete.error")},
+		"dbbackup.create": {Run: s.runCreateDatabaseBackup, Fail: s.failDatabaseBackup},
+		"dbbackup.delete": {Run: s.runDeleteDatabaseBackup, Fail: s.failDeleteDatabaseBackup},
 	}
 }

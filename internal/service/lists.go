@@ -63,32 +63,30 @@ const (
 	VolumesCollection   Collection = "volumes"
 	SnapshotsCollection Collection = "snapshots"
 	BackupsCollection   Collection = "backups"
+	// InstancesCollection and DatabaseBackupsCollection list database
+	// instances and their backups; they take no summaries.
+	InstancesCollection       Collection = "instances"
+	DatabaseBackupsCollection Collection = "database backups"
 )
 
 // filter checks q for a list of coll by c and returns the catalog's
 // filter: the caller's project (every project for an admin's AllProjects),
 // the page and the order.
 func (q ListQuery) filter(c Caller, coll Collection) (catalog.Filter, error) {
-	var kind catalog.Kind
 	switch coll {
-	case VolumesCollection:
-		kind = catalog.KindVolumes
-	case SnapshotsCollection:
-		kind = catalog.KindSnapshots
-	case BackupsCollection:
-		kind = catalog.KindBackups
+	case VolumesCollection, SnapshotsCollection, BackupsCollection, InstancesCollection, DatabaseBackupsCollection:
 	default:
-		return catalog.Filter{}, errorf(cairn.ErrInvalid, "list of %q: want volumes, snapshots or backups", coll)
+		return catalog.Filter{}, errorf(cairn.ErrInvalid, "list of %q: want volumes, snapshots, backups, instances or database backups", coll)
 	}
 	f := catalog.Filter{ProjectID: c.ProjectID, Limit: q.PageSize(), Marker: q.Marker,
 		Name: q.Name, Status: q.Status, VolumeID: q.VolumeID, SnapshotID: q.SnapshotID}
 	if q.Limit < 0 || q.Limit > MaxLimit {
 		return f, errorf(cairn.ErrInvalid, "limit %d: want 1 to %d", q.Limit, MaxLimit)
 	}
-	if q.VolumeID != "" && kind == catalog.KindVolumes {
-		return f, errorf(cairn.ErrInvalid, "volumes have no volume_id filter")
+	if q.VolumeID != "" && coll != SnapshotsCollection && coll != BackupsCollection {
+		return f, errorf(cairn.ErrInvalid, "%s have no volume_id filter", coll)
 	}
-	if q.SnapshotID != "" && kind != catalog.KindBackups {
+	if q.SnapshotID != "" && coll != BackupsCollection {
 		return f, errorf(cairn.ErrInvalid, "%s have no snapshot_id filter", coll)
 	}
 	for _, k := range q.Sort {

@@ -50,11 +50,17 @@ type Config struct {
 	OpenRepo RepoOpener
 	// DefaultContainer is used for backups that name none.
 	DefaultContainer string
-	Notifier         Notifier
-	Observer         Observer
-	Logger           *slog.Logger
+	// Backend names the kind of store backups go to ("local", "s3",
+	// "swift"), as backup strategies show it.
+	Backend  string
+	Notifier Notifier
+	Observer Observer
+	Logger   *slog.Logger
 	// Workers is how many tasks run at once.
 	Workers int
+	// Instances is the data plane's instance host; nil for a service
+	// without database instances.
+	Instances InstanceHost
 	// NBDSocket and NBDAddress are where attached volumes are exported,
 	// reported in attach responses.
 	NBDSocket, NBDAddress string
@@ -77,6 +83,8 @@ type Service struct {
 	runner  *tasks.Runner
 	nbdSock string
 	nbdAddr string
+	host    InstanceHost
+	backend string
 
 	tokensMu sync.Mutex
 	tokens   map[string]cachedToken // by SHA-256 of the secret
@@ -94,7 +102,7 @@ func New(cfg Config) *Service {
 	s := &Service{cat: cfg.Catalog, eng: cfg.Engine, open: cfg.OpenRepo,
 		defCont: cfg.DefaultContainer, notify: cfg.Notifier, obs: cfg.Observer,
 		log: cfg.Logger, now: cfg.Now, repos: map[string]*repoSlot{}, tokens: map[string]cachedToken{},
-		nbdSock: cfg.NBDSocket, nbdAddr: cfg.NBDAddress}
+		nbdSock: cfg.NBDSocket, nbdAddr: cfg.NBDAddress, host: cfg.Instances, backend: cfg.Backend}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

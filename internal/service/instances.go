@@ -1,0 +1,577 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/catalog"
+	"github.com/cairnproject/cairn/internal/dbagent"
+	"github.com/cairnproject/cairn/internal/dbhost"
+	"github.com/cairnproject/cairn/internal/repo"
+	"github.com/cairnproject/cairn/internal/volume"
+)
+
+// InstanceHost is the data plane's side of database instances: where
+// their volumes are attached and mounted and their servers supervised
+// (dbhost.Host, reached over the control socket). Its methods are safe
+// for concurrent use; calls for one instance are serialised by the host,
+// and Provision and RemoveInstance are idempotent, so a task cut short
+// calls them again.
+type InstanceHost interface {
+	// Datastores lists the database servers installed on the host.
+	Datastores(ctx context.Context) ([]dbagent.Datastore, error)
+	// Provision makes an instance and starts its server, or resumes
+	// making it; it returns once the server answers.
+	Provision(ctx context.Context, spec dbhost.Spec) (dbhost.State, error)
+	// HostInstances lists the host's instances.
+	HostInstances(ctx context.Context) ([]dbhost.State, error)
+	// HostInstance returns one; cairn.ErrNotFound when the host has none.
+	HostInstance(ctx context.Context, id string) (dbhost.State, error)
+	// RemoveInstance stops, unmounts and detaches an instance; an
+	// unknown ID is no error.
+	RemoveInstance(ctx context.Context, id string) error
+	// SnapshotInstance quiesces the server, snapshots the volume and
+	// releases the server; a failure leaves no snapshot behind.
+	SnapshotInstance(ctx context.Context, id string, o dbhost.SnapshotOptions) (dbhost.SnapshotBackup, error)
+}
+
+// errNoInstances is the error of the database API on a service without
+// an instance host.
+var errNoInstances = fmt.Errorf("this service runs no database instances: %w", cairn.ErrUnsupported)
+
+// Datastore IDs are stable names, so a client may give either: the
+// datastore's ID is its type, a version's ID the type and version.
+func versionID(ds dbagent.Datastore) string { return ds.Type + "-" + ds.Version }
+
+// Datastores lists the datastores installed on the host, each with its
+// versions, the newest its default.
+func (s *Service) Datastores(ctx context.Context) ([]cairn.Datastore, error) {
+	if s.host == nil {
+		return nil, errNoInstances
+	}
+	list, err := s.host.Datastores(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("datastores: %w", err)
+	}
+	byType := map[string]*cairn.Datastore{}
+	var out []*cairn.Datastore
+	for _, ds := range list {
+		d := byType[ds.Type]
+		if d == nil {
+			d = &cairn.Datastore{ID: ds.Type, Name: ds.Type}
+			byType[ds.Type] = d
+			out = append(out, d)
+		}
+		d.Versions = append(d.Versions, cairn.DatastoreVersion{ID: versionID(ds), Name: ds.Version, Version: ds.Release})
+	}
+	res := make([]cairn.Datastore, 0, len(out))
+	for _, d := range out {
+		sort.Slice(d.Versions, func(i, j int) bool { return versionLess(d.Versions[i].Name, d.Versions[j].Name) })
+		d.DefaultVersionID = d.Versions[len(d.Versions)-1].ID
+		res = append(res, *d)
+	}
+	sort.Slice(res, func(i, j int) bool { return res[i].Name < res[j].Name })
+	return res, nil
+}
+
+// versionLess orders dotted version numbers numerically.
+func versionLess(a, b string) bool {
+	as, bs := strings.Split(a, "."), strings.Split(b, ".")
+	for i := 0; i < len(as) && i < len(bs); i++ {
+		x, err1 := strconv.Atoi(as[i])
+		y, err2 := strconv.Atoi(bs[i])
+		if err1 != nil || err2 != nil {
+			if as[i] != bs[i] {
+				return as[i] < bs[i]
+			}
+			continue
+		}
+		if x != y {
+			return x < y
+		}
+	}
+	return len(as) < len(bs)
+}
+
+// resolveDatastore finds the datastore and version a request names (by
+// name or ID; version "" for the default).
+func (s *Service) resolveDatastore(ctx context.Context, name, version string) (cairn.DatastoreRef, error) {
+	list, err := s.Datastores(ctx)
+	if err != nil {
+		return cairn.DatastoreRef{}, err
+	}
+	for _, d := range list {
+		if d.ID != name && d.Name != name {
+			continue
+		}
+		for _, v := range d.Versions {
+			if version == "" && v.ID == d.DefaultVersionID || version != "" && (v.ID == version || v.Name == version) {
+				return cairn.DatastoreRef{Type: d.Name, Version: v.Name, VersionID: v.ID}, nil
+			}
+		}
+		return cairn.DatastoreRef{}, errorf(cairn.ErrInvalid, "datastore %s has no version %q installed on this host", d.Name, version)
+	}
+	return cairn.DatastoreRef{}, errorf(cairn.ErrInvalid, "datastore %q is not installed on this host", name)
+}
+
+// instanceParams are an instance.create task's: what the host creates
+// in a new instance.
+type instanceParams struct {
+	Databases []dbagent.Database `json:"databases,omitempty"`
+	Users     []dbagent.User     `json:"users,omitempty"`
+}
+
+// CreateInstance accepts a new instance, in BUILD; its task makes the
+// volume and has the host provision it.
+func (s *Service) CreateInstance(ctx context.Context, c Caller, in cairn.InstanceCreate) (cairn.Instance, error) {
+	if s.host == nil {
+		return cairn.Instance{}, errNoInstances
+	}
+	if in.Name == "" {
+		return cairn.Instance{}, errorf(cairn.ErrInvalid, "an instance needs a name")
+	}
+	if err := validText("name", in.Name, 255); err != nil {
+		return cairn.Instance{}, err
+	}
+	if in.VolumeSize != 0 || in.BackupID == "" {
+		if err := validSize(in.VolumeSize); err != nil {
+			return cairn.Instance{}, err
+		}
+	}
+	var p instanceParams
+	for _, d := range in.Databases {
+		p.Databases = append(p.Databases, dbagent.Database{Name: d.Name, CharacterSet: d.CharacterSet, Collate: d.Collate})
+	}
+	for _, u := range in.Users {
+		p.Users = append(p.Users, dbagent.User{Name: u.Name, Password: u.Password, Databases: u.Databases})
+	}
+	if err := dbagent.ValidateDatabases(p.Databases, nil); err != nil {
+		return cairn.Instance{}, err
+	}
+	if err := dbagent.ValidateUsers(p.Users, nil, nil); err != nil {
+		return cairn.Instance{}, err
+	}
+	if in.BackupID != "" && (len(p.Databases) > 0 || len(p.Users) > 0) {
+		return cairn.Instance{}, errorf(cairn.ErrInvalid, "an instance restored from a backup has the backup's databases and users: give none")
+	}
+	var ds cairn.DatastoreRef
+	if in.Datastore != "" || in.BackupID == "" {
+		var err error
+		if ds, err = s.resolveDatastore(ctx, in.Datastore, in.DatastoreVersion); err != nil {
+			return cairn.Instance{}, err
+		}
+	}
+	now := s.nowUTC()
+	inst := cairn.Instance{ID: cairn.NewUUID(), ProjectID: c.ProjectID, Name: in.Name,
+		Status: cairn.InstanceBuild, Datastore: ds, VolumeSize: in.VolumeSize, BackupID: in.BackupID, CreatedAt: now, UpdatedAt: now}
+	err := s.update(ctx, func(tx catalog.Tx) error {
+		if in.BackupID != "" {
+			b, err := getDatabaseBackup(ctx, tx, c, in.BackupID)
+			if err != nil {
+				return err
+			}
+			if b.Status != cairn.DatabaseBackupCompleted {
+				return fmt.Errorf("backup %s is %s; cannot restore it: %w", b.ID, b.Status, cairn.ErrConflict)
+			}
+			if ds.Type != "" && (ds.Type != b.Datastore.Type || ds.Version != b.Datastore.Version) {
+				return errorf(cairn.ErrInvalid, "backup %s is of %s %s, not %s %s", b.ID, b.Datastore.Type, b.Datastore.Version, ds.Type, ds.Version)
+			}
+			inst.Datastore = b.Datastore
+			if inst.VolumeSize == 0 {
+				inst.VolumeSize = b.VolumeSize
+			}
+			if inst.VolumeSize < b.VolumeSize {
+				return errorf(cairn.ErrInvalid, "volume size %d GiB is smaller than backup %s's (%d GiB)", inst.VolumeSize, b.ID, b.VolumeSize)
+			}
+		}
+		if err := checkQuota(ctx, tx, c.ProjectID, cairn.Usage{Volumes: 1, Gigabytes: inst.VolumeSize}); err != nil {
+			return err
+		}
+		if err := tx.InsertInstance(ctx, inst); err != nil {
+			return err
+		}
+		params, err := json.Marshal(p)
+		if err != nil {
+			return err
+		}
+		_, err = s.queue(ctx, tx, c.ProjectID, "instance.create", inst.ID, params)
+		return err
+	})
+	if err != nil {
+		return cairn.Instance{}, err
+	}
+	s.event(ctx, "instance.create.start", inst.ProjectID, instancePayload(inst))
+	return inst, nil
+}
+
+// runCreateInstance makes an instance's volume (named by the instance's
+// ID in the engine, so a resumed task finds it) and has the host
+// provision it.
+func (s *Service) runCreateInstance(ctx context.Context, t cairn.Task) error {
+	inst, err := s.instanceRow(ctx, t.ResourceID)
+	if err != nil {
+		return err
+	}
+	if inst.Status != cairn.InstanceBuild {
+		return nil // finished by an earlier attempt
+	}
+	var p instanceParams
+	if err := json.Unmarshal(t.Params, &p); err != nil {
+		return fmt.Errorf("task params: %w", err)
+	}
+	spec := dbhost.Spec{ID: inst.ID, Datastore: inst.Datastore.Type, Version: inst.Datastore.Version,
+		Source: dbhost.SourceInit, Databases: p.Databases, Users: p.Users}
+	var b cairn.DatabaseBackup
+	if inst.BackupID != "" {
+		if b, err = s.dbBackupRow(ctx, inst.BackupID); err != nil {
+			return err
+		}
+		rec, err := dbRecord(b)
+		if err != nil {
+			return err
+		}
+		spec.Source, spec.Record = dbhost.SourceSnapshot, &rec
+	}
+	if inst.VolumeID == "" {
+		if inst, err = s.makeInstanceVolume(ctx, t, inst, b); err != nil {
+			return err
+		}
+	}
+	if spec.Volume, err = cairn.ParseID(inst.VolumeID); err != nil {
+		return fmt.Errorf("instance %s: volume id: %w", inst.ID, err)
+	}
+	if b.Overlay != "" {
+		if spec.Overlay, err = s.readOverlay(ctx, b); err != nil {
+			return err
+		}
+	}
+	st, err := s.host.Provision(ctx, spec)
+	if err != nil {
+		return fmt.Errorf("provisioning: %w", err)
+	}
+	inst, err = s.setInstance(ctx, inst.ID, func(in *cairn.Instance) {
+		in.Status, in.OperatingStatus = cairn.InstanceActive, st.Operating
+		in.Address, in.Port, in.FailReason = st.Address, st.Port, ""
+	})
+	if err != nil {
+		return err
+	}
+	s.event(ctx, "instance.create.end", inst.ProjectID, instancePayload(inst))
+	return nil
+}
+
+// makeInstanceVolume makes the instance's engine volume (named by the
+// instance's ID, so a resumed task finds it): empty, an instant clone of
+// the backup's snapshot where the host still has it, or restored from
+// the repository. The instance's VolumeID is recorded only once the
+// volume holds all its data; a volume found without it is a restore cut
+// short, deleted and made again.
+func (s *Service) makeInstanceVolume(ctx context.Context, t cairn.Task, inst cairn.Instance, b cairn.DatabaseBackup) (cairn.Instance, error) {
+	ev, ok, err := s.engineVolume(ctx, inst.ID)
+	if err != nil {
+		return inst, err
+	}
+	if ok {
+		if err := s.eng.DeleteVolume(ctx, ev.ID); err != nil {
+			return inst, fmt.Errorf("deleting the volume of a restore cut short: %w", err)
+		}
+	}
+	size := inst.VolumeSize * GiB
+	var snap cairn.ID
+	if b.ID != "" {
+		if es, found, err := s.engineSnapshot(ctx, dbSnapshotName(b.ID)); err != nil {
+			return inst, err
+		} else if found {
+			snap = es.ID
+		}
+	}
+	switch {
+	case !snap.IsZero():
+		if ev, err = s.eng.CloneVolume(ctx, inst.ID, snap); err != nil {
+			return inst, fmt.Errorf("cloning the backup's snapshot: %w", err)
+		}
+		if ev.Size < size {
+			if err := s.eng.ExtendVolume(ctx, ev.ID, size); err != nil {
+				return inst, fmt.Errorf("extending the clone: %w", err)
+			}
+		}
+	case b.ID != "":
+		if ev, err = s.restoreInstanceVolume(ctx, t, inst, b, size); err != nil {
+			return inst, err
+		}
+	default:
+		if ev, err = s.eng.CreateVolume(ctx, inst.ID, size); err != nil {
+			return inst, fmt.Errorf("create volume: %w", err)
+		}
+	}
+	return s.setInstance(ctx, inst.ID, func(in *cairn.Instance) { in.VolumeID = ev.ID.String() })
+}
+
+// restoreInstanceVolume writes a backup's image from the repository into
+// a new volume.
+func (s *Service) restoreInstanceVolume(ctx context.Context, t cairn.Task, inst cairn.Instance, b cairn.DatabaseBackup, size int64) (volume.VolumeInfo, error) {
+	r, err := s.repoFor(ctx, b.Container)
+	if err != nil {
+		return volume.VolumeInfo{}, err
+	}
+	rid, err := cairn.ParseID(b.Data)
+	if err != nil {
+		return volume.VolumeInfo{}, fmt.Errorf("backup %s: repository id: %w", b.ID, err)
+	}
+	m, err := r.Manifest(ctx, rid)
+	if err != nil {
+		return volume.VolumeInfo{}, fmt.Errorf("backup %s: %w", b.ID, err)
+	}
+	ev, err := s.eng.CreateVolume(ctx, inst.ID, max(size, m.Size))
+	if err != nil {
+		return ev, fmt.Errorf("create volume: %w", err)
+	}
+	dev, err := s.eng.OpenVolume(ctx, ev.ID)
+	if err != nil {
+		return ev, fmt.Errorf("open volume: %w", err)
+	}
+	prog := &repo.Progress{}
+	stop := s.trackProgress(ctx, t.ID, prog)
+	stats, err := r.Restore(ctx, m, DeviceTarget(ctx, dev, true), prog)
+	stop()
+	if cerr := dev.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return ev, fmt.Errorf("restoring backup %s: %w", b.ID, err)
+	}
+	s.obs.BytesRestored(stats.Bytes)
+	return ev, nil
+}
+
+// readOverlay reads a backup's overlay stream from the repository.
+func (s *Service) readOverlay(ctx context.Context, b cairn.DatabaseBackup) ([]byte, error) {
+	r, err := s.repoFor(ctx, b.Container)
+	if err != nil {
+		return nil, err
+	}
+	id, err := cairn.ParseID(b.Overlay)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: overlay id: %w", b.ID, err)
+	}
+	m, err := r.Manifest(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: overlay: %w", b.ID, err)
+	}
+	var buf bytes.Buffer
+	if _, err := r.RestoreStream(ctx, m, &buf, nil); err != nil {
+		return nil, fmt.Errorf("backup %s: reading the overlay: %w", b.ID, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// failInstance marks an instance whose task failed: ERROR, with the
+// cause. The host keeps what it made, so a delete takes it down.
+func (s *Service) failInstance(event string) func(ctx context.Context, t cairn.Task, cause error) error {
+	return func(ctx context.Context, t cairn.Task, cause error) error {
+		inst, err := s.setInstance(ctx, t.ResourceID, func(in *cairn.Instance) {
+			in.Status, in.FailReason = cairn.InstanceError, failReason(cause)
+		})
+		if errors.Is(err, cairn.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		s.event(ctx, event, inst.ProjectID, instancePayload(inst))
+		return nil
+	}
+}
+
+// DeleteInstance accepts the deletion of an instance: SHUTDOWN, then its
+// task stops the server and deletes the volume. Its backups stay.
+func (s *Service) DeleteInstance(ctx context.Context, c Caller, id string) error {
+	if s.host == nil {
+		return errNoInstances
+	}
+	var inst cairn.Instance
+	err := s.update(ctx, func(tx catalog.Tx) error {
+		var err error
+		if inst, err = getInstance(ctx, tx, c, id); err != nil {
+			return err
+		}
+		switch inst.Status {
+		case cairn.InstanceActive, cairn.InstanceError:
+		default:
+			return fmt.Errorf("instance %s is %s; cannot delete it: %w", id, inst.Status, cairn.ErrConflict)
+		}
+		inst.Status, inst.OperatingStatus, inst.UpdatedAt = cairn.InstanceShutdown, cairn.OperatingShutdown, s.nowUTC()
+		if err := tx.UpdateInstance(ctx, inst); err != nil {
+			return err
+		}
+		_, err = s.queue(ctx, tx, inst.ProjectID, "instance.delete", inst.ID, nil)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.event(ctx, "instance.delete.start", inst.ProjectID, instancePayload(inst))
+	return nil
+}
+
+// runDeleteInstance takes the instance down on the host, deletes its
+// volume and its row; each step is skipped when done.
+func (s *Service) runDeleteInstance(ctx context.Context, t cairn.Task) error {
+	inst, err := s.instanceRow(ctx, t.ResourceID)
+	if errors.Is(err, cairn.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.host.RemoveInstance(ctx, inst.ID); err != nil {
+		return fmt.Errorf("removing from the host: %w", err)
+	}
+	// The backups' snapshots of the volume go first (the engine deletes
+	// no volume with snapshots); the backups stay in the repository.
+	var backups []cairn.DatabaseBackup
+	if err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		backups, err = tx.DatabaseBackups(ctx, catalog.Filter{InstanceID: inst.ID})
+		return err
+	}); err != nil {
+		return err
+	}
+	for _, b := range backups {
+		if err := s.deleteDBSnapshot(ctx, b.ID); err != nil {
+			return err
+		}
+		if b.SnapshotID != "" {
+			if _, err := s.setDBBackup(ctx, b.ID, func(b *cairn.DatabaseBackup) { b.SnapshotID = "" }); err != nil {
+				return err
+			}
+		}
+	}
+	ev, ok, err := s.engineVolume(ctx, inst.ID)
+	if err != nil {
+		return err
+	}
+	if ok {
+		if err := s.eng.DeleteVolume(ctx, ev.ID); err != nil {
+			return fmt.Errorf("delete volume: %w", err)
+		}
+	}
+	err = s.cat.Update(ctx, func(tx catalog.Tx) error {
+		if err := tx.DeleteBackupStrategy(ctx, inst.ProjectID, inst.ID); err != nil && !errors.Is(err, cairn.ErrNotFound) {
+			return err
+		}
+		return tx.DeleteInstance(ctx, inst.ID)
+	})
+	if err != nil && !errors.Is(err, cairn.ErrNotFound) {
+		return err
+	}
+	s.event(ctx, "instance.delete.end", inst.ProjectID, instancePayload(inst))
+	return nil
+}
+
+// ListInstances returns a page of the caller's instances, their
+// operating status read from the host.
+func (s *Service) ListInstances(ctx context.Context, c Caller, q ListQuery) ([]cairn.Instance, error) {
+	if s.host == nil {
+		return nil, errNoInstances
+	}
+	f, err := q.filter(c, InstancesCollection)
+	if err != nil {
+		return nil, err
+	}
+	var list []cairn.Instance
+	err = s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		list, err = tx.Instances(ctx, f)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	states, err := s.host.HostInstances(ctx)
+	if err != nil {
+		s.log.Warn("reading the instances' state from the host", "err", err)
+		return list, nil
+	}
+	byID := map[string]dbhost.State{}
+	for _, st := range states {
+		byID[st.ID] = st
+	}
+	for i := range list {
+		if st, ok := byID[list[i].ID]; ok {
+			live(&list[i], st)
+		}
+	}
+	return list, nil
+}
+
+// Instance returns one of the caller's instances, its operating status
+// read from the host.
+func (s *Service) Instance(ctx context.Context, c Caller, id string) (cairn.Instance, error) {
+	if s.host == nil {
+		return cairn.Instance{}, errNoInstances
+	}
+	var inst cairn.Instance
+	err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		inst, err = getInstance(ctx, tx, c, id)
+		return err
+	})
+	if err != nil {
+		return inst, err
+	}
+	st, err := s.host.HostInstance(ctx, id)
+	switch {
+	case err == nil:
+		live(&inst, st)
+	case !errors.Is(err, cairn.ErrNotFound):
+		s.log.Warn("reading an instance's state from the host", "id", id, "err", err)
+	}
+	return inst, nil
+}
+
+// live lays the host's view of an instance over its row: the server's
+// state and the file system's use, for an instance that is up.
+func live(inst *cairn.Instance, st dbhost.State) {
+	inst.VolumeUsed = st.Used
+	switch inst.Status {
+	case cairn.InstanceActive, cairn.InstanceBackup:
+		if st.Operating != "" {
+			inst.OperatingStatus = st.Operating
+		}
+		if st.Port != 0 {
+			inst.Address, inst.Port = st.Address, st.Port
+		}
+	}
+}
+
+func getInstance(ctx context.Context, tx catalog.Tx, c Caller, id string) (cairn.Instance, error) {
+	v, err := tx.Instance(ctx, id)
+	if err == nil && !c.may(v.ProjectID) {
+		return cairn.Instance{}, fmt.Errorf("instance %s: %w", id, cairn.ErrNotFound)
+	}
+	return v, err
+}
+
+func (s *Service) instanceRow(ctx context.Context, id string) (cairn.Instance, error) {
+	return readRow(ctx, s.cat, id, catalog.Tx.Instance)
+}
+
+func (s *Service) setInstance(ctx context.Context, id string, fn func(*cairn.Instance)) (cairn.Instance, error) {
+	return changeRow(ctx, s.cat, id, catalog.Tx.Instance, catalog.Tx.UpdateInstance, func(in *cairn.Instance) {
+		fn(in)
+		in.UpdatedAt = s.nowUTC()
+	})
+}
+
+func instancePayload(in cairn.Instance) map[string]any {
+	return map[string]any{"instance_id": in.ID, "name": in.Name, "status": in.Status,
+		"datastore": in.Datastore.Type, "datastore_version": in.Datastore.Version, "fail_reason": in.FailReason}
+}
