@@ -180,12 +180,13 @@ type Snapshots interface {
 
 // Options configure a Host.
 type Options struct {
-	// Dir holds the instance records, their mount points and their
-	// server logs.
+	// Dir holds the instance records and their servers' logs.
 	Dir string
 	// RunDir holds each server's unix socket and pid file, in a
-	// directory per port: keep it short (a socket's path has at most 107
-	// bytes). Default /run/cairn-db.
+	// directory per port, and the instances' mount points, in mnt: keep
+	// it short (a socket's path has at most 107 bytes), and reachable by
+	// the servers' OS users, which a data directory need not be. Default
+	// /run/cairn-db.
 	RunDir string
 	// Address is the address the servers listen on; default 127.0.0.1.
 	Address string
@@ -276,21 +277,19 @@ func New(o Options) (*Host, error) {
 	if o.BackoffMax < o.BackoffMin {
 		o.BackoffMax = max(30*time.Second, o.BackoffMin)
 	}
-	// The servers run as their datastores' OS users, which must pass
-	// through Dir and mnt to their data directories (but not list them).
-	for _, d := range []string{o.Dir, filepath.Join(o.Dir, "mnt")} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
-			return nil, fmt.Errorf("instance host: %w", err)
-		}
-		if err := os.Chmod(d, 0o711); err != nil {
-			return nil, fmt.Errorf("instance host: %w", err)
-		}
-	}
 	if err := os.MkdirAll(filepath.Join(o.Dir, "logs"), 0o700); err != nil {
 		return nil, fmt.Errorf("instance host: %w", err)
 	}
-	if err := os.MkdirAll(o.RunDir, 0o755); err != nil {
-		return nil, fmt.Errorf("instance host: run directory: %w", err)
+	// The servers run as their datastores' OS users, which must pass
+	// through the mount points to their data directories (but not list
+	// them).
+	for _, d := range []string{o.RunDir, filepath.Join(o.RunDir, "mnt")} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, fmt.Errorf("instance host: run directory: %w", err)
+		}
+		if err := os.Chmod(d, 0o711); err != nil {
+			return nil, fmt.Errorf("instance host: run directory: %w", err)
+		}
 	}
 	return &Host{o: o, instances: map[string]*instance{}}, nil
 }
@@ -323,7 +322,7 @@ func (h *Host) Datastores() []dbagent.Datastore {
 }
 
 func (h *Host) recordPath(id string) string { return filepath.Join(h.o.Dir, id+".json") }
-func (h *Host) mountPoint(id string) string { return filepath.Join(h.o.Dir, "mnt", id) }
+func (h *Host) mountPoint(id string) string { return filepath.Join(h.o.RunDir, "mnt", id) }
 func (h *Host) logPath(id string) string    { return filepath.Join(h.o.Dir, "logs", id+".log") }
 func (h *Host) runDir(port int) string      { return filepath.Join(h.o.RunDir, strconv.Itoa(port)) }
 

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cairnproject/cairn/internal/dbagent/dbagenttest"
+	"github.com/cairnproject/cairn/internal/testenv"
+)
+
+// needInstances skips t (fails it under CI=true) unless database
+// instances can run here: root, nbdfuse, PostgreSQL 15 and the trove
+// client.
+func needInstances(t *testing.T) {
+	t.Helper()
+	dbagenttest.NeedLoop(t)
+	for _, tool := range []string{"nbdfuse", "fusermount3", "openstack", "/usr/lib/postgresql/15/bin/postgres"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testenv.SkipOrFail(t, tool+" is missing (test.sh installs libnbd-bin, fuse3, python3-troveclient, postgresql-15)")
+		}
+	}
+}
+
+// troveClient runs the real `openstack database` client against a
+// service, as its admin project, with keystoneauth's admin_token plugin.
+type troveClient struct {
+	t        *testing.T
+	endpoint string
+	token    string
+	home     string
+}
+
+func (c troveClient) run(args ...string) (string, error) {
+	c.t.Helper()
+	all := append([]string{"--os-auth-type", "admin_token", "--os-endpoint", c.endpoint, "--os-token", c.token}, args...)
+	cmd := exec.CommandContext(c.t.Context(), "openstack", all...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + c.home, "LC_ALL=C.UTF-8"}
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("openstack %s: %v: %s", strings.Join(args, " "), err, errOut.String())
+	}
+	return out.String(), nil
+}
+
+// json runs a command that must succeed, with -f json, into out.
+func (c troveClient) json(out any, args ...string) {
+	c.t.Helper()
+	stdout, err := c.run(append(args, "-f", "json")...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := json.Unmarshal([]byte(stdout), out); err != nil {
+		c.t.Fatalf("openstack %s: output %q: %v", strings.Join(args, " "), stdout, err)
+	}
+}
+
+// waitStatus shows a resource until its status leaves the transient
+// ones, and returns it; a status read back is the event waited for.
+func (c troveClient) waitStatus(kind, name string, transient ...string) map[string]any {
+	c.t.Helper()
+	for {
+		var obj map[string]any
+		c.json(&obj, "database", kind, "show", name)
+		st, _ := obj["status"].(string)
+		still := false
+		for _, s := range transient {
+			still = still || st == s
+		}
+		if !still {
+			return obj
+		}
+		if c.t.Context().Err() != nil {
+			c.t.Fatalf("%s %s still %s", kind, name, st)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// gone waits until showing name fails: the resource was deleted.
+func (c troveClient) gone(kind, name string) {
+	c.t.Helper()
+	for {
+		if _, err := c.run("database", kind, "show", name); err != nil {
+			return
+		}
+		if c.t.Context().Err() != nil {
+			c.t.Fatalf("%s %s was not deleted", kind, name)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// pgConn connects to an instance over TCP as the test's user.
+func pgConn(t *testing.T, inst map[string]any) *pgx.Conn {
+	t.Helper()
+	addrs, _ := inst["addresses"].([]any)
+	if len(addrs) != 1 {
+		t.Fatalf("instance addresses: %v", inst["addresses"])
+	}
+	a := addrs[0].(map[string]any)
+	conn, err := pgx.Connect(t.Context(), fmt.Sprintf("host=%v port=%v user=bob password=pw-12345 dbname=app sslmode=disable", a["address"], a["port"]))
+	if err != nil {
+		t.Fatalf("connecting to the instance: %v", err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+// tableSum returns the row count and a checksum of table t's content.
+func tableSum(t *testing.T, conn *pgx.Conn) (int64, string) {
+	t.Helper()
+	var n int64
+	var sum string
+	err := conn.QueryRow(t.Context(), "SELECT count(*), coalesce(md5(string_agg(id::text || ':' || v, ',' ORDER BY id)), '') FROM t").Scan(&n, &sum)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, sum
+}
+
+// TestDatabaseInstances drives PostgreSQL instances through the real
+// trove client against cairn serve with its data plane process: create
+// with a database and a user, kill -9 of the service while the database
+// serves, a snapshot backup, restores into new instances from the
+// backup's local snapshot and, once that is gone, from the repository,
+// each checked row by row, and deletes that leave no mount, device,
+// snapshot or unreferenced object behind.
+func TestDatabaseInstances(t *testing.T) {
+	needInstances(t)
+	data := dbagenttest.ReachableTempDir(t)
+	p := startService(t, data)
+	c := troveClient{t: t, endpoint: p.url + "/v1.0/admin", token: p.token, home: t.TempDir()}
+
+	var ds []map[string]any
+	c.json(&ds, "datastore", "list")
+	if !strings.Contains(fmt.Sprint(ds), "postgresql") {
+		t.Fatalf("datastore list: %v", ds)
+	}
+	var inst map[string]any
+	c.json(&inst, "database", "instance", "create", "pg1", "--flavor", "host", "--size", "1",
+		"--datastore", "postgresql", "--datastore-version", "15", "--databases", "app", "--users", "bob:pw-12345")
+	if inst["status"] != "BUILD" {
+		t.Fatalf("instance create: %v", inst)
+	}
+	inst = c.waitStatus("instance", "pg1", "BUILD")
+	if inst["status"] != "ACTIVE" || inst["operating_status"] != "HEALTHY" {
+		t.Fatalf("instance: %v", inst)
+	}
+	conn := pgConn(t, inst)
+	if _, err := conn.Exec(t.Context(), "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 5000) g"); err != nil {
+		t.Fatal(err)
+	}
+
+	// The service dies; the database does not notice.
+	p.kill()
+	if _, err := conn.Exec(t.Context(), "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(5001, 6000) g"); err != nil {
+		t.Fatalf("writing while the service is dead: %v", err)
+	}
+	p = startService(t, data)
+	c.endpoint = p.url + "/v1.0/admin"
+	if inst = c.waitStatus("instance", "pg1", "BUILD"); inst["status"] != "ACTIVE" || inst["operating_status"] != "HEALTHY" {
+		t.Fatalf("instance after the service's restart: %v", inst)
+	}
+	wantRows, wantSum := tableSum(t, conn)
+	if wantRows != 6000 {
+		t.Fatalf("%d rows, want 6000", wantRows)
+	}
+
+	var b map[string]any
+	c.json(&b, "database", "backup", "create", "-i", "pg1", "b1")
+	if b["status"] != "NEW" || b["strategy"] != "snapshot" {
+		t.Fatalf("backup create: %v", b)
+	}
+	if b = c.waitStatus("backup", "b1", "NEW", "BUILDING", "SAVING"); b["status"] != "COMPLETED" {
+		t.Fatalf("backup: %v", b)
+	}
+	// Rows written after the backup are not in its restores.
+	if _, err := conn.Exec(t.Context(), "INSERT INTO t SELECT g, 'after' FROM generate_series(6001, 6100) g"); err != nil {
+		t.Fatal(err)
+	}
+	restore := func(name string) {
+		t.Helper()
+		var r map[string]any
+		c.json(&r, "database", "instance", "create", name, "--flavor", "host", "--size", "1",
+			"--datastore", "postgresql", "--datastore-version", "15", "--backup", "b1")
+		if r = c.waitStatus("instance", name, "BUILD"); r["status"] != "ACTIVE" {
+			t.Fatalf("restored instance %s: %v", name, r)
+		}
+		rows, sum := tableSum(t, pgConn(t, r))
+		if rows != wantRows || sum != wantSum {
+			t.Fatalf("instance %s restored %d rows (sum %s), want %d (sum %s)", name, rows, sum, wantRows, wantSum)
+		}
+	}
+	began := time.Now()
+	restore("pg2") // from the snapshot, still on the host
+	t.Logf("restore from the local snapshot: ACTIVE after %v", time.Since(began).Round(time.Millisecond))
+
+	c.run("database", "instance", "delete", "pg1")
+	c.gone("instance", "pg1")
+	began = time.Now()
+	restore("pg3") // the snapshot went with pg1: from the repository
+	t.Logf("restore from the repository: ACTIVE after %v", time.Since(began).Round(time.Millisecond))
+
+	if _, err := c.run("database", "backup", "delete", "b1"); err != nil {
+		t.Fatal(err)
+	}
+	c.gone("backup", "b1")
+	for _, name := range []string{"pg2", "pg3"} {
+		if _, err := c.run("database", "instance", "delete", name); err != nil {
+			t.Fatal(err)
+		}
+		c.gone("instance", name)
+	}
+	check := exec.CommandContext(t.Context(), cairnBin, "repo", "check", "--read-data",
+		"--repo", filepath.Join(data, "backups", "volumebackups"), "--key-file", filepath.Join(data, "backup.key"))
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Fatalf("repo check: %v\n%s", err, out)
+	}
+	// Every instance is gone from the host: nothing mounted, attached
+	// or exported for them.
+	mounts, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(mounts), filepath.Join(data, "attachments")) {
+		t.Fatalf("an attachment of the data directory is still mounted:\n%s", mounts)
+	}
+	var table struct {
+		Exports map[string]string `json:"exports"`
+	}
+	if err := json.Unmarshal(mustRead(t, filepath.Join(data, "exports.json")), &table); err != nil {
+		t.Fatal(err)
+	}
+	for name := range table.Exports {
+		if strings.HasPrefix(name, "instance-") {
+			t.Fatalf("export %s left after its instance was deleted", name)
+		}
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
