@@ -25,9 +25,9 @@ const (
 	TagDBOverlay = "cairn.service.db-overlay"
 )
 
-// dbSnapshotName is the engine name of a database backup's snapshot: a
+// DBSnapshotName is the engine name of a database backup's snapshot: a
 // task cut short finds it by that name.
-func dbSnapshotName(backup string) string { return "dbbackup-" + backup }
+func DBSnapshotName(backup string) string { return "dbbackup-" + backup }
 
 // snapshotQuiesceTimeout bounds the wait for a quiesce: a long
 // transaction or DDL fails the backup after it, never blocks the
@@ -279,8 +279,11 @@ func (s *Service) takeDBSnapshot(ctx context.Context, r Repository, b cairn.Data
 	if err := s.deleteDBSnapshot(ctx, b.ID); err != nil {
 		return b, err
 	}
+	if err := forgetBackupObjects(ctx, r, b.ID, nil); err != nil {
+		return b, err
+	}
 	sb, err := s.host.SnapshotInstance(ctx, b.InstanceID, dbhost.SnapshotOptions{
-		Name: dbSnapshotName(b.ID), Label: "cairn-" + b.ID, Timeout: snapshotQuiesceTimeout})
+		Name: DBSnapshotName(b.ID), Label: "cairn-" + b.ID, Timeout: snapshotQuiesceTimeout})
 	if err != nil {
 		return b, fmt.Errorf("quiesced snapshot: %w", err)
 	}
@@ -333,9 +336,32 @@ func (s *Service) storeDBSnapshot(ctx context.Context, t cairn.Task, r Repositor
 	return res.Manifest, nil
 }
 
+// forgetBackupObjects forgets the objects in r tagged with database
+// backup id (its image and its overlay) but those keep names: what an
+// attempt cut short, or a failed backup, left.
+func forgetBackupObjects(ctx context.Context, r Repository, id string, keep map[string]bool) error {
+	list, err := r.Backups(ctx)
+	if err != nil {
+		return fmt.Errorf("list repository backups: %w", err)
+	}
+	var stray []cairn.ID
+	for _, m := range list.Backups {
+		if (m.Tags[TagBackup] == id || m.Tags[TagDBOverlay] == id) && !keep[m.ID.String()] {
+			stray = append(stray, m.ID)
+		}
+	}
+	if len(stray) == 0 {
+		return nil
+	}
+	if err := r.Forget(ctx, stray); err != nil {
+		return fmt.Errorf("forgetting what backup %s left: %w", id, err)
+	}
+	return nil
+}
+
 // deleteDBSnapshot deletes the engine snapshot of backup id, if any.
 func (s *Service) deleteDBSnapshot(ctx context.Context, id string) error {
-	es, ok, err := s.engineSnapshot(ctx, dbSnapshotName(id))
+	es, ok, err := s.engineSnapshot(ctx, DBSnapshotName(id))
 	if err != nil || !ok {
 		return err
 	}
@@ -371,11 +397,18 @@ func (s *Service) failDatabaseBackup(ctx context.Context, t cairn.Task, cause er
 	if err := s.deleteDBSnapshot(ctx, b.ID); err != nil {
 		return err
 	}
+	// What reached the repository goes; when the store cannot be reached
+	// (perhaps why the backup failed) deleting the failed backup does it.
+	if r, err := s.repoFor(ctx, b.Container); err != nil {
+		s.log.Warn("a failed backup's objects stay until it is deleted", "backup", b.ID, "err", err)
+	} else if err := forgetBackupObjects(ctx, r, b.ID, nil); err != nil {
+		s.log.Warn("a failed backup's objects stay until it is deleted", "backup", b.ID, "err", err)
+	}
 	if err := s.releaseInstance(ctx, b.InstanceID); err != nil {
 		return err
 	}
 	b, err = s.setDBBackup(ctx, b.ID, func(b *cairn.DatabaseBackup) {
-		b.Status, b.FailReason, b.SnapshotID = cairn.DatabaseBackupFailed, failReason(cause), ""
+		b.Status, b.FailReason, b.SnapshotID, b.Data, b.Overlay = cairn.DatabaseBackupFailed, failReason(cause), "", "", ""
 	})
 	if err != nil {
 		return err
@@ -442,8 +475,9 @@ func (s *Service) DeleteDatabaseBackup(ctx context.Context, c Caller, id string)
 	return nil
 }
 
-// runDeleteDatabaseBackup deletes the backup's snapshot, forgets its
-// repository objects (their data goes at the next GC) and its row.
+// runDeleteDatabaseBackup deletes the backup's snapshot, forgets every
+// repository object tagged with it (their data goes at the next GC) and
+// its row.
 func (s *Service) runDeleteDatabaseBackup(ctx context.Context, t cairn.Task) error {
 	b, err := s.dbBackupRow(ctx, t.ResourceID)
 	if errors.Is(err, cairn.ErrNotFound) {
@@ -455,25 +489,12 @@ func (s *Service) runDeleteDatabaseBackup(ctx context.Context, t cairn.Task) err
 	if err := s.deleteDBSnapshot(ctx, b.ID); err != nil {
 		return err
 	}
-	var ids []cairn.ID
-	for _, s := range []string{b.Data, b.Overlay} {
-		if s == "" {
-			continue
-		}
-		id, err := cairn.ParseID(s)
-		if err != nil {
-			return fmt.Errorf("backup %s: repository id %q: %w", b.ID, s, err)
-		}
-		ids = append(ids, id)
+	r, err := s.repoFor(ctx, b.Container)
+	if err != nil {
+		return err
 	}
-	if len(ids) > 0 {
-		r, err := s.repoFor(ctx, b.Container)
-		if err != nil {
-			return err
-		}
-		if err := r.Forget(ctx, ids); err != nil && !errors.Is(err, cairn.ErrNotFound) {
-			return fmt.Errorf("forgetting backup %s: %w", b.ID, err)
-		}
+	if err := forgetBackupObjects(ctx, r, b.ID, nil); err != nil {
+		return err
 	}
 	if err := s.cat.Update(ctx, func(tx catalog.Tx) error { return tx.DeleteDatabaseBackup(ctx, b.ID) }); err != nil && !errors.Is(err, cairn.ErrNotFound) {
 		return err

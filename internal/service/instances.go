@@ -286,7 +286,7 @@ func (s *Service) makeInstanceVolume(ctx context.Context, t cairn.Task, inst cai
 	size := inst.VolumeSize * GiB
 	var snap cairn.ID
 	if b.ID != "" {
-		if es, found, err := s.engineSnapshot(ctx, dbSnapshotName(b.ID)); err != nil {
+		if es, found, err := s.engineSnapshot(ctx, DBSnapshotName(b.ID)); err != nil {
 			return inst, err
 		} else if found {
 			snap = es.ID

@@ -30,6 +30,7 @@ type rig struct {
 	faults *servicetest.Faults
 	cat    *faultyCatalog
 	eng    *servicetest.Engine
+	host   *servicetest.InstanceHost
 	clock  *backoffClock
 
 	mu     sync.Mutex
@@ -50,6 +51,7 @@ func newRig(t *testing.T) *rig {
 	f := servicetest.NewFaults()
 	r := &rig{t: t, faults: f, cat: &faultyCatalog{Store: store, faults: f}, eng: servicetest.NewEngine(f),
 		clock: newBackoffClock(), stores: map[string]*servicetest.Store{}, opens: map[string]int{}}
+	r.host = servicetest.NewInstanceHost(r.eng)
 	t.Cleanup(func() {
 		r.stop()
 		_ = store.Close()
@@ -108,7 +110,7 @@ func (r *rig) openCount(container string) int {
 func (r *rig) start() {
 	r.t.Helper()
 	r.svc = service.New(service.Config{Catalog: r.cat, Engine: r.eng, OpenRepo: r.open,
-		Workers: 2, After: r.clock.After})
+		Workers: 2, After: r.clock.After, Instances: r.host})
 	if err := r.svc.Start(r.t.Context()); err != nil {
 		r.t.Fatal(err)
 	}
@@ -260,6 +262,8 @@ func (r *rig) settled() {
 	var snaps []cairn.Snapshot
 	var backups []cairn.Backup
 	var open []cairn.Task
+	var instances []cairn.Instance
+	var dbBackups []cairn.DatabaseBackup
 	r.view(func(ctx context.Context, tx catalog.Tx) error {
 		var err error
 		if vols, err = tx.Volumes(ctx, catalog.Filter{}); err != nil {
@@ -271,9 +275,50 @@ func (r *rig) settled() {
 		if backups, err = tx.Backups(ctx, catalog.Filter{}); err != nil {
 			return err
 		}
+		if instances, err = tx.Instances(ctx, catalog.Filter{}); err != nil {
+			return err
+		}
+		if dbBackups, err = tx.DatabaseBackups(ctx, catalog.Filter{}); err != nil {
+			return err
+		}
 		open, err = tx.Tasks(ctx, catalog.Filter{TaskStates: []cairn.TaskState{cairn.TaskPending, cairn.TaskRunning}})
 		return err
 	})
+	// Database instances and backups: steady, each engine volume and
+	// snapshot named by one, each repository object named by a completed
+	// backup, none left by a failed one.
+	named := map[string]bool{} // engine names the catalog accounts for
+	objects := map[string]bool{}
+	for _, in := range instances {
+		switch in.Status {
+		case cairn.InstanceActive, cairn.InstanceError:
+		default:
+			r.t.Errorf("instance %s is %s", in.ID, in.Status)
+		}
+		named[in.ID] = true
+		if in.Status == cairn.InstanceActive {
+			if _, ok := r.host.Spec(in.ID); !ok {
+				r.t.Errorf("active instance %s is not on the host", in.ID)
+			}
+		}
+	}
+	for _, b := range dbBackups {
+		switch b.Status {
+		case cairn.DatabaseBackupCompleted, cairn.DatabaseBackupDeleteFailed:
+			// A backup whose deletion failed is still whole, or partly
+			// forgotten: what is left of it is what it names.
+			objects[b.Data] = true
+			if b.Overlay != "" {
+				objects[b.Overlay] = true
+			}
+		case cairn.DatabaseBackupFailed:
+		default:
+			r.t.Errorf("database backup %s is %s", b.ID, b.Status)
+		}
+		if b.SnapshotID != "" {
+			named[service.DBSnapshotName(b.ID)] = true
+		}
+	}
 	for _, task := range open {
 		r.t.Errorf("task %s of %s is %s (%s)", task.Kind, task.ResourceID, task.State, task.Error)
 	}
@@ -309,12 +354,12 @@ func (r *rig) settled() {
 	evols, esnaps := r.eng.Peek()
 	seen := map[string]int{}
 	for _, v := range evols {
-		if seen[v.Name]++; !volIDs[v.Name] || seen[v.Name] > 1 {
+		if seen[v.Name]++; !(volIDs[v.Name] || named[v.Name]) || seen[v.Name] > 1 {
 			r.t.Errorf("engine volume %s (%s) leaked: the catalog names it %d times, the engine has it %d times", v.ID.Short(), v.Name, btoi(volIDs[v.Name]), seen[v.Name])
 		}
 	}
 	for _, s := range esnaps {
-		if seen[s.Name]++; !snapIDs[s.Name] || seen[s.Name] > 1 {
+		if seen[s.Name]++; !(snapIDs[s.Name] || named[s.Name]) || seen[s.Name] > 1 {
 			r.t.Errorf("engine snapshot %s (%s) leaked", s.ID.Short(), s.Name)
 		}
 	}
@@ -326,6 +371,12 @@ func (r *rig) settled() {
 	for name, st := range r.stores {
 		tagged := map[string]int{}
 		for _, m := range st.Manifests() {
+			if m.Tags[service.TagDBOverlay] != "" || m.Tags[service.TagDBRecord] != "" {
+				if !objects[m.ID.String()] {
+					r.t.Errorf("container %s: object %s of database backup %s%s leaked", name, m.ID.Short(), m.Tags[service.TagBackup], m.Tags[service.TagDBOverlay])
+				}
+				continue
+			}
 			id := m.Tags[service.TagBackup]
 			if tagged[id]++; !backupIDs[id] || tagged[id] > 1 {
 				r.t.Errorf("container %s: backup %s of catalog backup %q leaked (%d of it)", name, m.ID.Short(), id, tagged[id])
@@ -466,6 +517,42 @@ func (tx faultyTx) UpdateBackup(ctx context.Context, b cairn.Backup) error {
 		tx.changed(b.ID, old.Status, b.Status)
 	}
 	return tx.Tx.UpdateBackup(ctx, b)
+}
+
+func (tx faultyTx) UpdateInstance(ctx context.Context, in cairn.Instance) error {
+	if in.Status == cairn.InstanceError {
+		if err := tx.setError(cairn.StatusError); err != nil {
+			return err
+		}
+	}
+	old, err := tx.Tx.Instance(ctx, in.ID)
+	if err == nil {
+		tx.changed(in.ID, cairn.Status(old.Status), cairn.Status(in.Status))
+	}
+	return tx.Tx.UpdateInstance(ctx, in)
+}
+
+func (tx faultyTx) UpdateDatabaseBackup(ctx context.Context, b cairn.DatabaseBackup) error {
+	if b.Status == cairn.DatabaseBackupFailed || b.Status == cairn.DatabaseBackupDeleteFailed {
+		if err := tx.setError(cairn.StatusError); err != nil {
+			return err
+		}
+	}
+	old, err := tx.Tx.DatabaseBackup(ctx, b.ID)
+	if err == nil {
+		tx.changed(b.ID, cairn.Status(old.Status), cairn.Status(b.Status))
+	}
+	return tx.Tx.UpdateDatabaseBackup(ctx, b)
+}
+
+func (tx faultyTx) DeleteInstance(ctx context.Context, id string) error {
+	tx.changed(id, "", cairn.StatusDeleted)
+	return tx.Tx.DeleteInstance(ctx, id)
+}
+
+func (tx faultyTx) DeleteDatabaseBackup(ctx context.Context, id string) error {
+	tx.changed(id, "", cairn.StatusDeleted)
+	return tx.Tx.DeleteDatabaseBackup(ctx, id)
 }
 
 func (tx faultyTx) DeleteVolume(ctx context.Context, id string) error {

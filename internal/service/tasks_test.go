@@ -157,7 +157,7 @@ func scenarios() []scenario {
 		wantReason(r.t, "restored volume", v.FailReason, reason)
 		wantStatus(r.t, "backup", r.backup(f.backup).Status, cairn.StatusAvailable)
 	}
-	return []scenario{
+	return append([]scenario{
 		{
 			name: "volume.create", kind: "volume.create", done: cairn.StatusAvailable, error: cairn.StatusError,
 			setup: func(*rig) *fixture { return &fixture{} },
@@ -390,7 +390,7 @@ func scenarios() []scenario {
 			ok:     restored,
 			failed: restoreFailed,
 		},
-	}
+	}, databaseScenarios()...)
 }
 
 // cleanRun runs a scenario without faults and returns the fake calls its
@@ -482,7 +482,8 @@ func TestTaskKinds(t *testing.T) {
 		})
 	}
 	for _, k := range []string{"volume.create", "volume.delete", "volume.extend", "snapshot.create",
-		"snapshot.delete", "backup.create", "backup.delete", "backup.restore"} {
+		"snapshot.delete", "backup.create", "backup.delete", "backup.restore",
+		"instance.create", "instance.delete", "dbbackup.create", "dbbackup.delete"} {
 		if !kinds[k] {
 			t.Errorf("no scenario of task kind %s", k)
 		}
@@ -552,6 +553,10 @@ func resourceStatus(r *rig, kind, id string) cairn.Status {
 		return r.snapshot(id).Status
 	case kind == "backup.create" || kind == "backup.delete":
 		return r.backup(id).Status
+	case strings.HasPrefix(kind, "instance."):
+		return cairn.Status(r.instance(id).Status)
+	case strings.HasPrefix(kind, "dbbackup."):
+		return cairn.Status(r.dbBackup(id).Status)
 	}
 	return r.volume(id).Status
 }

@@ -1,0 +1,285 @@
+package service_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/catalog"
+	"github.com/cairnproject/cairn/internal/dbhost"
+	"github.com/cairnproject/cairn/internal/service"
+)
+
+func (r *rig) instance(id string) cairn.Instance {
+	r.t.Helper()
+	var in cairn.Instance
+	r.view(func(ctx context.Context, tx catalog.Tx) error {
+		var err error
+		in, err = tx.Instance(ctx, id)
+		return err
+	})
+	return in
+}
+
+func (r *rig) dbBackup(id string) cairn.DatabaseBackup {
+	r.t.Helper()
+	var b cairn.DatabaseBackup
+	r.view(func(ctx context.Context, tx catalog.Tx) error {
+		var err error
+		b, err = tx.DatabaseBackup(ctx, id)
+		return err
+	})
+	return b
+}
+
+func (r *rig) rowGone(get func(tx catalog.Tx, ctx context.Context) error) bool {
+	r.t.Helper()
+	var err error
+	ctx := r.t.Context()
+	_ = r.cat.View(ctx, func(tx catalog.Tx) error { err = get(tx, ctx); return nil })
+	if err != nil && !errors.Is(err, cairn.ErrNotFound) {
+		r.t.Fatal(err)
+	}
+	return err != nil
+}
+
+// makeInstance makes an active instance with data on its volume.
+func makeInstance(r *rig, f *fixture) {
+	in := must[cairn.Instance](r.t)(r.svc.CreateInstance(r.t.Context(), caller, cairn.InstanceCreate{
+		Name: "db", Datastore: "postgresql", VolumeSize: 1,
+		Databases: []cairn.DatabaseSpec{{Name: "app"}}, Users: []cairn.DatabaseUser{{Name: "bob", Password: "pw-12345", Databases: []string{"app"}}}}))
+	r.done(in.ID)
+	f.vol = in.ID
+	eid := must[cairn.ID](r.t)(cairn.ParseID(r.instance(in.ID).VolumeID))
+	if err := r.eng.Write(eid, 1<<20, []byte("the database's pages")); err != nil {
+		r.t.Fatal(err)
+	}
+	f.data = must[map[int64][]byte](r.t)(r.eng.Pages(eid))
+}
+
+func makeDBBackup(r *rig, f *fixture) {
+	b := must[cairn.DatabaseBackup](r.t)(r.svc.CreateDatabaseBackup(r.t.Context(), caller, cairn.DatabaseBackupCreate{InstanceID: f.vol, Name: "b"}))
+	r.done(b.ID)
+	f.backup = b.ID
+}
+
+// instanceData is the data of an instance's volume.
+func instanceData(r *rig, id string) map[int64][]byte {
+	r.t.Helper()
+	return must[map[int64][]byte](r.t)(r.eng.Pages(must[cairn.ID](r.t)(cairn.ParseID(r.instance(id).VolumeID))))
+}
+
+// databaseScenarios are the task kinds of database instances and their
+// backups, for TestTaskKinds and TestFailingFail: every call failing
+// before and after it took effect, and the service stopped at each.
+func databaseScenarios() []scenario {
+	active, errored := cairn.Status(cairn.InstanceActive), cairn.Status(cairn.InstanceError)
+	instanceFailed := func(r *rig, f *fixture, reason string) {
+		in := r.instance(f.res)
+		wantStatus(r.t, "instance", cairn.Status(in.Status), errored)
+		wantReason(r.t, "instance", in.FailReason, reason)
+	}
+	restoredInstance := func(r *rig, f *fixture) {
+		in := r.instance(f.res)
+		wantStatus(r.t, "instance", cairn.Status(in.Status), active)
+		if !sameData(instanceData(r, f.res), f.data) {
+			r.t.Error("the restored instance's volume differs from the backed-up one")
+		}
+		spec, ok := r.host.Spec(f.res)
+		if !ok || spec.Source != dbhost.SourceSnapshot || spec.Record == nil || string(spec.Overlay) != "overlay of "+service.DBSnapshotName(f.backup) {
+			r.t.Errorf("the host provisioned %+v (overlay %q), want the backup's record and overlay", spec.Record, spec.Overlay)
+		}
+	}
+	return []scenario{
+		{
+			name: "instance.create", kind: "instance.create", done: active, error: errored,
+			setup: func(*rig) *fixture { return &fixture{} },
+			start: func(r *rig, f *fixture) {
+				f.res = must[cairn.Instance](r.t)(r.svc.CreateInstance(r.t.Context(), caller, cairn.InstanceCreate{
+					Name: "db", Datastore: "postgresql", VolumeSize: 2, Databases: []cairn.DatabaseSpec{{Name: "app"}}})).ID
+			},
+			ok: func(r *rig, f *fixture) {
+				in := r.instance(f.res)
+				wantStatus(r.t, "instance", cairn.Status(in.Status), active)
+				spec, ok := r.host.Spec(f.res)
+				if !ok || spec.Source != dbhost.SourceInit || len(spec.Databases) != 1 || spec.Volume.String() != in.VolumeID || in.Port == 0 {
+					r.t.Errorf("host spec %+v, instance %+v", spec, in)
+				}
+			},
+			failed: instanceFailed,
+		},
+		{
+			name: "instance.create from a backup's snapshot", kind: "instance.create", done: active, error: errored,
+			setup: func(r *rig) *fixture { f := &fixture{}; makeInstance(r, f); makeDBBackup(r, f); return f },
+			start: func(r *rig, f *fixture) {
+				f.res = must[cairn.Instance](r.t)(r.svc.CreateInstance(r.t.Context(), caller, cairn.InstanceCreate{Name: "r", BackupID: f.backup})).ID
+			},
+			ok:     restoredInstance,
+			failed: instanceFailed,
+		},
+		{
+			name: "instance.create from a backup in the repository", kind: "instance.create", done: active, error: errored,
+			setup: func(r *rig) *fixture {
+				f := &fixture{}
+				makeInstance(r, f)
+				makeDBBackup(r, f)
+				// Deleting the instance deletes its backups' snapshots.
+				if err := r.svc.DeleteInstance(r.t.Context(), caller, f.vol); err != nil {
+					r.t.Fatal(err)
+				}
+				r.done(f.vol)
+				if r.dbBackup(f.backup).SnapshotID != "" {
+					r.t.Fatal("the backup still names a snapshot of the deleted instance")
+				}
+				return f
+			},
+			start: func(r *rig, f *fixture) {
+				f.res = must[cairn.Instance](r.t)(r.svc.CreateInstance(r.t.Context(), caller, cairn.InstanceCreate{Name: "r", BackupID: f.backup})).ID
+			},
+			ok:     restoredInstance,
+			failed: instanceFailed,
+		},
+		{
+			name: "instance.delete", kind: "instance.delete", done: cairn.StatusDeleted, error: errored,
+			setup: func(r *rig) *fixture { f := &fixture{}; makeInstance(r, f); makeDBBackup(r, f); return f },
+			start: func(r *rig, f *fixture) {
+				f.res = f.vol
+				if err := r.svc.DeleteInstance(r.t.Context(), caller, f.vol); err != nil {
+					r.t.Fatal(err)
+				}
+			},
+			ok: func(r *rig, f *fixture) {
+				if !r.rowGone(func(tx catalog.Tx, ctx context.Context) error { _, err := tx.Instance(ctx, f.res); return err }) {
+					r.t.Error("the deleted instance is still in the catalog")
+				}
+				if _, ok := r.host.Spec(f.res); ok {
+					r.t.Error("the deleted instance is still on the host")
+				}
+				b := r.dbBackup(f.backup)
+				wantStatus(r.t, "its backup", cairn.Status(b.Status), cairn.Status(cairn.DatabaseBackupCompleted))
+			},
+			failed: instanceFailed,
+		},
+		{
+			name: "dbbackup.create", kind: "dbbackup.create", done: cairn.Status(cairn.DatabaseBackupCompleted), error: cairn.Status(cairn.DatabaseBackupFailed),
+			setup: func(r *rig) *fixture { f := &fixture{}; makeInstance(r, f); return f },
+			start: func(r *rig, f *fixture) {
+				f.res = must[cairn.DatabaseBackup](r.t)(r.svc.CreateDatabaseBackup(r.t.Context(), caller, cairn.DatabaseBackupCreate{InstanceID: f.vol, Name: "b"})).ID
+			},
+			ok: func(r *rig, f *fixture) {
+				b := r.dbBackup(f.res)
+				if b.Data == "" || b.Overlay == "" || b.SnapshotID == "" || len(b.Record) == 0 || b.DataTimestamp.IsZero() {
+					r.t.Errorf("completed backup %+v", b)
+				}
+				wantStatus(r.t, "its instance", cairn.Status(r.instance(f.vol).Status), active)
+			},
+			failed: func(r *rig, f *fixture, reason string) {
+				b := r.dbBackup(f.res)
+				wantStatus(r.t, "backup", cairn.Status(b.Status), cairn.Status(cairn.DatabaseBackupFailed))
+				wantReason(r.t, "backup", b.FailReason, reason)
+				wantStatus(r.t, "its instance", cairn.Status(r.instance(f.vol).Status), active)
+			},
+		},
+		{
+			name: "dbbackup.delete", kind: "dbbackup.delete", done: cairn.StatusDeleted, error: cairn.Status(cairn.DatabaseBackupDeleteFailed),
+			setup: func(r *rig) *fixture { f := &fixture{}; makeInstance(r, f); makeDBBackup(r, f); return f },
+			start: func(r *rig, f *fixture) {
+				f.res = f.backup
+				if err := r.svc.DeleteDatabaseBackup(r.t.Context(), caller, f.backup); err != nil {
+					r.t.Fatal(err)
+				}
+			},
+			ok: func(r *rig, f *fixture) {
+				if !r.rowGone(func(tx catalog.Tx, ctx context.Context) error { _, err := tx.DatabaseBackup(ctx, f.res); return err }) {
+					r.t.Error("the deleted backup is still in the catalog")
+				}
+			},
+			failed: func(r *rig, f *fixture, reason string) {
+				b := r.dbBackup(f.res)
+				wantStatus(r.t, "backup", cairn.Status(b.Status), cairn.Status(cairn.DatabaseBackupDeleteFailed))
+				wantReason(r.t, "backup", b.FailReason, reason)
+			},
+		},
+	}
+}
+
+// TestDatabaseRequests: what the database API refuses, before any task.
+func TestDatabaseRequests(t *testing.T) {
+	r := newRig(t)
+	ctx := t.Context()
+	f := &fixture{}
+	makeInstance(r, f)
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want error
+	}{
+		{"no name", func() error {
+			_, err := r.svc.CreateInstance(ctx, caller, cairn.InstanceCreate{Datastore: "postgresql", VolumeSize: 1})
+			return err
+		}, cairn.ErrInvalid},
+		{"unknown datastore", func() error {
+			_, err := r.svc.CreateInstance(ctx, caller, cairn.InstanceCreate{Name: "x", Datastore: "oracle", VolumeSize: 1})
+			return err
+		}, cairn.ErrInvalid},
+		{"unknown version", func() error {
+			_, err := r.svc.CreateInstance(ctx, caller, cairn.InstanceCreate{Name: "x", Datastore: "postgresql", DatastoreVersion: "9", VolumeSize: 1})
+			return err
+		}, cairn.ErrInvalid},
+		{"no size", func() error {
+			_, err := r.svc.CreateInstance(ctx, caller, cairn.InstanceCreate{Name: "x", Datastore: "postgresql"})
+			return err
+		}, cairn.ErrInvalid},
+		{"bad database name", func() error {
+			_, err := r.svc.CreateInstance(ctx, caller, cairn.InstanceCreate{Name: "x", Datastore: "postgresql", VolumeSize: 1,
+				Databases: []cairn.DatabaseSpec{{Name: "a;drop"}}})
+			return err
+		}, cairn.ErrInvalid},
+		{"missing backup", func() error {
+			_, err := r.svc.CreateInstance(ctx, caller, cairn.InstanceCreate{Name: "x", BackupID: "nope"})
+			return err
+		}, cairn.ErrNotFound},
+		{"another project's instance", func() error {
+			_, err := r.svc.Instance(ctx, service.Caller{ProjectID: "other"}, f.vol)
+			return err
+		}, cairn.ErrNotFound},
+		{"backup strategy not served", func() error {
+			_, err := r.svc.CreateDatabaseBackup(ctx, caller, cairn.DatabaseBackupCreate{InstanceID: f.vol, Name: "b", Strategy: cairn.StrategyLogical})
+			return err
+		}, cairn.ErrUnsupported},
+		{"unknown strategy", func() error {
+			_, err := r.svc.SetBackupStrategy(ctx, caller, cairn.BackupStrategy{Strategy: "tape"})
+			return err
+		}, cairn.ErrInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.call(); !errors.Is(err, tc.want) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+	// Instances show the host's live state.
+	list := must[[]cairn.Instance](t)(r.svc.ListInstances(ctx, caller, service.ListQuery{}))
+	if len(list) != 1 || list[0].OperatingStatus != cairn.OperatingHealthy || list[0].Port == 0 {
+		t.Fatalf("instances: %+v", list)
+	}
+	// A backup strategy's container is the default of the next backup.
+	if _, err := r.svc.SetBackupStrategy(ctx, caller, cairn.BackupStrategy{InstanceID: f.vol, Container: "elsewhere"}); err != nil {
+		t.Fatal(err)
+	}
+	b := must[cairn.DatabaseBackup](t)(r.svc.CreateDatabaseBackup(ctx, caller, cairn.DatabaseBackupCreate{InstanceID: f.vol, Name: "b"}))
+	if b.Container != "elsewhere" || b.Strategy != cairn.StrategySnapshot {
+		t.Fatalf("backup under the instance's strategy: container %q, strategy %q", b.Container, b.Strategy)
+	}
+	r.done(b.ID)
+	// An incremental's parent is the latest completed backup.
+	inc := must[cairn.DatabaseBackup](t)(r.svc.CreateDatabaseBackup(ctx, caller, cairn.DatabaseBackupCreate{InstanceID: f.vol, Name: "i", Incremental: true}))
+	if inc.ParentID != b.ID {
+		t.Fatalf("incremental's parent %q, want %s", inc.ParentID, b.ID)
+	}
+	r.done(inc.ID)
+	if err := r.svc.DeleteDatabaseBackup(ctx, caller, b.ID); !errors.Is(err, cairn.ErrConflict) {
+		t.Fatalf("deleting the parent of an incremental: %v", err)
+	}
+}
