@@ -51,6 +51,9 @@ type serveSettings struct {
 	NBDSocket        string          `yaml:"nbd_socket"`
 	NBDListen        string          `yaml:"nbd_listen"`
 	DataPlane        string          `yaml:"data_plane"`
+	DBAddress        string          `yaml:"db_address"`
+	DBPorts          string          `yaml:"db_ports"`
+	DBRunDir         string          `yaml:"db_run_dir"`
 	Webhooks         []webhookConfig `yaml:"webhooks"`
 	LogFormat        string          `yaml:"log_format"`
 	LogLevel         string          `yaml:"log_level"`
@@ -116,7 +119,10 @@ Settings:
                            a process of their own (cairn volume serve --exports named,
                            log in DATA_DIR/data-plane.log), started when none runs, which
                            outlives this one while volumes are attached; embedded: in this
-                           process
+                           process (no database instances)
+  --db-address ADDR        address database instances listen on (default 127.0.0.1)
+  --db-ports MIN-MAX       their TCP ports, one each (default 17500-17999)
+  --db-run-dir DIR         their unix sockets and mount points (default /run/cairn-db)
   --webhook URL            POST every notification here (repeatable); config file: webhooks: [{url, secret_file}]
   --webhook-secret-file F  HMAC-SHA256 key signing --webhook deliveries (X-Cairn-Signature)
   --log-format text|json   structured log format on stderr (default json)
@@ -153,6 +159,9 @@ func (a *app) serveFlags(f *pflag.FlagSet, st *serveSettings, configFile *string
 	f.StringVar(&st.NBDSocket, "nbd-socket", "", "NBD unix socket")
 	f.StringVar(&st.NBDListen, "nbd-listen", "", "NBD TCP address")
 	f.StringVar(&st.DataPlane, "data-plane", "", "process or embedded")
+	f.StringVar(&st.DBAddress, "db-address", "", "address database instances listen on")
+	f.StringVar(&st.DBPorts, "db-ports", "", "TCP ports of database instances, MIN-MAX")
+	f.StringVar(&st.DBRunDir, "db-run-dir", "", "instances' sockets and mount points")
 	f.StringArrayVar(webhookURLs, "webhook", nil, "notification webhook URL")
 	f.StringVar(webhookSecret, "webhook-secret-file", "", "webhook signing key file")
 	f.StringVar(&st.LogFormat, "log-format", "", "text or json")
@@ -201,6 +210,9 @@ func (a *app) settle(flags *pflag.FlagSet, st *serveSettings, configFile string)
 	pick("nbd-socket", &st.NBDSocket, file.NBDSocket, filepath.Join(dir, "nbd.sock"))
 	pick("nbd-listen", &st.NBDListen, file.NBDListen, "")
 	pick("data-plane", &st.DataPlane, file.DataPlane, "process")
+	pick("db-address", &st.DBAddress, file.DBAddress, "127.0.0.1")
+	pick("db-ports", &st.DBPorts, file.DBPorts, "17500-17999")
+	pick("db-run-dir", &st.DBRunDir, file.DBRunDir, "/run/cairn-db")
 	pick("log-format", &st.LogFormat, file.LogFormat, "json")
 	pick("log-level", &st.LogLevel, file.LogLevel, "info")
 	pickInt := func(flag string, dst *int, fromFile, def, most int) error {
@@ -227,6 +239,9 @@ func (a *app) settle(flags *pflag.FlagSet, st *serveSettings, configFile string)
 		return err
 	}
 	if err := pickInt("store-requests", &st.StoreRequests, file.StoreRequests, 32, 1024); err != nil {
+		return err
+	}
+	if _, _, err := parsePorts(st.DBPorts); err != nil {
 		return err
 	}
 	if st.DataPlane != "process" && st.DataPlane != "embedded" {

@@ -39,8 +39,13 @@ func TestServeSettings(t *testing.T) {
 		{"defaults", nil, map[string]string{"CAIRN_DATA_DIR": dir}, "", func(s serveSettings) bool {
 			return s.Listen == "127.0.0.1:8776" && s.Catalog == filepath.Join(dir, "catalog.db") &&
 				s.BackupStore == filepath.Join(dir, "backups") && s.Workers == 8 && s.StoreRequests == 32 && s.LogFormat == "json" &&
-				s.NBDSocket == filepath.Join(dir, "nbd.sock") && s.DefaultContainer == "volumebackups"
+				s.NBDSocket == filepath.Join(dir, "nbd.sock") && s.DefaultContainer == "volumebackups" &&
+				s.DBAddress == "127.0.0.1" && s.DBPorts == "17500-17999" && s.DBRunDir == "/run/cairn-db"
 		}, ""},
+		{"database ports from env", nil, map[string]string{"CAIRN_DATA_DIR": dir, "CAIRN_DB_PORTS": "20000-20009"}, "", func(s serveSettings) bool {
+			return s.DBPorts == "20000-20009"
+		}, ""},
+		{"bad database ports", []string{"--db-ports", "9-1"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", nil, "--db-ports"},
 		{"file", nil, map[string]string{"CAIRN_DATA_DIR": dir}, conf, func(s serveSettings) bool {
 			return s.Listen == "127.0.0.1:1111" && s.Catalog == "/file/catalog.db" && s.Workers == 3 && s.StoreRequests == 12 &&
 				s.LogFormat == "text" && len(s.Webhooks) == 1 && s.Webhooks[0].SecretFile == "/k"
