@@ -2,22 +2,28 @@ package dbhost
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/dbagent"
 	"github.com/cairnproject/cairn/internal/dbagent/dbagenttest"
+	"github.com/cairnproject/cairn/internal/dbagent/mariadb"
 	"github.com/cairnproject/cairn/internal/dbagent/postgres"
 	"github.com/cairnproject/cairn/internal/testenv"
 )
@@ -178,6 +184,7 @@ func (e *events) wait(t *testing.T, id, ev string, n int) {
 
 type rig struct {
 	t      *testing.T
+	ds     datastore
 	dir    string
 	att    *loopAttacher
 	fs     *faultyFS
@@ -189,32 +196,90 @@ type rig struct {
 	delays chan time.Duration
 }
 
-func pgEngine(t *testing.T) dbagent.Engine {
-	t.Helper()
-	list, err := postgres.Find(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ds := range list {
-		if ds.Version == "15" {
-			e, err := postgres.New(ds)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return e
-		}
-	}
-	testenv.SkipOrFail(t, "PostgreSQL 15 is not installed (Debian package postgresql-15; test.sh installs it)")
-	return nil
+// datastore is one engine the tests run instances of, and how they
+// reach its servers.
+type datastore struct {
+	name     string
+	engine   func(t *testing.T) dbagent.Engine
+	settings map[string]string
+	// open returns a pool to database app as the spec's user.
+	open func(st State) (*sql.DB, error)
 }
 
-func newRig(t *testing.T) *rig {
+func datastores() []datastore {
+	return []datastore{
+		{
+			name: "postgresql",
+			engine: func(t *testing.T) dbagent.Engine {
+				t.Helper()
+				list, err := postgres.Find(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, ds := range list {
+					if ds.Version == "15" {
+						e, err := postgres.New(ds)
+						if err != nil {
+							t.Fatal(err)
+						}
+						return e
+					}
+				}
+				testenv.SkipOrFail(t, "PostgreSQL 15 is not installed (Debian package postgresql-15; test.sh installs it)")
+				return nil
+			},
+			settings: map[string]string{"shared_buffers": "16MB", "max_connections": "40"},
+			open: func(st State) (*sql.DB, error) {
+				cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%d user=alice password=s3cret-pw dbname=app sslmode=disable", st.Address, st.Port))
+				if err != nil {
+					return nil, err
+				}
+				return stdlib.OpenDB(*cfg), nil
+			},
+		},
+		{
+			name: "mariadb",
+			engine: func(t *testing.T) dbagent.Engine {
+				t.Helper()
+				list, err := mariadb.Find(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, ds := range list {
+					if ds.Version == "10.11" {
+						e, err := mariadb.New(ds)
+						if err != nil {
+							t.Fatal(err)
+						}
+						return e
+					}
+				}
+				testenv.SkipOrFail(t, "MariaDB 10.11 is not installed (Debian package mariadb-server; test.sh installs it)")
+				return nil
+			},
+			settings: map[string]string{"innodb-buffer-pool-size": "64M", "innodb-log-file-size": "16M", "max-connections": "40"},
+			open: func(st State) (*sql.DB, error) {
+				c := mysql.NewConfig()
+				c.User, c.Passwd, c.Net, c.DBName = "alice", "s3cret-pw", "tcp", "app"
+				c.Addr = net.JoinHostPort(st.Address, strconv.Itoa(st.Port))
+				connector, err := mysql.NewConnector(c)
+				if err != nil {
+					return nil, err
+				}
+				return sql.OpenDB(connector), nil
+			},
+		},
+	}
+}
+
+func newRig(t *testing.T, ds datastore) *rig {
 	dbagenttest.NeedLoop(t)
 	r := &rig{
 		t:      t,
+		ds:     ds,
 		dir:    dbagenttest.ReachableTempDir(t),
 		ev:     newEvents(),
-		eng:    pgEngine(t),
+		eng:    ds.engine(t),
 		vols:   map[cairn.ID]string{},
 		delays: make(chan time.Duration, 100),
 	}
@@ -279,31 +344,57 @@ func (r *rig) spec(id string) Spec {
 }
 
 // connect logs in over TCP as the spec's user.
-func connect(t *testing.T, st State) *pgx.Conn {
-	t.Helper()
-	cfg, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%d user=alice password=s3cret-pw dbname=app sslmode=disable", st.Address, st.Port))
+func (r *rig) connect(st State) *sql.DB {
+	r.t.Helper()
+	db, err := r.ds.open(st)
 	if err != nil {
-		t.Fatal(err)
+		r.t.Fatal(err)
 	}
-	conn, err := pgx.ConnectConfig(t.Context(), cfg)
-	if err != nil {
-		t.Fatalf("connecting to %s:%d: %v", st.Address, st.Port, err)
+	r.t.Cleanup(func() { db.Close() })
+	if err := db.PingContext(r.t.Context()); err != nil {
+		r.t.Fatalf("connecting to %s:%d: %v", st.Address, st.Port, err)
 	}
-	t.Cleanup(func() { conn.Close(context.Background()) })
-	return conn
+	return db
 }
 
-func count(t *testing.T, conn *pgx.Conn) int {
-	t.Helper()
+func (r *rig) count(st State) int {
+	r.t.Helper()
 	var n int
-	if err := conn.QueryRow(t.Context(), "SELECT count(*) FROM t").Scan(&n); err != nil {
-		t.Fatal(err)
+	if err := r.connect(st).QueryRowContext(r.t.Context(), "SELECT count(*) FROM t").Scan(&n); err != nil {
+		r.t.Fatal(err)
 	}
 	return n
 }
 
+// fill creates table t with n rows.
+func (r *rig) fill(st State, n int) {
+	r.t.Helper()
+	db := r.connect(st)
+	if _, err := db.ExecContext(r.t.Context(), "CREATE TABLE t (id int primary key, v varchar(64))"); err != nil {
+		r.t.Fatal(err)
+	}
+	var b strings.Builder
+	b.WriteString("INSERT INTO t (id, v) VALUES ")
+	for i := 1; i <= n; i++ {
+		if i > 1 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "(%d, 'row %d')", i, i)
+	}
+	if _, err := db.ExecContext(r.t.Context(), b.String()); err != nil {
+		r.t.Fatal(err)
+	}
+	db.Close()
+}
+
 func TestInstanceLifecycle(t *testing.T) {
-	r := newRig(t)
+	for _, ds := range datastores() {
+		t.Run(ds.name, func(t *testing.T) { testInstanceLifecycle(t, ds) })
+	}
+}
+
+func testInstanceLifecycle(t *testing.T, ds datastore) {
+	r := newRig(t, ds)
 	ctx := t.Context()
 	spec := r.spec("inst-a")
 
@@ -328,11 +419,7 @@ func TestInstanceLifecycle(t *testing.T) {
 	if st.Phase != PhaseReady || st.Operating != cairn.OperatingHealthy || st.Port < 17600 || st.Size == 0 || st.Error != "" {
 		t.Fatalf("state after Provision: %+v", st)
 	}
-	conn := connect(t, st)
-	if _, err := conn.Exec(ctx, "CREATE TABLE t (id int primary key, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g"); err != nil {
-		t.Fatal(err)
-	}
-	conn.Close(ctx)
+	r.fill(st, 1000)
 	data, err := os.ReadFile(r.host.recordPath("inst-a"))
 	if err != nil {
 		t.Fatal(err)
@@ -358,7 +445,7 @@ func TestInstanceLifecycle(t *testing.T) {
 	if d := <-r.delays; d != 500*time.Millisecond {
 		t.Fatalf("first restart after %v, want the minimum backoff", d)
 	}
-	if n := count(t, connect(t, st)); n != 1000 {
+	if n := r.count(st); n != 1000 {
 		t.Fatalf("%d rows after the restart, want 1000", n)
 	}
 
@@ -367,14 +454,14 @@ func TestInstanceLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Snapshot: %v", err)
 	}
-	if snap.Record.Method != dbagent.Snapshot || snap.Record.PostgreSQL == nil || len(snap.Overlay) == 0 {
+	if snap.Record.Method != dbagent.Snapshot || (ds.name == "postgresql") != (snap.Record.PostgreSQL != nil && len(snap.Overlay) > 0) {
 		t.Fatalf("snapshot backup: %+v (overlay %d bytes)", snap.Record, len(snap.Overlay))
 	}
 	r.volsMu.Lock()
 	r.vols[snap.Snapshot] = "inst-b"
 	r.volsMu.Unlock()
-	ds := r.eng.Datastore()
-	rst, err := r.host.Provision(ctx, Spec{ID: "inst-b", Datastore: ds.Type, Version: ds.Version, Volume: snap.Snapshot,
+	eds := r.eng.Datastore()
+	rst, err := r.host.Provision(ctx, Spec{ID: "inst-b", Datastore: eds.Type, Version: eds.Version, Volume: snap.Snapshot,
 		Source: SourceSnapshot, Record: &snap.Record, Overlay: snap.Overlay})
 	if err != nil {
 		t.Fatalf("Provision from the snapshot: %v", err)
@@ -382,7 +469,7 @@ func TestInstanceLifecycle(t *testing.T) {
 	if rst.Port == st.Port {
 		t.Fatalf("the restored instance got the port of the first: %d", rst.Port)
 	}
-	if n := count(t, connect(t, rst)); n != 1000 {
+	if n := r.count(rst); n != 1000 {
 		t.Fatalf("%d rows in the restored instance, want 1000", n)
 	}
 
@@ -401,7 +488,7 @@ func TestInstanceLifecycle(t *testing.T) {
 	r.ev.wait(t, "inst-b", "healthy", 2)
 	for _, id := range []string{"inst-a", "inst-b"} {
 		st, _ := r.host.Instance(id)
-		if n := count(t, connect(t, st)); n != 1000 {
+		if n := r.count(st); n != 1000 {
 			t.Fatalf("%s: %d rows after the restart, want 1000", id, n)
 		}
 	}
