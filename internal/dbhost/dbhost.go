@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -45,6 +46,14 @@ const (
 	// the database was quiesced (a snapshot backup); the data directory
 	// is made ready with the backup's record and overlay.
 	SourceSnapshot Source = "snapshot"
+	// SourcePhysical: a new file system and a data directory restored
+	// from a physical backup chain (Spec.Parts; the streams come with
+	// the Provision call, framed by WritePart).
+	SourcePhysical Source = "physical"
+	// SourceLogical: a new file system, a fresh data directory, and a
+	// dump (Spec.Record's; the stream comes with the Provision call)
+	// loaded into the started server.
+	SourceLogical Source = "logical"
 )
 
 // Spec is what the control plane asks of an instance.
@@ -63,6 +72,8 @@ type Spec struct {
 	Source  Source          `json:"source"`
 	Record  *dbagent.Record `json:"record,omitempty"`
 	Overlay []byte          `json:"overlay,omitempty"`
+	// Parts are the records of a physical chain, full backup first.
+	Parts []dbagent.Record `json:"parts,omitempty"`
 	// Databases and Users are created once the server first answers
 	// (SourceInit only); the passwords are forgotten once they are.
 	Databases []dbagent.Database `json:"databases,omitempty"`
@@ -88,11 +99,24 @@ func (s Spec) Validate() error {
 		if s.Record == nil || s.Record.Method != dbagent.Snapshot {
 			return fmt.Errorf("instance %s: restoring a snapshot needs its snapshot backup record: %w", s.ID, cairn.ErrInvalid)
 		}
-		if len(s.Databases) > 0 || len(s.Users) > 0 {
-			return fmt.Errorf("instance %s: a restored instance keeps the backup's databases and users: %w", s.ID, cairn.ErrInvalid)
+	case SourcePhysical:
+		if len(s.Parts) == 0 || s.Record != nil {
+			return fmt.Errorf("instance %s: restoring a physical backup needs its chain's records: %w", s.ID, cairn.ErrInvalid)
+		}
+		for _, p := range s.Parts {
+			if p.Method != dbagent.Physical {
+				return fmt.Errorf("instance %s: a physical chain holds a %s backup: %w", s.ID, p.Method, cairn.ErrInvalid)
+			}
+		}
+	case SourceLogical:
+		if s.Record == nil || s.Record.Method != dbagent.Logical || len(s.Parts) > 0 {
+			return fmt.Errorf("instance %s: loading a dump needs its logical backup record: %w", s.ID, cairn.ErrInvalid)
 		}
 	default:
 		return fmt.Errorf("instance %s: source %q: %w", s.ID, s.Source, cairn.ErrInvalid)
+	}
+	if s.Source != SourceInit && (len(s.Databases) > 0 || len(s.Users) > 0) {
+		return fmt.Errorf("instance %s: a restored instance keeps the backup's databases and users: %w", s.ID, cairn.ErrInvalid)
 	}
 	return nil
 }
@@ -123,6 +147,11 @@ type record struct {
 	Formatted  bool `json:"formatted"`
 	Prepared   bool `json:"prepared"`
 	Configured bool `json:"configured"`
+	// Loading and Loaded follow a dump's load (SourceLogical): a load
+	// found started but not finished is started again from an empty
+	// data directory.
+	Loading bool `json:"loading,omitempty"`
+	Loaded  bool `json:"loaded,omitempty"`
 	// Device is the block device the volume is attached as.
 	Device string `json:"device,omitempty"`
 	// PID and PIDStart identify the server process last started, so a
@@ -441,8 +470,10 @@ func (h *Host) get(id string) *instance {
 // returning once it answers and its databases and users exist. Called
 // again with the same spec (after the caller or the data plane died) it
 // resumes; with a different spec for a known ID it fails with
-// cairn.ErrConflict.
-func (h *Host) Provision(ctx context.Context, spec Spec) (State, error) {
+// cairn.ErrConflict. data is the backup's stream for SourcePhysical
+// (framed parts) and SourceLogical (the dump), read only when the step
+// that needs it is not done yet; nil otherwise.
+func (h *Host) Provision(ctx context.Context, spec Spec, data io.Reader) (State, error) {
 	if err := spec.Validate(); err != nil {
 		return State{}, err
 	}
@@ -491,7 +522,7 @@ func (h *Host) Provision(ctx context.Context, spec Spec) (State, error) {
 	if err := h.commit(inst); err != nil {
 		return State{}, err
 	}
-	err := h.provision(ctx, inst)
+	err := h.provision(ctx, inst, data)
 	inst.setErr(err)
 	if err != nil {
 		return h.state(inst), err
@@ -513,7 +544,7 @@ func sameSpec(have, want Spec) error {
 }
 
 // provision runs the steps not yet done, saving the record after each.
-func (h *Host) provision(ctx context.Context, inst *instance) error {
+func (h *Host) provision(ctx context.Context, inst *instance, data io.Reader) error {
 	rec := &inst.rec
 	id := rec.Spec.ID
 	eng, err := h.engine(rec.Spec.Datastore, rec.Spec.Version)
@@ -534,6 +565,18 @@ func (h *Host) provision(ctx context.Context, inst *instance) error {
 			if err := eng.RestoreSnapshot(ctx, cfg, *rec.Spec.Record, bytes.NewReader(rec.Spec.Overlay)); err != nil {
 				return fmt.Errorf("restoring the snapshot's data directory: %w", err)
 			}
+		case SourcePhysical:
+			if data == nil {
+				return fmt.Errorf("instance %s: %w: %w", id, errNeedStream, cairn.ErrInvalid)
+			}
+			if err := h.restorePhysical(ctx, eng, cfg, rec.Spec.Parts, data); err != nil {
+				return err
+			}
+			data = nil // read
+		case SourceLogical:
+			if err := h.initDataDir(ctx, eng, cfg); err != nil {
+				return err
+			}
 		}
 		rec.Prepared = true
 		rec.Spec.Overlay = nil
@@ -544,6 +587,41 @@ func (h *Host) provision(ctx context.Context, inst *instance) error {
 	}
 	if err := h.startServer(ctx, inst, eng, true); err != nil {
 		return err
+	}
+	if rec.Spec.Source == SourceLogical && !rec.Loaded {
+		if rec.Loading {
+			// A load cut short: from an empty data directory again.
+			if err := h.stopServer(ctx, inst); err != nil {
+				return err
+			}
+			if err := os.RemoveAll(h.config(rec).DataDir); err != nil {
+				return fmt.Errorf("data directory: %w", err)
+			}
+			rec.Prepared, rec.Loading = false, false
+			if err := h.commit(inst); err != nil {
+				return err
+			}
+			return h.provision(ctx, inst, data)
+		}
+		if data == nil {
+			return fmt.Errorf("instance %s: %w: %w", id, errNeedStream, cairn.ErrInvalid)
+		}
+		rec.Loading = true
+		if err := h.commit(inst); err != nil {
+			return err
+		}
+		ai, err := eng.Instance(h.config(rec))
+		if err != nil {
+			return err
+		}
+		if err := ai.RestoreLogical(ctx, data); err != nil {
+			return fmt.Errorf("loading the dump: %w", err)
+		}
+		rec.Loading, rec.Loaded = false, true
+		if err := h.commit(inst); err != nil {
+			return err
+		}
+		h.event(id, "loaded")
 	}
 	if !rec.Configured {
 		if err := h.configure(ctx, inst, eng); err != nil {
@@ -645,7 +723,7 @@ func (h *Host) mount(ctx context.Context, inst *instance) error {
 		}
 	}
 	if !rec.Formatted {
-		if rec.Spec.Source == SourceInit {
+		if rec.Spec.Source != SourceSnapshot { // a clone has its file system
 			if err := h.o.FS.Format(ctx, dev); err != nil {
 				return fmt.Errorf("making the file system: %w", err)
 			}

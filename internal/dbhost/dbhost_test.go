@@ -1,6 +1,7 @@
 package dbhost
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -401,7 +402,7 @@ func testInstanceLifecycle(t *testing.T, ds datastore) {
 	// A failed step leaves the instance provisioning; the same spec
 	// again resumes it.
 	r.fs.failMount = errors.New("injected mount failure")
-	if _, err := r.host.Provision(ctx, spec); err == nil || !strings.Contains(err.Error(), "injected mount failure") {
+	if _, err := r.host.Provision(ctx, spec, nil); err == nil || !strings.Contains(err.Error(), "injected mount failure") {
 		t.Fatalf("Provision with a failing mount: %v", err)
 	}
 	if st, _ := r.host.Instance("inst-a"); st.Phase != PhaseProvisioning || st.Error == "" {
@@ -409,10 +410,10 @@ func testInstanceLifecycle(t *testing.T, ds datastore) {
 	}
 	other := spec
 	other.Version = "99"
-	if _, err := r.host.Provision(ctx, other); err == nil {
+	if _, err := r.host.Provision(ctx, other, nil); err == nil {
 		t.Fatal("Provision with another spec for the same ID succeeded")
 	}
-	st, err := r.host.Provision(ctx, spec)
+	st, err := r.host.Provision(ctx, spec, nil)
 	if err != nil {
 		t.Fatalf("Provision resumed: %v", err)
 	}
@@ -462,7 +463,7 @@ func testInstanceLifecycle(t *testing.T, ds datastore) {
 	r.volsMu.Unlock()
 	eds := r.eng.Datastore()
 	rst, err := r.host.Provision(ctx, Spec{ID: "inst-b", Datastore: eds.Type, Version: eds.Version, Volume: snap.Snapshot,
-		Source: SourceSnapshot, Record: &snap.Record, Overlay: snap.Overlay})
+		Source: SourceSnapshot, Record: &snap.Record, Overlay: snap.Overlay}, nil)
 	if err != nil {
 		t.Fatalf("Provision from the snapshot: %v", err)
 	}
@@ -471,6 +472,43 @@ func testInstanceLifecycle(t *testing.T, ds datastore) {
 	}
 	if n := r.count(rst); n != 1000 {
 		t.Fatalf("%d rows in the restored instance, want 1000", n)
+	}
+
+	// Physical and logical backups stream out of the instance and into
+	// new ones.
+	for _, m := range []dbagent.Method{dbagent.Physical, dbagent.Logical} {
+		var dump bytes.Buffer
+		rec, err := r.host.BackupStream(ctx, "inst-a", StreamOptions{Method: m, Label: "s-" + string(m)}, &dump)
+		if err != nil {
+			t.Fatalf("%s backup: %v", m, err)
+		}
+		id := "inst-" + string(m)
+		spec := r.spec(id)
+		spec.Databases, spec.Users = nil, nil
+		var data bytes.Buffer
+		switch m {
+		case dbagent.Physical:
+			spec.Source, spec.Parts = SourcePhysical, []dbagent.Record{rec}
+			if err := WritePart(&data, bytes.NewReader(dump.Bytes()), int64(dump.Len())); err != nil {
+				t.Fatal(err)
+			}
+		case dbagent.Logical:
+			spec.Source, spec.Record = SourceLogical, &rec
+			data.Write(dump.Bytes())
+		}
+		if _, err := r.host.Provision(ctx, spec, nil); err == nil {
+			t.Fatalf("%s restore without its stream succeeded", m)
+		}
+		got, err := r.host.Provision(ctx, spec, &data)
+		if err != nil {
+			t.Fatalf("%s restore: %v", m, err)
+		}
+		if n := r.count(got); n != 1000 {
+			t.Fatalf("%s restore: %d rows, want 1000", m, n)
+		}
+		if err := r.host.Remove(ctx, id); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// A restarted data plane brings both back.
