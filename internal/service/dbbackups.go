@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/catalog"
@@ -23,6 +26,10 @@ import (
 const (
 	TagDBRecord  = "cairn.service.db-record"
 	TagDBOverlay = "cairn.service.db-overlay"
+	// TagDBStream marks the stream of a physical or logical backup; its
+	// value is the strategy. The backup's record follows it as its
+	// overlay (a stream of the record's JSON, tagged TagDBOverlay).
+	TagDBStream = "cairn.service.db-stream"
 )
 
 // DBSnapshotName is the engine name of a database backup's snapshot: a
@@ -163,11 +170,12 @@ func (s *Service) CreateDatabaseBackup(ctx context.Context, c Caller, in cairn.D
 		if b.Strategy, b.Container, err = s.strategyFor(ctx, tx, inst, in); err != nil {
 			return err
 		}
-		if b.Strategy != cairn.StrategySnapshot {
-			return errorf(cairn.ErrUnsupported, "strategy %s is not served by this release; snapshot is", b.Strategy)
-		}
 		b.ProjectID, b.Datastore, b.VolumeSize, b.VolumeID = inst.ProjectID, inst.Datastore, inst.VolumeSize, inst.VolumeID
-		if in.ParentID != "" || in.Incremental {
+		// Dumps are always whole; PostgreSQL's physical backups too
+		// (pg_basebackup has no incrementals before version 17).
+		incremental := b.Strategy == cairn.StrategySnapshot ||
+			b.Strategy == cairn.StrategyPhysical && inst.Datastore.Type == cairn.DatastoreMariaDB
+		if (in.ParentID != "" || in.Incremental) && incremental {
 			parent, err := s.parentFor(ctx, tx, c, inst, b, in.ParentID)
 			if err != nil {
 				return err
@@ -235,6 +243,11 @@ func (s *Service) runCreateDatabaseBackup(ctx context.Context, t cairn.Task) err
 	if err != nil {
 		return err
 	}
+	if b.Strategy != cairn.StrategySnapshot && b.Data == "" {
+		if b, err = s.streamDBBackup(ctx, t, r, b); err != nil {
+			return err
+		}
+	}
 	if len(b.Record) == 0 {
 		if b, err = s.takeDBSnapshot(ctx, r, b); err != nil {
 			return err
@@ -265,6 +278,76 @@ func (s *Service) runCreateDatabaseBackup(ctx context.Context, t cairn.Task) err
 	}
 	s.event(ctx, "dbbackup.create.end", b.ProjectID, dbBackupPayload(b))
 	return nil
+}
+
+// streamDBBackup has the host run the engine's physical or logical
+// backup tool and streams its output into r as it comes, then stores the
+// record after it and names both in the backup's row. What an attempt
+// cut short left in r is forgotten first: a stream is taken again whole.
+func (s *Service) streamDBBackup(ctx context.Context, t cairn.Task, r Repository, b cairn.DatabaseBackup) (cairn.DatabaseBackup, error) {
+	b, err := s.setDBBackup(ctx, b.ID, func(b *cairn.DatabaseBackup) { b.Status = cairn.DatabaseBackupSaving })
+	if err != nil {
+		return b, err
+	}
+	if err := forgetBackupObjects(ctx, r, b.ID, nil); err != nil {
+		return b, err
+	}
+	o := dbhost.StreamOptions{Method: dbagent.Method(b.Strategy), Label: "cairn-" + b.ID}
+	if b.ParentID != "" {
+		p, err := s.dbBackupRow(ctx, b.ParentID)
+		if err != nil {
+			return b, fmt.Errorf("parent %s: %w", b.ParentID, err)
+		}
+		prec, err := dbRecord(p)
+		if err != nil {
+			return b, err
+		}
+		o.Parent = &prec
+	}
+	pr, pw := io.Pipe()
+	g, gctx := errgroup.WithContext(ctx)
+	var rec dbagent.Record
+	g.Go(func() error {
+		var err error
+		rec, err = s.host.BackupInstance(gctx, b.InstanceID, o, pw)
+		pw.CloseWithError(err)
+		return err
+	})
+	var m *format.Manifest
+	g.Go(func() error {
+		var err error
+		prog := &repo.Progress{}
+		stop := s.trackProgress(gctx, t.ID, prog)
+		m, err = r.BackupStream(gctx, pr, repo.StreamOptions{
+			Name:     "instance-" + b.InstanceID + "/" + string(b.Strategy),
+			Tags:     map[string]string{TagBackup: b.ID, TagProject: b.ProjectID, TagDBStream: string(b.Strategy)},
+			Progress: prog,
+		})
+		stop()
+		pr.CloseWithError(errors.Join(err, errReaderDone))
+		return err
+	})
+	if err := g.Wait(); err != nil {
+		return b, fmt.Errorf("%s backup: %w", b.Strategy, err)
+	}
+	js, err := json.Marshal(rec)
+	if err != nil {
+		return b, err
+	}
+	rm, err := r.BackupStream(ctx, bytes.NewReader(js), repo.StreamOptions{
+		Name:     "instance-" + b.InstanceID + "/record",
+		Tags:     map[string]string{TagDBOverlay: b.ID, TagProject: b.ProjectID},
+		DataTime: rec.Time,
+	})
+	if err != nil {
+		return b, fmt.Errorf("storing the backup's record: %w", err)
+	}
+	s.obs.BytesBackedUp(m.Size)
+	return s.setDBBackup(ctx, b.ID, func(b *cairn.DatabaseBackup) {
+		b.Record, b.Data, b.Overlay, b.Size = js, m.ID.String(), rm.ID.String(), m.Size
+		b.Location = b.Container + "/" + m.ID.String()
+		b.DataTimestamp = rec.Time.UTC().Truncate(time.Microsecond)
+	})
 }
 
 // takeDBSnapshot has the host quiesce the instance and snapshot its

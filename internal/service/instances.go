@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,7 +17,9 @@ import (
 	"github.com/cairnproject/cairn/internal/dbagent"
 	"github.com/cairnproject/cairn/internal/dbhost"
 	"github.com/cairnproject/cairn/internal/repo"
+	"github.com/cairnproject/cairn/internal/repo/format"
 	"github.com/cairnproject/cairn/internal/volume"
+	"golang.org/x/sync/errgroup"
 )
 
 // InstanceHost is the data plane's side of database instances: where
@@ -28,8 +32,9 @@ type InstanceHost interface {
 	// Datastores lists the database servers installed on the host.
 	Datastores(ctx context.Context) ([]dbagent.Datastore, error)
 	// Provision makes an instance and starts its server, or resumes
-	// making it; it returns once the server answers.
-	Provision(ctx context.Context, spec dbhost.Spec) (dbhost.State, error)
+	// making it; it returns once the server answers. data is the stream
+	// of a physical or logical restore, nil otherwise.
+	Provision(ctx context.Context, spec dbhost.Spec, data io.Reader) (dbhost.State, error)
 	// HostInstances lists the host's instances.
 	HostInstances(ctx context.Context) ([]dbhost.State, error)
 	// HostInstance returns one; cairn.ErrNotFound when the host has none.
@@ -40,6 +45,9 @@ type InstanceHost interface {
 	// SnapshotInstance quiesces the server, snapshots the volume and
 	// releases the server; a failure leaves no snapshot behind.
 	SnapshotInstance(ctx context.Context, id string, o dbhost.SnapshotOptions) (dbhost.SnapshotBackup, error)
+	// BackupInstance writes a physical or logical backup of the server
+	// to w, as its tool makes it, and returns its record.
+	BackupInstance(ctx context.Context, id string, o dbhost.StreamOptions, w io.Writer) (dbagent.Record, error)
 }
 
 // errNoInstances is the error of the database API on a service without
@@ -229,6 +237,7 @@ func (s *Service) runCreateInstance(ctx context.Context, t cairn.Task) error {
 	spec := dbhost.Spec{ID: inst.ID, Datastore: inst.Datastore.Type, Version: inst.Datastore.Version,
 		Source: dbhost.SourceInit, Databases: p.Databases, Users: p.Users}
 	var b cairn.DatabaseBackup
+	var chain []cairn.DatabaseBackup // of a physical backup, full first
 	if inst.BackupID != "" {
 		if b, err = s.dbBackupRow(ctx, inst.BackupID); err != nil {
 			return err
@@ -237,7 +246,24 @@ func (s *Service) runCreateInstance(ctx context.Context, t cairn.Task) error {
 		if err != nil {
 			return err
 		}
-		spec.Source, spec.Record = dbhost.SourceSnapshot, &rec
+		switch b.Strategy {
+		case cairn.StrategySnapshot:
+			spec.Source, spec.Record = dbhost.SourceSnapshot, &rec
+		case cairn.StrategyLogical:
+			spec.Source, spec.Record = dbhost.SourceLogical, &rec
+		case cairn.StrategyPhysical:
+			if chain, err = s.backupChain(ctx, b); err != nil {
+				return err
+			}
+			spec.Source = dbhost.SourcePhysical
+			for _, p := range chain {
+				prec, err := dbRecord(p)
+				if err != nil {
+					return err
+				}
+				spec.Parts = append(spec.Parts, prec)
+			}
+		}
 	}
 	if inst.VolumeID == "" {
 		if inst, err = s.makeInstanceVolume(ctx, t, inst, b); err != nil {
@@ -252,7 +278,13 @@ func (s *Service) runCreateInstance(ctx context.Context, t cairn.Task) error {
 			return err
 		}
 	}
-	st, err := s.host.Provision(ctx, spec)
+	var st dbhost.State
+	switch spec.Source {
+	case dbhost.SourcePhysical, dbhost.SourceLogical:
+		st, err = s.provisionFromStream(ctx, spec, b, chain)
+	default:
+		st, err = s.host.Provision(ctx, spec, nil)
+	}
 	if err != nil {
 		return fmt.Errorf("provisioning: %w", err)
 	}
@@ -293,6 +325,11 @@ func (s *Service) makeInstanceVolume(ctx context.Context, t cairn.Task, inst cai
 		}
 	}
 	switch {
+	case b.ID != "" && b.Strategy != cairn.StrategySnapshot:
+		// The host fills a new file system from the backup's streams.
+		if ev, err = s.eng.CreateVolume(ctx, inst.ID, size); err != nil {
+			return inst, fmt.Errorf("create volume: %w", err)
+		}
 	case !snap.IsZero():
 		if ev, err = s.eng.CloneVolume(ctx, inst.ID, snap); err != nil {
 			return inst, fmt.Errorf("cloning the backup's snapshot: %w", err)
@@ -349,6 +386,100 @@ func (s *Service) restoreInstanceVolume(ctx context.Context, t cairn.Task, inst 
 	}
 	s.obs.BytesRestored(stats.Bytes)
 	return ev, nil
+}
+
+// backupChain returns the physical backups b builds on and b, the full
+// backup first.
+func (s *Service) backupChain(ctx context.Context, b cairn.DatabaseBackup) ([]cairn.DatabaseBackup, error) {
+	chain := []cairn.DatabaseBackup{b}
+	for b.ParentID != "" {
+		var err error
+		if b, err = s.dbBackupRow(ctx, b.ParentID); err != nil {
+			return nil, fmt.Errorf("the chain of backup %s: %w", chain[0].ID, err)
+		}
+		if b.Status != cairn.DatabaseBackupCompleted || len(chain) > 1000 {
+			return nil, fmt.Errorf("the chain of backup %s: parent %s is %s: %w", chain[0].ID, b.ID, b.Status, cairn.ErrConflict)
+		}
+		chain = append(chain, b)
+	}
+	slices.Reverse(chain)
+	return chain, nil
+}
+
+// provisionFromStream has the host make an instance from a physical
+// chain (each part framed) or a dump, streamed from the repository as
+// the host reads it.
+func (s *Service) provisionFromStream(ctx context.Context, spec dbhost.Spec, b cairn.DatabaseBackup, chain []cairn.DatabaseBackup) (dbhost.State, error) {
+	r, err := s.repoFor(ctx, b.Container)
+	if err != nil {
+		return dbhost.State{}, err
+	}
+	parts := chain
+	if spec.Source == dbhost.SourceLogical {
+		parts = []cairn.DatabaseBackup{b}
+	}
+	manifests := make([]*format.Manifest, len(parts))
+	for i, p := range parts {
+		id, err := cairn.ParseID(p.Data)
+		if err != nil {
+			return dbhost.State{}, fmt.Errorf("backup %s: repository id: %w", p.ID, err)
+		}
+		if manifests[i], err = r.Manifest(ctx, id); err != nil {
+			return dbhost.State{}, fmt.Errorf("backup %s: %w", p.ID, err)
+		}
+	}
+	pr, pw := io.Pipe()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		var err error
+		for _, m := range manifests {
+			if spec.Source == dbhost.SourceLogical {
+				_, err = r.RestoreStream(gctx, m, pw, nil)
+			} else {
+				err = writeFramed(gctx, r, m, pw)
+			}
+			if err != nil {
+				break
+			}
+		}
+		pw.CloseWithError(err)
+		if errors.Is(err, errReaderDone) {
+			return nil // the host took what it needed
+		}
+		return err
+	})
+	var st dbhost.State
+	g.Go(func() error {
+		var err error
+		st, err = s.host.Provision(gctx, spec, pr)
+		pr.CloseWithError(errors.Join(err, errReaderDone))
+		return err
+	})
+	return st, g.Wait()
+}
+
+// errReaderDone ends the writer of a pipe whose reader is done.
+var errReaderDone = errors.New("the reader of the stream is done")
+
+// writeFramed writes stream backup m to w as one framed part.
+func writeFramed(ctx context.Context, r Repository, m *format.Manifest, w io.Writer) error {
+	pr, pw := io.Pipe()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		_, err := r.RestoreStream(gctx, m, pw, nil)
+		pw.CloseWithError(err)
+		return err
+	})
+	g.Go(func() error {
+		err := dbhost.WritePart(w, pr, m.Size)
+		pr.CloseWithError(errors.Join(err, errReaderDone))
+		return err
+	})
+	err := g.Wait()
+	if errors.Is(err, errReaderDone) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil
+	}
+	return err
 }
 
 // readOverlay reads a backup's overlay stream from the repository.

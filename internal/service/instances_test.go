@@ -1,14 +1,17 @@
 package service_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"testing"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/catalog"
+	"github.com/cairnproject/cairn/internal/dbagent"
 	"github.com/cairnproject/cairn/internal/dbhost"
 	"github.com/cairnproject/cairn/internal/service"
+	"github.com/cairnproject/cairn/internal/service/servicetest"
 )
 
 func (r *rig) instance(id string) cairn.Instance {
@@ -44,10 +47,13 @@ func (r *rig) rowGone(get func(tx catalog.Tx, ctx context.Context) error) bool {
 	return err != nil
 }
 
-// makeInstance makes an active instance with data on its volume.
-func makeInstance(r *rig, f *fixture) {
+// makeInstance makes an active PostgreSQL instance with data on its
+// volume.
+func makeInstance(r *rig, f *fixture) { makeInstanceOf(r, f, "postgresql") }
+
+func makeInstanceOf(r *rig, f *fixture, datastore string) {
 	in := must[cairn.Instance](r.t)(r.svc.CreateInstance(r.t.Context(), caller, cairn.InstanceCreate{
-		Name: "db", Datastore: "postgresql", VolumeSize: 1,
+		Name: "db", Datastore: datastore, VolumeSize: 1,
 		Databases: []cairn.DatabaseSpec{{Name: "app"}}, Users: []cairn.DatabaseUser{{Name: "bob", Password: "pw-12345", Databases: []string{"app"}}}}))
 	r.done(in.ID)
 	f.vol = in.ID
@@ -58,10 +64,29 @@ func makeInstance(r *rig, f *fixture) {
 	f.data = must[map[int64][]byte](r.t)(r.eng.Pages(eid))
 }
 
-func makeDBBackup(r *rig, f *fixture) {
-	b := must[cairn.DatabaseBackup](r.t)(r.svc.CreateDatabaseBackup(r.t.Context(), caller, cairn.DatabaseBackupCreate{InstanceID: f.vol, Name: "b"}))
+func makeDBBackup(r *rig, f *fixture) { makeDBBackupBy(r, f, cairn.StrategySnapshot, false) }
+
+// makeDBBackupBy makes a backup of strategy st of the fixture's instance;
+// incremental builds on the latest.
+func makeDBBackupBy(r *rig, f *fixture, st cairn.DatabaseStrategy, incremental bool) {
+	b := must[cairn.DatabaseBackup](r.t)(r.svc.CreateDatabaseBackup(r.t.Context(), caller, cairn.DatabaseBackupCreate{
+		InstanceID: f.vol, Name: "b", Strategy: st, Incremental: incremental}))
 	r.done(b.ID)
-	f.backup = b.ID
+	if incremental && b.ParentID != f.backup {
+		r.t.Fatalf("incremental backup's parent %q, want %s", b.ParentID, f.backup)
+	}
+	f.snap, f.backup = f.backup, b.ID // snap: the parent, if any
+}
+
+// framed is parts as the host reads a physical chain.
+func framed(t *testing.T, parts ...[]byte) []byte {
+	var b bytes.Buffer
+	for _, p := range parts {
+		if err := dbhost.WritePart(&b, bytes.NewReader(p), int64(len(p))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return b.Bytes()
 }
 
 // instanceData is the data of an instance's volume.
@@ -141,6 +166,50 @@ func databaseScenarios() []scenario {
 			failed: instanceFailed,
 		},
 		{
+			name: "instance.create from a logical backup", kind: "instance.create", done: active, error: errored,
+			setup: func(r *rig) *fixture {
+				f := &fixture{}
+				makeInstance(r, f)
+				makeDBBackupBy(r, f, cairn.StrategyLogical, false)
+				return f
+			},
+			start: func(r *rig, f *fixture) {
+				f.res = must[cairn.Instance](r.t)(r.svc.CreateInstance(r.t.Context(), caller, cairn.InstanceCreate{Name: "r", BackupID: f.backup})).ID
+			},
+			ok: func(r *rig, f *fixture) {
+				wantStatus(r.t, "instance", cairn.Status(r.instance(f.res).Status), active)
+				want := servicetest.StreamOf(f.vol, dbhost.StreamOptions{Method: dbagent.Logical, Label: "cairn-" + f.backup})
+				if spec, _ := r.host.Spec(f.res); spec.Source != dbhost.SourceLogical || !bytes.Equal(r.host.Data(f.res), want) {
+					r.t.Errorf("the host loaded %d bytes from %s, want the dump's %d", len(r.host.Data(f.res)), spec.Source, len(want))
+				}
+			},
+			failed: instanceFailed,
+		},
+		{
+			name: "instance.create from a physical chain", kind: "instance.create", done: active, error: errored,
+			setup: func(r *rig) *fixture {
+				f := &fixture{}
+				makeInstanceOf(r, f, "mariadb")
+				makeDBBackupBy(r, f, cairn.StrategyPhysical, false)
+				makeDBBackupBy(r, f, cairn.StrategyPhysical, true)
+				return f
+			},
+			start: func(r *rig, f *fixture) {
+				f.res = must[cairn.Instance](r.t)(r.svc.CreateInstance(r.t.Context(), caller, cairn.InstanceCreate{Name: "r", BackupID: f.backup})).ID
+			},
+			ok: func(r *rig, f *fixture) {
+				wantStatus(r.t, "instance", cairn.Status(r.instance(f.res).Status), active)
+				full := servicetest.StreamOf(f.vol, dbhost.StreamOptions{Method: dbagent.Physical, Label: "cairn-" + f.snap})
+				inc := servicetest.StreamOf(f.vol, dbhost.StreamOptions{Method: dbagent.Physical, Label: "cairn-" + f.backup,
+					Parent: &dbagent.Record{Label: "cairn-" + f.snap}})
+				spec, _ := r.host.Spec(f.res)
+				if spec.Source != dbhost.SourcePhysical || len(spec.Parts) != 2 || !bytes.Equal(r.host.Data(f.res), framed(r.t, full, inc)) {
+					r.t.Errorf("the host restored %d parts, %d bytes; want the full backup and its incremental framed", len(spec.Parts), len(r.host.Data(f.res)))
+				}
+			},
+			failed: instanceFailed,
+		},
+		{
 			name: "instance.delete", kind: "instance.delete", done: cairn.StatusDeleted, error: errored,
 			setup: func(r *rig) *fixture { f := &fixture{}; makeInstance(r, f); makeDBBackup(r, f); return f },
 			start: func(r *rig, f *fixture) {
@@ -171,6 +240,28 @@ func databaseScenarios() []scenario {
 				b := r.dbBackup(f.res)
 				if b.Data == "" || b.Overlay == "" || b.SnapshotID == "" || len(b.Record) == 0 || b.DataTimestamp.IsZero() {
 					r.t.Errorf("completed backup %+v", b)
+				}
+				wantStatus(r.t, "its instance", cairn.Status(r.instance(f.vol).Status), active)
+			},
+			failed: func(r *rig, f *fixture, reason string) {
+				b := r.dbBackup(f.res)
+				wantStatus(r.t, "backup", cairn.Status(b.Status), cairn.Status(cairn.DatabaseBackupFailed))
+				wantReason(r.t, "backup", b.FailReason, reason)
+				wantStatus(r.t, "its instance", cairn.Status(r.instance(f.vol).Status), active)
+			},
+		},
+		{
+			name: "dbbackup.create logical", kind: "dbbackup.create", done: cairn.Status(cairn.DatabaseBackupCompleted), error: cairn.Status(cairn.DatabaseBackupFailed),
+			setup: func(r *rig) *fixture { f := &fixture{}; makeInstance(r, f); return f },
+			start: func(r *rig, f *fixture) {
+				f.res = must[cairn.DatabaseBackup](r.t)(r.svc.CreateDatabaseBackup(r.t.Context(), caller, cairn.DatabaseBackupCreate{
+					InstanceID: f.vol, Name: "b", Strategy: cairn.StrategyLogical})).ID
+			},
+			ok: func(r *rig, f *fixture) {
+				b := r.dbBackup(f.res)
+				want := servicetest.StreamOf(f.vol, dbhost.StreamOptions{Method: dbagent.Logical, Label: "cairn-" + b.ID})
+				if b.Data == "" || b.Overlay == "" || b.SnapshotID != "" || b.Size != int64(len(want)) || len(b.Record) == 0 {
+					r.t.Errorf("completed logical backup %+v", b)
 				}
 				wantStatus(r.t, "its instance", cairn.Status(r.instance(f.vol).Status), active)
 			},
@@ -244,10 +335,10 @@ func TestDatabaseRequests(t *testing.T) {
 			_, err := r.svc.Instance(ctx, service.Caller{ProjectID: "other"}, f.vol)
 			return err
 		}, cairn.ErrNotFound},
-		{"backup strategy not served", func() error {
-			_, err := r.svc.CreateDatabaseBackup(ctx, caller, cairn.DatabaseBackupCreate{InstanceID: f.vol, Name: "b", Strategy: cairn.StrategyLogical})
+		{"unknown backup strategy", func() error {
+			_, err := r.svc.CreateDatabaseBackup(ctx, caller, cairn.DatabaseBackupCreate{InstanceID: f.vol, Name: "b", Strategy: "tape"})
 			return err
-		}, cairn.ErrUnsupported},
+		}, cairn.ErrInvalid},
 		{"unknown strategy", func() error {
 			_, err := r.svc.SetBackupStrategy(ctx, caller, cairn.BackupStrategy{Strategy: "tape"})
 			return err

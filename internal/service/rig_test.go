@@ -371,7 +371,7 @@ func (r *rig) settled() {
 	for name, st := range r.stores {
 		tagged := map[string]int{}
 		for _, m := range st.Manifests() {
-			if m.Tags[service.TagDBOverlay] != "" || m.Tags[service.TagDBRecord] != "" {
+			if m.Tags[service.TagDBOverlay] != "" || m.Tags[service.TagDBRecord] != "" || m.Tags[service.TagDBStream] != "" {
 				if !objects[m.ID.String()] {
 					r.t.Errorf("container %s: object %s of database backup %s%s leaked", name, m.ID.Short(), m.Tags[service.TagBackup], m.Tags[service.TagDBOverlay])
 				}

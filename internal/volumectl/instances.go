@@ -1,8 +1,13 @@
 package volumectl
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 
@@ -19,8 +24,9 @@ type Instances interface {
 	// Datastores lists the database servers installed on the host.
 	Datastores(ctx context.Context) ([]dbagent.Datastore, error)
 	// Provision makes an instance and starts its server, or resumes
-	// making it (see dbhost.Host.Provision).
-	Provision(ctx context.Context, spec dbhost.Spec) (dbhost.State, error)
+	// making it (see dbhost.Host.Provision); data is the stream of a
+	// physical or logical restore, nil otherwise.
+	Provision(ctx context.Context, spec dbhost.Spec, data io.Reader) (dbhost.State, error)
 	// HostInstances lists the instances the host runs.
 	HostInstances(ctx context.Context) ([]dbhost.State, error)
 	// HostInstance returns one; cairn.ErrNotFound when the host has none
@@ -31,6 +37,9 @@ type Instances interface {
 	RemoveInstance(ctx context.Context, id string) error
 	// SnapshotInstance takes a quiesced snapshot of an instance's volume.
 	SnapshotInstance(ctx context.Context, id string, o dbhost.SnapshotOptions) (dbhost.SnapshotBackup, error)
+	// BackupInstance writes a physical or logical backup of an instance
+	// to w and returns its record.
+	BackupInstance(ctx context.Context, id string, o dbhost.StreamOptions, w io.Writer) (dbagent.Record, error)
 }
 
 // HostInstances adapts a dbhost.Host to Instances.
@@ -42,8 +51,12 @@ func (h HostInstances) Datastores(context.Context) ([]dbagent.Datastore, error) 
 	return h.H.Datastores(), nil
 }
 
-func (h HostInstances) Provision(ctx context.Context, spec dbhost.Spec) (dbhost.State, error) {
-	return h.H.Provision(ctx, spec)
+func (h HostInstances) Provision(ctx context.Context, spec dbhost.Spec, data io.Reader) (dbhost.State, error) {
+	return h.H.Provision(ctx, spec, data)
+}
+
+func (h HostInstances) BackupInstance(ctx context.Context, id string, o dbhost.StreamOptions, w io.Writer) (dbagent.Record, error) {
+	return h.H.BackupStream(ctx, id, o, w)
 }
 
 func (h HostInstances) HostInstances(context.Context) ([]dbhost.State, error) {
@@ -81,18 +94,33 @@ func WithInstances(h http.Handler, in Instances) http.Handler {
 	})
 	mux.HandleFunc("PUT /instances/{id}", func(w http.ResponseWriter, r *http.Request) {
 		var spec dbhost.Spec
-		// A spec carries the overlay of a snapshot backup (PostgreSQL's
-		// WAL of the backup), larger than other requests.
-		r.Body = http.MaxBytesReader(w, r.Body, maxSpecBytes)
-		if err := decodeLimit(r, &spec, maxSpecBytes); err != nil {
-			writeErr(w, err)
-			return
+		var data io.Reader
+		if h := r.Header.Get(specHeader); h != "" {
+			// A restore's stream is the body; the spec rides in a header.
+			js, err := base64.StdEncoding.DecodeString(h)
+			if err == nil {
+				err = json.Unmarshal(js, &spec)
+			}
+			if err != nil {
+				writeErr(w, fmt.Errorf("%s header: %v: %w", specHeader, err, cairn.ErrInvalid))
+				return
+			}
+			data = r.Body
+		} else {
+			// A spec carries the overlay of a snapshot backup
+			// (PostgreSQL's WAL of the backup), larger than other
+			// requests.
+			r.Body = http.MaxBytesReader(w, r.Body, maxSpecBytes)
+			if err := decodeLimit(r, &spec, maxSpecBytes); err != nil {
+				writeErr(w, err)
+				return
+			}
 		}
 		if spec.ID != r.PathValue("id") {
 			writeErr(w, fmt.Errorf("instance spec names %q, the path %q: %w", spec.ID, r.PathValue("id"), cairn.ErrInvalid))
 			return
 		}
-		st, err := in.Provision(r.Context(), spec)
+		st, err := in.Provision(r.Context(), spec, data)
 		answer(w, st, err)
 	})
 	mux.HandleFunc("DELETE /instances/{id}", func(w http.ResponseWriter, r *http.Request) {
@@ -111,9 +139,37 @@ func WithInstances(h http.Handler, in Instances) http.Handler {
 		b, err := in.SnapshotInstance(r.Context(), r.PathValue("id"), o)
 		answer(w, b, err)
 	})
+	mux.HandleFunc("POST /instances/{id}/backup", func(w http.ResponseWriter, r *http.Request) {
+		var o dbhost.StreamOptions
+		if err := decode(r, &o); err != nil {
+			writeErr(w, err)
+			return
+		}
+		// The stream is the answer's body; how it ended comes after it,
+		// in a trailer: the record, or the error.
+		w.Header().Set("Trailer", recordTrailer+", "+errorTrailer)
+		w.Header().Set("Content-Type", "application/octet-stream")
+		rec, err := in.BackupInstance(r.Context(), r.PathValue("id"), o, w)
+		var js []byte
+		if err != nil {
+			js, _ = json.Marshal(errorBodyOf(err))
+			w.Header().Set(errorTrailer, base64.StdEncoding.EncodeToString(js))
+			return
+		}
+		js, _ = json.Marshal(rec)
+		w.Header().Set(recordTrailer, base64.StdEncoding.EncodeToString(js))
+	})
 	mux.Handle("/", h)
 	return mux
 }
+
+// Headers of the instance endpoints: a restore's spec beside its stream,
+// and the trailers that end a backup's.
+const (
+	specHeader    = "Cairn-Spec"
+	recordTrailer = "Cairn-Record"
+	errorTrailer  = "Cairn-Error"
+)
 
 // maxSpecBytes bounds a provisioning request.
 const maxSpecBytes = 1 << 30
@@ -133,9 +189,68 @@ func (c *Client) Datastores(ctx context.Context) (list []dbagent.Datastore, err 
 	return list, err
 }
 
-func (c *Client) Provision(ctx context.Context, spec dbhost.Spec) (st dbhost.State, err error) {
-	err = c.do(ctx, "PUT", "/instances/"+url.PathEscape(spec.ID), spec, &st)
-	return st, err
+func (c *Client) Provision(ctx context.Context, spec dbhost.Spec, data io.Reader) (st dbhost.State, err error) {
+	path := "/instances/" + url.PathEscape(spec.ID)
+	if data == nil {
+		err = c.do(ctx, "PUT", path, spec, &st)
+		return st, err
+	}
+	js, err := json.Marshal(spec)
+	if err != nil {
+		return st, err
+	}
+	req, err := http.NewRequestWithContext(ctx, "PUT", "http://cairn"+path, data)
+	if err != nil {
+		return st, err
+	}
+	req.Header.Set(specHeader, base64.StdEncoding.EncodeToString(js))
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return st, fmt.Errorf("control socket: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return st, errorOf(resp)
+	}
+	return st, json.NewDecoder(resp.Body).Decode(&st)
+}
+
+// BackupInstance implements Instances: the stream is copied to w as it
+// comes; a backup that failed on the way fails the call, whatever was
+// copied.
+func (c *Client) BackupInstance(ctx context.Context, id string, o dbhost.StreamOptions, w io.Writer) (dbagent.Record, error) {
+	var rec dbagent.Record
+	js, err := json.Marshal(o)
+	if err != nil {
+		return rec, err
+	}
+	resp, err := c.send(ctx, "POST", "/instances/"+url.PathEscape(id)+"/backup", bytes.NewReader(js), "application/json")
+	if err != nil {
+		return rec, err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return rec, fmt.Errorf("backup stream: %w", err)
+	}
+	if e := resp.Trailer.Get(errorTrailer); e != "" {
+		var body errorBody
+		if raw, err := base64.StdEncoding.DecodeString(e); err == nil && json.Unmarshal(raw, &body) == nil {
+			if s := cairn.SentinelNamed(body.Kind); s != nil {
+				return rec, fmt.Errorf("%s: %w", body.Error, s)
+			}
+			return rec, errors.New(body.Error)
+		}
+		return rec, fmt.Errorf("backup stream: unreadable error trailer: %w", cairn.ErrCorrupt)
+	}
+	raw, err := base64.StdEncoding.DecodeString(resp.Trailer.Get(recordTrailer))
+	if err == nil {
+		err = json.Unmarshal(raw, &rec)
+	}
+	if err != nil || resp.Trailer.Get(recordTrailer) == "" {
+		return rec, fmt.Errorf("backup stream ended without its record (the data plane stopped?): %w", cairn.ErrUnavailable)
+	}
+	return rec, nil
 }
 
 func (c *Client) HostInstances(ctx context.Context) (list []dbhost.State, err error) {

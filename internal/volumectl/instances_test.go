@@ -1,9 +1,11 @@
 package volumectl_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -22,19 +24,28 @@ import (
 type fakeInstances struct {
 	mu    sync.Mutex
 	specs map[string]dbhost.Spec
+	data  map[string][]byte // restore streams, by instance
 }
 
 func (f *fakeInstances) Datastores(context.Context) ([]dbagent.Datastore, error) {
 	return []dbagent.Datastore{{Type: "postgresql", Version: "15", Release: "15.10"}}, nil
 }
 
-func (f *fakeInstances) Provision(_ context.Context, spec dbhost.Spec) (dbhost.State, error) {
+func (f *fakeInstances) Provision(_ context.Context, spec dbhost.Spec, data io.Reader) (dbhost.State, error) {
 	if err := spec.Validate(); err != nil {
 		return dbhost.State{}, err
+	}
+	var got []byte
+	if data != nil {
+		var err error
+		if got, err = io.ReadAll(data); err != nil {
+			return dbhost.State{}, err
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.specs[spec.ID] = spec
+	f.data[spec.ID] = got
 	return dbhost.State{ID: spec.ID, Volume: spec.Volume, Phase: dbhost.PhaseReady, Port: 17500, Operating: cairn.OperatingHealthy}, nil
 }
 
@@ -71,9 +82,29 @@ func (f *fakeInstances) SnapshotInstance(_ context.Context, id string, o dbhost.
 	return dbhost.SnapshotBackup{Snapshot: cairn.NewID(), Record: dbagent.Record{Method: dbagent.Snapshot, Label: o.Label}, Overlay: []byte{0, 1, 2}}, nil
 }
 
+// BackupInstance writes 3 MiB of a pattern, then fails when the label
+// says so.
+func (f *fakeInstances) BackupInstance(_ context.Context, id string, o dbhost.StreamOptions, w io.Writer) (dbagent.Record, error) {
+	if _, err := w.Write(pattern(3 << 20)); err != nil {
+		return dbagent.Record{}, err
+	}
+	if o.Label == "fail" {
+		return dbagent.Record{}, fmt.Errorf("the tool died: %w", cairn.ErrConflict)
+	}
+	return dbagent.Record{Method: o.Method, Label: o.Label, Bytes: 3 << 20}, nil
+}
+
+func pattern(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	return b
+}
+
 func TestInstancesOverTheControlSocket(t *testing.T) {
 	ctx := t.Context()
-	fake := &fakeInstances{specs: map[string]dbhost.Spec{}}
+	fake := &fakeInstances{specs: map[string]dbhost.Spec{}, data: map[string][]byte{}}
 	sock := filepath.Join(t.TempDir(), "c.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
@@ -95,7 +126,7 @@ func TestInstancesOverTheControlSocket(t *testing.T) {
 	}
 	spec := dbhost.Spec{ID: "i1", Datastore: "postgresql", Version: "15", Volume: cairn.NewID(), Source: dbhost.SourceSnapshot,
 		Record: &dbagent.Record{Method: dbagent.Snapshot, Label: "b"}, Overlay: overlay}
-	st, err := c.Provision(ctx, spec)
+	st, err := c.Provision(ctx, spec, nil)
 	if err != nil || st.ID != "i1" || st.Operating != cairn.OperatingHealthy {
 		t.Fatalf("Provision: %+v %v", st, err)
 	}
@@ -107,7 +138,15 @@ func TestInstancesOverTheControlSocket(t *testing.T) {
 		call func() error
 		want error
 	}{
-		{"bad spec", func() error { _, err := c.Provision(ctx, dbhost.Spec{ID: "i2"}); return err }, cairn.ErrInvalid},
+		{"bad spec", func() error { _, err := c.Provision(ctx, dbhost.Spec{ID: "i2"}, nil); return err }, cairn.ErrInvalid},
+		{"bad spec with a stream", func() error {
+			_, err := c.Provision(ctx, dbhost.Spec{ID: "i2"}, bytes.NewReader([]byte("x")))
+			return err
+		}, cairn.ErrInvalid},
+		{"backup failing after its stream began", func() error {
+			_, err := c.BackupInstance(ctx, "i1", dbhost.StreamOptions{Method: dbagent.Logical, Label: "fail"}, io.Discard)
+			return err
+		}, cairn.ErrConflict},
 		{"unknown instance", func() error { _, err := c.HostInstance(ctx, "nope"); return err }, cairn.ErrNotFound},
 		{"snapshot without a name", func() error { _, err := c.SnapshotInstance(ctx, "i1", dbhost.SnapshotOptions{}); return err }, cairn.ErrInvalid},
 		{"known instance", func() error { _, err := c.HostInstance(ctx, "i1"); return err }, nil},
@@ -121,6 +160,24 @@ func TestInstancesOverTheControlSocket(t *testing.T) {
 	b, err := c.SnapshotInstance(ctx, "i1", dbhost.SnapshotOptions{Name: "n", Label: "l"})
 	if err != nil || b.Snapshot.IsZero() || b.Record.Label != "l" || len(b.Overlay) != 3 {
 		t.Fatalf("SnapshotInstance: %+v %v", b, err)
+	}
+	// A restore's stream goes with its spec; a backup's comes back with
+	// its record after it.
+	logical := dbhost.Spec{ID: "i3", Datastore: "postgresql", Version: "15", Volume: cairn.NewID(), Source: dbhost.SourceLogical,
+		Record: &dbagent.Record{Method: dbagent.Logical}}
+	if _, err := c.Provision(ctx, logical, bytes.NewReader(overlay)); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(fake.data["i3"], overlay) || !reflect.DeepEqual(fake.specs["i3"], logical) {
+		t.Fatal("the restore's stream or spec differs from what was sent")
+	}
+	var stream bytes.Buffer
+	rec, err := c.BackupInstance(ctx, "i1", dbhost.StreamOptions{Method: dbagent.Physical, Label: "p"}, &stream)
+	if err != nil || rec.Label != "p" || rec.Bytes != 3<<20 || !bytes.Equal(stream.Bytes(), pattern(3<<20)) {
+		t.Fatalf("BackupInstance: %+v, %d bytes, %v", rec, stream.Len(), err)
+	}
+	if err := c.RemoveInstance(ctx, "i3"); err != nil {
+		t.Fatal(err)
 	}
 	if err := c.RemoveInstance(ctx, "i1"); err != nil {
 		t.Fatal(err)

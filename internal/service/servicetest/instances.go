@@ -1,8 +1,10 @@
 package servicetest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"sort"
 	"sync"
 	"time"
@@ -29,6 +31,8 @@ type InstanceHost struct {
 type hostInstance struct {
 	spec  dbhost.Spec
 	state dbhost.State
+	// data is what a physical or logical restore read.
+	data []byte
 }
 
 var _ service.InstanceHost = (*InstanceHost)(nil)
@@ -50,13 +54,24 @@ func (h *InstanceHost) Datastores(context.Context) ([]dbagent.Datastore, error) 
 }
 
 // Provision implements service.InstanceHost: idempotent for one spec.
-func (h *InstanceHost) Provision(ctx context.Context, spec dbhost.Spec) (dbhost.State, error) {
+// A restore's stream is read whole and kept (Data).
+func (h *InstanceHost) Provision(ctx context.Context, spec dbhost.Spec, data io.Reader) (dbhost.State, error) {
 	c, err := h.faults.Begin(ctx, "InstanceHost.Provision")
 	if err != nil {
 		return dbhost.State{}, err
 	}
 	if err := spec.Validate(); err != nil {
 		return dbhost.State{}, err
+	}
+	var got []byte
+	switch spec.Source {
+	case dbhost.SourcePhysical, dbhost.SourceLogical:
+		if data == nil {
+			return dbhost.State{}, fmt.Errorf("restore without its stream: %w", cairn.ErrInvalid)
+		}
+		if got, err = io.ReadAll(data); err != nil {
+			return dbhost.State{}, fmt.Errorf("reading the restore's stream: %w", err)
+		}
 	}
 	vols, _ := h.eng.Peek()
 	found := false
@@ -69,7 +84,7 @@ func (h *InstanceHost) Provision(ctx context.Context, spec dbhost.Spec) (dbhost.
 	h.mu.Lock()
 	in, ok := h.instances[spec.ID]
 	if !ok {
-		in = hostInstance{spec: spec, state: dbhost.State{ID: spec.ID, Datastore: spec.Datastore, Version: spec.Version,
+		in = hostInstance{spec: spec, data: got, state: dbhost.State{ID: spec.ID, Datastore: spec.Datastore, Version: spec.Version,
 			Volume: spec.Volume, Phase: dbhost.PhaseReady, Address: "127.0.0.1", Port: h.nextPort, Operating: cairn.OperatingHealthy}}
 		h.nextPort++
 		h.instances[spec.ID] = in
@@ -141,6 +156,48 @@ func (h *InstanceHost) SnapshotInstance(ctx context.Context, id string, o dbhost
 	rec := dbagent.Record{Datastore: dbagent.Datastore{Type: in.spec.Datastore, Version: in.spec.Version},
 		Method: dbagent.Snapshot, Label: o.Label, Time: snap.Created.UTC().Truncate(time.Microsecond)}
 	return dbhost.SnapshotBackup{Snapshot: snap.ID, Record: rec, Overlay: []byte("overlay of " + o.Name)}, c.End(ctx)
+}
+
+// BackupInstance implements service.InstanceHost: the stream is
+// StreamOf(id, o), written in pieces.
+func (h *InstanceHost) BackupInstance(ctx context.Context, id string, o dbhost.StreamOptions, w io.Writer) (dbagent.Record, error) {
+	c, err := h.faults.Begin(ctx, "InstanceHost.BackupInstance")
+	if err != nil {
+		return dbagent.Record{}, err
+	}
+	h.mu.Lock()
+	in, ok := h.instances[id]
+	h.mu.Unlock()
+	if !ok {
+		return dbagent.Record{}, fmt.Errorf("instance %s: %w", id, cairn.ErrNotFound)
+	}
+	data := StreamOf(id, o)
+	for len(data) > 0 {
+		n := min(len(data), 64<<10)
+		if _, err := w.Write(data[:n]); err != nil {
+			return dbagent.Record{}, err
+		}
+		data = data[n:]
+	}
+	rec := dbagent.Record{Datastore: dbagent.Datastore{Type: in.spec.Datastore, Version: in.spec.Version},
+		Method: o.Method, Label: o.Label, Time: time.Now().UTC().Truncate(time.Microsecond), Bytes: int64(len(StreamOf(id, o)))}
+	return rec, c.End(ctx)
+}
+
+// StreamOf is the stream the fake host's backup of instance id writes.
+func StreamOf(id string, o dbhost.StreamOptions) []byte {
+	parent := ""
+	if o.Parent != nil {
+		parent = o.Parent.Label
+	}
+	return bytes.Repeat([]byte(fmt.Sprintf("%s backup %s of %s after %q\n", o.Method, o.Label, id, parent)), 3000)
+}
+
+// Data returns what a physical or logical restore of an instance read.
+func (h *InstanceHost) Data(id string) []byte {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.instances[id].data
 }
 
 // Spec returns the spec an instance was provisioned with.
