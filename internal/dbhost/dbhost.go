@@ -248,6 +248,9 @@ type Options struct {
 // concurrent use; calls for one instance are serialised.
 type Host struct {
 	o Options
+	// runErr is why the run directory could not be made: no instance
+	// can run then.
+	runErr error
 
 	mu        sync.Mutex
 	instances map[string]*instance
@@ -312,15 +315,20 @@ func New(o Options) (*Host, error) {
 	// The servers run as their datastores' OS users, which must pass
 	// through the mount points to their data directories (but not list
 	// them).
+	// Without it (not root, say) the host still serves the volumes; only
+	// instances are refused, saying why.
+	var runErr error
 	for _, d := range []string{o.RunDir, filepath.Join(o.RunDir, "mnt")} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
-			return nil, fmt.Errorf("instance host: run directory: %w", err)
+			runErr = fmt.Errorf("instance run directory: %w", err)
+			break
 		}
 		if err := os.Chmod(d, 0o711); err != nil {
-			return nil, fmt.Errorf("instance host: run directory: %w", err)
+			runErr = fmt.Errorf("instance run directory: %w", err)
+			break
 		}
 	}
-	return &Host{o: o, instances: map[string]*instance{}}, nil
+	return &Host{o: o, instances: map[string]*instance{}, runErr: runErr}, nil
 }
 
 func (h *Host) event(id, ev string) {
@@ -477,11 +485,14 @@ func (h *Host) Provision(ctx context.Context, spec Spec, data io.Reader) (State,
 	if err := spec.Validate(); err != nil {
 		return State{}, err
 	}
-	if _, err := h.engine(spec.Datastore, spec.Version); err != nil {
-		return State{}, err
-	}
 	if os.Geteuid() != 0 {
 		return State{}, fmt.Errorf("database instances need root, to attach and mount their volumes: %w", cairn.ErrUnsupported)
+	}
+	if h.runErr != nil {
+		return State{}, fmt.Errorf("database instances cannot run on this host: %w: %w", h.runErr, cairn.ErrUnsupported)
+	}
+	if _, err := h.engine(spec.Datastore, spec.Version); err != nil {
+		return State{}, err
 	}
 	h.mu.Lock()
 	if h.closed {

@@ -591,3 +591,24 @@ func TestProcessStart(t *testing.T) {
 		t.Fatalf("a process that ended has start time %q", s)
 	}
 }
+
+// TestUnusableRunDir: a host whose run directory cannot be made still
+// opens (the data plane serves its volumes), and refuses instances
+// saying why.
+func TestUnusableRunDir(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(Options{Dir: t.TempDir(), RunDir: filepath.Join(file, "run"), Attacher: &loopAttacher{attached: map[string]string{}}})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	_, err = h.Provision(t.Context(), Spec{ID: "a", Datastore: "postgresql", Version: "15", Volume: cairn.NewID(), Source: SourceInit}, nil)
+	if !errors.Is(err, cairn.ErrUnsupported) || !strings.Contains(err.Error(), "run directory") && !strings.Contains(err.Error(), "root") {
+		t.Fatalf("Provision: %v", err)
+	}
+	if err := h.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
