@@ -267,6 +267,10 @@ type Host struct {
 type instance struct {
 	op  sync.Mutex
 	rec record
+	// attached is whether this process attached the volume: a device
+	// attached by an earlier data plane went with that process's NBD
+	// socket and is detached before the volume is attached again.
+	attached bool
 	// saveMu orders the writes of the record file: commits and the
 	// supervisor's PID updates.
 	saveMu sync.Mutex
@@ -712,10 +716,16 @@ func (h *Host) configure(ctx context.Context, inst *instance, eng dbagent.Engine
 func (h *Host) mount(ctx context.Context, inst *instance) error {
 	rec := &inst.rec
 	id := rec.Spec.ID
+	if !inst.attached {
+		if err := h.detachStale(ctx, inst); err != nil {
+			return err
+		}
+	}
 	dev, err := h.o.Attacher.Attach(ctx, exportName(id), rec.Spec.Volume)
 	if err != nil {
 		return fmt.Errorf("attaching the volume: %w", err)
 	}
+	inst.attached = true
 	if rec.Device != dev {
 		rec.Device = dev
 		if err := h.commit(inst); err != nil {
@@ -769,9 +779,6 @@ func (h *Host) bringUp(ctx context.Context, inst *instance, wait bool) error {
 	}
 	eng, err := h.engine(rec.Spec.Datastore, rec.Spec.Version)
 	if err == nil {
-		err = h.detachStale(ctx, inst)
-	}
-	if err == nil {
 		err = h.mount(ctx, inst)
 	}
 	if err == nil {
@@ -784,7 +791,9 @@ func (h *Host) bringUp(ctx context.Context, inst *instance, wait bool) error {
 // detachStale unmounts and detaches what a previous data plane left of
 // an instance: its device was attached over that process's NBD socket,
 // and reads and writes on it fail since that process ended. After a
-// clean shutdown (Close) there is nothing to do.
+// clean shutdown (Close) there is nothing to do. It runs before this
+// process first attaches an instance, whether bringing it back or
+// resuming its provisioning.
 func (h *Host) detachStale(ctx context.Context, inst *instance) error {
 	id := inst.rec.Spec.ID
 	mp := h.mountPoint(id)
@@ -934,6 +943,7 @@ func (h *Host) takeDown(ctx context.Context, inst *instance) error {
 	if err := h.o.Attacher.Detach(ctx, exportName(id)); err != nil {
 		return fmt.Errorf("detaching the volume: %w", err)
 	}
+	inst.attached = false
 	h.event(id, "detached")
 	return nil
 }

@@ -38,6 +38,7 @@ type loopAttacher struct {
 
 	mu       sync.Mutex
 	attached map[string]string // name to device
+	detaches int               // of attached names
 	// failAttach, when set, fails the next Attach.
 	failAttach error
 }
@@ -88,6 +89,7 @@ func (a *loopAttacher) Detach(ctx context.Context, name string) error {
 		return fmt.Errorf("losetup -d: %v: %s", err, out)
 	}
 	delete(a.attached, name)
+	a.detaches++
 	return nil
 }
 
@@ -610,5 +612,39 @@ func TestUnusableRunDir(t *testing.T) {
 	}
 	if err := h.Close(t.Context()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestResumeAfterCrash: a data plane that died while provisioning left
+// the volume attached over its own NBD socket, dead with it; the next
+// one detaches that device before attaching the volume again, and
+// finishes the instance.
+func TestResumeAfterCrash(t *testing.T) {
+	r := newRig(t, datastores()[0])
+	ctx := t.Context()
+	spec := r.spec("inst-c")
+	r.fs.failMount = errors.New("injected mount failure")
+	if _, err := r.host.Provision(ctx, spec, nil); err == nil {
+		t.Fatal("Provision with a failing mount succeeded")
+	}
+	if _, ok := r.att.devices()["instance-inst-c"]; !ok {
+		t.Fatal("the volume is not attached after the failed mount")
+	}
+	r.open() // the first host is gone, as after kill -9
+	if err := r.host.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.att.mu.Lock()
+	before := r.att.detaches
+	r.att.mu.Unlock()
+	st, err := r.host.Provision(ctx, spec, nil)
+	if err != nil {
+		t.Fatalf("Provision resumed by the next host: %v", err)
+	}
+	r.att.mu.Lock()
+	after := r.att.detaches
+	r.att.mu.Unlock()
+	if after != before+1 || st.Operating != cairn.OperatingHealthy {
+		t.Fatalf("detaches %d then %d (want the stale device detached once), state %+v", before, after, st)
 	}
 }
