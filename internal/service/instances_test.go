@@ -374,3 +374,39 @@ func TestDatabaseRequests(t *testing.T) {
 		t.Fatalf("deleting the parent of an incremental: %v", err)
 	}
 }
+
+// TestStrategySwitch: an instance's backup strategy switched from
+// logical to physical to snapshot and back; every backup taken under
+// each restores into a new instance, from the right kind of source.
+func TestStrategySwitch(t *testing.T) {
+	r := newRig(t)
+	ctx := t.Context()
+	f := &fixture{}
+	makeInstance(r, f)
+	sources := map[cairn.DatabaseStrategy]dbhost.Source{
+		cairn.StrategyLogical: dbhost.SourceLogical, cairn.StrategyPhysical: dbhost.SourcePhysical, cairn.StrategySnapshot: dbhost.SourceSnapshot}
+	var backups []cairn.DatabaseBackup
+	for _, st := range []cairn.DatabaseStrategy{cairn.StrategyLogical, cairn.StrategyPhysical, cairn.StrategySnapshot, cairn.StrategyLogical} {
+		if _, err := r.svc.SetBackupStrategy(ctx, caller, cairn.BackupStrategy{InstanceID: f.vol, Strategy: st}); err != nil {
+			t.Fatal(err)
+		}
+		b := must[cairn.DatabaseBackup](t)(r.svc.CreateDatabaseBackup(ctx, caller, cairn.DatabaseBackupCreate{InstanceID: f.vol, Name: string(st)}))
+		if b.Strategy != st {
+			t.Fatalf("backup under strategy %s is %s", st, b.Strategy)
+		}
+		r.done(b.ID)
+		backups = append(backups, b)
+	}
+	for _, b := range backups {
+		in := must[cairn.Instance](t)(r.svc.CreateInstance(ctx, caller, cairn.InstanceCreate{Name: "from-" + b.Name, BackupID: b.ID}))
+		r.done(in.ID)
+		spec, ok := r.host.Spec(in.ID)
+		if got := r.instance(in.ID); got.Status != cairn.InstanceActive || !ok || spec.Source != sources[b.Strategy] {
+			t.Fatalf("instance from the %s backup %s: %s, host source %q", b.Strategy, b.ID, got.Status, spec.Source)
+		}
+		if b.Strategy == cairn.StrategySnapshot && !sameData(instanceData(r, in.ID), f.data) {
+			t.Fatal("the instance from the snapshot backup differs from the backed-up volume")
+		}
+	}
+	r.settled()
+}
