@@ -288,6 +288,11 @@ func (s *Service) runCreateInstance(ctx context.Context, t cairn.Task) error {
 	if err != nil {
 		return fmt.Errorf("provisioning: %w", err)
 	}
+	// The users exist: their passwords leave the catalog (the host
+	// forgot them too; a resumed Provision does not need them).
+	if err := s.forgetPasswords(ctx, t.ID); err != nil {
+		return err
+	}
 	inst, err = s.setInstance(ctx, inst.ID, func(in *cairn.Instance) {
 		in.Status, in.OperatingStatus = cairn.InstanceActive, st.Operating
 		in.Address, in.Port, in.FailReason = st.Address, st.Port, ""
@@ -503,10 +508,38 @@ func (s *Service) readOverlay(ctx context.Context, b cairn.DatabaseBackup) ([]by
 	return buf.Bytes(), nil
 }
 
+// forgetPasswords removes the users' passwords from an instance.create
+// task's parameters.
+func (s *Service) forgetPasswords(ctx context.Context, taskID string) error {
+	return s.cat.Update(ctx, func(tx catalog.Tx) error {
+		t, err := tx.Task(ctx, taskID)
+		if err != nil {
+			return err
+		}
+		var p instanceParams
+		if len(t.Params) == 0 || json.Unmarshal(t.Params, &p) != nil || len(p.Users) == 0 {
+			return nil
+		}
+		for i := range p.Users {
+			p.Users[i].Password = ""
+		}
+		if t.Params, err = json.Marshal(p); err != nil {
+			return err
+		}
+		return tx.UpdateTask(ctx, t)
+	})
+}
+
 // failInstance marks an instance whose task failed: ERROR, with the
-// cause. The host keeps what it made, so a delete takes it down.
+// cause, and its users' passwords forgotten. The host keeps what it
+// made, so a delete takes it down.
 func (s *Service) failInstance(event string) func(ctx context.Context, t cairn.Task, cause error) error {
 	return func(ctx context.Context, t cairn.Task, cause error) error {
+		if t.Kind == "instance.create" {
+			if err := s.forgetPasswords(ctx, t.ID); err != nil {
+				return err
+			}
+		}
 		inst, err := s.setInstance(ctx, t.ResourceID, func(in *cairn.Instance) {
 			in.Status, in.FailReason = cairn.InstanceError, failReason(cause)
 		})

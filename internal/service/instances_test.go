@@ -350,6 +350,11 @@ func TestDatabaseRequests(t *testing.T) {
 			}
 		})
 	}
+	// The users' passwords are gone from the catalog once the users
+	// exist.
+	if task := r.lastTask(f.vol); bytes.Contains(task.Params, []byte("pw-12345")) {
+		t.Fatalf("the instance's task keeps the user's password: %s", task.Params)
+	}
 	// Instances show the host's live state.
 	list := must[[]cairn.Instance](t)(r.svc.ListInstances(ctx, caller, service.ListQuery{}))
 	if len(list) != 1 || list[0].OperatingStatus != cairn.OperatingHealthy || list[0].Port == 0 {
