@@ -367,8 +367,12 @@ func (h *Host) mountPoint(id string) string { return filepath.Join(h.o.RunDir, "
 func (h *Host) logPath(id string) string    { return filepath.Join(h.o.Dir, "logs", id+".log") }
 func (h *Host) runDir(port int) string      { return filepath.Join(h.o.RunDir, strconv.Itoa(port)) }
 
+// ExportPrefix begins the names of the instances' exports: they belong
+// to the host, not to whoever manages the data plane's other exports.
+const ExportPrefix = "instance-"
+
 // exportName is the name an instance's volume is exported under.
-func exportName(id string) string { return "instance-" + id }
+func exportName(id string) string { return ExportPrefix + id }
 
 // commit saves inst.rec and publishes it to readers. The caller holds
 // inst.op.

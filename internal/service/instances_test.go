@@ -415,3 +415,28 @@ func TestStrategySwitch(t *testing.T) {
 	}
 	r.settled()
 }
+
+// TestStartKeepsInstanceExports: a service starting reconciles the data
+// plane's exports with its attached volumes, and leaves alone those of
+// database instances, which belong to the host.
+func TestStartKeepsInstanceExports(t *testing.T) {
+	r := newRig(t)
+	f := &fixture{}
+	makeInstance(r, f)
+	vol := must[cairn.ID](t)(cairn.ParseID(r.instance(f.vol).VolumeID))
+	name := dbhost.ExportPrefix + f.vol
+	if err := r.eng.Export(t.Context(), name, vol); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.eng.Export(t.Context(), "stale", vol); err != nil {
+		t.Fatal(err)
+	}
+	r.restart()
+	have := must[map[string]cairn.ID](t)(r.eng.Exported(t.Context()))
+	if have[name] != vol {
+		t.Fatalf("exports after a restart: %v, want %s kept", have, name)
+	}
+	if _, ok := have["stale"]; ok {
+		t.Fatalf("exports after a restart: %v, want the stale one gone", have)
+	}
+}

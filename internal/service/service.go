@@ -15,11 +15,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/catalog"
+	"github.com/cairnproject/cairn/internal/dbhost"
 	"github.com/cairnproject/cairn/internal/notify"
 	"github.com/cairnproject/cairn/internal/tasks"
 	"github.com/cairnproject/cairn/internal/volume"
@@ -125,8 +127,9 @@ func New(cfg Config) *Service {
 
 // Start makes the data plane's exports those of the attached volumes
 // (exporting what a previous process attached, unexporting what it
-// detached but could not unexport), then runs tasks, finishing those a
-// previous process left.
+// detached but could not unexport), leaving the database instances'
+// exports to the host that made them, then runs tasks, finishing those
+// a previous process left.
 func (s *Service) Start(ctx context.Context) error {
 	want := map[string]cairn.ID{}
 	err := s.cat.View(ctx, func(tx catalog.Tx) error {
@@ -160,6 +163,9 @@ func (s *Service) Start(ctx context.Context) error {
 		}
 	}
 	for name := range have {
+		if strings.HasPrefix(name, dbhost.ExportPrefix) {
+			continue // a database instance's, the host's own
+		}
 		if _, ok := want[name]; !ok {
 			if err := s.eng.Unexport(ctx, name); err != nil {
 				return fmt.Errorf("unexporting detached volume %s: %w", name, err)
