@@ -32,9 +32,10 @@ type SnapshotOptions struct {
 
 // Snapshot quiesces the instance's server on one held session, snapshots
 // its volume and releases the server: the server is held only for the
-// snapshot, which is O(1). On any failure the quiesce is ended (Abort)
-// and a snapshot taken is handed back with the error only if it exists,
-// so the caller can delete it. Because the snapshot is atomic at the
+// snapshot, which is O(1). On any failure the quiesce is ended and a
+// snapshot taken is deleted. A data plane that dies between the snapshot
+// and the release leaves a snapshot named o.Name, which the caller finds
+// by that name and deletes. Because the snapshot is atomic at the
 // block layer, the file system in it is as after a crash at that instant,
 // which ext4's journal recovers; no fsfreeze is needed.
 func (h *Host) Snapshot(ctx context.Context, id string, o SnapshotOptions) (SnapshotBackup, error) {
