@@ -494,24 +494,35 @@ func (h *handler) closeReader(w http.ResponseWriter, r *http.Request) {
 // Client implements Ops by talking to a control socket.
 type Client struct {
 	http *http.Client
+	// streams shares http's connections without its overall timeout:
+	// for the calls whose bodies are a database's backup or restore
+	// stream, or that wait for a server to start, bounded by their
+	// contexts and by the host.
+	streams *http.Client
 }
 
 var _ Ops = (*Client)(nil)
 
 // NewClient returns a client of the control socket at path.
 func NewClient(socket string) *Client {
-	return &Client{http: &http.Client{Transport: &http.Transport{
+	t := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", socket)
 		},
 		MaxIdleConnsPerHost: 16,
-	}, Timeout: 10 * time.Minute}}
+	}
+	return &Client{http: &http.Client{Transport: t, Timeout: 10 * time.Minute}, streams: &http.Client{Transport: t}}
 }
 
 // send sends one request with body (nil: none) and returns the answer for
 // the caller to read and close; an error answer is returned as its error.
 func (c *Client) send(ctx context.Context, method, path string, body io.Reader, contentType string) (*http.Response, error) {
+	return c.sendWith(c.http, ctx, method, path, body, contentType)
+}
+
+// sendWith is send through client hc.
+func (c *Client) sendWith(hc *http.Client, ctx context.Context, method, path string, body io.Reader, contentType string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, "http://cairn"+path, body)
 	if err != nil {
 		return nil, err
@@ -519,7 +530,7 @@ func (c *Client) send(ctx context.Context, method, path string, body io.Reader, 
 	if body != nil {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := c.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}

@@ -190,22 +190,27 @@ func (c *Client) Datastores(ctx context.Context) (list []dbagent.Datastore, err 
 }
 
 func (c *Client) Provision(ctx context.Context, spec dbhost.Spec, data io.Reader) (st dbhost.State, err error) {
+	// Provisioning waits for a server to start and may read a whole
+	// backup: no overall timeout but ctx's.
 	path := "/instances/" + url.PathEscape(spec.ID)
-	if data == nil {
-		err = c.do(ctx, "PUT", path, spec, &st)
-		return st, err
-	}
 	js, err := json.Marshal(spec)
 	if err != nil {
 		return st, err
 	}
-	req, err := http.NewRequestWithContext(ctx, "PUT", "http://cairn"+path, data)
+	req, err := http.NewRequestWithContext(ctx, "PUT", "http://cairn"+path, bytes.NewReader(js))
+	if data != nil {
+		req, err = http.NewRequestWithContext(ctx, "PUT", "http://cairn"+path, data)
+	}
 	if err != nil {
 		return st, err
 	}
-	req.Header.Set(specHeader, base64.StdEncoding.EncodeToString(js))
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err := c.http.Do(req)
+	if data != nil {
+		req.Header.Set(specHeader, base64.StdEncoding.EncodeToString(js))
+		req.Header.Set("Content-Type", "application/octet-stream")
+	} else {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.streams.Do(req)
 	if err != nil {
 		return st, fmt.Errorf("control socket: %w", err)
 	}
@@ -225,7 +230,7 @@ func (c *Client) BackupInstance(ctx context.Context, id string, o dbhost.StreamO
 	if err != nil {
 		return rec, err
 	}
-	resp, err := c.send(ctx, "POST", "/instances/"+url.PathEscape(id)+"/backup", bytes.NewReader(js), "application/json")
+	resp, err := c.sendWith(c.streams, ctx, "POST", "/instances/"+url.PathEscape(id)+"/backup", bytes.NewReader(js), "application/json")
 	if err != nil {
 		return rec, err
 	}
