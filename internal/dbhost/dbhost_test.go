@@ -433,7 +433,7 @@ func testInstanceLifecycle(t *testing.T, ds datastore) {
 
 	// The supervisor restarts a server that dies, after a backoff.
 	before, _ := r.host.Instance("inst-a")
-	pid := r.host.get("inst-a").view.PID
+	pid := r.host.serverPID("inst-a")
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -647,4 +647,12 @@ func TestResumeAfterCrash(t *testing.T) {
 	if after != before+1 || st.Operating != cairn.OperatingHealthy {
 		t.Fatalf("detaches %d then %d (want the stale device detached once), state %+v", before, after, st)
 	}
+}
+
+// serverPID is the PID of an instance's server as last started.
+func (h *Host) serverPID(id string) int {
+	inst := h.get(id)
+	inst.mu.Lock()
+	defer inst.mu.Unlock()
+	return inst.view.PID
 }
