@@ -316,6 +316,17 @@ func unescapeMount(s string) string {
 	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
 }
 
+// MountedAt returns the source of the mount at dir, if dir is a mount
+// point (the last mount there, the one that is seen).
+func MountedAt(dir string) (source string, ok bool) {
+	for _, m := range mounts() {
+		if m[1] == dir {
+			source, ok = m[0], true
+		}
+	}
+	return source, ok
+}
+
 func isMountPoint(dir string) bool {
 	for _, m := range mounts() {
 		if m[1] == dir {

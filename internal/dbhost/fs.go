@@ -3,10 +3,11 @@ package dbhost
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 	"syscall"
+
+	"github.com/cairnproject/cairn/internal/attach"
 )
 
 // FileSystems makes, mounts and unmounts the instances' file systems.
@@ -51,19 +52,7 @@ func (hostFileSystems) Unmount(ctx context.Context, dir string) error {
 	return nil
 }
 
-func (hostFileSystems) Mounted(dir string) (string, bool) {
-	data, err := os.ReadFile("/proc/self/mounts")
-	if err != nil {
-		return "", false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 2 && unescapeMount(f[1]) == dir {
-			return f[0], true
-		}
-	}
-	return "", false
-}
+func (hostFileSystems) Mounted(dir string) (string, bool) { return attach.MountedAt(dir) }
 
 func (fs hostFileSystems) Usage(dir string) (int64, int64, bool) {
 	if _, ok := fs.Mounted(dir); !ok {
@@ -75,10 +64,6 @@ func (fs hostFileSystems) Usage(dir string) (int64, int64, bool) {
 	}
 	size := int64(st.Blocks) * st.Bsize
 	return size - int64(st.Bfree)*st.Bsize, size, true
-}
-
-func unescapeMount(s string) string {
-	return strings.NewReplacer(`\040`, " ", `\011`, "\t", `\012`, "\n", `\134`, `\`).Replace(s)
 }
 
 func run(ctx context.Context, name string, args ...string) error {

@@ -289,7 +289,7 @@ func (s *Service) streamDBBackup(ctx context.Context, t cairn.Task, r Repository
 	if err != nil {
 		return b, err
 	}
-	if err := forgetBackupObjects(ctx, r, b.ID, nil); err != nil {
+	if err := forgetBackupObjects(ctx, r, b.ID); err != nil {
 		return b, err
 	}
 	o := dbhost.StreamOptions{Method: dbagent.Method(b.Strategy), Label: "cairn-" + b.ID}
@@ -362,7 +362,7 @@ func (s *Service) takeDBSnapshot(ctx context.Context, r Repository, b cairn.Data
 	if err := s.deleteDBSnapshot(ctx, b.ID); err != nil {
 		return b, err
 	}
-	if err := forgetBackupObjects(ctx, r, b.ID, nil); err != nil {
+	if err := forgetBackupObjects(ctx, r, b.ID); err != nil {
 		return b, err
 	}
 	sb, err := s.host.SnapshotInstance(ctx, b.InstanceID, dbhost.SnapshotOptions{
@@ -419,17 +419,17 @@ func (s *Service) storeDBSnapshot(ctx context.Context, t cairn.Task, r Repositor
 	return res.Manifest, nil
 }
 
-// forgetBackupObjects forgets the objects in r tagged with database
-// backup id (its image and its overlay) but those keep names: what an
-// attempt cut short, or a failed backup, left.
-func forgetBackupObjects(ctx context.Context, r Repository, id string, keep map[string]bool) error {
+// forgetBackupObjects forgets every object in r tagged with database
+// backup id (its image and its overlay): what an attempt cut short, a
+// failed backup or a deleted one left.
+func forgetBackupObjects(ctx context.Context, r Repository, id string) error {
 	list, err := r.Backups(ctx)
 	if err != nil {
 		return fmt.Errorf("list repository backups: %w", err)
 	}
 	var stray []cairn.ID
 	for _, m := range list.Backups {
-		if (m.Tags[TagBackup] == id || m.Tags[TagDBOverlay] == id) && !keep[m.ID.String()] {
+		if m.Tags[TagBackup] == id || m.Tags[TagDBOverlay] == id {
 			stray = append(stray, m.ID)
 		}
 	}
@@ -484,7 +484,7 @@ func (s *Service) failDatabaseBackup(ctx context.Context, t cairn.Task, cause er
 	// (perhaps why the backup failed) deleting the failed backup does it.
 	if r, err := s.repoFor(ctx, b.Container); err != nil {
 		s.log.Warn("a failed backup's objects stay until it is deleted", "backup", b.ID, "err", err)
-	} else if err := forgetBackupObjects(ctx, r, b.ID, nil); err != nil {
+	} else if err := forgetBackupObjects(ctx, r, b.ID); err != nil {
 		s.log.Warn("a failed backup's objects stay until it is deleted", "backup", b.ID, "err", err)
 	}
 	if err := s.releaseInstance(ctx, b.InstanceID); err != nil {
@@ -576,7 +576,7 @@ func (s *Service) runDeleteDatabaseBackup(ctx context.Context, t cairn.Task) err
 	if err != nil {
 		return err
 	}
-	if err := forgetBackupObjects(ctx, r, b.ID, nil); err != nil {
+	if err := forgetBackupObjects(ctx, r, b.ID); err != nil {
 		return err
 	}
 	if err := s.cat.Update(ctx, func(tx catalog.Tx) error { return tx.DeleteDatabaseBackup(ctx, b.ID) }); err != nil && !errors.Is(err, cairn.ErrNotFound) {
