@@ -280,28 +280,41 @@ func TestDatabaseInstances(t *testing.T) {
 }
 
 // callDB sends a request to the database API as the admin and decodes
-// the answer; it returns the status.
+// the answer into out, unless out is nil; it returns the status.
 func (p *svcProc) callDB(method, path string, body any, out any) int {
 	p.t.Helper()
-	js, err := json.Marshal(body)
+	code, err := p.tryDB(method, path, body, out)
 	if err != nil {
 		p.t.Fatal(err)
 	}
+	return code
+}
+
+// tryDB is callDB returning its error, for a goroutine or a request a
+// kill may cut.
+func (p *svcProc) tryDB(method, path string, body any, out any) (int, error) {
+	js, err := json.Marshal(body)
+	if err != nil {
+		return 0, err
+	}
 	req, err := http.NewRequestWithContext(p.t.Context(), method, p.url+"/v1.0/admin"+path, bytes.NewReader(js))
 	if err != nil {
-		p.t.Fatal(err)
+		return 0, err
 	}
 	req.Header.Set("X-Auth-Token", p.token)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		p.t.Fatalf("%s %s: %v", method, path, err)
+		return 0, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		p.t.Fatalf("%s %s: %d: %v", method, path, resp.StatusCode, err)
+	if out == nil {
+		return resp.StatusCode, nil
 	}
-	return resp.StatusCode
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return resp.StatusCode, fmt.Errorf("%s %s: %d: %w", method, path, resp.StatusCode, err)
+	}
+	return resp.StatusCode, nil
 }
 
 func mustRead(t *testing.T, path string) []byte {

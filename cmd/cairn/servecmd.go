@@ -48,6 +48,7 @@ type serveSettings struct {
 	DefaultContainer string          `yaml:"default_container"`
 	Workers          int             `yaml:"workers"`
 	StoreRequests    int             `yaml:"store_requests"`
+	BackupNice       string          `yaml:"backup_nice"`
 	NBDSocket        string          `yaml:"nbd_socket"`
 	NBDListen        string          `yaml:"nbd_listen"`
 	DataPlane        string          `yaml:"data_plane"`
@@ -113,6 +114,9 @@ Settings:
   --default-container C    container of backups that name none (default volumebackups)
   --workers N              tasks running at once (default 8)
   --store-requests N       requests in flight to the backup store, across all tasks (default 32)
+  --backup-nice N          nice value (0-19) of the threads that read, hash, compress and
+                           encrypt backups and open restores, so they yield the CPU to the
+                           databases on the host (default 10; 0: as the service)
   --nbd-socket PATH        unix socket of attached volumes' NBD exports (default DATA_DIR/nbd.sock)
   --nbd-listen ADDR        also export over TCP (e.g. 127.0.0.1:10809; default off)
   --data-plane MODE        process (default): the volume engine and its NBD exports run in
@@ -156,6 +160,7 @@ func (a *app) serveFlags(f *pflag.FlagSet, st *serveSettings, configFile *string
 	f.StringVar(&st.DefaultContainer, "default-container", "", "default backup container")
 	f.IntVar(&st.Workers, "workers", 0, "tasks running at once")
 	f.IntVar(&st.StoreRequests, "store-requests", 0, "requests in flight to the backup store")
+	f.StringVar(&st.BackupNice, "backup-nice", "", "nice value of backup and restore work, 0-19")
 	f.StringVar(&st.NBDSocket, "nbd-socket", "", "NBD unix socket")
 	f.StringVar(&st.NBDListen, "nbd-listen", "", "NBD TCP address")
 	f.StringVar(&st.DataPlane, "data-plane", "", "process or embedded")
@@ -213,6 +218,7 @@ func (a *app) settle(flags *pflag.FlagSet, st *serveSettings, configFile string)
 	pick("db-address", &st.DBAddress, file.DBAddress, "127.0.0.1")
 	pick("db-ports", &st.DBPorts, file.DBPorts, "17500-17999")
 	pick("db-run-dir", &st.DBRunDir, file.DBRunDir, "/run/cairn-db")
+	pick("backup-nice", &st.BackupNice, file.BackupNice, "10")
 	pick("log-format", &st.LogFormat, file.LogFormat, "json")
 	pick("log-level", &st.LogLevel, file.LogLevel, "info")
 	pickInt := func(flag string, dst *int, fromFile, def, most int) error {
@@ -240,6 +246,9 @@ func (a *app) settle(flags *pflag.FlagSet, st *serveSettings, configFile string)
 	}
 	if err := pickInt("store-requests", &st.StoreRequests, file.StoreRequests, 32, 1024); err != nil {
 		return err
+	}
+	if n, err := strconv.Atoi(st.BackupNice); err != nil || n < 0 || n > 19 {
+		return usageError{fmt.Errorf("backup nice %q: want 0 to 19", st.BackupNice)}
 	}
 	if _, _, err := parsePorts(st.DBPorts); err != nil {
 		return err
@@ -448,6 +457,12 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 		s := storeLimit.Stats()
 		return s.Limit, s.InFlight, s.Waiting
 	})
+	backupNice, _ := strconv.Atoi(st.BackupNice)
+	opts := func(s *store) repo.Options {
+		o := a.repoOptions(s)
+		o.Nice = backupNice
+		return o
+	}
 	openRepo := func(ctx context.Context, container string) (*repo.Repository, error) {
 		loc := containerLocation(st.BackupStore, container)
 		s, err := a.openLimitedStore(ctx, loc, true, storeLimit)
@@ -458,9 +473,9 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 		var r *repo.Repository
 		if _, err = repo.ReadConfig(ctx, s.backend); errors.Is(err, cairn.ErrNotRepository) {
 			log.Info("creating the repository of a container", "container", container)
-			r, err = repo.Init(ctx, s.backend, secret, repo.InitOptions{GC: s.gcParams()}, a.repoOptions(s))
+			r, err = repo.Init(ctx, s.backend, secret, repo.InitOptions{GC: s.gcParams()}, opts(s))
 		} else if err == nil {
-			r, err = repo.Open(ctx, s.backend, secret, a.repoOptions(s))
+			r, err = repo.Open(ctx, s.backend, secret, opts(s))
 		}
 		if err != nil {
 			closeStore(s.backend)

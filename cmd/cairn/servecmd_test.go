@@ -40,8 +40,13 @@ func TestServeSettings(t *testing.T) {
 			return s.Listen == "127.0.0.1:8776" && s.Catalog == filepath.Join(dir, "catalog.db") &&
 				s.BackupStore == filepath.Join(dir, "backups") && s.Workers == 8 && s.StoreRequests == 32 && s.LogFormat == "json" &&
 				s.NBDSocket == filepath.Join(dir, "nbd.sock") && s.DefaultContainer == "volumebackups" &&
-				s.DBAddress == "127.0.0.1" && s.DBPorts == "17500-17999" && s.DBRunDir == "/run/cairn-db"
+				s.DBAddress == "127.0.0.1" && s.DBPorts == "17500-17999" && s.DBRunDir == "/run/cairn-db" && s.BackupNice == "10"
 		}, ""},
+		{"backup nice from env", nil, map[string]string{"CAIRN_DATA_DIR": dir, "CAIRN_BACKUP_NICE": "0"}, "", func(s serveSettings) bool {
+			return s.BackupNice == "0"
+		}, ""},
+		{"bad backup nice", []string{"--backup-nice", "20"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", nil, "backup nice"},
+		{"backup nice not a number", []string{"--backup-nice", "low"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", nil, "want 0 to 19"},
 		{"database ports from env", nil, map[string]string{"CAIRN_DATA_DIR": dir, "CAIRN_DB_PORTS": "20000-20009"}, "", func(s serveSettings) bool {
 			return s.DBPorts == "20000-20009"
 		}, ""},

@@ -26,7 +26,9 @@ package main
 //	catalog.task KIND STATE,             after the catalog transaction that wrote the row
 //	catalog.volume STATUS,               committed
 //	catalog.snapshot STATUS,
-//	catalog.backup STATUS
+//	catalog.backup STATUS,
+//	catalog.instance STATUS,
+//	catalog.dbbackup STATUS
 //	nbd.accept                           an NBD connection was accepted
 //	nbd.write EXPORT                     a write request reached the export (named as the
 //	                                     client named it), before it is applied
@@ -337,6 +339,14 @@ func (t hookedTx) UpdateSnapshot(ctx context.Context, s cairn.Snapshot) error {
 
 func (t hookedTx) UpdateBackup(ctx context.Context, b cairn.Backup) error {
 	return t.note(t.Tx.UpdateBackup(ctx, b), "catalog.backup "+string(b.Status))
+}
+
+func (t hookedTx) UpdateInstance(ctx context.Context, in cairn.Instance) error {
+	return t.note(t.Tx.UpdateInstance(ctx, in), "catalog.instance "+string(in.Status))
+}
+
+func (t hookedTx) UpdateDatabaseBackup(ctx context.Context, b cairn.DatabaseBackup) error {
+	return t.note(t.Tx.UpdateDatabaseBackup(ctx, b), "catalog.dbbackup "+string(b.Status))
 }
 
 // hookedExports reports the requests that reach the exports.

@@ -387,4 +387,9 @@ type Quiesced interface {
 	Abort() error
 	// Done is closed once the quiesce has ended, however it ended.
 	Done() <-chan struct{}
+	// HoldsCommits reports whether commits wait while the quiesce is held
+	// (MariaDB's BACKUP STAGE BLOCK_COMMIT; PostgreSQL's held backup
+	// blocks nothing): work a caller can do before or after quiescing,
+	// it then does before.
+	HoldsCommits() bool
 }

@@ -59,11 +59,25 @@ func (h *Host) Snapshot(ctx context.Context, id string, o SnapshotOptions) (Snap
 	if err != nil {
 		return SnapshotBackup{}, err
 	}
+	// Deleted files' blocks are discarded before the snapshot, so its
+	// backup skips them. Where the quiesce holds commits that is done
+	// before it, to keep the hold short; otherwise after it too, so the
+	// WAL segments the backup's checkpoint removed are discarded as well.
+	// A trim that fails costs bytes, not correctness.
+	trim := func() {
+		if err := h.o.FS.Trim(ctx, h.mountPoint(id)); err != nil {
+			h.o.Logger.Warn("trimming the file system before a snapshot", "instance", id, "err", err)
+		}
+	}
+	trim()
 	q, err := ai.Quiesce(ctx, dbagent.QuiesceOptions{Label: o.Label, Timeout: o.Timeout})
 	if err != nil {
 		return SnapshotBackup{}, fmt.Errorf("quiescing the database: %w", err)
 	}
 	h.event(id, "quiesced")
+	if !q.HoldsCommits() {
+		trim()
+	}
 	snap, err := h.o.Snapshots.Create(ctx, inst.rec.Spec.Volume, o.Name)
 	if err != nil {
 		return SnapshotBackup{}, errors.Join(fmt.Errorf("snapshotting the volume: %w", err), q.Abort())

@@ -3,9 +3,14 @@ package dbhost
 import (
 	"context"
 	"fmt"
+	"math"
+	"os"
 	"os/exec"
 	"strings"
 	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cairnproject/cairn/internal/attach"
 )
@@ -24,6 +29,10 @@ type FileSystems interface {
 	// Usage returns the bytes in use and the size of the file system
 	// mounted at dir, ok false when dir is not a mount.
 	Usage(dir string) (used, size int64, ok bool)
+	// Trim writes out the file system mounted at dir (its data and its
+	// journal) and discards its free blocks, so a snapshot of the volume
+	// taken next holds no block of a deleted file.
+	Trim(ctx context.Context, dir string) error
 }
 
 // hostFileSystems runs the host's mkfs.ext4, mount and umount.
@@ -64,6 +73,35 @@ func (fs hostFileSystems) Usage(dir string) (int64, int64, bool) {
 	}
 	size := int64(st.Blocks) * st.Bsize
 	return size - int64(st.Bfree)*st.Bsize, size, true
+}
+
+// fstrimRange is the kernel's struct fstrim_range, and fitrim the
+// ioctl that takes it: _IOWR('X', 121, struct fstrim_range).
+type fstrimRange struct{ start, length, minLen uint64 }
+
+const fitrim = 0xc0185879
+
+// trimMinLen: free runs shorter than a volume block (64 KiB) are not
+// discarded; a block is left out of a snapshot's backup only when it
+// is a hole whole.
+const trimMinLen = 64 << 10
+
+func (hostFileSystems) Trim(ctx context.Context, dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("trim: %w", err)
+	}
+	defer f.Close()
+	// Blocks freed in a journal transaction not yet committed are not
+	// free to FITRIM: commit it first.
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", dir, err)
+	}
+	r := fstrimRange{length: math.MaxUint64, minLen: trimMinLen}
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), fitrim, uintptr(unsafe.Pointer(&r))); errno != 0 {
+		return fmt.Errorf("FITRIM %s: %w", dir, errno)
+	}
+	return ctx.Err()
 }
 
 func run(ctx context.Context, name string, args ...string) error {

@@ -465,7 +465,7 @@ func (b *backupRun) run(jobs []regionJob) error {
 		}
 		return nil
 	})
-	goStage(g, readers, func() error {
+	goStage(g, readers, atNice(b.r.opts.Nice, func() error {
 		for job := range next {
 			if ctx.Err() != nil {
 				continue
@@ -482,8 +482,8 @@ func (b *backupRun) run(jobs []regionJob) error {
 			}
 		}
 		return nil
-	}, func() { close(work) })
-	goStage(g, workers, func() error {
+	}), func() { close(work) })
+	goStage(g, workers, atNice(b.r.opts.Nice, func() error {
 		hasher := b.r.mk.NewHasher()
 		for rr := range work {
 			var err error
@@ -496,7 +496,7 @@ func (b *backupRun) run(jobs []regionJob) error {
 			}
 		}
 		return nil
-	}, func() { close(uploads) })
+	}), func() { close(uploads) })
 	b.goUploads(ctx, g, transfers, uploads, &sealPool)
 	if err := g.Wait(); err != nil {
 		return err

@@ -45,6 +45,11 @@ type Options struct {
 	// (default 12): it lets slow regions (text to compress) and fast ones
 	// (zeros, incompressible data) overlap with the reads.
 	ReadAhead int
+	// Nice, from 1 to 19, is the nice value of the threads that read a
+	// backup's source and that hash, compress and seal or open and check
+	// chunks (0, the default: as the process). A service sets it so that
+	// backups and restores yield the CPU to the databases on the host.
+	Nice int
 	// Rand supplies nonces and keys (crypto/rand when nil).
 	Rand io.Reader
 	// Hostname is recorded in backups and key files (os.Hostname when "").

@@ -258,7 +258,7 @@ func (r *Repository) restorePart(ctx context.Context, entries []format.Entry, ba
 		return same, err
 	}
 	// Stage 1 (delta restores only): drop placements the target already has.
-	goStage(g, workers, func() error {
+	goStage(g, workers, atNice(r.opts.Nice, func() error {
 		hasher := r.mk.NewHasher()
 		for j := range check {
 			if ctx.Err() != nil {
@@ -290,7 +290,7 @@ func (r *Repository) restorePart(ctx context.Context, entries []format.Entry, ba
 			}
 		}
 		return nil
-	}, func() { close(fetch) })
+	}), func() { close(fetch) })
 	// Stage 2: fetch from the store.
 	goStage(g, transfers, func() error {
 		for j := range fetch {
@@ -325,7 +325,7 @@ func (r *Repository) restorePart(ctx context.Context, entries []format.Entry, ba
 		buf   *[]byte
 	}
 	write := make(chan plainChunk, max(2, transfers))
-	goStage(g, workers, func() error {
+	goStage(g, workers, atNice(r.opts.Nice, func() error {
 		hasher := r.mk.NewHasher()
 		for j := range decode {
 			if ctx.Err() != nil {
@@ -359,7 +359,7 @@ func (r *Repository) restorePart(ctx context.Context, entries []format.Entry, ba
 			bufPool.Put(j.buf)
 		}
 		return nil
-	}, func() { close(write) })
+	}), func() { close(write) })
 	// Writers: as many as transfers, so the target sees a queue, not a
 	// trickle.
 	goStage(g, max(2, transfers), func() error {

@@ -277,7 +277,7 @@ func (b *backupRun) runStream(rd io.Reader, pol chunker.Pol, params format.Chunk
 		whole.Sum(sum[:0])
 		return nil
 	})
-	goStage(g, workers, func() error {
+	goStage(g, workers, atNice(b.r.opts.Nice, func() error {
 		hasher := b.r.mk.NewHasher()
 		for sc := range work {
 			var err error
@@ -290,7 +290,7 @@ func (b *backupRun) runStream(rd io.Reader, pol chunker.Pol, params format.Chunk
 			}
 		}
 		return nil
-	}, func() { close(uploads) })
+	}), func() { close(uploads) })
 	b.goUploads(ctx, g, transfers, uploads, &sealPool)
 	if err := g.Wait(); err != nil {
 		return sum, 0, err

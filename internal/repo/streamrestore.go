@@ -111,7 +111,7 @@ func (r *Repository) RestoreStream(ctx context.Context, m *format.Manifest, w io
 		return nil
 	}, func() { close(decode) })
 	var mu sync.Mutex
-	goStage(g, workers, func() error {
+	goStage(g, workers, atNice(r.opts.Nice, func() error {
 		hasher := r.mk.NewHasher()
 		for piece := range decode {
 			if gctx.Err() != nil {
@@ -138,7 +138,7 @@ func (r *Repository) RestoreStream(ctx context.Context, m *format.Manifest, w io
 			}
 		}
 		return nil
-	}, func() { close(ready) })
+	}), func() { close(ready) })
 	// The writer puts the pieces back in order, writes them and hashes
 	// what it wrote.
 	whole := blake3.New()

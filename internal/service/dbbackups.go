@@ -529,8 +529,11 @@ func (s *Service) DatabaseBackup(ctx context.Context, c Caller, id string) (cair
 
 // DeleteDatabaseBackup accepts the deletion of a backup no other builds
 // on; its task deletes its snapshot and its objects in the repository.
+// A request while that deletion is under way is accepted and adds
+// nothing to it.
 func (s *Service) DeleteDatabaseBackup(ctx context.Context, c Caller, id string) error {
 	var b cairn.DatabaseBackup
+	queued := false // by an earlier request
 	err := s.update(ctx, func(tx catalog.Tx) error {
 		var err error
 		if b, err = getDatabaseBackup(ctx, tx, c, id); err != nil {
@@ -548,10 +551,22 @@ func (s *Service) DeleteDatabaseBackup(ctx context.Context, c Caller, id string)
 		if len(children) > 0 {
 			return fmt.Errorf("backup %s is the parent of %s; delete that first: %w", id, children[0].ID, cairn.ErrConflict)
 		}
+		// A delete under way already: this one is it (a second task would
+		// race the first and count its restarts against it).
+		tasks, err := tx.Tasks(ctx, catalog.Filter{ResourceID: b.ID, TaskStates: []cairn.TaskState{cairn.TaskPending, cairn.TaskRunning}})
+		if err != nil {
+			return err
+		}
+		for _, t := range tasks {
+			if t.Kind == "dbbackup.delete" {
+				queued = true
+				return nil
+			}
+		}
 		_, err = s.queue(ctx, tx, b.ProjectID, "dbbackup.delete", b.ID, nil)
 		return err
 	})
-	if err != nil {
+	if err != nil || queued {
 		return err
 	}
 	s.event(ctx, "dbbackup.delete.start", b.ProjectID, dbBackupPayload(b))

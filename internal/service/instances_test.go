@@ -378,6 +378,31 @@ func TestDatabaseRequests(t *testing.T) {
 	if err := r.svc.DeleteDatabaseBackup(ctx, caller, b.ID); !errors.Is(err, cairn.ErrConflict) {
 		t.Fatalf("deleting the parent of an incremental: %v", err)
 	}
+	// A delete asked for again while the first is queued is that one:
+	// one task (on a service whose workers are stopped, so the first
+	// stays queued).
+	r.stop()
+	idle := service.New(service.Config{Catalog: r.cat, Engine: r.eng, OpenRepo: r.open, Workers: 2, After: r.clock.After, Instances: r.host})
+	for range 2 {
+		if err := idle.DeleteDatabaseBackup(ctx, caller, inc.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var deletes int
+	r.view(func(ctx context.Context, tx catalog.Tx) error {
+		list, err := tx.Tasks(ctx, catalog.Filter{ResourceID: inc.ID})
+		for _, task := range list {
+			if task.Kind == "dbbackup.delete" {
+				deletes++
+			}
+		}
+		return err
+	})
+	if deletes != 1 {
+		t.Fatalf("two deletes of a backup queued %d tasks, want 1", deletes)
+	}
+	r.start()
+	r.done(inc.ID)
 }
 
 // TestStrategySwitch: an instance's backup strategy switched from

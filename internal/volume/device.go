@@ -2,9 +2,13 @@ package volume
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cairnproject/cairn"
 )
@@ -236,23 +240,88 @@ func (s *Source) ReadAt(p []byte, off int64) (int, error) {
 func (s *Source) Size() int64 { return s.d.Size() }
 
 // Allocated returns the extents some layer holds; the rest reads as zeros.
+// Of a read-only device (a snapshot, whose layers no longer take writes)
+// it also leaves out the blocks that are holes in the layer that holds
+// them: ranges trimmed or zeroed before the snapshot, such as the blocks
+// of files a file system deleted and discarded, read as zeros too.
 func (s *Source) Allocated() ([]cairn.Extent, bool, error) {
 	d := s.d
 	d.rt.layout.RLock()
 	defer d.rt.layout.RUnlock()
 	ix := d.rt.idx
 	var out []cairn.Extent
-	for b := int64(0); b < int64(len(ix.owner)); b++ {
-		if o, _ := ix.lookup(b); o == noOwner {
-			continue
-		}
-		off := b * BlockSize
-		n := min(int64(BlockSize), ix.size-off)
+	add := func(off, n int64) {
 		if k := len(out); k > 0 && out[k-1].End() == off {
 			out[k-1].Length += n
 		} else {
 			out = append(out, cairn.Extent{Offset: off, Length: n})
 		}
 	}
+	nb := int64(len(ix.owner))
+	for b := int64(0); b < nb; {
+		o, _ := ix.lookup(b)
+		if o == noOwner {
+			b++
+			continue
+		}
+		// A run of blocks with one owner.
+		start := b
+		for b++; b < nb; b++ {
+			if next, _ := ix.lookup(b); next != o {
+				break
+			}
+		}
+		off, end := start*BlockSize, min(b*BlockSize, ix.size)
+		if !d.readOnly || o == mixedOwner {
+			add(off, end-off)
+			continue
+		}
+		runs, err := dataRuns(ix.layers[o].data, off, end)
+		if err != nil {
+			return nil, false, fmt.Errorf("layer %d: %w", ix.layers[o].id, err)
+		}
+		for _, r := range runs {
+			add(r.Offset, r.Length)
+		}
+	}
 	return out, true, nil
+}
+
+// dataRuns returns the parts of [off, end) of f that hold data, widened
+// to whole blocks; the rest of the range is holes, or lies past the end
+// of f, and reads as zeros. It uses SEEK_DATA and SEEK_HOLE on f's
+// descriptor, whose offset nothing else uses (layers are read and
+// written at explicit offsets). Where the file system cannot tell, the
+// whole range is returned.
+func dataRuns(f *os.File, off, end int64) ([]cairn.Extent, error) {
+	fd := int(f.Fd())
+	var out []cairn.Extent
+	for off < end {
+		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			break // no data from off to the end of the file
+		}
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+			return append(out, cairn.Extent{Offset: off, Length: end - off}), nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("seeking data: %w", err)
+		}
+		if data >= end {
+			break
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return nil, fmt.Errorf("seeking a hole: %w", err)
+		}
+		from := data / BlockSize * BlockSize
+		to := min(end, (min(hole, end)+BlockSize-1)/BlockSize*BlockSize)
+		if k := len(out); k > 0 && out[k-1].End() >= from {
+			out[k-1].Length = to - out[k-1].Offset
+		} else {
+			out = append(out, cairn.Extent{Offset: from, Length: to - from})
+		}
+		off = to
+	}
+	return out, nil
 }

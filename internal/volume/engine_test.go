@@ -513,3 +513,65 @@ func normalize(in []cairn.Extent) []cairn.Extent {
 	}
 	return out
 }
+
+// TestSnapshotAllocatedSkipsHoles: a snapshot's source leaves out the
+// blocks trimmed before it was taken, which read as zeros, and keeps the
+// blocks that hold data; the live volume's source keeps every block its
+// layers own.
+func TestSnapshotAllocatedSkipsHoles(t *testing.T) {
+	e := openEngine(t, t.TempDir())
+	ctx := t.Context()
+	v, err := e.CreateVolume(ctx, "v", 64*BlockSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := e.OpenVolume(v.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	data := bytes.Repeat([]byte{7}, 16*BlockSize)
+	if err := d.WriteAt(ctx, data, 0); err != nil {
+		t.Fatal(err)
+	}
+	// Blocks 4 to 11 trimmed whole; half of block 13 trimmed.
+	if err := d.Trim(ctx, 4*BlockSize, 8*BlockSize); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Trim(ctx, 13*BlockSize, BlockSize/2); err != nil {
+		t.Fatal(err)
+	}
+	s, err := e.CreateSnapshot(ctx, v.ID, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd, err := e.OpenSnapshot(s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sd.Close()
+	got, ok, err := sd.Source().Allocated()
+	if err != nil || !ok {
+		t.Fatalf("allocated: %v %v", ok, err)
+	}
+	want := []cairn.Extent{{Offset: 0, Length: 4 * BlockSize}, {Offset: 12 * BlockSize, Length: 4 * BlockSize}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("snapshot allocated %v, want %v", got, want)
+	}
+	// What is left out reads as zeros; what is kept reads as written.
+	img := readAll(t, sd)
+	wantImg := make([]byte, len(img))
+	copy(wantImg, data)
+	clear(wantImg[4*BlockSize : 12*BlockSize])
+	clear(wantImg[13*BlockSize : 13*BlockSize+BlockSize/2])
+	if !bytes.Equal(img, wantImg) {
+		t.Fatal("snapshot content differs")
+	}
+	live, _, err := d.Source().Allocated()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []cairn.Extent{{Offset: 0, Length: 16 * BlockSize}}; !slices.Equal(live, want) {
+		t.Fatalf("volume allocated %v, want %v", live, want)
+	}
+}

@@ -92,6 +92,10 @@ type handler struct {
 	ops     Ops
 	readers *handles[Reader]
 	devices *handles[Device]
+	// bufs holds the buffers reads are served from (*[]byte): a backup
+	// reads a snapshot in 4 MiB requests, which would otherwise each
+	// allocate, and clear, a buffer of their own.
+	bufs sync.Pool
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -472,7 +476,13 @@ func (h *handler) readAt(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	buf := make([]byte, n)
+	bp, _ := h.bufs.Get().(*[]byte)
+	if bp == nil || int64(cap(*bp)) < n {
+		b := make([]byte, n)
+		bp = &b
+	}
+	defer h.bufs.Put(bp)
+	buf := (*bp)[:n]
 	m, err := rd.ReadAt(buf, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		writeErr(w, err)

@@ -235,3 +235,6 @@ func (i *Instance) kill(ctx context.Context, id int64) error {
 		delay = min(2*delay, 100*time.Millisecond)
 	}
 }
+
+// HoldsCommits implements dbagent.Quiesced: BACKUP STAGE BLOCK_COMMIT holds every commit.
+func (q *quiesce) HoldsCommits() bool { return true }

@@ -306,3 +306,6 @@ func (q *quiesce) writeOverlay(ctx context.Context, w io.Writer, p *dbagent.Post
 	}
 	return nil
 }
+
+// HoldsCommits implements dbagent.Quiesced: a held pg_backup_start blocks no writes.
+func (q *quiesce) HoldsCommits() bool { return false }
