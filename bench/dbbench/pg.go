@@ -417,60 +417,92 @@ func checkPG(ctx context.Context, inst wire.Instance, want string) error {
 }
 
 // tpsPart: pgbench's TPS, second by second (pgbench -P 1), while one
-// full snapshot backup runs, against the seconds before it started, in
-// the same pgbench run; then the seconds after it, when the checkpoint
-// the backup began with makes every first change of a page write a
-// full page image to the WAL (any online backup's cost, pgBackRest's
-// with start-fast too).
+// full backup runs, against the seconds before it started, in the same
+// pgbench run, and the 10 seconds after it; on cairn's instance with a
+// snapshot backup and on the peer's cluster with pgBackRest's (both
+// begin with an immediate checkpoint), in turn.
 func tpsPart(ctx context.Context, c config, r *results) error {
-	inst, err := loadPGInstance(ctx, c, "tps", c.scale, sizeFor(c.scale))
-	if err != nil {
+	peer := &pgBackRest{base: c.base + "/tps", port: c.peerPort + 2}
+	peer.data, peer.conf = filepath.Join(peer.base, "data"), filepath.Join(peer.base, "pgbackrest.conf")
+	defer peer.stop(context.Background(), peer.data)
+	var inst wire.Instance
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return peer.setup(gctx, c.scale) })
+	g.Go(func() error {
+		var err error
+		inst, err = loadPGInstance(gctx, c, "tps", c.scale, sizeFor(c.scale))
+		return err
+	})
+	if err := g.Wait(); err != nil {
 		return err
 	}
 	t, err := instanceTarget(inst)
 	if err != nil {
 		return err
 	}
-	const before = 15 // seconds of pgbench before the backup starts
 	var scratch string
-	var ratios []float64
+	ratios := map[string][]float64{}
 	for rep := 1; rep <= c.reps; rep++ {
 		container := fmt.Sprintf("bench-tps-%d-%d", time.Now().Unix(), rep)
 		if err := c.api.prepareContainer(ctx, container, &scratch); err != nil {
 			return err
 		}
-		run, err := startPgbench(ctx, t, "-n", "-c", "4", "-j", "2", "-P", "1", "-T", strconv.Itoa(before+c.tpsSecs))
-		if err != nil {
+		if _, err := peer.newRepo(ctx, fmt.Sprintf("repo-tps-%d", rep)); err != nil {
 			return err
 		}
-		// The backup starts once pgbench has reported `before` seconds.
-		if err := run.waitSeconds(ctx, before); err != nil {
-			return err
+		for _, side := range []struct {
+			tool   string
+			target pgTarget
+			backup func() error
+		}{
+			{"cairn", t, func() error {
+				_, err := c.api.backup(ctx, backupRequest{Name: fmt.Sprintf("tps-%d", rep), Instance: inst.ID, Container: container})
+				return err
+			}},
+			{"pgbackrest", peer.target(), func() error { _, err := peer.br(ctx, "--type=full", "backup"); return err }},
+		} {
+			base, during, after, err := tpsAround(ctx, side.target, c.tpsSecs, side.backup)
+			if err != nil {
+				return fmt.Errorf("%s: %w", side.tool, err)
+			}
+			r.add("TPS during a full backup / before", side.tool, "ratio", during/base)
+			r.add("TPS 10 s after it / before", side.tool, "ratio", after/base)
+			ratios[side.tool] = append(ratios[side.tool], during/base)
+			r.note("TPS rep %d, %s: %.0f before the backup, %.0f during it, %.0f in the 10 s after", rep, side.tool, base, during, after)
 		}
-		from := run.elapsed()
-		if _, err := c.api.backup(ctx, backupRequest{Name: fmt.Sprintf("tps-%d", rep), Instance: inst.ID, Container: container}); err != nil {
-			return err
-		}
-		to := run.elapsed()
-		secs, err := run.wait()
-		if err != nil {
-			return err
-		}
-		base := meanTPS(secs, 2, from)
-		during := meanTPS(secs, from, to)
-		after := meanTPS(secs, to, to+10)
-		if base == 0 || during == 0 {
-			return fmt.Errorf("pgbench reported no seconds to compare (backup from %.1f s to %.1f s): %v", from, to, secs)
-		}
-		r.add("pgbench TPS", "before the backup", "tps", base)
-		r.add("pgbench TPS", "during the backup", "tps", during)
-		r.add("pgbench TPS", "10 s after it", "tps", after)
-		ratios = append(ratios, during/base)
-		r.note("TPS rep %d: the backup ran from %.1f s to %.1f s of pgbench; during/before %.3f, after/before %.3f",
-			rep, from, to, during/base, after/base)
 	}
-	r.note("pgbench TPS during a snapshot backup / before it: median %.3f (target >= 0.90)", median(ratios))
+	r.note("pgbench TPS during a full backup / before it, medians: cairn %.3f (target >= 0.90), pgBackRest %.3f",
+		median(ratios["cairn"]), median(ratios["pgbackrest"]))
 	return c.api.deleteInstance(ctx, inst.ID)
+}
+
+// tpsAround runs pgbench -P 1 on t, starts backup once pgbench has
+// reported 15 seconds, and returns the mean TPS of the seconds before
+// the backup, of those while it ran and of the 10 after it.
+func tpsAround(ctx context.Context, t pgTarget, secs int, backup func() error) (before, during, after float64, err error) {
+	const lead = 15
+	run, err := startPgbench(ctx, t, "-n", "-c", "4", "-j", "2", "-P", "1", "-T", strconv.Itoa(lead+secs))
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	if err := run.waitSeconds(ctx, lead); err != nil {
+		return 0, 0, 0, err
+	}
+	from := run.elapsed()
+	berr := backup()
+	to := run.elapsed()
+	reports, err := run.wait()
+	if berr != nil {
+		return 0, 0, 0, berr
+	}
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	before, during, after = meanTPS(reports, 2, from), meanTPS(reports, from, to), meanTPS(reports, to, to+10)
+	if before == 0 || during == 0 {
+		return 0, 0, 0, fmt.Errorf("pgbench reported no seconds to compare (backup from %.1f s to %.1f s): %v", from, to, reports)
+	}
+	return before, during, after, nil
 }
 
 // pgbenchRun is a pgbench -P 1 under way, whose per-second reports are

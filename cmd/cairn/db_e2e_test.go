@@ -187,6 +187,14 @@ func TestDatabaseInstances(t *testing.T) {
 	if b = c.waitStatus("backup", "b1", "NEW", "BUILDING", "SAVING"); b["status"] != "COMPLETED" {
 		t.Fatalf("backup: %v", b)
 	}
+	// The client's list shows it, whole and by instance.
+	for _, args := range [][]string{{"database", "backup", "list"}, {"database", "backup", "list", "--instance", "pg1"}} {
+		var list []map[string]any
+		c.json(&list, args...)
+		if len(list) != 1 || list[0]["ID"] != b["id"] || list[0]["Status"] != "COMPLETED" {
+			t.Fatalf("openstack %s: %v", strings.Join(args, " "), list)
+		}
+	}
 	// Rows written after the backup are not in its restores.
 	if _, err := conn.Exec(t.Context(), "INSERT INTO t SELECT g, 'after' FROM generate_series(6001, 6100) g"); err != nil {
 		t.Fatal(err)
