@@ -25,7 +25,8 @@ func (p *svcProc) dbList(kind string) []map[string]any {
 }
 
 // dbSettled waits until no instance and no database backup is in a
-// transient status, and returns the instances and the backups.
+// transient status and no task is pending or running, and returns the
+// instances and the backups.
 func (p *svcProc) dbSettled() (instances, backups []map[string]any) {
 	p.t.Helper()
 	deadline := time.Now().Add(pointTimeout)
@@ -41,6 +42,19 @@ func (p *svcProc) dbSettled() (instances, backups []map[string]any) {
 			switch b["status"] {
 			case "NEW", "BUILDING", "SAVING":
 				busy = fmt.Sprintf("backup %s is %s", b["name"], b["status"])
+			}
+		}
+		// A resource can be finished before its task is: the task must
+		// have ended too, or the next stop cuts it short again.
+		var tasks struct {
+			Tasks []map[string]any `json:"tasks"`
+		}
+		if code := p.call("GET", "/tasks", nil, &tasks); code != 200 {
+			p.t.Fatalf("GET /tasks: %d", code)
+		}
+		for _, task := range tasks.Tasks {
+			if s := task["state"]; s == "pending" || s == "running" {
+				busy = fmt.Sprintf("task %s of %s is %s", task["kind"], task["resource_id"], s)
 			}
 		}
 		if busy == "" {
@@ -320,8 +334,14 @@ func TestDatabaseKill9(t *testing.T) {
 		p.callDB("DELETE", "/backups/"+b["id"].(string), nil, nil)
 	}
 	for {
-		if len(p.dbList("instances")) == 0 && len(p.dbList("backups")) == 0 {
+		insts, backups := p.dbList("instances"), p.dbList("backups")
+		if len(insts) == 0 && len(backups) == 0 {
 			break
+		}
+		for _, x := range append(insts, backups...) {
+			if x["status"] == "ERROR" || x["status"] == "DELETE_FAILED" {
+				t.Fatalf("deleting %s: %s: %v\n%s", x["name"], x["status"], x["fail_reason"], p.log.String())
+			}
 		}
 		if t.Context().Err() != nil {
 			t.Fatal("instances and backups were not all deleted")

@@ -477,6 +477,13 @@ func (s *Service) failDatabaseBackup(ctx context.Context, t cairn.Task, cause er
 	if err != nil {
 		return err
 	}
+	if b.Status == cairn.DatabaseBackupCompleted {
+		// The backup completed before its task could end (cut short after
+		// the row was written, then given up): a complete backup is kept,
+		// its snapshot and objects with it.
+		s.log.Warn("a completed backup's task failed afterwards; the backup stays", "backup", b.ID, "err", cause)
+		return s.releaseInstance(ctx, b.InstanceID)
+	}
 	if err := s.deleteDBSnapshot(ctx, b.ID); err != nil {
 		return err
 	}

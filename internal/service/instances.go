@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/catalog"
@@ -539,6 +540,13 @@ func (s *Service) failInstance(event string) func(ctx context.Context, t cairn.T
 			if err := s.forgetPasswords(ctx, t.ID); err != nil {
 				return err
 			}
+			// An instance that became ACTIVE before its task could end
+			// (cut short after the row was written, then given up) is
+			// running: it stays so.
+			if in, err := s.instanceRow(ctx, t.ResourceID); err == nil && in.Status == cairn.InstanceActive {
+				s.log.Warn("an active instance's create task failed afterwards; the instance stays", "instance", in.ID, "err", cause)
+				return nil
+			}
 		}
 		inst, err := s.setInstance(ctx, t.ResourceID, func(in *cairn.Instance) {
 			in.Status, in.FailReason = cairn.InstanceError, failReason(cause)
@@ -623,7 +631,7 @@ func (s *Service) runDeleteInstance(ctx context.Context, t cairn.Task) error {
 		return err
 	}
 	if ok {
-		if err := s.eng.DeleteVolume(ctx, ev.ID); err != nil {
+		if err := s.deleteDetachedVolume(ctx, ev.ID); err != nil {
 			return fmt.Errorf("delete volume: %w", err)
 		}
 	}
@@ -638,6 +646,27 @@ func (s *Service) runDeleteInstance(ctx context.Context, t cairn.Task) error {
 	}
 	s.event(ctx, "instance.delete.end", inst.ProjectID, instancePayload(inst))
 	return nil
+}
+
+// deleteDetachedVolume deletes the volume of an instance the host has
+// just removed. The host's detach returns once the attach chain is torn
+// down, but the data plane's NBD session on the volume ends a moment
+// after its client hung up: a volume still in use then is tried again,
+// with backoff, for about 10 s.
+func (s *Service) deleteDetachedVolume(ctx context.Context, id cairn.ID) error {
+	wait := 20 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := s.eng.DeleteVolume(ctx, id)
+		if err == nil || !errors.Is(err, cairn.ErrConflict) || attempt == 12 {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.after(wait):
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
 }
 
 // ListInstances returns a page of the caller's instances, their

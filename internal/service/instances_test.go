@@ -465,3 +465,46 @@ func TestStartKeepsInstanceExports(t *testing.T) {
 		t.Fatalf("exports after a restart: %v, want the stale one gone", have)
 	}
 }
+
+// TestGivenUpTaskKeepsFinishedWork: a task cut short after its resource
+// was finished (the instance ACTIVE, the backup COMPLETED), then cut
+// short again until the runner gives up on it, fails without undoing
+// that work: the instance stays ACTIVE, the backup COMPLETED with its
+// snapshot and its image in the repository.
+func TestGivenUpTaskKeepsFinishedWork(t *testing.T) {
+	r := newRig(t)
+	ctx := t.Context()
+	f := &fixture{}
+	makeInstance(r, f)
+	makeDBBackup(r, f)
+	b := r.dbBackup(f.backup)
+	for _, resource := range []string{f.vol, f.backup} {
+		task := r.lastTask(resource)
+		if err := r.cat.Update(ctx, func(tx catalog.Tx) error {
+			task.State, task.Attempts = cairn.TaskRunning, 3
+			return tx.UpdateTask(ctx, task)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.restart()
+	for _, resource := range []string{f.vol, f.backup} {
+		if task := r.wait(r.lastTask(resource).ID); task.State != cairn.TaskFailed {
+			t.Fatalf("task %s of %s: %s, want it given up", task.Kind, resource, task.State)
+		}
+	}
+	if in := r.instance(f.vol); in.Status != cairn.InstanceActive {
+		t.Fatalf("instance after its create task was given up: %s (%s)", in.Status, in.FailReason)
+	}
+	got := r.dbBackup(f.backup)
+	if got.Status != cairn.DatabaseBackupCompleted || got.SnapshotID != b.SnapshotID || got.Data != b.Data {
+		t.Fatalf("backup after its task was given up: %s, snapshot %q (was %q), data %q (was %q)",
+			got.Status, got.SnapshotID, b.SnapshotID, got.Data, b.Data)
+	}
+	// It still restores.
+	in := must[cairn.Instance](t)(r.svc.CreateInstance(ctx, caller, cairn.InstanceCreate{Name: "again", BackupID: f.backup}))
+	r.done(in.ID)
+	if !sameData(instanceData(r, in.ID), f.data) {
+		t.Fatal("the kept backup restores different data")
+	}
+}

@@ -68,7 +68,8 @@ type Config struct {
 	NBDSocket, NBDAddress string
 	Now                   func() time.Time
 	// After times the task runner's waits between retries of a failing
-	// clean-up (default time.After); tests inject their own.
+	// clean-up, and the service's own short waits (default time.After);
+	// tests inject their own.
 	After func(time.Duration) <-chan time.Time
 }
 
@@ -97,6 +98,8 @@ type Service struct {
 	reposStopped bool
 	// gcMu serialises garbage collections.
 	gcMu sync.Mutex
+	// after times the service's own short waits (cfg.After).
+	after func(time.Duration) <-chan time.Time
 }
 
 // New builds a Service. Start runs its tasks.
@@ -110,6 +113,9 @@ func New(cfg Config) *Service {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.after = cfg.After; s.after == nil {
+		s.after = time.After
 	}
 	if s.defCont == "" {
 		s.defCont = "volumebackups"
