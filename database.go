@@ -54,6 +54,9 @@ const (
 	OperatingShutdown OperatingStatus = "SHUTDOWN"
 	// OperatingFailed: the process could not be started.
 	OperatingFailed OperatingStatus = "FAILED"
+	// OperatingUnknown: the host running the instance cannot be asked
+	// (its data plane is down, or starting again).
+	OperatingUnknown OperatingStatus = "UNKNOWN"
 )
 
 // DatabaseBackupStatus is the state of a database backup, in Trove's

@@ -204,3 +204,81 @@ func releaseDataPlane(ctx context.Context, dir string, dp *dataPlane, log *slog.
 	}
 	return stopDataPlane(ctx, dir, dp.info.PID)
 }
+
+// dataPlaneRestartBackoff bounds the pause between failed starts of a
+// data plane that exited: the first start is at once, each failed one
+// doubles the pause up to this.
+const dataPlaneRestartBackoff = 30 * time.Second
+
+// waitExit returns nil once process pid has exited (at once when there is
+// no such process), or ctx's error when ctx ends first. It waits on a
+// pidfd through the runtime's poller, so it works for a process that is
+// not this one's child, and a process that is one is reaped.
+func waitExit(ctx context.Context, pid int) error {
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("watching process %d: %w", pid, err)
+	}
+	// Non-blocking, so the file joins the poller and its deadline
+	// interrupts the wait.
+	f := os.NewFile(uintptr(fd), "pidfd")
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("watching process %d: %w", pid, err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Now()) })
+	defer stop()
+	// A pidfd is readable once its process has exited.
+	err = rc.Read(func(fd uintptr) bool {
+		n, _ := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
+		return n > 0
+	})
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err != nil {
+		return fmt.Errorf("watching process %d: %w", pid, err)
+	}
+	var ws unix.WaitStatus
+	_, _ = unix.Wait4(pid, &ws, unix.WNOHANG, nil) // ECHILD when not ours
+	return nil
+}
+
+// superviseDataPlane keeps a data plane serving the data directory until
+// ctx ends: whenever the one running exits (killed, crashed), it starts
+// another, which brings back the instances and releases what the dead one
+// held, while the control plane's tasks that met it dead fail and clean
+// up, or go on against the new one. Starts that fail are retried with
+// backoff. It returns the data plane running last, for the shutdown.
+func (a *app) superviseDataPlane(ctx context.Context, st serveSettings, dp *dataPlane, log *slog.Logger, restarted func(*dataPlane)) *dataPlane {
+	for {
+		if err := waitExit(ctx, dp.info.PID); err != nil {
+			if ctx.Err() == nil {
+				log.Error("cannot watch the data plane; it is not restarted if it dies", "pid", dp.info.PID, "err", err)
+				<-ctx.Done()
+			}
+			return dp
+		}
+		log.Error("the data plane exited; starting another", "pid", dp.info.PID)
+		for pause := time.Duration(0); ; pause = min(max(2*pause, time.Second), dataPlaneRestartBackoff) {
+			select {
+			case <-ctx.Done():
+				return dp
+			case <-time.After(pause):
+			}
+			next, err := a.dataPlane(ctx, st, log)
+			if err == nil {
+				dp = next
+				break
+			}
+			log.Error("starting the data plane again", "err", err, "retry_in", min(max(2*pause, time.Second), dataPlaneRestartBackoff))
+		}
+		if restarted != nil {
+			restarted(dp)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -10,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -119,6 +121,83 @@ func pgConn(t *testing.T, inst map[string]any) *pgx.Conn {
 	return conn
 }
 
+// pgbench is a pgbench run against an instance.
+type pgbench struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	lines chan string  // its progress reports
+	out   bytes.Buffer // its output, but the progress reports
+	msgs  bytes.Buffer // its other messages (stderr)
+	err   chan error   // Wait's answer, after out and msgs are written
+}
+
+// startPgbench initialises pgbench's tables in the instance's database
+// app, then starts pgbench on it: 2 clients for 8 s, reporting progress
+// every second.
+func startPgbench(t *testing.T, inst map[string]any) *pgbench {
+	t.Helper()
+	a := inst["addresses"].([]any)[0].(map[string]any)
+	bin := "/usr/lib/postgresql/15/bin/pgbench"
+	conn := []string{"-h", fmt.Sprint(a["address"]), "-p", fmt.Sprint(a["port"]), "-U", "bob"}
+	env := []string{"PGPASSWORD=pw-12345", "PATH=" + os.Getenv("PATH")}
+	ini := exec.CommandContext(t.Context(), bin, append(append([]string{"-i", "-q", "-s", "1"}, conn...), "app")...)
+	ini.Env = env
+	if out, err := ini.CombinedOutput(); err != nil {
+		t.Fatalf("pgbench -i: %v\n%s", err, out)
+	}
+	b := &pgbench{t: t, lines: make(chan string, 100), err: make(chan error, 1)}
+	b.cmd = exec.CommandContext(t.Context(), bin, append(append([]string{"-c", "2", "-T", "8", "-P", "1"}, conn...), "app")...)
+	b.cmd.Env = env
+	b.cmd.Stdout = &b.out
+	stderr, err := b.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer close(b.lines)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if line := sc.Text(); strings.HasPrefix(line, "progress:") {
+				b.lines <- line
+			} else {
+				b.msgs.WriteString(line + "\n")
+			}
+		}
+		b.err <- b.cmd.Wait()
+	}()
+	return b
+}
+
+// progress waits for pgbench's next progress report and returns its
+// TPS.
+func (b *pgbench) progress() float64 {
+	b.t.Helper()
+	line, ok := <-b.lines
+	if !ok {
+		err := <-b.err
+		b.t.Fatalf("pgbench ended before its next progress report: %v\n%s%s", err, b.out.String(), b.msgs.String())
+	}
+	var at, tps float64
+	if _, err := fmt.Sscanf(line, "progress: %f s, %f tps", &at, &tps); err != nil {
+		b.t.Fatalf("pgbench progress %q: %v", line, err)
+	}
+	return tps
+}
+
+// finish waits for pgbench to end, and fails the test unless every
+// transaction succeeded.
+func (b *pgbench) finish() {
+	b.t.Helper()
+	for range b.lines {
+	}
+	if err := <-b.err; err != nil || !strings.Contains(b.out.String(), "number of failed transactions: 0 ") {
+		b.t.Fatalf("pgbench: %v\n%s%s", err, b.out.String(), b.msgs.String())
+	}
+}
+
 // tableSum returns the row count and a checksum of table t's content.
 func tableSum(t *testing.T, conn *pgx.Conn) (int64, string) {
 	t.Helper()
@@ -164,16 +243,23 @@ func TestDatabaseInstances(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The service dies; the database does not notice.
+	// The service dies while pgbench runs; the database does not notice:
+	// pgbench goes on committing, and ends without a failed transaction.
+	bench := startPgbench(t, inst)
+	bench.progress()
 	p.kill()
 	if _, err := conn.Exec(t.Context(), "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(5001, 6000) g"); err != nil {
 		t.Fatalf("writing while the service is dead: %v", err)
+	}
+	if tps := bench.progress(); tps <= 0 {
+		t.Fatalf("pgbench committed nothing while the service was dead")
 	}
 	p = startService(t, data)
 	c.endpoint = p.url + "/v1.0/admin"
 	if inst = c.waitStatus("instance", "pg1", "BUILD"); inst["status"] != "ACTIVE" || inst["operating_status"] != "HEALTHY" {
 		t.Fatalf("instance after the service's restart: %v", inst)
 	}
+	bench.finish()
 	wantRows, wantSum := tableSum(t, conn)
 	if wantRows != 6000 {
 		t.Fatalf("%d rows, want 6000", wantRows)
@@ -332,4 +418,57 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// TestInstancesNeedRoot: a service that does not run as root serves
+// volumes and lists the installed datastores, but an instance fails with
+// a reason that says it needs root, and its delete leaves nothing.
+func TestInstancesNeedRoot(t *testing.T) {
+	needInstances(t) // root, to run the service as another user
+	dir := dbagenttest.ReachableTempDir(t)
+	bin := filepath.Join(dir, "cairn")
+	if err := os.WriteFile(bin, mustRead(t, cairnBin), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const nobody = 65534
+	data, run, xdg := filepath.Join(dir, "data"), filepath.Join(dir, "run"), filepath.Join(dir, "xdg")
+	for _, d := range []string{data, run, xdg} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(d, nobody, nobody); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := startServiceCmd(t, data, func(cmd *exec.Cmd) {
+		cmd.Path = bin
+		cmd.Env = append(cmd.Env, "XDG_RUNTIME_DIR="+xdg, "HOME="+xdg)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	}, "--db-run-dir", run)
+	var ds struct {
+		Datastores []map[string]any `json:"datastores"`
+	}
+	if code := p.callDB("GET", "/datastores", nil, &ds); code != 200 || !strings.Contains(fmt.Sprint(ds.Datastores), "postgresql") {
+		t.Fatalf("datastores as a user: %d %v", code, ds.Datastores)
+	}
+	var created struct {
+		Instance map[string]any `json:"instance"`
+	}
+	if code := p.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
+		"name": "pg", "datastore": map[string]any{"type": "postgresql", "version": "15"}, "volume": map[string]any{"size": 1}}},
+		&created); code != 202 {
+		t.Fatalf("instance create: %d %v", code, created)
+	}
+	id := created.Instance["id"].(string)
+	insts, _ := p.dbSettled()
+	in := byID(t, insts, id)
+	if reason, _ := in["fail_reason"].(string); in["status"] != "ERROR" || !strings.Contains(reason, "need root") || strings.Contains(reason, dir) {
+		t.Fatalf("instance of a service that is not root: %v", in)
+	}
+	if code := p.callDB("DELETE", "/instances/"+id, nil, nil); code != 202 {
+		t.Fatalf("instance delete: %d", code)
+	}
+	p.dbGone("instances", id)
+	p.stop()
+	noEngineLeftovers(t, data)
 }

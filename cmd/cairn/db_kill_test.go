@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/dbagent/dbagenttest"
 	"github.com/cairnproject/cairn/internal/repo/format"
@@ -100,28 +102,7 @@ func TestDatabaseKill9(t *testing.T) {
 	needInstances(t)
 	data := dbagenttest.ReachableTempDir(t)
 	p := startService(t, data)
-	var created struct {
-		Instance map[string]any `json:"instance"`
-	}
-	if code := p.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
-		"name": "src", "datastore": map[string]any{"type": "postgresql", "version": "15"}, "volume": map[string]any{"size": 1},
-		"databases": []any{map[string]any{"name": "app"}},
-		"users":     []any{map[string]any{"name": "bob", "password": "pw-12345", "databases": []any{map[string]any{"name": "app"}}}},
-	}}, &created); code != 202 {
-		t.Fatalf("instance create: %d %v", code, created)
-	}
-	src := created.Instance["id"].(string)
-	insts, _ := p.dbSettled()
-	source := byID(t, insts, src)
-	if source["status"] != "ACTIVE" {
-		t.Fatalf("source instance: %v", source)
-	}
-	conn := pgConn(t, source)
-	// 64 MiB of rows that do not compress: the image spans many chunks.
-	if _, err := conn.Exec(t.Context(), "CREATE TABLE t (id int PRIMARY KEY, v text); "+
-		"INSERT INTO t SELECT g, (SELECT string_agg(md5(g::text || ':' || k::text), '') FROM generate_series(1, 8) k) FROM generate_series(1, 200000) g"); err != nil {
-		t.Fatal(err)
-	}
+	src, conn := sourceInstance(t, p)
 	wantRows, wantSum := tableSum(t, conn)
 	p.stop()
 
@@ -357,8 +338,14 @@ func TestDatabaseKill9(t *testing.T) {
 	if mounts := string(mustRead(t, "/proc/self/mounts")); strings.Contains(mounts, filepath.Join(data, "attachments")) {
 		t.Fatalf("an attachment of the data directory is still mounted:\n%s", mounts)
 	}
-	// The data plane stopped with the service (nothing was attached), so
-	// the engine opens here: no volume, no snapshot is left in it.
+	// The data plane stopped with the service (nothing was attached).
+	noEngineLeftovers(t, data)
+}
+
+// noEngineLeftovers opens the volume engine of data, whose data plane
+// has stopped, and fails t for every volume or snapshot left in it.
+func noEngineLeftovers(t *testing.T, data string) {
+	t.Helper()
 	eng, err := volume.Open(data, volume.Options{})
 	if err != nil {
 		t.Fatalf("the engine after everything was deleted: %v", err)
@@ -370,6 +357,35 @@ func TestDatabaseKill9(t *testing.T) {
 	for _, s := range eng.Snapshots(cairn.ID{}) {
 		t.Errorf("engine snapshot %s (%s) left", s.ID.Short(), s.Name)
 	}
+}
+
+// sourceInstance creates a PostgreSQL instance "src" with 64 MiB of rows
+// that do not compress in table t (a backup spans many chunks), and
+// returns its ID and a connection to it.
+func sourceInstance(t *testing.T, p *svcProc) (string, *pgx.Conn) {
+	t.Helper()
+	var created struct {
+		Instance map[string]any `json:"instance"`
+	}
+	if code := p.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
+		"name": "src", "datastore": map[string]any{"type": "postgresql", "version": "15"}, "volume": map[string]any{"size": 1},
+		"databases": []any{map[string]any{"name": "app"}},
+		"users":     []any{map[string]any{"name": "bob", "password": "pw-12345", "databases": []any{map[string]any{"name": "app"}}}},
+	}}, &created); code != 202 {
+		t.Fatalf("instance create: %d %v", code, created)
+	}
+	src := created.Instance["id"].(string)
+	insts, _ := p.dbSettled()
+	source := byID(t, insts, src)
+	if source["status"] != "ACTIVE" {
+		t.Fatalf("source instance: %v", source)
+	}
+	conn := pgConn(t, source)
+	if _, err := conn.Exec(t.Context(), "CREATE TABLE t (id int PRIMARY KEY, v text); "+
+		"INSERT INTO t SELECT g, (SELECT string_agg(md5(g::text || ':' || k::text), '') FROM generate_series(1, 8) k) FROM generate_series(1, 200000) g"); err != nil {
+		t.Fatal(err)
+	}
+	return src, conn
 }
 
 // byID returns the one of list with id.

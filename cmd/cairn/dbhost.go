@@ -155,6 +155,7 @@ func (a *app) openDBHost(ctx context.Context, dir string, o dbHostOptions, e *vo
 		Attacher:  exportAttacher{table: table, m: attach.Manager{Dir: filepath.Join(dir, attachDir), PreferFUSE: a.getenv("CAIRN_ATTACH") == "fuse"}, socket: socket},
 		Snapshots: engineSnapshots{e},
 		Logger:    log,
+		OnEvent:   a.hooks.dbEvents(),
 	})
 }
 

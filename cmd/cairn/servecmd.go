@@ -49,6 +49,7 @@ type serveSettings struct {
 	Workers          int             `yaml:"workers"`
 	StoreRequests    int             `yaml:"store_requests"`
 	BackupNice       string          `yaml:"backup_nice"`
+	QuiesceTimeout   string          `yaml:"quiesce_timeout"`
 	NBDSocket        string          `yaml:"nbd_socket"`
 	NBDListen        string          `yaml:"nbd_listen"`
 	DataPlane        string          `yaml:"data_plane"`
@@ -117,6 +118,9 @@ Settings:
   --backup-nice N          nice value (0-19) of the threads that read, hash, compress and
                            encrypt backups and open restores, so they yield the CPU to the
                            databases on the host (default 10; 0: as the service)
+  --quiesce-timeout D      how long a snapshot backup waits for its quiesce (a long transaction
+                           or DDL holds it off) before it fails; the database is never blocked
+                           longer (default 30s)
   --nbd-socket PATH        unix socket of attached volumes' NBD exports (default DATA_DIR/nbd.sock)
   --nbd-listen ADDR        also export over TCP (e.g. 127.0.0.1:10809; default off)
   --data-plane MODE        process (default): the volume engine and its NBD exports run in
@@ -161,6 +165,7 @@ func (a *app) serveFlags(f *pflag.FlagSet, st *serveSettings, configFile *string
 	f.IntVar(&st.Workers, "workers", 0, "tasks running at once")
 	f.IntVar(&st.StoreRequests, "store-requests", 0, "requests in flight to the backup store")
 	f.StringVar(&st.BackupNice, "backup-nice", "", "nice value of backup and restore work, 0-19")
+	f.StringVar(&st.QuiesceTimeout, "quiesce-timeout", "", "bound of a snapshot backup's quiesce")
 	f.StringVar(&st.NBDSocket, "nbd-socket", "", "NBD unix socket")
 	f.StringVar(&st.NBDListen, "nbd-listen", "", "NBD TCP address")
 	f.StringVar(&st.DataPlane, "data-plane", "", "process or embedded")
@@ -219,6 +224,7 @@ func (a *app) settle(flags *pflag.FlagSet, st *serveSettings, configFile string)
 	pick("db-ports", &st.DBPorts, file.DBPorts, "17500-17999")
 	pick("db-run-dir", &st.DBRunDir, file.DBRunDir, "/run/cairn-db")
 	pick("backup-nice", &st.BackupNice, file.BackupNice, "10")
+	pick("quiesce-timeout", &st.QuiesceTimeout, file.QuiesceTimeout, "30s")
 	pick("log-format", &st.LogFormat, file.LogFormat, "json")
 	pick("log-level", &st.LogLevel, file.LogLevel, "info")
 	pickInt := func(flag string, dst *int, fromFile, def, most int) error {
@@ -249,6 +255,9 @@ func (a *app) settle(flags *pflag.FlagSet, st *serveSettings, configFile string)
 	}
 	if n, err := strconv.Atoi(st.BackupNice); err != nil || n < 0 || n > 19 {
 		return usageError{fmt.Errorf("backup nice %q: want 0 to 19", st.BackupNice)}
+	}
+	if d, err := time.ParseDuration(st.QuiesceTimeout); err != nil || d < time.Second || d > time.Hour {
+		return usageError{fmt.Errorf("quiesce timeout %q: want a duration from 1s to 1h", st.QuiesceTimeout)}
 	}
 	if _, _, err := parsePorts(st.DBPorts); err != nil {
 		return err
@@ -387,6 +396,9 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 	var ops volumectl.Ops
 	var instances service.InstanceHost // of a data plane process
 	var nbdCatalog nbd.Catalog         // of an embedded data plane
+	// The data plane process, replaced by its supervisor when it exits;
+	// the shutdown reads it after the supervisor returned.
+	var dp *dataPlane
 	nbdSock, nbdAddr := st.NBDSocket, st.NBDListen
 	if st.DataPlane == "embedded" {
 		eng, err := volume.Open(st.DataDir, volume.Options{Logger: log})
@@ -404,7 +416,7 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 		ops = volumectl.Direct{E: eng, X: table}
 		nbdCatalog = volumectl.Catalog{Table: table}
 	} else {
-		dp, err := a.dataPlane(ctx, st, log)
+		dp, err = a.dataPlane(ctx, st, log)
 		if err != nil {
 			return err
 		}
@@ -458,6 +470,7 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 		return s.Limit, s.InFlight, s.Waiting
 	})
 	backupNice, _ := strconv.Atoi(st.BackupNice)
+	quiesceTimeout, _ := time.ParseDuration(st.QuiesceTimeout)
 	opts := func(s *store) repo.Options {
 		o := a.repoOptions(s)
 		o.Nice = backupNice
@@ -487,7 +500,7 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 		OpenRepo:         service.Repositories(openRepo, ops, log),
 		DefaultContainer: st.DefaultContainer, Notifier: notifier, Observer: met, Logger: log,
 		Workers: st.Workers, NBDSocket: nbdSock, NBDAddress: nbdAddr,
-		Instances: instances, Backend: storeKind(st.BackupStore)})
+		Instances: instances, Backend: storeKind(st.BackupStore), QuiesceTimeout: quiesceTimeout})
 
 	// The servers run in g; gctx ends when ctx does or one of them fails.
 	g, gctx := errgroup.WithContext(ctx)
@@ -497,6 +510,12 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 		runErr = g.Wait() // the API server has returned already
 		return nil
 	})
+	if dp != nil {
+		g.Go(func() error {
+			dp = a.superviseDataPlane(nbdCtx, st, dp, log, func(*dataPlane) { met.DataPlaneRestarted() })
+			return nil
+		})
+	}
 	if err := svc.Start(ctx); err != nil {
 		return err
 	}

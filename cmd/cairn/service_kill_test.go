@@ -74,12 +74,20 @@ func startService(t *testing.T, data string, extra ...string) *svcProc {
 // test's environment, and waits for its API.
 func startServiceEnv(t *testing.T, data string, env []string, extra ...string) *svcProc {
 	t.Helper()
+	return startServiceCmd(t, data, func(cmd *exec.Cmd) { cmd.Env = append(cmd.Env, env...) }, extra...)
+}
+
+// startServiceCmd starts cairn serve on data, its command changed by
+// prepare, and waits for its API.
+func startServiceCmd(t *testing.T, data string, prepare func(*exec.Cmd), extra ...string) *svcProc {
+	t.Helper()
 	cleanupDataPlane(t, data)
 	addr := freePort(t)
 	args := append([]string{"serve", "--data-dir", data, "--listen", addr, "--log-format", "text",
 		"--kdf-time", "1", "--kdf-memory", "64", "--kdf-threads", "1"}, extra...)
 	cmd := exec.Command(cairnBin, args...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = os.Environ()
+	prepare(cmd)
 	p := &svcProc{t: t, data: data, url: "http://" + addr, cmd: cmd, done: make(chan struct{}), log: &lockedBuffer{}}
 	cmd.Stderr = p.log
 	if err := cmd.Start(); err != nil {

@@ -18,6 +18,10 @@ package main
 //	CAIRN_TESTHOOK_RELEASE=PATH      with stop: after reaching the point, read a line from
 //	                                 PATH and go on; without it the process stays stopped
 //	                                 until it is killed
+//	CAIRN_TESTHOOK_ONCE=PATH         the point is reached by one process only: the first to
+//	                                 reach it creates PATH, and in any other (a data plane
+//	                                 started after one was killed inherits the environment)
+//	                                 the point is passed by
 //
 // The events:
 //
@@ -32,6 +36,12 @@ package main
 //	nbd.accept                           an NBD connection was accepted
 //	nbd.write EXPORT                     a write request reached the export (named as the
 //	                                     client named it), before it is applied
+//	dbhost EVENT                         the data plane's database instance host did a step
+//	                                     (quiesced, snapshotted, released, attached, mounted,
+//	                                     loaded, prepared, ready, ...), as it logs it
+//
+// The data plane a service starts inherits its environment, so one point
+// can name an event of either process.
 //
 // From the moment the point is reached until it is released, every hooked
 // operation that starts is held too (and announced), so nothing more
@@ -69,6 +79,7 @@ type testHooks struct {
 	fail     bool
 	announce io.Writer
 	release  string
+	once     string
 
 	mu      sync.Mutex
 	count   int64
@@ -91,6 +102,7 @@ func newTestHooks(getenv func(string) string) (*testHooks, error) {
 		return nil, fmt.Errorf("CAIRN_TESTHOOK_AT %q: want EVENT#N with N at least 1", at)
 	}
 	h := &testHooks{prefix: at[:i], n: n, announce: os.Stderr, release: getenv("CAIRN_TESTHOOK_RELEASE"),
+		once:   getenv("CAIRN_TESTHOOK_ONCE"),
 		resume: make(chan struct{})}
 	switch a := getenv("CAIRN_TESTHOOK_ACTION"); a {
 	case "", "stop":
@@ -166,6 +178,14 @@ func (h *testHooks) event(name string) error {
 		h.mu.Unlock()
 		return nil
 	}
+	if h.once != "" {
+		f, err := os.OpenFile(h.once, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil { // another process reached it
+			h.mu.Unlock()
+			return nil
+		}
+		f.Close()
+	}
 	h.say(fmt.Sprintf("reached %s #%d", name, h.n))
 	if h.fail {
 		h.mu.Unlock()
@@ -182,6 +202,14 @@ func (h *testHooks) event(name string) error {
 	close(h.resume)
 	h.mu.Unlock()
 	return nil
+}
+
+// dbEvents passes the instance host's events to the hook as "dbhost EVENT".
+func (h *testHooks) dbEvents() func(id, ev string) {
+	if h == nil {
+		return nil
+	}
+	return func(_, ev string) { _ = h.event("dbhost " + ev) }
 }
 
 // awaitRelease reads a line from the release path.

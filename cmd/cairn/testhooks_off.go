@@ -22,3 +22,4 @@ func (*testHooks) store(be objstore.Backend) objstore.Backend { return be }
 func (*testHooks) catalog(c catalog.Store) catalog.Store      { return c }
 func (*testHooks) exports(c nbd.Catalog) nbd.Catalog          { return c }
 func (*testHooks) listener(l net.Listener) net.Listener       { return l }
+func (*testHooks) dbEvents() func(id, ev string)              { return nil }

@@ -27,6 +27,7 @@ type hookPoint struct {
 	release  string
 	lines    chan string
 	relf     *os.File
+	onceFile string
 }
 
 // newHookPoint prepares the point at (EVENT#N); the process is held there
@@ -71,6 +72,14 @@ func (p *hookPoint) withRelease() *hookPoint {
 	return p
 }
 
+// once makes the point one of the process tree's: the data plane the
+// process starts may reach it, and one started after that one was killed
+// passes it by.
+func (p *hookPoint) once() *hookPoint {
+	p.onceFile = filepath.Join(filepath.Dir(p.announce), "once")
+	return p
+}
+
 // failing makes the operation at the point fail instead of stopping.
 func (p *hookPoint) failing() *hookPoint { p.fail = true; return p }
 
@@ -79,6 +88,9 @@ func (p *hookPoint) env() []string {
 	env := []string{"CAIRN_TESTHOOK_AT=" + p.at, "CAIRN_TESTHOOK_ANNOUNCE=" + p.announce}
 	if p.release != "" {
 		env = append(env, "CAIRN_TESTHOOK_RELEASE="+p.release)
+	}
+	if p.onceFile != "" {
+		env = append(env, "CAIRN_TESTHOOK_ONCE="+p.onceFile)
 	}
 	if p.fail {
 		env = append(env, "CAIRN_TESTHOOK_ACTION=fail")

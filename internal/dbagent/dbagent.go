@@ -331,7 +331,8 @@ type Instance interface {
 	// Command returns a new command that runs the server in the
 	// foreground, for a supervisor to start, watch and restart; it
 	// creates the run directory. The command's output is the server's
-	// log: the caller sets Stdout and Stderr.
+	// log: the caller sets Stdout and Stderr. Its working directory is
+	// ToolDir, never on the data directory's file system.
 	Command() (*exec.Cmd, error)
 	// Ready waits until the server accepts a connection; it fails when
 	// srv exits first or ctx ends.

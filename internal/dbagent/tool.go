@@ -108,6 +108,16 @@ func (u OSUser) MakeDir(dir string, empty bool) error {
 	return u.Own(dir)
 }
 
+// ToolDir is the working directory of the programs the agent starts.
+// Never the data directory: on a data plane the data directory's file
+// system is served by the starting process itself (NBD), and the child
+// changes directory between fork and exec, while the parent's thread
+// waits for it without yielding to the Go scheduler; a lookup that must
+// read the volume then waits for a process whose garbage collector waits
+// for that thread, for ever. The servers and initdb change into their data
+// directories themselves, after exec.
+const ToolDir = "/"
+
 // ToolEnv is the environment the agent runs programs with: nothing of
 // the agent's own, so no user configuration (a home directory's
 // password or option files) reaches them.

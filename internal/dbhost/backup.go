@@ -51,6 +51,9 @@ func (h *Host) Snapshot(ctx context.Context, id string, o SnapshotOptions) (Snap
 	if inst.rec.Phase != PhaseReady {
 		return SnapshotBackup{}, fmt.Errorf("instance %s is %s: %w", id, inst.rec.Phase, cairn.ErrConflict)
 	}
+	if err := h.serving(ctx, inst); err != nil {
+		return SnapshotBackup{}, fmt.Errorf("instance %s: %w", id, err)
+	}
 	eng, err := h.engine(inst.rec.Spec.Datastore, inst.rec.Spec.Version)
 	if err != nil {
 		return SnapshotBackup{}, err

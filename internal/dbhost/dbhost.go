@@ -238,6 +238,10 @@ type Options struct {
 	// Backoff bounds the supervisor's delay between restarts; default
 	// 500 ms doubling to 30 s.
 	BackoffMin, BackoffMax time.Duration
+	// ServingWait bounds how long a backup waits for an instance's
+	// server to answer (it may be starting, or restarting); default 2
+	// minutes.
+	ServingWait time.Duration
 	// OnEvent, when set, is called with a short name of each step an
 	// instance passes ("attached", "mounted", "started", "exited", ...):
 	// the hook tests wait on.
@@ -309,6 +313,9 @@ func New(o Options) (*Host, error) {
 	}
 	if o.BackoffMin <= 0 {
 		o.BackoffMin = 500 * time.Millisecond
+	}
+	if o.ServingWait <= 0 {
+		o.ServingWait = 2 * time.Minute
 	}
 	if o.BackoffMax < o.BackoffMin {
 		o.BackoffMax = max(30*time.Second, o.BackoffMin)
@@ -885,8 +892,19 @@ func (h *Host) state(inst *instance) State {
 		Volume: rec.Spec.Volume, Phase: rec.Phase, Address: rec.Address, Port: rec.Port,
 		Device: rec.Device, Error: errText,
 	}
-	if sup != nil {
+	switch {
+	case sup != nil:
 		st.Operating, st.Restarts, st.LastExit = sup.status()
+		if st.Operating == cairn.OperatingNone && rec.Phase == PhaseReady {
+			// Its first start after the data plane started.
+			st.Operating = cairn.OperatingRestarting
+		}
+	case rec.Phase == PhaseReady && errText != "":
+		// Not brought back after the data plane started.
+		st.Operating = cairn.OperatingFailed
+	case rec.Phase == PhaseReady:
+		// Being brought back after the data plane started.
+		st.Operating = cairn.OperatingRestarting
 	}
 	if used, size, ok := h.o.FS.Usage(h.mountPoint(rec.Spec.ID)); ok {
 		st.Used, st.Size = used, size

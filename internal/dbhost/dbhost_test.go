@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -655,4 +656,37 @@ func (h *Host) serverPID(id string) int {
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
 	return inst.view.PID
+}
+
+// TestWaitHealthy: a backup asked for while the server restarts waits
+// until it answers, and no longer than the limit; a server already
+// answering does not start the clock.
+func TestWaitHealthy(t *testing.T) {
+	timeout := make(chan time.Time)
+	var clocks atomic.Int32
+	h := &Host{o: Options{After: func(time.Duration) <-chan time.Time { clocks.Add(1); return timeout }}}
+	s := &supervisor{h: h, done: make(chan struct{}), healthy: make(chan struct{})}
+	s.set(cairn.OperatingRestarting)
+	waited := make(chan error, 1)
+	go func() { waited <- s.waitHealthy(t.Context(), time.Minute) }()
+	s.set(cairn.OperatingHealthy)
+	if err := <-waited; err != nil {
+		t.Fatalf("waitHealthy once healthy: %v", err)
+	}
+	before := clocks.Load()
+	if err := s.waitHealthy(t.Context(), time.Minute); err != nil || clocks.Load() != before {
+		t.Fatalf("waitHealthy while healthy: %v, clocks started %d", err, clocks.Load()-before)
+	}
+	// Leaving HEALTHY makes it wait again; the limit ends the wait.
+	s.set(cairn.OperatingRestarting)
+	go func() { waited <- s.waitHealthy(t.Context(), time.Minute) }()
+	timeout <- time.Time{}
+	if err := <-waited; !errors.Is(err, cairn.ErrConflict) || !strings.Contains(err.Error(), "RESTARTING") {
+		t.Fatalf("waitHealthy past the limit: %v", err)
+	}
+	// A stopped supervisor ends the wait.
+	close(s.done)
+	if err := s.waitHealthy(t.Context(), time.Minute); !errors.Is(err, cairn.ErrConflict) {
+		t.Fatalf("waitHealthy when stopped: %v", err)
+	}
 }

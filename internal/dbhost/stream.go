@@ -35,6 +35,9 @@ func (h *Host) BackupStream(ctx context.Context, id string, o StreamOptions, w i
 	if inst.rec.Phase != PhaseReady {
 		return dbagent.Record{}, fmt.Errorf("instance %s is %s: %w", id, inst.rec.Phase, cairn.ErrConflict)
 	}
+	if err := h.serving(ctx, inst); err != nil {
+		return dbagent.Record{}, fmt.Errorf("instance %s: %w", id, err)
+	}
 	eng, err := h.engine(inst.rec.Spec.Datastore, inst.rec.Spec.Version)
 	if err != nil {
 		return dbagent.Record{}, err

@@ -41,8 +41,11 @@ type supervisor struct {
 
 	mu        sync.Mutex
 	operating cairn.OperatingStatus
-	restarts  int
-	lastExit  string
+	// healthy is closed while operating is HEALTHY; leaving HEALTHY puts
+	// an open one in its place.
+	healthy  chan struct{}
+	restarts int
+	lastExit string
 }
 
 func (s *supervisor) status() (cairn.OperatingStatus, int, string) {
@@ -53,8 +56,42 @@ func (s *supervisor) status() (cairn.OperatingStatus, int, string) {
 
 func (s *supervisor) set(op cairn.OperatingStatus) {
 	s.mu.Lock()
-	s.operating = op
+	s.setLocked(op)
 	s.mu.Unlock()
+}
+
+func (s *supervisor) setLocked(op cairn.OperatingStatus) {
+	s.operating = op
+	up := isClosed(s.healthy)
+	switch {
+	case op == cairn.OperatingHealthy && !up:
+		close(s.healthy)
+	case op != cairn.OperatingHealthy && up:
+		s.healthy = make(chan struct{})
+	}
+}
+
+// waitHealthy waits until the server answers, at most limit: a backup
+// asked for while the server starts (after the data plane or the server
+// restarted) waits for it rather than fail.
+func (s *supervisor) waitHealthy(ctx context.Context, limit time.Duration) error {
+	s.mu.Lock()
+	up := s.healthy
+	s.mu.Unlock()
+	if isClosed(up) {
+		return nil // without starting the clock
+	}
+	select {
+	case <-up:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the database server: %w", ctx.Err())
+	case <-s.done:
+		return fmt.Errorf("the database server is stopped: %w", cairn.ErrConflict)
+	case <-s.h.o.After(limit):
+		op, n, last := s.status()
+		return fmt.Errorf("the database server is %s after %v (%d restarts, last: %s): %w", op, limit, n, last, cairn.ErrConflict)
+	}
 }
 
 // maxFirstStarts is how many failed starts of a server that never
@@ -118,7 +155,7 @@ func (s *supervisor) run() {
 			s.shutdown(proc)
 		}
 		s.mu.Lock()
-		s.operating = cairn.OperatingRestarting
+		s.setLocked(cairn.OperatingRestarting)
 		s.restarts++
 		s.lastExit = err.Error()
 		neverReady := s.restarts >= maxFirstStarts && !isClosed(s.ready)
@@ -210,6 +247,7 @@ func (h *Host) startServer(ctx context.Context, inst *instance, eng dbagent.Engi
 		sup = &supervisor{
 			h: h, inst: ai, id: inst.rec.Spec.ID,
 			stop: make(chan struct{}), done: make(chan struct{}), ready: make(chan struct{}), gaveUp: make(chan struct{}),
+			healthy: make(chan struct{}),
 		}
 		sup.started = func(pid int) {
 			// Recorded so a restarted data plane can stop it; a failed
@@ -322,4 +360,16 @@ func killAndWait(ctx context.Context, pid int, start string) error {
 		}
 	}
 	return nil
+}
+
+// serving waits, at most ServingWait, until the server of inst (whose op
+// lock the caller holds) answers.
+func (h *Host) serving(ctx context.Context, inst *instance) error {
+	inst.mu.Lock()
+	sup := inst.sup
+	inst.mu.Unlock()
+	if sup == nil {
+		return fmt.Errorf("the database server is not running: %w", cairn.ErrConflict)
+	}
+	return sup.waitHealthy(ctx, h.o.ServingWait)
 }

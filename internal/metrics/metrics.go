@@ -22,6 +22,7 @@ type Metrics struct {
 	restored     prometheus.Counter
 	requests     *prometheus.CounterVec
 	reqDuration  *prometheus.HistogramVec
+	dataPlane    prometheus.Counter
 }
 
 // New registers the metrics in a new registry, with the Go runtime's and
@@ -48,7 +49,10 @@ func New() *Metrics {
 		Name: "cairn_http_request_duration_seconds", Help: "API request durations, by route.",
 		Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9),
 	}, []string{"route"})
-	m.reg.MustRegister(m.tasks, m.taskDuration, m.backedUp, m.restored, m.requests, m.reqDuration,
+	m.dataPlane = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cairn_data_plane_restarts_total", Help: "Data planes started again after the one serving exited.",
+	})
+	m.reg.MustRegister(m.tasks, m.taskDuration, m.backedUp, m.restored, m.requests, m.reqDuration, m.dataPlane,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -68,6 +72,9 @@ func (m *Metrics) BytesBackedUp(n int64) { m.backedUp.Add(float64(n)) }
 
 // BytesRestored counts bytes a restore wrote or verified.
 func (m *Metrics) BytesRestored(n int64) { m.restored.Add(float64(n)) }
+
+// DataPlaneRestarted counts a data plane started after the last exited.
+func (m *Metrics) DataPlaneRestarted() { m.dataPlane.Inc() }
 
 // Request counts an API request.
 func (m *Metrics) Request(route string, code int, d time.Duration) {

@@ -36,10 +36,8 @@ const (
 // task cut short finds it by that name.
 func DBSnapshotName(backup string) string { return "dbbackup-" + backup }
 
-// snapshotQuiesceTimeout bounds the wait for a quiesce: a long
-// transaction or DDL fails the backup after it, never blocks the
-// database for longer.
-const snapshotQuiesceTimeout = 30 * time.Second
+// defaultQuiesceTimeout is Config.QuiesceTimeout's default.
+const defaultQuiesceTimeout = 30 * time.Second
 
 // BackupStrategies returns the project's backup strategies, or the one
 // of instanceID.
@@ -366,7 +364,7 @@ func (s *Service) takeDBSnapshot(ctx context.Context, r Repository, b cairn.Data
 		return b, err
 	}
 	sb, err := s.host.SnapshotInstance(ctx, b.InstanceID, dbhost.SnapshotOptions{
-		Name: DBSnapshotName(b.ID), Label: "cairn-" + b.ID, Timeout: snapshotQuiesceTimeout})
+		Name: DBSnapshotName(b.ID), Label: "cairn-" + b.ID, Timeout: s.quiesce})
 	if err != nil {
 		return b, fmt.Errorf("quiesced snapshot: %w", err)
 	}
@@ -448,7 +446,9 @@ func (s *Service) deleteDBSnapshot(ctx context.Context, id string) error {
 	if err != nil || !ok {
 		return err
 	}
-	if err := s.eng.DeleteSnapshot(ctx, es.ID); err != nil {
+	// Another task (the instance's delete, the backup's) may delete it
+	// at the same time.
+	if err := s.eng.DeleteSnapshot(ctx, es.ID); err != nil && !errors.Is(err, cairn.ErrNotFound) {
 		return fmt.Errorf("deleting snapshot %s: %w", es.ID, err)
 	}
 	return nil

@@ -220,6 +220,10 @@ func (s *Service) CreateInstance(ctx context.Context, c Caller, in cairn.Instanc
 	return inst, nil
 }
 
+// provisionAttempts bounds the calls of a host's Provision that meet
+// the host unavailable (its data plane restarting): 1+2+4+8 s apart.
+const provisionAttempts = 5
+
 // runCreateInstance makes an instance's volume (named by the instance's
 // ID in the engine, so a resumed task finds it) and has the host
 // provision it.
@@ -279,12 +283,26 @@ func (s *Service) runCreateInstance(ctx context.Context, t cairn.Task) error {
 			return err
 		}
 	}
+	// Provision resumes where a call cut short stopped: one that met the
+	// data plane gone (killed, and being started again by the service)
+	// is made again, a few times, with backoff.
 	var st dbhost.State
-	switch spec.Source {
-	case dbhost.SourcePhysical, dbhost.SourceLogical:
-		st, err = s.provisionFromStream(ctx, spec, b, chain)
-	default:
-		st, err = s.host.Provision(ctx, spec, nil)
+	for attempt, pause := 1, time.Second; ; attempt, pause = attempt+1, 2*pause {
+		switch spec.Source {
+		case dbhost.SourcePhysical, dbhost.SourceLogical:
+			st, err = s.provisionFromStream(ctx, spec, b, chain)
+		default:
+			st, err = s.host.Provision(ctx, spec, nil)
+		}
+		if err == nil || !errors.Is(err, cairn.ErrUnavailable) || attempt == provisionAttempts {
+			break
+		}
+		s.log.Warn("provisioning an instance met its host unavailable; trying again", "instance", inst.ID, "attempt", attempt, "in", pause, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.after(pause):
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("provisioning: %w", err)
@@ -455,13 +473,20 @@ func (s *Service) provisionFromStream(ctx context.Context, spec dbhost.Spec, b c
 		return err
 	})
 	var st dbhost.State
+	var hostErr error
 	g.Go(func() error {
-		var err error
-		st, err = s.host.Provision(gctx, spec, pr)
-		pr.CloseWithError(errors.Join(err, errReaderDone))
-		return err
+		st, hostErr = s.host.Provision(gctx, spec, pr)
+		pr.CloseWithError(errors.Join(hostErr, errReaderDone))
+		return hostErr
 	})
-	return st, g.Wait()
+	err = g.Wait()
+	if hostErr != nil {
+		// The host's error says why: a reader that went away (a data
+		// plane killed, its request's body closed) shows on the
+		// writer's side only as a closed pipe, which may come first.
+		return st, hostErr
+	}
+	return st, err
 }
 
 // errReaderDone ends the writer of a pipe whose reader is done.
@@ -621,7 +646,10 @@ func (s *Service) runDeleteInstance(ctx context.Context, t cairn.Task) error {
 			return err
 		}
 		if b.SnapshotID != "" {
-			if _, err := s.setDBBackup(ctx, b.ID, func(b *cairn.DatabaseBackup) { b.SnapshotID = "" }); err != nil {
+			// A backup deleted meanwhile (its own delete task) needs
+			// nothing more.
+			_, err := s.setDBBackup(ctx, b.ID, func(b *cairn.DatabaseBackup) { b.SnapshotID = "" })
+			if err != nil && !errors.Is(err, cairn.ErrNotFound) {
 				return err
 			}
 		}
@@ -691,7 +719,6 @@ func (s *Service) ListInstances(ctx context.Context, c Caller, q ListQuery) ([]c
 	states, err := s.host.HostInstances(ctx)
 	if err != nil {
 		s.log.Warn("reading the instances' state from the host", "err", err)
-		return list, nil
 	}
 	byID := map[string]dbhost.State{}
 	for _, st := range states {
@@ -700,6 +727,8 @@ func (s *Service) ListInstances(ctx context.Context, c Caller, q ListQuery) ([]c
 	for i := range list {
 		if st, ok := byID[list[i].ID]; ok {
 			live(&list[i], st)
+		} else {
+			unknown(&list[i])
 		}
 	}
 	return list, nil
@@ -726,8 +755,20 @@ func (s *Service) Instance(ctx context.Context, c Caller, id string) (cairn.Inst
 		live(&inst, st)
 	case !errors.Is(err, cairn.ErrNotFound):
 		s.log.Warn("reading an instance's state from the host", "id", id, "err", err)
+		fallthrough
+	default:
+		unknown(&inst)
 	}
 	return inst, nil
+}
+
+// unknown marks an instance that should be up, but whose host did not
+// tell its state: the row's last operating status may no longer hold.
+func unknown(inst *cairn.Instance) {
+	switch inst.Status {
+	case cairn.InstanceActive, cairn.InstanceBackup:
+		inst.OperatingStatus = cairn.OperatingUnknown
+	}
 }
 
 // live lays the host's view of an instance over its row: the server's
@@ -736,8 +777,9 @@ func live(inst *cairn.Instance, st dbhost.State) {
 	inst.VolumeUsed = st.Used
 	switch inst.Status {
 	case cairn.InstanceActive, cairn.InstanceBackup:
-		if st.Operating != "" {
-			inst.OperatingStatus = st.Operating
+		inst.OperatingStatus = st.Operating
+		if st.Operating == cairn.OperatingNone {
+			inst.OperatingStatus = cairn.OperatingUnknown
 		}
 		if st.Port != 0 {
 			inst.Address, inst.Port = st.Address, st.Port

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/catalog"
@@ -506,5 +509,100 @@ func TestGivenUpTaskKeepsFinishedWork(t *testing.T) {
 	r.done(in.ID)
 	if !sameData(instanceData(r, in.ID), f.data) {
 		t.Fatal("the kept backup restores different data")
+	}
+}
+
+// TestOperatingUnknown: while the host cannot be asked (its data plane
+// is down), an ACTIVE instance shows operating status UNKNOWN, not the
+// last status its row kept; once the host answers, its own.
+func TestOperatingUnknown(t *testing.T) {
+	r := newRig(t)
+	f := &fixture{}
+	makeInstance(r, f)
+	show := func() (cairn.OperatingStatus, cairn.OperatingStatus) {
+		t.Helper()
+		one := must[cairn.Instance](t)(r.svc.Instance(t.Context(), caller, f.vol))
+		list := must[[]cairn.Instance](t)(r.svc.ListInstances(t.Context(), caller, service.ListQuery{}))
+		if len(list) != 1 {
+			t.Fatalf("instances: %+v", list)
+		}
+		return one.OperatingStatus, list[0].OperatingStatus
+	}
+	if one, listed := show(); one != cairn.OperatingHealthy || listed != cairn.OperatingHealthy {
+		t.Fatalf("operating status %q, listed %q; want HEALTHY", one, listed)
+	}
+	r.faults.Add(servicetest.Fault{Method: "InstanceHost.HostInstance"})
+	r.faults.Add(servicetest.Fault{Method: "InstanceHost.HostInstances"})
+	if one, listed := show(); one != cairn.OperatingUnknown || listed != cairn.OperatingUnknown {
+		t.Fatalf("with the host unreachable: operating status %q, listed %q; want UNKNOWN", one, listed)
+	}
+	r.faults.Clear()
+	if one, listed := show(); one != cairn.OperatingHealthy || listed != cairn.OperatingHealthy {
+		t.Fatalf("once the host answers: operating status %q, listed %q; want HEALTHY", one, listed)
+	}
+}
+
+// TestProvisionRetriesUnavailableHost: a Provision that meets the host
+// unavailable (its data plane killed and starting again) is made again
+// after a pause that doubles, and the instance comes up; a host that
+// stays unavailable fails the instance after provisionAttempts calls,
+// with the reason.
+func TestProvisionRetriesUnavailableHost(t *testing.T) {
+	r := newRig(t)
+	create := func(name string) string {
+		in := must[cairn.Instance](t)(r.svc.CreateInstance(t.Context(), caller, cairn.InstanceCreate{
+			Name: name, Datastore: "postgresql", VolumeSize: 1}))
+		return in.ID
+	}
+	gone := fmt.Errorf("data plane unreachable or gone during PUT /instances/x: EOF: %w", cairn.ErrUnavailable)
+	r.faults.Add(servicetest.Fault{Method: "InstanceHost.Provision", Times: 2, Err: gone})
+	id := create("comes-up")
+	for _, want := range []time.Duration{time.Second, 2 * time.Second} {
+		if d := <-r.clock.waits; d != want {
+			t.Fatalf("paused %v before provisioning again, want %v", d, want)
+		}
+		r.clock.fire <- time.Time{}
+	}
+	r.done(id)
+	if in := r.instance(id); in.Status != cairn.InstanceActive {
+		t.Fatalf("instance after two unavailable calls: %s (%s)", in.Status, in.FailReason)
+	}
+
+	r.faults.Add(servicetest.Fault{Method: "InstanceHost.Provision", Err: gone})
+	id = create("stays-down")
+	for range 4 {
+		<-r.clock.waits
+		r.clock.fire <- time.Time{}
+	}
+	if task := r.wait(r.lastTask(id).ID); task.State != cairn.TaskFailed {
+		t.Fatalf("task with the host always unavailable: %s", task.State)
+	}
+	if in := r.instance(id); in.Status != cairn.InstanceError || !strings.Contains(in.FailReason, "data plane unreachable") {
+		t.Fatalf("instance with the host always unavailable: %s (%s)", in.Status, in.FailReason)
+	}
+}
+
+// TestDeleteInstanceBesideItsBackup: an instance and its backup deleted
+// at once both go, whichever deletes the backup's snapshot first.
+func TestDeleteInstanceBesideItsBackup(t *testing.T) {
+	r := newRig(t)
+	f := &fixture{}
+	makeInstance(r, f)
+	makeDBBackup(r, f)
+	// The instance's delete has deleted the backup's snapshot, and waits.
+	gate := r.faults.Hold("Engine.DeleteSnapshot", true)
+	if err := r.svc.DeleteInstance(t.Context(), caller, f.vol); err != nil {
+		t.Fatal(err)
+	}
+	<-gate.Reached()
+	if err := r.svc.DeleteDatabaseBackup(t.Context(), caller, f.backup); err != nil {
+		t.Fatal(err)
+	}
+	if task := r.wait(r.lastTask(f.backup).ID); task.State != cairn.TaskDone {
+		t.Fatalf("backup delete: %s: %s", task.State, task.Error)
+	}
+	gate.Open()
+	if task := r.wait(r.lastTask(f.vol).ID); task.State != cairn.TaskDone {
+		t.Fatalf("instance delete beside its backup's: %s: %s", task.State, task.Error)
 	}
 }

@@ -63,6 +63,10 @@ type Config struct {
 	// Instances is the data plane's instance host; nil for a service
 	// without database instances.
 	Instances InstanceHost
+	// QuiesceTimeout bounds the wait for a snapshot backup's quiesce: a
+	// long transaction or DDL fails the backup after it, and never blocks
+	// the database for longer (default 30 s).
+	QuiesceTimeout time.Duration
 	// NBDSocket and NBDAddress are where attached volumes are exported,
 	// reported in attach responses.
 	NBDSocket, NBDAddress string
@@ -88,6 +92,7 @@ type Service struct {
 	nbdAddr string
 	host    InstanceHost
 	backend string
+	quiesce time.Duration
 
 	tokensMu sync.Mutex
 	tokens   map[string]cachedToken // by SHA-256 of the secret
@@ -107,7 +112,11 @@ func New(cfg Config) *Service {
 	s := &Service{cat: cfg.Catalog, eng: cfg.Engine, open: cfg.OpenRepo,
 		defCont: cfg.DefaultContainer, notify: cfg.Notifier, obs: cfg.Observer,
 		log: cfg.Logger, now: cfg.Now, repos: map[string]*repoSlot{}, tokens: map[string]cachedToken{},
-		nbdSock: cfg.NBDSocket, nbdAddr: cfg.NBDAddress, host: cfg.Instances, backend: cfg.Backend}
+		nbdSock: cfg.NBDSocket, nbdAddr: cfg.NBDAddress, host: cfg.Instances, backend: cfg.Backend,
+		quiesce: cfg.QuiesceTimeout}
+	if s.quiesce <= 0 {
+		s.quiesce = defaultQuiesceTimeout
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

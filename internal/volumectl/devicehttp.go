@@ -265,7 +265,7 @@ func (d *remoteDevice) ReadAt(ctx context.Context, p []byte, off int64) error {
 		_, err = io.ReadFull(resp.Body, p[:n])
 		resp.Body.Close()
 		if err != nil {
-			return fmt.Errorf("control socket: short read: %w", err)
+			return transportError(ctx, "GET", d.base, fmt.Errorf("short read: %w", err))
 		}
 		p, off = p[n:], off+int64(n)
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"time"
@@ -49,10 +50,20 @@ func errorOf(resp *http.Response) error {
 		return errors.New(msg)
 	}
 	if s := cairn.SentinelNamed(body.Kind); s != nil {
-		return fmt.Errorf("%s: %w", body.Error, s)
+		return remoteError{msg: body.Error, sentinel: s}
 	}
 	return errors.New(body.Error)
 }
+
+// remoteError is an error the data plane answered: its message, which
+// names its sentinel already, and the sentinel again for errors.Is.
+type remoteError struct {
+	msg      string
+	sentinel error
+}
+
+func (e remoteError) Error() string { return e.msg }
+func (e remoteError) Unwrap() error { return e.sentinel }
 
 // Handler serves Ops over HTTP, for the control socket.
 func Handler(ops Ops) http.Handler {
@@ -542,13 +553,28 @@ func (c *Client) sendWith(hc *http.Client, ctx context.Context, method, path str
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
+		return nil, transportError(ctx, method, path, err)
 	}
 	if resp.StatusCode >= 300 {
 		defer resp.Body.Close()
 		return nil, errorOf(resp)
 	}
 	return resp, nil
+}
+
+// transportError is the error of a request to the control socket that
+// got no answer, or whose answer broke off: unless ctx ended, the data
+// plane is gone (killed, restarting) or unreachable, which is temporary.
+func transportError(ctx context.Context, method, path string, err error) error {
+	// The URL is made up; what failed, and where, is what tells.
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("data plane: %s %s: %w", method, path, err)
+	}
+	return fmt.Errorf("data plane unreachable or gone during %s %s: %w: %w", method, path, err, cairn.ErrUnavailable)
 }
 
 // do sends in (if not nil) as JSON and decodes the answer into out (if
@@ -671,7 +697,7 @@ func (r *remoteReader) ReadAt(p []byte, off int64) (int, error) {
 	defer resp.Body.Close()
 	m, err := io.ReadFull(resp.Body, p[:n])
 	if err != nil {
-		return m, fmt.Errorf("control socket: short read: %w", err)
+		return m, transportError(r.ctx, "GET", "/readers/"+r.handle.String(), fmt.Errorf("short read: %w", err))
 	}
 	if n < int64(len(p)) {
 		return m, io.EOF

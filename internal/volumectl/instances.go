@@ -212,7 +212,7 @@ func (c *Client) Provision(ctx context.Context, spec dbhost.Spec, data io.Reader
 	}
 	resp, err := c.streams.Do(req)
 	if err != nil {
-		return st, fmt.Errorf("control socket: %w", err)
+		return st, transportError(ctx, "PUT", path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {

@@ -189,6 +189,9 @@ func StartNoWait(t *testing.T, inst dbagent.Instance) *Started {
 	if err != nil {
 		t.Fatalf("Command: %v", err)
 	}
+	if cmd.Dir != dbagent.ToolDir {
+		t.Fatalf("the server starts in %q, want %q: a data plane serving the data directory's volume could deadlock on the change of directory before exec", cmd.Dir, dbagent.ToolDir)
+	}
 	logPath := filepath.Join(t.TempDir(), "server.log")
 	f, err := os.Create(logPath)
 	if err != nil {

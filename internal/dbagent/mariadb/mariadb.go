@@ -132,7 +132,7 @@ func (e *Engine) Init(ctx context.Context, cfg dbagent.Config) error {
 		"--auth-root-authentication-method=socket", "--auth-root-socket-user=" + e.admin},
 		settingArgs(durableSettings, cfg.SortedSettings())...)
 	cmd := e.tool(ctx, "mariadb-install-db", args...)
-	cmd.Dir = cfg.DataDir
+	cmd.Dir = dbagent.ToolDir
 	e.user.RunAs(cmd)
 	if _, err := dbagent.RunTool(cmd); err != nil {
 		return fmt.Errorf("initialising %s: %w", cfg.DataDir, err)
@@ -178,7 +178,7 @@ func (i *Instance) Command() (*exec.Cmd, error) {
 	}, settingArgs(durableSettings, i.cfg.SortedSettings())...)
 	cmd := exec.Command(i.e.ds.Server, args...)
 	cmd.Env = dbagent.ToolEnv()
-	cmd.Dir = i.cfg.DataDir
+	cmd.Dir = dbagent.ToolDir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	i.e.user.RunAs(cmd)
 	return cmd, nil

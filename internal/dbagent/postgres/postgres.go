@@ -116,7 +116,7 @@ func (e *Engine) Init(ctx context.Context, cfg dbagent.Config) error {
 	}
 	cmd := e.tool(ctx, "initdb", "-D", cfg.DataDir, "-U", superuser, "-E", "UTF8", "--locale=C.UTF-8",
 		"--data-checksums", "--auth-local=trust", "--auth-host=scram-sha-256")
-	cmd.Dir = cfg.DataDir
+	cmd.Dir = dbagent.ToolDir
 	e.user.RunAs(cmd)
 	if _, err := dbagent.RunTool(cmd); err != nil {
 		return fmt.Errorf("initialising %s: %w", cfg.DataDir, err)
@@ -192,7 +192,7 @@ func (i *Instance) Command() (*exec.Cmd, error) {
 	}
 	cmd := exec.Command(i.e.ds.Server, args...)
 	cmd.Env = dbagent.ToolEnv()
-	cmd.Dir = i.cfg.DataDir
+	cmd.Dir = dbagent.ToolDir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	i.e.user.RunAs(cmd)
 	return cmd, nil

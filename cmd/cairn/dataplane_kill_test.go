@@ -1,0 +1,307 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cairnproject/cairn/internal/dbagent/dbagenttest"
+	"github.com/cairnproject/cairn/internal/repo/format"
+)
+
+// stopTheDataPlane stops the data plane of data, if one runs, even with
+// instances attached: the next service starts one of its own, which
+// inherits that service's test hooks.
+func stopTheDataPlane(t *testing.T, data string) {
+	t.Helper()
+	if dp := findDataPlane(t.Context(), data); dp != nil {
+		if err := stopDataPlane(t.Context(), data, dp.info.PID); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// logHostOnFailure logs, when t fails, the tail of the data plane's log
+// and of each instance's server log in data.
+func logHostOnFailure(t *testing.T, data string) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		logs, _ := filepath.Glob(filepath.Join(data, instancesDir, "logs", "*.log"))
+		for _, path := range append([]string{filepath.Join(data, dataPlaneLog)}, logs...) {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				continue
+			}
+			if len(b) > 8192 {
+				b = b[len(b)-8192:]
+			}
+			t.Logf("%s:\n%s", path, b)
+		}
+	})
+}
+
+// waitHealthy waits until instance id is ACTIVE and HEALTHY, and
+// returns it.
+func (p *svcProc) waitHealthy(id string) map[string]any {
+	p.t.Helper()
+	deadline := time.Now().Add(pointTimeout)
+	for {
+		var got struct {
+			Instance map[string]any `json:"instance"`
+		}
+		code, err := p.tryDB("GET", "/instances/"+id, nil, &got)
+		if err == nil && code == 200 && got.Instance["status"] == "ACTIVE" && got.Instance["operating_status"] == "HEALTHY" {
+			return got.Instance
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("instance %s not healthy after %v: %d %v %v\n%s", id, pointTimeout, code, got.Instance, err, p.log.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestDataPlaneKill9 kills the data plane process (the volume engine,
+// its NBD exports and the database servers' supervisor) with SIGKILL at
+// the steps of database backups and restores: at points of its own (the
+// source quiesced, its snapshot taken, a restored data directory
+// prepared, a dump loaded) and while the service, held at a point of
+// its own, reads a snapshot, streams a dump or writes a restored volume
+// through it. The service starts another data plane, which brings the
+// source back with every committed row; each cut backup or restore has
+// completed or failed with a reason, none stays transient; every
+// completed backup restores the source's rows; and once everything is
+// deleted nothing is left mounted or stored, and `repo check
+// --read-data` is clean.
+func TestDataPlaneKill9(t *testing.T) {
+	needInstances(t)
+	data := dbagenttest.ReachableTempDir(t)
+	logHostOnFailure(t, data)
+	p := startService(t, data)
+	src, conn := sourceInstance(t, p)
+	wantRows, wantSum := tableSum(t, conn)
+	conn.Close(t.Context())
+	backup := func(strategy string) func(p *svcProc) (string, error) {
+		return func(p *svcProc) (string, error) {
+			var b struct {
+				Backup map[string]any `json:"backup"`
+			}
+			code, err := p.tryDB("POST", "/backups", map[string]any{"backup": map[string]any{
+				"name": strategy, "instance": src, "strategy": strategy}}, &b)
+			if err != nil || code != 202 {
+				return "", fmt.Errorf("backup create: %d %v %v", code, b, err)
+			}
+			return b.Backup["id"].(string), nil
+		}
+	}
+	// One completed backup of each strategy to restore from.
+	for _, strategy := range []string{"snapshot", "logical", "physical"} {
+		id, err := backup(strategy)(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, backups := p.dbSettled()
+		if b := byID(t, backups, id); b["status"] != "COMPLETED" {
+			t.Fatalf("%s backup: %v", strategy, b)
+		}
+	}
+	p.stop()
+
+	restoreNum := 0
+	restore := func(strategy string) (func(p *svcProc) (string, error), func(p *svcProc)) {
+		restoreNum++
+		name := fmt.Sprintf("restored-%d", restoreNum)
+		var ref string
+		return func(p *svcProc) (string, error) {
+				var r struct {
+					Instance map[string]any `json:"instance"`
+				}
+				code, err := p.tryDB("POST", "/instances", map[string]any{"instance": map[string]any{
+					"name": name, "datastore": map[string]any{"type": "postgresql", "version": "15"},
+					"volume": map[string]any{"size": 1}, "restorePoint": map[string]any{"backupRef": ref}}}, &r)
+				if err != nil || code != 202 {
+					return "", fmt.Errorf("restore: %d %v %v", code, r, err)
+				}
+				return r.Instance["id"].(string), nil
+			}, func(p *svcProc) {
+				ref = completedBackup(p, strategy)
+			}
+	}
+	type round struct {
+		name string
+		at   string // the point: of the data plane ("dbhost ..."), or of the service, held there
+		do   func(p *svcProc) (string, error)
+		// prepare, when set, runs on the hooked service before do.
+		prepare func(p *svcProc)
+	}
+	rounds := []round{
+		{name: "snapshot backup", at: "dbhost quiesced#1", do: backup("snapshot")},
+		{name: "snapshot backup", at: "dbhost snapshotted#1", do: backup("snapshot")},
+		{name: "snapshot backup", at: "store.put " + format.ChunksPrefix + "#3", do: backup("snapshot")},
+		{name: "logical backup", at: "store.put " + format.ChunksPrefix + "#1", do: backup("logical")},
+		{name: "physical backup", at: "store.put " + format.ChunksPrefix + "#2", do: backup("physical")},
+	}
+	for _, at := range []string{"dbhost prepared#1", "dbhost ready#1"} {
+		do, prepare := restore("snapshot")
+		rounds = append(rounds, round{"restore from the local snapshot", at, do, prepare})
+	}
+	for _, at := range []string{"store.get " + format.ChunksPrefix + "#1", "dbhost loaded#1"} {
+		do, prepare := restore("logical")
+		rounds = append(rounds, round{"restore from a dump", at, do, prepare})
+	}
+	for _, at := range []string{"store.get " + format.ChunksPrefix + "#2", "dbhost configured#1"} {
+		do, prepare := restore("physical")
+		rounds = append(rounds, round{"restore from a base backup", at, do, prepare})
+	}
+
+	for i, r := range rounds {
+		// A fresh data plane, started by the hooked service, carries the
+		// point; the one started after the kill passes it by.
+		stopTheDataPlane(t, data)
+		point := newHookPoint(t, r.at).once()
+		ofService := !strings.HasPrefix(r.at, "dbhost ")
+		if ofService {
+			point.withRelease()
+		}
+		p := startServiceEnv(t, data, point.env())
+		p.waitHealthy(src)
+		if r.prepare != nil {
+			r.prepare(p)
+		}
+		dp := findDataPlane(t.Context(), data)
+		if dp == nil {
+			t.Fatalf("round %d: no data plane", i)
+		}
+		type result struct {
+			id  string
+			err error
+		}
+		res := make(chan result, 1)
+		go func() {
+			id, err := r.do(p)
+			res <- result{id, err}
+		}()
+		point.reached(p.done, p.log.String)
+		if err := syscall.Kill(dp.info.PID, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		if ofService {
+			point.resume() // it meets a dead data plane, or the next one
+		}
+		got := <-res
+		if got.err != nil {
+			t.Fatalf("round %d: %s: %v", i, r.name, got.err)
+		}
+		if !p.waitLog("the data plane exited; starting another") {
+			t.Fatalf("round %d: the service did not see the data plane die: %s", i, p.log.String())
+		}
+		// The new data plane brings the source back, with its rows.
+		source := p.waitHealthy(src)
+		insts, backups := p.dbSettled()
+		for _, in := range insts {
+			if in["status"] != "ACTIVE" && (in["status"] != "ERROR" || in["fail_reason"] == nil || in["id"] == src) {
+				t.Fatalf("round %d: killed at %s, instance %s is %s: %v\n%s", i, r.at, in["name"], in["status"], in["fail_reason"], p.log.String())
+			}
+		}
+		for _, b := range backups {
+			if b["status"] != "COMPLETED" && (b["status"] != "FAILED" || b["fail_reason"] == nil) {
+				t.Fatalf("round %d: killed at %s, backup %s is %s: %v\n%s", i, r.at, b["name"], b["status"], b["fail_reason"], p.log.String())
+			}
+		}
+		status := ""
+		for _, x := range append(insts, backups...) {
+			if x["id"] == got.id {
+				status = fmt.Sprintf("%s (%v)", x["status"], x["fail_reason"])
+			}
+		}
+		sc := pgConn(t, source)
+		if rows, sum := tableSum(t, sc); rows != wantRows || sum != wantSum {
+			t.Fatalf("round %d: the source has %d rows (sum %s) after the data plane was killed, want %d (%s)", i, rows, sum, wantRows, wantSum)
+		}
+		sc.Close(t.Context())
+		t.Logf("round %d: %s killed at %s: %s", i, r.name, r.at, status)
+		p.stop()
+	}
+
+	// A backup of every strategy completes now, and every completed
+	// backup and every restored instance holds the source's rows.
+	stopTheDataPlane(t, data)
+	p = startService(t, data)
+	p.waitHealthy(src)
+	for _, strategy := range []string{"snapshot", "logical", "physical"} {
+		id, err := backup(strategy)(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, backups := p.dbSettled()
+		if b := byID(t, backups, id); b["status"] != "COMPLETED" {
+			t.Fatalf("%s backup after the kills: %v", strategy, b)
+		}
+	}
+	insts, backups := p.dbSettled()
+	checked := 0
+	for _, in := range insts {
+		if in["status"] != "ACTIVE" || in["id"] == src {
+			continue
+		}
+		if rows, sum := tableSum(t, pgConn(t, p.waitHealthy(in["id"].(string)))); rows != wantRows || sum != wantSum {
+			t.Fatalf("instance %s has %d rows (sum %s), want %d (%s)", in["name"], rows, sum, wantRows, wantSum)
+		}
+		checked++
+	}
+	// The newest backup of each strategy restores once more.
+	for _, strategy := range []string{"snapshot", "logical", "physical"} {
+		b := byID(t, backups, completedBackup(p, strategy))
+		var rr struct {
+			Instance map[string]any `json:"instance"`
+		}
+		if code := p.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
+			"name": "check-" + strategy, "datastore": map[string]any{"type": "postgresql", "version": "15"},
+			"volume": map[string]any{"size": 1}, "restorePoint": map[string]any{"backupRef": b["id"]}}}, &rr); code != 202 {
+			t.Fatalf("restore of %s: %d %v", b["name"], code, rr)
+		}
+		all, _ := p.dbSettled()
+		in := byID(t, all, rr.Instance["id"].(string))
+		if in["status"] != "ACTIVE" {
+			t.Fatalf("backup %s (%s) restored into %v", b["name"], strategy, in)
+		}
+		c := pgConn(t, in)
+		if rows, sum := tableSum(t, c); rows != wantRows || sum != wantSum {
+			t.Fatalf("backup %s (%s) restores %d rows (sum %s), want %d (%s)", b["name"], strategy, rows, sum, wantRows, wantSum)
+		}
+		c.Close(t.Context())
+		insts = append(insts, in)
+		checked++
+	}
+	t.Logf("%d instances and completed backups hold the source's rows", checked)
+
+	// Everything deleted leaves nothing behind.
+	for _, in := range insts {
+		p.callDB("DELETE", "/instances/"+in["id"].(string), nil, nil)
+	}
+	for _, b := range backups {
+		p.callDB("DELETE", "/backups/"+b["id"].(string), nil, nil)
+	}
+	for _, x := range insts {
+		p.dbGone("instances", x["id"].(string))
+	}
+	for _, x := range backups {
+		p.dbGone("backups", x["id"].(string))
+	}
+	p.stop()
+	check := exec.CommandContext(t.Context(), cairnBin, "repo", "check", "--read-data",
+		"--repo", filepath.Join(data, "backups", "volumebackups"), "--key-file", filepath.Join(data, "backup.key"))
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Fatalf("repo check: %v\n%s", err, out)
+	}
+	if mounts := string(mustRead(t, "/proc/self/mounts")); strings.Contains(mounts, filepath.Join(data, "attachments")) {
+		t.Fatalf("an attachment of the data directory is still mounted:\n%s", mounts)
+	}
+	noEngineLeftovers(t, data)
+}
