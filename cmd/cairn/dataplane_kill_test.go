@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -87,52 +86,25 @@ func TestDataPlaneKill9(t *testing.T) {
 	src, conn := sourceInstance(t, p)
 	wantRows, wantSum := tableSum(t, conn)
 	conn.Close(t.Context())
-	backup := func(strategy string) func(p *svcProc) (string, error) {
-		return func(p *svcProc) (string, error) {
-			var b struct {
-				Backup map[string]any `json:"backup"`
-			}
-			code, err := p.tryDB("POST", "/backups", map[string]any{"backup": map[string]any{
-				"name": strategy, "instance": src, "strategy": strategy}}, &b)
-			if err != nil || code != 202 {
-				return "", fmt.Errorf("backup create: %d %v %v", code, b, err)
-			}
-			return b.Backup["id"].(string), nil
-		}
-	}
+	backup := func(strategy string) func(p *svcProc) (string, error) { return backupRequest(src, strategy) }
 	// One completed backup of each strategy to restore from.
-	for _, strategy := range []string{"snapshot", "logical", "physical"} {
-		id, err := backup(strategy)(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, backups := p.dbSettled()
-		if b := byID(t, backups, id); b["status"] != "COMPLETED" {
-			t.Fatalf("%s backup: %v", strategy, b)
+	backupEach := func() {
+		t.Helper()
+		for _, strategy := range []string{"snapshot", "logical", "physical"} {
+			id, err := backup(strategy)(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, backups := p.dbSettled()
+			if b := byID(t, backups, id); b["status"] != "COMPLETED" {
+				t.Fatalf("%s backup: %v", strategy, b)
+			}
 		}
 	}
+	backupEach()
 	p.stop()
 
-	restoreNum := 0
-	restore := func(strategy string) (func(p *svcProc) (string, error), func(p *svcProc)) {
-		restoreNum++
-		name := fmt.Sprintf("restored-%d", restoreNum)
-		var ref string
-		return func(p *svcProc) (string, error) {
-				var r struct {
-					Instance map[string]any `json:"instance"`
-				}
-				code, err := p.tryDB("POST", "/instances", map[string]any{"instance": map[string]any{
-					"name": name, "datastore": map[string]any{"type": "postgresql", "version": "15"},
-					"volume": map[string]any{"size": 1}, "restorePoint": map[string]any{"backupRef": ref}}}, &r)
-				if err != nil || code != 202 {
-					return "", fmt.Errorf("restore: %d %v %v", code, r, err)
-				}
-				return r.Instance["id"].(string), nil
-			}, func(p *svcProc) {
-				ref = completedBackup(p, strategy)
-			}
-	}
+	restore := restoreRequests()
 	type round struct {
 		name string
 		at   string // the point: of the data plane ("dbhost ..."), or of the service, held there
@@ -160,6 +132,7 @@ func TestDataPlaneKill9(t *testing.T) {
 		rounds = append(rounds, round{"restore from a base backup", at, do, prepare})
 	}
 
+	restored := 0 // restores that came up through a kill
 	for i, r := range rounds {
 		// A fresh data plane, started by the hooked service, carries the
 		// point; the one started after the kill passes it by.
@@ -226,6 +199,23 @@ func TestDataPlaneKill9(t *testing.T) {
 		}
 		sc.Close(t.Context())
 		t.Logf("round %d: %s killed at %s: %s", i, r.name, r.at, status)
+		// A restore that came up holds the source's rows. It goes then,
+		// as does one that failed: the host keeps one restore at a time.
+		for _, in := range insts {
+			if in["id"] == src {
+				continue
+			}
+			if in["status"] == "ACTIVE" {
+				c := pgConn(t, p.waitHealthy(in["id"].(string)))
+				if rows, sum := tableSum(t, c); rows != wantRows || sum != wantSum {
+					t.Fatalf("round %d: instance %s has %d rows (sum %s), want %d (%s)", i, in["name"], rows, sum, wantRows, wantSum)
+				}
+				c.Close(t.Context())
+				restored++
+			}
+			p.callDB("DELETE", "/instances/"+in["id"].(string), nil, nil)
+			p.dbGone("instances", in["id"].(string))
+		}
 		p.stop()
 	}
 
@@ -234,27 +224,9 @@ func TestDataPlaneKill9(t *testing.T) {
 	stopTheDataPlane(t, data)
 	p = startService(t, data)
 	p.waitHealthy(src)
-	for _, strategy := range []string{"snapshot", "logical", "physical"} {
-		id, err := backup(strategy)(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, backups := p.dbSettled()
-		if b := byID(t, backups, id); b["status"] != "COMPLETED" {
-			t.Fatalf("%s backup after the kills: %v", strategy, b)
-		}
-	}
-	insts, backups := p.dbSettled()
-	checked := 0
-	for _, in := range insts {
-		if in["status"] != "ACTIVE" || in["id"] == src {
-			continue
-		}
-		if rows, sum := tableSum(t, pgConn(t, p.waitHealthy(in["id"].(string)))); rows != wantRows || sum != wantSum {
-			t.Fatalf("instance %s has %d rows (sum %s), want %d (%s)", in["name"], rows, sum, wantRows, wantSum)
-		}
-		checked++
-	}
+	backupEach()
+	_, backups := p.dbSettled()
+	checked := restored
 	// The newest backup of each strategy restores once more.
 	for _, strategy := range []string{"snapshot", "logical", "physical"} {
 		b := byID(t, backups, completedBackup(p, strategy))
@@ -276,30 +248,16 @@ func TestDataPlaneKill9(t *testing.T) {
 			t.Fatalf("backup %s (%s) restores %d rows (sum %s), want %d (%s)", b["name"], strategy, rows, sum, wantRows, wantSum)
 		}
 		c.Close(t.Context())
-		insts = append(insts, in)
+		p.callDB("DELETE", "/instances/"+in["id"].(string), nil, nil)
+		p.dbGone("instances", in["id"].(string))
 		checked++
 	}
 	t.Logf("%d instances and completed backups hold the source's rows", checked)
 
 	// Everything deleted leaves nothing behind.
-	for _, in := range insts {
-		p.callDB("DELETE", "/instances/"+in["id"].(string), nil, nil)
-	}
-	for _, b := range backups {
-		p.callDB("DELETE", "/backups/"+b["id"].(string), nil, nil)
-	}
-	for _, x := range insts {
-		p.dbGone("instances", x["id"].(string))
-	}
-	for _, x := range backups {
-		p.dbGone("backups", x["id"].(string))
-	}
+	p.deleteAll()
 	p.stop()
-	check := exec.CommandContext(t.Context(), cairnBin, "repo", "check", "--read-data",
-		"--repo", filepath.Join(data, "backups", "volumebackups"), "--key-file", filepath.Join(data, "backup.key"))
-	if out, err := check.CombinedOutput(); err != nil {
-		t.Fatalf("repo check: %v\n%s", err, out)
-	}
+	repoCheck(t, data)
 	if mounts := string(mustRead(t, "/proc/self/mounts")); strings.Contains(mounts, filepath.Join(data, "attachments")) {
 		t.Fatalf("an attachment of the data directory is still mounted:\n%s", mounts)
 	}

@@ -346,11 +346,7 @@ func TestDatabaseInstances(t *testing.T) {
 		}
 		c.gone("instance", name)
 	}
-	check := exec.CommandContext(t.Context(), cairnBin, "repo", "check", "--read-data",
-		"--repo", filepath.Join(data, "backups", "volumebackups"), "--key-file", filepath.Join(data, "backup.key"))
-	if out, err := check.CombinedOutput(); err != nil {
-		t.Fatalf("repo check: %v\n%s", err, out)
-	}
+	repoCheck(t, data)
 	// Every instance is gone from the host: nothing mounted, attached
 	// or exported for them.
 	mounts, err := os.ReadFile("/proc/self/mounts")

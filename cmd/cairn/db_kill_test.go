@@ -109,41 +109,8 @@ func TestDatabaseKill9(t *testing.T) {
 	// The requests run beside the kill, which may cut them (a hook that
 	// stops the service can hold the request's own last step): they
 	// return their errors rather than fail the test.
-	backup := func(strategy string) func(p *svcProc) (string, error) {
-		return func(p *svcProc) (string, error) {
-			var b struct {
-				Backup map[string]any `json:"backup"`
-			}
-			code, err := p.tryDB("POST", "/backups", map[string]any{"backup": map[string]any{
-				"name": strategy, "instance": src, "strategy": strategy}}, &b)
-			if err != nil || code != 202 {
-				return "", fmt.Errorf("backup create: %d %v %v", code, b, err)
-			}
-			return b.Backup["id"].(string), nil
-		}
-	}
-	restoreNum := 0
-	// restore makes a new instance from the newest completed backup of a
-	// strategy, chosen by prepare before the request.
-	restore := func(strategy string) (func(p *svcProc) (string, error), func(p *svcProc)) {
-		restoreNum++
-		name := fmt.Sprintf("restored-%d", restoreNum)
-		var ref string
-		return func(p *svcProc) (string, error) {
-				var r struct {
-					Instance map[string]any `json:"instance"`
-				}
-				code, err := p.tryDB("POST", "/instances", map[string]any{"instance": map[string]any{
-					"name": name, "datastore": map[string]any{"type": "postgresql", "version": "15"},
-					"volume": map[string]any{"size": 1}, "restorePoint": map[string]any{"backupRef": ref}}}, &r)
-				if err != nil || code != 202 {
-					return "", fmt.Errorf("restore: %d %v %v", code, r, err)
-				}
-				return r.Instance["id"].(string), nil
-			}, func(p *svcProc) {
-				ref = completedBackup(p, strategy)
-			}
-	}
+	backup := func(strategy string) func(p *svcProc) (string, error) { return backupRequest(src, strategy) }
+	restore := restoreRequests()
 	type op struct {
 		name    string
 		at      string // the hook point the service is killed at
@@ -330,11 +297,7 @@ func TestDatabaseKill9(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	p.stop()
-	check := exec.CommandContext(t.Context(), cairnBin, "repo", "check", "--read-data",
-		"--repo", filepath.Join(data, "backups", "volumebackups"), "--key-file", filepath.Join(data, "backup.key"))
-	if out, err := check.CombinedOutput(); err != nil {
-		t.Fatalf("repo check: %v\n%s", err, out)
-	}
+	repoCheck(t, data)
 	if mounts := string(mustRead(t, "/proc/self/mounts")); strings.Contains(mounts, filepath.Join(data, "attachments")) {
 		t.Fatalf("an attachment of the data directory is still mounted:\n%s", mounts)
 	}
@@ -364,28 +327,109 @@ func noEngineLeftovers(t *testing.T, data string) {
 // returns its ID and a connection to it.
 func sourceInstance(t *testing.T, p *svcProc) (string, *pgx.Conn) {
 	t.Helper()
-	var created struct {
-		Instance map[string]any `json:"instance"`
-	}
-	if code := p.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
-		"name": "src", "datastore": map[string]any{"type": "postgresql", "version": "15"}, "volume": map[string]any{"size": 1},
-		"databases": []any{map[string]any{"name": "app"}},
-		"users":     []any{map[string]any{"name": "bob", "password": "pw-12345", "databases": []any{map[string]any{"name": "app"}}}},
-	}}, &created); code != 202 {
-		t.Fatalf("instance create: %d %v", code, created)
-	}
-	src := created.Instance["id"].(string)
-	insts, _ := p.dbSettled()
-	source := byID(t, insts, src)
-	if source["status"] != "ACTIVE" {
-		t.Fatalf("source instance: %v", source)
-	}
+	source := p.createInstance("src", "postgresql", "15")
 	conn := pgConn(t, source)
 	if _, err := conn.Exec(t.Context(), "CREATE TABLE t (id int PRIMARY KEY, v text); "+
 		"INSERT INTO t SELECT g, (SELECT string_agg(md5(g::text || ':' || k::text), '') FROM generate_series(1, 8) k) FROM generate_series(1, 200000) g"); err != nil {
 		t.Fatal(err)
 	}
-	return src, conn
+	return source["id"].(string), conn
+}
+
+// backupRequest returns a request for a backup of instance src by
+// strategy, which returns the backup's ID, or its error (a kill beside
+// it may cut it).
+func backupRequest(src, strategy string) func(p *svcProc) (string, error) {
+	return func(p *svcProc) (string, error) {
+		var b struct {
+			Backup map[string]any `json:"backup"`
+		}
+		code, err := p.tryDB("POST", "/backups", map[string]any{"backup": map[string]any{
+			"name": strategy, "instance": src, "strategy": strategy}}, &b)
+		if err != nil || code != 202 {
+			return "", fmt.Errorf("backup create: %d %v %v", code, b, err)
+		}
+		return b.Backup["id"].(string), nil
+	}
+}
+
+// restoreRequests returns a maker of restore requests: each makes a new
+// PostgreSQL instance, restored-N, from the newest completed backup of a
+// strategy, which prepare chooses before the request.
+func restoreRequests() func(strategy string) (do func(p *svcProc) (string, error), prepare func(p *svcProc)) {
+	n := 0
+	return func(strategy string) (func(p *svcProc) (string, error), func(p *svcProc)) {
+		n++
+		name := fmt.Sprintf("restored-%d", n)
+		var ref string
+		return func(p *svcProc) (string, error) {
+				var r struct {
+					Instance map[string]any `json:"instance"`
+				}
+				code, err := p.tryDB("POST", "/instances", map[string]any{"instance": map[string]any{
+					"name": name, "datastore": map[string]any{"type": "postgresql", "version": "15"},
+					"volume": map[string]any{"size": 1}, "restorePoint": map[string]any{"backupRef": ref}}}, &r)
+				if err != nil || code != 202 {
+					return "", fmt.Errorf("restore: %d %v %v", code, r, err)
+				}
+				return r.Instance["id"].(string), nil
+			}, func(p *svcProc) {
+				ref = completedBackup(p, strategy)
+			}
+	}
+}
+
+// createInstance asks for an instance of datastore (type and version)
+// with database app and user bob, waits until it settles, and returns it
+// ACTIVE.
+func (p *svcProc) createInstance(name, typ, version string) map[string]any {
+	p.t.Helper()
+	var created struct {
+		Instance map[string]any `json:"instance"`
+	}
+	if code := p.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
+		"name": name, "datastore": map[string]any{"type": typ, "version": version}, "volume": map[string]any{"size": 1},
+		"databases": []any{map[string]any{"name": "app"}},
+		"users":     []any{map[string]any{"name": "bob", "password": "pw-12345", "databases": []any{map[string]any{"name": "app"}}}},
+	}}, &created); code != 202 {
+		p.t.Fatalf("instance create: %d %v", code, created)
+	}
+	insts, _ := p.dbSettled()
+	in := byID(p.t, insts, created.Instance["id"].(string))
+	if in["status"] != "ACTIVE" {
+		p.t.Fatalf("instance %s: %v", name, in)
+	}
+	return in
+}
+
+// deleteAll deletes every instance and database backup, and waits until
+// none is listed.
+func (p *svcProc) deleteAll() {
+	p.t.Helper()
+	insts, backups := p.dbSettled()
+	for _, x := range insts {
+		p.callDB("DELETE", "/instances/"+x["id"].(string), nil, nil)
+	}
+	for _, x := range backups {
+		p.callDB("DELETE", "/backups/"+x["id"].(string), nil, nil)
+	}
+	for _, x := range insts {
+		p.dbGone("instances", x["id"].(string))
+	}
+	for _, x := range backups {
+		p.dbGone("backups", x["id"].(string))
+	}
+}
+
+// repoCheck runs `cairn repo check --read-data` on the service's
+// default container in data, whose service has stopped.
+func repoCheck(t *testing.T, data string) {
+	t.Helper()
+	check := exec.CommandContext(t.Context(), cairnBin, "repo", "check", "--read-data",
+		"--repo", filepath.Join(data, "backups", "volumebackups"), "--key-file", filepath.Join(data, "backup.key"))
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Fatalf("repo check: %v\n%s", err, out)
+	}
 }
 
 // byID returns the one of list with id.

@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"database/sql"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -35,22 +33,8 @@ func TestSnapshotQuiesceTimeout(t *testing.T) {
 	logHostOnFailure(t, data)
 	const bound = 2 * time.Second
 	p := startService(t, data, "--quiesce-timeout", bound.String())
-	var created struct {
-		Instance map[string]any `json:"instance"`
-	}
-	if code := p.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
-		"name": "mdb", "datastore": map[string]any{"type": "mariadb", "version": "10.11"}, "volume": map[string]any{"size": 1},
-		"databases": []any{map[string]any{"name": "app"}},
-		"users":     []any{map[string]any{"name": "bob", "password": "pw-12345", "databases": []any{map[string]any{"name": "app"}}}},
-	}}, &created); code != 202 {
-		t.Fatalf("instance create: %d %v", code, created)
-	}
-	id := created.Instance["id"].(string)
-	insts, _ := p.dbSettled()
-	in := byID(t, insts, id)
-	if in["status"] != "ACTIVE" {
-		t.Fatalf("instance: %v", in)
-	}
+	in := p.createInstance("mdb", "mariadb", "10.11")
+	id := in["id"].(string)
 	a := in["addresses"].([]any)[0].(map[string]any)
 	db, err := sql.Open("mysql", fmt.Sprintf("bob:pw-12345@tcp(%v:%v)/app", a["address"], a["port"]))
 	if err != nil {
@@ -143,7 +127,7 @@ func TestSnapshotQuiesceTimeout(t *testing.T) {
 		"restorePoint": map[string]any{"backupRef": b.Backup["id"]}}}, &r); code != 202 {
 		t.Fatalf("restore: %d %v", code, r)
 	}
-	insts, backups = p.dbSettled()
+	insts, _ = p.dbSettled()
 	rin := byID(t, insts, r.Instance["id"].(string))
 	if rin["status"] != "ACTIVE" {
 		t.Fatalf("restored instance: %v", rin)
@@ -161,23 +145,8 @@ func TestSnapshotQuiesceTimeout(t *testing.T) {
 	rdb.Close()
 	db.Close()
 
-	for _, x := range insts {
-		p.callDB("DELETE", "/instances/"+x["id"].(string), nil, nil)
-	}
-	for _, x := range backups {
-		p.callDB("DELETE", "/backups/"+x["id"].(string), nil, nil)
-	}
-	for _, x := range insts {
-		p.dbGone("instances", x["id"].(string))
-	}
-	for _, x := range backups {
-		p.dbGone("backups", x["id"].(string))
-	}
+	p.deleteAll()
 	p.stop()
-	check := exec.CommandContext(context.WithoutCancel(ctx), cairnBin, "repo", "check", "--read-data",
-		"--repo", filepath.Join(data, "backups", "volumebackups"), "--key-file", filepath.Join(data, "backup.key"))
-	if out, err := check.CombinedOutput(); err != nil {
-		t.Fatalf("repo check: %v\n%s", err, out)
-	}
+	repoCheck(t, data)
 	noEngineLeftovers(t, data)
 }

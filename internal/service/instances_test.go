@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -558,7 +560,7 @@ func TestProvisionRetriesUnavailableHost(t *testing.T) {
 	r.faults.Add(servicetest.Fault{Method: "InstanceHost.Provision", Times: 2, Err: gone})
 	id := create("comes-up")
 	for _, want := range []time.Duration{time.Second, 2 * time.Second} {
-		if d := <-r.clock.waits; d != want {
+		if d := r.clock.wait(t); d != want {
 			t.Fatalf("paused %v before provisioning again, want %v", d, want)
 		}
 		r.clock.fire <- time.Time{}
@@ -571,7 +573,7 @@ func TestProvisionRetriesUnavailableHost(t *testing.T) {
 	r.faults.Add(servicetest.Fault{Method: "InstanceHost.Provision", Err: gone})
 	id = create("stays-down")
 	for range 4 {
-		<-r.clock.waits
+		r.clock.wait(t)
 		r.clock.fire <- time.Time{}
 	}
 	if task := r.wait(r.lastTask(id).ID); task.State != cairn.TaskFailed {
@@ -604,5 +606,51 @@ func TestDeleteInstanceBesideItsBackup(t *testing.T) {
 	gate.Open()
 	if task := r.wait(r.lastTask(f.vol).ID); task.State != cairn.TaskDone {
 		t.Fatalf("instance delete beside its backup's: %s: %s", task.State, task.Error)
+	}
+}
+
+// closingHost is a host whose first Provision with a stream closes the
+// stream, as the HTTP client does when the data plane dies under the
+// request, and fails as unavailable once the stream's writer has failed
+// on the closed pipe.
+type closingHost struct {
+	service.InstanceHost
+	closed atomic.Bool
+}
+
+func (h *closingHost) Provision(ctx context.Context, spec dbhost.Spec, data io.Reader) (dbhost.State, error) {
+	if data != nil && h.closed.CompareAndSwap(false, true) {
+		data.(io.Closer).Close()
+		<-ctx.Done() // the writer's closed pipe ended the stream's group
+		return dbhost.State{}, fmt.Errorf("data plane unreachable or gone during PUT: EOF: %w", cairn.ErrUnavailable)
+	}
+	return h.InstanceHost.Provision(ctx, spec, data)
+}
+
+// TestStreamedRestoreRetriesHostError: a restore from a dump whose host
+// went away mid-stream fails with the host's error (temporary), not the
+// closed pipe its writer saw first, so it is provisioned again and comes
+// up.
+func TestStreamedRestoreRetriesHostError(t *testing.T) {
+	r := newRig(t)
+	f := &fixture{}
+	makeInstance(r, f)
+	makeDBBackupBy(r, f, cairn.StrategyLogical, false)
+	r.stop()
+	svc := service.New(service.Config{Catalog: r.cat, Engine: r.eng, OpenRepo: r.open, Workers: 2, After: r.clock.After,
+		Instances: &closingHost{InstanceHost: r.host}})
+	if err := svc.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Stop)
+	in := must[cairn.Instance](t)(svc.CreateInstance(t.Context(), caller, cairn.InstanceCreate{
+		Name: "restored", Datastore: "postgresql", VolumeSize: 1, BackupID: f.backup}))
+	if d := r.clock.wait(t); d != time.Second {
+		t.Fatalf("paused %v before provisioning again, want 1s", d)
+	}
+	r.clock.fire <- time.Time{}
+	r.done(in.ID)
+	if got := r.instance(in.ID); got.Status != cairn.InstanceActive {
+		t.Fatalf("restore after the host went away mid-stream: %s (%s)", got.Status, got.FailReason)
 	}
 }

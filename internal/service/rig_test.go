@@ -411,13 +411,22 @@ func (c *backoffClock) After(d time.Duration) <-chan time.Time {
 	return c.fire
 }
 
-func (c *backoffClock) next(t *testing.T) {
+// wait returns the next wait asked for, and fails t when none comes
+// within a minute (the code under test did not wait).
+func (c *backoffClock) wait(t *testing.T) time.Duration {
 	t.Helper()
 	select {
-	case <-c.waits:
+	case d := <-c.waits:
+		return d
 	case <-time.After(time.Minute):
-		t.Fatal("the task runner never waited to retry")
+		t.Fatal("no wait was asked for")
+		return 0
 	}
+}
+
+func (c *backoffClock) next(t *testing.T) {
+	t.Helper()
+	c.wait(t)
 }
 
 // faultyCatalog is the rig's catalog: real, but writing a resource's
