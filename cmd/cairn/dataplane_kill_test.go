@@ -210,6 +210,12 @@ func TestDataPlaneKill9(t *testing.T) {
 				if rows, sum := tableSum(t, c); rows != wantRows || sum != wantSum {
 					t.Fatalf("round %d: instance %s has %d rows (sum %s), want %d (%s)", i, in["name"], rows, sum, wantRows, wantSum)
 				}
+				// And commits writes, which flush its WAL to disk: a
+				// file system turned read-only under it (a second owner
+				// of its mount, fixed) answered reads from the cache.
+				if _, err := c.Exec(t.Context(), "CREATE TABLE written AS SELECT generate_series(1, 10000) AS n"); err != nil {
+					t.Fatalf("round %d: writing to instance %s: %v", i, in["name"], err)
+				}
 				c.Close(t.Context())
 				restored++
 			}

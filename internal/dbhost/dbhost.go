@@ -339,7 +339,20 @@ func New(o Options) (*Host, error) {
 			break
 		}
 	}
-	return &Host{o: o, instances: map[string]*instance{}, runErr: runErr}, nil
+	h := &Host{o: o, instances: map[string]*instance{}, runErr: runErr}
+	// The records are read here, not in Start, so that no call can find
+	// an instance missing: a Provision resumed by the control plane as
+	// soon as the control socket answers, before Start, must resume
+	// from the record, not begin a second in-memory instance beside the
+	// one Start would load (two owners of one mount).
+	recs, err := h.loadRecords()
+	if err != nil {
+		return nil, err
+	}
+	for _, rec := range recs {
+		h.instances[rec.Spec.ID] = &instance{rec: rec, view: rec}
+	}
+	return h, nil
 }
 
 func (h *Host) event(id, ev string) {
@@ -451,29 +464,26 @@ func (h *Host) loadRecords() ([]record, error) {
 	return out, nil
 }
 
-// Start brings back every recorded instance: those that were ready are
-// attached, mounted and started again (after stopping a server a crashed
-// data plane left running), in the background; those cut short while
-// provisioning or removing wait for the control plane to resume them.
-// It returns once every record is read.
+// Start brings back the instances New found recorded: those that were
+// ready are attached, mounted and started again (after stopping a server
+// a crashed data plane left running), in the background; those cut
+// short while provisioning or removing wait for the control plane to
+// resume them. One a call brought back or removed first is left alone.
 func (h *Host) Start(ctx context.Context) error {
-	recs, err := h.loadRecords()
-	if err != nil {
-		return err
-	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, rec := range recs {
-		inst := &instance{rec: rec, view: rec}
-		h.instances[rec.Spec.ID] = inst
-		if rec.Phase != PhaseReady {
-			continue
-		}
+	for _, inst := range h.instances {
 		h.starting.Add(1)
 		go func() {
 			defer h.starting.Done()
 			inst.op.Lock()
 			defer inst.op.Unlock()
+			inst.mu.Lock()
+			running := inst.sup != nil
+			inst.mu.Unlock()
+			if inst.rec.Phase != PhaseReady || running {
+				return
+			}
 			if err := h.bringUp(context.WithoutCancel(ctx), inst, false); err != nil {
 				h.o.Logger.Error("bringing an instance back", "id", inst.rec.Spec.ID, "err", err)
 			}
@@ -781,13 +791,6 @@ func (h *Host) mount(ctx context.Context, inst *instance) error {
 // and starts the supervisor.
 func (h *Host) bringUp(ctx context.Context, inst *instance, wait bool) error {
 	rec := &inst.rec
-	if rec.PID > 0 && processStart(rec.PID) == rec.PIDStart && rec.PIDStart != "" {
-		h.o.Logger.Warn("stopping a server left by a previous data plane", "id", rec.Spec.ID, "pid", rec.PID)
-		if err := killAndWait(ctx, rec.PID, rec.PIDStart); err != nil {
-			inst.setErr(err)
-			return err
-		}
-	}
 	eng, err := h.engine(rec.Spec.Datastore, rec.Spec.Version)
 	if err == nil {
 		err = h.mount(ctx, inst)
@@ -799,14 +802,24 @@ func (h *Host) bringUp(ctx context.Context, inst *instance, wait bool) error {
 	return err
 }
 
-// detachStale unmounts and detaches what a previous data plane left of
-// an instance: its device was attached over that process's NBD socket,
-// and reads and writes on it fail since that process ended. After a
-// clean shutdown (Close) there is nothing to do. It runs before this
-// process first attaches an instance, whether bringing it back or
-// resuming its provisioning.
+// detachStale stops, unmounts and detaches what a previous data plane
+// left of an instance: its server, and its device, attached over that
+// process's NBD socket, on which reads and writes fail since that
+// process ended. After a clean shutdown (Close) there is nothing to do.
+// It runs before this process first attaches an instance, whether
+// bringing it back or resuming its provisioning: a server left running
+// would keep the stale file system (unmounted lazily, as it is busy)
+// and its own postmaster.pid alive beside the one mounted again, and
+// the volume would have two file systems writing it.
 func (h *Host) detachStale(ctx context.Context, inst *instance) error {
-	id := inst.rec.Spec.ID
+	rec := &inst.rec
+	id := rec.Spec.ID
+	if rec.PID > 0 && rec.PIDStart != "" && processStart(rec.PID) == rec.PIDStart {
+		h.o.Logger.Warn("stopping a server left by a previous data plane", "id", id, "pid", rec.PID)
+		if err := killAndWait(ctx, rec.PID, rec.PIDStart); err != nil {
+			return err
+		}
+	}
 	mp := h.mountPoint(id)
 	if _, ok := h.o.FS.Mounted(mp); ok {
 		if err := h.o.FS.Unmount(ctx, mp); err != nil {

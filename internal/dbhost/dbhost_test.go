@@ -650,6 +650,45 @@ func TestResumeAfterCrash(t *testing.T) {
 	}
 }
 
+// TestResumeBeforeStart: a Provision resumed by the control plane as
+// soon as a restarted data plane answers, before its Start, resumes from
+// the record (the file system made once), and Start then leaves the
+// instance to it: one owner, so Close stops its server and returns. It
+// once made a second in-memory instance that Start replaced: the two
+// unmounted each other's file system and Close waited for ever.
+func TestResumeBeforeStart(t *testing.T) {
+	r := newRig(t, datastores()[0])
+	ctx := t.Context()
+	spec := r.spec("inst-d")
+	r.fs.failMount = errors.New("injected mount failure")
+	if _, err := r.host.Provision(ctx, spec, nil); err == nil {
+		t.Fatal("Provision with a failing mount succeeded")
+	}
+	r.ev.wait(t, "inst-d", "formatted", 1)
+	r.open() // the first host is gone, as after kill -9
+	if st, err := r.host.Instance("inst-d"); err != nil || st.Phase != PhaseProvisioning {
+		t.Fatalf("instance before Start: %+v, %v", st, err)
+	}
+	st, err := r.host.Provision(ctx, spec, nil)
+	if err != nil || st.Operating != cairn.OperatingHealthy {
+		t.Fatalf("Provision resumed before Start: %+v, %v", st, err)
+	}
+	if err := r.host.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.host.starting.Wait()
+	r.ev.mu.Lock()
+	formatted, started := r.ev.seen["inst-d formatted"], r.ev.seen["inst-d started"]
+	r.ev.mu.Unlock()
+	if formatted != 1 || started != 1 {
+		t.Fatalf("file system made %d times, server started %d times; want once each", formatted, started)
+	}
+	r.fill(st, 100)
+	if n := r.count(st); n != 100 {
+		t.Fatalf("%d rows written, want 100", n)
+	}
+}
+
 // serverPID is the PID of an instance's server as last started.
 func (h *Host) serverPID(id string) int {
 	inst := h.get(id)

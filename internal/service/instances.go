@@ -220,6 +220,10 @@ func (s *Service) CreateInstance(ctx context.Context, c Caller, in cairn.Instanc
 	return inst, nil
 }
 
+// provisionAttempts bounds the calls of a host's Provision that meet
+// the host unavailable (its data plane restarting): 1+2+4+8 s apart.
+const provisionAttempts = 5
+
 // runCreateInstance makes an instance's volume (named by the instance's
 // ID in the engine, so a resumed task finds it) and has the host
 // provision it.
@@ -279,12 +283,26 @@ func (s *Service) runCreateInstance(ctx context.Context, t cairn.Task) error {
 			return err
 		}
 	}
+	// Provision resumes where a call cut short stopped: one that met the
+	// data plane gone (killed, and being started again by the service)
+	// is made again, a few times, with backoff.
 	var st dbhost.State
-	switch spec.Source {
-	case dbhost.SourcePhysical, dbhost.SourceLogical:
-		st, err = s.provisionFromStream(ctx, spec, b, chain)
-	default:
-		st, err = s.host.Provision(ctx, spec, nil)
+	for attempt, pause := 1, time.Second; ; attempt, pause = attempt+1, 2*pause {
+		switch spec.Source {
+		case dbhost.SourcePhysical, dbhost.SourceLogical:
+			st, err = s.provisionFromStream(ctx, spec, b, chain)
+		default:
+			st, err = s.host.Provision(ctx, spec, nil)
+		}
+		if err == nil || !errors.Is(err, cairn.ErrUnavailable) || attempt == provisionAttempts {
+			break
+		}
+		s.log.Warn("provisioning an instance met its host unavailable; trying again", "instance", inst.ID, "attempt", attempt, "in", pause, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.after(pause):
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("provisioning: %w", err)
@@ -468,7 +486,11 @@ func (s *Service) provisionFromStream(ctx context.Context, spec dbhost.Spec, b c
 		// writer's side only as a closed pipe, which may come first.
 		return st, hostErr
 	}
-	return st, err
+	// The host finished: it read what it needed (a writer's failure
+	// before that reaches it as the stream's error). A resumed restore
+	// past the step that reads the stream ends its request without
+	// reading, and the writer's closed pipe is no failure then.
+	return st, nil
 }
 
 // errReaderDone ends the writer of a pipe whose reader is done.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/catalog"
@@ -543,6 +544,46 @@ func TestOperatingUnknown(t *testing.T) {
 	}
 }
 
+// TestProvisionRetriesUnavailableHost: a Provision that meets the host
+// unavailable (its data plane killed and starting again) is made again
+// after a pause that doubles, and the instance comes up; a host that
+// stays unavailable fails the instance after provisionAttempts calls,
+// with the reason.
+func TestProvisionRetriesUnavailableHost(t *testing.T) {
+	r := newRig(t)
+	create := func(name string) string {
+		in := must[cairn.Instance](t)(r.svc.CreateInstance(t.Context(), caller, cairn.InstanceCreate{
+			Name: name, Datastore: "postgresql", VolumeSize: 1}))
+		return in.ID
+	}
+	gone := fmt.Errorf("data plane unreachable or gone during PUT /instances/x: EOF: %w", cairn.ErrUnavailable)
+	r.faults.Add(servicetest.Fault{Method: "InstanceHost.Provision", Times: 2, Err: gone})
+	id := create("comes-up")
+	for _, want := range []time.Duration{time.Second, 2 * time.Second} {
+		if d := r.clock.wait(t); d != want {
+			t.Fatalf("paused %v before provisioning again, want %v", d, want)
+		}
+		r.clock.fire <- time.Time{}
+	}
+	r.done(id)
+	if in := r.instance(id); in.Status != cairn.InstanceActive {
+		t.Fatalf("instance after two unavailable calls: %s (%s)", in.Status, in.FailReason)
+	}
+
+	r.faults.Add(servicetest.Fault{Method: "InstanceHost.Provision", Err: gone})
+	id = create("stays-down")
+	for range 4 {
+		r.clock.wait(t)
+		r.clock.fire <- time.Time{}
+	}
+	if task := r.wait(r.lastTask(id).ID); task.State != cairn.TaskFailed {
+		t.Fatalf("task with the host always unavailable: %s", task.State)
+	}
+	if in := r.instance(id); in.Status != cairn.InstanceError || !strings.Contains(in.FailReason, "data plane unreachable") {
+		t.Fatalf("instance with the host always unavailable: %s (%s)", in.Status, in.FailReason)
+	}
+}
+
 // TestDeleteInstanceBesideItsBackup: an instance and its backup deleted
 // at once both go, whichever deletes the backup's snapshot first.
 func TestDeleteInstanceBesideItsBackup(t *testing.T) {
@@ -586,10 +627,11 @@ func (h *closingHost) Provision(ctx context.Context, spec dbhost.Spec, data io.R
 	return h.InstanceHost.Provision(ctx, spec, data)
 }
 
-// TestStreamedRestoreHostError: a restore from a dump whose host went
-// away mid-stream fails with the host's error, not the closed pipe its
-// writer saw first.
-func TestStreamedRestoreHostError(t *testing.T) {
+// TestStreamedRestoreRetriesHostError: a restore from a dump whose host
+// went away mid-stream fails with the host's error (temporary), not the
+// closed pipe its writer saw first, so it is provisioned again and comes
+// up.
+func TestStreamedRestoreRetriesHostError(t *testing.T) {
 	r := newRig(t)
 	f := &fixture{}
 	makeInstance(r, f)
@@ -603,10 +645,53 @@ func TestStreamedRestoreHostError(t *testing.T) {
 	t.Cleanup(svc.Stop)
 	in := must[cairn.Instance](t)(svc.CreateInstance(t.Context(), caller, cairn.InstanceCreate{
 		Name: "restored", Datastore: "postgresql", VolumeSize: 1, BackupID: f.backup}))
-	if task := r.wait(r.lastTask(in.ID).ID); task.State != cairn.TaskFailed {
-		t.Fatalf("restore whose host went away mid-stream: task %s", task.State)
+	if d := r.clock.wait(t); d != time.Second {
+		t.Fatalf("paused %v before provisioning again, want 1s", d)
 	}
-	if got := r.instance(in.ID); got.Status != cairn.InstanceError || !strings.Contains(got.FailReason, "data plane unreachable") {
-		t.Fatalf("restore whose host went away mid-stream: %s (%s)", got.Status, got.FailReason)
+	r.clock.fire <- time.Time{}
+	r.done(in.ID)
+	if got := r.instance(in.ID); got.Status != cairn.InstanceActive {
+		t.Fatalf("restore after the host went away mid-stream: %s (%s)", got.Status, got.FailReason)
+	}
+}
+
+// preparedHost is a host whose data plane already holds what the stream
+// would bring (a resumed restore past the step that reads it): it closes
+// the stream unread, as the HTTP client does when its request ends, and
+// succeeds once the stream's writer has failed on the closed pipe.
+type preparedHost struct{ service.InstanceHost }
+
+func (h preparedHost) Provision(ctx context.Context, spec dbhost.Spec, data io.Reader) (dbhost.State, error) {
+	if data == nil {
+		return h.InstanceHost.Provision(ctx, spec, nil)
+	}
+	data.(io.Closer).Close()
+	<-ctx.Done() // the writer's closed pipe ended the stream's group
+	// The data plane finished its request before the stream's group
+	// ended.
+	return h.InstanceHost.Provision(context.WithoutCancel(ctx), spec, strings.NewReader(""))
+}
+
+// TestStreamedRestoreStreamUnread: a restore whose host succeeds without
+// reading all of the stream (resumed past the step that reads it) is
+// ACTIVE; the writer's closed pipe is not its failure. TestDataPlaneKill9
+// once saw such a restore end ERROR "io: read/write on closed pipe".
+func TestStreamedRestoreStreamUnread(t *testing.T) {
+	r := newRig(t)
+	f := &fixture{}
+	makeInstance(r, f)
+	makeDBBackupBy(r, f, cairn.StrategyLogical, false)
+	r.stop()
+	svc := service.New(service.Config{Catalog: r.cat, Engine: r.eng, OpenRepo: r.open, Workers: 2, After: r.clock.After,
+		Instances: preparedHost{r.host}})
+	if err := svc.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Stop)
+	in := must[cairn.Instance](t)(svc.CreateInstance(t.Context(), caller, cairn.InstanceCreate{
+		Name: "restored", Datastore: "postgresql", VolumeSize: 1, BackupID: f.backup}))
+	r.done(in.ID)
+	if got := r.instance(in.ID); got.Status != cairn.InstanceActive {
+		t.Fatalf("restore whose host left the stream unread: %s (%s)", got.Status, got.FailReason)
 	}
 }
