@@ -18,7 +18,8 @@ export PATH="$PATH:$(go env GOPATH)/bin"
 # can report its own deadline as a failure (golang/go#75804).
 FUZZTIME=${FUZZTIME:-50000x}
 
-step() { printf '\n== %s\n' "$*"; }
+# Each step says when it began, so a slow run shows where its time went.
+step() { printf '\n== %s (%s, %ss in)\n' "$*" "$(date +%T)" "$SECONDS"; }
 
 step "installing test dependencies"
 if [ "$(id -u)" = 0 ]; then
@@ -97,4 +98,4 @@ if [ "$FUZZTIME" != 0 ]; then
   done
 fi
 echo
-echo "all tests passed"
+echo "all tests passed in ${SECONDS}s"

@@ -264,7 +264,8 @@ func (a *app) superviseDataPlane(ctx context.Context, st serveSettings, dp *data
 			return dp
 		}
 		log.Error("the data plane exited; starting another", "pid", dp.info.PID)
-		for pause := time.Duration(0); ; pause = min(max(2*pause, time.Second), dataPlaneRestartBackoff) {
+		// At once, then 1 s doubling to dataPlaneRestartBackoff.
+		for pause := time.Duration(0); ; {
 			select {
 			case <-ctx.Done():
 				return dp
@@ -275,7 +276,8 @@ func (a *app) superviseDataPlane(ctx context.Context, st serveSettings, dp *data
 				dp = next
 				break
 			}
-			log.Error("starting the data plane again", "err", err, "retry_in", min(max(2*pause, time.Second), dataPlaneRestartBackoff))
+			pause = min(max(2*pause, time.Second), dataPlaneRestartBackoff)
+			log.Error("starting the data plane again", "err", err, "retry_in", pause)
 		}
 		if restarted != nil {
 			restarted(dp)

@@ -79,6 +79,7 @@ func (p *svcProc) waitHealthy(id string) map[string]any {
 // deleted nothing is left mounted or stored, and `repo check
 // --read-data` is clean.
 func TestDataPlaneKill9(t *testing.T) {
+	t.Parallel()
 	needInstances(t)
 	data := dbagenttest.ReachableTempDir(t)
 	logHostOnFailure(t, data)

@@ -218,6 +218,7 @@ func tableSum(t *testing.T, conn *pgx.Conn) (int64, string) {
 // each checked row by row, and deletes that leave no mount, device,
 // snapshot or unreferenced object behind.
 func TestDatabaseInstances(t *testing.T) {
+	t.Parallel()
 	needInstances(t)
 	data := dbagenttest.ReachableTempDir(t)
 	p := startService(t, data)
@@ -420,6 +421,7 @@ func mustRead(t *testing.T, path string) []byte {
 // volumes and lists the installed datastores, but an instance fails with
 // a reason that says it needs root, and its delete leaves nothing.
 func TestInstancesNeedRoot(t *testing.T) {
+	t.Parallel()
 	needInstances(t) // root, to run the service as another user
 	dir := dbagenttest.ReachableTempDir(t)
 	bin := filepath.Join(dir, "cairn")

@@ -99,6 +99,7 @@ func (p *svcProc) dbGone(kind, id string) {
 // everything is deleted no volume, snapshot or mount is left and
 // `repo check --read-data` is clean.
 func TestDatabaseKill9(t *testing.T) {
+	t.Parallel()
 	needInstances(t)
 	data := dbagenttest.ReachableTempDir(t)
 	p := startService(t, data)

@@ -25,6 +25,7 @@ import (
 // restores the rows); and once everything is deleted no snapshot or
 // volume is left and `repo check --read-data` is clean.
 func TestSnapshotQuiesceTimeout(t *testing.T) {
+	t.Parallel()
 	needInstances(t)
 	if _, err := exec.LookPath(mariadb.Server); err != nil {
 		testenv.SkipOrFail(t, "MariaDB is missing (test.sh installs mariadb-server)")

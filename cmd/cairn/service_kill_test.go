@@ -64,6 +64,27 @@ func freePort(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// dbPortBlocks gives each data directory a block of database ports of
+// its own (--db-ports), the same for every service started on it, so
+// that tests whose data planes run at once never race for one port.
+var dbPortBlocks = struct {
+	sync.Mutex
+	next int
+	of   map[string]int
+}{next: 21000, of: map[string]int{}}
+
+func dbPorts(data string) string {
+	dbPortBlocks.Lock()
+	defer dbPortBlocks.Unlock()
+	lo, ok := dbPortBlocks.of[data]
+	if !ok {
+		lo = dbPortBlocks.next
+		dbPortBlocks.next += 50
+		dbPortBlocks.of[data] = lo
+	}
+	return fmt.Sprintf("%d-%d", lo, lo+49)
+}
+
 // startService starts cairn serve on data and waits for its API.
 func startService(t *testing.T, data string, extra ...string) *svcProc {
 	t.Helper()
@@ -84,7 +105,7 @@ func startServiceCmd(t *testing.T, data string, prepare func(*exec.Cmd), extra .
 	cleanupDataPlane(t, data)
 	addr := freePort(t)
 	args := append([]string{"serve", "--data-dir", data, "--listen", addr, "--log-format", "text",
-		"--kdf-time", "1", "--kdf-memory", "64", "--kdf-threads", "1"}, extra...)
+		"--kdf-time", "1", "--kdf-memory", "64", "--kdf-threads", "1", "--db-ports", dbPorts(data)}, extra...)
 	cmd := exec.Command(cairnBin, args...)
 	cmd.Env = os.Environ()
 	prepare(cmd)
@@ -208,6 +229,7 @@ func (p *svcProc) settled() {
 // stays in a transient state, and that no temporary snapshot or volume is
 // left in the engine.
 func TestServiceKill9(t *testing.T) {
+	t.Parallel()
 	needTools(t, "nbdcopy")
 	data := filepath.Join(t.TempDir(), "data")
 	p := startService(t, data)

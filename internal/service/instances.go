@@ -479,7 +479,7 @@ func (s *Service) provisionFromStream(ctx context.Context, spec dbhost.Spec, b c
 		pr.CloseWithError(errors.Join(hostErr, errReaderDone))
 		return hostErr
 	})
-	err = g.Wait()
+	_ = g.Wait() // the host's result decides, below
 	if hostErr != nil {
 		// The host's error says why: a reader that went away (a data
 		// plane killed, its request's body closed) shows on the

@@ -627,24 +627,31 @@ func (h *closingHost) Provision(ctx context.Context, spec dbhost.Spec, data io.R
 	return h.InstanceHost.Provision(ctx, spec, data)
 }
 
+// restoreDumpThrough takes a logical backup on r, then asks a service
+// whose host is wrapped by wrap for a restore of it.
+func restoreDumpThrough(t *testing.T, r *rig, wrap func(service.InstanceHost) service.InstanceHost) cairn.Instance {
+	t.Helper()
+	f := &fixture{}
+	makeInstance(r, f)
+	makeDBBackupBy(r, f, cairn.StrategyLogical, false)
+	r.stop()
+	svc := service.New(service.Config{Catalog: r.cat, Engine: r.eng, OpenRepo: r.open, Workers: 2, After: r.clock.After,
+		Instances: wrap(r.host)})
+	if err := svc.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Stop)
+	return must[cairn.Instance](t)(svc.CreateInstance(t.Context(), caller, cairn.InstanceCreate{
+		Name: "restored", Datastore: "postgresql", VolumeSize: 1, BackupID: f.backup}))
+}
+
 // TestStreamedRestoreRetriesHostError: a restore from a dump whose host
 // went away mid-stream fails with the host's error (temporary), not the
 // closed pipe its writer saw first, so it is provisioned again and comes
 // up.
 func TestStreamedRestoreRetriesHostError(t *testing.T) {
 	r := newRig(t)
-	f := &fixture{}
-	makeInstance(r, f)
-	makeDBBackupBy(r, f, cairn.StrategyLogical, false)
-	r.stop()
-	svc := service.New(service.Config{Catalog: r.cat, Engine: r.eng, OpenRepo: r.open, Workers: 2, After: r.clock.After,
-		Instances: &closingHost{InstanceHost: r.host}})
-	if err := svc.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(svc.Stop)
-	in := must[cairn.Instance](t)(svc.CreateInstance(t.Context(), caller, cairn.InstanceCreate{
-		Name: "restored", Datastore: "postgresql", VolumeSize: 1, BackupID: f.backup}))
+	in := restoreDumpThrough(t, r, func(h service.InstanceHost) service.InstanceHost { return &closingHost{InstanceHost: h} })
 	if d := r.clock.wait(t); d != time.Second {
 		t.Fatalf("paused %v before provisioning again, want 1s", d)
 	}
@@ -678,18 +685,7 @@ func (h preparedHost) Provision(ctx context.Context, spec dbhost.Spec, data io.R
 // once saw such a restore end ERROR "io: read/write on closed pipe".
 func TestStreamedRestoreStreamUnread(t *testing.T) {
 	r := newRig(t)
-	f := &fixture{}
-	makeInstance(r, f)
-	makeDBBackupBy(r, f, cairn.StrategyLogical, false)
-	r.stop()
-	svc := service.New(service.Config{Catalog: r.cat, Engine: r.eng, OpenRepo: r.open, Workers: 2, After: r.clock.After,
-		Instances: preparedHost{r.host}})
-	if err := svc.Start(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(svc.Stop)
-	in := must[cairn.Instance](t)(svc.CreateInstance(t.Context(), caller, cairn.InstanceCreate{
-		Name: "restored", Datastore: "postgresql", VolumeSize: 1, BackupID: f.backup}))
+	in := restoreDumpThrough(t, r, func(h service.InstanceHost) service.InstanceHost { return preparedHost{h} })
 	r.done(in.ID)
 	if got := r.instance(in.ID); got.Status != cairn.InstanceActive {
 		t.Fatalf("restore whose host left the stream unread: %s (%s)", got.Status, got.FailReason)
