@@ -44,7 +44,7 @@ DATA=$DIR/data
 rm -rf "$DATA" "$DIR/peer"; mkdir -p "$DATA" "$DIR/peer"
 
 if curl -s -o /dev/null http://127.0.0.1:$PORT/; then echo "port $PORT is already in use" >&2; exit 1; fi
-"$DIR/cairn" serve --data-dir "$DATA" --listen 127.0.0.1:$PORT --log-level warn \
+"$DIR/cairn" serve --data-dir "$DATA" --listen 127.0.0.1:$PORT --log-level info \
   --db-run-dir "$DIR/run" --db-ports 18800-18899 > "$DIR/serve.log" 2>&1 &
 PID=$!
 for _ in $(seq 600); do curl -sf -o /dev/null http://127.0.0.1:$PORT/healthz && break; sleep 0.1; done
@@ -61,3 +61,11 @@ echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $(pgbackre
 "$DIR/dbbench" -url "$URL" -token "$TOKEN" -data-dir "$DATA" -base "$DIR/peer" -reps "${BENCH_REPS:-3}" \
   -scale "${BENCH_SCALE:-60}" -pgbench-seconds "${BENCH_PGBENCH_SECONDS:-60}" -parts "$(echo $PARTS | tr ' ' ,)" \
   | tee "$DIR/results.txt"
+
+# Where each snapshot backup's time went, from the service's and the
+# data plane's logs: trim, quiesce (PostgreSQL's checkpoint), snapshot
+# and release; then the store step with the bytes it read.
+echo
+echo "snapshot backups, step by step:"
+grep -h -E 'snapshot backup taken|database snapshot stored' "$DIR/serve.log" "$DATA/data-plane.log" 2>/dev/null \
+  | tee -a "$DIR/results.txt" || echo "  (no step lines in the logs)"
