@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"strings"
@@ -18,6 +20,13 @@ import (
 // (-X fetch), to w. A server with tablespaces other than the default ones
 // cannot be written as one tar and fails. PostgreSQL 15 has no
 // incremental backups.
+//
+// -X fetch reads that WAL at the end, and a busy server may have recycled
+// it by then ("requested WAL segment … has already been removed"):
+// pg_basebackup cannot stream WAL into a tar on standard output, nor use
+// a slot without streaming. So a temporary physical slot, reserving WAL
+// from before the backup's start, is held on a session of its own for
+// the whole backup; it goes away with that session, whatever happens.
 func (i *Instance) BackupPhysical(ctx context.Context, w io.Writer, label string, parent *dbagent.Record) (dbagent.Record, error) {
 	if parent != nil {
 		return dbagent.Record{}, fmt.Errorf("incremental physical backup of PostgreSQL %s: %w", i.e.ds.Version, cairn.ErrUnsupported)
@@ -33,6 +42,24 @@ func (i *Instance) BackupPhysical(ctx context.Context, w io.Writer, label string
 	if label == "" {
 		label = "cairn"
 	}
+	hold, err := i.connect(ctx, "postgres", "cairn-basebackup")
+	if err != nil {
+		return rec, fmt.Errorf("physical backup: %w", err)
+	}
+	defer hold.Close(context.WithoutCancel(ctx))
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	slot := basebackupSlotPrefix + hex.EncodeToString(rnd[:])
+	if _, err := hold.Exec(ctx, "SELECT pg_create_physical_replication_slot($1, true, true)", slot); err != nil {
+		return rec, fmt.Errorf("physical backup: reserving its WAL: %w", err)
+	}
+	// Dropped before the session ends, so it is gone when this returns
+	// (a closed session's backend drops it a moment later).
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		_, _ = hold.Exec(dctx, "SELECT pg_drop_replication_slot($1)", slot)
+	}()
 	cw := &dbagent.CountingWriter{W: w}
 	cmd := i.e.tool(ctx, "pg_basebackup", "-d", i.connString("postgres"), "--no-password",
 		"-D", "-", "-F", "tar", "-X", "fetch", "-c", "fast", "-v", "-l", label)
@@ -53,6 +80,10 @@ func (i *Instance) BackupPhysical(ctx context.Context, w io.Writer, label string
 	}
 	return rec, nil
 }
+
+// basebackupSlotPrefix begins the names of the slots that hold a
+// physical backup's WAL.
+const basebackupSlotPrefix = "cairn_basebackup_"
 
 func (i *Instance) walSegmentSize(ctx context.Context) (int64, error) {
 	conn, err := i.connect(ctx, "postgres", "cairn-agent")

@@ -129,8 +129,63 @@ func harness(t *testing.T) *dbagenttest.Harness {
 			{Name: "SnapshotNeedsItsWAL", Run: testSnapshotNeedsWAL},
 			{Name: "PhysicalRecordMismatch", Run: testPhysicalRecordMismatch},
 			{Name: "Tablespaces", Run: testTablespaces},
+			{Name: "PhysicalBackupHoldsItsWAL", Run: testPhysicalHoldsWAL},
 		},
 	}
+}
+
+// testPhysicalHoldsWAL: while pg_basebackup runs, a temporary slot
+// reserves WAL from at or before the backup's start, so -X fetch finds it
+// at the end however busy the server; after the backup the slot is gone.
+func testPhysicalHoldsWAL(t *testing.T, env *dbagenttest.Env) {
+	ctx := t.Context()
+	src := env.Source(t, false)
+	w := &slotWatcher{ctx: ctx, db: src.DB}
+	rec, err := src.Inst.BackupPhysical(ctx, w, "held", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.err != nil || len(w.slots) != 1 {
+		t.Fatalf("slots while the backup wrote: %v (%v), want one", w.slots, w.err)
+	}
+	reserved, err := dbagent.ParseLSN(w.slots[0])
+	if err != nil || reserved > rec.PostgreSQL.StartLSN {
+		t.Fatalf("the slot reserves WAL from %s, after the backup's start %s (%v)", w.slots[0], rec.PostgreSQL.StartLSN, err)
+	}
+	var left int
+	if err := src.DB.QueryRowContext(ctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'cairn\\_basebackup\\_%'").Scan(&left); err != nil || left != 0 {
+		t.Fatalf("%d slots left after the backup (%v)", left, err)
+	}
+}
+
+// slotWatcher is a backup's writer that, on the first write, reads the
+// restart LSNs of the slots holding a physical backup's WAL.
+type slotWatcher struct {
+	ctx   context.Context
+	db    *sql.DB
+	once  sync.Once
+	slots []string
+	err   error
+}
+
+func (w *slotWatcher) Write(p []byte) (int, error) {
+	w.once.Do(func() {
+		rows, err := w.db.QueryContext(w.ctx, "SELECT restart_lsn::text FROM pg_replication_slots WHERE slot_name LIKE 'cairn\\_basebackup\\_%' AND temporary")
+		if err != nil {
+			w.err = err
+			return
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var lsn string
+			if w.err = rows.Scan(&lsn); w.err != nil {
+				return
+			}
+			w.slots = append(w.slots, lsn)
+		}
+		w.err = rows.Err()
+	})
+	return len(p), nil
 }
 
 // leftover reports quiesce sessions and their slots still on the server.
