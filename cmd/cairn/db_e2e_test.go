@@ -347,6 +347,11 @@ func TestDatabaseInstances(t *testing.T) {
 		}
 		c.gone("instance", name)
 	}
+	// The data plane's detach waited for each volume's NBD session to
+	// end, so no delete met its volume still in use.
+	if strings.Contains(p.log.String(), "still in use after its detach") {
+		t.Errorf("a deleted instance's volume was still in use after its detach:\n%s", p.log.String())
+	}
 	repoCheck(t, data)
 	// Every instance is gone from the host: nothing mounted, attached
 	// or exported for them.

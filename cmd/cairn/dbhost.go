@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/attach"
@@ -92,6 +93,7 @@ func installedEngines(ctx context.Context) ([]dbagent.Engine, error) {
 // table, then attaches the export with nbd-client or nbdfuse and a loop
 // device.
 type exportAttacher struct {
+	e      *volume.Engine
 	table  *volumectl.ExportTable
 	m      attach.Manager
 	socket string
@@ -114,11 +116,29 @@ func (x exportAttacher) Attach(ctx context.Context, name string, id cairn.ID) (s
 	return r.Device, nil
 }
 
+// detachWait bounds the wait for a detached volume's NBD session to end.
+const detachWait = 30 * time.Second
+
+// Detach tears the attachment down and returns once the volume is
+// closed: the NBD server ends the session a moment after its client hung
+// up, and a volume deleted before that is still in use.
 func (x exportAttacher) Detach(ctx context.Context, name string) error {
 	if _, err := x.m.Detach(ctx, name); err != nil && !errors.Is(err, cairn.ErrNotFound) {
 		return err
 	}
-	return x.table.Delete(name)
+	id, named := x.table.All()[name]
+	if err := x.table.Delete(name); err != nil {
+		return err
+	}
+	if !named {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, detachWait)
+	defer cancel()
+	if err := x.e.WaitVolumeClosed(wctx, id); err != nil {
+		return fmt.Errorf("detaching %s: %w: %w", name, err, cairn.ErrUnavailable)
+	}
+	return nil
 }
 
 // engineSnapshots takes the instances' snapshots in the data plane's
@@ -152,7 +172,7 @@ func (a *app) openDBHost(ctx context.Context, dir string, o dbHostOptions, e *vo
 		PortMin:   lo,
 		PortMax:   hi,
 		Engines:   engines,
-		Attacher:  exportAttacher{table: table, m: attach.Manager{Dir: filepath.Join(dir, attachDir), PreferFUSE: a.getenv("CAIRN_ATTACH") == "fuse"}, socket: socket},
+		Attacher:  exportAttacher{e: e, table: table, m: attach.Manager{Dir: filepath.Join(dir, attachDir), PreferFUSE: a.getenv("CAIRN_ATTACH") == "fuse"}, socket: socket},
 		Snapshots: engineSnapshots{e},
 		Logger:    log,
 		OnEvent:   a.hooks.dbEvents(),

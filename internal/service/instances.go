@@ -681,9 +681,10 @@ func (s *Service) runDeleteInstance(ctx context.Context, t cairn.Task) error {
 }
 
 // deleteDetachedVolume deletes the volume of an instance the host has
-// just removed. The host's detach returns once the attach chain is torn
-// down, but the data plane's NBD session on the volume ends a moment
-// after its client hung up: a volume still in use then is tried again,
+// just removed. The host's detach returns once the data plane's NBD
+// session on the volume has ended (it ends a moment after its client
+// hung up); a volume still in use all the same (a host whose detach does
+// not wait, a detach resumed after its wait was cut) is tried again,
 // with backoff, for about 10 s.
 func (s *Service) deleteDetachedVolume(ctx context.Context, id cairn.ID) error {
 	wait := 20 * time.Millisecond
@@ -692,6 +693,7 @@ func (s *Service) deleteDetachedVolume(ctx context.Context, id cairn.ID) error {
 		if err == nil || !errors.Is(err, cairn.ErrConflict) || attempt == 12 {
 			return err
 		}
+		s.log.Warn("an instance's volume is still in use after its detach; trying again", "volume", id, "err", err)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -111,7 +111,7 @@ func (e *Engine) openRuntime(top uint64, size int64, writable bool) (*runtime, e
 			return fail(err)
 		}
 	}
-	rt := &runtime{idx: ix, ids: ids}
+	rt := &runtime{idx: ix, ids: ids, closed: make(chan struct{})}
 	if writable {
 		rt.head = layers[len(layers)-1]
 	}

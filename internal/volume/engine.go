@@ -64,6 +64,8 @@ type runtime struct {
 	head   *layer // nil for snapshots
 	ids    []uint64
 	refs   int
+	// closed is closed once the runtime is (its last device closed).
+	closed chan struct{}
 }
 
 // Open opens (creating if needed) the engine's data directory.
@@ -167,7 +169,27 @@ func (e *Engine) closeRuntime(rt *runtime) error {
 	for _, l := range rt.idx.layers {
 		l.close()
 	}
+	close(rt.closed)
 	return err
+}
+
+// WaitVolumeClosed returns once no device of volume id is open (at once
+// if none is), or with ctx's error. A volume detached from a client is
+// closed a moment later, when the server ends its session; deleting it
+// waits for that here rather than failing as in use.
+func (e *Engine) WaitVolumeClosed(ctx context.Context, id cairn.ID) error {
+	e.mu.Lock()
+	rt := e.vols[id]
+	e.mu.Unlock()
+	if rt == nil {
+		return nil
+	}
+	select {
+	case <-rt.closed:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("volume %s still open: %w", id.Short(), ctx.Err())
+	}
 }
 
 // VolumeInfo describes a volume.

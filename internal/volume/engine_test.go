@@ -2,6 +2,7 @@ package volume
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -68,6 +69,56 @@ func TestBasicIO(t *testing.T) {
 		if err := d.WriteAt(ctx, make([]byte, bad[1]), bad[0]); !errors.Is(err, cairn.ErrInvalid) {
 			t.Errorf("write %v: %v", bad, err)
 		}
+	}
+}
+
+// TestWaitVolumeClosed: the wait ends when the volume's last device
+// closes, at once for a volume not open, and with the context; after it
+// the volume deletes.
+func TestWaitVolumeClosed(t *testing.T) {
+	e := openEngine(t, t.TempDir())
+	ctx := t.Context()
+	v, err := e.CreateVolume(ctx, "v", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.WaitVolumeClosed(ctx, v.ID); err != nil {
+		t.Fatalf("wait for a volume not open: %v", err)
+	}
+	d1, err := e.OpenVolume(v.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2, err := e.OpenVolume(v.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := e.WaitVolumeClosed(cctx, v.ID); !errors.Is(err, context.Canceled) {
+		t.Fatalf("wait with a cancelled context: %v", err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- e.WaitVolumeClosed(ctx, v.ID) }()
+	if err := d1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-waited:
+		t.Fatalf("the wait ended with a device still open: %v", err)
+	default:
+	}
+	if err := e.DeleteVolume(ctx, v.ID); !errors.Is(err, cairn.ErrConflict) {
+		t.Fatalf("delete while open: %v", err)
+	}
+	if err := d2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waited; err != nil {
+		t.Fatalf("wait: %v", err)
+	}
+	if err := e.DeleteVolume(ctx, v.ID); err != nil {
+		t.Fatalf("delete after the wait: %v", err)
 	}
 }
 
