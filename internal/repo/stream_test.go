@@ -560,6 +560,42 @@ func TestStreamRestoreDamage(t *testing.T) {
 	}
 }
 
+// TestStreamRestoreFailBesideZeros: a stream whose first chunk is
+// missing, followed by a long zero run. The fetch fails at once and ends
+// its stages while the index reader still hands zero pieces straight to
+// the writer; the restore must fail with the damage, not send on (or
+// race with the close of) the writer's channel. The race detector saw
+// that once under load in TestStreamRestoreDamage.
+func TestStreamRestoreFailBesideZeros(t *testing.T) {
+	// One transfer: the fetch stage ends with its only fetcher's failure,
+	// before the index reader is done.
+	o := seededOpts(testOpts(), 1)
+	o.Transfers = 1
+	be := mem.New(mem.Options{})
+	r := small(initRepoWith(t, be, format.GCParams{SessionTimeout: format.Duration(time.Minute)}, o))
+	data := make([]byte, 4<<10+8*mib)
+	rnd := rand.New(rand.NewPCG(3, 3))
+	for i := range 4 << 10 {
+		data[i] = byte(rnd.Uint32())
+	}
+	m := streamBackup(t, r, data, "zeros")
+	entries, err := r.Index(t.Context(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if entries[0].Zero || !entries[len(entries)-1].Zero {
+		t.Fatalf("want a data chunk first and zeros last, got %d entries", len(entries))
+	}
+	if err := be.Delete(t.Context(), entries[0].Chunk.ObjectName()); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if _, err := r.RestoreStream(t.Context(), m, io.Discard, nil); !errors.Is(err, cairn.ErrCorrupt) {
+			t.Fatalf("stream restore over a missing first chunk: %v", err)
+		}
+	}
+}
+
 // Through a store that fails requests (some after the write landed),
 // behind the retry policy, stream backups complete; through one that also
 // corrupts and truncates reads, a restore writes only bytes of the stream

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/zeebo/blake3"
 	"golang.org/x/sync/errgroup"
@@ -57,10 +58,21 @@ func (r *Repository) RestoreStream(ctx context.Context, m *format.Manifest, w io
 	slots := make(chan struct{}, window)
 	fetch := make(chan *streamPiece, transfers)
 	decode := make(chan *streamPiece, workers)
-	// ready never blocks a sender: it holds at most window pieces.
+	// ready never blocks a sender: it holds at most window pieces. It has
+	// two senders, the index reader (zero pieces) and the decode stage,
+	// and is closed once both are done: a decode stage ended early by a
+	// failed fetch must not close it under the reader still sending.
 	ready := make(chan *streamPiece, window)
+	var readySenders atomic.Int32
+	readySenders.Store(2)
+	readyDone := func() {
+		if readySenders.Add(-1) == 0 {
+			close(ready)
+		}
+	}
 
 	g.Go(func() error {
+		defer readyDone()
 		defer close(fetch)
 		seq := 0
 		for _, part := range m.Index {
@@ -138,7 +150,7 @@ func (r *Repository) RestoreStream(ctx context.Context, m *format.Manifest, w io
 			}
 		}
 		return nil
-	}), func() { close(ready) })
+	}), readyDone)
 	// The writer puts the pieces back in order, writes them and hashes
 	// what it wrote.
 	whole := blake3.New()
