@@ -47,9 +47,7 @@ func (i *Instance) BackupPhysical(ctx context.Context, w io.Writer, label string
 		return rec, fmt.Errorf("physical backup: %w", err)
 	}
 	defer hold.Close(context.WithoutCancel(ctx))
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	slot := basebackupSlotPrefix + hex.EncodeToString(rnd[:])
+	slot := slotName(basebackupSlotPrefix)
 	if _, err := hold.Exec(ctx, "SELECT pg_create_physical_replication_slot($1, true, true)", slot); err != nil {
 		return rec, fmt.Errorf("physical backup: reserving its WAL: %w", err)
 	}
@@ -84,6 +82,13 @@ func (i *Instance) BackupPhysical(ctx context.Context, w io.Writer, label string
 // basebackupSlotPrefix begins the names of the slots that hold a
 // physical backup's WAL.
 const basebackupSlotPrefix = "cairn_basebackup_"
+
+// slotName returns a new replication slot name beginning with prefix.
+func slotName(prefix string) string {
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	return prefix + hex.EncodeToString(rnd[:])
+}
 
 func (i *Instance) walSegmentSize(ctx context.Context) (int64, error) {
 	conn, err := i.connect(ctx, "postgres", "cairn-agent")

@@ -3,8 +3,6 @@ package postgres
 import (
 	"archive/tar"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -47,9 +45,7 @@ func (i *Instance) Quiesce(ctx context.Context, opts dbagent.QuiesceOptions) (db
 		return nil, fmt.Errorf("quiesce: %w", err)
 	}
 	q := &quiesce{i: i, opts: opts, conn: conn, pid: conn.PgConn().PID()}
-	var slot [8]byte
-	_, _ = rand.Read(slot[:])
-	q.slot = "cairn_quiesce_" + hex.EncodeToString(slot[:])
+	q.slot = slotName("cairn_quiesce_")
 
 	start, segSize, err := q.start(actx, opts)
 	if err != nil {
