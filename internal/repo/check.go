@@ -61,6 +61,7 @@ type CheckReport struct {
 	Backups       int       `json:"backups"`
 	Chunks        int       `json:"chunks"`
 	ChunksRead    int       `json:"chunks_read"`
+	LogPieces     int       `json:"log_pieces,omitempty"`
 	BytesRead     int64     `json:"bytes_read"`
 	Problems      []Problem `json:"problems"`
 	Notes         []string  `json:"notes,omitempty"`
@@ -221,6 +222,9 @@ func (r *Repository) Check(ctx context.Context, opts CheckOptions) (*CheckReport
 		return nil, err
 	}
 
+	if err := r.checkLogs(ctx, opts, problem, rep); err != nil {
+		return nil, err
+	}
 	r.checkNotes(ctx, rep, len(uses), len(stored))
 	slices.SortFunc(rep.Problems, func(a, b Problem) int {
 		return strings.Compare(a.Kind+a.Object, b.Kind+b.Object)
