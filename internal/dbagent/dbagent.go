@@ -394,3 +394,83 @@ type Quiesced interface {
 	// it then does before.
 	HoldsCommits() bool
 }
+
+// WALSource is an Instance whose server's write-ahead log can be
+// streamed for archiving (PostgreSQL: over a physical replication slot
+// the archive owns, so the server keeps what the archive has not yet
+// stored). Its methods may be called concurrently, but one StreamWAL at a
+// time holds the slot: a second fails while the first runs.
+type WALSource interface {
+	// WALIdentity says which cluster and timeline the server is on and
+	// how far it has flushed its log.
+	WALIdentity(ctx context.Context) (WALIdentity, error)
+	// StreamWAL streams the log of req.Timeline from req.Start to fn, in
+	// order, until ctx ends or fn fails (returning fn's error), or the
+	// timeline ends (returning its end). It makes the archive's slot when
+	// there is none. Every few seconds it tells the server the slot may
+	// let go of what lies before req.Flushed().
+	StreamWAL(ctx context.Context, req WALStreamRequest, fn func(WALMessage) error) (*TimelineEnd, error)
+	// TimelineHistory returns the server's history file of a timeline (2
+	// or more).
+	TimelineHistory(ctx context.Context, timeline uint32) ([]byte, error)
+	// WALSlot reports the archive slot's state; Exists is false when
+	// there is none.
+	WALSlot(ctx context.Context) (WALSlot, error)
+}
+
+// WALIdentity is a server's place in its log.
+type WALIdentity struct {
+	// SystemID identifies the cluster (PostgreSQL's system identifier);
+	// a restored copy keeps it, so the archive keys on the instance.
+	SystemID string `json:"system_id"`
+	Timeline uint32 `json:"timeline"`
+	// Flushed is the end of the log the server has made durable.
+	Flushed     LSN   `json:"flushed"`
+	SegmentSize int64 `json:"segment_size"`
+}
+
+// WALStreamRequest is where a stream starts.
+type WALStreamRequest struct {
+	Timeline uint32
+	Start    LSN
+	// Flushed returns the position before which the archive has stored
+	// everything; nil means Start.
+	Flushed func() LSN
+	// StatusInterval is how often the server is told the flushed
+	// position, 0 for 5 s.
+	StatusInterval time.Duration
+}
+
+// WALMessage is one message of a stream: bytes of the log (Data, from
+// Start), or a keepalive (no Data) that says how far the server has
+// written.
+type WALMessage struct {
+	Start LSN
+	Data  []byte
+	// ServerEnd is the end of the log on the server when it sent the
+	// message, ServerTime its clock then.
+	ServerEnd  LSN
+	ServerTime time.Time
+}
+
+// TimelineEnd is where a stream's timeline ended: the server switched to
+// Next at Switch (a restore or recovery promoted it).
+type TimelineEnd struct {
+	Next   uint32
+	Switch LSN
+}
+
+// WALSlot is the archive slot's state, as the server reports it.
+type WALSlot struct {
+	Exists     bool `json:"exists"`
+	Active     bool `json:"active"`
+	RestartLSN LSN  `json:"restart_lsn"`
+	// Status is PostgreSQL's wal_status: reserved, extended, unreserved
+	// (the slot is about to lose WAL), lost (it has).
+	Status string `json:"wal_status"`
+	// SafeBytes is how much more WAL may be written before the slot loses
+	// some (max_slot_wal_keep_size), -1 when unbounded.
+	SafeBytes int64 `json:"safe_wal_size"`
+	// KeepBytes is max_slot_wal_keep_size, -1 when unbounded.
+	KeepBytes int64 `json:"max_slot_wal_keep_size"`
+}

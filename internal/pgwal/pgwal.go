@@ -121,6 +121,8 @@ type Decoder struct {
 	recSeen  uint64 // its bytes seen so far
 	// lastStart is where the last record read whole began.
 	lastStart uint64
+	// pages counts the page headers read.
+	pages int
 	// toSegment passes over the rest of the segment after a switch
 	// record.
 	toSegment bool
@@ -216,6 +218,7 @@ func (d *Decoder) pageHeader(h []byte) {
 		return
 	}
 	cont := info&xlpFirstIsContRecord != 0
+	defer func() { d.pages++ }()
 	if d.synced {
 		midRecord := d.recSeen > 0
 		switch {
@@ -223,6 +226,10 @@ func (d *Decoder) pageHeader(h []byte) {
 			// The record was never finished (the server crashed while
 			// writing it and began again here): drop it.
 			d.endRecord()
+		case !midRecord && cont && d.pages == 0 && d.stats.Records == 0:
+			// Started in step where a page begins, but the page begins
+			// with the rest of a record: find the first one after it.
+			d.synced = false
 		case !midRecord && cont:
 			d.lose()
 		case midRecord && d.recTotal > 0 && rem != d.recTotal-d.recSeen:

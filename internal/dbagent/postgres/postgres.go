@@ -169,6 +169,7 @@ func (i *Instance) serverSettings() [][2]string {
 		{"wal_level", "replica"},
 		{"max_wal_senders", "10"},
 		{"max_replication_slots", "10"},
+		{"max_slot_wal_keep_size", DefaultSlotKeep},
 		{"archive_mode", "off"},
 		{"fsync", "on"},
 		{"full_page_writes", "on"},

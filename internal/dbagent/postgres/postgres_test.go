@@ -130,6 +130,7 @@ func harness(t *testing.T) *dbagenttest.Harness {
 			{Name: "PhysicalRecordMismatch", Run: testPhysicalRecordMismatch},
 			{Name: "Tablespaces", Run: testTablespaces},
 			{Name: "PhysicalBackupHoldsItsWAL", Run: testPhysicalHoldsWAL},
+			{Name: "StreamWAL", Run: testStreamWAL},
 		},
 	}
 }
