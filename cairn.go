@@ -33,6 +33,9 @@ var (
 	ErrUnavailable = errors.New("temporarily unavailable")
 	// ErrDenied: the store refused the credentials or the operation.
 	ErrDenied = errors.New("access denied")
+	// ErrGone: data that existed is no longer where it was asked for
+	// (a server removed the log an archive still wanted).
+	ErrGone = errors.New("gone")
 )
 
 // ID is a 128-bit random identifier for backups, keys and sessions.

@@ -167,6 +167,11 @@ type Instance struct {
 	VolumeID  string    `json:"volume_id,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// RecoverableWindow is the time a point-in-time restore can reach,
+	// nil when none; Archive the log archive's state. Both are live
+	// (the service's view when asked), not stored in the catalog.
+	RecoverableWindow *TimeWindow   `json:"recoverable_window,omitempty"`
+	Archive           *ArchiveState `json:"archive,omitempty"`
 }
 
 // DatabaseBackup is a backup of a database instance, stored in a
@@ -292,4 +297,46 @@ type DatabaseBackupFilter struct {
 	InstanceID string
 	// Datastore is a datastore's name or ID.
 	Datastore string
+}
+
+// TimeWindow is a span of time, both ends included.
+type TimeWindow struct {
+	From time.Time `json:"from"`
+	To   time.Time `json:"to"`
+}
+
+// ArchiveState is an instance's log archive as the service knows it:
+// where it stands, how far behind the server, and what is missing.
+type ArchiveState struct {
+	// Container is where the archive is stored.
+	Container string `json:"container"`
+	// State is "streaming", "starting" (between attempts), "failing"
+	// (Error says why), or "unsupported" (the datastore has no archive
+	// yet).
+	State string `json:"state"`
+	// Timeline is the timeline being archived.
+	Timeline uint32 `json:"timeline,omitempty"`
+	// ArchivedLSN is where the archive's log ends: everything before it
+	// is durable in the repository.
+	ArchivedLSN string `json:"archived_lsn,omitempty"`
+	// CompleteAt is the latest server time the archive holds everything
+	// written by: a restore can reach any second up to it.
+	CompleteAt time.Time `json:"complete_at,omitzero"`
+	// LastTransaction is the end time of the last transaction archived.
+	LastTransaction time.Time `json:"last_transaction,omitzero"`
+	// LagSeconds is how long the oldest byte the server has written but
+	// the archive not yet stored has waited; 0 when caught up.
+	LagSeconds float64 `json:"lag_seconds"`
+	// Gaps are the stretches of log the archive lost.
+	Gaps  []ArchiveGap `json:"gaps,omitempty"`
+	Error string       `json:"error,omitempty"`
+}
+
+// ArchiveGap is a stretch of log missing from an archive.
+type ArchiveGap struct {
+	Timeline uint32 `json:"timeline"`
+	From     string `json:"from"`
+	To       string `json:"to"`
+	// Reason says how it came about, when known.
+	Reason string `json:"reason,omitempty"`
 }

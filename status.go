@@ -55,6 +55,9 @@ func statusTable() []statusEntry {
 		// Over a quota: the block storage API's 413 overLimit.
 		{ErrQuota, http.StatusRequestEntityTooLarge},
 		{ErrNotFound, http.StatusNotFound},
+		// What the caller asked for existed and is gone for good (a
+		// server's log removed before it was archived).
+		{ErrGone, http.StatusGone},
 		// The resource's state forbids the operation. Before ErrExists:
 		// it is the sentinel a 409 stands for when read back.
 		{ErrConflict, http.StatusConflict},

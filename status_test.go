@@ -111,6 +111,7 @@ func TestHTTPStatus(t *testing.T) {
 		{ErrUnauthenticated, http.StatusUnauthorized},
 		{ErrForbidden, http.StatusForbidden},
 		{ErrNotFound, http.StatusNotFound},
+		{ErrGone, http.StatusGone},
 		{ErrConflict, http.StatusConflict},
 		{ErrExists, http.StatusConflict},
 		{ErrQuota, http.StatusRequestEntityTooLarge},

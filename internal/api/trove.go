@@ -123,6 +123,7 @@ func instanceJSON(v cairn.Instance) wire.Instance {
 	if v.FailReason != "" {
 		out.Fault = &wire.InstanceFault{Message: v.FailReason, Created: v.UpdatedAt}
 	}
+	out.RecoverableWindow, out.Archive = v.RecoverableWindow, v.Archive
 	return out
 }
 
@@ -136,6 +137,10 @@ func databaseBackupJSON(b cairn.DatabaseBackup) wire.DatabaseBackup {
 	if b.Status == cairn.DatabaseBackupCompleted {
 		size := gib(b.Size)
 		out.Size = &size
+	}
+	if !b.DataTimestamp.IsZero() {
+		t := b.DataTimestamp
+		out.DataTimestamp = &t
 	}
 	return out
 }

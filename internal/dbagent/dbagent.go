@@ -407,8 +407,10 @@ type WALSource interface {
 	// StreamWAL streams the log of req.Timeline from req.Start to fn, in
 	// order, until ctx ends or fn fails (returning fn's error), or the
 	// timeline ends (returning its end). It makes the archive's slot when
-	// there is none. Every few seconds it tells the server the slot may
-	// let go of what lies before req.Flushed().
+	// there is none. Every req.StatusInterval it tells the server the
+	// slot may let go of what lies before req.Flushed(), and the server
+	// answers with a keepalive (a message without Data), so fn hears from
+	// an idle server too.
 	StreamWAL(ctx context.Context, req WALStreamRequest, fn func(WALMessage) error) (*TimelineEnd, error)
 	// TimelineHistory returns the server's history file of a timeline (2
 	// or more).
@@ -437,7 +439,7 @@ type WALStreamRequest struct {
 	// everything; nil means Start.
 	Flushed func() LSN
 	// StatusInterval is how often the server is told the flushed
-	// position, 0 for 5 s.
+	// position and asked for a keepalive, 0 for 1 s.
 	StatusInterval time.Duration
 }
 

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -263,6 +264,8 @@ type Host struct {
 	// goroutines; Close waits for both.
 	starting    sync.WaitGroup
 	supervisors sync.WaitGroup
+	// walStreams are the running WAL streams, by instance.
+	walStreams map[string]*walStream
 }
 
 // instance is an instance's in-memory state. op serialises the calls
@@ -680,14 +683,29 @@ func (h *Host) provision(ctx context.Context, inst *instance, data io.Reader) er
 
 // config is the dbagent configuration of an instance.
 func (h *Host) config(rec *record) dbagent.Config {
+	settings := h.o.Settings[rec.Spec.Datastore]
+	// The WAL the archive's slot may hold is a quarter of the volume, at
+	// most 1 GB: an archive far behind costs a gap, never a full disk.
+	if _, set := settings[slotKeepSetting]; !set && rec.Spec.Datastore == dbagent.PostgreSQL {
+		if _, size, ok := h.o.FS.Usage(h.mountPoint(rec.Spec.ID)); ok && size > 0 {
+			settings = maps.Clone(settings)
+			if settings == nil {
+				settings = map[string]string{}
+			}
+			settings[slotKeepSetting] = fmt.Sprintf("%dMB", max(64, min(1024, size/4>>20)))
+		}
+	}
 	return dbagent.Config{
 		DataDir:  filepath.Join(h.mountPoint(rec.Spec.ID), "data"),
 		RunDir:   h.runDir(rec.Port),
 		Address:  rec.Address,
 		Port:     rec.Port,
-		Settings: h.o.Settings[rec.Spec.Datastore],
+		Settings: settings,
 	}
 }
+
+// slotKeepSetting bounds the WAL PostgreSQL's replication slots hold.
+const slotKeepSetting = "max_slot_wal_keep_size"
 
 // initDataDir initialises the data directory beside its final place and
 // renames it there, so a crash halfway leaves no half-made directory a
@@ -995,6 +1013,7 @@ func (h *Host) Close(ctx context.Context) error {
 	}
 	h.mu.Unlock()
 	h.starting.Wait()
+	h.endWALStreams()
 	var errs []error
 	for _, inst := range list {
 		inst.op.Lock()

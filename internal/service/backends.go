@@ -105,6 +105,15 @@ type Repository interface {
 	Forget(ctx context.Context, ids []cairn.ID) error
 	// GC frees what no backup uses.
 	GC(ctx context.Context, opts repo.GCOptions) (repo.GCStats, error)
+
+	// Log archives (see repo): an archive's description, its pieces
+	// listed in order, read and written.
+	ArchiveInfo(ctx context.Context, id cairn.ID) (*format.ArchiveInfo, error)
+	PutArchiveInfo(ctx context.Context, a format.ArchiveInfo) error
+	LogPieces(ctx context.Context, id cairn.ID) (pieces []repo.LogRef, odd []string, err error)
+	ReadLogPiece(ctx context.Context, p repo.LogRef) (format.LogPiece, []byte, error)
+	PutLogPiece(ctx context.Context, h format.LogPiece, data []byte) (int, error)
+
 	// Close releases the repository (connections, caches).
 	Close() error
 }

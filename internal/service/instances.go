@@ -49,6 +49,18 @@ type InstanceHost interface {
 	// BackupInstance writes a physical or logical backup of the server
 	// to w, as its tool makes it, and returns its record.
 	BackupInstance(ctx context.Context, id string, o dbhost.StreamOptions, w io.Writer) (dbagent.Record, error)
+
+	// WALIdentity says where an instance's server stands in its WAL;
+	// StreamWAL streams the WAL of a timeline from start to fn until the
+	// timeline ends (its end returned), ctx ends or fn fails;
+	// ConfirmWAL tells the stream what the archive has stored, so the
+	// server's slot lets go of it; TimelineHistory returns a timeline's
+	// history file. cairn.ErrUnsupported for a datastore without WAL;
+	// cairn.ErrGone when the server no longer has the WAL asked for.
+	WALIdentity(ctx context.Context, id string) (dbagent.WALIdentity, error)
+	StreamWAL(ctx context.Context, id string, timeline uint32, start dbagent.LSN, fn func(dbagent.WALMessage) error) (*dbagent.TimelineEnd, error)
+	ConfirmWAL(id string, lsn dbagent.LSN)
+	TimelineHistory(ctx context.Context, id string, timeline uint32) ([]byte, error)
 }
 
 // errNoInstances is the error of the database API on a service without
@@ -319,6 +331,7 @@ func (s *Service) runCreateInstance(ctx context.Context, t cairn.Task) error {
 	if err != nil {
 		return err
 	}
+	s.startArchiver(inst)
 	s.event(ctx, "instance.create.end", inst.ProjectID, instancePayload(inst))
 	return nil
 }
@@ -632,6 +645,7 @@ func (s *Service) runDeleteInstance(ctx context.Context, t cairn.Task) error {
 	if err != nil {
 		return err
 	}
+	s.stopArchiver(inst.ID)
 	if err := s.host.RemoveInstance(ctx, inst.ID); err != nil {
 		return fmt.Errorf("removing from the host: %w", err)
 	}
@@ -764,6 +778,12 @@ func (s *Service) Instance(ctx context.Context, c Caller, id string) (cairn.Inst
 		fallthrough
 	default:
 		unknown(&inst)
+	}
+	inst.Archive = s.archiveState(id)
+	if inst.Archive != nil {
+		if inst.RecoverableWindow, err = s.recoverableWindow(ctx, inst.ID); err != nil {
+			s.log.Warn("an instance's recoverable window", "id", id, "err", err)
+		}
 	}
 	return inst, nil
 }

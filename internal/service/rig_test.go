@@ -40,6 +40,10 @@ type rig struct {
 	beforeOpen func(ctx context.Context, container string) error
 
 	svc *service.Service
+	// walHost, when set, is the instance host the service uses (the
+	// fake host with a WAL of its own); archiveInterval its archive's.
+	walHost         service.InstanceHost
+	archiveInterval time.Duration
 }
 
 func newRig(t *testing.T) *rig {
@@ -109,8 +113,12 @@ func (r *rig) openCount(container string) int {
 // start starts a new service (a process) over the rig.
 func (r *rig) start() {
 	r.t.Helper()
+	var host service.InstanceHost = r.host
+	if r.walHost != nil {
+		host = r.walHost
+	}
 	r.svc = service.New(service.Config{Catalog: r.cat, Engine: r.eng, OpenRepo: r.open,
-		Workers: 2, After: r.clock.After, Instances: r.host})
+		Workers: 2, After: r.clock.After, Instances: host, ArchiveInterval: r.archiveInterval})
 	if err := r.svc.Start(r.t.Context()); err != nil {
 		r.t.Fatal(err)
 	}

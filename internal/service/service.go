@@ -75,6 +75,11 @@ type Config struct {
 	// clean-up, and the service's own short waits (default time.After);
 	// tests inject their own.
 	After func(time.Duration) <-chan time.Time
+	// ArchiveInterval is how often an instance's WAL received is stored
+	// in its archive (default 500 ms); ArchiveAfter times that and the
+	// archivers' pauses after a failure (default time.After).
+	ArchiveInterval time.Duration
+	ArchiveAfter    func(time.Duration) <-chan time.Time
 }
 
 // Service runs the use cases.
@@ -105,6 +110,8 @@ type Service struct {
 	gcMu sync.Mutex
 	// after times the service's own short waits (cfg.After).
 	after func(time.Duration) <-chan time.Time
+	// archives are the instances' WAL archivers.
+	archives archiveSet
 }
 
 // New builds a Service. Start runs its tasks.
@@ -125,6 +132,12 @@ func New(cfg Config) *Service {
 	}
 	if s.after = cfg.After; s.after == nil {
 		s.after = time.After
+	}
+	if s.archives.interval = cfg.ArchiveInterval; s.archives.interval <= 0 {
+		s.archives.interval = defaultArchiveInterval
+	}
+	if s.archives.after = cfg.ArchiveAfter; s.archives.after == nil {
+		s.archives.after = time.After
 	}
 	if s.defCont == "" {
 		s.defCont = "volumebackups"
@@ -187,7 +200,11 @@ func (s *Service) Start(ctx context.Context) error {
 			}
 		}
 	}
-	return s.runner.Start(ctx)
+	if err := s.runner.Start(ctx); err != nil {
+		return err
+	}
+	s.startArchivers(ctx)
+	return nil
 }
 
 // Stop stops the tasks, then closes the repositories they used; tasks
@@ -195,6 +212,7 @@ func (s *Service) Start(ctx context.Context) error {
 // have stopped first: no request may use the service meanwhile.
 func (s *Service) Stop() {
 	s.runner.Stop()
+	s.stopArchivers()
 	s.closeRepos()
 }
 

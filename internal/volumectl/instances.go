@@ -40,6 +40,16 @@ type Instances interface {
 	// BackupInstance writes a physical or logical backup of an instance
 	// to w and returns its record.
 	BackupInstance(ctx context.Context, id string, o dbhost.StreamOptions, w io.Writer) (dbagent.Record, error)
+
+	// WALIdentity, WALSlot and TimelineHistory read an instance's WAL
+	// state; StreamWAL streams its WAL, ConfirmWAL reports what the
+	// archive stored (see dbhost.Host). cairn.ErrUnsupported for a
+	// datastore without WAL.
+	WALIdentity(ctx context.Context, id string) (dbagent.WALIdentity, error)
+	WALSlot(ctx context.Context, id string) (dbagent.WALSlot, error)
+	TimelineHistory(ctx context.Context, id string, timeline uint32) ([]byte, error)
+	StreamWAL(ctx context.Context, id string, timeline uint32, start dbagent.LSN, fn func(dbagent.WALMessage) error) (*dbagent.TimelineEnd, error)
+	ConfirmWAL(id string, lsn dbagent.LSN)
 }
 
 // HostInstances adapts a dbhost.Host to Instances.
@@ -159,6 +169,7 @@ func WithInstances(h http.Handler, in Instances) http.Handler {
 		js, _ = json.Marshal(rec)
 		w.Header().Set(recordTrailer, base64.StdEncoding.EncodeToString(js))
 	})
+	walHandlers(mux, in)
 	mux.Handle("/", h)
 	return mux
 }

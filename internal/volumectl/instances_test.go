@@ -25,6 +25,9 @@ type fakeInstances struct {
 	mu    sync.Mutex
 	specs map[string]dbhost.Spec
 	data  map[string][]byte // restore streams, by instance
+	// The WAL fake's state (wal_test.go).
+	confirmed map[string]dbagent.LSN
+	idleEnded bool
 }
 
 func (f *fakeInstances) Datastores(context.Context) ([]dbagent.Datastore, error) {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/cairnproject/cairn"
 )
 
 // The database API, in OpenStack Trove's shapes under /v1.0/{project_id}/:
@@ -45,6 +47,11 @@ type Instance struct {
 	Links     []Link    `json:"links"`
 	Created   time.Time `json:"created"`
 	Updated   time.Time `json:"updated"`
+	// RecoverableWindow is the time a point-in-time restore can reach,
+	// absent when none; Archive the state of the instance's log archive,
+	// absent when it has none (cairn's additions).
+	RecoverableWindow *cairn.TimeWindow   `json:"recoverable_window,omitempty"`
+	Archive           *cairn.ArchiveState `json:"archive,omitempty"`
 }
 
 // InstanceFault is why an instance is in ERROR, in Trove's shape.
@@ -99,13 +106,16 @@ type DatabaseBackup struct {
 	// Size is in GiB (Trove's unit), null until the backup is COMPLETED.
 	Size *float64 `json:"size"`
 	// LocationRef says where the backup's data is, null until stored.
-	LocationRef *string         `json:"locationRef"`
-	Strategy    string          `json:"strategy"`
-	Container   string          `json:"container"`
-	Datastore   BackupDatastore `json:"datastore"`
-	ProjectID   string          `json:"project_id"`
-	Created     time.Time       `json:"created"`
-	Updated     time.Time       `json:"updated"`
+	LocationRef *string `json:"locationRef"`
+	Strategy    string  `json:"strategy"`
+	Container   string  `json:"container"`
+	// DataTimestamp is the instant the backup's data is consistent at,
+	// null until taken (cairn's addition).
+	DataTimestamp *time.Time      `json:"data_timestamp"`
+	Datastore     BackupDatastore `json:"datastore"`
+	ProjectID     string          `json:"project_id"`
+	Created       time.Time       `json:"created"`
+	Updated       time.Time       `json:"updated"`
 }
 
 // BackupDatastore is the datastore and version a backup was taken of.

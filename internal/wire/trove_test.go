@@ -83,6 +83,7 @@ func TestTroveAnswersGolden(t *testing.T) {
 	done.Size = ptr(1.5)
 	done.LocationRef = ptr("databases/2c6f0d0e1b2a39485766a5b4c3d2e1f0")
 	done.ParentID = ptr("5a4b3c2d-1e0f-4a9b-8c7d-6e5f4a3b2c1d")
+	done.DataTimestamp = ptr(time.Date(2026, 3, 1, 12, 0, 3, 125000000, time.UTC))
 	failedBackup := newBackup
 	failedBackup.Status, failedBackup.Updated = "FAILED", updated
 	failedBackup.FailReason = ptr("quiesce: BACKUP STAGE BLOCK_COMMIT not granted within 5s")

@@ -131,7 +131,7 @@ func (i *Instance) StreamWAL(ctx context.Context, req dbagent.WALStreamRequest, 
 	}
 	interval := req.StatusInterval
 	if interval <= 0 {
-		interval = 5 * time.Second
+		interval = time.Second
 	}
 	if err := i.ensureSlot(ctx); err != nil {
 		return nil, err
@@ -149,10 +149,12 @@ func (i *Instance) StreamWAL(ctx context.Context, req dbagent.WALStreamRequest, 
 	if err != nil {
 		return nil, fmt.Errorf("START_REPLICATION on timeline %d at %s: %w", req.Timeline, req.Start, walError(err))
 	}
+	// Each status asks for a keepalive back: on an idle server it says,
+	// every interval, that nothing more was written.
 	status := func() error {
 		f := pglogrepl.LSN(flushed())
 		return pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{
-			WALWritePosition: f, WALFlushPosition: f, WALApplyPosition: f})
+			WALWritePosition: f, WALFlushPosition: f, WALApplyPosition: f, ReplyRequested: true})
 	}
 	if err := status(); err != nil {
 		return nil, fmt.Errorf("standby status: %w", err)
@@ -202,7 +204,6 @@ func (i *Instance) StreamWAL(ctx context.Context, req dbagent.WALStreamRequest, 
 					if err := status(); err != nil {
 						return nil, fmt.Errorf("standby status: %w", err)
 					}
-					next = time.Now().Add(interval)
 				}
 			}
 		case *pgproto3.CopyDone:
@@ -223,16 +224,17 @@ func (i *Instance) StreamWAL(ctx context.Context, req dbagent.WALStreamRequest, 
 }
 
 // walError classes a replication error: WAL the server no longer has is
-// cairn.ErrNotFound (the archive records a gap), the slot in use by
-// another stream cairn.ErrConflict.
+// cairn.ErrGone (the archive records a gap), the slot in use by another
+// stream cairn.ErrConflict.
 func walError(err error) error {
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) {
 		return err
 	}
 	switch {
-	case strings.Contains(pe.Message, "has already been removed"):
-		return fmt.Errorf("%w: %w", err, cairn.ErrNotFound)
+	case strings.Contains(pe.Message, "has already been removed"),
+		strings.Contains(pe.Message, "slot has been invalidated"):
+		return fmt.Errorf("%w: %w", err, cairn.ErrGone)
 	case pe.Code == "55006": // object_in_use: the slot is active
 		return fmt.Errorf("%w: %w", err, cairn.ErrConflict)
 	case strings.Contains(pe.Message, "is not in this server's history"),

@@ -27,6 +27,7 @@ type Store struct {
 	tick    time.Time
 	backups map[cairn.ID]*fakeBackup
 	open    int // handles not closed
+	archive *fakeLogs
 }
 
 type fakeBackup struct {

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cairnproject/cairn/internal/dbagent"
+	"github.com/cairnproject/cairn/internal/dbagent/dbagenttest"
+	"github.com/cairnproject/cairn/internal/objstore/local"
+	"github.com/cairnproject/cairn/internal/pgwal"
+	"github.com/cairnproject/cairn/internal/repo"
+	"github.com/cairnproject/cairn/internal/repo/format"
+	"github.com/cairnproject/cairn/internal/service"
+	"github.com/jackc/pgx/v5"
+)
+
+// archiveOf reads an instance's archive state and window from the API.
+func (p *svcProc) archiveOf(id string) (archive map[string]any, window map[string]any) {
+	p.t.Helper()
+	var got struct {
+		Instance struct {
+			Archive map[string]any `json:"archive"`
+			Window  map[string]any `json:"recoverable_window"`
+		} `json:"instance"`
+	}
+	p.callDB("GET", "/instances/"+id, nil, &got)
+	return got.Instance.Archive, got.Instance.Window
+}
+
+// waitArchived waits until the instance's archive holds a transaction
+// that ended at or after at, and returns its state then.
+func (p *svcProc) waitArchived(id string, at time.Time) map[string]any {
+	p.t.Helper()
+	deadline := time.Now().Add(pointTimeout)
+	for {
+		a, _ := p.archiveOf(id)
+		if a != nil {
+			if s, _ := a["last_transaction"].(string); s != "" {
+				if last, err := time.Parse(time.RFC3339Nano, s); err == nil && !last.Before(at) {
+					return a
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("the archive never held the transaction of %s: %v\n%s", at, a, p.log.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// commitRows commits n rows, one transaction each, into stamps and
+// returns the clock_timestamp() of the last (at or before its commit).
+func commitRows(t *testing.T, conn *pgx.Conn, from, n int) time.Time {
+	t.Helper()
+	var at time.Time
+	for i := from; i < from+n; i++ {
+		if err := conn.QueryRow(t.Context(), "INSERT INTO stamps (id) VALUES ($1) RETURNING at", i).Scan(&at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return at
+}
+
+// TestWALArchive: a PostgreSQL instance's WAL streams into the archive
+// as it is written; a backup opens a recoverable window that reaches the
+// last commit; a service killed with -9 comes back and the archive goes
+// on from where the store says it ended, with the commits made
+// meanwhile and no hole; every commit decodes from the stored pieces;
+// repo check reads them clean.
+func TestWALArchive(t *testing.T) {
+	t.Parallel()
+	needInstances(t)
+	data := dbagenttest.ReachableTempDir(t)
+	p := startService(t, data)
+	in := p.createInstance("arch", "postgresql", "15")
+	id := in["id"].(string)
+	conn := pgConn(t, in)
+	if _, err := conn.Exec(t.Context(), "CREATE TABLE stamps (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"); err != nil {
+		t.Fatal(err)
+	}
+	a := p.waitArchived(id, commitRows(t, conn, 0, 50))
+	if a["state"] != "streaming" || a["timeline"] != float64(1) || a["container"] != "volumebackups" {
+		t.Fatalf("archive %v", a)
+	}
+	if _, w := p.archiveOf(id); w != nil {
+		t.Fatalf("a window without a backup: %v", w)
+	}
+
+	backup := completedBackupOf(p, id, "snapshot")
+	last := commitRows(t, conn, 50, 50)
+	p.waitArchived(id, last)
+	_, w := p.archiveOf(id)
+	if w == nil {
+		t.Fatal("no recoverable window after a backup")
+	}
+	from, err1 := time.Parse(time.RFC3339Nano, w["from"].(string))
+	to, err2 := time.Parse(time.RFC3339Nano, w["to"].(string))
+	bt, err3 := time.Parse(time.RFC3339Nano, backup["data_timestamp"].(string))
+	if err1 != nil || err2 != nil || err3 != nil || !from.Equal(bt) || to.Before(last) {
+		t.Fatalf("window %v, backup at %s, last commit at %s", w, backup["data_timestamp"], last)
+	}
+
+	// The service dies; the database goes on; the archive catches up.
+	p.kill()
+	down := commitRows(t, conn, 100, 50)
+	p = startService(t, data)
+	p.waitArchived(id, down)
+	p.stop()
+
+	// The store alone: one stretch of WAL without a hole, every commit in
+	// it, and nothing damaged.
+	be, err := local.New(filepath.Join(data, "backups", "volumebackups"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := os.ReadFile(filepath.Join(data, "backup.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Open(t.Context(), be, repo.Secret{Kind: format.KeyKindFile, Bytes: key}, repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	aid, err := service.ArchiveID(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := r.ArchiveInfo(t.Context(), aid)
+	if err != nil || info.Instance != id || info.Datastore != "postgresql" || info.SystemID == "" {
+		t.Fatalf("archive info %+v %v", info, err)
+	}
+	pieces, odd, err := r.LogPieces(t.Context(), aid)
+	if err != nil || len(odd) != 0 {
+		t.Fatalf("pieces: %v %v", odd, err)
+	}
+	spans := repo.LogSpans(pieces)
+	if len(spans) != 1 || spans[0].Log != "wal-00000001" {
+		t.Fatalf("the archive's spans: %+v", spans)
+	}
+	const seg = 16 << 20
+	dec := pgwal.NewDecoder(spans[0].Start, seg, false)
+	pos := spans[0].Start
+	commits := 0
+	for _, pc := range pieces {
+		_, body, err := r.ReadLogPiece(t.Context(), pc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pc.End <= pos {
+			continue
+		}
+		body = body[pos-pc.Start:]
+		for _, e := range dec.Write(body) {
+			if e.Kind == pgwal.Commit {
+				commits++
+			}
+		}
+		pos = pc.End
+	}
+	if st := dec.Stats(); st.Damaged != 0 || commits < 150 {
+		t.Fatalf("decoding the archive: %d commits, %+v", commits, st)
+	}
+	t.Logf("the archive: %d pieces, %s to %s, %d commits", len(pieces), dbagentLSN(spans[0].Start), dbagentLSN(spans[0].End), commits)
+	repoCheck(t, data)
+}
+
+func dbagentLSN(v uint64) string { return dbagent.LSN(v).String() }
+
+// completedBackupOf takes a backup of an instance by strategy, waits for
+// it and returns it COMPLETED.
+func completedBackupOf(p *svcProc, instance, strategy string) map[string]any {
+	p.t.Helper()
+	bid, err := backupRequest(instance, strategy)(p)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	_, backups := p.dbSettled()
+	b := byID(p.t, backups, bid)
+	if b["status"] != "COMPLETED" {
+		p.t.Fatalf("backup %s: %v", bid, b)
+	}
+	return b
+}

@@ -1,0 +1,687 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/catalog"
+	"github.com/cairnproject/cairn/internal/dbagent"
+	"github.com/cairnproject/cairn/internal/pgwal"
+	"github.com/cairnproject/cairn/internal/repo"
+	"github.com/cairnproject/cairn/internal/repo/format"
+	"golang.org/x/sync/errgroup"
+)
+
+// Continuous archiving: every active PostgreSQL instance has an archiver
+// that streams its WAL from the data plane, over the instance's archive
+// slot, into a log archive in the repository of the instance's
+// container. The store is the archive's truth: an archiver that starts
+// reads where the archive ends from the store, and the slot keeps on the
+// server everything not yet confirmed stored, so a service that dies
+// loses nothing. What the API shows of an archive (its window, lag and
+// gaps) is the archiver's view, kept in memory.
+
+const (
+	// defaultArchiveInterval is how often buffered WAL is stored as a
+	// piece: a commit is durable in the archive this long after the
+	// server wrote it, plus the store's write.
+	defaultArchiveInterval = 500 * time.Millisecond
+	// maxArchiveBuffer cuts a piece early when this much waits.
+	maxArchiveBuffer = 16 << 20
+	// archiveBackoff bounds the pause after a failed session.
+	archiveBackoffMin, archiveBackoffMax = 500 * time.Millisecond, 30 * time.Second
+)
+
+// walLog names the log of a timeline; historyLog that of its history
+// file.
+func walLog(tli uint32) string     { return fmt.Sprintf("wal-%08x", tli) }
+func historyLog(tli uint32) string { return fmt.Sprintf("history-%08x", tli) }
+
+// parseWALLog reads a timeline back from its log's name.
+func parseWALLog(log string) (uint32, bool) {
+	h, ok := strings.CutPrefix(log, "wal-")
+	if !ok || len(h) != 8 {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(h, 16, 32)
+	return uint32(v), err == nil && v > 0
+}
+
+// ArchiveID is the archive of an instance: its ID's 16 bytes.
+func ArchiveID(instance string) (cairn.ID, error) {
+	return cairn.ParseID(strings.ReplaceAll(instance, "-", ""))
+}
+
+// archiveSet owns the archivers: one goroutine each, started and ended
+// by the service.
+type archiveSet struct {
+	mu       sync.Mutex
+	byInst   map[string]*archiver
+	stopped  bool
+	wg       sync.WaitGroup
+	interval time.Duration
+	after    func(time.Duration) <-chan time.Time
+}
+
+// archiver archives one instance.
+type archiver struct {
+	s         *Service
+	inst      string
+	id        cairn.ID
+	container string
+	cancel    context.CancelFunc
+	done      chan struct{}
+
+	mu sync.Mutex
+	st archiveView
+}
+
+// archiveView is what an archiver knows; mu guards it.
+type archiveView struct {
+	state, err string
+	loaded     bool
+	segSize    uint64
+	timeline   uint32
+	// end is where the archive of timeline ends: everything before it
+	// is stored.
+	end uint64
+	// completeAt is the latest server time the archive holds everything
+	// written by.
+	completeAt, lastTxn time.Time
+	// pendingSince is when the oldest byte not yet stored arrived.
+	pendingSince time.Time
+	// reported is the latest (end, time) the server told: once the
+	// archive ends at or past it, it is complete up to that time.
+	reportedEnd  uint64
+	reportedTime time.Time
+	gaps         []cairn.ArchiveGap
+	// switches are where each ended timeline switched to the next.
+	switches map[uint32]uint64
+	// spans are the stretches of each timeline the archive holds.
+	spans map[uint32][]repo.LogSpan
+}
+
+// startArchiver starts archiving an instance, unless it is archived
+// already, the service stops, or it has no instance host. The
+// archive's container is the service's default.
+func (s *Service) startArchiver(inst cairn.Instance) {
+	if s.host == nil || inst.Datastore.Type != dbagent.PostgreSQL {
+		return
+	}
+	id, err := ArchiveID(inst.ID)
+	if err != nil {
+		s.log.Warn("an instance ID that names no archive", "instance", inst.ID, "err", err)
+		return
+	}
+	a := &s.archives
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.stopped || a.byInst[inst.ID] != nil {
+		return
+	}
+	if a.byInst == nil {
+		a.byInst = map[string]*archiver{}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ar := &archiver{s: s, inst: inst.ID, id: id, container: s.defCont, cancel: cancel, done: make(chan struct{}),
+		st: archiveView{state: "starting"}}
+	a.byInst[inst.ID] = ar
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer close(ar.done)
+		ar.run(ctx)
+	}()
+}
+
+// stopArchiver ends an instance's archiver and waits for it.
+func (s *Service) stopArchiver(id string) {
+	a := &s.archives
+	a.mu.Lock()
+	ar := a.byInst[id]
+	delete(a.byInst, id)
+	a.mu.Unlock()
+	if ar != nil {
+		ar.cancel()
+		<-ar.done
+	}
+}
+
+// stopArchivers ends every archiver and waits for them; none starts
+// after.
+func (s *Service) stopArchivers() {
+	a := &s.archives
+	a.mu.Lock()
+	a.stopped = true
+	list := make([]*archiver, 0, len(a.byInst))
+	for _, ar := range a.byInst {
+		list = append(list, ar)
+	}
+	a.mu.Unlock()
+	for _, ar := range list {
+		ar.cancel()
+	}
+	a.wg.Wait()
+}
+
+// archiverOf returns an instance's archiver, nil when none runs.
+func (s *Service) archiverOf(id string) *archiver {
+	s.archives.mu.Lock()
+	defer s.archives.mu.Unlock()
+	return s.archives.byInst[id]
+}
+
+// run archives until ctx ends, starting again after a failure.
+func (ar *archiver) run(ctx context.Context) {
+	pause := archiveBackoffMin
+	for ctx.Err() == nil {
+		progressed, err := ar.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, cairn.ErrUnsupported) {
+			ar.set(func(v *archiveView) { v.state, v.err = "unsupported", err.Error() })
+			return
+		}
+		if err == nil {
+			pause = archiveBackoffMin
+			continue // a timeline ended: the next one at once
+		}
+		if progressed {
+			pause = archiveBackoffMin
+		}
+		ar.set(func(v *archiveView) { v.state, v.err = "failing", err.Error() })
+		ar.s.log.Warn("archiving an instance's WAL", "instance", ar.inst, "err", err, "again_in", pause)
+		select {
+		case <-ctx.Done():
+			return
+		case <-ar.s.archives.after(pause):
+		}
+		pause = min(2*pause, archiveBackoffMax)
+	}
+}
+
+func (ar *archiver) set(fn func(*archiveView)) {
+	ar.mu.Lock()
+	defer ar.mu.Unlock()
+	fn(&ar.st)
+}
+
+func (ar *archiver) view() archiveView {
+	ar.mu.Lock()
+	defer ar.mu.Unlock()
+	v := ar.st
+	v.gaps = slices.Clone(v.gaps)
+	return v
+}
+
+// load reads where the archive stands from the store: the timelines it
+// holds, where the newest ends, its holes, the timelines' switch points,
+// and the times of its last piece.
+func (ar *archiver) load(ctx context.Context, r Repository) error {
+	pieces, _, err := r.LogPieces(ctx, ar.id)
+	if err != nil {
+		return err
+	}
+	spans := map[uint32][]repo.LogSpan{}
+	switches := map[uint32]uint64{}
+	var gaps []cairn.ArchiveGap
+	var last *repo.LogRef
+	for _, sp := range repo.LogSpans(pieces) {
+		tli, ok := parseWALLog(sp.Log)
+		if !ok {
+			continue
+		}
+		if prev := spans[tli]; len(prev) > 0 {
+			gaps = append(gaps, cairn.ArchiveGap{Timeline: tli, From: dbagent.LSN(prev[len(prev)-1].End).String(),
+				To: dbagent.LSN(sp.Start).String(), Reason: "missing from the archive"})
+		}
+		spans[tli] = append(spans[tli], sp)
+	}
+	for i, p := range pieces {
+		if tli, ok := parseWALLog(p.Log); ok {
+			if last == nil || tli > mustTLI(last.Log) || tli == mustTLI(last.Log) && p.End >= last.End {
+				last = &pieces[i]
+			}
+			continue
+		}
+		var tli uint32
+		if _, err := fmt.Sscanf(p.Log, "history-%08x", &tli); err != nil || p.Start != 0 {
+			continue
+		}
+		_, body, err := r.ReadLogPiece(ctx, p)
+		if err != nil {
+			return fmt.Errorf("timeline %d history: %w", tli, err)
+		}
+		for prev, at := range parseHistory(body) {
+			switches[prev] = at
+		}
+	}
+	v := archiveView{spans: spans, switches: switches, gaps: gaps}
+	if last != nil {
+		h, _, err := r.ReadLogPiece(ctx, *last)
+		if err != nil {
+			return fmt.Errorf("the archive's last piece: %w", err)
+		}
+		v.timeline, v.end = mustTLI(last.Log), last.End
+		v.lastTxn, v.completeAt = h.LastTime, h.ServerTime
+	}
+	ar.set(func(st *archiveView) {
+		st.loaded, st.spans, st.switches, st.gaps = true, v.spans, v.switches, v.gaps
+		st.timeline, st.end, st.lastTxn, st.completeAt = v.timeline, v.end, v.lastTxn, v.completeAt
+	})
+	return nil
+}
+
+func mustTLI(log string) uint32 { t, _ := parseWALLog(log); return t }
+
+// parseHistory reads a timeline history file: lines "parent-timeline
+// switch-LSN reason", giving where each earlier timeline ended.
+func parseHistory(b []byte) map[uint32]uint64 {
+	out := map[uint32]uint64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		tli, err1 := strconv.ParseUint(f[0], 10, 32)
+		lsn, err2 := dbagent.ParseLSN(f[1])
+		if err1 == nil && err2 == nil {
+			out[uint32(tli)] = uint64(lsn)
+		}
+	}
+	return out
+}
+
+// pending is WAL received and not yet stored: bytes [start, start +
+// len(data)) and the transaction ends in them.
+type pending struct {
+	start uint64
+	data  []byte
+	ends  []pgwal.End
+}
+
+// session archives one timeline until the stream ends: the timeline's
+// end (nil, after storing its switch) or a failure. progressed says
+// whether anything was stored.
+func (ar *archiver) session(ctx context.Context) (progressed bool, err error) {
+	host := ar.s.host
+	ident, err := host.WALIdentity(ctx, ar.inst)
+	if err != nil {
+		return false, fmt.Errorf("the server's WAL: %w", err)
+	}
+	seg := uint64(ident.SegmentSize)
+	if seg == 0 || seg&(seg-1) != 0 {
+		return false, fmt.Errorf("WAL segment size %d: %w", seg, cairn.ErrCorrupt)
+	}
+	r, err := ar.s.repoFor(ctx, ar.container)
+	if err != nil {
+		return false, err
+	}
+	if !ar.view().loaded {
+		if _, err := r.ArchiveInfo(ctx, ar.id); errors.Is(err, cairn.ErrNotFound) {
+			if err := r.PutArchiveInfo(ctx, format.ArchiveInfo{ID: ar.id, Datastore: dbagent.PostgreSQL, Instance: ar.inst,
+				Created: ar.s.nowUTC(), SystemID: ident.SystemID}); err != nil {
+				return false, err
+			}
+		} else if err != nil {
+			return false, err
+		}
+		if err := ar.load(ctx, r); err != nil {
+			return false, err
+		}
+	}
+	v := ar.view()
+	tli, end := v.timeline, v.end
+	if tli == 0 || tli > ident.Timeline {
+		// A new archive, or one of a server since restored to an
+		// earlier timeline: from the start of the server's segment.
+		tli, end = ident.Timeline, uint64(ident.Flushed)-uint64(ident.Flushed)%seg
+	}
+	ar.set(func(v *archiveView) {
+		v.segSize, v.timeline, v.end, v.state, v.err = seg, tli, end, "streaming", ""
+		if v.spans == nil {
+			v.spans = map[uint32][]repo.LogSpan{}
+		}
+		if v.switches == nil {
+			v.switches = map[uint32]uint64{}
+		}
+	})
+	// The stream starts where the archive's segment starts, so the
+	// decoder gets in step; what lies before end is decoded, not stored
+	// again.
+	start := end - end%seg
+	dec := pgwal.NewDecoder(start, seg, false)
+	pos := start
+	var mu sync.Mutex
+	buf := &pending{start: end}
+	g, gctx := errgroup.WithContext(ctx)
+	streamed := make(chan struct{})
+	// full asks the flusher to store at once (maxArchiveBuffer waits);
+	// drained tells the stream, held while twice that waits, that the
+	// flusher took it: memory stays bounded when the store is slow.
+	full, drained := make(chan struct{}, 1), make(chan struct{}, 1)
+	var tlEnd *dbagent.TimelineEnd
+	g.Go(func() error {
+		defer close(streamed)
+		var err error
+		tlEnd, err = host.StreamWAL(gctx, ar.inst, tli, dbagent.LSN(start), func(m dbagent.WALMessage) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for len(buf.data) >= 2*maxArchiveBuffer {
+				mu.Unlock()
+				select {
+				case <-drained:
+				case <-gctx.Done():
+				}
+				mu.Lock()
+				if gctx.Err() != nil {
+					return gctx.Err()
+				}
+			}
+			ar.set(func(v *archiveView) {
+				if uint64(m.ServerEnd) >= v.reportedEnd && !m.ServerTime.IsZero() {
+					v.reportedEnd, v.reportedTime = uint64(m.ServerEnd), m.ServerTime
+				}
+				if len(buf.data) == 0 && v.end >= v.reportedEnd && v.reportedTime.After(v.completeAt) {
+					v.completeAt = v.reportedTime
+				}
+			})
+			if len(m.Data) == 0 {
+				return nil
+			}
+			if uint64(m.Start) != pos {
+				return fmt.Errorf("WAL from %s, want %s: %w", m.Start, dbagent.LSN(pos), cairn.ErrCorrupt)
+			}
+			ends := dec.Write(m.Data)
+			from := pos
+			pos += uint64(len(m.Data))
+			if pos <= buf.start {
+				return nil // stored before
+			}
+			data := m.Data
+			if from < buf.start {
+				data = data[buf.start-from:]
+			}
+			if len(buf.data) == 0 {
+				now := ar.s.now()
+				ar.set(func(v *archiveView) { v.pendingSince = now })
+			}
+			buf.data = append(buf.data, data...)
+			if len(buf.data) >= maxArchiveBuffer {
+				select {
+				case full <- struct{}{}:
+				default:
+				}
+			}
+			for _, e := range ends {
+				if e.EndLSN > buf.start {
+					buf.ends = append(buf.ends, e)
+				}
+			}
+			return nil
+		})
+		return err
+	})
+	// The flusher stores what waits every interval, and once more when
+	// the stream has ended.
+	g.Go(func() error {
+		for {
+			final := false
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-streamed:
+				final = true
+			case <-full:
+			case <-ar.s.archives.after(ar.s.archives.interval):
+			}
+			mu.Lock()
+			out := *buf
+			buf.start += uint64(len(buf.data))
+			buf.data, buf.ends = nil, nil
+			mu.Unlock()
+			select {
+			case drained <- struct{}{}:
+			default:
+			}
+			if len(out.data) > 0 {
+				if err := ar.store(gctx, r, tli, out); err != nil {
+					return err
+				}
+				progressed = true
+			}
+			if final {
+				return nil
+			}
+		}
+	})
+	if err := g.Wait(); err != nil {
+		if errors.Is(err, cairn.ErrGone) {
+			ar.gap(tli, ident, err)
+		}
+		return progressed, err
+	}
+	if tlEnd == nil {
+		return progressed, fmt.Errorf("the WAL stream of timeline %d ended without its end: %w", tli, cairn.ErrUnavailable)
+	}
+	// The timeline ended: its successor's history, then the successor
+	// from the start of the segment it switched in.
+	hist, err := host.TimelineHistory(ctx, ar.inst, tlEnd.Next)
+	if err != nil {
+		return progressed, fmt.Errorf("timeline %d history: %w", tlEnd.Next, err)
+	}
+	if len(hist) > 0 {
+		if _, err := r.PutLogPiece(ctx, format.LogPiece{Archive: ar.id, Log: historyLog(tlEnd.Next), Start: 0,
+			End: uint64(len(hist)), Archived: ar.s.nowUTC()}, hist); err != nil {
+			return progressed, err
+		}
+	}
+	sw := uint64(tlEnd.Switch)
+	ar.set(func(v *archiveView) {
+		v.switches[tli] = sw
+		v.timeline, v.end = tlEnd.Next, sw-sw%seg
+		v.reportedEnd, v.reportedTime = 0, time.Time{}
+	})
+	ar.s.log.Info("archive moved to a new timeline", "instance", ar.inst, "timeline", tlEnd.Next, "switch", tlEnd.Switch)
+	return true, nil
+}
+
+// store stores pending WAL as pieces, one per segment it touches, then
+// tells the data plane the slot may let go of it.
+func (ar *archiver) store(ctx context.Context, r Repository, tli uint32, p pending) error {
+	seg := ar.view().segSize
+	at := p.start
+	data := p.data
+	for len(data) > 0 {
+		n := min(uint64(len(data)), seg-at%seg)
+		h := format.LogPiece{Archive: ar.id, Log: walLog(tli), Start: at, End: at + n, Archived: ar.s.nowUTC()}
+		for _, e := range p.ends {
+			if e.EndLSN > at && e.EndLSN <= at+n {
+				if h.FirstTime.IsZero() {
+					h.FirstTime = e.Time
+				}
+				h.LastTime = e.Time
+				h.Transactions++
+			}
+		}
+		v := ar.view()
+		if at+n >= v.reportedEnd && !v.reportedTime.IsZero() {
+			h.ServerTime = v.reportedTime
+		}
+		if _, err := r.PutLogPiece(ctx, h, data[:n]); err != nil {
+			return err
+		}
+		ar.set(func(v *archiveView) {
+			v.end = h.End
+			if !h.LastTime.IsZero() {
+				v.lastTxn = h.LastTime
+			}
+			if !h.ServerTime.IsZero() && h.ServerTime.After(v.completeAt) {
+				v.completeAt = h.ServerTime
+			}
+			spans := v.spans[tli]
+			if k := len(spans); k > 0 && spans[k-1].End >= h.Start {
+				spans[k-1].End = max(spans[k-1].End, h.End)
+			} else {
+				spans = append(spans, repo.LogSpan{Log: h.Log, Start: h.Start, End: h.End})
+			}
+			v.spans[tli] = spans
+		})
+		at += n
+		data = data[n:]
+	}
+	ar.s.host.ConfirmWAL(ar.inst, dbagent.LSN(at))
+	ar.set(func(v *archiveView) {
+		v.pendingSince = time.Time{}
+		if v.end >= v.reportedEnd && v.reportedTime.After(v.completeAt) {
+			v.completeAt = v.reportedTime
+		}
+	})
+	return nil
+}
+
+// gap records that the server no longer has the archive's next WAL: the
+// archive goes on from the server's current segment.
+func (ar *archiver) gap(tli uint32, ident dbagent.WALIdentity, cause error) {
+	ar.set(func(v *archiveView) {
+		next := uint64(ident.Flushed) - uint64(ident.Flushed)%v.segSize
+		if ident.Timeline != tli || next <= v.end {
+			return
+		}
+		v.gaps = append(v.gaps, cairn.ArchiveGap{Timeline: tli, From: dbagent.LSN(v.end).String(),
+			To: dbagent.LSN(next).String(), Reason: cause.Error()})
+		v.end = next
+	})
+	ar.s.log.Error("the archive lost WAL the server no longer has", "instance", ar.inst, "timeline", tli, "err", cause)
+}
+
+// archiveState is what the API shows of an instance's archive, nil when
+// none runs.
+func (s *Service) archiveState(id string) *cairn.ArchiveState {
+	ar := s.archiverOf(id)
+	if ar == nil {
+		return nil
+	}
+	v := ar.view()
+	st := &cairn.ArchiveState{Container: ar.container, State: v.state, Timeline: v.timeline,
+		CompleteAt: v.completeAt, LastTransaction: v.lastTxn, Gaps: v.gaps, Error: v.err}
+	if v.end > 0 {
+		st.ArchivedLSN = dbagent.LSN(v.end).String()
+	}
+	if !v.pendingSince.IsZero() {
+		st.LagSeconds = s.now().Sub(v.pendingSince).Seconds()
+	}
+	return st
+}
+
+// startArchivers starts an archiver for every active instance.
+func (s *Service) startArchivers(ctx context.Context) {
+	if s.host == nil {
+		return
+	}
+	var list []cairn.Instance
+	err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		list, err = tx.Instances(ctx, catalog.Filter{})
+		return err
+	})
+	if err != nil {
+		s.log.Warn("listing the instances to archive", "err", err)
+		return
+	}
+	for _, inst := range list {
+		switch inst.Status {
+		case cairn.InstanceActive, cairn.InstanceBackup:
+			s.startArchiver(inst)
+		}
+	}
+}
+
+// recoverableWindow is the time a point-in-time restore of an instance
+// can reach: from the earliest backup whose WAL the archive holds without
+// a hole up to its end, to the latest time the archive is complete at.
+// nil when no backup can be rolled forward.
+func (s *Service) recoverableWindow(ctx context.Context, id string) (*cairn.TimeWindow, error) {
+	ar := s.archiverOf(id)
+	if ar == nil {
+		return nil, nil
+	}
+	v := ar.view()
+	to := v.completeAt
+	if v.lastTxn.After(to) {
+		to = v.lastTxn
+	}
+	if to.IsZero() || v.segSize == 0 {
+		return nil, nil
+	}
+	var backups []cairn.DatabaseBackup
+	err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		backups, err = tx.DatabaseBackups(ctx, catalog.Filter{InstanceID: id, Status: cairn.Status(cairn.DatabaseBackupCompleted)})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	var from time.Time
+	for _, b := range backups {
+		if b.Strategy == cairn.StrategyLogical || b.DataTimestamp.IsZero() {
+			continue
+		}
+		rec, err := dbRecord(b)
+		if err != nil || rec.PostgreSQL == nil {
+			continue
+		}
+		if v.reaches(rec.PostgreSQL.Timeline, uint64(rec.PostgreSQL.StartLSN)) && (from.IsZero() || b.DataTimestamp.Before(from)) {
+			from = b.DataTimestamp
+		}
+	}
+	if from.IsZero() || to.Before(from) {
+		return nil, nil
+	}
+	return &cairn.TimeWindow{From: from.UTC(), To: to.UTC()}, nil
+}
+
+// reaches says whether the archive holds the WAL from lsn on timeline
+// tli, without a hole, to its end: on each timeline from the start of
+// the segment it begins in to where it switched to the next (timelines
+// follow one another: a recovery makes the next), and on the archive's
+// own timeline to its end.
+func (v archiveView) reaches(tli uint32, lsn uint64) bool {
+	if tli == 0 || tli > v.timeline {
+		return false
+	}
+	from := lsn - lsn%v.segSize
+	for t := tli; ; t++ {
+		to := v.end
+		if t < v.timeline {
+			sw, ok := v.switches[t]
+			if !ok {
+				return false
+			}
+			to = sw
+		}
+		covered := false
+		for _, sp := range v.spans[t] {
+			if sp.Start <= from && sp.End >= to {
+				covered = true
+				break
+			}
+		}
+		if !covered {
+			return false
+		}
+		if t == v.timeline {
+			return true
+		}
+		from = to - to%v.segSize
+	}
+}
