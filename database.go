@@ -328,8 +328,22 @@ type ArchiveState struct {
 	// the archive not yet stored has waited; 0 when caught up.
 	LagSeconds float64 `json:"lag_seconds"`
 	// Gaps are the stretches of log the archive lost.
-	Gaps  []ArchiveGap `json:"gaps,omitempty"`
+	Gaps []ArchiveGap `json:"gaps,omitempty"`
+	// Slot is the server's archive slot, as last read.
+	Slot  *ArchiveSlot `json:"slot,omitempty"`
 	Error string       `json:"error,omitempty"`
+}
+
+// ArchiveSlot is the state of the replication slot that keeps on the
+// server the WAL an archive has not stored yet.
+type ArchiveSlot struct {
+	// Status is PostgreSQL's wal_status: reserved, extended, unreserved
+	// (about to lose WAL), lost.
+	Status string `json:"status"`
+	// SafeBytes is how much more WAL the server may write before the slot
+	// loses some, KeepBytes the most it holds; -1 when unbounded.
+	SafeBytes int64 `json:"safe_bytes"`
+	KeepBytes int64 `json:"keep_bytes"`
 }
 
 // ArchiveGap is a stretch of log missing from an archive.

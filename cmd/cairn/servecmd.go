@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -501,6 +502,7 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 		DefaultContainer: st.DefaultContainer, Notifier: notifier, Observer: met, Logger: log,
 		Workers: st.Workers, NBDSocket: nbdSock, NBDAddress: nbdAddr,
 		Instances: instances, Backend: storeKind(st.BackupStore), QuiesceTimeout: quiesceTimeout})
+	met.Archives(func() []metrics.ArchiveSample { return archiveSamples(svc.Archives(), time.Now()) })
 
 	// The servers run in g; gctx ends when ctx does or one of them fails.
 	g, gctx := errgroup.WithContext(ctx)
@@ -669,4 +671,22 @@ func bootstrap(ctx context.Context, cat catalog.Store, dir string) (string, erro
 		return "", fmt.Errorf("admin token file: %w", err)
 	}
 	return secret, nil
+}
+
+// archiveSamples are the metrics of the service's WAL archives.
+func archiveSamples(states map[string]cairn.ArchiveState, now time.Time) []metrics.ArchiveSample {
+	out := make([]metrics.ArchiveSample, 0, len(states))
+	for id, st := range states {
+		smp := metrics.ArchiveSample{Instance: id, Streaming: st.State == "streaming", LagSeconds: st.LagSeconds,
+			Gaps: len(st.Gaps), SecondsSinceComplete: -1, SlotSafeBytes: -1}
+		if !st.CompleteAt.IsZero() {
+			smp.SecondsSinceComplete = now.Sub(st.CompleteAt).Seconds()
+		}
+		if st.Slot != nil && st.Slot.SafeBytes >= 0 {
+			smp.SlotSafeBytes = float64(st.Slot.SafeBytes)
+		}
+		out = append(out, smp)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Instance < out[j].Instance })
+	return out
 }

@@ -104,3 +104,58 @@ func (m *Metrics) StoreRequests(fn func() (limit, inFlight, waiting int)) {
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 }
+
+// ArchiveSample is one instance's WAL archive at the moment of a scrape.
+type ArchiveSample struct {
+	Instance string
+	// Streaming is whether the archiver is streaming (not failing or
+	// starting).
+	Streaming bool
+	// LagSeconds is how long the oldest WAL not yet stored has waited.
+	LagSeconds float64
+	// Gaps counts the stretches of WAL the archive lost.
+	Gaps int
+	// SecondsSinceComplete is how old the archive's complete-at time is,
+	// -1 when unknown.
+	SecondsSinceComplete float64
+	// SlotSafeBytes is how much more WAL the server may write before the
+	// archive's slot loses some, -1 when unbounded or unknown.
+	SlotSafeBytes float64
+}
+
+// Archives registers the WAL archive gauges, read from fn at each
+// scrape, one series per instance.
+func (m *Metrics) Archives(fn func() []ArchiveSample) {
+	m.reg.MustRegister(&archiveCollector{fn: fn,
+		streaming: prometheus.NewDesc("cairn_archive_streaming", "1 while an instance's WAL archiver streams, 0 while it starts or fails.", []string{"instance"}, nil),
+		lag:       prometheus.NewDesc("cairn_archive_lag_seconds", "How long the oldest WAL received but not yet stored in the archive has waited.", []string{"instance"}, nil),
+		gaps:      prometheus.NewDesc("cairn_archive_gaps", "Stretches of WAL an instance's archive lost.", []string{"instance"}, nil),
+		age:       prometheus.NewDesc("cairn_archive_complete_age_seconds", "Seconds since the latest time the archive holds everything written by.", []string{"instance"}, nil),
+		slot:      prometheus.NewDesc("cairn_archive_slot_safe_bytes", "WAL the server may still write before the archive's slot loses some (-1: unbounded or unknown).", []string{"instance"}, nil),
+	})
+}
+
+type archiveCollector struct {
+	fn                              func() []ArchiveSample
+	streaming, lag, gaps, age, slot *prometheus.Desc
+}
+
+func (c *archiveCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.streaming, c.lag, c.gaps, c.age, c.slot} {
+		ch <- d
+	}
+}
+
+func (c *archiveCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.fn() {
+		streaming := 0.0
+		if s.Streaming {
+			streaming = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.streaming, prometheus.GaugeValue, streaming, s.Instance)
+		ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, s.LagSeconds, s.Instance)
+		ch <- prometheus.MustNewConstMetric(c.gaps, prometheus.GaugeValue, float64(s.Gaps), s.Instance)
+		ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, s.SecondsSinceComplete, s.Instance)
+		ch <- prometheus.MustNewConstMetric(c.slot, prometheus.GaugeValue, s.SlotSafeBytes, s.Instance)
+	}
+}

@@ -37,6 +37,10 @@ const (
 	maxArchiveBuffer = 16 << 20
 	// archiveBackoff bounds the pause after a failed session.
 	archiveBackoffMin, archiveBackoffMax = 500 * time.Millisecond, 30 * time.Second
+	// slotCheckEvery is how often the archiver reads the server's slot.
+	slotCheckEvery = 10 * time.Second
+	// archiveLagAlarm is the lag past which an archive raises an event.
+	archiveLagAlarm = 30 * time.Second
 )
 
 // walLog names the log of a timeline; historyLog that of its history
@@ -106,6 +110,12 @@ type archiveView struct {
 	switches map[uint32]uint64
 	// spans are the stretches of each timeline the archive holds.
 	spans map[uint32][]repo.LogSpan
+	// slot is the server's archive slot as last read, slotChecked when.
+	slot        *cairn.ArchiveSlot
+	slotChecked time.Time
+	// lagging and slotLow are alarms raised (an event each) and not yet
+	// cleared.
+	lagging, slotLow bool
 }
 
 // startArchiver starts archiving an instance, unless it is archived
@@ -458,6 +468,7 @@ func (ar *archiver) session(ctx context.Context) (progressed bool, err error) {
 				}
 				progressed = true
 			}
+			ar.monitor(gctx)
 			if final {
 				return nil
 			}
@@ -561,6 +572,83 @@ func (ar *archiver) gap(tli uint32, ident dbagent.WALIdentity, cause error) {
 		v.end = next
 	})
 	ar.s.log.Error("the archive lost WAL the server no longer has", "instance", ar.inst, "timeline", tli, "err", cause)
+	ar.event("instance.archive.gap", map[string]any{"timeline": tli, "reason": cause.Error()})
+}
+
+// event raises an archive event for the instance's project.
+func (ar *archiver) event(typ string, payload map[string]any) {
+	ctx := context.Background()
+	inst, err := ar.s.instanceRow(ctx, ar.inst)
+	if err != nil {
+		ar.s.log.Warn("an archive event for an instance not found", "instance", ar.inst, "event", typ, "err", err)
+		return
+	}
+	payload["instance_id"] = ar.inst
+	ar.s.event(ctx, typ, inst.ProjectID, payload)
+}
+
+// monitor reads the server's slot every slotCheckEvery, and raises an
+// event when the archive starts to lag past archiveLagAlarm or the slot
+// comes within a quarter of losing WAL; each once until it clears.
+func (ar *archiver) monitor(ctx context.Context) {
+	now := ar.s.now()
+	v := ar.view()
+	if v.slotChecked.IsZero() || now.Sub(v.slotChecked) >= slotCheckEvery {
+		slot, err := ar.s.host.WALSlot(ctx, ar.inst)
+		if err != nil {
+			if ctx.Err() == nil && !errors.Is(err, cairn.ErrUnsupported) {
+				ar.s.log.Warn("reading an instance's archive slot", "instance", ar.inst, "err", err)
+			}
+		} else if slot.Exists {
+			low := slot.Status == "unreserved" || slot.Status == "lost" ||
+				slot.KeepBytes > 0 && slot.SafeBytes >= 0 && slot.SafeBytes < slot.KeepBytes/4
+			raise := false
+			ar.set(func(v *archiveView) {
+				v.slot = &cairn.ArchiveSlot{Status: slot.Status, SafeBytes: slot.SafeBytes, KeepBytes: slot.KeepBytes}
+				raise = low && !v.slotLow
+				v.slotLow = low
+			})
+			if raise {
+				ar.s.log.Warn("an instance's archive slot is close to losing WAL", "instance", ar.inst,
+					"wal_status", slot.Status, "safe_bytes", slot.SafeBytes, "keep_bytes", slot.KeepBytes)
+				ar.event("instance.archive.slot", map[string]any{"wal_status": slot.Status,
+					"safe_bytes": slot.SafeBytes, "keep_bytes": slot.KeepBytes})
+			}
+		}
+		ar.set(func(v *archiveView) { v.slotChecked = now })
+	}
+	lag := time.Duration(0)
+	if !v.pendingSince.IsZero() {
+		lag = now.Sub(v.pendingSince)
+	}
+	raise := false
+	ar.set(func(v *archiveView) {
+		over := lag > archiveLagAlarm
+		raise = over && !v.lagging
+		v.lagging = over
+	})
+	if raise {
+		ar.s.log.Warn("an instance's archive lags", "instance", ar.inst, "lag", lag)
+		ar.event("instance.archive.lag", map[string]any{"lag_seconds": lag.Seconds()})
+	}
+}
+
+// Archives returns the state of every archive, by instance: what the
+// metrics show.
+func (s *Service) Archives() map[string]cairn.ArchiveState {
+	s.archives.mu.Lock()
+	ids := make([]string, 0, len(s.archives.byInst))
+	for id := range s.archives.byInst {
+		ids = append(ids, id)
+	}
+	s.archives.mu.Unlock()
+	out := make(map[string]cairn.ArchiveState, len(ids))
+	for _, id := range ids {
+		if st := s.archiveState(id); st != nil {
+			out[id] = *st
+		}
+	}
+	return out
 }
 
 // archiveState is what the API shows of an instance's archive, nil when
@@ -572,7 +660,7 @@ func (s *Service) archiveState(id string) *cairn.ArchiveState {
 	}
 	v := ar.view()
 	st := &cairn.ArchiveState{Container: ar.container, State: v.state, Timeline: v.timeline,
-		CompleteAt: v.completeAt, LastTransaction: v.lastTxn, Gaps: v.gaps, Error: v.err}
+		CompleteAt: v.completeAt, LastTransaction: v.lastTxn, Gaps: v.gaps, Slot: v.slot, Error: v.err}
 	if v.end > 0 {
 		st.ArchivedLSN = dbagent.LSN(v.end).String()
 	}

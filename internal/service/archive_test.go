@@ -33,10 +33,20 @@ type walHost struct {
 	gone      map[uint32]uint64
 	confirmed dbagent.LSN
 	streams   int
+	slot      dbagent.WALSlot
+	slotReads int
+}
+
+func (h *walHost) WALSlot(context.Context, string) (dbagent.WALSlot, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.slotReads++
+	return h.slot, nil
 }
 
 func newWALHost(h *servicetest.InstanceHost) *walHost {
 	return &walHost{InstanceHost: h, changed: make(chan struct{}), tli: 1,
+		slot: dbagent.WALSlot{Exists: true, Active: true, Status: "reserved", SafeBytes: 900 << 20, KeepBytes: 1 << 30},
 		base: map[uint32]uint64{1: 5 * fakeSeg}, wal: map[uint32][]byte{}, switches: map[uint32]uint64{}, gone: map[uint32]uint64{}}
 }
 
@@ -225,8 +235,12 @@ func TestArchiver(t *testing.T) {
 		t.Fatal("the archive's bytes differ from the server's")
 	}
 	st := must[cairn.Instance](t)(r.svc.Instance(t.Context(), caller, f.vol)).Archive
-	if st == nil || st.State != "streaming" || st.Timeline != 1 || st.ArchivedLSN != dbagent.LSN(end1).String() || st.CompleteAt.IsZero() {
+	if st == nil || st.State != "streaming" || st.Timeline != 1 || st.ArchivedLSN != dbagent.LSN(end1).String() || st.CompleteAt.IsZero() ||
+		st.Slot == nil || st.Slot.Status != "reserved" {
 		t.Fatalf("archive state %+v", st)
+	}
+	if ev := r.eventsOf("instance.archive.slot"); len(ev) != 0 {
+		t.Fatalf("a slot alarm while the slot is fine: %v", ev)
 	}
 
 	// A timeline switch: the history, then the new timeline from the
@@ -272,5 +286,19 @@ func TestArchiver(t *testing.T) {
 	st = must[cairn.Instance](t)(r.svc.Instance(t.Context(), caller, f.vol)).Archive
 	if len(st.Gaps) != 1 || st.Gaps[0].Timeline != 2 || st.Gaps[0].From != dbagent.LSN(end3).String() {
 		t.Fatalf("gaps %+v, want one from %s", st.Gaps, dbagent.LSN(end3))
+	}
+	if ev := r.eventsOf("instance.archive.gap"); len(ev) != 1 || ev[0].Payload["instance_id"] != f.vol {
+		t.Fatalf("gap events %v", ev)
+	}
+
+	// A slot close to losing WAL: an event, once.
+	h.change(func() { h.slot.Status, h.slot.SafeBytes = "extended", 100<<20 })
+	r.restart() // the slot is read at a session's first store
+	end5 := h.write(rng, 100)
+	waitArchived(t, r, h, id, 2, end5)
+	h.write(rng, 100)
+	waitArchived(t, r, h, id, 2, h.write(rng, 100))
+	if ev := r.eventsOf("instance.archive.slot"); len(ev) != 1 || ev[0].Payload["safe_bytes"] != int64(100<<20) {
+		t.Fatalf("slot events %v", ev)
 	}
 }

@@ -61,6 +61,8 @@ type InstanceHost interface {
 	StreamWAL(ctx context.Context, id string, timeline uint32, start dbagent.LSN, fn func(dbagent.WALMessage) error) (*dbagent.TimelineEnd, error)
 	ConfirmWAL(id string, lsn dbagent.LSN)
 	TimelineHistory(ctx context.Context, id string, timeline uint32) ([]byte, error)
+	// WALSlot reports the server's archive slot.
+	WALSlot(ctx context.Context, id string) (dbagent.WALSlot, error)
 }
 
 // errNoInstances is the error of the database API on a service without

@@ -12,6 +12,7 @@ import (
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/catalog"
 	"github.com/cairnproject/cairn/internal/catalog/sqlite"
+	"github.com/cairnproject/cairn/internal/notify"
 	"github.com/cairnproject/cairn/internal/service"
 	"github.com/cairnproject/cairn/internal/service/servicetest"
 	"github.com/cairnproject/cairn/internal/tasks"
@@ -44,6 +45,30 @@ type rig struct {
 	// fake host with a WAL of its own); archiveInterval its archive's.
 	walHost         service.InstanceHost
 	archiveInterval time.Duration
+
+	// events are the notifications the services raised.
+	eventsMu sync.Mutex
+	events   []notify.Event
+}
+
+// Notify records an event: the rig is the services' notifier.
+func (r *rig) Notify(_ context.Context, e notify.Event) {
+	r.eventsMu.Lock()
+	defer r.eventsMu.Unlock()
+	r.events = append(r.events, e)
+}
+
+// eventsOf returns the events of a type raised so far.
+func (r *rig) eventsOf(typ string) []notify.Event {
+	r.eventsMu.Lock()
+	defer r.eventsMu.Unlock()
+	var out []notify.Event
+	for _, e := range r.events {
+		if e.Type == typ {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func newRig(t *testing.T) *rig {
@@ -118,7 +143,7 @@ func (r *rig) start() {
 		host = r.walHost
 	}
 	r.svc = service.New(service.Config{Catalog: r.cat, Engine: r.eng, OpenRepo: r.open,
-		Workers: 2, After: r.clock.After, Instances: host, ArchiveInterval: r.archiveInterval})
+		Workers: 2, After: r.clock.After, Instances: host, ArchiveInterval: r.archiveInterval, Notifier: r})
 	if err := r.svc.Start(r.t.Context()); err != nil {
 		r.t.Fatal(err)
 	}

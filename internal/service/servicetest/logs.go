@@ -134,3 +134,8 @@ func (h *InstanceHost) ConfirmWAL(string, dbagent.LSN) {}
 func (h *InstanceHost) TimelineHistory(ctx context.Context, id string, _ uint32) ([]byte, error) {
 	return nil, fmt.Errorf("instance %s: the fake host has no WAL: %w", id, cairn.ErrUnsupported)
 }
+
+// WALSlot implements service.InstanceHost (see WALIdentity).
+func (h *InstanceHost) WALSlot(ctx context.Context, id string) (dbagent.WALSlot, error) {
+	return dbagent.WALSlot{}, fmt.Errorf("instance %s: the fake host has no WAL: %w", id, cairn.ErrUnsupported)
+}
