@@ -1,0 +1,198 @@
+package service
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/repo"
+	"github.com/cairnproject/cairn/internal/repo/format"
+	"github.com/cairnproject/cairn/internal/volbackup"
+)
+
+// memLogs is the log-archive part of a Repository, in memory.
+type memLogs struct {
+	Repository // the rest is not used
+	pieces     map[string]memPiece
+}
+
+type memPiece struct {
+	h    format.LogPiece
+	data []byte
+}
+
+func (m *memLogs) LogPieces(_ context.Context, id cairn.ID) ([]repo.LogRef, []string, error) {
+	var out []repo.LogRef
+	for _, p := range m.pieces {
+		if p.h.Archive == id {
+			out = append(out, repo.LogRef{Archive: id, Log: p.h.Log, Start: p.h.Start, End: p.h.End})
+		}
+	}
+	repo.SortLogRefs(out)
+	return out, nil, nil
+}
+
+func (m *memLogs) ReadLogPiece(_ context.Context, p repo.LogRef) (format.LogPiece, []byte, error) {
+	x, ok := m.pieces[p.Name()]
+	if !ok {
+		return format.LogPiece{}, nil, fmt.Errorf("%s: %w", p.Name(), cairn.ErrNotFound)
+	}
+	return x.h, x.data, nil
+}
+
+func (m *memLogs) put(h format.LogPiece, data []byte) {
+	m.pieces[h.Name()] = memPiece{h: h, data: data}
+}
+
+// Unused by these tests; present so memLogs is a Repository.
+func (m *memLogs) BackupSnapshot(context.Context, cairn.ID, repo.BackupOptions) (*volbackup.Result, error) {
+	return nil, cairn.ErrUnsupported
+}
+func (m *memLogs) BackupStream(context.Context, io.Reader, repo.StreamOptions) (*format.Manifest, error) {
+	return nil, cairn.ErrUnsupported
+}
+
+const testSeg = 1 << 16
+
+// TestWALFiles: a chain of two timelines becomes the history file and
+// whole segments named by timeline; reading stops after the segment of
+// the first transaction past the target; holes are refused, naming
+// where.
+func TestWALFiles(t *testing.T) {
+	ctx := t.Context()
+	id := cairn.NewID()
+	m := &memLogs{pieces: map[string]memPiece{}}
+	t0 := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	pattern := func(tli uint32, at uint64, n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(uint64(tli)*31 + (at+uint64(i))*7)
+		}
+		return b
+	}
+	// Timeline 1: segments 4 and 5 whole and 6 in part, a piece a
+	// second; it switched at 6*seg+1000 to timeline 2, which holds segment
+	// 6 from its start (its first 1000 bytes copied) into segment 7.
+	at := uint64(4 * testSeg)
+	sec := 0
+	add := func(tli uint32, from, to uint64) {
+		for p := from; p < to; {
+			n := min(to-p, testSeg/4, testSeg-p%testSeg)
+			when := t0.Add(time.Duration(sec) * time.Second)
+			m.put(format.LogPiece{Archive: id, Log: walLog(tli), Start: p, End: p + n, FirstTime: when, LastTime: when, Transactions: 1}, pattern(tli, p, int(n)))
+			p += n
+			sec++
+		}
+	}
+	add(1, at, 6*testSeg+1000)
+	add(2, 6*testSeg, 7*testSeg+500)
+	hist := []byte("1\t0/61000\tno recovery target specified\n")
+	m.put(format.LogPiece{Archive: id, Log: historyLog(2), Start: 0, End: uint64(len(hist))}, hist)
+
+	v := archiveView{segSize: testSeg, timeline: 2, end: 7*testSeg + 500,
+		switches: map[uint32]uint64{1: 6*testSeg + 1000},
+		spans: map[uint32][]repo.LogSpan{
+			1: {{Log: walLog(1), Start: at, End: 6*testSeg + 1000}},
+			2: {{Log: walLog(2), Start: 6 * testSeg, End: 7*testSeg + 500}},
+		}}
+	chain, err := v.walChain(1, 4*testSeg+123)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []walStretch{{1, 4 * testSeg, 6*testSeg + 1000}, {2, 6 * testSeg, 7*testSeg + 500}}
+	if !slices.Equal(chain, want) {
+		t.Fatalf("chain %+v, want %+v", chain, want)
+	}
+
+	files := func(until time.Time) ([]walFile, bool) {
+		var out []walFile
+		found, err := walFiles(ctx, m, id, testSeg, chain, until, func(f walFile) error { out = append(out, f); return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out, found
+	}
+	names := func(fs []walFile) []string {
+		var out []string
+		for _, f := range fs {
+			out = append(out, f.Name)
+		}
+		return out
+	}
+	all, found := files(time.Time{})
+	if found || !slices.Equal(names(all), []string{"00000002.history",
+		"000000010000000000000004", "000000010000000000000005", "000000010000000000000006",
+		"000000020000000000000006", "000000020000000000000007"}) {
+		t.Fatalf("files %v (found %v)", names(all), found)
+	}
+	for _, f := range all {
+		if f.Name == "00000002.history" {
+			if !bytes.Equal(f.Data, hist) {
+				t.Fatal("history differs")
+			}
+			continue
+		}
+		if len(f.Data) != testSeg {
+			t.Fatalf("%s holds %d bytes, want a whole segment", f.Name, len(f.Data))
+		}
+		var tli uint32
+		var hi, lo uint64
+		fmt.Sscanf(f.Name, "%08X%08X%08X", &tli, &hi, &lo)
+		start := lo * testSeg
+		end := start + testSeg
+		have := map[uint32]uint64{1: 6*testSeg + 1000, 2: 7*testSeg + 500}[tli]
+		n := min(end, have) - start
+		if !bytes.Equal(f.Data[:n], pattern(tli, start, int(n))) || !allZeros(f.Data[n:]) {
+			t.Fatalf("%s: wrong bytes, or not zeros past the archive's end", f.Name)
+		}
+	}
+	// A target inside segment 5 (pieces are a second apart, four to a
+	// segment): reading stops after segment 5.
+	some, found := files(t0.Add(5500 * time.Millisecond))
+	if !found || !slices.Equal(names(some), []string{"00000002.history", "000000010000000000000004", "000000010000000000000005"}) {
+		t.Fatalf("to 5.5 s: %v (found %v)", names(some), found)
+	}
+	// Past every transaction: all of it, and no transaction found.
+	if rest, found := files(t0.Add(time.Hour)); found || len(rest) != len(all) {
+		t.Fatalf("past the end: %v (found %v)", names(rest), found)
+	}
+
+	// Holes: a piece gone from timeline 1, a timeline whose switch is
+	// unknown, a backup on a timeline the archive does not have.
+	holed := v
+	holed.spans = map[uint32][]repo.LogSpan{1: {{Log: walLog(1), Start: at, End: 5 * testSeg}, {Log: walLog(1), Start: 5*testSeg + 10, End: 6*testSeg + 1000}}, 2: v.spans[2]}
+	if _, err := holed.walChain(1, at); !errors.Is(err, cairn.ErrInvalid) || !strings.Contains(err.Error(), "timeline 1") {
+		t.Fatalf("chain across a hole: %v", err)
+	}
+	noSwitch := v
+	noSwitch.switches = map[uint32]uint64{}
+	if _, err := noSwitch.walChain(1, at); !errors.Is(err, cairn.ErrInvalid) {
+		t.Fatalf("chain without the switch: %v", err)
+	}
+	if _, err := v.walChain(3, at); !errors.Is(err, cairn.ErrInvalid) {
+		t.Fatalf("chain from timeline 3: %v", err)
+	}
+	delete(m.pieces, format.LogPieceName(id, walLog(1), 5*testSeg, 5*testSeg+testSeg/4))
+	if _, err := walFiles(ctx, m, id, testSeg, chain, time.Time{}, func(walFile) error { return nil }); !errors.Is(err, cairn.ErrInvalid) {
+		t.Fatalf("files across a missing piece: %v", err)
+	}
+	if walFileName(1, 0x100000000+3*testSeg, testSeg) != "000000010000000100000003" {
+		t.Fatalf("name %s", walFileName(1, 0x100000000+3*testSeg, testSeg))
+	}
+}
+
+func allZeros(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
