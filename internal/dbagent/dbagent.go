@@ -476,3 +476,31 @@ type WALSlot struct {
 	// KeepBytes is max_slot_wal_keep_size, -1 when unbounded.
 	KeepBytes int64 `json:"max_slot_wal_keep_size"`
 }
+
+// PointInTime is an Engine whose servers replay their log to a point in
+// time (PostgreSQL's archive recovery).
+type PointInTime interface {
+	// PrepareRecovery makes cfg.DataDir, restored from a snapshot or a
+	// physical backup, replay at its next start the log files in t.Dir
+	// (whole WAL segments and timeline history files, as an archive
+	// holds them) up to t, then leave recovery on a new timeline. The
+	// server's first start then recovers; FinishRecovery waits for it.
+	PrepareRecovery(ctx context.Context, cfg Config, t RecoveryTarget) error
+	// FinishRecovery waits until the server of cfg, started after
+	// PrepareRecovery, has left recovery and accepts writes, then clears
+	// the recovery's settings. It fails when srv exits first (a target
+	// the WAL given does not reach, say) or ctx ends.
+	FinishRecovery(ctx context.Context, cfg Config, srv Server) error
+}
+
+// RecoveryTarget says how far a recovery replays.
+type RecoveryTarget struct {
+	// Time: the recovery stops before the first transaction that ended
+	// after it, so every transaction that ended at or before it is in;
+	// zero replays every file given.
+	Time time.Time
+	// Timeline is the timeline whose history the recovery follows.
+	Timeline uint32
+	// Dir holds the log files; the server's OS user must read them.
+	Dir string
+}

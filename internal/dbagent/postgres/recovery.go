@@ -1,0 +1,142 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/dbagent"
+)
+
+var _ dbagent.PointInTime = (*Engine)(nil)
+
+// recoverySettings are what PrepareRecovery adds to postgresql.auto.conf
+// and FinishRecovery takes out again.
+var recoverySettings = []string{"restore_command", "recovery_target_time", "recovery_target_inclusive",
+	"recovery_target_timeline", "recovery_target_action"}
+
+// recoveryMark begins the lines PrepareRecovery writes, so they can be
+// found again.
+const recoveryMark = "# cairn recovery: removed once the server has promoted\n"
+
+// PrepareRecovery implements dbagent.PointInTime: recovery.signal, and
+// the recovery settings in postgresql.auto.conf: restore_command copies
+// from t.Dir, the target time (inclusive: transactions that ended at it
+// are in) and timeline, and promotion at the target. The snapshot's or
+// backup's own WAL stays in pg_wal; restore_command is tried first.
+func (e *Engine) PrepareRecovery(ctx context.Context, cfg dbagent.Config, t dbagent.RecoveryTarget) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if !filepath.IsAbs(t.Dir) || strings.ContainsAny(t.Dir, "'\"\\\n%") {
+		return fmt.Errorf("recovery: WAL directory %q: %w", t.Dir, cairn.ErrInvalid)
+	}
+	if t.Timeline == 0 {
+		return fmt.Errorf("recovery: no timeline: %w", cairn.ErrInvalid)
+	}
+	if err := e.checkVersion(cfg.DataDir); err != nil {
+		return err
+	}
+	if err := clearRecovery(cfg.DataDir); err != nil {
+		return err
+	}
+	lines := []string{
+		fmt.Sprintf("restore_command = 'cp \"%s/%%f\" \"%%p\"'", t.Dir),
+		fmt.Sprintf("recovery_target_timeline = '%d'", t.Timeline),
+	}
+	if !t.Time.IsZero() {
+		lines = append(lines,
+			fmt.Sprintf("recovery_target_time = '%s'", t.Time.UTC().Format("2006-01-02 15:04:05.999999+00")),
+			"recovery_target_inclusive = on",
+			"recovery_target_action = 'promote'")
+	}
+	auto := filepath.Join(cfg.DataDir, "postgresql.auto.conf")
+	f, err := os.OpenFile(auto, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("recovery: %w", err)
+	}
+	_, err = f.WriteString(recoveryMark + strings.Join(lines, "\n") + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("recovery: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, "recovery.signal"), nil, 0o600); err != nil {
+		return fmt.Errorf("recovery: %w", err)
+	}
+	if err := os.Remove(filepath.Join(cfg.DataDir, "standby.signal")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("recovery: %w", err)
+	}
+	return e.own(cfg.DataDir)
+}
+
+// clearRecovery removes what PrepareRecovery wrote to
+// postgresql.auto.conf (the lines after its mark).
+func clearRecovery(dataDir string) error {
+	auto := filepath.Join(dataDir, "postgresql.auto.conf")
+	b, err := os.ReadFile(auto)
+	if err != nil {
+		return fmt.Errorf("recovery: %w", err)
+	}
+	before, _, found := strings.Cut(string(b), recoveryMark)
+	if !found {
+		return nil
+	}
+	if err := os.WriteFile(auto, []byte(before), 0o600); err != nil {
+		return fmt.Errorf("recovery: %w", err)
+	}
+	return nil
+}
+
+// FinishRecovery implements dbagent.PointInTime: it waits until
+// pg_is_in_recovery() is false, then takes the recovery settings out
+// (ALTER SYSTEM rewrites the file the server owns now).
+func (e *Engine) FinishRecovery(ctx context.Context, cfg dbagent.Config, srv dbagent.Server) error {
+	inst, err := e.Instance(cfg)
+	if err != nil {
+		return err
+	}
+	i := inst.(*Instance)
+	for {
+		select {
+		case <-srv.Exited:
+			return fmt.Errorf("the server exited while recovering (the log given does not reach the target?): %w", cairn.ErrInvalid)
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the recovery: %w", ctx.Err())
+		default:
+		}
+		conn, err := i.connect(ctx, "postgres", "cairn-recovery")
+		if err == nil {
+			var in bool
+			err = conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&in)
+			if err == nil && !in {
+				for _, s := range recoverySettings {
+					if _, err = conn.Exec(ctx, "ALTER SYSTEM RESET "+s); err != nil {
+						break
+					}
+				}
+				if err == nil {
+					_, err = conn.Exec(ctx, "SELECT pg_reload_conf()")
+				}
+				_ = conn.Close(ctx)
+				if err != nil {
+					return fmt.Errorf("clearing the recovery settings: %w", err)
+				}
+				return nil
+			}
+			_ = conn.Close(ctx)
+		}
+		select {
+		case <-srv.Exited:
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
