@@ -501,6 +501,7 @@ type RecoveryTarget struct {
 	Time time.Time
 	// Timeline is the timeline whose history the recovery follows.
 	Timeline uint32
-	// Dir holds the log files; the server's OS user must read them.
+	// Dir holds the log files; PrepareRecovery gives it and them to the
+	// server's OS user, private.
 	Dir string
 }

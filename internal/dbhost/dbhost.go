@@ -79,6 +79,20 @@ type Spec struct {
 	// (SourceInit only); the passwords are forgotten once they are.
 	Databases []dbagent.Database `json:"databases,omitempty"`
 	Users     []dbagent.User     `json:"users,omitempty"`
+	// Recovery, with SourceSnapshot or SourcePhysical (PostgreSQL),
+	// replays the WAL files that follow in the request's stream (after a
+	// physical chain's parts; see WriteWALFile) up to a point in time
+	// before the server is first ready.
+	Recovery *Recovery `json:"recovery,omitempty"`
+}
+
+// Recovery is how far a restored instance replays WAL.
+type Recovery struct {
+	// Time: stop before the first transaction that ended after it; zero
+	// replays every file given.
+	Time time.Time `json:"time,omitzero"`
+	// Timeline is the timeline whose history the replay follows.
+	Timeline uint32 `json:"timeline"`
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
@@ -119,6 +133,14 @@ func (s Spec) Validate() error {
 	if s.Source != SourceInit && (len(s.Databases) > 0 || len(s.Users) > 0) {
 		return fmt.Errorf("instance %s: a restored instance keeps the backup's databases and users: %w", s.ID, cairn.ErrInvalid)
 	}
+	if r := s.Recovery; r != nil {
+		if s.Datastore != dbagent.PostgreSQL || (s.Source != SourceSnapshot && s.Source != SourcePhysical) {
+			return fmt.Errorf("instance %s: a recovery to a point in time restores a PostgreSQL snapshot or physical backup: %w", s.ID, cairn.ErrInvalid)
+		}
+		if r.Timeline == 0 {
+			return fmt.Errorf("instance %s: a recovery without a timeline: %w", s.ID, cairn.ErrInvalid)
+		}
+	}
 	return nil
 }
 
@@ -153,6 +175,9 @@ type record struct {
 	// data directory.
 	Loading bool `json:"loading,omitempty"`
 	Loaded  bool `json:"loaded,omitempty"`
+	// Recovered: a recovery to a point in time (Spec.Recovery) has
+	// promoted the server, and its WAL files are gone.
+	Recovered bool `json:"recovered,omitempty"`
 	// Device is the block device the volume is attached as.
 	Device string `json:"device,omitempty"`
 	// PID and PIDStart identify the server process last started, so a
@@ -611,11 +636,22 @@ func (h *Host) provision(ctx context.Context, inst *instance, data io.Reader) er
 			if err := h.restorePhysical(ctx, eng, cfg, rec.Spec.Parts, data); err != nil {
 				return err
 			}
-			data = nil // read
+			if rec.Spec.Recovery == nil {
+				data = nil // read
+			}
 		case SourceLogical:
 			if err := h.initDataDir(ctx, eng, cfg); err != nil {
 				return err
 			}
+		}
+		if rec.Spec.Recovery != nil {
+			if data == nil {
+				return fmt.Errorf("instance %s: %w: %w", id, errNeedStream, cairn.ErrInvalid)
+			}
+			if err := h.prepareRecovery(ctx, eng, cfg, rec, data); err != nil {
+				return err
+			}
+			data = nil
 		}
 		rec.Prepared = true
 		rec.Spec.Overlay = nil
@@ -626,6 +662,16 @@ func (h *Host) provision(ctx context.Context, inst *instance, data io.Reader) er
 	}
 	if err := h.startServer(ctx, inst, eng, true); err != nil {
 		return err
+	}
+	if rec.Spec.Recovery != nil && !rec.Recovered {
+		if err := h.finishRecovery(ctx, inst, eng); err != nil {
+			return err
+		}
+		rec.Recovered = true
+		if err := h.commit(inst); err != nil {
+			return err
+		}
+		h.event(id, "recovered")
 	}
 	if rec.Spec.Source == SourceLogical && !rec.Loaded {
 		if rec.Loading {

@@ -74,6 +74,12 @@ func (e *Engine) PrepareRecovery(ctx context.Context, cfg dbagent.Config, t dbag
 	if err := os.Remove(filepath.Join(cfg.DataDir, "standby.signal")); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("recovery: %w", err)
 	}
+	if err := os.Chmod(t.Dir, 0o700); err != nil {
+		return fmt.Errorf("recovery: %w", err)
+	}
+	if err := e.user.OwnTree(t.Dir); err != nil {
+		return fmt.Errorf("recovery: %w", err)
+	}
 	return e.own(cfg.DataDir)
 }
 
