@@ -254,6 +254,11 @@ type InstanceCreate struct {
 	// BackupID is the backup to restore into the new instance, "" for
 	// an empty one.
 	BackupID string
+	// PointInTime, when set, restores the instance as it was at that
+	// instant: from BackupID (or, when that is "", the latest backup of
+	// SourceInstance that ends by then), its archived WAL replayed to it.
+	PointInTime    time.Time
+	SourceInstance string
 }
 
 // DatabaseSpec is a database an instance is created with.

@@ -355,11 +355,19 @@ func instanceCreate(in wire.InstanceCreate) (cairn.InstanceCreate, error) {
 	if in.Datastore == nil || in.Datastore.Type == "" {
 		return out, fmt.Errorf("instance.datastore.type is required: a datastore's name or ID (GET /v1.0/{project_id}/datastores lists them): %w", cairn.ErrInvalid)
 	}
-	if in.RestorePoint != nil {
-		if in.RestorePoint.BackupRef == "" {
-			return out, fmt.Errorf("instance.restorePoint.backupRef is required in a restorePoint: %w", cairn.ErrInvalid)
+	if rp := in.RestorePoint; rp != nil {
+		switch {
+		case rp.PointInTime == nil && rp.BackupRef == "":
+			return out, fmt.Errorf("instance.restorePoint needs a backupRef, or a point_in_time: %w", cairn.ErrInvalid)
+		case rp.PointInTime == nil && rp.Instance != "":
+			return out, fmt.Errorf("instance.restorePoint.instance goes with a point_in_time: %w", cairn.ErrInvalid)
+		case rp.PointInTime != nil && rp.BackupRef == "" && rp.Instance == "":
+			return out, fmt.Errorf("instance.restorePoint.point_in_time needs the backupRef or the instance to restore: %w", cairn.ErrInvalid)
 		}
-		out.BackupID = in.RestorePoint.BackupRef
+		out.BackupID = rp.BackupRef
+		if rp.PointInTime != nil {
+			out.PointInTime, out.SourceInstance = *rp.PointInTime, rp.Instance
+		}
 	}
 	if in.Volume != nil && in.Volume.Type != nil && *in.Volume.Type != "" {
 		return out, fmt.Errorf("instance.volume.type %q: cairn has no volume types: %w", *in.Volume.Type, cairn.ErrUnsupported)
@@ -370,7 +378,7 @@ func instanceCreate(in wire.InstanceCreate) (cairn.InstanceCreate, error) {
 			return out, fmt.Errorf("instance.volume.size %d: want a positive number of GiB: %w", *in.Volume.Size, cairn.ErrInvalid)
 		}
 		out.VolumeSize = *in.Volume.Size
-	case out.BackupID == "":
+	case out.BackupID == "" && out.PointInTime.IsZero():
 		return out, fmt.Errorf("instance.volume.size is required (GiB): %w", cairn.ErrInvalid)
 	}
 	if a := in.Access; a != nil && (a.IsPublic || len(a.AllowedCIDRs) > 0) {

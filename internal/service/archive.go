@@ -232,18 +232,31 @@ func (ar *archiver) view() archiveView {
 	return v
 }
 
-// load reads where the archive stands from the store: the timelines it
-// holds, where the newest ends, its holes, the timelines' switch points,
-// and the times of its last piece.
+// load reads where the archive stands from the store (loadArchive).
 func (ar *archiver) load(ctx context.Context, r Repository) error {
-	pieces, _, err := r.LogPieces(ctx, ar.id)
+	v, err := loadArchive(ctx, r, ar.id)
 	if err != nil {
 		return err
+	}
+	ar.set(func(st *archiveView) {
+		st.loaded, st.spans, st.switches, st.gaps = true, v.spans, v.switches, v.gaps
+		st.timeline, st.end, st.lastTxn, st.completeAt = v.timeline, v.end, v.lastTxn, v.completeAt
+	})
+	return nil
+}
+
+// loadArchive reads an archive's state from the store alone: the
+// timelines it holds, where the newest ends, its holes, the timelines'
+// switch points (from their history files), and the times of its last
+// pieces. The segment size is not in the store: the caller sets it.
+func loadArchive(ctx context.Context, r Repository, id cairn.ID) (archiveView, error) {
+	pieces, _, err := r.LogPieces(ctx, id)
+	if err != nil {
+		return archiveView{}, err
 	}
 	spans := map[uint32][]repo.LogSpan{}
 	switches := map[uint32]uint64{}
 	var gaps []cairn.ArchiveGap
-	var last *repo.LogRef
 	for _, sp := range repo.LogSpans(pieces) {
 		tli, ok := parseWALLog(sp.Log)
 		if !ok {
@@ -255,10 +268,15 @@ func (ar *archiver) load(ctx context.Context, r Repository) error {
 		}
 		spans[tli] = append(spans[tli], sp)
 	}
-	for i, p := range pieces {
+	var wal []repo.LogRef // of the newest timeline, in order
+	var newest uint32
+	for _, p := range pieces {
 		if tli, ok := parseWALLog(p.Log); ok {
-			if last == nil || tli > mustTLI(last.Log) || tli == mustTLI(last.Log) && p.End >= last.End {
-				last = &pieces[i]
+			if tli > newest {
+				newest, wal = tli, nil
+			}
+			if tli == newest {
+				wal = append(wal, p)
 			}
 			continue
 		}
@@ -268,29 +286,39 @@ func (ar *archiver) load(ctx context.Context, r Repository) error {
 		}
 		_, body, err := r.ReadLogPiece(ctx, p)
 		if err != nil {
-			return fmt.Errorf("timeline %d history: %w", tli, err)
+			return archiveView{}, fmt.Errorf("timeline %d history: %w", tli, err)
 		}
 		for prev, at := range parseHistory(body) {
 			switches[prev] = at
 		}
 	}
 	v := archiveView{spans: spans, switches: switches, gaps: gaps}
-	if last != nil {
-		h, _, err := r.ReadLogPiece(ctx, *last)
-		if err != nil {
-			return fmt.Errorf("the archive's last piece: %w", err)
-		}
-		v.timeline, v.end = mustTLI(last.Log), last.End
-		v.lastTxn, v.completeAt = h.LastTime, h.ServerTime
+	if len(wal) == 0 {
+		return v, nil
 	}
-	ar.set(func(st *archiveView) {
-		st.loaded, st.spans, st.switches, st.gaps = true, v.spans, v.switches, v.gaps
-		st.timeline, st.end, st.lastTxn, st.completeAt = v.timeline, v.end, v.lastTxn, v.completeAt
-	})
-	return nil
+	last := wal[len(wal)-1]
+	v.timeline = newest
+	for _, p := range wal {
+		v.end = max(v.end, p.End)
+	}
+	// The last transaction: in the last pieces that hold one (an idle
+	// server's last pieces may hold none); a bounded look back.
+	for i := len(wal) - 1; i >= 0 && i >= len(wal)-64; i-- {
+		h, _, err := r.ReadLogPiece(ctx, wal[i])
+		if err != nil {
+			return archiveView{}, fmt.Errorf("archive piece %s: %w", wal[i].Name(), err)
+		}
+		if wal[i] == last {
+			v.completeAt = h.ServerTime
+		}
+		if !h.LastTime.IsZero() {
+			v.lastTxn = h.LastTime
+			break
+		}
+	}
+	return v, nil
 }
 
-func mustTLI(log string) uint32 { t, _ := parseWALLog(log); return t }
 
 // parseHistory reads a timeline history file: lines "parent-timeline
 // switch-LSN reason", giving where each earlier timeline ended.

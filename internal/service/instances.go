@@ -149,6 +149,10 @@ func (s *Service) resolveDatastore(ctx context.Context, name, version string) (c
 type instanceParams struct {
 	Databases []dbagent.Database `json:"databases,omitempty"`
 	Users     []dbagent.User     `json:"users,omitempty"`
+	// PointInTime and Source: a restore to that instant of the source
+	// instance, whose archive's WAL is replayed from the backup.
+	PointInTime time.Time `json:"point_in_time,omitzero"`
+	Source      string    `json:"source,omitempty"`
 }
 
 // CreateInstance accepts a new instance, in BUILD; its task makes the
@@ -163,7 +167,7 @@ func (s *Service) CreateInstance(ctx context.Context, c Caller, in cairn.Instanc
 	if err := validText("name", in.Name, 255); err != nil {
 		return cairn.Instance{}, err
 	}
-	if in.VolumeSize != 0 || in.BackupID == "" {
+	if in.VolumeSize != 0 || (in.BackupID == "" && in.PointInTime.IsZero()) {
 		if err := validSize(in.VolumeSize); err != nil {
 			return cairn.Instance{}, err
 		}
@@ -181,8 +185,39 @@ func (s *Service) CreateInstance(ctx context.Context, c Caller, in cairn.Instanc
 	if err := dbagent.ValidateUsers(p.Users, nil, nil); err != nil {
 		return cairn.Instance{}, err
 	}
-	if in.BackupID != "" && (len(p.Databases) > 0 || len(p.Users) > 0) {
+	if (in.BackupID != "" || !in.PointInTime.IsZero()) && (len(p.Databases) > 0 || len(p.Users) > 0) {
 		return cairn.Instance{}, errorf(cairn.ErrInvalid, "an instance restored from a backup has the backup's databases and users: give none")
+	}
+	if !in.PointInTime.IsZero() {
+		source := in.SourceInstance
+		if in.BackupID != "" {
+			var b cairn.DatabaseBackup
+			if err := s.cat.View(ctx, func(tx catalog.Tx) error {
+				var err error
+				b, err = getDatabaseBackup(ctx, tx, c, in.BackupID)
+				return err
+			}); err != nil {
+				return cairn.Instance{}, err
+			}
+			if source != "" && source != b.InstanceID {
+				return cairn.Instance{}, errorf(cairn.ErrInvalid, "backup %s is of instance %s, not %s", b.ID, b.InstanceID, source)
+			}
+			source = b.InstanceID
+		} else if source != "" {
+			if err := s.cat.View(ctx, func(tx catalog.Tx) error {
+				_, err := getInstance(ctx, tx, c, source)
+				return err
+			}); err != nil {
+				return cairn.Instance{}, err
+			}
+		} else {
+			return cairn.Instance{}, errorf(cairn.ErrInvalid, "a point_in_time restore needs the backup or the instance to restore")
+		}
+		b, err := s.planPointInTime(ctx, source, in.BackupID, in.PointInTime)
+		if err != nil {
+			return cairn.Instance{}, err
+		}
+		in.BackupID, p.PointInTime, p.Source = b.ID, in.PointInTime.UTC(), source
 	}
 	var ds cairn.DatastoreRef
 	if in.Datastore != "" || in.BackupID == "" {
@@ -297,14 +332,20 @@ func (s *Service) runCreateInstance(ctx context.Context, t cairn.Task) error {
 			return err
 		}
 	}
+	var walStream func(ctx context.Context, w io.Writer) error
+	if !p.PointInTime.IsZero() {
+		if spec.Recovery, walStream, err = s.recoveryPlan(ctx, p.Source, b, p.PointInTime); err != nil {
+			return err
+		}
+	}
 	// Provision resumes where a call cut short stopped: one that met the
 	// data plane gone (killed, and being started again by the service)
 	// is made again, a few times, with backoff.
 	var st dbhost.State
 	for attempt, pause := 1, time.Second; ; attempt, pause = attempt+1, 2*pause {
-		switch spec.Source {
-		case dbhost.SourcePhysical, dbhost.SourceLogical:
-			st, err = s.provisionFromStream(ctx, spec, b, chain)
+		switch {
+		case spec.Source == dbhost.SourcePhysical, spec.Source == dbhost.SourceLogical, walStream != nil:
+			st, err = s.provisionFromStream(ctx, spec, b, chain, walStream)
 		default:
 			st, err = s.host.Provision(ctx, spec, nil)
 		}
@@ -448,14 +489,18 @@ func (s *Service) backupChain(ctx context.Context, b cairn.DatabaseBackup) ([]ca
 // provisionFromStream has the host make an instance from a physical
 // chain (each part framed) or a dump, streamed from the repository as
 // the host reads it.
-func (s *Service) provisionFromStream(ctx context.Context, spec dbhost.Spec, b cairn.DatabaseBackup, chain []cairn.DatabaseBackup) (dbhost.State, error) {
+func (s *Service) provisionFromStream(ctx context.Context, spec dbhost.Spec, b cairn.DatabaseBackup, chain []cairn.DatabaseBackup,
+	walStream func(ctx context.Context, w io.Writer) error) (dbhost.State, error) {
 	r, err := s.repoFor(ctx, b.Container)
 	if err != nil {
 		return dbhost.State{}, err
 	}
-	parts := chain
-	if spec.Source == dbhost.SourceLogical {
+	var parts []cairn.DatabaseBackup
+	switch spec.Source {
+	case dbhost.SourceLogical:
 		parts = []cairn.DatabaseBackup{b}
+	case dbhost.SourcePhysical:
+		parts = chain
 	}
 	manifests := make([]*format.Manifest, len(parts))
 	for i, p := range parts {
@@ -480,6 +525,10 @@ func (s *Service) provisionFromStream(ctx context.Context, spec dbhost.Spec, b c
 			if err != nil {
 				break
 			}
+		}
+		if err == nil && walStream != nil {
+			// A recovery's WAL files follow the backup's own stream.
+			err = walStream(gctx, pw)
 		}
 		pw.CloseWithError(err)
 		if errors.Is(err, errReaderDone) {

@@ -170,4 +170,3 @@ func walFiles(ctx context.Context, r Repository, id cairn.ID, segSize uint64, ch
 	}
 	return found, nil
 }
-

@@ -252,9 +252,13 @@ type DatabaseName struct {
 	Name string `json:"name"`
 }
 
-// RestorePoint names the backup a new instance is restored from.
+// RestorePoint names the backup a new instance is restored from, or the
+// instant it is restored to (cairn's addition, with the instance to
+// restore when no backup is named).
 type RestorePoint struct {
-	BackupRef string `json:"backupRef"`
+	BackupRef   string     `json:"backupRef,omitempty"`
+	PointInTime *time.Time `json:"point_in_time,omitempty"`
+	Instance    string     `json:"instance,omitempty"`
 }
 
 // InstanceAccessCreate is Trove's access of a new instance. Only a
