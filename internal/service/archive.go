@@ -319,7 +319,6 @@ func loadArchive(ctx context.Context, r Repository, id cairn.ID) (archiveView, e
 	return v, nil
 }
 
-
 // parseHistory reads a timeline history file: lines "parent-timeline
 // switch-LSN reason", giving where each earlier timeline ended.
 func parseHistory(b []byte) map[uint32]uint64 {
