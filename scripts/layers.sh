@@ -26,7 +26,7 @@ table='
 45  internal/dbagent/postgres internal/dbagent/mariadb
 40  internal/dbagent
 40  internal/objstore internal/nbd internal/volume internal/attach
-40  internal/crypto internal/extents internal/directio internal/pgwal
+40  internal/crypto internal/extents internal/directio internal/pgwal internal/binlog
 10  internal/wire
 0   .
 '
