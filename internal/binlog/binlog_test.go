@@ -343,4 +343,3 @@ func FuzzDecoder(f *testing.F) {
 		}
 	})
 }
-
