@@ -274,6 +274,38 @@ func TestPointInTimeRestore(t *testing.T) {
 	if _, err := rc.Exec(t.Context(), "INSERT INTO stamps (id) VALUES (999)"); err != nil {
 		t.Fatalf("the restored instance takes no write: %v", err)
 	}
+
+	// A WAL piece gone from the store between the backup and the
+	// instant: the restore is refused, and the window shown shrinks.
+	aid, err := service.ArchiveID(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(data, "backups", "volumebackups", "logs", aid.String(), "wal-00000001")
+	entries, err := os.ReadDir(dir)
+	if err != nil || len(entries) < 3 {
+		t.Fatalf("the archive's pieces: %d, %v", len(entries), err)
+	}
+	if err := os.Remove(filepath.Join(dir, entries[len(entries)/2].Name())); err != nil {
+		t.Fatal(err)
+	}
+	var gapped map[string]any
+	if code := p.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
+		"name": "across-a-gap", "datastore": map[string]any{"type": "postgresql", "version": "15"},
+		"restorePoint": map[string]any{"instance": id, "point_in_time": target.UTC().Format(time.RFC3339Nano)}}}, &gapped); code != 400 {
+		t.Fatalf("a restore across a missing piece: %d %v", code, gapped)
+	}
+	deadline := time.Now().Add(pointTimeout)
+	for {
+		a, w := p.archiveOf(id)
+		if w == nil && a != nil && len(a["gaps"].([]any)) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the archive never showed the missing piece: %v, window %v", a, w)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func backupTime(t *testing.T, b map[string]any) time.Time {

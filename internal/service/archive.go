@@ -37,8 +37,10 @@ const (
 	maxArchiveBuffer = 16 << 20
 	// archiveBackoff bounds the pause after a failed session.
 	archiveBackoffMin, archiveBackoffMax = 500 * time.Millisecond, 30 * time.Second
-	// slotCheckEvery is how often the archiver reads the server's slot.
-	slotCheckEvery = 10 * time.Second
+	// defaultArchiveCheck is how often an archiver reads the server's
+	// slot and lists its archive again (to find pieces gone from the
+	// store).
+	defaultArchiveCheck = 10 * time.Second
 	// archiveLagAlarm is the lag past which an archive raises an event.
 	archiveLagAlarm = 30 * time.Second
 )
@@ -71,6 +73,7 @@ type archiveSet struct {
 	stopped  bool
 	wg       sync.WaitGroup
 	interval time.Duration
+	check    time.Duration
 	after    func(time.Duration) <-chan time.Time
 }
 
@@ -495,7 +498,7 @@ func (ar *archiver) session(ctx context.Context) (progressed bool, err error) {
 				}
 				progressed = true
 			}
-			ar.monitor(gctx)
+			ar.monitor(gctx, r)
 			if final {
 				return nil
 			}
@@ -614,13 +617,16 @@ func (ar *archiver) event(typ string, payload map[string]any) {
 	ar.s.event(ctx, typ, inst.ProjectID, payload)
 }
 
-// monitor reads the server's slot every slotCheckEvery, and raises an
-// event when the archive starts to lag past archiveLagAlarm or the slot
-// comes within a quarter of losing WAL; each once until it clears.
-func (ar *archiver) monitor(ctx context.Context) {
+// monitor, every check interval, reads the server's slot and lists the
+// archive again; it raises an event when the archive starts to lag past
+// archiveLagAlarm, when the slot comes within a quarter of losing WAL
+// (each once until it clears), and when pieces went missing from the
+// store.
+func (ar *archiver) monitor(ctx context.Context, r Repository) {
 	now := ar.s.now()
 	v := ar.view()
-	if v.slotChecked.IsZero() || now.Sub(v.slotChecked) >= slotCheckEvery {
+	if v.slotChecked.IsZero() || now.Sub(v.slotChecked) >= ar.s.archives.check {
+		ar.relist(ctx, r)
 		slot, err := ar.s.host.WALSlot(ctx, ar.inst)
 		if err != nil {
 			if ctx.Err() == nil && !errors.Is(err, cairn.ErrUnsupported) {
@@ -658,6 +664,68 @@ func (ar *archiver) monitor(ctx context.Context) {
 		ar.s.log.Warn("an instance's archive lags", "instance", ar.inst, "lag", lag)
 		ar.event("instance.archive.lag", map[string]any{"lag_seconds": lag.Seconds()})
 	}
+}
+
+// relist lists the archive's pieces again: holes that appeared inside
+// what it held (pieces deleted or lost in the store) become gaps, and
+// the window shrinks with them.
+func (ar *archiver) relist(ctx context.Context, r Repository) {
+	pieces, _, err := r.LogPieces(ctx, ar.id)
+	if err != nil {
+		if ctx.Err() == nil {
+			ar.s.log.Warn("listing an instance's archive", "instance", ar.inst, "err", err)
+		}
+		return
+	}
+	spans := map[uint32][]repo.LogSpan{}
+	for _, sp := range repo.LogSpans(pieces) {
+		if tli, ok := parseWALLog(sp.Log); ok {
+			spans[tli] = append(spans[tli], sp)
+		}
+	}
+	var found []cairn.ArchiveGap
+	ar.set(func(v *archiveView) {
+		for tli, list := range spans {
+			// Holes inside what the archiver had stored (monitor runs
+			// between stores, so nothing is stored meanwhile).
+			old := v.spans[tli]
+			if len(old) == 0 {
+				continue
+			}
+			for i := 1; i < len(list); i++ {
+				from, to := list[i-1].End, list[i].Start
+				if from < old[len(old)-1].End && !hasGap(v.gaps, tli, from) {
+					g := cairn.ArchiveGap{Timeline: tli, From: dbagent.LSN(from).String(), To: dbagent.LSN(to).String(),
+						Reason: "missing from the archive"}
+					v.gaps = append(v.gaps, g)
+					found = append(found, g)
+				}
+			}
+			// Pieces gone from the start (retention) only move where the
+			// archive starts: the window follows from the spans.
+			// The spans shown are the store's, up to what the archiver
+			// itself stored since.
+			if k := len(list); k > 0 && list[k-1].End < old[len(old)-1].End {
+				list[k-1].End = old[len(old)-1].End
+			}
+			v.spans[tli] = list
+		}
+	})
+	for _, g := range found {
+		ar.s.log.Error("pieces of an instance's archive are missing from the store", "instance", ar.inst,
+			"timeline", g.Timeline, "from", g.From, "to", g.To)
+		ar.event("instance.archive.gap", map[string]any{"timeline": g.Timeline, "from": g.From, "to": g.To, "reason": g.Reason})
+	}
+}
+
+func hasGap(gaps []cairn.ArchiveGap, tli uint32, from uint64) bool {
+	s := dbagent.LSN(from).String()
+	for _, g := range gaps {
+		if g.Timeline == tli && g.From == s {
+			return true
+		}
+	}
+	return false
 }
 
 // Archives returns the state of every archive, by instance: what the

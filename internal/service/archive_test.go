@@ -301,4 +301,38 @@ func TestArchiver(t *testing.T) {
 	if ev := r.eventsOf("instance.archive.slot"); len(ev) != 1 || ev[0].Payload["safe_bytes"] != int64(100<<20) {
 		t.Fatalf("slot events %v", ev)
 	}
+
+	// A piece deleted from the store: the next listing finds the hole,
+	// reports it and raises an event.
+	r.archiveCheck = time.Millisecond
+	r.restart()
+	pieces = waitArchived(t, r, h, id, 2, h.write(rng, 100))
+	var victim repo.LogRef
+	n := 0
+	for _, p := range pieces {
+		if p.Log == "wal-00000002" {
+			if n++; n == 2 {
+				victim = p // a piece inside timeline 2
+				break
+			}
+		}
+	}
+	r.store("volumebackups").DeleteLogPiece(victim)
+	deadline := time.Now().Add(time.Minute)
+	for len(r.eventsOf("instance.archive.gap")) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("no gap event after a piece was deleted")
+		}
+		waitArchived(t, r, h, id, 2, h.write(rng, 100))
+	}
+	st = must[cairn.Instance](t)(r.svc.Instance(t.Context(), caller, f.vol)).Archive
+	// (The earlier gap, WAL the server lost, is known after a restart
+	// from the store alone, where it is as missing as this one.)
+	found := false
+	for _, g := range st.Gaps {
+		found = found || g.From == dbagent.LSN(victim.Start).String() && g.To == dbagent.LSN(victim.End).String()
+	}
+	if !found || len(st.Gaps) != 2 {
+		t.Fatalf("gaps after a piece was deleted: %+v (deleted %s)", st.Gaps, victim.Name())
+	}
 }

@@ -45,6 +45,7 @@ type rig struct {
 	// fake host with a WAL of its own); archiveInterval its archive's.
 	walHost         service.InstanceHost
 	archiveInterval time.Duration
+	archiveCheck    time.Duration
 
 	// events are the notifications the services raised.
 	eventsMu sync.Mutex
@@ -143,7 +144,7 @@ func (r *rig) start() {
 		host = r.walHost
 	}
 	r.svc = service.New(service.Config{Catalog: r.cat, Engine: r.eng, OpenRepo: r.open,
-		Workers: 2, After: r.clock.After, Instances: host, ArchiveInterval: r.archiveInterval, Notifier: r})
+		Workers: 2, After: r.clock.After, Instances: host, ArchiveInterval: r.archiveInterval, ArchiveCheck: r.archiveCheck, Notifier: r})
 	if err := r.svc.Start(r.t.Context()); err != nil {
 		r.t.Fatal(err)
 	}

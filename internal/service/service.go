@@ -80,6 +80,9 @@ type Config struct {
 	// archivers' pauses after a failure (default time.After).
 	ArchiveInterval time.Duration
 	ArchiveAfter    func(time.Duration) <-chan time.Time
+	// ArchiveCheck is how often an archiver reads its server's slot and
+	// lists its archive again (default 10 s).
+	ArchiveCheck time.Duration
 }
 
 // Service runs the use cases.
@@ -135,6 +138,9 @@ func New(cfg Config) *Service {
 	}
 	if s.archives.interval = cfg.ArchiveInterval; s.archives.interval <= 0 {
 		s.archives.interval = defaultArchiveInterval
+	}
+	if s.archives.check = cfg.ArchiveCheck; s.archives.check <= 0 {
+		s.archives.check = defaultArchiveCheck
 	}
 	if s.archives.after = cfg.ArchiveAfter; s.archives.after == nil {
 		s.archives.after = time.After

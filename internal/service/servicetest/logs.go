@@ -139,3 +139,11 @@ func (h *InstanceHost) TimelineHistory(ctx context.Context, id string, _ uint32)
 func (h *InstanceHost) WALSlot(ctx context.Context, id string) (dbagent.WALSlot, error) {
 	return dbagent.WALSlot{}, fmt.Errorf("instance %s: the fake host has no WAL: %w", id, cairn.ErrUnsupported)
 }
+
+// DeleteLogPiece removes a piece behind the service's back, as damage
+// or an operator would.
+func (s *Store) DeleteLogPiece(p repo.LogRef) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.logs().pieces, p.Name())
+}
