@@ -149,7 +149,7 @@ func TestDatabaseAPIBadInput(t *testing.T) {
 		{"database without a name", d.tokA, "POST", A + "/instances", inst(`"volume":{"size":1},"databases":[{"character_set":"utf8"}]`), 400, "instance.databases[0].name is required"},
 		{"user without a password", d.tokA, "POST", A + "/instances", inst(`"volume":{"size":1},"users":[{"name":"u"}]`), 400, "instance.users[0]: name and password are required"},
 		{"user's database without a name", d.tokA, "POST", A + "/instances", inst(`"volume":{"size":1},"users":[{"name":"u","password":"p","databases":[{}]}]`), 400, "instance.users[0].databases[0].name is required"},
-		{"restore point without a backup", d.tokA, "POST", A + "/instances", inst(`"restorePoint":{}`), 400, "backupRef is required"},
+		{"restore point without a backup", d.tokA, "POST", A + "/instances", inst(`"restorePoint":{}`), 400, "needs a backupRef, or a point_in_time"},
 		{"restore from a missing backup", d.tokA, "POST", A + "/instances", inst(`"restorePoint":{"backupRef":"nope"}`), 404, "backup nope"},
 		{"restore too small", d.tokA, "POST", A + "/instances", inst(`"volume":{"size":1},"restorePoint":{"backupRef":"` + fx.backup + `"}`), 400, "needs 2"},
 		{"datastore not installed", d.tokA, "POST", A + "/instances", `{"instance":{"name":"x","datastore":{"type":"oracle"},"volume":{"size":1}}}`, 400, "datastore oracle: not installed"},

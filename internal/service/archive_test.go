@@ -292,8 +292,10 @@ func TestArchiver(t *testing.T) {
 	}
 
 	// A slot close to losing WAL: an event, once.
+	// (Changed while no service runs, so only the next one reads it.)
+	r.stop()
 	h.change(func() { h.slot.Status, h.slot.SafeBytes = "extended", 100<<20 })
-	r.restart() // the slot is read at a session's first store
+	r.start() // the slot is read at a session's first store
 	end5 := h.write(rng, 100)
 	waitArchived(t, r, h, id, 2, end5)
 	h.write(rng, 100)
@@ -307,15 +309,23 @@ func TestArchiver(t *testing.T) {
 	r.archiveCheck = time.Millisecond
 	r.restart()
 	pieces = waitArchived(t, r, h, id, 2, h.write(rng, 100))
+	// A piece with pieces right before and after it: its hole is
+	// exactly its range.
 	var victim repo.LogRef
-	n := 0
+	ends, starts := map[uint64]bool{}, map[uint64]bool{}
 	for _, p := range pieces {
 		if p.Log == "wal-00000002" {
-			if n++; n == 2 {
-				victim = p // a piece inside timeline 2
-				break
-			}
+			ends[p.End], starts[p.Start] = true, true
 		}
+	}
+	for _, p := range pieces {
+		if p.Log == "wal-00000002" && ends[p.Start] && starts[p.End] {
+			victim = p
+			break
+		}
+	}
+	if victim.Log == "" {
+		t.Fatalf("no piece of timeline 2 between two others: %v", pieces)
 	}
 	r.store("volumebackups").DeleteLogPiece(victim)
 	deadline := time.Now().Add(time.Minute)
