@@ -19,6 +19,7 @@ import (
 
 	"github.com/cairnproject/cairn/internal/binlog"
 	"github.com/cairnproject/cairn/internal/dbagent"
+	"github.com/cairnproject/cairn/internal/dbagent/dbagenttest"
 	"github.com/cairnproject/cairn/internal/testenv"
 	"github.com/go-sql-driver/mysql"
 )
@@ -41,12 +42,7 @@ func TestRealServer(t *testing.T) {
 	if err != nil {
 		testenv.SkipOrFail(t, err.Error())
 	}
-	dir := t.TempDir()
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := dbagenttest.ReachableTempDir(t)
 	data, run := filepath.Join(dir, "data"), filepath.Join(dir, "run")
 	for _, d := range []string{data, run} {
 		if err := u.MakeDir(d, true); err != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cairnproject/cairn/internal/dbagent"
+	"github.com/cairnproject/cairn/internal/dbagent/dbagenttest"
 	"github.com/cairnproject/cairn/internal/pgwal"
 	"github.com/cairnproject/cairn/internal/testenv"
 	"github.com/jackc/pgx/v5"
@@ -148,12 +149,7 @@ func TestRealServer(t *testing.T) {
 	if err != nil {
 		testenv.SkipOrFail(t, err.Error())
 	}
-	dir := t.TempDir()
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir := dbagenttest.ReachableTempDir(t)
 	data, sock := filepath.Join(dir, "data"), filepath.Join(dir, "sock")
 	for _, d := range []string{data, sock} {
 		if err := u.MakeDir(d, true); err != nil {

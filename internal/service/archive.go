@@ -797,74 +797,64 @@ func (s *Service) recoverableWindow(ctx context.Context, id string) (*cairn.Time
 	if ar == nil {
 		return nil, nil
 	}
-	v := ar.view()
-	to := v.completeAt
-	if v.lastTxn.After(to) {
-		to = v.lastTxn
+	backups, err := s.completedBackups(ctx, id)
+	if err != nil {
+		return nil, err
 	}
-	if to.IsZero() || v.segSize == 0 {
+	from, to := ar.view().window(backups)
+	if from.IsZero() {
 		return nil, nil
 	}
+	return &cairn.TimeWindow{From: from.UTC(), To: to.UTC()}, nil
+}
+
+// completedBackups lists an instance's completed database backups.
+func (s *Service) completedBackups(ctx context.Context, id string) ([]cairn.DatabaseBackup, error) {
 	var backups []cairn.DatabaseBackup
 	err := s.cat.View(ctx, func(tx catalog.Tx) error {
 		var err error
 		backups, err = tx.DatabaseBackups(ctx, catalog.Filter{InstanceID: id, Status: cairn.Status(cairn.DatabaseBackupCompleted)})
 		return err
 	})
-	if err != nil {
-		return nil, err
+	return backups, err
+}
+
+// rollsForward says whether the archive replays backup b's WAL: a
+// PostgreSQL snapshot or physical backup whose WAL it holds without a
+// hole from b's start to its end.
+func (v archiveView) rollsForward(b cairn.DatabaseBackup) bool {
+	if b.Strategy == cairn.StrategyLogical || b.DataTimestamp.IsZero() {
+		return false
 	}
-	var from time.Time
+	rec, err := dbRecord(b)
+	return err == nil && rec.PostgreSQL != nil && v.reaches(rec.PostgreSQL.Timeline, uint64(rec.PostgreSQL.StartLSN))
+}
+
+// window is the recoverable window over backups: from the earliest the
+// archive rolls forward to the latest time the archive is complete at;
+// zero times when there is none.
+func (v archiveView) window(backups []cairn.DatabaseBackup) (from, to time.Time) {
+	to = v.completeAt
+	if v.lastTxn.After(to) {
+		to = v.lastTxn
+	}
+	if to.IsZero() || v.segSize == 0 {
+		return time.Time{}, time.Time{}
+	}
 	for _, b := range backups {
-		if b.Strategy == cairn.StrategyLogical || b.DataTimestamp.IsZero() {
-			continue
-		}
-		rec, err := dbRecord(b)
-		if err != nil || rec.PostgreSQL == nil {
-			continue
-		}
-		if v.reaches(rec.PostgreSQL.Timeline, uint64(rec.PostgreSQL.StartLSN)) && (from.IsZero() || b.DataTimestamp.Before(from)) {
+		if v.rollsForward(b) && (from.IsZero() || b.DataTimestamp.Before(from)) {
 			from = b.DataTimestamp
 		}
 	}
 	if from.IsZero() || to.Before(from) {
-		return nil, nil
+		return time.Time{}, time.Time{}
 	}
-	return &cairn.TimeWindow{From: from.UTC(), To: to.UTC()}, nil
+	return from, to
 }
 
 // reaches says whether the archive holds the WAL from lsn on timeline
-// tli, without a hole, to its end: on each timeline from the start of
-// the segment it begins in to where it switched to the next (timelines
-// follow one another: a recovery makes the next), and on the archive's
-// own timeline to its end.
+// tli, without a hole, to its end (walChain).
 func (v archiveView) reaches(tli uint32, lsn uint64) bool {
-	if tli == 0 || tli > v.timeline {
-		return false
-	}
-	from := lsn - lsn%v.segSize
-	for t := tli; ; t++ {
-		to := v.end
-		if t < v.timeline {
-			sw, ok := v.switches[t]
-			if !ok {
-				return false
-			}
-			to = sw
-		}
-		covered := false
-		for _, sp := range v.spans[t] {
-			if sp.Start <= from && sp.End >= to {
-				covered = true
-				break
-			}
-		}
-		if !covered {
-			return false
-		}
-		if t == v.timeline {
-			return true
-		}
-		from = to - to%v.segSize
-	}
+	_, err := v.walChain(tli, lsn)
+	return err == nil
 }

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/cairnproject/cairn"
-	"github.com/cairnproject/cairn/internal/catalog"
 	"github.com/cairnproject/cairn/internal/dbhost"
 )
 
@@ -44,12 +43,7 @@ func (s *Service) archiveViewOf(ctx context.Context, source string, segSize uint
 // one named (it must end by t and be rolled forward by the archive), or
 // else the latest that does. Outside the window the error names it.
 func (s *Service) planPointInTime(ctx context.Context, source, backupID string, t time.Time) (cairn.DatabaseBackup, error) {
-	var backups []cairn.DatabaseBackup
-	err := s.cat.View(ctx, func(tx catalog.Tx) error {
-		var err error
-		backups, err = tx.DatabaseBackups(ctx, catalog.Filter{InstanceID: source, Status: cairn.Status(cairn.DatabaseBackupCompleted)})
-		return err
-	})
+	backups, err := s.completedBackups(ctx, source)
 	if err != nil {
 		return cairn.DatabaseBackup{}, err
 	}
@@ -67,41 +61,23 @@ func (s *Service) planPointInTime(ctx context.Context, source, backupID string, 
 	if err != nil {
 		return cairn.DatabaseBackup{}, err
 	}
-	to := v.completeAt
-	if v.lastTxn.After(to) {
-		to = v.lastTxn
-	}
-	var from time.Time
-	var best cairn.DatabaseBackup
-	for _, b := range backups {
-		if b.Strategy == cairn.StrategyLogical || b.DataTimestamp.IsZero() {
-			continue
-		}
-		rec, err := dbRecord(b)
-		if err != nil || rec.PostgreSQL == nil || !v.reaches(rec.PostgreSQL.Timeline, uint64(rec.PostgreSQL.StartLSN)) {
-			continue
-		}
-		if from.IsZero() || b.DataTimestamp.Before(from) {
-			from = b.DataTimestamp
-		}
-		if b.DataTimestamp.After(t) {
-			continue
-		}
-		if backupID != "" {
-			if b.ID == backupID {
-				best = b
-			}
-		} else if best.ID == "" || b.DataTimestamp.After(best.DataTimestamp) {
-			best = b
-		}
-	}
-	if from.IsZero() || to.IsZero() || to.Before(from) {
+	from, to := v.window(backups)
+	if from.IsZero() {
 		return cairn.DatabaseBackup{}, errorf(cairn.ErrInvalid, "instance %s has no recoverable window: no backup its WAL archive rolls forward", source)
 	}
 	window := fmt.Sprintf("%s to %s", from.UTC().Format(time.RFC3339Nano), to.UTC().Format(time.RFC3339Nano))
 	if t.Before(from) || t.After(to) {
 		return cairn.DatabaseBackup{}, errorf(cairn.ErrInvalid, "point_in_time %s is outside instance %s's recoverable window, %s",
 			t.UTC().Format(time.RFC3339Nano), source, window)
+	}
+	var best cairn.DatabaseBackup
+	for _, b := range backups {
+		if !v.rollsForward(b) || b.DataTimestamp.After(t) || backupID != "" && b.ID != backupID {
+			continue
+		}
+		if best.ID == "" || b.DataTimestamp.After(best.DataTimestamp) {
+			best = b
+		}
 	}
 	if best.ID == "" {
 		if backupID != "" {

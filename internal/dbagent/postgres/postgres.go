@@ -216,12 +216,9 @@ func (i *Instance) Stop(ctx context.Context, srv dbagent.Server) error {
 	return dbagent.StopServer(ctx, srv, syscall.SIGINT, syscall.SIGQUIT)
 }
 
-// connect opens one session as the superuser over the unix socket.
-func (i *Instance) connect(ctx context.Context, database, app string) (*pgx.Conn, error) {
-	cfg, err := pgx.ParseConfig("")
-	if err != nil {
-		return nil, err
-	}
+// local points cfg at the server's unix socket, as the superuser,
+// without TLS or fallbacks.
+func (i *Instance) local(cfg *pgconn.Config, database string, params map[string]string) {
 	cfg.Host = i.cfg.RunDir
 	cfg.Port = uint16(i.cfg.Port)
 	cfg.User = superuser
@@ -229,7 +226,16 @@ func (i *Instance) connect(ctx context.Context, database, app string) (*pgx.Conn
 	cfg.Database = database
 	cfg.TLSConfig = nil
 	cfg.Fallbacks = nil
-	cfg.RuntimeParams = map[string]string{"application_name": app}
+	cfg.RuntimeParams = params
+}
+
+// connect opens one session as the superuser over the unix socket.
+func (i *Instance) connect(ctx context.Context, database, app string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig("")
+	if err != nil {
+		return nil, err
+	}
+	i.local(&cfg.Config, database, map[string]string{"application_name": app})
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", database, err)

@@ -36,14 +36,7 @@ func (i *Instance) replConnect(ctx context.Context) (*pgconn.PgConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	cfg.Host = i.cfg.RunDir
-	cfg.Port = uint16(i.cfg.Port)
-	cfg.User = superuser
-	cfg.Password = ""
-	cfg.Database = ""
-	cfg.TLSConfig = nil
-	cfg.Fallbacks = nil
-	cfg.RuntimeParams = map[string]string{"application_name": "cairn-archive", "replication": "true"}
+	i.local(cfg, "", map[string]string{"application_name": "cairn-archive", "replication": "true"})
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("replication session: %w", err)
