@@ -109,6 +109,15 @@ func TestWALArchive(t *testing.T) {
 	down := commitRows(t, conn, 100, 50)
 	p = startService(t, data)
 	p.waitArchived(id, down)
+	if _, w := p.archiveOf(id); w == nil {
+		t.Fatal("no window after the restart")
+	}
+	// Deleting the only backup closes the window.
+	p.callDB("DELETE", "/backups/"+backup["id"].(string), nil, nil)
+	p.dbGone("backups", backup["id"].(string))
+	if _, w := p.archiveOf(id); w != nil {
+		t.Fatalf("a window without a backup: %v", w)
+	}
 	p.stop()
 
 	// The store alone: one stretch of WAL without a hole, every commit in
