@@ -88,6 +88,8 @@ type archiver struct {
 
 	mu sync.Mutex
 	st archiveView
+	// seg is the segment being compacted (see compact).
+	seg *segmentBuf
 }
 
 // archiveView is what an archiver knows; mu guards it.
@@ -378,6 +380,7 @@ func (ar *archiver) session(ctx context.Context) (progressed bool, err error) {
 			return false, err
 		}
 	}
+	ar.seg = nil
 	v := ar.view()
 	tli, end := v.timeline, v.end
 	if tli == 0 || tli > ident.Timeline {
@@ -535,6 +538,65 @@ func (ar *archiver) session(ctx context.Context) (progressed bool, err error) {
 	return true, nil
 }
 
+// segmentBuf is the segment being archived as its pieces were stored,
+// from its start: once whole, it is stored again as one piece and its
+// pieces deleted, so a segment written over minutes ends as one object.
+// Only the flusher of the running session touches it.
+type segmentBuf struct {
+	tli    uint32
+	start  uint64
+	data   []byte
+	pieces []format.LogPiece
+}
+
+// compact follows the pieces of the current segment and, when it is
+// whole, stores it as one piece, then deletes the pieces it replaces. A
+// segment whose start this session did not store (it began before a
+// restart) keeps its pieces. A crash between the two steps leaves
+// overlapping pieces, which readers take as they come.
+func (ar *archiver) compact(ctx context.Context, r Repository, seg uint64, h format.LogPiece, data []byte) error {
+	b := ar.seg
+	switch {
+	case h.Start%seg == 0:
+		b = &segmentBuf{tli: mustWALLog(h.Log), start: h.Start}
+	case b == nil || b.tli != mustWALLog(h.Log) || b.start+uint64(len(b.data)) != h.Start:
+		ar.seg = nil
+		return nil
+	}
+	b.data = append(b.data, data...)
+	b.pieces = append(b.pieces, h)
+	ar.seg = b
+	if uint64(len(b.data)) < seg {
+		return nil
+	}
+	ar.seg = nil
+	if len(b.pieces) < 2 {
+		return nil
+	}
+	whole := format.LogPiece{Archive: ar.id, Log: h.Log, Start: b.start, End: b.start + seg, Archived: ar.s.nowUTC()}
+	var refs []repo.LogRef
+	for _, p := range b.pieces {
+		if whole.FirstTime.IsZero() {
+			whole.FirstTime = p.FirstTime
+		}
+		if !p.LastTime.IsZero() {
+			whole.LastTime = p.LastTime
+		}
+		whole.Transactions += p.Transactions
+		whole.ServerTime = p.ServerTime
+		refs = append(refs, repo.LogRef{Archive: ar.id, Log: p.Log, Start: p.Start, End: p.End})
+	}
+	if _, err := r.PutLogPiece(ctx, whole, b.data); err != nil {
+		return fmt.Errorf("storing segment %s whole: %w", dbagent.LSN(b.start), err)
+	}
+	if err := r.DeleteLogPieces(ctx, refs); err != nil && ctx.Err() == nil {
+		ar.s.log.Warn("deleting the pieces of a segment stored whole", "instance", ar.inst, "segment", dbagent.LSN(b.start), "err", err)
+	}
+	return nil
+}
+
+func mustWALLog(log string) uint32 { t, _ := parseWALLog(log); return t }
+
 // store stores pending WAL as pieces, one per segment it touches, then
 // tells the data plane the slot may let go of it.
 func (ar *archiver) store(ctx context.Context, r Repository, tli uint32, p pending) error {
@@ -558,6 +620,9 @@ func (ar *archiver) store(ctx context.Context, r Repository, tli uint32, p pendi
 			h.ServerTime = v.reportedTime
 		}
 		if _, err := r.PutLogPiece(ctx, h, data[:n]); err != nil {
+			return err
+		}
+		if err := ar.compact(ctx, r, seg, h, data[:n]); err != nil {
 			return err
 		}
 		ar.set(func(v *archiveView) {

@@ -234,6 +234,11 @@ func TestArchiver(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatal("the archive's bytes differ from the server's")
 	}
+	// The whole segment is one piece, stored again whole (its pieces
+	// gone); the segment being written is in pieces.
+	if pieces[0].Start != 5*fakeSeg || pieces[0].End != 6*fakeSeg || len(pieces) < 2 {
+		t.Fatalf("the first segment is not one piece: %v", pieces)
+	}
 	st := must[cairn.Instance](t)(r.svc.Instance(t.Context(), caller, f.vol)).Archive
 	if st == nil || st.State != "streaming" || st.Timeline != 1 || st.ArchivedLSN != dbagent.LSN(end1).String() || st.CompleteAt.IsZero() ||
 		st.Slot == nil || st.Slot.Status != "reserved" {

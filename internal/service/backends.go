@@ -113,6 +113,7 @@ type Repository interface {
 	LogPieces(ctx context.Context, id cairn.ID) (pieces []repo.LogRef, odd []string, err error)
 	ReadLogPiece(ctx context.Context, p repo.LogRef) (format.LogPiece, []byte, error)
 	PutLogPiece(ctx context.Context, h format.LogPiece, data []byte) (int, error)
+	DeleteLogPieces(ctx context.Context, pieces []repo.LogRef) error
 
 	// Close releases the repository (connections, caches).
 	Close() error

@@ -147,3 +147,17 @@ func (s *Store) DeleteLogPiece(p repo.LogRef) {
 	defer s.mu.Unlock()
 	delete(s.logs().pieces, p.Name())
 }
+
+// DeleteLogPieces implements service.Repository.
+func (r *Repository) DeleteLogPieces(ctx context.Context, pieces []repo.LogRef) error {
+	c, err := r.begin(ctx, "DeleteLogPieces")
+	if err != nil {
+		return err
+	}
+	r.s.mu.Lock()
+	for _, p := range pieces {
+		delete(r.s.logs().pieces, p.Name())
+	}
+	r.s.mu.Unlock()
+	return c.End(ctx)
+}
