@@ -325,3 +325,94 @@ func backupTime(t *testing.T, b map[string]any) time.Time {
 	}
 	return at
 }
+
+// TestArchiveKill9 kills the service with -9 at the archive's steps:
+// right after a piece was stored (before the server was told), and
+// right after a whole segment replaced its pieces (before all of them
+// were deleted). Commits go on while it is down; after each restart the
+// archive catches up, and the store holds one stretch of WAL without a
+// hole in which every commit decodes.
+func TestArchiveKill9(t *testing.T) {
+	t.Parallel()
+	needInstances(t)
+	data := dbagenttest.ReachableTempDir(t)
+	p := startService(t, data)
+	in := p.createInstance("arch-kill", "postgresql", "15")
+	id := in["id"].(string)
+	conn := pgConn(t, in)
+	if _, err := conn.Exec(t.Context(), "CREATE TABLE stamps (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp(), pad text)"); err != nil {
+		t.Fatal(err)
+	}
+	p.waitArchived(id, commitRows(t, conn, 0, 10))
+	p.stop()
+	next := 10
+	for _, at := range []string{"store.put logs/#1", "store.put logs/#4", "store.delete logs/#1"} {
+		point := newHookPoint(t, at)
+		p = startServiceEnv(t, data, point.env())
+		// Enough WAL for pieces, and for two whole segments (32 MiB of
+		// rows that do not compress), so one segment is written whole in
+		// this service's life.
+		if _, err := conn.Exec(t.Context(), fmt.Sprintf("INSERT INTO stamps (id, pad) SELECT g, "+
+			"(SELECT string_agg(md5(g::text || ':' || k::text), '') FROM generate_series(1, 300) k) FROM generate_series(%d, %d) g",
+			next, next+4000)); err != nil {
+			t.Fatal(err)
+		}
+		next += 4001
+		point.reached(p.done, p.log.String)
+		p.kill()
+		down := commitRows(t, conn, next, 20)
+		next += 20
+		p = startService(t, data)
+		p.waitArchived(id, down)
+		p.stop()
+		t.Logf("killed at %s: caught up", at)
+	}
+
+	be, err := local.New(filepath.Join(data, "backups", "volumebackups"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := os.ReadFile(filepath.Join(data, "backup.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.Open(t.Context(), be, repo.Secret{Kind: format.KeyKindFile, Bytes: key}, repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	aid, err := service.ArchiveID(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pieces, _, err := r.LogPieces(t.Context(), aid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spans := repo.LogSpans(pieces)
+	if len(spans) != 1 {
+		t.Fatalf("the archive after the kills: %+v", spans)
+	}
+	dec := pgwal.NewDecoder(spans[0].Start, 16<<20, false)
+	pos, commits := spans[0].Start, 0
+	for _, pc := range pieces {
+		if pc.End <= pos {
+			continue
+		}
+		_, body, err := r.ReadLogPiece(t.Context(), pc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range dec.Write(body[pos-pc.Start:]) {
+			if e.Kind == pgwal.Commit {
+				commits++
+			}
+		}
+		pos = pc.End
+	}
+	if st := dec.Stats(); st.Damaged != 0 || commits < 70 {
+		t.Fatalf("decoding the archive: %d commits, %+v", commits, st)
+	}
+	t.Logf("the archive: %d pieces over %s to %s, %d commits", len(pieces), dbagentLSN(spans[0].Start), dbagentLSN(spans[0].End), commits)
+	repoCheck(t, data)
+}
