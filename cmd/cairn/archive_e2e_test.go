@@ -75,7 +75,7 @@ func TestWALArchive(t *testing.T) {
 	t.Parallel()
 	needInstances(t)
 	data := dbagenttest.ReachableTempDir(t)
-	p := startService(t, data)
+	p := startService(t, data, "--wal-archive", "on")
 	in := p.createInstance("arch", "postgresql", "15")
 	id := in["id"].(string)
 	conn := pgConn(t, in)
@@ -107,7 +107,7 @@ func TestWALArchive(t *testing.T) {
 	// The service dies; the database goes on; the archive catches up.
 	p.kill()
 	down := commitRows(t, conn, 100, 50)
-	p = startService(t, data)
+	p = startService(t, data, "--wal-archive", "on")
 	p.waitArchived(id, down)
 	if _, w := p.archiveOf(id); w == nil {
 		t.Fatal("no window after the restart")
@@ -205,7 +205,7 @@ func TestPointInTimeRestore(t *testing.T) {
 	t.Parallel()
 	needInstances(t)
 	data := dbagenttest.ReachableTempDir(t)
-	p := startService(t, data)
+	p := startService(t, data, "--wal-archive", "on")
 	in := p.createInstance("pitr-src", "postgresql", "15")
 	id := in["id"].(string)
 	conn := pgConn(t, in)
@@ -336,7 +336,7 @@ func TestArchiveKill9(t *testing.T) {
 	t.Parallel()
 	needInstances(t)
 	data := dbagenttest.ReachableTempDir(t)
-	p := startService(t, data)
+	p := startService(t, data, "--wal-archive", "on")
 	in := p.createInstance("arch-kill", "postgresql", "15")
 	id := in["id"].(string)
 	conn := pgConn(t, in)
@@ -348,7 +348,7 @@ func TestArchiveKill9(t *testing.T) {
 	next := 10
 	for _, at := range []string{"store.put logs/#1", "store.put logs/#4", "store.delete logs/#1"} {
 		point := newHookPoint(t, at)
-		p = startServiceEnv(t, data, point.env())
+		p = startServiceEnv(t, data, point.env(), "--wal-archive", "on")
 		// Enough WAL for pieces, and for two whole segments (32 MiB of
 		// rows that do not compress), so one segment is written whole in
 		// this service's life.
@@ -362,7 +362,7 @@ func TestArchiveKill9(t *testing.T) {
 		p.kill()
 		down := commitRows(t, conn, next, 20)
 		next += 20
-		p = startService(t, data)
+		p = startService(t, data, "--wal-archive", "on")
 		p.waitArchived(id, down)
 		p.stop()
 		t.Logf("killed at %s: caught up", at)

@@ -51,6 +51,7 @@ type serveSettings struct {
 	StoreRequests    int             `yaml:"store_requests"`
 	BackupNice       string          `yaml:"backup_nice"`
 	QuiesceTimeout   string          `yaml:"quiesce_timeout"`
+	WALArchive       string          `yaml:"wal_archive"`
 	NBDSocket        string          `yaml:"nbd_socket"`
 	NBDListen        string          `yaml:"nbd_listen"`
 	DataPlane        string          `yaml:"data_plane"`
@@ -167,6 +168,7 @@ func (a *app) serveFlags(f *pflag.FlagSet, st *serveSettings, configFile *string
 	f.IntVar(&st.StoreRequests, "store-requests", 0, "requests in flight to the backup store")
 	f.StringVar(&st.BackupNice, "backup-nice", "", "nice value of backup and restore work, 0-19")
 	f.StringVar(&st.QuiesceTimeout, "quiesce-timeout", "", "bound of a snapshot backup's quiesce")
+	f.StringVar(&st.WALArchive, "wal-archive", "", `archive every PostgreSQL instance's WAL continuously ("on" or "off", the default while a stall of concurrent backups is open)`)
 	f.StringVar(&st.NBDSocket, "nbd-socket", "", "NBD unix socket")
 	f.StringVar(&st.NBDListen, "nbd-listen", "", "NBD TCP address")
 	f.StringVar(&st.DataPlane, "data-plane", "", "process or embedded")
@@ -226,6 +228,7 @@ func (a *app) settle(flags *pflag.FlagSet, st *serveSettings, configFile string)
 	pick("db-run-dir", &st.DBRunDir, file.DBRunDir, "/run/cairn-db")
 	pick("backup-nice", &st.BackupNice, file.BackupNice, "10")
 	pick("quiesce-timeout", &st.QuiesceTimeout, file.QuiesceTimeout, "30s")
+	pick("wal-archive", &st.WALArchive, file.WALArchive, "off")
 	pick("log-format", &st.LogFormat, file.LogFormat, "json")
 	pick("log-level", &st.LogLevel, file.LogLevel, "info")
 	pickInt := func(flag string, dst *int, fromFile, def, most int) error {
@@ -256,6 +259,9 @@ func (a *app) settle(flags *pflag.FlagSet, st *serveSettings, configFile string)
 	}
 	if n, err := strconv.Atoi(st.BackupNice); err != nil || n < 0 || n > 19 {
 		return usageError{fmt.Errorf("backup nice %q: want 0 to 19", st.BackupNice)}
+	}
+	if st.WALArchive != "on" && st.WALArchive != "off" {
+		return usageError{fmt.Errorf("wal archive %q: want on or off", st.WALArchive)}
 	}
 	if d, err := time.ParseDuration(st.QuiesceTimeout); err != nil || d < time.Second || d > time.Hour {
 		return usageError{fmt.Errorf("quiesce timeout %q: want a duration from 1s to 1h", st.QuiesceTimeout)}
@@ -501,7 +507,8 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 		OpenRepo:         service.Repositories(openRepo, ops, log),
 		DefaultContainer: st.DefaultContainer, Notifier: notifier, Observer: met, Logger: log,
 		Workers: st.Workers, NBDSocket: nbdSock, NBDAddress: nbdAddr,
-		Instances: instances, Backend: storeKind(st.BackupStore), QuiesceTimeout: quiesceTimeout})
+		Instances: instances, Backend: storeKind(st.BackupStore), QuiesceTimeout: quiesceTimeout,
+		ArchiveWAL: st.WALArchive == "on"})
 	met.Archives(func() []metrics.ArchiveSample { return archiveSamples(svc.Archives(), time.Now()) })
 
 	// The servers run in g; gctx ends when ctx does or one of them fails.

@@ -72,6 +72,7 @@ type archiveSet struct {
 	byInst   map[string]*archiver
 	stopped  bool
 	wg       sync.WaitGroup
+	on       bool
 	interval time.Duration
 	check    time.Duration
 	after    func(time.Duration) <-chan time.Time
@@ -127,7 +128,7 @@ type archiveView struct {
 // already, the service stops, or it has no instance host. The
 // archive's container is the service's default.
 func (s *Service) startArchiver(inst cairn.Instance) {
-	if s.host == nil || inst.Datastore.Type != dbagent.PostgreSQL {
+	if !s.archives.on || s.host == nil || inst.Datastore.Type != dbagent.PostgreSQL {
 		return
 	}
 	id, err := ArchiveID(inst.ID)

@@ -144,7 +144,7 @@ func (r *rig) start() {
 		host = r.walHost
 	}
 	r.svc = service.New(service.Config{Catalog: r.cat, Engine: r.eng, OpenRepo: r.open,
-		Workers: 2, After: r.clock.After, Instances: host, ArchiveInterval: r.archiveInterval, ArchiveCheck: r.archiveCheck, Notifier: r})
+		Workers: 2, After: r.clock.After, Instances: host, ArchiveInterval: r.archiveInterval, ArchiveCheck: r.archiveCheck, ArchiveWAL: true, Notifier: r})
 	if err := r.svc.Start(r.t.Context()); err != nil {
 		r.t.Fatal(err)
 	}

@@ -83,6 +83,8 @@ type Config struct {
 	// ArchiveCheck is how often an archiver reads its server's slot and
 	// lists its archive again (default 10 s).
 	ArchiveCheck time.Duration
+	// ArchiveWAL archives the WAL of every PostgreSQL instance.
+	ArchiveWAL bool
 }
 
 // Service runs the use cases.
@@ -139,6 +141,7 @@ func New(cfg Config) *Service {
 	if s.archives.interval = cfg.ArchiveInterval; s.archives.interval <= 0 {
 		s.archives.interval = defaultArchiveInterval
 	}
+	s.archives.on = cfg.ArchiveWAL
 	if s.archives.check = cfg.ArchiveCheck; s.archives.check <= 0 {
 		s.archives.check = defaultArchiveCheck
 	}
