@@ -40,14 +40,14 @@ func TestServeSettings(t *testing.T) {
 			return s.Listen == "127.0.0.1:8776" && s.Catalog == filepath.Join(dir, "catalog.db") &&
 				s.BackupStore == filepath.Join(dir, "backups") && s.Workers == 8 && s.StoreRequests == 32 && s.LogFormat == "json" &&
 				s.NBDSocket == filepath.Join(dir, "nbd.sock") && s.DefaultContainer == "volumebackups" &&
-				s.DBAddress == "127.0.0.1" && s.DBPorts == "17500-17999" && s.DBRunDir == "/run/cairn-db" && s.BackupNice == "10" && s.QuiesceTimeout == "30s" && s.WALArchive == "off"
+				s.DBAddress == "127.0.0.1" && s.DBPorts == "17500-17999" && s.DBRunDir == "/run/cairn-db" && s.BackupNice == "10" && s.QuiesceTimeout == "30s" && s.WALArchive == "on"
 		}, ""},
 		{"quiesce timeout", []string{"--quiesce-timeout", "2s"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", func(s serveSettings) bool {
 			return s.QuiesceTimeout == "2s"
 		}, ""},
 		{"bad quiesce timeout", []string{"--quiesce-timeout", "500ms"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", nil, "quiesce timeout"},
-		{"wal archive on", []string{"--wal-archive", "on"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", func(s serveSettings) bool {
-			return s.WALArchive == "on"
+		{"wal archive off", []string{"--wal-archive", "off"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", func(s serveSettings) bool {
+			return s.WALArchive == "off"
 		}, ""},
 		{"bad wal archive", []string{"--wal-archive", "yes"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", nil, "want on or off"},
 		{"quiesce timeout not a duration", nil, map[string]string{"CAIRN_DATA_DIR": dir, "CAIRN_QUIESCE_TIMEOUT": "soon"}, "", nil, "from 1s to 1h"},

@@ -104,7 +104,11 @@ func startServiceCmd(t *testing.T, data string, prepare func(*exec.Cmd), extra .
 	t.Helper()
 	cleanupDataPlane(t, data)
 	addr := freePort(t)
-	args := append([]string{"serve", "--data-dir", data, "--listen", addr, "--log-format", "text",
+	// Backups run at nice 0: the suite runs beside CPU hogs at nice 0
+	// (stress-ng in CI), which leave a niced backup thread a tenth of a
+	// core's share by design, and these tests wait for backups to end,
+	// not for the scheduler's priorities (internal/repo tests those).
+	args := append([]string{"serve", "--data-dir", data, "--listen", addr, "--log-format", "text", "--backup-nice", "0",
 		"--kdf-time", "1", "--kdf-memory", "64", "--kdf-threads", "1", "--db-ports", dbPorts(data)}, extra...)
 	cmd := exec.Command(cairnBin, args...)
 	cmd.Env = os.Environ()

@@ -131,6 +131,7 @@ func harness(t *testing.T) *dbagenttest.Harness {
 			{Name: "Tablespaces", Run: testTablespaces},
 			{Name: "PhysicalBackupHoldsItsWAL", Run: testPhysicalHoldsWAL},
 			{Name: "StreamWAL", Run: testStreamWAL},
+			{Name: "StreamWALSlowReader", Run: testStreamWALSlowReader},
 			{Name: "PointInTime", Run: testPointInTime},
 		},
 	}

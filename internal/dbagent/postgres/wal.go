@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"golang.org/x/sync/errgroup"
 )
 
 // ArchiveSlot is the physical replication slot the WAL archive streams
@@ -142,17 +144,79 @@ func (i *Instance) StreamWAL(ctx context.Context, req dbagent.WALStreamRequest, 
 	if err != nil {
 		return nil, fmt.Errorf("START_REPLICATION on timeline %d at %s: %w", req.Timeline, req.Start, walError(err))
 	}
-	// Each status asks for a keepalive back: on an idle server it says,
-	// every interval, that nothing more was written.
+	// The session is read by one goroutine and handed to fn by another,
+	// through a short queue: while fn is slow (the archive's store is
+	// behind), the reader keeps answering the server with statuses, so
+	// the walsender does not end the session at wal_sender_timeout, and
+	// the socket's own window holds the server back.
+	g, gctx := errgroup.WithContext(ctx)
+	queue := make(chan dbagent.WALMessage, walQueue)
+	var end *dbagent.TimelineEnd
+	g.Go(func() error {
+		for m := range queue {
+			if err := fn(m); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	g.Go(func() error {
+		defer close(queue)
+		var err error
+		end, err = receiveWAL(gctx, conn, req.Timeline, interval, flushed, queue)
+		return err
+	})
+	if err := g.Wait(); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	return end, nil
+}
+
+// walQueue bounds the messages waiting for the stream's fn (the server
+// sends at most 128 KiB a message).
+const walQueue = 64
+
+// receiveWAL reads a started replication session into queue until the
+// timeline ends or ctx is done. Every interval, and whenever the server
+// asks, it sends a status saying what flushed reports stored, asking
+// for a keepalive back: on an idle server it hears, every interval,
+// that nothing more was written.
+func receiveWAL(ctx context.Context, conn *pgconn.PgConn, timeline uint32, interval time.Duration,
+	flushed func() dbagent.LSN, queue chan<- dbagent.WALMessage) (*dbagent.TimelineEnd, error) {
 	status := func() error {
 		f := pglogrepl.LSN(flushed())
-		return pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{
-			WALWritePosition: f, WALFlushPosition: f, WALApplyPosition: f, ReplyRequested: true})
+		if err := pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{
+			WALWritePosition: f, WALFlushPosition: f, WALApplyPosition: f, ReplyRequested: true}); err != nil {
+			return fmt.Errorf("standby status: %w", err)
+		}
+		return nil
 	}
 	if err := status(); err != nil {
-		return nil, fmt.Errorf("standby status: %w", err)
+		return nil, err
 	}
 	next := time.Now().Add(interval)
+	// deliver queues m, sending statuses while the queue is full.
+	deliver := func(m dbagent.WALMessage) error {
+		for {
+			wait := time.NewTimer(time.Until(next))
+			select {
+			case queue <- m:
+				wait.Stop()
+				return nil
+			case <-ctx.Done():
+				wait.Stop()
+				return ctx.Err()
+			case <-wait.C:
+				if err := status(); err != nil {
+					return err
+				}
+				next = time.Now().Add(interval)
+			}
+		}
+	}
 	for {
 		rctx, cancel := context.WithDeadline(ctx, next)
 		msg, err := conn.ReceiveMessage(rctx)
@@ -163,7 +227,7 @@ func (i *Instance) StreamWAL(ctx context.Context, req dbagent.WALStreamRequest, 
 		if err != nil {
 			if pgconn.Timeout(err) {
 				if err := status(); err != nil {
-					return nil, fmt.Errorf("standby status: %w", err)
+					return nil, err
 				}
 				next = time.Now().Add(interval)
 				continue
@@ -181,7 +245,8 @@ func (i *Instance) StreamWAL(ctx context.Context, req dbagent.WALStreamRequest, 
 				if err != nil {
 					return nil, fmt.Errorf("WAL stream: %v: %w", err, cairn.ErrCorrupt)
 				}
-				if err := fn(dbagent.WALMessage{Start: dbagent.LSN(x.WALStart), Data: x.WALData,
+				// The connection reuses its buffer on the next read.
+				if err := deliver(dbagent.WALMessage{Start: dbagent.LSN(x.WALStart), Data: bytes.Clone(x.WALData),
 					ServerEnd: dbagent.LSN(x.ServerWALEnd), ServerTime: x.ServerTime}); err != nil {
 					return nil, err
 				}
@@ -190,13 +255,13 @@ func (i *Instance) StreamWAL(ctx context.Context, req dbagent.WALStreamRequest, 
 				if err != nil {
 					return nil, fmt.Errorf("WAL stream: %v: %w", err, cairn.ErrCorrupt)
 				}
-				if err := fn(dbagent.WALMessage{ServerEnd: dbagent.LSN(k.ServerWALEnd), ServerTime: k.ServerTime}); err != nil {
-					return nil, err
-				}
 				if k.ReplyRequested {
 					if err := status(); err != nil {
-						return nil, fmt.Errorf("standby status: %w", err)
+						return nil, err
 					}
+				}
+				if err := deliver(dbagent.WALMessage{ServerEnd: dbagent.LSN(k.ServerWALEnd), ServerTime: k.ServerTime}); err != nil {
+					return nil, err
 				}
 			}
 		case *pgproto3.CopyDone:
@@ -207,7 +272,7 @@ func (i *Instance) StreamWAL(ctx context.Context, req dbagent.WALStreamRequest, 
 				return nil, fmt.Errorf("ending the WAL stream: %w", walError(err))
 			}
 			if res == nil {
-				return nil, fmt.Errorf("timeline %d ended without saying which follows: %w", req.Timeline, cairn.ErrCorrupt)
+				return nil, fmt.Errorf("timeline %d ended without saying which follows: %w", timeline, cairn.ErrCorrupt)
 			}
 			return &dbagent.TimelineEnd{Next: uint32(res.Timeline), Switch: dbagent.LSN(res.LSN)}, nil
 		case *pgproto3.ErrorResponse:

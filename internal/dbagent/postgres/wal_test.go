@@ -124,3 +124,122 @@ func testStreamWAL(t *testing.T, env *dbagenttest.Env) {
 		t.Fatalf("stream after cancel: %v", err)
 	}
 }
+
+// testStreamWALSlowReader: a reader blocked for several times the
+// server's wal_sender_timeout keeps its session (the stream goes on
+// answering the server while the reader waits), and once it reads again
+// the WAL comes on without a hole.
+func testStreamWALSlowReader(t *testing.T, env *dbagenttest.Env) {
+	ctx := t.Context()
+	src := env.Source(t, false)
+	for _, stmt := range []string{"ALTER SYSTEM SET wal_sender_timeout = '2s'", "SELECT pg_reload_conf()"} {
+		if _, err := src.DB.ExecContext(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ws := src.Inst.(dbagent.WALSource)
+	id, err := ws.WALIdentity(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := id.Flushed - id.Flushed%pgwal.PageSize
+	var mu sync.Mutex
+	next := start
+	blocked, release := make(chan struct{}), make(chan struct{})
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	go func() {
+		first := true
+		_, err := ws.StreamWAL(sctx, dbagent.WALStreamRequest{Timeline: 1, Start: start, StatusInterval: 100 * time.Millisecond},
+			func(m dbagent.WALMessage) error {
+				if len(m.Data) == 0 {
+					return nil
+				}
+				if first {
+					first = false
+					close(blocked)
+					<-release
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if m.Start != next {
+					return fmt.Errorf("bytes from %s, want %s", m.Start, next)
+				}
+				next += dbagent.LSN(len(m.Data))
+				return nil
+			})
+		done <- err
+	}()
+	insert := func(from, n int) {
+		for i := range n {
+			if _, err := src.DB.ExecContext(ctx, "INSERT INTO writes (id, payload) VALUES ($1, repeat('x', 100))", from+i); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	insert(200000, 200)
+	select {
+	case <-blocked:
+	case err := <-done:
+		t.Fatalf("the stream ended before its first WAL: %v", err)
+	}
+	// The walsender hears from the session for more than twice its
+	// timeout while the reader is blocked: it would have ended the
+	// session after one.
+	replyTime := func() (time.Time, bool) {
+		var at time.Time
+		err := src.DB.QueryRowContext(ctx, "SELECT reply_time FROM pg_stat_replication WHERE application_name = 'cairn-archive'").Scan(&at)
+		if err != nil {
+			return time.Time{}, false
+		}
+		return at, true
+	}
+	first, ok := replyTime()
+	for !ok {
+		select {
+		case err := <-done:
+			t.Fatalf("the stream ended: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		first, ok = replyTime()
+	}
+	for n := 300000; ; n += 20 {
+		at, ok := replyTime()
+		if !ok {
+			t.Fatal("the server ended the session of a blocked reader")
+		}
+		if at.Sub(first) > 5*time.Second {
+			break
+		}
+		insert(n, 20)
+		select {
+		case err := <-done:
+			t.Fatalf("the stream ended while its reader was blocked: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	close(release)
+	// Reading again, the stream delivers what the server wrote since.
+	id2, err := ws.WALIdentity(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		mu.Lock()
+		at := next
+		mu.Unlock()
+		if at >= id2.Flushed {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the stream ended after its reader came back: %v", err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	stop()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("stream after cancel: %v", err)
+	}
+}
