@@ -31,6 +31,9 @@ const (
 	// InstanceShutdown: being deleted (Trove shows SHUTDOWN while it
 	// deletes an instance).
 	InstanceShutdown InstanceStatus = "SHUTDOWN"
+	// InstanceRecover: being recovered in place to a point in time, or
+	// put back as it was before its last recover; down meanwhile.
+	InstanceRecover InstanceStatus = "RECOVER"
 	// InstanceError: a task failed; the instance's FailReason says why.
 	InstanceError InstanceStatus = "ERROR"
 )
@@ -172,6 +175,55 @@ type Instance struct {
 	// (the service's view when asked), not stored in the catalog.
 	RecoverableWindow *TimeWindow   `json:"recoverable_window,omitempty"`
 	Archive           *ArchiveState `json:"archive,omitempty"`
+	// Recovery is the instance's last recover in place, nil when it has
+	// had none.
+	Recovery *InstanceRecovery `json:"recovery,omitempty"`
+}
+
+// RecoveryStatus is how far a recover in place is.
+type RecoveryStatus string
+
+// Recovery statuses.
+const (
+	// RecoveryRunning: the instance is being brought back to the point.
+	RecoveryRunning RecoveryStatus = "RUNNING"
+	// RecoveryCompleted: the instance is at the point, on a new timeline.
+	RecoveryCompleted RecoveryStatus = "COMPLETED"
+	// RecoveryFailed: the recover failed and the instance was put back as
+	// it was before (FailReason says why).
+	RecoveryFailed RecoveryStatus = "FAILED"
+	// RecoveryUndoing and RecoveryUndone: the instance is being, or has
+	// been, put back as it was before the recover.
+	RecoveryUndoing RecoveryStatus = "UNDOING"
+	RecoveryUndone  RecoveryStatus = "UNDONE"
+)
+
+// InstanceRecovery is a recover in place of a running instance: its
+// volume brought back to a backup and its archived log replayed to a
+// point in time. The snapshot taken of the volume before it is kept, so
+// the recover can be undone.
+type InstanceRecovery struct {
+	ID          string         `json:"id"`
+	Status      RecoveryStatus `json:"status"`
+	FailReason  string         `json:"fail_reason,omitempty"`
+	PointInTime time.Time      `json:"point_in_time"`
+	// BackupID is the backup the volume was brought back to.
+	BackupID string `json:"recovered_from_backup"`
+	// SafetySnapshot is the volume snapshot holding the instance as it
+	// was when the recover began (the engine's snapshot ID), "" until
+	// it is taken.
+	SafetySnapshot string    `json:"safety_snapshot,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
+	UpdatedAt      time.Time `json:"updated_at"`
+}
+
+// InstanceRecoverRequest is a request to recover a running instance in place
+// to a point in time.
+type InstanceRecoverRequest struct {
+	PointInTime time.Time
+	// BackupID names the backup to start from, "" for the latest that
+	// ends by PointInTime.
+	BackupID string
 }
 
 // DatabaseBackup is a backup of a database instance, stored in a

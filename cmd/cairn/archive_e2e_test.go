@@ -75,7 +75,7 @@ func TestWALArchive(t *testing.T) {
 	t.Parallel()
 	needInstances(t)
 	data := dbagenttest.ReachableTempDir(t)
-	p := startService(t, data, "--wal-archive", "on")
+	p := startService(t, data)
 	in := p.createInstance("arch", "postgresql", "15")
 	id := in["id"].(string)
 	conn := pgConn(t, in)
@@ -107,7 +107,7 @@ func TestWALArchive(t *testing.T) {
 	// The service dies; the database goes on; the archive catches up.
 	p.kill()
 	down := commitRows(t, conn, 100, 50)
-	p = startService(t, data, "--wal-archive", "on")
+	p = startService(t, data)
 	p.waitArchived(id, down)
 	if _, w := p.archiveOf(id); w == nil {
 		t.Fatal("no window after the restart")
@@ -215,7 +215,7 @@ func TestPointInTimeRestore(t *testing.T) {
 	t.Parallel()
 	needInstances(t)
 	data := dbagenttest.ReachableTempDir(t)
-	p := startService(t, data, "--wal-archive", "on")
+	p := startService(t, data)
 	in := p.createInstance("pitr-src", "postgresql", "15")
 	id := in["id"].(string)
 	conn := pgConn(t, in)
@@ -346,7 +346,7 @@ func TestArchiveKill9(t *testing.T) {
 	t.Parallel()
 	needInstances(t)
 	data := dbagenttest.ReachableTempDir(t)
-	p := startService(t, data, "--wal-archive", "on")
+	p := startService(t, data)
 	in := p.createInstance("arch-kill", "postgresql", "15")
 	id := in["id"].(string)
 	conn := pgConn(t, in)
@@ -358,21 +358,37 @@ func TestArchiveKill9(t *testing.T) {
 	next := 10
 	for _, at := range []string{"store.put logs/#1", "store.put logs/#4", "store.delete logs/#1"} {
 		point := newHookPoint(t, at)
-		p = startServiceEnv(t, data, point.env(), "--wal-archive", "on")
-		// Enough WAL for pieces, and for two whole segments (32 MiB of
-		// rows that do not compress), so one segment is written whole in
-		// this service's life.
-		if _, err := conn.Exec(t.Context(), fmt.Sprintf("INSERT INTO stamps (id, pad) SELECT g, "+
-			"(SELECT string_agg(md5(g::text || ':' || k::text), '') FROM generate_series(1, 300) k) FROM generate_series(%d, %d) g",
-			next, next+4000)); err != nil {
-			t.Fatal(err)
+		p = startServiceEnv(t, data, point.env())
+		if strings.HasPrefix(at, "store.put") {
+			// Enough WAL for pieces, and for two whole segments (32 MiB
+			// of rows that do not compress).
+			if _, err := conn.Exec(t.Context(), fmt.Sprintf("INSERT INTO stamps (id, pad) SELECT g, "+
+				"(SELECT string_agg(md5(g::text || ':' || k::text), '') FROM generate_series(1, 300) k) FROM generate_series(%d, %d) g",
+				next, next+4000)); err != nil {
+				t.Fatal(err)
+			}
+			next += 4001
+		} else {
+			// A segment this service stores from its start (after a
+			// switch), in pieces while the archive keeps up (two commits,
+			// each archived), then made whole by a second switch: it is
+			// stored again whole and its pieces deleted.
+			super := pgSuperConn(t, in)
+			if _, err := super.Exec(t.Context(), "SELECT pg_switch_wal()"); err != nil {
+				t.Fatal(err)
+			}
+			p.waitArchived(id, commitRows(t, conn, next, 5))
+			p.waitArchived(id, commitRows(t, conn, next+5, 5))
+			next += 10
+			if _, err := super.Exec(t.Context(), "SELECT pg_switch_wal()"); err != nil {
+				t.Fatal(err)
+			}
 		}
-		next += 4001
 		point.reached(p.done, p.log.String)
 		p.kill()
 		down := commitRows(t, conn, next, 20)
 		next += 20
-		p = startService(t, data, "--wal-archive", "on")
+		p = startService(t, data)
 		p.waitArchived(id, down)
 		p.stop()
 		t.Logf("killed at %s: caught up", at)

@@ -121,6 +121,24 @@ func pgConn(t *testing.T, inst map[string]any) *pgx.Conn {
 	return conn
 }
 
+// pgSuperConn connects to an instance as the superuser, over the
+// server's unix socket on the host (the data plane's own way in), for
+// what only a superuser may do (pg_switch_wal).
+func pgSuperConn(t *testing.T, inst map[string]any) *pgx.Conn {
+	t.Helper()
+	addrs, _ := inst["addresses"].([]any)
+	if len(addrs) != 1 {
+		t.Fatalf("instance addresses: %v", inst["addresses"])
+	}
+	port := addrs[0].(map[string]any)["port"]
+	conn, err := pgx.Connect(t.Context(), fmt.Sprintf("host=/run/cairn-db/%v port=%v user=postgres dbname=postgres", port, port))
+	if err != nil {
+		t.Fatalf("connecting to the instance as the superuser: %v", err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
 // pgbench is a pgbench run against an instance.
 type pgbench struct {
 	t     *testing.T

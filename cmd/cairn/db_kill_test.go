@@ -36,7 +36,7 @@ func (p *svcProc) dbSettled() (instances, backups []map[string]any) {
 		instances, backups = p.dbList("instances"), p.dbList("backups")
 		busy := ""
 		for _, in := range instances {
-			if s := in["status"]; s == "BUILD" || s == "BACKUP" {
+			if s := in["status"]; s == "BUILD" || s == "BACKUP" || s == "RECOVER" {
 				busy = fmt.Sprintf("instance %s is %s", in["name"], s)
 			}
 		}

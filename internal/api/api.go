@@ -206,6 +206,8 @@ func (s *Server) routes() {
 	d("GET", "/instances/detail", s.listInstances)
 	d("GET", "/instances/{id}", s.showInstance)
 	d("DELETE", "/instances/{id}", s.deleteInstance)
+	d("POST", "/instances/{id}/recover", s.recoverInstance)
+	d("POST", "/instances/{id}/action", s.instanceAction)
 	d("GET", "/instances/{id}/backups", s.listInstanceBackups)
 
 	d("POST", "/backups", s.createDatabaseBackup)

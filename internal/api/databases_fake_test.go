@@ -192,6 +192,53 @@ func (f *fakeDatabases) DeleteInstance(_ context.Context, c service.Caller, id s
 	return nil
 }
 
+// RecoverInstance keeps the service's checks the API maps: an active
+// PostgreSQL instance, a point in time, a backup of the instance.
+func (f *fakeDatabases) RecoverInstance(_ context.Context, c service.Caller, id string, in cairn.InstanceRecoverRequest) (cairn.Instance, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v, err := f.instance(c, id)
+	if err != nil {
+		return v, err
+	}
+	switch {
+	case v.Datastore.Type != cairn.DatastorePostgreSQL:
+		return v, fmt.Errorf("instance %s is %s: %w", id, v.Datastore.Type, cairn.ErrUnsupported)
+	case in.PointInTime.IsZero():
+		return v, fmt.Errorf("a recover needs point_in_time: %w", cairn.ErrInvalid)
+	case v.Status != cairn.InstanceActive:
+		return v, fmt.Errorf("instance %s is %s: %w", id, v.Status, cairn.ErrConflict)
+	}
+	b, ok := f.backups[in.BackupID]
+	if in.BackupID != "" && (!ok || b.ProjectID != c.ProjectID) {
+		return v, fmt.Errorf("backup %s not found: %w", in.BackupID, cairn.ErrNotFound)
+	}
+	rid, at := f.next()
+	v.Status, v.UpdatedAt = cairn.InstanceRecover, at
+	v.Recovery = &cairn.InstanceRecovery{ID: rid, Status: cairn.RecoveryRunning, PointInTime: in.PointInTime.UTC(),
+		BackupID: in.BackupID, CreatedAt: at, UpdatedAt: at}
+	f.instances[id] = v
+	return v, nil
+}
+
+func (f *fakeDatabases) UndoRecover(_ context.Context, c service.Caller, id string) (cairn.Instance, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v, err := f.instance(c, id)
+	if err != nil {
+		return v, err
+	}
+	if v.Recovery == nil || v.Recovery.Status != cairn.RecoveryCompleted || v.Status != cairn.InstanceActive {
+		return v, fmt.Errorf("instance %s has no completed recover to undo: %w", id, cairn.ErrConflict)
+	}
+	rc := *v.Recovery
+	_, rc.UpdatedAt = f.next()
+	rc.Status = cairn.RecoveryUndoing
+	v.Status, v.Recovery, v.UpdatedAt = cairn.InstanceRecover, &rc, rc.UpdatedAt
+	f.instances[id] = v
+	return v, nil
+}
+
 // strategyOf is the strategy and container a backup of v takes: the
 // request's, else the instance's, else the project's, else the defaults.
 // Called with f.mu held.

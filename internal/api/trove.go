@@ -1,7 +1,9 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -52,6 +54,11 @@ type Databases interface {
 	// DeleteInstance accepts the deletion of an instance and its volume;
 	// its backups stay.
 	DeleteInstance(ctx context.Context, c service.Caller, id string) error
+	// RecoverInstance accepts the recover in place of an active instance
+	// to a point in time, in RECOVER; UndoRecover accepts putting it back
+	// as its last recover found it.
+	RecoverInstance(ctx context.Context, c service.Caller, id string, in cairn.InstanceRecoverRequest) (cairn.Instance, error)
+	UndoRecover(ctx context.Context, c service.Caller, id string) (cairn.Instance, error)
 
 	// CreateDatabaseBackup accepts a backup of an instance, in NEW.
 	CreateDatabaseBackup(ctx context.Context, c service.Caller, in cairn.DatabaseBackupCreate) (cairn.DatabaseBackup, error)
@@ -123,8 +130,17 @@ func instanceJSON(v cairn.Instance) wire.Instance {
 	if v.FailReason != "" {
 		out.Fault = &wire.InstanceFault{Message: v.FailReason, Created: v.UpdatedAt}
 	}
-	out.RecoverableWindow, out.Archive = v.RecoverableWindow, v.Archive
+	out.RecoverableWindow, out.Archive, out.Recovery = v.RecoverableWindow, v.Archive, v.Recovery
 	return out
+}
+
+// recoveryJSON is an instance's recovery as a recover or an undo
+// answers it.
+func recoveryJSON(v cairn.Instance) wire.Recovery {
+	rc := v.Recovery
+	return wire.Recovery{ID: rc.ID, InstanceID: v.ID, Name: v.Name, Status: string(rc.Status), InstanceStatus: string(v.Status),
+		Datastore:           wire.InstanceDatastore{Type: v.Datastore.Type, Version: v.Datastore.Version},
+		RecoveredFromBackup: rc.BackupID, PointInTime: rc.PointInTime, SafetySnapshot: rc.SafetySnapshot}
 }
 
 func databaseBackupJSON(b cairn.DatabaseBackup) wire.DatabaseBackup {
@@ -463,6 +479,52 @@ func (s *Server) deleteInstance(w http.ResponseWriter, r *http.Request, c servic
 		return err
 	}
 	w.WriteHeader(http.StatusAccepted)
+	return nil
+}
+
+func (s *Server) recoverInstance(w http.ResponseWriter, r *http.Request, c service.Caller) error {
+	var req wire.RecoverRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if req.Recovery.PointInTime == nil {
+		return fmt.Errorf("recovery.point_in_time is required: %w", cairn.ErrInvalid)
+	}
+	v, err := s.db.RecoverInstance(r.Context(), c, r.PathValue("id"),
+		cairn.InstanceRecoverRequest{PointInTime: *req.Recovery.PointInTime, BackupID: req.Recovery.Backup})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"recovery": recoveryJSON(v)})
+	return nil
+}
+
+// instanceAction serves Trove's POST /instances/{id}/action: one action
+// a request; cairn has undo_recover.
+func (s *Server) instanceAction(w http.ResponseWriter, r *http.Request, c service.Caller) error {
+	var req wire.InstanceAction
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if len(req) != 1 {
+		return fmt.Errorf("an instance action body names exactly one action, not %d: %w", len(req), cairn.ErrInvalid)
+	}
+	for name, body := range req {
+		if name != "undo_recover" {
+			return fmt.Errorf("instance action %q: cairn serves undo_recover: %w", name, cairn.ErrInvalid)
+		}
+		var empty struct{}
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&empty); err != nil {
+			return fmt.Errorf("undo_recover takes an empty object: %w", cairn.ErrInvalid)
+		}
+	}
+	v, err := s.db.UndoRecover(r.Context(), c, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"recovery": recoveryJSON(v)})
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/api"
@@ -181,6 +182,15 @@ func TestDatabaseAPIBadInput(t *testing.T) {
 		{"missing version", d.tokA, "GET", A + "/datastores/postgresql/versions/9.6", "", 404, "version 9.6"},
 		{"missing flavor", d.tokA, "GET", A + "/flavors/1", "", 404, "cairn has one flavor, host"},
 		{"wrong method", d.tokA, "PUT", A + "/instances/" + fx.inst, `{}`, 405, "allowed methods: GET, DELETE"},
+		{"recover without a time", d.tokA, "POST", A + "/instances/" + fx.inst + "/recover", `{"recovery":{}}`, 400, "point_in_time is required"},
+		{"recover, a malformed time", d.tokA, "POST", A + "/instances/" + fx.inst + "/recover", `{"recovery":{"point_in_time":"yesterday"}}`, 400, "request body"},
+		{"recover, an unknown field", d.tokA, "POST", A + "/instances/" + fx.inst + "/recover", `{"recovery":{"point_in_time":"2026-12-05T10:15:30Z","force":true}}`, 400, "force"},
+		{"recover, a missing backup", d.tokA, "POST", A + "/instances/" + fx.inst + "/recover", `{"recovery":{"point_in_time":"2026-12-05T10:15:30Z","backup":"nope"}}`, 404, "backup nope"},
+		{"recover another project's instance", d.tokB, "POST", "/v1.0/beta/instances/" + fx.inst + "/recover", `{"recovery":{"point_in_time":"2026-12-05T10:15:30Z"}}`, 404, fx.inst},
+		{"undo without a recover", d.tokA, "POST", A + "/instances/" + fx.inst + "/action", `{"undo_recover":{}}`, 409, "no completed recover"},
+		{"an action cairn does not serve", d.tokA, "POST", A + "/instances/" + fx.inst + "/action", `{"restart":{}}`, 400, "cairn serves undo_recover"},
+		{"two actions", d.tokA, "POST", A + "/instances/" + fx.inst + "/action", `{"undo_recover":{},"restart":{}}`, 400, "exactly one action"},
+		{"undo with arguments", d.tokA, "POST", A + "/instances/" + fx.inst + "/action", `{"undo_recover":{"force":true}}`, 400, "empty object"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -405,5 +415,36 @@ func TestDatabaseAPINotServed(t *testing.T) {
 	}
 	if code := e.do("", "GET", "/v1.0/alpha/instances", nil, nil); code != 401 {
 		t.Errorf("without a token: %d", code)
+	}
+}
+
+// TestRecoverAPI: a recover is accepted with the recovery's shape and
+// shows on the instance; an undo of a completed one is accepted too.
+func TestRecoverAPI(t *testing.T) {
+	d := newDBEnv(t)
+	fx := d.fixture()
+	const A = "/v1.0/alpha"
+	var out struct{ Recovery wire.Recovery }
+	d.mustCall(202, d.tokA, "POST", A+"/instances/"+fx.inst+"/recover",
+		`{"recovery":{"point_in_time":"2026-12-05T10:15:30+01:00","backup":"`+fx.backup+`"}}`, &out)
+	rc := out.Recovery
+	want := time.Date(2026, 12, 5, 9, 15, 30, 0, time.UTC)
+	if rc.ID == "" || rc.InstanceID != fx.inst || rc.Name != "db" || rc.Status != "RUNNING" || rc.InstanceStatus != "RECOVER" ||
+		rc.RecoveredFromBackup != fx.backup || !rc.PointInTime.Equal(want) || rc.Datastore.Type != "postgresql" {
+		t.Fatalf("recovery %+v", rc)
+	}
+	var in struct{ Instance wire.Instance }
+	d.mustCall(200, d.tokA, "GET", A+"/instances/"+fx.inst, nil, &in)
+	if in.Instance.Status != "RECOVER" || in.Instance.Recovery == nil || in.Instance.Recovery.ID != rc.ID {
+		t.Fatalf("instance during a recover: %+v", in.Instance)
+	}
+	d.mustCall(409, d.tokA, "POST", A+"/instances/"+fx.inst+"/recover", `{"recovery":{"point_in_time":"2026-12-05T10:15:30Z"}}`, nil)
+
+	d.fake.setInstance(fx.inst, func(v *cairn.Instance) {
+		v.Status, v.Recovery.Status, v.Recovery.SafetySnapshot = cairn.InstanceActive, cairn.RecoveryCompleted, "s1"
+	})
+	d.mustCall(202, d.tokA, "POST", A+"/instances/"+fx.inst+"/action", `{"undo_recover":{}}`, &out)
+	if out.Recovery.ID != rc.ID || out.Recovery.Status != "UNDOING" || out.Recovery.InstanceStatus != "RECOVER" {
+		t.Fatalf("undo %+v", out.Recovery)
 	}
 }

@@ -55,6 +55,10 @@ const (
 	// dump (Spec.Record's; the stream comes with the Provision call)
 	// loaded into the started server.
 	SourceLogical Source = "logical"
+	// SourceVolume: the volume holds the file system and data directory
+	// of an instance stopped cleanly (a recover being undone, from the
+	// snapshot taken before it): the server starts on them as they are.
+	SourceVolume Source = "volume"
 )
 
 // Spec is what the control plane asks of an instance.
@@ -67,6 +71,10 @@ type Spec struct {
 	Version   string `json:"version"`
 	// Volume is the instance's volume in the host's engine.
 	Volume cairn.ID `json:"volume"`
+	// Port is the port to serve on, which must be in the host's range
+	// and not another instance's; zero picks the lowest free one. An
+	// instance recovered in place keeps its port.
+	Port int `json:"port,omitempty"`
 	// Source says how the data directory is made; Record and Overlay
 	// come with SourceSnapshot (the backup's engine record and the files
 	// its restore lays over the snapshot).
@@ -126,6 +134,10 @@ func (s Spec) Validate() error {
 	case SourceLogical:
 		if s.Record == nil || s.Record.Method != dbagent.Logical || len(s.Parts) > 0 {
 			return fmt.Errorf("instance %s: loading a dump needs its logical backup record: %w", s.ID, cairn.ErrInvalid)
+		}
+	case SourceVolume:
+		if s.Record != nil || len(s.Overlay) > 0 || len(s.Parts) > 0 {
+			return fmt.Errorf("instance %s: an instance started from its volume takes no backup: %w", s.ID, cairn.ErrInvalid)
 		}
 	default:
 		return fmt.Errorf("instance %s: source %q: %w", s.ID, s.Source, cairn.ErrInvalid)
@@ -577,7 +589,7 @@ func (h *Host) Provision(ctx context.Context, spec Spec, data io.Reader) (State,
 		return h.state(inst), nil
 	}
 	if inst.rec.Port == 0 {
-		port, err := h.allocatePort(spec.ID)
+		port, err := h.allocatePort(spec.ID, spec.Port)
 		if err != nil {
 			return State{}, err
 		}
@@ -643,6 +655,8 @@ func (h *Host) provision(ctx context.Context, inst *instance, data io.Reader) er
 			if err := h.initDataDir(ctx, eng, cfg); err != nil {
 				return err
 			}
+		case SourceVolume:
+			// The data directory is there, as the server left it.
 		}
 		if rec.Spec.Recovery != nil {
 			if data == nil {
@@ -829,7 +843,7 @@ func (h *Host) mount(ctx context.Context, inst *instance) error {
 		}
 	}
 	if !rec.Formatted {
-		if rec.Spec.Source != SourceSnapshot { // a clone has its file system
+		if rec.Spec.Source != SourceSnapshot && rec.Spec.Source != SourceVolume { // a clone has its file system
 			if err := h.o.FS.Format(ctx, dev); err != nil {
 				return fmt.Errorf("making the file system: %w", err)
 			}
@@ -898,8 +912,9 @@ func (h *Host) detachStale(ctx context.Context, inst *instance) error {
 }
 
 // allocatePort picks the lowest port of the range that no other
-// instance has and that can be bound now.
-func (h *Host) allocatePort(id string) (int, error) {
+// instance has and that can be bound now; want, when not zero, is the
+// only port taken.
+func (h *Host) allocatePort(id string, want int) (int, error) {
 	h.mu.Lock()
 	used := map[int]bool{}
 	for oid, inst := range h.instances {
@@ -908,6 +923,12 @@ func (h *Host) allocatePort(id string) (int, error) {
 		}
 	}
 	h.mu.Unlock()
+	if want != 0 {
+		if want < h.o.PortMin || want > h.o.PortMax || used[want] {
+			return 0, fmt.Errorf("instance %s: port %d is outside %d-%d or another instance's: %w", id, want, h.o.PortMin, h.o.PortMax, cairn.ErrConflict)
+		}
+		return want, nil
+	}
 	for p := h.o.PortMin; p <= h.o.PortMax; p++ {
 		if used[p] {
 			continue

@@ -572,6 +572,10 @@ func TestSpecValidate(t *testing.T) {
 		{"snapshot without record", Spec{ID: "a", Volume: v, Source: SourceSnapshot}, false},
 		{"snapshot of a dump", Spec{ID: "a", Volume: v, Source: SourceSnapshot, Record: &dbagent.Record{Method: dbagent.Logical}}, false},
 		{"snapshot with users", Spec{ID: "a", Volume: v, Source: SourceSnapshot, Record: rec, Users: []dbagent.User{{Name: "u"}}}, false},
+		{"volume", Spec{ID: "a", Volume: v, Source: SourceVolume, Port: 21000}, true},
+		{"volume with a record", Spec{ID: "a", Volume: v, Source: SourceVolume, Record: rec}, false},
+		{"volume with databases", Spec{ID: "a", Volume: v, Source: SourceVolume, Databases: []dbagent.Database{{Name: "d"}}}, false},
+		{"volume with a recovery", Spec{ID: "a", Volume: v, Datastore: dbagent.PostgreSQL, Source: SourceVolume, Recovery: &Recovery{Timeline: 1}}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.spec.Validate()
@@ -727,5 +731,31 @@ func TestWaitHealthy(t *testing.T) {
 	close(s.done)
 	if err := s.waitHealthy(t.Context(), time.Minute); !errors.Is(err, cairn.ErrConflict) {
 		t.Fatalf("waitHealthy when stopped: %v", err)
+	}
+}
+
+// TestAllocatePortWanted: a port asked for (an instance recovered in
+// place keeps its own) is given when in range and no other instance's;
+// otherwise refused, never swapped for another.
+func TestAllocatePortWanted(t *testing.T) {
+	h := &Host{o: Options{Address: "127.0.0.1", PortMin: 21000, PortMax: 21010},
+		instances: map[string]*instance{"other": {rec: record{Port: 21003}}, "self": {rec: record{Port: 21005}}}}
+	for _, tc := range []struct {
+		name string
+		want int
+		ok   bool
+	}{
+		{"free", 21007, true},
+		{"its own", 21005, true},
+		{"another instance's", 21003, false},
+		{"below the range", 20999, false},
+		{"above the range", 21011, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := h.allocatePort("self", tc.want)
+			if tc.ok && (err != nil || got != tc.want) || !tc.ok && !errors.Is(err, cairn.ErrConflict) {
+				t.Fatalf("allocatePort(%d) = %d, %v", tc.want, got, err)
+			}
+		})
 	}
 }

@@ -112,7 +112,8 @@ type archiveView struct {
 	reportedEnd  uint64
 	reportedTime time.Time
 	gaps         []cairn.ArchiveGap
-	// switches are where each ended timeline switched to the next.
+	// switches are the current timeline's history: where each timeline
+	// before it on that history switched to the next.
 	switches map[uint32]uint64
 	// spans are the stretches of each timeline the archive holds.
 	spans map[uint32][]repo.LogSpan
@@ -262,6 +263,7 @@ func loadArchive(ctx context.Context, r Repository, id cairn.ID) (archiveView, e
 	}
 	spans := map[uint32][]repo.LogSpan{}
 	switches := map[uint32]uint64{}
+	histories := map[uint32]map[uint32]uint64{}
 	var gaps []cairn.ArchiveGap
 	for _, sp := range repo.LogSpans(pieces) {
 		tli, ok := parseWALLog(sp.Log)
@@ -294,9 +296,7 @@ func loadArchive(ctx context.Context, r Repository, id cairn.ID) (archiveView, e
 		if err != nil {
 			return archiveView{}, fmt.Errorf("timeline %d history: %w", tli, err)
 		}
-		for prev, at := range parseHistory(body) {
-			switches[prev] = at
-		}
+		histories[tli] = parseHistory(body)
 	}
 	v := archiveView{spans: spans, switches: switches, gaps: gaps}
 	if len(wal) == 0 {
@@ -304,6 +304,9 @@ func loadArchive(ctx context.Context, r Repository, id cairn.ID) (archiveView, e
 	}
 	last := wal[len(wal)-1]
 	v.timeline = newest
+	if h := histories[newest]; h != nil {
+		v.switches = h
+	}
 	for _, p := range wal {
 		v.end = max(v.end, p.End)
 	}
@@ -351,6 +354,38 @@ type pending struct {
 	ends  []pgwal.End
 }
 
+// take returns what the flusher stores now and keeps the rest. While the
+// stream is more than a segment behind the server (catching up after a
+// restart or a slow store), it takes whole segments only: each is then
+// stored once, as one piece, where pieces cut at every interval would be
+// stored twice (as pieces, then whole). Caught up, or at the stream's
+// end, it takes everything, so the newest commits are stored at once.
+func (p *pending) take(seg, serverEnd uint64, final bool) pending {
+	end := p.start + uint64(len(p.data))
+	cut := end
+	if !final && seg <= maxArchiveBuffer && serverEnd > end+seg {
+		cut = end - end%seg
+		if cut <= p.start {
+			return pending{start: p.start}
+		}
+	}
+	out := pending{start: p.start, data: p.data[:cut-p.start]}
+	var rest []pgwal.End
+	for _, e := range p.ends {
+		if e.EndLSN <= cut {
+			out.ends = append(out.ends, e)
+		} else {
+			rest = append(rest, e)
+		}
+	}
+	p.data = append([]byte(nil), p.data[cut-p.start:]...)
+	if len(p.data) == 0 {
+		p.data = nil
+	}
+	p.start, p.ends = cut, rest
+	return out
+}
+
 // session archives one timeline until the stream ends: the timeline's
 // end (nil, after storing its switch) or a failure. progressed says
 // whether anything was stored.
@@ -382,22 +417,10 @@ func (ar *archiver) session(ctx context.Context) (progressed bool, err error) {
 		}
 	}
 	ar.seg = nil
-	v := ar.view()
-	tli, end := v.timeline, v.end
-	if tli == 0 || tli > ident.Timeline {
-		// A new archive, or one of a server since restored to an
-		// earlier timeline: from the start of the server's segment.
-		tli, end = ident.Timeline, uint64(ident.Flushed)-uint64(ident.Flushed)%seg
+	tli, end, err := ar.follow(ctx, r, ident, seg)
+	if err != nil {
+		return false, err
 	}
-	ar.set(func(v *archiveView) {
-		v.segSize, v.timeline, v.end, v.state, v.err = seg, tli, end, "streaming", ""
-		if v.spans == nil {
-			v.spans = map[uint32][]repo.LogSpan{}
-		}
-		if v.switches == nil {
-			v.switches = map[uint32]uint64{}
-		}
-	})
 	// The stream starts where the archive's segment starts, so the
 	// decoder gets in step; what lies before end is decoded, not stored
 	// again.
@@ -487,10 +510,9 @@ func (ar *archiver) session(ctx context.Context) (progressed bool, err error) {
 			case <-full:
 			case <-ar.s.archives.after(ar.s.archives.interval):
 			}
+			takenAt := ar.s.now()
 			mu.Lock()
-			out := *buf
-			buf.start += uint64(len(buf.data))
-			buf.data, buf.ends = nil, nil
+			out := buf.take(seg, ar.view().reportedEnd, final)
 			mu.Unlock()
 			select {
 			case drained <- struct{}{}:
@@ -501,6 +523,17 @@ func (ar *archiver) session(ctx context.Context) (progressed bool, err error) {
 					return err
 				}
 				progressed = true
+				// What take kept back waits from now on.
+				mu.Lock()
+				left := len(buf.data) > 0
+				mu.Unlock()
+				if left {
+					ar.set(func(v *archiveView) {
+						if v.pendingSince.IsZero() {
+							v.pendingSince = takenAt
+						}
+					})
+				}
 			}
 			ar.monitor(gctx, r)
 			if final {
@@ -531,12 +564,104 @@ func (ar *archiver) session(ctx context.Context) (progressed bool, err error) {
 	}
 	sw := uint64(tlEnd.Switch)
 	ar.set(func(v *archiveView) {
+		if len(hist) > 0 {
+			v.switches = parseHistory(hist)
+		}
 		v.switches[tli] = sw
 		v.timeline, v.end = tlEnd.Next, sw-sw%seg
 		v.reportedEnd, v.reportedTime = 0, time.Time{}
 	})
 	ar.s.log.Info("archive moved to a new timeline", "instance", ar.inst, "timeline", tlEnd.Next, "switch", tlEnd.Switch)
 	return true, nil
+}
+
+// follow decides where a session streams from: the archive's timeline
+// and end, unless the server's history has left them.
+//   - A new archive starts at the server's segment.
+//   - A server on a later timeline that forked from the archive's
+//     before the archive's end (the instance was recovered in place to
+//     an earlier point) is followed onto the timeline that came next on
+//     its history, from the segment of the fork: the old timeline's
+//     WAL past the fork stays in the archive, off the current history.
+//   - A server on an earlier timeline (a recover undone: the volume is
+//     back as it was before) goes on with that timeline from where the
+//     archive holds it to, when the server still has it.
+//
+// It sets the view to the result, with the current timeline's history.
+func (ar *archiver) follow(ctx context.Context, r Repository, ident dbagent.WALIdentity, seg uint64) (uint32, uint64, error) {
+	v := ar.view()
+	tli, end := v.timeline, v.end
+	switches := v.switches
+	history := func(t uint32) ([]byte, error) {
+		if t < 2 {
+			return nil, nil
+		}
+		hist, err := ar.s.host.TimelineHistory(ctx, ar.inst, t)
+		if err != nil {
+			return nil, fmt.Errorf("timeline %d history: %w", t, err)
+		}
+		if _, err := r.PutLogPiece(ctx, format.LogPiece{Archive: ar.id, Log: historyLog(t), Start: 0,
+			End: uint64(len(hist)), Archived: ar.s.nowUTC()}, hist); err != nil {
+			return nil, err
+		}
+		return hist, nil
+	}
+	flushedSeg := uint64(ident.Flushed) - uint64(ident.Flushed)%seg
+	switch {
+	case tli == 0:
+		tli, end = ident.Timeline, flushedSeg
+	case tli > ident.Timeline:
+		hist, err := history(ident.Timeline)
+		if err != nil {
+			return 0, 0, err
+		}
+		switches = parseHistory(hist)
+		from := flushedSeg
+		if spans := v.spans[ident.Timeline]; len(spans) > 0 && spans[len(spans)-1].End <= uint64(ident.Flushed) {
+			from = spans[len(spans)-1].End
+		}
+		ar.s.log.Warn("the server is back on an earlier timeline than its archive's (a recover undone?): archiving it again",
+			"instance", ar.inst, "timeline", ident.Timeline, "archive_timeline", tli, "from", dbagent.LSN(from))
+		tli, end = ident.Timeline, from
+	case tli < ident.Timeline:
+		hist, err := ar.s.host.TimelineHistory(ctx, ar.inst, ident.Timeline)
+		if err != nil {
+			return 0, 0, fmt.Errorf("timeline %d history: %w", ident.Timeline, err)
+		}
+		anc := parseHistory(hist)
+		sw, ok := anc[tli]
+		if !ok || sw >= end {
+			break // the stream of tli runs to its switch, then moves on
+		}
+		next := ident.Timeline
+		for t := range anc {
+			if t > tli && t < next {
+				next = t
+			}
+		}
+		nh, err := history(next)
+		if err != nil {
+			return 0, 0, err
+		}
+		switches = parseHistory(nh)
+		ar.s.log.Info("the server's timeline forked from the archive's before its end (a recover in place): following it",
+			"instance", ar.inst, "timeline", tli, "fork", dbagent.LSN(sw), "archive_end", dbagent.LSN(end), "next", next)
+		tli, end = next, sw-sw%seg
+	}
+	ar.set(func(v *archiveView) {
+		if tli != v.timeline {
+			v.reportedEnd, v.reportedTime = 0, time.Time{}
+		}
+		v.segSize, v.timeline, v.end, v.state, v.err = seg, tli, end, "streaming", ""
+		v.switches = switches
+		if v.spans == nil {
+			v.spans = map[uint32][]repo.LogSpan{}
+		}
+		if v.switches == nil {
+			v.switches = map[uint32]uint64{}
+		}
+	})
+	return tli, end, nil
 }
 
 // segmentBuf is the segment being archived as its pieces were stored,

@@ -362,3 +362,97 @@ func TestArchiver(t *testing.T) {
 		t.Fatalf("gaps after a piece was deleted: %+v (deleted %s)", st.Gaps, victim.Name())
 	}
 }
+
+// fork has the server start a new timeline from an earlier point of the
+// current one, at, as a recover in place does: the new timeline holds
+// the old one's bytes from the start of at's segment up to at, and the
+// old one's bytes past at are left behind.
+func (h *walHost) fork(at uint64) {
+	h.change(func() {
+		old := h.tli
+		h.switches[old] = at
+		h.tli++
+		start := at - at%fakeSeg
+		h.base[h.tli] = start
+		h.wal[h.tli] = bytes.Clone(h.wal[old][start-h.base[old] : at-h.base[old]])
+	})
+}
+
+// TestArchiverFollowsRecover: a server recovered in place forks a new
+// timeline from before the archive's end; the archiver follows it from
+// the fork's segment and leaves the old timeline's pieces as they are.
+// The recover undone (the server back on the old timeline, as it was),
+// the archiver goes on with the old timeline from where it held it.
+func TestArchiverFollowsRecover(t *testing.T) {
+	r := newRig(t)
+	h := newWALHost(r.host)
+	r.walHost, r.archiveInterval = h, 5*time.Millisecond
+	r.restart()
+	f := &fixture{}
+	makeInstance(r, f)
+	id := must[cairn.ID](t)(service.ArchiveID(f.vol))
+	rng := rand.New(rand.NewPCG(9, 10))
+	for deadline := time.Now().Add(time.Minute); ; {
+		if st := must[cairn.Instance](t)(r.svc.Instance(t.Context(), caller, f.vol)).Archive; st != nil && st.State == "streaming" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the archiver never started streaming")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	end1 := h.write(rng, 5*fakeSeg/2)
+	waitArchived(t, r, h, id, 1, end1)
+
+	spansOf := func(log string) []repo.LogSpan {
+		pieces, _ := archived(t, r.store("volumebackups"), id)
+		var out []repo.LogSpan
+		for _, sp := range repo.LogSpans(pieces) {
+			if sp.Log == log {
+				out = append(out, sp)
+			}
+		}
+		return out
+	}
+	// The recover: the service is down meanwhile, as its task stops the
+	// archiver.
+	r.stop()
+	fork := end1 - fakeSeg - 1000
+	h.fork(fork)
+	end2 := h.write(rng, fakeSeg/2)
+	r.start()
+	pieces := waitArchived(t, r, h, id, 2, end2)
+	_, read := archived(t, r.store("volumebackups"), id)
+	var hist *repo.LogRef
+	for i, p := range pieces {
+		if p.Log == "history-00000002" {
+			hist = &pieces[i]
+		}
+	}
+	if hist == nil || !bytes.HasPrefix(read(*hist), []byte("1\t"+dbagent.LSN(fork).String())) {
+		t.Fatalf("history of timeline 2: %v", hist)
+	}
+	if sp := spansOf("wal-00000002"); len(sp) != 1 || sp[0].Start != fork-fork%fakeSeg || sp[0].End != end2 {
+		t.Fatalf("timeline 2 archived as %v, want one span from the fork's segment %x to %x", sp, fork-fork%fakeSeg, end2)
+	}
+	if sp := spansOf("wal-00000001"); len(sp) != 1 || sp[0].Start != 5*fakeSeg || sp[0].End != end1 {
+		t.Fatalf("timeline 1 after the fork: %v, want it as it was, to %x", sp, end1)
+	}
+	if st := must[cairn.Instance](t)(r.svc.Instance(t.Context(), caller, f.vol)).Archive; st.Timeline != 2 || len(st.Gaps) != 0 {
+		t.Fatalf("archive after the recover: %+v", st)
+	}
+
+	// The recover undone: the server is back on timeline 1 where it was.
+	r.stop()
+	h.change(func() { h.tli = 1; delete(h.switches, 1) })
+	end3 := h.write(rng, fakeSeg/4)
+	r.start()
+	waitArchived(t, r, h, id, 1, end3)
+	if sp := spansOf("wal-00000001"); len(sp) != 1 || sp[0].Start != 5*fakeSeg || sp[0].End != end3 {
+		t.Fatalf("timeline 1 after the undo: %v, want one span to %x", sp, end3)
+	}
+	st := must[cairn.Instance](t)(r.svc.Instance(t.Context(), caller, f.vol)).Archive
+	if st.Timeline != 1 || st.ArchivedLSN != dbagent.LSN(end3).String() || len(st.Gaps) != 0 {
+		t.Fatalf("archive after the undo: %+v", st)
+	}
+}

@@ -47,6 +47,10 @@ type Engine interface {
 	// DeleteSnapshot removes a snapshot that is not open. Clones made
 	// from it keep their data.
 	DeleteSnapshot(ctx context.Context, id cairn.ID) error
+	// RevertVolume makes a volume's data and size those of one of its
+	// own snapshots, at once; the volume must not be open. Its snapshots
+	// stay as they are.
+	RevertVolume(ctx context.Context, volume, snapshot cairn.ID) error
 	// OpenVolume opens a volume for reading and writing, as a restore
 	// and the NBD clients of an attached volume do. The volume is in use
 	// until the device is closed.

@@ -948,17 +948,19 @@ func backupPayload(b cairn.Backup) map[string]any {
 // kinds are the service's task kinds.
 func (s *Service) kinds() map[string]tasks.Kind {
 	return map[string]tasks.Kind{
-		"volume.create":   {Run: s.runCreateVolume, Fail: s.failVolume("volume.create.error")},
-		"volume.delete":   {Run: s.runDeleteVolume, Fail: s.failVolume("volume.delete.error")},
-		"volume.extend":   {Run: s.runExtendVolume, Fail: s.failVolume("volume.resize.error")},
-		"snapshot.create": {Run: s.runCreateSnapshot, Fail: s.failSnapshot("snapshot.create.error")},
-		"snapshot.delete": {Run: s.runDeleteSnapshot, Fail: s.failSnapshot("snapshot.delete.error")},
-		"backup.create":   {Run: s.runCreateBackup, Fail: s.failBackup},
-		"backup.delete":   {Run: s.runDeleteBackup, Fail: s.failDeleteBackup},
-		"backup.restore":  {Run: s.runRestore, Fail: s.failRestore},
-		"instance.create": {Run: s.runCreateInstance, Fail: s.failInstance("instance.create.error")},
-		"instance.delete": {Run: s.runDeleteInstance, Fail: s.failInstance("instance.delete.error")},
-		"dbbackup.create": {Run: s.runCreateDatabaseBackup, Fail: s.failDatabaseBackup},
-		"dbbackup.delete": {Run: s.runDeleteDatabaseBackup, Fail: s.failDeleteDatabaseBackup},
+		"volume.create":         {Run: s.runCreateVolume, Fail: s.failVolume("volume.create.error")},
+		"volume.delete":         {Run: s.runDeleteVolume, Fail: s.failVolume("volume.delete.error")},
+		"volume.extend":         {Run: s.runExtendVolume, Fail: s.failVolume("volume.resize.error")},
+		"snapshot.create":       {Run: s.runCreateSnapshot, Fail: s.failSnapshot("snapshot.create.error")},
+		"snapshot.delete":       {Run: s.runDeleteSnapshot, Fail: s.failSnapshot("snapshot.delete.error")},
+		"backup.create":         {Run: s.runCreateBackup, Fail: s.failBackup},
+		"backup.delete":         {Run: s.runDeleteBackup, Fail: s.failDeleteBackup},
+		"backup.restore":        {Run: s.runRestore, Fail: s.failRestore},
+		"instance.create":       {Run: s.runCreateInstance, Fail: s.failInstance("instance.create.error")},
+		"instance.delete":       {Run: s.runDeleteInstance, Fail: s.failInstance("instance.delete.error")},
+		"instance.recover":      {Run: s.runRecoverInstance, Fail: s.failRecover("instance.recover.error")},
+		"instance.undo_recover": {Run: s.runUndoRecover, Fail: s.failRecover("instance.undo_recover.error")},
+		"dbbackup.create":       {Run: s.runCreateDatabaseBackup, Fail: s.failDatabaseBackup},
+		"dbbackup.delete":       {Run: s.runDeleteDatabaseBackup, Fail: s.failDeleteDatabaseBackup},
 	}
 }

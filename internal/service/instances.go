@@ -728,6 +728,9 @@ func (s *Service) runDeleteInstance(ctx context.Context, t cairn.Task) error {
 		return err
 	}
 	if ok {
+		if err := s.deleteRecoverSnapshots(ctx, ev.ID); err != nil {
+			return err
+		}
 		if err := s.deleteDetachedVolume(ctx, ev.ID); err != nil {
 			return fmt.Errorf("delete volume: %w", err)
 		}

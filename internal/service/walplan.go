@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cairnproject/cairn"
@@ -34,27 +35,33 @@ type walStretch struct {
 }
 
 // walChain is the stretches from a backup's start on its timeline,
-// through each later timeline's switch, to the archive's end: each
-// timeline's stretch starts at the segment its predecessor switched in
-// (PostgreSQL copies that segment's earlier part to the new timeline).
-// It fails, naming the hole, when the archive does not hold all of it.
+// through each later timeline of the current timeline's history, to the
+// archive's end: each timeline's stretch starts at the segment its
+// predecessor switched in (PostgreSQL copies that segment's earlier part
+// to the new timeline). A timeline left by a recover in place is not on
+// that history past its fork. It fails, naming the hole, when the
+// archive does not hold all of it.
 func (v archiveView) walChain(tli uint32, lsn uint64) ([]walStretch, error) {
 	if v.segSize == 0 {
 		return nil, fmt.Errorf("the archive has no WAL yet: %w", cairn.ErrInvalid)
 	}
-	if tli == 0 || tli > v.timeline {
-		return nil, fmt.Errorf("timeline %d is not in the archive (it has up to %d): %w", tli, v.timeline, cairn.ErrInvalid)
+	if _, ok := v.switches[tli]; tli == 0 || tli != v.timeline && !ok {
+		return nil, fmt.Errorf("timeline %d is not in the history of the archive's timeline %d: %w", tli, v.timeline, cairn.ErrInvalid)
 	}
+	var path []uint32
+	for t := range v.switches {
+		if t >= tli && t < v.timeline {
+			path = append(path, t)
+		}
+	}
+	slices.Sort(path)
+	path = append(path, v.timeline)
 	var out []walStretch
 	from := lsn - lsn%v.segSize
-	for t := tli; ; t++ {
+	for _, t := range path {
 		to := v.end
-		if t < v.timeline {
-			sw, ok := v.switches[t]
-			if !ok {
-				return nil, fmt.Errorf("the archive does not know where timeline %d ended: %w", t, cairn.ErrInvalid)
-			}
-			to = sw
+		if t != v.timeline {
+			to = v.switches[t]
 		}
 		covered := false
 		for _, sp := range v.spans[t] {
@@ -68,11 +75,9 @@ func (v archiveView) walChain(tli uint32, lsn uint64) ([]walStretch, error) {
 				lsnString(from), lsnString(to), cairn.ErrInvalid)
 		}
 		out = append(out, walStretch{tli: t, from: from, to: to})
-		if t == v.timeline {
-			return out, nil
-		}
 		from = to - to%v.segSize
 	}
+	return out, nil
 }
 
 func lsnString(v uint64) string { return fmt.Sprintf("%X/%X", uint32(v>>32), uint32(v)) }
@@ -102,15 +107,29 @@ func walFiles(ctx context.Context, r Repository, id cairn.ID, segSize uint64, ch
 		byLog[p.Log] = append(byLog[p.Log], p)
 	}
 	for _, st := range chain[1:] {
-		list := byLog[historyLog(st.tli)]
-		if len(list) == 0 {
+		if len(byLog[historyLog(st.tli)]) == 0 {
 			return false, fmt.Errorf("the archive has no history of timeline %d: %w", st.tli, cairn.ErrInvalid)
 		}
+	}
+	// Every timeline's history, not only the chain's: a server promoted
+	// at the end of the recovery takes the first timeline with none, so
+	// it never takes the ID of one the archive holds (a branch left by
+	// an earlier recover in place) and mixes its WAL with that one's.
+	var histories []uint32
+	for log := range byLog {
+		var tli uint32
+		if _, err := fmt.Sscanf(log, "history-%08x", &tli); err == nil && historyLog(tli) == log {
+			histories = append(histories, tli)
+		}
+	}
+	slices.Sort(histories)
+	for _, tli := range histories {
+		list := byLog[historyLog(tli)]
 		_, b, err := r.ReadLogPiece(ctx, list[len(list)-1])
 		if err != nil {
-			return false, fmt.Errorf("timeline %d history: %w", st.tli, err)
+			return false, fmt.Errorf("timeline %d history: %w", tli, err)
 		}
-		if err := fn(walFile{Name: historyFileName(st.tli), Data: b}); err != nil {
+		if err := fn(walFile{Name: historyFileName(tli), Data: b}); err != nil {
 			return false, err
 		}
 	}

@@ -179,6 +179,32 @@ func TestWALFiles(t *testing.T) {
 	if _, err := v.walChain(3, at); !errors.Is(err, cairn.ErrInvalid) {
 		t.Fatalf("chain from timeline 3: %v", err)
 	}
+	// A fork: timeline 3 left timeline 1 at segment 5, before 2 did (a
+	// recover in place); timeline 2 is off its history. The chain goes
+	// from 1 to 3, and the files hold every timeline's history, so the
+	// server promoted at the end takes timeline 4.
+	hist3 := []byte("1\t0/51000\tbefore 2000-01-01 00:00:00+00\n")
+	m.put(format.LogPiece{Archive: id, Log: historyLog(3), Start: 0, End: uint64(len(hist3))}, hist3)
+	forked := v
+	forked.timeline, forked.end, forked.switches = 3, 5*testSeg+3000, map[uint32]uint64{1: 5*testSeg + 0x1000}
+	forked.spans = map[uint32][]repo.LogSpan{1: v.spans[1], 2: v.spans[2], 3: {{Log: walLog(3), Start: 5 * testSeg, End: 5*testSeg + 3000}}}
+	add(3, 5*testSeg, 5*testSeg+3000)
+	fchain, err := forked.walChain(1, 4*testSeg+123)
+	if want := []walStretch{{1, 4 * testSeg, 5*testSeg + 0x1000}, {3, 5 * testSeg, 5*testSeg + 3000}}; err != nil || !slices.Equal(fchain, want) {
+		t.Fatalf("chain through a fork %+v (%v), want %+v", fchain, err, want)
+	}
+	if _, err := forked.walChain(2, 6*testSeg); !errors.Is(err, cairn.ErrInvalid) {
+		t.Fatalf("a chain from the timeline a fork left: %v", err)
+	}
+	var fnames []string
+	if _, err := walFiles(ctx, m, id, testSeg, fchain, time.Time{}, func(f walFile) error { fnames = append(fnames, f.Name); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(fnames, []string{"00000002.history", "00000003.history",
+		"000000010000000000000004", "000000010000000000000005", "000000030000000000000005"}) {
+		t.Fatalf("files through a fork: %v", fnames)
+	}
+
 	delete(m.pieces, format.LogPieceName(id, walLog(1), 5*testSeg, 5*testSeg+testSeg/4))
 	if _, err := walFiles(ctx, m, id, testSeg, chain, time.Time{}, func(walFile) error { return nil }); !errors.Is(err, cairn.ErrInvalid) {
 		t.Fatalf("files across a missing piece: %v", err)

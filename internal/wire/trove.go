@@ -52,7 +52,40 @@ type Instance struct {
 	// absent when it has none (cairn's additions).
 	RecoverableWindow *cairn.TimeWindow   `json:"recoverable_window,omitempty"`
 	Archive           *cairn.ArchiveState `json:"archive,omitempty"`
+	// Recovery is the instance's last recover in place, absent when it
+	// has had none (cairn's addition).
+	Recovery *cairn.InstanceRecovery `json:"recovery,omitempty"`
 }
+
+// RecoverRequest is POST /instances/{id}/recover: bring the running
+// instance back to a point in time, in place (cairn's addition, in the
+// shape Trove's design for it gave).
+type RecoverRequest struct {
+	Recovery struct {
+		PointInTime *time.Time `json:"point_in_time"`
+		// Backup names the backup to start from; absent for the latest
+		// that ends by the time.
+		Backup string `json:"backup,omitempty"`
+	} `json:"recovery"`
+}
+
+// Recovery answers a recover request and an undo.
+type Recovery struct {
+	ID                  string            `json:"id"`
+	InstanceID          string            `json:"instance_id"`
+	Name                string            `json:"name"`
+	Status              string            `json:"status"`
+	InstanceStatus      string            `json:"instance_status"`
+	Datastore           InstanceDatastore `json:"datastore"`
+	RecoveredFromBackup string            `json:"recovered_from_backup"`
+	PointInTime         time.Time         `json:"point_in_time"`
+	SafetySnapshot      string            `json:"safety_snapshot,omitempty"`
+}
+
+// InstanceAction is POST /instances/{id}/action: Trove's instance
+// actions, one per request, named by the body's only key. cairn serves
+// undo_recover.
+type InstanceAction map[string]json.RawMessage
 
 // InstanceFault is why an instance is in ERROR, in Trove's shape.
 type InstanceFault struct {

@@ -22,6 +22,9 @@ func fullInstance(project string, i int) cairn.Instance {
 		VolumeSize: int64(i + 1), VolumeUsed: 1<<33 + int64(i), Address: "127.0.0.1", Port: 54320 + i,
 		BackupID: cairn.NewUUID(), VolumeID: cairn.NewUUID(),
 		CreatedAt: at(i), UpdatedAt: at(i + 1),
+		Recovery: &cairn.InstanceRecovery{ID: cairn.NewUUID(), Status: cairn.RecoveryFailed, FailReason: "why ✓",
+			PointInTime: at(i - 1), BackupID: cairn.NewUUID(), SafetySnapshot: cairn.NewID().String(),
+			CreatedAt: at(i), UpdatedAt: at(i + 2)},
 	}
 }
 
@@ -53,7 +56,7 @@ func testInstanceCRUD(t *testing.T, s catalog.Store) {
 				OperatingStatus: cairn.OperatingNone, FailReason: "",
 				Datastore:  cairn.DatastoreRef{Type: cairn.DatastoreMariaDB, Version: "10.11", VersionID: "v2"},
 				VolumeSize: v.VolumeSize + 10, VolumeUsed: 0, Address: "", Port: 0, BackupID: "", VolumeID: "",
-				CreatedAt: v.CreatedAt.Add(-time.Hour), UpdatedAt: v.UpdatedAt.Add(time.Hour),
+				CreatedAt: v.CreatedAt.Add(-time.Hour), UpdatedAt: v.UpdatedAt.Add(time.Hour), Recovery: nil,
 			}
 		},
 		id:     func(v cairn.Instance) string { return v.ID },

@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -140,7 +141,7 @@ func newTables(d *Dialect) tables {
 			"id", "project_id", "name", "status", "operating_status", "fail_reason",
 			"datastore_type", "datastore_version", "datastore_version_id",
 			"volume_size", "volume_used", "address", "port", "backup_id", "volume_id",
-			"created_at", "updated_at",
+			"created_at", "updated_at", "recovery",
 		}, instanceSorts),
 		databaseBackups: newTable(d, "database_backups", "database backup", []string{
 			"id", "project_id", "instance_id", "name", "description", "status", "fail_reason",
@@ -241,14 +242,49 @@ func instanceArgs(d *Dialect, in *cairn.Instance) []any {
 	return []any{in.ID, in.ProjectID, in.Name, string(in.Status), string(in.OperatingStatus), in.FailReason,
 		in.Datastore.Type, in.Datastore.Version, in.Datastore.VersionID,
 		in.VolumeSize, in.VolumeUsed, in.Address, int64(in.Port), in.BackupID, in.VolumeID,
-		d.Time(in.CreatedAt), d.Time(in.UpdatedAt)}
+		d.Time(in.CreatedAt), d.Time(in.UpdatedAt), recoveryArg(in.Recovery)}
+}
+
+// recoveryArg is an instance's recovery column: its JSON, ” for none.
+func recoveryArg(r *cairn.InstanceRecovery) string {
+	if r == nil {
+		return ""
+	}
+	b, _ := json.Marshal(r) // plain fields: cannot fail
+	return string(b)
+}
+
+// recoveryDest scans the recovery column.
+type recoveryDest struct{ p **cairn.InstanceRecovery }
+
+func (d recoveryDest) Scan(v any) error {
+	var b []byte
+	switch v := v.(type) {
+	case nil:
+	case string:
+		b = []byte(v)
+	case []byte:
+		b = v
+	default:
+		return fmt.Errorf("recovery column holds %T", v)
+	}
+	*d.p = nil
+	if len(b) == 0 {
+		return nil
+	}
+	var r cairn.InstanceRecovery
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("recovery column: %w: %w", err, cairn.ErrCorrupt)
+	}
+	*d.p = &r
+	return nil
 }
 
 func instanceDest(in *cairn.Instance) []any {
 	return []any{&in.ID, &in.ProjectID, &in.Name, &in.Status, &in.OperatingStatus, &in.FailReason,
 		&in.Datastore.Type, &in.Datastore.Version, &in.Datastore.VersionID,
 		&in.VolumeSize, &in.VolumeUsed, &in.Address, &in.Port, &in.BackupID, &in.VolumeID,
-		timeDest{&in.CreatedAt}, timeDest{&in.UpdatedAt}}
+		timeDest{&in.CreatedAt}, timeDest{&in.UpdatedAt}, recoveryDest{&in.Recovery}}
 }
 
 func databaseBackupArgs(d *Dialect, b *cairn.DatabaseBackup) []any {

@@ -253,6 +253,32 @@ func (e *Engine) DeleteSnapshot(ctx context.Context, id cairn.ID) error {
 	return c.End(ctx)
 }
 
+// RevertVolume implements service.Engine.
+func (e *Engine) RevertVolume(ctx context.Context, vol, snapshot cairn.ID) error {
+	c, err := e.faults.Begin(ctx, "Engine.RevertVolume")
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	v, vok := e.vols[vol]
+	s, sok := e.snaps[snapshot]
+	switch {
+	case !vok:
+		err = fmt.Errorf("volume %s: %w", vol.Short(), cairn.ErrNotFound)
+	case !sok || s.info.Volume != vol:
+		err = fmt.Errorf("snapshot %s of volume %s: %w", snapshot.Short(), vol.Short(), cairn.ErrNotFound)
+	case v.open > 0:
+		err = fmt.Errorf("volume %s is in use: %w", vol.Short(), cairn.ErrConflict)
+	default:
+		v.data, v.info.Size = clonePages(s.data), s.info.Size
+	}
+	e.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return c.End(ctx)
+}
+
 // OpenVolume implements service.Engine.
 func (e *Engine) OpenVolume(ctx context.Context, id cairn.ID) (service.Device, error) {
 	c, err := e.faults.Begin(ctx, "Engine.OpenVolume")

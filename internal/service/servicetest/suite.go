@@ -35,6 +35,7 @@ func RunEngine(t *testing.T, open func(t *testing.T) service.Engine) {
 		{"CreateVolume", testCreateVolume},
 		{"SnapshotAndClone", testSnapshotAndClone},
 		{"Extend", testExtend},
+		{"Revert", testRevert},
 		{"Delete", testDelete},
 		{"Missing", testMissing},
 		{"Devices", testDevices},
@@ -191,6 +192,48 @@ func testSnapshotAndClone(t *testing.T, e service.Engine) {
 	if !bytes.Equal(read(t, e, c2.ID, 0, size), image(size, before, after)) {
 		t.Error("the second snapshot does not hold the volume's data")
 	}
+}
+
+// testRevert: a volume reverted to one of its snapshots holds the
+// snapshot's data and size, keeps its snapshots (the later one too), and
+// can be reverted to the later one again; another volume's snapshot, a
+// missing one and an open volume are refused.
+func testRevert(t *testing.T, e service.Engine) {
+	ctx := t.Context()
+	const size = 4 * mib
+	v := must[volume.VolumeInfo](t, "create")(e.CreateVolume(ctx, "v", size))
+	before := writes(5, size)
+	writeAll(t, e, v.ID, before)
+	s1 := must[volume.SnapshotInfo](t, "snapshot")(e.CreateSnapshot(ctx, v.ID, "s1"))
+	mustDo(t, "extend", e.ExtendVolume(ctx, v.ID, 2*size))
+	after := writes(6, 2*size)
+	writeAll(t, e, v.ID, after)
+	s2 := must[volume.SnapshotInfo](t, "snapshot")(e.CreateSnapshot(ctx, v.ID, "s2"))
+	write(t, e, v.ID, 0, pattern(7, 4096))
+
+	mustDo(t, "revert", e.RevertVolume(ctx, v.ID, s1.ID))
+	list := must[[]volume.VolumeInfo](t, "volumes")(e.Volumes(ctx))
+	if len(list) != 1 || list[0].Size != size {
+		t.Errorf("after a revert to a smaller snapshot: %+v", list)
+	}
+	if !bytes.Equal(read(t, e, v.ID, 0, size), image(size, before)) {
+		t.Error("a reverted volume does not hold its snapshot's data")
+	}
+	if snaps := must[[]volume.SnapshotInfo](t, "snapshots")(e.Snapshots(ctx)); len(snaps) != 2 {
+		t.Errorf("snapshots after a revert: %+v", snaps)
+	}
+	mustDo(t, "revert to the later snapshot", e.RevertVolume(ctx, v.ID, s2.ID))
+	if !bytes.Equal(read(t, e, v.ID, 0, 2*size), image(2*size, before, after)) {
+		t.Error("a volume reverted to its later snapshot does not hold that snapshot's data")
+	}
+
+	other := must[volume.VolumeInfo](t, "create")(e.CreateVolume(ctx, "o", size))
+	wantErr(t, "revert to another volume's snapshot", e.RevertVolume(ctx, other.ID, s1.ID), cairn.ErrNotFound)
+	wantErr(t, "revert to a missing snapshot", e.RevertVolume(ctx, v.ID, cairn.NewID()), cairn.ErrNotFound)
+	wantErr(t, "revert a missing volume", e.RevertVolume(ctx, cairn.NewID(), s1.ID), cairn.ErrNotFound)
+	dev := must[service.Device](t, "open")(e.OpenVolume(ctx, v.ID))
+	wantErr(t, "revert an open volume", e.RevertVolume(ctx, v.ID, s1.ID), cairn.ErrConflict)
+	mustDo(t, "close", dev.Close())
 }
 
 func testExtend(t *testing.T, e service.Engine) {
