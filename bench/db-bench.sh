@@ -12,6 +12,10 @@
 #   mariadb  worst commit latency of an insert loop while a snapshot
 #            backup holds BACKUP STAGE BLOCK_COMMIT, beside mariadb-backup's
 #            full backup of the same server
+#   rpo      archive lag (a probe commit every 200 ms to its WAL durable in
+#            the repository) under pgbench -c 2 at full speed and idle, and
+#            the archiver's CPU per GiB of WAL, beside pgBackRest's
+#            archive-push with archive-async=y
 #
 #   bench/db-bench.sh                 # pg, tps and mariadb
 #   bench/db-bench.sh pg big          # chosen parts

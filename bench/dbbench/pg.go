@@ -73,6 +73,10 @@ func instanceTarget(inst wire.Instance) (pgTarget, error) {
 type pgBackRest struct {
 	base, data, conf string
 	port             int
+	// async archives with archive-async=y (the RPO part); repo is the
+	// repository last configured.
+	async bool
+	repo  string
 }
 
 func (p *pgBackRest) target() pgTarget {
@@ -101,6 +105,10 @@ pg1-path=%s
 pg1-port=%d
 pg1-socket-path=%s
 `, repo, p.base, p.base, p.base, p.data, p.port, p.base)
+	if p.async {
+		conf = strings.Replace(conf, "[global]\n", "[global]\narchive-async=y\n", 1)
+	}
+	p.repo = repo
 	if err := os.WriteFile(p.conf, []byte(conf), 0o644); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -192,4 +193,130 @@ func commitAfterMistake(t *testing.T, conn *pgx.Conn) time.Time {
 		t.Fatal(err)
 	}
 	return at
+}
+
+// TestRecoverKill9 kills the service or the data plane with SIGKILL at
+// the steps of a recover in place and of its undo: the task about to
+// start, the server stopped and the volume detached, the safety
+// snapshot recorded, the WAL staged, the server promoted. The service
+// (started again, or starting another data plane) finishes the task:
+// every recover ends with the instance at the instant, every undo with
+// it as the mistake left it; none is left half done or stuck.
+func TestRecoverKill9(t *testing.T) {
+	t.Parallel()
+	needInstances(t)
+	data := dbagenttest.ReachableTempDir(t)
+	logHostOnFailure(t, data)
+	p := startService(t, data)
+	in := p.createInstance("recover-kill", "postgresql", "15")
+	id := in["id"].(string)
+	conn := pgConn(t, in)
+	if _, err := conn.Exec(t.Context(), "CREATE TABLE stamps (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"); err != nil {
+		t.Fatal(err)
+	}
+	commitRows(t, conn, 0, 20)
+	completedBackupOf(p, id, "snapshot")
+	commitRows(t, conn, 100, 20)
+	var target time.Time
+	if err := conn.QueryRow(t.Context(), "SELECT clock_timestamp()").Scan(&target); err != nil {
+		t.Fatal(err)
+	}
+	commitRows(t, conn, 200, 20)
+	if _, err := conn.Exec(t.Context(), "DROP TABLE stamps"); err != nil {
+		t.Fatal(err)
+	}
+	p.waitArchived(id, commitAfterMistake(t, conn))
+	conn.Close(t.Context())
+	p.stop()
+	want := fmt.Sprint(append(idRange(0, 20), idRange(100, 20)...))
+
+	recoverReq := func(p *svcProc) int {
+		return p.callDB("POST", "/instances/"+id+"/recover", map[string]any{"recovery": map[string]any{
+			"point_in_time": target.UTC().Format(time.RFC3339Nano)}}, nil)
+	}
+	undoReq := func(p *svcProc) int {
+		return p.callDB("POST", "/instances/"+id+"/action", map[string]any{"undo_recover": map[string]any{}}, nil)
+	}
+	// check reads the settled instance: recovered to the instant, or (an
+	// undo) back as the mistake left it.
+	check := func(p *svcProc, round string, undo bool) {
+		t.Helper()
+		insts, _ := p.dbSettled()
+		got := byID(t, insts, id)
+		rc, _ := got["recovery"].(map[string]any)
+		wantStatus := map[bool]string{false: "COMPLETED", true: "UNDONE"}[undo]
+		if got["status"] != "ACTIVE" || rc["status"] != wantStatus {
+			t.Fatalf("%s: instance %s, recovery %v (want ACTIVE and %s)\n%s", round, got["status"], rc, wantStatus, p.log.String())
+		}
+		c := pgConn(t, p.waitHealthy(id))
+		defer c.Close(t.Context())
+		ids := stampIDs(t, c)
+		switch {
+		case !undo && fmt.Sprint(ids) != want:
+			t.Fatalf("%s: rows %v, want %s", round, ids, want)
+		case undo && ids != nil:
+			t.Fatalf("%s: after the undo, the dropped table is back: %v", round, ids)
+		}
+	}
+	rounds := []struct {
+		at   string // of the data plane ("dbhost ...") or of the service
+		undo bool
+	}{
+		{"catalog.task instance.recover running#1", false},
+		{"dbhost detached#1", false},
+		{"catalog.instance RECOVER#2", false}, // the safety snapshot recorded
+		{"dbhost prepared#1", false},
+		{"dbhost recovered#1", false},
+		{"catalog.task instance.undo_recover running#1", true},
+		{"dbhost detached#1", true},
+	}
+	for i, r := range rounds {
+		round := fmt.Sprintf("round %d (%s at %s)", i, map[bool]string{false: "recover", true: "undo"}[r.undo], r.at)
+		if r.undo {
+			// An undo needs a completed recover, made without the point.
+			p := startService(t, data)
+			p.waitHealthy(id)
+			if code := recoverReq(p); code != 202 {
+				t.Fatalf("%s: recover: %d", round, code)
+			}
+			check(p, round+", the recover before", false)
+			p.stop()
+		}
+		// A fresh data plane, started by the hooked service, carries a
+		// point of its own; the one started after the kill passes it by.
+		stopTheDataPlane(t, data)
+		point := newHookPoint(t, r.at).once()
+		p := startServiceEnv(t, data, point.env())
+		p.waitHealthy(id)
+		req := recoverReq
+		if r.undo {
+			req = undoReq
+		}
+		if code := req(p); code != 202 {
+			t.Fatalf("%s: %d", round, code)
+		}
+		point.reached(p.done, p.log.String)
+		if strings.HasPrefix(r.at, "dbhost ") {
+			dp := findDataPlane(t.Context(), data)
+			if dp == nil {
+				t.Fatalf("%s: no data plane", round)
+			}
+			if err := syscall.Kill(dp.info.PID, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			p.kill()
+			p = startService(t, data)
+		}
+		check(p, round, r.undo)
+		if !r.undo {
+			// Back to the mistake for the next round.
+			if code := undoReq(p); code != 202 {
+				t.Fatalf("%s: undo after: %d", round, code)
+			}
+			check(p, round+", undone after", true)
+		}
+		p.stop()
+		t.Logf("%s: done", round)
+	}
 }

@@ -667,6 +667,13 @@ func (h *Host) provision(ctx context.Context, inst *instance, data io.Reader) er
 			}
 			data = nil
 		}
+		// What the step wrote (a restore's files, the overlay, the
+		// recovery's WAL and settings) is on the volume before the record
+		// says so: a data plane killed after the record, with the writes
+		// still in its page cache, would resume with them lost.
+		if err := syncFileSystem(h.mountPoint(id)); err != nil {
+			return err
+		}
 		rec.Prepared = true
 		rec.Spec.Overlay = nil
 		if err := h.commit(inst); err != nil {

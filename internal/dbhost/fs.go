@@ -104,6 +104,20 @@ func (hostFileSystems) Trim(ctx context.Context, dir string) error {
 	return ctx.Err()
 }
 
+// syncFileSystem writes everything cached of the file system holding
+// dir to its device (syncfs).
+func syncFileSystem(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync: %w", err)
+	}
+	defer f.Close()
+	if err := unix.Syncfs(int(f.Fd())); err != nil {
+		return fmt.Errorf("syncfs %s: %w", dir, err)
+	}
+	return nil
+}
+
 func run(ctx context.Context, name string, args ...string) error {
 	cmd := exec.CommandContext(ctx, name, args...)
 	out, err := cmd.CombinedOutput()
