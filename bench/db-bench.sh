@@ -16,6 +16,9 @@
 #            the repository) under pgbench -c 2 at full speed and idle, and
 #            the archiver's CPU per GiB of WAL, beside pgBackRest's
 #            archive-push with archive-async=y
+#   rto      recover a running server in place to an instant 10 s before
+#            the end of a pgbench run (BENCH_PGBENCH_SECONDS) after its
+#            backup, beside pgBackRest's restore --delta --type=time
 #
 #   bench/db-bench.sh                 # pg, tps and mariadb
 #   bench/db-bench.sh pg big          # chosen parts

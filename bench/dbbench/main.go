@@ -55,7 +55,7 @@ func main() {
 	flag.IntVar(&c.tpsSecs, "tps-seconds", 30, "pgbench -T of each TPS round")
 	flag.IntVar(&c.peerPort, "peer-port", 54345, "first port of the peers' servers")
 	flag.IntVar(&c.mariaRows, "mariadb-rows", 1500000, "rows of the MariaDB table (about 100 bytes each)")
-	flag.StringVar(&parts, "parts", "pg,tps,mariadb", "parts to run: pg, tps, big, mariadb, rpo; cleanup deletes every instance")
+	flag.StringVar(&parts, "parts", "pg,tps,mariadb", "parts to run: pg, tps, big, mariadb, rpo, rto; cleanup deletes every instance")
 	flag.Parse()
 	c.api.poll = 50 * time.Millisecond
 	c.parts = strings.Split(parts, ",")
@@ -88,6 +88,8 @@ func run(ctx context.Context, c config, r *results) error {
 			err = mariaPart(ctx, c, r)
 		case "rpo":
 			err = rpoPart(ctx, c, r)
+		case "rto":
+			err = rtoPart(ctx, c, r)
 		case "cleanup":
 			err = cleanup(ctx, c)
 		default:

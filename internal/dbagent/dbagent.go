@@ -453,6 +453,11 @@ type WALMessage struct {
 	// message, ServerTime its clock then.
 	ServerEnd  LSN
 	ServerTime time.Time
+	// More says another message was already waiting when this one was
+	// handed on: a relay may hold its flush until a message without it,
+	// so a busy server's many small messages cost one write, not one
+	// each.
+	More bool
 }
 
 // TimelineEnd is where a stream's timeline ended: the server switched to

@@ -20,7 +20,8 @@ import (
 
 // A WAL stream on the control socket is the body of
 // GET /instances/{id}/wal?timeline=T&start=LSN: a sequence of frames,
-// flushed as they are written, and a trailer saying how it ended (the
+// flushed as they are written (a burst of them, messages the server
+// sent back to back, at its last), and a trailer saying how it ended (the
 // timeline's end, or an error). Frames, big endian:
 //
 //	'w' start(8) server_end(8) server_time(8, Unix ns) n(4) n bytes of WAL
@@ -169,6 +170,9 @@ func walHandlers(mux *http.ServeMux, in Instances) {
 			frame = AppendWALFrame(frame[:0], m)
 			if _, err := bw.Write(frame); err != nil {
 				return err
+			}
+			if m.More {
+				return nil // flushed with the last of the burst
 			}
 			if err := bw.Flush(); err != nil {
 				return err

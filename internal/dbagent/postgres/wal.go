@@ -154,6 +154,7 @@ func (i *Instance) StreamWAL(ctx context.Context, req dbagent.WALStreamRequest, 
 	var end *dbagent.TimelineEnd
 	g.Go(func() error {
 		for m := range queue {
+			m.More = len(queue) > 0
 			if err := fn(m); err != nil {
 				return err
 			}
