@@ -236,11 +236,7 @@ func cairnLag(ctx context.Context, c config, inst wire.Instance, t pgTarget, sec
 		}
 		busy = append(busy, lag)
 	}
-	a, _ := strconv.ParseFloat(lsn0, 64)
-	b, _ := strconv.ParseFloat(lsn1, 64)
-	if b > a {
-		cpuPerGiB = (cpu1 - cpu0) / ((b - a) / (1 << 30))
-	}
+	cpuPerGiB = perGiB(cpu1-cpu0, lsn0, lsn1)
 	// Idle: one probe at a time, after a pause.
 	for i := range idleProbes {
 		if err := sleep(ctx, 2*time.Second); err != nil {
@@ -361,11 +357,7 @@ func peerLag(ctx context.Context, p *pgBackRest, secs int) (busy, idle []float64
 	mu.Lock()
 	cpu1 := sumValues(cpu)
 	mu.Unlock()
-	a, _ := strconv.ParseFloat(lsn0, 64)
-	b, _ := strconv.ParseFloat(lsn1, 64)
-	if b > a {
-		cpuPerGiB = (cpu1 - cpu0) / ((b - a) / (1 << 30))
-	}
+	cpuPerGiB = perGiB(cpu1-cpu0, lsn0, lsn1)
 	for i := range idleProbes {
 		if err := sleep(ctx, 2*time.Second); err != nil {
 			return nil, nil, 0, err
@@ -377,6 +369,17 @@ func peerLag(ctx context.Context, p *pgBackRest, secs int) (busy, idle []float64
 		idle = append(idle, min(lagOf(pr, idleCap), idleCap.Seconds()))
 	}
 	return busy, idle, cpuPerGiB, nil
+}
+
+// perGiB is cpu seconds per GiB of the WAL between two positions (as
+// psql prints pg_current_wal_lsn() - '0/0').
+func perGiB(cpu float64, lsn0, lsn1 string) float64 {
+	a, _ := strconv.ParseFloat(lsn0, 64)
+	b, _ := strconv.ParseFloat(lsn1, 64)
+	if b <= a {
+		return 0
+	}
+	return cpu / ((b - a) / (1 << 30))
 }
 
 func sumValues(m map[int]float64) float64 {

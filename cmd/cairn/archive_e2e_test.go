@@ -216,31 +216,8 @@ func TestPointInTimeRestore(t *testing.T) {
 	needInstances(t)
 	data := dbagenttest.ReachableTempDir(t)
 	p := startService(t, data)
-	in := p.createInstance("pitr-src", "postgresql", "15")
-	id := in["id"].(string)
-	conn := pgConn(t, in)
-	if _, err := conn.Exec(t.Context(), "CREATE TABLE stamps (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"); err != nil {
-		t.Fatal(err)
-	}
-	commitRows(t, conn, 0, 20)
-	backup := completedBackupOf(p, id, "snapshot")
-	commitRows(t, conn, 100, 20)
-	var target time.Time
-	if err := conn.QueryRow(t.Context(), "SELECT clock_timestamp()").Scan(&target); err != nil {
-		t.Fatal(err)
-	}
-	commitRows(t, conn, 200, 20)
-	var mistake time.Time
-	if err := conn.QueryRow(t.Context(), "DROP TABLE stamps; SELECT clock_timestamp()").Scan(&mistake); err != nil {
-		if _, err := conn.Exec(t.Context(), "DROP TABLE stamps"); err != nil {
-			t.Fatal(err)
-		}
-		mistake = time.Now()
-	}
-	if _, err := conn.Exec(t.Context(), "CREATE TABLE after_mistake (x int); INSERT INTO after_mistake VALUES (1)"); err != nil {
-		t.Fatal(err)
-	}
-	p.waitArchived(id, mistake)
+	m := makeMistake(t, p, "pitr-src")
+	id, backup, target := m.id, m.backup, m.target
 
 	// Outside the window: refused, naming it.
 	var refused map[string]any
@@ -265,28 +242,8 @@ func TestPointInTimeRestore(t *testing.T) {
 		t.Fatalf("restored instance %v (want ACTIVE, from backup %s)", restored, backup["id"])
 	}
 	rc := pgConn(t, restored)
-	rows, err := rc.Query(t.Context(), "SELECT id FROM stamps ORDER BY id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []int
-	for rows.Next() {
-		var v int
-		if err := rows.Scan(&v); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, v)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	var want []int
-	for i := range 20 {
-		want = append(want, i)
-	}
-	for i := range 20 {
-		want = append(want, 100+i)
-	}
+	ids := stampIDs(t, rc)
+	want := m.want()
 	if fmt.Sprint(ids) != fmt.Sprint(want) {
 		t.Fatalf("restored rows %v, want %v", ids, want)
 	}

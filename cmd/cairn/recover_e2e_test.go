@@ -64,6 +64,46 @@ func (p *svcProc) recoverTo(id string, at time.Time, backup string) map[string]a
 	return byID(p.t, insts, id)
 }
 
+// mistake is the scenario of the point-in-time tests: an instance whose
+// table stamps got rows in three groups (0-19 before its snapshot
+// backup, 100-119, 200-219), then a mistake (the table dropped, and
+// after_mistake made with a row), all archived. target lies between the
+// second and third groups: a recovery to it holds want.
+type mistake struct {
+	in     map[string]any
+	id     string
+	backup map[string]any
+	target time.Time
+	at     time.Time // the mistake's last commit
+}
+
+// want is the ids of stamps at the target.
+func (mistake) want() []int { return append(idRange(0, 20), idRange(100, 20)...) }
+
+func makeMistake(t *testing.T, p *svcProc, name string) mistake {
+	t.Helper()
+	m := mistake{in: p.createInstance(name, "postgresql", "15")}
+	m.id = m.in["id"].(string)
+	conn := pgConn(t, m.in)
+	if _, err := conn.Exec(t.Context(), "CREATE TABLE stamps (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"); err != nil {
+		t.Fatal(err)
+	}
+	commitRows(t, conn, 0, 20)
+	m.backup = completedBackupOf(p, m.id, "snapshot")
+	commitRows(t, conn, 100, 20)
+	if err := conn.QueryRow(t.Context(), "SELECT clock_timestamp()").Scan(&m.target); err != nil {
+		t.Fatal(err)
+	}
+	commitRows(t, conn, 200, 20)
+	if _, err := conn.Exec(t.Context(), "DROP TABLE stamps"); err != nil {
+		t.Fatal(err)
+	}
+	m.at = commitAfterMistake(t, conn)
+	p.waitArchived(m.id, m.at)
+	conn.Close(t.Context())
+	return m
+}
+
 // TestRecoverInPlace: rows committed in three groups, then a mistake
 // (the table dropped, another made). The instance recovered in place to
 // the instant between the second and third groups holds exactly the
@@ -76,26 +116,8 @@ func TestRecoverInPlace(t *testing.T) {
 	needInstances(t)
 	data := dbagenttest.ReachableTempDir(t)
 	p := startService(t, data)
-	in := p.createInstance("recover", "postgresql", "15")
-	id := in["id"].(string)
-	conn := pgConn(t, in)
-	if _, err := conn.Exec(t.Context(), "CREATE TABLE stamps (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"); err != nil {
-		t.Fatal(err)
-	}
-	commitRows(t, conn, 0, 20)
-	backup := completedBackupOf(p, id, "snapshot")
-	commitRows(t, conn, 100, 20)
-	var target time.Time
-	if err := conn.QueryRow(t.Context(), "SELECT clock_timestamp()").Scan(&target); err != nil {
-		t.Fatal(err)
-	}
-	commitRows(t, conn, 200, 20)
-	if _, err := conn.Exec(t.Context(), "DROP TABLE stamps"); err != nil {
-		t.Fatal(err)
-	}
-	mistake := commitAfterMistake(t, conn)
-	p.waitArchived(id, mistake)
-	conn.Close(t.Context())
+	m := makeMistake(t, p, "recover")
+	in, id, backup, target := m.in, m.id, m.backup, m.target
 
 	// Outside the window: refused, naming it; the instance runs on.
 	var refused map[string]any
@@ -105,7 +127,7 @@ func TestRecoverInPlace(t *testing.T) {
 		t.Fatalf("a recover outside the window: %d %v", code, refused)
 	}
 
-	want := append(idRange(0, 20), idRange(100, 20)...)
+	want := m.want()
 	got := p.recoverTo(id, target, "")
 	rc, _ := got["recovery"].(map[string]any)
 	if got["status"] != "ACTIVE" || rc["status"] != "COMPLETED" || rc["recovered_from_backup"] != backup["id"] || rc["safety_snapshot"] == "" {
@@ -114,7 +136,7 @@ func TestRecoverInPlace(t *testing.T) {
 	if fmt.Sprint(got["addresses"]) != fmt.Sprint(in["addresses"]) {
 		t.Fatalf("the recovered instance listens on %v, not %v as before", got["addresses"], in["addresses"])
 	}
-	conn = pgConn(t, got)
+	conn := pgConn(t, got)
 	if ids := stampIDs(t, conn); fmt.Sprint(ids) != fmt.Sprint(want) {
 		t.Fatalf("rows after the recover %v, want %v", ids, want)
 	}
@@ -208,27 +230,10 @@ func TestRecoverKill9(t *testing.T) {
 	data := dbagenttest.ReachableTempDir(t)
 	logHostOnFailure(t, data)
 	p := startService(t, data)
-	in := p.createInstance("recover-kill", "postgresql", "15")
-	id := in["id"].(string)
-	conn := pgConn(t, in)
-	if _, err := conn.Exec(t.Context(), "CREATE TABLE stamps (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"); err != nil {
-		t.Fatal(err)
-	}
-	commitRows(t, conn, 0, 20)
-	completedBackupOf(p, id, "snapshot")
-	commitRows(t, conn, 100, 20)
-	var target time.Time
-	if err := conn.QueryRow(t.Context(), "SELECT clock_timestamp()").Scan(&target); err != nil {
-		t.Fatal(err)
-	}
-	commitRows(t, conn, 200, 20)
-	if _, err := conn.Exec(t.Context(), "DROP TABLE stamps"); err != nil {
-		t.Fatal(err)
-	}
-	p.waitArchived(id, commitAfterMistake(t, conn))
-	conn.Close(t.Context())
+	m := makeMistake(t, p, "recover-kill")
+	id, target := m.id, m.target
 	p.stop()
-	want := fmt.Sprint(append(idRange(0, 20), idRange(100, 20)...))
+	want := fmt.Sprint(m.want())
 
 	recoverReq := func(p *svcProc) int {
 		return p.callDB("POST", "/instances/"+id+"/recover", map[string]any{"recovery": map[string]any{

@@ -200,12 +200,12 @@ func waitArchived(t *testing.T, r *rig, h *walHost, id cairn.ID, tli uint32, end
 	}
 }
 
-// TestArchiver drives an instance's archiver through a scripted WAL:
-// bytes stored exactly and confirmed, pieces within segments, a
-// timeline switch (history stored, the new timeline from the switch's
-// segment), a service restart that goes on from the store's end, and
-// WAL gone from the server, reported as a gap.
-func TestArchiver(t *testing.T) {
+// streamingArchiver makes an instance on a rig whose host has a scripted
+// WAL and waits until its archiver streams: an archive starts at the
+// server's segment when it starts, so the WAL written next is all
+// archived.
+func streamingArchiver(t *testing.T) (*rig, *walHost, *fixture, cairn.ID) {
+	t.Helper()
 	r := newRig(t)
 	h := newWALHost(r.host)
 	r.walHost, r.archiveInterval = h, 5*time.Millisecond
@@ -213,9 +213,6 @@ func TestArchiver(t *testing.T) {
 	f := &fixture{}
 	makeInstance(r, f)
 	id := must[cairn.ID](t)(service.ArchiveID(f.vol))
-	rng := rand.New(rand.NewPCG(7, 8))
-	// An archive starts at the server's segment when it starts: wait for
-	// it, so the WAL written next is all archived.
 	for deadline := time.Now().Add(time.Minute); ; {
 		if st := must[cairn.Instance](t)(r.svc.Instance(t.Context(), caller, f.vol)).Archive; st != nil && st.State == "streaming" {
 			break
@@ -225,6 +222,17 @@ func TestArchiver(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+	return r, h, f, id
+}
+
+// TestArchiver drives an instance's archiver through a scripted WAL:
+// bytes stored exactly and confirmed, pieces within segments, a
+// timeline switch (history stored, the new timeline from the switch's
+// segment), a service restart that goes on from the store's end, and
+// WAL gone from the server, reported as a gap.
+func TestArchiver(t *testing.T) {
+	r, h, f, id := streamingArchiver(t)
+	rng := rand.New(rand.NewPCG(7, 8))
 
 	end1 := h.write(rng, 3*fakeSeg/2)
 	pieces := waitArchived(t, r, h, id, 1, end1)
@@ -384,23 +392,8 @@ func (h *walHost) fork(at uint64) {
 // The recover undone (the server back on the old timeline, as it was),
 // the archiver goes on with the old timeline from where it held it.
 func TestArchiverFollowsRecover(t *testing.T) {
-	r := newRig(t)
-	h := newWALHost(r.host)
-	r.walHost, r.archiveInterval = h, 5*time.Millisecond
-	r.restart()
-	f := &fixture{}
-	makeInstance(r, f)
-	id := must[cairn.ID](t)(service.ArchiveID(f.vol))
+	r, h, f, id := streamingArchiver(t)
 	rng := rand.New(rand.NewPCG(9, 10))
-	for deadline := time.Now().Add(time.Minute); ; {
-		if st := must[cairn.Instance](t)(r.svc.Instance(t.Context(), caller, f.vol)).Archive; st != nil && st.State == "streaming" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the archiver never started streaming")
-		}
-		time.Sleep(time.Millisecond)
-	}
 	end1 := h.write(rng, 5*fakeSeg/2)
 	waitArchived(t, r, h, id, 1, end1)
 
