@@ -113,11 +113,17 @@ func harness(t *testing.T) *dbagenttest.Harness {
 		},
 		// The commit record ends after Before and at or before After. A
 		// snapshot or physical restore replays exactly to StopLSN; a
-		// logical one sees a state between StartLSN and StopLSN.
+		// logical one sees a state between StartLSN and StopLSN. For the
+		// logical one, WAL order is not visibility order: a commit is
+		// written to the WAL before it becomes visible, so a StartLSN read
+		// right after the record (After == StartLSN) may come before the
+		// commit is visible to pg_dump's snapshot (a CI run saw it). With
+		// WAL after the record (the writer's next transaction, begun once
+		// the commit returned), the commit was visible by then.
 		Covered: func(b dbagenttest.Bounds, rec dbagent.Record) (in, out bool) {
 			p := rec.PostgreSQL
 			if rec.Method == dbagent.Logical {
-				return b.After <= uint64(p.StartLSN), b.Before >= uint64(p.StopLSN)
+				return b.After < uint64(p.StartLSN), b.Before >= uint64(p.StopLSN)
 			}
 			return b.After <= uint64(p.StopLSN), b.Before >= uint64(p.StopLSN)
 		},
