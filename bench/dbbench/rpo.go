@@ -125,6 +125,27 @@ func probing(ctx context.Context, t pgTarget, first int) ([]probe, error) {
 	}
 }
 
+// probedPgbench runs pgbench -c 2 at full speed for secs, committing
+// probes until it ends.
+func probedPgbench(ctx context.Context, t pgTarget, secs int) ([]probe, error) {
+	run, err := startPgbench(ctx, t, "-n", "-c", "2", "-j", "2", "-T", strconv.Itoa(secs), "-P", "1")
+	if err != nil {
+		return nil, err
+	}
+	pctx, stop := context.WithCancel(ctx)
+	var probes []probe
+	var perr error
+	probed := make(chan struct{})
+	go func() { defer close(probed); probes, perr = probing(pctx, t, 1) }()
+	_, werr := run.wait()
+	stop()
+	<-probed
+	if perr == nil {
+		perr = werr
+	}
+	return probes, perr
+}
+
 // cairnLag runs pgbench for secs on the instance while probing, then
 // five idle probes; lags in seconds, and the service's and data plane's
 // CPU seconds per GiB of WAL written meanwhile.
@@ -167,10 +188,6 @@ func cairnLag(ctx context.Context, c config, inst wire.Instance, t pgTarget, sec
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	run, err := startPgbench(ctx, t, "-n", "-c", "2", "-j", "2", "-T", strconv.Itoa(secs), "-P", "1")
-	if err != nil {
-		return nil, nil, 0, err
-	}
 	pctx, stop := context.WithCancel(ctx)
 	type seen struct {
 		when, txn time.Time
@@ -191,18 +208,7 @@ func cairnLag(ctx context.Context, c config, inst wire.Instance, t pgTarget, sec
 			_ = sleep(pctx, 50*time.Millisecond)
 		}
 	}()
-	// Probes while pgbench runs.
-	probeCtx, probeStop := context.WithCancel(ctx)
-	var probes []probe
-	var perr error
-	probed := make(chan struct{})
-	go func() { defer close(probed); probes, perr = probing(probeCtx, t, 1) }()
-	_, werr := run.wait()
-	probeStop()
-	<-probed
-	if perr == nil {
-		perr = werr
-	}
+	probes, perr := probedPgbench(ctx, t, secs)
 	// The last probes archived too.
 	if len(probes) > 0 {
 		deadline := time.Now().Add(idleCap)
@@ -323,23 +329,9 @@ func peerLag(ctx context.Context, p *pgBackRest, secs int) (busy, idle []float64
 	if err != nil {
 		return nil, nil, 0, err
 	}
-	run, err := startPgbench(ctx, t, "-n", "-c", "2", "-j", "2", "-T", strconv.Itoa(secs), "-P", "1")
+	probes, err := probedPgbench(ctx, t, secs)
 	if err != nil {
 		return nil, nil, 0, err
-	}
-	pctx, pstop := context.WithCancel(ctx)
-	var probes []probe
-	var perr error
-	done := make(chan struct{})
-	go func() { defer close(done); probes, perr = probing(pctx, t, 1) }()
-	_, werr := run.wait()
-	pstop()
-	<-done
-	if perr == nil {
-		perr = werr
-	}
-	if perr != nil {
-		return nil, nil, 0, perr
 	}
 	lsn1, err := t.psql(ctx, "SELECT pg_current_wal_lsn() - '0/0'")
 	if err != nil {

@@ -296,27 +296,8 @@ func (s *Service) runCreateInstance(ctx context.Context, t cairn.Task) error {
 		if b, err = s.dbBackupRow(ctx, inst.BackupID); err != nil {
 			return err
 		}
-		rec, err := dbRecord(b)
-		if err != nil {
+		if chain, err = s.restoreSource(ctx, &spec, b); err != nil {
 			return err
-		}
-		switch b.Strategy {
-		case cairn.StrategySnapshot:
-			spec.Source, spec.Record = dbhost.SourceSnapshot, &rec
-		case cairn.StrategyLogical:
-			spec.Source, spec.Record = dbhost.SourceLogical, &rec
-		case cairn.StrategyPhysical:
-			if chain, err = s.backupChain(ctx, b); err != nil {
-				return err
-			}
-			spec.Source = dbhost.SourcePhysical
-			for _, p := range chain {
-				prec, err := dbRecord(p)
-				if err != nil {
-					return err
-				}
-				spec.Parts = append(spec.Parts, prec)
-			}
 		}
 	}
 	if inst.VolumeID == "" {
@@ -377,6 +358,37 @@ func (s *Service) runCreateInstance(ctx context.Context, t cairn.Task) error {
 	s.startArchiver(inst)
 	s.event(ctx, "instance.create.end", inst.ProjectID, instancePayload(inst))
 	return nil
+}
+
+// restoreSource sets the spec's source to backup b: its record, or for
+// a physical backup the records of its chain, which it returns, full
+// backup first.
+func (s *Service) restoreSource(ctx context.Context, spec *dbhost.Spec, b cairn.DatabaseBackup) ([]cairn.DatabaseBackup, error) {
+	rec, err := dbRecord(b)
+	if err != nil {
+		return nil, err
+	}
+	switch b.Strategy {
+	case cairn.StrategySnapshot:
+		spec.Source, spec.Record = dbhost.SourceSnapshot, &rec
+	case cairn.StrategyLogical:
+		spec.Source, spec.Record = dbhost.SourceLogical, &rec
+	case cairn.StrategyPhysical:
+		chain, err := s.backupChain(ctx, b)
+		if err != nil {
+			return nil, err
+		}
+		spec.Source, spec.Parts = dbhost.SourcePhysical, nil
+		for _, p := range chain {
+			prec, err := dbRecord(p)
+			if err != nil {
+				return nil, err
+			}
+			spec.Parts = append(spec.Parts, prec)
+		}
+		return chain, nil
+	}
+	return nil, nil
 }
 
 // makeInstanceVolume makes the instance's engine volume (named by the

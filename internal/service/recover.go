@@ -323,35 +323,19 @@ func (s *Service) recoverBase(ctx context.Context, t cairn.Task, inst cairn.Inst
 // provisionRecovered has the host make the instance again from its
 // volume, as b left it, and replay the archive's WAL to t.
 func (s *Service) provisionRecovered(ctx context.Context, inst cairn.Instance, vol cairn.ID, b cairn.DatabaseBackup, t time.Time) (dbhost.State, error) {
-	rec, err := dbRecord(b)
-	if err != nil {
-		return dbhost.State{}, err
+	if b.Strategy != cairn.StrategySnapshot && b.Strategy != cairn.StrategyPhysical {
+		return dbhost.State{}, fmt.Errorf("backup %s is %s: a recover starts from a snapshot or physical backup: %w", b.ID, b.Strategy, cairn.ErrInvalid)
 	}
 	spec := dbhost.Spec{ID: inst.ID, Datastore: inst.Datastore.Type, Version: inst.Datastore.Version,
 		Volume: vol, Port: inst.Port}
-	var chain []cairn.DatabaseBackup
-	switch b.Strategy {
-	case cairn.StrategySnapshot:
-		spec.Source, spec.Record = dbhost.SourceSnapshot, &rec
-		if b.Overlay != "" {
-			if spec.Overlay, err = s.readOverlay(ctx, b); err != nil {
-				return dbhost.State{}, err
-			}
-		}
-	case cairn.StrategyPhysical:
-		if chain, err = s.backupChain(ctx, b); err != nil {
+	chain, err := s.restoreSource(ctx, &spec, b)
+	if err != nil {
+		return dbhost.State{}, err
+	}
+	if b.Overlay != "" {
+		if spec.Overlay, err = s.readOverlay(ctx, b); err != nil {
 			return dbhost.State{}, err
 		}
-		spec.Source = dbhost.SourcePhysical
-		for _, p := range chain {
-			prec, err := dbRecord(p)
-			if err != nil {
-				return dbhost.State{}, err
-			}
-			spec.Parts = append(spec.Parts, prec)
-		}
-	default:
-		return dbhost.State{}, fmt.Errorf("backup %s is %s: a recover starts from a snapshot or physical backup: %w", b.ID, b.Strategy, cairn.ErrInvalid)
 	}
 	var walStream func(ctx context.Context, w io.Writer) error
 	if spec.Recovery, walStream, err = s.recoveryPlan(ctx, inst.ID, b, t); err != nil {
