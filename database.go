@@ -371,11 +371,17 @@ type ArchiveState struct {
 	// (Error says why), or "unsupported" (the datastore has no archive
 	// yet).
 	State string `json:"state"`
-	// Timeline is the timeline being archived.
+	// Timeline is the timeline being archived (PostgreSQL), or the
+	// generation of the binary log (MariaDB).
 	Timeline uint32 `json:"timeline,omitempty"`
 	// ArchivedLSN is where the archive's log ends: everything before it
 	// is durable in the repository.
 	ArchivedLSN string `json:"archived_lsn,omitempty"`
+	// ArchivedPosition is, for MariaDB, where the archive's binary log
+	// ends ("file:offset"), and ArchivedGTID the GTID position there:
+	// everything before it is durable in the repository.
+	ArchivedPosition string `json:"archived_position,omitempty"`
+	ArchivedGTID     string `json:"archived_gtid,omitempty"`
 	// CompleteAt is the latest server time the archive holds everything
 	// written by: a restore can reach any second up to it.
 	CompleteAt time.Time `json:"complete_at,omitzero"`

@@ -225,6 +225,9 @@ type MariaDBPoint struct {
 	ToLSN       uint64 `json:"to_lsn,omitempty"`
 	LastLSN     uint64 `json:"last_lsn,omitempty"`
 	Incremental bool   `json:"incremental,omitempty"`
+	// BinlogGeneration is the binary log's generation at the backup's
+	// point (BinlogState.Generation); 0 is 1.
+	BinlogGeneration uint32 `json:"binlog_generation,omitempty"`
 }
 
 // QuiesceTimes are the timings of a snapshot backup's quiesce.
@@ -482,8 +485,89 @@ type WALSlot struct {
 	KeepBytes int64 `json:"max_slot_wal_keep_size"`
 }
 
+// BinlogSource is an Instance whose server's binary log can be streamed
+// for archiving (MariaDB). Its methods may be called concurrently; the
+// host runs one StreamBinlog at a time per instance.
+type BinlogSource interface {
+	// BinlogState reports the server's binary log files, where it
+	// writes now, its GTID position and its clock.
+	BinlogState(ctx context.Context) (BinlogState, error)
+	// StreamBinlog streams the server's binary log files to fn, in order,
+	// from the start of req.File on and across every rotation, until ctx
+	// ends, fn fails (returning fn's error) or the server's stream
+	// breaks. Every req.StatusInterval it hands fn a status (a message
+	// without Data) saying how far the server had written, and when. A
+	// req.File the server no longer has fails with cairn.ErrGone.
+	StreamBinlog(ctx context.Context, req BinlogStreamRequest, fn func(BinlogMessage) error) error
+}
+
+// BinlogState is a server's place in its binary log.
+type BinlogState struct {
+	// ServerID is the server's server_id.
+	ServerID string `json:"server_id"`
+	// Files are the binary log files the server has, oldest first.
+	Files []BinlogFile `json:"files"`
+	// File and Pos are where the server writes next (SHOW MASTER STATUS).
+	File string `json:"file"`
+	Pos  uint64 `json:"pos"`
+	// GTIDBinlogPos is @@gtid_binlog_pos.
+	GTIDBinlogPos string `json:"gtid_binlog_pos"`
+	// Time is the server's clock when it was asked.
+	Time time.Time `json:"time"`
+	// Generation is the binary log's history the server is on: 1 from
+	// its first start, a new one after every recovery that replayed a
+	// binary log into it (see BinlogStart.Generation). It lives on the
+	// volume, beside the data, so a volume put back as it was puts the
+	// generation back too.
+	Generation uint32 `json:"generation"`
+}
+
+// BinlogFile is one binary log file on the server.
+type BinlogFile struct {
+	Name string `json:"name"`
+	Size uint64 `json:"size"`
+}
+
+// BinlogStreamRequest is where a binary log stream starts.
+type BinlogStreamRequest struct {
+	// File is the file the stream starts with, from its first byte.
+	File string
+	// StatusInterval is how often a status is handed on, 0 for 1 s.
+	StatusInterval time.Duration
+}
+
+// BinlogMessage is one message of a binary log stream: bytes of File
+// from Start (Start 0 is the file's first byte, its magic), or a status
+// (no Data): the server had written its log up to ServerPos in
+// ServerFile at ServerTime (its clock). A file's bytes come in order and
+// whole before the next file's; messages need not end at event
+// boundaries.
+type BinlogMessage struct {
+	File       string    `json:"file,omitempty"`
+	Start      uint64    `json:"start,omitempty"`
+	Data       []byte    `json:"-"`
+	ServerFile string    `json:"server_file,omitempty"`
+	ServerPos  uint64    `json:"server_pos,omitempty"`
+	ServerTime time.Time `json:"server_time,omitzero"`
+}
+
+// BinlogStart is where a MariaDB replay of archived binary logs starts:
+// after the GTID position GTID (as @@gtid_binlog_pos prints it), or, when
+// GTID is empty, at Pos in File.
+type BinlogStart struct {
+	File string `json:"file,omitempty"`
+	Pos  uint64 `json:"pos,omitempty"`
+	GTID string `json:"gtid,omitempty"`
+	// Generation, when not 0, is the generation the server is on once
+	// the replay is done (BinlogState.Generation): its binary log from
+	// then on is a new history, which an archive must not mix with the
+	// one the files replayed came from.
+	Generation uint32 `json:"generation,omitempty"`
+}
+
 // PointInTime is an Engine whose servers replay their log to a point in
-// time (PostgreSQL's archive recovery).
+// time (PostgreSQL's archive recovery; MariaDB's replay of binary log
+// files, which FinishRecovery runs on the started server).
 type PointInTime interface {
 	// PrepareRecovery makes cfg.DataDir, restored from a snapshot or a
 	// physical backup, replay at its next start the log files in t.Dir
@@ -509,4 +593,9 @@ type RecoveryTarget struct {
 	// Dir holds the log files; PrepareRecovery gives it and them to the
 	// server's OS user, private.
 	Dir string
+	// Binlog, for MariaDB, is where the replay starts. Dir then holds
+	// the binary log files from the one it starts in, named as the
+	// server named them; the last one ends where the replay stops (Time
+	// is then zero: the files given end at the target).
+	Binlog *BinlogStart
 }

@@ -87,20 +87,65 @@ type Spec struct {
 	// (SourceInit only); the passwords are forgotten once they are.
 	Databases []dbagent.Database `json:"databases,omitempty"`
 	Users     []dbagent.User     `json:"users,omitempty"`
-	// Recovery, with SourceSnapshot or SourcePhysical (PostgreSQL),
-	// replays the WAL files that follow in the request's stream (after a
-	// physical chain's parts; see WriteWALFile) up to a point in time
-	// before the server is first ready.
+	// Recovery, with SourceSnapshot or SourcePhysical, replays the log
+	// files that follow in the request's stream (after a physical
+	// chain's parts; see WriteWALFile) before the server is first ready:
+	// PostgreSQL's WAL up to a point in time, or MariaDB's binary log
+	// files from Recovery.Binlog to their end.
 	Recovery *Recovery `json:"recovery,omitempty"`
 }
 
-// Recovery is how far a restored instance replays WAL.
+// Recovery is how far a restored instance replays its log.
 type Recovery struct {
 	// Time: stop before the first transaction that ended after it; zero
-	// replays every file given.
+	// replays every file given. PostgreSQL only: a MariaDB recovery's
+	// files end at its target.
 	Time time.Time `json:"time,omitzero"`
-	// Timeline is the timeline whose history the replay follows.
+	// Timeline is the timeline whose history the replay follows
+	// (PostgreSQL, which needs it; zero for MariaDB).
 	Timeline uint32 `json:"timeline"`
+	// Binlog is where a MariaDB recovery's replay of the binary log
+	// starts: after its GTID position, or at its position in its file
+	// when it has none (MariaDB, which needs it; nil for PostgreSQL).
+	Binlog *dbagent.BinlogStart `json:"binlog,omitempty"`
+}
+
+// gtidPosition is a GTID position as @@gtid_binlog_pos prints it:
+// domain-server-sequence triples, one per domain, comma-separated. A
+// replay's start reaches the server's SQL: nothing else gets through.
+var gtidPosition = regexp.MustCompile(`^[0-9]{1,10}-[0-9]{1,10}-[0-9]{1,20}(,\s*[0-9]{1,10}-[0-9]{1,10}-[0-9]{1,20})*$`)
+
+// validate checks a recovery of a datastore's instance.
+func (r Recovery) validate(datastore string) error {
+	switch datastore {
+	case dbagent.PostgreSQL:
+		if r.Binlog != nil {
+			return errors.New("a PostgreSQL recovery replays WAL, not a binary log")
+		}
+		if r.Timeline == 0 {
+			return errors.New("a recovery without a timeline")
+		}
+	case dbagent.MariaDB:
+		b := r.Binlog
+		if b == nil {
+			return errors.New("a MariaDB recovery without its binary log start")
+		}
+		if r.Timeline != 0 || !r.Time.IsZero() {
+			return errors.New("a MariaDB recovery takes no timeline or time: its binary log files end at the target")
+		}
+		if b.GTID == "" && b.File == "" {
+			return errors.New("a binary log start without a GTID position or a file")
+		}
+		if b.GTID != "" && (len(b.GTID) > 4096 || !gtidPosition.MatchString(b.GTID)) {
+			return fmt.Errorf("GTID position %q", b.GTID)
+		}
+		if b.File != "" && !binlogFileName(b.File) {
+			return fmt.Errorf("binary log file %q", b.File)
+		}
+	default:
+		return fmt.Errorf("%s has no recovery to a point in time", datastore)
+	}
+	return nil
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
@@ -146,11 +191,11 @@ func (s Spec) Validate() error {
 		return fmt.Errorf("instance %s: a restored instance keeps the backup's databases and users: %w", s.ID, cairn.ErrInvalid)
 	}
 	if r := s.Recovery; r != nil {
-		if s.Datastore != dbagent.PostgreSQL || (s.Source != SourceSnapshot && s.Source != SourcePhysical) {
-			return fmt.Errorf("instance %s: a recovery to a point in time restores a PostgreSQL snapshot or physical backup: %w", s.ID, cairn.ErrInvalid)
+		if s.Source != SourceSnapshot && s.Source != SourcePhysical {
+			return fmt.Errorf("instance %s: a recovery to a point in time restores a snapshot or physical backup: %w", s.ID, cairn.ErrInvalid)
 		}
-		if r.Timeline == 0 {
-			return fmt.Errorf("instance %s: a recovery without a timeline: %w", s.ID, cairn.ErrInvalid)
+		if err := r.validate(s.Datastore); err != nil {
+			return fmt.Errorf("instance %s: %w: %w", s.ID, err, cairn.ErrInvalid)
 		}
 	}
 	return nil
@@ -188,7 +233,7 @@ type record struct {
 	Loading bool `json:"loading,omitempty"`
 	Loaded  bool `json:"loaded,omitempty"`
 	// Recovered: a recovery to a point in time (Spec.Recovery) has
-	// promoted the server, and its WAL files are gone.
+	// left the server accepting writes, and its log files are gone.
 	Recovered bool `json:"recovered,omitempty"`
 	// Device is the block device the volume is attached as.
 	Device string `json:"device,omitempty"`
@@ -301,8 +346,8 @@ type Host struct {
 	// goroutines; Close waits for both.
 	starting    sync.WaitGroup
 	supervisors sync.WaitGroup
-	// walStreams are the running WAL streams, by instance.
-	walStreams map[string]*walStream
+	// streams are the running log streams, by kind and instance.
+	streams map[streamKey]*logStream
 }
 
 // instance is an instance's in-memory state. op serialises the calls
@@ -1087,7 +1132,7 @@ func (h *Host) Close(ctx context.Context) error {
 	}
 	h.mu.Unlock()
 	h.starting.Wait()
-	h.endWALStreams()
+	h.endStreams()
 	var errs []error
 	for _, inst := range list {
 		inst.op.Lock()

@@ -558,6 +558,13 @@ func testInstanceLifecycle(t *testing.T, ds datastore) {
 func TestSpecValidate(t *testing.T) {
 	v := cairn.NewID()
 	rec := &dbagent.Record{Method: dbagent.Snapshot}
+	when := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	pg := func(r *Recovery) Spec {
+		return Spec{ID: "a", Volume: v, Datastore: dbagent.PostgreSQL, Source: SourceSnapshot, Record: rec, Recovery: r}
+	}
+	maria := func(r *Recovery) Spec {
+		return Spec{ID: "a", Volume: v, Datastore: dbagent.MariaDB, Source: SourceSnapshot, Record: rec, Recovery: r}
+	}
 	for _, tc := range []struct {
 		name string
 		spec Spec
@@ -576,6 +583,27 @@ func TestSpecValidate(t *testing.T) {
 		{"volume with a record", Spec{ID: "a", Volume: v, Source: SourceVolume, Record: rec}, false},
 		{"volume with databases", Spec{ID: "a", Volume: v, Source: SourceVolume, Databases: []dbagent.Database{{Name: "d"}}}, false},
 		{"volume with a recovery", Spec{ID: "a", Volume: v, Datastore: dbagent.PostgreSQL, Source: SourceVolume, Recovery: &Recovery{Timeline: 1}}, false},
+		{"postgresql recovery", pg(&Recovery{Timeline: 2, Time: when}), true},
+		{"postgresql recovery of every file", pg(&Recovery{Timeline: 1}), true},
+		{"postgresql recovery without a timeline", pg(&Recovery{Time: when}), false},
+		{"postgresql recovery with a binary log", pg(&Recovery{Timeline: 1, Binlog: &dbagent.BinlogStart{GTID: "0-1-5"}}), false},
+		{"postgresql recovery of a dump", Spec{ID: "a", Volume: v, Datastore: dbagent.PostgreSQL, Source: SourceLogical,
+			Record: &dbagent.Record{Method: dbagent.Logical}, Recovery: &Recovery{Timeline: 1}}, false},
+		{"mariadb recovery after a GTID", maria(&Recovery{Binlog: &dbagent.BinlogStart{GTID: "0-1-5"}}), true},
+		{"mariadb recovery after GTIDs", maria(&Recovery{Binlog: &dbagent.BinlogStart{GTID: "0-1-5,1-2-18446744073709551615"}}), true},
+		{"mariadb recovery at a file's position", maria(&Recovery{Binlog: &dbagent.BinlogStart{File: "mysql-bin.000003", Pos: 328}}), true},
+		{"mariadb recovery of a physical chain", Spec{ID: "a", Volume: v, Datastore: dbagent.MariaDB, Source: SourcePhysical,
+			Parts: []dbagent.Record{{Method: dbagent.Physical}}, Recovery: &Recovery{Binlog: &dbagent.BinlogStart{GTID: "0-1-5"}}}, true},
+		{"mariadb recovery without a start", maria(&Recovery{}), false},
+		{"mariadb recovery with neither GTID nor file", maria(&Recovery{Binlog: &dbagent.BinlogStart{Pos: 4}}), false},
+		{"mariadb recovery with a timeline", maria(&Recovery{Timeline: 1, Binlog: &dbagent.BinlogStart{GTID: "0-1-5"}}), false},
+		{"mariadb recovery with a time", maria(&Recovery{Time: when, Binlog: &dbagent.BinlogStart{GTID: "0-1-5"}}), false},
+		{"mariadb recovery from a path", maria(&Recovery{Binlog: &dbagent.BinlogStart{File: "../x.000001"}}), false},
+		{"mariadb recovery after a bad GTID", maria(&Recovery{Binlog: &dbagent.BinlogStart{GTID: "0-1-5'; DROP TABLE t; --"}}), false},
+		{"mariadb recovery from a volume", Spec{ID: "a", Volume: v, Datastore: dbagent.MariaDB, Source: SourceVolume,
+			Recovery: &Recovery{Binlog: &dbagent.BinlogStart{GTID: "0-1-5"}}}, false},
+		{"recovery of another datastore", Spec{ID: "a", Volume: v, Datastore: "mongodb", Source: SourceSnapshot, Record: rec,
+			Recovery: &Recovery{Timeline: 1}}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.spec.Validate()

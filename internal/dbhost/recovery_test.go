@@ -2,6 +2,7 @@ package dbhost
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"os"
@@ -173,11 +174,93 @@ func TestReadWALFiles(t *testing.T) {
 	}
 }
 
+// TestLogFileNames: the framed files of a recovery are named as a server
+// names its log files, WAL or binary log, and never as a path.
+func TestLogFileNames(t *testing.T) {
+	long := strings.Repeat("a", 200)
+	for _, tc := range []struct {
+		name        string
+		wal, binlog bool
+	}{
+		{"000000010000000000000003", true, false},
+		{"00000002.history", true, false},
+		{"mysql-bin.000001", false, true},
+		{"mysql-bin.1234567", false, true},
+		{"host_1-relay.log.000042", false, true},
+		{long + ".000001", false, true},
+		{long + "a.000001", false, false},                        // a base name of 201 bytes
+		{"b." + strings.Repeat("1", maxLogName-2), false, true},  // NAME_MAX
+		{"b." + strings.Repeat("1", maxLogName-1), false, false}, // one more
+		{"../x.000001", false, false},
+		{"x/y.000001", false, false},
+		{"/x.000001", false, false},
+		{"mysql-bin.00001", false, false}, // 5 digits
+		{"mysql-bin.index", false, false},
+		{"mysql-bin.000001.tmp", false, false},
+		{".", false, false},
+		{"..", false, false},
+		{".000001", false, false},
+		{"mysql bin.000001", false, false},
+		{"mysql-bin.000001\n", false, false},
+		{"000000010000000000000003.partial", false, false},
+		{"0000000100000000000000a3", false, false},
+		{"", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := walFileName(tc.name); got != tc.wal {
+				t.Errorf("walFileName: %v, want %v", got, tc.wal)
+			}
+			if got := binlogFileName(tc.name); got != tc.binlog {
+				t.Errorf("binlogFileName: %v, want %v", got, tc.binlog)
+			}
+			err := WriteWALFile(io.Discard, tc.name, nil)
+			if ok := tc.wal || tc.binlog; (err == nil) != ok || (err != nil && !errors.Is(err, cairn.ErrInvalid)) {
+				t.Errorf("WriteWALFile: %v, want ok=%v", err, ok)
+			}
+		})
+	}
+}
+
+// TestReadLogFilesOfAKind: a recovery's stream holds the files of its
+// datastore's log only.
+func TestReadLogFilesOfAKind(t *testing.T) {
+	var mixed bytes.Buffer
+	for _, name := range []string{"mysql-bin.000003", "mysql-bin.000004", "000000010000000000000003"} {
+		if err := WriteWALFile(&mixed, name, []byte(name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := WriteWALEnd(&mixed); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if n, err := ReadWALFiles(bytes.NewReader(mixed.Bytes()), dir); err != nil || n != 3 {
+		t.Fatalf("read %d files: %v", n, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "mysql-bin.000004")); err != nil || string(b) != "mysql-bin.000004" {
+		t.Fatalf("mysql-bin.000004: %q %v", b, err)
+	}
+	for _, valid := range []func(string) bool{walFileName, binlogFileName} {
+		if _, err := readLogFiles(bytes.NewReader(mixed.Bytes()), t.TempDir(), valid); !errors.Is(err, cairn.ErrInvalid) {
+			t.Fatalf("files of both kinds read as one: %v", err)
+		}
+	}
+	// A name longer than any file's is refused before it is read.
+	long := binary.AppendUvarint(nil, maxLogName+1)
+	if _, err := ReadWALFiles(bytes.NewReader(append(long, strings.Repeat("1", maxLogName+1)...)), t.TempDir()); !errors.Is(err, cairn.ErrInvalid) {
+		t.Fatalf("a name of %d bytes: %v", maxLogName+1, err)
+	}
+}
+
 func FuzzReadWALFiles(f *testing.F) {
 	var ok bytes.Buffer
 	_ = WriteWALFile(&ok, "000000010000000000000003", []byte("segment"))
 	_ = WriteWALEnd(&ok)
 	f.Add(ok.Bytes())
+	var binlogs bytes.Buffer
+	_ = WriteWALFile(&binlogs, "mysql-bin.000003", []byte("\xfebin"))
+	_ = WriteWALEnd(&binlogs)
+	f.Add(binlogs.Bytes())
 	f.Add([]byte{0})
 	f.Add([]byte{24, '0', '0'})
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -194,7 +277,7 @@ func FuzzReadWALFiles(f *testing.F) {
 			t.Fatalf("%d files in the directory for %d read", len(entries), n)
 		}
 		for _, e := range entries {
-			if !walFileName.MatchString(e.Name()) {
+			if !logFileName(e.Name()) {
 				t.Fatalf("wrote %q", e.Name())
 			}
 		}

@@ -3,48 +3,21 @@ package dbhost
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/dbagent"
 )
 
-// walStream is an instance's running WAL stream: one at a time holds the
-// archive's slot.
-type walStream struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	// flushed is where the archive has stored everything before.
-	flushed atomic.Uint64
-}
-
 // walSource returns the agent of a ready instance whose server streams
-// its WAL. The instance's other calls wait only for the look-up: a
-// stream lasts as long as the archive runs and holds no instance lock.
+// its WAL.
 func (h *Host) walSource(ctx context.Context, id string) (dbagent.WALSource, error) {
-	inst := h.get(id)
-	if inst == nil {
-		return nil, fmt.Errorf("instance %s: %w", id, cairn.ErrNotFound)
-	}
-	inst.op.Lock()
-	defer inst.op.Unlock()
-	if inst.rec.Phase != PhaseReady {
-		return nil, fmt.Errorf("instance %s is %s: %w", id, inst.rec.Phase, cairn.ErrConflict)
-	}
-	if err := h.serving(ctx, inst); err != nil {
-		return nil, fmt.Errorf("instance %s: %w", id, err)
-	}
-	eng, err := h.engine(inst.rec.Spec.Datastore, inst.rec.Spec.Version)
-	if err != nil {
-		return nil, err
-	}
-	ai, err := eng.Instance(h.config(&inst.rec))
+	ai, datastore, err := h.agent(ctx, id)
 	if err != nil {
 		return nil, err
 	}
 	ws, ok := ai.(dbagent.WALSource)
 	if !ok {
-		return nil, fmt.Errorf("instance %s: %s has no WAL to stream: %w", id, inst.rec.Spec.Datastore, cairn.ErrUnsupported)
+		return nil, fmt.Errorf("instance %s: %s has no WAL to stream: %w", id, datastore, cairn.ErrUnsupported)
 	}
 	return ws, nil
 }
@@ -90,39 +63,14 @@ func (h *Host) StreamWAL(ctx context.Context, id string, timeline uint32, start 
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s := &walStream{cancel: cancel, done: make(chan struct{})}
+	s := &logStream{cancel: cancel, done: make(chan struct{})}
 	defer close(s.done)
 	s.flushed.Store(uint64(start))
-	for {
-		h.mu.Lock()
-		if h.closed {
-			h.mu.Unlock()
-			return nil, fmt.Errorf("instance host: closing: %w", cairn.ErrUnavailable)
-		}
-		old := h.walStreams[id]
-		if old == nil {
-			if h.walStreams == nil {
-				h.walStreams = map[string]*walStream{}
-			}
-			h.walStreams[id] = s
-			h.mu.Unlock()
-			break
-		}
-		h.mu.Unlock()
-		old.cancel()
-		select {
-		case <-old.done:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+	release, err := h.startStream(ctx, streamKey{kindWAL, id}, s)
+	if err != nil {
+		return nil, err
 	}
-	defer func() {
-		h.mu.Lock()
-		if h.walStreams[id] == s {
-			delete(h.walStreams, id)
-		}
-		h.mu.Unlock()
-	}()
+	defer release()
 	return ws.StreamWAL(ctx, dbagent.WALStreamRequest{Timeline: timeline, Start: start,
 		Flushed: func() dbagent.LSN { return dbagent.LSN(s.flushed.Load()) }}, fn)
 }
@@ -132,9 +80,7 @@ func (h *Host) StreamWAL(ctx context.Context, id string, timeline uint32, start 
 // lets go of what lies before. Without a running stream it does
 // nothing: the next stream starts at what is stored.
 func (h *Host) ConfirmWAL(id string, lsn dbagent.LSN) {
-	h.mu.Lock()
-	s := h.walStreams[id]
-	h.mu.Unlock()
+	s := h.stream(streamKey{kindWAL, id})
 	if s == nil {
 		return
 	}
@@ -143,20 +89,5 @@ func (h *Host) ConfirmWAL(id string, lsn dbagent.LSN) {
 		if uint64(lsn) <= cur || s.flushed.CompareAndSwap(cur, uint64(lsn)) {
 			return
 		}
-	}
-}
-
-// endWALStreams ends every running stream and waits for them: Close does
-// it before it stops the servers.
-func (h *Host) endWALStreams() {
-	h.mu.Lock()
-	list := make([]*walStream, 0, len(h.walStreams))
-	for _, s := range h.walStreams {
-		list = append(list, s)
-	}
-	h.mu.Unlock()
-	for _, s := range list {
-		s.cancel()
-		<-s.done
 	}
 }

@@ -123,13 +123,25 @@ type archiveView struct {
 	// lagging and slotLow are alarms raised (an event each) and not yet
 	// cleared.
 	lagging, slotLow bool
+
+	// MariaDB: timeline is the binary log's generation (the server's,
+	// which the window follows); binFile is the
+	// file the archive ends in (at end), binGTID the GTID position
+	// there; reportedFile is the file of reportedEnd; binSpans are the
+	// stretches of files the archive holds, in order.
+	mariadb      bool
+	binMaxGen    uint32 // the highest generation the archive holds
+	binFile      string
+	binGTID      string
+	reportedFile string
+	binSpans     []binlogSpan
 }
 
 // startArchiver starts archiving an instance, unless it is archived
 // already, the service stops, or it has no instance host. The
 // archive's container is the service's default.
 func (s *Service) startArchiver(inst cairn.Instance) {
-	if !s.archives.on || s.host == nil || inst.Datastore.Type != dbagent.PostgreSQL {
+	if !s.archives.on || s.host == nil || inst.Datastore.Type != dbagent.PostgreSQL && inst.Datastore.Type != dbagent.MariaDB {
 		return
 	}
 	id, err := ArchiveID(inst.ID)
@@ -148,7 +160,7 @@ func (s *Service) startArchiver(inst cairn.Instance) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ar := &archiver{s: s, inst: inst.ID, id: id, container: s.defCont, cancel: cancel, done: make(chan struct{}),
-		st: archiveView{state: "starting"}}
+		st: archiveView{state: "starting", mariadb: inst.Datastore.Type == dbagent.MariaDB}}
 	a.byInst[inst.ID] = ar
 	a.wg.Add(1)
 	go func() {
@@ -198,8 +210,12 @@ func (s *Service) archiverOf(id string) *archiver {
 // run archives until ctx ends, starting again after a failure.
 func (ar *archiver) run(ctx context.Context) {
 	pause := archiveBackoffMin
+	session := ar.session
+	if ar.view().mariadb {
+		session = ar.binlogSession
+	}
 	for ctx.Err() == nil {
-		progressed, err := ar.session(ctx)
+		progressed, err := session(ctx)
 		if ctx.Err() != nil {
 			return
 		}
@@ -215,7 +231,7 @@ func (ar *archiver) run(ctx context.Context) {
 			pause = archiveBackoffMin
 		}
 		ar.set(func(v *archiveView) { v.state, v.err = "failing", err.Error() })
-		ar.s.log.Warn("archiving an instance's WAL", "instance", ar.inst, "err", err, "again_in", pause)
+		ar.s.log.Warn("archiving an instance's log", "instance", ar.inst, "err", err, "again_in", pause)
 		select {
 		case <-ctx.Done():
 			return
@@ -236,6 +252,7 @@ func (ar *archiver) view() archiveView {
 	defer ar.mu.Unlock()
 	v := ar.st
 	v.gaps = slices.Clone(v.gaps)
+	v.binSpans = slices.Clone(v.binSpans)
 	return v
 }
 
@@ -669,7 +686,7 @@ func (ar *archiver) follow(ctx context.Context, r Repository, ident dbagent.WALI
 // pieces deleted, so a segment written over minutes ends as one object.
 // Only the flusher of the running session touches it.
 type segmentBuf struct {
-	tli    uint32
+	log    string
 	start  uint64
 	data   []byte
 	pieces []format.LogPiece
@@ -684,8 +701,8 @@ func (ar *archiver) compact(ctx context.Context, r Repository, seg uint64, h for
 	b := ar.seg
 	switch {
 	case h.Start%seg == 0:
-		b = &segmentBuf{tli: mustWALLog(h.Log), start: h.Start}
-	case b == nil || b.tli != mustWALLog(h.Log) || b.start+uint64(len(b.data)) != h.Start:
+		b = &segmentBuf{log: h.Log, start: h.Start}
+	case b == nil || b.log != h.Log || b.start+uint64(len(b.data)) != h.Start:
 		ar.seg = nil
 		return nil
 	}
@@ -696,10 +713,16 @@ func (ar *archiver) compact(ctx context.Context, r Repository, seg uint64, h for
 		return nil
 	}
 	ar.seg = nil
+	return ar.storeWhole(ctx, r, b)
+}
+
+// storeWhole stores the pieces b follows as one piece, then deletes
+// them; with fewer than two it does nothing.
+func (ar *archiver) storeWhole(ctx context.Context, r Repository, b *segmentBuf) error {
 	if len(b.pieces) < 2 {
 		return nil
 	}
-	whole := format.LogPiece{Archive: ar.id, Log: h.Log, Start: b.start, End: b.start + seg, Archived: ar.s.nowUTC()}
+	whole := format.LogPiece{Archive: ar.id, Log: b.log, Start: b.start, End: b.start + uint64(len(b.data)), Archived: ar.s.nowUTC()}
 	var refs []repo.LogRef
 	for _, p := range b.pieces {
 		if whole.FirstTime.IsZero() {
@@ -710,18 +733,19 @@ func (ar *archiver) compact(ctx context.Context, r Repository, seg uint64, h for
 		}
 		whole.Transactions += p.Transactions
 		whole.ServerTime = p.ServerTime
+		if p.Position != "" {
+			whole.Position = p.Position
+		}
 		refs = append(refs, repo.LogRef{Archive: ar.id, Log: p.Log, Start: p.Start, End: p.End})
 	}
 	if _, err := r.PutLogPiece(ctx, whole, b.data); err != nil {
-		return fmt.Errorf("storing segment %s whole: %w", dbagent.LSN(b.start), err)
+		return fmt.Errorf("storing %s from %d whole: %w", b.log, b.start, err)
 	}
 	if err := r.DeleteLogPieces(ctx, refs); err != nil && ctx.Err() == nil {
-		ar.s.log.Warn("deleting the pieces of a segment stored whole", "instance", ar.inst, "segment", dbagent.LSN(b.start), "err", err)
+		ar.s.log.Warn("deleting the pieces of a stretch stored whole", "instance", ar.inst, "log", b.log, "start", b.start, "err", err)
 	}
 	return nil
 }
-
-func mustWALLog(log string) uint32 { t, _ := parseWALLog(log); return t }
 
 // store stores pending WAL as pieces, one per segment it touches, then
 // tells the data plane the slot may let go of it.
@@ -816,7 +840,10 @@ func (ar *archiver) event(typ string, payload map[string]any) {
 func (ar *archiver) monitor(ctx context.Context, r Repository) {
 	now := ar.s.now()
 	v := ar.view()
-	if v.slotChecked.IsZero() || now.Sub(v.slotChecked) >= ar.s.archives.check {
+	if (v.slotChecked.IsZero() || now.Sub(v.slotChecked) >= ar.s.archives.check) && v.mariadb {
+		ar.relistBinlog(ctx, r)
+		ar.set(func(v *archiveView) { v.slotChecked = now })
+	} else if v.slotChecked.IsZero() || now.Sub(v.slotChecked) >= ar.s.archives.check {
 		ar.relist(ctx, r)
 		slot, err := ar.s.host.WALSlot(ctx, ar.inst)
 		if err != nil {
@@ -947,7 +974,10 @@ func (s *Service) archiveState(id string) *cairn.ArchiveState {
 	v := ar.view()
 	st := &cairn.ArchiveState{Container: ar.container, State: v.state, Timeline: v.timeline,
 		CompleteAt: v.completeAt, LastTransaction: v.lastTxn, Gaps: v.gaps, Slot: v.slot, Error: v.err}
-	if v.end > 0 {
+	switch {
+	case v.mariadb && v.binFile != "":
+		st.ArchivedPosition, st.ArchivedGTID = binlogPosString(v.binFile, v.end), v.binGTID
+	case !v.mariadb && v.end > 0:
 		st.ArchivedLSN = dbagent.LSN(v.end).String()
 	}
 	if !v.pendingSince.IsZero() {
@@ -1010,15 +1040,22 @@ func (s *Service) completedBackups(ctx context.Context, id string) ([]cairn.Data
 	return backups, err
 }
 
-// rollsForward says whether the archive replays backup b's WAL: a
-// PostgreSQL snapshot or physical backup whose WAL it holds without a
-// hole from b's start to its end.
+// rollsForward says whether the archive replays backup b's log: a
+// snapshot or physical backup whose WAL (PostgreSQL) or binary log
+// (MariaDB) it holds without a hole from b's start to its end.
 func (v archiveView) rollsForward(b cairn.DatabaseBackup) bool {
 	if b.Strategy == cairn.StrategyLogical || b.DataTimestamp.IsZero() {
 		return false
 	}
 	rec, err := dbRecord(b)
-	return err == nil && rec.PostgreSQL != nil && v.reaches(rec.PostgreSQL.Timeline, uint64(rec.PostgreSQL.StartLSN))
+	if err != nil {
+		return false
+	}
+	if v.mariadb {
+		return rec.MariaDB != nil && rec.MariaDB.BinlogFile != "" && max(rec.MariaDB.BinlogGeneration, 1) == v.timeline &&
+			v.binlogReaches(rec.MariaDB.BinlogFile, rec.MariaDB.BinlogPos)
+	}
+	return rec.PostgreSQL != nil && v.reaches(rec.PostgreSQL.Timeline, uint64(rec.PostgreSQL.StartLSN))
 }
 
 // window is the recoverable window over backups: from the earliest the
@@ -1029,7 +1066,7 @@ func (v archiveView) window(backups []cairn.DatabaseBackup) (from, to time.Time)
 	if v.lastTxn.After(to) {
 		to = v.lastTxn
 	}
-	if to.IsZero() || v.segSize == 0 {
+	if to.IsZero() || !v.mariadb && v.segSize == 0 {
 		return time.Time{}, time.Time{}
 	}
 	for _, b := range backups {

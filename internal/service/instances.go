@@ -63,6 +63,14 @@ type InstanceHost interface {
 	TimelineHistory(ctx context.Context, id string, timeline uint32) ([]byte, error)
 	// WALSlot reports the server's archive slot.
 	WALSlot(ctx context.Context, id string) (dbagent.WALSlot, error)
+
+	// BinlogState says where an instance's MariaDB server stands in its
+	// binary log; StreamBinlog streams its binary log files from the
+	// start of file on to fn until ctx ends, fn fails or the stream
+	// breaks. cairn.ErrUnsupported for a datastore without a binary log;
+	// cairn.ErrGone when the server no longer has file.
+	BinlogState(ctx context.Context, id string) (dbagent.BinlogState, error)
+	StreamBinlog(ctx context.Context, id, file string, fn func(dbagent.BinlogMessage) error) error
 }
 
 // errNoInstances is the error of the database API on a service without
@@ -315,7 +323,7 @@ func (s *Service) runCreateInstance(ctx context.Context, t cairn.Task) error {
 	}
 	var walStream func(ctx context.Context, w io.Writer) error
 	if !p.PointInTime.IsZero() {
-		if spec.Recovery, walStream, err = s.recoveryPlan(ctx, p.Source, b, p.PointInTime); err != nil {
+		if spec.Recovery, walStream, err = s.recoveryPlan(ctx, p.Source, b, p.PointInTime, false); err != nil {
 			return err
 		}
 	}

@@ -3,6 +3,9 @@ package service
 import (
 	"context"
 	"fmt"
+	"github.com/cairnproject/cairn/internal/binlog"
+	"github.com/cairnproject/cairn/internal/dbagent"
+	"github.com/cairnproject/cairn/internal/repo"
 	"io"
 	"time"
 
@@ -16,7 +19,8 @@ import (
 // archiveViewOf returns the archive of a source instance: its running
 // archiver's view, or, when none runs (the instance is gone, or the
 // service just started), what the store holds. segSize is the WAL
-// segment size of the source's backups (the store does not keep it).
+// segment size of the source's backups (the store does not keep it); 0
+// loads a MariaDB archive.
 func (s *Service) archiveViewOf(ctx context.Context, source string, segSize uint64) (archiveView, cairn.ID, Repository, error) {
 	id, err := ArchiveID(source)
 	if err != nil {
@@ -29,6 +33,18 @@ func (s *Service) archiveViewOf(ctx context.Context, source string, segSize uint
 	r, err := s.repoFor(ctx, container)
 	if err != nil {
 		return archiveView{}, id, nil, err
+	}
+	if segSize == 0 {
+		// The generation the server is on, as its archiver knows it;
+		// else the archive's newest.
+		gen := uint32(0)
+		if ar := s.archiverOf(source); ar != nil {
+			if v := ar.view(); v.loaded && v.mariadb {
+				gen = v.timeline
+			}
+		}
+		v, err := loadBinlogArchive(ctx, r, id, gen)
+		return v, id, r, err
 	}
 	v, err := loadArchive(ctx, r, id)
 	if err != nil {
@@ -48,14 +64,23 @@ func (s *Service) planPointInTime(ctx context.Context, source, backupID string, 
 		return cairn.DatabaseBackup{}, err
 	}
 	var seg uint64
+	mariadb := false
 	for _, b := range backups {
-		if rec, err := dbRecord(b); err == nil && rec.PostgreSQL != nil && rec.PostgreSQL.WALSegmentSize > 0 {
+		rec, err := dbRecord(b)
+		if err != nil {
+			continue
+		}
+		if rec.PostgreSQL != nil && rec.PostgreSQL.WALSegmentSize > 0 {
 			seg = uint64(rec.PostgreSQL.WALSegmentSize)
 			break
 		}
+		if rec.MariaDB != nil && rec.MariaDB.BinlogFile != "" {
+			mariadb = true
+			break
+		}
 	}
-	if seg == 0 {
-		return cairn.DatabaseBackup{}, errorf(cairn.ErrInvalid, "instance %s has no PostgreSQL backup to restore to a point in time from", source)
+	if seg == 0 && !mariadb {
+		return cairn.DatabaseBackup{}, errorf(cairn.ErrInvalid, "instance %s has no snapshot or physical backup to restore to a point in time from", source)
 	}
 	v, _, _, err := s.archiveViewOf(ctx, source, seg)
 	if err != nil {
@@ -94,10 +119,17 @@ func (s *Service) planPointInTime(ctx context.Context, source, backupID string, 
 // to w, and returns the spec's recovery: the timeline to follow, and the
 // time (zero when no transaction of the archive ended after t: the
 // recovery then replays all it is given).
-func (s *Service) recoveryPlan(ctx context.Context, source string, b cairn.DatabaseBackup, t time.Time) (*dbhost.Recovery, func(ctx context.Context, w io.Writer) error, error) {
+//
+// inPlace says the recovery is of the source itself (a recover in
+// place), not of a new instance: a MariaDB server then goes on with a
+// new generation of its binary log.
+func (s *Service) recoveryPlan(ctx context.Context, source string, b cairn.DatabaseBackup, t time.Time, inPlace bool) (*dbhost.Recovery, func(ctx context.Context, w io.Writer) error, error) {
 	rec, err := dbRecord(b)
 	if err != nil {
 		return nil, nil, err
+	}
+	if rec.MariaDB != nil {
+		return s.binlogRecoveryPlan(ctx, source, b, rec, t, inPlace)
 	}
 	p := rec.PostgreSQL
 	if p == nil || p.WALSegmentSize <= 0 {
@@ -126,4 +158,111 @@ func (s *Service) recoveryPlan(ctx context.Context, source string, b cairn.Datab
 		return dbhost.WriteWALEnd(w)
 	}
 	return rc, write, nil
+}
+
+// binlogRecoveryPlan is recoveryPlan for a MariaDB backup: the archived
+// binary log files from the backup's, the last cut before the first
+// transaction that committed after t's second (the binary log stamps
+// events to the second), and where the replay starts.
+func (s *Service) binlogRecoveryPlan(ctx context.Context, source string, b cairn.DatabaseBackup, rec dbagent.Record,
+	t time.Time, inPlace bool) (*dbhost.Recovery, func(ctx context.Context, w io.Writer) error, error) {
+	p := rec.MariaDB
+	if p.BinlogFile == "" {
+		return nil, nil, fmt.Errorf("backup %s has no binary log coordinates: %w", b.ID, cairn.ErrInvalid)
+	}
+	v, id, r, err := s.archiveViewOf(ctx, source, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	chain, err := v.binlogChain(p.BinlogFile, p.BinlogPos)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the binary log from backup %s: %w", b.ID, err)
+	}
+	// A new instance starts its own archive at generation 1; a server
+	// recovered in place takes one its archive has never held.
+	gen := uint32(1)
+	if inPlace {
+		gen = max(v.binMaxGen, v.timeline) + 1
+	}
+	rc := &dbhost.Recovery{Binlog: &dbagent.BinlogStart{File: p.BinlogFile, Pos: p.BinlogPos, GTID: p.GTIDBinlogPos, Generation: gen}}
+	write := func(ctx context.Context, w io.Writer) error {
+		err := binlogFiles(ctx, r, id, v.timeline, chain, p.BinlogPos, t, func(name string, data []byte) error {
+			return dbhost.WriteWALFile(w, name, data)
+		})
+		if err != nil {
+			return err
+		}
+		return dbhost.WriteWALEnd(w)
+	}
+	return rc, write, nil
+}
+
+// binlogFiles reads the chain's files from r and hands fn each whole,
+// in order, from the first; it stops with the file holding the first
+// transaction after start (a position in the first file) that committed
+// after until's second, cut where that transaction begins. Every file
+// it hands on but the last must end at an event boundary: a file whose
+// end the archive lost fails.
+func binlogFiles(ctx context.Context, r Repository, id cairn.ID, gen uint32, chain []binlogSpan, start uint64, until time.Time,
+	fn func(name string, data []byte) error) error {
+	pieces, _, err := r.LogPieces(ctx, id)
+	if err != nil {
+		return err
+	}
+	byLog := map[string][]repo.LogRef{}
+	for _, p := range pieces {
+		byLog[p.Log] = append(byLog[p.Log], p)
+	}
+	second := until.Truncate(time.Second)
+	for i, sp := range chain {
+		data := make([]byte, 0, sp.end)
+		for _, p := range byLog[binlogLog(gen, sp.file)] {
+			pos := uint64(len(data))
+			if p.End <= pos || p.Start > pos {
+				continue // an overlap already read
+			}
+			_, body, err := r.ReadLogPiece(ctx, p)
+			if err != nil {
+				return err
+			}
+			data = append(data, body[pos-p.Start:]...)
+		}
+		if uint64(len(data)) < sp.end {
+			return fmt.Errorf("the archive lacks binary log %s from %d: %w", sp.file, len(data), cairn.ErrInvalid)
+		}
+		dec := binlog.NewDecoder()
+		events, err := dec.Write(data)
+		if err != nil {
+			return fmt.Errorf("archived binary log %s: %w: %w", sp.file, err, cairn.ErrCorrupt)
+		}
+		if !dec.Boundary() {
+			return fmt.Errorf("archived binary log %s ends inside an event at %d: %w", sp.file, len(data), cairn.ErrCorrupt)
+		}
+		cut := -1
+		// Where the transaction being read began: every transaction
+		// begins with its GTID event.
+		txn := uint64(len(binlog.Magic))
+		if i == 0 {
+			txn = start
+		}
+		for _, e := range events {
+			if i == 0 && e.Pos < start {
+				continue
+			}
+			if e.GTID != nil {
+				txn = e.Pos
+			}
+			if e.Commit && e.Time.After(second) {
+				cut = int(txn)
+				break
+			}
+		}
+		if cut >= 0 {
+			return fn(sp.file, data[:cut])
+		}
+		if err := fn(sp.file, data); err != nil {
+			return err
+		}
+	}
+	return nil
 }

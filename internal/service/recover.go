@@ -11,7 +11,6 @@ import (
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/catalog"
-	"github.com/cairnproject/cairn/internal/dbagent"
 	"github.com/cairnproject/cairn/internal/dbhost"
 	"github.com/cairnproject/cairn/internal/repo"
 )
@@ -87,9 +86,6 @@ func (s *Service) RecoverInstance(ctx context.Context, c Caller, id string, in c
 		return err
 	}); err != nil {
 		return cairn.Instance{}, err
-	}
-	if inst.Datastore.Type != dbagent.PostgreSQL {
-		return cairn.Instance{}, errorf(cairn.ErrUnsupported, "instance %s is %s: recover in place is for PostgreSQL instances", id, inst.Datastore.Type)
 	}
 	if in.BackupID != "" {
 		b, err := s.dbBackupRow(ctx, in.BackupID)
@@ -338,7 +334,7 @@ func (s *Service) provisionRecovered(ctx context.Context, inst cairn.Instance, v
 		}
 	}
 	var walStream func(ctx context.Context, w io.Writer) error
-	if spec.Recovery, walStream, err = s.recoveryPlan(ctx, inst.ID, b, t); err != nil {
+	if spec.Recovery, walStream, err = s.recoveryPlan(ctx, inst.ID, b, t, true); err != nil {
 		return dbhost.State{}, err
 	}
 	var st dbhost.State

@@ -50,6 +50,14 @@ type Instances interface {
 	TimelineHistory(ctx context.Context, id string, timeline uint32) ([]byte, error)
 	StreamWAL(ctx context.Context, id string, timeline uint32, start dbagent.LSN, fn func(dbagent.WALMessage) error) (*dbagent.TimelineEnd, error)
 	ConfirmWAL(id string, lsn dbagent.LSN)
+
+	// BinlogState reads where an instance's server stands in its binary
+	// log; StreamBinlog streams its binary log files from the start of
+	// file on, until ctx ends, fn fails or the stream breaks (see
+	// dbhost.Host). cairn.ErrUnsupported for a datastore without a
+	// binary log; cairn.ErrGone when the server no longer has file.
+	BinlogState(ctx context.Context, id string) (dbagent.BinlogState, error)
+	StreamBinlog(ctx context.Context, id, file string, fn func(dbagent.BinlogMessage) error) error
 }
 
 // HostInstances adapts a dbhost.Host to Instances.
@@ -170,6 +178,7 @@ func WithInstances(h http.Handler, in Instances) http.Handler {
 		w.Header().Set(recordTrailer, base64.StdEncoding.EncodeToString(js))
 	})
 	walHandlers(mux, in)
+	binlogHandlers(mux, in)
 	mux.Handle("/", h)
 	return mux
 }

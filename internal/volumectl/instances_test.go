@@ -28,6 +28,9 @@ type fakeInstances struct {
 	// The WAL fake's state (wal_test.go).
 	confirmed map[string]dbagent.LSN
 	idleEnded bool
+	// binlogIdleEnded gets the error of each "idle" binary log stream
+	// as it ends (binlog_test.go); nil drops them.
+	binlogIdleEnded chan error
 }
 
 func (f *fakeInstances) Datastores(context.Context) ([]dbagent.Datastore, error) {

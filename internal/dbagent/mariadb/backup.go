@@ -52,6 +52,9 @@ func (i *Instance) BackupPhysical(ctx context.Context, w io.Writer, label string
 	rec.Finished = time.Now()
 	rec.Time = rec.Finished
 	rec.Bytes = cw.N
+	if p.BinlogGeneration, err = readGeneration(i.cfg.DataDir); err != nil {
+		return rec, fmt.Errorf("physical backup: %w", err)
+	}
 	rec.MariaDB = p
 	return rec, nil
 }

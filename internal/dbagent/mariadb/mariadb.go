@@ -128,7 +128,10 @@ func (e *Engine) Init(ctx context.Context, cfg dbagent.Config) error {
 	if err := e.user.MakeDir(cfg.DataDir, true); err != nil {
 		return err
 	}
-	args := append([]string{"--datadir=" + cfg.DataDir, "--skip-test-db",
+	if err := e.user.MakeDir(tmpDir(cfg), false); err != nil {
+		return err
+	}
+	args := append([]string{"--datadir=" + cfg.DataDir, "--tmpdir=" + tmpDir(cfg), "--skip-test-db",
 		"--auth-root-authentication-method=socket", "--auth-root-socket-user=" + e.admin},
 		settingArgs(durableSettings, cfg.SortedSettings())...)
 	cmd := e.tool(ctx, "mariadb-install-db", args...)
@@ -161,6 +164,17 @@ func (i *Instance) Config() dbagent.Config { return i.cfg }
 
 func (i *Instance) socket() string { return filepath.Join(i.cfg.RunDir, "mysqld.sock") }
 
+// tmpDir is the server's directory for temporary files: beside the data
+// directory on the instance's volume, the server's user's alone. Never
+// the host's shared /tmp: a MariaDB server deletes every "#sql" file in
+// its tmpdir when it starts, so on a shared one a starting instance
+// deletes the temporary tables of the others (a concurrent
+// mariadb-install-db failed on it: "Error on delete of
+// '/tmp/#sql-temptable-…'").
+func tmpDir(cfg dbagent.Config) string {
+	return filepath.Join(filepath.Dir(cfg.DataDir), "mariadb-tmp")
+}
+
 // Command implements dbagent.Instance: mariadbd in the foreground, as the
 // OS user mysql, in a process group of its own, reading no option file:
 // everything it runs with is on its command line. Its log goes to
@@ -169,8 +183,12 @@ func (i *Instance) Command() (*exec.Cmd, error) {
 	if err := i.e.user.MakeDir(i.cfg.RunDir, false); err != nil {
 		return nil, err
 	}
+	if err := i.e.user.MakeDir(tmpDir(i.cfg), false); err != nil {
+		return nil, err
+	}
 	args := append([]string{"--no-defaults",
 		"--datadir=" + i.cfg.DataDir,
+		"--tmpdir=" + tmpDir(i.cfg),
 		"--socket=" + i.socket(),
 		"--pid-file=" + filepath.Join(i.cfg.RunDir, "mysqld.pid"),
 		"--bind-address=" + i.cfg.Address,

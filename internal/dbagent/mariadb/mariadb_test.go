@@ -129,6 +129,9 @@ func harness(t *testing.T) *dbagenttest.Harness {
 		Incremental:   true,
 		Extra: []dbagenttest.ExtraTest{
 			{Name: "QuiesceBlocksCommits", Run: testQuiesceBlocksCommits},
+			{Name: "BinlogState", Run: testBinlogState},
+			{Name: "StreamBinlog", Run: testStreamBinlog},
+			{Name: "PointInTime", Run: testPointInTime},
 		},
 	}
 }

@@ -138,6 +138,9 @@ func (q *quiesce) readPoint(ctx context.Context) (*dbagent.MariaDBPoint, error) 
 			return nil, err
 		}
 	}
+	if p.BinlogGeneration, err = readGeneration(q.i.cfg.DataDir); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 

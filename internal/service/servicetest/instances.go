@@ -26,6 +26,9 @@ type InstanceHost struct {
 	mu        sync.Mutex
 	instances map[string]hostInstance
 	nextPort  int
+	// binlogs are the instances' binary logs (logs.go), made by the
+	// first WriteBinlog.
+	binlogs map[string]*fakeBinlog
 }
 
 type hostInstance struct {

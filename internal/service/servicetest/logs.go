@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"time"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/dbagent"
@@ -138,6 +139,161 @@ func (h *InstanceHost) TimelineHistory(ctx context.Context, id string, _ uint32)
 // WALSlot implements service.InstanceHost (see WALIdentity).
 func (h *InstanceHost) WALSlot(ctx context.Context, id string) (dbagent.WALSlot, error) {
 	return dbagent.WALSlot{}, fmt.Errorf("instance %s: the fake host has no WAL: %w", id, cairn.ErrUnsupported)
+}
+
+// The fake host's binary logs: an instance has one once a test writes to
+// it (WriteBinlog), in files named mysql-bin.000001 on, which the test
+// rotates (RotateBinlog) and purges (PurgeBinlog). Without one,
+// BinlogState and StreamBinlog fail with cairn.ErrUnsupported, as for a
+// datastore without a binary log. Like the WAL's, they do not go
+// through Faults: an archiver calls them in the background, beside the
+// tasks whose calls the tests count, fail and hold; a test that needs
+// them to fail wraps the host.
+
+type fakeBinlog struct {
+	// files are every file the log had, oldest first; the server writes
+	// the last, and no longer has those before purged.
+	files   []fakeBinlogFile
+	purged  int
+	gtid    string
+	changed chan struct{} // closed and replaced at every change
+}
+
+type fakeBinlogFile struct {
+	name string
+	data []byte
+}
+
+// binlogPiece is the most bytes one message of the fake's stream holds.
+const binlogPiece = 64 << 10
+
+// binlog returns instance id's binary log, made when create is set; the
+// caller holds h.mu.
+func (h *InstanceHost) binlog(id string, create bool) *fakeBinlog {
+	b := h.binlogs[id]
+	if b == nil && create {
+		if h.binlogs == nil {
+			h.binlogs = map[string]*fakeBinlog{}
+		}
+		b = &fakeBinlog{files: []fakeBinlogFile{{name: "mysql-bin.000001"}}, changed: make(chan struct{})}
+		h.binlogs[id] = b
+	}
+	return b
+}
+
+// changeBinlog edits instance id's binary log, made if need be, and wakes
+// its streams.
+func (h *InstanceHost) changeBinlog(id string, fn func(b *fakeBinlog)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	b := h.binlog(id, true)
+	fn(b)
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
+// WriteBinlog appends data to the file instance id's server writes (the
+// first file's data should start with the binary log's magic if the
+// reader checks it) and makes gtid, when not "", its GTID position.
+func (h *InstanceHost) WriteBinlog(id string, data []byte, gtid string) {
+	h.changeBinlog(id, func(b *fakeBinlog) {
+		last := &b.files[len(b.files)-1]
+		last.data = append(last.data, data...)
+		if gtid != "" {
+			b.gtid = gtid
+		}
+	})
+}
+
+// RotateBinlog starts instance id's next binary log file, empty, and
+// returns its name.
+func (h *InstanceHost) RotateBinlog(id string) string {
+	var name string
+	h.changeBinlog(id, func(b *fakeBinlog) {
+		name = fmt.Sprintf("mysql-bin.%06d", len(b.files)+1)
+		b.files = append(b.files, fakeBinlogFile{name: name})
+	})
+	return name
+}
+
+// PurgeBinlog removes instance id's binary log files before file, as
+// PURGE BINARY LOGS TO does (a file it does not have: all but the last):
+// a stream asked for them fails with cairn.ErrGone.
+func (h *InstanceHost) PurgeBinlog(id, file string) {
+	h.changeBinlog(id, func(b *fakeBinlog) {
+		for i := b.purged; i < len(b.files)-1 && b.files[i].name != file; i++ {
+			b.purged = i + 1
+		}
+	})
+}
+
+// BinlogState implements service.InstanceHost.
+func (h *InstanceHost) BinlogState(_ context.Context, id string) (dbagent.BinlogState, error) {
+	h.mu.Lock()
+	b := h.binlog(id, false)
+	if b == nil {
+		h.mu.Unlock()
+		return dbagent.BinlogState{}, fmt.Errorf("instance %s: the fake host has no binary log for it: %w", id, cairn.ErrUnsupported)
+	}
+	st := dbagent.BinlogState{ServerID: "1", GTIDBinlogPos: b.gtid, Time: time.Now().UTC()}
+	for _, f := range b.files[b.purged:] {
+		st.Files = append(st.Files, dbagent.BinlogFile{Name: f.name, Size: uint64(len(f.data))})
+	}
+	last := b.files[len(b.files)-1]
+	st.File, st.Pos = last.name, uint64(len(last.data))
+	h.mu.Unlock()
+	return st, nil
+}
+
+// StreamBinlog implements service.InstanceHost: it sends the files from
+// file on, in messages of up to 64 KiB, and a status each time it has
+// sent all there is, then waits for more, until ctx ends or fn fails.
+func (h *InstanceHost) StreamBinlog(ctx context.Context, id, file string, fn func(dbagent.BinlogMessage) error) error {
+	h.mu.Lock()
+	b := h.binlog(id, false)
+	if b == nil {
+		h.mu.Unlock()
+		return fmt.Errorf("instance %s: the fake host has no binary log for it: %w", id, cairn.ErrUnsupported)
+	}
+	i := b.purged
+	for i < len(b.files) && b.files[i].name != file {
+		i++
+	}
+	found := i < len(b.files)
+	h.mu.Unlock()
+	if !found {
+		return fmt.Errorf("instance %s: could not find binary log file %s: %w", id, file, cairn.ErrGone)
+	}
+	pos := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		h.mu.Lock()
+		f, rotated, changed := b.files[i], i < len(b.files)-1, b.changed
+		last := b.files[len(b.files)-1]
+		h.mu.Unlock()
+		for pos < len(f.data) {
+			n := min(len(f.data)-pos, binlogPiece)
+			m := dbagent.BinlogMessage{File: f.name, Start: uint64(pos), Data: bytes.Clone(f.data[pos : pos+n])}
+			if err := fn(m); err != nil {
+				return err
+			}
+			pos += n
+		}
+		if rotated {
+			i, pos = i+1, 0
+			continue
+		}
+		if err := fn(dbagent.BinlogMessage{ServerFile: last.name, ServerPos: uint64(len(last.data)), ServerTime: time.Now().UTC()}); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		}
+	}
 }
 
 // DeleteLogPiece removes a piece behind the service's back, as damage

@@ -1,0 +1,263 @@
+package main
+
+import (
+	"database/sql"
+	"fmt"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnproject/cairn/internal/dbagent/dbagenttest"
+	"github.com/cairnproject/cairn/internal/dbagent/mariadb"
+	"github.com/cairnproject/cairn/internal/testenv"
+)
+
+// mariaDB opens a MariaDB instance's app database as bob over TCP, or,
+// with admin, the server as its administrator over its unix socket.
+func mariaDB(t *testing.T, in map[string]any, admin bool) *sql.DB {
+	t.Helper()
+	a := in["addresses"].([]any)[0].(map[string]any)
+	dsn := fmt.Sprintf("bob:pw-12345@tcp(%v:%v)/app?parseTime=true", a["address"], a["port"])
+	if admin {
+		dsn = fmt.Sprintf("root@unix(/run/cairn-db/%v/mysqld.sock)/?parseTime=true", a["port"])
+	}
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// mariaCommit commits rows [from, from+n), one transaction each, into
+// stamps and returns the server's clock at the last commit.
+func mariaCommit(t *testing.T, db *sql.DB, from, n int) time.Time {
+	t.Helper()
+	for i := from; i < from+n; i++ {
+		if _, err := db.ExecContext(t.Context(), "INSERT INTO stamps (id) VALUES (?)", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var at time.Time
+	if err := db.QueryRowContext(t.Context(), "SELECT NOW(6)").Scan(&at); err != nil {
+		t.Fatal(err)
+	}
+	return at
+}
+
+// nextSecond waits until the server's clock is past the second of at:
+// the binary log stamps events to the second, so commits made after
+// this are told apart from those before.
+func nextSecond(t *testing.T, db *sql.DB, at time.Time) {
+	t.Helper()
+	for {
+		var now time.Time
+		if err := db.QueryRowContext(t.Context(), "SELECT NOW(6)").Scan(&now); err != nil {
+			t.Fatal(err)
+		}
+		if now.Truncate(time.Second).After(at.Truncate(time.Second)) {
+			return
+		}
+		time.Sleep(time.Until(now.Truncate(time.Second).Add(time.Second)) + 10*time.Millisecond)
+	}
+}
+
+func mariaIDs(t *testing.T, db *sql.DB) []int {
+	t.Helper()
+	rows, err := db.QueryContext(t.Context(), "SELECT id FROM stamps ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var ids []int
+	for rows.Next() {
+		var id int
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// TestPointInTimeRestoreMariaDB: a MariaDB instance's binary log streams
+// into the archive, across rotations and a service killed with -9; a
+// snapshot backup opens the recoverable window; a new instance restored
+// to a second between two groups of commits holds the rows committed by
+// then and none after, and takes writes; a point outside the window is
+// refused, naming it.
+func TestPointInTimeRestoreMariaDB(t *testing.T) {
+	t.Parallel()
+	needInstances(t)
+	if _, err := exec.LookPath(mariadb.Server); err != nil {
+		testenv.SkipOrFail(t, "MariaDB is missing (test.sh installs mariadb-server)")
+	}
+	data := dbagenttest.ReachableTempDir(t)
+	logHostOnFailure(t, data)
+	p := startService(t, data)
+	in := p.createInstance("mdb-pitr", "mariadb", "10.11")
+	id := in["id"].(string)
+	db, admin := mariaDB(t, in, false), mariaDB(t, in, true)
+	if _, err := db.ExecContext(t.Context(), "CREATE TABLE stamps (id INT PRIMARY KEY, pad TEXT)"); err != nil {
+		t.Fatal(err)
+	}
+	mariaCommit(t, db, 0, 20)
+	backup := completedBackupOf(p, id, "snapshot")
+	mariaCommit(t, db, 100, 10)
+	// A rotation inside the window, then the service killed and
+	// started again while commits go on.
+	if _, err := admin.ExecContext(t.Context(), "FLUSH BINARY LOGS"); err != nil {
+		t.Fatal(err)
+	}
+	p.waitArchived(id, mariaCommit(t, db, 110, 5).Truncate(time.Second))
+	p.kill()
+	target := mariaCommit(t, db, 115, 5)
+	p = startService(t, data)
+	nextSecond(t, db, target)
+	mariaCommit(t, db, 200, 20)
+	if _, err := db.ExecContext(t.Context(), "DROP TABLE stamps"); err != nil {
+		t.Fatal(err)
+	}
+	var dropped time.Time
+	if err := db.QueryRowContext(t.Context(), "SELECT NOW(6)").Scan(&dropped); err != nil {
+		t.Fatal(err)
+	}
+	a := p.waitArchived(id, dropped.Truncate(time.Second))
+	if gaps, _ := a["gaps"].([]any); len(gaps) != 0 || !strings.Contains(fmt.Sprint(a["archived_position"]), "mysql-bin.") ||
+		a["archived_gtid"] == "" || a["archived_lsn"] != nil {
+		t.Fatalf("the archive: %v", a)
+	}
+
+	var refused map[string]any
+	if code := p.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
+		"name": "too-early", "datastore": map[string]any{"type": "mariadb", "version": "10.11"},
+		"restorePoint": map[string]any{"instance": id, "point_in_time": backupTime(t, backup).Add(-time.Hour).Format(time.RFC3339)}}}, &refused); code != 400 ||
+		!strings.Contains(fmt.Sprint(refused), "recoverable window") {
+		t.Fatalf("a point outside the window: %d %v", code, refused)
+	}
+
+	var created struct {
+		Instance map[string]any `json:"instance"`
+	}
+	if code := p.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
+		"name": "mdb-pitr-restored", "datastore": map[string]any{"type": "mariadb", "version": "10.11"},
+		"restorePoint": map[string]any{"instance": id, "point_in_time": target.UTC().Format(time.RFC3339Nano)}}}, &created); code != 202 {
+		t.Fatalf("point-in-time restore: %d %v", code, created)
+	}
+	insts, _ := p.dbSettled()
+	restored := byID(t, insts, created.Instance["id"].(string))
+	if restored["status"] != "ACTIVE" || restored["backup_id"] != backup["id"] {
+		t.Fatalf("restored instance %v (want ACTIVE, from backup %s)", restored, backup["id"])
+	}
+	rdb := mariaDB(t, restored, false)
+	want := slices.Concat(idRange(0, 20), idRange(100, 20))
+	if ids := mariaIDs(t, rdb); fmt.Sprint(ids) != fmt.Sprint(want) {
+		t.Fatalf("restored rows %v, want %v", ids, want)
+	}
+	if _, err := rdb.ExecContext(t.Context(), "INSERT INTO stamps (id) VALUES (999)"); err != nil {
+		t.Fatalf("the restored instance takes no write: %v", err)
+	}
+	// The restored instance archives a log of its own.
+	p.waitArchived(restored["id"].(string), mariaCommit(t, rdb, 1000, 1).Truncate(time.Second))
+}
+
+// TestRecoverInPlaceMariaDB: rows in three groups, a snapshot backup
+// after the first, then a mistake (the table dropped). The instance
+// recovered in place to a second between the second and third groups
+// holds exactly the first two, on its own port, and takes writes; its
+// binary log goes on in a new generation of the archive, apart from the
+// old one's files of the same names. Undone, the instance is back as
+// the mistake left it, and the archive goes on with the old generation
+// where it ended.
+func TestRecoverInPlaceMariaDB(t *testing.T) {
+	t.Parallel()
+	needInstances(t)
+	if _, err := exec.LookPath(mariadb.Server); err != nil {
+		testenv.SkipOrFail(t, "MariaDB is missing (test.sh installs mariadb-server)")
+	}
+	data := dbagenttest.ReachableTempDir(t)
+	logHostOnFailure(t, data)
+	p := startService(t, data)
+	in := p.createInstance("mdb-recover", "mariadb", "10.11")
+	id := in["id"].(string)
+	db := mariaDB(t, in, false)
+	if _, err := db.ExecContext(t.Context(), "CREATE TABLE stamps (id INT PRIMARY KEY, pad TEXT)"); err != nil {
+		t.Fatal(err)
+	}
+	mariaCommit(t, db, 0, 20)
+	completedBackupOf(p, id, "snapshot")
+	target := mariaCommit(t, db, 100, 20)
+	nextSecond(t, db, target)
+	mariaCommit(t, db, 200, 20)
+	if _, err := db.ExecContext(t.Context(), "DROP TABLE stamps"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(t.Context(), "CREATE TABLE after_mistake (x INT)"); err != nil {
+		t.Fatal(err)
+	}
+	mistake := mariaCommit2(t, db, "INSERT INTO after_mistake VALUES (1)")
+	before := p.waitArchived(id, mistake.Truncate(time.Second))
+	db.Close()
+
+	got := p.recoverTo(id, target, "")
+	if rc, _ := got["recovery"].(map[string]any); got["status"] != "ACTIVE" || rc["status"] != "COMPLETED" {
+		t.Fatalf("after the recover: %v", got)
+	}
+	if fmt.Sprint(got["addresses"]) != fmt.Sprint(in["addresses"]) {
+		t.Fatalf("the recovered instance listens on %v, not %v as before", got["addresses"], in["addresses"])
+	}
+	db = mariaDB(t, got, false)
+	want := slices.Concat(idRange(0, 20), idRange(100, 20))
+	if ids := mariaIDs(t, db); fmt.Sprint(ids) != fmt.Sprint(want) {
+		t.Fatalf("rows after the recover %v, want %v", ids, want)
+	}
+	a := p.waitArchived(id, mariaCommit(t, db, 999, 1).Truncate(time.Second))
+	if gaps, _ := a["gaps"].([]any); a["timeline"] != float64(2) || len(gaps) != 0 {
+		t.Fatalf("the archive after the recover: %v (before: %v)", a, before)
+	}
+	db.Close()
+
+	var undo struct {
+		Recovery map[string]any `json:"recovery"`
+	}
+	if code := p.callDB("POST", "/instances/"+id+"/action", map[string]any{"undo_recover": map[string]any{}}, &undo); code != 202 ||
+		undo.Recovery["status"] != "UNDOING" {
+		t.Fatalf("undo: %d %v", code, undo)
+	}
+	insts, _ := p.dbSettled()
+	got = byID(t, insts, id)
+	if rc, _ := got["recovery"].(map[string]any); got["status"] != "ACTIVE" || rc["status"] != "UNDONE" {
+		t.Fatalf("after the undo: %v", got)
+	}
+	db = mariaDB(t, got, false)
+	var n int
+	if err := db.QueryRowContext(t.Context(), "SELECT count(*) FROM after_mistake").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("after the undo, the table made after the mistake: %d rows, %v (want the 1 the mistake left)", n, err)
+	}
+	if _, err := db.ExecContext(t.Context(), "SELECT 1 FROM stamps"); err == nil {
+		t.Fatal("after the undo, the dropped table is back")
+	}
+	a = p.waitArchived(id, mariaCommit2(t, db, "INSERT INTO after_mistake VALUES (2)").Truncate(time.Second))
+	if gaps, _ := a["gaps"].([]any); a["timeline"] != float64(1) || len(gaps) != 0 {
+		t.Fatalf("the archive after the undo: %v", a)
+	}
+}
+
+// mariaCommit2 runs one statement and returns the server's clock after
+// it committed.
+func mariaCommit2(t *testing.T, db *sql.DB, stmt string) time.Time {
+	t.Helper()
+	if _, err := db.ExecContext(t.Context(), stmt); err != nil {
+		t.Fatal(err)
+	}
+	var at time.Time
+	if err := db.QueryRowContext(t.Context(), "SELECT NOW(6)").Scan(&at); err != nil {
+		t.Fatal(err)
+	}
+	return at
+}
