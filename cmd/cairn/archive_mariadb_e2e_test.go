@@ -3,7 +3,9 @@ package main
 import (
 	"database/sql"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/cairnproject/cairn/internal/dbagent/dbagenttest"
 	"github.com/cairnproject/cairn/internal/dbagent/mariadb"
+	"github.com/cairnproject/cairn/internal/service"
 	"github.com/cairnproject/cairn/internal/testenv"
 )
 
@@ -94,9 +97,7 @@ func mariaIDs(t *testing.T, db *sql.DB) []int {
 func TestPointInTimeRestoreMariaDB(t *testing.T) {
 	t.Parallel()
 	needInstances(t)
-	if _, err := exec.LookPath(mariadb.Server); err != nil {
-		testenv.SkipOrFail(t, "MariaDB is missing (test.sh installs mariadb-server)")
-	}
+	needMariaDB(t)
 	data := dbagenttest.ReachableTempDir(t)
 	logHostOnFailure(t, data)
 	p := startService(t, data)
@@ -119,6 +120,9 @@ func TestPointInTimeRestoreMariaDB(t *testing.T) {
 	target := mariaCommit(t, db, 115, 5)
 	p = startService(t, data)
 	nextSecond(t, db, target)
+	if _, err := admin.ExecContext(t.Context(), "FLUSH BINARY LOGS"); err != nil {
+		t.Fatal(err)
+	}
 	mariaCommit(t, db, 200, 20)
 	if _, err := db.ExecContext(t.Context(), "DROP TABLE stamps"); err != nil {
 		t.Fatal(err)
@@ -164,6 +168,32 @@ func TestPointInTimeRestoreMariaDB(t *testing.T) {
 	}
 	// The restored instance archives a log of its own.
 	p.waitArchived(restored["id"].(string), mariaCommit(t, rdb, 1000, 1).Truncate(time.Second))
+
+	// The second file gone from the store: the archive shows the gap,
+	// and a restore across it is refused.
+	aid, err := service.ArchiveID(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(data, "backups", "volumebackups", "logs", aid.String(), "bl-00000001-mysql-bin.000002")); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(pointTimeout); ; {
+		a, w := p.archiveOf(id)
+		if gaps, _ := a["gaps"].([]any); w == nil && len(gaps) == 1 && strings.Contains(fmt.Sprint(gaps), "mysql-bin.000003:0") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the archive never showed the missing file: %v, window %v", a, w)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var gapped map[string]any
+	if code := p.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
+		"name": "across-a-gap", "datastore": map[string]any{"type": "mariadb", "version": "10.11"},
+		"restorePoint": map[string]any{"instance": id, "point_in_time": target.UTC().Format(time.RFC3339Nano)}}}, &gapped); code != 400 {
+		t.Fatalf("a restore across a missing file: %d %v", code, gapped)
+	}
 }
 
 // TestRecoverInPlaceMariaDB: rows in three groups, a snapshot backup
@@ -177,32 +207,13 @@ func TestPointInTimeRestoreMariaDB(t *testing.T) {
 func TestRecoverInPlaceMariaDB(t *testing.T) {
 	t.Parallel()
 	needInstances(t)
-	if _, err := exec.LookPath(mariadb.Server); err != nil {
-		testenv.SkipOrFail(t, "MariaDB is missing (test.sh installs mariadb-server)")
-	}
+	needMariaDB(t)
 	data := dbagenttest.ReachableTempDir(t)
 	logHostOnFailure(t, data)
 	p := startService(t, data)
-	in := p.createInstance("mdb-recover", "mariadb", "10.11")
-	id := in["id"].(string)
-	db := mariaDB(t, in, false)
-	if _, err := db.ExecContext(t.Context(), "CREATE TABLE stamps (id INT PRIMARY KEY, pad TEXT)"); err != nil {
-		t.Fatal(err)
-	}
-	mariaCommit(t, db, 0, 20)
-	completedBackupOf(p, id, "snapshot")
-	target := mariaCommit(t, db, 100, 20)
-	nextSecond(t, db, target)
-	mariaCommit(t, db, 200, 20)
-	if _, err := db.ExecContext(t.Context(), "DROP TABLE stamps"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.ExecContext(t.Context(), "CREATE TABLE after_mistake (x INT)"); err != nil {
-		t.Fatal(err)
-	}
-	mistake := mariaCommit2(t, db, "INSERT INTO after_mistake VALUES (1)")
-	before := p.waitArchived(id, mistake.Truncate(time.Second))
-	db.Close()
+	m := makeMariaMistake(t, p, "mdb-recover")
+	in, id, target := m.in, m.id, m.target
+	before, _ := p.archiveOf(id)
 
 	got := p.recoverTo(id, target, "")
 	if rc, _ := got["recovery"].(map[string]any); got["status"] != "ACTIVE" || rc["status"] != "COMPLETED" {
@@ -211,10 +222,9 @@ func TestRecoverInPlaceMariaDB(t *testing.T) {
 	if fmt.Sprint(got["addresses"]) != fmt.Sprint(in["addresses"]) {
 		t.Fatalf("the recovered instance listens on %v, not %v as before", got["addresses"], in["addresses"])
 	}
-	db = mariaDB(t, got, false)
-	want := slices.Concat(idRange(0, 20), idRange(100, 20))
-	if ids := mariaIDs(t, db); fmt.Sprint(ids) != fmt.Sprint(want) {
-		t.Fatalf("rows after the recover %v, want %v", ids, want)
+	db := mariaDB(t, got, false)
+	if ids := mariaIDs(t, db); fmt.Sprint(ids) != fmt.Sprint(m.want()) {
+		t.Fatalf("rows after the recover %v, want %v", ids, m.want())
 	}
 	a := p.waitArchived(id, mariaCommit(t, db, 999, 1).Truncate(time.Second))
 	if gaps, _ := a["gaps"].([]any); a["timeline"] != float64(2) || len(gaps) != 0 {
@@ -246,6 +256,67 @@ func TestRecoverInPlaceMariaDB(t *testing.T) {
 	if gaps, _ := a["gaps"].([]any); a["timeline"] != float64(1) || len(gaps) != 0 {
 		t.Fatalf("the archive after the undo: %v", a)
 	}
+}
+
+func needMariaDB(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath(mariadb.Server); err != nil {
+		testenv.SkipOrFail(t, "MariaDB is missing (test.sh installs mariadb-server)")
+	}
+}
+
+// makeMariaMistake is the mistake scenario on a MariaDB instance: rows
+// 0-19, a snapshot backup, rows 100-119, the target (the server's clock
+// then), rows 200-219 in a later second, then the mistake (stamps
+// dropped, after_mistake made with a row), all archived.
+func makeMariaMistake(t *testing.T, p *svcProc, name string) mistake {
+	t.Helper()
+	m := mistake{in: p.createInstance(name, "mariadb", "10.11")}
+	m.id = m.in["id"].(string)
+	db := mariaDB(t, m.in, false)
+	defer db.Close()
+	if _, err := db.ExecContext(t.Context(), "CREATE TABLE stamps (id INT PRIMARY KEY, pad TEXT)"); err != nil {
+		t.Fatal(err)
+	}
+	mariaCommit(t, db, 0, 20)
+	m.backup = completedBackupOf(p, m.id, "snapshot")
+	m.target = mariaCommit(t, db, 100, 20)
+	nextSecond(t, db, m.target)
+	mariaCommit(t, db, 200, 20)
+	if _, err := db.ExecContext(t.Context(), "DROP TABLE stamps"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(t.Context(), "CREATE TABLE after_mistake (x INT)"); err != nil {
+		t.Fatal(err)
+	}
+	m.at = mariaCommit2(t, db, "INSERT INTO after_mistake VALUES (1)")
+	p.waitArchived(m.id, m.at.Truncate(time.Second))
+	return m
+}
+
+// TestRecoverKill9MariaDB: TestRecoverKill9's rounds on a MariaDB
+// instance.
+func TestRecoverKill9MariaDB(t *testing.T) {
+	t.Parallel()
+	needInstances(t)
+	needMariaDB(t)
+	data := dbagenttest.ReachableTempDir(t)
+	logHostOnFailure(t, data)
+	p := startService(t, data)
+	m := makeMariaMistake(t, p, "mdb-recover-kill")
+	p.stop()
+	recoverKill9(t, data, m.id, m.target, fmt.Sprint(m.want()), func(p *svcProc) []int {
+		db := mariaDB(t, p.waitHealthy(m.id), false)
+		defer db.Close()
+		var n int
+		if err := db.QueryRowContext(t.Context(), "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'app' AND table_name = 'stamps'").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return nil
+		}
+		return mariaIDs(t, db)
+	})
 }
 
 // mariaCommit2 runs one statement and returns the server's clock after

@@ -231,10 +231,18 @@ func TestRecoverKill9(t *testing.T) {
 	logHostOnFailure(t, data)
 	p := startService(t, data)
 	m := makeMistake(t, p, "recover-kill")
-	id, target := m.id, m.target
 	p.stop()
-	want := fmt.Sprint(m.want())
+	recoverKill9(t, data, m.id, m.target, fmt.Sprint(m.want()), func(p *svcProc) []int {
+		c := pgConn(t, p.waitHealthy(m.id))
+		defer c.Close(t.Context())
+		return stampIDs(t, c)
+	})
+}
 
+// recoverKill9 runs the rounds of TestRecoverKill9 on the instance id of
+// the service in data (stopped): rows reads the instance's stamps (nil
+// when the table is gone), want is what a recover to target leaves.
+func recoverKill9(t *testing.T, data, id string, target time.Time, want string, rows func(p *svcProc) []int) {
 	recoverReq := func(p *svcProc) int {
 		return p.callDB("POST", "/instances/"+id+"/recover", map[string]any{"recovery": map[string]any{
 			"point_in_time": target.UTC().Format(time.RFC3339Nano)}}, nil)
@@ -253,9 +261,7 @@ func TestRecoverKill9(t *testing.T) {
 		if got["status"] != "ACTIVE" || rc["status"] != wantStatus {
 			t.Fatalf("%s: instance %s, recovery %v (want ACTIVE and %s)\n%s", round, got["status"], rc, wantStatus, p.log.String())
 		}
-		c := pgConn(t, p.waitHealthy(id))
-		defer c.Close(t.Context())
-		ids := stampIDs(t, c)
+		ids := rows(p)
 		switch {
 		case !undo && fmt.Sprint(ids) != want:
 			t.Fatalf("%s: rows %v, want %s", round, ids, want)

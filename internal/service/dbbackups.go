@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -30,6 +31,12 @@ const (
 	// value is the strategy. The backup's record follows it as its
 	// overlay (a stream of the record's JSON, tagged TagDBOverlay).
 	TagDBStream = "cairn.service.db-stream"
+	// TagDBInstance and TagDBVolumeSize, on a backup's data (image or
+	// stream), name the instance backed up and its volume's GiB: another
+	// deployment pointed at the store finds an instance's backups by
+	// them (adoptBackups).
+	TagDBInstance   = "cairn.service.db-instance"
+	TagDBVolumeSize = "cairn.service.db-volume-size"
 )
 
 // DBSnapshotName is the engine name of a database backup's snapshot: a
@@ -319,8 +326,9 @@ func (s *Service) streamDBBackup(ctx context.Context, t cairn.Task, r Repository
 		prog := &repo.Progress{}
 		stop := s.trackProgress(gctx, t.ID, prog)
 		m, err = r.BackupStream(gctx, pr, repo.StreamOptions{
-			Name:     "instance-" + b.InstanceID + "/" + string(b.Strategy),
-			Tags:     map[string]string{TagBackup: b.ID, TagProject: b.ProjectID, TagDBStream: string(b.Strategy)},
+			Name: "instance-" + b.InstanceID + "/" + string(b.Strategy),
+			Tags: map[string]string{TagBackup: b.ID, TagProject: b.ProjectID, TagDBStream: string(b.Strategy),
+				TagDBInstance: b.InstanceID, TagDBVolumeSize: strconv.FormatInt(b.VolumeSize, 10)},
 			Progress: prog,
 		})
 		stop()
@@ -401,7 +409,8 @@ func (s *Service) storeDBSnapshot(ctx context.Context, t cairn.Task, r Repositor
 		return nil, fmt.Errorf("backup %s: snapshot id: %w", b.ID, err)
 	}
 	opts := repo.BackupOptions{DataTime: b.DataTimestamp, Progress: &repo.Progress{}, NoParent: true,
-		Tags: map[string]string{TagBackup: b.ID, TagProject: b.ProjectID, TagDBRecord: string(b.Record)}}
+		Tags: map[string]string{TagBackup: b.ID, TagProject: b.ProjectID, TagDBRecord: string(b.Record),
+			TagDBInstance: b.InstanceID, TagDBVolumeSize: strconv.FormatInt(b.VolumeSize, 10)}}
 	if b.ParentID != "" {
 		if p, err := s.dbBackupRow(ctx, b.ParentID); err == nil && p.Data != "" && p.Status == cairn.DatabaseBackupCompleted {
 			if pid, err := cairn.ParseID(p.Data); err == nil {

@@ -212,16 +212,24 @@ func (s *Service) CreateInstance(ctx context.Context, c Caller, in cairn.Instanc
 			}
 			source = b.InstanceID
 		} else if source != "" {
-			if err := s.cat.View(ctx, func(tx catalog.Tx) error {
+			err := s.cat.View(ctx, func(tx catalog.Tx) error {
 				_, err := getInstance(ctx, tx, c, source)
 				return err
-			}); err != nil {
+			})
+			if errors.Is(err, cairn.ErrNotFound) {
+				// Not this deployment's (neither live nor another
+				// project's): another deployment's, in the store?
+				if _, err2 := s.instanceRow(ctx, source); errors.Is(err2, cairn.ErrNotFound) {
+					_, err = s.adoptBackups(ctx, c, source)
+				}
+			}
+			if err != nil {
 				return cairn.Instance{}, err
 			}
 		} else {
 			return cairn.Instance{}, errorf(cairn.ErrInvalid, "a point_in_time restore needs the backup or the instance to restore")
 		}
-		b, err := s.planPointInTime(ctx, source, in.BackupID, in.PointInTime)
+		b, err := s.planPointInTime(ctx, c, source, in.BackupID, in.PointInTime)
 		if err != nil {
 			return cairn.Instance{}, err
 		}

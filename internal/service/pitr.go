@@ -58,10 +58,22 @@ func (s *Service) archiveViewOf(ctx context.Context, source string, segSize uint
 // source instance's archive and returns the backup to start from: the
 // one named (it must end by t and be rolled forward by the archive), or
 // else the latest that does. Outside the window the error names it.
-func (s *Service) planPointInTime(ctx context.Context, source, backupID string, t time.Time) (cairn.DatabaseBackup, error) {
-	backups, err := s.completedBackups(ctx, source)
+//
+// Only the caller's backups count: the source may be an instance gone
+// from the catalog whose backups stay (or were adopted from the store).
+func (s *Service) planPointInTime(ctx context.Context, c Caller, source, backupID string, t time.Time) (cairn.DatabaseBackup, error) {
+	all, err := s.completedBackups(ctx, source)
 	if err != nil {
 		return cairn.DatabaseBackup{}, err
+	}
+	var backups []cairn.DatabaseBackup
+	for _, b := range all {
+		if c.may(b.ProjectID) {
+			backups = append(backups, b)
+		}
+	}
+	if len(all) > 0 && len(backups) == 0 {
+		return cairn.DatabaseBackup{}, errorf(cairn.ErrNotFound, "instance %s not found", source)
 	}
 	var seg uint64
 	mariadb := false

@@ -96,7 +96,7 @@ func (s *Service) RecoverInstance(ctx context.Context, c Caller, id string, in c
 			return cairn.Instance{}, errorf(cairn.ErrInvalid, "backup %s is of instance %s, not %s", in.BackupID, b.InstanceID, id)
 		}
 	}
-	b, err := s.planPointInTime(ctx, id, in.BackupID, in.PointInTime)
+	b, err := s.planPointInTime(ctx, c, id, in.BackupID, in.PointInTime)
 	if err != nil {
 		return cairn.Instance{}, err
 	}

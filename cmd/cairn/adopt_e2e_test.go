@@ -1,0 +1,69 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cairnproject/cairn/internal/dbagent/dbagenttest"
+)
+
+// TestRestoreFromAnotherDeployment: a second deployment, with a catalog
+// and data directory of its own, pointed at the first one's store and
+// key, restores a PostgreSQL and a MariaDB instance of the first to a
+// point in time from the store alone: the backups are found there, and
+// the rows are exactly those committed by the instant. An instance the
+// store does not know is a 404.
+func TestRestoreFromAnotherDeployment(t *testing.T) {
+	t.Parallel()
+	needInstances(t)
+	needMariaDB(t)
+	dataA := dbagenttest.ReachableTempDir(t)
+	logHostOnFailure(t, dataA)
+	a := startService(t, dataA)
+	pg := makeMistake(t, a, "first-pg")
+	my := makeMariaMistake(t, a, "first-mariadb")
+	a.stop()
+
+	dataB := dbagenttest.ReachableTempDir(t)
+	logHostOnFailure(t, dataB)
+	b := startService(t, dataB, "--backup-store", filepath.Join(dataA, "backups"), "--backup-key-file", filepath.Join(dataA, "backup.key"))
+	var missing map[string]any
+	if code := b.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
+		"name": "nowhere", "datastore": map[string]any{"type": "postgresql", "version": "15"}, "restorePoint": map[string]any{"instance": "6f1c5d1e-0000-4000-8000-000000000000",
+			"point_in_time": pg.target.UTC().Format(time.RFC3339Nano)}}}, &missing); code != 404 {
+		t.Fatalf("an instance found nowhere: %d %v", code, missing)
+	}
+	want := fmt.Sprint(slices.Concat(idRange(0, 20), idRange(100, 20)))
+	for _, m := range []struct {
+		mistake
+		datastore string
+	}{{pg, "postgresql"}, {my, "mariadb"}} {
+		var created struct {
+			Instance map[string]any `json:"instance"`
+		}
+		if code := b.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
+			"name": "second-" + m.datastore, "datastore": map[string]any{"type": m.datastore}, "restorePoint": map[string]any{"instance": m.id,
+				"point_in_time": m.target.UTC().Format(time.RFC3339Nano)}}}, &created); code != 202 {
+			t.Fatalf("%s: a restore from the other deployment's store: %d %v", m.datastore, code, created)
+		}
+		insts, _ := b.dbSettled()
+		got := byID(t, insts, created.Instance["id"].(string))
+		if got["status"] != "ACTIVE" || got["backup_id"] != m.backup["id"] {
+			t.Fatalf("%s: restored instance %v (want ACTIVE, from backup %s)", m.datastore, got, m.backup["id"])
+		}
+		var ids []int
+		if m.datastore == "postgresql" {
+			c := pgConn(t, got)
+			ids = stampIDs(t, c)
+			c.Close(t.Context())
+		} else {
+			ids = mariaIDs(t, mariaDB(t, got, false))
+		}
+		if fmt.Sprint(ids) != want {
+			t.Fatalf("%s: rows %v, want %s", m.datastore, ids, want)
+		}
+	}
+}
