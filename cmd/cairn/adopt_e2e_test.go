@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -36,34 +35,61 @@ func TestRestoreFromAnotherDeployment(t *testing.T) {
 			"point_in_time": pg.target.UTC().Format(time.RFC3339Nano)}}}, &missing); code != 404 {
 		t.Fatalf("an instance found nowhere: %d %v", code, missing)
 	}
-	want := fmt.Sprint(slices.Concat(idRange(0, 20), idRange(100, 20)))
-	for _, m := range []struct {
-		mistake
-		datastore string
-	}{{pg, "postgresql"}, {my, "mariadb"}} {
-		var created struct {
-			Instance map[string]any `json:"instance"`
-		}
-		if code := b.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
-			"name": "second-" + m.datastore, "datastore": map[string]any{"type": m.datastore}, "restorePoint": map[string]any{"instance": m.id,
-				"point_in_time": m.target.UTC().Format(time.RFC3339Nano)}}}, &created); code != 202 {
-			t.Fatalf("%s: a restore from the other deployment's store: %d %v", m.datastore, code, created)
-		}
-		insts, _ := b.dbSettled()
-		got := byID(t, insts, created.Instance["id"].(string))
-		if got["status"] != "ACTIVE" || got["backup_id"] != m.backup["id"] {
-			t.Fatalf("%s: restored instance %v (want ACTIVE, from backup %s)", m.datastore, got, m.backup["id"])
-		}
-		var ids []int
-		if m.datastore == "postgresql" {
-			c := pgConn(t, got)
-			ids = stampIDs(t, c)
-			c.Close(t.Context())
-		} else {
-			ids = mariaIDs(t, mariaDB(t, got, false))
-		}
-		if fmt.Sprint(ids) != want {
-			t.Fatalf("%s: rows %v, want %s", m.datastore, ids, want)
+	restoreMistakeAt(t, b, pg, "postgresql")
+	restoreMistakeAt(t, b, my, "mariadb")
+}
+
+// restoreMistakeAt restores the instance of mistake m to its target into
+// a new instance of p, and checks it holds exactly the rows committed by
+// then.
+func restoreMistakeAt(t *testing.T, p *svcProc, m mistake, datastore string) {
+	t.Helper()
+	var created struct {
+		Instance map[string]any `json:"instance"`
+	}
+	if code := p.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
+		"name": "at-" + m.id[:8], "datastore": map[string]any{"type": datastore}, "restorePoint": map[string]any{"instance": m.id,
+			"point_in_time": m.target.UTC().Format(time.RFC3339Nano)}}}, &created); code != 202 {
+		t.Fatalf("%s: a restore to a point in time: %d %v", datastore, code, created)
+	}
+	insts, _ := p.dbSettled()
+	got := byID(t, insts, created.Instance["id"].(string))
+	if got["status"] != "ACTIVE" || got["backup_id"] != m.backup["id"] {
+		t.Fatalf("%s: restored instance %v (want ACTIVE, from backup %s)", datastore, got, m.backup["id"])
+	}
+	var ids []int
+	if datastore == "postgresql" {
+		c := pgConn(t, got)
+		ids = stampIDs(t, c)
+		c.Close(t.Context())
+	} else {
+		ids = mariaIDs(t, mariaDB(t, got, false))
+	}
+	if fmt.Sprint(ids) != fmt.Sprint(m.want()) {
+		t.Fatalf("%s: rows %v, want %v", datastore, ids, m.want())
+	}
+}
+
+// TestPointInTimeOnS3: the point-in-time scenario of both datastores
+// with the service's store in S3: the archive's pieces and the backups
+// live there, and restores to the instant hold exactly the rows
+// committed by then.
+func TestPointInTimeOnS3(t *testing.T) {
+	t.Parallel()
+	needInstances(t)
+	needMariaDB(t)
+	var kit *storeKit
+	for _, k := range storeKits(t) {
+		if k.name == "s3" {
+			kit = &k
 		}
 	}
+	data := dbagenttest.ReachableTempDir(t)
+	logHostOnFailure(t, data)
+	loc, _ := kit.fresh(t, data)
+	p := startServiceEnv(t, data, kit.env, "--backup-store", loc)
+	pg := makeMistake(t, p, "s3-pg")
+	my := makeMariaMistake(t, p, "s3-mariadb")
+	restoreMistakeAt(t, p, pg, "postgresql")
+	restoreMistakeAt(t, p, my, "mariadb")
 }
