@@ -168,7 +168,7 @@ func (a *app) serveFlags(f *pflag.FlagSet, st *serveSettings, configFile *string
 	f.IntVar(&st.StoreRequests, "store-requests", 0, "requests in flight to the backup store")
 	f.StringVar(&st.BackupNice, "backup-nice", "", "nice value of backup and restore work, 0-19")
 	f.StringVar(&st.QuiesceTimeout, "quiesce-timeout", "", "bound of a snapshot backup's quiesce")
-	f.StringVar(&st.WALArchive, "wal-archive", "", `archive every PostgreSQL instance's WAL continuously into the default container ("on", the default, or "off")`)
+	f.StringVar(&st.WALArchive, "wal-archive", "", `archive every instance's log (PostgreSQL's WAL, MariaDB's binary log) continuously into the default container ("on", the default, or "off")`)
 	f.StringVar(&st.NBDSocket, "nbd-socket", "", "NBD unix socket")
 	f.StringVar(&st.NBDListen, "nbd-listen", "", "NBD TCP address")
 	f.StringVar(&st.DataPlane, "data-plane", "", "process or embedded")

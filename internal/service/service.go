@@ -83,7 +83,8 @@ type Config struct {
 	// ArchiveCheck is how often an archiver reads its server's slot and
 	// lists its archive again (default 10 s).
 	ArchiveCheck time.Duration
-	// ArchiveWAL archives the WAL of every PostgreSQL instance.
+	// ArchiveWAL archives the log of every instance: PostgreSQL's WAL,
+	// MariaDB's binary log.
 	ArchiveWAL bool
 }
 
