@@ -692,10 +692,10 @@ type segmentBuf struct {
 	pieces []format.LogPiece
 }
 
-// compact follows the pieces of the current segment and, when it is
-// whole, stores it as one piece, then deletes the pieces it replaces. A
-// segment whose start this session did not store (it began before a
-// restart) keeps its pieces. A crash between the two steps leaves
+// compact follows the pieces of the current segment (of seg bytes; a
+// binary log's stretch) and, when it is whole, stores it as one piece,
+// then deletes the pieces it replaces. A segment whose start this
+// session did not store (it began before a restart) keeps its pieces. A crash between the two steps leaves
 // overlapping pieces, which readers take as they come.
 func (ar *archiver) compact(ctx context.Context, r Repository, seg uint64, h format.LogPiece, data []byte) error {
 	b := ar.seg

@@ -497,7 +497,7 @@ func (ar *archiver) binlogJump(gen uint32, file, gtid string) {
 
 // storeBinlog stores pending bytes of one file as pieces of at most
 // maxArchiveBuffer, then folds the file's pieces into whole ones
-// (compactBinlog).
+// (compact).
 func (ar *archiver) storeBinlog(ctx context.Context, r Repository, gen uint32, b *binPending) error {
 	log := binlogLog(gen, b.file)
 	at, data := b.start, b.data
@@ -521,7 +521,11 @@ func (ar *archiver) storeBinlog(ctx context.Context, r Repository, gen uint32, b
 		if _, err := r.PutLogPiece(ctx, h, data[:n]); err != nil {
 			return err
 		}
-		if err := ar.compactBinlog(ctx, r, h, data[:n]); err != nil {
+		// The pieces are folded into whole stretches of
+		// maxArchiveBuffer from the file's start, and its last stretch
+		// when the file ends (below), so a file written over hours ends
+		// as a few objects.
+		if err := ar.compact(ctx, r, maxArchiveBuffer, h, data[:n]); err != nil {
 			return err
 		}
 		ar.set(func(v *archiveView) {
@@ -558,31 +562,6 @@ func (ar *archiver) storeBinlog(ctx context.Context, r Repository, gen uint32, b
 		}
 	})
 	return nil
-}
-
-// compactBinlog follows the pieces of a file in stretches of
-// maxArchiveBuffer from its start: a stretch whole (or cut by the
-// file's end, see storeBinlog) is stored again as one piece and its
-// pieces deleted, so a file written over hours ends as a few objects. A
-// stretch whose start this session did not store keeps its pieces.
-func (ar *archiver) compactBinlog(ctx context.Context, r Repository, h format.LogPiece, data []byte) error {
-	const stretch = maxArchiveBuffer
-	b := ar.seg
-	switch {
-	case h.Start%stretch == 0:
-		b = &segmentBuf{log: h.Log, start: h.Start}
-	case b == nil || b.log != h.Log || b.start+uint64(len(b.data)) != h.Start:
-		ar.seg = nil
-		return nil
-	}
-	b.data = append(b.data, data...)
-	b.pieces = append(b.pieces, h)
-	ar.seg = b
-	if uint64(len(b.data)) < stretch {
-		return nil
-	}
-	ar.seg = nil
-	return ar.storeWhole(ctx, r, b)
 }
 
 // relistBinlog lists the archive's pieces again: holes that appeared
