@@ -19,6 +19,9 @@
 #   rto      recover a running server in place to an instant 10 s before
 #            the end of a pgbench run (BENCH_PGBENCH_SECONDS) after its
 #            backup, beside pgBackRest's restore --delta --type=time
+#   rtonew   restore a new instance at such an instant from the repository
+#            alone (the source deleted, with its snapshots), beside
+#            pgBackRest's restore --type=time into an empty directory
 #
 #   bench/db-bench.sh                 # pg, tps and mariadb
 #   bench/db-bench.sh pg big          # chosen parts

@@ -69,6 +69,10 @@ type instanceRequest struct {
 	SizeGiB             int
 	Database, User, Pw  string
 	BackupRef           string
+	// Source and PointInTime restore an instance (gone, say) as it was
+	// at an instant.
+	Source      string
+	PointInTime time.Time
 }
 
 // createInstance creates an instance and waits for it to leave BUILD; it
@@ -86,6 +90,9 @@ func (a troveAPI) createInstance(ctx context.Context, r instanceRequest) (wire.I
 	}
 	if r.BackupRef != "" {
 		in["restorePoint"] = map[string]any{"backupRef": r.BackupRef}
+	}
+	if r.Source != "" {
+		in["restorePoint"] = map[string]any{"instance": r.Source, "point_in_time": r.PointInTime.UTC().Format(time.RFC3339Nano)}
 	}
 	var out struct {
 		Instance wire.Instance `json:"instance"`

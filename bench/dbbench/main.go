@@ -90,6 +90,8 @@ func run(ctx context.Context, c config, r *results) error {
 			err = rpoPart(ctx, c, r)
 		case "rto":
 			err = rtoPart(ctx, c, r)
+		case "rtonew":
+			err = rtoNewPart(ctx, c, r)
 		case "cleanup":
 			err = cleanup(ctx, c)
 		default:

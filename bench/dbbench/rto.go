@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -139,6 +140,138 @@ func rtoPart(ctx context.Context, c config, r *results) error {
 	}
 	r.note("recover in place: pgbench -c 2 for %d s after each backup, to the instant %d s before its end; pgBackRest restores with --delta into the stopped server's directory", secs, rtoMarkBefore)
 	return c.api.deleteInstance(ctx, inst.ID)
+}
+
+// rtoNewPart: restore a new instance as the source was at an instant
+// shortly before the end of a pgbench run that began after its last
+// backup, from the repository alone: the source instance is deleted
+// first, and its snapshots with it (its backups and archive stay).
+// cairn: POST /instances with restorePoint {instance, point_in_time},
+// until the instance is ACTIVE and answers; it is the next round's
+// source. The peer: pgBackRest's restore --type=time into an empty
+// directory, pg_ctl start, until it leaves recovery. Each restored
+// server's newest pgbench_history row is checked against the instant.
+func rtoNewPart(ctx context.Context, c config, r *results) error {
+	secs := c.pgbenchSecs
+	peer := &pgBackRest{base: c.base + "/rtonew", port: c.peerPort + 10}
+	peer.data, peer.conf = filepath.Join(peer.base, "data"), filepath.Join(peer.base, "pgbackrest.conf")
+	defer peer.stop(context.Background(), peer.data)
+	if err := peer.setup(ctx, c.scale); err != nil {
+		return fmt.Errorf("the peer: %w", err)
+	}
+	src, err := loadPGInstance(ctx, c, "rtonew", c.scale, sizeFor(c.scale))
+	if err != nil {
+		return err
+	}
+	for rep := 1; rep <= c.reps; rep++ {
+		// cairn.
+		t, err := instanceTarget(src)
+		if err != nil {
+			return err
+		}
+		if _, err := c.api.backup(ctx, backupRequest{Name: fmt.Sprintf("rtonew-%d", rep), Instance: src.ID}); err != nil {
+			return err
+		}
+		target, err := loadThenMark(ctx, t, secs)
+		if err != nil {
+			return err
+		}
+		if err := waitArchiveAt(ctx, c, src.ID, target); err != nil {
+			return err
+		}
+		if err := c.api.deleteInstance(ctx, src.ID); err != nil {
+			return err
+		}
+		if err := dropCaches(ctx); err != nil {
+			return err
+		}
+		var got wire.Instance
+		took, err := timed(ctx, func() error {
+			got, err = c.api.createInstance(ctx, instanceRequest{Name: fmt.Sprintf("rtonew-%d", rep), Type: "postgresql", Version: "15",
+				SizeGiB: int(src.Volume.Size), Source: src.ID, PointInTime: target})
+			if err != nil {
+				return err
+			}
+			gt, err := instanceTarget(got)
+			if err != nil {
+				return err
+			}
+			_, err = gt.psql(ctx, "SELECT 1")
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		gt, err := instanceTarget(got)
+		if err != nil {
+			return err
+		}
+		if err := checkNewest(ctx, gt, target); err != nil {
+			return fmt.Errorf("cairn: %w", err)
+		}
+		r.add("restore at an instant, new instance", "cairn", "s", took)
+		src = got
+
+		// The peer.
+		if _, err := peer.br(ctx, "--type=full", "backup"); err != nil {
+			return err
+		}
+		target, err = loadThenMark(ctx, peer.target(), secs)
+		if err != nil {
+			return err
+		}
+		if _, err := peer.target().psql(ctx, "SELECT pg_switch_wal()"); err != nil {
+			return err
+		}
+		if _, err := peer.br(ctx, "check"); err != nil {
+			return err
+		}
+		dir := filepath.Join(peer.base, "restore")
+		peer.stop(ctx, dir)
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return err
+		}
+		if _, err := runCmd(ctx, nil, "chown", "postgres:postgres", dir); err != nil {
+			return err
+		}
+		rt := pgTarget{host: peer.base, port: peer.port + 1, user: "postgres", db: "postgres"}
+		if err := dropCaches(ctx); err != nil {
+			return err
+		}
+		took, err = timed(ctx, func() error {
+			if _, err := peer.br(ctx, "--pg1-path="+dir, "--type=time", "--target="+target.UTC().Format("2006-01-02 15:04:05.999999+00"),
+				"--target-action=promote", "restore"); err != nil {
+				return err
+			}
+			if _, err := asPostgres(ctx, pgBin+"/pg_ctl", "-D", dir, "-l", filepath.Join(peer.base, "restore.log"), "-w", "-t", "1200",
+				"-o", fmt.Sprintf("-p %d -c archive_mode=off", peer.port+1), "start"); err != nil {
+				return err
+			}
+			for {
+				out, err := rt.psql(ctx, "SELECT pg_is_in_recovery()")
+				if err == nil && out == "f" {
+					return nil
+				}
+				if err := sleep(ctx, 50*time.Millisecond); err != nil {
+					return err
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+		err = checkNewest(ctx, rt, target)
+		peer.stop(ctx, dir)
+		if err != nil {
+			return fmt.Errorf("the peer: %w", err)
+		}
+		r.add("restore at an instant, new instance", "pgbackrest", "s", took)
+	}
+	r.note("restore at an instant, new instance: pgbench -c 2 for %d s after each backup, to the instant %d s before its end; cairn from the repository alone (the source deleted, with its snapshots), pgBackRest into an empty directory", secs, rtoMarkBefore)
+	return c.api.deleteInstance(ctx, src.ID)
 }
 
 // rtoMarkBefore is how long before pgbench's end the instant lies.
