@@ -59,7 +59,9 @@ func ParseLogPieceName(name string) (id cairn.ID, log string, start, end uint64,
 	if len(parts) != 3 {
 		return id, "", 0, 0, bad("want logs/<archive>/<log>/<start>-<end>")
 	}
-	if id, err = cairn.ParseID(parts[0]); err != nil {
+	// Only the ID as LogPieceName prints it (lower case): one piece, one
+	// name.
+	if id, err = cairn.ParseID(parts[0]); err != nil || id.String() != parts[0] {
 		return id, "", 0, 0, bad("archive id")
 	}
 	if err := ValidateLogName(parts[1]); err != nil {
