@@ -120,15 +120,7 @@ func rtoPart(ctx context.Context, c config, r *results) error {
 			if _, err := asPostgres(ctx, pgBin+"/pg_ctl", "-D", peer.data, "-l", filepath.Join(peer.base, "server.log"), "-w", "-t", "1200", "start"); err != nil {
 				return err
 			}
-			for {
-				out, err := peer.target().psql(ctx, "SELECT pg_is_in_recovery()")
-				if err == nil && out == "f" {
-					return nil
-				}
-				if err := sleep(ctx, 50*time.Millisecond); err != nil {
-					return err
-				}
-			}
+			return waitLeftRecovery(ctx, peer.target())
 		})
 		if err != nil {
 			return err
@@ -250,15 +242,7 @@ func rtoNewPart(ctx context.Context, c config, r *results) error {
 				"-o", fmt.Sprintf("-p %d -c archive_mode=off", peer.port+1), "start"); err != nil {
 				return err
 			}
-			for {
-				out, err := rt.psql(ctx, "SELECT pg_is_in_recovery()")
-				if err == nil && out == "f" {
-					return nil
-				}
-				if err := sleep(ctx, 50*time.Millisecond); err != nil {
-					return err
-				}
-			}
+			return waitLeftRecovery(ctx, rt)
 		})
 		if err != nil {
 			return err
@@ -272,6 +256,20 @@ func rtoNewPart(ctx context.Context, c config, r *results) error {
 	}
 	r.note("restore at an instant, new instance: pgbench -c 2 for %d s after each backup, to the instant %d s before its end; cairn from the repository alone (the source deleted, with its snapshots), pgBackRest into an empty directory", secs, rtoMarkBefore)
 	return c.api.deleteInstance(ctx, src.ID)
+}
+
+// waitLeftRecovery waits until a started server has left recovery
+// (promoted); it asks again while the server does not answer yet.
+func waitLeftRecovery(ctx context.Context, t pgTarget) error {
+	for {
+		out, err := t.psql(ctx, "SELECT pg_is_in_recovery()")
+		if err == nil && out == "f" {
+			return nil
+		}
+		if err := sleep(ctx, 50*time.Millisecond); err != nil {
+			return err
+		}
+	}
 }
 
 // rtoMarkBefore is how long before pgbench's end the instant lies.
