@@ -175,6 +175,9 @@ type Instance struct {
 	// (the service's view when asked), not stored in the catalog.
 	RecoverableWindow *TimeWindow   `json:"recoverable_window,omitempty"`
 	Archive           *ArchiveState `json:"archive,omitempty"`
+	// RestorePoints sums up the instance's restore points, nil when it
+	// has none.
+	RestorePoints *RestorePointSummary `json:"restore_points,omitempty"`
 	// Recovery is the instance's last recover in place, nil when it has
 	// had none.
 	Recovery *InstanceRecovery `json:"recovery,omitempty"`
@@ -212,9 +215,49 @@ type InstanceRecovery struct {
 	// SafetySnapshot is the volume snapshot holding the instance as it
 	// was when the recover began (the engine's snapshot ID), "" until
 	// it is taken.
-	SafetySnapshot string    `json:"safety_snapshot,omitempty"`
-	CreatedAt      time.Time `json:"created_at"`
-	UpdatedAt      time.Time `json:"updated_at"`
+	SafetySnapshot string `json:"safety_snapshot,omitempty"`
+	// RestorePoint is the restore point the volume was brought back to
+	// instead of the backup (nearer the point in time, so less log to
+	// replay), "" when none was.
+	RestorePoint string `json:"restore_point,omitempty"`
+	// BaseTime is when the data the replay started from was
+	// consistent: the restore point's or the backup's.
+	BaseTime  time.Time `json:"base_time,omitzero"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// RestorePointSummary is how many restore points an instance has and
+// the data times of its oldest and newest.
+type RestorePointSummary struct {
+	Count  int       `json:"count"`
+	Oldest time.Time `json:"oldest"`
+	Newest time.Time `json:"newest"`
+}
+
+// RestorePoint is a quiesced snapshot of a database instance's volume
+// that the service takes between backups and keeps on the host, so that
+// a recover in place reverts to a point near its target and replays
+// little log, instead of all the log since the last backup. It is not a
+// backup: it lives only as long as the instance's volume, and only its
+// overlay (PostgreSQL's backup label and the WAL of its quiesce) is
+// stored, in the instance's archive container.
+type RestorePoint struct {
+	ID         string `json:"id"`
+	ProjectID  string `json:"project_id"`
+	InstanceID string `json:"instance_id"`
+	VolumeID   string `json:"volume_id"`
+	// SnapshotID is the volume snapshot (the engine's ID).
+	SnapshotID string `json:"snapshot_id"`
+	// Container and Overlay name the repository stream of the overlay,
+	// Overlay "" when the engine writes none.
+	Container string `json:"container"`
+	Overlay   string `json:"overlay,omitempty"`
+	// DataTimestamp is the instant the snapshot's data is consistent at.
+	DataTimestamp time.Time `json:"data_timestamp"`
+	// Record is the engine's account of the quiesce, as a backup's.
+	Record    []byte    `json:"-"`
+	CreatedAt time.Time `json:"created_at"`
 }
 
 // InstanceRecoverRequest is a request to recover a running instance in place

@@ -91,6 +91,12 @@ func rtoPart(ctx context.Context, c config, r *results) error {
 			return fmt.Errorf("cairn: %w", err)
 		}
 		r.add("recover in place", "cairn", "s", took)
+		if rc := got.Recovery; rc.RestorePoint != "" {
+			r.note("cairn round %d: started from a restore point %.1f s before the instant (the backup was %.1f s before it)",
+				rep, target.Sub(rc.BaseTime).Seconds(), target.Sub(*b.DataTimestamp).Seconds())
+		} else {
+			r.note("cairn round %d: started from the backup, %.1f s before the instant (no restore point between)", rep, target.Sub(rc.BaseTime).Seconds())
+		}
 
 		// The peer.
 		if _, err := peer.br(ctx, "--type=full", "backup"); err != nil {

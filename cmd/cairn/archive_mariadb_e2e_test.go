@@ -332,3 +332,59 @@ func mariaCommit2(t *testing.T, db *sql.DB, stmt string) time.Time {
 	}
 	return at
 }
+
+// TestRecoverFromRestorePointMariaDB: TestRecoverFromRestorePoint on a
+// MariaDB instance: the recover reverts to a restore point taken after
+// the backup and replays the binary log from its GTID position.
+func TestRecoverFromRestorePointMariaDB(t *testing.T) {
+	t.Parallel()
+	needInstances(t)
+	needMariaDB(t)
+	data := dbagenttest.ReachableTempDir(t)
+	logHostOnFailure(t, data)
+	p := startService(t, data, "--restore-point-interval", "10s")
+	in := p.createInstance("mdb-points", "mariadb", "10.11")
+	id := in["id"].(string)
+	db := mariaDB(t, in, false)
+	if _, err := db.ExecContext(t.Context(), "CREATE TABLE stamps (id INT PRIMARY KEY, pad TEXT)"); err != nil {
+		t.Fatal(err)
+	}
+	mariaCommit(t, db, 0, 20)
+	backup := completedBackupOf(p, id, "snapshot")
+	points := p.waitRestorePoint(id, mariaCommit(t, db, 100, 20))
+	newest, err := time.Parse(time.RFC3339Nano, points["newest"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := mariaCommit(t, db, 200, 20)
+	nextSecond(t, db, target)
+	mariaCommit(t, db, 300, 20)
+	if _, err := db.ExecContext(t.Context(), "DROP TABLE stamps"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.ExecContext(t.Context(), "CREATE TABLE after_mistake (x INT)"); err != nil {
+		t.Fatal(err)
+	}
+	p.waitArchived(id, mariaCommit2(t, db, "INSERT INTO after_mistake VALUES (1)").Truncate(time.Second))
+	db.Close()
+
+	got := p.recoverTo(id, target, "")
+	rc, _ := got["recovery"].(map[string]any)
+	if got["status"] != "ACTIVE" || rc["status"] != "COMPLETED" || rc["recovered_from_backup"] != backup["id"] {
+		t.Fatalf("after the recover: %v", got)
+	}
+	base, err := time.Parse(time.RFC3339Nano, fmt.Sprint(rc["base_time"]))
+	if rp, _ := rc["restore_point"].(string); rp == "" || err != nil || base.Before(newest) || base.After(target) {
+		t.Fatalf("the recover started from %v at %v (%v), want a restore point from %v to %v", rc["restore_point"], rc["base_time"], err, newest, target)
+	}
+	db = mariaDB(t, got, false)
+	defer db.Close()
+	want := append(append(idRange(0, 20), idRange(100, 20)...), idRange(200, 20)...)
+	if ids := mariaIDs(t, db); fmt.Sprint(ids) != fmt.Sprint(want) {
+		t.Fatalf("rows after the recover from a restore point %v, want %v", ids, want)
+	}
+	a := p.waitArchived(id, mariaCommit(t, db, 999, 1).Truncate(time.Second))
+	if gaps, _ := a["gaps"].([]any); a["timeline"] != float64(2) || len(gaps) != 0 {
+		t.Fatalf("the archive after the recover: %v", a)
+	}
+}

@@ -331,3 +331,102 @@ func recoverKill9(t *testing.T, data, id string, target time.Time, want string, 
 		t.Logf("%s: done", round)
 	}
 }
+
+// waitRestorePoint waits until the instance has a restore point whose
+// data is consistent after at, and returns the instance's summary of
+// its restore points then.
+func (p *svcProc) waitRestorePoint(id string, at time.Time) map[string]any {
+	p.t.Helper()
+	deadline := time.Now().Add(pointTimeout)
+	for {
+		var got struct {
+			Instance struct {
+				Points map[string]any `json:"restore_points"`
+			} `json:"instance"`
+		}
+		p.callDB("GET", "/instances/"+id, nil, &got)
+		if s, _ := got.Instance.Points["newest"].(string); s != "" {
+			if newest, err := time.Parse(time.RFC3339Nano, s); err == nil && newest.After(at) {
+				return got.Instance.Points
+			}
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("no restore point after %v within %v: %v", at, pointTimeout, got.Instance.Points)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestRecoverFromRestorePoint: with a restore point every 10 s, a
+// recover in place to an instant after a restore point (and after the
+// backup) reverts the volume to that point, not to the backup, and
+// replays only the WAL after it: exact rows, and the recovery names the
+// point and its time. Undone, the instance is as the mistake left it.
+func TestRecoverFromRestorePoint(t *testing.T) {
+	t.Parallel()
+	needInstances(t)
+	data := dbagenttest.ReachableTempDir(t)
+	p := startService(t, data, "--restore-point-interval", "10s")
+	in := p.createInstance("points", "postgresql", "15")
+	id := in["id"].(string)
+	conn := pgConn(t, in)
+	if _, err := conn.Exec(t.Context(), "CREATE TABLE stamps (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"); err != nil {
+		t.Fatal(err)
+	}
+	commitRows(t, conn, 0, 20)
+	backup := completedBackupOf(p, id, "snapshot")
+	points := p.waitRestorePoint(id, commitRows(t, conn, 100, 20))
+	newest, err := time.Parse(time.RFC3339Nano, points["newest"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	commitRows(t, conn, 200, 20)
+	var target time.Time
+	if err := conn.QueryRow(t.Context(), "SELECT clock_timestamp()").Scan(&target); err != nil {
+		t.Fatal(err)
+	}
+	commitRows(t, conn, 300, 20)
+	if _, err := conn.Exec(t.Context(), "DROP TABLE stamps"); err != nil {
+		t.Fatal(err)
+	}
+	p.waitArchived(id, commitAfterMistake(t, conn))
+	conn.Close(t.Context())
+
+	got := p.recoverTo(id, target, "")
+	rc, _ := got["recovery"].(map[string]any)
+	if got["status"] != "ACTIVE" || rc["status"] != "COMPLETED" || rc["recovered_from_backup"] != backup["id"] {
+		t.Fatalf("after the recover: %v", got)
+	}
+	base, err := time.Parse(time.RFC3339Nano, fmt.Sprint(rc["base_time"]))
+	if rp, _ := rc["restore_point"].(string); rp == "" || err != nil || base.Before(newest) || base.After(target) {
+		t.Fatalf("the recover started from %v at %v (%v), want a restore point from %v to %v", rc["restore_point"], rc["base_time"], err, newest, target)
+	}
+	if !strings.Contains(p.log.String(), "volume reverted to a restore point") {
+		t.Fatal("the recover did not revert to the restore point")
+	}
+	conn = pgConn(t, got)
+	want := append(append(idRange(0, 20), idRange(100, 20)...), idRange(200, 20)...)
+	if ids := stampIDs(t, conn); fmt.Sprint(ids) != fmt.Sprint(want) {
+		t.Fatalf("rows after the recover from a restore point %v, want %v", ids, want)
+	}
+	p.waitArchived(id, commitRows(t, conn, 999, 1))
+	conn.Close(t.Context())
+
+	var undo struct {
+		Recovery map[string]any `json:"recovery"`
+	}
+	if code := p.callDB("POST", "/instances/"+id+"/action", map[string]any{"undo_recover": map[string]any{}}, &undo); code != 202 {
+		t.Fatalf("undo: %d %v", code, undo)
+	}
+	insts, _ := p.dbSettled()
+	got = byID(t, insts, id)
+	if rc, _ := got["recovery"].(map[string]any); got["status"] != "ACTIVE" || rc["status"] != "UNDONE" {
+		t.Fatalf("after the undo: %v", got)
+	}
+	conn = pgConn(t, got)
+	if ids := stampIDs(t, conn); ids != nil {
+		t.Fatalf("after the undo, the dropped table is back with %v", ids)
+	}
+	conn.Close(t.Context())
+	repoCheck(t, data)
+}

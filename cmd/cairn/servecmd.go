@@ -41,26 +41,28 @@ import (
 // serveSettings are cairn serve's settings. Each comes from, in order:
 // its flag, its CAIRN_* variable, the config file, the default.
 type serveSettings struct {
-	DataDir          string          `yaml:"data_dir"`
-	Listen           string          `yaml:"listen"`
-	Catalog          string          `yaml:"catalog"`
-	BackupStore      string          `yaml:"backup_store"`
-	BackupKeyFile    string          `yaml:"backup_key_file"`
-	DefaultContainer string          `yaml:"default_container"`
-	Workers          int             `yaml:"workers"`
-	StoreRequests    int             `yaml:"store_requests"`
-	BackupNice       string          `yaml:"backup_nice"`
-	QuiesceTimeout   string          `yaml:"quiesce_timeout"`
-	WALArchive       string          `yaml:"wal_archive"`
-	NBDSocket        string          `yaml:"nbd_socket"`
-	NBDListen        string          `yaml:"nbd_listen"`
-	DataPlane        string          `yaml:"data_plane"`
-	DBAddress        string          `yaml:"db_address"`
-	DBPorts          string          `yaml:"db_ports"`
-	DBRunDir         string          `yaml:"db_run_dir"`
-	Webhooks         []webhookConfig `yaml:"webhooks"`
-	LogFormat        string          `yaml:"log_format"`
-	LogLevel         string          `yaml:"log_level"`
+	DataDir              string          `yaml:"data_dir"`
+	Listen               string          `yaml:"listen"`
+	Catalog              string          `yaml:"catalog"`
+	BackupStore          string          `yaml:"backup_store"`
+	BackupKeyFile        string          `yaml:"backup_key_file"`
+	DefaultContainer     string          `yaml:"default_container"`
+	Workers              int             `yaml:"workers"`
+	StoreRequests        int             `yaml:"store_requests"`
+	BackupNice           string          `yaml:"backup_nice"`
+	QuiesceTimeout       string          `yaml:"quiesce_timeout"`
+	WALArchive           string          `yaml:"wal_archive"`
+	RestorePointInterval string          `yaml:"restore_point_interval"`
+	RestorePoints        int             `yaml:"restore_points"`
+	NBDSocket            string          `yaml:"nbd_socket"`
+	NBDListen            string          `yaml:"nbd_listen"`
+	DataPlane            string          `yaml:"data_plane"`
+	DBAddress            string          `yaml:"db_address"`
+	DBPorts              string          `yaml:"db_ports"`
+	DBRunDir             string          `yaml:"db_run_dir"`
+	Webhooks             []webhookConfig `yaml:"webhooks"`
+	LogFormat            string          `yaml:"log_format"`
+	LogLevel             string          `yaml:"log_level"`
 }
 
 type webhookConfig struct {
@@ -169,6 +171,8 @@ func (a *app) serveFlags(f *pflag.FlagSet, st *serveSettings, configFile *string
 	f.StringVar(&st.BackupNice, "backup-nice", "", "nice value of backup and restore work, 0-19")
 	f.StringVar(&st.QuiesceTimeout, "quiesce-timeout", "", "bound of a snapshot backup's quiesce")
 	f.StringVar(&st.WALArchive, "wal-archive", "", `archive every instance's log (PostgreSQL's WAL, MariaDB's binary log) continuously into the default container ("on", the default, or "off")`)
+	f.StringVar(&st.RestorePointInterval, "restore-point-interval", "", `how often a restore point (a quiesced local snapshot a recover in place starts from) of each archived instance is taken ("0": none)`)
+	f.IntVar(&st.RestorePoints, "restore-points", 0, "how many restore points of each instance are kept, newest first")
 	f.StringVar(&st.NBDSocket, "nbd-socket", "", "NBD unix socket")
 	f.StringVar(&st.NBDListen, "nbd-listen", "", "NBD TCP address")
 	f.StringVar(&st.DataPlane, "data-plane", "", "process or embedded")
@@ -229,6 +233,7 @@ func (a *app) settle(flags *pflag.FlagSet, st *serveSettings, configFile string)
 	pick("backup-nice", &st.BackupNice, file.BackupNice, "10")
 	pick("quiesce-timeout", &st.QuiesceTimeout, file.QuiesceTimeout, "30s")
 	pick("wal-archive", &st.WALArchive, file.WALArchive, "on")
+	pick("restore-point-interval", &st.RestorePointInterval, file.RestorePointInterval, "5m")
 	pick("log-format", &st.LogFormat, file.LogFormat, "json")
 	pick("log-level", &st.LogLevel, file.LogLevel, "info")
 	pickInt := func(flag string, dst *int, fromFile, def, most int) error {
@@ -256,6 +261,12 @@ func (a *app) settle(flags *pflag.FlagSet, st *serveSettings, configFile string)
 	}
 	if err := pickInt("store-requests", &st.StoreRequests, file.StoreRequests, 32, 1024); err != nil {
 		return err
+	}
+	if err := pickInt("restore-points", &st.RestorePoints, file.RestorePoints, 24, 1000); err != nil {
+		return err
+	}
+	if d, err := time.ParseDuration(st.RestorePointInterval); err != nil || d != 0 && (d < 10*time.Second || d > 24*time.Hour) {
+		return usageError{fmt.Errorf("restore point interval %q: want 0 (none) or a duration from 10s to 24h", st.RestorePointInterval)}
 	}
 	if n, err := strconv.Atoi(st.BackupNice); err != nil || n < 0 || n > 19 {
 		return usageError{fmt.Errorf("backup nice %q: want 0 to 19", st.BackupNice)}
@@ -478,6 +489,7 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 	})
 	backupNice, _ := strconv.Atoi(st.BackupNice)
 	quiesceTimeout, _ := time.ParseDuration(st.QuiesceTimeout)
+	restorePointInterval, _ := time.ParseDuration(st.RestorePointInterval)
 	opts := func(s *store) repo.Options {
 		o := a.repoOptions(s)
 		o.Nice = backupNice
@@ -508,7 +520,7 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 		DefaultContainer: st.DefaultContainer, Notifier: notifier, Observer: met, Logger: log,
 		Workers: st.Workers, NBDSocket: nbdSock, NBDAddress: nbdAddr,
 		Instances: instances, Backend: storeKind(st.BackupStore), QuiesceTimeout: quiesceTimeout,
-		ArchiveWAL: st.WALArchive == "on"})
+		ArchiveWAL: st.WALArchive == "on", RestorePointInterval: restorePointInterval, RestorePoints: st.RestorePoints})
 	met.Archives(func() []metrics.ArchiveSample { return archiveSamples(svc.Archives(), time.Now()) })
 
 	// The servers run in g; gctx ends when ctx does or one of them fails.

@@ -40,8 +40,18 @@ func TestServeSettings(t *testing.T) {
 			return s.Listen == "127.0.0.1:8776" && s.Catalog == filepath.Join(dir, "catalog.db") &&
 				s.BackupStore == filepath.Join(dir, "backups") && s.Workers == 8 && s.StoreRequests == 32 && s.LogFormat == "json" &&
 				s.NBDSocket == filepath.Join(dir, "nbd.sock") && s.DefaultContainer == "volumebackups" &&
-				s.DBAddress == "127.0.0.1" && s.DBPorts == "17500-17999" && s.DBRunDir == "/run/cairn-db" && s.BackupNice == "10" && s.QuiesceTimeout == "30s" && s.WALArchive == "on"
+				s.DBAddress == "127.0.0.1" && s.DBPorts == "17500-17999" && s.DBRunDir == "/run/cairn-db" && s.BackupNice == "10" && s.QuiesceTimeout == "30s" && s.WALArchive == "on" &&
+				s.RestorePointInterval == "5m" && s.RestorePoints == 24
 		}, ""},
+		{"restore points", []string{"--restore-point-interval", "30s", "--restore-points", "100"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", func(s serveSettings) bool {
+			return s.RestorePointInterval == "30s" && s.RestorePoints == 100
+		}, ""},
+		{"restore points off from env", nil, map[string]string{"CAIRN_DATA_DIR": dir, "CAIRN_RESTORE_POINT_INTERVAL": "0"}, "", func(s serveSettings) bool {
+			return s.RestorePointInterval == "0"
+		}, ""},
+		{"restore point interval too short", []string{"--restore-point-interval", "1s"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", nil, "from 10s to 24h"},
+		{"restore point interval not a duration", []string{"--restore-point-interval", "often"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", nil, "restore point interval"},
+		{"too many restore points", []string{"--restore-points", "5000"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", nil, "want 1 to 1000"},
 		{"quiesce timeout", []string{"--quiesce-timeout", "2s"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", func(s serveSettings) bool {
 			return s.QuiesceTimeout == "2s"
 		}, ""},

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -66,16 +67,24 @@ func freePort(t *testing.T) string {
 
 // dbPortBlocks gives each data directory a block of database ports of
 // its own (--db-ports), the same for every service started on it, so
-// that tests whose data planes run at once never race for one port.
+// that tests whose data planes run at once never race for one port. The
+// blocks start at CAIRN_TEST_DB_PORT_BASE (default 21000): two test
+// processes on one machine need bases far apart.
 var dbPortBlocks = struct {
 	sync.Mutex
 	next int
 	of   map[string]int
-}{next: 21000, of: map[string]int{}}
+}{of: map[string]int{}}
 
 func dbPorts(data string) string {
 	dbPortBlocks.Lock()
 	defer dbPortBlocks.Unlock()
+	if dbPortBlocks.next == 0 {
+		dbPortBlocks.next = 21000
+		if n, err := strconv.Atoi(os.Getenv("CAIRN_TEST_DB_PORT_BASE")); err == nil && n > 1024 && n < 60000 {
+			dbPortBlocks.next = n
+		}
+	}
 	lo, ok := dbPortBlocks.of[data]
 	if !ok {
 		lo = dbPortBlocks.next

@@ -131,6 +131,7 @@ func instanceJSON(v cairn.Instance) wire.Instance {
 		out.Fault = &wire.InstanceFault{Message: v.FailReason, Created: v.UpdatedAt}
 	}
 	out.RecoverableWindow, out.Archive, out.Recovery = v.RecoverableWindow, v.Archive, v.Recovery
+	out.RestorePoints = v.RestorePoints
 	return out
 }
 

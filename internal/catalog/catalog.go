@@ -40,8 +40,8 @@ type Tx interface {
 	Project(ctx context.Context, id string) (cairn.Project, error)
 	Projects(ctx context.Context) ([]cairn.Project, error)
 	UpdateProject(ctx context.Context, p cairn.Project) error
-	// DeleteProject removes the project, its tokens and its backup
-	// strategies; it fails with cairn.ErrConflict while the project owns
+	// DeleteProject removes the project, its tokens, its backup
+	// strategies and its restore points; it fails with cairn.ErrConflict while the project owns
 	// volumes, snapshots or backups in any state but deleted, or any
 	// database instance or database backup.
 	DeleteProject(ctx context.Context, id string) error
@@ -101,6 +101,14 @@ type Tx interface {
 	// UpdateDatabaseBackup writes every field of the row with b's ID.
 	UpdateDatabaseBackup(ctx context.Context, b cairn.DatabaseBackup) error
 	DeleteDatabaseBackup(ctx context.Context, id string) error
+
+	// InsertRestorePoint stores every field of p; a Record of no bytes
+	// comes back nil.
+	InsertRestorePoint(ctx context.Context, p cairn.RestorePoint) error
+	// RestorePoints lists an instance's restore points, oldest data
+	// first.
+	RestorePoints(ctx context.Context, instanceID string) ([]cairn.RestorePoint, error)
+	DeleteRestorePoint(ctx context.Context, id string) error
 
 	// BackupStrategies lists project's backup strategies, ordered by
 	// instance ID (the project's default, instance "", first), or only

@@ -166,7 +166,14 @@ func (s *Service) startArchiver(inst cairn.Instance) {
 	go func() {
 		defer a.wg.Done()
 		defer close(ar.done)
+		// The restore points are taken beside the archive they depend
+		// on, and end with it.
+		var points sync.WaitGroup
+		if s.points.interval > 0 {
+			points.Go(func() { ar.keepRestorePoints(ctx) })
+		}
 		ar.run(ctx)
+		points.Wait()
 	}()
 }
 

@@ -206,9 +206,17 @@ func waitArchived(t *testing.T, r *rig, h *walHost, id cairn.ID, tli uint32, end
 // archived.
 func streamingArchiver(t *testing.T) (*rig, *walHost, *fixture, cairn.ID) {
 	t.Helper()
+	return streamingArchiverWith(t, func(*rig) {})
+}
+
+// streamingArchiverWith is streamingArchiver with the rig's settings
+// changed by setup before the service starts.
+func streamingArchiverWith(t *testing.T, setup func(*rig)) (*rig, *walHost, *fixture, cairn.ID) {
+	t.Helper()
 	r := newRig(t)
 	h := newWALHost(r.host)
 	r.walHost, r.archiveInterval = h, 5*time.Millisecond
+	setup(r)
 	r.restart()
 	f := &fixture{}
 	makeInstance(r, f)

@@ -751,12 +751,18 @@ func (s *Service) runDeleteInstance(ctx context.Context, t cairn.Task) error {
 			}
 		}
 	}
+	if err := s.dropRestorePoints(ctx, inst.ID, func(cairn.RestorePoint) bool { return true }); err != nil {
+		return err
+	}
 	ev, ok, err := s.engineVolume(ctx, inst.ID)
 	if err != nil {
 		return err
 	}
 	if ok {
 		if err := s.deleteRecoverSnapshots(ctx, ev.ID); err != nil {
+			return err
+		}
+		if err := s.deleteRestorePointSnapshots(ctx, ev.ID); err != nil {
 			return err
 		}
 		if err := s.deleteDetachedVolume(ctx, ev.ID); err != nil {
@@ -866,6 +872,12 @@ func (s *Service) Instance(ctx context.Context, c Caller, id string) (cairn.Inst
 		if inst.RecoverableWindow, err = s.recoverableWindow(ctx, inst.ID); err != nil {
 			s.log.Warn("an instance's recoverable window", "id", id, "err", err)
 		}
+	}
+	if points, err := s.restorePoints(ctx, inst.ID); err != nil {
+		s.log.Warn("an instance's restore points", "id", id, "err", err)
+	} else if len(points) > 0 {
+		inst.RestorePoints = &cairn.RestorePointSummary{Count: len(points),
+			Oldest: points[0].DataTimestamp, Newest: points[len(points)-1].DataTimestamp}
 	}
 	return inst, nil
 }

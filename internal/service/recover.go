@@ -230,12 +230,33 @@ func (s *Service) runRecoverInstance(ctx context.Context, t cairn.Task) error {
 		}
 		rc = *inst.Recovery
 	}
-	// 2. The base.
-	if err := s.recoverBase(ctx, t, inst, vol, b); err != nil {
+	// 2. The base: the newest restore point between the backup and the
+	// point when there is one, else the backup.
+	rp, base, fromPoint, err := s.restorePointBase(ctx, inst, vol, b, rc.PointInTime)
+	if err != nil {
+		return err
+	}
+	inst, err = s.setInstance(ctx, inst.ID, func(in *cairn.Instance) {
+		in.Recovery.RestorePoint, in.Recovery.BaseTime = rp.ID, base.DataTimestamp
+	})
+	if err != nil {
+		return err
+	}
+	if fromPoint {
+		sid, err := cairn.ParseID(rp.SnapshotID)
+		if err != nil {
+			return fmt.Errorf("restore point %s: snapshot id: %w", rp.ID, err)
+		}
+		if err := s.eng.RevertVolume(ctx, vol, sid); err != nil {
+			return fmt.Errorf("reverting to restore point %s: %w", rp.ID, err)
+		}
+		s.log.Info("recover: volume reverted to a restore point", "instance", inst.ID, "restore_point", rp.ID,
+			"data_timestamp", rp.DataTimestamp, "backup", b.ID)
+	} else if err := s.recoverBase(ctx, t, inst, vol, b); err != nil {
 		return err
 	}
 	// 3. The WAL to the point, on the host.
-	st, err := s.provisionRecovered(ctx, inst, vol, b, rc.PointInTime)
+	st, err := s.provisionRecovered(ctx, inst, vol, base, rc.PointInTime)
 	if err != nil {
 		return err
 	}
@@ -246,6 +267,13 @@ func (s *Service) runRecoverInstance(ctx context.Context, t cairn.Task) error {
 	})
 	if err != nil {
 		return err
+	}
+	// The restore points after the point hold the history the recover
+	// left: a later recover must not start from them.
+	if err := s.dropRestorePoints(ctx, inst.ID, func(p cairn.RestorePoint) bool {
+		return p.DataTimestamp.After(rc.PointInTime)
+	}); err != nil {
+		s.log.Warn("removing the restore points a recover passed over", "instance", inst.ID, "err", err)
 	}
 	s.startArchiver(inst)
 	if p.Previous != "" && p.Previous != rc.SafetySnapshot {
@@ -399,6 +427,12 @@ func (s *Service) runUndoRecover(ctx context.Context, t cairn.Task) error {
 		return err
 	}
 	safety := inst.Recovery.SafetySnapshot
+	// The restore points taken since the recover hold the history the
+	// undo leaves.
+	began := inst.Recovery.CreatedAt
+	if err := s.dropRestorePoints(ctx, inst.ID, func(p cairn.RestorePoint) bool { return p.CreatedAt.After(began) }); err != nil {
+		return err
+	}
 	inst, err = s.setInstance(ctx, inst.ID, func(in *cairn.Instance) {
 		in.Status, in.OperatingStatus = cairn.InstanceActive, st.Operating
 		in.Address, in.Port, in.FailReason = st.Address, st.Port, ""

@@ -46,6 +46,11 @@ type rig struct {
 	walHost         service.InstanceHost
 	archiveInterval time.Duration
 	archiveCheck    time.Duration
+	// pointInterval, pointKeep and pointTicks are the services' restore
+	// point settings: a point is taken at each send on pointTicks.
+	pointInterval time.Duration
+	pointKeep     int
+	pointTicks    chan time.Time
 
 	// events are the notifications the services raised.
 	eventsMu sync.Mutex
@@ -144,7 +149,9 @@ func (r *rig) start() {
 		host = r.walHost
 	}
 	r.svc = service.New(service.Config{Catalog: r.cat, Engine: r.eng, OpenRepo: r.open,
-		Workers: 2, After: r.clock.After, Instances: host, ArchiveInterval: r.archiveInterval, ArchiveCheck: r.archiveCheck, ArchiveWAL: true, Notifier: r})
+		Workers: 2, After: r.clock.After, Instances: host, ArchiveInterval: r.archiveInterval, ArchiveCheck: r.archiveCheck, ArchiveWAL: true, Notifier: r,
+		RestorePointInterval: r.pointInterval, RestorePoints: r.pointKeep,
+		RestorePointAfter: func(time.Duration) <-chan time.Time { return r.pointTicks }})
 	if err := r.svc.Start(r.t.Context()); err != nil {
 		r.t.Fatal(err)
 	}

@@ -86,6 +86,14 @@ type Config struct {
 	// ArchiveWAL archives the log of every instance: PostgreSQL's WAL,
 	// MariaDB's binary log.
 	ArchiveWAL bool
+	// RestorePointInterval is how often a restore point of each archived
+	// instance is taken (0: none; see restorepoints.go); RestorePoints
+	// how many of an instance's newest are kept (default 24).
+	// RestorePointAfter times the waits between them (default
+	// time.After).
+	RestorePointInterval time.Duration
+	RestorePoints        int
+	RestorePointAfter    func(time.Duration) <-chan time.Time
 }
 
 // Service runs the use cases.
@@ -118,6 +126,8 @@ type Service struct {
 	after func(time.Duration) <-chan time.Time
 	// archives are the instances' WAL archivers.
 	archives archiveSet
+	// points are the restore point settings.
+	points restorePointSet
 }
 
 // New builds a Service. Start runs its tasks.
@@ -148,6 +158,13 @@ func New(cfg Config) *Service {
 	}
 	if s.archives.after = cfg.ArchiveAfter; s.archives.after == nil {
 		s.archives.after = time.After
+	}
+	s.points = restorePointSet{interval: max(cfg.RestorePointInterval, 0), keep: cfg.RestorePoints, after: cfg.RestorePointAfter}
+	if s.points.keep <= 0 {
+		s.points.keep = defaultRestorePoints
+	}
+	if s.points.after == nil {
+		s.points.after = time.After
 	}
 	if s.defCont == "" {
 		s.defCont = "volumebackups"

@@ -52,6 +52,9 @@ type Instance struct {
 	// absent when it has none (cairn's additions).
 	RecoverableWindow *cairn.TimeWindow   `json:"recoverable_window,omitempty"`
 	Archive           *cairn.ArchiveState `json:"archive,omitempty"`
+	// RestorePoints sums up the restore points a recover in place can
+	// start from, absent when there are none (cairn's addition).
+	RestorePoints *cairn.RestorePointSummary `json:"restore_points,omitempty"`
 	// Recovery is the instance's last recover in place, absent when it
 	// has had none (cairn's addition).
 	Recovery *cairn.InstanceRecovery `json:"recovery,omitempty"`

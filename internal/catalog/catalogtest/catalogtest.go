@@ -36,6 +36,7 @@ func Run(t *testing.T, open func(t *testing.T) catalog.Store) {
 		{"InstanceCRUD", testInstanceCRUD},
 		{"DatabaseBackupCRUD", testDatabaseBackupCRUD},
 		{"BackupStrategies", testBackupStrategies},
+		{"RestorePoints", testRestorePoints},
 		{"MissingProject", testMissingProject},
 		{"Times", testTimes},
 		{"VolumeFilters", testVolumeFilters},

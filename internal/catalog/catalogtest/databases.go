@@ -24,7 +24,7 @@ func fullInstance(project string, i int) cairn.Instance {
 		CreatedAt: at(i), UpdatedAt: at(i + 1),
 		Recovery: &cairn.InstanceRecovery{ID: cairn.NewUUID(), Status: cairn.RecoveryFailed, FailReason: "why ✓",
 			PointInTime: at(i - 1), BackupID: cairn.NewUUID(), SafetySnapshot: cairn.NewID().String(),
-			CreatedAt: at(i), UpdatedAt: at(i + 2)},
+			RestorePoint: cairn.NewUUID(), BaseTime: at(i - 2), CreatedAt: at(i), UpdatedAt: at(i + 2)},
 	}
 }
 
@@ -496,4 +496,73 @@ func testDeleteProjectDatabases(t *testing.T, s catalog.Store) {
 			})
 		})
 	}
+}
+
+func fullRestorePoint(project, instance string, i int) cairn.RestorePoint {
+	return cairn.RestorePoint{
+		ID: cairn.NewUUID(), ProjectID: project, InstanceID: instance, VolumeID: cairn.NewID().String(),
+		SnapshotID: cairn.NewID().String(), Container: "archive ✓", Overlay: cairn.NewID().String(),
+		DataTimestamp: at(i), Record: append([]byte(`{"label":"rp ✓"}`), 0, 0xff), CreatedAt: at(i + 1),
+	}
+}
+
+// testRestorePoints: every field comes back; an instance's points are
+// listed by data time, and only its own; a duplicate, a missing project
+// and a missing point are refused; a project's delete removes its
+// points.
+func testRestorePoints(t *testing.T, s catalog.Store) {
+	ps := addProjects(t, s, 2)
+	inst, other := cairn.NewUUID(), cairn.NewUUID()
+	late, early, mid := fullRestorePoint(ps[0], inst, 30), fullRestorePoint(ps[0], inst, 10), fullRestorePoint(ps[0], inst, 20)
+	mid.Overlay, mid.Record = "", nil
+	elsewhere := fullRestorePoint(ps[1], other, 15)
+	update(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		for _, p := range []cairn.RestorePoint{late, early, mid, elsewhere} {
+			if err := tx.InsertRestorePoint(ctx, p); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	view(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		got, err := tx.RestorePoints(ctx, inst)
+		if err != nil {
+			return err
+		}
+		wantEqual(t, "restore points", got, []cairn.RestorePoint{early, mid, late})
+		none, err := tx.RestorePoints(ctx, cairn.NewUUID())
+		if err != nil {
+			return err
+		}
+		wantEqual(t, "restore points of an unknown instance", none, []cairn.RestorePoint{})
+		return nil
+	})
+	err := s.Update(t.Context(), func(tx catalog.Tx) error { return tx.InsertRestorePoint(t.Context(), early) })
+	wantErr(t, "a duplicate restore point", err, cairn.ErrExists)
+	err = s.Update(t.Context(), func(tx catalog.Tx) error {
+		return tx.InsertRestorePoint(t.Context(), fullRestorePoint(cairn.NewUUID(), inst, 1))
+	})
+	wantErr(t, "a restore point of a missing project", err, cairn.ErrNotFound)
+
+	update(t, s, func(ctx context.Context, tx catalog.Tx) error { return tx.DeleteRestorePoint(ctx, mid.ID) })
+	err = s.Update(t.Context(), func(tx catalog.Tx) error { return tx.DeleteRestorePoint(t.Context(), mid.ID) })
+	wantErr(t, "deleting a deleted restore point", err, cairn.ErrNotFound)
+	view(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		got, err := tx.RestorePoints(ctx, inst)
+		if err != nil {
+			return err
+		}
+		wantEqual(t, "restore points after a delete", got, []cairn.RestorePoint{early, late})
+		return nil
+	})
+
+	update(t, s, func(ctx context.Context, tx catalog.Tx) error { return tx.DeleteProject(ctx, ps[1]) })
+	view(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		got, err := tx.RestorePoints(ctx, other)
+		if err != nil {
+			return err
+		}
+		wantEqual(t, "restore points of a deleted project", got, []cairn.RestorePoint{})
+		return nil
+	})
 }

@@ -50,7 +50,7 @@ func updateArgs(args []any) []any {
 
 type tables struct {
 	projects, tokens, volumes, snapshots, backups, tasks table
-	instances, databaseBackups                           table
+	instances, databaseBackups, restorePoints            table
 
 	allProjects   string   // oldest first
 	projectExists string   // 1 if project ?
@@ -63,6 +63,8 @@ type tables struct {
 	usage         string // counts and sizes of project ? not in status ?
 
 	// Backup strategies, keyed by (project_id, instance_id).
+	instancePoints string // restore points of instance ?, oldest data first
+
 	projectStrategies string // of project ?, by instance_id
 	strategy          string // of project ? and instance ?
 	putStrategy       string // insert or replace: every column
@@ -72,7 +74,8 @@ type tables struct {
 // reads returns the fixed statements that only read.
 func (t *tables) reads() []string {
 	qs := []string{t.allProjects, t.projectExists, t.projectOwns, t.tokenByHash,
-		t.allTokens, t.projectTokens, t.hasDependents, t.usage, t.projectStrategies, t.strategy}
+		t.allTokens, t.projectTokens, t.hasDependents, t.usage, t.projectStrategies, t.strategy,
+		t.instancePoints}
 	for _, tb := range t.all() {
 		qs = append(qs, tb.get)
 	}
@@ -90,7 +93,7 @@ func (t *tables) writes() []string {
 
 func (t *tables) all() []*table {
 	return []*table{&t.projects, &t.tokens, &t.volumes, &t.snapshots, &t.backups, &t.tasks,
-		&t.instances, &t.databaseBackups}
+		&t.instances, &t.databaseBackups, &t.restorePoints}
 }
 
 // resourceSorts are the sort keys of volumes and snapshots.
@@ -150,6 +153,10 @@ func newTables(d *Dialect) tables {
 			"size", "volume_size", "location", "data_timestamp", "volume_id", "snapshot_id",
 			"data", "overlay", "record", "created_at", "updated_at",
 		}, backupSorts),
+		restorePoints: newTable(d, "restore_points", "restore point", []string{
+			"id", "project_id", "instance_id", "volume_id", "snapshot_id", "container", "overlay",
+			"data_timestamp", "record", "created_at",
+		}, nil),
 
 		projectExists: d.rebind("SELECT 1 FROM projects WHERE id = ?"),
 		projectOwns: d.rebind(`SELECT
@@ -167,6 +174,7 @@ func newTables(d *Dialect) tables {
 	t.tokenByHash = d.rebind(t.tokens.sel + " WHERE hash = ?")
 	t.allTokens = t.tokens.sel + " ORDER BY created_at, id"
 	t.projectTokens = d.rebind(t.tokens.sel + " WHERE project_id = ? ORDER BY created_at, id")
+	t.instancePoints = d.rebind(t.restorePoints.sel + " WHERE instance_id = ? ORDER BY data_timestamp, id")
 	const strategyCols = "SELECT project_id, instance_id, strategy, container, backend FROM backup_strategies"
 	t.projectStrategies = d.rebind(strategyCols + " WHERE project_id = ? ORDER BY instance_id")
 	t.strategy = d.rebind(strategyCols + " WHERE project_id = ? AND instance_id = ?")
@@ -174,7 +182,7 @@ func newTables(d *Dialect) tables {
 		VALUES (?, ?, ?, ?, ?) ON CONFLICT (project_id, instance_id) DO UPDATE SET
 		strategy = excluded.strategy, container = excluded.container, backend = excluded.backend`)
 	t.deleteStrategy = d.rebind("DELETE FROM backup_strategies WHERE project_id = ? AND instance_id = ?")
-	for _, name := range []string{"backups", "snapshots", "volumes", "tokens", "backup_strategies"} {
+	for _, name := range []string{"backups", "snapshots", "volumes", "tokens", "backup_strategies", "restore_points"} {
 		t.projectPurge = append(t.projectPurge, d.rebind("DELETE FROM "+name+" WHERE project_id = ?"))
 	}
 	return t
@@ -305,6 +313,20 @@ func databaseBackupDest(b *cairn.DatabaseBackup) []any {
 		&b.Datastore.Type, &b.Datastore.Version, &b.Datastore.VersionID,
 		&b.Size, &b.VolumeSize, &b.Location, timeDest{&b.DataTimestamp}, &b.VolumeID, &b.SnapshotID,
 		&b.Data, &b.Overlay, bytesDest{&b.Record}, timeDest{&b.CreatedAt}, timeDest{&b.UpdatedAt}}
+}
+
+func restorePointArgs(d *Dialect, p *cairn.RestorePoint) []any {
+	var record any // NULL when empty
+	if len(p.Record) > 0 {
+		record = p.Record
+	}
+	return []any{p.ID, p.ProjectID, p.InstanceID, p.VolumeID, p.SnapshotID, p.Container, p.Overlay,
+		d.Time(p.DataTimestamp), record, d.Time(p.CreatedAt)}
+}
+
+func restorePointDest(p *cairn.RestorePoint) []any {
+	return []any{&p.ID, &p.ProjectID, &p.InstanceID, &p.VolumeID, &p.SnapshotID, &p.Container, &p.Overlay,
+		timeDest{&p.DataTimestamp}, bytesDest{&p.Record}, timeDest{&p.CreatedAt}}
 }
 
 func strategyArgs(st *cairn.BackupStrategy) []any {

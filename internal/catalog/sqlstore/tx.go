@@ -545,6 +545,30 @@ func (t *tx) DeleteDatabaseBackup(ctx context.Context, id string) error {
 	return t.del(ctx, &t.s.tables.databaseBackups, id)
 }
 
+// Restore points
+
+func (t *tx) InsertRestorePoint(ctx context.Context, p cairn.RestorePoint) error {
+	return t.insert(ctx, &t.s.tables.restorePoints, p.ID, p.ProjectID, restorePointArgs(t.d, &p))
+}
+
+// RestorePoints lists an instance's restore points, oldest data first.
+func (t *tx) RestorePoints(ctx context.Context, instanceID string) ([]cairn.RestorePoint, error) {
+	out := []cairn.RestorePoint{}
+	err := t.all(ctx, "restore points", t.s.tables.instancePoints, []any{instanceID}, func(r *sql.Rows) error {
+		var p cairn.RestorePoint
+		if err := r.Scan(restorePointDest(&p)...); err != nil {
+			return err
+		}
+		out = append(out, p)
+		return nil
+	})
+	return out, err
+}
+
+func (t *tx) DeleteRestorePoint(ctx context.Context, id string) error {
+	return t.del(ctx, &t.s.tables.restorePoints, id)
+}
+
 // Backup strategies
 
 // BackupStrategies lists project's strategies by instance ID (the
