@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -196,6 +197,13 @@ func (i *Instance) StreamBinlog(ctx context.Context, req dbagent.BinlogStreamReq
 	stderr := &dbagent.TailBuffer{Max: 64 << 10}
 	cmd.Stderr = stderr
 	cmd.WaitDelay = 10 * time.Second
+	// The tool dies with the process that streams: one left behind by a
+	// killed data plane would hold the server's replication session (a
+	// server_id of its own) until the next stream's connection ended
+	// it. Linux sends the signal when the OS thread that started the
+	// tool ends, which the Go runtime does only for a goroutine that
+	// exits locked to its thread (none here), or with the process.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("binary log stream: %w", err)
 	}
