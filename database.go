@@ -222,9 +222,14 @@ type InstanceRecovery struct {
 	RestorePoint string `json:"restore_point,omitempty"`
 	// BaseTime is when the data the replay started from was
 	// consistent: the restore point's or the backup's.
-	BaseTime  time.Time `json:"base_time,omitzero"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	BaseTime time.Time `json:"base_time,omitzero"`
+	// ArchiveTimeline is the timeline (PostgreSQL) or binary log
+	// generation (MariaDB) the server was on when the recover was
+	// asked for: the history it recovers along (after an undo, the
+	// archive also holds newer ones), 0 when it was not known.
+	ArchiveTimeline uint32    `json:"archive_timeline,omitempty"`
+	CreatedAt       time.Time `json:"created_at"`
+	UpdatedAt       time.Time `json:"updated_at"`
 }
 
 // RestorePointSummary is how many restore points an instance has and

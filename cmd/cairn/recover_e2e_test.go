@@ -430,3 +430,48 @@ func TestRecoverFromRestorePoint(t *testing.T) {
 	conn.Close(t.Context())
 	repoCheck(t, data)
 }
+
+// TestRecoverAfterUndo: a recover in place, undone with no commit on the
+// recovered timeline, leaves the archive with a newer timeline than the
+// one the server is back on. A second recover follows the server's
+// timeline, not the archive's newest: exact rows, not the mistake's
+// state (the newest timeline holds no commit after the instant, and a
+// recovery along it replayed everything it was given).
+func TestRecoverAfterUndo(t *testing.T) {
+	t.Parallel()
+	needInstances(t)
+	data := dbagenttest.ReachableTempDir(t)
+	logHostOnFailure(t, data)
+	p := startService(t, data)
+	m := makeMistake(t, p, "recover-undo")
+	for round := range 2 {
+		got := p.recoverTo(m.id, m.target, "")
+		if rc, _ := got["recovery"].(map[string]any); got["status"] != "ACTIVE" || rc["status"] != "COMPLETED" {
+			t.Fatalf("round %d: after the recover: %v", round, got)
+		}
+		conn := pgConn(t, got)
+		if ids := stampIDs(t, conn); fmt.Sprint(ids) != fmt.Sprint(m.want()) {
+			t.Fatalf("round %d: rows after the recover %v, want %v", round, ids, m.want())
+		}
+		conn.Close(t.Context())
+		if code := p.callDB("POST", "/instances/"+m.id+"/action", map[string]any{"undo_recover": map[string]any{}}, nil); code != 202 {
+			t.Fatalf("round %d: undo: %d", round, code)
+		}
+		insts, _ := p.dbSettled()
+		got = byID(t, insts, m.id)
+		if rc, _ := got["recovery"].(map[string]any); got["status"] != "ACTIVE" || rc["status"] != "UNDONE" {
+			t.Fatalf("round %d: after the undo: %v", round, got)
+		}
+		// The archiver streams timeline 1 again before the next recover.
+		for deadline := time.Now().Add(pointTimeout); ; {
+			a, _ := p.archiveOf(m.id)
+			if a["state"] == "streaming" && a["timeline"] == float64(1) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the archive after the undo: %v", round, a)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}

@@ -265,7 +265,7 @@ func (ar *archiver) view() archiveView {
 
 // load reads where the archive stands from the store (loadArchive).
 func (ar *archiver) load(ctx context.Context, r Repository) error {
-	v, err := loadArchive(ctx, r, ar.id)
+	v, err := loadArchive(ctx, r, ar.id, 0)
 	if err != nil {
 		return err
 	}
@@ -280,7 +280,12 @@ func (ar *archiver) load(ctx context.Context, r Repository) error {
 // timelines it holds, where the newest ends, its holes, the timelines'
 // switch points (from their history files), and the times of its last
 // pieces. The segment size is not in the store: the caller sets it.
-func loadArchive(ctx context.Context, r Repository, id cairn.ID) (archiveView, error) {
+//
+// tli is the timeline to read the archive along (the one its server is
+// on), 0 for the newest the archive holds WAL of. They differ after a
+// recover in place was undone: the server is back on an older timeline
+// than the one the recover began.
+func loadArchive(ctx context.Context, r Repository, id cairn.ID, tli uint32) (archiveView, error) {
 	pieces, _, err := r.LogPieces(ctx, id)
 	if err != nil {
 		return archiveView{}, err
@@ -300,27 +305,31 @@ func loadArchive(ctx context.Context, r Repository, id cairn.ID) (archiveView, e
 		}
 		spans[tli] = append(spans[tli], sp)
 	}
-	var wal []repo.LogRef // of the newest timeline, in order
-	var newest uint32
-	for _, p := range pieces {
-		if tli, ok := parseWALLog(p.Log); ok {
-			if tli > newest {
-				newest, wal = tli, nil
+	newest := tli
+	if newest == 0 {
+		for _, p := range pieces {
+			if t, ok := parseWALLog(p.Log); ok {
+				newest = max(newest, t)
 			}
-			if tli == newest {
+		}
+	}
+	var wal []repo.LogRef // of timeline newest, in order
+	for _, p := range pieces {
+		if t, ok := parseWALLog(p.Log); ok {
+			if t == newest {
 				wal = append(wal, p)
 			}
 			continue
 		}
-		var tli uint32
-		if _, err := fmt.Sscanf(p.Log, "history-%08x", &tli); err != nil || p.Start != 0 {
+		var t uint32
+		if _, err := fmt.Sscanf(p.Log, "history-%08x", &t); err != nil || p.Start != 0 {
 			continue
 		}
 		_, body, err := r.ReadLogPiece(ctx, p)
 		if err != nil {
-			return archiveView{}, fmt.Errorf("timeline %d history: %w", tli, err)
+			return archiveView{}, fmt.Errorf("timeline %d history: %w", t, err)
 		}
-		histories[tli] = parseHistory(body)
+		histories[t] = parseHistory(body)
 	}
 	v := archiveView{spans: spans, switches: switches, gaps: gaps}
 	if len(wal) == 0 {

@@ -229,7 +229,7 @@ func (s *Service) CreateInstance(ctx context.Context, c Caller, in cairn.Instanc
 		} else {
 			return cairn.Instance{}, errorf(cairn.ErrInvalid, "a point_in_time restore needs the backup or the instance to restore")
 		}
-		b, err := s.planPointInTime(ctx, c, source, in.BackupID, in.PointInTime)
+		b, err := s.planPointInTime(ctx, c, source, in.BackupID, in.PointInTime, 0)
 		if err != nil {
 			return cairn.Instance{}, err
 		}
@@ -331,7 +331,7 @@ func (s *Service) runCreateInstance(ctx context.Context, t cairn.Task) error {
 	}
 	var walStream func(ctx context.Context, w io.Writer) error
 	if !p.PointInTime.IsZero() {
-		if spec.Recovery, walStream, err = s.recoveryPlan(ctx, p.Source, b, p.PointInTime, false); err != nil {
+		if spec.Recovery, walStream, err = s.recoveryPlan(ctx, p.Source, b, p.PointInTime, false, 0); err != nil {
 			return err
 		}
 	}

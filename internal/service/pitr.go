@@ -20,8 +20,11 @@ import (
 // archiver's view, or, when none runs (the instance is gone, or the
 // service just started), what the store holds. segSize is the WAL
 // segment size of the source's backups (the store does not keep it); 0
-// loads a MariaDB archive.
-func (s *Service) archiveViewOf(ctx context.Context, source string, segSize uint64) (archiveView, cairn.ID, Repository, error) {
+// loads a MariaDB archive. tli is the timeline (PostgreSQL) or binary
+// log generation (MariaDB) to read the archive along: the one the
+// server is on; 0 for the one the running archiver follows, else the
+// archive's newest.
+func (s *Service) archiveViewOf(ctx context.Context, source string, segSize uint64, tli uint32) (archiveView, cairn.ID, Repository, error) {
 	id, err := ArchiveID(source)
 	if err != nil {
 		return archiveView{}, id, nil, fmt.Errorf("instance %s has no archive: %w", source, cairn.ErrInvalid)
@@ -29,29 +32,40 @@ func (s *Service) archiveViewOf(ctx context.Context, source string, segSize uint
 	container := s.defCont
 	if ar := s.archiverOf(source); ar != nil {
 		container = ar.container
+		if v := ar.view(); tli == 0 && v.loaded && v.state == "streaming" && v.mariadb == (segSize == 0) {
+			tli = v.timeline
+		}
 	}
 	r, err := s.repoFor(ctx, container)
 	if err != nil {
 		return archiveView{}, id, nil, err
 	}
 	if segSize == 0 {
-		// The generation the server is on, as its archiver knows it;
-		// else the archive's newest.
-		gen := uint32(0)
-		if ar := s.archiverOf(source); ar != nil {
-			if v := ar.view(); v.loaded && v.mariadb {
-				gen = v.timeline
-			}
-		}
-		v, err := loadBinlogArchive(ctx, r, id, gen)
+		v, err := loadBinlogArchive(ctx, r, id, tli)
 		return v, id, r, err
 	}
-	v, err := loadArchive(ctx, r, id)
+	v, err := loadArchive(ctx, r, id, tli)
 	if err != nil {
 		return archiveView{}, id, nil, err
 	}
 	v.segSize = segSize
 	return v, id, r, nil
+}
+
+// serverTimeline is the timeline (PostgreSQL) or binary log generation
+// (MariaDB) instance inst's server is on: the one its archiver streams;
+// else, when its last recover was undone, the one that recover began on
+// (the undo put the volume back there); else 0, the archive's newest.
+func (s *Service) serverTimeline(inst cairn.Instance) uint32 {
+	if ar := s.archiverOf(inst.ID); ar != nil {
+		if v := ar.view(); v.loaded && v.state == "streaming" {
+			return v.timeline
+		}
+	}
+	if rc := inst.Recovery; rc != nil && rc.Status == cairn.RecoveryUndone {
+		return rc.ArchiveTimeline
+	}
+	return 0
 }
 
 // planPointInTime checks that t lies in the recoverable window of the
@@ -61,7 +75,10 @@ func (s *Service) archiveViewOf(ctx context.Context, source string, segSize uint
 //
 // Only the caller's backups count: the source may be an instance gone
 // from the catalog whose backups stay (or were adopted from the store).
-func (s *Service) planPointInTime(ctx context.Context, c Caller, source, backupID string, t time.Time) (cairn.DatabaseBackup, error) {
+//
+// tli is the timeline or generation to read the archive along
+// (archiveViewOf).
+func (s *Service) planPointInTime(ctx context.Context, c Caller, source, backupID string, t time.Time, tli uint32) (cairn.DatabaseBackup, error) {
 	all, err := s.completedBackups(ctx, source)
 	if err != nil {
 		return cairn.DatabaseBackup{}, err
@@ -94,7 +111,7 @@ func (s *Service) planPointInTime(ctx context.Context, c Caller, source, backupI
 	if seg == 0 && !mariadb {
 		return cairn.DatabaseBackup{}, errorf(cairn.ErrInvalid, "instance %s has no snapshot or physical backup to restore to a point in time from", source)
 	}
-	v, _, _, err := s.archiveViewOf(ctx, source, seg)
+	v, _, _, err := s.archiveViewOf(ctx, source, seg, tli)
 	if err != nil {
 		return cairn.DatabaseBackup{}, err
 	}
@@ -134,21 +151,23 @@ func (s *Service) planPointInTime(ctx context.Context, c Caller, source, backupI
 //
 // inPlace says the recovery is of the source itself (a recover in
 // place), not of a new instance: a MariaDB server then goes on with a
-// new generation of its binary log.
-func (s *Service) recoveryPlan(ctx context.Context, source string, b cairn.DatabaseBackup, t time.Time, inPlace bool) (*dbhost.Recovery, func(ctx context.Context, w io.Writer) error, error) {
+// new generation of its binary log. tli is the timeline or generation to
+// follow (archiveViewOf).
+func (s *Service) recoveryPlan(ctx context.Context, source string, b cairn.DatabaseBackup, t time.Time, inPlace bool,
+	tli uint32) (*dbhost.Recovery, func(ctx context.Context, w io.Writer) error, error) {
 	rec, err := dbRecord(b)
 	if err != nil {
 		return nil, nil, err
 	}
 	if rec.MariaDB != nil {
-		return s.binlogRecoveryPlan(ctx, source, b, rec, t, inPlace)
+		return s.binlogRecoveryPlan(ctx, source, b, rec, t, inPlace, tli)
 	}
 	p := rec.PostgreSQL
 	if p == nil || p.WALSegmentSize <= 0 {
 		return nil, nil, fmt.Errorf("backup %s: not a PostgreSQL backup: %w", b.ID, cairn.ErrInvalid)
 	}
 	seg := uint64(p.WALSegmentSize)
-	v, id, r, err := s.archiveViewOf(ctx, source, seg)
+	v, id, r, err := s.archiveViewOf(ctx, source, seg, tli)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -177,12 +196,12 @@ func (s *Service) recoveryPlan(ctx context.Context, source string, b cairn.Datab
 // transaction that committed after t's second (the binary log stamps
 // events to the second), and where the replay starts.
 func (s *Service) binlogRecoveryPlan(ctx context.Context, source string, b cairn.DatabaseBackup, rec dbagent.Record,
-	t time.Time, inPlace bool) (*dbhost.Recovery, func(ctx context.Context, w io.Writer) error, error) {
+	t time.Time, inPlace bool, tli uint32) (*dbhost.Recovery, func(ctx context.Context, w io.Writer) error, error) {
 	p := rec.MariaDB
 	if p.BinlogFile == "" {
 		return nil, nil, fmt.Errorf("backup %s has no binary log coordinates: %w", b.ID, cairn.ErrInvalid)
 	}
-	v, id, r, err := s.archiveViewOf(ctx, source, 0)
+	v, id, r, err := s.archiveViewOf(ctx, source, 0, tli)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -96,13 +96,14 @@ func (s *Service) RecoverInstance(ctx context.Context, c Caller, id string, in c
 			return cairn.Instance{}, errorf(cairn.ErrInvalid, "backup %s is of instance %s, not %s", in.BackupID, b.InstanceID, id)
 		}
 	}
-	b, err := s.planPointInTime(ctx, c, id, in.BackupID, in.PointInTime)
+	tli := s.serverTimeline(inst)
+	b, err := s.planPointInTime(ctx, c, id, in.BackupID, in.PointInTime, tli)
 	if err != nil {
 		return cairn.Instance{}, err
 	}
 	now := s.nowUTC()
 	rc := &cairn.InstanceRecovery{ID: cairn.NewUUID(), Status: cairn.RecoveryRunning, PointInTime: in.PointInTime.UTC(),
-		BackupID: b.ID, CreatedAt: now, UpdatedAt: now}
+		BackupID: b.ID, ArchiveTimeline: tli, CreatedAt: now, UpdatedAt: now}
 	err = s.update(ctx, func(tx catalog.Tx) error {
 		var err error
 		if inst, err = getInstance(ctx, tx, c, id); err != nil {
@@ -362,7 +363,7 @@ func (s *Service) provisionRecovered(ctx context.Context, inst cairn.Instance, v
 		}
 	}
 	var walStream func(ctx context.Context, w io.Writer) error
-	if spec.Recovery, walStream, err = s.recoveryPlan(ctx, inst.ID, b, t, true); err != nil {
+	if spec.Recovery, walStream, err = s.recoveryPlan(ctx, inst.ID, b, t, true, inst.Recovery.ArchiveTimeline); err != nil {
 		return dbhost.State{}, err
 	}
 	var st dbhost.State

@@ -334,7 +334,7 @@ func (s *Service) restorePointBase(ctx context.Context, inst cairn.Instance, vol
 			if rec.PostgreSQL != nil {
 				seg = uint64(rec.PostgreSQL.WALSegmentSize)
 			}
-			view, _, _, err := s.archiveViewOf(ctx, inst.ID, seg)
+			view, _, _, err := s.archiveViewOf(ctx, inst.ID, seg, inst.Recovery.ArchiveTimeline)
 			if err != nil {
 				return cairn.RestorePoint{}, b, false, err
 			}

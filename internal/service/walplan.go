@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -146,8 +147,24 @@ func walFiles(ctx context.Context, r Repository, id cairn.ID, segSize uint64, ch
 			seg = seg[:0]
 			return err
 		}
+		// A timeline the chain leaves is handed out only up to its switch
+		// point, zeros after: what it holds past it (the history a
+		// recover in place left) must never be replayed, and a server
+		// reading a switch segment of the old timeline (the new one's
+		// copy not being handed out) would replay it. For the same
+		// reason a piece that runs past the switch does not count for
+		// the stop after until's transaction: its last commit may lie
+		// past the switch.
+		last := st.tli == chain[len(chain)-1].tli
+		end := uint64(math.MaxUint64)
+		if !last {
+			end = st.to
+		}
 		pos := st.from
 		for _, p := range byLog[walLog(st.tli)] {
+			if pos >= end {
+				break
+			}
 			if p.End <= pos || p.Start > pos {
 				continue // before what is read, or an overlap already read
 			}
@@ -156,6 +173,9 @@ func walFiles(ctx context.Context, r Repository, id cairn.ID, segSize uint64, ch
 				return false, err
 			}
 			body = body[pos-p.Start:]
+			if uint64(len(body)) > end-pos {
+				body = body[:end-pos]
+			}
 			for len(body) > 0 {
 				n := min(uint64(len(body)), segStart+segSize-pos)
 				seg = append(seg, body[:n]...)
@@ -170,11 +190,8 @@ func walFiles(ctx context.Context, r Repository, id cairn.ID, segSize uint64, ch
 					}
 				}
 			}
-			if !until.IsZero() && h.LastTime.After(until) {
+			if (last || p.End <= end) && !until.IsZero() && h.LastTime.After(until) {
 				found = true
-			}
-			if pos >= st.to && st.tli != chain[len(chain)-1].tli {
-				break
 			}
 		}
 		if pos < st.to {

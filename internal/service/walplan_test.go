@@ -204,6 +204,29 @@ func TestWALFiles(t *testing.T) {
 		"000000010000000000000004", "000000010000000000000005", "000000030000000000000005"}) {
 		t.Fatalf("files through a fork: %v", fnames)
 	}
+	// Timeline 1's segment 5 holds what the fork left of timeline 1
+	// only up to the switch, zeros after: the history past it (a mistake
+	// a recover undid) is never handed to a server, which would replay
+	// it if it read that file for want of timeline 3's. And the piece
+	// that runs past the switch, whose last commit is after the target,
+	// does not end the files before timeline 3's: the target lies on it.
+	var seg5 []byte
+	var early []string
+	if _, err := walFiles(ctx, m, id, testSeg, fchain, t0.Add(3500*time.Millisecond), func(f walFile) error {
+		early = append(early, f.Name)
+		if f.Name == "000000010000000000000005" {
+			seg5 = f.Data
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(early, "000000030000000000000005") {
+		t.Fatalf("files through a fork to a target on the new timeline: %v", early)
+	}
+	if !bytes.Equal(seg5[:0x1000], pattern(1, 5*testSeg, 0x1000)) || !allZeros(seg5[0x1000:]) {
+		t.Fatal("timeline 1's switch segment holds more than its history up to the switch")
+	}
 
 	delete(m.pieces, format.LogPieceName(id, walLog(1), 5*testSeg, 5*testSeg+testSeg/4))
 	if _, err := walFiles(ctx, m, id, testSeg, chain, time.Time{}, func(walFile) error { return nil }); !errors.Is(err, cairn.ErrInvalid) {

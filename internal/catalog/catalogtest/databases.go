@@ -24,7 +24,7 @@ func fullInstance(project string, i int) cairn.Instance {
 		CreatedAt: at(i), UpdatedAt: at(i + 1),
 		Recovery: &cairn.InstanceRecovery{ID: cairn.NewUUID(), Status: cairn.RecoveryFailed, FailReason: "why ✓",
 			PointInTime: at(i - 1), BackupID: cairn.NewUUID(), SafetySnapshot: cairn.NewID().String(),
-			RestorePoint: cairn.NewUUID(), BaseTime: at(i - 2), CreatedAt: at(i), UpdatedAt: at(i + 2)},
+			RestorePoint: cairn.NewUUID(), BaseTime: at(i - 2), ArchiveTimeline: uint32(i + 3), CreatedAt: at(i), UpdatedAt: at(i + 2)},
 	}
 }
 
