@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/dbagent"
@@ -113,7 +114,24 @@ func WithInstances(h http.Handler, in Instances) http.Handler {
 	mux.HandleFunc("PUT /instances/{id}", func(w http.ResponseWriter, r *http.Request) {
 		var spec dbhost.Spec
 		var data io.Reader
-		if h := r.Header.Get(specHeader); h != "" {
+		if h := r.Header.Get(specBytesHeader); h != "" {
+			// A restore's stream is the body, after the spec's n bytes.
+			n, err := strconv.ParseInt(h, 10, 64)
+			if err != nil || n <= 0 || n > maxSpecBytes {
+				writeErr(w, fmt.Errorf("%s header %q: want 1 to %d: %w", specBytesHeader, h, int64(maxSpecBytes), cairn.ErrInvalid))
+				return
+			}
+			js := make([]byte, n)
+			if _, err := io.ReadFull(r.Body, js); err != nil {
+				writeErr(w, fmt.Errorf("instance spec: %v: %w", err, cairn.ErrInvalid))
+				return
+			}
+			if err := json.Unmarshal(js, &spec); err != nil {
+				writeErr(w, fmt.Errorf("instance spec: %v: %w", err, cairn.ErrInvalid))
+				return
+			}
+			data = r.Body
+		} else if h := r.Header.Get(specHeader); h != "" {
 			// A restore's stream is the body; the spec rides in a header.
 			js, err := base64.StdEncoding.DecodeString(h)
 			if err == nil {
@@ -186,13 +204,19 @@ func WithInstances(h http.Handler, in Instances) http.Handler {
 // Headers of the instance endpoints: a restore's spec beside its stream,
 // and the trailers that end a backup's.
 const (
-	specHeader    = "Cairn-Spec"
-	recordTrailer = "Cairn-Record"
-	errorTrailer  = "Cairn-Error"
+	specHeader      = "Cairn-Spec"
+	specBytesHeader = "Cairn-Spec-Bytes"
+	recordTrailer   = "Cairn-Record"
+	errorTrailer    = "Cairn-Error"
 )
 
-// maxSpecBytes bounds a provisioning request.
-const maxSpecBytes = 1 << 30
+// maxSpecBytes bounds a provisioning request's spec; maxSpecHeader is
+// the largest spec sent in a header (base64 makes it a third larger,
+// and a server reads at most 1 MiB of headers).
+const (
+	maxSpecBytes  = 1 << 30
+	maxSpecHeader = 256 << 10
+)
 
 func answer(w http.ResponseWriter, v any, err error) {
 	if err != nil {
@@ -217,17 +241,30 @@ func (c *Client) Provision(ctx context.Context, spec dbhost.Spec, data io.Reader
 	if err != nil {
 		return st, err
 	}
-	req, err := http.NewRequestWithContext(ctx, "PUT", "http://cairn"+path, bytes.NewReader(js))
-	if data != nil {
-		req, err = http.NewRequestWithContext(ctx, "PUT", "http://cairn"+path, data)
+	// A restore's stream is the body. Its spec rides in a header, which a
+	// data plane of an earlier release reads too; one too large for a
+	// header (a snapshot's overlay holds the WAL written while it was
+	// taken) goes first in the body.
+	framed := data != nil && len(js) > maxSpecHeader
+	body := io.Reader(bytes.NewReader(js))
+	switch {
+	case framed:
+		body = io.MultiReader(bytes.NewReader(js), data)
+	case data != nil:
+		body = data
 	}
+	req, err := http.NewRequestWithContext(ctx, "PUT", "http://cairn"+path, body)
 	if err != nil {
 		return st, err
 	}
-	if data != nil {
+	switch {
+	case framed:
+		req.Header.Set(specBytesHeader, strconv.Itoa(len(js)))
+		req.Header.Set("Content-Type", "application/octet-stream")
+	case data != nil:
 		req.Header.Set(specHeader, base64.StdEncoding.EncodeToString(js))
 		req.Header.Set("Content-Type", "application/octet-stream")
-	} else {
+	default:
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.streams.Do(req)

@@ -177,6 +177,21 @@ func TestInstancesOverTheControlSocket(t *testing.T) {
 	if !bytes.Equal(fake.data["i3"], overlay) || !reflect.DeepEqual(fake.specs["i3"], logical) {
 		t.Fatal("the restore's stream or spec differs from what was sent")
 	}
+	// A recovery's stream with a snapshot's large overlay (the WAL a
+	// quiesce under load wrote): the spec goes in the body, ahead of
+	// the stream, whole.
+	recovering := spec
+	recovering.ID = "i4"
+	recovering.Recovery = &dbhost.Recovery{Timeline: 2}
+	if _, err := c.Provision(ctx, recovering, bytes.NewReader(pattern(5<<20))); err != nil {
+		t.Fatalf("Provision with a large overlay and a stream: %v", err)
+	}
+	if !bytes.Equal(fake.data["i4"], pattern(5<<20)) || !reflect.DeepEqual(fake.specs["i4"], recovering) {
+		t.Fatal("the recovery's stream or spec differs from what was sent")
+	}
+	if err := c.RemoveInstance(ctx, "i4"); err != nil {
+		t.Fatal(err)
+	}
 	var stream bytes.Buffer
 	rec, err := c.BackupInstance(ctx, "i1", dbhost.StreamOptions{Method: dbagent.Physical, Label: "p"}, &stream)
 	if err != nil || rec.Label != "p" || rec.Bytes != 3<<20 || !bytes.Equal(stream.Bytes(), pattern(3<<20)) {
