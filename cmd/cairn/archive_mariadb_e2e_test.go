@@ -351,11 +351,7 @@ func TestRecoverFromRestorePointMariaDB(t *testing.T) {
 	}
 	mariaCommit(t, db, 0, 20)
 	backup := completedBackupOf(p, id, "snapshot")
-	points := p.waitRestorePoint(id, mariaCommit(t, db, 100, 20))
-	newest, err := time.Parse(time.RFC3339Nano, points["newest"].(string))
-	if err != nil {
-		t.Fatal(err)
-	}
+	newest := p.waitRestorePoint(id, mariaCommit(t, db, 100, 20))
 	target := mariaCommit(t, db, 200, 20)
 	nextSecond(t, db, target)
 	mariaCommit(t, db, 300, 20)
@@ -369,14 +365,7 @@ func TestRecoverFromRestorePointMariaDB(t *testing.T) {
 	db.Close()
 
 	got := p.recoverTo(id, target, "")
-	rc, _ := got["recovery"].(map[string]any)
-	if got["status"] != "ACTIVE" || rc["status"] != "COMPLETED" || rc["recovered_from_backup"] != backup["id"] {
-		t.Fatalf("after the recover: %v", got)
-	}
-	base, err := time.Parse(time.RFC3339Nano, fmt.Sprint(rc["base_time"]))
-	if rp, _ := rc["restore_point"].(string); rp == "" || err != nil || base.Before(newest) || base.After(target) {
-		t.Fatalf("the recover started from %v at %v (%v), want a restore point from %v to %v", rc["restore_point"], rc["base_time"], err, newest, target)
-	}
+	checkFromRestorePoint(t, got, backup, newest, target)
 	db = mariaDB(t, got, false)
 	defer db.Close()
 	want := append(append(idRange(0, 20), idRange(100, 20)...), idRange(200, 20)...)

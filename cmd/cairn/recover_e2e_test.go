@@ -333,9 +333,8 @@ func recoverKill9(t *testing.T, data, id string, target time.Time, want string, 
 }
 
 // waitRestorePoint waits until the instance has a restore point whose
-// data is consistent after at, and returns the instance's summary of
-// its restore points then.
-func (p *svcProc) waitRestorePoint(id string, at time.Time) map[string]any {
+// data is consistent after at, and returns the newest point's time.
+func (p *svcProc) waitRestorePoint(id string, at time.Time) time.Time {
 	p.t.Helper()
 	deadline := time.Now().Add(pointTimeout)
 	for {
@@ -347,13 +346,28 @@ func (p *svcProc) waitRestorePoint(id string, at time.Time) map[string]any {
 		p.callDB("GET", "/instances/"+id, nil, &got)
 		if s, _ := got.Instance.Points["newest"].(string); s != "" {
 			if newest, err := time.Parse(time.RFC3339Nano, s); err == nil && newest.After(at) {
-				return got.Instance.Points
+				return newest
 			}
 		}
 		if time.Now().After(deadline) {
 			p.t.Fatalf("no restore point after %v within %v: %v", at, pointTimeout, got.Instance.Points)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// checkFromRestorePoint checks that a recover of instance got completed
+// from backup and started from a restore point taken from newest to
+// target.
+func checkFromRestorePoint(t *testing.T, got, backup map[string]any, newest, target time.Time) {
+	t.Helper()
+	rc, _ := got["recovery"].(map[string]any)
+	if got["status"] != "ACTIVE" || rc["status"] != "COMPLETED" || rc["recovered_from_backup"] != backup["id"] {
+		t.Fatalf("after the recover: %v", got)
+	}
+	base, err := time.Parse(time.RFC3339Nano, fmt.Sprint(rc["base_time"]))
+	if rp, _ := rc["restore_point"].(string); rp == "" || err != nil || base.Before(newest) || base.After(target) {
+		t.Fatalf("the recover started from %v at %v (%v), want a restore point from %v to %v", rc["restore_point"], rc["base_time"], err, newest, target)
 	}
 }
 
@@ -375,11 +389,7 @@ func TestRecoverFromRestorePoint(t *testing.T) {
 	}
 	commitRows(t, conn, 0, 20)
 	backup := completedBackupOf(p, id, "snapshot")
-	points := p.waitRestorePoint(id, commitRows(t, conn, 100, 20))
-	newest, err := time.Parse(time.RFC3339Nano, points["newest"].(string))
-	if err != nil {
-		t.Fatal(err)
-	}
+	newest := p.waitRestorePoint(id, commitRows(t, conn, 100, 20))
 	commitRows(t, conn, 200, 20)
 	var target time.Time
 	if err := conn.QueryRow(t.Context(), "SELECT clock_timestamp()").Scan(&target); err != nil {
@@ -393,14 +403,7 @@ func TestRecoverFromRestorePoint(t *testing.T) {
 	conn.Close(t.Context())
 
 	got := p.recoverTo(id, target, "")
-	rc, _ := got["recovery"].(map[string]any)
-	if got["status"] != "ACTIVE" || rc["status"] != "COMPLETED" || rc["recovered_from_backup"] != backup["id"] {
-		t.Fatalf("after the recover: %v", got)
-	}
-	base, err := time.Parse(time.RFC3339Nano, fmt.Sprint(rc["base_time"]))
-	if rp, _ := rc["restore_point"].(string); rp == "" || err != nil || base.Before(newest) || base.After(target) {
-		t.Fatalf("the recover started from %v at %v (%v), want a restore point from %v to %v", rc["restore_point"], rc["base_time"], err, newest, target)
-	}
+	checkFromRestorePoint(t, got, backup, newest, target)
 	if !strings.Contains(p.log.String(), "volume reverted to a restore point") {
 		t.Fatal("the recover did not revert to the restore point")
 	}
