@@ -147,18 +147,7 @@ func TestRecoverInPlace(t *testing.T) {
 	conn.Close(t.Context())
 
 	// Undone: the instance as the mistake left it.
-	var undo struct {
-		Recovery map[string]any `json:"recovery"`
-	}
-	if code := p.callDB("POST", "/instances/"+id+"/action", map[string]any{"undo_recover": map[string]any{}}, &undo); code != 202 ||
-		undo.Recovery["status"] != "UNDOING" {
-		t.Fatalf("undo: %d %v", code, undo)
-	}
-	insts, _ := p.dbSettled()
-	got = byID(t, insts, id)
-	if rc, _ := got["recovery"].(map[string]any); got["status"] != "ACTIVE" || rc["status"] != "UNDONE" {
-		t.Fatalf("after the undo: %v", got)
-	}
+	got = p.undoRecover(id)
 	conn = pgConn(t, got)
 	if ids := stampIDs(t, conn); ids != nil {
 		t.Fatalf("after the undo, the dropped table is back with %v", ids)
@@ -194,6 +183,26 @@ func TestRecoverInPlace(t *testing.T) {
 		t.Fatal("the second recover did not restore from the repository")
 	}
 	repoCheck(t, data)
+}
+
+// undoRecover asks for the undo of instance id's last recover, waits for
+// the service to settle and returns the instance, which must be ACTIVE
+// with its recovery UNDONE.
+func (p *svcProc) undoRecover(id string) map[string]any {
+	p.t.Helper()
+	var undo struct {
+		Recovery map[string]any `json:"recovery"`
+	}
+	if code := p.callDB("POST", "/instances/"+id+"/action", map[string]any{"undo_recover": map[string]any{}}, &undo); code != 202 ||
+		undo.Recovery["status"] != "UNDOING" {
+		p.t.Fatalf("undo: %d %v", code, undo)
+	}
+	insts, _ := p.dbSettled()
+	got := byID(p.t, insts, id)
+	if rc, _ := got["recovery"].(map[string]any); got["status"] != "ACTIVE" || rc["status"] != "UNDONE" {
+		p.t.Fatalf("after the undo: %v", got)
+	}
+	return got
 }
 
 // commitAfterMistake adds a row to table after_mistake (making it) and
@@ -415,17 +424,7 @@ func TestRecoverFromRestorePoint(t *testing.T) {
 	p.waitArchived(id, commitRows(t, conn, 999, 1))
 	conn.Close(t.Context())
 
-	var undo struct {
-		Recovery map[string]any `json:"recovery"`
-	}
-	if code := p.callDB("POST", "/instances/"+id+"/action", map[string]any{"undo_recover": map[string]any{}}, &undo); code != 202 {
-		t.Fatalf("undo: %d %v", code, undo)
-	}
-	insts, _ := p.dbSettled()
-	got = byID(t, insts, id)
-	if rc, _ := got["recovery"].(map[string]any); got["status"] != "ACTIVE" || rc["status"] != "UNDONE" {
-		t.Fatalf("after the undo: %v", got)
-	}
+	got = p.undoRecover(id)
 	conn = pgConn(t, got)
 	if ids := stampIDs(t, conn); ids != nil {
 		t.Fatalf("after the undo, the dropped table is back with %v", ids)
