@@ -443,6 +443,13 @@ type ArchiveState struct {
 	// Slot is the server's archive slot, as last read.
 	Slot  *ArchiveSlot `json:"slot,omitempty"`
 	Error string       `json:"error,omitempty"`
+	// RestorePointFailures counts the restore points in a row that
+	// could not be taken (0 once one is).
+	RestorePointFailures int `json:"restore_point_failures,omitempty"`
+	// RestorePoints sums up the instance's restore points as the
+	// archiver last counted them, for the metrics; the instance shows
+	// its own count, read from the catalog.
+	RestorePoints RestorePointSummary `json:"-"`
 }
 
 // ArchiveSlot is the state of the replication slot that keeps on the

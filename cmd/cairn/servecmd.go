@@ -697,7 +697,11 @@ func archiveSamples(states map[string]cairn.ArchiveState, now time.Time) []metri
 	out := make([]metrics.ArchiveSample, 0, len(states))
 	for id, st := range states {
 		smp := metrics.ArchiveSample{Instance: id, Streaming: st.State == "streaming", LagSeconds: st.LagSeconds,
-			Gaps: len(st.Gaps), SecondsSinceComplete: -1, SlotSafeBytes: -1}
+			Gaps: len(st.Gaps), SecondsSinceComplete: -1, SlotSafeBytes: -1,
+			RestorePoints: st.RestorePoints.Count, SecondsSinceRestorePoint: -1, RestorePointFailures: st.RestorePointFailures}
+		if st.RestorePoints.Count > 0 {
+			smp.SecondsSinceRestorePoint = now.Sub(st.RestorePoints.Newest).Seconds()
+		}
 		if !st.CompleteAt.IsZero() {
 			smp.SecondsSinceComplete = now.Sub(st.CompleteAt).Seconds()
 		}

@@ -121,6 +121,12 @@ type ArchiveSample struct {
 	// SlotSafeBytes is how much more WAL the server may write before the
 	// archive's slot loses some, -1 when unbounded or unknown.
 	SlotSafeBytes float64
+	// RestorePoints is how many restore points the instance has,
+	// SecondsSinceRestorePoint the age of the newest (-1: none), and
+	// RestorePointFailures how many in a row could not be taken.
+	RestorePoints            int
+	SecondsSinceRestorePoint float64
+	RestorePointFailures     int
 }
 
 // Archives registers the WAL archive gauges, read from fn at each
@@ -132,16 +138,20 @@ func (m *Metrics) Archives(fn func() []ArchiveSample) {
 		gaps:      prometheus.NewDesc("cairn_archive_gaps", "Stretches of WAL an instance's archive lost.", []string{"instance"}, nil),
 		age:       prometheus.NewDesc("cairn_archive_complete_age_seconds", "Seconds since the latest time the archive holds everything written by.", []string{"instance"}, nil),
 		slot:      prometheus.NewDesc("cairn_archive_slot_safe_bytes", "WAL the server may still write before the archive's slot loses some (-1: unbounded or unknown).", []string{"instance"}, nil),
+		points:    prometheus.NewDesc("cairn_restore_points", "Restore points an instance has for a recover in place.", []string{"instance"}, nil),
+		pointAge:  prometheus.NewDesc("cairn_restore_point_age_seconds", "Seconds since the data time of an instance's newest restore point (-1: none).", []string{"instance"}, nil),
+		pointFail: prometheus.NewDesc("cairn_restore_point_failures", "Restore points in a row that could not be taken (0 once one is).", []string{"instance"}, nil),
 	})
 }
 
 type archiveCollector struct {
 	fn                              func() []ArchiveSample
 	streaming, lag, gaps, age, slot *prometheus.Desc
+	points, pointAge, pointFail     *prometheus.Desc
 }
 
 func (c *archiveCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.streaming, c.lag, c.gaps, c.age, c.slot} {
+	for _, d := range []*prometheus.Desc{c.streaming, c.lag, c.gaps, c.age, c.slot, c.points, c.pointAge, c.pointFail} {
 		ch <- d
 	}
 }
@@ -157,5 +167,8 @@ func (c *archiveCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.gaps, prometheus.GaugeValue, float64(s.Gaps), s.Instance)
 		ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, s.SecondsSinceComplete, s.Instance)
 		ch <- prometheus.MustNewConstMetric(c.slot, prometheus.GaugeValue, s.SlotSafeBytes, s.Instance)
+		ch <- prometheus.MustNewConstMetric(c.points, prometheus.GaugeValue, float64(s.RestorePoints), s.Instance)
+		ch <- prometheus.MustNewConstMetric(c.pointAge, prometheus.GaugeValue, s.SecondsSinceRestorePoint, s.Instance)
+		ch <- prometheus.MustNewConstMetric(c.pointFail, prometheus.GaugeValue, float64(s.RestorePointFailures), s.Instance)
 	}
 }

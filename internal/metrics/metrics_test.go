@@ -12,8 +12,10 @@ import (
 func TestArchiveGauges(t *testing.T) {
 	m := metrics.New()
 	samples := []metrics.ArchiveSample{
-		{Instance: "a", Streaming: true, LagSeconds: 0.25, Gaps: 0, SecondsSinceComplete: 1.5, SlotSafeBytes: 1 << 20},
-		{Instance: "b", Streaming: false, Gaps: 2, SecondsSinceComplete: -1, SlotSafeBytes: -1},
+		{Instance: "a", Streaming: true, LagSeconds: 0.25, Gaps: 0, SecondsSinceComplete: 1.5, SlotSafeBytes: 1 << 20,
+			RestorePoints: 3, SecondsSinceRestorePoint: 42},
+		{Instance: "b", Streaming: false, Gaps: 2, SecondsSinceComplete: -1, SlotSafeBytes: -1,
+			SecondsSinceRestorePoint: -1, RestorePointFailures: 4},
 	}
 	m.Archives(func() []metrics.ArchiveSample { return samples })
 	rec := httptest.NewRecorder()
@@ -27,6 +29,12 @@ func TestArchiveGauges(t *testing.T) {
 		`cairn_archive_complete_age_seconds{instance="a"} 1.5`,
 		`cairn_archive_slot_safe_bytes{instance="a"} 1.048576e+06`,
 		`cairn_archive_slot_safe_bytes{instance="b"} -1`,
+		`cairn_restore_points{instance="a"} 3`,
+		`cairn_restore_points{instance="b"} 0`,
+		`cairn_restore_point_age_seconds{instance="a"} 42`,
+		`cairn_restore_point_age_seconds{instance="b"} -1`,
+		`cairn_restore_point_failures{instance="a"} 0`,
+		`cairn_restore_point_failures{instance="b"} 4`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("no %s in:\n%s", want, body)

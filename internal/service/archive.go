@@ -123,6 +123,10 @@ type archiveView struct {
 	// lagging and slotLow are alarms raised (an event each) and not yet
 	// cleared.
 	lagging, slotLow bool
+	// points sums up the instance's restore points as last counted;
+	// pointFailures counts the points in a row that failed.
+	points        cairn.RestorePointSummary
+	pointFailures int
 
 	// MariaDB: timeline is the binary log's generation (the server's,
 	// which the window follows); binFile is the
@@ -989,7 +993,8 @@ func (s *Service) archiveState(id string) *cairn.ArchiveState {
 	}
 	v := ar.view()
 	st := &cairn.ArchiveState{Container: ar.container, State: v.state, Timeline: v.timeline,
-		CompleteAt: v.completeAt, LastTransaction: v.lastTxn, Gaps: v.gaps, Slot: v.slot, Error: v.err}
+		CompleteAt: v.completeAt, LastTransaction: v.lastTxn, Gaps: v.gaps, Slot: v.slot, Error: v.err,
+		RestorePointFailures: v.pointFailures, RestorePoints: v.points}
 	switch {
 	case v.mariadb && v.binFile != "":
 		st.ArchivedPosition, st.ArchivedGTID = binlogPosString(v.binFile, v.end), v.binGTID

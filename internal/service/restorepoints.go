@@ -66,6 +66,7 @@ func (ar *archiver) keepRestorePoints(ctx context.Context) {
 	if err := s.sweepRestorePoints(ctx, ar.inst, ar.container); err != nil && ctx.Err() == nil {
 		s.log.Warn("clearing what restore points left half made", "instance", ar.inst, "err", err)
 	}
+	ar.countRestorePoints(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -79,13 +80,31 @@ func (ar *archiver) keepRestorePoints(ctx context.Context) {
 		switch {
 		case err != nil:
 			s.log.Warn("taking a restore point", "instance", ar.inst, "err", err)
+			ar.set(func(st *archiveView) { st.pointFailures++ })
 		case taken:
 			s.log.Info("restore point taken", "instance", ar.inst, "restore_point", rp.ID, "data_timestamp", rp.DataTimestamp)
+			ar.set(func(st *archiveView) { st.pointFailures = 0 })
 		}
 		if err := s.pruneRestorePoints(ctx, ar.inst, s.points.keep); err != nil && ctx.Err() == nil {
 			s.log.Warn("removing old restore points", "instance", ar.inst, "err", err)
 		}
+		ar.countRestorePoints(ctx)
 	}
+}
+
+// countRestorePoints reads the instance's restore points into the
+// archiver's view, for the metrics. A failed read leaves the last
+// count.
+func (ar *archiver) countRestorePoints(ctx context.Context) {
+	list, err := ar.s.restorePoints(ctx, ar.inst)
+	if err != nil {
+		return
+	}
+	var sum cairn.RestorePointSummary
+	if len(list) > 0 {
+		sum = cairn.RestorePointSummary{Count: len(list), Oldest: list[0].DataTimestamp, Newest: list[len(list)-1].DataTimestamp}
+	}
+	ar.set(func(st *archiveView) { st.points = sum })
 }
 
 // takeRestorePoint takes a restore point of an ACTIVE instance whose

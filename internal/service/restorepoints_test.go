@@ -101,6 +101,23 @@ func (r *rig) waitPoints(instance string, what string, ok func(pointsState) bool
 	}
 }
 
+// waitArchive waits until the instance's archive state (what the
+// metrics read) satisfies ok.
+func (r *rig) waitArchive(instance, what string, ok func(cairn.ArchiveState) bool) {
+	r.t.Helper()
+	for {
+		st, found := r.svc.Archives()[instance]
+		if found && ok(st) {
+			return
+		}
+		select {
+		case <-r.t.Context().Done():
+			r.t.Fatalf("the archive state never came to %s: %+v", what, st)
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
 // consistent says that every row names a snapshot and an overlay that
 // exist, of the row's own point, and that nothing else exists.
 func consistent(st pointsState) bool {
@@ -155,6 +172,9 @@ func TestRestorePoints(t *testing.T) {
 		return len(st.rows) == 2 && !slices.Contains(pointIDs(st.rows), rp.ID) && consistent(st)
 	})
 	kept := pointIDs(st.rows)
+	r.waitArchive(f.vol, "two points counted", func(a cairn.ArchiveState) bool {
+		return a.RestorePoints.Count == 2 && a.RestorePoints.Newest.Equal(st.rows[1].DataTimestamp) && a.RestorePointFailures == 0
+	})
 
 	// The overlay's store fails: the snapshot taken goes again.
 	r.faults.Add(servicetest.Fault{Method: "Repository.BackupStream", Times: 1})
@@ -175,6 +195,18 @@ func TestRestorePoints(t *testing.T) {
 	r.waitPoints(f.vol, "as before the failed point", func(st pointsState) bool {
 		return slices.Equal(pointIDs(st.rows), kept) && consistent(st)
 	})
+	r.waitArchive(f.vol, "one failure counted", func(a cairn.ArchiveState) bool {
+		return a.RestorePointFailures == 1 && a.RestorePoints.Count == 2
+	})
+	// The next point is taken, and the failures are cleared.
+	r.tick()
+	r.waitArchive(f.vol, "the failures cleared", func(a cairn.ArchiveState) bool {
+		return a.RestorePointFailures == 0 && a.RestorePoints.Count == 2
+	})
+	st = r.waitPoints(f.vol, "a newer point kept", func(st pointsState) bool {
+		return len(st.rows) == 2 && st.rows[0].ID == kept[1] && consistent(st)
+	})
+	kept = pointIDs(st.rows)
 
 	// A process killed between the snapshot, the overlay and the row:
 	// what it left no row names, and the next process removes it.

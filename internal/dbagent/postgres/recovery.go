@@ -1,17 +1,21 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/dbagent"
+	"github.com/jackc/pgx/v5"
 )
 
 var _ dbagent.PointInTime = (*Engine)(nil)
@@ -134,11 +138,7 @@ func (e *Engine) FinishRecovery(ctx context.Context, cfg dbagent.Config, srv dba
 			err = conn.QueryRow(ctx, "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END").Scan(&in, &pause)
 			if err == nil && in && pause == "paused" {
 				// At the target: promoted now, and waited for.
-				var done bool
-				if err = conn.QueryRow(ctx, "SELECT pg_promote(true, 600)").Scan(&done); err == nil && !done {
-					err = fmt.Errorf("pg_promote did not end the recovery within 600 s: %w", cairn.ErrUnavailable)
-				}
-				if err != nil {
+				if err = promote(ctx, conn, cfg.DataDir, srv); err != nil {
 					_ = conn.Close(ctx)
 					return fmt.Errorf("promoting the recovered server: %w", err)
 				}
@@ -167,4 +167,104 @@ func (e *Engine) FinishRecovery(ctx context.Context, cfg dbagent.Config, srv dba
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// promoteTimeout bounds how long a promotion the server was asked for
+// may take: pg_promote's own default wait, tenfold.
+const promoteTimeout = 600 * time.Second
+
+// promote asks a server paused at its recovery target to promote, and
+// waits until it has left recovery.
+//
+// Paused at its target, PostgreSQL (15) sleeps on a condition variable
+// for up to a second between looks at whether it was asked to promote,
+// and neither pg_promote nor any signal wakes that sleep: only
+// pg_wal_replay_resume does. Left alone, a promotion waits up to a
+// second, a fifth of a whole recover in place. So promote makes sure
+// the startup process knows of the promotion (it sends it the promote
+// signal, SIGUSR2, itself, rather than wait for the postmaster to
+// pass it on), then resumes the replay and pauses it again in one
+// statement: woken, the startup process finds the pause still asked
+// for, looks for a promotion and promotes, with the end-of-recovery
+// record and the checkpoint in the background.
+//
+// Every step is a hastener, none is needed for a correct end: if the
+// startup process looks at the pause between the resume and the pause
+// again, it ends the recovery at the same target as a resume does, with
+// a checkpoint before it takes writes; if it cannot be signalled (its
+// PID is not the postmaster's child), the postmaster's own signal gets
+// there within the second.
+func promote(ctx context.Context, conn *pgx.Conn, dataDir string, srv dbagent.Server) error {
+	var asked bool
+	if err := conn.QueryRow(ctx, "SELECT pg_promote(false)").Scan(&asked); err != nil {
+		return err
+	}
+	if !asked {
+		return fmt.Errorf("the server refused to promote: %w", cairn.ErrUnavailable)
+	}
+	var startup int
+	if err := conn.QueryRow(ctx, "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE backend_type = 'startup'").Scan(&startup); err != nil {
+		return err
+	}
+	if startup > 0 && parentPID(startup) == postmasterPID(dataDir) {
+		if err := syscall.Kill(startup, syscall.SIGUSR2); err == nil {
+			// An error means the server is promoting already, or has.
+			_, _ = conn.Exec(ctx, "SELECT pg_wal_replay_resume(), pg_wal_replay_pause()")
+		}
+	}
+	deadline := time.NewTimer(promoteTimeout)
+	defer deadline.Stop()
+	for {
+		var in bool
+		if err := conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&in); err != nil {
+			return err
+		}
+		if !in {
+			return nil
+		}
+		select {
+		case <-srv.Exited:
+			return fmt.Errorf("the server exited while promoting: %w", cairn.ErrUnavailable)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			return fmt.Errorf("the server did not leave recovery within %s of being asked to promote: %w", promoteTimeout, cairn.ErrUnavailable)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// postmasterPID is the PID in the first line of the data directory's
+// postmaster.pid, 0 when there is none.
+func postmasterPID(dataDir string) int {
+	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	return pid
+}
+
+// parentPID is the parent of process pid as /proc shows it, 0 when it
+// cannot be read.
+func parentPID(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return ppid
 }
