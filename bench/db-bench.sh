@@ -22,6 +22,9 @@
 #   rtonew   restore a new instance at such an instant from the repository
 #            alone (the source deleted, with its snapshots), beside
 #            pgBackRest's restore --type=time into an empty directory
+#            (both rto parts also report pgbench's TPS during each run:
+#            cairn streaming WAL and taking restore points, pgBackRest
+#            archive-push with archive-async=y)
 #
 #   bench/db-bench.sh                 # pg, tps and mariadb
 #   bench/db-bench.sh pg big          # chosen parts
@@ -74,7 +77,7 @@ stop() {
 }
 trap stop EXIT
 
-echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $(pgbackrest version); $(mariadb-backup --version 2>&1 | head -1)"
+echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $(pgbackrest version); $(mariadb-backup --version 2>&1 | head -1); cairn restore points every $RPI"
 "$DIR/dbbench" -url "$URL" -token "$TOKEN" -data-dir "$DATA" -base "$DIR/peer" -reps "${BENCH_REPS:-3}" \
   -scale "${BENCH_SCALE:-60}" -pgbench-seconds "${BENCH_PGBENCH_SECONDS:-60}" -parts "$(echo $PARTS | tr ' ' ,)" \
   | tee "$DIR/results.txt"

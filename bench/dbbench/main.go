@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -31,6 +32,7 @@ type config struct {
 	api         troveAPI
 	base        string // the peers' scratch directory
 	dataDir     string // cairn serve's data directory: its containers are in backups/
+	serveLog    string // cairn serve's log (JSON lines), where a recover's phases are read
 	reps        int
 	scale       int // pgbench scale of the pg part
 	bigScale    int // pgbench scale of the big part
@@ -48,6 +50,7 @@ func main() {
 	flag.StringVar(&c.api.token, "token", "", "its token")
 	flag.StringVar(&c.base, "base", "/var/tmp/cairn-db-bench/peer", "scratch directory of the peers")
 	flag.StringVar(&c.dataDir, "data-dir", "", "cairn serve's data directory, where backups/CONTAINER is measured")
+	flag.StringVar(&c.serveLog, "serve-log", "", "cairn serve's log, JSON lines (default: serve.log beside the data directory)")
 	flag.IntVar(&c.reps, "reps", 3, "repetitions of each timed step")
 	flag.IntVar(&c.scale, "scale", 60, "pgbench scale (60 is about 0.9 GiB)")
 	flag.IntVar(&c.bigScale, "big-scale", 600, "pgbench scale of the big part")
@@ -59,6 +62,9 @@ func main() {
 	flag.Parse()
 	c.api.poll = 50 * time.Millisecond
 	c.parts = strings.Split(parts, ",")
+	if c.serveLog == "" && c.dataDir != "" {
+		c.serveLog = filepath.Join(filepath.Dir(filepath.Clean(c.dataDir)), "serve.log")
+	}
 	if c.api.url == "" || c.api.token == "" || c.dataDir == "" {
 		fmt.Fprintln(os.Stderr, "dbbench: -url, -token and -data-dir are required")
 		os.Exit(2)

@@ -42,7 +42,7 @@ func rtoPart(ctx context.Context, c config, r *results) error {
 		if err != nil {
 			return err
 		}
-		target, err := loadThenMark(ctx, t, secs)
+		target, err := loadThenMark(ctx, r, "cairn", t, secs)
 		if err != nil {
 			return err
 		}
@@ -53,6 +53,7 @@ func rtoPart(ctx context.Context, c config, r *results) error {
 			return err
 		}
 		var got wire.Instance
+		began := time.Now()
 		took, err := timed(ctx, func() error {
 			var out struct {
 				Recovery wire.Recovery `json:"recovery"`
@@ -91,6 +92,13 @@ func rtoPart(ctx context.Context, c config, r *results) error {
 			return fmt.Errorf("cairn: %w", err)
 		}
 		r.add("recover in place", "cairn", "s", took)
+		names, phases, err := recoverPhaseTimes(c, inst.ID, began)
+		for i, n := range names {
+			r.add("  phase: "+n, "cairn", "s", phases[i])
+		}
+		if err != nil {
+			r.note("cairn round %d: the phases from the logs: %v", rep, err)
+		}
 		if rc := got.Recovery; rc.RestorePoint != "" {
 			r.note("cairn round %d: started from a restore point %.1f s before the instant (the backup was %.1f s before it)",
 				rep, target.Sub(rc.BaseTime).Seconds(), target.Sub(*b.DataTimestamp).Seconds())
@@ -102,7 +110,7 @@ func rtoPart(ctx context.Context, c config, r *results) error {
 		if _, err := peer.br(ctx, "--type=full", "backup"); err != nil {
 			return err
 		}
-		target, err = loadThenMark(ctx, peer.target(), secs)
+		target, err = loadThenMark(ctx, r, "pgbackrest", peer.target(), secs)
 		if err != nil {
 			return err
 		}
@@ -170,7 +178,7 @@ func rtoNewPart(ctx context.Context, c config, r *results) error {
 		if _, err := c.api.backup(ctx, backupRequest{Name: fmt.Sprintf("rtonew-%d", rep), Instance: src.ID}); err != nil {
 			return err
 		}
-		target, err := loadThenMark(ctx, t, secs)
+		target, err := loadThenMark(ctx, r, "cairn", t, secs)
 		if err != nil {
 			return err
 		}
@@ -214,7 +222,7 @@ func rtoNewPart(ctx context.Context, c config, r *results) error {
 		if _, err := peer.br(ctx, "--type=full", "backup"); err != nil {
 			return err
 		}
-		target, err = loadThenMark(ctx, peer.target(), secs)
+		target, err = loadThenMark(ctx, r, "pgbackrest", peer.target(), secs)
 		if err != nil {
 			return err
 		}
@@ -282,8 +290,10 @@ func waitLeftRecovery(ctx context.Context, t pgTarget) error {
 const rtoMarkBefore = 10
 
 // loadThenMark runs pgbench for secs and returns the instant
-// rtoMarkBefore seconds before its end, read from the server's clock.
-func loadThenMark(ctx context.Context, t pgTarget, secs int) (time.Time, error) {
+// rtoMarkBefore seconds before its end, read from the server's clock,
+// after recording the run's mean TPS as step "pgbench TPS while
+// archived" of tool.
+func loadThenMark(ctx context.Context, r *results, tool string, t pgTarget, secs int) (time.Time, error) {
 	run, err := startPgbench(ctx, t, "-n", "-c", "2", "-j", "2", "-T", strconv.Itoa(secs), "-P", "1")
 	if err != nil {
 		return time.Time{}, err
@@ -297,8 +307,12 @@ func loadThenMark(ctx context.Context, t pgTarget, secs int) (time.Time, error) 
 			mark, werr = time.Parse(time.RFC3339Nano, out)
 		}
 	}
-	if _, err := run.wait(); err != nil {
+	tps, err := run.wait()
+	if err != nil {
 		return mark, err
+	}
+	if werr == nil {
+		r.add("pgbench TPS while archived", tool, "tps", meanTPS(tps, 0, float64(secs)))
 	}
 	return mark, werr
 }

@@ -435,10 +435,15 @@ func TestRecoverFromRestorePoint(t *testing.T) {
 
 // TestRecoverAfterUndo: a recover in place, undone with no commit on the
 // recovered timeline, leaves the archive with a newer timeline than the
-// one the server is back on. A second recover follows the server's
+// one the server is back on (the second recover's, undone too, has a
+// commit). A second recover follows the server's
 // timeline, not the archive's newest: exact rows, not the mistake's
 // state (the newest timeline holds no commit after the instant, and a
-// recovery along it replayed everything it was given).
+// recovery along it replayed everything it was given). With the
+// instance deleted, a restore to a second after the undos reads the
+// store alone, and still follows the history the server went back to
+// (the undos marked the timelines they left in the archive's
+// description), not the newest timeline.
 func TestRecoverAfterUndo(t *testing.T) {
 	t.Parallel()
 	needInstances(t)
@@ -454,6 +459,11 @@ func TestRecoverAfterUndo(t *testing.T) {
 		conn := pgConn(t, got)
 		if ids := stampIDs(t, conn); fmt.Sprint(ids) != fmt.Sprint(m.want()) {
 			t.Fatalf("round %d: rows after the recover %v, want %v", round, ids, m.want())
+		}
+		if round == 1 {
+			// A commit on the second recover's timeline, archived: the
+			// archive's newest timeline has history of its own.
+			p.waitArchived(m.id, commitRows(t, conn, 500, 1))
 		}
 		conn.Close(t.Context())
 		if code := p.callDB("POST", "/instances/"+m.id+"/action", map[string]any{"undo_recover": map[string]any{}}, nil); code != 202 {
@@ -475,5 +485,53 @@ func TestRecoverAfterUndo(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
+	}
+
+	// A commit after the undos, on timeline 1, and the instance gone.
+	insts, _ := p.dbSettled()
+	conn := pgConn(t, byID(t, insts, m.id))
+	// The point lies after the commit of 2 and before that of 3.
+	var at, later time.Time
+	if _, err := conn.Exec(t.Context(), "INSERT INTO after_mistake VALUES (2)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(t.Context(), "SELECT clock_timestamp()").Scan(&at); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(t.Context(), "INSERT INTO after_mistake VALUES (3) RETURNING clock_timestamp()").Scan(&later); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(t.Context())
+	p.waitArchived(m.id, later)
+	if code := p.callDB("DELETE", "/instances/"+m.id, nil, nil); code != 202 {
+		t.Fatalf("instance delete: %d", code)
+	}
+	p.dbGone("instances", m.id)
+	var created struct {
+		Instance map[string]any `json:"instance"`
+	}
+	if code := p.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
+		"name": "after-undo", "datastore": map[string]any{"type": "postgresql", "version": "15"},
+		"restorePoint": map[string]any{"instance": m.id, "point_in_time": at.UTC().Format(time.RFC3339Nano)}}}, &created); code != 202 {
+		t.Fatalf("a restore to after the undos: %d %v", code, created)
+	}
+	insts, _ = p.dbSettled()
+	restored := byID(t, insts, created.Instance["id"].(string))
+	if restored["status"] != "ACTIVE" {
+		t.Fatalf("restored instance %v", restored)
+	}
+	conn = pgConn(t, restored)
+	defer conn.Close(t.Context())
+	var stamps bool
+	if err := conn.QueryRow(t.Context(), "SELECT to_regclass('stamps') IS NOT NULL").Scan(&stamps); err != nil {
+		t.Fatal(err)
+	}
+	var after []int
+	rows, err := conn.Query(t.Context(), "SELECT x FROM after_mistake ORDER BY x")
+	if err == nil {
+		after, err = pgx.CollectRows(rows, pgx.RowTo[int])
+	}
+	if err != nil || stamps || fmt.Sprint(after) != "[1 2]" {
+		t.Fatalf("restored along the wrong history: stamps table there %v, after_mistake %v (%v); want the server's own: no stamps, [1 2]", stamps, after, err)
 	}
 }

@@ -672,8 +672,12 @@ func (h *Host) provision(ctx context.Context, inst *instance, data io.Reader) er
 	if err != nil {
 		return err
 	}
+	began := time.Now()
 	if err := h.mount(ctx, inst); err != nil {
 		return err
+	}
+	if rec.Spec.Recovery != nil {
+		h.o.Logger.Info("recovering instance's volume mounted", "instance", id, "took", time.Since(began).Round(time.Millisecond))
 	}
 	if !rec.Prepared {
 		cfg := h.config(rec)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"time"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/dbagent"
@@ -160,11 +161,12 @@ func (h *Host) prepareRecovery(ctx context.Context, eng dbagent.Engine, cfg dbag
 	if r.Binlog != nil {
 		valid = binlogFileName
 	}
+	began := time.Now()
 	n, err := readLogFiles(data, dir, valid)
 	if err != nil {
 		return err
 	}
-	h.o.Logger.Info("recovery's log files written", "instance", rec.Spec.ID, "files", n)
+	h.o.Logger.Info("recovery's log files written", "instance", rec.Spec.ID, "files", n, "took", time.Since(began).Round(time.Millisecond))
 	t := dbagent.RecoveryTarget{Time: r.Time, Timeline: r.Timeline, Dir: dir}
 	if r.Binlog != nil {
 		b := *r.Binlog

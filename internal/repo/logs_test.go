@@ -48,8 +48,16 @@ func TestLogArchive(t *testing.T) {
 		t.Fatalf("archives %v %v", ids, err)
 	}
 	a, err := r.ArchiveInfo(ctx, id)
-	if err != nil || a.Instance != "i1" || a.SystemID != "7" {
+	if err != nil || a.Instance != "i1" || a.SystemID != "7" || len(a.Abandoned) != 0 {
 		t.Fatalf("archive info %+v %v", a, err)
+	}
+	// Written again, with the timelines an undone recover left.
+	a.Abandoned = []uint32{2}
+	if err := r.PutArchiveInfo(ctx, *a); err != nil {
+		t.Fatal(err)
+	}
+	if a, err = r.ArchiveInfo(ctx, id); err != nil || a.Instance != "i1" || !slices.Equal(a.Abandoned, []uint32{2}) {
+		t.Fatalf("archive info rewritten: %+v %v", a, err)
 	}
 	pieces, odd, err := r.LogPieces(ctx, id)
 	if err != nil || len(odd) != 0 || len(pieces) != 5 {

@@ -311,10 +311,21 @@ func loadArchive(ctx context.Context, r Repository, id cairn.ID, tli uint32) (ar
 	}
 	newest := tli
 	if newest == 0 {
+		abandoned, err := abandonedLogs(ctx, r, id)
+		if err != nil {
+			return archiveView{}, err
+		}
+		var top uint32
 		for _, p := range pieces {
 			if t, ok := parseWALLog(p.Log); ok {
-				newest = max(newest, t)
+				top = max(top, t)
+				if !abandoned[t] {
+					newest = max(newest, t)
+				}
 			}
+		}
+		if newest == 0 {
+			newest = top
 		}
 	}
 	var wal []repo.LogRef // of timeline newest, in order
@@ -964,6 +975,70 @@ func hasGap(gaps []cairn.ArchiveGap, tli uint32, from uint64) bool {
 		}
 	}
 	return false
+}
+
+// abandonedLogs reads which timelines or generations of archive id an
+// undone recover left (format.ArchiveInfo.Abandoned); none when the
+// archive has no description yet.
+func abandonedLogs(ctx context.Context, r Repository, id cairn.ID) (map[uint32]bool, error) {
+	info, err := r.ArchiveInfo(ctx, id)
+	if errors.Is(err, cairn.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[uint32]bool, len(info.Abandoned))
+	for _, t := range info.Abandoned {
+		out[t] = true
+	}
+	return out, nil
+}
+
+// abandonLogs records in the description of instance inst's archive
+// that the timelines or generations after from, the ones an undone
+// recover began, are not the server's history. Marking them again is
+// harmless.
+func (s *Service) abandonLogs(ctx context.Context, inst string, from uint32, mariadb bool) error {
+	id, err := ArchiveID(inst)
+	if err != nil {
+		return fmt.Errorf("archive of instance %s: %w", inst, err)
+	}
+	r, err := s.repoFor(ctx, s.defCont)
+	if err != nil {
+		return err
+	}
+	pieces, _, err := r.LogPieces(ctx, id)
+	if err != nil {
+		return err
+	}
+	info, err := r.ArchiveInfo(ctx, id)
+	if errors.Is(err, cairn.ErrNotFound) {
+		return nil // nothing archived, nothing to mark
+	}
+	if err != nil {
+		return err
+	}
+	marked := slices.Clone(info.Abandoned)
+	for _, p := range pieces {
+		t, ok := parseWALLog(p.Log)
+		if mariadb {
+			t, _, ok = parseBinlogLog(p.Log)
+		}
+		if ok && t > from && !slices.Contains(marked, t) {
+			marked = append(marked, t)
+		}
+	}
+	if len(marked) == len(info.Abandoned) {
+		return nil
+	}
+	slices.Sort(marked)
+	info.Abandoned = marked
+	if err := r.PutArchiveInfo(ctx, *info); err != nil {
+		return fmt.Errorf("marking the undone recover's log: %w", err)
+	}
+	s.log.Info("an undone recover's log marked abandoned", "instance", inst, "abandoned", marked)
+	return nil
 }
 
 // Archives returns the state of every archive, by instance: what the

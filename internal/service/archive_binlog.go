@@ -148,7 +148,18 @@ func loadBinlogArchive(ctx context.Context, r Repository, id cairn.ID, gen uint3
 		}
 	}
 	if gen == 0 {
-		gen = max(top, 1)
+		abandoned, err := abandonedLogs(ctx, r, id)
+		if err != nil {
+			return archiveView{}, err
+		}
+		for _, p := range pieces {
+			if g, _, ok := parseBinlogLog(p.Log); ok && !abandoned[g] {
+				gen = max(gen, g)
+			}
+		}
+		if gen == 0 {
+			gen = max(top, 1)
+		}
 	}
 	spans := binlogSpans(pieces, gen)
 	v := archiveView{mariadb: true, timeline: gen, binMaxGen: top, binSpans: spans, gaps: binlogGaps(spans, gen)}

@@ -210,9 +210,11 @@ func (s *Service) runRecoverInstance(ctx context.Context, t cairn.Task) error {
 	}
 	s.stopArchiver(inst.ID)
 	// 1. The instance as it is, kept.
+	began := time.Now()
 	if err := s.onHost(ctx, "stopping an instance to recover it", func() error { return s.host.RemoveInstance(ctx, inst.ID) }); err != nil {
 		return fmt.Errorf("stopping the instance: %w", err)
 	}
+	s.log.Info("recover: instance stopped and detached", "instance", inst.ID, "took", time.Since(began).Round(time.Millisecond))
 	if rc.SafetySnapshot == "" {
 		snap, found, err := s.engineSnapshot(ctx, safetySnapshotName(rc.ID))
 		if err != nil {
@@ -434,6 +436,14 @@ func (s *Service) runUndoRecover(ctx context.Context, t cairn.Task) error {
 	if err := s.dropRestorePoints(ctx, inst.ID, func(p cairn.RestorePoint) bool { return p.CreatedAt.After(began) }); err != nil {
 		return err
 	}
+	// So is the log the recover began: a restore of this instance after
+	// it is gone from the catalog, or from another deployment, reads the
+	// store alone, and must follow the history the server went back to.
+	if tli := inst.Recovery.ArchiveTimeline; tli > 0 {
+		if err := s.abandonLogs(ctx, inst.ID, tli, inst.Datastore.Type == cairn.DatastoreMariaDB); err != nil {
+			return err
+		}
+	}
 	inst, err = s.setInstance(ctx, inst.ID, func(in *cairn.Instance) {
 		in.Status, in.OperatingStatus = cairn.InstanceActive, st.Operating
 		in.Address, in.Port, in.FailReason = st.Address, st.Port, ""
@@ -474,6 +484,13 @@ func (s *Service) failRecover(event string) func(ctx context.Context, t cairn.Ta
 		switch {
 		case inst.Recovery.SafetySnapshot != "" && !undoing:
 			st, rerr = s.putBack(ctx, inst)
+			// Back on the history it left: a timeline the recover began
+			// before it failed is not the server's.
+			if tli := inst.Recovery.ArchiveTimeline; rerr == nil && tli > 0 {
+				if err := s.abandonLogs(ctx, inst.ID, tli, inst.Datastore.Type == cairn.DatastoreMariaDB); err != nil {
+					s.log.Warn("marking a failed recover's log abandoned", "instance", inst.ID, "err", err)
+				}
+			}
 		default:
 			// Nothing changed on the volume yet (no safety snapshot), or
 			// an undo failed, whose volume is the recovered one or the

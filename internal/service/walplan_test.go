@@ -21,6 +21,15 @@ import (
 type memLogs struct {
 	Repository // the rest is not used
 	pieces     map[string]memPiece
+	info       *format.ArchiveInfo // nil: none stored
+}
+
+func (m *memLogs) ArchiveInfo(_ context.Context, id cairn.ID) (*format.ArchiveInfo, error) {
+	if m.info == nil || m.info.ID != id {
+		return nil, fmt.Errorf("archive %s: %w", id.Short(), cairn.ErrNotFound)
+	}
+	a := *m.info
+	return &a, nil
 }
 
 type memPiece struct {
@@ -244,4 +253,69 @@ func allZeros(b []byte) bool {
 		}
 	}
 	return true
+}
+
+// TestLoadArchiveAbandoned: read with no timeline named, an archive
+// follows its newest timeline or generation that no undone recover left
+// (the archive description's abandoned ones); named, it follows the one
+// named, abandoned or not.
+func TestLoadArchiveAbandoned(t *testing.T) {
+	ctx := t.Context()
+	id := cairn.NewID()
+	t0 := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	m := &memLogs{pieces: map[string]memPiece{}}
+	piece := func(log string, start, end uint64, sec int) {
+		when := t0.Add(time.Duration(sec) * time.Second)
+		m.put(format.LogPiece{Archive: id, Log: log, Start: start, End: end, FirstTime: when, LastTime: when, Transactions: 1},
+			make([]byte, end-start))
+	}
+	// Timeline 1 to 6 segments and a bit; 2 and 3 branch off it (two
+	// recovers) and hold a little each.
+	piece(walLog(1), 4*testSeg, 6*testSeg+1000, 1)
+	piece(walLog(2), 5*testSeg, 5*testSeg+100, 2)
+	piece(walLog(3), 5*testSeg, 5*testSeg+200, 3)
+	for tli, at := range map[uint32]string{2: "0/50064", 3: "0/50080"} {
+		h := []byte("1\t" + at + "\tbefore\n")
+		m.put(format.LogPiece{Archive: id, Log: historyLog(tli), Start: 0, End: uint64(len(h))}, h)
+	}
+	// MariaDB's generations 1 and 2, in the same store for brevity.
+	piece(binlogLog(1, "mysql-bin.000001"), 0, 500, 4)
+	piece(binlogLog(2, "mysql-bin.000001"), 0, 300, 5)
+
+	for _, tc := range []struct {
+		name      string
+		info      *format.ArchiveInfo
+		tli       uint32
+		wantTLI   uint32
+		wantEnd   uint64
+		wantGen   uint32
+		wantBinTo uint64
+	}{
+		{"no description", nil, 0, 3, 5*testSeg + 200, 2, 300},
+		{"none abandoned", &format.ArchiveInfo{ID: id}, 0, 3, 5*testSeg + 200, 2, 300},
+		{"the newest abandoned", &format.ArchiveInfo{ID: id, Abandoned: []uint32{3}}, 0, 2, 5*testSeg + 100, 2, 300},
+		{"both branches abandoned", &format.ArchiveInfo{ID: id, Abandoned: []uint32{2, 3}}, 0, 1, 6*testSeg + 1000, 1, 500},
+		{"named, though abandoned", &format.ArchiveInfo{ID: id, Abandoned: []uint32{2, 3}}, 3, 3, 5*testSeg + 200, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m.info = tc.info
+			v, err := loadArchive(ctx, m, id, tc.tli)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.timeline != tc.wantTLI || v.end != tc.wantEnd {
+				t.Fatalf("WAL archive read along timeline %d to %x, want %d to %x", v.timeline, v.end, tc.wantTLI, tc.wantEnd)
+			}
+			if tc.wantGen == 0 {
+				return
+			}
+			b, err := loadBinlogArchive(ctx, m, id, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b.timeline != tc.wantGen || b.end != tc.wantBinTo {
+				t.Fatalf("binary log archive read along generation %d to %d, want %d to %d", b.timeline, b.end, tc.wantGen, tc.wantBinTo)
+			}
+		})
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -107,6 +108,11 @@ type ArchiveInfo struct {
 	// identifier, MariaDB's server_id.
 	SystemID string            `json:"system_id,omitempty"`
 	Tags     map[string]string `json:"tags,omitempty"`
+	// Abandoned are the timelines (PostgreSQL) or binary log
+	// generations (MariaDB) that a recover in place began and an undo
+	// left: their logs are kept, but they are not the server's history,
+	// so a restore that names no timeline does not follow them.
+	Abandoned []uint32 `json:"abandoned,omitempty"`
 }
 
 // DecodeArchiveInfo parses an archive's description.
@@ -120,6 +126,9 @@ func DecodeArchiveInfo(data []byte) (*ArchiveInfo, error) {
 	}
 	if a.ID.IsZero() || a.Datastore == "" {
 		return nil, fmt.Errorf("archive info: no id or datastore: %w", cairn.ErrCorrupt)
+	}
+	if slices.Contains(a.Abandoned, 0) {
+		return nil, fmt.Errorf("archive info: abandoned timeline 0: %w", cairn.ErrCorrupt)
 	}
 	return &a, nil
 }

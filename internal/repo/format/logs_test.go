@@ -133,6 +133,9 @@ func TestArchiveInfo(t *testing.T) {
 		{`{"version":1,"datastore":"postgresql"}`, cairn.ErrCorrupt},
 		{`{"version":1,"id":"00112233445566778899aabbccddeeff"}`, cairn.ErrCorrupt},
 		{`[`, cairn.ErrCorrupt},
+		{`{"version":1,"id":"00112233445566778899aabbccddeeff","datastore":"postgresql","abandoned":[2,3]}`, nil},
+		{`{"version":1,"id":"00112233445566778899aabbccddeeff","datastore":"postgresql","abandoned":[0]}`, cairn.ErrCorrupt},
+		{`{"version":1,"id":"00112233445566778899aabbccddeeff","datastore":"postgresql","abandoned":[-1]}`, cairn.ErrCorrupt},
 	} {
 		if _, err := format.DecodeArchiveInfo([]byte(tc.js)); !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.js, err, tc.want)
