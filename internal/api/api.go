@@ -153,12 +153,12 @@ func (s *Server) routes() {
 		_, _ = w.Write(OpenAPI)
 	})
 	m.HandleFunc("GET /{$}", s.versions)
-	m.HandleFunc("GET /v3/{$}", s.versions)
+	m.HandleFunc("GET /v3/{$}", s.version)
 
 	m.HandleFunc("GET /v3/auth/token", s.auth(s.whoami))
 
 	p := func(method, path string, h handler) {
-		m.HandleFunc(method+" /v3/{project_id}"+path, s.auth(h))
+		m.HandleFunc(method+" /v3/{project_id}"+path, s.auth(withMicroversion(h)))
 	}
 	p("GET", "/limits", s.limits)
 	p("GET", "/tasks/{id}", s.showTask)
@@ -244,12 +244,6 @@ func (s *Server) unmatched(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeError(w, r, fmt.Errorf("%s %s: no such resource: %w", r.Method, r.URL.Path, cairn.ErrNotFound))
-}
-
-func (s *Server) versions(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"versions": []map[string]any{{
-		"id": "v3.0", "status": "CURRENT", "links": []map[string]string{{"rel": "self", "href": "/v3/"}},
-	}}})
 }
 
 // auth authenticates the request's token and checks that it may act on

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -150,8 +151,11 @@ func TestProjectIsolation(t *testing.T) {
 	}
 }
 
-// TestAdminOnly: reset-status and all_tenants are refused to a project's
-// token (403) and work for the admin's.
+// TestAdminOnly: reset-status is refused to a project's token (403) and
+// works for the admin's; all_tenants from a project's token is ignored
+// (its own project's list, as the block storage API answers the name
+// lookups the clients make with it) and lists every project for the
+// admin's, in every spelling the clients send.
 func TestAdminOnly(t *testing.T) {
 	e := newEnv(t)
 	fa := e.fixture(e.tokA, "alpha")
@@ -168,11 +172,22 @@ func TestAdminOnly(t *testing.T) {
 		e.must(202, e.admin, "POST", ep.path, ep.body, nil)
 		e.must(202, e.admin, "POST", ep.path, strings.Replace(ep.body, "error", "available", 1), nil)
 	}
-	e.must(403, e.tokA, "GET", "/v3/alpha/volumes?all_tenants=1", nil, nil)
-	var all struct{ Volumes []wire.Summary }
-	e.must(200, e.admin, "GET", "/v3/admin/volumes?all_tenants=1", nil, &all)
-	if len(all.Volumes) != 1 || all.Volumes[0].ID != fa.vol {
-		t.Fatalf("admin all_tenants: %+v", all)
+	vb := e.createVolume(e.tokB, "beta", 1, "beta's")
+	for _, spelling := range []string{"1", "true", "True", "yes"} {
+		var own struct{ Volumes []wire.Summary }
+		e.must(200, e.tokA, "GET", "/v3/alpha/volumes?all_tenants="+spelling, nil, &own)
+		if len(own.Volumes) != 1 || own.Volumes[0].ID != fa.vol {
+			t.Fatalf("a project's all_tenants=%s: %+v, want its own volume only", spelling, own)
+		}
+		var all struct{ Volumes []wire.Summary }
+		e.must(200, e.admin, "GET", "/v3/admin/volumes?all_tenants="+spelling, nil, &all)
+		ids := []string{}
+		for _, v := range all.Volumes {
+			ids = append(ids, v.ID)
+		}
+		if len(ids) != 2 || !slices.Contains(ids, fa.vol) || !slices.Contains(ids, vb) {
+			t.Fatalf("admin all_tenants=%s: %v, want %s and %s", spelling, ids, fa.vol, vb)
+		}
 	}
 	// The admin acts in another project's URL.
 	e.must(200, e.admin, "GET", "/v3/alpha/volumes/"+fa.vol, nil, nil)
@@ -239,7 +254,7 @@ func TestBadInput(t *testing.T) {
 		{"list unknown marker", e.tokA, "GET", A + "/volumes?marker=nope", "", 404, "nope"},
 		{"list another project's marker", e.tokB, "GET", "/v3/beta/volumes?marker=" + fa.vol, "", 404, fa.vol},
 		{"list another project's marker (detail)", e.tokB, "GET", "/v3/beta/backups/detail?marker=" + fa.backup, "", 404, fa.backup},
-		{"all_tenants junk", e.admin, "GET", "/v3/admin/volumes?all_tenants=yes", "", 400, "all_tenants"},
+		{"all_tenants junk", e.admin, "GET", "/v3/admin/volumes?all_tenants=maybe", "", 400, "all_tenants"},
 		{"unknown path", e.tokA, "GET", A + "/widgets", "", 404, "no such resource"},
 		{"wrong method", e.tokA, "PATCH", A + "/volumes/" + fa.vol, `{}`, 405, ""},
 		{"quota volumes", quotaTok, "POST", "/v3/small/volumes", `{"volume":{"size":1}}`, 413, "volumes"},

@@ -63,7 +63,12 @@ const (
 // (key[:dir],...) or sort_key/sort_dir, all_tenants, and the filters named
 // in allowed. Unknown and repeated parameters are refused, so a typo
 // never lists everything. The service checks what the values mean.
-func listQuery(r *http.Request, allowed ...string) (service.ListQuery, error) {
+//
+// all_tenants takes the spellings of a boolean the clients send (1,
+// true, True, yes, on; 0, false, no, off). From a caller who is not an
+// admin it is ignored, as the block storage API does: the answer is the
+// caller's own project (the clients send it when they look a name up).
+func listQuery(r *http.Request, c service.Caller, allowed ...string) (service.ListQuery, error) {
 	q := r.URL.Query()
 	var lq service.ListQuery
 	ok := map[string]bool{"limit": true, "marker": true, "sort": true, "sort_key": true, "sort_dir": true, "all_tenants": true}
@@ -114,12 +119,12 @@ func listQuery(r *http.Request, allowed ...string) (service.ListQuery, error) {
 	lq.Status = cairn.Status(q.Get("status"))
 	lq.VolumeID = q.Get("volume_id")
 	lq.SnapshotID = q.Get("snapshot_id")
-	switch at := q.Get("all_tenants"); at {
-	case "1", "true":
-		lq.AllProjects = true
-	case "", "0", "false":
+	switch at := q.Get("all_tenants"); strings.ToLower(at) {
+	case "1", "true", "t", "yes", "y", "on":
+		lq.AllProjects = c.Admin
+	case "", "0", "false", "f", "no", "n", "off":
 	default:
-		return lq, fmt.Errorf("all_tenants %q: want 1, true, 0 or false: %w", at, cairn.ErrInvalid)
+		return lq, fmt.Errorf("all_tenants %q: want true or false: %w", at, cairn.ErrInvalid)
 	}
 	return lq, nil
 }
@@ -132,8 +137,9 @@ func nextLink(r *http.Request, n int, lq service.ListQuery, last string) []wire.
 	q := r.URL.Query()
 	q.Set("marker", last)
 	q.Set("limit", strconv.Itoa(lq.PageSize()))
+	// Absolute, as the clients follow it as it is.
 	u := url.URL{Path: r.URL.Path, RawQuery: q.Encode()}
-	return []wire.Link{{Rel: "next", Href: u.String()}}
+	return []wire.Link{{Rel: "next", Href: baseURL(r) + u.String()}}
 }
 
 // listSummaries answers a list without details: IDs and names.
@@ -221,7 +227,7 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request, c service.
 
 func (s *Server) listVolumes(detail bool) handler {
 	return func(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-		lq, err := listQuery(r, "name", "status")
+		lq, err := listQuery(r, c, "name", "status")
 		if err != nil {
 			return err
 		}
@@ -345,7 +351,7 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, c servic
 
 func (s *Server) listSnapshots(detail bool) handler {
 	return func(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-		lq, err := listQuery(r, "name", "status", "volume_id")
+		lq, err := listQuery(r, c, "name", "status", "volume_id")
 		if err != nil {
 			return err
 		}
@@ -423,7 +429,7 @@ func (s *Server) createBackup(w http.ResponseWriter, r *http.Request, c service.
 
 func (s *Server) listBackups(detail bool) handler {
 	return func(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-		lq, err := listQuery(r, "name", "status", "volume_id", "snapshot_id")
+		lq, err := listQuery(r, c, "name", "status", "volume_id", "snapshot_id")
 		if err != nil {
 			return err
 		}

@@ -119,6 +119,26 @@ type Summary struct {
 type Link struct {
 	Rel  string `json:"rel"`
 	Href string `json:"href"`
+	Type string `json:"type,omitempty"`
+}
+
+// APIVersion is one version in the block storage API's versions
+// document (GET / and GET /v3/): Version is the highest microversion
+// served, MinVersion the lowest.
+type APIVersion struct {
+	ID         string      `json:"id"`
+	Status     string      `json:"status"`
+	Version    string      `json:"version"`
+	MinVersion string      `json:"min_version"`
+	Updated    string      `json:"updated"`
+	Links      []Link      `json:"links"`
+	MediaTypes []MediaType `json:"media-types"`
+}
+
+// MediaType is a media type a version is served in.
+type MediaType struct {
+	Base string `json:"base"`
+	Type string `json:"type"`
 }
 
 // TokenInfo is GET /v3/auth/token: whose token this is.
