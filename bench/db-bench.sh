@@ -30,7 +30,9 @@
 #   bench/db-bench.sh pg big          # chosen parts
 #
 # Environment: BENCH_DIR (default /var/tmp/cairn-db-bench), BENCH_REPS (3),
-# BENCH_PGBENCH_SECONDS (60), BENCH_SCALE (60), BENCH_RESTORE_POINT_INTERVAL
+# BENCH_PGBENCH_SECONDS (60), BENCH_PGBENCH_RATE (the rto parts' pgbench
+# -R: 0, full speed; set it below the slower side's rate so that both
+# write the same WAL), BENCH_SCALE (60), BENCH_RESTORE_POINT_INTERVAL
 # (30s when rto runs, else 0: none). Needs root (attach, mount,
 # dropping the page cache). Every timed step starts with the page cache
 # dropped; a restore counts as done when the server accepts writes.
@@ -79,7 +81,8 @@ trap stop EXIT
 
 echo "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); $(pgbackrest version); $(mariadb-backup --version 2>&1 | head -1); cairn restore points every $RPI"
 "$DIR/dbbench" -url "$URL" -token "$TOKEN" -data-dir "$DATA" -base "$DIR/peer" -reps "${BENCH_REPS:-3}" \
-  -scale "${BENCH_SCALE:-60}" -pgbench-seconds "${BENCH_PGBENCH_SECONDS:-60}" -parts "$(echo $PARTS | tr ' ' ,)" \
+  -scale "${BENCH_SCALE:-60}" -pgbench-seconds "${BENCH_PGBENCH_SECONDS:-60}" -pgbench-rate "${BENCH_PGBENCH_RATE:-0}" \
+  -parts "$(echo $PARTS | tr ' ' ,)" \
   | tee "$DIR/results.txt"
 
 # Where each snapshot backup's time went, from the service's and the

@@ -37,6 +37,9 @@ type config struct {
 	scale       int // pgbench scale of the pg part
 	bigScale    int // pgbench scale of the big part
 	pgbenchSecs int // pgbench -T before each incremental
+	// pgbenchRate caps the rto parts' pgbench runs (-R, transactions a
+	// second; 0: full speed), so both tools write the same WAL.
+	pgbenchRate int
 	tpsSecs     int // pgbench -T of each TPS round
 	peerPort    int
 	mariaRows   int
@@ -55,6 +58,7 @@ func main() {
 	flag.IntVar(&c.scale, "scale", 60, "pgbench scale (60 is about 0.9 GiB)")
 	flag.IntVar(&c.bigScale, "big-scale", 600, "pgbench scale of the big part")
 	flag.IntVar(&c.pgbenchSecs, "pgbench-seconds", 60, "pgbench -T before each incremental")
+	flag.IntVar(&c.pgbenchRate, "pgbench-rate", 0, "pgbench -R of the rto parts' runs (0: full speed)")
 	flag.IntVar(&c.tpsSecs, "tps-seconds", 30, "pgbench -T of each TPS round")
 	flag.IntVar(&c.peerPort, "peer-port", 54345, "first port of the peers' servers")
 	flag.IntVar(&c.mariaRows, "mariadb-rows", 1500000, "rows of the MariaDB table (about 100 bytes each)")

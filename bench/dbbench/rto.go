@@ -42,7 +42,7 @@ func rtoPart(ctx context.Context, c config, r *results) error {
 		if err != nil {
 			return err
 		}
-		target, err := loadThenMark(ctx, r, "cairn", t, secs)
+		target, err := loadThenMark(ctx, r, "cairn", t, secs, c.pgbenchRate)
 		if err != nil {
 			return err
 		}
@@ -110,7 +110,7 @@ func rtoPart(ctx context.Context, c config, r *results) error {
 		if _, err := peer.br(ctx, "--type=full", "backup"); err != nil {
 			return err
 		}
-		target, err = loadThenMark(ctx, r, "pgbackrest", peer.target(), secs)
+		target, err = loadThenMark(ctx, r, "pgbackrest", peer.target(), secs, c.pgbenchRate)
 		if err != nil {
 			return err
 		}
@@ -144,7 +144,7 @@ func rtoPart(ctx context.Context, c config, r *results) error {
 		}
 		r.add("recover in place", "pgbackrest", "s", took)
 	}
-	r.note("recover in place: pgbench -c 2 for %d s after each backup, to the instant %d s before its end; pgBackRest restores with --delta into the stopped server's directory", secs, rtoMarkBefore)
+	r.note("recover in place: pgbench -c 2 for %d s after each backup (-R %d, 0: full speed), to the instant %d s before its end; pgBackRest restores with --delta into the stopped server's directory", secs, c.pgbenchRate, rtoMarkBefore)
 	return c.api.deleteInstance(ctx, inst.ID)
 }
 
@@ -178,7 +178,7 @@ func rtoNewPart(ctx context.Context, c config, r *results) error {
 		if _, err := c.api.backup(ctx, backupRequest{Name: fmt.Sprintf("rtonew-%d", rep), Instance: src.ID}); err != nil {
 			return err
 		}
-		target, err := loadThenMark(ctx, r, "cairn", t, secs)
+		target, err := loadThenMark(ctx, r, "cairn", t, secs, c.pgbenchRate)
 		if err != nil {
 			return err
 		}
@@ -222,7 +222,7 @@ func rtoNewPart(ctx context.Context, c config, r *results) error {
 		if _, err := peer.br(ctx, "--type=full", "backup"); err != nil {
 			return err
 		}
-		target, err = loadThenMark(ctx, r, "pgbackrest", peer.target(), secs)
+		target, err = loadThenMark(ctx, r, "pgbackrest", peer.target(), secs, c.pgbenchRate)
 		if err != nil {
 			return err
 		}
@@ -268,7 +268,7 @@ func rtoNewPart(ctx context.Context, c config, r *results) error {
 		}
 		r.add("restore at an instant, new instance", "pgbackrest", "s", took)
 	}
-	r.note("restore at an instant, new instance: pgbench -c 2 for %d s after each backup, to the instant %d s before its end; cairn from the repository alone (the source deleted, with its snapshots), pgBackRest into an empty directory", secs, rtoMarkBefore)
+	r.note("restore at an instant, new instance: pgbench -c 2 for %d s after each backup (-R %d, 0: full speed), to the instant %d s before its end; cairn from the repository alone (the source deleted, with its snapshots), pgBackRest into an empty directory", secs, c.pgbenchRate, rtoMarkBefore)
 	return c.api.deleteInstance(ctx, src.ID)
 }
 
@@ -293,8 +293,12 @@ const rtoMarkBefore = 10
 // rtoMarkBefore seconds before its end, read from the server's clock,
 // after recording the run's mean TPS as step "pgbench TPS while
 // archived" of tool.
-func loadThenMark(ctx context.Context, r *results, tool string, t pgTarget, secs int) (time.Time, error) {
-	run, err := startPgbench(ctx, t, "-n", "-c", "2", "-j", "2", "-T", strconv.Itoa(secs), "-P", "1")
+func loadThenMark(ctx context.Context, r *results, tool string, t pgTarget, secs, rate int) (time.Time, error) {
+	args := []string{"-n", "-c", "2", "-j", "2", "-T", strconv.Itoa(secs), "-P", "1"}
+	if rate > 0 {
+		args = append(args, "-R", strconv.Itoa(rate))
+	}
+	run, err := startPgbench(ctx, t, args...)
 	if err != nil {
 		return time.Time{}, err
 	}
