@@ -58,7 +58,8 @@ const (
 func restorePointSnapshotName(id string) string { return restorePointPrefix + id }
 
 // keepRestorePoints takes a restore point of the archiver's instance
-// every interval until ctx ends, after clearing what an earlier process
+// every interval (from the start of one to the start of the next) until
+// ctx ends, after clearing what an earlier process
 // left half made. A failed point is logged and the next one taken on
 // time.
 func (ar *archiver) keepRestorePoints(ctx context.Context) {
@@ -67,12 +68,17 @@ func (ar *archiver) keepRestorePoints(ctx context.Context) {
 		s.log.Warn("clearing what restore points left half made", "instance", ar.inst, "err", err)
 	}
 	ar.countRestorePoints(ctx)
+	// Points start an interval apart, however long each takes (a fast
+	// checkpoint under load takes seconds): the log a recover replays
+	// from the newest point is then at most one interval's.
+	next := s.now().Add(s.points.interval)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-s.points.after(s.points.interval):
+		case <-s.points.after(max(0, next.Sub(s.now()))):
 		}
+		next = s.now().Add(s.points.interval)
 		rp, taken, err := s.takeRestorePoint(ctx, ar)
 		if ctx.Err() != nil {
 			return
