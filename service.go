@@ -119,24 +119,30 @@ type Volume struct {
 	// engine has made it.
 	EngineID string `json:"-"`
 	// Attached says the volume is exported over NBD (status in-use).
-	Attached  bool      `json:"attached"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	Attached bool `json:"attached"`
+	// Metadata is the tenant's key/value pairs, as the block storage
+	// API has them; nil when there are none (the catalog keeps no
+	// difference between none and empty).
+	Metadata  map[string]string `json:"metadata,omitempty"`
+	CreatedAt time.Time         `json:"created_at"`
+	UpdatedAt time.Time         `json:"updated_at"`
 }
 
 // Snapshot is a read-only point-in-time copy of a volume.
 type Snapshot struct {
-	ID          string    `json:"id"`
-	ProjectID   string    `json:"project_id"`
-	VolumeID    string    `json:"volume_id"`
-	Name        string    `json:"name"`
-	Description string    `json:"description"`
-	Size        int64     `json:"size"`
-	Status      Status    `json:"status"`
-	FailReason  string    `json:"fail_reason,omitempty"`
-	EngineID    string    `json:"-"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
+	ID          string `json:"id"`
+	ProjectID   string `json:"project_id"`
+	VolumeID    string `json:"volume_id"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Size        int64  `json:"size"`
+	Status      Status `json:"status"`
+	FailReason  string `json:"fail_reason,omitempty"`
+	EngineID    string `json:"-"`
+	// Metadata is as a volume's: nil when there are none.
+	Metadata  map[string]string `json:"metadata,omitempty"`
+	CreatedAt time.Time         `json:"created_at"`
+	UpdatedAt time.Time         `json:"updated_at"`
 }
 
 // Backup is a copy of a volume or snapshot in a repository (a container).

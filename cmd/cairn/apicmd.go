@@ -682,7 +682,7 @@ func addListFlags(f *pflag.FlagSet, l *listFlags) {
 	f.StringVar(&l.sort, "sort", "", "order: KEY[:asc|desc],... (id, name, status, size, created_at, updated_at)")
 	f.IntVar(&l.limit, "limit", 0, "list one page of at most this many (default: all)")
 	f.StringVar(&l.marker, "marker", "", "start after this ID")
-	f.BoolVar(&l.allProjects, "all-projects", false, "list every project's (admins)")
+	f.BoolVar(&l.allProjects, "all-projects", false, "list every project's (admins; a project's token gets its own)")
 }
 
 func (l *listFlags) query() url.Values {

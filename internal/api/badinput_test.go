@@ -226,6 +226,21 @@ func TestBadInput(t *testing.T) {
 		{"from unknown snapshot", e.tokA, "POST", A + "/volumes", `{"volume":{"snapshot_id":"nope"}}`, 404, "nope"},
 		{"smaller than snapshot", e.tokA, "POST", A + "/volumes", `{"volume":{"size":1,"snapshot_id":"` + fa.snap + `"}}`, 0, ""},
 		{"long name", e.tokA, "POST", A + "/volumes", `{"volume":{"size":1,"name":"` + strings.Repeat("n", 300) + `"}}`, 400, "name"},
+		{"metadata empty key", e.tokA, "POST", A + "/volumes", `{"volume":{"size":1,"metadata":{"ok":"1","":"x"}}}`, 400, "empty key"},
+		{"metadata long key", e.tokA, "POST", A + "/volumes", `{"volume":{"size":1,"metadata":{"` + strings.Repeat("ķ", 256) + `":"v"}}}`, 400, "256 characters"},
+		{"metadata long value", e.tokA, "POST", A + "/volumes", `{"volume":{"size":1,"metadata":{"big":"` + strings.Repeat("v", 256) + `"}}}`, 400, `metadata key "big": value of 256 characters`},
+		{"metadata too many", e.tokA, "POST", A + "/volumes", `{"volume":{"size":1,"metadata":` + manyMetadata(129) + `}}`, 400, "129 items"},
+		{"metadata not strings", e.tokA, "POST", A + "/volumes", `{"volume":{"size":1,"metadata":{"a":1}}}`, 400, "metadata"},
+		{"metadata not an object", e.tokA, "POST", A + "/volumes", `{"volume":{"size":1,"metadata":["a","b"]}}`, 400, "metadata"},
+		{"unknown field beside metadata", e.tokA, "POST", A + "/volumes", `{"volume":{"size":1,"metadata":{},"multiattach":true}}`, 400, "multiattach"},
+		{"volume type", e.tokA, "POST", A + "/volumes", `{"volume":{"size":1,"volume_type":"ssd"}}`, 400, "volume types"},
+		{"availability zone", e.tokA, "POST", A + "/volumes", `{"volume":{"size":1,"availability_zone":"nova"}}`, 400, "availability zones"},
+		{"image", e.tokA, "POST", A + "/volumes", `{"volume":{"size":1,"imageRef":"x"}}`, 400, "images"},
+		{"source volume", e.tokA, "POST", A + "/volumes", `{"volume":{"source_volid":"` + fa.vol + `"}}`, 400, "source_volid"},
+		{"consistency group", e.tokA, "POST", A + "/volumes", `{"volume":{"size":1,"consistencygroup_id":"g"}}`, 400, "consistency groups"},
+		{"update bad metadata", e.tokA, "PUT", A + "/volumes/" + fa.vol, `{"volume":{"name":"renamed","metadata":{"":"x"}}}`, 400, "empty key"},
+		{"update metadata not strings", e.tokA, "PUT", A + "/volumes/" + fa.vol, `{"volume":{"metadata":{"a":true}}}`, 400, "metadata"},
+		{"snapshot bad metadata", e.tokA, "POST", A + "/snapshots", `{"snapshot":{"volume_id":"` + fa.vol + `","metadata":{"k":"` + strings.Repeat("v", 256) + `"}}}`, 400, "value of 256 characters"},
 		{"unknown volume", e.tokA, "GET", A + "/volumes/nope", "", 404, "nope"},
 		{"update nothing", e.tokA, "PUT", A + "/volumes/" + fa.vol, `{"volume":{}}`, 400, "nothing to update"},
 		{"extend smaller", e.tokA, "POST", A + "/volumes/" + fa.vol + "/action", `{"os-extend":{"new_size":1}}`, 400, "larger"},
@@ -346,4 +361,14 @@ func TestBusyResource(t *testing.T) {
 		}
 	}
 	e.settle()
+}
+
+// manyMetadata is a JSON object of n metadata items.
+func manyMetadata(n int) string {
+	m := make(map[string]string, n)
+	for i := range n {
+		m[fmt.Sprintf("k%03d", i)] = "v"
+	}
+	b, _ := json.Marshal(m)
+	return string(b)
 }

@@ -50,6 +50,12 @@ func FuzzRequests(f *testing.F) {
 		{10, "all_tenants=1&status=available", ""},
 		{11, "sort_key=data_timestamp&sort_dir=asc&volume_id=V", ""},
 		{12, "resource_id=V", ""},
+		{0, "", `{"volume":{"size":1,"metadata":{"a":"b","":"x"}}}`},
+		// The cinder command's create, every member it sends.
+		{0, "", `{"volume": {"size": 1, "consistencygroup_id": null, "snapshot_id": null, "name": "one", "description": null, "volume_type": null, "availability_zone": null, "metadata": {"a": "b"}, "imageRef": null, "source_volid": null, "backup_id": null}}`},
+		{1, "", `{"volume":{"metadata":{"k":"v"}}}`},
+		{1, "", `{"volume":{"name":"n","metadata":null}}`},
+		{3, "", `{"snapshot": {"volume_id": "V", "force": null, "name": "s1", "description": null, "metadata": {"x": "y"}}}`},
 		{0, "", `{"volume":{"size":1e400}}`},
 		{0, "", "\x00\xff{"},
 	}

@@ -635,6 +635,18 @@ func (c oaSchemaCheck) compare(where string, typ reflect.Type, node any) {
 	case typ.Kind() == reflect.Slice:
 		want = "array"
 		c.compare(where+"[]", typ.Elem(), s["items"])
+	case typ.Kind() == reflect.Map && typ.Key().Kind() == reflect.String:
+		// A JSON object of any members, whose values additionalProperties
+		// documents.
+		want = "object"
+		if s["properties"] != nil {
+			t.Errorf("%s: a map in Go, documented with fixed properties", where)
+		}
+		if s["additionalProperties"] == nil {
+			t.Errorf("%s: a map in Go: document its values with additionalProperties", where)
+		} else {
+			c.compare(where+"{}", typ.Elem(), s["additionalProperties"])
+		}
 	case typ.Kind() == reflect.String:
 		want = "string"
 	case typ.Kind() == reflect.Bool:
@@ -715,6 +727,28 @@ func (c oaSchemaCheck) compareStruct(where string, typ reflect.Type, s map[strin
 	for _, name := range names {
 		if always[name] != req[name] {
 			t.Errorf("%s: %q required: %v, but always present in Go: %v", where, name, req[name], always[name])
+		}
+	}
+}
+
+// TestOpenAPIMetadataBounds holds the documented bounds of metadata to
+// the service's.
+func TestOpenAPIMetadataBounds(t *testing.T) {
+	md := oaMap(oaLookup(oaLoad(t), "components", "schemas", "Metadata"))
+	if got, _ := md["maxProperties"].(int); got != service.MaxMetadataItems {
+		t.Errorf("Metadata maxProperties %v, want %d", md["maxProperties"], service.MaxMetadataItems)
+	}
+	if got, _ := oaLookup(md, "additionalProperties", "maxLength").(int); got != service.MaxMetadataValueLen {
+		t.Errorf("Metadata values' maxLength %v, want %d", got, service.MaxMetadataValueLen)
+	}
+	desc, _ := md["description"].(string)
+	for _, want := range []string{
+		"1 to " + strconv.Itoa(service.MaxMetadataKeyLen) + " characters",
+		"at most " + strconv.Itoa(service.MaxMetadataValueLen),
+		"most " + strconv.Itoa(service.MaxMetadataItems) + " items",
+	} {
+		if !strings.Contains(strings.Join(strings.Fields(desc), " "), want) {
+			t.Errorf("Metadata description does not say %q:\n%s", want, desc)
 		}
 	}
 }

@@ -25,7 +25,7 @@ func (s *Server) volumeJSON(v cairn.Volume) wire.Volume {
 	out := wire.Volume{ID: v.ID, Name: v.Name, Description: v.Description, Size: v.Size,
 		Status: string(v.Status), FailReason: optional(v.FailReason), SnapshotID: optional(v.SnapshotID),
 		BackupID: optional(v.BackupID), ProjectID: v.ProjectID, Attached: v.Attached,
-		Attachments: []wire.VolumeAttachment{}, Bootable: "false",
+		Attachments: []wire.VolumeAttachment{}, Bootable: "false", Metadata: metadataJSON(v.Metadata),
 		CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
 	if a, ok := s.svc.VolumeAttachment(v); ok {
 		out.Attachments = append(out.Attachments, wire.VolumeAttachment{ID: v.ID, AttachmentID: v.ID,
@@ -37,7 +37,17 @@ func (s *Server) volumeJSON(v cairn.Volume) wire.Volume {
 func snapshotJSON(v cairn.Snapshot) wire.Snapshot {
 	return wire.Snapshot{ID: v.ID, VolumeID: v.VolumeID, Name: v.Name, Description: v.Description,
 		Size: v.Size, Status: string(v.Status), FailReason: optional(v.FailReason), ProjectID: v.ProjectID,
-		CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
+		Metadata: metadataJSON(v.Metadata), CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
+}
+
+// metadataJSON is metadata as the answers show it: {} rather than null
+// for none, since the clients read it without checking (`cinder show`
+// fails on a volume without it).
+func metadataJSON(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
 }
 
 func backupJSON(b cairn.Backup, dependents bool) wire.Backup {
@@ -206,6 +216,24 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request, c service.
 		return err
 	}
 	in := req.Volume
+	for _, f := range []struct {
+		name string
+		v    *string
+		what string
+	}{
+		{"volume_type", in.VolumeType, "volume types"},
+		{"availability_zone", in.AvailabilityZone, "availability zones"},
+		{"consistencygroup_id", in.ConsistencyGroupID, "consistency groups"},
+		{"imageRef", in.ImageRef, "images"},
+		{"source_volid", in.SourceVolID, "volume-to-volume clones (clone a snapshot: snapshot_id)"},
+	} {
+		// The cinder command sends them all, null, with every create:
+		// null (or "") is accepted, as the block storage API does. A value
+		// is refused rather than ignored: cairn could not honour it.
+		if f.v != nil && *f.v != "" {
+			return fmt.Errorf("volume.%s %q: cairn has no %s: %w", f.name, *f.v, f.what, cairn.ErrUnsupported)
+		}
+	}
 	if in.Size == nil && in.SnapshotID == "" && in.BackupID == "" {
 		return fmt.Errorf("volume.size is required: %w", cairn.ErrInvalid)
 	}
@@ -217,7 +245,7 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request, c service.
 		}
 	}
 	v, err := s.svc.CreateVolume(r.Context(), c, service.VolumeCreate{Name: in.Name, Description: in.Description,
-		Size: size, SnapshotID: in.SnapshotID, BackupID: in.BackupID})
+		Size: size, SnapshotID: in.SnapshotID, BackupID: in.BackupID, Metadata: in.Metadata})
 	if err != nil {
 		return err
 	}
@@ -267,11 +295,12 @@ func (s *Server) updateVolume(w http.ResponseWriter, r *http.Request, c service.
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	if req.Volume.Name == nil && req.Volume.Description == nil {
-		return fmt.Errorf("nothing to update: give volume.name or volume.description: %w", cairn.ErrInvalid)
+	in := req.Volume
+	if in.Name == nil && in.Description == nil && in.Metadata == nil {
+		return fmt.Errorf("nothing to update: give volume.name, volume.description or volume.metadata: %w", cairn.ErrInvalid)
 	}
 	v, err := s.svc.UpdateVolume(r.Context(), c, r.PathValue("id"),
-		service.VolumeUpdate{Name: req.Volume.Name, Description: req.Volume.Description})
+		service.VolumeUpdate{Name: in.Name, Description: in.Description, Metadata: in.Metadata})
 	if err != nil {
 		return err
 	}
@@ -341,7 +370,7 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, c servic
 	}
 	in := req.Snapshot
 	snap, err := s.svc.CreateSnapshot(r.Context(), c, service.SnapshotCreate{VolumeID: in.VolumeID,
-		Name: in.Name, Description: in.Description, Force: in.Force})
+		Name: in.Name, Description: in.Description, Force: in.Force, Metadata: in.Metadata})
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,8 @@ type SnapshotCreate struct {
 	// Force allows a snapshot of an in-use (attached) volume; the
 	// snapshot then holds what the volume's writers had flushed.
 	Force bool
+	// Metadata is the snapshot's own: it does not take the volume's.
+	Metadata map[string]string
 }
 
 // Snapshots lists the caller's snapshots.
@@ -54,8 +56,12 @@ func (s *Service) CreateSnapshot(ctx context.Context, c Caller, req SnapshotCrea
 	if err := validText("description", req.Description, 4096); err != nil {
 		return cairn.Snapshot{}, err
 	}
+	md, err := validMetadata(req.Metadata)
+	if err != nil {
+		return cairn.Snapshot{}, err
+	}
 	var snap cairn.Snapshot
-	err := s.update(ctx, func(tx catalog.Tx) error {
+	err = s.update(ctx, func(tx catalog.Tx) error {
 		v, err := getVolume(ctx, tx, c, req.VolumeID)
 		if err != nil {
 			return err
@@ -73,7 +79,7 @@ func (s *Service) CreateSnapshot(ctx context.Context, c Caller, req SnapshotCrea
 		}
 		now := s.nowUTC()
 		snap = cairn.Snapshot{ID: cairn.NewUUID(), ProjectID: v.ProjectID, VolumeID: v.ID,
-			Name: req.Name, Description: req.Description, Size: v.Size,
+			Name: req.Name, Description: req.Description, Size: v.Size, Metadata: md,
 			Status: cairn.StatusCreating, CreatedAt: now, UpdatedAt: now}
 		if err := tx.InsertSnapshot(ctx, snap); err != nil {
 			return err

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"unicode/utf8"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/catalog"
@@ -21,6 +24,9 @@ type VolumeCreate struct {
 	Size       int64
 	SnapshotID string
 	BackupID   string
+	// Metadata is the new volume's; a volume made from a snapshot or a
+	// backup has only what is given here, as in the block storage API.
+	Metadata map[string]string
 }
 
 // Volumes lists the caller's volumes (an admin's: f.ProjectID's, or all).
@@ -124,6 +130,60 @@ func validText(field, s string, max int) error {
 	return nil
 }
 
+// Bounds of a volume's or snapshot's metadata. The key and value lengths
+// are the block storage API's (characters, not bytes). That API does not
+// bound how many items there are; cairn takes 128, the compute API's
+// default metadata_items quota: plenty for tags, and it keeps one row's
+// metadata to a few hundred KiB however long its characters, so a
+// tenant cannot grow the catalog's rows (and every list) without limit.
+const (
+	MaxMetadataItems    = 128
+	MaxMetadataKeyLen   = 255
+	MaxMetadataValueLen = 255
+)
+
+// validMetadata checks metadata as the block storage API does and
+// returns the copy to store: nil when it has no items, so none and empty
+// are one (the catalog keeps no difference either). Keys are checked in
+// order, so an error names the first bad one.
+func validMetadata(m map[string]string) (map[string]string, error) {
+	if len(m) > MaxMetadataItems {
+		return nil, errorf(cairn.ErrInvalid, "metadata: %d items; want at most %d", len(m), MaxMetadataItems)
+	}
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		v := m[k]
+		switch n := utf8.RuneCountInString(k); {
+		case n == 0:
+			return nil, errorf(cairn.ErrInvalid, "metadata: an empty key; want 1 to %d characters", MaxMetadataKeyLen)
+		case n > MaxMetadataKeyLen:
+			return nil, errorf(cairn.ErrInvalid, "metadata key %q: %d characters; want 1 to %d", shorten(k), n, MaxMetadataKeyLen)
+		case !utf8.ValidString(k):
+			return nil, errorf(cairn.ErrInvalid, "metadata key %q: not UTF-8", shorten(k))
+		}
+		switch n := utf8.RuneCountInString(v); {
+		case n > MaxMetadataValueLen:
+			return nil, errorf(cairn.ErrInvalid, "metadata key %q: value of %d characters; want at most %d", shorten(k), n, MaxMetadataValueLen)
+		case !utf8.ValidString(v):
+			return nil, errorf(cairn.ErrInvalid, "metadata key %q: value not UTF-8", shorten(k))
+		}
+	}
+	if len(m) == 0 {
+		return nil, nil
+	}
+	return maps.Clone(m), nil
+}
+
+// shorten cuts a key for an error message: it names the key without
+// echoing kilobytes of it.
+func shorten(s string) string {
+	const keep = 40
+	if utf8.RuneCountInString(s) <= keep {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:keep]) + "…"
+}
+
 // CreateVolume accepts a request for a volume; the task makes it.
 func (s *Service) CreateVolume(ctx context.Context, c Caller, req VolumeCreate) (cairn.Volume, error) {
 	if req.SnapshotID != "" && req.BackupID != "" {
@@ -138,11 +198,15 @@ func (s *Service) CreateVolume(ctx context.Context, c Caller, req VolumeCreate) 
 	if err := validText("description", req.Description, 4096); err != nil {
 		return cairn.Volume{}, err
 	}
+	md, err := validMetadata(req.Metadata)
+	if err != nil {
+		return cairn.Volume{}, err
+	}
 	now := s.nowUTC()
 	v := cairn.Volume{ID: cairn.NewUUID(), ProjectID: c.ProjectID, Name: req.Name,
 		Description: req.Description, Size: req.Size, Status: cairn.StatusCreating,
-		SnapshotID: req.SnapshotID, BackupID: req.BackupID, CreatedAt: now, UpdatedAt: now}
-	err := s.update(ctx, func(tx catalog.Tx) error {
+		SnapshotID: req.SnapshotID, BackupID: req.BackupID, Metadata: md, CreatedAt: now, UpdatedAt: now}
+	err = s.update(ctx, func(tx catalog.Tx) error {
 		kind := "volume.create"
 		var params []byte
 		switch {
@@ -322,12 +386,15 @@ func (s *Service) setBackup(ctx context.Context, id string, fn func(*cairn.Backu
 		func(v *cairn.Backup) { fn(v); v.UpdatedAt = s.nowUTC() })
 }
 
-// VolumeUpdate changes a volume's name or description (nil: unchanged).
+// VolumeUpdate changes a volume's name, description or metadata (nil:
+// unchanged). Metadata replaces all of the volume's; an empty map
+// removes it.
 type VolumeUpdate struct {
 	Name, Description *string
+	Metadata          *map[string]string
 }
 
-// UpdateVolume renames or redescribes a volume.
+// UpdateVolume renames or redescribes a volume, or replaces its metadata.
 func (s *Service) UpdateVolume(ctx context.Context, c Caller, id string, req VolumeUpdate) (cairn.Volume, error) {
 	if req.Name != nil {
 		if err := validText("name", *req.Name, 255); err != nil {
@@ -336,6 +403,13 @@ func (s *Service) UpdateVolume(ctx context.Context, c Caller, id string, req Vol
 	}
 	if req.Description != nil {
 		if err := validText("description", *req.Description, 4096); err != nil {
+			return cairn.Volume{}, err
+		}
+	}
+	var md map[string]string
+	if req.Metadata != nil {
+		var err error
+		if md, err = validMetadata(*req.Metadata); err != nil {
 			return cairn.Volume{}, err
 		}
 	}
@@ -350,6 +424,9 @@ func (s *Service) UpdateVolume(ctx context.Context, c Caller, id string, req Vol
 		}
 		if req.Description != nil {
 			v.Description = *req.Description
+		}
+		if req.Metadata != nil {
+			v.Metadata = md
 		}
 		v.UpdatedAt = s.nowUTC()
 		return tx.UpdateVolume(ctx, v)

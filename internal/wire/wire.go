@@ -38,8 +38,11 @@ type Volume struct {
 	// most one entry; empty (never null) otherwise.
 	Attachments []VolumeAttachment `json:"attachments"`
 	Bootable    string             `json:"bootable"`
-	CreatedAt   time.Time          `json:"created_at"`
-	UpdatedAt   time.Time          `json:"updated_at"`
+	// Metadata is the volume's key/value pairs: {} (never null) when it
+	// has none, as the clients index it unconditionally.
+	Metadata  map[string]string `json:"metadata"`
+	CreatedAt time.Time         `json:"created_at"`
+	UpdatedAt time.Time         `json:"updated_at"`
 }
 
 // VolumeAttachment is an entry of a volume's attachments, in the block
@@ -75,16 +78,18 @@ func (a VolumeAttachment) URIs() []string {
 
 // Snapshot is a snapshot as the API shows it.
 type Snapshot struct {
-	ID          string    `json:"id"`
-	VolumeID    string    `json:"volume_id"`
-	Name        string    `json:"name"`
-	Description string    `json:"description"`
-	Size        int64     `json:"size"`
-	Status      string    `json:"status"`
-	FailReason  *string   `json:"fail_reason"`
-	ProjectID   string    `json:"os-extended-snapshot-attributes:project_id"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
+	ID          string  `json:"id"`
+	VolumeID    string  `json:"volume_id"`
+	Name        string  `json:"name"`
+	Description string  `json:"description"`
+	Size        int64   `json:"size"`
+	Status      string  `json:"status"`
+	FailReason  *string `json:"fail_reason"`
+	ProjectID   string  `json:"os-extended-snapshot-attributes:project_id"`
+	// Metadata is as a volume's: {} when there is none.
+	Metadata  map[string]string `json:"metadata"`
+	CreatedAt time.Time         `json:"created_at"`
+	UpdatedAt time.Time         `json:"updated_at"`
 }
 
 // Backup is a backup as the API shows it.
@@ -193,11 +198,21 @@ type VolumeCreateRequest struct {
 
 // VolumeCreate is the volume of a VolumeCreateRequest.
 type VolumeCreate struct {
-	Size        *int64 `json:"size"`
-	Name        string `json:"name"`
-	Description string `json:"description"`
-	SnapshotID  string `json:"snapshot_id"`
-	BackupID    string `json:"backup_id"`
+	Size        *int64            `json:"size"`
+	Name        string            `json:"name"`
+	Description string            `json:"description"`
+	SnapshotID  string            `json:"snapshot_id"`
+	BackupID    string            `json:"backup_id"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+	// The block storage API's members for what cairn does not have:
+	// the cinder command sends every one of them, null, with each
+	// create. They must be null or "" (absent, omitempty here); a value
+	// is refused (cairn.ErrUnsupported).
+	VolumeType         *string `json:"volume_type,omitempty"`
+	AvailabilityZone   *string `json:"availability_zone,omitempty"`
+	ConsistencyGroupID *string `json:"consistencygroup_id,omitempty"`
+	ImageRef           *string `json:"imageRef,omitempty"`
+	SourceVolID        *string `json:"source_volid,omitempty"`
 }
 
 // VolumeUpdateRequest is PUT /volumes/{id}.
@@ -206,9 +221,12 @@ type VolumeUpdateRequest struct {
 }
 
 // VolumeUpdate is the volume of a VolumeUpdateRequest (nil: unchanged).
+// Metadata replaces all of the volume's; {} removes it (omitempty leaves
+// out only a nil pointer, so a client's {} is sent).
 type VolumeUpdate struct {
-	Name        *string `json:"name"`
-	Description *string `json:"description"`
+	Name        *string            `json:"name"`
+	Description *string            `json:"description"`
+	Metadata    *map[string]string `json:"metadata,omitempty"`
 }
 
 // VolumeActionRequest is POST /volumes/{id}/action: exactly one action.
@@ -242,10 +260,11 @@ type SnapshotCreateRequest struct {
 
 // SnapshotCreate is the snapshot of a SnapshotCreateRequest.
 type SnapshotCreate struct {
-	VolumeID    string `json:"volume_id"`
-	Name        string `json:"name"`
-	Description string `json:"description"`
-	Force       bool   `json:"force"`
+	VolumeID    string            `json:"volume_id"`
+	Name        string            `json:"name"`
+	Description string            `json:"description"`
+	Force       bool              `json:"force"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
 }
 
 // BackupCreateRequest is POST /backups.

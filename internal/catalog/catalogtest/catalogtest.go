@@ -31,6 +31,7 @@ func Run(t *testing.T, open func(t *testing.T) catalog.Store) {
 		{"TokenCRUD", testTokenCRUD},
 		{"VolumeCRUD", testVolumeCRUD},
 		{"SnapshotCRUD", testSnapshotCRUD},
+		{"Metadata", testMetadata},
 		{"BackupCRUD", testBackupCRUD},
 		{"TaskCRUD", testTaskCRUD},
 		{"InstanceCRUD", testInstanceCRUD},
@@ -142,8 +143,19 @@ func fullVolume(project string, i int) cairn.Volume {
 		Description: "a volume, ünïcode ✓", Size: int64(i + 1), Status: cairn.StatusAvailable,
 		FailReason: "none yet", SnapshotID: cairn.NewUUID(), BackupID: cairn.NewUUID(),
 		EngineID: "engine-" + cairn.NewID().String(), Attached: true,
-		CreatedAt: at(i), UpdatedAt: at(i + 1),
+		Metadata: metadataOf(i), CreatedAt: at(i), UpdatedAt: at(i + 1),
 	}
+}
+
+// metadataOf is one of the suite's metadata values, by i: none, one
+// key, or several with unicode, JSON's special characters, an empty value
+// and a long one.
+func metadataOf(i int) map[string]string {
+	return []map[string]string{
+		nil,
+		{"a": "b"},
+		{"owner": "ünïcode ✓ 日本語", "tier": "gold", "empty": "", `quote"back\slash`: "<&>\n\t\u2028", "k": strings.Repeat("v", 255)},
+	}[(i%3+3)%3]
 }
 
 func fullSnapshot(project string, i int) cairn.Snapshot {
@@ -151,7 +163,7 @@ func fullSnapshot(project string, i int) cairn.Snapshot {
 		ID: cairn.NewUUID(), ProjectID: project, VolumeID: cairn.NewUUID(),
 		Name: fmt.Sprintf("snapshot-%d", i), Description: "a snapshot", Size: int64(i + 2),
 		Status: cairn.StatusCreating, FailReason: "reason", EngineID: "snap-engine",
-		CreatedAt: at(i), UpdatedAt: at(i + 2),
+		Metadata: metadataOf(i + 1), CreatedAt: at(i), UpdatedAt: at(i + 2),
 	}
 }
 
@@ -359,6 +371,7 @@ func testVolumeCRUD(t *testing.T, s catalog.Store) {
 				ID: v.ID, ProjectID: project, Name: v.Name + "x", Description: "changed",
 				Size: v.Size + 10, Status: cairn.StatusError, FailReason: "changed",
 				SnapshotID: "s2", BackupID: "b2", EngineID: "e2", Attached: !v.Attached,
+				Metadata:  map[string]string{"changed": "yes"},
 				CreatedAt: v.CreatedAt.Add(-time.Hour), UpdatedAt: v.UpdatedAt.Add(time.Hour),
 			}
 		},
@@ -377,6 +390,7 @@ func testSnapshotCRUD(t *testing.T, s catalog.Store) {
 			return cairn.Snapshot{
 				ID: v.ID, ProjectID: project, VolumeID: "v2", Name: v.Name + "x", Description: "changed",
 				Size: v.Size + 10, Status: cairn.StatusAvailable, FailReason: "", EngineID: "e2",
+				Metadata:  nil,
 				CreatedAt: v.CreatedAt.Add(-time.Hour), UpdatedAt: v.UpdatedAt.Add(time.Hour),
 			}
 		},
@@ -388,6 +402,94 @@ func testSnapshotCRUD(t *testing.T, s catalog.Store) {
 		update: func(ctx context.Context, tx catalog.Tx, v cairn.Snapshot) error { return tx.UpdateSnapshot(ctx, v) },
 		del:    func(ctx context.Context, tx catalog.Tx, id string) error { return tx.DeleteSnapshot(ctx, id) },
 	})
+}
+
+// testMetadata: a volume's and a snapshot's metadata come back as they
+// were written, through insert, update, get and list: none (nil, and an
+// empty map, which reads back nil), one key, several with unicode and
+// JSON's special characters, and the most the service accepts (128 keys
+// of 255 characters with values of 255).
+func testMetadata(t *testing.T, s catalog.Store) {
+	p := addProjects(t, s, 1)[0]
+	most := map[string]string{}
+	for i := range 128 {
+		most[fmt.Sprintf("%03d", i)+strings.Repeat("ķ", 252)] = strings.Repeat("✓", 255)
+	}
+	values := []map[string]string{nil, {}, metadataOf(1), metadataOf(2), most}
+	// read is what the catalog gives back for m.
+	read := func(m map[string]string) map[string]string {
+		if len(m) == 0 {
+			return nil
+		}
+		return m
+	}
+	vols := make([]cairn.Volume, len(values))
+	snaps := make([]cairn.Snapshot, len(values))
+	for i, m := range values {
+		vols[i], snaps[i] = fullVolume(p, i), fullSnapshot(p, i)
+		vols[i].Metadata, snaps[i].Metadata = m, m
+	}
+	check := func(what string) {
+		t.Helper()
+		view(t, s, func(ctx context.Context, tx catalog.Tx) error {
+			for i := range values {
+				v, err := tx.Volume(ctx, vols[i].ID)
+				if err != nil {
+					return err
+				}
+				wantEqual(t, fmt.Sprintf("%s: volume %d", what, i), v.Metadata, read(vols[i].Metadata))
+				sn, err := tx.Snapshot(ctx, snaps[i].ID)
+				if err != nil {
+					return err
+				}
+				wantEqual(t, fmt.Sprintf("%s: snapshot %d", what, i), sn.Metadata, read(snaps[i].Metadata))
+			}
+			vl, err := tx.Volumes(ctx, catalog.Filter{ProjectID: p})
+			if err != nil {
+				return err
+			}
+			sl, err := tx.Snapshots(ctx, catalog.Filter{ProjectID: p})
+			if err != nil {
+				return err
+			}
+			if len(vl) != len(vols) || len(sl) != len(snaps) {
+				t.Fatalf("%s: listed %d volumes and %d snapshots, want %d of each", what, len(vl), len(sl), len(values))
+			}
+			for _, v := range vl {
+				i := slices.IndexFunc(vols, func(w cairn.Volume) bool { return w.ID == v.ID })
+				wantEqual(t, fmt.Sprintf("%s: listed volume %d", what, i), v.Metadata, read(vols[i].Metadata))
+			}
+			for _, sn := range sl {
+				i := slices.IndexFunc(snaps, func(w cairn.Snapshot) bool { return w.ID == sn.ID })
+				wantEqual(t, fmt.Sprintf("%s: listed snapshot %d", what, i), sn.Metadata, read(snaps[i].Metadata))
+			}
+			return nil
+		})
+	}
+	update(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		for i := range values {
+			if err := errors.Join(tx.InsertVolume(ctx, vols[i]), tx.InsertSnapshot(ctx, snaps[i])); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	check("after insert")
+	// Each row takes the next row's value: every value replaces every
+	// other kind (none by some, some by none, few by many, many by few).
+	for round := range 2 {
+		update(t, s, func(ctx context.Context, tx catalog.Tx) error {
+			for i := range values {
+				vols[i].Metadata = values[(i+round+1)%len(values)]
+				snaps[i].Metadata = values[(i+round+2)%len(values)]
+				if err := errors.Join(tx.UpdateVolume(ctx, vols[i]), tx.UpdateSnapshot(ctx, snaps[i])); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		check(fmt.Sprintf("after update %d", round+1))
+	}
 }
 
 func testBackupCRUD(t *testing.T, s catalog.Store) {

@@ -122,10 +122,11 @@ func newTables(d *Dialect) tables {
 		volumes: newTable(d, "volumes", "volume", []string{
 			"id", "project_id", "name", "description", "size", "status", "fail_reason",
 			"snapshot_id", "backup_id", "engine_id", "attached", "created_at", "updated_at",
+			"metadata",
 		}, resourceSorts()),
 		snapshots: newTable(d, "snapshots", "snapshot", []string{
 			"id", "project_id", "volume_id", "name", "description", "size", "status",
-			"fail_reason", "engine_id", "created_at", "updated_at",
+			"fail_reason", "engine_id", "created_at", "updated_at", "metadata",
 		}, resourceSorts()),
 		backups: newTable(d, "backups", "backup", []string{
 			"id", "project_id", "volume_id", "snapshot_id", "name", "description",
@@ -214,22 +215,65 @@ func tokenDest(t *cairn.Token) []any {
 
 func volumeArgs(d *Dialect, v *cairn.Volume) []any {
 	return []any{v.ID, v.ProjectID, v.Name, v.Description, v.Size, string(v.Status), v.FailReason,
-		v.SnapshotID, v.BackupID, v.EngineID, v.Attached, d.Time(v.CreatedAt), d.Time(v.UpdatedAt)}
+		v.SnapshotID, v.BackupID, v.EngineID, v.Attached, d.Time(v.CreatedAt), d.Time(v.UpdatedAt),
+		metadataArg(v.Metadata)}
 }
 
 func volumeDest(v *cairn.Volume) []any {
 	return []any{&v.ID, &v.ProjectID, &v.Name, &v.Description, &v.Size, &v.Status, &v.FailReason,
-		&v.SnapshotID, &v.BackupID, &v.EngineID, &v.Attached, timeDest{&v.CreatedAt}, timeDest{&v.UpdatedAt}}
+		&v.SnapshotID, &v.BackupID, &v.EngineID, &v.Attached, timeDest{&v.CreatedAt}, timeDest{&v.UpdatedAt},
+		metadataDest{&v.Metadata}}
 }
 
 func snapshotArgs(d *Dialect, s *cairn.Snapshot) []any {
 	return []any{s.ID, s.ProjectID, s.VolumeID, s.Name, s.Description, s.Size, string(s.Status),
-		s.FailReason, s.EngineID, d.Time(s.CreatedAt), d.Time(s.UpdatedAt)}
+		s.FailReason, s.EngineID, d.Time(s.CreatedAt), d.Time(s.UpdatedAt), metadataArg(s.Metadata)}
 }
 
 func snapshotDest(s *cairn.Snapshot) []any {
 	return []any{&s.ID, &s.ProjectID, &s.VolumeID, &s.Name, &s.Description, &s.Size, &s.Status,
-		&s.FailReason, &s.EngineID, timeDest{&s.CreatedAt}, timeDest{&s.UpdatedAt}}
+		&s.FailReason, &s.EngineID, timeDest{&s.CreatedAt}, timeDest{&s.UpdatedAt}, metadataDest{&s.Metadata}}
+}
+
+// metadataArg is a volume's or snapshot's metadata column: a JSON object,
+// or the empty string for none (nil or empty), the column's default, so
+// rows written before the column existed read as rows without metadata.
+func metadataArg(m map[string]string) string {
+	if len(m) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(m) // strings only: cannot fail
+	return string(b)
+}
+
+// metadataDest scans the metadata column: the empty string (and an empty
+// object) is a nil map; what is not a JSON object of strings is
+// cairn.ErrCorrupt.
+type metadataDest struct{ p *map[string]string }
+
+func (d metadataDest) Scan(v any) error {
+	var b []byte
+	switch v := v.(type) {
+	case nil:
+	case string:
+		b = []byte(v)
+	case []byte:
+		b = v
+	default:
+		return fmt.Errorf("metadata column holds %T", v)
+	}
+	*d.p = nil
+	if len(b) == 0 {
+		return nil
+	}
+	var m map[string]string
+	if err := json.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("metadata column: %w: %w", err, cairn.ErrCorrupt)
+	}
+	if len(m) > 0 {
+		*d.p = m
+	}
+	return nil
 }
 
 func backupArgs(d *Dialect, b *cairn.Backup) []any {
@@ -403,4 +447,5 @@ func (d bytesDest) Scan(v any) error {
 var (
 	_ sql.Scanner = timeDest{}
 	_ sql.Scanner = bytesDest{}
+	_ sql.Scanner = metadataDest{}
 )
