@@ -252,15 +252,9 @@ func metadataArg(m map[string]string) string {
 type metadataDest struct{ p *map[string]string }
 
 func (d metadataDest) Scan(v any) error {
-	var b []byte
-	switch v := v.(type) {
-	case nil:
-	case string:
-		b = []byte(v)
-	case []byte:
-		b = v
-	default:
-		return fmt.Errorf("metadata column holds %T", v)
+	b, err := textColumn("metadata", v)
+	if err != nil {
+		return err
 	}
 	*d.p = nil
 	if len(b) == 0 {
@@ -306,19 +300,27 @@ func recoveryArg(r *cairn.InstanceRecovery) string {
 	return string(b)
 }
 
+// textColumn is a text column's value as the drivers hand it over
+// (a string, bytes, or nil for NULL), as bytes.
+func textColumn(name string, v any) ([]byte, error) {
+	switch v := v.(type) {
+	case nil:
+		return nil, nil
+	case string:
+		return []byte(v), nil
+	case []byte:
+		return v, nil
+	}
+	return nil, fmt.Errorf("%s column holds %T", name, v)
+}
+
 // recoveryDest scans the recovery column.
 type recoveryDest struct{ p **cairn.InstanceRecovery }
 
 func (d recoveryDest) Scan(v any) error {
-	var b []byte
-	switch v := v.(type) {
-	case nil:
-	case string:
-		b = []byte(v)
-	case []byte:
-		b = v
-	default:
-		return fmt.Errorf("recovery column holds %T", v)
+	b, err := textColumn("recovery", v)
+	if err != nil {
+		return err
 	}
 	*d.p = nil
 	if len(b) == 0 {
