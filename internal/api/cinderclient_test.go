@@ -16,50 +16,68 @@ import (
 	"github.com/cairnproject/cairn/internal/testenv"
 )
 
-// cinderCLI runs the `cinder` command (python3-cinderclient) against a
-// test server: the block storage API's real handlers and authentication
-// (a project's cairn token, sent by keystoneauth's admin_token plugin to
-// the given endpoint, no Keystone involved).
+// cinderCLI runs a block storage client against a test server: the
+// `cinder` command (python3-cinderclient) or the `openstack` command's
+// volume commands (python3-openstackclient), with the block storage
+// API's real handlers and authentication (a project's cairn token, sent
+// by keystoneauth's admin_token plugin to the given endpoint, no
+// Keystone involved).
 type cinderCLI struct {
 	t        *testing.T
 	env      *env
 	capture  *captureRequests
 	endpoint string
 	home     string
+	prog     string   // cinder or openstack
+	global   []string // the options before ARGS, but authentication's
 }
 
 func newCinderCLI(t *testing.T) *cinderCLI {
 	t.Helper()
-	if _, err := exec.LookPath("cinder"); err != nil {
-		testenv.SkipOrFail(t, "the cinder command is missing: apt-get install python3-cinderclient")
+	return newBlockStorageCLI(t, "cinder", "apt-get install python3-cinderclient", "--os-project-id", "alpha")
+}
+
+// newOpenStackVolumeCLI runs `openstack ...` at block storage API
+// version 3 (its volume commands; the microversion it then asks for is
+// 3.0).
+func newOpenStackVolumeCLI(t *testing.T) *cinderCLI {
+	t.Helper()
+	return newBlockStorageCLI(t, "openstack", "apt-get install python3-openstackclient", "--os-volume-api-version", "3")
+}
+
+func newBlockStorageCLI(t *testing.T, prog, install string, global ...string) *cinderCLI {
+	t.Helper()
+	if _, err := exec.LookPath(prog); err != nil {
+		testenv.SkipOrFail(t, "the "+prog+" command is missing: "+install)
 	}
 	e := newEnv(t)
 	capture := &captureRequests{h: api.New(e.svc, nil, nil)}
 	srv := httptest.NewServer(capture)
 	t.Cleanup(srv.Close)
-	return &cinderCLI{t: t, env: e, capture: capture, endpoint: srv.URL + "/v3/alpha", home: t.TempDir()}
+	return &cinderCLI{t: t, env: e, capture: capture, endpoint: srv.URL + "/v3/alpha", home: t.TempDir(),
+		prog: prog, global: global}
 }
 
-// run runs `cinder ARGS...` with the project's token and returns its
+// run runs the command with ARGS and the project's token and returns its
 // exit status, output and the requests it made. Its environment holds
 // no OS_* variable of the test's.
 func (c *cinderCLI) run(args ...string) (code int, stdout, stderr string, reqs []captured) {
 	c.t.Helper()
-	all := append([]string{"--os-auth-type", "admin_token", "--os-endpoint", c.endpoint, "--os-token", c.env.tokA,
-		"--os-project-id", "alpha"}, args...)
-	cmd := exec.CommandContext(c.t.Context(), "cinder", all...)
+	all := append([]string{"--os-auth-type", "admin_token", "--os-endpoint", c.endpoint, "--os-token", c.env.tokA}, c.global...)
+	all = append(all, args...)
+	cmd := exec.CommandContext(c.t.Context(), c.prog, all...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + c.home, "LC_ALL=C.UTF-8"}
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	if err := cmd.Run(); err != nil {
 		var exit *exec.ExitError
 		if !errors.As(err, &exit) {
-			c.t.Fatalf("cinder %s: %v", strings.Join(args, " "), err)
+			c.t.Fatalf("%s %s: %v", c.prog, strings.Join(args, " "), err)
 		}
 		code = exit.ExitCode()
 	}
 	reqs = c.capture.take()
-	c.t.Logf("cinder %s: exit %d\n%s", strings.Join(args, " "), code, formatRequests(reqs))
+	c.t.Logf("%s %s: exit %d\n%s", c.prog, strings.Join(args, " "), code, formatRequests(reqs))
 	return code, out.String(), errOut.String(), reqs
 }
 
@@ -68,7 +86,7 @@ func (c *cinderCLI) ok(args ...string) string {
 	c.t.Helper()
 	code, stdout, stderr, _ := c.run(args...)
 	if code != 0 {
-		c.t.Fatalf("cinder %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, stdout, stderr)
+		c.t.Fatalf("%s %s: exit %d\nstdout: %s\nstderr: %s", c.prog, strings.Join(args, " "), code, stdout, stderr)
 	}
 	return stdout
 }
@@ -91,9 +109,10 @@ func TestCinderVersionDiscovery(t *testing.T) {
 
 // TestCinderVolumes: the cinder command creates a volume with metadata
 // (its create sends every member of the block storage API's, the ones
-// cairn has no use for null), shows and lists it, and snapshots it with
-// metadata of the snapshot's own; each command exits 0 and prints the
-// metadata given, which the catalog holds.
+// cairn has no use for null), shows and lists it, snapshots it with
+// metadata of the snapshot's own, backs it up and shows the absolute
+// limits; each command exits 0 and prints the metadata given, which the
+// catalog holds, and the values cairn's volumes have.
 func TestCinderVolumes(t *testing.T) {
 	c := newCinderCLI(t)
 	e := c.env
@@ -114,6 +133,12 @@ func TestCinderVolumes(t *testing.T) {
 	}
 	if got := cinderField(t, out, "id"); got != vol {
 		t.Errorf("show one: id %s, want %s", got, vol)
+	}
+	for name, want := range map[string]string{"volume_type": "__DEFAULT__", "availability_zone": "nova",
+		"replication_status": "disabled", "encrypted": "False", "multiattach": "False"} {
+		if got := cinderField(t, out, name); got != want {
+			t.Errorf("show one: %s %q, want %q", name, got, want)
+		}
 	}
 
 	// list has no metadata column unless asked for one.
@@ -140,6 +165,35 @@ func TestCinderVolumes(t *testing.T) {
 	}
 	if got := cinderField(t, out, "status"); got != "available" {
 		t.Errorf("snapshot-show: status %s", got)
+	}
+
+	// A backup: the create prints the answer (the backup's ID and name;
+	// the command adds the volume's ID), show the backup.
+	out = c.ok("backup-create", "--name", "b1", "one")
+	backup := cinderField(t, out, "id")
+	if got := cinderField(t, out, "name"); got != "b1" {
+		t.Errorf("backup-create printed name %q", got)
+	}
+	if r := e.wait(e.tokA, "alpha", "backup", backup); r["status"] != "available" {
+		t.Fatalf("backup %s: %v", backup, r)
+	}
+	out = c.ok("backup-show", "b1")
+	if got := cinderField(t, out, "status"); got != "available" {
+		t.Errorf("backup-show: status %s", got)
+	}
+	if got := cinderField(t, out, "volume_id"); got != vol {
+		t.Errorf("backup-show: volume_id %s, want %s", got, vol)
+	}
+
+	// The absolute limits: alpha's quotas are unlimited; it holds a
+	// volume and a snapshot of 1 GiB each, and a backup of 1 GiB.
+	out = c.ok("absolute-limits")
+	for name, want := range map[string]string{"maxTotalVolumes": "-1", "maxTotalBackupGigabytes": "-1",
+		"totalVolumesUsed": "1", "totalSnapshotsUsed": "1", "totalGigabytesUsed": "2", "totalBackupsUsed": "1",
+		"totalBackupGigabytesUsed": "1"} {
+		if got := cinderField(t, out, name); got != want {
+			t.Errorf("absolute-limits: %s %s, want %s", name, got, want)
+		}
 	}
 
 	// What the commands printed is what the catalog holds.

@@ -53,6 +53,10 @@ func FuzzRequests(f *testing.F) {
 		{0, "", `{"volume":{"size":1,"metadata":{"a":"b","":"x"}}}`},
 		// The cinder command's create, every member it sends.
 		{0, "", `{"volume": {"size": 1, "consistencygroup_id": null, "snapshot_id": null, "name": "one", "description": null, "volume_type": null, "availability_zone": null, "metadata": {"a": "b"}, "imageRef": null, "source_volid": null, "backup_id": null}}`},
+		// The openstack command's create and rename.
+		{0, "", `{"volume": {"size": 1, "consistencygroup_id": null, "snapshot_id": null, "name": "one", "description": null, "volume_type": null, "availability_zone": null, "metadata": {}, "imageRef": null, "source_volid": null, "backup_id": null}}`},
+		{1, "", `{"volume": {"display_name": "two"}}`},
+		{0, "", `{"volume":{"size":1,"volume_type":"__DEFAULT__","availability_zone":"nova"}}`},
 		{1, "", `{"volume":{"metadata":{"k":"v"}}}`},
 		{1, "", `{"volume":{"name":"n","metadata":null}}`},
 		{3, "", `{"snapshot": {"volume_id": "V", "force": null, "name": "s1", "description": null, "metadata": {"x": "y"}}}`},

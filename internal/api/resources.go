@@ -19,13 +19,24 @@ func optional(s string) *string {
 	return &s
 }
 
+// resourceLinks is a resource's self and bookmark links, as the block
+// storage API gives every volume and backup: absolute URLs of it under
+// the request's project (where the caller found it). cairn serves one
+// version, so the version-independent bookmark is the same URL as self.
+func resourceLinks(r *http.Request, coll service.Collection, id string) []wire.Link {
+	href := baseURL(r) + (&url.URL{Path: "/v3/" + r.PathValue("project_id") + "/" + string(coll) + "/" + id}).EscapedPath()
+	return []wire.Link{{Rel: "self", Href: href}, {Rel: "bookmark", Href: href}}
+}
+
 // volumeJSON is a volume as the API shows it, with its attachment (its
 // NBD export) while it is attached.
-func (s *Server) volumeJSON(v cairn.Volume) wire.Volume {
+func (s *Server) volumeJSON(r *http.Request, v cairn.Volume) wire.Volume {
 	out := wire.Volume{ID: v.ID, Name: v.Name, Description: v.Description, Size: v.Size,
 		Status: string(v.Status), FailReason: optional(v.FailReason), SnapshotID: optional(v.SnapshotID),
 		BackupID: optional(v.BackupID), ProjectID: v.ProjectID, Attached: v.Attached,
 		Attachments: []wire.VolumeAttachment{}, Bootable: "false", Metadata: metadataJSON(v.Metadata),
+		Links: resourceLinks(r, service.VolumesCollection, v.ID), AvailabilityZone: wire.AvailabilityZone,
+		VolumeType: wire.VolumeType, ReplicationStatus: wire.ReplicationDisabled,
 		CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
 	if a, ok := s.svc.VolumeAttachment(v); ok {
 		out.Attachments = append(out.Attachments, wire.VolumeAttachment{ID: v.ID, AttachmentID: v.ID,
@@ -37,7 +48,24 @@ func (s *Server) volumeJSON(v cairn.Volume) wire.Volume {
 func snapshotJSON(v cairn.Snapshot) wire.Snapshot {
 	return wire.Snapshot{ID: v.ID, VolumeID: v.VolumeID, Name: v.Name, Description: v.Description,
 		Size: v.Size, Status: string(v.Status), FailReason: optional(v.FailReason), ProjectID: v.ProjectID,
-		Metadata: metadataJSON(v.Metadata), CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
+		Progress: snapshotProgress(v), Metadata: metadataJSON(v.Metadata), CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
+}
+
+// snapshotProgress is how far the making of the snapshot went: done once
+// the engine's snapshot exists, whatever the status since; not begun
+// before (creating, or error when taking it failed).
+func snapshotProgress(v cairn.Snapshot) string {
+	if v.EngineID == "" {
+		return "0%"
+	}
+	return "100%"
+}
+
+// snapshotSummaryJSON is a snapshot in the block storage API's summary
+// shape: the answer to a create and the list without details.
+func snapshotSummaryJSON(v cairn.Snapshot) wire.SnapshotSummary {
+	return wire.SnapshotSummary{ID: v.ID, VolumeID: v.VolumeID, Name: v.Name, Description: v.Description,
+		Size: v.Size, Status: string(v.Status), Metadata: metadataJSON(v.Metadata), CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
 }
 
 // metadataJSON is metadata as the answers show it: {} rather than null
@@ -50,13 +78,19 @@ func metadataJSON(m map[string]string) map[string]string {
 	return m
 }
 
-func backupJSON(b cairn.Backup, dependents bool) wire.Backup {
+func backupJSON(r *http.Request, b cairn.Backup, dependents bool) wire.Backup {
 	return wire.Backup{ID: b.ID, Name: b.Name, Description: b.Description, VolumeID: b.VolumeID,
 		SnapshotID: optional(b.SnapshotID), Container: b.Container, Status: string(b.Status),
 		FailReason: optional(b.FailReason), Size: b.Size, ObjectCount: b.ObjectCount,
 		StoredBytes: b.StoredBytes, IsIncremental: b.Incremental, HasDependentBackups: dependents,
 		ParentID: optional(b.ParentID), DataTimestamp: b.DataTimestamp, ProjectID: b.ProjectID,
-		CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt}
+		Links: resourceLinks(r, service.BackupsCollection, b.ID), CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt}
+}
+
+// summaryJSON is a volume or backup in a list without details, and a
+// backup in the answer to a create or an import.
+func summaryJSON(r *http.Request, coll service.Collection, id, name string) wire.Summary {
+	return wire.Summary{ID: id, Name: name, Links: resourceLinks(r, coll, id)}
 }
 
 func attachmentJSON(a service.Attachment) wire.Attachment {
@@ -152,7 +186,8 @@ func nextLink(r *http.Request, n int, lq service.ListQuery, last string) []wire.
 	return []wire.Link{{Rel: "next", Href: baseURL(r) + u.String()}}
 }
 
-// listSummaries answers a list without details: IDs and names.
+// listSummaries answers a list of volumes or backups without details:
+// IDs, names and links.
 func (s *Server) listSummaries(w http.ResponseWriter, r *http.Request, c service.Caller, coll service.Collection, lq service.ListQuery) error {
 	list, err := s.svc.ListSummaries(r.Context(), c, coll, lq)
 	if err != nil {
@@ -160,7 +195,7 @@ func (s *Server) listSummaries(w http.ResponseWriter, r *http.Request, c service
 	}
 	items := make([]wire.Summary, len(list))
 	for i, v := range list {
-		items[i] = wire.Summary{ID: v.ID, Name: v.Name}
+		items[i] = summaryJSON(r, coll, v.ID, v.Name)
 	}
 	out := map[string]any{string(coll): items}
 	if len(list) > 0 {
@@ -177,7 +212,7 @@ func (s *Server) limits(w http.ResponseWriter, r *http.Request, c service.Caller
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"limits": wire.Limits{Quota: l.Quota, Usage: l.Usage}})
+	writeJSON(w, http.StatusOK, map[string]any{"limits": wire.NewLimitsAnswer(wire.Limits{Quota: l.Quota, Usage: l.Usage})})
 	return nil
 }
 
@@ -219,18 +254,21 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request, c service.
 	for _, f := range []struct {
 		name string
 		v    *string
+		one  string // the one there is, if any
 		what string
 	}{
-		{"volume_type", in.VolumeType, "volume types"},
-		{"availability_zone", in.AvailabilityZone, "availability zones"},
-		{"consistencygroup_id", in.ConsistencyGroupID, "consistency groups"},
-		{"imageRef", in.ImageRef, "images"},
-		{"source_volid", in.SourceVolID, "volume-to-volume clones (clone a snapshot: snapshot_id)"},
+		{"volume_type", in.VolumeType, wire.VolumeType, "volume types but " + wire.VolumeType},
+		{"availability_zone", in.AvailabilityZone, wire.AvailabilityZone, "availability zones but " + wire.AvailabilityZone},
+		{"consistencygroup_id", in.ConsistencyGroupID, "", "consistency groups"},
+		{"imageRef", in.ImageRef, "", "images"},
+		{"source_volid", in.SourceVolID, "", "volume-to-volume clones (clone a snapshot: snapshot_id)"},
 	} {
-		// The cinder command sends them all, null, with every create:
-		// null (or "") is accepted, as the block storage API does. A value
-		// is refused rather than ignored: cairn could not honour it.
-		if f.v != nil && *f.v != "" {
+		// The cinder and openstack commands send them all, null, with
+		// every create: null (or "") is accepted, as the block storage API
+		// does, and so is the name of the one type and zone every volume
+		// has. Another value is refused rather than ignored: cairn could
+		// not honour it.
+		if f.v != nil && *f.v != "" && *f.v != f.one {
 			return fmt.Errorf("volume.%s %q: cairn has no %s: %w", f.name, *f.v, f.what, cairn.ErrUnsupported)
 		}
 	}
@@ -249,7 +287,7 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request, c service.
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, map[string]any{"volume": s.volumeJSON(v)})
+	writeJSON(w, http.StatusAccepted, map[string]any{"volume": s.volumeJSON(r, v)})
 	return nil
 }
 
@@ -268,7 +306,7 @@ func (s *Server) listVolumes(detail bool) handler {
 		}
 		items := make([]wire.Volume, len(list))
 		for i, v := range list {
-			items[i] = s.volumeJSON(v)
+			items[i] = s.volumeJSON(r, v)
 		}
 		out := map[string]any{"volumes": items}
 		if len(list) > 0 {
@@ -286,7 +324,7 @@ func (s *Server) showVolume(w http.ResponseWriter, r *http.Request, c service.Ca
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"volume": s.volumeJSON(v)})
+	writeJSON(w, http.StatusOK, map[string]any{"volume": s.volumeJSON(r, v)})
 	return nil
 }
 
@@ -296,6 +334,22 @@ func (s *Server) updateVolume(w http.ResponseWriter, r *http.Request, c service.
 		return err
 	}
 	in := req.Volume
+	for _, alias := range []struct {
+		name, old string
+		v         **string
+		oldv      *string
+	}{
+		{"name", "display_name", &in.Name, in.DisplayName},
+		{"description", "display_description", &in.Description, in.DisplayDescription},
+	} {
+		if alias.oldv == nil {
+			continue
+		}
+		if *alias.v != nil {
+			return fmt.Errorf("give volume.%s or volume.%s, not both: %w", alias.name, alias.old, cairn.ErrInvalid)
+		}
+		*alias.v = alias.oldv
+	}
 	if in.Name == nil && in.Description == nil && in.Metadata == nil {
 		return fmt.Errorf("nothing to update: give volume.name, volume.description or volume.metadata: %w", cairn.ErrInvalid)
 	}
@@ -304,7 +358,7 @@ func (s *Server) updateVolume(w http.ResponseWriter, r *http.Request, c service.
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"volume": s.volumeJSON(v)})
+	writeJSON(w, http.StatusOK, map[string]any{"volume": s.volumeJSON(r, v)})
 	return nil
 }
 
@@ -374,7 +428,7 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, c servic
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, map[string]any{"snapshot": snapshotJSON(snap)})
+	writeJSON(w, http.StatusAccepted, map[string]any{"snapshot": snapshotSummaryJSON(snap)})
 	return nil
 }
 
@@ -384,16 +438,25 @@ func (s *Server) listSnapshots(detail bool) handler {
 		if err != nil {
 			return err
 		}
-		if !detail {
-			return s.listSummaries(w, r, c, service.SnapshotsCollection, lq)
-		}
 		list, err := s.svc.ListSnapshots(r.Context(), c, lq)
 		if err != nil {
 			return err
 		}
-		items := make([]wire.Snapshot, len(list))
-		for i, v := range list {
-			items[i] = snapshotJSON(v)
+		// Without details, the block storage API's summary of each
+		// snapshot, which has more than an ID and a name.
+		var items any
+		if detail {
+			l := make([]wire.Snapshot, len(list))
+			for i, v := range list {
+				l[i] = snapshotJSON(v)
+			}
+			items = l
+		} else {
+			l := make([]wire.SnapshotSummary, len(list))
+			for i, v := range list {
+				l[i] = snapshotSummaryJSON(v)
+			}
+			items = l
 		}
 		out := map[string]any{"snapshots": items}
 		if len(list) > 0 {
@@ -452,7 +515,7 @@ func (s *Server) createBackup(w http.ResponseWriter, r *http.Request, c service.
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, map[string]any{"backup": backupJSON(b, false)})
+	writeJSON(w, http.StatusAccepted, map[string]any{"backup": summaryJSON(r, service.BackupsCollection, b.ID, b.Name)})
 	return nil
 }
 
@@ -471,7 +534,7 @@ func (s *Server) listBackups(detail bool) handler {
 		}
 		items := make([]wire.Backup, len(list))
 		for i, b := range list {
-			items[i] = backupJSON(b.Backup, b.HasDependents)
+			items[i] = backupJSON(r, b.Backup, b.HasDependents)
 		}
 		out := map[string]any{"backups": items}
 		if len(list) > 0 {
@@ -489,7 +552,7 @@ func (s *Server) showBackup(w http.ResponseWriter, r *http.Request, c service.Ca
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"backup": backupJSON(d.Backup, d.HasDependents)})
+	writeJSON(w, http.StatusOK, map[string]any{"backup": backupJSON(r, d.Backup, d.HasDependents)})
 	return nil
 }
 
@@ -537,7 +600,7 @@ func (s *Server) importRecord(w http.ResponseWriter, r *http.Request, c service.
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"backup": backupJSON(b, false)})
+	writeJSON(w, http.StatusCreated, map[string]any{"backup": summaryJSON(r, service.BackupsCollection, b.ID, b.Name)})
 	return nil
 }
 

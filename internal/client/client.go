@@ -262,13 +262,14 @@ func (c *Client) Whoami(ctx context.Context) (wire.TokenInfo, error) {
 	return out.Token, err
 }
 
-// Limits returns the project's quotas and usage.
+// Limits returns the project's quotas and usage, read from the absolute
+// limits the API answers.
 func (c *Client) Limits(ctx context.Context) (wire.Limits, error) {
 	var out struct {
-		Limits wire.Limits `json:"limits"`
+		Limits wire.LimitsAnswer `json:"limits"`
 	}
 	err := c.call(ctx, http.MethodGet, nil, nil, &out, "limits")
-	return out.Limits, err
+	return out.Limits.Absolute.Limits(), err
 }
 
 // Tasks lists the tasks of a resource (a volume, snapshot or backup
@@ -324,8 +325,8 @@ func (c *Client) CreateVolume(ctx context.Context, req wire.VolumeCreateRequest)
 }
 
 // ListVolumes returns one page of volumes and its links (see NextMarker).
-// Without detail only ID and Name are set. q holds the list's parameters:
-// limit, marker, sort, name, status, all_tenants.
+// Without detail only ID, Name and Links are set. q holds the list's
+// parameters: limit, marker, sort, name, status, all_tenants.
 func (c *Client) ListVolumes(ctx context.Context, detail bool, q url.Values) ([]wire.Volume, []wire.Link, error) {
 	var out struct {
 		Volumes []wire.Volume `json:"volumes"`
@@ -394,7 +395,9 @@ func (c *Client) ResetVolumeStatus(ctx context.Context, id, status string) error
 
 // Snapshots.
 
-// CreateSnapshot asks for a snapshot of a volume (status creating).
+// CreateSnapshot asks for a snapshot of a volume (status creating). The
+// answer has the members of wire.SnapshotSummary (not the project,
+// progress and fail reason).
 func (c *Client) CreateSnapshot(ctx context.Context, req wire.SnapshotCreateRequest) (wire.Snapshot, error) {
 	var out struct {
 		Snapshot wire.Snapshot `json:"snapshot"`
@@ -404,7 +407,8 @@ func (c *Client) CreateSnapshot(ctx context.Context, req wire.SnapshotCreateRequ
 }
 
 // ListSnapshots returns one page of snapshots and its links. Without
-// detail only ID and Name are set. q: limit, marker, sort, name, status,
+// detail the members of wire.SnapshotSummary are set (not the project,
+// progress and fail reason). q: limit, marker, sort, name, status,
 // volume_id, all_tenants.
 func (c *Client) ListSnapshots(ctx context.Context, detail bool, q url.Values) ([]wire.Snapshot, []wire.Link, error) {
 	var out struct {
@@ -437,7 +441,8 @@ func (c *Client) ResetSnapshotStatus(ctx context.Context, id, status string) err
 // Backups.
 
 // CreateBackup asks for a backup of a volume or a snapshot (status
-// creating).
+// creating). The answer is the block storage API's summary: only the
+// backup's ID, Name and Links are set (GetBackup or Wait for the rest).
 func (c *Client) CreateBackup(ctx context.Context, req wire.BackupCreateRequest) (wire.Backup, error) {
 	var out struct {
 		Backup wire.Backup `json:"backup"`
@@ -447,7 +452,7 @@ func (c *Client) CreateBackup(ctx context.Context, req wire.BackupCreateRequest)
 }
 
 // ListBackups returns one page of backups and its links. Without detail
-// only ID and Name are set. q: limit, marker, sort, name, status,
+// only ID, Name and Links are set. q: limit, marker, sort, name, status,
 // volume_id, snapshot_id, all_tenants.
 func (c *Client) ListBackups(ctx context.Context, detail bool, q url.Values) ([]wire.Backup, []wire.Link, error) {
 	var out struct {
@@ -493,14 +498,18 @@ func (c *Client) ExportRecord(ctx context.Context, id string) (wire.BackupRecord
 	return out.Record, err
 }
 
-// ImportRecord adds the backup an exported record describes.
+// ImportRecord adds the backup an exported record describes and returns
+// it: the API answers the block storage API's summary (ID, name, links),
+// so it reads the backup back.
 func (c *Client) ImportRecord(ctx context.Context, rec wire.BackupRecord) (wire.Backup, error) {
 	req := wire.ImportRecordRequest{BackupRecord: &rec}
 	var out struct {
-		Backup wire.Backup `json:"backup"`
+		Backup wire.Summary `json:"backup"`
 	}
-	err := c.call(ctx, http.MethodPost, nil, req, &out, "backups", "import_record")
-	return out.Backup, err
+	if err := c.call(ctx, http.MethodPost, nil, req, &out, "backups", "import_record"); err != nil {
+		return wire.Backup{}, err
+	}
+	return c.GetBackup(ctx, out.Backup.ID)
 }
 
 // ResetBackupStatus sets a backup's status (admins only).

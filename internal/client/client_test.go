@@ -185,7 +185,7 @@ func TestClientRequests(t *testing.T) {
 		reply(w, 200, map[string]any{"volumes": []wire.Summary{{ID: "a", Name: "n"}}})
 	})
 	f.on("POST /v3/p/snapshots", func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		reply(w, 202, map[string]any{"snapshot": wire.Snapshot{ID: "s", VolumeID: "v"}})
+		reply(w, 202, map[string]any{"snapshot": wire.SnapshotSummary{ID: "s", VolumeID: "v"}})
 	})
 	f.on("GET /v3/p/snapshots/detail", func(w http.ResponseWriter, r *http.Request, _ []byte) {
 		reply(w, 200, map[string]any{"snapshots": []wire.Snapshot{{ID: "s"}}})
@@ -193,7 +193,7 @@ func TestClientRequests(t *testing.T) {
 	f.on("DELETE /v3/p/snapshots/s", ok)
 	f.on("POST /v3/p/snapshots/s/action", ok)
 	f.on("POST /v3/p/backups", func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		reply(w, 202, map[string]any{"backup": wire.Backup{ID: "b", Status: "creating"}})
+		reply(w, 202, map[string]any{"backup": wire.Summary{ID: "b", Name: "bn"}})
 	})
 	f.on("GET /v3/p/backups", func(w http.ResponseWriter, r *http.Request, _ []byte) {
 		reply(w, 200, map[string]any{"backups": []wire.Summary{{ID: "b"}}})
@@ -207,10 +207,13 @@ func TestClientRequests(t *testing.T) {
 		reply(w, 200, map[string]any{"backup-record": wire.BackupRecord{BackupService: "svc", BackupURL: "url"}})
 	})
 	f.on("POST /v3/p/backups/import_record", func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		reply(w, 201, map[string]any{"backup": wire.Backup{ID: "b2"}})
+		reply(w, 201, map[string]any{"backup": wire.Summary{ID: "b2"}})
+	})
+	f.on("GET /v3/p/backups/b2", func(w http.ResponseWriter, r *http.Request, _ []byte) {
+		reply(w, 200, map[string]any{"backup": wire.Backup{ID: "b2", Status: "available"}})
 	})
 	f.on("GET /v3/p/limits", func(w http.ResponseWriter, r *http.Request, _ []byte) {
-		reply(w, 200, map[string]any{"limits": wire.Limits{Quota: cairn.Unlimited, Usage: cairn.Usage{Volumes: 2}}})
+		reply(w, 200, map[string]any{"limits": wire.NewLimitsAnswer(wire.Limits{Quota: cairn.Unlimited, Usage: cairn.Usage{Volumes: 2}})})
 	})
 	f.on("GET /v3/p/tasks", func(w http.ResponseWriter, r *http.Request, _ []byte) {
 		reply(w, 200, map[string]any{"tasks": []cairn.Task{{ID: "t", ResourceID: r.URL.Query().Get("resource_id")}}})
@@ -262,7 +265,7 @@ func TestClientRequests(t *testing.T) {
 
 	var breq wire.BackupCreateRequest
 	breq.Backup.VolumeID, breq.Backup.Incremental = "v", true
-	if b, err := c.CreateBackup(ctx, breq); err != nil || b.ID != "b" {
+	if b, err := c.CreateBackup(ctx, breq); err != nil || b.ID != "b" || b.Name != "bn" {
 		t.Fatalf("CreateBackup: %+v %v", b, err)
 	}
 	if l, _, err := c.ListBackups(ctx, false, nil); err != nil || len(l) != 1 {
@@ -276,7 +279,8 @@ func TestClientRequests(t *testing.T) {
 	if err != nil || rec.BackupService != "svc" || rec.BackupURL != "url" {
 		t.Fatalf("ExportRecord: %+v %v", rec, err)
 	}
-	if b, err := c.ImportRecord(ctx, rec); err != nil || b.ID != "b2" {
+	// The import answers a summary; the client reads the backup back.
+	if b, err := c.ImportRecord(ctx, rec); err != nil || b.ID != "b2" || b.Status != "available" {
 		t.Fatalf("ImportRecord: %+v %v", b, err)
 	}
 	must(c.ResetBackupStatus(ctx, "b", "error"))
@@ -309,6 +313,7 @@ func TestClientRequests(t *testing.T) {
 		`POST /v3/p/backups/b/restore {"restore":{"volume_id":"","name":"r"}}`,
 		`GET /v3/p/backups/b/export_record`,
 		`POST /v3/p/backups/import_record {"backup-record":{"backup_service":"svc","backup_url":"url"}}`,
+		`GET /v3/p/backups/b2`,
 		`POST /v3/p/backups/b/action {"os-reset_status":{"status":"error"}}`,
 		`DELETE /v3/p/backups/b`,
 		`GET /v3/p/limits`,

@@ -11,6 +11,7 @@
 package wire
 
 import (
+	"encoding/json"
 	"strings"
 	"time"
 
@@ -22,7 +23,24 @@ import (
 // lines about the request carry the same ID.
 const RequestIDHeader = "X-Openstack-Request-Id"
 
-// Volume is a volume as the API shows it.
+// The block storage API's members for what cairn has one of, or none:
+// the values every volume shows.
+const (
+	// AvailabilityZone is the one availability zone, named as the block
+	// storage API's default zone is.
+	AvailabilityZone = "nova"
+	// VolumeType is the one, implicit volume type every volume is of,
+	// named as the block storage API's default type is since its
+	// Victoria release.
+	VolumeType = "__DEFAULT__"
+	// ReplicationDisabled is the replication_status of a volume that is
+	// not replicated: every cairn volume.
+	ReplicationDisabled = "disabled"
+)
+
+// Volume is a volume as the API shows it: the block storage API's
+// members, with the values cairn's volumes have, and cairn's own
+// (FailReason, BackupID, Attached), which its client and command read.
 type Volume struct {
 	ID          string  `json:"id"`
 	Name        string  `json:"name"`
@@ -33,16 +51,34 @@ type Volume struct {
 	SnapshotID  *string `json:"snapshot_id"`
 	BackupID    *string `json:"backup_id"`
 	ProjectID   string  `json:"os-vol-tenant-attr:tenant_id"`
-	Attached    bool    `json:"attached"`
+	// UserID is always "": a cairn token belongs to a project, not to a
+	// user. (The block storage API's response schemas want a string.)
+	UserID   string `json:"user_id"`
+	Attached bool   `json:"attached"`
 	// Attachments has the volume's NBD export while it is attached: at
 	// most one entry; empty (never null) otherwise.
 	Attachments []VolumeAttachment `json:"attachments"`
 	Bootable    string             `json:"bootable"`
 	// Metadata is the volume's key/value pairs: {} (never null) when it
 	// has none, as the clients index it unconditionally.
-	Metadata  map[string]string `json:"metadata"`
-	CreatedAt time.Time         `json:"created_at"`
-	UpdatedAt time.Time         `json:"updated_at"`
+	Metadata map[string]string `json:"metadata"`
+	// Links are the volume's self and bookmark links.
+	Links []Link `json:"links"`
+	// AvailabilityZone is always the constant AvailabilityZone, VolumeType
+	// the constant VolumeType, ReplicationStatus ReplicationDisabled.
+	AvailabilityZone  string `json:"availability_zone"`
+	VolumeType        string `json:"volume_type"`
+	ReplicationStatus string `json:"replication_status"`
+	// Encrypted and Multiattach are always false: cairn encrypts
+	// backups, not volumes, and exports a volume once.
+	Encrypted   bool `json:"encrypted"`
+	Multiattach bool `json:"multiattach"`
+	// ConsistencyGroupID and SourceVolID are always null: cairn has no
+	// consistency groups and no volume-to-volume clones.
+	ConsistencyGroupID *string   `json:"consistencygroup_id"`
+	SourceVolID        *string   `json:"source_volid"`
+	CreatedAt          time.Time `json:"created_at"`
+	UpdatedAt          time.Time `json:"updated_at"`
 }
 
 // VolumeAttachment is an entry of a volume's attachments, in the block
@@ -76,7 +112,10 @@ func (a VolumeAttachment) URIs() []string {
 	return strings.Fields(*a.Device)
 }
 
-// Snapshot is a snapshot as the API shows it.
+// Snapshot is a snapshot as the API shows it (show and the detailed
+// list): SnapshotSummary's members, the block storage API's extended
+// attributes (project, progress) and cairn's FailReason, which its
+// client reads.
 type Snapshot struct {
 	ID          string  `json:"id"`
 	VolumeID    string  `json:"volume_id"`
@@ -86,13 +125,34 @@ type Snapshot struct {
 	Status      string  `json:"status"`
 	FailReason  *string `json:"fail_reason"`
 	ProjectID   string  `json:"os-extended-snapshot-attributes:project_id"`
+	// Progress is "0%" until the snapshot is made (creating, or error
+	// when taking it failed), "100%" once it is, whatever its status.
+	Progress string `json:"os-extended-snapshot-attributes:progress"`
 	// Metadata is as a volume's: {} when there is none.
 	Metadata  map[string]string `json:"metadata"`
 	CreatedAt time.Time         `json:"created_at"`
 	UpdatedAt time.Time         `json:"updated_at"`
 }
 
-// Backup is a backup as the API shows it.
+// SnapshotSummary is a snapshot in the answer to a create and in the
+// list without details: the block storage API's summary of a snapshot,
+// without Snapshot's project, progress and fail reason.
+type SnapshotSummary struct {
+	ID          string            `json:"id"`
+	VolumeID    string            `json:"volume_id"`
+	Name        string            `json:"name"`
+	Description string            `json:"description"`
+	Size        int64             `json:"size"`
+	Status      string            `json:"status"`
+	Metadata    map[string]string `json:"metadata"`
+	CreatedAt   time.Time         `json:"created_at"`
+	UpdatedAt   time.Time         `json:"updated_at"`
+}
+
+// Backup is a backup as the API shows it (show and the detailed list):
+// the block storage API's members and cairn's own (StoredBytes,
+// ParentID), which its command shows. The answers to a create and an
+// import are a Summary.
 type Backup struct {
 	ID                  string    `json:"id"`
 	Name                string    `json:"name"`
@@ -110,17 +170,21 @@ type Backup struct {
 	ParentID            *string   `json:"parent_id"`
 	DataTimestamp       time.Time `json:"data_timestamp"`
 	ProjectID           string    `json:"os-backup-project-attr:project_id"`
+	Links               []Link    `json:"links"`
 	CreatedAt           time.Time `json:"created_at"`
 	UpdatedAt           time.Time `json:"updated_at"`
 }
 
-// Summary is a list entry without details.
+// Summary is a volume or backup in a list without details, and a backup
+// in the answer to a create or an import: its ID, name and links.
 type Summary struct {
-	ID   string `json:"id"`
-	Name string `json:"name"`
+	ID    string `json:"id"`
+	Name  string `json:"name"`
+	Links []Link `json:"links"`
 }
 
-// Link is a paging link.
+// Link is a link: a resource's self and bookmark links, a list's next
+// page, a version's documents.
 type Link struct {
 	Rel  string `json:"rel"`
 	Href string `json:"href"`
@@ -152,10 +216,54 @@ type TokenInfo struct {
 	Admin     bool   `json:"admin"`
 }
 
-// Limits is a project's quotas and what it uses of them.
+// LimitsAnswer is GET /limits ("limits"): the block storage API's
+// shape. Rate is always empty: cairn has no rate limits.
+type LimitsAnswer struct {
+	Rate     []json.RawMessage `json:"rate"`
+	Absolute AbsoluteLimits    `json:"absolute"`
+}
+
+// AbsoluteLimits is a project's quotas (max*, -1 for unlimited) and what
+// it uses of them (total*), named as the block storage API names them.
+type AbsoluteLimits struct {
+	MaxTotalVolumes          int64 `json:"maxTotalVolumes"`
+	MaxTotalSnapshots        int64 `json:"maxTotalSnapshots"`
+	MaxTotalVolumeGigabytes  int64 `json:"maxTotalVolumeGigabytes"`
+	MaxTotalBackups          int64 `json:"maxTotalBackups"`
+	MaxTotalBackupGigabytes  int64 `json:"maxTotalBackupGigabytes"`
+	TotalVolumesUsed         int64 `json:"totalVolumesUsed"`
+	TotalGigabytesUsed       int64 `json:"totalGigabytesUsed"`
+	TotalSnapshotsUsed       int64 `json:"totalSnapshotsUsed"`
+	TotalBackupsUsed         int64 `json:"totalBackupsUsed"`
+	TotalBackupGigabytesUsed int64 `json:"totalBackupGigabytesUsed"`
+}
+
+// NewLimitsAnswer is the answer of a project's quotas and usage.
+func NewLimitsAnswer(l Limits) LimitsAnswer {
+	q, u := l.Quota, l.Usage
+	return LimitsAnswer{Rate: []json.RawMessage{}, Absolute: AbsoluteLimits{
+		MaxTotalVolumes: q.Volumes, MaxTotalSnapshots: q.Snapshots, MaxTotalVolumeGigabytes: q.Gigabytes,
+		MaxTotalBackups: q.Backups, MaxTotalBackupGigabytes: q.BackupGigabytes,
+		TotalVolumesUsed: u.Volumes, TotalGigabytesUsed: u.Gigabytes, TotalSnapshotsUsed: u.Snapshots,
+		TotalBackupsUsed: u.Backups, TotalBackupGigabytesUsed: u.BackupGigabytes}}
+}
+
+// Limits is a project's quotas and what it uses of them, as the Go
+// client returns them (read from a LimitsAnswer) and the cairn command
+// prints them. It is not an answer's shape.
 type Limits struct {
 	Quota cairn.Quota `json:"quota"`
 	Usage cairn.Usage `json:"usage"`
+}
+
+// Limits returns the quotas and usage the absolute limits hold.
+func (a AbsoluteLimits) Limits() Limits {
+	return Limits{
+		Quota: cairn.Quota{Volumes: a.MaxTotalVolumes, Gigabytes: a.MaxTotalVolumeGigabytes, Snapshots: a.MaxTotalSnapshots,
+			Backups: a.MaxTotalBackups, BackupGigabytes: a.MaxTotalBackupGigabytes},
+		Usage: cairn.Usage{Volumes: a.TotalVolumesUsed, Gigabytes: a.TotalGigabytesUsed, Snapshots: a.TotalSnapshotsUsed,
+			Backups: a.TotalBackupsUsed, BackupGigabytes: a.TotalBackupGigabytesUsed},
+	}
 }
 
 // Attachment is the os-attach action's answer: where the volume is
@@ -204,10 +312,11 @@ type VolumeCreate struct {
 	SnapshotID  string            `json:"snapshot_id"`
 	BackupID    string            `json:"backup_id"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
-	// The block storage API's members for what cairn does not have:
-	// the cinder command sends every one of them, null, with each
-	// create. They must be null or "" (absent, omitempty here); a value
-	// is refused (cairn.ErrUnsupported).
+	// The block storage API's members for what cairn does not have, or
+	// has one of: the cinder and openstack commands send every one of
+	// them, null, with each create. They must be null or "" (absent,
+	// omitempty here), or name the one there is (VolumeType,
+	// AvailabilityZone); another value is refused (cairn.ErrUnsupported).
 	VolumeType         *string `json:"volume_type,omitempty"`
 	AvailabilityZone   *string `json:"availability_zone,omitempty"`
 	ConsistencyGroupID *string `json:"consistencygroup_id,omitempty"`
@@ -223,10 +332,17 @@ type VolumeUpdateRequest struct {
 // VolumeUpdate is the volume of a VolumeUpdateRequest (nil: unchanged).
 // Metadata replaces all of the volume's; {} removes it (omitempty leaves
 // out only a nil pointer, so a client's {} is sent).
+//
+// DisplayName and DisplayDescription are the block storage API's older
+// names of Name and Description, which it still accepts and the
+// openstack command sends (`openstack volume set --name`); a request
+// gives each at most under one of its names.
 type VolumeUpdate struct {
-	Name        *string            `json:"name"`
-	Description *string            `json:"description"`
-	Metadata    *map[string]string `json:"metadata,omitempty"`
+	Name               *string            `json:"name"`
+	Description        *string            `json:"description"`
+	Metadata           *map[string]string `json:"metadata,omitempty"`
+	DisplayName        *string            `json:"display_name,omitempty"`
+	DisplayDescription *string            `json:"display_description,omitempty"`
 }
 
 // VolumeActionRequest is POST /volumes/{id}/action: exactly one action.
