@@ -31,6 +31,14 @@ func FuzzRequests(f *testing.F) {
 		{"GET", "/v3/fuzz/snapshots/detail"},
 		{"GET", "/v3/fuzz/backups/detail"},
 		{"GET", "/v3/fuzz/tasks"},
+		// Appended, so the seeds above keep their routes.
+		{"POST", "/v3/fuzz/volumes/V/metadata"},
+		{"PUT", "/v3/fuzz/volumes/V/metadata"},
+		{"PUT", "/v3/fuzz/volumes/V/metadata/k"},
+		{"PUT", "/v3/fuzz/snapshots/S"},
+		{"POST", "/v3/fuzz/snapshots/S/metadata"},
+		{"PUT", "/v3/fuzz/snapshots/S/metadata/k"},
+		{"GET", "/v3/fuzz/volumes/detail"},
 	}
 	seeds := []struct {
 		route       uint8
@@ -62,14 +70,35 @@ func FuzzRequests(f *testing.F) {
 		{3, "", `{"snapshot": {"volume_id": "V", "force": null, "name": "s1", "description": null, "metadata": {"x": "y"}}}`},
 		{0, "", `{"volume":{"size":1e400}}`},
 		{0, "", "\x00\xff{"},
+		// The metadata calls, as the cinder and openstack commands make
+		// them, and bodies they refuse.
+		{13, "", `{"metadata": {"e": "f"}}`},
+		{13, "", `{"metadata":{"a":"b","":"x"}}`},
+		{14, "", `{"metadata": {"x": "y", "z": ""}}`},
+		{14, "", `{"metadata":null}`},
+		{15, "", `{"meta":{"k":"v"}}`},
+		{15, "", `{"meta":{"k":"v","l":"w"}}`},
+		{16, "", `{"snapshot": {"name": "s2"}}`},
+		{16, "", `{"snapshot":{"display_name":"a","display_description":"b","name":null}}`},
+		{17, "", `{"metadata": {"p": "q"}}`},
+		{18, "", `{"meta":{"k":""}}`},
+		// The list filter as the cinder command sends it, and forms it
+		// does not.
+		{19, "metadata=%7B%27a%27%3A+%27b%27%7D", ""},
+		{10, `metadata={'a': 'b', "it's": '\x00\u200b'}`, ""},
+		{9, "metadata={'a': 1}&limit=1", ""},
 	}
 	for _, s := range seeds {
 		f.Add(s.route, s.query, s.body)
 	}
-	// A project with one volume, then no quota left for anything.
+	// A project with one volume and a snapshot of it, then no quota left
+	// for anything.
 	e := newEnv(f)
 	tok := e.project("fuzz", false, cairn.Unlimited)
 	vol := e.createVolume(tok, "fuzz", 1, "")
+	var snap struct{ Snapshot struct{ ID string } }
+	e.must(202, tok, "POST", "/v3/fuzz/snapshots", map[string]any{"snapshot": map[string]any{"volume_id": vol}}, &snap)
+	e.wait(tok, "fuzz", "snapshot", snap.Snapshot.ID)
 	err := e.cat.Update(f.Context(), func(tx catalog.Tx) error {
 		p, err := tx.Project(f.Context(), "fuzz")
 		if err != nil {
@@ -84,7 +113,7 @@ func FuzzRequests(f *testing.F) {
 	handler := api.New(e.svc, nil, nil)
 	f.Fuzz(func(t *testing.T, route uint8, query, body string) {
 		r := routes[int(route)%len(routes)]
-		path := strings.NewReplacer("/V", "/"+vol, "/S", "/nope", "/B", "/nope").Replace(r.path)
+		path := strings.NewReplacer("/V", "/"+vol, "/S", "/"+snap.Snapshot.ID, "/B", "/nope").Replace(r.path)
 		req := httptest.NewRequest(r.method, "/", bytes.NewBufferString(body))
 		req.URL.Path = path
 		req.URL.RawQuery = strings.ReplaceAll(query, "V", vol)

@@ -507,6 +507,8 @@ func TestOpenAPISchemasMatchGo(t *testing.T) {
 		"BackupRecord":        wire.BackupRecord{},
 		"BackupRecordContent": service.BackupRecord{},
 		"ErrorDetail":         wire.Fault{},
+		"AllMetadata":         wire.AllMetadata{},
+		"MetadataItem":        wire.MetadataItem{},
 
 		"Version":       wire.Version{},
 		"VolumeVersion": wire.APIVersion{},
@@ -551,10 +553,14 @@ func TestOpenAPISchemasMatchGo(t *testing.T) {
 		"VolumeUpdateRequest":   wire.VolumeUpdateRequest{},
 		"VolumeActionRequest":   wire.VolumeActionRequest{},
 		"SnapshotCreateRequest": wire.SnapshotCreateRequest{},
-		"ResetStatusRequest":    wire.ResetStatusRequest{},
-		"BackupCreateRequest":   wire.BackupCreateRequest{},
-		"RestoreRequest":        wire.RestoreRequest{},
-		"ImportRecordRequest":   wire.ImportRecordRequest{},
+		"SnapshotUpdateRequest": wire.SnapshotUpdateRequest{},
+		// Bodies of the metadata calls, and their answers above.
+		"AllMetadata":         wire.AllMetadata{},
+		"MetadataItem":        wire.MetadataItem{},
+		"ResetStatusRequest":  wire.ResetStatusRequest{},
+		"BackupCreateRequest": wire.BackupCreateRequest{},
+		"RestoreRequest":      wire.RestoreRequest{},
+		"ImportRecordRequest": wire.ImportRecordRequest{},
 
 		"InstanceCreateRequest":       wire.InstanceCreateRequest{},
 		"DatabaseBackupCreateRequest": wire.DatabaseBackupCreateRequest{},

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -150,4 +151,65 @@ func lastRequest(t *testing.T, reqs []captured, method string) captured {
 	}
 	t.Fatalf("no %s request among\n%s", method, formatRequests(reqs))
 	return captured{}
+}
+
+// TestOpenStackVolumeProperties: the openstack command's properties (the
+// block storage API's metadata) of a volume and a snapshot: `volume set
+// --property` adds through the metadata call, `volume unset --property`
+// removes an item, `volume snapshot set` renames a snapshot (PUT of the
+// snapshot) and adds to its properties, `volume snapshot unset` removes
+// one. Each exits 0, the catalog holds what it asked for, and show
+// prints it.
+func TestOpenStackVolumeProperties(t *testing.T) {
+	c := newOpenStackVolumeCLI(t)
+	e := c.env
+	ctx := t.Context()
+	alpha := service.Caller{ProjectID: "alpha"}
+	id := e.createVolume(e.tokA, "alpha", 1, "one")
+	storedVolume := func(what string, want map[string]string) {
+		t.Helper()
+		v, err := e.svc.Volume(ctx, alpha, id)
+		if err != nil || !reflect.DeepEqual(v.Metadata, want) {
+			t.Errorf("%s: the catalog holds %v %v, want %v", what, v.Metadata, err, want)
+		}
+	}
+
+	c.ok("volume", "set", "--property", "c=d", "--property", "e=f", "one")
+	storedVolume("volume set --property c=d --property e=f", map[string]string{"c": "d", "e": "f"})
+	var vol map[string]any
+	c.okJSON(&vol, "volume", "show", "one", "-f", "json")
+	checkFields(t, "volume show", vol, map[string]any{"properties": map[string]any{"c": "d", "e": "f"}})
+	code, stdout, stderr, reqs := c.run("volume", "unset", "--property", "c", "one")
+	if code != 0 {
+		t.Fatalf("volume unset --property c one: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	if del := lastRequest(t, reqs, "DELETE"); del.Path != "/v3/alpha/volumes/"+id+"/metadata/c" {
+		t.Errorf("volume unset --property c sent %s", del)
+	}
+	storedVolume("volume unset --property c", map[string]string{"e": "f"})
+	// Unsetting a property the volume does not have fails, as the block
+	// storage API answers 404.
+	if code, _, _, _ := c.run("volume", "unset", "--property", "nope", "one"); code == 0 {
+		t.Errorf("volume unset --property nope exited 0")
+	}
+	storedVolume("volume unset --property nope", map[string]string{"e": "f"})
+
+	var snap map[string]any
+	c.okJSON(&snap, "volume", "snapshot", "create", "--volume", "one", "s1", "-f", "json")
+	sid, _ := snap["id"].(string)
+	e.wait(e.tokA, "alpha", "snapshot", sid)
+	c.ok("volume", "snapshot", "set", "--name", "s2", "--property", "p=q", "s1")
+	s, err := e.svc.Snapshot(ctx, alpha, sid)
+	if err != nil || s.Name != "s2" || !reflect.DeepEqual(s.Metadata, map[string]string{"p": "q"}) {
+		t.Fatalf("volume snapshot set --name s2 --property p=q s1: the catalog holds %+v %v", s, err)
+	}
+	c.okJSON(&snap, "volume", "snapshot", "show", "s2", "-f", "json")
+	checkFields(t, "snapshot show", snap, map[string]any{"id": sid, "name": "s2", "properties": map[string]any{"p": "q"}})
+	c.ok("volume", "snapshot", "set", "--description", "about", "--property", "r=s", "s2")
+	c.ok("volume", "snapshot", "unset", "--property", "p", "s2")
+	s, err = e.svc.Snapshot(ctx, alpha, sid)
+	if err != nil || s.Name != "s2" || s.Description != "about" || !reflect.DeepEqual(s.Metadata, map[string]string{"r": "s"}) {
+		t.Errorf("after snapshot set --description and unset --property p: the catalog holds %+v %v", s, err)
+	}
+	e.settle()
 }

@@ -105,8 +105,9 @@ const (
 
 // listQuery parses a list's query string: limit, marker, sort
 // (key[:dir],...) or sort_key/sort_dir, all_tenants, and the filters named
-// in allowed. Unknown and repeated parameters are refused, so a typo
-// never lists everything. The service checks what the values mean.
+// in allowed (metadata: a Python dict's repr, parsePythonDict). Unknown
+// and repeated parameters are refused, so a typo never lists everything.
+// The service checks what the values mean.
 //
 // all_tenants takes the spellings of a boolean the clients send (1,
 // true, True, yes, on; 0, false, no, off). From a caller who is not an
@@ -163,6 +164,12 @@ func listQuery(r *http.Request, c service.Caller, allowed ...string) (service.Li
 	lq.Status = cairn.Status(q.Get("status"))
 	lq.VolumeID = q.Get("volume_id")
 	lq.SnapshotID = q.Get("snapshot_id")
+	if md, ok := q["metadata"]; ok {
+		var err error
+		if lq.Metadata, err = parsePythonDict(md[0]); err != nil {
+			return lq, err
+		}
+	}
 	switch at := q.Get("all_tenants"); strings.ToLower(at) {
 	case "1", "true", "t", "yes", "y", "on":
 		lq.AllProjects = c.Admin
@@ -293,7 +300,7 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request, c service.
 
 func (s *Server) listVolumes(detail bool) handler {
 	return func(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-		lq, err := listQuery(r, c, "name", "status")
+		lq, err := listQuery(r, c, "name", "status", "metadata")
 		if err != nil {
 			return err
 		}
@@ -328,27 +335,38 @@ func (s *Server) showVolume(w http.ResponseWriter, r *http.Request, c service.Ca
 	return nil
 }
 
+// displayAliases puts the values given under the block storage API's
+// older names of a name and a description (display_name,
+// display_description) in name and description; giving one under both
+// of its names is refused. what is the body's member ("volume").
+func displayAliases(what string, name, description **string, displayName, displayDescription *string) error {
+	for _, alias := range []struct {
+		name, old string
+		v         **string
+		oldv      *string
+	}{
+		{"name", "display_name", name, displayName},
+		{"description", "display_description", description, displayDescription},
+	} {
+		if alias.oldv == nil {
+			continue
+		}
+		if *alias.v != nil {
+			return fmt.Errorf("give %s.%s or %s.%s, not both: %w", what, alias.name, what, alias.old, cairn.ErrInvalid)
+		}
+		*alias.v = alias.oldv
+	}
+	return nil
+}
+
 func (s *Server) updateVolume(w http.ResponseWriter, r *http.Request, c service.Caller) error {
 	var req wire.VolumeUpdateRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}
 	in := req.Volume
-	for _, alias := range []struct {
-		name, old string
-		v         **string
-		oldv      *string
-	}{
-		{"name", "display_name", &in.Name, in.DisplayName},
-		{"description", "display_description", &in.Description, in.DisplayDescription},
-	} {
-		if alias.oldv == nil {
-			continue
-		}
-		if *alias.v != nil {
-			return fmt.Errorf("give volume.%s or volume.%s, not both: %w", alias.name, alias.old, cairn.ErrInvalid)
-		}
-		*alias.v = alias.oldv
+	if err := displayAliases("volume", &in.Name, &in.Description, in.DisplayName, in.DisplayDescription); err != nil {
+		return err
 	}
 	if in.Name == nil && in.Description == nil && in.Metadata == nil {
 		return fmt.Errorf("nothing to update: give volume.name, volume.description or volume.metadata: %w", cairn.ErrInvalid)
@@ -434,7 +452,7 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, c servic
 
 func (s *Server) listSnapshots(detail bool) handler {
 	return func(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-		lq, err := listQuery(r, c, "name", "status", "volume_id")
+		lq, err := listQuery(r, c, "name", "status", "volume_id", "metadata")
 		if err != nil {
 			return err
 		}
@@ -471,6 +489,26 @@ func (s *Server) listSnapshots(detail bool) handler {
 
 func (s *Server) showSnapshot(w http.ResponseWriter, r *http.Request, c service.Caller) error {
 	v, err := s.svc.Snapshot(r.Context(), c, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"snapshot": snapshotJSON(v)})
+	return nil
+}
+
+func (s *Server) updateSnapshot(w http.ResponseWriter, r *http.Request, c service.Caller) error {
+	var req wire.SnapshotUpdateRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	in := req.Snapshot
+	if err := displayAliases("snapshot", &in.Name, &in.Description, in.DisplayName, in.DisplayDescription); err != nil {
+		return err
+	}
+	if in.Name == nil && in.Description == nil {
+		return fmt.Errorf("nothing to update: give snapshot.name or snapshot.description: %w", cairn.ErrInvalid)
+	}
+	v, err := s.svc.UpdateSnapshot(r.Context(), c, r.PathValue("id"), service.SnapshotUpdate{Name: in.Name, Description: in.Description})
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,9 @@ type ListQuery struct {
 	Status     cairn.Status
 	VolumeID   string
 	SnapshotID string
+	// Metadata selects the volumes or snapshots that have every one of
+	// its items (the same key with the same value); none selects all.
+	Metadata map[string]string
 	// AllProjects lists every project's items instead of the caller's
 	// (admins only).
 	AllProjects bool
@@ -89,6 +92,14 @@ func (q ListQuery) filter(c Caller, coll Collection) (catalog.Filter, error) {
 	if q.SnapshotID != "" && coll != BackupsCollection {
 		return f, errorf(cairn.ErrInvalid, "%s have no snapshot_id filter", coll)
 	}
+	if len(q.Metadata) > 0 {
+		if coll != VolumesCollection && coll != SnapshotsCollection {
+			return f, errorf(cairn.ErrInvalid, "%s have no metadata filter", coll)
+		}
+		if _, err := validMetadata(q.Metadata); err != nil {
+			return f, err
+		}
+	}
 	for _, k := range q.Sort {
 		if !ValidSortKey(k.Key) {
 			return f, errorf(cairn.ErrInvalid, "sort key %q: unknown", k.Key)
@@ -110,7 +121,18 @@ func (s *Service) ListVolumes(ctx context.Context, c Caller, q ListQuery) ([]cai
 	if err != nil {
 		return nil, err
 	}
-	return s.Volumes(ctx, c, f)
+	if len(q.Metadata) == 0 {
+		return s.Volumes(ctx, c, f)
+	}
+	var list []cairn.Volume
+	err = s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		list, err = matchingPage(scope(c, f), matchingBatch,
+			func(f catalog.Filter) ([]cairn.Volume, error) { return tx.Volumes(ctx, f) },
+			func(v cairn.Volume) (string, bool) { return v.ID, matchesMetadata(v.Metadata, q.Metadata) })
+		return err
+	})
+	return list, err
 }
 
 // ListSnapshots returns a page of the snapshots q selects.
@@ -119,8 +141,66 @@ func (s *Service) ListSnapshots(ctx context.Context, c Caller, q ListQuery) ([]c
 	if err != nil {
 		return nil, err
 	}
-	return s.Snapshots(ctx, c, f)
+	if len(q.Metadata) == 0 {
+		return s.Snapshots(ctx, c, f)
+	}
+	var list []cairn.Snapshot
+	err = s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		list, err = matchingPage(scope(c, f), matchingBatch,
+			func(f catalog.Filter) ([]cairn.Snapshot, error) { return tx.Snapshots(ctx, f) },
+			func(v cairn.Snapshot) (string, bool) { return v.ID, matchesMetadata(v.Metadata, q.Metadata) })
+		return err
+	})
+	return list, err
 }
+
+// matchingPage returns the page of f's list that holds only the rows
+// match accepts: the first f.Limit of them after f.Marker, in f's order,
+// exactly the page a filter of the catalog's own would give, so the
+// last row's ID is the next page's marker as for any list. The catalog
+// has no filter on metadata, so this reads f's list in batches of
+// batch rows (f.Limit, if more), each starting after the last row of the
+// one before (keyset paging, as the catalog pages), keeping the matching
+// rows, until the page is full or the list ends. It holds at most a page
+// and a batch; called in one transaction, its batches read one state of
+// the catalog.
+//
+// match returns a row's ID and whether it belongs on the page.
+func matchingPage[T any](f catalog.Filter, batch int, list func(catalog.Filter) ([]T, error), match func(T) (string, bool)) ([]T, error) {
+	limit := f.Limit
+	if limit > 0 {
+		f.Limit = max(limit, batch)
+	}
+	var page []T
+	for {
+		rows, err := list(f)
+		if err != nil {
+			return nil, err
+		}
+		var last string
+		for _, row := range rows {
+			id, ok := match(row)
+			last = id
+			if !ok {
+				continue
+			}
+			page = append(page, row)
+			if len(page) == limit {
+				return page, nil
+			}
+		}
+		if f.Limit <= 0 || len(rows) < f.Limit {
+			return page, nil
+		}
+		f.Marker = last
+	}
+}
+
+// matchingBatch is the rows matchingPage reads at a time: as many as a
+// list of the default limit holds, so that a page of few rows over many
+// that do not match takes few reads of the catalog.
+const matchingBatch = DefaultLimit
 
 // ListBackups returns a page of the backups q selects.
 func (s *Service) ListBackups(ctx context.Context, c Caller, q ListQuery) ([]BackupDetail, error) {
@@ -143,6 +223,10 @@ func (s *Service) ListSummaries(ctx context.Context, c Caller, coll Collection, 
 	if err != nil {
 		return nil, err
 	}
+	if len(q.Metadata) > 0 {
+		// Summaries carry no metadata to match: select full rows.
+		return s.matchingSummaries(ctx, c, coll, q)
+	}
 	list, err := s.Summaries(ctx, c, catalog.Kind(coll), f)
 	if err != nil {
 		return nil, err
@@ -150,6 +234,30 @@ func (s *Service) ListSummaries(ctx context.Context, c Caller, coll Collection, 
 	out := make([]Summary, len(list))
 	for i, v := range list {
 		out[i] = Summary{ID: v.ID, Name: v.Name}
+	}
+	return out, nil
+}
+
+// matchingSummaries is ListSummaries with a metadata filter (q.filter
+// has checked that coll has one).
+func (s *Service) matchingSummaries(ctx context.Context, c Caller, coll Collection, q ListQuery) ([]Summary, error) {
+	var out []Summary
+	if coll == SnapshotsCollection {
+		list, err := s.ListSnapshots(ctx, c, q)
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range list {
+			out = append(out, Summary{ID: v.ID, Name: v.Name})
+		}
+		return out, nil
+	}
+	list, err := s.ListVolumes(ctx, c, q)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range list {
+		out = append(out, Summary{ID: v.ID, Name: v.Name})
 	}
 	return out, nil
 }

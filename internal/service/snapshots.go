@@ -44,6 +44,50 @@ func (s *Service) Snapshot(ctx context.Context, c Caller, id string) (cairn.Snap
 	return v, err
 }
 
+// SnapshotUpdate changes a snapshot's name or description (nil:
+// unchanged).
+type SnapshotUpdate struct {
+	Name, Description *string
+}
+
+// UpdateSnapshot renames or redescribes one of the caller's snapshots, in
+// any status, as UpdateVolume does a volume.
+func (s *Service) UpdateSnapshot(ctx context.Context, c Caller, id string, req SnapshotUpdate) (cairn.Snapshot, error) {
+	if req.Name == nil && req.Description == nil {
+		return cairn.Snapshot{}, errorf(cairn.ErrInvalid, "nothing to update: give a name or a description")
+	}
+	if req.Name != nil {
+		if err := validText("name", *req.Name, 255); err != nil {
+			return cairn.Snapshot{}, err
+		}
+	}
+	if req.Description != nil {
+		if err := validText("description", *req.Description, 4096); err != nil {
+			return cairn.Snapshot{}, err
+		}
+	}
+	var snap cairn.Snapshot
+	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
+		var err error
+		if snap, err = getSnapshot(ctx, tx, c, id); err != nil {
+			return err
+		}
+		if req.Name != nil {
+			snap.Name = *req.Name
+		}
+		if req.Description != nil {
+			snap.Description = *req.Description
+		}
+		snap.UpdatedAt = s.nowUTC()
+		return tx.UpdateSnapshot(ctx, snap)
+	})
+	if err != nil {
+		return cairn.Snapshot{}, err
+	}
+	s.event(ctx, "snapshot.update.end", snap.ProjectID, snapshotPayload(snap))
+	return snap, nil
+}
+
 // CreateSnapshot accepts a snapshot of an available volume, or of an
 // in-use one with Force.
 func (s *Service) CreateSnapshot(ctx context.Context, c Caller, req SnapshotCreate) (cairn.Snapshot, error) {

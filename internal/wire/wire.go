@@ -345,6 +345,24 @@ type VolumeUpdate struct {
 	DisplayDescription *string            `json:"display_description,omitempty"`
 }
 
+// AllMetadata is all of a volume's or snapshot's metadata, its metadata
+// sub-resource: the answer of GET /volumes/{id}/metadata (and of
+// /snapshots/{id}/metadata), and the body and answer of POST there, which
+// adds the given items to the resource's (overwriting those of the same
+// keys), and of PUT, which replaces all of them. The answers hold all the
+// resource has after the change: {} (never null) for none.
+type AllMetadata struct {
+	Metadata map[string]string `json:"metadata"`
+}
+
+// MetadataItem is one item of a volume's or snapshot's metadata, a map
+// of one key: the answer of GET /volumes/{id}/metadata/{key} (and the
+// snapshots'), and the body and answer of PUT there, whose one key must
+// be the URL's.
+type MetadataItem struct {
+	Meta map[string]string `json:"meta"`
+}
+
 // VolumeActionRequest is POST /volumes/{id}/action: exactly one action.
 type VolumeActionRequest struct {
 	Extend      *ExtendAction      `json:"os-extend"`
@@ -381,6 +399,21 @@ type SnapshotCreate struct {
 	Description string            `json:"description"`
 	Force       bool              `json:"force"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
+}
+
+// SnapshotUpdateRequest is PUT /snapshots/{id}.
+type SnapshotUpdateRequest struct {
+	Snapshot SnapshotUpdate `json:"snapshot"`
+}
+
+// SnapshotUpdate is the snapshot of a SnapshotUpdateRequest (nil:
+// unchanged): a new name or description, under either of its names as
+// in VolumeUpdate.
+type SnapshotUpdate struct {
+	Name               *string `json:"name"`
+	Description        *string `json:"description"`
+	DisplayName        *string `json:"display_name,omitempty"`
+	DisplayDescription *string `json:"display_description,omitempty"`
 }
 
 // BackupCreateRequest is POST /backups.
