@@ -30,8 +30,11 @@ if [ "$(id -u)" = 0 ]; then
   command -v fusermount3 >/dev/null || missing+=(fuse3)
   command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
   command -v fio >/dev/null || missing+=(fio)
-  # The OpenStack client with Trove's plugin, for the database API's client test.
+  # The OpenStack client with Trove's plugin, for the database API's client
+  # test, and the cinder command, for the block storage API's.
   dpkg -s python3-troveclient >/dev/null 2>&1 || missing+=(python3-troveclient)
+  command -v openstack >/dev/null || missing+=(python3-openstackclient)
+  command -v cinder >/dev/null || missing+=(python3-cinderclient)
   # The database agents' tests run real servers (internal/dbagent).
   [ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql-15)
   [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
