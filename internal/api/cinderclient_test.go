@@ -1,10 +1,7 @@
 package api_test
 
 import (
-	"bytes"
-	"errors"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"reflect"
 	"slices"
@@ -64,22 +61,8 @@ func newBlockStorageCLI(t *testing.T, prog, install string, global ...string) *c
 // no OS_* variable of the test's.
 func (c *cinderCLI) run(args ...string) (code int, stdout, stderr string, reqs []captured) {
 	c.t.Helper()
-	all := append([]string{"--os-auth-type", "admin_token", "--os-endpoint", c.endpoint, "--os-token", c.env.tokA}, c.global...)
-	all = append(all, args...)
-	cmd := exec.CommandContext(c.t.Context(), c.prog, all...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + c.home, "LC_ALL=C.UTF-8"}
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Run(); err != nil {
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) {
-			c.t.Fatalf("%s %s: %v", c.prog, strings.Join(args, " "), err)
-		}
-		code = exit.ExitCode()
-	}
-	reqs = c.capture.take()
-	c.t.Logf("%s %s: exit %d\n%s", c.prog, strings.Join(args, " "), code, formatRequests(reqs))
-	return code, out.String(), errOut.String(), reqs
+	global := append([]string{"--os-auth-type", "admin_token", "--os-endpoint", c.endpoint, "--os-token", c.env.tokA}, c.global...)
+	return runClient(c.t, c.capture, c.home, c.prog, global, args)
 }
 
 // ok runs a command that must succeed and returns its output.

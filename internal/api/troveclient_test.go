@@ -100,22 +100,29 @@ func newTroveCLI(t *testing.T) *troveCLI {
 // environment holds no OS_* variable of the test's.
 func (c *troveCLI) run(args ...string) (code int, stdout, stderr string, reqs []captured) {
 	c.t.Helper()
-	all := append([]string{"--os-auth-type", "admin_token", "--os-endpoint", c.endpoint, "--os-token", c.token}, args...)
-	cmd := exec.CommandContext(c.t.Context(), "openstack", all...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + c.home, "LC_ALL=C.UTF-8"}
+	return runClient(c.t, c.capture, c.home, "openstack",
+		[]string{"--os-auth-type", "admin_token", "--os-endpoint", c.endpoint, "--os-token", c.token}, args)
+}
+
+// runClient runs one of the OpenStack clients, prog with its global
+// arguments and then args, with HOME home and no OS_* variable of the
+// test's, and returns its exit status, output and the requests capture
+// recorded meanwhile.
+func runClient(t *testing.T, capture *captureRequests, home, prog string, global, args []string) (code int, stdout, stderr string, reqs []captured) {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), prog, append(slices.Clone(global), args...)...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "LC_ALL=C.UTF-8"}
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	code = 0
-	if err != nil {
+	if err := cmd.Run(); err != nil {
 		var exit *exec.ExitError
 		if !errors.As(err, &exit) {
-			c.t.Fatalf("openstack %s: %v", strings.Join(args, " "), err)
+			t.Fatalf("%s %s: %v", prog, strings.Join(args, " "), err)
 		}
 		code = exit.ExitCode()
 	}
-	reqs = c.capture.take()
-	c.t.Logf("openstack %s: exit %d\n%s", strings.Join(args, " "), code, formatRequests(reqs))
+	reqs = capture.take()
+	t.Logf("%s %s: exit %d\n%s", prog, strings.Join(args, " "), code, formatRequests(reqs))
 	return code, out.String(), errOut.String(), reqs
 }
 
