@@ -76,7 +76,7 @@ func (s *Service) authenticate(ctx context.Context, secret string) (Caller, erro
 	if err != nil {
 		return Caller{}, err
 	}
-	return Caller{ProjectID: t.ProjectID, Admin: t.Admin}, nil
+	return Caller{ProjectID: t.ProjectID, Admin: t.Admin, UserID: t.ID}, nil
 }
 
 // AdminProject is the project of the service's administrators, made on

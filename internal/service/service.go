@@ -243,10 +243,16 @@ func (s *Service) Stop() {
 	s.closeRepos()
 }
 
-// Caller is who makes a request: a project's token, perhaps an admin's.
+// Caller is who makes a request: a project's token, perhaps an admin's,
+// or a Keystone user's token scoped to a project.
 type Caller struct {
 	ProjectID string
 	Admin     bool
+	// ReadOnly callers (Keystone's reader role alone) may only read.
+	ReadOnly bool
+	// UserID names who acts: the Keystone user, or the cairn token's ID.
+	// Resources created record it as their user_id.
+	UserID string
 }
 
 // may reports whether c may act on project p's resources.
