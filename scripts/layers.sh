@@ -22,7 +22,7 @@ table='
 55  internal/repo/format internal/objstore/s3 internal/objstore/swift
 50  internal/objstore/retry internal/objstore/local internal/objstore/mem
 50  internal/objstore/metered internal/objstore/faulty internal/objstore/limit
-50  internal/catalog internal/blockdev internal/dbhost
+50  internal/catalog internal/blockdev internal/dbhost internal/keystone
 45  internal/dbagent/postgres internal/dbagent/mariadb
 40  internal/dbagent
 40  internal/objstore internal/nbd internal/volume internal/attach

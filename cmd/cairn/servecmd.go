@@ -28,6 +28,7 @@ import (
 	"github.com/cairnproject/cairn/internal/catalog"
 	"github.com/cairnproject/cairn/internal/catalog/postgres"
 	"github.com/cairnproject/cairn/internal/catalog/sqlite"
+	"github.com/cairnproject/cairn/internal/keystone"
 	"github.com/cairnproject/cairn/internal/metrics"
 	"github.com/cairnproject/cairn/internal/nbd"
 	"github.com/cairnproject/cairn/internal/notify"
@@ -63,6 +64,9 @@ type serveSettings struct {
 	Webhooks             []webhookConfig `yaml:"webhooks"`
 	LogFormat            string          `yaml:"log_format"`
 	LogLevel             string          `yaml:"log_level"`
+	KeystoneURL          string          `yaml:"keystone_url"`
+	KeystoneCredentials  string          `yaml:"keystone_credentials"`
+	KeystoneCacheTime    string          `yaml:"keystone_cache_time"`
 }
 
 type webhookConfig struct {
@@ -183,6 +187,9 @@ func (a *app) serveFlags(f *pflag.FlagSet, st *serveSettings, configFile *string
 	f.StringVar(webhookSecret, "webhook-secret-file", "", "webhook signing key file")
 	f.StringVar(&st.LogFormat, "log-format", "", "text or json")
 	f.StringVar(&st.LogLevel, "log-level", "", "debug, info, warn, error")
+	f.StringVar(&st.KeystoneURL, "keystone-url", "", "Keystone's identity v3 URL: accept its tokens too (default: the credentials file's OS_AUTH_URL)")
+	f.StringVar(&st.KeystoneCredentials, "keystone-credentials", "", "openrc file of cairn's Keystone service user (OS_USERNAME, OS_PASSWORD, ... or an application credential)")
+	f.StringVar(&st.KeystoneCacheTime, "keystone-cache-time", "", "how long a validated Keystone token is trusted without asking again")
 }
 
 // settle fills st from the environment, the config file and defaults
@@ -236,6 +243,15 @@ func (a *app) settle(flags *pflag.FlagSet, st *serveSettings, configFile string)
 	pick("restore-point-interval", &st.RestorePointInterval, file.RestorePointInterval, "5m")
 	pick("log-format", &st.LogFormat, file.LogFormat, "json")
 	pick("log-level", &st.LogLevel, file.LogLevel, "info")
+	pick("keystone-url", &st.KeystoneURL, file.KeystoneURL, "")
+	pick("keystone-credentials", &st.KeystoneCredentials, file.KeystoneCredentials, "")
+	pick("keystone-cache-time", &st.KeystoneCacheTime, file.KeystoneCacheTime, "5m")
+	if d, err := time.ParseDuration(st.KeystoneCacheTime); err != nil || d < time.Second || d > time.Hour {
+		return usageError{fmt.Errorf("keystone cache time %q: want a duration from 1s to 1h", st.KeystoneCacheTime)}
+	}
+	if st.KeystoneURL != "" && st.KeystoneCredentials == "" {
+		return usageError{fmt.Errorf("keystone url %s: give --keystone-credentials too (cairn's service user validates the tokens)", st.KeystoneURL)}
+	}
 	pickInt := func(flag string, dst *int, fromFile, def, most int) error {
 		if !flags.Changed(flag) {
 			*dst = fromFile
@@ -299,6 +315,35 @@ func (a *app) serviceLogger(st serveSettings) (*slog.Logger, error) {
 		return slog.New(slog.NewTextHandler(a.stderr, opts)), nil
 	}
 	return slog.New(slog.NewJSONHandler(a.stderr, opts)), nil
+}
+
+// keystoneValidator is the Keystone token validator st configures, and
+// Keystone's URL; nil (and no error) when it configures none.
+func keystoneValidator(st serveSettings) (service.TokenValidator, string, error) {
+	if st.KeystoneCredentials == "" {
+		return nil, "", nil
+	}
+	data, err := os.ReadFile(st.KeystoneCredentials)
+	if err != nil {
+		return nil, "", fmt.Errorf("keystone credentials: %w", err)
+	}
+	creds, err := keystone.ParseCredentials(data)
+	if err != nil {
+		return nil, "", usageError{fmt.Errorf("keystone credentials %s: %w", st.KeystoneCredentials, err)}
+	}
+	url := firstNonEmpty(st.KeystoneURL, creds.AuthURL)
+	if url == "" {
+		return nil, "", usageError{fmt.Errorf("keystone credentials %s: no OS_AUTH_URL; give --keystone-url", st.KeystoneCredentials)}
+	}
+	cacheTime, err := time.ParseDuration(st.KeystoneCacheTime)
+	if err != nil {
+		return nil, "", usageError{fmt.Errorf("keystone cache time %q: %w", st.KeystoneCacheTime, err)}
+	}
+	v, err := keystone.New(keystone.Config{AuthURL: url, Credentials: creds, CacheTime: cacheTime})
+	if err != nil {
+		return nil, "", usageError{err}
+	}
+	return v, url, nil
 }
 
 // openCatalog opens the catalog a DSN names.
@@ -515,7 +560,14 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 		}
 		return r, nil
 	}
-	svc := service.New(service.Config{Catalog: cat, Engine: service.NewEngine(ops),
+	identity, keystoneURL, err := keystoneValidator(st)
+	if err != nil {
+		return err
+	}
+	if identity != nil {
+		log.Info("accepting Keystone tokens", "keystone", keystoneURL)
+	}
+	svc := service.New(service.Config{Catalog: cat, Engine: service.NewEngine(ops), Identity: identity,
 		OpenRepo:         service.Repositories(openRepo, ops, log),
 		DefaultContainer: st.DefaultContainer, Notifier: notifier, Observer: met, Logger: log,
 		Workers: st.Workers, NBDSocket: nbdSock, NBDAddress: nbdAddr,

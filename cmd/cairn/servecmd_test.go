@@ -93,6 +93,11 @@ func TestServeSettings(t *testing.T) {
 		{"bad env workers", nil, map[string]string{"CAIRN_DATA_DIR": dir, "CAIRN_WORKERS": "many"}, "", nil, "CAIRN_WORKERS"},
 		{"bad log format", []string{"--log-format", "xml"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", nil, "log format"},
 		{"missing file", nil, map[string]string{"CAIRN_DATA_DIR": dir}, filepath.Join(dir, "none.yaml"), nil, "config file"},
+		{"keystone", []string{"--keystone-credentials", "/etc/cairn/openrc"}, map[string]string{"CAIRN_DATA_DIR": dir, "CAIRN_KEYSTONE_URL": "http://127.0.0.1:5000/v3"}, "", func(s serveSettings) bool {
+			return s.KeystoneCredentials == "/etc/cairn/openrc" && s.KeystoneURL == "http://127.0.0.1:5000/v3" && s.KeystoneCacheTime == "5m"
+		}, ""},
+		{"keystone url without credentials", []string{"--keystone-url", "http://127.0.0.1:5000/v3"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", nil, "--keystone-credentials"},
+		{"bad keystone cache time", []string{"--keystone-cache-time", "2h"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", nil, "keystone cache time"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -117,6 +122,46 @@ func TestServeSettings(t *testing.T) {
 			}
 			if err != nil || !c.want(st) {
 				t.Fatalf("settings %+v, err %v", st, err)
+			}
+		})
+	}
+}
+
+// TestKeystoneValidator: the credentials file is read and checked when
+// serve starts; its errors name the file and what is wrong.
+func TestKeystoneValidator(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := "export OS_USERNAME=cairn\nexport OS_PASSWORD=pw\nexport OS_USER_DOMAIN_NAME=Default\nexport OS_PROJECT_NAME=service\nexport OS_PROJECT_DOMAIN_NAME=Default\n"
+	for _, tc := range []struct {
+		name string
+		st   serveSettings
+		url  string
+		err  string
+	}{
+		{"none", serveSettings{KeystoneCacheTime: "5m"}, "", ""},
+		{"url from the file", serveSettings{KeystoneCredentials: write("rc1", good+"export OS_AUTH_URL=http://127.0.0.1:5000/v3\n"), KeystoneCacheTime: "5m"}, "http://127.0.0.1:5000/v3", ""},
+		{"flag beats file", serveSettings{KeystoneURL: "http://127.0.0.1:6000/v3", KeystoneCredentials: write("rc2", good+"export OS_AUTH_URL=http://127.0.0.1:5000/v3\n"), KeystoneCacheTime: "5m"}, "http://127.0.0.1:6000/v3", ""},
+		{"no url", serveSettings{KeystoneCredentials: write("rc3", good), KeystoneCacheTime: "5m"}, "", "no OS_AUTH_URL"},
+		{"missing file", serveSettings{KeystoneCredentials: filepath.Join(dir, "none"), KeystoneCacheTime: "5m"}, "", "no such file"},
+		{"no password", serveSettings{KeystoneCredentials: write("rc4", "OS_USERNAME=u\n"), KeystoneURL: "http://h/v3", KeystoneCacheTime: "5m"}, "", "OS_PASSWORD"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v, url, err := keystoneValidator(tc.st)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one saying %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil || url != tc.url || (v == nil) != (tc.url == "") {
+				t.Fatalf("validator %v, url %q, err %v", v, url, err)
 			}
 		})
 	}

@@ -243,8 +243,14 @@ func (s *Server) whoami(w http.ResponseWriter, r *http.Request, c service.Caller
 }
 
 // unmatched answers a request no route takes: 405 with Allow when the
-// path exists under other methods, 404 otherwise.
+// path exists under other methods, 404 otherwise, and 401 before either
+// without a valid token, as keystonemiddleware does: what paths exist is
+// nobody's business without one.
 func (s *Server) unmatched(w http.ResponseWriter, r *http.Request) {
+	if _, err := s.caller(r); err != nil {
+		writeError(w, r, err)
+		return
+	}
 	var allow []string
 	for _, m := range []string{"GET", "POST", "PUT", "DELETE"} {
 		r2 := r.Clone(r.Context())
@@ -261,23 +267,31 @@ func (s *Server) unmatched(w http.ResponseWriter, r *http.Request) {
 	writeError(w, r, fmt.Errorf("%s %s: no such resource: %w", r.Method, r.URL.Path, cairn.ErrNotFound))
 }
 
+// caller authenticates the request's token.
+func (s *Server) caller(r *http.Request) (service.Caller, error) {
+	tok := r.Header.Get("X-Auth-Token")
+	if tok == "" {
+		if a := r.Header.Get("Authorization"); strings.HasPrefix(a, "Bearer ") {
+			tok = strings.TrimPrefix(a, "Bearer ")
+		}
+	}
+	if tok == "" {
+		return service.Caller{}, fmt.Errorf("no token: send X-Auth-Token or Authorization: Bearer: %w", cairn.ErrUnauthenticated)
+	}
+	return s.svc.Authenticate(r.Context(), tok)
+}
+
 // auth authenticates the request's token and checks that it may act on
 // the URL's project: its own, or any for an admin.
 func (s *Server) auth(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		tok := r.Header.Get("X-Auth-Token")
-		if tok == "" {
-			if a := r.Header.Get("Authorization"); strings.HasPrefix(a, "Bearer ") {
-				tok = strings.TrimPrefix(a, "Bearer ")
-			}
-		}
-		if tok == "" {
-			writeError(w, r, fmt.Errorf("no token: send X-Auth-Token or Authorization: Bearer: %w", cairn.ErrUnauthenticated))
-			return
-		}
-		c, err := s.svc.Authenticate(r.Context(), tok)
+		c, err := s.caller(r)
 		if err != nil {
 			writeError(w, r, err)
+			return
+		}
+		if c.ReadOnly && r.Method != http.MethodGet && r.Method != http.MethodHead {
+			writeError(w, r, fmt.Errorf("%s %s: the reader role may only read: %w", r.Method, r.URL.Path, cairn.ErrForbidden))
 			return
 		}
 		project := r.PathValue("project_id")

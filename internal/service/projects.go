@@ -37,9 +37,35 @@ type cachedToken struct {
 	expires time.Time
 }
 
-// Authenticate returns the caller a token secret belongs to.
+// TokenValidator checks tokens an identity service issued (Keystone's).
+// It is safe for concurrent use. Validate returns cairn.ErrUnauthenticated
+// for a token that is not valid (unknown, revoked, expired, or not scoped
+// to a project) and cairn.ErrUnavailable when the identity service cannot
+// say; it may cache answers, for no longer than the token lives.
+type TokenValidator interface {
+	Validate(ctx context.Context, token string) (cairn.Identity, error)
+}
+
+// DefaultIdentityQuota is the quota a project made on an identity
+// service token's first use starts with: the block storage API's own
+// defaults. An admin changes it with `cairn project quota`.
+func DefaultIdentityQuota() cairn.Quota {
+	return cairn.Quota{Volumes: 10, Gigabytes: 1000, Snapshots: 10, Backups: 10, BackupGigabytes: 1000}
+}
+
+// The roles of an identity service token, as the block storage API's
+// default policy reads them: admin may do anything in any project,
+// member anything in its own, reader only read there.
+const (
+	RoleAdmin  = "admin"
+	RoleMember = "member"
+	RoleReader = "reader"
+)
+
+// Authenticate returns the caller a token secret belongs to: a cairn
+// token, or, with an identity service, one of its tokens.
 func (s *Service) Authenticate(ctx context.Context, secret string) (Caller, error) {
-	if !strings.HasPrefix(secret, TokenPrefix) {
+	if !strings.HasPrefix(secret, TokenPrefix) && s.identity == nil {
 		return Caller{}, errorf(cairn.ErrUnauthenticated, "not a cairn token")
 	}
 	key := string(HashToken(secret))
@@ -50,7 +76,18 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (Caller, erro
 	if ok && now.Before(ct.expires) {
 		return ct.caller, nil
 	}
-	c, err := s.authenticate(ctx, secret)
+	expires := now.Add(tokenTTL)
+	var c Caller
+	var err error
+	if strings.HasPrefix(secret, TokenPrefix) {
+		c, err = s.authenticate(ctx, secret)
+	} else {
+		var until time.Time
+		c, until, err = s.authenticateIdentity(ctx, secret)
+		if until.Before(expires) {
+			expires = until
+		}
+	}
 	if err != nil {
 		return c, err
 	}
@@ -58,7 +95,7 @@ func (s *Service) Authenticate(ctx context.Context, secret string) (Caller, erro
 	if len(s.tokens) >= maxCachedTokens {
 		clear(s.tokens)
 	}
-	s.tokens[key] = cachedToken{caller: c, expires: now.Add(tokenTTL)}
+	s.tokens[key] = cachedToken{caller: c, expires: expires}
 	s.tokensMu.Unlock()
 	return c, nil
 }
@@ -77,6 +114,52 @@ func (s *Service) authenticate(ctx context.Context, secret string) (Caller, erro
 		return Caller{}, err
 	}
 	return Caller{ProjectID: t.ProjectID, Admin: t.Admin, UserID: t.ID}, nil
+}
+
+// authenticateIdentity asks the identity service about a token and
+// returns its caller, until when the token lives. The token's project
+// becomes a cairn project of the same ID on first use.
+func (s *Service) authenticateIdentity(ctx context.Context, secret string) (Caller, time.Time, error) {
+	id, err := s.identity.Validate(ctx, secret)
+	if err != nil {
+		return Caller{}, time.Time{}, err
+	}
+	c := Caller{ProjectID: id.ProjectID, UserID: id.UserID, Admin: id.HasRole(RoleAdmin)}
+	switch {
+	case c.Admin, id.HasRole(RoleMember):
+	case id.HasRole(RoleReader):
+		c.ReadOnly = true
+	default:
+		return Caller{}, time.Time{}, fmt.Errorf("user %s in project %s has none of the roles %s, %s, %s: %w",
+			id.UserID, id.ProjectID, RoleAdmin, RoleMember, RoleReader, cairn.ErrForbidden)
+	}
+	if err := s.ensureProject(ctx, id); err != nil {
+		return Caller{}, time.Time{}, err
+	}
+	return c, id.ExpiresAt, nil
+}
+
+// ensureProject makes the cairn project of an identity's project, with
+// the default quota, unless it exists.
+func (s *Service) ensureProject(ctx context.Context, id cairn.Identity) error {
+	ok, err := s.ProjectExists(ctx, id.ProjectID)
+	if err != nil || ok {
+		return err
+	}
+	name := id.ProjectName
+	if name == "" {
+		name = id.ProjectID
+	}
+	ps := &Projects{cat: s.cat, now: s.now}
+	_, err = ps.Create(ctx, id.ProjectID, name, s.identityQuota)
+	if errors.Is(err, cairn.ErrExists) {
+		return nil // made meanwhile by another request
+	}
+	if err != nil {
+		return fmt.Errorf("project of identity %s: %w", id.ProjectID, err)
+	}
+	s.log.Info("created project on its first token", "project", id.ProjectID, "name", name, "user", id.UserID)
+	return nil
 }
 
 // AdminProject is the project of the service's administrators, made on

@@ -46,6 +46,12 @@ type Observer interface {
 // Config is what a Service is built from. Only cmd/ fills it.
 type Config struct {
 	Catalog catalog.Store
+	// Identity validates tokens that are not cairn's own (Keystone's);
+	// nil: only cairn's tokens are accepted.
+	Identity TokenValidator
+	// IdentityQuota is the quota of a project made on an identity
+	// service token's first use; zero: DefaultIdentityQuota.
+	IdentityQuota cairn.Quota
 	// Engine is the volume engine (NewEngine).
 	Engine Engine
 	// OpenRepo opens a container's repository (Repositories).
@@ -113,8 +119,10 @@ type Service struct {
 	backend string
 	quiesce time.Duration
 
-	tokensMu sync.Mutex
-	tokens   map[string]cachedToken // by SHA-256 of the secret
+	identity      TokenValidator
+	identityQuota cairn.Quota
+	tokensMu      sync.Mutex
+	tokens        map[string]cachedToken // by SHA-256 of the secret
 
 	// reposMu guards repos and reposStopped (not the opens: see repoFor).
 	reposMu      sync.Mutex
@@ -136,7 +144,10 @@ func New(cfg Config) *Service {
 		defCont: cfg.DefaultContainer, notify: cfg.Notifier, obs: cfg.Observer,
 		log: cfg.Logger, now: cfg.Now, repos: map[string]*repoSlot{}, tokens: map[string]cachedToken{},
 		nbdSock: cfg.NBDSocket, nbdAddr: cfg.NBDAddress, host: cfg.Instances, backend: cfg.Backend,
-		quiesce: cfg.QuiesceTimeout}
+		quiesce: cfg.QuiesceTimeout, identity: cfg.Identity, identityQuota: cfg.IdentityQuota}
+	if s.identityQuota == (cairn.Quota{}) {
+		s.identityQuota = DefaultIdentityQuota()
+	}
 	if s.quiesce <= 0 {
 		s.quiesce = defaultQuiesceTimeout
 	}
