@@ -22,9 +22,14 @@ var (
 type Status string
 
 // Statuses. Transient ones (creating, deleting, extending, backing-up,
-// restoring-backup, restoring, attaching, detaching) are held only while a
-// task runs; a restarted service finishes or fails every such task, so
-// none outlives its task.
+// restoring-backup, restoring) are held only while a task runs; a
+// restarted service finishes or fails every such task, so none outlives
+// its task. Two exceptions: attaching and detaching are held by a client
+// between os-reserve and os-attach (or os-unreserve), and between
+// os-begin_detaching and os-detach (or os-roll_detaching); and an
+// admin's os-reset_status may put a resource in any status the block
+// storage API allows, with no task (it is refused while a task holds the
+// resource).
 const (
 	StatusCreating        Status = "creating"
 	StatusAvailable       Status = "available"
@@ -34,10 +39,46 @@ const (
 	StatusBackingUp       Status = "backing-up"
 	StatusRestoringBackup Status = "restoring-backup" // a volume being written by a restore
 	StatusRestoring       Status = "restoring"        // a backup being read by a restore
+	StatusAttaching       Status = "attaching"        // a volume reserved for an attachment
+	StatusDetaching       Status = "detaching"        // a volume whose detachment began
 	StatusError           Status = "error"
 	StatusErrorDeleting   Status = "error_deleting"
 	StatusDeleted         Status = "deleted"
+
+	// Statuses cairn's own operations never set: only os-reset_status
+	// does, as the block storage API allows them.
+	StatusMaintenance      Status = "maintenance"
+	StatusReserved         Status = "reserved"
+	StatusErrorRestoring   Status = "error_restoring"
+	StatusErrorExtending   Status = "error_extending"
+	StatusErrorManaging    Status = "error_managing"
+	StatusManaging         Status = "managing"
+	StatusUnmanaging       Status = "unmanaging"
+	StatusDownloading      Status = "downloading"
+	StatusUploading        Status = "uploading"
+	StatusRetyping         Status = "retyping"
+	StatusAwaitingTransfer Status = "awaiting-transfer"
+	StatusErrorBackingUp   Status = "error_backing-up"
 )
+
+// VolumeStatuses are the statuses the block storage API lets an admin
+// reset a volume to; SnapshotStatuses and BackupStatuses those of
+// snapshots and backups.
+var (
+	VolumeStatuses = []Status{StatusCreating, StatusAvailable, StatusDeleting, StatusError,
+		StatusErrorDeleting, StatusErrorManaging, StatusManaging, StatusAttaching, StatusInUse,
+		StatusDetaching, StatusMaintenance, StatusRestoringBackup, StatusErrorRestoring,
+		StatusReserved, StatusAwaitingTransfer, StatusBackingUp, StatusErrorBackingUp,
+		StatusErrorExtending, StatusDownloading, StatusUploading, StatusRetyping, StatusExtending}
+	SnapshotStatuses = []Status{StatusCreating, StatusAvailable, StatusDeleting, StatusError,
+		StatusErrorDeleting, StatusUnmanaging, StatusBackingUp, StatusRestoring}
+	BackupStatuses = []Status{StatusAvailable, StatusError}
+)
+
+// ReadOnlyKey is the admin metadata key of a volume's read-only flag
+// (os-update_readonly_flag), "True" or "False" as the block storage API
+// writes it; the answers show it among the volume's metadata.
+const ReadOnlyKey = "readonly"
 
 // Quota limits what a project may hold. A negative limit is unlimited.
 type Quota struct {
@@ -118,14 +159,26 @@ type Volume struct {
 	// EngineID is the volume's ID in the volume engine, empty until the
 	// engine has made it.
 	EngineID string `json:"-"`
+	// SourceVolID names the volume a clone was made from.
+	SourceVolID string `json:"source_volid,omitempty"`
+	// UserID is who created the volume (service.Caller.UserID); "" for
+	// volumes made before it was recorded.
+	UserID string `json:"user_id,omitempty"`
 	// Attached says the volume is exported over NBD (status in-use).
 	Attached bool `json:"attached"`
+	// Bootable is the flag os-set_bootable sets; a clone takes its
+	// source's.
+	Bootable bool `json:"bootable"`
 	// Metadata is the tenant's key/value pairs, as the block storage
 	// API has them; nil when there are none (the catalog keeps no
 	// difference between none and empty).
-	Metadata  map[string]string `json:"metadata,omitempty"`
-	CreatedAt time.Time         `json:"created_at"`
-	UpdatedAt time.Time         `json:"updated_at"`
+	Metadata map[string]string `json:"metadata,omitempty"`
+	// AdminMetadata is what the service and admins record about the
+	// volume, apart from the tenant's metadata so that the metadata
+	// calls never change it: ReadOnlyKey. nil when there is none.
+	AdminMetadata map[string]string `json:"admin_metadata,omitempty"`
+	CreatedAt     time.Time         `json:"created_at"`
+	UpdatedAt     time.Time         `json:"updated_at"`
 }
 
 // Snapshot is a read-only point-in-time copy of a volume.
@@ -139,6 +192,8 @@ type Snapshot struct {
 	Status      Status `json:"status"`
 	FailReason  string `json:"fail_reason,omitempty"`
 	EngineID    string `json:"-"`
+	// UserID is who created the snapshot, as a volume's.
+	UserID string `json:"user_id,omitempty"`
 	// Metadata is as a volume's: nil when there are none.
 	Metadata  map[string]string `json:"metadata,omitempty"`
 	CreatedAt time.Time         `json:"created_at"`
@@ -170,9 +225,12 @@ type Backup struct {
 	// TempSnapshotEngineID is a snapshot the backup task made and must
 	// remove (an in-use volume's backup), kept here so a restarted
 	// service can clean it up.
-	TempSnapshotEngineID string    `json:"-"`
-	CreatedAt            time.Time `json:"created_at"`
-	UpdatedAt            time.Time `json:"updated_at"`
+	TempSnapshotEngineID string `json:"-"`
+	// UserID is who created the backup, as a volume's (an imported
+	// backup: who imported it).
+	UserID    string    `json:"user_id,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // TaskState is where a task is in its life.

@@ -161,6 +161,8 @@ func (s *Server) routes() {
 		m.HandleFunc(method+" /v3/{project_id}"+path, s.auth(withMicroversion(h)))
 	}
 	p("GET", "/limits", s.limits)
+	p("GET", "/os-availability-zone", s.listAvailabilityZones)
+	p("GET", "/extensions", s.listExtensions)
 	p("GET", "/tasks/{id}", s.showTask)
 	p("GET", "/tasks", s.listTasks)
 
@@ -198,6 +200,7 @@ func (s *Server) routes() {
 	p("GET", "/backups", s.listBackups(false))
 	p("GET", "/backups/detail", s.listBackups(true))
 	p("GET", "/backups/{id}", s.showBackup)
+	p("PUT", "/backups/{id}", s.updateBackup)
 	p("DELETE", "/backups/{id}", s.deleteBackup)
 	p("POST", "/backups/{id}/restore", s.restoreBackup)
 	p("GET", "/backups/{id}/export_record", s.exportRecord)

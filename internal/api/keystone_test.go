@@ -144,7 +144,7 @@ func TestKeystoneClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkFields(t, "volume show", vol, map[string]any{"id": id, "name": "ks-one", "status": "available",
-		"os-vol-tenant-attr:tenant_id": k.project})
+		"os-vol-tenant-attr:tenant_id": k.project, "user_id": member.id})
 	if out := k.ok(member, "cinder", "list"); !strings.Contains(out, id) || !strings.Contains(out, "ks-one") {
 		t.Errorf("cinder list does not show %s:\n%s", id, out)
 	}

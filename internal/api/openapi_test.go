@@ -462,10 +462,18 @@ func oaKeys(m map[string]bool) []string {
 func TestOpenAPIListParameters(t *testing.T) {
 	doc := oaLoad(t)
 	limit := oaMap(oaLookup(doc, "components", "parameters", "Limit", "schema"))
-	for k, want := range map[string]int{"default": DefaultLimit, "minimum": 1, "maximum": MaxLimit} {
+	for k, want := range map[string]int{"default": DefaultLimit, "minimum": 0} {
 		if got, _ := limit[k].(int); got != want {
 			t.Errorf("limit %s: %v, want %d", k, limit[k], want)
 		}
+	}
+	// Above the largest page is that page, not an error: no maximum,
+	// and the description names the cap.
+	if _, ok := limit["maximum"]; ok {
+		t.Errorf("limit has a maximum: %v; a larger limit is capped, not refused", limit["maximum"])
+	}
+	if desc, _ := oaLookup(doc, "components", "parameters", "Limit", "description").(string); !strings.Contains(desc, strconv.Itoa(MaxLimit)) {
+		t.Errorf("limit's description does not name the cap %d: %q", MaxLimit, desc)
 	}
 	for _, name := range []string{"SortKey", "BackupSortKey"} {
 		enum, _ := oaLookup(doc, "components", "parameters", name, "schema", "enum").([]any)
@@ -473,7 +481,7 @@ func TestOpenAPIListParameters(t *testing.T) {
 			t.Errorf("%s: no enum", name)
 		}
 		for _, k := range enum {
-			if s, _ := k.(string); !service.ValidSortKey(s) {
+			if s, _ := k.(string); !service.ValidSortKey(s) && s != "display_name" { // the API's alias of name
 				t.Errorf("%s: %v is not a valid sort key", name, k)
 			}
 		}
@@ -558,6 +566,7 @@ func TestOpenAPISchemasMatchGo(t *testing.T) {
 		"AllMetadata":         wire.AllMetadata{},
 		"MetadataItem":        wire.MetadataItem{},
 		"ResetStatusRequest":  wire.ResetStatusRequest{},
+		"BackupUpdateRequest": wire.BackupUpdateRequest{},
 		"BackupCreateRequest": wire.BackupCreateRequest{},
 		"RestoreRequest":      wire.RestoreRequest{},
 		"ImportRecordRequest": wire.ImportRecordRequest{},

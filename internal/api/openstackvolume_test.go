@@ -35,7 +35,10 @@ func TestOpenStackVolumes(t *testing.T) {
 	// The command shows metadata as properties, volume_type as type.
 	checkFields(t, "volume create", vol, map[string]any{"name": "one", "size": 1, "type": "__DEFAULT__",
 		"availability_zone": "nova", "properties": map[string]any{}, "bootable": "false", "encrypted": false,
-		"multiattach": false, "user_id": ""})
+		"multiattach": false})
+	if u, _ := vol["user_id"].(string); u == "" {
+		t.Errorf("volume create: user_id empty, want the token's ID")
+	}
 	id, _ := vol["id"].(string)
 	if r := e.wait(e.tokA, "alpha", "volume", id); r["status"] != "available" {
 		t.Fatalf("volume %s: %v", id, r)

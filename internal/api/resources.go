@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -33,8 +34,9 @@ func resourceLinks(r *http.Request, coll service.Collection, id string) []wire.L
 func (s *Server) volumeJSON(r *http.Request, v cairn.Volume) wire.Volume {
 	out := wire.Volume{ID: v.ID, Name: v.Name, Description: v.Description, Size: v.Size,
 		Status: string(v.Status), FailReason: optional(v.FailReason), SnapshotID: optional(v.SnapshotID),
-		BackupID: optional(v.BackupID), ProjectID: v.ProjectID, Attached: v.Attached,
-		Attachments: []wire.VolumeAttachment{}, Bootable: "false", Metadata: metadataJSON(v.Metadata),
+		BackupID: optional(v.BackupID), SourceVolID: optional(v.SourceVolID), ProjectID: v.ProjectID,
+		UserID: v.UserID, Attached: v.Attached, Attachments: []wire.VolumeAttachment{},
+		Bootable: strconv.FormatBool(v.Bootable), Metadata: volumeMetadataJSON(v),
 		Links: resourceLinks(r, service.VolumesCollection, v.ID), AvailabilityZone: wire.AvailabilityZone,
 		VolumeType: wire.VolumeType, ReplicationStatus: wire.ReplicationDisabled,
 		CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
@@ -66,6 +68,22 @@ func snapshotProgress(v cairn.Snapshot) string {
 func snapshotSummaryJSON(v cairn.Snapshot) wire.SnapshotSummary {
 	return wire.SnapshotSummary{ID: v.ID, VolumeID: v.VolumeID, Name: v.Name, Description: v.Description,
 		Size: v.Size, Status: string(v.Status), Metadata: metadataJSON(v.Metadata), CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
+}
+
+// volumeMetadataJSON is a volume's metadata as its answers show it: the
+// tenant's, with the admin metadata the block storage API shows
+// (readonly) over it.
+func volumeMetadataJSON(v cairn.Volume) map[string]string {
+	ro, ok := v.AdminMetadata[cairn.ReadOnlyKey]
+	if !ok {
+		return metadataJSON(v.Metadata)
+	}
+	md := make(map[string]string, len(v.Metadata)+1)
+	for k, x := range v.Metadata {
+		md[k] = x
+	}
+	md[cairn.ReadOnlyKey] = ro
+	return md
 }
 
 // metadataJSON is metadata as the answers show it: {} rather than null
@@ -103,11 +121,14 @@ const (
 	MaxLimit     = service.MaxLimit
 )
 
-// listQuery parses a list's query string: limit, marker, sort
+// listQuery parses a list's query string: limit, marker, offset, sort
 // (key[:dir],...) or sort_key/sort_dir, all_tenants, and the filters named
-// in allowed (metadata: a Python dict's repr, parsePythonDict). Unknown
-// and repeated parameters are refused, so a typo never lists everything.
-// The service checks what the values mean.
+// in allowed (metadata: a Python dict's repr, parsePythonDict; bootable:
+// a boolean's spellings). Unknown and repeated parameters are refused, so
+// a typo never lists everything. The service checks what the values mean.
+//
+// As in the block storage API, limit=0 answers an empty list, a limit
+// above MaxLimit is MaxLimit, and the sort key display_name is name.
 //
 // all_tenants takes the spellings of a boolean the clients send (1,
 // true, True, yes, on; 0, false, no, off). From a caller who is not an
@@ -116,7 +137,7 @@ const (
 func listQuery(r *http.Request, c service.Caller, allowed ...string) (service.ListQuery, error) {
 	q := r.URL.Query()
 	var lq service.ListQuery
-	ok := map[string]bool{"limit": true, "marker": true, "sort": true, "sort_key": true, "sort_dir": true, "all_tenants": true}
+	ok := map[string]bool{"limit": true, "marker": true, "offset": true, "sort": true, "sort_key": true, "sort_dir": true, "all_tenants": true}
 	for _, a := range allowed {
 		ok[a] = true
 	}
@@ -129,12 +150,22 @@ func listQuery(r *http.Request, c service.Caller, allowed ...string) (service.Li
 		}
 	}
 	if s := q.Get("limit"); s != "" {
-		// The service checks the range; 0 is its "default", not a limit.
+		// 0 is the service's "default", not a limit: limit=0 is Empty.
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			return lq, fmt.Errorf("limit %q: want 1 to %d: %w", s, MaxLimit, cairn.ErrInvalid)
+		if err != nil && !isDigits(s) || n < 0 {
+			return lq, fmt.Errorf("limit %q: want a whole number from 0: %w", s, cairn.ErrInvalid)
 		}
-		lq.Limit = n
+		if err != nil || n > MaxLimit {
+			n = MaxLimit // too large even for an int
+		}
+		lq.Limit, lq.Empty = n, n == 0
+	}
+	if s := q.Get("offset"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return lq, fmt.Errorf("offset %q: want a whole number from 0: %w", s, cairn.ErrInvalid)
+		}
+		lq.Offset = n
 	}
 	lq.Marker = q.Get("marker")
 	sortSpec := q.Get("sort")
@@ -150,6 +181,9 @@ func listQuery(r *http.Request, c service.Caller, allowed ...string) (service.Li
 	if sortSpec != "" {
 		for _, part := range strings.Split(sortSpec, ",") {
 			key, dir, _ := strings.Cut(part, ":")
+			if key == "display_name" {
+				key = "name"
+			}
 			switch dir {
 			case "", "desc":
 				lq.Sort = append(lq.Sort, service.SortKey{Key: key, Desc: true})
@@ -164,6 +198,15 @@ func listQuery(r *http.Request, c service.Caller, allowed ...string) (service.Li
 	lq.Status = cairn.Status(q.Get("status"))
 	lq.VolumeID = q.Get("volume_id")
 	lq.SnapshotID = q.Get("snapshot_id")
+	lq.ProjectID = q.Get("project_id")
+	lq.AvailabilityZone = q.Get("availability_zone")
+	if b, ok := q["bootable"]; ok {
+		v, given, err := wire.Flag("bootable", json.RawMessage(strconv.Quote(b[0])))
+		if err != nil || !given {
+			return lq, fmt.Errorf("bootable %q: want true or false: %w", b[0], cairn.ErrInvalid)
+		}
+		lq.Bootable = &v
+	}
 	if md, ok := q["metadata"]; ok {
 		var err error
 		if lq.Metadata, err = parsePythonDict(md[0]); err != nil {
@@ -188,6 +231,8 @@ func nextLink(r *http.Request, n int, lq service.ListQuery, last string) []wire.
 	q := r.URL.Query()
 	q.Set("marker", last)
 	q.Set("limit", strconv.Itoa(lq.PageSize()))
+	// The marker is after the rows skipped.
+	q.Del("offset")
 	// Absolute, as the clients follow it as it is.
 	u := url.URL{Path: r.URL.Path, RawQuery: q.Encode()}
 	return []wire.Link{{Rel: "next", Href: baseURL(r) + u.String()}}
@@ -268,7 +313,6 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request, c service.
 		{"availability_zone", in.AvailabilityZone, wire.AvailabilityZone, "availability zones but " + wire.AvailabilityZone},
 		{"consistencygroup_id", in.ConsistencyGroupID, "", "consistency groups"},
 		{"imageRef", in.ImageRef, "", "images"},
-		{"source_volid", in.SourceVolID, "", "volume-to-volume clones (clone a snapshot: snapshot_id)"},
 	} {
 		// The cinder and openstack commands send them all, null, with
 		// every create: null (or "") is accepted, as the block storage API
@@ -279,7 +323,11 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request, c service.
 			return fmt.Errorf("volume.%s %q: cairn has no %s: %w", f.name, *f.v, f.what, cairn.ErrUnsupported)
 		}
 	}
-	if in.Size == nil && in.SnapshotID == "" && in.BackupID == "" {
+	source := ""
+	if in.SourceVolID != nil {
+		source = *in.SourceVolID
+	}
+	if in.Size == nil && in.SnapshotID == "" && in.BackupID == "" && source == "" {
 		return fmt.Errorf("volume.size is required: %w", cairn.ErrInvalid)
 	}
 	size := int64(0)
@@ -290,7 +338,7 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request, c service.
 		}
 	}
 	v, err := s.svc.CreateVolume(r.Context(), c, service.VolumeCreate{Name: in.Name, Description: in.Description,
-		Size: size, SnapshotID: in.SnapshotID, BackupID: in.BackupID, Metadata: in.Metadata})
+		Size: size, SnapshotID: in.SnapshotID, BackupID: in.BackupID, SourceVolID: source, Metadata: in.Metadata})
 	if err != nil {
 		return err
 	}
@@ -300,7 +348,7 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request, c service.
 
 func (s *Server) listVolumes(detail bool) handler {
 	return func(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-		lq, err := listQuery(r, c, "name", "status", "metadata")
+		lq, err := listQuery(r, c, "name", "status", "metadata", "project_id", "bootable", "availability_zone")
 		if err != nil {
 			return err
 		}
@@ -380,8 +428,24 @@ func (s *Server) updateVolume(w http.ResponseWriter, r *http.Request, c service.
 	return nil
 }
 
+// deleteVolume deletes a volume, with its snapshots given cascade=true
+// (a boolean's spellings, as all_tenants).
 func (s *Server) deleteVolume(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-	if err := s.svc.DeleteVolume(r.Context(), c, r.PathValue("id")); err != nil {
+	var how service.VolumeDelete
+	for k, v := range r.URL.Query() {
+		if k != "cascade" {
+			return fmt.Errorf("query parameter %q: unknown here: %w", k, cairn.ErrInvalid)
+		}
+		if len(v) != 1 {
+			return fmt.Errorf("query parameter %q: given %d times: %w", k, len(v), cairn.ErrInvalid)
+		}
+		b, given, err := wire.Flag("cascade", json.RawMessage(strconv.Quote(v[0])))
+		if err != nil || !given {
+			return fmt.Errorf("cascade %q: want true or false: %w", v[0], cairn.ErrInvalid)
+		}
+		how.Cascade = b
+	}
+	if err := s.svc.DeleteVolumeWith(r.Context(), c, r.PathValue("id"), how); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusAccepted)
@@ -398,16 +462,72 @@ func count(ptrs ...bool) int {
 	return n
 }
 
+// isDigits reports whether s is a non-empty run of ASCII digits (a
+// number too large for an int is still a number).
+func isDigits(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
+}
+
+// flagAction reads an action's boolean argument, which it requires.
+func flagAction(action, member string, b json.RawMessage) (bool, error) {
+	v, given, err := wire.Flag(action+"."+member, b)
+	if err != nil {
+		return false, fmt.Errorf("%w: %w", err, cairn.ErrInvalid)
+	}
+	if !given {
+		return false, fmt.Errorf("%s.%s is required: true or false: %w", action, member, cairn.ErrInvalid)
+	}
+	return v, nil
+}
+
+// volumeActions names the actions of POST /volumes/{id}/action.
+const volumeActions = "os-extend, os-attach, os-detach, os-reset_status, os-reserve, os-unreserve, " +
+	"os-begin_detaching, os-roll_detaching, os-force_delete, os-set_bootable or os-update_readonly_flag"
+
 func (s *Server) volumeAction(w http.ResponseWriter, r *http.Request, c service.Caller) error {
 	var req wire.VolumeActionRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	if count(req.Extend != nil, req.Attach != nil, req.Detach != nil, req.ResetStatus != nil) != 1 {
-		return fmt.Errorf("give exactly one action: os-extend, os-attach, os-detach or os-reset_status: %w", cairn.ErrInvalid)
+	if count(req.Extend != nil, req.Attach != nil, req.Detach != nil, req.ResetStatus != nil,
+		req.Reserve.Given, req.Unreserve.Given, req.BeginDetaching.Given, req.RollDetaching.Given,
+		req.ForceDelete.Given, req.SetBootable != nil, req.UpdateReadonlyFlag != nil) != 1 {
+		return fmt.Errorf("give exactly one action: %s: %w", volumeActions, cairn.ErrInvalid)
 	}
 	id, ctx := r.PathValue("id"), r.Context()
+	simple := func(err error) error {
+		if err == nil {
+			w.WriteHeader(http.StatusAccepted)
+		}
+		return err
+	}
 	switch {
+	case req.Reserve.Given:
+		return simple(s.svc.ReserveVolume(ctx, c, id))
+	case req.Unreserve.Given:
+		return simple(s.svc.UnreserveVolume(ctx, c, id))
+	case req.BeginDetaching.Given:
+		return simple(s.svc.BeginDetaching(ctx, c, id))
+	case req.RollDetaching.Given:
+		return simple(s.svc.RollDetaching(ctx, c, id))
+	case req.ForceDelete.Given:
+		return simple(s.svc.ForceDeleteVolume(ctx, c, id))
+	case req.SetBootable != nil:
+		b, err := flagAction("os-set_bootable", "bootable", req.SetBootable.Bootable)
+		if err != nil {
+			return err
+		}
+		// The block storage API answers this one 200, without a body.
+		if err := s.svc.SetBootable(ctx, c, id, b); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusOK)
+	case req.UpdateReadonlyFlag != nil:
+		b, err := flagAction("os-update_readonly_flag", "readonly", req.UpdateReadonlyFlag.Readonly)
+		if err != nil {
+			return err
+		}
+		return simple(s.svc.SetReadOnly(ctx, c, id, b))
 	case req.Extend != nil:
 		if err := s.svc.ExtendVolume(ctx, c, id, req.Extend.NewSize); err != nil {
 			return err
@@ -425,10 +545,24 @@ func (s *Server) volumeAction(w http.ResponseWriter, r *http.Request, c service.
 		}
 		w.WriteHeader(http.StatusAccepted)
 	default:
-		if err := s.svc.ResetVolumeStatus(ctx, c, id, cairn.Status(req.ResetStatus.Status)); err != nil {
-			return err
+		rs := req.ResetStatus
+		reset := service.VolumeReset{Status: cairn.Status(rs.Status)}
+		if rs.AttachStatus != nil {
+			reset.AttachStatus = *rs.AttachStatus
 		}
-		w.WriteHeader(http.StatusAccepted)
+		if rs.MigrationStatus != nil {
+			reset.MigrationStatus = *rs.MigrationStatus
+		}
+		return simple(s.svc.ResetVolumeStatus(ctx, c, id, reset))
+	}
+	return nil
+}
+
+// snapshotOrBackupReset refuses what os-reset_status takes only for
+// volumes.
+func snapshotOrBackupReset(what string, rs *wire.ResetStatusAction) error {
+	if rs.AttachStatus != nil || rs.MigrationStatus != nil {
+		return fmt.Errorf("os-reset_status of a %s: attach_status and migration_status are a volume's: %w", what, cairn.ErrInvalid)
 	}
 	return nil
 }
@@ -452,7 +586,7 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, c servic
 
 func (s *Server) listSnapshots(detail bool) handler {
 	return func(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-		lq, err := listQuery(r, c, "name", "status", "volume_id", "metadata")
+		lq, err := listQuery(r, c, "name", "status", "volume_id", "metadata", "project_id", "availability_zone")
 		if err != nil {
 			return err
 		}
@@ -532,6 +666,9 @@ func (s *Server) snapshotAction(w http.ResponseWriter, r *http.Request, c servic
 	if req.ResetStatus == nil {
 		return fmt.Errorf("give an action: os-reset_status: %w", cairn.ErrInvalid)
 	}
+	if err := snapshotOrBackupReset("snapshot", req.ResetStatus); err != nil {
+		return err
+	}
 	if err := s.svc.ResetSnapshotStatus(r.Context(), c, r.PathValue("id"), cairn.Status(req.ResetStatus.Status)); err != nil {
 		return err
 	}
@@ -559,7 +696,7 @@ func (s *Server) createBackup(w http.ResponseWriter, r *http.Request, c service.
 
 func (s *Server) listBackups(detail bool) handler {
 	return func(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-		lq, err := listQuery(r, c, "name", "status", "volume_id", "snapshot_id")
+		lq, err := listQuery(r, c, "name", "status", "volume_id", "snapshot_id", "project_id")
 		if err != nil {
 			return err
 		}
@@ -591,6 +728,34 @@ func (s *Server) showBackup(w http.ResponseWriter, r *http.Request, c service.Ca
 		return err
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"backup": backupJSON(r, d.Backup, d.HasDependents)})
+	return nil
+}
+
+// backupUpdateMinor is the microversion (3.9) from which the block
+// storage API updates a backup's name and description.
+const backupUpdateMinor = 9
+
+// updateBackup is PUT /backups/{id}. At a microversion below 3.9 it
+// answers 404, as the block storage API answers a method its version
+// lacks; cairn serves it once its microversions reach 3.9.
+func (s *Server) updateBackup(w http.ResponseWriter, r *http.Request, c service.Caller) error {
+	if !atLeast(r, backupUpdateMinor) {
+		return fmt.Errorf("API version %s is not supported on this method (backup update: from 3.%d): %w",
+			requestMicroversion(r), backupUpdateMinor, cairn.ErrNotFound)
+	}
+	var req wire.BackupUpdateRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	in := req.Backup
+	if in.Name == nil && in.Description == nil {
+		return fmt.Errorf("nothing to update: give backup.name or backup.description: %w", cairn.ErrInvalid)
+	}
+	b, err := s.svc.UpdateBackup(r.Context(), c, r.PathValue("id"), service.BackupUpdate{Name: in.Name, Description: in.Description})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"backup": summaryJSON(r, service.BackupsCollection, b.ID, b.Name)})
 	return nil
 }
 
@@ -649,6 +814,9 @@ func (s *Server) backupAction(w http.ResponseWriter, r *http.Request, c service.
 	}
 	if req.ResetStatus == nil {
 		return fmt.Errorf("give an action: os-reset_status: %w", cairn.ErrInvalid)
+	}
+	if err := snapshotOrBackupReset("backup", req.ResetStatus); err != nil {
+		return err
 	}
 	if err := s.svc.ResetBackupStatus(r.Context(), c, r.PathValue("id"), cairn.Status(req.ResetStatus.Status)); err != nil {
 		return err

@@ -155,8 +155,11 @@ func TestBlockStorageAnswers(t *testing.T) {
 	}
 	constant := map[string]any{"availability_zone": "nova", "volume_type": "__DEFAULT__",
 		"replication_status": "disabled", "encrypted": false, "multiattach": false, "consistencygroup_id": nil,
-		"source_volid": nil, "user_id": "", "bootable": "false", "os-vol-tenant-attr:tenant_id": "alpha"}
+		"source_volid": nil, "bootable": "false", "os-vol-tenant-attr:tenant_id": "alpha"}
 	values(t, "volume create", v, constant)
+	if u, _ := v["user_id"].(string); u == "" {
+		t.Errorf("volume create: user_id empty, want the token's ID")
+	}
 	v = object(t, "volume show", e.call(200, e.tokA, "GET", A+"/volumes/"+vol, nil), "volume")
 	members(t, "volume show", v, volumeMembers)
 	values(t, "volume show", v, constant)

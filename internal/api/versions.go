@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -96,8 +97,28 @@ func withMicroversion(h handler) handler {
 			return nil
 		}
 		w.Header().Set(versionHeader, versionService+" "+v.String())
-		return h(w, r, c)
+		return h(w, r.WithContext(context.WithValue(r.Context(), microversionKey{}, v)), c)
 	}
+}
+
+// microversionKey keys the negotiated microversion in a request's
+// context.
+type microversionKey struct{}
+
+// requestMicroversion is the microversion withMicroversion negotiated
+// for r: the lowest served for a request it did not see.
+func requestMicroversion(r *http.Request) microversion {
+	if v, ok := r.Context().Value(microversionKey{}).(microversion); ok {
+		return v
+	}
+	return minMicroversion()
+}
+
+// atLeast reports whether r was negotiated at 3.minor or later: whether
+// the change the block storage API made at 3.minor applies to it.
+func atLeast(r *http.Request, minor int) bool {
+	v := requestMicroversion(r)
+	return v.Major > 3 || v.Major == 3 && v.Minor >= minor
 }
 
 // baseURL is the scheme and host the request was sent to, for the

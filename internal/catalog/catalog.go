@@ -168,6 +168,9 @@ type Filter struct {
 	// datastore's type (cairn.DatastoreRef.Type) is this.
 	Datastore  string
 	TaskStates []cairn.TaskState
+	// Bootable, when not nil, selects volumes whose bootable flag is
+	// this (volumes only).
+	Bootable *bool
 	// Since selects rows created at or after it.
 	Since time.Time
 	// Sort is the order: keys among id, name, status, size, created_at,
@@ -182,6 +185,9 @@ type Filter struct {
 	Marker string
 	// Limit is the most rows to return; 0 means no limit.
 	Limit int
+	// Offset skips that many rows (after Marker) before the first
+	// returned; negative is cairn.ErrInvalid.
+	Offset int
 }
 
 // SortKey is one key of an order.

@@ -106,7 +106,7 @@ func (s *Service) CreateBackup(ctx context.Context, c Caller, req BackupCreate) 
 		now := s.nowUTC()
 		b = cairn.Backup{ID: cairn.NewUUID(), ProjectID: c.ProjectID, Name: req.Name,
 			Description: req.Description, Container: req.Container, Status: cairn.StatusCreating,
-			CreatedAt: now, UpdatedAt: now}
+			UserID: c.UserID, CreatedAt: now, UpdatedAt: now}
 		if req.SnapshotID != "" {
 			snap, err := getSnapshot(ctx, tx, c, req.SnapshotID)
 			if err != nil {
@@ -588,6 +588,9 @@ func (s *Service) RestoreBackup(ctx context.Context, c Caller, id string, req Re
 			if v.Status != cairn.StatusAvailable {
 				return conflict("volume", v.ID, v.Status, "restore into it")
 			}
+			if err := notHeld(ctx, tx, "volume", v.ID, "restore into it"); err != nil {
+				return err
+			}
 			if v.Size < b.Size {
 				return errorf(cairn.ErrInvalid, "volume %s (%d GiB) is smaller than backup %s (%d GiB)", v.ID, v.Size, b.ID, b.Size)
 			}
@@ -601,7 +604,7 @@ func (s *Service) RestoreBackup(ctx context.Context, c Caller, id string, req Re
 				name = "restore_backup_" + b.ID
 			}
 			v = cairn.Volume{ID: cairn.NewUUID(), ProjectID: c.ProjectID, Name: name, Size: b.Size,
-				Status: cairn.StatusRestoringBackup, BackupID: b.ID, CreatedAt: now, UpdatedAt: now}
+				Status: cairn.StatusRestoringBackup, BackupID: b.ID, UserID: c.UserID, CreatedAt: now, UpdatedAt: now}
 			if !c.Admin || c.ProjectID == "" {
 				v.ProjectID = b.ProjectID
 			}
@@ -905,7 +908,7 @@ func (s *Service) ImportRecord(ctx context.Context, c Caller, service, url strin
 		Name: rec.Name, Description: rec.Description, Container: rec.Container, Status: cairn.StatusAvailable,
 		Size: rec.Size, ObjectCount: rec.ObjectCount, StoredBytes: rec.StoredBytes, Incremental: rec.Incremental,
 		ParentID: rec.ParentID, DataTimestamp: rec.DataTimestamp.UTC(), RepoID: rec.RepoID,
-		CreatedAt: now, UpdatedAt: now}
+		UserID: c.UserID, CreatedAt: now, UpdatedAt: now}
 	err = s.cat.Update(ctx, func(tx catalog.Tx) error {
 		if err := checkQuota(ctx, tx, b.ProjectID, cairn.Usage{Backups: 1, BackupGigabytes: b.Size}); err != nil {
 			return err
@@ -919,17 +922,23 @@ func (s *Service) ImportRecord(ctx context.Context, c Caller, service, url strin
 	return b, nil
 }
 
-// ResetBackupStatus is the admin's way out of a stuck state.
+// ResetBackupStatus is the admin's way out of a stuck state: available
+// or error (cairn.BackupStatuses), as the block storage API allows,
+// refused while a task holds the backup.
 func (s *Service) ResetBackupStatus(ctx context.Context, c Caller, id string, st cairn.Status) error {
 	if !c.Admin {
 		return errorf(cairn.ErrForbidden, "reset-status is for admins")
 	}
-	if st != cairn.StatusAvailable && st != cairn.StatusError {
-		return errorf(cairn.ErrInvalid, "status %q: want available or error", st)
+	st, err := resetStatus(st, cairn.BackupStatuses)
+	if err != nil {
+		return err
 	}
 	return s.cat.Update(ctx, func(tx catalog.Tx) error {
 		b, err := getBackup(ctx, tx, c, id)
 		if err != nil {
+			return err
+		}
+		if err := notHeld(ctx, tx, "backup", b.ID, "reset its status"); err != nil {
 			return err
 		}
 		b.Status, b.UpdatedAt = st, s.nowUTC()
@@ -937,8 +946,57 @@ func (s *Service) ResetBackupStatus(ctx context.Context, c Caller, id string, st
 	})
 }
 
+// BackupUpdate changes a backup's name or description (nil: unchanged).
+type BackupUpdate struct {
+	Name, Description *string
+}
+
+// UpdateBackup renames or redescribes one of the caller's backups, in
+// any status (the block storage API's backup update, from microversion
+// 3.9).
+func (s *Service) UpdateBackup(ctx context.Context, c Caller, id string, req BackupUpdate) (BackupDetail, error) {
+	if req.Name == nil && req.Description == nil {
+		return BackupDetail{}, errorf(cairn.ErrInvalid, "nothing to update: give a name or a description")
+	}
+	if req.Name != nil {
+		if err := validText("name", *req.Name, 255); err != nil {
+			return BackupDetail{}, err
+		}
+	}
+	if req.Description != nil {
+		if err := validText("description", *req.Description, 4096); err != nil {
+			return BackupDetail{}, err
+		}
+	}
+	var d BackupDetail
+	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
+		b, err := getBackup(ctx, tx, c, id)
+		if err != nil {
+			return err
+		}
+		if req.Name != nil {
+			b.Name = *req.Name
+		}
+		if req.Description != nil {
+			b.Description = *req.Description
+		}
+		b.UpdatedAt = s.nowUTC()
+		if err := tx.UpdateBackup(ctx, b); err != nil {
+			return err
+		}
+		d.Backup = b
+		d.HasDependents, err = tx.HasDependents(ctx, b.ID)
+		return err
+	})
+	if err != nil {
+		return BackupDetail{}, err
+	}
+	s.event(ctx, "backup.update.end", d.ProjectID, backupPayload(d.Backup))
+	return d, nil
+}
+
 func backupPayload(b cairn.Backup) map[string]any {
-	return map[string]any{"id": b.ID, "backup_id": b.ID, "project_id": b.ProjectID,
+	return map[string]any{"id": b.ID, "backup_id": b.ID, "project_id": b.ProjectID, "user_id": b.UserID,
 		"volume_id": b.VolumeID, "snapshot_id": b.SnapshotID, "display_name": b.Name,
 		"container": b.Container, "size": b.Size, "status": b.Status, "fail_reason": b.FailReason,
 		"is_incremental": b.Incremental, "parent_id": b.ParentID, "object_count": b.ObjectCount,
@@ -948,8 +1006,8 @@ func backupPayload(b cairn.Backup) map[string]any {
 // kinds are the service's task kinds.
 func (s *Service) kinds() map[string]tasks.Kind {
 	return map[string]tasks.Kind{
-		"volume.create":         {Run: s.runCreateVolume, Fail: s.failVolume("volume.create.error")},
-		"volume.delete":         {Run: s.runDeleteVolume, Fail: s.failVolume("volume.delete.error")},
+		"volume.create":         {Run: s.runCreateVolume, Fail: s.failCreateVolume},
+		"volume.delete":         {Run: s.runDeleteVolume, Fail: s.failDeleteVolume},
 		"volume.extend":         {Run: s.runExtendVolume, Fail: s.failVolume("volume.resize.error")},
 		"snapshot.create":       {Run: s.runCreateSnapshot, Fail: s.failSnapshot("snapshot.create.error")},
 		"snapshot.delete":       {Run: s.runDeleteSnapshot, Fail: s.failSnapshot("snapshot.delete.error")},

@@ -35,6 +35,21 @@ type ListQuery struct {
 	// Metadata selects the volumes or snapshots that have every one of
 	// its items (the same key with the same value); none selects all.
 	Metadata map[string]string
+	// ProjectID selects one project's items: among every project's for
+	// an admin's AllProjects; otherwise the caller's own, or none when it
+	// names another project (the filter narrows the list, never widens
+	// it).
+	ProjectID string
+	// Bootable, when not nil, selects volumes by their bootable flag.
+	Bootable *bool
+	// AvailabilityZone selects volumes or snapshots of that zone: all
+	// of them for AvailabilityZone, none for another.
+	AvailabilityZone string
+	// Offset skips that many of the selected items (after Marker).
+	Offset int
+	// Empty asks for no items (the block storage API's limit=0): the
+	// query is checked, and the page is empty.
+	Empty bool
 	// AllProjects lists every project's items instead of the caller's
 	// (admins only).
 	AllProjects bool
@@ -82,9 +97,22 @@ func (q ListQuery) filter(c Caller, coll Collection) (catalog.Filter, error) {
 		return catalog.Filter{}, errorf(cairn.ErrInvalid, "list of %q: want volumes, snapshots, backups, instances or database backups", coll)
 	}
 	f := catalog.Filter{ProjectID: c.ProjectID, Limit: q.PageSize(), Marker: q.Marker,
-		Name: q.Name, Status: q.Status, VolumeID: q.VolumeID, SnapshotID: q.SnapshotID}
+		Name: q.Name, Status: q.Status, VolumeID: q.VolumeID, SnapshotID: q.SnapshotID,
+		Bootable: q.Bootable, Offset: q.Offset}
 	if q.Limit < 0 || q.Limit > MaxLimit {
 		return f, errorf(cairn.ErrInvalid, "limit %d: want 1 to %d", q.Limit, MaxLimit)
+	}
+	if q.Offset < 0 {
+		return f, errorf(cairn.ErrInvalid, "offset %d: want 0 or more", q.Offset)
+	}
+	if q.Bootable != nil && coll != VolumesCollection {
+		return f, errorf(cairn.ErrInvalid, "%s have no bootable filter", coll)
+	}
+	if q.AvailabilityZone != "" && coll != VolumesCollection && coll != SnapshotsCollection {
+		return f, errorf(cairn.ErrInvalid, "%s have no availability_zone filter", coll)
+	}
+	if q.ProjectID != "" && coll != VolumesCollection && coll != SnapshotsCollection && coll != BackupsCollection {
+		return f, errorf(cairn.ErrInvalid, "%s have no project_id filter", coll)
 	}
 	if q.VolumeID != "" && coll != SnapshotsCollection && coll != BackupsCollection {
 		return f, errorf(cairn.ErrInvalid, "%s have no volume_id filter", coll)
@@ -110,16 +138,28 @@ func (q ListQuery) filter(c Caller, coll Collection) (catalog.Filter, error) {
 		if !c.Admin {
 			return f, errorf(cairn.ErrForbidden, "listing every project's %s is for admins", coll)
 		}
-		f.ProjectID = ""
+		f.ProjectID = q.ProjectID
 	}
 	return f, nil
+}
+
+// AvailabilityZone is the one availability zone every volume and
+// snapshot is in (wire.AvailabilityZone, which the answers show).
+const AvailabilityZone = "nova"
+
+// selectsNothing reports whether q, checked by filter, selects no item
+// whatever the catalog holds: an empty page asked for, another zone, or
+// another project's items without AllProjects.
+func (q ListQuery) selectsNothing(c Caller) bool {
+	return q.Empty || q.AvailabilityZone != "" && q.AvailabilityZone != AvailabilityZone ||
+		q.ProjectID != "" && !q.AllProjects && q.ProjectID != c.ProjectID
 }
 
 // ListVolumes returns a page of the volumes q selects.
 func (s *Service) ListVolumes(ctx context.Context, c Caller, q ListQuery) ([]cairn.Volume, error) {
 	f, err := q.filter(c, VolumesCollection)
-	if err != nil {
-		return nil, err
+	if err != nil || q.selectsNothing(c) {
+		return []cairn.Volume{}, err
 	}
 	if len(q.Metadata) == 0 {
 		return s.Volumes(ctx, c, f)
@@ -138,8 +178,8 @@ func (s *Service) ListVolumes(ctx context.Context, c Caller, q ListQuery) ([]cai
 // ListSnapshots returns a page of the snapshots q selects.
 func (s *Service) ListSnapshots(ctx context.Context, c Caller, q ListQuery) ([]cairn.Snapshot, error) {
 	f, err := q.filter(c, SnapshotsCollection)
-	if err != nil {
-		return nil, err
+	if err != nil || q.selectsNothing(c) {
+		return []cairn.Snapshot{}, err
 	}
 	if len(q.Metadata) == 0 {
 		return s.Snapshots(ctx, c, f)
@@ -166,8 +206,12 @@ func (s *Service) ListSnapshots(ctx context.Context, c Caller, q ListQuery) ([]c
 // and a batch; called in one transaction, its batches read one state of
 // the catalog.
 //
+// f.Offset skips that many matching rows before the page.
+//
 // match returns a row's ID and whether it belongs on the page.
 func matchingPage[T any](f catalog.Filter, batch int, list func(catalog.Filter) ([]T, error), match func(T) (string, bool)) ([]T, error) {
+	skip := f.Offset
+	f.Offset = 0
 	limit := f.Limit
 	if limit > 0 {
 		f.Limit = max(limit, batch)
@@ -183,6 +227,10 @@ func matchingPage[T any](f catalog.Filter, batch int, list func(catalog.Filter) 
 			id, ok := match(row)
 			last = id
 			if !ok {
+				continue
+			}
+			if skip > 0 {
+				skip--
 				continue
 			}
 			page = append(page, row)
@@ -205,8 +253,8 @@ const matchingBatch = DefaultLimit
 // ListBackups returns a page of the backups q selects.
 func (s *Service) ListBackups(ctx context.Context, c Caller, q ListQuery) ([]BackupDetail, error) {
 	f, err := q.filter(c, BackupsCollection)
-	if err != nil {
-		return nil, err
+	if err != nil || q.selectsNothing(c) {
+		return []BackupDetail{}, err
 	}
 	return s.Backups(ctx, c, f)
 }
@@ -220,8 +268,8 @@ type Summary struct {
 // q selects: what a list without details shows.
 func (s *Service) ListSummaries(ctx context.Context, c Caller, coll Collection, q ListQuery) ([]Summary, error) {
 	f, err := q.filter(c, coll)
-	if err != nil {
-		return nil, err
+	if err != nil || q.selectsNothing(c) {
+		return []Summary{}, err
 	}
 	if len(q.Metadata) > 0 {
 		// Summaries carry no metadata to match: select full rows.

@@ -123,7 +123,7 @@ func (s *Service) CreateSnapshot(ctx context.Context, c Caller, req SnapshotCrea
 		}
 		now := s.nowUTC()
 		snap = cairn.Snapshot{ID: cairn.NewUUID(), ProjectID: v.ProjectID, VolumeID: v.ID,
-			Name: req.Name, Description: req.Description, Size: v.Size, Metadata: md,
+			Name: req.Name, Description: req.Description, Size: v.Size, Metadata: md, UserID: c.UserID,
 			Status: cairn.StatusCreating, CreatedAt: now, UpdatedAt: now}
 		if err := tx.InsertSnapshot(ctx, snap); err != nil {
 			return err
@@ -241,6 +241,12 @@ func (s *Service) runDeleteSnapshot(ctx context.Context, t cairn.Task) error {
 	if err != nil {
 		return err
 	}
+	return s.deleteSnapshotNow(ctx, snap)
+}
+
+// deleteSnapshotNow deletes a snapshot's engine snapshot and its row,
+// and tells it. A snapshot already gone is no error.
+func (s *Service) deleteSnapshotNow(ctx context.Context, snap cairn.Snapshot) error {
 	es, ok, err := s.engineSnapshot(ctx, snap.ID)
 	if err != nil {
 		return err
@@ -259,17 +265,23 @@ func (s *Service) runDeleteSnapshot(ctx context.Context, t cairn.Task) error {
 	return nil
 }
 
-// ResetSnapshotStatus is the admin's way out of a stuck state.
+// ResetSnapshotStatus is the admin's way out of a stuck state: any
+// status the block storage API allows a snapshot (cairn.SnapshotStatuses,
+// in any case), refused while a task holds the snapshot.
 func (s *Service) ResetSnapshotStatus(ctx context.Context, c Caller, id string, st cairn.Status) error {
 	if !c.Admin {
 		return errorf(cairn.ErrForbidden, "reset-status is for admins")
 	}
-	if st != cairn.StatusAvailable && st != cairn.StatusError {
-		return errorf(cairn.ErrInvalid, "status %q: want available or error", st)
+	st, err := resetStatus(st, cairn.SnapshotStatuses)
+	if err != nil {
+		return err
 	}
 	return s.cat.Update(ctx, func(tx catalog.Tx) error {
 		snap, err := getSnapshot(ctx, tx, c, id)
 		if err != nil {
+			return err
+		}
+		if err := notHeld(ctx, tx, "snapshot", snap.ID, "reset its status"); err != nil {
 			return err
 		}
 		snap.Status, snap.UpdatedAt = st, s.nowUTC()
@@ -279,6 +291,6 @@ func (s *Service) ResetSnapshotStatus(ctx context.Context, c Caller, id string, 
 
 func snapshotPayload(v cairn.Snapshot) map[string]any {
 	return map[string]any{"id": v.ID, "snapshot_id": v.ID, "volume_id": v.VolumeID,
-		"project_id": v.ProjectID, "display_name": v.Name, "volume_size": v.Size,
+		"project_id": v.ProjectID, "user_id": v.UserID, "display_name": v.Name, "volume_size": v.Size,
 		"status": v.Status, "created_at": v.CreatedAt, "fail_reason": v.FailReason}
 }

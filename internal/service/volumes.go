@@ -11,19 +11,25 @@ import (
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/catalog"
+	"github.com/cairnproject/cairn/internal/volume"
 )
 
 // MaxVolumeGiB is the largest volume the service creates.
 const MaxVolumeGiB = 64 << 10
 
 // VolumeCreate is a request for a new volume: empty, a clone of a
-// snapshot, or restored from a backup.
+// snapshot or of a volume, or restored from a backup.
 type VolumeCreate struct {
 	Name, Description string
-	// Size in GiB; from a snapshot or backup 0 means the source's size.
+	// Size in GiB; from a snapshot, volume or backup 0 means the
+	// source's size.
 	Size       int64
 	SnapshotID string
 	BackupID   string
+	// SourceVolID clones a volume of the caller's project, available or
+	// in-use: the new volume holds what the source held when the task
+	// took a snapshot of it.
+	SourceVolID string
 	// Metadata is the new volume's; a volume made from a snapshot or a
 	// backup has only what is given here, as in the block storage API.
 	Metadata map[string]string
@@ -186,10 +192,19 @@ func shorten(s string) string {
 
 // CreateVolume accepts a request for a volume; the task makes it.
 func (s *Service) CreateVolume(ctx context.Context, c Caller, req VolumeCreate) (cairn.Volume, error) {
-	if req.SnapshotID != "" && req.BackupID != "" {
-		return cairn.Volume{}, errorf(cairn.ErrInvalid, "give snapshot_id or backup_id, not both")
+	var sources []string
+	for _, src := range []struct{ name, id string }{{"snapshot_id", req.SnapshotID}, {"backup_id", req.BackupID}, {"source_volid", req.SourceVolID}} {
+		if src.id != "" {
+			sources = append(sources, src.name)
+		}
 	}
-	if req.Size < 0 || (req.Size == 0 && req.SnapshotID == "" && req.BackupID == "") {
+	switch len(sources) {
+	case 2:
+		return cairn.Volume{}, errorf(cairn.ErrInvalid, "give %s or %s, not both", sources[0], sources[1])
+	case 3:
+		return cairn.Volume{}, errorf(cairn.ErrInvalid, "give one of snapshot_id, backup_id and source_volid, not all three")
+	}
+	if req.Size < 0 || (req.Size == 0 && req.SnapshotID == "" && req.BackupID == "" && req.SourceVolID == "") {
 		return cairn.Volume{}, validSize(req.Size)
 	}
 	if err := validText("name", req.Name, 255); err != nil {
@@ -205,7 +220,8 @@ func (s *Service) CreateVolume(ctx context.Context, c Caller, req VolumeCreate) 
 	now := s.nowUTC()
 	v := cairn.Volume{ID: cairn.NewUUID(), ProjectID: c.ProjectID, Name: req.Name,
 		Description: req.Description, Size: req.Size, Status: cairn.StatusCreating,
-		SnapshotID: req.SnapshotID, BackupID: req.BackupID, Metadata: md, CreatedAt: now, UpdatedAt: now}
+		SnapshotID: req.SnapshotID, BackupID: req.BackupID, SourceVolID: req.SourceVolID, UserID: c.UserID,
+		Metadata: md, CreatedAt: now, UpdatedAt: now}
 	err = s.update(ctx, func(tx catalog.Tx) error {
 		kind := "volume.create"
 		var params []byte
@@ -224,6 +240,34 @@ func (s *Service) CreateVolume(ctx context.Context, c Caller, req VolumeCreate) 
 			if v.Size < snap.Size {
 				return errorf(cairn.ErrInvalid, "size %d GiB is smaller than snapshot %s (%d GiB)", v.Size, snap.ID, snap.Size)
 			}
+			// A clone is bootable when its origin is, as in the block
+			// storage API.
+			if src, err := tx.Volume(ctx, snap.VolumeID); err == nil {
+				v.Bootable = src.Bootable
+			} else if !errors.Is(err, cairn.ErrNotFound) {
+				return err
+			}
+		case req.SourceVolID != "":
+			src, err := getVolume(ctx, tx, c, req.SourceVolID)
+			if err != nil {
+				return err
+			}
+			if src.ProjectID != c.ProjectID {
+				return errorf(cairn.ErrInvalid, "source volume %s is in another project; clone a volume of project %s", src.ID, c.ProjectID)
+			}
+			if src.Status != cairn.StatusAvailable && src.Status != cairn.StatusInUse {
+				return conflict("volume", src.ID, src.Status, "clone it")
+			}
+			if src.EngineID == "" {
+				return fmt.Errorf("volume %s has no engine volume; cannot clone it: %w", src.ID, cairn.ErrConflict)
+			}
+			if v.Size == 0 {
+				v.Size = src.Size
+			}
+			if v.Size < src.Size {
+				return errorf(cairn.ErrInvalid, "size %d GiB is smaller than source volume %s (%d GiB)", v.Size, src.ID, src.Size)
+			}
+			v.Bootable = src.Bootable
 		case req.BackupID != "":
 			b, err := getBackup(ctx, tx, c, req.BackupID)
 			if err != nil {
@@ -279,7 +323,11 @@ func (s *Service) runCreateVolume(ctx context.Context, t cairn.Task) error {
 		return err
 	}
 	if !ok {
-		if v.SnapshotID != "" {
+		if v.SourceVolID != "" {
+			if ev, err = s.cloneVolume(ctx, v); err != nil {
+				return err
+			}
+		} else if v.SnapshotID != "" {
 			snap, err := s.snapshotRow(ctx, v.SnapshotID)
 			if err != nil {
 				return err
@@ -299,6 +347,9 @@ func (s *Service) runCreateVolume(ctx context.Context, t cairn.Task) error {
 		if err := s.eng.ExtendVolume(ctx, ev.ID, v.Size*GiB); err != nil {
 			return fmt.Errorf("extend clone: %w", err)
 		}
+	}
+	if err := s.removeCloneSnapshot(ctx, v.ID); err != nil {
+		return err
 	}
 	v, err = s.setVolume(ctx, v.ID, func(v *cairn.Volume) {
 		v.EngineID, v.Status = ev.ID.String(), cairn.StatusAvailable
@@ -440,25 +491,74 @@ func (s *Service) UpdateVolume(ctx context.Context, c Caller, id string, req Vol
 // DeleteVolume accepts the deletion of an available or failed volume
 // without snapshots.
 func (s *Service) DeleteVolume(ctx context.Context, c Caller, id string) error {
+	return s.DeleteVolumeWith(ctx, c, id, VolumeDelete{})
+}
+
+// VolumeDelete says how a volume is deleted.
+type VolumeDelete struct {
+	// Cascade deletes the volume's snapshots with it (DELETE
+	// ?cascade=true): each must be available or failed (error,
+	// error_deleting), else the request is cairn.ErrInvalid, as in the
+	// block storage API.
+	Cascade bool
+	// Force is the admin's os-force_delete: the volume is deleted
+	// whatever its status, unless a task holds it (cairn.ErrConflict:
+	// the task would fail half-way, or recreate what was deleted), it
+	// is attached (detach it first), or it has snapshots.
+	Force bool
+}
+
+// deletableVolume are the statuses a volume is deleted from without
+// force, as the block storage API has them.
+var deletableVolume = []cairn.Status{cairn.StatusAvailable, cairn.StatusError, cairn.StatusErrorDeleting,
+	cairn.StatusErrorRestoring, cairn.StatusErrorExtending, cairn.StatusErrorManaging}
+
+// DeleteVolumeWith accepts the deletion of a volume as how says.
+func (s *Service) DeleteVolumeWith(ctx context.Context, c Caller, id string, how VolumeDelete) error {
+	if how.Force && !c.Admin {
+		return errorf(cairn.ErrForbidden, "force-delete is for admins")
+	}
 	var v cairn.Volume
+	var cascaded []cairn.Snapshot
 	err := s.update(ctx, func(tx catalog.Tx) error {
 		var err error
 		if v, err = getVolume(ctx, tx, c, id); err != nil {
 			return err
 		}
-		switch v.Status {
-		case cairn.StatusAvailable, cairn.StatusError, cairn.StatusErrorDeleting:
-		default:
+		switch {
+		case how.Force && v.Attached:
+			return fmt.Errorf("volume %s is attached; detach it first: %w", v.ID, cairn.ErrConflict)
+		case how.Force:
+		case !slices.Contains(deletableVolume, v.Status):
 			return conflict("volume", v.ID, v.Status, "delete it")
 		}
-		snaps, err := tx.Snapshots(ctx, catalog.Filter{VolumeID: v.ID, Limit: 1})
+		if err := notHeld(ctx, tx, "volume", v.ID, "delete it"); err != nil {
+			return err
+		}
+		snaps, err := tx.Snapshots(ctx, catalog.Filter{VolumeID: v.ID})
 		if err != nil {
 			return err
 		}
-		if len(snaps) > 0 {
-			return fmt.Errorf("volume %s has snapshots; delete them first: %w", v.ID, cairn.ErrConflict)
+		if len(snaps) > 0 && !how.Cascade {
+			return fmt.Errorf("volume %s has snapshots; delete them first, or the volume with cascade=true: %w", v.ID, cairn.ErrConflict)
 		}
-		v.Status, v.UpdatedAt = cairn.StatusDeleting, s.nowUTC()
+		now := s.nowUTC()
+		for _, sn := range snaps {
+			switch sn.Status {
+			case cairn.StatusAvailable, cairn.StatusError, cairn.StatusErrorDeleting:
+			default:
+				return errorf(cairn.ErrInvalid, "volume %s: snapshot %s is %s, which cannot be deleted", v.ID, sn.ID, sn.Status)
+			}
+			if err := notHeld(ctx, tx, "snapshot", sn.ID, "delete it"); err != nil {
+				return errorf(cairn.ErrInvalid, "volume %s: %v", v.ID, err)
+			}
+			sn.Status, sn.UpdatedAt = cairn.StatusDeleting, now
+			if err := tx.UpdateSnapshot(ctx, sn); err != nil {
+				return err
+			}
+		}
+		cascaded = snaps
+		v.Status, v.UpdatedAt = cairn.StatusDeleting, now
 		if err := tx.UpdateVolume(ctx, v); err != nil {
 			return err
 		}
@@ -466,6 +566,10 @@ func (s *Service) DeleteVolume(ctx context.Context, c Caller, id string) error {
 		return err
 	})
 	if err == nil {
+		for _, sn := range cascaded {
+			sn.Status = cairn.StatusDeleting
+			s.event(ctx, "snapshot.delete.start", sn.ProjectID, snapshotPayload(sn))
+		}
 		s.event(ctx, "volume.delete.start", v.ProjectID, volumePayload(v))
 	}
 	return err
@@ -477,6 +581,28 @@ func (s *Service) runDeleteVolume(ctx context.Context, t cairn.Task) error {
 		return nil
 	}
 	if err != nil {
+		return err
+	}
+	// A cascading delete's snapshots first: the engine deletes no
+	// volume that has snapshots. The request checked there are only
+	// those it marked deleting.
+	snaps, err := readRows(ctx, s.cat, func(tx catalog.Tx) ([]cairn.Snapshot, error) {
+		return tx.Snapshots(ctx, catalog.Filter{VolumeID: v.ID})
+	})
+	if err != nil {
+		return err
+	}
+	for _, sn := range snaps {
+		if sn.Status != cairn.StatusDeleting {
+			return fmt.Errorf("volume %s has snapshot %s (%s): %w", v.ID, sn.ID, sn.Status, cairn.ErrConflict)
+		}
+		if err := s.deleteSnapshotNow(ctx, sn); err != nil {
+			return err
+		}
+	}
+	// A clone's snapshot of its source, if the clone failed after
+	// taking it and before its clean-up.
+	if err := s.removeCloneSnapshot(ctx, v.ID); err != nil {
 		return err
 	}
 	ev, ok, err := s.engineVolume(ctx, v.ID)
@@ -510,6 +636,9 @@ func (s *Service) ExtendVolume(ctx context.Context, c Caller, id string, size in
 		}
 		if v.Status != cairn.StatusAvailable {
 			return conflict("volume", v.ID, v.Status, "extend it")
+		}
+		if err := notHeld(ctx, tx, "volume", v.ID, "extend it"); err != nil {
+			return err
 		}
 		if size <= v.Size {
 			return errorf(cairn.ErrInvalid, "new size %d GiB must be larger than the current %d GiB", size, v.Size)
@@ -567,7 +696,8 @@ type Attachment struct {
 	URIs []string `json:"uris"`
 }
 
-// AttachVolume exports an available volume over NBD (status in-use).
+// AttachVolume exports an available volume, or one reserved for it
+// (attaching), over NBD (status in-use).
 func (s *Service) AttachVolume(ctx context.Context, c Caller, id string) (Attachment, error) {
 	var v cairn.Volume
 	var eid cairn.ID
@@ -576,7 +706,7 @@ func (s *Service) AttachVolume(ctx context.Context, c Caller, id string) (Attach
 		if v, err = getVolume(ctx, tx, c, id); err != nil {
 			return err
 		}
-		if v.Status != cairn.StatusAvailable {
+		if v.Status != cairn.StatusAvailable && v.Status != cairn.StatusAttaching {
 			return conflict("volume", v.ID, v.Status, "attach it")
 		}
 		if eid, err = parseEngineID(v.EngineID); err != nil {
@@ -589,7 +719,8 @@ func (s *Service) AttachVolume(ctx context.Context, c Caller, id string) (Attach
 		return Attachment{}, err
 	}
 	if err := s.eng.Export(ctx, v.ID, eid); err != nil {
-		// Not exported: the volume is available again.
+		// Not exported: the volume is available again (a reservation
+		// is given up).
 		_, rerr := s.setVolume(context.WithoutCancel(ctx), v.ID, func(v *cairn.Volume) {
 			v.Status, v.Attached = cairn.StatusAvailable, false
 		})
@@ -610,8 +741,9 @@ func (s *Service) attachment(id string) Attachment {
 	return a
 }
 
-// DetachVolume stops exporting a volume (status available). Connected
-// clients keep their connection until they close it.
+// DetachVolume stops exporting an in-use volume, or one whose
+// detachment began (detaching), so it is available. Connected clients
+// keep their connection until they close it.
 func (s *Service) DetachVolume(ctx context.Context, c Caller, id string) error {
 	var v cairn.Volume
 	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
@@ -619,7 +751,7 @@ func (s *Service) DetachVolume(ctx context.Context, c Caller, id string) error {
 		if v, err = getVolume(ctx, tx, c, id); err != nil {
 			return err
 		}
-		if v.Status != cairn.StatusInUse {
+		if v.Status != cairn.StatusInUse && v.Status != cairn.StatusDetaching {
 			return conflict("volume", v.ID, v.Status, "detach it")
 		}
 		v.Status, v.Attached, v.UpdatedAt = cairn.StatusAvailable, false, s.nowUTC()
@@ -635,29 +767,6 @@ func (s *Service) DetachVolume(ctx context.Context, c Caller, id string) error {
 	}
 	s.event(ctx, "volume.detach.end", v.ProjectID, volumePayload(v))
 	return nil
-}
-
-// ResetVolumeStatus is the admin's way out of a stuck state.
-func (s *Service) ResetVolumeStatus(ctx context.Context, c Caller, id string, st cairn.Status) error {
-	if !c.Admin {
-		return errorf(cairn.ErrForbidden, "reset-status is for admins")
-	}
-	switch st {
-	case cairn.StatusAvailable, cairn.StatusError, cairn.StatusInUse:
-	default:
-		return errorf(cairn.ErrInvalid, "status %q: want available, in-use or error", st)
-	}
-	v, err := s.setVolumeChecked(ctx, c, id, func(v *cairn.Volume) error {
-		v.Status = st
-		v.Attached = st == cairn.StatusInUse && v.Attached
-		return nil
-	})
-	if err == nil && !v.Attached {
-		if err := s.eng.Unexport(ctx, v.ID); err != nil {
-			return fmt.Errorf("unexporting volume %s: %w", v.ID, err)
-		}
-	}
-	return err
 }
 
 func (s *Service) setVolumeChecked(ctx context.Context, c Caller, id string, fn func(*cairn.Volume) error) (cairn.Volume, error) {
@@ -677,8 +786,91 @@ func (s *Service) setVolumeChecked(ctx context.Context, c Caller, id string, fn 
 }
 
 func volumePayload(v cairn.Volume) map[string]any {
-	return map[string]any{"id": v.ID, "volume_id": v.ID, "project_id": v.ProjectID,
+	return map[string]any{"id": v.ID, "volume_id": v.ID, "project_id": v.ProjectID, "user_id": v.UserID,
 		"display_name": v.Name, "size": v.Size, "status": v.Status,
-		"snapshot_id": v.SnapshotID, "backup_id": v.BackupID,
+		"snapshot_id": v.SnapshotID, "backup_id": v.BackupID, "source_volid": v.SourceVolID,
 		"created_at": v.CreatedAt, "fail_reason": v.FailReason}
+}
+
+// readRows reads rows in a transaction of their own.
+func readRows[T any](ctx context.Context, cat catalog.Store, fn func(catalog.Tx) ([]T, error)) ([]T, error) {
+	var out []T
+	err := cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		out, err = fn(tx)
+		return err
+	})
+	return out, err
+}
+
+// cloneSnapshotName names the engine snapshot of its source a clone of
+// a volume is made from; the clone's task removes it.
+func cloneSnapshotName(volume string) string { return "clone-" + volume }
+
+// cloneVolume makes the engine volume of v, a clone of its source
+// volume: a snapshot of the source (found again if an earlier attempt
+// took it), and a clone of that.
+func (s *Service) cloneVolume(ctx context.Context, v cairn.Volume) (volume.VolumeInfo, error) {
+	es, ok, err := s.engineSnapshot(ctx, cloneSnapshotName(v.ID))
+	if err != nil {
+		return volume.VolumeInfo{}, err
+	}
+	if !ok {
+		src, err := s.volumeRow(ctx, v.SourceVolID)
+		if err != nil {
+			return volume.VolumeInfo{}, fmt.Errorf("source volume: %w", err)
+		}
+		sid, err := parseEngineID(src.EngineID)
+		if err != nil {
+			return volume.VolumeInfo{}, fmt.Errorf("source volume %s: %w", src.ID, err)
+		}
+		if es, err = s.eng.CreateSnapshot(ctx, sid, cloneSnapshotName(v.ID)); err != nil {
+			return volume.VolumeInfo{}, fmt.Errorf("snapshot of source volume %s: %w", src.ID, err)
+		}
+	}
+	ev, err := s.eng.CloneVolume(ctx, v.ID, es.ID)
+	if err != nil {
+		return volume.VolumeInfo{}, fmt.Errorf("clone volume %s: %w", v.SourceVolID, err)
+	}
+	return ev, nil
+}
+
+// removeCloneSnapshot deletes the snapshot a clone of volume id was
+// made from, if it is there.
+func (s *Service) removeCloneSnapshot(ctx context.Context, id string) error {
+	es, ok, err := s.engineSnapshot(ctx, cloneSnapshotName(id))
+	if err != nil || !ok {
+		return err
+	}
+	if err := s.eng.DeleteSnapshot(ctx, es.ID); err != nil && !errors.Is(err, cairn.ErrNotFound) {
+		return fmt.Errorf("remove the clone's snapshot: %w", err)
+	}
+	return nil
+}
+
+// failCreateVolume removes what a failed create made besides the
+// volume (a clone's snapshot of its source), then fails the volume.
+func (s *Service) failCreateVolume(ctx context.Context, t cairn.Task, cause error) error {
+	if err := s.removeCloneSnapshot(ctx, t.ResourceID); err != nil {
+		return err
+	}
+	return s.failVolume("volume.create.error")(ctx, t, cause)
+}
+
+// failDeleteVolume fails a volume's deletion, and its snapshots a
+// cascading delete had not removed yet: error_deleting, which may be
+// deleted again.
+func (s *Service) failDeleteVolume(ctx context.Context, t cairn.Task, cause error) error {
+	snaps, err := readRows(ctx, s.cat, func(tx catalog.Tx) ([]cairn.Snapshot, error) {
+		return tx.Snapshots(ctx, catalog.Filter{VolumeID: t.ResourceID, Status: cairn.StatusDeleting})
+	})
+	if err != nil {
+		return err
+	}
+	for _, sn := range snaps {
+		if err := s.failSnapshot("snapshot.delete.error")(ctx, cairn.Task{ResourceID: sn.ID}, cause); err != nil {
+			return err
+		}
+	}
+	return s.failVolume("volume.delete.error")(ctx, t, cause)
 }

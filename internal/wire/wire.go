@@ -12,6 +12,7 @@ package wire
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"time"
 
@@ -51,16 +52,21 @@ type Volume struct {
 	SnapshotID  *string `json:"snapshot_id"`
 	BackupID    *string `json:"backup_id"`
 	ProjectID   string  `json:"os-vol-tenant-attr:tenant_id"`
-	// UserID is always "": a cairn token belongs to a project, not to a
-	// user. (The block storage API's response schemas want a string.)
+	// UserID is who created the volume: the Keystone user, or the ID of
+	// the cairn token; "" for volumes made before cairn recorded it.
 	UserID   string `json:"user_id"`
 	Attached bool   `json:"attached"`
 	// Attachments has the volume's NBD export while it is attached: at
 	// most one entry; empty (never null) otherwise.
 	Attachments []VolumeAttachment `json:"attachments"`
-	Bootable    string             `json:"bootable"`
+	// Bootable is "true" or "false", a string as the block storage API
+	// shows it (os-set_bootable sets it).
+	Bootable string `json:"bootable"`
 	// Metadata is the volume's key/value pairs: {} (never null) when it
-	// has none, as the clients index it unconditionally.
+	// has none, as the clients index it unconditionally. The read-only
+	// flag (os-update_readonly_flag), once set, is among them as
+	// "readonly": "True" or "False", over a tenant's item of that key,
+	// as the block storage API merges its admin metadata.
 	Metadata map[string]string `json:"metadata"`
 	// Links are the volume's self and bookmark links.
 	Links []Link `json:"links"`
@@ -73,8 +79,9 @@ type Volume struct {
 	// backups, not volumes, and exports a volume once.
 	Encrypted   bool `json:"encrypted"`
 	Multiattach bool `json:"multiattach"`
-	// ConsistencyGroupID and SourceVolID are always null: cairn has no
-	// consistency groups and no volume-to-volume clones.
+	// ConsistencyGroupID is always null: cairn has no consistency
+	// groups. SourceVolID names the volume a clone was made from, null
+	// for others.
 	ConsistencyGroupID *string   `json:"consistencygroup_id"`
 	SourceVolID        *string   `json:"source_volid"`
 	CreatedAt          time.Time `json:"created_at"`
@@ -321,7 +328,9 @@ type VolumeCreate struct {
 	AvailabilityZone   *string `json:"availability_zone,omitempty"`
 	ConsistencyGroupID *string `json:"consistencygroup_id,omitempty"`
 	ImageRef           *string `json:"imageRef,omitempty"`
-	SourceVolID        *string `json:"source_volid,omitempty"`
+	// SourceVolID clones a volume of the project (available or in-use);
+	// null or "" makes none.
+	SourceVolID *string `json:"source_volid,omitempty"`
 }
 
 // VolumeUpdateRequest is PUT /volumes/{id}.
@@ -369,6 +378,80 @@ type VolumeActionRequest struct {
 	Attach      *struct{}          `json:"os-attach"`
 	Detach      *struct{}          `json:"os-detach"`
 	ResetStatus *ResetStatusAction `json:"os-reset_status"`
+	// The actions without arguments the clients send as null (the
+	// cinder command) or {} (tempest): os-reserve (available →
+	// attaching), os-unreserve (back), os-begin_detaching (in-use →
+	// detaching), os-roll_detaching (back) and the admin's
+	// os-force_delete.
+	Reserve        Given `json:"os-reserve,omitzero"`
+	Unreserve      Given `json:"os-unreserve,omitzero"`
+	BeginDetaching Given `json:"os-begin_detaching,omitzero"`
+	RollDetaching  Given `json:"os-roll_detaching,omitzero"`
+	ForceDelete    Given `json:"os-force_delete,omitzero"`
+	// SetBootable is os-set_bootable, UpdateReadonlyFlag
+	// os-update_readonly_flag.
+	SetBootable        *SetBootableAction `json:"os-set_bootable,omitempty"`
+	UpdateReadonlyFlag *ReadonlyAction    `json:"os-update_readonly_flag,omitempty"`
+}
+
+// Given is an action without arguments: given with null or {} as its
+// value, absent otherwise. Any other value is refused.
+type Given struct {
+	Given bool `json:"-"`
+}
+
+// UnmarshalJSON takes null or an object without members.
+func (g *Given) UnmarshalJSON(b []byte) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return fmt.Errorf("want null or {}: %w", err)
+	}
+	for k := range m {
+		return fmt.Errorf("want null or {}, not a member %q", k)
+	}
+	g.Given = true
+	return nil
+}
+
+// SetBootableAction is the os-set_bootable action: Bootable is a JSON
+// boolean, or a string the block storage API takes as one ("true",
+// "False", "1", "off", …).
+type SetBootableAction struct {
+	Bootable json.RawMessage `json:"bootable"`
+}
+
+// ReadonlyAction is the os-update_readonly_flag action: Readonly as
+// SetBootableAction's Bootable.
+type ReadonlyAction struct {
+	Readonly json.RawMessage `json:"readonly"`
+}
+
+// Flag reads a boolean as the block storage API takes it: true or
+// false, or a string of one of its spellings, in any case (true, t,
+// yes, y, on, 1; false, f, no, n, off, 0). what names it in errors;
+// ok is false when b is absent.
+func Flag(what string, b json.RawMessage) (v, ok bool, err error) {
+	if len(b) == 0 {
+		return false, false, nil
+	}
+	var x any
+	if err := json.Unmarshal(b, &x); err != nil {
+		return false, false, fmt.Errorf("%s: %w", what, err)
+	}
+	switch x := x.(type) {
+	case bool:
+		return x, true, nil
+	case string:
+		switch strings.ToLower(x) {
+		case "true", "t", "yes", "y", "on", "1":
+			return true, true, nil
+		case "false", "f", "no", "n", "off", "0":
+			return false, true, nil
+		}
+	case nil:
+		return false, false, nil
+	}
+	return false, false, fmt.Errorf("%s %s: want true or false", what, b)
 }
 
 // ExtendAction is the os-extend action.
@@ -376,9 +459,12 @@ type ExtendAction struct {
 	NewSize int64 `json:"new_size"`
 }
 
-// ResetStatusAction is the os-reset_status action.
+// ResetStatusAction is the os-reset_status action. AttachStatus
+// (attached, detached) and MigrationStatus are a volume's only.
 type ResetStatusAction struct {
-	Status string `json:"status"`
+	Status          string  `json:"status"`
+	AttachStatus    *string `json:"attach_status,omitempty"`
+	MigrationStatus *string `json:"migration_status,omitempty"`
 }
 
 // ResetStatusRequest is POST .../action of snapshots and backups, with
@@ -430,6 +516,17 @@ type BackupCreate struct {
 	Name        string `json:"name"`
 	Description string `json:"description"`
 	Force       bool   `json:"force"`
+}
+
+// BackupUpdateRequest is PUT /backups/{id} (from microversion 3.9).
+type BackupUpdateRequest struct {
+	Backup BackupUpdate `json:"backup"`
+}
+
+// BackupUpdate is the backup of a BackupUpdateRequest (nil: unchanged).
+type BackupUpdate struct {
+	Name        *string `json:"name"`
+	Description *string `json:"description"`
 }
 
 // RestoreRequest is POST /backups/{id}/restore.

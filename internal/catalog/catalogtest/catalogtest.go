@@ -144,6 +144,8 @@ func fullVolume(project string, i int) cairn.Volume {
 		FailReason: "none yet", SnapshotID: cairn.NewUUID(), BackupID: cairn.NewUUID(),
 		EngineID: "engine-" + cairn.NewID().String(), Attached: true,
 		Metadata: metadataOf(i), CreatedAt: at(i), UpdatedAt: at(i + 1),
+		UserID: fmt.Sprintf("user-%d ✓", i), SourceVolID: cairn.NewUUID(), Bootable: i%2 == 0,
+		AdminMetadata: metadataOf(i + 1),
 	}
 }
 
@@ -164,6 +166,7 @@ func fullSnapshot(project string, i int) cairn.Snapshot {
 		Name: fmt.Sprintf("snapshot-%d", i), Description: "a snapshot", Size: int64(i + 2),
 		Status: cairn.StatusCreating, FailReason: "reason", EngineID: "snap-engine",
 		Metadata: metadataOf(i + 1), CreatedAt: at(i), UpdatedAt: at(i + 2),
+		UserID: fmt.Sprintf("user-%d", i),
 	}
 }
 
@@ -175,6 +178,7 @@ func fullBackup(project string, i int) cairn.Backup {
 		ObjectCount: 1234567, StoredBytes: 1 << 40, Incremental: true, ParentID: cairn.NewUUID(),
 		DataTimestamp: at(i - 100), RepoID: cairn.NewID().String(),
 		TempSnapshotEngineID: "temp-snap", CreatedAt: at(i), UpdatedAt: at(i + 3),
+		UserID: fmt.Sprintf("user-%d", i),
 	}
 }
 
@@ -373,6 +377,8 @@ func testVolumeCRUD(t *testing.T, s catalog.Store) {
 				SnapshotID: "s2", BackupID: "b2", EngineID: "e2", Attached: !v.Attached,
 				Metadata:  map[string]string{"changed": "yes"},
 				CreatedAt: v.CreatedAt.Add(-time.Hour), UpdatedAt: v.UpdatedAt.Add(time.Hour),
+				UserID: v.UserID + "x", SourceVolID: "", Bootable: !v.Bootable,
+				AdminMetadata: map[string]string{cairn.ReadOnlyKey: "True"},
 			}
 		},
 		id:     func(v cairn.Volume) string { return v.ID },
@@ -392,6 +398,7 @@ func testSnapshotCRUD(t *testing.T, s catalog.Store) {
 				Size: v.Size + 10, Status: cairn.StatusAvailable, FailReason: "", EngineID: "e2",
 				Metadata:  nil,
 				CreatedAt: v.CreatedAt.Add(-time.Hour), UpdatedAt: v.UpdatedAt.Add(time.Hour),
+				UserID: "",
 			}
 		},
 		id:     func(v cairn.Snapshot) string { return v.ID },
@@ -502,6 +509,7 @@ func testBackupCRUD(t *testing.T, s catalog.Store) {
 				FailReason: "", Size: v.Size + 10, ObjectCount: 7, StoredBytes: 8, Incremental: false,
 				ParentID: "", DataTimestamp: time.Time{}, RepoID: "r2", TempSnapshotEngineID: "",
 				CreatedAt: v.CreatedAt.Add(-time.Hour), UpdatedAt: v.UpdatedAt.Add(time.Hour),
+				UserID: "another user",
 			}
 		},
 		id:     func(v cairn.Backup) string { return v.ID },
@@ -758,6 +766,7 @@ func testVolumeFilters(t *testing.T, s catalog.Store) {
 			v := fullVolume(p[i%2], i)
 			v.Name = fmt.Sprintf("name-%d", i%3)
 			v.Status = status(i)
+			v.Bootable = i%3 == 0
 			rows = append(rows, v)
 			if err := tx.InsertVolume(ctx, v); err != nil {
 				return err
@@ -766,6 +775,7 @@ func testVolumeFilters(t *testing.T, s catalog.Store) {
 		return nil
 	})
 	since := at(12)
+	yes, no := true, false
 	checkFilters(t, s, rows, func(v cairn.Volume) string { return v.ID }, volumeField,
 		func(ctx context.Context, tx catalog.Tx, f catalog.Filter) ([]cairn.Volume, error) {
 			return tx.Volumes(ctx, f)
@@ -780,6 +790,10 @@ func testVolumeFilters(t *testing.T, s catalog.Store) {
 				func(v cairn.Volume) bool {
 					return v.ProjectID == p[0] && v.Name == "name-0" && v.Status == cairn.StatusAvailable
 				}},
+			{"bootable", catalog.Filter{Bootable: &yes}, func(v cairn.Volume) bool { return v.Bootable }},
+			{"not bootable", catalog.Filter{Bootable: &no}, func(v cairn.Volume) bool { return !v.Bootable }},
+			{"bootable+project", catalog.Filter{ProjectID: p[1], Bootable: &yes},
+				func(v cairn.Volume) bool { return v.ProjectID == p[1] && v.Bootable }},
 			{"none", catalog.Filter{Name: "no such name"}, func(cairn.Volume) bool { return false }},
 		})
 	view(t, s, func(ctx context.Context, tx catalog.Tx) error {
@@ -1064,6 +1078,34 @@ func checkPaging[T any](t *testing.T, s catalog.Store, project string, rows []T,
 			if !slices.Equal(paged, want) {
 				t.Errorf("%s: pages\n got %v\nwant %v", name, paged, want)
 			}
+			// Offset skips rows after the marker, with and without a
+			// limit; past the end it gives none.
+			for _, c := range []struct {
+				marker        int // index of the marker row in want, -1 for none
+				offset, limit int
+			}{{-1, 3, 7}, {-1, 5, 0}, {4, 2, 7}, {10, 1, 0}, {-1, len(want), 5}, {-1, len(want) + 9, 0}} {
+				f := catalog.Filter{ProjectID: project, Sort: order, Offset: c.offset, Limit: c.limit}
+				from := c.offset
+				if c.marker >= 0 {
+					f.Marker = want[c.marker]
+					from += c.marker + 1
+				}
+				from = min(from, len(want))
+				to := len(want)
+				if c.limit > 0 {
+					to = min(from+c.limit, len(want))
+				}
+				page, err := list(ctx, tx, f)
+				if err != nil {
+					t.Errorf("%s: %+v: %v", name, c, err)
+					return nil
+				}
+				if g := ids(page, id); !slices.Equal(g, want[from:to]) {
+					t.Errorf("%s: offset %+v\n got %v\nwant %v", name, c, g, want[from:to])
+				}
+			}
+			_, err = list(ctx, tx, catalog.Filter{ProjectID: project, Sort: order, Offset: -1})
+			wantErr(t, name+": negative offset", err, cairn.ErrInvalid)
 			return nil
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/cairnproject/cairn"
@@ -98,6 +99,9 @@ func (t *tx) list(ctx context.Context, tb *table, sel string, f catalog.Filter, 
 	if f.Limit < 0 {
 		return fmt.Errorf("limit %d: %w", f.Limit, cairn.ErrInvalid)
 	}
+	if f.Offset < 0 {
+		return fmt.Errorf("offset %d: %w", f.Offset, cairn.ErrInvalid)
+	}
 	if f.Marker != "" {
 		if err := t.afterMarker(ctx, tb, keys, f.Marker, f.ProjectID, &w); err != nil {
 			return err
@@ -120,9 +124,19 @@ func (t *tx) list(ctx context.Context, tb *table, sel string, f catalog.Filter, 
 		}
 	}
 	args := w.args
-	if f.Limit > 0 {
+	switch {
+	case f.Limit > 0:
 		q.WriteString(" LIMIT ?")
 		args = append(args, int64(f.Limit))
+	case f.Offset > 0:
+		// SQLite takes an OFFSET only after a LIMIT: no limit is the
+		// largest.
+		q.WriteString(" LIMIT ?")
+		args = append(args, int64(math.MaxInt64))
+	}
+	if f.Offset > 0 {
+		q.WriteString(" OFFSET ?")
+		args = append(args, int64(f.Offset))
 	}
 	return t.all(ctx, tb.name, t.d.rebind(q.String()), args, scan)
 }

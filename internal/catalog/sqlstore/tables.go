@@ -122,17 +122,17 @@ func newTables(d *Dialect) tables {
 		volumes: newTable(d, "volumes", "volume", []string{
 			"id", "project_id", "name", "description", "size", "status", "fail_reason",
 			"snapshot_id", "backup_id", "engine_id", "attached", "created_at", "updated_at",
-			"metadata",
+			"metadata", "user_id", "source_volid", "bootable", "admin_metadata",
 		}, resourceSorts()),
 		snapshots: newTable(d, "snapshots", "snapshot", []string{
 			"id", "project_id", "volume_id", "name", "description", "size", "status",
-			"fail_reason", "engine_id", "created_at", "updated_at", "metadata",
+			"fail_reason", "engine_id", "created_at", "updated_at", "metadata", "user_id",
 		}, resourceSorts()),
 		backups: newTable(d, "backups", "backup", []string{
 			"id", "project_id", "volume_id", "snapshot_id", "name", "description",
 			"container", "status", "fail_reason", "size", "object_count", "stored_bytes",
 			"incremental", "parent_id", "data_timestamp", "repo_id",
-			"temp_snapshot_engine_id", "created_at", "updated_at",
+			"temp_snapshot_engine_id", "created_at", "updated_at", "user_id",
 		}, backupSorts),
 		// Tasks are listed oldest first whatever the Sort; these keys
 		// are accepted, and ignored.
@@ -216,26 +216,27 @@ func tokenDest(t *cairn.Token) []any {
 func volumeArgs(d *Dialect, v *cairn.Volume) []any {
 	return []any{v.ID, v.ProjectID, v.Name, v.Description, v.Size, string(v.Status), v.FailReason,
 		v.SnapshotID, v.BackupID, v.EngineID, v.Attached, d.Time(v.CreatedAt), d.Time(v.UpdatedAt),
-		metadataArg(v.Metadata)}
+		metadataArg(v.Metadata), v.UserID, v.SourceVolID, v.Bootable, metadataArg(v.AdminMetadata)}
 }
 
 func volumeDest(v *cairn.Volume) []any {
 	return []any{&v.ID, &v.ProjectID, &v.Name, &v.Description, &v.Size, &v.Status, &v.FailReason,
 		&v.SnapshotID, &v.BackupID, &v.EngineID, &v.Attached, timeDest{&v.CreatedAt}, timeDest{&v.UpdatedAt},
-		metadataDest{&v.Metadata}}
+		metadataDest{&v.Metadata}, &v.UserID, &v.SourceVolID, &v.Bootable, metadataDest{&v.AdminMetadata}}
 }
 
 func snapshotArgs(d *Dialect, s *cairn.Snapshot) []any {
 	return []any{s.ID, s.ProjectID, s.VolumeID, s.Name, s.Description, s.Size, string(s.Status),
-		s.FailReason, s.EngineID, d.Time(s.CreatedAt), d.Time(s.UpdatedAt), metadataArg(s.Metadata)}
+		s.FailReason, s.EngineID, d.Time(s.CreatedAt), d.Time(s.UpdatedAt), metadataArg(s.Metadata), s.UserID}
 }
 
 func snapshotDest(s *cairn.Snapshot) []any {
 	return []any{&s.ID, &s.ProjectID, &s.VolumeID, &s.Name, &s.Description, &s.Size, &s.Status,
-		&s.FailReason, &s.EngineID, timeDest{&s.CreatedAt}, timeDest{&s.UpdatedAt}, metadataDest{&s.Metadata}}
+		&s.FailReason, &s.EngineID, timeDest{&s.CreatedAt}, timeDest{&s.UpdatedAt}, metadataDest{&s.Metadata}, &s.UserID}
 }
 
-// metadataArg is a volume's or snapshot's metadata column: a JSON object,
+// metadataArg is a volume's or snapshot's metadata column (and a
+// volume's admin_metadata): a JSON object,
 // or the empty string for none (nil or empty), the column's default, so
 // rows written before the column existed read as rows without metadata.
 func metadataArg(m map[string]string) string {
@@ -274,14 +275,14 @@ func backupArgs(d *Dialect, b *cairn.Backup) []any {
 	return []any{b.ID, b.ProjectID, b.VolumeID, b.SnapshotID, b.Name, b.Description,
 		b.Container, string(b.Status), b.FailReason, b.Size, b.ObjectCount, b.StoredBytes,
 		b.Incremental, b.ParentID, d.Time(b.DataTimestamp), b.RepoID,
-		b.TempSnapshotEngineID, d.Time(b.CreatedAt), d.Time(b.UpdatedAt)}
+		b.TempSnapshotEngineID, d.Time(b.CreatedAt), d.Time(b.UpdatedAt), b.UserID}
 }
 
 func backupDest(b *cairn.Backup) []any {
 	return []any{&b.ID, &b.ProjectID, &b.VolumeID, &b.SnapshotID, &b.Name, &b.Description,
 		&b.Container, &b.Status, &b.FailReason, &b.Size, &b.ObjectCount, &b.StoredBytes,
 		&b.Incremental, &b.ParentID, timeDest{&b.DataTimestamp}, &b.RepoID,
-		&b.TempSnapshotEngineID, timeDest{&b.CreatedAt}, timeDest{&b.UpdatedAt}}
+		&b.TempSnapshotEngineID, timeDest{&b.CreatedAt}, timeDest{&b.UpdatedAt}, &b.UserID}
 }
 
 func instanceArgs(d *Dialect, in *cairn.Instance) []any {

@@ -284,10 +284,11 @@ func (t *tx) Volume(ctx context.Context, id string) (cairn.Volume, error) {
 	return v, err
 }
 
-// Volumes lists volumes with ProjectID, Name, Status and Since applied.
+// Volumes lists volumes with ProjectID, Name, Status, Bootable and Since
+// applied.
 func (t *tx) Volumes(ctx context.Context, f catalog.Filter) ([]cairn.Volume, error) {
 	out := []cairn.Volume{}
-	w := resourceFilter(t.d, f)
+	w := volumeFilter(t.d, f)
 	err := t.list(ctx, &t.s.tables.volumes, "", f, w, false, func(r *sql.Rows) error {
 		var v cairn.Volume
 		if err := r.Scan(volumeDest(&v)...); err != nil {
@@ -381,6 +382,14 @@ func (t *tx) DeleteBackup(ctx context.Context, id string) error {
 
 // HasDependents reports whether any backup, in any status, names id as
 // its parent.
+func volumeFilter(d *Dialect, f catalog.Filter) where {
+	w := resourceFilter(d, f)
+	if f.Bootable != nil {
+		w.add("bootable = ?", *f.Bootable)
+	}
+	return w
+}
+
 func snapshotFilter(d *Dialect, f catalog.Filter) where {
 	w := resourceFilter(d, f)
 	if f.VolumeID != "" {
@@ -405,7 +414,7 @@ func (t *tx) Summaries(ctx context.Context, kind catalog.Kind, f catalog.Filter)
 	var w where
 	switch kind {
 	case catalog.KindVolumes:
-		tb, w = &t.s.tables.volumes, resourceFilter(t.d, f)
+		tb, w = &t.s.tables.volumes, volumeFilter(t.d, f)
 	case catalog.KindSnapshots:
 		tb, w = &t.s.tables.snapshots, snapshotFilter(t.d, f)
 	case catalog.KindBackups:
