@@ -161,6 +161,9 @@ type Volume struct {
 	EngineID string `json:"-"`
 	// SourceVolID names the volume a clone was made from.
 	SourceVolID string `json:"source_volid,omitempty"`
+	// VolumeTypeID is the ID of the volume's type (VolumeType); ""
+	// reads as DefaultVolumeTypeID.
+	VolumeTypeID string `json:"volume_type_id,omitempty"`
 	// UserID is who created the volume (service.Caller.UserID); "" for
 	// volumes made before it was recorded.
 	UserID string `json:"user_id,omitempty"`

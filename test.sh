@@ -7,7 +7,8 @@
 # and versitygw for S3 (go install, scripts/versitygw.sh). Servers this
 # run started are stopped at the end.
 #
-#   ./test.sh                           everything: format, vet, staticcheck, race tests, short fuzzing
+#   ./test.sh                           everything: format, vet, staticcheck, race tests, short fuzzing,
+#                                       tempest's volume API tests (scripts/tempest.sh ci)
 #   FUZZTIME=0 ./test.sh                skip the fuzzing pass (seed corpora still run as tests)
 #   FUZZTIME=1000000x ./test.sh         fuzz longer (a count of inputs per target)
 #   CAIRN_TEST_KEEP_SERVERS=1 ./test.sh leave the servers running for the next run
@@ -103,6 +104,17 @@ if [ "$FUZZTIME" != 0 ]; then
       fi
     done
   done
+fi
+step "tempest: OpenStack's own block storage API tests against cairn through Keystone"
+# scripts/tempest.sh builds cairn, starts it with a Keystone service user,
+# runs tempest's volume API tests and fails when one of those listed in
+# scripts/tempest-pass.txt did not pass.
+if [ -f /var/tmp/cairn-keystone/env ] && [ "$(id -u)" = 0 ]; then
+  scripts/tempest.sh ci
+elif [ "${CI:-}" = true ]; then
+  echo "CI=true and tempest cannot run (it needs root and the Keystone of scripts/keystone.sh)"; exit 1
+else
+  echo "warning: tempest skipped: it needs root and the Keystone of scripts/keystone.sh"
 fi
 echo
 echo "all tests passed in ${SECONDS}s"

@@ -223,7 +223,7 @@ func TestAPIEndToEnd(t *testing.T) {
 	}
 	var shown wire.Volume
 	e.json(&shown, "volume", "show", orig.ID)
-	if shown.Status != "in-use" || !shown.Attached {
+	if shown.Status != "in-use" || len(shown.Attachments) != 1 {
 		t.Fatalf("attached volume: %+v", shown)
 	}
 	if nbd {

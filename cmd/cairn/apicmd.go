@@ -408,7 +408,7 @@ func (a *app) printAPIVolumes(list []wire.Volume, project bool) error {
 	}
 	rows := make([][]string, 0, len(list))
 	for _, v := range list {
-		r := []string{v.ID, v.Name, v.Status, gib(v.Size), yesNo(v.Attached), when(v.CreatedAt)}
+		r := []string{v.ID, v.Name, v.Status, gib(v.Size), yesNo(len(v.Attachments) > 0), when(v.CreatedAt)}
 		if project {
 			r = append(r, v.ProjectID)
 		}
@@ -426,7 +426,7 @@ func (a *app) showAPIVolume(v wire.Volume) error {
 	if v.FailReason != nil && *v.FailReason != "" {
 		kv = append(kv, [2]string{"fail reason", *v.FailReason})
 	}
-	kv = append(kv, [][2]string{{"size", gib(v.Size)}, {"attached", yesNo(v.Attached)}}...)
+	kv = append(kv, [][2]string{{"size", gib(v.Size)}, {"attached", yesNo(len(v.Attachments) > 0)}}...)
 	for _, att := range v.Attachments {
 		for _, u := range att.URIs() {
 			kv = append(kv, [2]string{"nbd", u})
@@ -510,7 +510,7 @@ func (a *app) showAPIBackup(b wire.Backup) error {
 	kv = append(kv, [][2]string{{"size", gib(b.Size)}, {"container", b.Container},
 		{"incremental", yesNo(b.IsIncremental)}, {"parent", orDash(b.ParentID)},
 		{"has dependents", yesNo(b.HasDependentBackups)}, {"objects", strconv.FormatInt(b.ObjectCount, 10)},
-		{"stored", formatBytes(b.StoredBytes)}, {"data timestamp", when(b.DataTimestamp)},
+		{"stored", formatBytes(deref64(b.StoredBytes))}, {"data timestamp", when(b.DataTimestamp)},
 		{"project", b.ProjectID}, {"created", when(b.CreatedAt)}, {"updated", when(b.UpdatedAt)}}...)
 	keyValues(a.stdout, kv)
 	return nil
@@ -1747,4 +1747,12 @@ when one project alone has it.
 	}
 	cmd.AddCommand(create, list, del)
 	return cmd
+}
+
+// deref64 is *p, or 0 for nil.
+func deref64(p *int64) int64 {
+	if p == nil {
+		return 0
+	}
+	return *p
 }

@@ -572,7 +572,8 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 		DefaultContainer: st.DefaultContainer, Notifier: notifier, Observer: met, Logger: log,
 		Workers: st.Workers, NBDSocket: nbdSock, NBDAddress: nbdAddr,
 		Instances: instances, Backend: storeKind(st.BackupStore), QuiesceTimeout: quiesceTimeout,
-		ArchiveWAL: st.WALArchive == "on", RestorePointInterval: restorePointInterval, RestorePoints: st.RestorePoints})
+		ArchiveWAL: st.WALArchive == "on", RestorePointInterval: restorePointInterval, RestorePoints: st.RestorePoints,
+		Hosts: service.HostConfig{DataDir: st.DataDir, Version: driverVersion()}})
 	met.Archives(func() []metrics.ArchiveSample { return archiveSamples(svc.Archives(), time.Now()) })
 
 	// The servers run in g; gctx ends when ctx does or one of them fails.

@@ -166,6 +166,14 @@ func (s *Server) routes() {
 	p("GET", "/tasks/{id}", s.showTask)
 	p("GET", "/tasks", s.listTasks)
 
+	// The service's own processes and capacity, for admins (hosts.go).
+	p("GET", "/os-services", s.listServices)
+	p("PUT", "/os-services/{action}", s.serviceAction)
+	p("GET", "/os-hosts", s.listHosts)
+	p("GET", "/os-hosts/{host}", s.showHost)
+	p("GET", "/scheduler-stats/get_pools", s.listPools)
+	p("GET", "/capabilities/{host}", s.showCapabilities)
+
 	p("POST", "/volumes", s.createVolume)
 	p("GET", "/volumes", s.listVolumes(false))
 	p("GET", "/volumes/detail", s.listVolumes(true))
@@ -206,6 +214,24 @@ func (s *Server) routes() {
 	p("GET", "/backups/{id}/export_record", s.exportRecord)
 	p("POST", "/backups/import_record", s.importRecord)
 	p("POST", "/backups/{id}/action", s.backupAction)
+
+	// Volume types (volumetypes.go).
+	p("GET", "/types", s.listVolumeTypes)
+	p("POST", "/types", s.createVolumeType)
+	p("GET", "/types/default", s.showDefaultVolumeType)
+	p("GET", "/types/{id}", s.showVolumeType)
+	p("PUT", "/types/{id}", s.updateVolumeType)
+	p("DELETE", "/types/{id}", s.deleteVolumeType)
+	p("GET", "/types/{id}/extra_specs", s.listExtraSpecs)
+	p("POST", "/types/{id}/extra_specs", s.setExtraSpecs)
+	p("GET", "/types/{id}/extra_specs/{key}", s.showExtraSpec)
+	p("PUT", "/types/{id}/extra_specs/{key}", s.setExtraSpec)
+	p("DELETE", "/types/{id}/extra_specs/{key}", s.deleteExtraSpec)
+	p("GET", "/types/{id}/os-volume-type-access", s.listVolumeTypeAccess)
+	p("POST", "/types/{id}/action", s.volumeTypeAction)
+	p("GET", "/types/{id}/encryption", s.showEncryptionType)
+	p("POST", "/types/{id}/encryption", s.createEncryptionType)
+	p("GET", "/types/{id}/encryption/{key}", s.showEncryptionSpec)
 
 	// The database API, in OpenStack Trove's shapes (trove.go).
 	m.HandleFunc("GET /v1.0/{$}", s.databaseVersions)

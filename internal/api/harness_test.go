@@ -46,6 +46,9 @@ type env struct {
 	svc     *service.Service
 	srv     *httptest.Server
 	events  *eventLog
+	// members asks for cairn's own members (X-Cairn-Members), as
+	// cairn's client does.
+	members bool
 	admin   string // token of the admin project
 	tokA    string // token of project "alpha"
 	tokB    string // token of project "beta"
@@ -190,6 +193,9 @@ func (e *env) do(token, method, path string, body any, out any) int {
 	req, _ := http.NewRequestWithContext(e.t.Context(), method, e.srv.URL+path, rd)
 	if token != "" {
 		req.Header.Set("X-Auth-Token", token)
+	}
+	if e.members {
+		req.Header.Set(wire.MembersHeader, wire.MembersAll)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

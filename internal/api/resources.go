@@ -35,22 +35,43 @@ func (s *Server) volumeJSON(r *http.Request, v cairn.Volume) wire.Volume {
 	out := wire.Volume{ID: v.ID, Name: v.Name, Description: v.Description, Size: v.Size,
 		Status: string(v.Status), FailReason: optional(v.FailReason), SnapshotID: optional(v.SnapshotID),
 		BackupID: optional(v.BackupID), SourceVolID: optional(v.SourceVolID), ProjectID: v.ProjectID,
-		UserID: v.UserID, Attached: v.Attached, Attachments: []wire.VolumeAttachment{},
+		UserID: v.UserID, Attachments: []wire.VolumeAttachment{},
 		Bootable: strconv.FormatBool(v.Bootable), Metadata: volumeMetadataJSON(v),
 		Links: resourceLinks(r, service.VolumesCollection, v.ID), AvailabilityZone: wire.AvailabilityZone,
-		VolumeType: wire.VolumeType, ReplicationStatus: wire.ReplicationDisabled,
+		VolumeType: s.svc.VolumeTypeName(r.Context(), v.VolumeTypeID), ReplicationStatus: wire.ReplicationDisabled,
 		CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
 	if a, ok := s.svc.VolumeAttachment(v); ok {
 		out.Attachments = append(out.Attachments, wire.VolumeAttachment{ID: v.ID, AttachmentID: v.ID,
 			VolumeID: v.ID, Device: optional(strings.Join(a.URIs, " "))})
 	}
+	if !cairnMembers(r) {
+		out.FailReason, out.BackupID = nil, nil
+	}
 	return out
 }
 
-func snapshotJSON(v cairn.Snapshot) wire.Snapshot {
-	return wire.Snapshot{ID: v.ID, VolumeID: v.VolumeID, Name: v.Name, Description: v.Description,
-		Size: v.Size, Status: string(v.Status), FailReason: optional(v.FailReason), ProjectID: v.ProjectID,
+// cairnMembers reports whether the request asks for cairn's own members
+// in answers (wire.MembersHeader).
+func cairnMembers(r *http.Request) bool {
+	return r.Header.Get(wire.MembersHeader) == wire.MembersAll
+}
+
+// withoutProject is a volume as the answers to a create and an update
+// show it: without os-vol-tenant-attr:tenant_id, which the block storage
+// API adds to show and the detailed list only.
+func withoutProject(v wire.Volume) wire.Volume {
+	v.ProjectID = ""
+	return v
+}
+
+func snapshotJSON(r *http.Request, v cairn.Snapshot) wire.Snapshot {
+	out := wire.Snapshot{ID: v.ID, VolumeID: v.VolumeID, Name: v.Name, Description: v.Description,
+		Size: v.Size, Status: string(v.Status), ProjectID: v.ProjectID,
 		Progress: snapshotProgress(v), Metadata: metadataJSON(v.Metadata), CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt}
+	if cairnMembers(r) {
+		out.FailReason = optional(v.FailReason)
+	}
+	return out
 }
 
 // snapshotProgress is how far the making of the snapshot went: done once
@@ -97,12 +118,17 @@ func metadataJSON(m map[string]string) map[string]string {
 }
 
 func backupJSON(r *http.Request, b cairn.Backup, dependents bool) wire.Backup {
-	return wire.Backup{ID: b.ID, Name: b.Name, Description: b.Description, VolumeID: b.VolumeID,
+	out := wire.Backup{ID: b.ID, Name: b.Name, Description: b.Description, VolumeID: b.VolumeID,
 		SnapshotID: optional(b.SnapshotID), Container: b.Container, Status: string(b.Status),
 		FailReason: optional(b.FailReason), Size: b.Size, ObjectCount: b.ObjectCount,
-		StoredBytes: b.StoredBytes, IsIncremental: b.Incremental, HasDependentBackups: dependents,
-		ParentID: optional(b.ParentID), DataTimestamp: b.DataTimestamp, ProjectID: b.ProjectID,
+		IsIncremental: b.Incremental, HasDependentBackups: dependents,
+		DataTimestamp: b.DataTimestamp, ProjectID: b.ProjectID,
 		Links: resourceLinks(r, service.BackupsCollection, b.ID), CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt}
+	if cairnMembers(r) {
+		stored := b.StoredBytes
+		out.StoredBytes, out.ParentID = &stored, optional(b.ParentID)
+	}
+	return out
 }
 
 // summaryJSON is a volume or backup in a list without details, and a
@@ -309,7 +335,6 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request, c service.
 		one  string // the one there is, if any
 		what string
 	}{
-		{"volume_type", in.VolumeType, wire.VolumeType, "volume types but " + wire.VolumeType},
 		{"availability_zone", in.AvailabilityZone, wire.AvailabilityZone, "availability zones but " + wire.AvailabilityZone},
 		{"consistencygroup_id", in.ConsistencyGroupID, "", "consistency groups"},
 		{"imageRef", in.ImageRef, "", "images"},
@@ -338,11 +363,12 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request, c service.
 		}
 	}
 	v, err := s.svc.CreateVolume(r.Context(), c, service.VolumeCreate{Name: in.Name, Description: in.Description,
-		Size: size, SnapshotID: in.SnapshotID, BackupID: in.BackupID, SourceVolID: source, Metadata: in.Metadata})
+		Size: size, SnapshotID: in.SnapshotID, BackupID: in.BackupID, SourceVolID: source, Metadata: in.Metadata,
+		VolumeType: volumeTypeRef(in.VolumeType)})
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusAccepted, map[string]any{"volume": s.volumeJSON(r, v)})
+	writeJSON(w, http.StatusAccepted, map[string]any{"volume": withoutProject(s.volumeJSON(r, v))})
 	return nil
 }
 
@@ -424,7 +450,7 @@ func (s *Server) updateVolume(w http.ResponseWriter, r *http.Request, c service.
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"volume": s.volumeJSON(r, v)})
+	writeJSON(w, http.StatusOK, map[string]any{"volume": withoutProject(s.volumeJSON(r, v))})
 	return nil
 }
 
@@ -600,7 +626,7 @@ func (s *Server) listSnapshots(detail bool) handler {
 		if detail {
 			l := make([]wire.Snapshot, len(list))
 			for i, v := range list {
-				l[i] = snapshotJSON(v)
+				l[i] = snapshotJSON(r, v)
 			}
 			items = l
 		} else {
@@ -626,7 +652,7 @@ func (s *Server) showSnapshot(w http.ResponseWriter, r *http.Request, c service.
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"snapshot": snapshotJSON(v)})
+	writeJSON(w, http.StatusOK, map[string]any{"snapshot": snapshotJSON(r, v)})
 	return nil
 }
 
@@ -646,7 +672,7 @@ func (s *Server) updateSnapshot(w http.ResponseWriter, r *http.Request, c servic
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"snapshot": snapshotJSON(v)})
+	writeJSON(w, http.StatusOK, map[string]any{"snapshot": snapshotJSON(r, v)})
 	return nil
 }
 

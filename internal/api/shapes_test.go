@@ -17,16 +17,16 @@ import (
 
 // The members of the block storage API's answers, as the OpenStack
 // clients read them and the response schemas of tempest
-// (tempest/lib/api_schema/response/volume) require them, with cairn's
-// own beside them where its client and command read them.
+// (tempest/lib/api_schema/response/volume) require and allow them:
+// nothing else. cairn's own members come only with X-Cairn-Members.
 var (
-	// volumeMembers: a volume in the answers to a create, a show, an
-	// update and the detailed list. fail_reason, backup_id and attached
-	// are cairn's.
-	volumeMembers = []string{"id", "name", "description", "size", "status", "fail_reason", "snapshot_id",
-		"backup_id", "os-vol-tenant-attr:tenant_id", "user_id", "attached", "attachments", "bootable", "metadata",
+	// volumeMembers: a volume in the answers to a create and an update;
+	// show and the detailed list add the project.
+	volumeMembers = []string{"id", "name", "description", "size", "status", "snapshot_id",
+		"user_id", "attachments", "bootable", "metadata",
 		"links", "availability_zone", "volume_type", "replication_status", "encrypted", "multiattach",
 		"consistencygroup_id", "source_volid", "created_at", "updated_at"}
+	volumeShowMembers = append(slices.Clone(volumeMembers), "os-vol-tenant-attr:tenant_id")
 	// summaryMembers: a volume or backup in a list without details, and
 	// a backup in the answer to a create or an import.
 	summaryMembers = []string{"id", "name", "links"}
@@ -34,15 +34,13 @@ var (
 	// the list without details.
 	snapshotSummaryMembers = []string{"id", "volume_id", "name", "description", "size", "status", "metadata",
 		"created_at", "updated_at"}
-	// snapshotMembers: a snapshot in a show and the detailed list;
-	// fail_reason is cairn's.
-	snapshotMembers = append(slices.Clone(snapshotSummaryMembers), "fail_reason",
+	// snapshotMembers: a snapshot in a show and the detailed list.
+	snapshotMembers = append(slices.Clone(snapshotSummaryMembers),
 		"os-extended-snapshot-attributes:project_id", "os-extended-snapshot-attributes:progress")
-	// backupMembers: a backup in a show and the detailed list;
-	// stored_bytes and parent_id are cairn's.
+	// backupMembers: a backup in a show and the detailed list.
 	backupMembers = []string{"id", "name", "description", "volume_id", "snapshot_id", "container", "status",
-		"fail_reason", "size", "object_count", "stored_bytes", "is_incremental", "has_dependent_backups",
-		"parent_id", "data_timestamp", "os-backup-project-attr:project_id", "links", "created_at", "updated_at"}
+		"fail_reason", "size", "object_count", "is_incremental", "has_dependent_backups",
+		"data_timestamp", "os-backup-project-attr:project_id", "links", "created_at", "updated_at"}
 	// absoluteLimits: the members of limits.absolute.
 	absoluteLimits = []string{"maxTotalVolumes", "maxTotalSnapshots", "maxTotalVolumeGigabytes", "maxTotalBackups",
 		"maxTotalBackupGigabytes", "totalVolumesUsed", "totalGigabytesUsed", "totalSnapshotsUsed", "totalBackupsUsed",
@@ -155,17 +153,17 @@ func TestBlockStorageAnswers(t *testing.T) {
 	}
 	constant := map[string]any{"availability_zone": "nova", "volume_type": "__DEFAULT__",
 		"replication_status": "disabled", "encrypted": false, "multiattach": false, "consistencygroup_id": nil,
-		"source_volid": nil, "bootable": "false", "os-vol-tenant-attr:tenant_id": "alpha"}
+		"source_volid": nil, "bootable": "false"}
 	values(t, "volume create", v, constant)
 	if u, _ := v["user_id"].(string); u == "" {
 		t.Errorf("volume create: user_id empty, want the token's ID")
 	}
+	constant["os-vol-tenant-attr:tenant_id"] = "alpha"
 	v = object(t, "volume show", e.call(200, e.tokA, "GET", A+"/volumes/"+vol, nil), "volume")
-	members(t, "volume show", v, volumeMembers)
+	members(t, "volume show", v, volumeShowMembers)
 	values(t, "volume show", v, constant)
 	values(t, "volume show", v, map[string]any{"id": vol, "name": "one", "size": 1.0, "status": "available",
-		"fail_reason": nil, "snapshot_id": nil, "backup_id": nil, "attached": false, "attachments": []any{},
-		"metadata": map[string]any{"a": "b"}})
+		"snapshot_id": nil, "attachments": []any{}, "metadata": map[string]any{"a": "b"}})
 	e.checkLinks("volume show", e.tokA, "alpha", "volume", v)
 
 	// An update under the block storage API's older names, as the
@@ -183,7 +181,7 @@ func TestBlockStorageAnswers(t *testing.T) {
 		e.checkLinks("volume list", e.tokA, "alpha", "volume", r)
 	}
 	for _, r := range items(t, "volume detail list", e.call(200, e.tokA, "GET", A+"/volumes/detail", nil), "volumes") {
-		members(t, "volume detail list", r, volumeMembers)
+		members(t, "volume detail list", r, volumeShowMembers)
 		values(t, "volume detail list", r, constant)
 		e.checkLinks("volume detail list", e.tokA, "alpha", "volume", r)
 	}
@@ -207,7 +205,7 @@ func TestBlockStorageAnswers(t *testing.T) {
 	}
 	s = object(t, "snapshot show", e.call(200, e.tokA, "GET", A+"/snapshots/"+snap, nil), "snapshot")
 	members(t, "snapshot show", s, snapshotMembers)
-	snapValues := map[string]any{"id": snap, "name": "s1", "status": "available", "fail_reason": nil,
+	snapValues := map[string]any{"id": snap, "name": "s1", "status": "available",
 		"os-extended-snapshot-attributes:project_id": "alpha", "os-extended-snapshot-attributes:progress": "100%",
 		"metadata": map[string]any{"x": "y"}}
 	values(t, "snapshot show", s, snapValues)
@@ -233,7 +231,7 @@ func TestBlockStorageAnswers(t *testing.T) {
 	b = object(t, "backup show", e.call(200, e.tokA, "GET", A+"/backups/"+backup, nil), "backup")
 	members(t, "backup show", b, backupMembers)
 	values(t, "backup show", b, map[string]any{"id": backup, "name": "b1", "volume_id": vol, "status": "available",
-		"fail_reason": nil, "snapshot_id": nil, "parent_id": nil, "is_incremental": false,
+		"fail_reason": nil, "snapshot_id": nil, "is_incremental": false,
 		"os-backup-project-attr:project_id": "alpha"})
 	e.checkLinks("backup show", e.tokA, "alpha", "backup", b)
 	for _, r := range items(t, "backup list", e.call(200, e.tokA, "GET", A+"/backups", nil), "backups") {
@@ -297,6 +295,11 @@ func TestSnapshotProgressOfAFailedSnapshot(t *testing.T) {
 	}
 	s = object(t, "snapshot show", e.call(200, e.tokA, "GET", "/v3/alpha/snapshots/"+id, nil), "snapshot")
 	members(t, "failed snapshot", s, snapshotMembers)
+	// The reason is cairn's own member: asked for, as cairn's client does.
+	e.members = true
+	s = object(t, "snapshot show", e.call(200, e.tokA, "GET", "/v3/alpha/snapshots/"+id, nil), "snapshot")
+	e.members = false
+	members(t, "failed snapshot with cairn's members", s, append(slices.Clone(snapshotMembers), "fail_reason"))
 	values(t, "failed snapshot", s, map[string]any{"status": "error", "os-extended-snapshot-attributes:progress": "0%"})
 	if reason, _ := s["fail_reason"].(string); reason == "" {
 		t.Errorf("failed snapshot: no fail_reason: %v", s)
@@ -304,8 +307,8 @@ func TestSnapshotProgressOfAFailedSnapshot(t *testing.T) {
 }
 
 // TestVolumeCreateZoneAndType: a create names the one availability
-// zone and volume type, or none (null or ""); another is refused and
-// creates nothing.
+// zone and a volume type, or none (null or ""); another zone is
+// refused, a missing type not found, and neither creates anything.
 func TestVolumeCreateZoneAndType(t *testing.T) {
 	e := newEnv(t)
 	for _, c := range []struct {
@@ -318,7 +321,7 @@ func TestVolumeCreateZoneAndType(t *testing.T) {
 		{"nova", "__DEFAULT__", 202, ""},
 		{"nova", nil, 202, ""},
 		{"Nova", nil, 400, `volume.availability_zone "Nova": cairn has no availability zones but nova`},
-		{nil, "ssd", 400, `volume.volume_type "ssd": cairn has no volume types but __DEFAULT__`},
+		{nil, "ssd", 404, `volume_type "ssd": no such volume type`},
 	} {
 		before := e.state()
 		var out map[string]map[string]any
@@ -328,7 +331,7 @@ func TestVolumeCreateZoneAndType(t *testing.T) {
 			t.Fatalf("zone %v, type %v: %d %v, want %d", c.zone, c.typ, code, out, c.code)
 		}
 		if c.code != 202 {
-			if msg, _ := out["badRequest"]["message"].(string); !strings.Contains(msg, c.message) {
+			if msg, _ := out[map[int]string{400: "badRequest", 404: "itemNotFound"}[c.code]]["message"].(string); !strings.Contains(msg, c.message) {
 				t.Errorf("zone %v, type %v: message %q, want %q", c.zone, c.typ, msg, c.message)
 			}
 			if after := e.state(); !reflect.DeepEqual(before, after) {

@@ -133,6 +133,31 @@ type Tx interface {
 
 	// Usage counts what project holds (see cairn.Usage).
 	Usage(ctx context.Context, project string) (cairn.Usage, error)
+
+	// Volume types (cairn.VolumeType). A duplicate ID or name is
+	// cairn.ErrExists, on insert and on update alike.
+	InsertVolumeType(ctx context.Context, vt cairn.VolumeType) error
+	VolumeType(ctx context.Context, id string) (cairn.VolumeType, error)
+	VolumeTypeByName(ctx context.Context, name string) (cairn.VolumeType, error)
+	// VolumeTypes lists types by name: every type for project "", else
+	// the public ones and the private ones project has access to.
+	VolumeTypes(ctx context.Context, project string) ([]cairn.VolumeType, error)
+	// UpdateVolumeType writes every field of the row with vt's ID.
+	UpdateVolumeType(ctx context.Context, vt cairn.VolumeType) error
+	// DeleteVolumeType removes the type and its access rows; it fails
+	// with cairn.ErrConflict while a volume in any status but deleted
+	// is of the type.
+	DeleteVolumeType(ctx context.Context, id string) error
+	// VolumeTypeProjects lists the projects with access to a type, in
+	// order; none for a missing type.
+	VolumeTypeProjects(ctx context.Context, id string) ([]string, error)
+	// AddVolumeTypeProject gives project access to type id:
+	// cairn.ErrExists when it has it, cairn.ErrNotFound for a missing
+	// type. The project is not looked up.
+	AddVolumeTypeProject(ctx context.Context, id, project string) error
+	// RemoveVolumeTypeProject takes it away: cairn.ErrNotFound when
+	// project has no access.
+	RemoveVolumeTypeProject(ctx context.Context, id, project string) error
 }
 
 // Kind names a list of resources.

@@ -203,6 +203,8 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, in, 
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	// cairn's own members (fail reasons, stored bytes, parents) too.
+	req.Header.Set(wire.MembersHeader, wire.MembersAll)
 	if c.token != "" {
 		req.Header.Set("X-Auth-Token", c.token)
 	}

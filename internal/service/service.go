@@ -100,6 +100,9 @@ type Config struct {
 	RestorePointInterval time.Duration
 	RestorePoints        int
 	RestorePointAfter    func(time.Duration) <-chan time.Time
+	// Hosts is what the admin views of the services, hosts and pools
+	// report of this host (hosts.go).
+	Hosts HostConfig
 }
 
 // Service runs the use cases.
@@ -136,6 +139,10 @@ type Service struct {
 	archives archiveSet
 	// points are the restore point settings.
 	points restorePointSet
+	// typeNames caches the volume types' names (volumetypes.go).
+	typeNames typeNameCache
+	// hosts is this host, as the admin views report it (hosts.go).
+	hosts hostInfo
 }
 
 // New builds a Service. Start runs its tasks.
@@ -145,6 +152,7 @@ func New(cfg Config) *Service {
 		log: cfg.Logger, now: cfg.Now, repos: map[string]*repoSlot{}, tokens: map[string]cachedToken{},
 		nbdSock: cfg.NBDSocket, nbdAddr: cfg.NBDAddress, host: cfg.Instances, backend: cfg.Backend,
 		quiesce: cfg.QuiesceTimeout, identity: cfg.Identity, identityQuota: cfg.IdentityQuota}
+	s.hosts = newHostInfo(cfg.Hosts)
 	if s.identityQuota == (cairn.Quota{}) {
 		s.identityQuota = DefaultIdentityQuota()
 	}

@@ -33,6 +33,9 @@ type VolumeCreate struct {
 	// Metadata is the new volume's; a volume made from a snapshot or a
 	// backup has only what is given here, as in the block storage API.
 	Metadata map[string]string
+	// VolumeType is the ID or name of a type the caller may use; ""
+	// for the source's type, or the default (setVolumeType).
+	VolumeType string
 }
 
 // Volumes lists the caller's volumes (an admin's: f.ProjectID's, or all).
@@ -291,6 +294,9 @@ func (s *Service) CreateVolume(ctx context.Context, c Caller, req VolumeCreate) 
 			params, _ = json.Marshal(restoreParams{BackupID: b.ID, VolumeID: v.ID, New: true})
 		}
 		if err := validSize(v.Size); err != nil {
+			return err
+		}
+		if err := setVolumeType(ctx, tx, c, req.VolumeType, &v); err != nil {
 			return err
 		}
 		if err := checkQuota(ctx, tx, c.ProjectID, cairn.Usage{Volumes: 1, Gigabytes: v.Size}); err != nil {

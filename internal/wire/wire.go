@@ -30,32 +30,43 @@ const (
 	// AvailabilityZone is the one availability zone, named as the block
 	// storage API's default zone is.
 	AvailabilityZone = "nova"
-	// VolumeType is the one, implicit volume type every volume is of,
-	// named as the block storage API's default type is since its
-	// Victoria release.
+	// VolumeType is the name of the default volume type
+	// (cairn.DefaultVolumeTypeName), as the block storage API's default
+	// type is named since its Victoria release.
 	VolumeType = "__DEFAULT__"
 	// ReplicationDisabled is the replication_status of a volume that is
 	// not replicated: every cairn volume.
 	ReplicationDisabled = "disabled"
 )
 
+// MembersHeader, sent with MembersAll, asks for cairn's own members in
+// answers (a volume's and a snapshot's fail_reason, a volume's
+// backup_id, a backup's stored_bytes and parent_id): cairn's client
+// sends it. Without it the answers hold the block storage API's members
+// alone, as tempest's response schemas, which refuse any other, check.
+const (
+	MembersHeader = "X-Cairn-Members"
+	MembersAll    = "all"
+)
+
 // Volume is a volume as the API shows it: the block storage API's
 // members, with the values cairn's volumes have, and cairn's own
-// (FailReason, BackupID, Attached), which its client and command read.
+// (FailReason, BackupID) when asked for with MembersHeader. ProjectID is
+// shown by show and the lists, not by the answers to a create and an
+// update, as the block storage API's.
 type Volume struct {
 	ID          string  `json:"id"`
 	Name        string  `json:"name"`
 	Description string  `json:"description"`
 	Size        int64   `json:"size"`
 	Status      string  `json:"status"`
-	FailReason  *string `json:"fail_reason"`
+	FailReason  *string `json:"fail_reason,omitempty"`
 	SnapshotID  *string `json:"snapshot_id"`
-	BackupID    *string `json:"backup_id"`
-	ProjectID   string  `json:"os-vol-tenant-attr:tenant_id"`
+	BackupID    *string `json:"backup_id,omitempty"`
+	ProjectID   string  `json:"os-vol-tenant-attr:tenant_id,omitempty"`
 	// UserID is who created the volume: the Keystone user, or the ID of
 	// the cairn token; "" for volumes made before cairn recorded it.
-	UserID   string `json:"user_id"`
-	Attached bool   `json:"attached"`
+	UserID string `json:"user_id"`
 	// Attachments has the volume's NBD export while it is attached: at
 	// most one entry; empty (never null) otherwise.
 	Attachments []VolumeAttachment `json:"attachments"`
@@ -70,8 +81,9 @@ type Volume struct {
 	Metadata map[string]string `json:"metadata"`
 	// Links are the volume's self and bookmark links.
 	Links []Link `json:"links"`
-	// AvailabilityZone is always the constant AvailabilityZone, VolumeType
-	// the constant VolumeType, ReplicationStatus ReplicationDisabled.
+	// AvailabilityZone is always the constant AvailabilityZone,
+	// ReplicationStatus ReplicationDisabled; VolumeType is the name of
+	// the volume's type.
 	AvailabilityZone  string `json:"availability_zone"`
 	VolumeType        string `json:"volume_type"`
 	ReplicationStatus string `json:"replication_status"`
@@ -122,7 +134,7 @@ func (a VolumeAttachment) URIs() []string {
 // Snapshot is a snapshot as the API shows it (show and the detailed
 // list): SnapshotSummary's members, the block storage API's extended
 // attributes (project, progress) and cairn's FailReason, which its
-// client reads.
+// client reads (with MembersHeader).
 type Snapshot struct {
 	ID          string  `json:"id"`
 	VolumeID    string  `json:"volume_id"`
@@ -130,7 +142,7 @@ type Snapshot struct {
 	Description string  `json:"description"`
 	Size        int64   `json:"size"`
 	Status      string  `json:"status"`
-	FailReason  *string `json:"fail_reason"`
+	FailReason  *string `json:"fail_reason,omitempty"`
 	ProjectID   string  `json:"os-extended-snapshot-attributes:project_id"`
 	// Progress is "0%" until the snapshot is made (creating, or error
 	// when taking it failed), "100%" once it is, whatever its status.
@@ -158,7 +170,7 @@ type SnapshotSummary struct {
 
 // Backup is a backup as the API shows it (show and the detailed list):
 // the block storage API's members and cairn's own (StoredBytes,
-// ParentID), which its command shows. The answers to a create and an
+// ParentID), which its command shows (with MembersHeader). The answers to a create and an
 // import are a Summary.
 type Backup struct {
 	ID                  string    `json:"id"`
@@ -171,10 +183,10 @@ type Backup struct {
 	FailReason          *string   `json:"fail_reason"`
 	Size                int64     `json:"size"`
 	ObjectCount         int64     `json:"object_count"`
-	StoredBytes         int64     `json:"stored_bytes"`
+	StoredBytes         *int64    `json:"stored_bytes,omitempty"`
 	IsIncremental       bool      `json:"is_incremental"`
 	HasDependentBackups bool      `json:"has_dependent_backups"`
-	ParentID            *string   `json:"parent_id"`
+	ParentID            *string   `json:"parent_id,omitempty"`
 	DataTimestamp       time.Time `json:"data_timestamp"`
 	ProjectID           string    `json:"os-backup-project-attr:project_id"`
 	Links               []Link    `json:"links"`
@@ -322,8 +334,9 @@ type VolumeCreate struct {
 	// The block storage API's members for what cairn does not have, or
 	// has one of: the cinder and openstack commands send every one of
 	// them, null, with each create. They must be null or "" (absent,
-	// omitempty here), or name the one there is (VolumeType,
-	// AvailabilityZone); another value is refused (cairn.ErrUnsupported).
+	// omitempty here), or name the one there is (AvailabilityZone);
+	// another value is refused (cairn.ErrUnsupported). VolumeType is a
+	// volume type's ID or name.
 	VolumeType         *string `json:"volume_type,omitempty"`
 	AvailabilityZone   *string `json:"availability_zone,omitempty"`
 	ConsistencyGroupID *string `json:"consistencygroup_id,omitempty"`

@@ -64,6 +64,8 @@ func Run(t *testing.T, open func(t *testing.T) catalog.Store) {
 		{"SerializableQuotaCheck", testSerializableQuotaCheck},
 		{"ViewIsolation", testViewIsolation},
 		{"ViewReadOnly", testViewReadOnly},
+		{"VolumeTypes", testVolumeTypes},
+		{"VolumeTypeInUseRace", testVolumeTypeInUseRace},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

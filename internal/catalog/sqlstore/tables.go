@@ -123,6 +123,7 @@ func newTables(d *Dialect) tables {
 			"id", "project_id", "name", "description", "size", "status", "fail_reason",
 			"snapshot_id", "backup_id", "engine_id", "attached", "created_at", "updated_at",
 			"metadata", "user_id", "source_volid", "bootable", "admin_metadata",
+			"volume_type_id",
 		}, resourceSorts()),
 		snapshots: newTable(d, "snapshots", "snapshot", []string{
 			"id", "project_id", "volume_id", "name", "description", "size", "status",
@@ -216,13 +217,15 @@ func tokenDest(t *cairn.Token) []any {
 func volumeArgs(d *Dialect, v *cairn.Volume) []any {
 	return []any{v.ID, v.ProjectID, v.Name, v.Description, v.Size, string(v.Status), v.FailReason,
 		v.SnapshotID, v.BackupID, v.EngineID, v.Attached, d.Time(v.CreatedAt), d.Time(v.UpdatedAt),
-		metadataArg(v.Metadata), v.UserID, v.SourceVolID, v.Bootable, metadataArg(v.AdminMetadata)}
+		metadataArg(v.Metadata), v.UserID, v.SourceVolID, v.Bootable, metadataArg(v.AdminMetadata),
+		v.VolumeTypeID}
 }
 
 func volumeDest(v *cairn.Volume) []any {
 	return []any{&v.ID, &v.ProjectID, &v.Name, &v.Description, &v.Size, &v.Status, &v.FailReason,
 		&v.SnapshotID, &v.BackupID, &v.EngineID, &v.Attached, timeDest{&v.CreatedAt}, timeDest{&v.UpdatedAt},
-		metadataDest{&v.Metadata}, &v.UserID, &v.SourceVolID, &v.Bootable, metadataDest{&v.AdminMetadata}}
+		metadataDest{&v.Metadata}, &v.UserID, &v.SourceVolID, &v.Bootable, metadataDest{&v.AdminMetadata},
+		&v.VolumeTypeID}
 }
 
 func snapshotArgs(d *Dialect, s *cairn.Snapshot) []any {
