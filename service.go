@@ -87,10 +87,21 @@ type Quota struct {
 	Snapshots       int64 `json:"snapshots"`
 	Backups         int64 `json:"backups"`
 	BackupGigabytes int64 `json:"backup_gigabytes"`
+	// PerVolumeGigabytes bounds the size of each volume (not a total).
+	PerVolumeGigabytes int64 `json:"per_volume_gigabytes"`
 }
 
 // Unlimited is the quota of a project created without limits.
-var Unlimited = Quota{-1, -1, -1, -1, -1}
+var Unlimited = Quota{-1, -1, -1, -1, -1, -1}
+
+// VolumeTooLarge says why a volume of size GiB exceeds q's per-volume
+// limit, or "".
+func (q Quota) VolumeTooLarge(size int64) string {
+	if q.PerVolumeGigabytes >= 0 && size > q.PerVolumeGigabytes {
+		return fmt.Sprintf("per_volume_gigabytes: a volume of %d GiB > limit %d", size, q.PerVolumeGigabytes)
+	}
+	return ""
+}
 
 // Usage is what a project holds, counted as quotas count it: volumes and
 // snapshots in any state but deleted; gigabytes of volumes and snapshots;
@@ -197,6 +208,10 @@ type Snapshot struct {
 	EngineID    string `json:"-"`
 	// UserID is who created the snapshot, as a volume's.
 	UserID string `json:"user_id,omitempty"`
+	// Progress is what os-update_snapshot_status last reported ("80%");
+	// "" shows cairn's own (0% until the engine's snapshot exists, then
+	// 100%).
+	Progress string `json:"progress,omitempty"`
 	// Metadata is as a volume's: nil when there are none.
 	Metadata  map[string]string `json:"metadata,omitempty"`
 	CreatedAt time.Time         `json:"created_at"`

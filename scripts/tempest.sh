@@ -59,7 +59,7 @@
 #                              extensions test then wants one named "Hosts"; a
 #                              comma list: it wants the first alias; "" skips it)
 #   CAIRN_TEMPEST_STORAGE_PROTOCOL, CAIRN_TEMPEST_VENDOR_NAME
-#                              what cairn's pools report (iSCSI, Open Source)
+#                              what cairn's pools report (nbd, cairn)
 #   CAIRN_TEMPEST_BACKUP, CAIRN_TEMPEST_SNAPSHOT, CAIRN_TEMPEST_CLONE
 #                              true/false: [volume-feature-enabled] (all true)
 #   CAIRN_TEMPEST_EXCLUDE      extra exclude regex (tempest's --exclude-regex)
@@ -79,8 +79,8 @@ MIN_MV=${CAIRN_TEMPEST_MIN_MICROVERSION:-3.0}
 MAX_MV=${CAIRN_TEMPEST_MAX_MICROVERSION:-3.0}
 BUILD_TIMEOUT=${CAIRN_TEMPEST_BUILD_TIMEOUT:-120}
 EXTENSIONS=${CAIRN_TEMPEST_EXTENSIONS-backups,os-availability-zone,os-admin-actions,os-extended-snapshot-attributes,os-vol-tenant-attr,os-volume-actions}
-STORAGE_PROTOCOL=${CAIRN_TEMPEST_STORAGE_PROTOCOL:-iSCSI}
-VENDOR_NAME=${CAIRN_TEMPEST_VENDOR_NAME:-Open Source}
+STORAGE_PROTOCOL=${CAIRN_TEMPEST_STORAGE_PROTOCOL:-nbd}
+VENDOR_NAME=${CAIRN_TEMPEST_VENDOR_NAME:-cairn}
 BACKUP=${CAIRN_TEMPEST_BACKUP:-true}
 SNAPSHOT=${CAIRN_TEMPEST_SNAPSHOT:-true}
 CLONE=${CAIRN_TEMPEST_CLONE:-true}

@@ -1068,9 +1068,10 @@ volume snapshot'.)
 	a.apiOnly(create, func(cmd *cobra.Command) apiRun {
 		var req wire.SnapshotCreateRequest
 		var wait bool
+		var name, description string
 		f := cmd.Flags()
-		f.StringVar(&req.Snapshot.Name, "name", "", "the snapshot's name")
-		f.StringVar(&req.Snapshot.Description, "description", "", "the snapshot's description")
+		f.StringVar(&name, "name", "", "the snapshot's name")
+		f.StringVar(&description, "description", "", "the snapshot's description")
 		f.BoolVar(&req.Snapshot.Force, "force", false, "snapshot an in-use volume")
 		f.BoolVar(&wait, "wait", false, "wait until the snapshot is available")
 		return func(ctx context.Context, cl *client.Client, args []string) error {
@@ -1078,7 +1079,7 @@ volume snapshot'.)
 			if err != nil {
 				return err
 			}
-			req.Snapshot.VolumeID = v.ID
+			req.Snapshot.VolumeID, req.Snapshot.Name, req.Snapshot.Description = v.ID, &name, &description
 			s, err := cl.CreateSnapshot(ctx, req)
 			if err != nil {
 				return err
@@ -1401,7 +1402,9 @@ func (a *app) limitsCommand() *cobra.Command {
 			if a.json {
 				return a.printJSON(l)
 			}
-			table(a.stdout, []string{"RESOURCE", "USED", "LIMIT"}, quotaRows(l.Quota, l.Usage))
+			// The limits API has no per-volume limit: the last row is left out.
+			rows := quotaRows(l.Quota, l.Usage)
+			table(a.stdout, []string{"RESOURCE", "USED", "LIMIT"}, rows[:len(rows)-1])
 			return nil
 		}
 	})
@@ -1421,6 +1424,7 @@ func quotaRows(q cairn.Quota, u cairn.Usage) [][]string {
 		{"snapshots", strconv.FormatInt(u.Snapshots, 10), quotaText(q.Snapshots)},
 		{"backups", strconv.FormatInt(u.Backups, 10), quotaText(q.Backups)},
 		{"backup_gigabytes", strconv.FormatInt(u.BackupGigabytes, 10), quotaText(q.BackupGigabytes)},
+		{"per_volume_gigabytes", "-", quotaText(q.PerVolumeGigabytes)},
 	}
 }
 
@@ -1472,6 +1476,7 @@ func addQuotaFlags(f *pflag.FlagSet, q *cairn.Quota) {
 	f.Int64Var(&q.Snapshots, "quota-snapshots", -1, "most snapshots (-1: unlimited)")
 	f.Int64Var(&q.Backups, "quota-backups", -1, "most backups (-1: unlimited)")
 	f.Int64Var(&q.BackupGigabytes, "quota-backup-gigabytes", -1, "most GiB of backed-up volumes (-1: unlimited)")
+	f.Int64Var(&q.PerVolumeGigabytes, "quota-per-volume-gigabytes", -1, "largest volume in GiB (-1: unlimited)")
 }
 
 // checkQuota checks quota flags: a bad limit is a usage error.
@@ -1620,7 +1625,8 @@ alone has it.
 			}{
 				"quota-volumes": {&change.Volumes, &sq.Volumes}, "quota-gigabytes": {&change.Gigabytes, &sq.Gigabytes},
 				"quota-snapshots": {&change.Snapshots, &sq.Snapshots}, "quota-backups": {&change.Backups, &sq.Backups},
-				"quota-backup-gigabytes": {&change.BackupGigabytes, &sq.BackupGigabytes},
+				"quota-backup-gigabytes":     {&change.BackupGigabytes, &sq.BackupGigabytes},
+				"quota-per-volume-gigabytes": {&change.PerVolumeGigabytes, &sq.PerVolumeGigabytes},
 			} {
 				if f.Changed(name) {
 					*dst.to, given = dst.val, true

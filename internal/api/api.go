@@ -162,6 +162,12 @@ func (s *Server) routes() {
 	}
 	p("GET", "/limits", s.limits)
 	p("GET", "/os-availability-zone", s.listAvailabilityZones)
+	p("GET", "/os-quota-sets/{target}", s.showQuotaSet)
+	p("PUT", "/os-quota-sets/{target}", s.updateQuotaSet)
+	p("DELETE", "/os-quota-sets/{target}", s.deleteQuotaSet)
+	p("GET", "/os-quota-sets/{target}/defaults", s.showDefaultQuotaSet)
+	p("GET", "/os-quota-class-sets/{class}", s.showQuotaClass)
+	p("PUT", "/os-quota-class-sets/{class}", s.updateQuotaClass)
 	p("GET", "/extensions", s.listExtensions)
 	p("GET", "/tasks/{id}", s.showTask)
 	p("GET", "/tasks", s.listTasks)

@@ -212,7 +212,7 @@ func TestAdminOnly(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	e := newEnv(t)
 	fa := e.fixture(e.tokA, "alpha")
-	quotaTok := e.project("small", false, cairn.Quota{Volumes: 1, Gigabytes: 2, Snapshots: 0, Backups: 0, BackupGigabytes: 0})
+	quotaTok := e.project("small", false, cairn.Quota{Volumes: 1, Gigabytes: 2, Snapshots: 0, Backups: 0, BackupGigabytes: 0, PerVolumeGigabytes: -1})
 	e.createVolume(quotaTok, "small", 1, "only")
 	e.settle()
 	A := "/v3/alpha"
@@ -279,8 +279,8 @@ func TestBadInput(t *testing.T) {
 		{"delete with snapshots", e.tokA, "DELETE", A + "/volumes/" + fa.vol, "", 409, "snapshots"},
 		{"snapshot no volume", e.tokA, "POST", A + "/snapshots", `{"snapshot":{}}`, 400, "volume_id"},
 		{"snapshot unknown volume", e.tokA, "POST", A + "/snapshots", `{"snapshot":{"volume_id":"nope"}}`, 404, "nope"},
-		{"backup both", e.tokA, "POST", A + "/backups", `{"backup":{"volume_id":"` + fa.vol + `","snapshot_id":"` + fa.snap + `"}}`, 400, "exactly one"},
-		{"backup neither", e.tokA, "POST", A + "/backups", `{"backup":{"name":"x"}}`, 400, "exactly one"},
+		{"backup of a snapshot naming another volume", e.tokA, "POST", A + "/backups", `{"backup":{"volume_id":"other","snapshot_id":"` + fa.snap + `"}}`, 400, "is of volume"},
+		{"backup neither", e.tokA, "POST", A + "/backups", `{"backup":{"name":"x"}}`, 400, "volume_id or snapshot_id"},
 		{"backup unknown volume", e.tokA, "POST", A + "/backups", `{"backup":{"volume_id":"nope"}}`, 404, "nope"},
 		{"backup bad container", e.tokA, "POST", A + "/backups", `{"backup":{"volume_id":"` + fa.vol + `","container":"../x"}}`, 400, "container"},
 		{"incremental without full", e.tokA, "POST", A + "/backups", `{"backup":{"volume_id":"` + fa.vol + `","incremental":true,"container":"other"}}`, 400, "full backup first"},

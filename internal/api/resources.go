@@ -78,6 +78,9 @@ func snapshotJSON(r *http.Request, v cairn.Snapshot) wire.Snapshot {
 // the engine's snapshot exists, whatever the status since; not begun
 // before (creating, or error when taking it failed).
 func snapshotProgress(v cairn.Snapshot) string {
+	if v.Progress != "" {
+		return v.Progress
+	}
 	if v.EngineID == "" {
 		return "0%"
 	}
@@ -387,7 +390,7 @@ func (s *Server) listVolumes(detail bool) handler {
 		}
 		items := make([]wire.Volume, len(list))
 		for i, v := range list {
-			items[i] = s.volumeJSON(r, v)
+			items[i] = s.withHost(c, s.volumeJSON(r, v))
 		}
 		out := map[string]any{"volumes": items}
 		if len(list) > 0 {
@@ -405,8 +408,20 @@ func (s *Server) showVolume(w http.ResponseWriter, r *http.Request, c service.Ca
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"volume": s.volumeJSON(r, v)})
+	writeJSON(w, http.StatusOK, map[string]any{"volume": s.withHost(c, s.volumeJSON(r, v))})
 	return nil
+}
+
+// withHost adds, for an admin, the pool that holds the volume
+// (os-vol-host-attr:host), as the block storage API shows admins in show
+// and the detailed list.
+func (s *Server) withHost(c service.Caller, v wire.Volume) wire.Volume {
+	if c.Admin {
+		pool := s.svc.PoolName()
+		v.Host = &pool
+		v.MigrationStatus, v.NameID = json.RawMessage("null"), json.RawMessage("null")
+	}
+	return v
 }
 
 // displayAliases puts the values given under the block storage API's
@@ -508,7 +523,7 @@ func flagAction(action, member string, b json.RawMessage) (bool, error) {
 
 // volumeActions names the actions of POST /volumes/{id}/action.
 const volumeActions = "os-extend, os-attach, os-detach, os-reset_status, os-reserve, os-unreserve, " +
-	"os-begin_detaching, os-roll_detaching, os-force_delete, os-set_bootable or os-update_readonly_flag"
+	"os-begin_detaching, os-roll_detaching, os-force_delete, os-set_bootable, os-update_readonly_flag or os-retype"
 
 func (s *Server) volumeAction(w http.ResponseWriter, r *http.Request, c service.Caller) error {
 	var req wire.VolumeActionRequest
@@ -517,7 +532,7 @@ func (s *Server) volumeAction(w http.ResponseWriter, r *http.Request, c service.
 	}
 	if count(req.Extend != nil, req.Attach != nil, req.Detach != nil, req.ResetStatus != nil,
 		req.Reserve.Given, req.Unreserve.Given, req.BeginDetaching.Given, req.RollDetaching.Given,
-		req.ForceDelete.Given, req.SetBootable != nil, req.UpdateReadonlyFlag != nil) != 1 {
+		req.ForceDelete.Given, req.SetBootable != nil, req.UpdateReadonlyFlag != nil, req.Retype != nil) != 1 {
 		return fmt.Errorf("give exactly one action: %s: %w", volumeActions, cairn.ErrInvalid)
 	}
 	id, ctx := r.PathValue("id"), r.Context()
@@ -538,6 +553,11 @@ func (s *Server) volumeAction(w http.ResponseWriter, r *http.Request, c service.
 		return simple(s.svc.RollDetaching(ctx, c, id))
 	case req.ForceDelete.Given:
 		return simple(s.svc.ForceDeleteVolume(ctx, c, id))
+	case req.Retype != nil:
+		if p := req.Retype.MigrationPolicy; p != nil && *p != "never" && *p != "on-demand" {
+			return fmt.Errorf("os-retype.migration_policy %q: want never or on-demand: %w", *p, cairn.ErrInvalid)
+		}
+		return simple(s.svc.RetypeVolume(ctx, c, id, req.Retype.NewType))
 	case req.SetBootable != nil:
 		b, err := flagAction("os-set_bootable", "bootable", req.SetBootable.Bootable)
 		if err != nil {
@@ -601,8 +621,11 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, c servic
 		return err
 	}
 	in := req.Snapshot
+	if err := displayAliases("snapshot", &in.Name, &in.Description, in.DisplayName, in.DisplayDescription); err != nil {
+		return err
+	}
 	snap, err := s.svc.CreateSnapshot(r.Context(), c, service.SnapshotCreate{VolumeID: in.VolumeID,
-		Name: in.Name, Description: in.Description, Force: in.Force, Metadata: in.Metadata})
+		Name: deref(in.Name), Description: deref(in.Description), Force: in.Force, Metadata: in.Metadata})
 	if err != nil {
 		return err
 	}
@@ -672,7 +695,8 @@ func (s *Server) updateSnapshot(w http.ResponseWriter, r *http.Request, c servic
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"snapshot": snapshotJSON(r, v)})
+	// The summary, as the block storage API answers an update.
+	writeJSON(w, http.StatusOK, map[string]any{"snapshot": snapshotSummaryJSON(v)})
 	return nil
 }
 
@@ -685,17 +709,33 @@ func (s *Server) deleteSnapshot(w http.ResponseWriter, r *http.Request, c servic
 }
 
 func (s *Server) snapshotAction(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-	var req wire.ResetStatusRequest
+	var req wire.SnapshotActionRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	if req.ResetStatus == nil {
-		return fmt.Errorf("give an action: os-reset_status: %w", cairn.ErrInvalid)
+	n := 0
+	for _, given := range []bool{req.ResetStatus != nil, req.ForceDelete.Given, req.UpdateStatus != nil} {
+		if given {
+			n++
+		}
 	}
-	if err := snapshotOrBackupReset("snapshot", req.ResetStatus); err != nil {
-		return err
+	if n != 1 {
+		return fmt.Errorf("give exactly one action: os-reset_status, os-force_delete or os-update_snapshot_status: %w", cairn.ErrInvalid)
 	}
-	if err := s.svc.ResetSnapshotStatus(r.Context(), c, r.PathValue("id"), cairn.Status(req.ResetStatus.Status)); err != nil {
+	id := r.PathValue("id")
+	var err error
+	switch {
+	case req.ResetStatus != nil:
+		if err = snapshotOrBackupReset("snapshot", req.ResetStatus); err == nil {
+			err = s.svc.ResetSnapshotStatus(r.Context(), c, id, cairn.Status(req.ResetStatus.Status))
+		}
+	case req.ForceDelete.Given:
+		err = s.svc.ForceDeleteSnapshot(r.Context(), c, id)
+	default:
+		err = s.svc.UpdateSnapshotStatus(r.Context(), c, id, service.SnapshotStatusUpdate{
+			Status: cairn.Status(req.UpdateStatus.Status), Progress: req.UpdateStatus.Progress})
+	}
+	if err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusAccepted)

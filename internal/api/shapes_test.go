@@ -265,7 +265,7 @@ func TestBlockStorageAnswers(t *testing.T) {
 		"totalBackupGigabytesUsed": 1.0})
 
 	// Each quota in its place: a project whose quotas all differ.
-	tok := e.project("quotas", false, cairn.Quota{Volumes: 1, Gigabytes: 2, Snapshots: 3, Backups: 4, BackupGigabytes: 5})
+	tok := e.project("quotas", false, cairn.Quota{Volumes: 1, Gigabytes: 2, Snapshots: 3, Backups: 4, BackupGigabytes: 5, PerVolumeGigabytes: -1})
 	abs = object(t, "limits", object(t, "limits", e.call(200, tok, "GET", "/v3/quotas/limits", nil), "limits"), "absolute")
 	values(t, "limits.absolute of quotas", abs, map[string]any{"maxTotalVolumes": 1.0, "maxTotalVolumeGigabytes": 2.0,
 		"maxTotalSnapshots": 3.0, "maxTotalBackups": 4.0, "maxTotalBackupGigabytes": 5.0,

@@ -134,6 +134,12 @@ type Tx interface {
 	// Usage counts what project holds (see cairn.Usage).
 	Usage(ctx context.Context, project string) (cairn.Usage, error)
 
+	// QuotaClass returns the limits of a quota class: "default" exists
+	// from the start (the block storage API's defaults); others are
+	// cairn.ErrNotFound. SetQuotaClass writes them.
+	QuotaClass(ctx context.Context, name string) (cairn.Quota, error)
+	SetQuotaClass(ctx context.Context, name string, q cairn.Quota) error
+
 	// Volume types (cairn.VolumeType). A duplicate ID or name is
 	// cairn.ErrExists, on insert and on update alike.
 	InsertVolumeType(ctx context.Context, vt cairn.VolumeType) error

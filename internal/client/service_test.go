@@ -153,7 +153,8 @@ func TestClientRealService(t *testing.T) {
 	}
 
 	var sreq wire.SnapshotCreateRequest
-	sreq.Snapshot.VolumeID, sreq.Snapshot.Name = v.ID, "s1"
+	name := "s1"
+	sreq.Snapshot.VolumeID, sreq.Snapshot.Name = v.ID, &name
 	s, err := c.CreateSnapshot(ctx, sreq)
 	if err != nil {
 		t.Fatal(err)

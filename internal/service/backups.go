@@ -84,10 +84,12 @@ func (s *Service) Backup(ctx context.Context, c Caller, id string) (BackupDetail
 // an object store path.
 var containerName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
-// CreateBackup accepts a backup of a volume or a snapshot.
+// CreateBackup accepts a backup of a volume or a snapshot. A snapshot's
+// backup may name the snapshot's volume too (the clients send both); it
+// must be the snapshot's.
 func (s *Service) CreateBackup(ctx context.Context, c Caller, req BackupCreate) (cairn.Backup, error) {
-	if (req.VolumeID == "") == (req.SnapshotID == "") {
-		return cairn.Backup{}, errorf(cairn.ErrInvalid, "give exactly one of volume_id and snapshot_id")
+	if req.VolumeID == "" && req.SnapshotID == "" {
+		return cairn.Backup{}, errorf(cairn.ErrInvalid, "give volume_id or snapshot_id")
 	}
 	if req.Container == "" {
 		req.Container = s.defCont
@@ -111,6 +113,9 @@ func (s *Service) CreateBackup(ctx context.Context, c Caller, req BackupCreate) 
 			snap, err := getSnapshot(ctx, tx, c, req.SnapshotID)
 			if err != nil {
 				return err
+			}
+			if req.VolumeID != "" && req.VolumeID != snap.VolumeID {
+				return errorf(cairn.ErrInvalid, "snapshot %s is of volume %s, not %s", snap.ID, snap.VolumeID, req.VolumeID)
 			}
 			if snap.Status != cairn.StatusAvailable {
 				return conflict("snapshot", snap.ID, snap.Status, "back it up")
@@ -609,6 +614,9 @@ func (s *Service) RestoreBackup(ctx context.Context, c Caller, id string, req Re
 				v.ProjectID = b.ProjectID
 			}
 			if err := checkQuota(ctx, tx, v.ProjectID, cairn.Usage{Volumes: 1, Gigabytes: v.Size}); err != nil {
+				return err
+			}
+			if err := checkVolumeSize(ctx, tx, v.ProjectID, v.Size); err != nil {
 				return err
 			}
 			if err := tx.InsertVolume(ctx, v); err != nil {

@@ -268,6 +268,9 @@ func (s *Service) CreateInstance(ctx context.Context, c Caller, in cairn.Instanc
 		if err := checkQuota(ctx, tx, c.ProjectID, cairn.Usage{Volumes: 1, Gigabytes: inst.VolumeSize}); err != nil {
 			return err
 		}
+		if err := checkVolumeSize(ctx, tx, c.ProjectID, inst.VolumeSize); err != nil {
+			return err
+		}
 		if err := tx.InsertInstance(ctx, inst); err != nil {
 			return err
 		}

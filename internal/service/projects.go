@@ -46,11 +46,13 @@ type TokenValidator interface {
 	Validate(ctx context.Context, token string) (cairn.Identity, error)
 }
 
-// DefaultIdentityQuota is the quota a project made on an identity
-// service token's first use starts with: the block storage API's own
-// defaults. An admin changes it with `cairn project quota`.
+// DefaultIdentityQuota is the block storage API's default quota, which
+// the catalog's quota class "default" starts with: the quota a project
+// made on an identity service token's first use gets (an admin changes
+// the class with PUT /os-quota-class-sets/default, a project's with
+// `cairn project quota` or PUT /os-quota-sets/{project}).
 func DefaultIdentityQuota() cairn.Quota {
-	return cairn.Quota{Volumes: 10, Gigabytes: 1000, Snapshots: 10, Backups: 10, BackupGigabytes: 1000}
+	return cairn.Quota{Volumes: 10, Gigabytes: 1000, Snapshots: 10, Backups: 10, BackupGigabytes: 1000, PerVolumeGigabytes: -1}
 }
 
 // The roles of an identity service token, as the block storage API's
@@ -150,8 +152,12 @@ func (s *Service) ensureProject(ctx context.Context, id cairn.Identity) error {
 	if name == "" {
 		name = id.ProjectID
 	}
+	q, err := s.defaultQuota(ctx)
+	if err != nil {
+		return err
+	}
 	ps := &Projects{cat: s.cat, now: s.now}
-	_, err = ps.Create(ctx, id.ProjectID, name, s.identityQuota)
+	_, err = ps.Create(ctx, id.ProjectID, name, q)
 	if errors.Is(err, cairn.ErrExists) {
 		return nil // made meanwhile by another request
 	}
@@ -188,7 +194,20 @@ type ProjectUsage struct {
 
 // QuotaChange names the limits to change; nil ones stay.
 type QuotaChange struct {
-	Volumes, Gigabytes, Snapshots, Backups, BackupGigabytes *int64
+	Volumes, Gigabytes, Snapshots, Backups, BackupGigabytes, PerVolumeGigabytes *int64
+}
+
+// apply changes q's limits c names.
+func (c QuotaChange) apply(q *cairn.Quota) {
+	for _, f := range []struct {
+		dst *int64
+		src *int64
+	}{{&q.Volumes, c.Volumes}, {&q.Gigabytes, c.Gigabytes}, {&q.Snapshots, c.Snapshots},
+		{&q.Backups, c.Backups}, {&q.BackupGigabytes, c.BackupGigabytes}, {&q.PerVolumeGigabytes, c.PerVolumeGigabytes}} {
+		if f.src != nil {
+			*f.dst = *f.src
+		}
+	}
 }
 
 // ValidQuota checks every limit: -1 (unlimited) or more.
@@ -197,7 +216,7 @@ func ValidQuota(q cairn.Quota) error {
 		name string
 		n    int64
 	}{{"volumes", q.Volumes}, {"gigabytes", q.Gigabytes}, {"snapshots", q.Snapshots},
-		{"backups", q.Backups}, {"backup_gigabytes", q.BackupGigabytes}} {
+		{"backups", q.Backups}, {"backup_gigabytes", q.BackupGigabytes}, {"per_volume_gigabytes", q.PerVolumeGigabytes}} {
 		if l.n < -1 {
 			return errorf(cairn.ErrInvalid, "quota %s %d: want -1 (unlimited) or more", l.name, l.n)
 		}
@@ -328,15 +347,7 @@ func (ps *Projects) SetQuota(ctx context.Context, ref string, c QuotaChange) (Pr
 		if err != nil {
 			return err
 		}
-		for _, f := range []struct {
-			dst *int64
-			src *int64
-		}{{&p.Quota.Volumes, c.Volumes}, {&p.Quota.Gigabytes, c.Gigabytes}, {&p.Quota.Snapshots, c.Snapshots},
-			{&p.Quota.Backups, c.Backups}, {&p.Quota.BackupGigabytes, c.BackupGigabytes}} {
-			if f.src != nil {
-				*f.dst = *f.src
-			}
-		}
+		c.apply(&p.Quota)
 		if err := ValidQuota(p.Quota); err != nil {
 			return err
 		}

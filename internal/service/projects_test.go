@@ -72,7 +72,7 @@ func TestProjectAdministration(t *testing.T) {
 	ctx := t.Context()
 	cat := openCatalog(t)
 	ps := service.NewProjects(cat)
-	q := cairn.Quota{Volumes: 2, Gigabytes: 10, Snapshots: -1, Backups: -1, BackupGigabytes: -1}
+	q := cairn.Quota{Volumes: 2, Gigabytes: 10, Snapshots: -1, Backups: -1, BackupGigabytes: -1, PerVolumeGigabytes: -1}
 	p := must[cairn.Project](t)(ps.Create(ctx, "", "acme", q))
 	if p.Name != "acme" || p.Quota != q || p.CreatedAt.IsZero() {
 		t.Errorf("created %+v", p)

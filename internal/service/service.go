@@ -49,9 +49,6 @@ type Config struct {
 	// Identity validates tokens that are not cairn's own (Keystone's);
 	// nil: only cairn's tokens are accepted.
 	Identity TokenValidator
-	// IdentityQuota is the quota of a project made on an identity
-	// service token's first use; zero: DefaultIdentityQuota.
-	IdentityQuota cairn.Quota
 	// Engine is the volume engine (NewEngine).
 	Engine Engine
 	// OpenRepo opens a container's repository (Repositories).
@@ -122,10 +119,9 @@ type Service struct {
 	backend string
 	quiesce time.Duration
 
-	identity      TokenValidator
-	identityQuota cairn.Quota
-	tokensMu      sync.Mutex
-	tokens        map[string]cachedToken // by SHA-256 of the secret
+	identity TokenValidator
+	tokensMu sync.Mutex
+	tokens   map[string]cachedToken // by SHA-256 of the secret
 
 	// reposMu guards repos and reposStopped (not the opens: see repoFor).
 	reposMu      sync.Mutex
@@ -151,11 +147,8 @@ func New(cfg Config) *Service {
 		defCont: cfg.DefaultContainer, notify: cfg.Notifier, obs: cfg.Observer,
 		log: cfg.Logger, now: cfg.Now, repos: map[string]*repoSlot{}, tokens: map[string]cachedToken{},
 		nbdSock: cfg.NBDSocket, nbdAddr: cfg.NBDAddress, host: cfg.Instances, backend: cfg.Backend,
-		quiesce: cfg.QuiesceTimeout, identity: cfg.Identity, identityQuota: cfg.IdentityQuota}
+		quiesce: cfg.QuiesceTimeout, identity: cfg.Identity}
 	s.hosts = newHostInfo(cfg.Hosts)
-	if s.identityQuota == (cairn.Quota{}) {
-		s.identityQuota = DefaultIdentityQuota()
-	}
 	if s.quiesce <= 0 {
 		s.quiesce = defaultQuiesceTimeout
 	}

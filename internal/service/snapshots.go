@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cairnproject/cairn"
@@ -199,6 +200,20 @@ func (s *Service) failSnapshot(event string) func(ctx context.Context, t cairn.T
 // DeleteSnapshot accepts the deletion of an available or failed
 // snapshot no volume is being created from.
 func (s *Service) DeleteSnapshot(ctx context.Context, c Caller, id string) error {
+	return s.deleteSnapshot(ctx, c, id, false)
+}
+
+// ForceDeleteSnapshot is the admin's os-force_delete: the snapshot is
+// deleted whatever its status, unless a task holds it (then 409: the
+// task would find it gone under it).
+func (s *Service) ForceDeleteSnapshot(ctx context.Context, c Caller, id string) error {
+	if !c.Admin {
+		return errorf(cairn.ErrForbidden, "force-delete is for admins")
+	}
+	return s.deleteSnapshot(ctx, c, id, true)
+}
+
+func (s *Service) deleteSnapshot(ctx context.Context, c Caller, id string, force bool) error {
 	var snap cairn.Snapshot
 	err := s.update(ctx, func(tx catalog.Tx) error {
 		var err error
@@ -208,7 +223,12 @@ func (s *Service) DeleteSnapshot(ctx context.Context, c Caller, id string) error
 		switch snap.Status {
 		case cairn.StatusAvailable, cairn.StatusError, cairn.StatusErrorDeleting:
 		default:
-			return conflict("snapshot", snap.ID, snap.Status, "delete it")
+			if !force {
+				return conflict("snapshot", snap.ID, snap.Status, "delete it")
+			}
+		}
+		if err := notHeld(ctx, tx, "snapshot", snap.ID, "delete it"); err != nil {
+			return err
 		}
 		// Any project's: an admin may clone into another project.
 		creating, err := tx.Volumes(ctx, catalog.Filter{Status: cairn.StatusCreating})
@@ -293,4 +313,56 @@ func snapshotPayload(v cairn.Snapshot) map[string]any {
 	return map[string]any{"id": v.ID, "snapshot_id": v.ID, "volume_id": v.VolumeID,
 		"project_id": v.ProjectID, "user_id": v.UserID, "display_name": v.Name, "volume_size": v.Size,
 		"status": v.Status, "created_at": v.CreatedAt, "fail_reason": v.FailReason}
+}
+
+// SnapshotStatusUpdate is os-update_snapshot_status: the status a
+// snapshot made outside the service reached, and its progress ("80%").
+type SnapshotStatusUpdate struct {
+	Status   cairn.Status
+	Progress *string
+}
+
+// snapshotStatusMoves are the moves os-update_snapshot_status allows
+// from status from, as the block storage API: a snapshot being made may
+// be reported made or failed, one being deleted failed.
+func snapshotStatusMoves(from cairn.Status) []cairn.Status {
+	switch from {
+	case cairn.StatusCreating:
+		return []cairn.Status{cairn.StatusCreating, cairn.StatusAvailable, cairn.StatusError}
+	case cairn.StatusDeleting:
+		return []cairn.Status{cairn.StatusDeleting, cairn.StatusErrorDeleting}
+	}
+	return nil
+}
+
+// UpdateSnapshotStatus records what os-update_snapshot_status reports.
+// It is refused while a task of cairn's makes or deletes the snapshot
+// (cairn reports its own), and a snapshot cairn never took cannot be
+// reported available: nothing would back it.
+func (s *Service) UpdateSnapshotStatus(ctx context.Context, c Caller, id string, u SnapshotStatusUpdate) error {
+	if u.Progress != nil {
+		if err := validText("progress", *u.Progress, 255); err != nil {
+			return err
+		}
+	}
+	return s.update(ctx, func(tx catalog.Tx) error {
+		snap, err := getSnapshot(ctx, tx, c, id)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(snapshotStatusMoves(snap.Status), u.Status) {
+			return errorf(cairn.ErrInvalid, "snapshot %s is %s: it cannot be reported %s", snap.ID, snap.Status, u.Status)
+		}
+		if err := notHeld(ctx, tx, "snapshot", snap.ID, "report its status"); err != nil {
+			return err
+		}
+		if u.Status == cairn.StatusAvailable && snap.EngineID == "" {
+			return errorf(cairn.ErrInvalid, "snapshot %s was never taken: it cannot be available", snap.ID)
+		}
+		snap.Status, snap.UpdatedAt = u.Status, s.nowUTC()
+		if u.Progress != nil {
+			snap.Progress = *u.Progress
+		}
+		return tx.UpdateSnapshot(ctx, snap)
+	})
 }

@@ -18,11 +18,13 @@ import (
 // os-force_delete.
 
 // moveVolume changes one of the caller's volumes from status from to
-// status to, refusing any other status with cairn.ErrConflict.
+// status to, refusing any other status with cairn.ErrInvalid (400), as
+// the block storage API refuses the attachment handshake's moves
+// (InvalidVolume), unlike its other state conflicts.
 func (s *Service) moveVolume(ctx context.Context, c Caller, id string, from, to cairn.Status, op string) (cairn.Volume, error) {
 	v, err := s.setVolumeChecked(ctx, c, id, func(v *cairn.Volume) error {
 		if v.Status != from {
-			return conflict("volume", v.ID, v.Status, op)
+			return errorf(cairn.ErrInvalid, "volume %s is %s, not %s: cannot %s", v.ID, v.Status, from, op)
 		}
 		v.Status = to
 		return nil

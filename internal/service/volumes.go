@@ -302,6 +302,9 @@ func (s *Service) CreateVolume(ctx context.Context, c Caller, req VolumeCreate) 
 		if err := checkQuota(ctx, tx, c.ProjectID, cairn.Usage{Volumes: 1, Gigabytes: v.Size}); err != nil {
 			return err
 		}
+		if err := checkVolumeSize(ctx, tx, c.ProjectID, v.Size); err != nil {
+			return err
+		}
 		if err := tx.InsertVolume(ctx, v); err != nil {
 			return err
 		}
@@ -650,6 +653,9 @@ func (s *Service) ExtendVolume(ctx context.Context, c Caller, id string, size in
 			return errorf(cairn.ErrInvalid, "new size %d GiB must be larger than the current %d GiB", size, v.Size)
 		}
 		if err := checkQuota(ctx, tx, v.ProjectID, cairn.Usage{Gigabytes: size - v.Size}); err != nil {
+			return err
+		}
+		if err := checkVolumeSize(ctx, tx, v.ProjectID, size); err != nil {
 			return err
 		}
 		v.Size, v.Status, v.UpdatedAt = size, cairn.StatusExtending, s.nowUTC()

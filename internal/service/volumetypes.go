@@ -555,3 +555,37 @@ func (s *Service) VolumeTypeName(ctx context.Context, id string) string {
 	}
 	return id
 }
+
+// RetypeVolume gives an available or in-use volume another type
+// (os-retype), one c may use, named by ID or name. cairn has one
+// backend, so no data moves: only the type the volume records changes.
+// Its own type again is refused, as the block storage API does.
+func (s *Service) RetypeVolume(ctx context.Context, c Caller, id, ref string) error {
+	if ref == "" {
+		return errorf(cairn.ErrInvalid, "os-retype: give new_type")
+	}
+	return s.update(ctx, func(tx catalog.Tx) error {
+		v, err := getVolume(ctx, tx, c, id)
+		if err != nil {
+			return err
+		}
+		if v.Status != cairn.StatusAvailable && v.Status != cairn.StatusInUse {
+			return errorf(cairn.ErrInvalid, "volume %s is %s: only an available or in-use volume can be retyped", v.ID, v.Status)
+		}
+		if err := notHeld(ctx, tx, "volume", v.ID, "retype it"); err != nil {
+			return err
+		}
+		old := v.VolumeTypeID
+		if old == "" {
+			old = cairn.DefaultVolumeTypeID
+		}
+		if err := setVolumeType(ctx, tx, c, ref, &v); err != nil {
+			return err
+		}
+		if v.VolumeTypeID == old {
+			return errorf(cairn.ErrInvalid, "volume %s is of type %s already: retype needs another", v.ID, shorten(ref))
+		}
+		v.UpdatedAt = s.nowUTC()
+		return tx.UpdateVolume(ctx, v)
+	})
+}

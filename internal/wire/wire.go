@@ -64,6 +64,12 @@ type Volume struct {
 	SnapshotID  *string `json:"snapshot_id"`
 	BackupID    *string `json:"backup_id,omitempty"`
 	ProjectID   string  `json:"os-vol-tenant-attr:tenant_id,omitempty"`
+	// Host is the pool that holds the volume (HOST@cairn#cairn), shown
+	// to admins in show and the detailed list, with MigrationStatus and
+	// NameID, null there: cairn never migrates a volume.
+	Host            *string         `json:"os-vol-host-attr:host,omitempty"`
+	MigrationStatus json.RawMessage `json:"os-vol-mig-status-attr:migstat,omitempty"`
+	NameID          json.RawMessage `json:"os-vol-mig-status-attr:name_id,omitempty"`
 	// UserID is who created the volume: the Keystone user, or the ID of
 	// the cairn token; "" for volumes made before cairn recorded it.
 	UserID string `json:"user_id"`
@@ -405,6 +411,15 @@ type VolumeActionRequest struct {
 	// os-update_readonly_flag.
 	SetBootable        *SetBootableAction `json:"os-set_bootable,omitempty"`
 	UpdateReadonlyFlag *ReadonlyAction    `json:"os-update_readonly_flag,omitempty"`
+	// Retype is os-retype: another volume type (its name or ID).
+	Retype *RetypeAction `json:"os-retype,omitempty"`
+}
+
+// RetypeAction is the os-retype action. cairn has one backend, so no
+// data moves whatever MigrationPolicy ("never" or "on-demand") says.
+type RetypeAction struct {
+	NewType         string  `json:"new_type"`
+	MigrationPolicy *string `json:"migration_policy,omitempty"`
 }
 
 // Given is an action without arguments: given with null or {} as its
@@ -486,6 +501,22 @@ type ResetStatusRequest struct {
 	ResetStatus *ResetStatusAction `json:"os-reset_status"`
 }
 
+// SnapshotActionRequest is POST /snapshots/{id}/action: one of the
+// admin's os-reset_status and os-force_delete, or
+// os-update_snapshot_status.
+type SnapshotActionRequest struct {
+	ResetStatus  *ResetStatusAction          `json:"os-reset_status,omitempty"`
+	ForceDelete  Given                       `json:"os-force_delete,omitzero"`
+	UpdateStatus *SnapshotUpdateStatusAction `json:"os-update_snapshot_status,omitempty"`
+}
+
+// SnapshotUpdateStatusAction is os-update_snapshot_status: the status a
+// snapshot made outside the service reached, and its progress.
+type SnapshotUpdateStatusAction struct {
+	Status   string  `json:"status"`
+	Progress *string `json:"progress,omitempty"`
+}
+
 // SnapshotCreateRequest is POST /snapshots.
 type SnapshotCreateRequest struct {
 	Snapshot SnapshotCreate `json:"snapshot"`
@@ -494,10 +525,14 @@ type SnapshotCreateRequest struct {
 // SnapshotCreate is the snapshot of a SnapshotCreateRequest.
 type SnapshotCreate struct {
 	VolumeID    string            `json:"volume_id"`
-	Name        string            `json:"name"`
-	Description string            `json:"description"`
+	Name        *string           `json:"name,omitempty"`
+	Description *string           `json:"description,omitempty"`
 	Force       bool              `json:"force"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
+	// DisplayName and DisplayDescription are Name's and Description's
+	// older names, which some clients (tempest) still send.
+	DisplayName        *string `json:"display_name,omitempty"`
+	DisplayDescription *string `json:"display_description,omitempty"`
 }
 
 // SnapshotUpdateRequest is PUT /snapshots/{id}.

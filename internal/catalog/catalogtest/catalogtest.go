@@ -28,6 +28,7 @@ func Run(t *testing.T, open func(t *testing.T) catalog.Store) {
 		fn   func(t *testing.T, s catalog.Store)
 	}{
 		{"ProjectCRUD", testProjectCRUD},
+		{"QuotaClasses", testQuotaClasses},
 		{"TokenCRUD", testTokenCRUD},
 		{"VolumeCRUD", testVolumeCRUD},
 		{"SnapshotCRUD", testSnapshotCRUD},
@@ -117,7 +118,7 @@ func newProject(i int) cairn.Project {
 	return cairn.Project{
 		ID:        cairn.NewUUID(),
 		Name:      fmt.Sprintf("project-%d", i),
-		Quota:     cairn.Quota{Volumes: 10 + int64(i), Gigabytes: 1000, Snapshots: 20, Backups: -1, BackupGigabytes: 5000},
+		Quota:     cairn.Quota{Volumes: 10 + int64(i), Gigabytes: 1000, Snapshots: 20, Backups: -1, BackupGigabytes: 5000, PerVolumeGigabytes: 100 + int64(i)},
 		CreatedAt: at(i),
 	}
 }
@@ -400,7 +401,7 @@ func testSnapshotCRUD(t *testing.T, s catalog.Store) {
 				Size: v.Size + 10, Status: cairn.StatusAvailable, FailReason: "", EngineID: "e2",
 				Metadata:  nil,
 				CreatedAt: v.CreatedAt.Add(-time.Hour), UpdatedAt: v.UpdatedAt.Add(time.Hour),
-				UserID: "",
+				UserID: "", Progress: "80%",
 			}
 		},
 		id:     func(v cairn.Snapshot) string { return v.ID },
@@ -1715,4 +1716,33 @@ func testSummaries(t *testing.T, s catalog.Store) {
 		}
 		return nil
 	})
+}
+
+// testQuotaClasses: the default class exists from the start with the
+// block storage API's defaults, is written whole and read back; other
+// classes are not found.
+func testQuotaClasses(t *testing.T, s catalog.Store) {
+	ctx := t.Context()
+	var got cairn.Quota
+	view(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		var err error
+		got, err = tx.QuotaClass(ctx, "default")
+		return err
+	})
+	wantEqual(t, "default class", got, cairn.Quota{Volumes: 10, Gigabytes: 1000, Snapshots: 10, Backups: 10, BackupGigabytes: 1000, PerVolumeGigabytes: -1})
+	want := cairn.Quota{Volumes: 1, Gigabytes: 2, Snapshots: 3, Backups: 4, BackupGigabytes: 5, PerVolumeGigabytes: 6}
+	update(t, s, func(ctx context.Context, tx catalog.Tx) error { return tx.SetQuotaClass(ctx, "default", want) })
+	view(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		var err error
+		got, err = tx.QuotaClass(ctx, "default")
+		return err
+	})
+	wantEqual(t, "default class after a write", got, want)
+	err := s.View(ctx, func(tx catalog.Tx) error {
+		_, err := tx.QuotaClass(ctx, "gold")
+		return err
+	})
+	wantErr(t, "class gold", err, cairn.ErrNotFound)
+	err = s.Update(ctx, func(tx catalog.Tx) error { return tx.SetQuotaClass(ctx, "gold", want) })
+	wantErr(t, "writing class gold", err, cairn.ErrNotFound)
 }

@@ -114,7 +114,7 @@ func newTables(d *Dialect) tables {
 	t := tables{
 		projects: newTable(d, "projects", "project", []string{
 			"id", "name", "quota_volumes", "quota_gigabytes", "quota_snapshots",
-			"quota_backups", "quota_backup_gigabytes", "created_at",
+			"quota_backups", "quota_backup_gigabytes", "created_at", "per_volume_gigabytes",
 		}, nil),
 		tokens: newTable(d, "tokens", "token", []string{
 			"id", "project_id", "name", "admin", "hash", "created_at",
@@ -127,7 +127,7 @@ func newTables(d *Dialect) tables {
 		}, resourceSorts()),
 		snapshots: newTable(d, "snapshots", "snapshot", []string{
 			"id", "project_id", "volume_id", "name", "description", "size", "status",
-			"fail_reason", "engine_id", "created_at", "updated_at", "metadata", "user_id",
+			"fail_reason", "engine_id", "created_at", "updated_at", "metadata", "user_id", "progress",
 		}, resourceSorts()),
 		backups: newTable(d, "backups", "backup", []string{
 			"id", "project_id", "volume_id", "snapshot_id", "name", "description",
@@ -194,12 +194,12 @@ func newTables(d *Dialect) tables {
 
 func projectArgs(d *Dialect, p *cairn.Project) []any {
 	return []any{p.ID, p.Name, p.Quota.Volumes, p.Quota.Gigabytes, p.Quota.Snapshots,
-		p.Quota.Backups, p.Quota.BackupGigabytes, d.Time(p.CreatedAt)}
+		p.Quota.Backups, p.Quota.BackupGigabytes, d.Time(p.CreatedAt), p.Quota.PerVolumeGigabytes}
 }
 
 func projectDest(p *cairn.Project) []any {
 	return []any{&p.ID, &p.Name, &p.Quota.Volumes, &p.Quota.Gigabytes, &p.Quota.Snapshots,
-		&p.Quota.Backups, &p.Quota.BackupGigabytes, timeDest{&p.CreatedAt}}
+		&p.Quota.Backups, &p.Quota.BackupGigabytes, timeDest{&p.CreatedAt}, &p.Quota.PerVolumeGigabytes}
 }
 
 func tokenArgs(d *Dialect, t *cairn.Token) []any {
@@ -230,12 +230,12 @@ func volumeDest(v *cairn.Volume) []any {
 
 func snapshotArgs(d *Dialect, s *cairn.Snapshot) []any {
 	return []any{s.ID, s.ProjectID, s.VolumeID, s.Name, s.Description, s.Size, string(s.Status),
-		s.FailReason, s.EngineID, d.Time(s.CreatedAt), d.Time(s.UpdatedAt), metadataArg(s.Metadata), s.UserID}
+		s.FailReason, s.EngineID, d.Time(s.CreatedAt), d.Time(s.UpdatedAt), metadataArg(s.Metadata), s.UserID, s.Progress}
 }
 
 func snapshotDest(s *cairn.Snapshot) []any {
 	return []any{&s.ID, &s.ProjectID, &s.VolumeID, &s.Name, &s.Description, &s.Size, &s.Status,
-		&s.FailReason, &s.EngineID, timeDest{&s.CreatedAt}, timeDest{&s.UpdatedAt}, metadataDest{&s.Metadata}, &s.UserID}
+		&s.FailReason, &s.EngineID, timeDest{&s.CreatedAt}, timeDest{&s.UpdatedAt}, metadataDest{&s.Metadata}, &s.UserID, &s.Progress}
 }
 
 // metadataArg is a volume's or snapshot's metadata column (and a

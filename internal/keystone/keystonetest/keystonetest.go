@@ -37,7 +37,10 @@ func Connect(t testing.TB) *Cloud {
 	if os.Getenv("CAIRN_TEST_KEYSTONE") == "" || os.Getenv("CAIRN_TEST_KEYSTONE_ADMIN_PASSWORD") == "" {
 		testenv.SkipOrFail(t, "no Keystone: run scripts/keystone.sh start and source its env (CAIRN_TEST_KEYSTONE_*)")
 	}
-	c := &Cloud{URL: strings.TrimSuffix(os.Getenv("CAIRN_TEST_KEYSTONE_AUTH_URL"), "/"), hc: &http.Client{Timeout: time.Minute}}
+	// One request per connection: the test Keystone's uWSGI closes each
+	// (scripts/keystone.sh), and a reused one fails with EOF.
+	c := &Cloud{URL: strings.TrimSuffix(os.Getenv("CAIRN_TEST_KEYSTONE_AUTH_URL"), "/"),
+		hc: &http.Client{Timeout: time.Minute, Transport: &http.Transport{DisableKeepAlives: true}}}
 	c.admin = c.Token(t, os.Getenv("CAIRN_TEST_KEYSTONE_ADMIN_USER"), os.Getenv("CAIRN_TEST_KEYSTONE_ADMIN_PASSWORD"), "", os.Getenv("CAIRN_TEST_KEYSTONE_ADMIN_PROJECT"))
 	var roles struct {
 		Roles []struct{ ID, Name string } `json:"roles"`
