@@ -246,9 +246,13 @@ type Backup struct {
 	TempSnapshotEngineID string `json:"-"`
 	// UserID is who created the backup, as a volume's (an imported
 	// backup: who imported it).
-	UserID    string    `json:"user_id,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
+	UserID string `json:"user_id,omitempty"`
+	// VolumeMetadata is the backed-up volume's metadata when the backup
+	// was requested; a restore into a new volume gives it to the volume.
+	// nil when there was none.
+	VolumeMetadata map[string]string `json:"volume_metadata,omitempty"`
+	CreatedAt      time.Time         `json:"created_at"`
+	UpdatedAt      time.Time         `json:"updated_at"`
 }
 
 // TaskState is where a task is in its life.

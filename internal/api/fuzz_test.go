@@ -39,6 +39,9 @@ func FuzzRequests(f *testing.F) {
 		{"POST", "/v3/fuzz/snapshots/S/metadata"},
 		{"PUT", "/v3/fuzz/snapshots/S/metadata/k"},
 		{"GET", "/v3/fuzz/volumes/detail"},
+		{"PUT", "/v3/fuzz/os-quota-sets/fuzz"},
+		{"PUT", "/v3/fuzz/os-quota-class-sets/default"},
+		{"GET", "/v3/fuzz/os-quota-sets/fuzz"},
 	}
 	seeds := []struct {
 		route       uint8
@@ -87,6 +90,15 @@ func FuzzRequests(f *testing.F) {
 		{19, "metadata=%7B%27a%27%3A+%27b%27%7D", ""},
 		{10, `metadata={'a': 'b', "it's": '\x00\u200b'}`, ""},
 		{9, "metadata={'a': 1}&limit=1", ""},
+		// Quota sets: the parser runs before the admin check.
+		{20, "", `{"quota_set": {"volumes": 11, "per_volume_gigabytes": "1009", "groups": 0}}`},
+		{20, "", `{"quota_set": {"volumes_gold": 1, "backups": 1.5}}`},
+		{21, "", `{"quota_class_set": {"gigabytes": -1}}`},
+		{22, "usage=true", ""},
+		// Snapshot actions and a retype.
+		{4, "", `{"os-update_snapshot_status": {"status": "error", "progress": "80%"}}`},
+		{4, "", `{"os-force_delete": {}}`},
+		{2, "", `{"os-retype": {"new_type": "gold", "migration_policy": "never"}}`},
 	}
 	for _, s := range seeds {
 		f.Add(s.route, s.query, s.body)

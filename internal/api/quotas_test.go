@@ -218,3 +218,48 @@ func TestRetype(t *testing.T) {
 		t.Errorf("refused retypes changed the type to %q", got)
 	}
 }
+
+// TestRestoreCarriesMetadata: a backup keeps its volume's metadata as it
+// was, and a restore into a new volume gives it back, also after the
+// backup's record was exported and imported.
+func TestRestoreCarriesMetadata(t *testing.T) {
+	e := newEnv(t)
+	const A = "/v3/alpha"
+	v := object(t, "create", e.call(202, e.tokA, "POST", A+"/volumes", map[string]any{"volume": map[string]any{
+		"size": 1, "metadata": map[string]string{"app": "db", "tier": "gold"}}}), "volume")
+	vol, _ := v["id"].(string)
+	e.wait(e.tokA, "alpha", "volume", vol)
+	b := object(t, "backup", e.call(202, e.tokA, "POST", A+"/backups", map[string]any{"backup": map[string]any{"volume_id": vol}}), "backup")
+	backup, _ := b["id"].(string)
+	if r := e.wait(e.tokA, "alpha", "backup", backup); r["status"] != "available" {
+		t.Fatalf("backup: %v", r)
+	}
+	// Changed after the backup: the restore gives the backup's.
+	e.call(200, e.tokA, "PUT", A+"/volumes/"+vol+"/metadata", map[string]any{"metadata": map[string]string{"app": "web"}})
+	restore := func(id string) map[string]any {
+		t.Helper()
+		r := object(t, "restore", e.call(202, e.tokA, "POST", A+"/backups/"+id+"/restore", map[string]any{"restore": map[string]any{}}), "restore")
+		nv, _ := r["volume_id"].(string)
+		if got := e.wait(e.tokA, "alpha", "volume", nv); got["status"] != "available" {
+			t.Fatalf("restored volume: %v", got)
+		}
+		return object(t, "show", e.call(200, e.tokA, "GET", A+"/volumes/"+nv, nil), "volume")
+	}
+	want := map[string]any{"app": "db", "tier": "gold"}
+	if got := restore(backup)["metadata"]; !reflect.DeepEqual(got, want) {
+		t.Errorf("restored volume's metadata %v, want %v", got, want)
+	}
+	rec := object(t, "export", e.call(200, e.tokA, "GET", A+"/backups/"+backup+"/export_record", nil), "backup-record")
+	// Another deployment on the same store imports the record.
+	e2 := newEnvAt(t, t.TempDir(), e.store)
+	e2.call(201, e2.tokA, "POST", A+"/backups/import_record", map[string]any{"backup-record": rec})
+	r := object(t, "restore", e2.call(202, e2.tokA, "POST", A+"/backups/"+backup+"/restore", map[string]any{"restore": map[string]any{}}), "restore")
+	nv, _ := r["volume_id"].(string)
+	if got := e2.wait(e2.tokA, "alpha", "volume", nv); got["status"] != "available" {
+		t.Fatalf("volume restored in the other deployment: %v", got)
+	}
+	got := object(t, "show", e2.call(200, e2.tokA, "GET", A+"/volumes/"+nv, nil), "volume")
+	if !reflect.DeepEqual(got["metadata"], want) {
+		t.Errorf("metadata after export and import: %v, want %v", got["metadata"], want)
+	}
+}

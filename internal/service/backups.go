@@ -122,6 +122,13 @@ func (s *Service) CreateBackup(ctx context.Context, c Caller, req BackupCreate) 
 			}
 			b.VolumeID, b.SnapshotID, b.Size, b.DataTimestamp = snap.VolumeID, snap.ID, snap.Size, snap.CreatedAt
 			b.ProjectID = snap.ProjectID
+			// The volume's metadata as it is now (a snapshot keeps none of
+			// its volume's).
+			if sv, err := tx.Volume(ctx, snap.VolumeID); err == nil {
+				b.VolumeMetadata = sv.Metadata
+			} else if !errors.Is(err, cairn.ErrNotFound) {
+				return err
+			}
 			snap.Status, snap.UpdatedAt = cairn.StatusBackingUp, now
 			if err := tx.UpdateSnapshot(ctx, snap); err != nil {
 				return err
@@ -145,7 +152,7 @@ func (s *Service) CreateBackup(ctx context.Context, c Caller, req BackupCreate) 
 				return conflict("volume", v.ID, v.Status, "back it up")
 			}
 			b.VolumeID, b.Size, b.DataTimestamp = v.ID, v.Size, now
-			b.ProjectID = v.ProjectID
+			b.ProjectID, b.VolumeMetadata = v.ProjectID, v.Metadata
 		}
 		if req.Incremental {
 			parent, err := latestBefore(ctx, tx, b)
@@ -609,7 +616,8 @@ func (s *Service) RestoreBackup(ctx context.Context, c Caller, id string, req Re
 				name = "restore_backup_" + b.ID
 			}
 			v = cairn.Volume{ID: cairn.NewUUID(), ProjectID: c.ProjectID, Name: name, Size: b.Size,
-				Status: cairn.StatusRestoringBackup, BackupID: b.ID, UserID: c.UserID, CreatedAt: now, UpdatedAt: now}
+				Status: cairn.StatusRestoringBackup, BackupID: b.ID, UserID: c.UserID, Metadata: b.VolumeMetadata,
+				CreatedAt: now, UpdatedAt: now}
 			if !c.Admin || c.ProjectID == "" {
 				v.ProjectID = b.ProjectID
 			}
@@ -856,6 +864,9 @@ type BackupRecord struct {
 	DataTimestamp time.Time `json:"data_timestamp"`
 	CreatedAt     time.Time `json:"created_at"`
 	RepoID        string    `json:"repository_backup_id"`
+	// VolumeMetadata is the backed-up volume's metadata (records made
+	// before cairn kept it have none).
+	VolumeMetadata map[string]string `json:"volume_metadata,omitempty"`
 }
 
 // BackupService names this implementation in export records.
@@ -874,7 +885,8 @@ func (s *Service) ExportRecord(ctx context.Context, c Caller, id string) (servic
 	rec := BackupRecord{Version: 1, ID: b.ID, Name: b.Name, Description: b.Description,
 		VolumeID: b.VolumeID, SnapshotID: b.SnapshotID, Container: b.Container, Size: b.Size,
 		ObjectCount: b.ObjectCount, StoredBytes: b.StoredBytes, Incremental: b.Incremental,
-		ParentID: b.ParentID, DataTimestamp: b.DataTimestamp, CreatedAt: b.CreatedAt, RepoID: b.RepoID}
+		ParentID: b.ParentID, DataTimestamp: b.DataTimestamp, CreatedAt: b.CreatedAt, RepoID: b.RepoID,
+		VolumeMetadata: b.VolumeMetadata}
 	js, _ := json.Marshal(rec)
 	return BackupService, base64.StdEncoding.EncodeToString(js), nil
 }
@@ -900,6 +912,9 @@ func (s *Service) ImportRecord(ctx context.Context, c Caller, service, url strin
 	if err != nil || rec.ID == "" || !containerName.MatchString(rec.Container) || validSize(rec.Size) != nil {
 		return cairn.Backup{}, errorf(cairn.ErrInvalid, "backup_url: incomplete backup record")
 	}
+	if rec.VolumeMetadata, err = validMetadata(rec.VolumeMetadata); err != nil {
+		return cairn.Backup{}, fmt.Errorf("backup_url: volume metadata: %w", err)
+	}
 	r, err := s.repoFor(ctx, rec.Container)
 	if err != nil {
 		return cairn.Backup{}, err
@@ -916,7 +931,7 @@ func (s *Service) ImportRecord(ctx context.Context, c Caller, service, url strin
 		Name: rec.Name, Description: rec.Description, Container: rec.Container, Status: cairn.StatusAvailable,
 		Size: rec.Size, ObjectCount: rec.ObjectCount, StoredBytes: rec.StoredBytes, Incremental: rec.Incremental,
 		ParentID: rec.ParentID, DataTimestamp: rec.DataTimestamp.UTC(), RepoID: rec.RepoID,
-		UserID: c.UserID, CreatedAt: now, UpdatedAt: now}
+		UserID: c.UserID, VolumeMetadata: rec.VolumeMetadata, CreatedAt: now, UpdatedAt: now}
 	err = s.cat.Update(ctx, func(tx catalog.Tx) error {
 		if err := checkQuota(ctx, tx, b.ProjectID, cairn.Usage{Backups: 1, BackupGigabytes: b.Size}); err != nil {
 			return err

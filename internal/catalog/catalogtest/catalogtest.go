@@ -181,7 +181,7 @@ func fullBackup(project string, i int) cairn.Backup {
 		ObjectCount: 1234567, StoredBytes: 1 << 40, Incremental: true, ParentID: cairn.NewUUID(),
 		DataTimestamp: at(i - 100), RepoID: cairn.NewID().String(),
 		TempSnapshotEngineID: "temp-snap", CreatedAt: at(i), UpdatedAt: at(i + 3),
-		UserID: fmt.Sprintf("user-%d", i),
+		UserID: fmt.Sprintf("user-%d", i), VolumeMetadata: map[string]string{"k": fmt.Sprint(i), "ü": "✓"},
 	}
 }
 

@@ -133,7 +133,7 @@ func newTables(d *Dialect) tables {
 			"id", "project_id", "volume_id", "snapshot_id", "name", "description",
 			"container", "status", "fail_reason", "size", "object_count", "stored_bytes",
 			"incremental", "parent_id", "data_timestamp", "repo_id",
-			"temp_snapshot_engine_id", "created_at", "updated_at", "user_id",
+			"temp_snapshot_engine_id", "created_at", "updated_at", "user_id", "volume_metadata",
 		}, backupSorts),
 		// Tasks are listed oldest first whatever the Sort; these keys
 		// are accepted, and ignored.
@@ -278,14 +278,14 @@ func backupArgs(d *Dialect, b *cairn.Backup) []any {
 	return []any{b.ID, b.ProjectID, b.VolumeID, b.SnapshotID, b.Name, b.Description,
 		b.Container, string(b.Status), b.FailReason, b.Size, b.ObjectCount, b.StoredBytes,
 		b.Incremental, b.ParentID, d.Time(b.DataTimestamp), b.RepoID,
-		b.TempSnapshotEngineID, d.Time(b.CreatedAt), d.Time(b.UpdatedAt), b.UserID}
+		b.TempSnapshotEngineID, d.Time(b.CreatedAt), d.Time(b.UpdatedAt), b.UserID, metadataArg(b.VolumeMetadata)}
 }
 
 func backupDest(b *cairn.Backup) []any {
 	return []any{&b.ID, &b.ProjectID, &b.VolumeID, &b.SnapshotID, &b.Name, &b.Description,
 		&b.Container, &b.Status, &b.FailReason, &b.Size, &b.ObjectCount, &b.StoredBytes,
 		&b.Incremental, &b.ParentID, timeDest{&b.DataTimestamp}, &b.RepoID,
-		&b.TempSnapshotEngineID, timeDest{&b.CreatedAt}, timeDest{&b.UpdatedAt}, &b.UserID}
+		&b.TempSnapshotEngineID, timeDest{&b.CreatedAt}, timeDest{&b.UpdatedAt}, &b.UserID, metadataDest{&b.VolumeMetadata}}
 }
 
 func instanceArgs(d *Dialect, in *cairn.Instance) []any {
