@@ -390,7 +390,7 @@ func TestAPIEndToEnd(t *testing.T) {
 		{[]string{"volume", "delete", "orig"}, exitError, "has snapshots"},
 		{[]string{"volume", "update", "orig"}, exitUsage, "nothing to update"},
 		{[]string{"volume", "reset-status", "orig"}, exitUsage, "--status is required"},
-		{[]string{"volume", "reset-status", "orig", "--status", "creating"}, exitError, "want available"},
+		{[]string{"volume", "reset-status", "orig", "--status", "deleted"}, exitError, "want one of"},
 		{[]string{"backup", "create", "--volume-id", orig.ID, "--snapshot-id", snap.ID}, exitUsage, "not both"},
 		{[]string{"backup", "create"}, exitUsage, "give --volume-id or --snapshot-id"},
 		{[]string{"backup", "create", "--volume-id", orig.ID, "--container", "no/slash"}, exitError, "container"},

@@ -292,7 +292,7 @@ stderr says it was attached before ("already_attached": true with --json).
 			directOnly(c)
 		}
 	}
-	volume.AddCommand(a.volumeUpdateCommand(), a.resetStatusCommand(client.Volume, "available, in-use or error"))
+	volume.AddCommand(a.volumeUpdateCommand(), a.resetStatusCommand(client.Volume, "any the block storage API allows: available, in-use, error, creating, maintenance, ..."))
 }
 
 // directOnly notes in the help of a direct-only volume command (and of
@@ -1137,7 +1137,7 @@ volume snapshot'.)
 			})
 		}
 	})
-	cmd.AddCommand(create, list, show, del, a.resetStatusCommand(client.Snapshot, "available or error"))
+	cmd.AddCommand(create, list, show, del, a.resetStatusCommand(client.Snapshot, "available, error, creating, deleting, error_deleting, ..."))
 	return cmd
 }
 
