@@ -170,9 +170,10 @@ func TestMetadataUpdate(t *testing.T) {
 	r.settled()
 }
 
-// TestMetadataNotInherited: a volume cloned from a snapshot, or restored
+// TestMetadataNotInherited: a volume cloned from a snapshot, or created
 // from a backup, has the metadata its request gives and nothing of its
-// source's; a snapshot has its own, not its volume's.
+// source's; a snapshot has its own, not its volume's. A restore into a
+// new volume is the exception: it gets the backed-up volume's.
 func TestMetadataNotInherited(t *testing.T) {
 	r := newRig(t)
 	ctx := t.Context()
@@ -211,11 +212,12 @@ func TestMetadataNotInherited(t *testing.T) {
 			t.Errorf("%s: metadata %v, want %v", tc.name, md, tc.want)
 		}
 	}
-	// A restore into a new volume: none either.
+	// A restore into a new volume gets the backed-up volume's metadata as
+	// it was at the backup, as the block storage API restores it.
 	res := must[service.RestoreResult](t)(r.svc.RestoreBackup(ctx, caller, b.ID, service.RestoreRequest{Name: "restored"}))
 	r.done(res.VolumeID)
-	if md := r.volume(res.VolumeID).Metadata; md != nil {
-		t.Errorf("a volume restored from a backup has %v", md)
+	if md := r.volume(res.VolumeID).Metadata; !reflect.DeepEqual(md, map[string]string{"from": "volume"}) {
+		t.Errorf("a volume restored from a backup has %v, want the backed-up volume's", md)
 	}
 	r.settled()
 }
