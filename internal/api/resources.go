@@ -419,7 +419,7 @@ func (s *Server) withHost(c service.Caller, v wire.Volume) wire.Volume {
 	if c.Admin {
 		pool := s.svc.PoolName()
 		v.Host = &pool
-		v.MigrationStatus, v.NameID = json.RawMessage("null"), json.RawMessage("null")
+		v.MigrationStatus, v.NameID, v.Migration = json.RawMessage("null"), json.RawMessage("null"), json.RawMessage("null")
 	}
 	return v
 }

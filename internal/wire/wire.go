@@ -70,6 +70,8 @@ type Volume struct {
 	Host            *string         `json:"os-vol-host-attr:host,omitempty"`
 	MigrationStatus json.RawMessage `json:"os-vol-mig-status-attr:migstat,omitempty"`
 	NameID          json.RawMessage `json:"os-vol-mig-status-attr:name_id,omitempty"`
+	// Migration is migration_status, the same null under its newer name.
+	Migration json.RawMessage `json:"migration_status,omitempty"`
 	// UserID is who created the volume: the Keystone user, or the ID of
 	// the cairn token; "" for volumes made before cairn recorded it.
 	UserID string `json:"user_id"`
