@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -132,22 +133,31 @@ func FuzzRequests(f *testing.F) {
 		req.Header.Set("X-Auth-Token", tok)
 		rec := httptest.NewRecorder()
 		handler.ServeHTTP(rec, req)
-		if rec.Code >= 500 {
-			t.Fatalf("%s %s?%s %q: %d %s", r.method, path, query, body, rec.Code, rec.Body.String())
-		}
-		if rec.Code >= 400 {
-			var out map[string]map[string]any
-			if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || len(out) != 1 {
-				t.Fatalf("error body %q: %v", rec.Body.String(), err)
-			}
-			for _, v := range out {
-				if c, _ := v["code"].(float64); int(c) != rec.Code {
-					t.Fatalf("error body %q: code %v, status %d", rec.Body.String(), v["code"], rec.Code)
-				}
-			}
-		}
+		checkFuzzAnswer(t, fmt.Sprintf("%s %s?%s %q", r.method, path, query, body), rec)
 		if rec.Code < 300 && r.method == "POST" && (path == "/v3/fuzz/volumes" || path == "/v3/fuzz/snapshots" || path == "/v3/fuzz/backups") {
 			t.Fatalf("%s %s %q: %d: created something beyond the quota", r.method, path, body, rec.Code)
 		}
 	})
+}
+
+// checkFuzzAnswer fails t when a fuzzed request's answer is a 5xx, or an
+// error whose body is not one named error carrying the status as its
+// code.
+func checkFuzzAnswer(t *testing.T, what string, rec *httptest.ResponseRecorder) {
+	t.Helper()
+	if rec.Code >= 500 {
+		t.Fatalf("%s: %d %s", what, rec.Code, rec.Body.String())
+	}
+	if rec.Code < 400 {
+		return
+	}
+	var out map[string]map[string]any
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || len(out) != 1 {
+		t.Fatalf("%s: error body %q: %v", what, rec.Body.String(), err)
+	}
+	for _, v := range out {
+		if c, _ := v["code"].(float64); int(c) != rec.Code {
+			t.Fatalf("%s: error body %q: code %v, status %d", what, rec.Body.String(), v["code"], rec.Code)
+		}
+	}
 }
