@@ -1,94 +1,35 @@
 package api_test
 
 import (
-	"net/http/httptest"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/cairnproject/cairn/internal/api"
-	"github.com/cairnproject/cairn/internal/service"
 	"github.com/cairnproject/cairn/internal/testenv"
-	"github.com/cairnproject/cairn/internal/wire"
 )
-
-// cinderCLI runs a block storage client against a test server: the
-// `cinder` command (python3-cinderclient) or the `openstack` command's
-// volume commands (python3-openstackclient), with the block storage
-// API's real handlers and authentication (a project's cairn token, sent
-// by keystoneauth's admin_token plugin to the given endpoint, no
-// Keystone involved).
-type cinderCLI struct {
-	t        *testing.T
-	env      *env
-	capture  *captureRequests
-	endpoint string
-	home     string
-	prog     string   // cinder or openstack
-	global   []string // the options before ARGS, but authentication's
-}
-
-func newCinderCLI(t *testing.T) *cinderCLI {
-	t.Helper()
-	return newBlockStorageCLI(t, "cinder", "apt-get install python3-cinderclient", "--os-project-id", "alpha")
-}
-
-// newOpenStackVolumeCLI runs `openstack ...` at block storage API
-// version 3 (its volume commands; the microversion it then asks for is
-// 3.0).
-func newOpenStackVolumeCLI(t *testing.T) *cinderCLI {
-	t.Helper()
-	return newBlockStorageCLI(t, "openstack", "apt-get install python3-openstackclient", "--os-volume-api-version", "3")
-}
-
-func newBlockStorageCLI(t *testing.T, prog, install string, global ...string) *cinderCLI {
-	t.Helper()
-	if _, err := exec.LookPath(prog); err != nil {
-		testenv.SkipOrFail(t, "the "+prog+" command is missing: "+install)
-	}
-	e := newEnv(t)
-	capture := &captureRequests{h: api.New(e.svc, nil, nil)}
-	srv := httptest.NewServer(capture)
-	t.Cleanup(srv.Close)
-	return &cinderCLI{t: t, env: e, capture: capture, endpoint: srv.URL + "/v3/alpha", home: t.TempDir(),
-		prog: prog, global: global}
-}
-
-// run runs the command with ARGS and the project's token and returns its
-// exit status, output and the requests it made. Its environment holds
-// no OS_* variable of the test's.
-func (c *cinderCLI) run(args ...string) (code int, stdout, stderr string, reqs []captured) {
-	c.t.Helper()
-	global := append([]string{"--os-auth-type", "admin_token", "--os-endpoint", c.endpoint, "--os-token", c.env.tokA}, c.global...)
-	return runClient(c.t, c.capture, c.home, c.prog, global, args)
-}
-
-// ok runs a command that must succeed and returns its output.
-func (c *cinderCLI) ok(args ...string) string {
-	c.t.Helper()
-	code, stdout, stderr, _ := c.run(args...)
-	if code != 0 {
-		c.t.Fatalf("%s %s: exit %d\nstdout: %s\nstderr: %s", c.prog, strings.Join(args, " "), code, stdout, stderr)
-	}
-	return stdout
-}
 
 // TestCinderVersionDiscovery: the cinder command reads the versions
 // document and negotiates the microversion it sends with what the
 // server says it serves (`version-list` prints the range).
 func TestCinderVersionDiscovery(t *testing.T) {
-	c := newCinderCLI(t)
-	out := c.ok("version-list")
-	if !strings.Contains(out, "v3.0") || !strings.Contains(out, "CURRENT") || !strings.Contains(out, "3.0") {
-		t.Fatalf("version-list printed:\n%s", out)
-	}
-	for _, want := range []string{"Client supported API versions", "Server supported API versions"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("version-list: no %q in:\n%s", want, out)
+	forEachAuth(t, func(t *testing.T, c *clientCloud) {
+		out := c.cinder("version-list")
+		if !strings.Contains(out, "v3.0") || !strings.Contains(out, "CURRENT") || !strings.Contains(out, "3.0") {
+			t.Fatalf("version-list printed:\n%s", out)
 		}
-	}
+		for _, want := range []string{"Client supported API versions", "Server supported API versions"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("version-list: no %q in:\n%s", want, out)
+			}
+		}
+	})
 }
 
 // TestCinderVolumes: the cinder command creates a volume with metadata
@@ -98,100 +39,137 @@ func TestCinderVersionDiscovery(t *testing.T) {
 // limits; each command exits 0 and prints the metadata given, which the
 // catalog holds, and the values cairn's volumes have.
 func TestCinderVolumes(t *testing.T) {
-	c := newCinderCLI(t)
-	e := c.env
-	out := c.ok("create", "--name", "one", "--metadata", "a=b", "1")
-	// create prints the volume as it reads it back, a Python dict.
-	if got := cinderField(t, out, "metadata"); got != "{'a': 'b'}" {
-		t.Errorf("create printed metadata %q, want {'a': 'b'}", got)
-	}
-	vol := cinderField(t, out, "id")
-	if r := e.wait(e.tokA, "alpha", "volume", vol); r["status"] != "available" {
-		t.Fatalf("volume %s: %v", vol, r)
-	}
-
-	// show formats metadata as "key : value" lines.
-	out = c.ok("show", "one")
-	if got := cinderField(t, out, "metadata"); got != "a : b" {
-		t.Errorf("show printed metadata %q, want a : b", got)
-	}
-	if got := cinderField(t, out, "id"); got != vol {
-		t.Errorf("show one: id %s, want %s", got, vol)
-	}
-	for name, want := range map[string]string{"volume_type": "__DEFAULT__", "availability_zone": "nova",
-		"replication_status": "disabled", "encrypted": "False", "multiattach": "False"} {
-		if got := cinderField(t, out, name); got != want {
-			t.Errorf("show one: %s %q, want %q", name, got, want)
+	forEachAuth(t, func(t *testing.T, c *clientCloud) {
+		e := c.env
+		out := c.cinder("create", "--name", "one", "--metadata", "a=b", "1")
+		// create prints the volume as it reads it back, a Python dict.
+		if got := cinderField(t, out, "metadata"); got != "{'a': 'b'}" {
+			t.Errorf("create printed metadata %q, want {'a': 'b'}", got)
 		}
-	}
-
-	// list has no metadata column unless asked for one.
-	out = c.ok("list")
-	if !strings.Contains(out, vol) || !strings.Contains(out, " one ") {
-		t.Errorf("list does not show volume one (%s):\n%s", vol, out)
-	}
-	out = c.ok("list", "--fields", "name,metadata")
-	if !cinderListRow(out, vol, "one", "{'a': 'b'}") {
-		t.Errorf("list --fields name,metadata does not show one's metadata:\n%s", out)
-	}
-
-	out = c.ok("snapshot-create", "--name", "s1", "--metadata", "x=y", "one")
-	if got := cinderField(t, out, "metadata"); got != "{'x': 'y'}" {
-		t.Errorf("snapshot-create printed metadata %q, want {'x': 'y'}", got)
-	}
-	snap := cinderField(t, out, "id")
-	if r := e.wait(e.tokA, "alpha", "snapshot", snap); r["status"] != "available" {
-		t.Fatalf("snapshot %s: %v", snap, r)
-	}
-	out = c.ok("snapshot-show", "s1")
-	if got := cinderField(t, out, "metadata"); got != "{'x': 'y'}" {
-		t.Errorf("snapshot-show printed metadata %q, want {'x': 'y'} (its own, not its volume's)", got)
-	}
-	if got := cinderField(t, out, "status"); got != "available" {
-		t.Errorf("snapshot-show: status %s", got)
-	}
-
-	// A backup: the create prints the answer (the backup's ID and name;
-	// the command adds the volume's ID), show the backup.
-	out = c.ok("backup-create", "--name", "b1", "one")
-	backup := cinderField(t, out, "id")
-	if got := cinderField(t, out, "name"); got != "b1" {
-		t.Errorf("backup-create printed name %q", got)
-	}
-	if r := e.wait(e.tokA, "alpha", "backup", backup); r["status"] != "available" {
-		t.Fatalf("backup %s: %v", backup, r)
-	}
-	out = c.ok("backup-show", "b1")
-	if got := cinderField(t, out, "status"); got != "available" {
-		t.Errorf("backup-show: status %s", got)
-	}
-	if got := cinderField(t, out, "volume_id"); got != vol {
-		t.Errorf("backup-show: volume_id %s, want %s", got, vol)
-	}
-
-	// The absolute limits: alpha's quotas are unlimited; it holds a
-	// volume and a snapshot of 1 GiB each, and a backup of 1 GiB.
-	out = c.ok("absolute-limits")
-	for name, want := range map[string]string{"maxTotalVolumes": "-1", "maxTotalBackupGigabytes": "-1",
-		"totalVolumesUsed": "1", "totalSnapshotsUsed": "1", "totalGigabytesUsed": "2", "totalBackupsUsed": "1",
-		"totalBackupGigabytesUsed": "1"} {
-		if got := cinderField(t, out, name); got != want {
-			t.Errorf("absolute-limits: %s %s, want %s", name, got, want)
+		vol := cinderField(t, out, "id")
+		if r := c.wait("volume", vol); r["status"] != "available" {
+			t.Fatalf("volume %s: %v", vol, r)
 		}
-	}
+		block := bytes.Repeat([]byte("cinder-restore!!"), 4096)
+		e.write(vol, 1<<20, block)
+		first := e.digest(vol, 1<<30)
 
-	// What the commands printed is what the catalog holds.
-	v, err := e.svc.Volume(t.Context(), service.Caller{ProjectID: "alpha"}, vol)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := e.svc.Snapshot(t.Context(), service.Caller{ProjectID: "alpha"}, snap)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(v.Metadata, map[string]string{"a": "b"}) || !reflect.DeepEqual(s.Metadata, map[string]string{"x": "y"}) {
-		t.Errorf("the catalog holds volume metadata %v and snapshot metadata %v", v.Metadata, s.Metadata)
-	}
+		// show formats metadata as "key : value" lines.
+		out = c.cinder("show", "one")
+		if got := cinderField(t, out, "metadata"); got != "a : b" {
+			t.Errorf("show printed metadata %q, want a : b", got)
+		}
+		if got := cinderField(t, out, "id"); got != vol {
+			t.Errorf("show one: id %s, want %s", got, vol)
+		}
+		for name, want := range map[string]string{"volume_type": "__DEFAULT__", "availability_zone": "nova",
+			"replication_status": "disabled", "encrypted": "False", "multiattach": "False"} {
+			if got := cinderField(t, out, name); got != want {
+				t.Errorf("show one: %s %q, want %q", name, got, want)
+			}
+		}
+
+		// list has no metadata column unless asked for one.
+		out = c.cinder("list")
+		if !strings.Contains(out, vol) || !strings.Contains(out, " one ") {
+			t.Errorf("list does not show volume one (%s):\n%s", vol, out)
+		}
+		out = c.cinder("list", "--fields", "name,metadata")
+		if !cinderListRow(out, vol, "one", "{'a': 'b'}") {
+			t.Errorf("list --fields name,metadata does not show one's metadata:\n%s", out)
+		}
+
+		out = c.cinder("snapshot-create", "--name", "s1", "--metadata", "x=y", "one")
+		if got := cinderField(t, out, "metadata"); got != "{'x': 'y'}" {
+			t.Errorf("snapshot-create printed metadata %q, want {'x': 'y'}", got)
+		}
+		snap := cinderField(t, out, "id")
+		if r := c.wait("snapshot", snap); r["status"] != "available" {
+			t.Fatalf("snapshot %s: %v", snap, r)
+		}
+		out = c.cinder("snapshot-show", "s1")
+		if got := cinderField(t, out, "metadata"); got != "{'x': 'y'}" {
+			t.Errorf("snapshot-show printed metadata %q, want {'x': 'y'} (its own, not its volume's)", got)
+		}
+		if got := cinderField(t, out, "status"); got != "available" {
+			t.Errorf("snapshot-show: status %s", got)
+		}
+
+		// A backup: the create prints the answer (the backup's ID and name;
+		// the command adds the volume's ID), show the backup.
+		out = c.cinder("backup-create", "--name", "b1", "one")
+		backup := cinderField(t, out, "id")
+		if got := cinderField(t, out, "name"); got != "b1" {
+			t.Errorf("backup-create printed name %q", got)
+		}
+		if r := c.wait("backup", backup); r["status"] != "available" {
+			t.Fatalf("backup %s: %v", backup, r)
+		}
+		out = c.cinder("backup-show", "b1")
+		if got := cinderField(t, out, "status"); got != "available" {
+			t.Errorf("backup-show: status %s", got)
+		}
+		if got := cinderField(t, out, "volume_id"); got != vol {
+			t.Errorf("backup-show: volume_id %s, want %s", got, vol)
+		}
+
+		// An incremental backup of what changed since, then restores of
+		// each: into a new volume by name, and over an existing volume.
+		e.write(vol, 512<<20, block)
+		second := e.digest(vol, 1<<30)
+		out = c.cinder("backup-create", "--incremental", "--name", "b2", "one")
+		backup2 := cinderField(t, out, "id")
+		if r := c.wait("backup", backup2); r["status"] != "available" || r["is_incremental"] != true {
+			t.Fatalf("incremental backup %s: %v", backup2, r)
+		}
+		out = c.cinder("backup-restore", "--name", "restored", "b2")
+		if got := cinderField(t, out, "backup_id"); got != backup2 {
+			t.Errorf("backup-restore printed backup_id %s, want %s", got, backup2)
+		}
+		restored := cinderField(t, out, "volume_id")
+		if r := c.wait("volume", restored); r["status"] != "available" || r["name"] != "restored" {
+			t.Fatalf("restored volume %s: %v", restored, r)
+		}
+		if e.digest(restored, 1<<30) != second {
+			t.Errorf("the volume restored from the incremental backup does not hold its bytes")
+		}
+		out = c.cinder("backup-restore", "--volume", "restored", "b1")
+		if got := cinderField(t, out, "volume_id"); got != restored {
+			t.Errorf("backup-restore --volume restored printed volume_id %s, want %s", got, restored)
+		}
+		if r := c.wait("volume", restored); r["status"] != "available" {
+			t.Fatalf("volume %s after b1 was restored over it: %v", restored, r)
+		}
+		if e.digest(restored, 1<<30) != first {
+			t.Errorf("the volume b1 was restored over does not hold b1's bytes")
+		}
+
+		// The absolute limits: the project's quota; it holds two volumes and
+		// a snapshot of 1 GiB each, and two backups of 1 GiB.
+		out = c.cinder("absolute-limits")
+		for name, want := range map[string]string{"maxTotalVolumes": fmt.Sprint(c.quota.Volumes),
+			"maxTotalBackupGigabytes": fmt.Sprint(c.quota.BackupGigabytes),
+			"totalVolumesUsed":        "2", "totalSnapshotsUsed": "1", "totalGigabytesUsed": "3", "totalBackupsUsed": "2",
+			"totalBackupGigabytesUsed": "2"} {
+			if got := cinderField(t, out, name); got != want {
+				t.Errorf("absolute-limits: %s %s, want %s", name, got, want)
+			}
+		}
+
+		// What the commands printed is what the catalog holds.
+		v, err := e.svc.Volume(t.Context(), c.caller(), vol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := e.svc.Snapshot(t.Context(), c.caller(), snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(v.Metadata, map[string]string{"a": "b"}) || !reflect.DeepEqual(s.Metadata, map[string]string{"x": "y"}) {
+			t.Errorf("the catalog holds volume metadata %v and snapshot metadata %v", v.Metadata, s.Metadata)
+		}
+		e.settle()
+	})
 }
 
 // cinderField returns the value of a row of the table the cinder command
@@ -230,79 +208,187 @@ func cinderListRow(out string, cells ...string) bool {
 // dict's repr in the query). Each exits 0, and the catalog holds what it
 // asked for.
 func TestCinderMetadata(t *testing.T) {
-	c := newCinderCLI(t)
-	e := c.env
-	ctx := t.Context()
-	alpha := service.Caller{ProjectID: "alpha"}
-	volume := func(name string, md map[string]string) string {
-		var out struct{ Volume wire.Volume }
-		e.must(202, e.tokA, "POST", "/v3/alpha/volumes", map[string]any{"volume": map[string]any{"size": 1, "name": name, "metadata": md}}, &out)
-		e.wait(e.tokA, "alpha", "volume", out.Volume.ID)
-		return out.Volume.ID
-	}
-	one := volume("one", map[string]string{"a": "b"})
-	two := volume("two", map[string]string{"a": "c"})
-	volume("three", nil)
-	storedVolume := func(what string, want map[string]string) {
-		t.Helper()
-		v, err := e.svc.Volume(ctx, alpha, one)
-		if err != nil || !reflect.DeepEqual(v.Metadata, want) {
-			t.Errorf("%s: the catalog holds %v %v, want %v", what, v.Metadata, err, want)
+	forEachAuth(t, func(t *testing.T, c *clientCloud) {
+		e := c.env
+		ctx := t.Context()
+		volume := func(name string, md ...string) string {
+			args := []string{"create", "--name", name}
+			if len(md) > 0 {
+				args = append(append(args, "--metadata"), md...)
+			}
+			id := cinderField(t, c.cinder(append(args, "1")...), "id")
+			c.wait("volume", id)
+			return id
 		}
-	}
+		one := volume("one", "a=b")
+		two := volume("two", "a=c")
+		volume("three")
+		storedVolume := func(what string, want map[string]string) {
+			t.Helper()
+			v, err := e.svc.Volume(ctx, c.caller(), one)
+			if err != nil || !reflect.DeepEqual(v.Metadata, want) {
+				t.Errorf("%s: the catalog holds %v %v, want %v", what, v.Metadata, err, want)
+			}
+		}
 
-	c.ok("metadata", "one", "set", "e=f")
-	storedVolume("metadata one set e=f", map[string]string{"a": "b", "e": "f"})
-	out := c.ok("metadata-show", "one")
-	if !cinderListRow(out, "a", "b") || !cinderListRow(out, "e", "f") {
-		t.Errorf("metadata-show one printed:\n%s", out)
-	}
-	code, stdout, stderr, reqs := c.run("metadata", "one", "unset", "e")
-	if code != 0 {
-		t.Fatalf("metadata one unset e: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
-	}
-	if del := lastRequest(t, reqs, "DELETE"); del.Path != "/v3/alpha/volumes/"+one+"/metadata/e" {
-		t.Errorf("metadata unset sent %s", del)
-	}
-	storedVolume("metadata one unset e", map[string]string{"a": "b"})
-	c.ok("metadata-update-all", "one", "x=y", "z=")
-	storedVolume("metadata-update-all one x=y z=", map[string]string{"x": "y", "z": ""})
-	c.ok("metadata", "one", "set", "a=b")
+		c.cinder("metadata", "one", "set", "e=f")
+		storedVolume("metadata one set e=f", map[string]string{"a": "b", "e": "f"})
+		out := c.cinder("metadata-show", "one")
+		if !cinderListRow(out, "a", "b") || !cinderListRow(out, "e", "f") {
+			t.Errorf("metadata-show one printed:\n%s", out)
+		}
+		code, stdout, stderr, reqs := c.run(c.member, "cinder", "metadata", "one", "unset", "e")
+		if code != 0 {
+			t.Fatalf("metadata one unset e: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+		}
+		if del := lastRequest(t, reqs, "DELETE"); del.Path != "/v3/"+c.project+"/volumes/"+one+"/metadata/e" {
+			t.Errorf("metadata unset sent %s", del)
+		}
+		storedVolume("metadata one unset e", map[string]string{"a": "b"})
+		c.cinder("metadata-update-all", "one", "x=y", "z=")
+		storedVolume("metadata-update-all one x=y z=", map[string]string{"x": "y", "z": ""})
+		c.cinder("metadata", "one", "set", "a=b")
 
-	// The list's filter, sent as {'a': 'b'}: only one has a=b.
-	code, stdout, stderr, reqs = c.run("list", "--metadata", "a=b")
-	if code != 0 {
-		t.Fatalf("list --metadata a=b: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
-	}
-	if get := lastRequest(t, reqs, "GET"); !strings.Contains(get.Path, "metadata=%7B%27a%27%3A+%27b%27%7D") {
-		t.Errorf("list --metadata a=b sent %s", get)
-	}
-	if !strings.Contains(stdout, one) || strings.Contains(stdout, two) || strings.Count(stdout, "available") != 1 {
-		t.Errorf("list --metadata a=b printed, want volume one (%s) only:\n%s", one, stdout)
-	}
-	out = c.ok("list", "--metadata", "a=c")
-	if !strings.Contains(out, two) || strings.Contains(out, one) {
-		t.Errorf("list --metadata a=c printed, want volume two (%s) only:\n%s", two, out)
-	}
+		// The list's filter, sent as {'a': 'b'}: only one has a=b.
+		code, stdout, stderr, reqs = c.run(c.member, "cinder", "list", "--metadata", "a=b")
+		if code != 0 {
+			t.Fatalf("list --metadata a=b: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+		}
+		if get := lastRequest(t, reqs, "GET"); !strings.Contains(get.Path, "metadata=%7B%27a%27%3A+%27b%27%7D") {
+			t.Errorf("list --metadata a=b sent %s", get)
+		}
+		if !strings.Contains(stdout, one) || strings.Contains(stdout, two) || strings.Count(stdout, "available") != 1 {
+			t.Errorf("list --metadata a=b printed, want volume one (%s) only:\n%s", one, stdout)
+		}
+		out = c.cinder("list", "--metadata", "a=c")
+		if !strings.Contains(out, two) || strings.Contains(out, one) {
+			t.Errorf("list --metadata a=c printed, want volume two (%s) only:\n%s", two, out)
+		}
 
-	// A snapshot's metadata, and its rename.
-	out = c.ok("snapshot-create", "--name", "s1", "one")
-	snap := cinderField(t, out, "id")
-	e.wait(e.tokA, "alpha", "snapshot", snap)
-	c.ok("snapshot-metadata", "s1", "set", "k=v", "l=w")
-	s, err := e.svc.Snapshot(ctx, alpha, snap)
-	if err != nil || !reflect.DeepEqual(s.Metadata, map[string]string{"k": "v", "l": "w"}) {
-		t.Errorf("snapshot-metadata s1 set k=v l=w: the catalog holds %v %v", s.Metadata, err)
+		// A snapshot's metadata, and its rename.
+		out = c.cinder("snapshot-create", "--name", "s1", "one")
+		snap := cinderField(t, out, "id")
+		c.wait("snapshot", snap)
+		c.cinder("snapshot-metadata", "s1", "set", "k=v", "l=w")
+		s, err := e.svc.Snapshot(ctx, c.caller(), snap)
+		if err != nil || !reflect.DeepEqual(s.Metadata, map[string]string{"k": "v", "l": "w"}) {
+			t.Errorf("snapshot-metadata s1 set k=v l=w: the catalog holds %v %v", s.Metadata, err)
+		}
+		c.cinder("snapshot-metadata", "s1", "unset", "l")
+		c.cinder("snapshot-rename", "s1", "s2", "--description", "renamed")
+		out = c.cinder("snapshot-show", "s2")
+		if got := cinderField(t, out, "metadata"); got != "{'k': 'v'}" {
+			t.Errorf("snapshot-show s2 printed metadata %q", got)
+		}
+		s, err = e.svc.Snapshot(ctx, c.caller(), snap)
+		if err != nil || s.Name != "s2" || s.Description != "renamed" || !reflect.DeepEqual(s.Metadata, map[string]string{"k": "v"}) {
+			t.Errorf("after snapshot-metadata s1 unset l and the rename, the catalog holds %+v %v", s, err)
+		}
+		e.settle()
+	})
+}
+
+// TestCinderClientPython drives cinderclient's Python API as a program
+// embedding it would (testdata/cinderclient_api.py), with the Python the
+// cinder command runs on: version discovery (the unversioned document
+// and the server's range, then the microversion negotiated from
+// 3.latest), then a volume's create, list, rename, metadata and extend,
+// a snapshot, a full and an incremental backup, a restore, the limits,
+// and the deletes. What it saw is the API's, and the catalog agrees.
+func TestCinderClientPython(t *testing.T) {
+	forEachAuth(t, func(t *testing.T, c *clientCloud) {
+		e := c.env
+		cfg := map[string]string{}
+		switch c.auth {
+		case cairnTokens:
+			cfg["endpoint"], cfg["token"] = c.url+"/v3/"+c.project, c.member.token
+		case keystoneLogin:
+			cfg["auth_url"], cfg["username"], cfg["password"] = c.keystone.URL, c.member.name, c.member.password
+			cfg["project_id"], cfg["region"] = c.project, c.region
+		}
+		in, _ := json.Marshal(cfg)
+		cmd := exec.CommandContext(t.Context(), clientPython(t), filepath.Join("testdata", "cinderclient_api.py"))
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + c.home, "LC_ALL=C.UTF-8"}
+		cmd.Stdin = bytes.NewReader(in)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		t.Logf("cinderclient_api.py:\n%s", formatRequests(c.capture.take()))
+		if err != nil {
+			t.Fatalf("cinderclient_api.py: %v\nstdout: %s\nstderr: %s", err, stdout.String(), stderr.String())
+		}
+		var got struct {
+			Endpoint, Highest, Negotiated string
+			ServerVersions                []map[string]string `json:"server_versions"`
+			Created                       map[string]any
+			Listed                        []string
+			Changed                       map[string]any
+			Snapshot                      map[string]any
+			Backups                       []map[string]any
+			Restored                      map[string]any
+			Limits                        map[string]any
+			AfterDelete                   []string `json:"after_delete"`
+		}
+		if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
+			t.Fatalf("cinderclient_api.py printed %q: %v", stdout.String(), err)
+		}
+
+		if got.Endpoint != c.url+"/v3/"+c.project {
+			t.Errorf("the client's endpoint is %s", got.Endpoint)
+		}
+		if got.Highest != "3.0" || got.Negotiated != "3.0" {
+			t.Errorf("highest %s, negotiated %s; want the server's 3.0", got.Highest, got.Negotiated)
+		}
+		if len(got.ServerVersions) != 1 || got.ServerVersions[0]["id"] != "v3.0" || got.ServerVersions[0]["status"] != "CURRENT" ||
+			got.ServerVersions[0]["version"] != "3.0" || got.ServerVersions[0]["min_version"] != "3.0" {
+			t.Errorf("server versions %v", got.ServerVersions)
+		}
+		id, _ := got.Created["id"].(string)
+		checkFields(t, "create", got.Created, map[string]any{"status": "available", "size": 1, "name": "py-one",
+			"metadata": map[string]any{"k": "v"}})
+		if c.auth == keystoneLogin && got.Created["user_id"] != c.member.id {
+			t.Errorf("create: user_id %v, want %s", got.Created["user_id"], c.member.id)
+		}
+		if !slices.Equal(got.Listed, []string{id}) {
+			t.Errorf("list: %v, want [%s]", got.Listed, id)
+		}
+		checkFields(t, "rename, metadata, extend", got.Changed, map[string]any{"name": "py-two", "size": 2,
+			"status": "available", "metadata": map[string]any{"m": "n"}})
+		checkFields(t, "snapshot", got.Snapshot, map[string]any{"status": "available", "volume_id": id,
+			"metadata": map[string]any{"s": "t"}})
+		if len(got.Backups) != 2 {
+			t.Fatalf("backups %v", got.Backups)
+		}
+		checkFields(t, "full backup", got.Backups[0], map[string]any{"status": "available", "is_incremental": false, "size": 2})
+		checkFields(t, "incremental backup", got.Backups[1], map[string]any{"status": "available", "is_incremental": true, "size": 2})
+		checkFields(t, "restore", got.Restored, map[string]any{"status": "available", "size": 2, "name": "py-restored"})
+		checkFields(t, "limits", got.Limits, map[string]any{"maxTotalVolumes": c.quota.Volumes, "totalVolumesUsed": 2,
+			"totalSnapshotsUsed": 1, "totalGigabytesUsed": 6, "totalBackupsUsed": 2, "totalBackupGigabytesUsed": 4})
+		if len(got.AfterDelete) != 0 {
+			t.Errorf("volumes after the deletes: %v", got.AfterDelete)
+		}
+		if s := e.state(); len(s.Volumes)+len(s.Snapshots)+len(s.Backups) != 0 {
+			t.Errorf("after the deletes the catalog holds %+v", s)
+		}
+	})
+}
+
+// clientPython is the Python the cinder command runs on (its #! line),
+// which has the OpenStack client libraries.
+func clientPython(t *testing.T) string {
+	t.Helper()
+	path, err := exec.LookPath("cinder")
+	if err != nil {
+		testenv.SkipOrFail(t, "the cinder command is missing: apt-get install python3-cinderclient")
 	}
-	c.ok("snapshot-metadata", "s1", "unset", "l")
-	c.ok("snapshot-rename", "s1", "s2", "--description", "renamed")
-	out = c.ok("snapshot-show", "s2")
-	if got := cinderField(t, out, "metadata"); got != "{'k': 'v'}" {
-		t.Errorf("snapshot-show s2 printed metadata %q", got)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
 	}
-	s, err = e.svc.Snapshot(ctx, alpha, snap)
-	if err != nil || s.Name != "s2" || s.Description != "renamed" || !reflect.DeepEqual(s.Metadata, map[string]string{"k": "v"}) {
-		t.Errorf("after snapshot-metadata s1 unset l and the rename, the catalog holds %+v %v", s, err)
+	line, _, _ := strings.Cut(string(data), "\n")
+	interp := strings.Fields(strings.TrimPrefix(line, "#!"))
+	if len(interp) == 0 {
+		t.Fatalf("%s: no #! line", path)
 	}
-	e.settle()
+	return interp[0]
 }

@@ -49,8 +49,10 @@ func TestQuotaSets(t *testing.T) {
 	}
 
 	// Changes: only the limits given; numbers or strings of them.
-	up := object(t, "update", e.call(200, e.admin, "PUT", adm+"/os-quota-sets/alpha",
-		map[string]any{"quota_set": map[string]any{"volumes": 3, "per_volume_gigabytes": "2"}}), "quota_set")
+	// cinderclient also names the project in the body, as tenant_id, and
+	// may ask ?skip_validation=False.
+	up := object(t, "update", e.call(200, e.admin, "PUT", adm+"/os-quota-sets/alpha?skip_validation=False",
+		map[string]any{"quota_set": map[string]any{"tenant_id": "alpha", "volumes": 3, "per_volume_gigabytes": "2"}}), "quota_set")
 	if up["volumes"] != 3.0 || up["per_volume_gigabytes"] != 2.0 || up["gigabytes"] != -1.0 {
 		t.Fatalf("after the update: %v", up)
 	}
@@ -62,18 +64,23 @@ func TestQuotaSets(t *testing.T) {
 		t.Errorf("extending to 3 GiB over the per-volume limit: %d, want 413", code)
 	}
 	for _, tc := range []struct {
-		name string
-		body any
+		name  string
+		body  any
+		query string
 	}{
-		{"below usage", map[string]any{"quota_set": map[string]any{"volumes": 0}}},
-		{"below -1", map[string]any{"quota_set": map[string]any{"snapshots": -2}}},
-		{"not a number", map[string]any{"quota_set": map[string]any{"backups": "many"}}},
-		{"a float", map[string]any{"quota_set": map[string]any{"backups": 1.5}}},
-		{"per-type", map[string]any{"quota_set": map[string]any{"volumes___DEFAULT__": 4}}},
-		{"groups", map[string]any{"quota_set": map[string]any{"groups": 2}}},
-		{"wrong member", map[string]any{"quota": map[string]any{"volumes": 4}}},
+		{"below usage", map[string]any{"quota_set": map[string]any{"volumes": 0}}, ""},
+		{"below usage, validation skipped", map[string]any{"quota_set": map[string]any{"volumes": 0}}, "?skip_validation=True"},
+		{"skip_validation not a boolean", map[string]any{"quota_set": map[string]any{"volumes": 4}}, "?skip_validation=maybe"},
+		{"another project's tenant_id", map[string]any{"quota_set": map[string]any{"tenant_id": "beta", "volumes": 4}}, ""},
+		{"tenant_id not a string", map[string]any{"quota_set": map[string]any{"tenant_id": 7, "volumes": 4}}, ""},
+		{"below -1", map[string]any{"quota_set": map[string]any{"snapshots": -2}}, ""},
+		{"not a number", map[string]any{"quota_set": map[string]any{"backups": "many"}}, ""},
+		{"a float", map[string]any{"quota_set": map[string]any{"backups": 1.5}}, ""},
+		{"per-type", map[string]any{"quota_set": map[string]any{"volumes___DEFAULT__": 4}}, ""},
+		{"groups", map[string]any{"quota_set": map[string]any{"groups": 2}}, ""},
+		{"wrong member", map[string]any{"quota": map[string]any{"volumes": 4}}, ""},
 	} {
-		if code := e.do(e.admin, "PUT", adm+"/os-quota-sets/alpha", tc.body, nil); code != http.StatusBadRequest {
+		if code := e.do(e.admin, "PUT", adm+"/os-quota-sets/alpha"+tc.query, tc.body, nil); code != http.StatusBadRequest {
 			t.Errorf("%s: %d, want 400", tc.name, code)
 		}
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,7 +18,6 @@ import (
 	"testing"
 
 	"github.com/cairnproject/cairn"
-	"github.com/cairnproject/cairn/internal/api"
 	"github.com/cairnproject/cairn/internal/testenv"
 )
 
@@ -64,46 +62,6 @@ func (c *captureRequests) take() []captured {
 	return out
 }
 
-// troveCLI runs `openstack database ...` (the OpenStack client with
-// python-troveclient's plugin) against a test server: the database API's
-// real handlers over fakeDatabases, with the block storage API's real
-// authentication (a project's cairn token).
-type troveCLI struct {
-	t        *testing.T
-	env      *env
-	url      string // the server's
-	fake     *fakeDatabases
-	capture  *captureRequests
-	endpoint string
-	token    string
-	home     string
-}
-
-func newTroveCLI(t *testing.T) *troveCLI {
-	t.Helper()
-	if _, err := exec.LookPath("openstack"); err != nil {
-		testenv.SkipOrFail(t, "the openstack command is missing: apt-get install python3-troveclient")
-	}
-	e := newEnv(t)
-	fake := newFakeDatabases()
-	capture := &captureRequests{h: api.New(e.svc, nil, nil, api.WithDatabases(fake))}
-	srv := httptest.NewServer(capture)
-	t.Cleanup(srv.Close)
-	return &troveCLI{t: t, env: e, url: srv.URL, fake: fake, capture: capture,
-		endpoint: srv.URL + "/v1.0/alpha", token: e.tokA, home: t.TempDir()}
-}
-
-// run runs `openstack ARGS...` and returns its exit status, standard
-// output and error, and the requests it made. The client authenticates
-// with keystoneauth's admin_token plugin: the cairn token is sent as
-// X-Auth-Token to the given endpoint, no Keystone involved. Its
-// environment holds no OS_* variable of the test's.
-func (c *troveCLI) run(args ...string) (code int, stdout, stderr string, reqs []captured) {
-	c.t.Helper()
-	return runClient(c.t, c.capture, c.home, "openstack",
-		[]string{"--os-auth-type", "admin_token", "--os-endpoint", c.endpoint, "--os-token", c.token}, args)
-}
-
 // runClient runs one of the OpenStack clients, prog with its global
 // arguments and then args, with HOME home and no OS_* variable of the
 // test's, and returns its exit status, output and the requests capture
@@ -132,22 +90,6 @@ func formatRequests(reqs []captured) string {
 		fmt.Fprintf(&b, "  %s\n", r)
 	}
 	return b.String()
-}
-
-// ok runs a command that must succeed and returns its output decoded
-// from JSON (-f json) into out, when out is not nil.
-func (c *troveCLI) ok(out any, args ...string) []captured {
-	c.t.Helper()
-	code, stdout, stderr, reqs := c.run(args...)
-	if code != 0 {
-		c.t.Fatalf("openstack %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, stdout, stderr)
-	}
-	if out != nil {
-		if err := json.Unmarshal([]byte(stdout), out); err != nil {
-			c.t.Fatalf("openstack %s: output %q: %v", strings.Join(args, " "), stdout, err)
-		}
-	}
-	return reqs
 }
 
 // routes returns "METHOD PATH" of requests, query included.
@@ -234,191 +176,192 @@ func saveCapture(t *testing.T, name string, r captured) {
 // delete; restore (instance create --backup); backup strategies; flavors
 // and datastores, which the client reads to create an instance.
 func TestTroveClient(t *testing.T) {
-	c := newTroveCLI(t)
-	fake := c.fake
+	forEachAuth(t, func(t *testing.T, c *clientCloud) {
+		fake := c.fake
+		db := "/v1.0/" + c.project
 
-	// The first command also tells whether the openstack command has
-	// Trove's plugin (python3-troveclient).
-	code, stdout, stderr, reqs := c.run("database", "flavor", "list", "-f", "json")
-	if code != 0 && strings.Contains(stderr, "is not an openstack command") {
-		testenv.SkipOrFail(t, "the openstack command lacks Trove's plugin: apt-get install python3-troveclient")
-	}
-	var flavors []map[string]any
-	if code != 0 || json.Unmarshal([]byte(stdout), &flavors) != nil {
-		t.Fatalf("flavor list: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
-	}
-	wantRoutes(t, "flavor list", reqs, "GET /v1.0/alpha/flavors")
-	if len(flavors) != 1 || flavors[0]["ID"] != "host" || flavors[0]["Name"] != "host" {
-		t.Errorf("flavor list: %v", flavors)
-	}
+		// The first command also tells whether the openstack command has
+		// Trove's plugin (python3-troveclient).
+		code, stdout, stderr, reqs := c.run(c.member, "openstack", "database", "flavor", "list", "-f", "json")
+		if code != 0 && strings.Contains(stderr, "is not an openstack command") {
+			testenv.SkipOrFail(t, "the openstack command lacks Trove's plugin: apt-get install python3-troveclient")
+		}
+		var flavors []map[string]any
+		if code != 0 || json.Unmarshal([]byte(stdout), &flavors) != nil {
+			t.Fatalf("flavor list: exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+		}
+		wantRoutes(t, "flavor list", reqs, "GET "+db+"/flavors")
+		if len(flavors) != 1 || flavors[0]["ID"] != "host" || flavors[0]["Name"] != "host" {
+			t.Errorf("flavor list: %v", flavors)
+		}
 
-	var datastores []map[string]any
-	reqs = c.ok(&datastores, "datastore", "list", "-f", "json")
-	wantRoutes(t, "datastore list", reqs, "GET /v1.0/alpha/datastores")
-	if len(datastores) != 2 || datastores[0]["Name"] != "mariadb" || datastores[1]["Name"] != "postgresql" {
-		t.Errorf("datastore list: %v", datastores)
-	}
-	var versions []map[string]any
-	reqs = c.ok(&versions, "datastore", "version", "list", "postgresql", "-f", "json")
-	wantRoutes(t, "datastore version list", reqs, "GET /v1.0/alpha/datastores/postgresql/versions")
-	if len(versions) != 1 || versions[0]["ID"] != "postgresql-15" || versions[0]["Name"] != "15" || versions[0]["Version"] != "15.10" {
-		t.Errorf("datastore version list: %v", versions)
-	}
+		var datastores []map[string]any
+		reqs = c.openstack(&datastores, "datastore", "list", "-f", "json")
+		wantRoutes(t, "datastore list", reqs, "GET "+db+"/datastores")
+		if len(datastores) != 2 || datastores[0]["Name"] != "mariadb" || datastores[1]["Name"] != "postgresql" {
+			t.Errorf("datastore list: %v", datastores)
+		}
+		var versions []map[string]any
+		reqs = c.openstack(&versions, "datastore", "version", "list", "postgresql", "-f", "json")
+		wantRoutes(t, "datastore version list", reqs, "GET "+db+"/datastores/postgresql/versions")
+		if len(versions) != 1 || versions[0]["ID"] != "postgresql-15" || versions[0]["Name"] != "15" || versions[0]["Version"] != "15.10" {
+			t.Errorf("datastore version list: %v", versions)
+		}
 
-	// Create.
-	var inst map[string]any
-	reqs = c.ok(&inst, "database", "instance", "create", "orders", "--flavor", "host", "--size", "2",
-		"--datastore", "postgresql", "--datastore-version", "15", "--databases", "shop", "stock",
-		"--users", "app:secret", "-f", "json")
-	// The client reads the instance again for the members its answer
-	// lacks (fault, configuration, replicas, ...), by ID.
-	id, _ := inst["id"].(string)
-	wantRoutes(t, "instance create", reqs, "GET /v1.0/alpha/flavors/host", "POST /v1.0/alpha/instances",
-		"GET /v1.0/alpha/instances/"+id)
-	saveCapture(t, "instance-create.json", sent(t, reqs))
-	checkFields(t, "instance create", inst, map[string]any{"name": "orders", "status": "BUILD",
-		"flavor": "host", "volume": 2, "datastore": "postgresql", "datastore_version": "15",
-		"operating_status": ""})
-	created, _ := fake.createdInputs()
-	want := cairn.InstanceCreate{Name: "orders", Datastore: "postgresql", DatastoreVersion: "15", VolumeSize: 2,
-		Databases: []cairn.DatabaseSpec{{Name: "shop"}, {Name: "stock"}},
-		Users:     []cairn.DatabaseUser{{Name: "app", Password: "secret", Databases: []string{"shop", "stock"}}}}
-	if len(created) != 1 || !reflect.DeepEqual(created[0], want) {
-		t.Fatalf("the service was asked for %+v, want %+v", created, want)
-	}
+		// Create.
+		var inst map[string]any
+		reqs = c.openstack(&inst, "database", "instance", "create", "orders", "--flavor", "host", "--size", "2",
+			"--datastore", "postgresql", "--datastore-version", "15", "--databases", "shop", "stock",
+			"--users", "app:secret", "-f", "json")
+		// The client reads the instance again for the members its answer
+		// lacks (fault, configuration, replicas, ...), by ID.
+		id, _ := inst["id"].(string)
+		wantRoutes(t, "instance create", reqs, "GET "+db+"/flavors/host", "POST "+db+"/instances",
+			"GET "+db+"/instances/"+id)
+		saveCapture(t, "instance-create.json", sent(t, reqs))
+		checkFields(t, "instance create", inst, map[string]any{"name": "orders", "status": "BUILD",
+			"flavor": "host", "volume": 2, "datastore": "postgresql", "datastore_version": "15",
+			"operating_status": ""})
+		created, _ := fake.createdInputs()
+		want := cairn.InstanceCreate{Name: "orders", Datastore: "postgresql", DatastoreVersion: "15", VolumeSize: 2,
+			Databases: []cairn.DatabaseSpec{{Name: "shop"}, {Name: "stock"}},
+			Users:     []cairn.DatabaseUser{{Name: "app", Password: "secret", Databases: []string{"shop", "stock"}}}}
+		if len(created) != 1 || !reflect.DeepEqual(created[0], want) {
+			t.Fatalf("the service was asked for %+v, want %+v", created, want)
+		}
 
-	// The task brings it up.
-	fake.setInstance(id, func(v *cairn.Instance) {
-		v.Status, v.OperatingStatus = cairn.InstanceActive, cairn.OperatingHealthy
-		v.Address, v.Port, v.VolumeUsed = "127.0.0.1", 54321, 3<<28
+		// The task brings it up.
+		fake.setInstance(id, func(v *cairn.Instance) {
+			v.Status, v.OperatingStatus = cairn.InstanceActive, cairn.OperatingHealthy
+			v.Address, v.Port, v.VolumeUsed = "127.0.0.1", 54321, 3<<28
+		})
+
+		var list []map[string]any
+		reqs = c.openstack(&list, "database", "instance", "list", "-f", "json")
+		wantRoutes(t, "instance list", reqs, "GET "+db+"/instances?include_clustered=False")
+		if len(list) != 1 {
+			t.Fatalf("instance list: %v", list)
+		}
+		checkFields(t, "instance list", list[0], map[string]any{"ID": id, "Name": "orders", "Datastore": "postgresql",
+			"Datastore Version": "15", "Status": "ACTIVE", "Operating Status": "HEALTHY", "Flavor ID": "host",
+			"Size": 2, "Public": false, "Addresses": "[map[address:127.0.0.1 port:54321 type:private]]"})
+
+		// Show, by name: the client looks for an ID first, then lists.
+		reqs = c.openstack(&inst, "database", "instance", "show", "orders", "-f", "json")
+		wantRoutes(t, "instance show", reqs, "GET "+db+"/instances/orders",
+			"GET "+db+"/instances?include_clustered=False", "GET "+db+"/instances/"+id)
+		checkFields(t, "instance show", inst, map[string]any{"id": id, "name": "orders", "status": "ACTIVE",
+			"operating_status": "HEALTHY", "ip": "127.0.0.1", "volume": 2, "volume_used": 0.75,
+			"datastore": "postgresql", "datastore_version": "15", "flavor": "host"})
+
+		// Back up, naming the instance by name, incremental into a container.
+		var backup map[string]any
+		reqs = c.openstack(&backup, "database", "backup", "create", "nightly", "--instance", "orders",
+			"--description", "before the upgrade", "--incremental", "--swift-container", "dbs", "-f", "json")
+		// A name that is not a UUID is looked up in the list straight away.
+		wantRoutes(t, "backup create", reqs, "GET "+db+"/instances?include_clustered=False",
+			"GET "+db+"/instances/"+id, "POST "+db+"/backups")
+		saveCapture(t, "backup-create.json", sent(t, reqs))
+		checkFields(t, "backup create", backup, map[string]any{"name": "nightly", "status": "NEW",
+			"instance_id": id, "description": "before the upgrade", "container": "dbs", "strategy": "snapshot",
+			"datastore": "postgresql", "datastore_version": "15", "datastore_version_id": "postgresql-15",
+			"size": nil, "parent_id": nil})
+		backupID, _ := backup["id"].(string)
+		_, backupsCreated := fake.createdInputs()
+		wantBackup := cairn.DatabaseBackupCreate{InstanceID: id, Name: "nightly", Description: "before the upgrade",
+			Incremental: true, Container: "dbs"}
+		if len(backupsCreated) != 1 || backupsCreated[0] != wantBackup {
+			t.Fatalf("the service was asked for %+v, want %+v", backupsCreated, wantBackup)
+		}
+		fake.setBackup(backupID, func(b *cairn.DatabaseBackup) {
+			b.Status, b.Size, b.Location = cairn.DatabaseBackupCompleted, 3<<29, "dbs/7d2f"
+		})
+
+		reqs = c.openstack(&list, "database", "backup", "list", "-f", "json")
+		wantRoutes(t, "backup list", reqs, "GET "+db+"/backups")
+		if len(list) != 1 {
+			t.Fatalf("backup list: %v", list)
+		}
+		checkFields(t, "backup list", list[0], map[string]any{"ID": backupID, "Instance ID": id, "Name": "nightly",
+			"Status": "COMPLETED", "Parent ID": nil, "Project ID": c.project})
+
+		reqs = c.openstack(&list, "database", "backup", "list", "--instance", id, "-f", "json")
+		wantRoutes(t, "backup list --instance", reqs, "GET "+db+"/backups?instance_id="+id)
+		if len(list) != 1 || list[0]["ID"] != backupID {
+			t.Errorf("backup list --instance: %v", list)
+		}
+
+		reqs = c.openstack(&backup, "database", "backup", "show", "nightly", "-f", "json")
+		wantRoutes(t, "backup show", reqs, "GET "+db+"/backups/nightly", "GET "+db+"/backups",
+			"GET "+db+"/backups/"+backupID)
+		checkFields(t, "backup show", backup, map[string]any{"id": backupID, "status": "COMPLETED", "size": 1.5,
+			"locationRef": "dbs/7d2f", "datastore": "postgresql", "datastore_version_id": "postgresql-15"})
+
+		// Restore into a new instance.
+		reqs = c.openstack(&inst, "database", "instance", "create", "restored", "--flavor", "host", "--size", "3",
+			"--datastore", "postgresql", "--backup", "nightly", "-f", "json")
+		restoredID, _ := inst["id"].(string)
+		wantRoutes(t, "instance create --backup", reqs, "GET "+db+"/flavors/host",
+			"GET "+db+"/backups/nightly", "GET "+db+"/backups", "GET "+db+"/backups/"+backupID,
+			"POST "+db+"/instances", "GET "+db+"/instances/"+restoredID)
+		saveCapture(t, "instance-create-restore.json", sent(t, reqs))
+		checkFields(t, "instance create --backup", inst, map[string]any{"name": "restored", "status": "BUILD",
+			"volume": 3, "backup_id": backupID})
+		created, _ = fake.createdInputs()
+		if len(created) != 2 || created[1].BackupID != backupID || created[1].VolumeSize != 3 || created[1].DatastoreVersion != "" {
+			t.Fatalf("the service was asked for %+v", created)
+		}
+
+		// Delete the restored instance, by ID, then the backup.
+		code, stdout, _, reqs = c.run(c.member, "openstack", "database", "instance", "delete", restoredID)
+		wantRoutes(t, "instance delete", reqs, "DELETE "+db+"/instances/"+restoredID)
+		if code != 0 || !strings.Contains(stdout, "Request to delete database instance "+restoredID+" has been accepted") {
+			t.Errorf("instance delete: exit %d, %q", code, stdout)
+		}
+		if v, err := fake.Instance(t.Context(), c.caller(), restoredID); err != nil || v.Status != cairn.InstanceShutdown {
+			t.Errorf("after delete: %+v, %v", v, err)
+		}
+		code, stdout, _, reqs = c.run(c.member, "openstack", "database", "backup", "delete", backupID)
+		wantRoutes(t, "backup delete", reqs, "DELETE "+db+"/backups/"+backupID)
+		if code != 0 || !strings.Contains(stdout, "Request to delete database backup "+backupID+" has been accepted") {
+			t.Errorf("backup delete: exit %d, %q", code, stdout)
+		}
+		if _, err := fake.DatabaseBackup(t.Context(), c.caller(), backupID); err == nil {
+			t.Error("the backup is still there")
+		}
+
+		// Backup strategies.
+		var strategy map[string]any
+		reqs = c.openstack(&strategy, "database", "backup", "strategy", "create", "--instance-id", id,
+			"--swift-container", "nightly-dbs", "-f", "json")
+		wantRoutes(t, "backup strategy create", reqs, "POST "+db+"/backup_strategies")
+		saveCapture(t, "backup-strategy-create.json", sent(t, reqs))
+		checkFields(t, "backup strategy create", strategy, map[string]any{"instance_id": id, "project_id": c.project,
+			"swift_container": "nightly-dbs", "backend": "local", "strategy": ""})
+		reqs = c.openstack(&list, "database", "backup", "strategy", "list", "--instance-id", id, "-f", "json")
+		wantRoutes(t, "backup strategy list", reqs, "GET "+db+"/backup_strategies?instance_id="+id)
+		if len(list) != 1 || list[0]["Swift Container"] != "nightly-dbs" || list[0]["Project ID"] != c.project {
+			t.Errorf("backup strategy list: %v", list)
+		}
+		reqs = c.openstack(nil, "database", "backup", "strategy", "delete", "--instance-id", id)
+		wantRoutes(t, "backup strategy delete", reqs, "DELETE "+db+"/backup_strategies?instance_id="+id)
+
+		// An error: the client prints the message of the API's error body.
+		code, _, stderr, reqs = c.run(c.member, "openstack", "database", "instance", "create", "x", "--flavor", "host", "--size", "1",
+			"--datastore", "oracle")
+		wantRoutes(t, "instance create of a missing datastore", reqs, "GET "+db+"/flavors/host", "POST "+db+"/instances")
+		if code == 0 || !strings.Contains(stderr, "datastore oracle: not installed on this host (installed: mariadb, postgresql): invalid argument (HTTP 400)") {
+			t.Errorf("create with a missing datastore: exit %d, stderr %q", code, stderr)
+		}
+		// Another project's token, in its own project, cannot touch alpha's
+		// instance: the client prints the API's message.
+		code, stdout, _, reqs = c.run(c.other, "openstack", "database", "instance", "delete", id)
+		wantRoutes(t, "another project deleting the member's instance", reqs, "DELETE /v1.0/"+c.other.project+"/instances/"+id)
+		if code == 0 || !strings.Contains(stdout, "instance "+id+": not found (HTTP 404)") {
+			t.Errorf("another project deleting the member's instance: exit %d, stdout %q", code, stdout)
+		}
+		if v, err := fake.Instance(t.Context(), c.caller(), id); err != nil || v.Status != cairn.InstanceActive {
+			t.Errorf("the member's instance after the other project's delete: %+v, %v", v, err)
+		}
 	})
-
-	var list []map[string]any
-	reqs = c.ok(&list, "database", "instance", "list", "-f", "json")
-	wantRoutes(t, "instance list", reqs, "GET /v1.0/alpha/instances?include_clustered=False")
-	if len(list) != 1 {
-		t.Fatalf("instance list: %v", list)
-	}
-	checkFields(t, "instance list", list[0], map[string]any{"ID": id, "Name": "orders", "Datastore": "postgresql",
-		"Datastore Version": "15", "Status": "ACTIVE", "Operating Status": "HEALTHY", "Flavor ID": "host",
-		"Size": 2, "Public": false, "Addresses": "[map[address:127.0.0.1 port:54321 type:private]]"})
-
-	// Show, by name: the client looks for an ID first, then lists.
-	reqs = c.ok(&inst, "database", "instance", "show", "orders", "-f", "json")
-	wantRoutes(t, "instance show", reqs, "GET /v1.0/alpha/instances/orders",
-		"GET /v1.0/alpha/instances?include_clustered=False", "GET /v1.0/alpha/instances/"+id)
-	checkFields(t, "instance show", inst, map[string]any{"id": id, "name": "orders", "status": "ACTIVE",
-		"operating_status": "HEALTHY", "ip": "127.0.0.1", "volume": 2, "volume_used": 0.75,
-		"datastore": "postgresql", "datastore_version": "15", "flavor": "host"})
-
-	// Back up, naming the instance by name, incremental into a container.
-	var backup map[string]any
-	reqs = c.ok(&backup, "database", "backup", "create", "nightly", "--instance", "orders",
-		"--description", "before the upgrade", "--incremental", "--swift-container", "dbs", "-f", "json")
-	// A name that is not a UUID is looked up in the list straight away.
-	wantRoutes(t, "backup create", reqs, "GET /v1.0/alpha/instances?include_clustered=False",
-		"GET /v1.0/alpha/instances/"+id, "POST /v1.0/alpha/backups")
-	saveCapture(t, "backup-create.json", sent(t, reqs))
-	checkFields(t, "backup create", backup, map[string]any{"name": "nightly", "status": "NEW",
-		"instance_id": id, "description": "before the upgrade", "container": "dbs", "strategy": "snapshot",
-		"datastore": "postgresql", "datastore_version": "15", "datastore_version_id": "postgresql-15",
-		"size": nil, "parent_id": nil})
-	backupID, _ := backup["id"].(string)
-	_, backupsCreated := fake.createdInputs()
-	wantBackup := cairn.DatabaseBackupCreate{InstanceID: id, Name: "nightly", Description: "before the upgrade",
-		Incremental: true, Container: "dbs"}
-	if len(backupsCreated) != 1 || backupsCreated[0] != wantBackup {
-		t.Fatalf("the service was asked for %+v, want %+v", backupsCreated, wantBackup)
-	}
-	fake.setBackup(backupID, func(b *cairn.DatabaseBackup) {
-		b.Status, b.Size, b.Location = cairn.DatabaseBackupCompleted, 3<<29, "dbs/7d2f"
-	})
-
-	reqs = c.ok(&list, "database", "backup", "list", "-f", "json")
-	wantRoutes(t, "backup list", reqs, "GET /v1.0/alpha/backups")
-	if len(list) != 1 {
-		t.Fatalf("backup list: %v", list)
-	}
-	checkFields(t, "backup list", list[0], map[string]any{"ID": backupID, "Instance ID": id, "Name": "nightly",
-		"Status": "COMPLETED", "Parent ID": nil, "Project ID": "alpha"})
-
-	reqs = c.ok(&list, "database", "backup", "list", "--instance", id, "-f", "json")
-	wantRoutes(t, "backup list --instance", reqs, "GET /v1.0/alpha/backups?instance_id="+id)
-	if len(list) != 1 || list[0]["ID"] != backupID {
-		t.Errorf("backup list --instance: %v", list)
-	}
-
-	reqs = c.ok(&backup, "database", "backup", "show", "nightly", "-f", "json")
-	wantRoutes(t, "backup show", reqs, "GET /v1.0/alpha/backups/nightly", "GET /v1.0/alpha/backups",
-		"GET /v1.0/alpha/backups/"+backupID)
-	checkFields(t, "backup show", backup, map[string]any{"id": backupID, "status": "COMPLETED", "size": 1.5,
-		"locationRef": "dbs/7d2f", "datastore": "postgresql", "datastore_version_id": "postgresql-15"})
-
-	// Restore into a new instance.
-	reqs = c.ok(&inst, "database", "instance", "create", "restored", "--flavor", "host", "--size", "3",
-		"--datastore", "postgresql", "--backup", "nightly", "-f", "json")
-	restoredID, _ := inst["id"].(string)
-	wantRoutes(t, "instance create --backup", reqs, "GET /v1.0/alpha/flavors/host",
-		"GET /v1.0/alpha/backups/nightly", "GET /v1.0/alpha/backups", "GET /v1.0/alpha/backups/"+backupID,
-		"POST /v1.0/alpha/instances", "GET /v1.0/alpha/instances/"+restoredID)
-	saveCapture(t, "instance-create-restore.json", sent(t, reqs))
-	checkFields(t, "instance create --backup", inst, map[string]any{"name": "restored", "status": "BUILD",
-		"volume": 3, "backup_id": backupID})
-	created, _ = fake.createdInputs()
-	if len(created) != 2 || created[1].BackupID != backupID || created[1].VolumeSize != 3 || created[1].DatastoreVersion != "" {
-		t.Fatalf("the service was asked for %+v", created)
-	}
-
-	// Delete the restored instance, by ID, then the backup.
-	code, stdout, _, reqs = c.run("database", "instance", "delete", restoredID)
-	wantRoutes(t, "instance delete", reqs, "DELETE /v1.0/alpha/instances/"+restoredID)
-	if code != 0 || !strings.Contains(stdout, "Request to delete database instance "+restoredID+" has been accepted") {
-		t.Errorf("instance delete: exit %d, %q", code, stdout)
-	}
-	if v, err := fake.Instance(t.Context(), callerAlpha, restoredID); err != nil || v.Status != cairn.InstanceShutdown {
-		t.Errorf("after delete: %+v, %v", v, err)
-	}
-	code, stdout, _, reqs = c.run("database", "backup", "delete", backupID)
-	wantRoutes(t, "backup delete", reqs, "DELETE /v1.0/alpha/backups/"+backupID)
-	if code != 0 || !strings.Contains(stdout, "Request to delete database backup "+backupID+" has been accepted") {
-		t.Errorf("backup delete: exit %d, %q", code, stdout)
-	}
-	if _, err := fake.DatabaseBackup(t.Context(), callerAlpha, backupID); err == nil {
-		t.Error("the backup is still there")
-	}
-
-	// Backup strategies.
-	var strategy map[string]any
-	reqs = c.ok(&strategy, "database", "backup", "strategy", "create", "--instance-id", id,
-		"--swift-container", "nightly-dbs", "-f", "json")
-	wantRoutes(t, "backup strategy create", reqs, "POST /v1.0/alpha/backup_strategies")
-	saveCapture(t, "backup-strategy-create.json", sent(t, reqs))
-	checkFields(t, "backup strategy create", strategy, map[string]any{"instance_id": id, "project_id": "alpha",
-		"swift_container": "nightly-dbs", "backend": "local", "strategy": ""})
-	reqs = c.ok(&list, "database", "backup", "strategy", "list", "--instance-id", id, "-f", "json")
-	wantRoutes(t, "backup strategy list", reqs, "GET /v1.0/alpha/backup_strategies?instance_id="+id)
-	if len(list) != 1 || list[0]["Swift Container"] != "nightly-dbs" || list[0]["Project ID"] != "alpha" {
-		t.Errorf("backup strategy list: %v", list)
-	}
-	reqs = c.ok(nil, "database", "backup", "strategy", "delete", "--instance-id", id)
-	wantRoutes(t, "backup strategy delete", reqs, "DELETE /v1.0/alpha/backup_strategies?instance_id="+id)
-
-	// An error: the client prints the message of the API's error body.
-	code, _, stderr, reqs = c.run("database", "instance", "create", "x", "--flavor", "host", "--size", "1",
-		"--datastore", "oracle")
-	wantRoutes(t, "instance create of a missing datastore", reqs, "GET /v1.0/alpha/flavors/host", "POST /v1.0/alpha/instances")
-	if code == 0 || !strings.Contains(stderr, "datastore oracle: not installed on this host (installed: mariadb, postgresql): invalid argument (HTTP 400)") {
-		t.Errorf("create with a missing datastore: exit %d, stderr %q", code, stderr)
-	}
-	// Another project's token, in its own project, cannot touch alpha's
-	// instance: the client prints the API's message.
-	c.token, c.endpoint = c.env.tokB, c.url+"/v1.0/beta"
-	code, stdout, _, reqs = c.run("database", "instance", "delete", id)
-	wantRoutes(t, "beta deleting alpha's instance", reqs, "DELETE /v1.0/beta/instances/"+id)
-	if code == 0 || !strings.Contains(stdout, "instance "+id+": not found (HTTP 404)") {
-		t.Errorf("beta deleting alpha's instance: exit %d, stdout %q", code, stdout)
-	}
-	if v, err := fake.Instance(t.Context(), callerAlpha, id); err != nil || v.Status != cairn.InstanceActive {
-		t.Errorf("alpha's instance after beta's delete: %+v, %v", v, err)
-	}
 }
