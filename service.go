@@ -293,6 +293,12 @@ type Task struct {
 	CreatedAt     time.Time `json:"created_at"`
 	UpdatedAt     time.Time `json:"updated_at"`
 	FinishedAt    time.Time `json:"finished_at,omitzero"`
+	// RequestID is the API request that made the task ("" when made
+	// otherwise, or before cairn recorded it).
+	RequestID string `json:"request_id,omitempty"`
+	// MessageDeleted: the project deleted the user message a failed task
+	// is (the block storage API's messages); the task itself stays.
+	MessageDeleted bool `json:"message_deleted,omitempty"`
 }
 
 // NewUUID returns a random RFC 4122 version 4 UUID in its text form, the

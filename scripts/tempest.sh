@@ -27,7 +27,7 @@
 # credentials, roles member and admin) and deletes them at the end of the class.
 #
 # `ci` runs cairn from this checkout: `go build` into DIR/bin, a Keystone
-# user tempest-cairn-svc (role admin in project admin, a fresh password
+# user REGION-svc (tempest-cairn-svc by default; role admin in project admin, a fresh password
 # each run, in DIR/cairn/openrc, mode 600), and `cairn serve --data-dir
 # DIR/cairn/data --listen 127.0.0.1:$CAIRN_TEMPEST_PORT --keystone-credentials
 # DIR/cairn/openrc` (its log: DIR/cairn/serve.log), stopped by its PID at
@@ -49,9 +49,9 @@
 #   CAIRN_TEMPEST_CATALOG_TYPE block-storage (or volumev3; both are registered)
 #   CAIRN_TEMPEST_CONCURRENCY  2 (1 runs serially)
 #   CAIRN_TEMPEST_MIN_MICROVERSION, CAIRN_TEMPEST_MAX_MICROVERSION
-#                              3.0 and 3.0: cairn serves 3.0 only; raise the max
-#                              (e.g. 3.60 or latest) as cairn grows, and the tests
-#                              gated on microversions join in
+#                              3.0 and 3.10: the range cairn serves; raise the
+#                              max as cairn grows, and the tests gated on
+#                              microversions join in
 #   CAIRN_TEMPEST_BUILD_TIMEOUT   seconds to wait for a volume/snapshot/backup
 #                              status (120)
 #   CAIRN_TEMPEST_EXTENSIONS   [volume-feature-enabled] api_extensions (default: the
@@ -71,12 +71,16 @@ KS_DIR=${CAIRN_KEYSTONE_DIR:-/var/tmp/cairn-keystone}
 KS_URL=${CAIRN_TEMPEST_KEYSTONE_URL:-http://127.0.0.1:${CAIRN_KEYSTONE_PORT:-15000}/v3}
 KS_REGION=RegionOne # where keystone.sh put the identity endpoint
 REGION=${CAIRN_TEMPEST_REGION:-tempest-cairn}
+# cairn's service user, one per region: a run sets a fresh password,
+# which revokes the user's tokens, so two runs in different regions must
+# not share it.
+SVC_USER=$REGION-svc
 SERVICE=tempest-cairn
 SERVICE_TYPES="block-storage volumev3"
 CATALOG_TYPE=${CAIRN_TEMPEST_CATALOG_TYPE:-block-storage}
 CONCURRENCY=${CAIRN_TEMPEST_CONCURRENCY:-2}
 MIN_MV=${CAIRN_TEMPEST_MIN_MICROVERSION:-3.0}
-MAX_MV=${CAIRN_TEMPEST_MAX_MICROVERSION:-3.0}
+MAX_MV=${CAIRN_TEMPEST_MAX_MICROVERSION:-3.10}
 BUILD_TIMEOUT=${CAIRN_TEMPEST_BUILD_TIMEOUT:-120}
 EXTENSIONS=${CAIRN_TEMPEST_EXTENSIONS-backups,os-availability-zone,os-admin-actions,os-extended-snapshot-attributes,os-vol-tenant-attr,os-volume-actions}
 STORAGE_PROTOCOL=${CAIRN_TEMPEST_STORAGE_PROTOCOL:-nbd}
@@ -232,11 +236,15 @@ leftovers() {
 # write_conf URL: the workspace and its tempest.conf.
 write_conf() {
   if [ ! -f "$DIR/.stestr.conf" ]; then
-    # tempest init logs to ./tempest.log: run it in a scratch directory.
+    # tempest init wants an empty directory (DIR holds cairn's build and
+    # data by now) and logs to ./tempest.log: it makes the workspace in a
+    # scratch directory, whose files (no absolute path in them) are
+    # copied into DIR.
     local scratch
     scratch=$(mktemp -d)
-    (cd "$scratch" && tempest init --workspace-path "$DIR/workspace.yaml" --name cairn "$DIR") >"$scratch/init.out" 2>&1 ||
-      fail "tempest init $DIR failed: $(tail -n 3 "$scratch/init.out")"
+    (cd "$scratch" && tempest init --workspace-path "$scratch/workspace.yaml" --name cairn "$scratch/ws") >"$scratch/init.out" 2>&1 ||
+      fail "tempest init failed: $(tail -n 3 "$scratch/init.out")"
+    cp -a "$scratch/ws/." "$DIR/"
     rm -rf "$scratch"
   fi
   mkdir -p "$DIR/etc" "$DIR/logs" "$DIR/tempest_lock"
@@ -467,17 +475,17 @@ start_cairn() {
   say "building cairn"
   (cd "$HERE/.." && go build -o "$DIR/bin/cairn" ./cmd/cairn) || fail "go build failed"
   pw=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(18))')
-  uid=$(os user show --domain Default -f value -c id tempest-cairn-svc 2>/dev/null || true)
+  uid=$(os user show --domain Default -f value -c id "$SVC_USER" 2>/dev/null || true)
   if [ -z "$uid" ]; then
-    uid=$(os user create --domain Default --password="$pw" -f value -c id tempest-cairn-svc)
+    uid=$(os user create --domain Default --password="$pw" -f value -c id "$SVC_USER")
   else
     os user set --password="$pw" "$uid"
   fi
   os role add --project admin --user "$uid" admin
   (
     umask 077
-    printf 'export OS_AUTH_URL=%s\nexport OS_USERNAME=tempest-cairn-svc\nexport OS_PASSWORD=%s\nexport OS_USER_DOMAIN_NAME=Default\nexport OS_PROJECT_NAME=admin\nexport OS_PROJECT_DOMAIN_NAME=Default\n' \
-      "$KS_URL" "$pw" >"$DIR/cairn/openrc"
+    printf 'export OS_AUTH_URL=%s\nexport OS_USERNAME=%s\nexport OS_PASSWORD=%s\nexport OS_USER_DOMAIN_NAME=Default\nexport OS_PROJECT_NAME=admin\nexport OS_PROJECT_DOMAIN_NAME=Default\n' \
+      "$KS_URL" "$SVC_USER" "$pw" >"$DIR/cairn/openrc"
   )
   (
     cd "$DIR/cairn"

@@ -321,16 +321,17 @@ func TestListFiltersAPI(t *testing.T) {
 }
 
 // TestBackupUpdateVersion: PUT /backups/{id} is the block storage API's
-// from microversion 3.9; at 3.0, which cairn serves, it answers 404 as
-// that API does, and changes nothing. The creator's user shows on
+// from microversion 3.9; below it answers 404 as that API does, and
+// changes nothing; from 3.9 it renames. The creator's user shows on
 // volumes and is kept on snapshots and backups.
 func TestBackupUpdateVersion(t *testing.T) {
 	e := newEnv(t)
 	fa := e.fixture(e.tokA, "alpha")
 	before := e.state()
-	for _, h := range []string{"", "volume 3.0", "volume latest"} {
+	put := func(h, name string) int {
+		t.Helper()
 		req, _ := http.NewRequestWithContext(t.Context(), "PUT", e.srv.URL+"/v3/alpha/backups/"+fa.backup,
-			strings.NewReader(`{"backup": {"name": "renamed"}}`))
+			strings.NewReader(`{"backup": {"name": "`+name+`"}}`))
 		req.Header.Set("X-Auth-Token", e.tokA)
 		if h != "" {
 			req.Header.Set("OpenStack-API-Version", h)
@@ -340,12 +341,23 @@ func TestBackupUpdateVersion(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != 404 {
-			t.Errorf("PUT backup at %q: %d, want 404", h, resp.StatusCode)
+		return resp.StatusCode
+	}
+	for _, h := range []string{"", "volume 3.0", "volume 3.8"} {
+		if code := put(h, "renamed"); code != 404 {
+			t.Errorf("PUT backup at %q: %d, want 404", h, code)
 		}
 	}
 	if after := e.state(); !reflect.DeepEqual(before, after) {
 		t.Error("a refused backup update changed state")
+	}
+	for _, h := range []string{"volume 3.9", "volume latest"} {
+		if code := put(h, "at "+h); code != 200 {
+			t.Errorf("PUT backup at %q: %d, want 200", h, code)
+		}
+		if b, err := e.svc.Backup(t.Context(), service.Caller{ProjectID: "alpha"}, fa.backup); err != nil || b.Backup.Name != "at "+h {
+			t.Errorf("after the update at %q the backup is %+v %v", h, b.Backup, err)
+		}
 	}
 	// user_id: the token's ID, which Authenticate names the caller by.
 	c, err := e.svc.Authenticate(t.Context(), e.tokA)

@@ -110,7 +110,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set(wire.RequestIDHeader, rq.id)
 	rec := &recorder{ResponseWriter: w, code: http.StatusOK}
-	r = r.WithContext(context.WithValue(r.Context(), requestKey{}, rq))
+	r = r.WithContext(service.WithRequestID(context.WithValue(r.Context(), requestKey{}, rq), rq.id))
 	s.mux.ServeHTTP(rec, r)
 	_, pattern := s.mux.Handler(r)
 	if pattern == "" {
@@ -214,7 +214,7 @@ func (s *Server) routes() {
 	p("GET", "/backups", s.listBackups(false))
 	p("GET", "/backups/detail", s.listBackups(true))
 	p("GET", "/backups/{id}", s.showBackup)
-	p("PUT", "/backups/{id}", s.updateBackup)
+	p("PUT", "/backups/{id}", since(backupUpdateMinor, "backup update", s.updateBackup))
 	p("DELETE", "/backups/{id}", s.deleteBackup)
 	p("POST", "/backups/{id}/restore", s.restoreBackup)
 	p("GET", "/backups/{id}/export_record", s.exportRecord)
@@ -222,6 +222,18 @@ func (s *Server) routes() {
 	p("POST", "/backups/{id}/action", s.backupAction)
 
 	// Volume types (volumetypes.go).
+	p("GET", "/messages", since(messagesMinor, "messages", s.listMessages))
+	p("GET", "/messages/{id}", since(messagesMinor, "messages", s.showMessage))
+	p("DELETE", "/messages/{id}", since(messagesMinor, "messages", s.deleteMessage))
+	p("GET", "/clusters", since(clustersMinor, "clusters", s.listClusters))
+	p("GET", "/clusters/detail", since(clustersMinor, "clusters", s.listClusters))
+	mv := since(manageableMinor, "manageable volumes", listManageable("manageable-volumes"))
+	p("GET", "/manageable_volumes", mv)
+	p("GET", "/manageable_volumes/detail", mv)
+	ms := since(manageableMinor, "manageable snapshots", listManageable("manageable-snapshots"))
+	p("GET", "/manageable_snapshots", ms)
+	p("GET", "/manageable_snapshots/detail", ms)
+
 	p("GET", "/types", s.listVolumeTypes)
 	p("POST", "/types", s.createVolumeType)
 	p("GET", "/types/default", s.showDefaultVolumeType)

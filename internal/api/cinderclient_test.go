@@ -21,7 +21,7 @@ import (
 func TestCinderVersionDiscovery(t *testing.T) {
 	forEachAuth(t, func(t *testing.T, c *clientCloud) {
 		out := c.cinder("version-list")
-		if !strings.Contains(out, "v3.0") || !strings.Contains(out, "CURRENT") || !strings.Contains(out, "3.0") {
+		if !strings.Contains(out, "v3.0") || !strings.Contains(out, "CURRENT") || !strings.Contains(out, "3.10") {
 			t.Fatalf("version-list printed:\n%s", out)
 		}
 		for _, want := range []string{"Client supported API versions", "Server supported API versions"} {
@@ -202,7 +202,7 @@ func cinderListRow(out string, cells ...string) bool {
 }
 
 // TestCinderMetadata: the cinder command's metadata commands, on the
-// metadata calls of volumes and snapshots (at microversion 3.0: POST to
+// metadata calls of volumes and snapshots (at the microversion negotiated, 3.10: POST to
 // add, DELETE of each item to remove, PUT to replace all), its snapshot
 // rename (PUT of the snapshot) and its list's metadata filter (a Python
 // dict's repr in the query). Each exits 0, and the catalog holds what it
@@ -336,11 +336,11 @@ func TestCinderClientPython(t *testing.T) {
 		if got.Endpoint != c.url+"/v3/"+c.project {
 			t.Errorf("the client's endpoint is %s", got.Endpoint)
 		}
-		if got.Highest != "3.0" || got.Negotiated != "3.0" {
-			t.Errorf("highest %s, negotiated %s; want the server's 3.0", got.Highest, got.Negotiated)
+		if got.Highest != "3.10" || got.Negotiated != "3.10" {
+			t.Errorf("highest %s, negotiated %s; want the server's 3.10", got.Highest, got.Negotiated)
 		}
 		if len(got.ServerVersions) != 1 || got.ServerVersions[0]["id"] != "v3.0" || got.ServerVersions[0]["status"] != "CURRENT" ||
-			got.ServerVersions[0]["version"] != "3.0" || got.ServerVersions[0]["min_version"] != "3.0" {
+			got.ServerVersions[0]["version"] != "3.10" || got.ServerVersions[0]["min_version"] != "3.0" {
 			t.Errorf("server versions %v", got.ServerVersions)
 		}
 		id, _ := got.Created["id"].(string)

@@ -44,6 +44,14 @@ func FuzzRequests(f *testing.F) {
 		{"PUT", "/v3/fuzz/os-quota-class-sets/default"},
 		{"GET", "/v3/fuzz/os-quota-sets/fuzz"},
 	}
+	// Routes sent at the highest microversion, appended.
+	latestFrom := len(routes)
+	routes = append(routes, []struct{ method, path string }{
+		{"GET", "/v3/fuzz/messages"},
+		{"DELETE", "/v3/fuzz/messages/M"},
+		{"GET", "/v3/fuzz/volumes/detail"},
+		{"PUT", "/v3/fuzz/backups/B"},
+	}...)
 	seeds := []struct {
 		route       uint8
 		query, body string
@@ -96,6 +104,10 @@ func FuzzRequests(f *testing.F) {
 		{20, "", `{"quota_set": {"volumes_gold": 1, "backups": 1.5}}`},
 		{21, "", `{"quota_class_set": {"gigabytes": -1}}`},
 		{22, "usage=true", ""},
+		{23, "limit=1&marker=x&offset=2", ""},
+		{24, "", ""},
+		{25, "glance_metadata=%7B%27a%27%3A+%27b%27%7D&group_id=g&sort=name", ""},
+		{26, "", `{"backup":{"name":"n","description":"d"}}`},
 		// Snapshot actions and a retype.
 		{4, "", `{"os-update_snapshot_status": {"status": "error", "progress": "80%"}}`},
 		{4, "", `{"os-force_delete": {}}`},
@@ -126,11 +138,14 @@ func FuzzRequests(f *testing.F) {
 	handler := api.New(e.svc, nil, nil)
 	f.Fuzz(func(t *testing.T, route uint8, query, body string) {
 		r := routes[int(route)%len(routes)]
-		path := strings.NewReplacer("/V", "/"+vol, "/S", "/"+snap.Snapshot.ID, "/B", "/nope").Replace(r.path)
+		path := strings.NewReplacer("/V", "/"+vol, "/S", "/"+snap.Snapshot.ID, "/B", "/nope", "/M", "/nope").Replace(r.path)
 		req := httptest.NewRequest(r.method, "/", bytes.NewBufferString(body))
 		req.URL.Path = path
 		req.URL.RawQuery = strings.ReplaceAll(query, "V", vol)
 		req.Header.Set("X-Auth-Token", tok)
+		if int(route)%len(routes) >= latestFrom {
+			req.Header.Set("OpenStack-API-Version", "volume latest")
+		}
 		rec := httptest.NewRecorder()
 		handler.ServeHTTP(rec, req)
 		checkFuzzAnswer(t, fmt.Sprintf("%s %s?%s %q", r.method, path, query, body), rec)

@@ -42,8 +42,12 @@ func (s *Server) listServices(w http.ResponseWriter, r *http.Request, c service.
 	}
 	out := wire.ServiceList{Services: []wire.ServiceInfo{}}
 	for _, p := range ps {
-		out.Services = append(out.Services, wire.ServiceInfo{Binary: p.Binary, Host: p.Host, Zone: p.Zone,
-			Status: serviceEnabled, State: serviceUp, UpdatedAt: p.UpdatedAt})
+		si := wire.ServiceInfo{Binary: p.Binary, Host: p.Host, Zone: p.Zone,
+			Status: serviceEnabled, State: serviceUp, UpdatedAt: p.UpdatedAt}
+		if atLeast(r, clustersMinor) {
+			si.Cluster = json.RawMessage("null")
+		}
+		out.Services = append(out.Services, si)
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

@@ -517,6 +517,9 @@ func TestOpenAPISchemasMatchGo(t *testing.T) {
 		"ErrorDetail":         wire.Fault{},
 		"AllMetadata":         wire.AllMetadata{},
 		"MetadataItem":        wire.MetadataItem{},
+		"Message":             wire.Message{},
+		"MessageList":         wire.MessageList{},
+		"MessageShow":         wire.MessageShow{},
 
 		"Version":       wire.Version{},
 		"VolumeVersion": wire.APIVersion{},

@@ -242,6 +242,13 @@ func listQuery(r *http.Request, c service.Caller, allowed ...string) (service.Li
 			return lq, err
 		}
 	}
+	if md, ok := q["glance_metadata"]; ok {
+		var err error
+		if lq.GlanceMetadata, err = parsePythonDict(md[0]); err != nil {
+			return lq, fmt.Errorf("glance_metadata: %w", err)
+		}
+	}
+	lq.GroupID = q.Get("group_id")
 	switch at := q.Get("all_tenants"); strings.ToLower(at) {
 	case "1", "true", "t", "yes", "y", "on":
 		lq.AllProjects = c.Admin
@@ -377,7 +384,14 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request, c service.
 
 func (s *Server) listVolumes(detail bool) handler {
 	return func(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-		lq, err := listQuery(r, c, "name", "status", "metadata", "project_id", "bootable", "availability_zone")
+		allowed := []string{"name", "status", "metadata", "project_id", "bootable", "availability_zone"}
+		if atLeast(r, glanceMetadataMinor) {
+			allowed = append(allowed, "glance_metadata")
+		}
+		if atLeast(r, groupFilterMinor) {
+			allowed = append(allowed, "group_id")
+		}
+		lq, err := listQuery(r, c, allowed...)
 		if err != nil {
 			return err
 		}
@@ -797,18 +811,8 @@ func (s *Server) showBackup(w http.ResponseWriter, r *http.Request, c service.Ca
 	return nil
 }
 
-// backupUpdateMinor is the microversion (3.9) from which the block
-// storage API updates a backup's name and description.
-const backupUpdateMinor = 9
-
-// updateBackup is PUT /backups/{id}. At a microversion below 3.9 it
-// answers 404, as the block storage API answers a method its version
-// lacks; cairn serves it once its microversions reach 3.9.
+// updateBackup is PUT /backups/{id} (from 3.9: since).
 func (s *Server) updateBackup(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-	if !atLeast(r, backupUpdateMinor) {
-		return fmt.Errorf("API version %s is not supported on this method (backup update: from 3.%d): %w",
-			requestMicroversion(r), backupUpdateMinor, cairn.ErrNotFound)
-	}
 	var req wire.BackupUpdateRequest
 	if err := decode(r, &req); err != nil {
 		return err

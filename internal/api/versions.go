@@ -23,7 +23,8 @@ import (
 // it. A version outside the range answers 406, a malformed one 400.
 //
 // The range is the one whose changes cairn makes: it grows as the
-// behaviour of each microversion is built, never ahead of it.
+// behaviour of each microversion is built, never ahead of it
+// (microversions.go lists them).
 
 // microversion is a block storage API microversion, 3.Minor.
 type microversion struct{ Major, Minor int }
@@ -34,7 +35,7 @@ const (
 	// minMinor and maxMinor bound the microversions served: 3.minMinor
 	// to 3.maxMinor.
 	minMinor = 0
-	maxMinor = 0
+	maxMinor = 10
 	// versionsUpdated is the "updated" of the versions document: when
 	// the range last changed.
 	versionsUpdated = "2026-12-06T00:00:00Z"

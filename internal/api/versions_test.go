@@ -32,7 +32,7 @@ func TestVersionDocument(t *testing.T) {
 			t.Fatalf("GET %s: %d %+v (%v), want %d and one version", tc.path, resp.StatusCode, doc, err, tc.code)
 		}
 		v := doc.Versions[0]
-		if v.ID != "v3.0" || v.Status != "CURRENT" || v.MinVersion != "3.0" || v.Version != "3.0" || v.Updated == "" ||
+		if v.ID != "v3.0" || v.Status != "CURRENT" || v.MinVersion != "3.0" || v.Version != "3.10" || v.Updated == "" ||
 			len(v.MediaTypes) != 1 || v.MediaTypes[0].Type != "application/vnd.openstack.volume+json;version=3" {
 			t.Errorf("GET %s: version %+v", tc.path, v)
 		}
@@ -62,12 +62,15 @@ func TestMicroversions(t *testing.T) {
 	}{
 		{"none", nil, 200, "volume 3.0"},
 		{"the lowest", []string{"volume 3.0"}, 200, "volume 3.0"},
-		{"latest", []string{"volume latest"}, 200, "volume 3.0"},
-		{"LATEST, service in capitals", []string{"Volume LATEST"}, 200, "volume 3.0"},
+		{"latest", []string{"volume latest"}, 200, "volume 3.10"},
+		{"the highest", []string{"volume 3.10"}, 200, "volume 3.10"},
+		{"between", []string{"volume 3.4"}, 200, "volume 3.4"},
+		{"LATEST, service in capitals", []string{"Volume LATEST"}, 200, "volume 3.10"},
 		{"another service's only", []string{"compute 2.79"}, 200, "volume 3.0"},
 		{"among others", []string{"compute 2.79, volume 3.0"}, 200, "volume 3.0"},
 		{"in a second header", []string{"compute 2.79", "volume 3.0"}, 200, "volume 3.0"},
 		{"above the range", []string{"volume 3.999"}, 406, ""},
+		{"just above the range", []string{"volume 3.11"}, 406, ""},
 		{"another major", []string{"volume 2.0"}, 406, ""},
 		{"garbage", []string{"volume garbage"}, 400, ""},
 		{"a sign", []string{"volume 3.+1"}, 400, ""},
@@ -96,7 +99,7 @@ func TestMicroversions(t *testing.T) {
 			case 406:
 				// The block storage API names no fault for 406: its
 				// generic computeFault, as its own answers.
-				if f, ok := body["computeFault"].(map[string]any); !ok || !strings.Contains(f["message"].(string), "3.0 to 3.0") {
+				if f, ok := body["computeFault"].(map[string]any); !ok || !strings.Contains(f["message"].(string), "3.0 to 3.10") {
 					t.Errorf("406 body %v: want a fault naming the range", body)
 				}
 			case 400:

@@ -45,6 +45,13 @@ type ListQuery struct {
 	// AvailabilityZone selects volumes or snapshots of that zone: all
 	// of them for AvailabilityZone, none for another.
 	AvailabilityZone string
+	// GlanceMetadata selects volumes whose image metadata has every one
+	// of its items: with any item, none, as cairn's volumes have no
+	// image metadata (there is no image service).
+	GlanceMetadata map[string]string
+	// GroupID selects the volumes of a group: none, as cairn has no
+	// groups.
+	GroupID string
 	// Offset skips that many of the selected items (after Marker).
 	Offset int
 	// Empty asks for no items (the block storage API's limit=0): the
@@ -120,6 +127,9 @@ func (q ListQuery) filter(c Caller, coll Collection) (catalog.Filter, error) {
 	if q.SnapshotID != "" && coll != BackupsCollection {
 		return f, errorf(cairn.ErrInvalid, "%s have no snapshot_id filter", coll)
 	}
+	if (len(q.GlanceMetadata) > 0 || q.GroupID != "") && coll != VolumesCollection {
+		return f, errorf(cairn.ErrInvalid, "%s have no glance_metadata or group_id filter", coll)
+	}
 	if len(q.Metadata) > 0 {
 		if coll != VolumesCollection && coll != SnapshotsCollection {
 			return f, errorf(cairn.ErrInvalid, "%s have no metadata filter", coll)
@@ -148,10 +158,12 @@ func (q ListQuery) filter(c Caller, coll Collection) (catalog.Filter, error) {
 const AvailabilityZone = "nova"
 
 // selectsNothing reports whether q, checked by filter, selects no item
-// whatever the catalog holds: an empty page asked for, another zone, or
-// another project's items without AllProjects.
+// whatever the catalog holds: an empty page asked for, another zone,
+// image metadata, a group, or another project's items without
+// AllProjects.
 func (q ListQuery) selectsNothing(c Caller) bool {
 	return q.Empty || q.AvailabilityZone != "" && q.AvailabilityZone != AvailabilityZone ||
+		len(q.GlanceMetadata) > 0 || q.GroupID != "" ||
 		q.ProjectID != "" && !q.AllProjects && q.ProjectID != c.ProjectID
 }
 

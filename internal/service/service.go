@@ -278,7 +278,7 @@ func (s *Service) nowUTC() time.Time { return s.now().UTC().Truncate(time.Micros
 func (s *Service) queue(ctx context.Context, tx catalog.Tx, project, kind, id string, params []byte) (cairn.Task, error) {
 	now := s.nowUTC()
 	t := cairn.Task{ID: cairn.NewUUID(), ProjectID: project, Kind: kind, ResourceID: id,
-		State: cairn.TaskPending, Params: params, CreatedAt: now, UpdatedAt: now}
+		State: cairn.TaskPending, Params: params, CreatedAt: now, UpdatedAt: now, RequestID: requestIDOf(ctx)}
 	return t, tx.InsertTask(ctx, t)
 }
 

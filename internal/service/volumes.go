@@ -332,6 +332,15 @@ func (s *Service) runCreateVolume(ctx context.Context, t cairn.Task) error {
 		return err
 	}
 	if !ok {
+		if v.VolumeTypeID != "" {
+			vt, err := readRow(ctx, s.cat, v.VolumeTypeID, catalog.Tx.VolumeType)
+			if err != nil {
+				return err
+			}
+			if err := s.placeVolume(vt); err != nil {
+				return err
+			}
+		}
 		if v.SourceVolID != "" {
 			if ev, err = s.cloneVolume(ctx, v); err != nil {
 				return err

@@ -21,6 +21,9 @@ type ServiceInfo struct {
 	State          string    `json:"state"`
 	UpdatedAt      time.Time `json:"updated_at"`
 	DisabledReason *string   `json:"disabled_reason"`
+	// Cluster is shown from microversion 3.7, null: cairn's services
+	// are in no cluster. Absent below.
+	Cluster json.RawMessage `json:"cluster,omitempty"`
 }
 
 // ServiceList answers GET /os-services.

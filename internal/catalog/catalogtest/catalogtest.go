@@ -191,6 +191,7 @@ func fullTask(project string, i int) cairn.Task {
 		State: cairn.TaskRunning, Params: []byte(`{"size":10,"name":"x"}`), Error: "cleanup failed, retrying: an error",
 		FailCause: "the cause", Attempts: 3, ProgressDone: 1 << 33, ProgressTotal: 1 << 34,
 		CreatedAt: at(i), UpdatedAt: at(i + 4), FinishedAt: at(i + 5),
+		RequestID: "req-" + cairn.NewUUID(),
 	}
 }
 
@@ -532,7 +533,7 @@ func testTaskCRUD(t *testing.T, s catalog.Store) {
 				State: cairn.TaskDone, Params: nil, Error: "", FailCause: "", Attempts: v.Attempts + 1,
 				ProgressDone: 5, ProgressTotal: 6,
 				CreatedAt: v.CreatedAt.Add(-time.Hour), UpdatedAt: v.UpdatedAt.Add(time.Hour),
-				FinishedAt: time.Time{},
+				FinishedAt: time.Time{}, RequestID: "", MessageDeleted: true,
 			}
 		},
 		id:     func(v cairn.Task) string { return v.ID },

@@ -140,7 +140,7 @@ func newTables(d *Dialect) tables {
 		tasks: newTable(d, "tasks", "task", []string{
 			"id", "project_id", "kind", "resource_id", "state", "params", "error",
 			"attempts", "progress_done", "progress_total", "created_at", "updated_at",
-			"finished_at", "fail_cause",
+			"finished_at", "fail_cause", "request_id", "message_deleted",
 		}, map[string]string{"id": "id", "status": "state", "created_at": "created_at", "updated_at": "updated_at"}),
 		instances: newTable(d, "instances", "instance", []string{
 			"id", "project_id", "name", "status", "operating_status", "fail_reason",
@@ -397,13 +397,13 @@ func taskArgs(d *Dialect, t *cairn.Task) []any {
 	}
 	return []any{t.ID, t.ProjectID, t.Kind, t.ResourceID, string(t.State), params, t.Error,
 		int64(t.Attempts), t.ProgressDone, t.ProgressTotal, d.Time(t.CreatedAt), d.Time(t.UpdatedAt), finished,
-		t.FailCause}
+		t.FailCause, t.RequestID, t.MessageDeleted}
 }
 
 func taskDest(t *cairn.Task) []any {
 	return []any{&t.ID, &t.ProjectID, &t.Kind, &t.ResourceID, &t.State, bytesDest{(*[]byte)(&t.Params)}, &t.Error,
 		&t.Attempts, &t.ProgressDone, &t.ProgressTotal, timeDest{&t.CreatedAt}, timeDest{&t.UpdatedAt},
-		timeDest{&t.FinishedAt}, &t.FailCause}
+		timeDest{&t.FinishedAt}, &t.FailCause, &t.RequestID, &t.MessageDeleted}
 }
 
 // timeDest scans a time column: int64 unix microseconds or a time.Time,

@@ -166,23 +166,38 @@ func (c *Cloud) Register(t testing.TB, endpoints map[string]string) string {
 }
 
 // cleanup deletes path, reporting a failure without stopping the other
-// cleanups.
+// cleanups. A delete is idempotent (404 is done), so a dropped
+// connection or a 5xx (Keystone on SQLite answers 500 when its database
+// is busy; a busy uWSGI drops connections) is retried with backoff.
 func (c *Cloud) cleanup(t testing.TB, path string) {
-	req, err := http.NewRequest("DELETE", c.URL+path, nil)
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	req.Header.Set("X-Auth-Token", c.admin)
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		t.Errorf("keystone cleanup %s: %v", path, err)
-		return
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusNotFound {
+	var last string
+	for attempt := range 10 {
+		if attempt > 0 {
+			time.Sleep(time.Duration(attempt) * 200 * time.Millisecond) // backoff, not a wait for an event
+		}
+		req, err := http.NewRequest("DELETE", c.URL+path, nil)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		req.Header.Set("X-Auth-Token", c.admin)
+		resp, err := c.hc.Do(req)
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusNotFound:
+			return
+		case resp.StatusCode >= 500:
+			last = resp.Status
+			continue
+		}
 		t.Errorf("keystone cleanup %s: %s", path, resp.Status)
+		return
 	}
+	t.Errorf("keystone cleanup %s: %s (10 attempts)", path, last)
 }
 
 // call makes one request and decodes the answer into out; a status other
