@@ -222,6 +222,13 @@ func (s *Server) routes() {
 	p("POST", "/backups/{id}/action", s.backupAction)
 
 	// Volume types (volumetypes.go).
+	p("POST", "/os-volume-transfer", s.createTransfer)
+	p("GET", "/os-volume-transfer", s.listTransfers(false))
+	p("GET", "/os-volume-transfer/detail", s.listTransfers(true))
+	p("GET", "/os-volume-transfer/{id}", s.showTransfer)
+	p("DELETE", "/os-volume-transfer/{id}", s.deleteTransfer)
+	p("POST", "/os-volume-transfer/{id}/accept", s.acceptTransfer)
+
 	p("GET", "/messages", since(messagesMinor, "messages", s.listMessages))
 	p("GET", "/messages/{id}", since(messagesMinor, "messages", s.showMessage))
 	p("DELETE", "/messages/{id}", since(messagesMinor, "messages", s.deleteMessage))

@@ -51,6 +51,8 @@ func FuzzRequests(f *testing.F) {
 		{"DELETE", "/v3/fuzz/messages/M"},
 		{"GET", "/v3/fuzz/volumes/detail"},
 		{"PUT", "/v3/fuzz/backups/B"},
+		{"POST", "/v3/fuzz/os-volume-transfer"},
+		{"POST", "/v3/fuzz/os-volume-transfer/M/accept"},
 	}...)
 	seeds := []struct {
 		route       uint8
@@ -108,6 +110,8 @@ func FuzzRequests(f *testing.F) {
 		{24, "", ""},
 		{25, "glance_metadata=%7B%27a%27%3A+%27b%27%7D&group_id=g&sort=name", ""},
 		{26, "", `{"backup":{"name":"n","description":"d"}}`},
+		{27, "", `{"transfer":{"volume_id":"V","name":"t"}}`},
+		{28, "", `{"accept":{"auth_key":"0123456789abcdef"}}`},
 		// Snapshot actions and a retype.
 		{4, "", `{"os-update_snapshot_status": {"status": "error", "progress": "80%"}}`},
 		{4, "", `{"os-force_delete": {}}`},

@@ -520,6 +520,7 @@ func TestOpenAPISchemasMatchGo(t *testing.T) {
 		"Message":             wire.Message{},
 		"MessageList":         wire.MessageList{},
 		"MessageShow":         wire.MessageShow{},
+		"Transfer":            wire.Transfer{},
 
 		"Version":       wire.Version{},
 		"VolumeVersion": wire.APIVersion{},
@@ -574,6 +575,8 @@ func TestOpenAPISchemasMatchGo(t *testing.T) {
 		"BackupCreateRequest":   wire.BackupCreateRequest{},
 		"RestoreRequest":        wire.RestoreRequest{},
 		"ImportRecordRequest":   wire.ImportRecordRequest{},
+		"TransferCreateRequest": wire.TransferCreateRequest{},
+		"TransferAcceptRequest": wire.TransferAcceptRequest{},
 
 		"InstanceCreateRequest":       wire.InstanceCreateRequest{},
 		"DatabaseBackupCreateRequest": wire.DatabaseBackupCreateRequest{},

@@ -44,6 +44,7 @@ func extensions() []extension {
 		{"backups", "Backups", "Backups: create, list, show, delete, restore, export and import of records", "2012-12-12T00:00:00+00:00", nil},
 		{"os-extended-snapshot-attributes", "ExtendedSnapshotAttributes", "Snapshots' project_id and progress", "2012-06-19T00:00:00+00:00", nil},
 		{"os-vol-tenant-attr", "VolumeTenantAttribute", "Volumes' project (os-vol-tenant-attr:tenant_id)", "2011-11-03T00:00:00+00:00", nil},
+		{"os-volume-transfer", "VolumeTransfer", "Volume transfers: create, list, show, delete, accept", "2013-05-29T00:00:00+00:00", nil},
 		{"os-volume-actions", "VolumeActions", "Volume actions: extend, attach, detach, reserve, unreserve, set_bootable, update_readonly_flag", "2012-05-31T00:00:00+00:00", nil},
 	}
 }

@@ -164,6 +164,16 @@ type Tx interface {
 	// RemoveVolumeTypeProject takes it away: cairn.ErrNotFound when
 	// project has no access.
 	RemoveVolumeTypeProject(ctx context.Context, id, project string) error
+
+	// Volume transfers (cairn.VolumeTransfer). InsertVolumeTransfer is
+	// cairn.ErrExists when the ID is taken or the volume has a transfer;
+	// the volume and project are not looked up.
+	InsertVolumeTransfer(ctx context.Context, tr cairn.VolumeTransfer) error
+	VolumeTransfer(ctx context.Context, id string) (cairn.VolumeTransfer, error)
+	// VolumeTransfers lists project's transfers, every project's for "",
+	// oldest first.
+	VolumeTransfers(ctx context.Context, project string) ([]cairn.VolumeTransfer, error)
+	DeleteVolumeTransfer(ctx context.Context, id string) error
 }
 
 // Kind names a list of resources.

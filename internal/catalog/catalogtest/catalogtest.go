@@ -67,6 +67,7 @@ func Run(t *testing.T, open func(t *testing.T) catalog.Store) {
 		{"ViewReadOnly", testViewReadOnly},
 		{"VolumeTypes", testVolumeTypes},
 		{"VolumeTypeInUseRace", testVolumeTypeInUseRace},
+		{"VolumeTransfers", testVolumeTransfers},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
