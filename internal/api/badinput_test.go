@@ -90,6 +90,9 @@ func endpoints(project string, f fixture) []struct{ method, path, body string } 
 		{"POST", P + "/backups/" + b + "/restore", `{"restore":{"volume_id":"` + v + `"}}`},
 		{"GET", P + "/backups/" + b + "/export_record", ""},
 		{"POST", P + "/backups/" + b + "/action", `{"os-reset_status":{"status":"error"}}`},
+		{"GET", P + "/os-volume-transfer", ""},
+		{"GET", P + "/os-volume-transfer/detail", ""},
+		{"POST", P + "/os-volume-transfer", `{"transfer":{"volume_id":"` + v + `"}}`},
 	}
 }
 
