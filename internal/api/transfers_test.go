@@ -110,6 +110,19 @@ func TestVolumeTransfers(t *testing.T) {
 		t.Errorf("volume after its transfer's delete: %s", v.Status)
 	}
 
+	// A volume an admin force-deletes while it awaits its transfer takes
+	// the transfer with it.
+	gone := e.createVolume(e.tokA, "alpha", 1, "gone")
+	tr = object(t, "create", e.call(202, e.tokA, "POST", "/v3/alpha/os-volume-transfer", map[string]any{"transfer": map[string]any{"volume_id": gone}}), "transfer")
+	e.must(202, e.admin, "POST", "/v3/alpha/volumes/"+gone+"/action", map[string]any{"os-force_delete": map[string]any{}}, nil)
+	if r := e.wait(e.tokA, "alpha", "volume", gone); r != nil {
+		t.Fatalf("the force-deleted volume: %v", r)
+	}
+	if list := e.call(200, e.tokA, "GET", "/v3/alpha/os-volume-transfer", nil)["transfers"].([]any); len(list) != 0 {
+		t.Errorf("transfers after their volume's force-delete: %v", list)
+	}
+	e.must(404, e.tokB, "POST", "/v3/beta/os-volume-transfer/"+tr["id"].(string)+"/accept", map[string]any{"accept": map[string]any{"auth_key": tr["auth_key"]}}, nil)
+
 	// A volume with a snapshot is not transferred.
 	var snap map[string]map[string]any
 	e.must(202, e.tokB, "POST", "/v3/beta/snapshots", map[string]any{"snapshot": map[string]any{"volume_id": vol}}, &snap)

@@ -194,3 +194,19 @@ func (s *Service) endTransfer(ctx context.Context, tx catalog.Tx, tr cairn.Volum
 	}
 	return nil
 }
+
+// dropTransfer removes the transfer of volume v, if it has one: a volume
+// being deleted (an admin's force-delete reaches one awaiting transfer)
+// is offered to no one.
+func dropTransfer(ctx context.Context, tx catalog.Tx, v cairn.Volume) error {
+	trs, err := tx.VolumeTransfers(ctx, v.ProjectID)
+	if err != nil {
+		return err
+	}
+	for _, tr := range trs {
+		if tr.VolumeID == v.ID {
+			return tx.DeleteVolumeTransfer(ctx, tr.ID)
+		}
+	}
+	return nil
+}

@@ -576,6 +576,9 @@ func (s *Service) DeleteVolumeWith(ctx context.Context, c Caller, id string, how
 			}
 		}
 		cascaded = snaps
+		if err := dropTransfer(ctx, tx, v); err != nil {
+			return err
+		}
 		v.Status, v.UpdatedAt = cairn.StatusDeleting, now
 		if err := tx.UpdateVolume(ctx, v); err != nil {
 			return err
