@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/service"
 	"github.com/cairnproject/cairn/internal/testenv"
 )
 
@@ -391,4 +393,65 @@ func clientPython(t *testing.T) string {
 		t.Fatalf("%s: no #! line", path)
 	}
 	return interp[0]
+}
+
+// TestCinderTransfersAndMessages: the cinder command at the microversion
+// it negotiates (3.10) offers a volume (transfer-create, transfer-list)
+// that a member of another project accepts (transfer-accept): the
+// catalog then holds it in that project, named by its user. A volume of
+// a type cairn's backend cannot hold ends in error, and message-list,
+// message-show and message-delete show and remove its user message.
+func TestCinderTransfersAndMessages(t *testing.T) {
+	forEachAuth(t, func(t *testing.T, c *clientCloud) {
+		e := c.env
+		vol := cinderField(t, c.cinder("create", "--name", "moving", "1"), "id")
+		c.wait("volume", vol)
+		out := c.cinder("transfer-create", "--name", "to-other", "moving")
+		id, key := cinderField(t, out, "id"), cinderField(t, out, "auth_key")
+		if cinderField(t, out, "volume_id") != vol || cinderField(t, out, "name") != "to-other" || len(key) != 16 {
+			t.Fatalf("transfer-create printed:\n%s", out)
+		}
+		if out := c.cinder("transfer-list"); !cinderListRow(out, id, vol, "to-other") {
+			t.Errorf("transfer-list printed:\n%s", out)
+		}
+		out = c.ok(c.other, "cinder", "transfer-accept", id, key)
+		if cinderField(t, out, "volume_id") != vol {
+			t.Errorf("transfer-accept printed:\n%s", out)
+		}
+		v, err := e.svc.Volume(t.Context(), service.Caller{ProjectID: c.other.project}, vol)
+		if err != nil || v.ProjectID != c.other.project || v.Status != cairn.StatusAvailable ||
+			(c.auth == keystoneLogin && v.UserID != c.other.id) {
+			t.Fatalf("the accepted volume: %+v %v", v, err)
+		}
+
+		// A type asking for another storage protocol: no valid backend.
+		var vt map[string]map[string]any
+		e.must(200, e.admin, "POST", "/v3/admin/types", map[string]any{"volume_type": map[string]any{"name": "iscsi-only",
+			"extra_specs": map[string]string{"storage_protocol": "iSCSI"}}}, &vt)
+		bad := cinderField(t, c.cinder("create", "--volume-type", "iscsi-only", "--name", "bad", "1"), "id")
+		if r := c.wait("volume", bad); r["status"] != "error" {
+			t.Fatalf("volume of an iSCSI type: %v", r)
+		}
+		out = c.cinder("message-list")
+		msg := ""
+		for _, line := range strings.Split(out, "\n") {
+			if cells := strings.Split(line, "|"); len(cells) > 4 && strings.TrimSpace(cells[3]) == bad {
+				msg = strings.TrimSpace(cells[1])
+				if strings.TrimSpace(cells[2]) != "VOLUME" || strings.TrimSpace(cells[4]) != "VOLUME_VOLUME_CREATE" {
+					t.Errorf("message-list row %q", line)
+				}
+			}
+		}
+		if msg == "" {
+			t.Fatalf("message-list shows no message of volume %s:\n%s", bad, out)
+		}
+		out = c.cinder("message-show", msg)
+		if um := cinderField(t, out, "user_message"); !strings.Contains(um, "no valid backend") || cinderField(t, out, "message_level") != "ERROR" {
+			t.Errorf("message-show printed:\n%s", out)
+		}
+		c.cinder("message-delete", msg)
+		if out := c.cinder("message-list"); strings.Contains(out, bad) {
+			t.Errorf("message-list after the delete:\n%s", out)
+		}
+	})
 }
