@@ -166,17 +166,8 @@ const (
 func listQuery(r *http.Request, c service.Caller, allowed ...string) (service.ListQuery, error) {
 	q := r.URL.Query()
 	var lq service.ListQuery
-	ok := map[string]bool{"limit": true, "marker": true, "offset": true, "sort": true, "sort_key": true, "sort_dir": true, "all_tenants": true}
-	for _, a := range allowed {
-		ok[a] = true
-	}
-	for k, v := range q {
-		if !ok[k] {
-			return lq, fmt.Errorf("query parameter %q: unknown here: %w", k, cairn.ErrInvalid)
-		}
-		if len(v) != 1 {
-			return lq, fmt.Errorf("query parameter %q: given %d times: %w", k, len(v), cairn.ErrInvalid)
-		}
+	if err := noQuery(r, append([]string{"limit", "marker", "offset", "sort", "sort_key", "sort_dir", "all_tenants"}, allowed...)...); err != nil {
+		return lq, err
 	}
 	if s := q.Get("limit"); s != "" {
 		// 0 is the service's "default", not a limit: limit=0 is Empty.
@@ -249,14 +240,23 @@ func listQuery(r *http.Request, c service.Caller, allowed ...string) (service.Li
 		}
 	}
 	lq.GroupID = q.Get("group_id")
-	switch at := q.Get("all_tenants"); strings.ToLower(at) {
+	var err error
+	lq.AllProjects, err = allTenants(r, c)
+	return lq, err
+}
+
+// allTenants reads all_tenants, in the spellings of a boolean the
+// clients send (1, true, True, yes, on; 0, false, no, off): true only
+// for an admin, as the block storage API ignores it from others.
+func allTenants(r *http.Request, c service.Caller) (bool, error) {
+	switch at := r.URL.Query().Get("all_tenants"); strings.ToLower(at) {
 	case "1", "true", "t", "yes", "y", "on":
-		lq.AllProjects = c.Admin
+		return c.Admin, nil
 	case "", "0", "false", "f", "no", "n", "off":
+		return false, nil
 	default:
-		return lq, fmt.Errorf("all_tenants %q: want true or false: %w", at, cairn.ErrInvalid)
+		return false, fmt.Errorf("all_tenants %q: want true or false: %w", at, cairn.ErrInvalid)
 	}
-	return lq, nil
 }
 
 // nextLink is the link to the page after a full one.

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/service"
@@ -47,13 +46,9 @@ func (s *Server) listTransfers(detail bool) handler {
 		if err := noQuery(r, "all_tenants"); err != nil {
 			return err
 		}
-		all := false
-		if v := r.URL.Query().Get("all_tenants"); v != "" {
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return fmt.Errorf("all_tenants %q: want true or false: %w", v, cairn.ErrInvalid)
-			}
-			all = b
+		all, err := allTenants(r, c)
+		if err != nil {
+			return err
 		}
 		list, err := s.svc.Transfers(r.Context(), c, all)
 		if err != nil {

@@ -106,12 +106,18 @@ func (s *Service) Transfer(ctx context.Context, c Caller, id string) (cairn.Volu
 // getTransfer reads a transfer the caller's project made (any, for an
 // admin); another's is ErrNotFound.
 func getTransfer(ctx context.Context, tx catalog.Tx, c Caller, id string) (cairn.VolumeTransfer, error) {
-	tr, err := tx.VolumeTransfer(ctx, id)
+	tr, err := anyTransfer(ctx, tx, id)
 	if err == nil && !c.may(tr.ProjectID) {
-		err = errorf(cairn.ErrNotFound, "volume transfer %s: not found", shorten(id))
+		return cairn.VolumeTransfer{}, errorf(cairn.ErrNotFound, "volume transfer %s: not found", shorten(id))
 	}
+	return tr, err
+}
+
+// anyTransfer reads transfer id of any project.
+func anyTransfer(ctx context.Context, tx catalog.Tx, id string) (cairn.VolumeTransfer, error) {
+	tr, err := tx.VolumeTransfer(ctx, id)
 	if errors.Is(err, cairn.ErrNotFound) {
-		err = errorf(cairn.ErrNotFound, "volume transfer %s: not found", shorten(id))
+		return cairn.VolumeTransfer{}, errorf(cairn.ErrNotFound, "volume transfer %s: not found", shorten(id))
 	}
 	return tr, err
 }
@@ -123,10 +129,7 @@ func (s *Service) DeleteTransfer(ctx context.Context, c Caller, id string) error
 		if err != nil {
 			return err
 		}
-		if err := s.endTransfer(ctx, tx, tr, nil); err != nil {
-			return err
-		}
-		return tx.DeleteVolumeTransfer(ctx, tr.ID)
+		return s.endTransfer(ctx, tx, tr, nil)
 	})
 }
 
@@ -138,11 +141,7 @@ func (s *Service) AcceptTransfer(ctx context.Context, c Caller, id, key string) 
 	var tr cairn.VolumeTransfer
 	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
 		var err error
-		tr, err = tx.VolumeTransfer(ctx, id)
-		if errors.Is(err, cairn.ErrNotFound) {
-			return errorf(cairn.ErrNotFound, "volume transfer %s: not found", shorten(id))
-		}
-		if err != nil {
+		if tr, err = anyTransfer(ctx, tx, id); err != nil {
 			return err
 		}
 		if subtle.ConstantTimeCompare([]byte(transferKeyHash(tr.Salt, key)), []byte(tr.KeyHash)) != 1 {
@@ -162,7 +161,7 @@ func (s *Service) AcceptTransfer(ctx context.Context, c Caller, id, key string) 
 
 // endTransfer ends tr in tx: the volume is available again, in the
 // acceptor's project when to is not nil (quota checked), and the
-// transfer row is gone.
+// transfer row is deleted.
 func (s *Service) endTransfer(ctx context.Context, tx catalog.Tx, tr cairn.VolumeTransfer, to *Caller) error {
 	v, err := tx.Volume(ctx, tr.VolumeID)
 	switch {
@@ -189,10 +188,7 @@ func (s *Service) endTransfer(ctx context.Context, tx catalog.Tx, tr cairn.Volum
 			return err
 		}
 	}
-	if to != nil {
-		return tx.DeleteVolumeTransfer(ctx, tr.ID)
-	}
-	return nil
+	return tx.DeleteVolumeTransfer(ctx, tr.ID)
 }
 
 // dropTransfer removes the transfer of volume v, if it has one: a volume
