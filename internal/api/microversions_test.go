@@ -165,6 +165,10 @@ func TestMessages(t *testing.T) {
 	if code != 200 || len(page) != 2 || len(links) != 1 {
 		t.Fatalf("limit=2 at 3.5: %d %v", code, out)
 	}
+	code, out, _ = e.at(v35, e.tokA, "GET", "/v3/alpha/messages?offset=2", nil)
+	if page, _ := out["messages"].([]any); code != 200 || len(page) != 1 || page[0].(map[string]any)["resource_uuid"] != failed[0] {
+		t.Errorf("offset=2 at 3.5: %d %v", code, out)
+	}
 	next, _ := url.Parse(links[0].(map[string]any)["href"].(string))
 	code, out, _ = e.at(v35, e.tokA, "GET", next.RequestURI(), nil)
 	if page, _ := out["messages"].([]any); code != 200 || len(page) != 1 || page[0].(map[string]any)["resource_uuid"] != failed[0] {

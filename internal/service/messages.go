@@ -71,7 +71,8 @@ func messageOf(t cairn.Task) (Message, bool) {
 }
 
 // Messages lists project's messages, newest first, a page of them
-// (q.Limit, from after q.Marker; sorting is not offered).
+// (q.Limit, from after q.Marker and q.Offset more; sorting is not
+// offered).
 func (s *Service) Messages(ctx context.Context, c Caller, project string, q ListQuery) ([]Message, error) {
 	if !c.may(project) {
 		return nil, errorf(cairn.ErrNotFound, "project %s: not found", project)
@@ -98,6 +99,7 @@ func (s *Service) Messages(ctx context.Context, c Caller, project string, q List
 		}
 		out = out[i+1:]
 	}
+	out = out[min(q.Offset, len(out)):]
 	limit := q.Limit
 	if limit == 0 && !q.Empty {
 		limit = DefaultLimit
