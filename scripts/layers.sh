@@ -27,6 +27,7 @@ table='
 40  internal/dbagent
 40  internal/objstore internal/nbd internal/volume internal/attach
 40  internal/crypto internal/extents internal/directio internal/pgwal internal/binlog
+30  internal/schedule internal/retention
 10  internal/wire
 0   .
 '

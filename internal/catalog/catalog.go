@@ -174,6 +174,37 @@ type Tx interface {
 	// oldest first.
 	VolumeTransfers(ctx context.Context, project string) ([]cairn.VolumeTransfer, error)
 	DeleteVolumeTransfer(ctx context.Context, id string) error
+
+	// Backup policies (cairn.Policy). InsertPolicy is cairn.ErrExists
+	// when the ID, or the name in the project, is taken, and
+	// cairn.ErrNotFound for a missing project; UpdatePolicy is
+	// cairn.ErrExists for a name another of the project's policies has.
+	InsertPolicy(ctx context.Context, p cairn.Policy) error
+	Policy(ctx context.Context, id string) (cairn.Policy, error)
+	// Policies lists project's policies, every project's for "", by
+	// project and name.
+	Policies(ctx context.Context, project string) ([]cairn.Policy, error)
+	// DuePolicies lists at most limit enabled policies whose NextFireAt
+	// is at or before now, earliest first.
+	DuePolicies(ctx context.Context, now time.Time, limit int) ([]cairn.Policy, error)
+	UpdatePolicy(ctx context.Context, p cairn.Policy) error
+	// DeletePolicy removes the policy and its slots; the backups it made
+	// stay.
+	DeletePolicy(ctx context.Context, id string) error
+	// InsertPolicySlot records a slot once: cairn.ErrExists when the
+	// policy has a record of that slot, without failing the transaction.
+	// That is what makes a slot fire once across processes.
+	InsertPolicySlot(ctx context.Context, s cairn.PolicySlot) error
+	// PolicySlots lists a policy's slots, newest first, at most limit (0:
+	// all).
+	PolicySlots(ctx context.Context, policyID string, limit int) ([]cairn.PolicySlot, error)
+	// The backups a policy made (cairn.PolicyBackup), until retention
+	// forgets them. InsertPolicyBackup is cairn.ErrExists for a backup
+	// recorded already; PolicyBackups lists them oldest slot first;
+	// DeletePolicyBackup is cairn.ErrNotFound without a record.
+	InsertPolicyBackup(ctx context.Context, pb cairn.PolicyBackup) error
+	PolicyBackups(ctx context.Context, policyID string) ([]cairn.PolicyBackup, error)
+	DeletePolicyBackup(ctx context.Context, policyID, backupID string) error
 }
 
 // Kind names a list of resources.

@@ -105,75 +105,86 @@ func (s *Service) CreateBackup(ctx context.Context, c Caller, req BackupCreate) 
 	}
 	var b cairn.Backup
 	err := s.update(ctx, func(tx catalog.Tx) error {
-		now := s.nowUTC()
-		b = cairn.Backup{ID: cairn.NewUUID(), ProjectID: c.ProjectID, Name: req.Name,
-			Description: req.Description, Container: req.Container, Status: cairn.StatusCreating,
-			UserID: c.UserID, CreatedAt: now, UpdatedAt: now}
-		if req.SnapshotID != "" {
-			snap, err := getSnapshot(ctx, tx, c, req.SnapshotID)
-			if err != nil {
-				return err
-			}
-			if req.VolumeID != "" && req.VolumeID != snap.VolumeID {
-				return errorf(cairn.ErrInvalid, "snapshot %s is of volume %s, not %s", snap.ID, snap.VolumeID, req.VolumeID)
-			}
-			if snap.Status != cairn.StatusAvailable {
-				return conflict("snapshot", snap.ID, snap.Status, "back it up")
-			}
-			b.VolumeID, b.SnapshotID, b.Size, b.DataTimestamp = snap.VolumeID, snap.ID, snap.Size, snap.CreatedAt
-			b.ProjectID = snap.ProjectID
-			// The volume's metadata as it is now (a snapshot keeps none of
-			// its volume's).
-			if sv, err := tx.Volume(ctx, snap.VolumeID); err == nil {
-				b.VolumeMetadata = sv.Metadata
-			} else if !errors.Is(err, cairn.ErrNotFound) {
-				return err
-			}
-			snap.Status, snap.UpdatedAt = cairn.StatusBackingUp, now
-			if err := tx.UpdateSnapshot(ctx, snap); err != nil {
-				return err
-			}
-		} else {
-			v, err := getVolume(ctx, tx, c, req.VolumeID)
-			if err != nil {
-				return err
-			}
-			switch {
-			case v.Status == cairn.StatusAvailable:
-				v.Status, v.UpdatedAt = cairn.StatusBackingUp, now
-				if err := tx.UpdateVolume(ctx, v); err != nil {
-					return err
-				}
-			case v.Status == cairn.StatusInUse && req.Force:
-				// It stays in-use: the backup reads a snapshot of it.
-			case v.Status == cairn.StatusInUse:
-				return fmt.Errorf("volume %s is in-use; backing it up needs force: %w", v.ID, cairn.ErrConflict)
-			default:
-				return conflict("volume", v.ID, v.Status, "back it up")
-			}
-			b.VolumeID, b.Size, b.DataTimestamp = v.ID, v.Size, now
-			b.ProjectID, b.VolumeMetadata = v.ProjectID, v.Metadata
-		}
-		if req.Incremental {
-			parent, err := latestBefore(ctx, tx, b)
-			if err != nil {
-				return err
-			}
-			b.ParentID, b.Incremental = parent.ID, true
-		}
-		if err := checkQuota(ctx, tx, b.ProjectID, cairn.Usage{Backups: 1, BackupGigabytes: b.Size}); err != nil {
-			return err
-		}
-		if err := tx.InsertBackup(ctx, b); err != nil {
-			return err
-		}
-		_, err := s.queue(ctx, tx, b.ProjectID, "backup.create", b.ID, nil)
+		var err error
+		b, err = s.createBackupTx(ctx, tx, c, req)
 		return err
 	})
 	if err != nil {
 		return cairn.Backup{}, err
 	}
 	s.event(ctx, "backup.create.start", b.ProjectID, backupPayload(b))
+	return b, nil
+}
+
+// createBackupTx is CreateBackup's work in tx (req checked already): the
+// resource's state moves, the row and its task are written. The caller
+// sends the event once tx commits.
+func (s *Service) createBackupTx(ctx context.Context, tx catalog.Tx, c Caller, req BackupCreate) (cairn.Backup, error) {
+	now := s.nowUTC()
+	b := cairn.Backup{ID: cairn.NewUUID(), ProjectID: c.ProjectID, Name: req.Name,
+		Description: req.Description, Container: req.Container, Status: cairn.StatusCreating,
+		UserID: c.UserID, CreatedAt: now, UpdatedAt: now}
+	if req.SnapshotID != "" {
+		snap, err := getSnapshot(ctx, tx, c, req.SnapshotID)
+		if err != nil {
+			return cairn.Backup{}, err
+		}
+		if req.VolumeID != "" && req.VolumeID != snap.VolumeID {
+			return cairn.Backup{}, errorf(cairn.ErrInvalid, "snapshot %s is of volume %s, not %s", snap.ID, snap.VolumeID, req.VolumeID)
+		}
+		if snap.Status != cairn.StatusAvailable {
+			return cairn.Backup{}, conflict("snapshot", snap.ID, snap.Status, "back it up")
+		}
+		b.VolumeID, b.SnapshotID, b.Size, b.DataTimestamp = snap.VolumeID, snap.ID, snap.Size, snap.CreatedAt
+		b.ProjectID = snap.ProjectID
+		// The volume's metadata as it is now (a snapshot keeps none of
+		// its volume's).
+		if sv, err := tx.Volume(ctx, snap.VolumeID); err == nil {
+			b.VolumeMetadata = sv.Metadata
+		} else if !errors.Is(err, cairn.ErrNotFound) {
+			return cairn.Backup{}, err
+		}
+		snap.Status, snap.UpdatedAt = cairn.StatusBackingUp, now
+		if err := tx.UpdateSnapshot(ctx, snap); err != nil {
+			return cairn.Backup{}, err
+		}
+	} else {
+		v, err := getVolume(ctx, tx, c, req.VolumeID)
+		if err != nil {
+			return cairn.Backup{}, err
+		}
+		switch {
+		case v.Status == cairn.StatusAvailable:
+			v.Status, v.UpdatedAt = cairn.StatusBackingUp, now
+			if err := tx.UpdateVolume(ctx, v); err != nil {
+				return cairn.Backup{}, err
+			}
+		case v.Status == cairn.StatusInUse && req.Force:
+			// It stays in-use: the backup reads a snapshot of it.
+		case v.Status == cairn.StatusInUse:
+			return cairn.Backup{}, fmt.Errorf("volume %s is in-use; backing it up needs force: %w", v.ID, cairn.ErrConflict)
+		default:
+			return cairn.Backup{}, conflict("volume", v.ID, v.Status, "back it up")
+		}
+		b.VolumeID, b.Size, b.DataTimestamp = v.ID, v.Size, now
+		b.ProjectID, b.VolumeMetadata = v.ProjectID, v.Metadata
+	}
+	if req.Incremental {
+		parent, err := latestBefore(ctx, tx, b)
+		if err != nil {
+			return cairn.Backup{}, err
+		}
+		b.ParentID, b.Incremental = parent.ID, true
+	}
+	if err := checkQuota(ctx, tx, b.ProjectID, cairn.Usage{Backups: 1, BackupGigabytes: b.Size}); err != nil {
+		return cairn.Backup{}, err
+	}
+	if err := tx.InsertBackup(ctx, b); err != nil {
+		return cairn.Backup{}, err
+	}
+	if _, err := s.queue(ctx, tx, b.ProjectID, "backup.create", b.ID, nil); err != nil {
+		return cairn.Backup{}, err
+	}
 	return b, nil
 }
 
@@ -468,22 +479,28 @@ func (s *Service) DeleteBackup(ctx context.Context, c Caller, id string) error {
 		if b, err = getBackup(ctx, tx, c, id); err != nil {
 			return err
 		}
-		switch b.Status {
-		case cairn.StatusAvailable, cairn.StatusError:
-		default:
-			return conflict("backup", b.ID, b.Status, "delete it")
-		}
-		b.Status, b.UpdatedAt = cairn.StatusDeleting, s.nowUTC()
-		if err := tx.UpdateBackup(ctx, b); err != nil {
-			return err
-		}
-		_, err = s.queue(ctx, tx, b.ProjectID, "backup.delete", b.ID, nil)
+		b, err = s.deleteBackupTx(ctx, tx, b)
 		return err
 	})
 	if err == nil {
 		s.event(ctx, "backup.delete.start", b.ProjectID, backupPayload(b))
 	}
 	return err
+}
+
+// deleteBackupTx marks b deleting and queues its deletion in tx.
+func (s *Service) deleteBackupTx(ctx context.Context, tx catalog.Tx, b cairn.Backup) (cairn.Backup, error) {
+	switch b.Status {
+	case cairn.StatusAvailable, cairn.StatusError:
+	default:
+		return b, conflict("backup", b.ID, b.Status, "delete it")
+	}
+	b.Status, b.UpdatedAt = cairn.StatusDeleting, s.nowUTC()
+	if err := tx.UpdateBackup(ctx, b); err != nil {
+		return b, err
+	}
+	_, err := s.queue(ctx, tx, b.ProjectID, "backup.delete", b.ID, nil)
+	return b, err
 }
 
 func (s *Service) runDeleteBackup(ctx context.Context, t cairn.Task) error {

@@ -161,40 +161,10 @@ func (s *Service) CreateDatabaseBackup(ctx context.Context, c Caller, in cairn.D
 	if err := validContainer(in.Container); err != nil {
 		return cairn.DatabaseBackup{}, err
 	}
-	now := s.nowUTC()
-	b := cairn.DatabaseBackup{ID: cairn.NewUUID(), ProjectID: c.ProjectID, InstanceID: in.InstanceID,
-		Name: in.Name, Description: in.Description, Status: cairn.DatabaseBackupNew, CreatedAt: now, UpdatedAt: now}
+	var b cairn.DatabaseBackup
 	err := s.update(ctx, func(tx catalog.Tx) error {
-		inst, err := getInstance(ctx, tx, c, in.InstanceID)
-		if err != nil {
-			return err
-		}
-		if inst.Status != cairn.InstanceActive {
-			return fmt.Errorf("instance %s is %s; cannot back it up: %w", inst.ID, inst.Status, cairn.ErrConflict)
-		}
-		if b.Strategy, b.Container, err = s.strategyFor(ctx, tx, inst, in); err != nil {
-			return err
-		}
-		b.ProjectID, b.Datastore, b.VolumeSize, b.VolumeID = inst.ProjectID, inst.Datastore, inst.VolumeSize, inst.VolumeID
-		// Dumps are always whole; PostgreSQL's physical backups too
-		// (pg_basebackup has no incrementals before version 17).
-		incremental := b.Strategy == cairn.StrategySnapshot ||
-			b.Strategy == cairn.StrategyPhysical && inst.Datastore.Type == cairn.DatastoreMariaDB
-		if (in.ParentID != "" || in.Incremental) && incremental {
-			parent, err := s.parentFor(ctx, tx, c, inst, b, in.ParentID)
-			if err != nil {
-				return err
-			}
-			b.ParentID = parent
-		}
-		inst.Status, inst.UpdatedAt = cairn.InstanceBackup, now
-		if err := tx.UpdateInstance(ctx, inst); err != nil {
-			return err
-		}
-		if err := tx.InsertDatabaseBackup(ctx, b); err != nil {
-			return err
-		}
-		_, err = s.queue(ctx, tx, inst.ProjectID, "dbbackup.create", b.ID, nil)
+		var err error
+		b, err = s.createDatabaseBackupTx(ctx, tx, c, in)
 		return err
 	})
 	if err != nil {
@@ -202,6 +172,45 @@ func (s *Service) CreateDatabaseBackup(ctx context.Context, c Caller, in cairn.D
 	}
 	s.event(ctx, "dbbackup.create.start", b.ProjectID, dbBackupPayload(b))
 	return b, nil
+}
+
+// createDatabaseBackupTx is CreateDatabaseBackup's work in tx (in
+// checked already); the caller sends the event once tx commits.
+func (s *Service) createDatabaseBackupTx(ctx context.Context, tx catalog.Tx, c Caller, in cairn.DatabaseBackupCreate) (cairn.DatabaseBackup, error) {
+	now := s.nowUTC()
+	b := cairn.DatabaseBackup{ID: cairn.NewUUID(), ProjectID: c.ProjectID, InstanceID: in.InstanceID,
+		Name: in.Name, Description: in.Description, Status: cairn.DatabaseBackupNew, CreatedAt: now, UpdatedAt: now}
+	inst, err := getInstance(ctx, tx, c, in.InstanceID)
+	if err != nil {
+		return b, err
+	}
+	if inst.Status != cairn.InstanceActive {
+		return b, fmt.Errorf("instance %s is %s; cannot back it up: %w", inst.ID, inst.Status, cairn.ErrConflict)
+	}
+	if b.Strategy, b.Container, err = s.strategyFor(ctx, tx, inst, in); err != nil {
+		return b, err
+	}
+	b.ProjectID, b.Datastore, b.VolumeSize, b.VolumeID = inst.ProjectID, inst.Datastore, inst.VolumeSize, inst.VolumeID
+	// Dumps are always whole; PostgreSQL's physical backups too
+	// (pg_basebackup has no incrementals before version 17).
+	incremental := b.Strategy == cairn.StrategySnapshot ||
+		b.Strategy == cairn.StrategyPhysical && inst.Datastore.Type == cairn.DatastoreMariaDB
+	if (in.ParentID != "" || in.Incremental) && incremental {
+		parent, err := s.parentFor(ctx, tx, c, inst, b, in.ParentID)
+		if err != nil {
+			return b, err
+		}
+		b.ParentID = parent
+	}
+	inst.Status, inst.UpdatedAt = cairn.InstanceBackup, now
+	if err := tx.UpdateInstance(ctx, inst); err != nil {
+		return b, err
+	}
+	if err := tx.InsertDatabaseBackup(ctx, b); err != nil {
+		return b, err
+	}
+	_, err = s.queue(ctx, tx, inst.ProjectID, "dbbackup.create", b.ID, nil)
+	return b, err
 }
 
 // parentFor checks the parent a request names, or finds the instance's
@@ -563,31 +572,7 @@ func (s *Service) DeleteDatabaseBackup(ctx context.Context, c Caller, id string)
 		if b, err = getDatabaseBackup(ctx, tx, c, id); err != nil {
 			return err
 		}
-		switch b.Status {
-		case cairn.DatabaseBackupCompleted, cairn.DatabaseBackupFailed, cairn.DatabaseBackupDeleteFailed:
-		default:
-			return fmt.Errorf("backup %s is %s; cannot delete it: %w", id, b.Status, cairn.ErrConflict)
-		}
-		children, err := tx.DatabaseBackups(ctx, catalog.Filter{ParentID: id, Limit: 1})
-		if err != nil {
-			return err
-		}
-		if len(children) > 0 {
-			return fmt.Errorf("backup %s is the parent of %s; delete that first: %w", id, children[0].ID, cairn.ErrConflict)
-		}
-		// A delete under way already: this one is it (a second task would
-		// race the first and count its restarts against it).
-		tasks, err := tx.Tasks(ctx, catalog.Filter{ResourceID: b.ID, TaskStates: []cairn.TaskState{cairn.TaskPending, cairn.TaskRunning}})
-		if err != nil {
-			return err
-		}
-		for _, t := range tasks {
-			if t.Kind == "dbbackup.delete" {
-				queued = true
-				return nil
-			}
-		}
-		_, err = s.queue(ctx, tx, b.ProjectID, "dbbackup.delete", b.ID, nil)
+		queued, err = s.deleteDatabaseBackupTx(ctx, tx, b)
 		return err
 	})
 	if err != nil || queued {
@@ -595,6 +580,36 @@ func (s *Service) DeleteDatabaseBackup(ctx context.Context, c Caller, id string)
 	}
 	s.event(ctx, "dbbackup.delete.start", b.ProjectID, dbBackupPayload(b))
 	return nil
+}
+
+// deleteDatabaseBackupTx queues b's deletion in tx; queued reports that
+// an earlier request had queued it already.
+func (s *Service) deleteDatabaseBackupTx(ctx context.Context, tx catalog.Tx, b cairn.DatabaseBackup) (queued bool, err error) {
+	switch b.Status {
+	case cairn.DatabaseBackupCompleted, cairn.DatabaseBackupFailed, cairn.DatabaseBackupDeleteFailed:
+	default:
+		return false, fmt.Errorf("backup %s is %s; cannot delete it: %w", b.ID, b.Status, cairn.ErrConflict)
+	}
+	children, err := tx.DatabaseBackups(ctx, catalog.Filter{ParentID: b.ID, Limit: 1})
+	if err != nil {
+		return false, err
+	}
+	if len(children) > 0 {
+		return false, fmt.Errorf("backup %s is the parent of %s; delete that first: %w", b.ID, children[0].ID, cairn.ErrConflict)
+	}
+	// A delete under way already: this one is it (a second task would
+	// race the first and count its restarts against it).
+	tasks, err := tx.Tasks(ctx, catalog.Filter{ResourceID: b.ID, TaskStates: []cairn.TaskState{cairn.TaskPending, cairn.TaskRunning}})
+	if err != nil {
+		return false, err
+	}
+	for _, t := range tasks {
+		if t.Kind == "dbbackup.delete" {
+			return true, nil
+		}
+	}
+	_, err = s.queue(ctx, tx, b.ProjectID, "dbbackup.delete", b.ID, nil)
+	return false, err
 }
 
 // runDeleteDatabaseBackup deletes the backup's snapshot, forgets every

@@ -52,6 +52,9 @@ type rig struct {
 	pointKeep     int
 	pointTicks    chan time.Time
 
+	// now, when set, is the services' clock.
+	now func() time.Time
+
 	// events are the notifications the services raised.
 	eventsMu sync.Mutex
 	events   []notify.Event
@@ -149,7 +152,7 @@ func (r *rig) start() {
 		host = r.walHost
 	}
 	r.svc = service.New(service.Config{Catalog: r.cat, Engine: r.eng, OpenRepo: r.open,
-		Workers: 2, After: r.clock.After, Instances: host, ArchiveInterval: r.archiveInterval, ArchiveCheck: r.archiveCheck, ArchiveWAL: true, Notifier: r,
+		Workers: 2, After: r.clock.After, Now: r.now, Instances: host, ArchiveInterval: r.archiveInterval, ArchiveCheck: r.archiveCheck, ArchiveWAL: true, Notifier: r,
 		RestorePointInterval: r.pointInterval, RestorePoints: r.pointKeep,
 		RestorePointAfter: func(time.Duration) <-chan time.Time { return r.pointTicks }})
 	if err := r.svc.Start(r.t.Context()); err != nil {

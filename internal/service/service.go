@@ -100,6 +100,16 @@ type Config struct {
 	// Hosts is what the admin views of the services, hosts and pools
 	// report of this host (hosts.go).
 	Hosts HostConfig
+	// Scheduler runs the backup policies' scheduler loop (policies.go).
+	// FireDue fires what is due whether or not it runs.
+	Scheduler bool
+	// ScheduleGrace is how late a slot may fire and still be on time
+	// (default 5 minutes); later, the policy's catch-up rule decides.
+	ScheduleGrace time.Duration
+	// SchedulePoll bounds the loop's sleep, so it sees the policies
+	// other processes on the same catalog make (default 1 minute). The
+	// loop's waits use After.
+	SchedulePoll time.Duration
 }
 
 // Service runs the use cases.
@@ -139,6 +149,8 @@ type Service struct {
 	typeNames typeNameCache
 	// hosts is this host, as the admin views report it (hosts.go).
 	hosts hostInfo
+	// sched is the policies' scheduler (policies.go).
+	sched schedulerSet
 }
 
 // New builds a Service. Start runs its tasks.
@@ -149,6 +161,13 @@ func New(cfg Config) *Service {
 		nbdSock: cfg.NBDSocket, nbdAddr: cfg.NBDAddress, host: cfg.Instances, backend: cfg.Backend,
 		quiesce: cfg.QuiesceTimeout, identity: cfg.Identity}
 	s.hosts = newHostInfo(cfg.Hosts)
+	s.sched = schedulerSet{on: cfg.Scheduler, grace: cfg.ScheduleGrace, poll: cfg.SchedulePoll, wake: make(chan struct{}, 1)}
+	if s.sched.grace <= 0 {
+		s.sched.grace = defaultScheduleGrace
+	}
+	if s.sched.poll <= 0 {
+		s.sched.poll = defaultSchedulePoll
+	}
 	if s.quiesce <= 0 {
 		s.quiesce = defaultQuiesceTimeout
 	}
@@ -243,6 +262,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return err
 	}
 	s.startArchivers(ctx)
+	s.startScheduler(ctx)
 	return nil
 }
 
@@ -250,6 +270,7 @@ func (s *Service) Start(ctx context.Context) error {
 // running are cut short and resumed by the next Start. The API must
 // have stopped first: no request may use the service meanwhile.
 func (s *Service) Stop() {
+	s.stopScheduler()
 	s.runner.Stop()
 	s.stopArchivers()
 	s.closeRepos()

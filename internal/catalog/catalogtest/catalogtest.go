@@ -68,6 +68,8 @@ func Run(t *testing.T, open func(t *testing.T) catalog.Store) {
 		{"VolumeTypes", testVolumeTypes},
 		{"VolumeTypeInUseRace", testVolumeTypeInUseRace},
 		{"VolumeTransfers", testVolumeTransfers},
+		{"Policies", testPolicies},
+		{"PolicySlotOnce", testPolicySlotOnce},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

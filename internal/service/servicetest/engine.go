@@ -28,8 +28,10 @@ type pages map[int64]*page
 type Engine struct {
 	faults *Faults
 
-	mu      sync.Mutex
-	tick    time.Time // the clock: every event is a microsecond later
+	mu   sync.Mutex
+	tick time.Time // the clock: every event is a microsecond later
+	// clock, when set, is a test's clock the engine's follows.
+	clock   func() time.Time
 	vols    map[cairn.ID]*fakeVolume
 	snaps   map[cairn.ID]*fakeSnapshot
 	exports map[string]cairn.ID
@@ -61,9 +63,22 @@ func NewEngine(faults *Faults) *Engine {
 // Faults returns the engine's faults.
 func (e *Engine) Faults() *Faults { return e.faults }
 
+// SetClock makes the engine's clock follow clock (while it moves
+// forward; every event stays a microsecond later than the last).
+func (e *Engine) SetClock(clock func() time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.clock = clock
+}
+
 // now advances the clock; the caller holds e.mu.
 func (e *Engine) now() time.Time {
 	e.tick = e.tick.Add(time.Microsecond)
+	if e.clock != nil {
+		if t := e.clock(); t.After(e.tick) {
+			e.tick = t
+		}
+	}
 	return e.tick
 }
 

@@ -1,0 +1,171 @@
+package catalogtest
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/catalog"
+)
+
+func fullPolicy(project string, i int) cairn.Policy {
+	return cairn.Policy{ID: cairn.NewUUID(), ProjectID: project, Name: "policy-" + string(rune('a'+i)), Enabled: i%2 == 0,
+		PolicySpec: cairn.PolicySpec{
+			Target:   cairn.PolicyTarget{Kind: cairn.TargetVolume, IDs: []string{"v1", "v2"}, Tag: "tier=gold"},
+			Schedule: "0 * * * *", TimeZone: "Europe/Berlin", JitterSeconds: 30, FullEvery: 7, Container: "c",
+			CatchUp: cairn.CatchUpOnce, PITRWindowSeconds: 3600,
+			Retention: cairn.RetentionRules{Last: 3, Hourly: 24, Daily: 7, Weekly: 4, Monthly: 12, Yearly: 2, Within: "36h"}},
+		NextSlotAt: at(10 + i), NextFireAt: at(20 + i), CreatedAt: at(i), UpdatedAt: at(i + 1)}
+}
+
+// testPolicies: insert and read back every field, names unique per
+// project, list by project and all, due policies in order, update,
+// delete with the slots, and a project's deletion taking its policies.
+func testPolicies(t *testing.T, s catalog.Store) {
+	p := addProjects(t, s, 2)
+	a, b, c := fullPolicy(p[0], 0), fullPolicy(p[0], 2), fullPolicy(p[1], 4)
+	b.NextFireAt, b.Enabled = at(5), false
+	update(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		for _, x := range []cairn.Policy{a, b, c} {
+			if err := tx.InsertPolicy(ctx, x); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	update(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		got, err := tx.Policy(ctx, a.ID)
+		wantErr(t, "get", err, nil)
+		wantEqual(t, "get", got, a)
+		same := fullPolicy(p[0], 0)
+		wantErr(t, "a name taken in the project", tx.InsertPolicy(ctx, same), cairn.ErrExists)
+		same.ProjectID = p[1]
+		other := same
+		wantErr(t, "the same name in another project", tx.InsertPolicy(ctx, other), nil)
+		dup := fullPolicy(p[1], 9)
+		dup.ID = a.ID
+		wantErr(t, "an ID taken", tx.InsertPolicy(ctx, dup), cairn.ErrExists)
+		wantErr(t, "a missing project", tx.InsertPolicy(ctx, fullPolicy("nope", 1)), cairn.ErrNotFound)
+		_, err = tx.Policy(ctx, "nope")
+		wantErr(t, "get a missing one", err, cairn.ErrNotFound)
+		return tx.DeletePolicy(ctx, other.ID)
+	})
+	view(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		list, err := tx.Policies(ctx, p[0])
+		wantErr(t, "list", err, nil)
+		wantEqual(t, "list of a project", ids(list, func(x cairn.Policy) string { return x.ID }), []string{a.ID, b.ID})
+		all, err := tx.Policies(ctx, "")
+		wantErr(t, "list all", err, nil)
+		wantEqual(t, "list of all", len(all), 3)
+		due, err := tx.DuePolicies(ctx, at(24), 10)
+		wantErr(t, "due", err, nil)
+		// a and c are enabled; b is not. c's fire time is at(24).
+		wantEqual(t, "due", ids(due, func(x cairn.Policy) string { return x.ID }), []string{a.ID, c.ID})
+		due, _ = tx.DuePolicies(ctx, at(24), 1)
+		wantEqual(t, "due, limited", ids(due, func(x cairn.Policy) string { return x.ID }), []string{a.ID})
+		due, _ = tx.DuePolicies(ctx, at(19), 10)
+		wantEqual(t, "nothing due yet", len(due), 0)
+		return nil
+	})
+	update(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		a.Name, a.Enabled, a.NextFireAt, a.Retention = "renamed", false, at(50), cairn.RetentionRules{Last: 1}
+		wantErr(t, "update", tx.UpdatePolicy(ctx, a), nil)
+		got, _ := tx.Policy(ctx, a.ID)
+		wantEqual(t, "updated", got, a)
+		taken := a
+		taken.Name = b.Name
+		wantErr(t, "rename to a taken name", tx.UpdatePolicy(ctx, taken), cairn.ErrExists)
+		missing := fullPolicy(p[0], 7)
+		wantErr(t, "update a missing one", tx.UpdatePolicy(ctx, missing), cairn.ErrNotFound)
+		wantErr(t, "slot", tx.InsertPolicySlot(ctx, cairn.PolicySlot{PolicyID: a.ID, SlotAt: at(1), State: cairn.SlotFired, FiredAt: at(2)}), nil)
+		pb := cairn.PolicyBackup{PolicyID: a.ID, BackupID: "b2", TargetID: "v1", SlotAt: at(7)}
+		wantErr(t, "policy backup", tx.InsertPolicyBackup(ctx, pb), nil)
+		wantErr(t, "older policy backup", tx.InsertPolicyBackup(ctx, cairn.PolicyBackup{PolicyID: a.ID, BackupID: "b1", TargetID: "v2", SlotAt: at(6)}), nil)
+		wantErr(t, "policy backup again", tx.InsertPolicyBackup(ctx, pb), cairn.ErrExists)
+		pbs, err := tx.PolicyBackups(ctx, a.ID)
+		wantErr(t, "policy backups", err, nil)
+		wantEqual(t, "policy backups, oldest first", ids(pbs, func(x cairn.PolicyBackup) string { return x.BackupID }), []string{"b1", "b2"})
+		wantEqual(t, "policy backup", pbs[1], pb)
+		wantErr(t, "forget a policy backup", tx.DeletePolicyBackup(ctx, a.ID, "b1"), nil)
+		wantErr(t, "forget it again", tx.DeletePolicyBackup(ctx, a.ID, "b1"), cairn.ErrNotFound)
+		wantErr(t, "delete", tx.DeletePolicy(ctx, a.ID), nil)
+		pbs, _ = tx.PolicyBackups(ctx, a.ID)
+		wantEqual(t, "policy backups of a deleted policy", len(pbs), 0)
+		wantErr(t, "delete again", tx.DeletePolicy(ctx, a.ID), cairn.ErrNotFound)
+		slots, err := tx.PolicySlots(ctx, a.ID, 0)
+		wantErr(t, "slots of a deleted policy", err, nil)
+		wantEqual(t, "slots of a deleted policy", len(slots), 0)
+		return nil
+	})
+	update(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		wantErr(t, "slot of c", tx.InsertPolicySlot(ctx, cairn.PolicySlot{PolicyID: c.ID, SlotAt: at(1), State: cairn.SlotFired, FiredAt: at(2)}), nil)
+		wantErr(t, "delete a project with policies", tx.DeleteProject(ctx, p[1]), nil)
+		_, err := tx.Policy(ctx, c.ID)
+		wantErr(t, "its policy", err, cairn.ErrNotFound)
+		slots, _ := tx.PolicySlots(ctx, c.ID, 0)
+		wantEqual(t, "its slots", len(slots), 0)
+		return nil
+	})
+}
+
+// testPolicySlotOnce: slots read back newest first with every field;
+// a second record of a slot is ErrExists without spoiling the
+// transaction; and of 8 writers racing for each of 20 slots, exactly one
+// records each.
+func testPolicySlotOnce(t *testing.T, s catalog.Store) {
+	p := addProjects(t, s, 1)
+	pol := fullPolicy(p[0], 0)
+	update(t, s, func(ctx context.Context, tx catalog.Tx) error { return tx.InsertPolicy(ctx, pol) })
+	first := cairn.PolicySlot{PolicyID: pol.ID, SlotAt: at(1), State: cairn.SlotFired, FiredAt: at(2), Late: true, Detail: "caught up",
+		Runs: []cairn.PolicyRun{{TargetID: "v1", BackupID: "b1", Full: true}, {TargetID: "v2", Skipped: "busy"}}}
+	update(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		wantErr(t, "slot", tx.InsertPolicySlot(ctx, first), nil)
+		again := first
+		again.State = cairn.SlotMissed
+		wantErr(t, "the same slot again", tx.InsertPolicySlot(ctx, again), cairn.ErrExists)
+		// The transaction goes on after the duplicate.
+		return tx.InsertPolicySlot(ctx, cairn.PolicySlot{PolicyID: pol.ID, SlotAt: at(3), State: cairn.SlotMissed, FiredAt: at(4)})
+	})
+	view(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		slots, err := tx.PolicySlots(ctx, pol.ID, 0)
+		wantErr(t, "slots", err, nil)
+		wantEqual(t, "slots", len(slots), 2)
+		wantEqual(t, "newest slot", slots[0].SlotAt, at(3))
+		wantEqual(t, "first slot", slots[1], first)
+		one, _ := tx.PolicySlots(ctx, pol.ID, 1)
+		wantEqual(t, "limit", len(one), 1)
+		return nil
+	})
+	var mu sync.Mutex
+	won := map[time.Time]int{}
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 10; i < 30; i++ {
+				slot := at(i)
+				err := s.Update(t.Context(), func(tx catalog.Tx) error {
+					return tx.InsertPolicySlot(t.Context(), cairn.PolicySlot{PolicyID: pol.ID, SlotAt: slot, State: cairn.SlotFired, FiredAt: slot})
+				})
+				switch {
+				case err == nil:
+					mu.Lock()
+					won[slot]++
+					mu.Unlock()
+				case !errors.Is(err, cairn.ErrExists):
+					t.Errorf("slot %s: %v", slot, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i := 10; i < 30; i++ {
+		if won[at(i)] != 1 {
+			t.Errorf("slot %d recorded %d times", i, won[at(i)])
+		}
+	}
+}

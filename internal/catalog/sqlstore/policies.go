@@ -1,0 +1,245 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cairnproject/cairn"
+)
+
+// Backup policies and their slots: the policies and policy_slots tables
+// (0013_policies.sql). A policy's definition is one JSON column; its
+// statements are rebound per call, as volume types' are.
+
+const policyCols = "id, project_id, name, enabled, spec, next_slot_at, next_fire_at, created_at, updated_at"
+
+// jsonText stores v as JSON text, and reads it back.
+type jsonText struct{ v any }
+
+func (j jsonText) Scan(src any) error {
+	var b []byte
+	switch x := src.(type) {
+	case string:
+		b = []byte(x)
+	case []byte:
+		b = x
+	default:
+		return fmt.Errorf("json column: unexpected %T", src)
+	}
+	return json.Unmarshal(b, j.v)
+}
+
+func jsonArg(v any) (string, error) {
+	b, err := json.Marshal(v)
+	return string(b), err
+}
+
+func policyDest(p *cairn.Policy) []any {
+	return []any{&p.ID, &p.ProjectID, &p.Name, &p.Enabled, jsonText{&p.PolicySpec},
+		timeDest{&p.NextSlotAt}, timeDest{&p.NextFireAt}, timeDest{&p.CreatedAt}, timeDest{&p.UpdatedAt}}
+}
+
+func (t *tx) policyArgs(p cairn.Policy) ([]any, error) {
+	spec, err := jsonArg(p.PolicySpec)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", p.ID, err)
+	}
+	return []any{p.ID, p.ProjectID, p.Name, p.Enabled, spec, t.d.Time(p.NextSlotAt), t.d.Time(p.NextFireAt),
+		t.d.Time(p.CreatedAt), t.d.Time(p.UpdatedAt)}, nil
+}
+
+// InsertPolicy stores p: cairn.ErrExists when its ID, or its name in its
+// project, is taken; cairn.ErrNotFound for a missing project.
+func (t *tx) InsertPolicy(ctx context.Context, p cairn.Policy) error {
+	if err := t.projectExists(ctx, p.ProjectID); err != nil {
+		return fmt.Errorf("policy %s: %w", p.ID, err)
+	}
+	args, err := t.policyArgs(p)
+	if err != nil {
+		return err
+	}
+	n, err := t.execCount(ctx, t.d.rebind("INSERT INTO policies ("+policyCols+
+		") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"), args...)
+	if err != nil {
+		return fmt.Errorf("insert policy %s: %w", p.ID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("policy %s (%q): the ID or the name is taken: %w", p.ID, p.Name, cairn.ErrExists)
+	}
+	return nil
+}
+
+// Policy reads policy id.
+func (t *tx) Policy(ctx context.Context, id string) (cairn.Policy, error) {
+	var p cairn.Policy
+	err := t.scanRow(ctx, t.d.rebind("SELECT "+policyCols+" FROM policies WHERE id = ?"), []any{id}, policyDest(&p)...)
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, fmt.Errorf("policy %s: %w", id, cairn.ErrNotFound)
+	}
+	if err != nil {
+		return p, fmt.Errorf("policy %s: %w", id, err)
+	}
+	return p, nil
+}
+
+func (t *tx) policies(ctx context.Context, q string, args []any) ([]cairn.Policy, error) {
+	out := []cairn.Policy{}
+	err := t.all(ctx, "policies", t.d.rebind(q), args, func(r *sql.Rows) error {
+		var p cairn.Policy
+		if err := r.Scan(policyDest(&p)...); err != nil {
+			return err
+		}
+		out = append(out, p)
+		return nil
+	})
+	return out, err
+}
+
+// Policies lists project's policies (every project's for "") by name.
+func (t *tx) Policies(ctx context.Context, project string) ([]cairn.Policy, error) {
+	q, args := "SELECT "+policyCols+" FROM policies", []any(nil)
+	if project != "" {
+		q, args = q+" WHERE project_id = ?", []any{project}
+	}
+	return t.policies(ctx, q+" ORDER BY project_id, name, id", args)
+}
+
+// DuePolicies lists the enabled policies whose next slot fires at or
+// before now, the earliest first, at most limit.
+func (t *tx) DuePolicies(ctx context.Context, now time.Time, limit int) ([]cairn.Policy, error) {
+	return t.policies(ctx, "SELECT "+policyCols+" FROM policies WHERE enabled = ? AND next_fire_at <= ? ORDER BY next_fire_at, id LIMIT ?",
+		[]any{true, t.d.Time(now), limit})
+}
+
+// UpdatePolicy writes every field of the row with p's ID.
+func (t *tx) UpdatePolicy(ctx context.Context, p cairn.Policy) error {
+	args, err := t.policyArgs(p)
+	if err != nil {
+		return err
+	}
+	// A taken name is found before the update: a failed statement would
+	// abort a PostgreSQL transaction.
+	var other string
+	err = t.scanRow(ctx, t.d.rebind("SELECT id FROM policies WHERE project_id = ? AND name = ? AND id <> ?"), []any{p.ProjectID, p.Name, p.ID}, &other)
+	switch {
+	case err == nil:
+		return fmt.Errorf("policy %s: policy %s is named %q already: %w", p.ID, other, p.Name, cairn.ErrExists)
+	case !errors.Is(err, sql.ErrNoRows):
+		return fmt.Errorf("policy %s: %w", p.ID, err)
+	}
+	n, err := t.execCount(ctx, t.d.rebind(`UPDATE policies SET project_id = ?, name = ?, enabled = ?, spec = ?,
+		next_slot_at = ?, next_fire_at = ?, created_at = ?, updated_at = ? WHERE id = ?`), append(args[1:], p.ID)...)
+	if t.d.Duplicate(err) {
+		return fmt.Errorf("policy %s: the name %q is taken: %w", p.ID, p.Name, cairn.ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("update policy %s: %w", p.ID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("policy %s: %w", p.ID, cairn.ErrNotFound)
+	}
+	return nil
+}
+
+// DeletePolicy removes policy id and its slots (the backups it made
+// stay).
+func (t *tx) DeletePolicy(ctx context.Context, id string) error {
+	for _, table := range []string{"policy_slots", "policy_backups"} {
+		if _, err := t.exec(ctx, t.d.rebind("DELETE FROM "+table+" WHERE policy_id = ?"), id); err != nil {
+			return fmt.Errorf("delete policy %s: %s: %w", id, table, err)
+		}
+	}
+	n, err := t.execCount(ctx, t.d.rebind("DELETE FROM policies WHERE id = ?"), id)
+	if err != nil {
+		return fmt.Errorf("delete policy %s: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("policy %s: %w", id, cairn.ErrNotFound)
+	}
+	return nil
+}
+
+const slotCols = "policy_id, slot_at, state, fired_at, late, detail, runs"
+
+// InsertPolicySlot records a slot: cairn.ErrExists when the policy has
+// a record of that slot already (another process fired it).
+func (t *tx) InsertPolicySlot(ctx context.Context, s cairn.PolicySlot) error {
+	runs, err := jsonArg(s.Runs)
+	if err != nil {
+		return fmt.Errorf("policy %s slot %s: %w", s.PolicyID, s.SlotAt, err)
+	}
+	n, err := t.execCount(ctx, t.d.rebind("INSERT INTO policy_slots ("+slotCols+") VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
+		s.PolicyID, t.d.Time(s.SlotAt), s.State, t.d.Time(s.FiredAt), s.Late, s.Detail, runs)
+	if err != nil {
+		return fmt.Errorf("insert policy %s slot %s: %w", s.PolicyID, s.SlotAt.Format(time.RFC3339), err)
+	}
+	if n == 0 {
+		return fmt.Errorf("policy %s slot %s: recorded already: %w", s.PolicyID, s.SlotAt.Format(time.RFC3339), cairn.ErrExists)
+	}
+	return nil
+}
+
+// PolicySlots lists a policy's slots, newest first, at most limit (0:
+// all).
+func (t *tx) PolicySlots(ctx context.Context, policyID string, limit int) ([]cairn.PolicySlot, error) {
+	q, args := "SELECT "+slotCols+" FROM policy_slots WHERE policy_id = ? ORDER BY slot_at DESC", []any{policyID}
+	if limit > 0 {
+		q, args = q+" LIMIT ?", append(args, limit)
+	}
+	out := []cairn.PolicySlot{}
+	err := t.all(ctx, "policy slots", t.d.rebind(q), args, func(r *sql.Rows) error {
+		var s cairn.PolicySlot
+		if err := r.Scan(&s.PolicyID, timeDest{&s.SlotAt}, &s.State, timeDest{&s.FiredAt}, &s.Late, &s.Detail, jsonText{&s.Runs}); err != nil {
+			return err
+		}
+		out = append(out, s)
+		return nil
+	})
+	return out, err
+}
+
+// InsertPolicyBackup records a backup a policy made: cairn.ErrExists
+// when it is recorded already.
+func (t *tx) InsertPolicyBackup(ctx context.Context, pb cairn.PolicyBackup) error {
+	n, err := t.execCount(ctx, t.d.rebind("INSERT INTO policy_backups (policy_id, backup_id, target_id, slot_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING"),
+		pb.PolicyID, pb.BackupID, pb.TargetID, t.d.Time(pb.SlotAt))
+	if err != nil {
+		return fmt.Errorf("insert policy %s backup %s: %w", pb.PolicyID, pb.BackupID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("policy %s backup %s: %w", pb.PolicyID, pb.BackupID, cairn.ErrExists)
+	}
+	return nil
+}
+
+// PolicyBackups lists the backups a policy recorded, oldest slot first.
+func (t *tx) PolicyBackups(ctx context.Context, policyID string) ([]cairn.PolicyBackup, error) {
+	out := []cairn.PolicyBackup{}
+	err := t.all(ctx, "policy backups", t.d.rebind("SELECT policy_id, backup_id, target_id, slot_at FROM policy_backups WHERE policy_id = ? ORDER BY slot_at, backup_id"),
+		[]any{policyID}, func(r *sql.Rows) error {
+			var pb cairn.PolicyBackup
+			if err := r.Scan(&pb.PolicyID, &pb.BackupID, &pb.TargetID, timeDest{&pb.SlotAt}); err != nil {
+				return err
+			}
+			out = append(out, pb)
+			return nil
+		})
+	return out, err
+}
+
+// DeletePolicyBackup forgets a policy's backup: cairn.ErrNotFound when
+// it has no such record.
+func (t *tx) DeletePolicyBackup(ctx context.Context, policyID, backupID string) error {
+	n, err := t.execCount(ctx, t.d.rebind("DELETE FROM policy_backups WHERE policy_id = ? AND backup_id = ?"), policyID, backupID)
+	if err != nil {
+		return fmt.Errorf("delete policy %s backup %s: %w", policyID, backupID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("policy %s backup %s: %w", policyID, backupID, cairn.ErrNotFound)
+	}
+	return nil
+}

@@ -1,0 +1,712 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/catalog"
+	"github.com/cairnproject/cairn/internal/retention"
+	"github.com/cairnproject/cairn/internal/schedule"
+)
+
+// Backup policies: a schedule that queues backups of named or tagged
+// volumes and instances, and retention rules that delete the backups a
+// policy made once no rule keeps them.
+//
+// A slot fires in one catalog transaction that re-reads the policy,
+// queues each target's backup (the same rows and tasks a request
+// makes), records the slot (policy_slots, unique per policy and slot)
+// and moves the policy to its next slot. So a slot fires once: two
+// processes racing for it conflict, and the one that retries finds the
+// policy moved on; a process killed before the commit leaves nothing,
+// and the next one fires the slot (late, if the catch-up rule allows).
+
+const (
+	defaultFullEvery = 7
+	// defaultScheduleGrace is how late a slot may fire and still count as
+	// on time; later it is missed, and the catch-up rule decides.
+	defaultScheduleGrace = 5 * time.Minute
+	// defaultSchedulePoll bounds the scheduler's sleep, so it sees the
+	// policies other processes sharing the catalog create.
+	defaultSchedulePoll = time.Minute
+	// missedRecordLimit bounds the missed slots recorded one by one in a
+	// firing; older ones are counted in one event.
+	missedRecordLimit = 1000
+	// dueBatch is how many due policies one catalog read returns.
+	dueBatch         = 256
+	maxPolicyTargets = 1000
+)
+
+// PolicyRequest is a policy's definition as its owner sends it.
+type PolicyRequest struct {
+	Name string
+	// Enabled nil: true on create, unchanged on update.
+	Enabled *bool
+	Spec    cairn.PolicySpec
+}
+
+// schedulerSet is the scheduler's settings and its loop's owner.
+type schedulerSet struct {
+	on    bool
+	grace time.Duration
+	poll  time.Duration
+	// wake tells the loop a policy changed (capacity 1, never blocks).
+	wake   chan struct{}
+	cancel context.CancelFunc
+	done   chan struct{}
+	mu     sync.Mutex
+}
+
+// checkPolicy validates a definition in tx and fills its defaults; it
+// returns the parsed schedule.
+func (s *Service) checkPolicy(ctx context.Context, tx catalog.Tx, c Caller, name string, sp *cairn.PolicySpec) (schedule.Spec, error) {
+	if name == "" {
+		return schedule.Spec{}, errorf(cairn.ErrInvalid, "a policy needs a name")
+	}
+	if err := validText("name", name, 255); err != nil {
+		return schedule.Spec{}, err
+	}
+	sched, err := schedule.Parse(sp.Schedule, sp.TimeZone)
+	if err != nil {
+		return schedule.Spec{}, err
+	}
+	if sp.TimeZone == "" {
+		sp.TimeZone = "UTC"
+	}
+	if sp.JitterSeconds < 0 || sp.JitterSeconds > 86400 {
+		return schedule.Spec{}, errorf(cairn.ErrInvalid, "jitter_seconds %d: want 0 to 86400", sp.JitterSeconds)
+	}
+	switch {
+	case sp.FullEvery == 0:
+		sp.FullEvery = defaultFullEvery
+	case sp.FullEvery < 0:
+		return schedule.Spec{}, errorf(cairn.ErrInvalid, "full_every %d: want 1 or more (1: every backup full)", sp.FullEvery)
+	}
+	switch sp.CatchUp {
+	case "":
+		sp.CatchUp = cairn.CatchUpOnce
+	case cairn.CatchUpOnce, cairn.CatchUpSkip:
+	default:
+		return schedule.Spec{}, errorf(cairn.ErrInvalid, "catch_up %q: want once or skip", sp.CatchUp)
+	}
+	if err := retention.Validate(sp.Retention); err != nil {
+		return schedule.Spec{}, err
+	}
+	if sp.PITRWindowSeconds < 0 {
+		return schedule.Spec{}, errorf(cairn.ErrInvalid, "pitr_window_seconds %d: negative", sp.PITRWindowSeconds)
+	}
+	t := &sp.Target
+	if len(t.IDs) == 0 && t.Tag == "" {
+		return schedule.Spec{}, errorf(cairn.ErrInvalid, "a policy's target needs ids or a tag")
+	}
+	if len(t.IDs) > maxPolicyTargets {
+		return schedule.Spec{}, errorf(cairn.ErrInvalid, "target: %d ids; at most %d", len(t.IDs), maxPolicyTargets)
+	}
+	if t.Tag != "" {
+		if k, _, ok := strings.Cut(t.Tag, "="); !ok || k == "" {
+			return schedule.Spec{}, errorf(cairn.ErrInvalid, "target tag %q: want key=value", t.Tag)
+		}
+	}
+	switch t.Kind {
+	case cairn.TargetVolume:
+		if sp.Strategy != "" || sp.PITRWindowSeconds != 0 {
+			return schedule.Spec{}, errorf(cairn.ErrInvalid, "strategy and pitr_window_seconds are for instances")
+		}
+		if sp.Container != "" && !containerName.MatchString(sp.Container) {
+			return schedule.Spec{}, errorf(cairn.ErrInvalid, "container %q: want 1 to 63 letters, digits, '.', '_' or '-'", sp.Container)
+		}
+		for _, id := range t.IDs {
+			if _, err := getVolume(ctx, tx, c, id); err != nil {
+				return schedule.Spec{}, fmt.Errorf("target: %w", err)
+			}
+		}
+	case cairn.TargetInstance:
+		if t.Tag != "" {
+			return schedule.Spec{}, errorf(cairn.ErrInvalid, "instances have no metadata to tag: name them in ids")
+		}
+		if sp.Strategy != "" && !cairn.DatabaseStrategy(sp.Strategy).Valid() {
+			return schedule.Spec{}, errorf(cairn.ErrInvalid, "strategy %q: want snapshot, physical or logical", sp.Strategy)
+		}
+		if err := validContainer(sp.Container); err != nil {
+			return schedule.Spec{}, err
+		}
+		for _, id := range t.IDs {
+			if _, err := getInstance(ctx, tx, c, id); err != nil {
+				return schedule.Spec{}, fmt.Errorf("target: %w", err)
+			}
+		}
+	default:
+		return schedule.Spec{}, errorf(cairn.ErrInvalid, "target kind %q: want volume or instance", t.Kind)
+	}
+	return sched, nil
+}
+
+// plan sets p's next slot: the first after now.
+func plan(p *cairn.Policy, sched schedule.Spec, now time.Time) {
+	p.NextSlotAt = sched.Next(now).UTC()
+	p.NextFireAt = p.NextSlotAt.Add(schedule.Jitter(p.ID, time.Duration(p.JitterSeconds)*time.Second))
+}
+
+// CreatePolicy stores a policy; its first slot is the schedule's first
+// after now.
+func (s *Service) CreatePolicy(ctx context.Context, c Caller, req PolicyRequest) (cairn.Policy, error) {
+	now := s.nowUTC()
+	p := cairn.Policy{ID: cairn.NewUUID(), ProjectID: c.ProjectID, Name: req.Name, Enabled: true,
+		PolicySpec: req.Spec, CreatedAt: now, UpdatedAt: now}
+	if req.Enabled != nil {
+		p.Enabled = *req.Enabled
+	}
+	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
+		sched, err := s.checkPolicy(ctx, tx, c, p.Name, &p.PolicySpec)
+		if err != nil {
+			return err
+		}
+		plan(&p, sched, now)
+		return tx.InsertPolicy(ctx, p)
+	})
+	if err != nil {
+		return cairn.Policy{}, err
+	}
+	s.wakeScheduler()
+	s.event(ctx, "policy.create", p.ProjectID, policyPayload(p))
+	return p, nil
+}
+
+// UpdatePolicy replaces a policy's definition. A changed schedule,
+// zone or jitter, or enabling it, plans its next slot from now: the
+// slots it had while disabled are not missed, they were not wanted.
+func (s *Service) UpdatePolicy(ctx context.Context, c Caller, id string, req PolicyRequest) (cairn.Policy, error) {
+	var p cairn.Policy
+	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
+		var err error
+		if p, err = getPolicy(ctx, tx, c, id); err != nil {
+			return err
+		}
+		old := p
+		p.Name, p.PolicySpec = req.Name, req.Spec
+		if req.Enabled != nil {
+			p.Enabled = *req.Enabled
+		}
+		sched, err := s.checkPolicy(ctx, tx, c, p.Name, &p.PolicySpec)
+		if err != nil {
+			return err
+		}
+		now := s.nowUTC()
+		if p.Enabled && (!old.Enabled || old.Schedule != p.Schedule || old.TimeZone != p.TimeZone || old.JitterSeconds != p.JitterSeconds) {
+			plan(&p, sched, now)
+		}
+		p.UpdatedAt = now
+		return tx.UpdatePolicy(ctx, p)
+	})
+	if err != nil {
+		return cairn.Policy{}, err
+	}
+	s.wakeScheduler()
+	s.event(ctx, "policy.update", p.ProjectID, policyPayload(p))
+	return p, nil
+}
+
+// Policies lists the caller's project's policies (every project's for
+// an admin asking for all).
+func (s *Service) Policies(ctx context.Context, c Caller, all bool) ([]cairn.Policy, error) {
+	project := c.ProjectID
+	if all && c.Admin {
+		project = ""
+	}
+	var out []cairn.Policy
+	err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		out, err = tx.Policies(ctx, project)
+		return err
+	})
+	return out, err
+}
+
+// Policy returns a policy the caller may see.
+func (s *Service) Policy(ctx context.Context, c Caller, id string) (cairn.Policy, error) {
+	var p cairn.Policy
+	err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		p, err = getPolicy(ctx, tx, c, id)
+		return err
+	})
+	return p, err
+}
+
+// DeletePolicy removes a policy and its slots; its backups stay.
+func (s *Service) DeletePolicy(ctx context.Context, c Caller, id string) error {
+	var p cairn.Policy
+	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
+		var err error
+		if p, err = getPolicy(ctx, tx, c, id); err != nil {
+			return err
+		}
+		return tx.DeletePolicy(ctx, id)
+	})
+	if err == nil {
+		s.event(ctx, "policy.delete", p.ProjectID, policyPayload(p))
+	}
+	return err
+}
+
+// PolicySlots lists a policy's slots, newest first, at most limit.
+func (s *Service) PolicySlots(ctx context.Context, c Caller, id string, limit int) ([]cairn.PolicySlot, error) {
+	var out []cairn.PolicySlot
+	err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		if _, err := getPolicy(ctx, tx, c, id); err != nil {
+			return err
+		}
+		var err error
+		out, err = tx.PolicySlots(ctx, id, limit)
+		return err
+	})
+	return out, err
+}
+
+func getPolicy(ctx context.Context, tx catalog.Tx, c Caller, id string) (cairn.Policy, error) {
+	p, err := tx.Policy(ctx, id)
+	if err == nil && !c.may(p.ProjectID) {
+		return cairn.Policy{}, fmt.Errorf("policy %s: %w", id, cairn.ErrNotFound)
+	}
+	return p, err
+}
+
+func policyPayload(p cairn.Policy) map[string]any {
+	return map[string]any{"policy_id": p.ID, "name": p.Name, "enabled": p.Enabled,
+		"next_slot_at": p.NextSlotAt, "target": p.Target}
+}
+
+// FireDue fires every slot due at the service clock's now, and reports
+// how many slots it recorded (fired, skipped or missed). A policy whose
+// firing fails is logged and left for the next call.
+func (s *Service) FireDue(ctx context.Context) (int, error) {
+	now := s.nowUTC()
+	failed := map[string]bool{}
+	total := 0
+	for {
+		var due []cairn.Policy
+		err := s.cat.View(ctx, func(tx catalog.Tx) error {
+			var err error
+			due, err = tx.DuePolicies(ctx, now, dueBatch+len(failed))
+			return err
+		})
+		if err != nil {
+			return total, fmt.Errorf("due policies: %w", err)
+		}
+		progress := false
+		for _, p := range due {
+			if failed[p.ID] {
+				continue
+			}
+			n, err := s.firePolicy(ctx, p.ID, now)
+			if err != nil {
+				if ctx.Err() != nil {
+					return total, ctx.Err()
+				}
+				failed[p.ID] = true
+				s.log.Error("policy slot did not fire", "policy", p.ID, "err", err)
+				continue
+			}
+			total += n
+			progress = true
+		}
+		if !progress {
+			return total, nil
+		}
+	}
+}
+
+// errSkipTarget makes firePolicy run its transaction again without a
+// target whose backup could not be queued.
+var errSkipTarget = errors.New("skip target")
+
+// firing is what one firing recorded, for its events.
+type firing struct {
+	policy  cairn.Policy
+	slots   []cairn.PolicySlot
+	backups []cairn.Backup
+	dbs     []cairn.DatabaseBackup
+	// unrecorded missed slots: how many, and the range
+	older          int
+	oldest, newest time.Time
+}
+
+// firePolicy fires policy id's slots due at now in one transaction: the
+// latest due slot fires when it is on time (within the grace) or the
+// catch-up rule is once; every other due slot is recorded missed.
+func (s *Service) firePolicy(ctx context.Context, id string, now time.Time) (int, error) {
+	skips := map[string]string{} // target: why no backup of it is queued
+	var f firing
+	for {
+		err := s.update(ctx, func(tx catalog.Tx) error {
+			f = firing{}
+			p, err := tx.Policy(ctx, id)
+			if errors.Is(err, cairn.ErrNotFound) {
+				return nil // deleted meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			if !p.Enabled || p.NextFireAt.After(now) {
+				return nil // another process fired it, or it changed
+			}
+			f.policy = p
+			sched, err := schedule.Parse(p.Schedule, p.TimeZone)
+			if err != nil {
+				return fmt.Errorf("policy %s: %w", p.ID, err)
+			}
+			jitter := p.NextFireAt.Sub(p.NextSlotAt)
+			// The due slots: the planned one and every later one whose fire
+			// time has come. Only the newest missedRecordLimit+1 are kept.
+			due := []time.Time{p.NextSlotAt}
+			next := sched.Next(p.NextSlotAt)
+			for !next.IsZero() && !next.Add(jitter).After(now) {
+				due = append(due, next.UTC())
+				if len(due) > missedRecordLimit+1 {
+					if f.older == 0 {
+						f.oldest = due[0]
+					}
+					f.older++
+					f.newest = due[0]
+					due = due[1:]
+				}
+				next = sched.Next(next)
+			}
+			last := due[len(due)-1]
+			for _, slot := range due[:len(due)-1] {
+				st := cairn.PolicySlot{PolicyID: p.ID, SlotAt: slot, State: cairn.SlotMissed, FiredAt: now,
+					Detail: "no service fired it in time; a later slot was due when one ran"}
+				if err := tx.InsertPolicySlot(ctx, st); err != nil {
+					return err
+				}
+				f.slots = append(f.slots, st)
+			}
+			late := now.Sub(last.Add(jitter)) > s.sched.grace
+			st := cairn.PolicySlot{PolicyID: p.ID, SlotAt: last, FiredAt: now, Late: late}
+			if late && p.CatchUp == cairn.CatchUpSkip {
+				st.State, st.Detail = cairn.SlotMissed, "no service fired it in time, and the policy's catch-up is skip"
+			} else if err := s.fireSlotTx(ctx, tx, p, &st, skips, &f); err != nil {
+				return err
+			}
+			if err := tx.InsertPolicySlot(ctx, st); err != nil {
+				return err
+			}
+			f.slots = append(f.slots, st)
+			if next.IsZero() {
+				p.Enabled = false // the schedule ends (never, in practice)
+			}
+			p.NextSlotAt, p.NextFireAt = next.UTC(), next.Add(jitter).UTC()
+			p.UpdatedAt = now
+			return tx.UpdatePolicy(ctx, p)
+		})
+		if errors.Is(err, errSkipTarget) {
+			continue // skips has a new entry: fewer targets each time
+		}
+		if err != nil {
+			return 0, err
+		}
+		break
+	}
+	s.firedEvents(ctx, f)
+	// Retention runs after each firing of a policy that has rules; what
+	// it removes is the backups that were complete before this slot.
+	if p := f.policy; p.ID != "" && (!retention.IsZero(p.Retention) || p.PITRWindowSeconds > 0) {
+		if _, err := s.ApplyRetention(ctx, Caller{ProjectID: p.ProjectID}, p.ID, false); err != nil && ctx.Err() == nil {
+			s.log.Error("policy retention", "policy", p.ID, "err", err)
+		}
+	}
+	return len(f.slots), nil
+}
+
+// fireSlotTx queues the backups of st's slot for p's targets and fills
+// st. A target whose backup cannot be queued (busy, in a state that
+// cannot be backed up, over quota) is added to skips and errSkipTarget
+// returned: the caller runs the transaction again, which rolls back what
+// queuing it wrote.
+func (s *Service) fireSlotTx(ctx context.Context, tx catalog.Tx, p cairn.Policy, st *cairn.PolicySlot, skips map[string]string, f *firing) error {
+	c := Caller{ProjectID: p.ProjectID, UserID: "policy-" + p.ID}
+	targets, err := policyTargets(ctx, tx, p)
+	if err != nil {
+		return err
+	}
+	name := p.Name + " " + st.SlotAt.Format(time.RFC3339)
+	if len(name) > 255 {
+		name = name[len(name)-255:]
+	}
+	history, err := tx.PolicySlots(ctx, p.ID, p.FullEvery)
+	if err != nil {
+		return err
+	}
+	for _, target := range targets {
+		run := cairn.PolicyRun{TargetID: target}
+		if why, ok := skips[target]; ok {
+			run.Skipped = why
+			st.Runs = append(st.Runs, run)
+			continue
+		}
+		run.Full = wantFull(history, target, p.FullEvery)
+		var err error
+		if p.Target.Kind == cairn.TargetVolume {
+			err = s.queuePolicyVolumeBackup(ctx, tx, c, p, target, name, &run, f)
+		} else {
+			err = s.queuePolicyInstanceBackup(ctx, tx, c, p, target, name, &run, f)
+		}
+		if err != nil {
+			if !isRequestError(err) {
+				return err
+			}
+			skips[target] = failReason(err)
+			return errSkipTarget
+		}
+		if err := tx.InsertPolicyBackup(ctx, cairn.PolicyBackup{PolicyID: p.ID, BackupID: run.BackupID, TargetID: target, SlotAt: st.SlotAt}); err != nil {
+			return err
+		}
+		st.Runs = append(st.Runs, run)
+	}
+	switch {
+	case len(targets) == 0:
+		st.State, st.Detail = cairn.SlotSkipped, "no target: no volume or instance matches the policy"
+	case slices.ContainsFunc(st.Runs, func(r cairn.PolicyRun) bool { return r.BackupID != "" }):
+		st.State = cairn.SlotFired
+	default:
+		st.State, st.Detail = cairn.SlotSkipped, "no target could be backed up"
+	}
+	return nil
+}
+
+// isRequestError reports an error a request would answer with 4xx: the
+// target, not the catalog, is why its backup cannot be queued.
+func isRequestError(err error) bool {
+	for _, e := range []error{cairn.ErrConflict, cairn.ErrInvalid, cairn.ErrQuota, cairn.ErrNotFound, cairn.ErrUnsupported} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// wantFull: a target's first backup by the policy is full, and then
+// every fullEvery-th.
+func wantFull(history []cairn.PolicySlot, target string, fullEvery int) bool {
+	incrementals := 0
+	for _, sl := range history { // newest first
+		for _, r := range sl.Runs {
+			if r.TargetID != target || r.BackupID == "" {
+				continue
+			}
+			if r.Full {
+				return incrementals+1 >= fullEvery
+			}
+			incrementals++
+		}
+	}
+	return true
+}
+
+// policyTargets resolves p's targets now: the named ones, then those
+// carrying the tag, in order, each once. A named target deleted since is
+// left out.
+func policyTargets(ctx context.Context, tx catalog.Tx, p cairn.Policy) ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	add := func(id string) {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	for _, id := range p.Target.IDs {
+		var project string
+		var err error
+		if p.Target.Kind == cairn.TargetVolume {
+			var v cairn.Volume
+			v, err = tx.Volume(ctx, id)
+			project = v.ProjectID
+			if err == nil && v.Status == cairn.StatusDeleting {
+				continue
+			}
+		} else {
+			var in cairn.Instance
+			in, err = tx.Instance(ctx, id)
+			project = in.ProjectID
+		}
+		if errors.Is(err, cairn.ErrNotFound) || err == nil && project != p.ProjectID {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		add(id)
+	}
+	if k, v, ok := strings.Cut(p.Target.Tag, "="); ok && p.Target.Kind == cairn.TargetVolume {
+		vols, err := tx.Volumes(ctx, catalog.Filter{ProjectID: p.ProjectID, Sort: []catalog.SortKey{{Key: "created_at"}}})
+		if err != nil {
+			return nil, err
+		}
+		for _, vol := range vols {
+			if got, has := vol.Metadata[k]; has && got == v && vol.Status != cairn.StatusDeleting {
+				add(vol.ID)
+			}
+		}
+	}
+	return out, nil
+}
+
+// queuePolicyVolumeBackup queues a volume's backup for a slot: full,
+// or incremental when run.Full is false and the volume has a backup in
+// the container to build on. An in-use volume is backed up through a
+// snapshot, as a forced request is.
+func (s *Service) queuePolicyVolumeBackup(ctx context.Context, tx catalog.Tx, c Caller, p cairn.Policy, id, name string, run *cairn.PolicyRun, f *firing) error {
+	running, err := tx.Backups(ctx, catalog.Filter{VolumeID: id, Status: cairn.StatusCreating, Limit: 1})
+	if err != nil {
+		return err
+	}
+	if len(running) > 0 {
+		return fmt.Errorf("volume %s: backup %s of it is still running: %w", id, running[0].ID, cairn.ErrConflict)
+	}
+	req := BackupCreate{VolumeID: id, Name: name, Container: p.Container, Force: true,
+		Description: "policy " + p.Name + " (" + p.ID + ")"}
+	if req.Container == "" {
+		req.Container = s.defCont
+	}
+	if !run.Full {
+		_, err := latestBefore(ctx, tx, cairn.Backup{ProjectID: p.ProjectID, VolumeID: id, Container: req.Container, DataTimestamp: s.nowUTC()})
+		run.Full = errors.Is(err, cairn.ErrInvalid) // nothing to build on
+		if err != nil && !run.Full {
+			return err
+		}
+	}
+	req.Incremental = !run.Full
+	b, err := s.createBackupTx(ctx, tx, c, req)
+	if err != nil {
+		return err
+	}
+	run.BackupID = b.ID
+	f.backups = append(f.backups, b)
+	return nil
+}
+
+// queuePolicyInstanceBackup queues an instance's backup for a slot,
+// with the policy's strategy or the instance's own.
+func (s *Service) queuePolicyInstanceBackup(ctx context.Context, tx catalog.Tx, c Caller, p cairn.Policy, id, name string, run *cairn.PolicyRun, f *firing) error {
+	if s.host == nil {
+		return errNoInstances
+	}
+	in, err := tx.Instance(ctx, id)
+	if err != nil {
+		return err
+	}
+	if in.Status == cairn.InstanceBackup {
+		return fmt.Errorf("instance %s: a backup of it is still running: %w", id, cairn.ErrConflict)
+	}
+	b, err := s.createDatabaseBackupTx(ctx, tx, c, cairn.DatabaseBackupCreate{InstanceID: id, Name: name,
+		Description: "policy " + p.Name + " (" + p.ID + ")", Strategy: cairn.DatabaseStrategy(p.Strategy),
+		Container: p.Container, Incremental: !run.Full})
+	if err != nil {
+		return err
+	}
+	run.BackupID, run.Full = b.ID, b.ParentID == ""
+	f.dbs = append(f.dbs, b)
+	return nil
+}
+
+// firedEvents sends a firing's events once its transaction committed:
+// each backup's start, schedule.fired for a slot that queued backups,
+// and schedule.missed for every slot missed or skipped and every target
+// left out of a slot.
+func (s *Service) firedEvents(ctx context.Context, f firing) {
+	p := f.policy
+	for _, b := range f.backups {
+		s.event(ctx, "backup.create.start", b.ProjectID, backupPayload(b))
+	}
+	for _, b := range f.dbs {
+		s.event(ctx, "dbbackup.create.start", b.ProjectID, dbBackupPayload(b))
+	}
+	if f.older > 0 {
+		s.event(ctx, "schedule.missed", p.ProjectID, map[string]any{"policy_id": p.ID, "name": p.Name,
+			"slots": f.older, "from": f.oldest, "to": f.newest, "state": cairn.SlotMissed,
+			"detail": "no service ran at these slots; too many to record one by one"})
+	}
+	for _, st := range f.slots {
+		payload := map[string]any{"policy_id": p.ID, "name": p.Name, "slot_at": st.SlotAt, "state": st.State,
+			"late": st.Late, "detail": st.Detail, "runs": st.Runs}
+		if st.State == cairn.SlotFired {
+			s.event(ctx, "schedule.fired", p.ProjectID, payload)
+		} else {
+			s.event(ctx, "schedule.missed", p.ProjectID, payload)
+		}
+		for _, r := range st.Runs {
+			if r.Skipped != "" && st.State == cairn.SlotFired {
+				s.event(ctx, "schedule.missed", p.ProjectID, map[string]any{"policy_id": p.ID, "name": p.Name,
+					"slot_at": st.SlotAt, "state": cairn.SlotSkipped, "target_id": r.TargetID, "detail": r.Skipped})
+			}
+		}
+	}
+}
+
+// wakeScheduler tells the loop that policies changed.
+func (s *Service) wakeScheduler() {
+	select {
+	case s.sched.wake <- struct{}{}:
+	default:
+	}
+}
+
+// startScheduler runs the scheduler loop until Stop.
+func (s *Service) startScheduler(ctx context.Context) {
+	if !s.sched.on {
+		return
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	s.sched.mu.Lock()
+	s.sched.cancel, s.sched.done = cancel, make(chan struct{})
+	done := s.sched.done
+	s.sched.mu.Unlock()
+	go func() {
+		defer close(done)
+		s.scheduleLoop(ctx)
+	}()
+}
+
+// stopScheduler stops the loop and waits for it; a firing under way
+// either commits or rolls back.
+func (s *Service) stopScheduler() {
+	s.sched.mu.Lock()
+	cancel, done := s.sched.cancel, s.sched.done
+	s.sched.mu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
+}
+
+// scheduleLoop fires what is due, then sleeps until the next fire time,
+// a policy change, or the poll interval, whichever comes first.
+func (s *Service) scheduleLoop(ctx context.Context) {
+	for ctx.Err() == nil {
+		if _, err := s.FireDue(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("scheduler", "err", err)
+		}
+		wait := s.sched.poll
+		var next []cairn.Policy
+		err := s.cat.View(ctx, func(tx catalog.Tx) error {
+			var err error
+			next, err = tx.DuePolicies(ctx, time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), 1)
+			return err
+		})
+		if err == nil && len(next) > 0 {
+			wait = min(wait, max(next[0].NextFireAt.Sub(s.now()), 0))
+		}
+		select {
+		case <-ctx.Done():
+		case <-s.sched.wake:
+		case <-s.after(wait):
+		}
+	}
+}

@@ -1,0 +1,389 @@
+package service_test
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/catalog"
+	"github.com/cairnproject/cairn/internal/catalog/postgres"
+	"github.com/cairnproject/cairn/internal/catalog/postgres/pgtest"
+	"github.com/cairnproject/cairn/internal/service"
+)
+
+// fakeNow is an injected clock the test moves.
+type fakeNow struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeNow) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeNow) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
+
+func newPolicyRig(t *testing.T, start time.Time) (*rig, *fakeNow) {
+	t.Helper()
+	clock := &fakeNow{t: start}
+	r := newRig(t)
+	r.now = clock.Now
+	r.eng.SetClock(clock.Now)
+	r.restart()
+	return r, clock
+}
+
+func hourlyPolicy(volumes []string, rules cairn.RetentionRules) service.PolicyRequest {
+	return service.PolicyRequest{Name: "hourly", Spec: cairn.PolicySpec{
+		Target:   cairn.PolicyTarget{Kind: cairn.TargetVolume, IDs: volumes},
+		Schedule: "0 * * * *", TimeZone: "Europe/Berlin", FullEvery: 4, Retention: rules}}
+}
+
+// TestPolicyFiresEachSlotOnce runs three days of hourly slots across
+// Berlin's spring-forward night through real backup tasks: every slot
+// fires once (firing again at the same instant, or after a restart,
+// adds nothing), every fourth backup is full, and what survives the
+// retention run after each slot is what the rules keep, computed here
+// by grouping.
+func TestPolicyFiresEachSlotOnce(t *testing.T) {
+	r, clock := newPolicyRig(t, time.Date(2026, 3, 27, 12, 30, 0, 0, time.UTC))
+	ctx := t.Context()
+	v := must[cairn.Volume](t)(r.svc.CreateVolume(ctx, caller, service.VolumeCreate{Name: "v", Size: 1}))
+	r.done(v.ID)
+	rules := cairn.RetentionRules{Last: 2, Hourly: 6, Daily: 2}
+	p := must[cairn.Policy](t)(r.svc.CreatePolicy(ctx, caller, hourlyPolicy([]string{v.ID}, rules)))
+	if want := time.Date(2026, 3, 27, 13, 0, 0, 0, time.UTC); !p.NextSlotAt.Equal(want) || !p.NextFireAt.Equal(want) {
+		t.Fatalf("first slot %s fires %s, want %s", p.NextSlotAt, p.NextFireAt, want)
+	}
+	const slots = 72
+	var made []cairn.Backup
+	for i := range slots {
+		p = must[cairn.Policy](t)(r.svc.Policy(ctx, caller, p.ID))
+		clock.Set(p.NextFireAt)
+		if n := must[int](t)(r.svc.FireDue(ctx)); n != 1 {
+			t.Fatalf("slot %d: FireDue recorded %d slots, want 1", i, n)
+		}
+		if n := must[int](t)(r.svc.FireDue(ctx)); n != 0 {
+			t.Fatalf("slot %d fired again: %d", i, n)
+		}
+		if i == slots/2 {
+			r.restart()
+			if n := must[int](t)(r.svc.FireDue(ctx)); n != 0 {
+				t.Fatalf("slot %d fired again after a restart: %d", i, n)
+			}
+		}
+		last := must[[]cairn.PolicySlot](t)(r.svc.PolicySlots(ctx, caller, p.ID, 1))[0]
+		if last.State != cairn.SlotFired || last.Late || len(last.Runs) != 1 || last.Runs[0].BackupID == "" {
+			t.Fatalf("slot %d: %+v", i, last)
+		}
+		if want := i%4 == 0; last.Runs[0].Full != want {
+			t.Fatalf("slot %d: full %v, want %v", i, last.Runs[0].Full, want)
+		}
+		r.done(last.Runs[0].BackupID)
+		made = append(made, r.backup(last.Runs[0].BackupID))
+	}
+	// The last backup completed after the last firing's retention run.
+	rep := must[service.RetentionReport](t)(r.svc.ApplyRetention(ctx, caller, p.ID, false))
+	for _, b := range made {
+		if !r.gone("backup", b.ID) && r.backup(b.ID).Status == cairn.StatusDeleting {
+			r.done(b.ID)
+		}
+	}
+	r.settled()
+
+	all := must[[]cairn.PolicySlot](t)(r.svc.PolicySlots(ctx, caller, p.ID, 0))
+	if len(all) != slots {
+		t.Fatalf("%d slots recorded, want %d", len(all), slots)
+	}
+	seen := map[time.Time]bool{}
+	for _, sl := range all {
+		if seen[sl.SlotAt] || sl.SlotAt.Minute() != 0 {
+			t.Fatalf("slot %s recorded twice or off the hour", sl.SlotAt)
+		}
+		seen[sl.SlotAt] = true
+	}
+	// What the rules keep, by grouping: the 2 and the 6 newest, and the
+	// newest of each of the 2 newest local days.
+	berlin, _ := time.LoadLocation("Europe/Berlin")
+	want := map[string]bool{}
+	for _, b := range made[len(made)-6:] {
+		want[b.ID] = true
+	}
+	newestOfDay := map[string]cairn.Backup{}
+	var days []string
+	for _, b := range made {
+		d := b.DataTimestamp.In(berlin).Format("2006-01-02")
+		if _, ok := newestOfDay[d]; !ok {
+			days = append(days, d)
+		}
+		newestOfDay[d] = b
+	}
+	if len(days) < 3 {
+		t.Fatalf("%d backups over %d days", len(made), len(days))
+	}
+	for _, d := range days[len(days)-2:] {
+		want[newestOfDay[d].ID] = true
+	}
+	var got []string
+	for _, b := range made {
+		if !r.gone("backup", b.ID) {
+			got = append(got, b.ID)
+		}
+	}
+	var wantIDs []string
+	for _, b := range made {
+		if want[b.ID] {
+			wantIDs = append(wantIDs, b.ID)
+		}
+	}
+	if !slices.Equal(got, wantIDs) {
+		t.Fatalf("backups kept: %v\nwant %v", got, wantIDs)
+	}
+	if rep.Removed != 1 && rep.Removed != 0 {
+		t.Fatalf("the last retention run removed %d", rep.Removed)
+	}
+	dry := must[service.RetentionReport](t)(r.svc.ApplyRetention(ctx, caller, p.ID, true))
+	if dry.Removed != 0 || dry.Kept != len(wantIDs) || len(dry.Targets) != 1 {
+		t.Fatalf("dry run after the real one: %+v", dry)
+	}
+	for _, d := range dry.Targets[0].Backups {
+		if len(d.Reasons) == 0 {
+			t.Fatalf("a decision without a reason: %+v", d)
+		}
+	}
+	if n := len(r.eventsOf("schedule.fired")); n != slots {
+		t.Fatalf("%d schedule.fired events, want %d", n, slots)
+	}
+	if n := len(r.eventsOf("schedule.missed")); n != 0 {
+		t.Fatalf("%d schedule.missed events", n)
+	}
+}
+
+// TestPolicyCatchUp: ten hours without a service. With catch-up once
+// the newest missed slot fires late and the nine before it are
+// recorded missed, each with an event; with skip all ten are missed and
+// nothing is backed up.
+func TestPolicyCatchUp(t *testing.T) {
+	for _, catchUp := range []string{cairn.CatchUpOnce, cairn.CatchUpSkip} {
+		t.Run(catchUp, func(t *testing.T) {
+			r, clock := newPolicyRig(t, time.Date(2026, 10, 24, 20, 10, 0, 0, time.UTC))
+			ctx := t.Context()
+			v := must[cairn.Volume](t)(r.svc.CreateVolume(ctx, caller, service.VolumeCreate{Name: "v", Size: 1}))
+			r.done(v.ID)
+			req := hourlyPolicy([]string{v.ID}, cairn.RetentionRules{})
+			req.Spec.CatchUp = catchUp
+			p := must[cairn.Policy](t)(r.svc.CreatePolicy(ctx, caller, req))
+			r.stop()
+			// 21:00Z to 06:00Z: ten slots, through the fall-back night's
+			// two 02:00 hours (00:00Z and 01:00Z).
+			clock.Set(time.Date(2026, 10, 25, 6, 20, 0, 0, time.UTC))
+			r.start()
+			if n := must[int](t)(r.svc.FireDue(ctx)); n != 10 {
+				t.Fatalf("FireDue recorded %d slots, want 10", n)
+			}
+			slots := must[[]cairn.PolicySlot](t)(r.svc.PolicySlots(ctx, caller, p.ID, 0))
+			missed := 0
+			for _, sl := range slots {
+				if sl.State == cairn.SlotMissed {
+					missed++
+				}
+			}
+			newest := slots[0]
+			if !newest.SlotAt.Equal(time.Date(2026, 10, 25, 6, 0, 0, 0, time.UTC)) || !newest.Late {
+				t.Fatalf("newest slot %+v", newest)
+			}
+			wantMissed := 9
+			if catchUp == cairn.CatchUpSkip {
+				wantMissed = 10
+				if newest.State != cairn.SlotMissed {
+					t.Fatalf("skip fired the newest slot: %+v", newest)
+				}
+			} else {
+				if newest.State != cairn.SlotFired || newest.Runs[0].BackupID == "" {
+					t.Fatalf("catch-up once did not fire: %+v", newest)
+				}
+				r.done(newest.Runs[0].BackupID)
+			}
+			if missed != wantMissed || len(r.eventsOf("schedule.missed")) != wantMissed {
+				t.Fatalf("%d slots missed, %d events; want %d", missed, len(r.eventsOf("schedule.missed")), wantMissed)
+			}
+			p = must[cairn.Policy](t)(r.svc.Policy(ctx, caller, p.ID))
+			if !p.NextSlotAt.Equal(time.Date(2026, 10, 25, 7, 0, 0, 0, time.UTC)) {
+				t.Fatalf("next slot %s", p.NextSlotAt)
+			}
+		})
+	}
+}
+
+// TestPolicyRefusals: bad definitions are ErrInvalid, a volume of
+// another project is not found, names are unique.
+func TestPolicyRefusals(t *testing.T) {
+	r, _ := newPolicyRig(t, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	ctx := t.Context()
+	v := must[cairn.Volume](t)(r.svc.CreateVolume(ctx, caller, service.VolumeCreate{Name: "v", Size: 1}))
+	r.done(v.ID)
+	ok := hourlyPolicy([]string{v.ID}, cairn.RetentionRules{Daily: 7})
+	for _, tc := range []struct {
+		name string
+		edit func(*service.PolicyRequest)
+		want error
+	}{
+		{"no name", func(q *service.PolicyRequest) { q.Name = "" }, cairn.ErrInvalid},
+		{"bad cron", func(q *service.PolicyRequest) { q.Spec.Schedule = "0 25 * * *" }, cairn.ErrInvalid},
+		{"bad zone", func(q *service.PolicyRequest) { q.Spec.TimeZone = "Europe/Atlantis" }, cairn.ErrInvalid},
+		{"bad kind", func(q *service.PolicyRequest) { q.Spec.Target.Kind = "bucket" }, cairn.ErrInvalid},
+		{"no targets", func(q *service.PolicyRequest) { q.Spec.Target.IDs = nil }, cairn.ErrInvalid},
+		{"bad tag", func(q *service.PolicyRequest) { q.Spec.Target.Tag = "gold" }, cairn.ErrInvalid},
+		{"missing volume", func(q *service.PolicyRequest) { q.Spec.Target.IDs = []string{"nope"} }, cairn.ErrNotFound},
+		{"negative keep", func(q *service.PolicyRequest) { q.Spec.Retention.Daily = -1 }, cairn.ErrInvalid},
+		{"bad within", func(q *service.PolicyRequest) { q.Spec.Retention.Within = "a week" }, cairn.ErrInvalid},
+		{"bad catch-up", func(q *service.PolicyRequest) { q.Spec.CatchUp = "twice" }, cairn.ErrInvalid},
+		{"strategy on a volume", func(q *service.PolicyRequest) { q.Spec.Strategy = "logical" }, cairn.ErrInvalid},
+		{"jitter over a day", func(q *service.PolicyRequest) { q.Spec.JitterSeconds = 90000 }, cairn.ErrInvalid},
+	} {
+		q := ok
+		q.Spec.Target.IDs = slices.Clone(ok.Spec.Target.IDs)
+		tc.edit(&q)
+		if _, err := r.svc.CreatePolicy(ctx, caller, q); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	must[cairn.Policy](t)(r.svc.CreatePolicy(ctx, caller, ok))
+	if _, err := r.svc.CreatePolicy(ctx, caller, ok); !errors.Is(err, cairn.ErrExists) {
+		t.Fatalf("a second policy named %q: %v", ok.Name, err)
+	}
+	other := service.Caller{ProjectID: "other"}
+	if _, err := r.svc.CreatePolicy(ctx, other, ok); !errors.Is(err, cairn.ErrNotFound) {
+		t.Fatalf("another project's volume: %v", err)
+	}
+}
+
+// TestPolicyTwoServicesOnePostgres: two services (as two processes) on
+// one PostgreSQL catalog fire the same due policies at the same time,
+// slot after slot: every slot is recorded once and queues one backup
+// per target.
+func TestPolicyTwoServicesOnePostgres(t *testing.T) {
+	url := pgtest.FreshDatabase(t)
+	clock := &fakeNow{t: time.Date(2026, 3, 7, 0, 30, 0, 0, time.UTC)}
+	var svcs []*service.Service
+	var cats []catalog.Store
+	for range 2 {
+		cat, err := postgres.Open(t.Context(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cat.Close() })
+		cats = append(cats, cat)
+		// Not started: no task runs, so the backups stay queued and the
+		// test marks them done itself.
+		svcs = append(svcs, service.New(service.Config{Catalog: cat, Now: clock.Now, Engine: nil}))
+	}
+	ctx := t.Context()
+	if _, err := service.CreateProject(ctx, cats[0], project, "project", cairn.Unlimited, clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	const policies, slots = 12, 10
+	var vols []string
+	err := cats[0].Update(ctx, func(tx catalog.Tx) error {
+		for i := range policies {
+			v := cairn.Volume{ID: cairn.NewUUID(), ProjectID: project, Name: fmt.Sprint("v", i), Size: 1,
+				Status: cairn.StatusAvailable, CreatedAt: clock.Now(), UpdatedAt: clock.Now()}
+			vols = append(vols, v.ID)
+			if err := tx.InsertVolume(ctx, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range policies {
+		req := hourlyPolicy([]string{vols[i]}, cairn.RetentionRules{})
+		req.Name = fmt.Sprint("p", i)
+		req.Spec.TimeZone = "America/New_York"
+		req.Spec.JitterSeconds = 600
+		must[cairn.Policy](t)(svcs[i%2].CreatePolicy(ctx, caller, req))
+	}
+	for step := range slots {
+		clock.Set(time.Date(2026, 3, 7, 1+step, 15, 0, 0, time.UTC)) // past every jitter
+		var wg sync.WaitGroup
+		counts := make([]int, 2)
+		for i, s := range svcs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n, err := s.FireDue(ctx)
+				if err != nil {
+					t.Errorf("service %d: %v", i, err)
+				}
+				counts[i] = n
+			}()
+		}
+		wg.Wait()
+		if counts[0]+counts[1] != policies {
+			t.Fatalf("step %d: the services recorded %d and %d slots, want %d in all", step, counts[0], counts[1], policies)
+		}
+		// The backups finish (no runner here), so none is busy next time.
+		err := cats[1].Update(ctx, func(tx catalog.Tx) error {
+			list, err := tx.Backups(ctx, catalog.Filter{ProjectID: project, Status: cairn.StatusCreating})
+			if err != nil {
+				return err
+			}
+			if len(list) != policies {
+				return fmt.Errorf("step %d: %d backups queued, want %d", step, len(list), policies)
+			}
+			for _, b := range list {
+				b.Status = cairn.StatusAvailable
+				if err := tx.UpdateBackup(ctx, b); err != nil {
+					return err
+				}
+			}
+			for _, id := range vols {
+				v, err := tx.Volume(ctx, id)
+				if err != nil {
+					return err
+				}
+				v.Status = cairn.StatusAvailable
+				if err := tx.UpdateVolume(ctx, v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	list := must[[]cairn.Policy](t)(svcs[0].Policies(ctx, caller, false))
+	for _, p := range list {
+		got := must[[]cairn.PolicySlot](t)(svcs[1].PolicySlots(ctx, caller, p.ID, 0))
+		if len(got) != slots {
+			t.Fatalf("policy %s: %d slots, want %d", p.Name, len(got), slots)
+		}
+		for _, sl := range got {
+			if sl.State != cairn.SlotFired || len(sl.Runs) != 1 || sl.Runs[0].BackupID == "" {
+				t.Fatalf("policy %s slot %s: %+v", p.Name, sl.SlotAt, sl)
+			}
+		}
+	}
+	var total int
+	_ = cats[0].View(ctx, func(tx catalog.Tx) error {
+		all, err := tx.Backups(ctx, catalog.Filter{ProjectID: project})
+		total = len(all)
+		return err
+	})
+	if total != policies*slots {
+		t.Fatalf("%d backups, want %d", total, policies*slots)
+	}
+}

@@ -1,0 +1,293 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/catalog"
+	"github.com/cairnproject/cairn/internal/retention"
+)
+
+// Retention: a policy's rules applied, per target, to the backups the
+// policy made (its slots' runs). Backups made by hand are never touched.
+
+// Actions of a retention decision.
+const (
+	ActionKeep   = "keep"
+	ActionRemove = "remove"
+	// ActionDeferred: to be removed, but another backup builds on it and
+	// is being removed too; the next run removes it.
+	ActionDeferred = "deferred"
+)
+
+// Floors a policy keeps whatever its rules say.
+const (
+	FloorPITR         = "pitr-window"
+	FloorParentOfKept = "parent-of-kept"
+)
+
+// RetentionDecision is what a retention run does with one backup.
+type RetentionDecision struct {
+	BackupID string    `json:"backup_id"`
+	Time     time.Time `json:"time"`
+	Action   string    `json:"action"`
+	Reasons  []string  `json:"reasons"`
+}
+
+// RetentionTarget is a retention run's decisions for one target, newest
+// backup first.
+type RetentionTarget struct {
+	TargetID string              `json:"target_id"`
+	Backups  []RetentionDecision `json:"backups"`
+}
+
+// RetentionReport is a retention run.
+type RetentionReport struct {
+	PolicyID string            `json:"policy_id"`
+	DryRun   bool              `json:"dry_run"`
+	Targets  []RetentionTarget `json:"targets"`
+	Kept     int               `json:"kept"`
+	Removed  int               `json:"removed"`
+	Deferred int               `json:"deferred"`
+}
+
+// ApplyRetention decides, for each of a policy's targets, which of the
+// backups the policy made to keep and why; unless dryRun, it queues the
+// deletion of the others (each deletion task frees what no other backup
+// needs). The decisions and the deletions are one transaction.
+func (s *Service) ApplyRetention(ctx context.Context, c Caller, id string, dryRun bool) (RetentionReport, error) {
+	rep := RetentionReport{PolicyID: id, DryRun: dryRun}
+	// The end of instances' recoverable windows is read before the
+	// transaction (it asks the archivers).
+	var p cairn.Policy
+	if err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		p, err = getPolicy(ctx, tx, c, id)
+		return err
+	}); err != nil {
+		return rep, err
+	}
+	windowEnd := map[string]time.Time{}
+	if p.Target.Kind == cairn.TargetInstance && p.PITRWindowSeconds > 0 {
+		for _, target := range p.Target.IDs {
+			w, err := s.recoverableWindow(ctx, target)
+			if err != nil {
+				return rep, fmt.Errorf("instance %s: recoverable window: %w", target, err)
+			}
+			if w != nil {
+				windowEnd[target] = w.To
+			}
+		}
+	}
+	var deleted []cairn.Backup
+	var deletedDB []cairn.DatabaseBackup
+	run := func(tx catalog.Tx) error {
+		rep.Targets, rep.Kept, rep.Removed, rep.Deferred = nil, 0, 0, 0
+		deleted, deletedDB = nil, nil
+		p, err := getPolicy(ctx, tx, c, id)
+		if err != nil {
+			return err
+		}
+		loc, err := time.LoadLocation(p.TimeZone)
+		if err != nil {
+			return fmt.Errorf("policy %s: time zone: %w", p.ID, err)
+		}
+		pbs, err := tx.PolicyBackups(ctx, p.ID)
+		if err != nil {
+			return err
+		}
+		var order []string
+		made := map[string][]string{} // target: backup IDs
+		for _, pb := range pbs {
+			if _, ok := made[pb.TargetID]; !ok {
+				order = append(order, pb.TargetID)
+			}
+			made[pb.TargetID] = append(made[pb.TargetID], pb.BackupID)
+		}
+		for _, target := range order {
+			t, err := s.retainTarget(ctx, tx, p, loc, target, made[target], windowEnd[target], dryRun, &deleted, &deletedDB)
+			if err != nil {
+				return err
+			}
+			for _, d := range t.Backups {
+				switch d.Action {
+				case ActionKeep:
+					rep.Kept++
+				case ActionRemove:
+					rep.Removed++
+				case ActionDeferred:
+					rep.Deferred++
+				}
+			}
+			rep.Targets = append(rep.Targets, t)
+		}
+		return nil
+	}
+	var err error
+	if dryRun {
+		err = s.cat.View(ctx, run)
+	} else {
+		err = s.update(ctx, run)
+	}
+	if err != nil {
+		return rep, err
+	}
+	if !dryRun {
+		for _, b := range deleted {
+			s.event(ctx, "backup.delete.start", b.ProjectID, backupPayload(b))
+		}
+		for _, b := range deletedDB {
+			s.event(ctx, "dbbackup.delete.start", b.ProjectID, dbBackupPayload(b))
+		}
+		s.event(ctx, "policy.retention", p.ProjectID, map[string]any{"policy_id": p.ID, "name": p.Name,
+			"kept": rep.Kept, "removed": rep.Removed, "deferred": rep.Deferred})
+	}
+	return rep, nil
+}
+
+// retainTarget decides among one target's backups (those still there
+// and complete; running and failed ones are left alone) and, unless
+// dryRun, queues the removals.
+func (s *Service) retainTarget(ctx context.Context, tx catalog.Tx, p cairn.Policy, loc *time.Location, target string, ids []string,
+	windowEnd time.Time, dryRun bool, deleted *[]cairn.Backup, deletedDB *[]cairn.DatabaseBackup) (RetentionTarget, error) {
+	out := RetentionTarget{TargetID: target, Backups: []RetentionDecision{}}
+	// forget drops the record of a backup that is gone (in a real run).
+	forget := func(id string) error {
+		if dryRun {
+			return nil
+		}
+		if err := tx.DeletePolicyBackup(ctx, p.ID, id); err != nil && !errors.Is(err, cairn.ErrNotFound) {
+			return err
+		}
+		return nil
+	}
+	var items []retention.Backup
+	vols := map[string]cairn.Backup{}
+	dbs := map[string]cairn.DatabaseBackup{}
+	for _, id := range ids {
+		if p.Target.Kind == cairn.TargetVolume {
+			b, err := tx.Backup(ctx, id)
+			if errors.Is(err, cairn.ErrNotFound) {
+				if err := forget(id); err != nil {
+					return out, err
+				}
+				continue
+			}
+			if err != nil {
+				return out, err
+			}
+			if b.Status == cairn.StatusAvailable {
+				vols[id] = b
+				items = append(items, retention.Backup{ID: id, Time: b.DataTimestamp})
+			}
+			continue
+		}
+		b, err := tx.DatabaseBackup(ctx, id)
+		if errors.Is(err, cairn.ErrNotFound) {
+			if err := forget(id); err != nil {
+				return out, err
+			}
+			continue
+		}
+		if err != nil {
+			return out, err
+		}
+		if b.Status == cairn.DatabaseBackupCompleted {
+			dbs[id] = b
+			items = append(items, retention.Backup{ID: id, Time: dbDataTime(b)})
+		}
+	}
+	pitrFloor(items, p.PITRWindowSeconds, windowEnd)
+	decisions, err := retention.Decide(items, p.Retention, loc)
+	if err != nil {
+		return out, err
+	}
+	// An instance's incremental needs its parent's row: keep the parents
+	// of what is kept.
+	keep := map[string]bool{}
+	for _, d := range decisions {
+		keep[d.ID] = d.Keep
+	}
+	for i := range decisions {
+		if !decisions[i].Keep {
+			continue
+		}
+		for parent := dbs[decisions[i].ID].ParentID; parent != ""; parent = dbs[parent].ParentID {
+			if _, ours := dbs[parent]; !ours || keep[parent] {
+				break
+			}
+			keep[parent] = true
+		}
+	}
+	for _, d := range decisions {
+		rd := RetentionDecision{BackupID: d.ID, Time: d.Time, Action: ActionKeep, Reasons: d.Reasons}
+		switch {
+		case d.Keep:
+		case keep[d.ID]:
+			rd.Reasons = []string{FloorParentOfKept}
+		default:
+			rd.Action = ActionRemove
+		}
+		if rd.Action == ActionRemove && !dryRun {
+			if b, ok := vols[d.ID]; ok {
+				b, err := s.deleteBackupTx(ctx, tx, b)
+				if err != nil {
+					return out, err
+				}
+				*deleted = append(*deleted, b)
+			} else {
+				queued, err := s.deleteDatabaseBackupTx(ctx, tx, dbs[d.ID])
+				switch {
+				case errors.Is(err, cairn.ErrConflict):
+					rd.Action = ActionDeferred
+					rd.Reasons = append(rd.Reasons, failReason(err))
+				case err != nil:
+					return out, err
+				case !queued:
+					*deletedDB = append(*deletedDB, dbs[d.ID])
+				}
+			}
+		}
+		out.Backups = append(out.Backups, rd)
+	}
+	return out, nil
+}
+
+// dbDataTime is when a database backup's data was taken.
+func dbDataTime(b cairn.DatabaseBackup) time.Time {
+	if !b.DataTimestamp.IsZero() {
+		return b.DataTimestamp
+	}
+	return b.CreatedAt
+}
+
+// pitrFloor keeps what a restore to any second of the window needs: the
+// backups taken in it, and the newest one before it (the base the
+// window's first second is replayed from). The window ends at the
+// archive's newest second, or the newest backup's when later or unknown,
+// so downtime never moves it.
+func pitrFloor(items []retention.Backup, seconds int, end time.Time) {
+	if seconds <= 0 || len(items) == 0 {
+		return
+	}
+	for _, it := range items {
+		if it.Time.After(end) {
+			end = it.Time
+		}
+	}
+	from := end.Add(-time.Duration(seconds) * time.Second)
+	base := -1
+	for i, it := range items {
+		if !it.Time.Before(from) {
+			items[i].Floors = append(items[i].Floors, FloorPITR)
+		} else if base < 0 || it.Time.After(items[base].Time) {
+			base = i
+		}
+	}
+	if base >= 0 {
+		items[base].Floors = append(items[base].Floors, FloorPITR)
+	}
+}

@@ -1,0 +1,127 @@
+package cairn
+
+import "time"
+
+// Policy is a backup policy: what to back up, on which schedule, and
+// which of its backups to keep. The scheduler fires each of its slots
+// once (PolicySlot); the retention rules decide, per target, among the
+// backups the policy made.
+type Policy struct {
+	ID        string `json:"id"`
+	ProjectID string `json:"project_id"`
+	Name      string `json:"name"`
+	Enabled   bool   `json:"enabled"`
+	PolicySpec
+	// NextSlotAt is the next slot (nominal, as the schedule gives it);
+	// NextFireAt is when it fires: NextSlotAt plus the policy's jitter.
+	// Zero while the policy is disabled.
+	NextSlotAt time.Time `json:"next_slot_at"`
+	NextFireAt time.Time `json:"next_fire_at"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+// PolicySpec is what a policy's owner writes.
+type PolicySpec struct {
+	Target PolicyTarget `json:"target"`
+	// Schedule is a five-field cron expression read in TimeZone (an
+	// IANA name, UTC when empty).
+	Schedule string `json:"schedule"`
+	TimeZone string `json:"time_zone"`
+	// JitterSeconds, when set, delays every slot by a fixed share of it,
+	// chosen by the policy's ID.
+	JitterSeconds int `json:"jitter_seconds"`
+	// FullEvery makes every Nth backup of a target a full one (1: all
+	// full); the others are incremental. 0 is the default, 7.
+	FullEvery int `json:"full_every"`
+	// Strategy is an instance's backup strategy ("" its own).
+	Strategy  string `json:"strategy,omitempty"`
+	Container string `json:"container,omitempty"`
+	// CatchUp is what happens to the slots missed while no service ran:
+	// CatchUpOnce fires the latest of them once, CatchUpSkip none. Every
+	// missed slot is recorded and raises a schedule.missed event.
+	CatchUp   string         `json:"catch_up"`
+	Retention RetentionRules `json:"retention"`
+	// PITRWindowSeconds, for instances, keeps every backup needed to
+	// restore to any second of that long before the archive's newest.
+	PITRWindowSeconds int `json:"pitr_window_seconds,omitempty"`
+}
+
+// Policy targets' kinds.
+const (
+	TargetVolume   = "volume"
+	TargetInstance = "instance"
+)
+
+// Catch-up rules.
+const (
+	CatchUpOnce = "once"
+	CatchUpSkip = "skip"
+)
+
+// PolicyTarget chooses a policy's targets in its project: the volumes or
+// instances named, and those whose metadata has the tag.
+type PolicyTarget struct {
+	Kind string   `json:"kind"`
+	IDs  []string `json:"ids,omitempty"`
+	// Tag is "key=value": every target whose metadata holds it, at the
+	// time each slot fires.
+	Tag string `json:"tag,omitempty"`
+}
+
+// RetentionRules are a policy's keep rules (package retention decides
+// with them); zero fields are off, and no rules at all keep everything.
+type RetentionRules struct {
+	Last    int `json:"keep_last,omitempty"`
+	Hourly  int `json:"keep_hourly,omitempty"`
+	Daily   int `json:"keep_daily,omitempty"`
+	Weekly  int `json:"keep_weekly,omitempty"`
+	Monthly int `json:"keep_monthly,omitempty"`
+	Yearly  int `json:"keep_yearly,omitempty"`
+	// Within is a duration ("72h") measured back from the newest backup.
+	Within string `json:"keep_within,omitempty"`
+}
+
+// Slot states.
+const (
+	// SlotFired: the slot's backups were queued (on time or caught up).
+	SlotFired = "fired"
+	// SlotMissed: no service ran at the slot and the catch-up rule did
+	// not fire it.
+	SlotMissed = "missed"
+	// SlotSkipped: the slot had nothing to back up, or every target was
+	// busy with a backup already.
+	SlotSkipped = "skipped"
+)
+
+// PolicySlot is the record that a policy's slot happened: the catalog
+// holds at most one per (policy, slot), which is how a slot fires once
+// across restarts and processes.
+type PolicySlot struct {
+	PolicyID string    `json:"policy_id"`
+	SlotAt   time.Time `json:"slot_at"`
+	State    string    `json:"state"`
+	FiredAt  time.Time `json:"fired_at"`
+	// Late: fired after its time by the catch-up rule.
+	Late   bool        `json:"late,omitempty"`
+	Detail string      `json:"detail,omitempty"`
+	Runs   []PolicyRun `json:"runs,omitempty"`
+}
+
+// PolicyRun is one target's part of a slot: the backup queued, or why
+// none was.
+type PolicyRun struct {
+	TargetID string `json:"target_id"`
+	BackupID string `json:"backup_id,omitempty"`
+	Full     bool   `json:"full,omitempty"`
+	Skipped  string `json:"skipped,omitempty"`
+}
+
+// PolicyBackup is a backup a policy made and has not seen deleted: what
+// its retention decides among.
+type PolicyBackup struct {
+	PolicyID string    `json:"policy_id"`
+	BackupID string    `json:"backup_id"`
+	TargetID string    `json:"target_id"`
+	SlotAt   time.Time `json:"slot_at"`
+}
