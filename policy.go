@@ -125,3 +125,43 @@ type PolicyBackup struct {
 	TargetID string    `json:"target_id"`
 	SlotAt   time.Time `json:"slot_at"`
 }
+
+// Actions of a retention decision.
+const (
+	ActionKeep   = "keep"
+	ActionRemove = "remove"
+	// ActionDeferred: to be removed, but another backup builds on it and
+	// is being removed too; the next run removes it.
+	ActionDeferred = "deferred"
+)
+
+// Floors a policy keeps whatever its rules say.
+const (
+	FloorPITR         = "pitr-window"
+	FloorParentOfKept = "parent-of-kept"
+)
+
+// RetentionDecision is what a retention run does with one backup.
+type RetentionDecision struct {
+	BackupID string    `json:"backup_id"`
+	Time     time.Time `json:"time"`
+	Action   string    `json:"action"`
+	Reasons  []string  `json:"reasons"`
+}
+
+// RetentionTarget is a retention run's decisions for one target, newest
+// backup first.
+type RetentionTarget struct {
+	TargetID string              `json:"target_id"`
+	Backups  []RetentionDecision `json:"backups"`
+}
+
+// RetentionReport is a retention run.
+type RetentionReport struct {
+	PolicyID string            `json:"policy_id"`
+	DryRun   bool              `json:"dry_run"`
+	Targets  []RetentionTarget `json:"targets"`
+	Kept     int               `json:"kept"`
+	Removed  int               `json:"removed"`
+	Deferred int               `json:"deferred"`
+}

@@ -229,6 +229,15 @@ func (s *Server) routes() {
 	p("DELETE", "/os-volume-transfer/{id}", s.deleteTransfer)
 	p("POST", "/os-volume-transfer/{id}/accept", s.acceptTransfer)
 
+	// cairn's backup policies (policies.go).
+	p("POST", "/backup-policies", s.createPolicy)
+	p("GET", "/backup-policies", s.listPolicies)
+	p("GET", "/backup-policies/{id}", s.showPolicy)
+	p("PUT", "/backup-policies/{id}", s.updatePolicy)
+	p("DELETE", "/backup-policies/{id}", s.deletePolicy)
+	p("GET", "/backup-policies/{id}/slots", s.listPolicySlots)
+	p("POST", "/backup-policies/{id}/retention", s.runRetention)
+
 	p("GET", "/messages", since(messagesMinor, "messages", s.listMessages))
 	p("GET", "/messages/{id}", since(messagesMinor, "messages", s.showMessage))
 	p("DELETE", "/messages/{id}", since(messagesMinor, "messages", s.deleteMessage))

@@ -365,6 +365,7 @@ type state struct {
 	Snapshots []cairn.Snapshot
 	Backups   []cairn.Backup
 	Tasks     []cairn.Task
+	Policies  []cairn.Policy
 	Engine    []volume.VolumeInfo
 	EngSnaps  []volume.SnapshotInfo
 }
@@ -382,6 +383,9 @@ func (e *env) state() state {
 			return err
 		}
 		if s.Backups, err = tx.Backups(ctx, catalog.Filter{}); err != nil {
+			return err
+		}
+		if s.Policies, err = tx.Policies(ctx, ""); err != nil {
 			return err
 		}
 		s.Tasks, err = tx.Tasks(ctx, catalog.Filter{})

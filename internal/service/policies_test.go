@@ -93,7 +93,7 @@ func TestPolicyFiresEachSlotOnce(t *testing.T) {
 		made = append(made, r.backup(last.Runs[0].BackupID))
 	}
 	// The last backup completed after the last firing's retention run.
-	rep := must[service.RetentionReport](t)(r.svc.ApplyRetention(ctx, caller, p.ID, false))
+	rep := must[cairn.RetentionReport](t)(r.svc.ApplyRetention(ctx, caller, p.ID, false))
 	for _, b := range made {
 		if !r.gone("backup", b.ID) && r.backup(b.ID).Status == cairn.StatusDeleting {
 			r.done(b.ID)
@@ -152,7 +152,7 @@ func TestPolicyFiresEachSlotOnce(t *testing.T) {
 	if rep.Removed != 1 && rep.Removed != 0 {
 		t.Fatalf("the last retention run removed %d", rep.Removed)
 	}
-	dry := must[service.RetentionReport](t)(r.svc.ApplyRetention(ctx, caller, p.ID, true))
+	dry := must[cairn.RetentionReport](t)(r.svc.ApplyRetention(ctx, caller, p.ID, true))
 	if dry.Removed != 0 || dry.Kept != len(wantIDs) || len(dry.Targets) != 1 {
 		t.Fatalf("dry run after the real one: %+v", dry)
 	}

@@ -14,52 +14,12 @@ import (
 // Retention: a policy's rules applied, per target, to the backups the
 // policy made (its slots' runs). Backups made by hand are never touched.
 
-// Actions of a retention decision.
-const (
-	ActionKeep   = "keep"
-	ActionRemove = "remove"
-	// ActionDeferred: to be removed, but another backup builds on it and
-	// is being removed too; the next run removes it.
-	ActionDeferred = "deferred"
-)
-
-// Floors a policy keeps whatever its rules say.
-const (
-	FloorPITR         = "pitr-window"
-	FloorParentOfKept = "parent-of-kept"
-)
-
-// RetentionDecision is what a retention run does with one backup.
-type RetentionDecision struct {
-	BackupID string    `json:"backup_id"`
-	Time     time.Time `json:"time"`
-	Action   string    `json:"action"`
-	Reasons  []string  `json:"reasons"`
-}
-
-// RetentionTarget is a retention run's decisions for one target, newest
-// backup first.
-type RetentionTarget struct {
-	TargetID string              `json:"target_id"`
-	Backups  []RetentionDecision `json:"backups"`
-}
-
-// RetentionReport is a retention run.
-type RetentionReport struct {
-	PolicyID string            `json:"policy_id"`
-	DryRun   bool              `json:"dry_run"`
-	Targets  []RetentionTarget `json:"targets"`
-	Kept     int               `json:"kept"`
-	Removed  int               `json:"removed"`
-	Deferred int               `json:"deferred"`
-}
-
 // ApplyRetention decides, for each of a policy's targets, which of the
 // backups the policy made to keep and why; unless dryRun, it queues the
 // deletion of the others (each deletion task frees what no other backup
 // needs). The decisions and the deletions are one transaction.
-func (s *Service) ApplyRetention(ctx context.Context, c Caller, id string, dryRun bool) (RetentionReport, error) {
-	rep := RetentionReport{PolicyID: id, DryRun: dryRun}
+func (s *Service) ApplyRetention(ctx context.Context, c Caller, id string, dryRun bool) (cairn.RetentionReport, error) {
+	rep := cairn.RetentionReport{PolicyID: id, DryRun: dryRun}
 	// The end of instances' recoverable windows is read before the
 	// transaction (it asks the archivers).
 	var p cairn.Policy
@@ -114,11 +74,11 @@ func (s *Service) ApplyRetention(ctx context.Context, c Caller, id string, dryRu
 			}
 			for _, d := range t.Backups {
 				switch d.Action {
-				case ActionKeep:
+				case cairn.ActionKeep:
 					rep.Kept++
-				case ActionRemove:
+				case cairn.ActionRemove:
 					rep.Removed++
-				case ActionDeferred:
+				case cairn.ActionDeferred:
 					rep.Deferred++
 				}
 			}
@@ -152,8 +112,8 @@ func (s *Service) ApplyRetention(ctx context.Context, c Caller, id string, dryRu
 // and complete; running and failed ones are left alone) and, unless
 // dryRun, queues the removals.
 func (s *Service) retainTarget(ctx context.Context, tx catalog.Tx, p cairn.Policy, loc *time.Location, target string, ids []string,
-	windowEnd time.Time, dryRun bool, deleted *[]cairn.Backup, deletedDB *[]cairn.DatabaseBackup) (RetentionTarget, error) {
-	out := RetentionTarget{TargetID: target, Backups: []RetentionDecision{}}
+	windowEnd time.Time, dryRun bool, deleted *[]cairn.Backup, deletedDB *[]cairn.DatabaseBackup) (cairn.RetentionTarget, error) {
+	out := cairn.RetentionTarget{TargetID: target, Backups: []cairn.RetentionDecision{}}
 	// forget drops the record of a backup that is gone (in a real run).
 	forget := func(id string) error {
 		if dryRun {
@@ -223,15 +183,15 @@ func (s *Service) retainTarget(ctx context.Context, tx catalog.Tx, p cairn.Polic
 		}
 	}
 	for _, d := range decisions {
-		rd := RetentionDecision{BackupID: d.ID, Time: d.Time, Action: ActionKeep, Reasons: d.Reasons}
+		rd := cairn.RetentionDecision{BackupID: d.ID, Time: d.Time, Action: cairn.ActionKeep, Reasons: d.Reasons}
 		switch {
 		case d.Keep:
 		case keep[d.ID]:
-			rd.Reasons = []string{FloorParentOfKept}
+			rd.Reasons = []string{cairn.FloorParentOfKept}
 		default:
-			rd.Action = ActionRemove
+			rd.Action = cairn.ActionRemove
 		}
-		if rd.Action == ActionRemove && !dryRun {
+		if rd.Action == cairn.ActionRemove && !dryRun {
 			if b, ok := vols[d.ID]; ok {
 				b, err := s.deleteBackupTx(ctx, tx, b)
 				if err != nil {
@@ -242,7 +202,7 @@ func (s *Service) retainTarget(ctx context.Context, tx catalog.Tx, p cairn.Polic
 				queued, err := s.deleteDatabaseBackupTx(ctx, tx, dbs[d.ID])
 				switch {
 				case errors.Is(err, cairn.ErrConflict):
-					rd.Action = ActionDeferred
+					rd.Action = cairn.ActionDeferred
 					rd.Reasons = append(rd.Reasons, failReason(err))
 				case err != nil:
 					return out, err
@@ -282,12 +242,12 @@ func pitrFloor(items []retention.Backup, seconds int, end time.Time) {
 	base := -1
 	for i, it := range items {
 		if !it.Time.Before(from) {
-			items[i].Floors = append(items[i].Floors, FloorPITR)
+			items[i].Floors = append(items[i].Floors, cairn.FloorPITR)
 		} else if base < 0 || it.Time.After(items[base].Time) {
 			base = i
 		}
 	}
 	if base >= 0 {
-		items[base].Floors = append(items[base].Floors, FloorPITR)
+		items[base].Floors = append(items[base].Floors, cairn.FloorPITR)
 	}
 }

@@ -1,0 +1,175 @@
+package api_test
+
+import (
+	"bytes"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/service"
+)
+
+// policyClock is the service's injected clock in the policy tests.
+type policyClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *policyClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *policyClock) set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
+}
+
+// TestBackupPolicies drives /backup-policies over HTTP against the real
+// engine and repository: create (defaults filled, the first slot the
+// schedule's next in its zone), show, list, another project's 404, bad
+// definitions 400 or 404 changing nothing; two slots fired through the
+// injected clock make a full and an incremental backup, each restoring
+// the volume's bytes; the slots list them; a dry run of keep-last 1
+// says what it would remove and why, the real run removes it; disable,
+// delete.
+func TestBackupPolicies(t *testing.T) {
+	// The injected clock runs ahead of the engine's real one (snapshots
+	// carry real times), in a year whose spring-forward night in Berlin
+	// is the last Sunday of March.
+	year := time.Now().Year() + 2
+	gap := time.Date(year, 3, 31, 1, 0, 0, 0, time.UTC) // 03:00 CEST
+	for gap.Weekday() != time.Sunday {
+		gap = gap.AddDate(0, 0, -1)
+	}
+	clock := &policyClock{t: gap.Add(-2*time.Hour - 20*time.Minute)}
+	e := newEnvAt(t, t.TempDir(), t.TempDir(), func(c *service.Config) { c.Now = clock.now })
+	vol := e.createVolume(e.tokA, "alpha", 1, "db")
+	e.write(vol, 0, bytes.Repeat([]byte("policy"), 4096))
+	want := e.digest(vol, 1<<30)
+
+	body := map[string]any{"policy": map[string]any{"name": "nightly",
+		"target": map[string]any{"kind": "volume", "ids": []string{vol}}, "schedule": "30 2 * * *",
+		"time_zone": "Europe/Berlin", "retention": map[string]any{"keep_last": 1}}}
+	p := object(t, "create", e.call(201, e.tokA, "POST", "/v3/alpha/backup-policies", body), "policy")
+	id := p["id"].(string)
+	// 02:30 does not happen in Berlin that night: the slot is the gap's
+	// end, 03:00 CEST.
+	if p["next_slot_at"] != gap.Format(time.RFC3339) || p["full_every"] != float64(7) || p["catch_up"] != "once" || p["enabled"] != true {
+		t.Fatalf("created %v", p)
+	}
+	members(t, "create", p, []string{"catch_up", "created_at", "enabled", "full_every", "id", "jitter_seconds", "name",
+		"next_fire_at", "next_slot_at", "project_id", "retention", "schedule", "target", "time_zone", "updated_at"})
+	object(t, "show", e.call(200, e.tokA, "GET", "/v3/alpha/backup-policies/"+id, nil), "policy")
+	if list := e.call(200, e.tokA, "GET", "/v3/alpha/backup-policies", nil)["policies"].([]any); len(list) != 1 {
+		t.Fatalf("alpha's list: %v", list)
+	}
+	if list := e.call(200, e.tokB, "GET", "/v3/beta/backup-policies", nil)["policies"].([]any); len(list) != 0 {
+		t.Fatalf("beta's list: %v", list)
+	}
+	if list := e.call(200, e.admin, "GET", "/v3/admin/backup-policies?all_tenants=1", nil)["policies"].([]any); len(list) != 1 {
+		t.Fatalf("the admin's list of all: %v", list)
+	}
+
+	before := e.state()
+	for _, tc := range []struct {
+		name, token, method, path string
+		body                      any
+		code                      int
+	}{
+		{"beta's show", e.tokB, "GET", "/v3/beta/backup-policies/" + id, nil, 404},
+		{"beta's delete", e.tokB, "DELETE", "/v3/beta/backup-policies/" + id, nil, 404},
+		{"beta's retention", e.tokB, "POST", "/v3/beta/backup-policies/" + id + "/retention", map[string]any{"retention": map[string]any{"dry_run": true}}, 404},
+		{"beta naming alpha's volume", e.tokB, "POST", "/v3/beta/backup-policies", body, 404},
+		{"the same name again", e.tokA, "POST", "/v3/alpha/backup-policies", body, 409},
+		{"an unknown field", e.tokA, "POST", "/v3/alpha/backup-policies", map[string]any{"policy": map[string]any{"name": "x", "cron": "@daily"}}, 400},
+		{"a bad schedule", e.tokA, "POST", "/v3/alpha/backup-policies", map[string]any{"policy": map[string]any{"name": "x",
+			"target": map[string]any{"kind": "volume", "ids": []string{vol}}, "schedule": "every night"}}, 400},
+		{"a bad zone", e.tokA, "POST", "/v3/alpha/backup-policies", map[string]any{"policy": map[string]any{"name": "x",
+			"target": map[string]any{"kind": "volume", "ids": []string{vol}}, "schedule": "@daily", "time_zone": "Berlin"}}, 400},
+		{"a bad slot limit", e.tokA, "GET", "/v3/alpha/backup-policies/" + id + "/slots?limit=0", nil, 400},
+		{"no body", e.tokA, "POST", "/v3/alpha/backup-policies/" + id + "/retention", nil, 400},
+		{"an unknown policy", e.tokA, "GET", "/v3/alpha/backup-policies/nope", nil, 404},
+	} {
+		if code := e.do(tc.token, tc.method, tc.path, tc.body, nil); code != tc.code {
+			t.Errorf("%s: %d, want %d", tc.name, code, tc.code)
+		}
+	}
+	if after := e.state(); !reflect.DeepEqual(before, after) {
+		t.Fatalf("refused requests changed the state:\n%+v\n%+v", before, after)
+	}
+
+	// Two slots: that night's (03:00 CEST) and the next (02:30 CEST).
+	var backups []string
+	for i, at := range []time.Time{gap, gap.Add(23*time.Hour + 30*time.Minute)} {
+		clock.set(at.Add(time.Minute))
+		if n, err := e.svc.FireDue(t.Context()); err != nil || n != 1 {
+			t.Fatalf("slot %d: FireDue %d, %v", i, n, err)
+		}
+		slots := e.call(200, e.tokA, "GET", "/v3/alpha/backup-policies/"+id+"/slots?limit=1", nil)["slots"].([]any)
+		slot := slots[0].(map[string]any)
+		runs := slot["runs"].([]any)
+		if slot["state"] != "fired" || slot["slot_at"] != at.Format(time.RFC3339) || len(runs) != 1 {
+			t.Fatalf("slot %d: %v", i, slot)
+		}
+		run := runs[0].(map[string]any)
+		if full, _ := run["full"].(bool); full != (i == 0) {
+			t.Fatalf("slot %d: full %v", i, run["full"])
+		}
+		b := run["backup_id"].(string)
+		if got := e.wait(e.tokA, "alpha", "backup", b); got["status"] != string(cairn.StatusAvailable) || got["is_incremental"] != (i == 1) {
+			t.Fatalf("slot %d's backup: %v", i, got)
+		}
+		backups = append(backups, b)
+		restored := object(t, "restore", e.call(202, e.tokA, "POST", "/v3/alpha/backups/"+b+"/restore", map[string]any{"restore": map[string]any{}}), "restore")
+		nv := restored["volume_id"].(string)
+		e.wait(e.tokA, "alpha", "volume", nv)
+		if e.digest(nv, 1<<30) != want {
+			t.Fatalf("slot %d's backup does not restore the volume's bytes", i)
+		}
+		e.must(202, e.tokA, "DELETE", "/v3/alpha/volumes/"+nv, nil, nil)
+		e.wait(e.tokA, "alpha", "volume", nv)
+	}
+
+	dry := object(t, "dry run", e.call(200, e.tokA, "POST", "/v3/alpha/backup-policies/"+id+"/retention",
+		map[string]any{"retention": map[string]any{"dry_run": true}}), "retention")
+	decisions := dry["targets"].([]any)[0].(map[string]any)["backups"].([]any)
+	first, second := decisions[0].(map[string]any), decisions[1].(map[string]any)
+	if dry["removed"] != float64(1) || first["backup_id"] != backups[1] || first["action"] != "keep" ||
+		second["backup_id"] != backups[0] || second["action"] != "remove" {
+		t.Fatalf("dry run: %v", dry)
+	}
+	if reasons := first["reasons"].([]any); len(reasons) != 2 || reasons[0] != "newest" || reasons[1] != "keep-last" {
+		t.Fatalf("the kept backup's reasons: %v", reasons)
+	}
+	if e.wait(e.tokA, "alpha", "backup", backups[0]) == nil {
+		t.Fatal("the dry run removed a backup")
+	}
+	real := object(t, "retention", e.call(202, e.tokA, "POST", "/v3/alpha/backup-policies/"+id+"/retention",
+		map[string]any{"retention": map[string]any{}}), "retention")
+	if real["removed"] != float64(1) || real["dry_run"] != false {
+		t.Fatalf("retention: %v", real)
+	}
+	if e.wait(e.tokA, "alpha", "backup", backups[0]) != nil {
+		t.Fatal("the removed backup is still there")
+	}
+	if e.wait(e.tokA, "alpha", "backup", backups[1]) == nil {
+		t.Fatal("the kept backup is gone")
+	}
+
+	body["policy"].(map[string]any)["enabled"] = false
+	if p := object(t, "disable", e.call(200, e.tokA, "PUT", "/v3/alpha/backup-policies/"+id, body), "policy"); p["enabled"] != false {
+		t.Fatalf("disabled: %v", p)
+	}
+	clock.set(gap.AddDate(0, 0, 7))
+	if n, err := e.svc.FireDue(t.Context()); err != nil || n != 0 {
+		t.Fatalf("a disabled policy fired: %d, %v", n, err)
+	}
+	e.must(204, e.tokA, "DELETE", "/v3/alpha/backup-policies/"+id, nil, nil)
+	e.must(404, e.tokA, "GET", "/v3/alpha/backup-policies/"+id, nil, nil)
+	e.settle()
+}
