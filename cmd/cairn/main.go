@@ -152,7 +152,7 @@ func (a *app) rootCommand() *cobra.Command {
 		return pprof.StartCPUProfile(f)
 	}
 	root.AddCommand(a.repoCommand(), a.volumeCommand(), a.serviceCommand(), a.apiSnapshotCommand(),
-		a.apiBackupCommand(), a.limitsCommand(), a.projectCommand(), a.tokenCommand())
+		a.apiBackupCommand(), a.policyCommand(), a.limitsCommand(), a.projectCommand(), a.tokenCommand())
 	return root
 }
 

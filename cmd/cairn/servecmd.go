@@ -573,7 +573,7 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 		Workers: st.Workers, NBDSocket: nbdSock, NBDAddress: nbdAddr,
 		Instances: instances, Backend: storeKind(st.BackupStore), QuiesceTimeout: quiesceTimeout,
 		ArchiveWAL: st.WALArchive == "on", RestorePointInterval: restorePointInterval, RestorePoints: st.RestorePoints,
-		Hosts: service.HostConfig{DataDir: st.DataDir, Version: driverVersion()}})
+		Hosts: service.HostConfig{DataDir: st.DataDir, Version: driverVersion()}, Scheduler: true})
 	met.Archives(func() []metrics.ArchiveSample { return archiveSamples(svc.Archives(), time.Now()) })
 
 	// The servers run in g; gctx ends when ctx does or one of them fails.

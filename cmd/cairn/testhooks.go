@@ -32,7 +32,8 @@ package main
 //	catalog.snapshot STATUS,
 //	catalog.backup STATUS,
 //	catalog.instance STATUS,
-//	catalog.dbbackup STATUS
+//	catalog.dbbackup STATUS,
+//	catalog.slot STATE                   a policy's slot recorded (fired, skipped, missed)
 //	nbd.accept                           an NBD connection was accepted
 //	nbd.write EXPORT                     a write request reached the export (named as the
 //	                                     client named it), before it is applied
@@ -371,6 +372,10 @@ func (t hookedTx) UpdateBackup(ctx context.Context, b cairn.Backup) error {
 
 func (t hookedTx) UpdateInstance(ctx context.Context, in cairn.Instance) error {
 	return t.note(t.Tx.UpdateInstance(ctx, in), "catalog.instance "+string(in.Status))
+}
+
+func (t hookedTx) InsertPolicySlot(ctx context.Context, s cairn.PolicySlot) error {
+	return t.note(t.Tx.InsertPolicySlot(ctx, s), "catalog.slot "+s.State)
 }
 
 func (t hookedTx) UpdateDatabaseBackup(ctx context.Context, b cairn.DatabaseBackup) error {

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnproject/cairn"
+)
+
+// TestPolicyKill9 runs a policy made with the CLI on an every-minute
+// schedule in a real service, and kills the service with SIGKILL just
+// after a slot's firing committed, then just after a retention run
+// queued a deletion. After each restart the interrupted work finishes:
+// every slot is recorded once and queued one backup, the removed backup
+// is gone, the newest stays, and nothing is left in the engine or the
+// repository. The waits are for the slots the schedule brings (up to a
+// minute each), announced by the test hooks, never for a time window.
+func TestPolicyKill9(t *testing.T) {
+	t.Parallel()
+	data := filepath.Join(t.TempDir(), "data")
+	home := t.TempDir()
+
+	fired := newHookPoint(t, "catalog.slot fired#1")
+	p := startServiceEnv(t, data, fired.env())
+	var vol struct{ Volume map[string]any }
+	p.mustCall(202, "POST", "/volumes", map[string]any{"volume": map[string]any{"size": 1, "name": "db"}}, &vol)
+	p.settled()
+	volID := vol.Volume["id"].(string)
+	cli := func(args ...string) result {
+		return runCLI(t, []string{"HOME=" + home}, append(args, "--url", p.url, "--token", p.token)...)
+	}
+	var pol cairn.Policy
+	cliJSON(t, cli, &pol, "policy", "create", "minutely", "--schedule", "* * * * *", "--volume", volID, "--keep-last", "1", "--full-every", "2")
+	if pol.Retention.Last != 1 || pol.FullEvery != 2 || pol.Target.IDs[0] != volID || !pol.Enabled {
+		t.Fatalf("created %+v", pol)
+	}
+	fired.reached(p.done, p.log.String)
+	p.kill()
+
+	// Restarted: the first slot's backup finishes; at the next slot,
+	// retention removes it (keep-last 1), and the service dies again just
+	// after queuing that.
+	pruned := newHookPoint(t, "catalog.backup deleting#1")
+	p = startServiceEnv(t, data, pruned.env())
+	pruned.reached(p.done, p.log.String)
+	p.kill()
+
+	p = startService(t, data)
+	cliOK(t, cli, "policy", "update", "minutely", "--disabled")
+	p.settled()
+	var rep cairn.RetentionReport
+	cliJSON(t, cli, &rep, "policy", "prune", "minutely")
+	p.settled()
+
+	var slots []cairn.PolicySlot
+	cliJSON(t, cli, &slots, "policy", "slots", "minutely", "--limit", "1000")
+	seen := map[time.Time]bool{}
+	var backups []string
+	for _, sl := range slots {
+		if seen[sl.SlotAt] || sl.SlotAt.Second() != 0 {
+			t.Fatalf("slot %s recorded twice or off the minute: %+v", sl.SlotAt, slots)
+		}
+		seen[sl.SlotAt] = true
+		switch sl.State {
+		case cairn.SlotFired:
+			if len(sl.Runs) != 1 || sl.Runs[0].BackupID == "" {
+				t.Fatalf("fired slot %+v", sl)
+			}
+			backups = append(backups, sl.Runs[0].BackupID)
+		case cairn.SlotMissed:
+			// Only while the service was down, and said so.
+			if !strings.Contains(p.log.String()+sl.Detail, "no service fired it") {
+				t.Fatalf("missed slot without its reason: %+v", sl)
+			}
+		default:
+			t.Fatalf("slot %+v", sl)
+		}
+	}
+	if len(backups) < 2 {
+		t.Fatalf("%d slots fired, want at least 2: %+v", len(backups), slots)
+	}
+	// Newest first: the newest backup is available, every older one gone.
+	for i, id := range backups {
+		var b struct{ Backup map[string]any }
+		code := p.call("GET", "/backups/"+id, nil, &b)
+		switch {
+		case i == 0 && (code != 200 || b.Backup["status"] != "available"):
+			t.Fatalf("the newest backup %s: %d %v", id, code, b.Backup)
+		case i > 0 && code != 404:
+			t.Fatalf("backup %s of an older slot: %d %v, want it removed", id, code, b.Backup)
+		}
+	}
+	p.stop()
+	checkNoLeftovers(t, data)
+	repoCheck(t, data)
+}
