@@ -23,6 +23,10 @@ type Policy struct {
 
 // PolicySpec is what a policy's owner writes.
 type PolicySpec struct {
+	// Action is what each slot does to the targets: PolicyActionBackup
+	// (the default) backs them up, PolicyActionVerify reads their backups
+	// back, PolicyActionDrill restores one and checks it.
+	Action string       `json:"action,omitempty"`
 	Target PolicyTarget `json:"target"`
 	// Schedule is a five-field cron expression read in TimeZone (an
 	// IANA name, UTC when empty).
@@ -45,6 +49,59 @@ type PolicySpec struct {
 	// PITRWindowSeconds, for instances, keeps every backup needed to
 	// restore to any second of that long before the archive's newest.
 	PITRWindowSeconds int `json:"pitr_window_seconds,omitempty"`
+	// VerifyShare, for a verify policy, is the share of each backup's
+	// chunks read back, in (0,1] (0: all); ReverifyDays how old a
+	// backup's last verification may be before it is verified again (0:
+	// never again once passed).
+	VerifyShare  float64 `json:"verify_share,omitempty"`
+	ReverifyDays int     `json:"reverify_days,omitempty"`
+	// DrillPick, for a drill policy, chooses the backup each slot
+	// restores: DrillLatest (the default), or DrillRandom among those
+	// taken in the last DrillWithinSeconds.
+	DrillPick          string `json:"drill_pick,omitempty"`
+	DrillWithinSeconds int    `json:"drill_within_seconds,omitempty"`
+}
+
+// Policy actions.
+const (
+	PolicyActionBackup = "backup"
+	PolicyActionVerify = "verify"
+	PolicyActionDrill  = "drill"
+)
+
+// Drill picks.
+const (
+	DrillLatest = "latest"
+	DrillRandom = "random"
+)
+
+// BackupMarks are what cairn records of a backup beside its row: its
+// protection, and the outcome of its last verification and drill.
+type BackupMarks struct {
+	BackupID string `json:"backup_id"`
+	// Protected backups are never deleted, by a request or by retention.
+	Protected    bool         `json:"protected"`
+	Verification *BackupCheck `json:"verification,omitempty"`
+	Drill        *BackupCheck `json:"drill,omitempty"`
+}
+
+// Check states.
+const (
+	CheckPassed = "passed"
+	CheckFailed = "failed"
+)
+
+// BackupCheck is the outcome of a verification (chunks read back) or a
+// drill (a restore and a check of what it restored).
+type BackupCheck struct {
+	State  string    `json:"state"`
+	At     time.Time `json:"at"`
+	Detail string    `json:"detail,omitempty"`
+	// Chunks and Bytes are what a verification read; Bytes and Seconds
+	// what a drill restored and how long it took (its RTO evidence).
+	Chunks  int     `json:"chunks,omitempty"`
+	Bytes   int64   `json:"bytes,omitempty"`
+	Seconds float64 `json:"seconds,omitempty"`
 }
 
 // Policy targets' kinds.
@@ -137,8 +194,11 @@ const (
 
 // Floors a policy keeps whatever its rules say.
 const (
-	FloorPITR         = "pitr-window"
-	FloorParentOfKept = "parent-of-kept"
+	FloorPITR           = "pitr-window"
+	FloorParentOfKept   = "parent-of-kept"
+	FloorProtected      = "protected"
+	FloorNewestVerified = "newest-verified"
+	FloorNewestDrilled  = "newest-drilled"
 )
 
 // RetentionDecision is what a retention run does with one backup.

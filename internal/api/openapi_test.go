@@ -522,6 +522,7 @@ func TestOpenAPISchemasMatchGo(t *testing.T) {
 		"MessageShow":         wire.MessageShow{},
 		"Transfer":            wire.Transfer{},
 		"Policy":              cairn.Policy{},
+		"BackupCheck":         cairn.BackupCheck{},
 		"PolicyTarget":        cairn.PolicyTarget{},
 		"RetentionRules":      cairn.RetentionRules{},
 		"PolicySlot":          cairn.PolicySlot{},
@@ -586,6 +587,7 @@ func TestOpenAPISchemasMatchGo(t *testing.T) {
 		"TransferCreateRequest": wire.TransferCreateRequest{},
 		"PolicyRequest":         wire.PolicyRequest{},
 		"PolicyBody":            wire.PolicyBody{},
+		"BackupActionRequest":   wire.BackupActionRequest{},
 		"RetentionRequest":      wire.RetentionRequest{},
 		"TransferAcceptRequest": wire.TransferAcceptRequest{},
 

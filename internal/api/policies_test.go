@@ -2,13 +2,18 @@ package api_test
 
 import (
 	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/service"
+	"github.com/cairnproject/cairn/internal/testenv"
 )
 
 // policyClock is the service's injected clock in the policy tests.
@@ -62,7 +67,7 @@ func TestBackupPolicies(t *testing.T) {
 	if p["next_slot_at"] != gap.Format(time.RFC3339) || p["full_every"] != float64(7) || p["catch_up"] != "once" || p["enabled"] != true {
 		t.Fatalf("created %v", p)
 	}
-	members(t, "create", p, []string{"catch_up", "created_at", "enabled", "full_every", "id", "jitter_seconds", "name",
+	members(t, "create", p, []string{"action", "catch_up", "created_at", "enabled", "full_every", "id", "jitter_seconds", "name",
 		"next_fire_at", "next_slot_at", "project_id", "retention", "schedule", "target", "time_zone", "updated_at"})
 	object(t, "show", e.call(200, e.tokA, "GET", "/v3/alpha/backup-policies/"+id, nil), "policy")
 	if list := e.call(200, e.tokA, "GET", "/v3/alpha/backup-policies", nil)["policies"].([]any); len(list) != 1 {
@@ -171,5 +176,125 @@ func TestBackupPolicies(t *testing.T) {
 	}
 	e.must(204, e.tokA, "DELETE", "/v3/alpha/backup-policies/"+id, nil, nil)
 	e.must(404, e.tokA, "GET", "/v3/alpha/backup-policies/"+id, nil, nil)
+	e.settle()
+}
+
+// TestBackupChecks proves a backup in the real repository: a volume
+// holding an ext4 file system is backed up; a verify policy reads its
+// chunks back and a drill policy restores it to a scratch image where
+// e2fsck -fn finds the file system clean. Then a byte of one of its
+// chunks is flipped on disk: the next verification finds it, and the
+// drill of that backup fails loudly (marks, events), leaving no image.
+// A protected backup is not deleted.
+func TestBackupChecks(t *testing.T) {
+	for _, tool := range []string{"mkfs.ext4", "e2fsck"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testenv.SkipOrFail(t, tool+" is not installed (Debian: e2fsprogs)")
+		}
+	}
+	year := time.Now().Year() + 2
+	clock := &policyClock{t: time.Date(year, 6, 1, 9, 50, 0, 0, time.UTC)}
+	scratch := t.TempDir()
+	e := newEnvAt(t, t.TempDir(), t.TempDir(), func(c *service.Config) { c.Now, c.ScratchDir = clock.now, scratch })
+	e.members = true
+	vol := e.createVolume(e.tokA, "alpha", 1, "fs")
+	img := filepath.Join(t.TempDir(), "fs.img")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "lazy_itable_init=0,lazy_journal_init=0", img, "32M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	fs, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.write(vol, 0, fs)
+	var created map[string]map[string]any
+	e.must(202, e.tokA, "POST", "/v3/alpha/backups", map[string]any{"backup": map[string]any{"volume_id": vol, "name": "fs"}}, &created)
+	b := created["backup"]["id"].(string)
+	e.wait(e.tokA, "alpha", "backup", b)
+
+	policy := func(name, action string, extra map[string]any) string {
+		body := map[string]any{"name": name, "action": action, "target": map[string]any{"kind": "volume", "ids": []string{vol}}, "schedule": "0 * * * *"}
+		for k, v := range extra {
+			body[k] = v
+		}
+		return object(t, name, e.call(201, e.tokA, "POST", "/v3/alpha/backup-policies", map[string]any{"policy": body}), "policy")["id"].(string)
+	}
+	policy("verify", "verify", map[string]any{"reverify_days": 1})
+	policy("drill", "drill", nil)
+	shown := func() map[string]any {
+		return object(t, "show", e.call(200, e.tokA, "GET", "/v3/alpha/backups/"+b, nil), "backup")
+	}
+	fire := func(at time.Time, slots int) {
+		clock.set(at)
+		if n, err := e.svc.FireDue(t.Context()); err != nil || n != slots {
+			t.Fatalf("FireDue at %s: %d slots, %v; want %d", at, n, err, slots)
+		}
+		e.settle()
+	}
+	fire(time.Date(year, 6, 1, 10, 0, 0, 0, time.UTC), 2)
+	got := shown()
+	v, d := got["verification"].(map[string]any), got["drill"].(map[string]any)
+	if v["state"] != "passed" || v["chunks"].(float64) == 0 || got["protected"] != false {
+		t.Fatalf("verification: %v", got)
+	}
+	if d["state"] != "passed" || !strings.Contains(d["detail"].(string), "e2fsck -fn found the file system clean") || d["bytes"].(float64) != 1<<30 {
+		t.Fatalf("drill: %v", d)
+	}
+
+	// A flipped byte in one of the backup's chunks, on disk.
+	var chunks []string
+	_ = filepath.WalkDir(filepath.Join(e.store, "volumebackups", "chunks"), func(p string, de os.DirEntry, err error) error {
+		if err == nil && !de.IsDir() {
+			chunks = append(chunks, p)
+		}
+		return nil
+	})
+	if len(chunks) == 0 {
+		t.Fatal("no chunk files in the container")
+	}
+	raw, err := os.ReadFile(chunks[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[len(raw)/2] ^= 0x40
+	if err := os.WriteFile(chunks[0], raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Two days on (47 slots of each policy missed, the 48th fired):
+	// verified again (reverify_days 1), and drilled.
+	fire(time.Date(year, 6, 3, 10, 0, 0, 0, time.UTC), 96)
+	got = shown()
+	v, d = got["verification"].(map[string]any), got["drill"].(map[string]any)
+	if v["state"] != "failed" || !strings.Contains(v["detail"].(string), "corrupt-chunk") {
+		t.Fatalf("verification of the damaged backup: %v", v)
+	}
+	if d["state"] != "failed" || !strings.Contains(d["detail"].(string), "corrupt") {
+		t.Fatalf("drill of the damaged backup: %v", d)
+	}
+	seen := map[string]bool{}
+	for len(e.events.ch) > 0 {
+		if ev := <-e.events.ch; ev.Payload["id"] == b {
+			seen[ev.Type] = true
+		}
+	}
+	for _, typ := range []string{"backup.verify.end", "backup.drill.end", "backup.verify.error", "backup.drill.error"} {
+		if !seen[typ] {
+			t.Errorf("no %s event", typ)
+		}
+	}
+	if left, _ := os.ReadDir(scratch); len(left) != 0 {
+		t.Fatalf("drills left %v", left)
+	}
+
+	// Protected: not deleted until unprotected.
+	e.must(200, e.tokA, "POST", "/v3/alpha/backups/"+b+"/action", map[string]any{"cairn-protect": map[string]any{"protected": true}}, nil)
+	if shown()["protected"] != true {
+		t.Fatal("not shown protected")
+	}
+	e.must(409, e.tokA, "DELETE", "/v3/alpha/backups/"+b, nil, nil)
+	e.must(404, e.tokB, "POST", "/v3/beta/backups/"+b+"/action", map[string]any{"cairn-protect": map[string]any{"protected": false}}, nil)
+	e.must(400, e.tokA, "POST", "/v3/alpha/backups/"+b+"/action", map[string]any{}, nil)
+	e.must(200, e.tokA, "POST", "/v3/alpha/backups/"+b+"/action", map[string]any{"cairn-protect": map[string]any{"protected": false}}, nil)
+	e.must(202, e.tokA, "DELETE", "/v3/alpha/backups/"+b, nil, nil)
 	e.settle()
 }

@@ -807,7 +807,12 @@ func (s *Server) showBackup(w http.ResponseWriter, r *http.Request, c service.Ca
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"backup": backupJSON(r, d.Backup, d.HasDependents)})
+	out := backupJSON(r, d.Backup, d.HasDependents)
+	if cairnMembers(r) {
+		protected := d.Marks.Protected
+		out.Protected, out.Verification, out.Drill = &protected, d.Marks.Verification, d.Marks.Drill
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"backup": out})
 	return nil
 }
 
@@ -878,12 +883,20 @@ func (s *Server) importRecord(w http.ResponseWriter, r *http.Request, c service.
 }
 
 func (s *Server) backupAction(w http.ResponseWriter, r *http.Request, c service.Caller) error {
-	var req wire.ResetStatusRequest
+	var req wire.BackupActionRequest
 	if err := decode(r, &req); err != nil {
 		return err
 	}
-	if req.ResetStatus == nil {
-		return fmt.Errorf("give an action: os-reset_status: %w", cairn.ErrInvalid)
+	switch {
+	case req.ResetStatus != nil && req.Protect != nil, req.ResetStatus == nil && req.Protect == nil:
+		return fmt.Errorf("give one action: os-reset_status or cairn-protect: %w", cairn.ErrInvalid)
+	case req.Protect != nil:
+		m, err := s.svc.ProtectBackup(r.Context(), c, r.PathValue("id"), req.Protect.Protected)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"backup": map[string]any{"id": m.BackupID, "protected": m.Protected}})
+		return nil
 	}
 	if err := snapshotOrBackupReset("backup", req.ResetStatus); err != nil {
 		return err

@@ -205,6 +205,13 @@ type Tx interface {
 	InsertPolicyBackup(ctx context.Context, pb cairn.PolicyBackup) error
 	PolicyBackups(ctx context.Context, policyID string) ([]cairn.PolicyBackup, error)
 	DeletePolicyBackup(ctx context.Context, policyID, backupID string) error
+
+	// BackupMarks reads a backup's marks (cairn.BackupMarks): the zero
+	// marks, with its ID, when it has none. PutBackupMarks replaces them
+	// without looking the backup up. Deleting a backup (of a volume or
+	// an instance) deletes its marks.
+	BackupMarks(ctx context.Context, id string) (cairn.BackupMarks, error)
+	PutBackupMarks(ctx context.Context, m cairn.BackupMarks) error
 }
 
 // Kind names a list of resources.

@@ -23,6 +23,7 @@ type Metrics struct {
 	requests     *prometheus.CounterVec
 	reqDuration  *prometheus.HistogramVec
 	dataPlane    prometheus.Counter
+	checks       *prometheus.CounterVec
 }
 
 // New registers the metrics in a new registry, with the Go runtime's and
@@ -52,7 +53,10 @@ func New() *Metrics {
 	m.dataPlane = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "cairn_data_plane_restarts_total", Help: "Data planes started again after the one serving exited.",
 	})
-	m.reg.MustRegister(m.tasks, m.taskDuration, m.backedUp, m.restored, m.requests, m.reqDuration, m.dataPlane,
+	m.checks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "cairn_backup_checks_total", Help: "Verifications and restore drills of backups ended, by kind (verify, drill) and result (passed, failed).",
+	}, []string{"kind", "result"})
+	m.reg.MustRegister(m.tasks, m.taskDuration, m.backedUp, m.restored, m.requests, m.reqDuration, m.dataPlane, m.checks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -72,6 +76,11 @@ func (m *Metrics) BytesBackedUp(n int64) { m.backedUp.Add(float64(n)) }
 
 // BytesRestored counts bytes a restore wrote or verified.
 func (m *Metrics) BytesRestored(n int64) { m.restored.Add(float64(n)) }
+
+// BackupChecked counts a verification or a drill of a backup ("verify",
+// "drill") and its result ("passed", "failed"): a failed one means
+// damage, and deserves an alert.
+func (m *Metrics) BackupChecked(kind, result string) { m.checks.WithLabelValues(kind, result).Inc() }
 
 // DataPlaneRestarted counts a data plane started after the last exited.
 func (m *Metrics) DataPlaneRestarted() { m.dataPlane.Inc() }

@@ -174,36 +174,17 @@ func (r *Repository) Check(ctx context.Context, opts CheckOptions) (*CheckReport
 	}
 	err = forEachParallel(ctx, len(toRead), max(r.opts.Workers, r.opts.Transfers), func(ctx context.Context, i int) error {
 		c := toRead[i]
-		var data []byte
-		var err error
-		// Read again before calling a chunk damaged: a flip on the way
-		// is not damage at rest.
-		for attempt := 0; attempt < fetchAttempts; attempt++ {
-			data, err = objstore.ReadAll(ctx, r.be, c.ObjectName(), 0, -1)
-			if err == nil {
-				err = format.VerifyChecksum(data)
-			}
-			if err == nil {
-				var plain []byte
-				plain, err = r.sealer.Open(nil, format.TypeChunk, c.ObjectName(), data, r.chunkLimit())
-				switch {
-				case err != nil:
-				case format.ChunkID(r.mk.NewHasher().Sum(plain)) != c:
-					err = fmt.Errorf("content does not match its name: %w", cairn.ErrCorrupt)
-				case uses[c] != nil && int64(len(plain)) < uses[c].end:
-					err = fmt.Errorf("holds %d bytes, backups use %d: %w", len(plain), uses[c].end, cairn.ErrCorrupt)
-				}
-			}
-			if !errors.Is(err, cairn.ErrCorrupt) {
-				break
-			}
+		end := int64(0)
+		if u := uses[c]; u != nil {
+			end = u.end
 		}
+		n, err := r.verifyChunk(ctx, c, end)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		mu.Lock()
 		rep.ChunksRead++
-		rep.BytesRead += int64(len(data))
+		rep.BytesRead += int64(n)
 		mu.Unlock()
 		p.add(&p.Done, stored[c])
 		if err != nil {
@@ -285,4 +266,35 @@ func (r *Repository) checkNotes(ctx context.Context, rep *CheckReport, reference
 			rep.Notes = append(rep.Notes, fmt.Sprintf("%d condemned chunk sets wait for a later gc", waiting))
 		}
 	}
+}
+
+// verifyChunk reads chunk c and checks it: its checksum, its
+// authentication, that its content hashes to its name, and that it holds
+// at least end bytes (what backups use of it). A chunk is read again
+// before it is called damaged: a flip on the way is not damage at rest.
+// It returns the stored size read.
+func (r *Repository) verifyChunk(ctx context.Context, c format.ChunkID, end int64) (int, error) {
+	var data []byte
+	var err error
+	for attempt := 0; attempt < fetchAttempts; attempt++ {
+		data, err = objstore.ReadAll(ctx, r.be, c.ObjectName(), 0, -1)
+		if err == nil {
+			err = format.VerifyChecksum(data)
+		}
+		if err == nil {
+			var plain []byte
+			plain, err = r.sealer.Open(nil, format.TypeChunk, c.ObjectName(), data, r.chunkLimit())
+			switch {
+			case err != nil:
+			case format.ChunkID(r.mk.NewHasher().Sum(plain)) != c:
+				err = fmt.Errorf("content does not match its name: %w", cairn.ErrCorrupt)
+			case int64(len(plain)) < end:
+				err = fmt.Errorf("holds %d bytes, backups use %d: %w", len(plain), end, cairn.ErrCorrupt)
+			}
+		}
+		if !errors.Is(err, cairn.ErrCorrupt) {
+			break
+		}
+	}
+	return len(data), err
 }

@@ -109,6 +109,9 @@ type Repository interface {
 	Forget(ctx context.Context, ids []cairn.ID) error
 	// GC frees what no backup uses.
 	GC(ctx context.Context, opts repo.GCOptions) (repo.GCStats, error)
+	// VerifyBackup reads back backup m's chunks (all, or a share) and
+	// reports those damaged or missing; an error means it could not run.
+	VerifyBackup(ctx context.Context, m *format.Manifest, opts repo.VerifyOptions) (repo.VerifyReport, error)
 
 	// Log archives (see repo): an archive's description, its pieces
 	// listed in order, read and written.

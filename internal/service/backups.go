@@ -64,6 +64,8 @@ func (s *Service) Backups(ctx context.Context, c Caller, f catalog.Filter) ([]Ba
 type BackupDetail struct {
 	cairn.Backup
 	HasDependents bool
+	// Marks are set by Backup (one backup's detail), not by lists.
+	Marks cairn.BackupMarks
 }
 
 // Backup returns one of the caller's backups.
@@ -74,7 +76,10 @@ func (s *Service) Backup(ctx context.Context, c Caller, id string) (BackupDetail
 		if d.Backup, err = getBackup(ctx, tx, c, id); err != nil {
 			return err
 		}
-		d.HasDependents, err = tx.HasDependents(ctx, id)
+		if d.HasDependents, err = tx.HasDependents(ctx, id); err != nil {
+			return err
+		}
+		d.Marks, err = tx.BackupMarks(ctx, id)
 		return err
 	})
 	return d, err
@@ -494,6 +499,9 @@ func (s *Service) deleteBackupTx(ctx context.Context, tx catalog.Tx, b cairn.Bac
 	case cairn.StatusAvailable, cairn.StatusError:
 	default:
 		return b, conflict("backup", b.ID, b.Status, "delete it")
+	}
+	if err := refuseProtected(ctx, tx, b.ID); err != nil {
+		return b, err
 	}
 	b.Status, b.UpdatedAt = cairn.StatusDeleting, s.nowUTC()
 	if err := tx.UpdateBackup(ctx, b); err != nil {
@@ -1060,5 +1068,7 @@ func (s *Service) kinds() map[string]tasks.Kind {
 		"instance.undo_recover": {Run: s.runUndoRecover, Fail: s.failRecover("instance.undo_recover.error")},
 		"dbbackup.create":       {Run: s.runCreateDatabaseBackup, Fail: s.failDatabaseBackup},
 		"dbbackup.delete":       {Run: s.runDeleteDatabaseBackup, Fail: s.failDeleteDatabaseBackup},
+		"backup.verify":         {Run: s.runVerifyBackup, Fail: s.failCheck},
+		"backup.drill":          {Run: s.runDrillBackup, Fail: s.failCheck},
 	}
 }

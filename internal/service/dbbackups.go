@@ -590,6 +590,9 @@ func (s *Service) deleteDatabaseBackupTx(ctx context.Context, tx catalog.Tx, b c
 	default:
 		return false, fmt.Errorf("backup %s is %s; cannot delete it: %w", b.ID, b.Status, cairn.ErrConflict)
 	}
+	if err := refuseProtected(ctx, tx, b.ID); err != nil {
+		return false, err
+	}
 	children, err := tx.DatabaseBackups(ctx, catalog.Filter{ParentID: b.ID, Limit: 1})
 	if err != nil {
 		return false, err

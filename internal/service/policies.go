@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -97,6 +98,42 @@ func (s *Service) checkPolicy(ctx context.Context, tx catalog.Tx, c Caller, name
 	}
 	if err := retention.Validate(sp.Retention); err != nil {
 		return schedule.Spec{}, err
+	}
+	switch sp.Action {
+	case "":
+		sp.Action = cairn.PolicyActionBackup
+	case cairn.PolicyActionBackup, cairn.PolicyActionVerify, cairn.PolicyActionDrill:
+	default:
+		return schedule.Spec{}, errorf(cairn.ErrInvalid, "action %q: want backup, verify or drill", sp.Action)
+	}
+	if sp.Action != cairn.PolicyActionBackup {
+		if sp.Target.Kind != cairn.TargetVolume {
+			return schedule.Spec{}, errorf(cairn.ErrInvalid, "%s policies are for volumes' backups (instances' are not built yet)", sp.Action)
+		}
+		if !retention.IsZero(sp.Retention) || sp.Container != "" {
+			return schedule.Spec{}, errorf(cairn.ErrInvalid, "retention and container are for backup policies")
+		}
+	}
+	if sp.VerifyShare < 0 || sp.VerifyShare > 1 || sp.ReverifyDays < 0 {
+		return schedule.Spec{}, errorf(cairn.ErrInvalid, "verify_share %g: want 0 to 1 (0: all); reverify_days %d: want 0 or more", sp.VerifyShare, sp.ReverifyDays)
+	}
+	if (sp.VerifyShare != 0 || sp.ReverifyDays != 0) && sp.Action != cairn.PolicyActionVerify {
+		return schedule.Spec{}, errorf(cairn.ErrInvalid, "verify_share and reverify_days are for verify policies")
+	}
+	switch sp.DrillPick {
+	case "":
+		if sp.Action == cairn.PolicyActionDrill {
+			sp.DrillPick = cairn.DrillLatest
+		}
+	case cairn.DrillLatest, cairn.DrillRandom:
+		if sp.Action != cairn.PolicyActionDrill {
+			return schedule.Spec{}, errorf(cairn.ErrInvalid, "drill_pick is for drill policies")
+		}
+	default:
+		return schedule.Spec{}, errorf(cairn.ErrInvalid, "drill_pick %q: want latest or random", sp.DrillPick)
+	}
+	if sp.DrillWithinSeconds < 0 || sp.DrillWithinSeconds != 0 && sp.DrillPick != cairn.DrillRandom {
+		return schedule.Spec{}, errorf(cairn.ErrInvalid, "drill_within_seconds is for drills that pick at random, and not negative")
 	}
 	if sp.PITRWindowSeconds < 0 {
 		return schedule.Spec{}, errorf(cairn.ErrInvalid, "pitr_window_seconds %d: negative", sp.PITRWindowSeconds)
@@ -450,11 +487,20 @@ func (s *Service) fireSlotTx(ctx context.Context, tx catalog.Tx, p cairn.Policy,
 			st.Runs = append(st.Runs, run)
 			continue
 		}
-		run.Full = wantFull(history, target, p.FullEvery)
 		var err error
-		if p.Target.Kind == cairn.TargetVolume {
+		switch {
+		case p.Action == cairn.PolicyActionVerify || p.Action == cairn.PolicyActionDrill:
+			runs, err := s.queuePolicyChecks(ctx, tx, p, target, st.SlotAt)
+			if err != nil {
+				return err
+			}
+			st.Runs = append(st.Runs, runs...)
+			continue
+		case p.Target.Kind == cairn.TargetVolume:
+			run.Full = wantFull(history, target, p.FullEvery)
 			err = s.queuePolicyVolumeBackup(ctx, tx, c, p, target, name, &run, f)
-		} else {
+		default:
+			run.Full = wantFull(history, target, p.FullEvery)
 			err = s.queuePolicyInstanceBackup(ctx, tx, c, p, target, name, &run, f)
 		}
 		if err != nil {
@@ -472,12 +518,60 @@ func (s *Service) fireSlotTx(ctx context.Context, tx catalog.Tx, p cairn.Policy,
 	switch {
 	case len(targets) == 0:
 		st.State, st.Detail = cairn.SlotSkipped, "no target: no volume or instance matches the policy"
-	case slices.ContainsFunc(st.Runs, func(r cairn.PolicyRun) bool { return r.BackupID != "" }):
+	case slices.ContainsFunc(st.Runs, func(r cairn.PolicyRun) bool { return r.BackupID != "" && r.Skipped == "" }):
 		st.State = cairn.SlotFired
+	case p.Action != cairn.PolicyActionBackup:
+		st.State, st.Detail = cairn.SlotSkipped, "no backup to "+p.Action
 	default:
 		st.State, st.Detail = cairn.SlotSkipped, "no target could be backed up"
 	}
 	return nil
+}
+
+// queuePolicyChecks queues a verify slot's verifications of a volume's
+// backups (those never verified, or last verified longer ago than the
+// policy's reverify_days, or that failed), or a drill slot's drill of
+// one of them. A backup whose check is under way is a skipped run.
+func (s *Service) queuePolicyChecks(ctx context.Context, tx catalog.Tx, p cairn.Policy, target string, slot time.Time) ([]cairn.PolicyRun, error) {
+	list, err := tx.Backups(ctx, catalog.Filter{ProjectID: p.ProjectID, VolumeID: target, Status: cairn.StatusAvailable,
+		Sort: []catalog.SortKey{{Key: "data_timestamp", Desc: true}}})
+	if err != nil {
+		return nil, err
+	}
+	var picked []cairn.Backup
+	kind := "backup.verify"
+	if p.Action == cairn.PolicyActionDrill {
+		kind = "backup.drill"
+		// The pick is the slot's: the same slot picks the same backup.
+		rng := rand.New(rand.NewPCG(uint64(slot.Unix()), uint64(len(p.ID))))
+		if b, ok := pickDrill(list, p, slot, rng); ok {
+			picked = append(picked, b)
+		}
+	} else {
+		for _, b := range list {
+			m, err := tx.BackupMarks(ctx, b.ID)
+			if err != nil {
+				return nil, err
+			}
+			v := m.Verification
+			if v == nil || v.State != cairn.CheckPassed ||
+				p.ReverifyDays > 0 && slot.Sub(v.At) >= time.Duration(p.ReverifyDays)*24*time.Hour {
+				picked = append(picked, b)
+			}
+		}
+	}
+	var runs []cairn.PolicyRun
+	for _, b := range picked {
+		run := cairn.PolicyRun{TargetID: target, BackupID: b.ID}
+		err := s.queueCheck(ctx, tx, kind, b, checkParams{Share: p.VerifyShare})
+		if errors.Is(err, cairn.ErrConflict) {
+			run.Skipped = failReason(err)
+		} else if err != nil {
+			return nil, err
+		}
+		runs = append(runs, run)
+	}
+	return runs, nil
 }
 
 // isRequestError reports an error a request would answer with 4xx: the

@@ -3,7 +3,9 @@ package service_test
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -386,4 +388,135 @@ func TestPolicyTwoServicesOnePostgres(t *testing.T) {
 	if total != policies*slots {
 		t.Fatalf("%d backups, want %d", total, policies*slots)
 	}
+}
+
+// marksOf reads a backup's marks.
+func marksOf(t *testing.T, r *rig, id string) cairn.BackupMarks {
+	t.Helper()
+	return must[cairn.BackupMarks](t)(r.svc.BackupMarks(t.Context(), caller, id))
+}
+
+// fireAt moves the clock to a policy's next fire time and fires what is
+// due there.
+func fireAt(t *testing.T, r *rig, clock *fakeNow, id string) cairn.PolicySlot {
+	t.Helper()
+	p := must[cairn.Policy](t)(r.svc.Policy(t.Context(), caller, id))
+	if p.NextFireAt.After(clock.Now()) {
+		clock.Set(p.NextFireAt)
+	}
+	must[int](t)(r.svc.FireDue(t.Context()))
+	return must[[]cairn.PolicySlot](t)(r.svc.PolicySlots(t.Context(), caller, id, 1))[0]
+}
+
+// TestPolicyVerifyDrillProtect: a verify policy reads back the backups
+// that need it (never verified, failed, or older than reverify_days); a
+// drill policy restores the newest into a scratch image that is gone
+// afterwards. A backup damaged at rest is found by the next
+// verification and its drill fails loudly (marks, events). Retention
+// keeps the newest verified backup and a protected one, and a protected
+// backup cannot be deleted.
+func TestPolicyVerifyDrillProtect(t *testing.T) {
+	r, clock := newPolicyRig(t, time.Date(2026, 6, 1, 9, 30, 0, 0, time.UTC))
+	ctx := t.Context()
+	v := must[cairn.Volume](t)(r.svc.CreateVolume(ctx, caller, service.VolumeCreate{Name: "v", Size: 1}))
+	r.done(v.ID)
+	if err := r.eng.Write(r.engineID(v.ID), 1<<20, []byte("the volume's data")); err != nil {
+		t.Fatal(err)
+	}
+	backups := must[cairn.Policy](t)(r.svc.CreatePolicy(ctx, caller, hourlyPolicy([]string{v.ID}, cairn.RetentionRules{Last: 1})))
+	verify := hourlyPolicy([]string{v.ID}, cairn.RetentionRules{})
+	verify.Name, verify.Spec.Action, verify.Spec.ReverifyDays, verify.Spec.Schedule = "verify", cairn.PolicyActionVerify, 1, "30 * * * *"
+	ver := must[cairn.Policy](t)(r.svc.CreatePolicy(ctx, caller, verify))
+	drill := verify
+	drill.Name, drill.Spec.Action, drill.Spec.ReverifyDays, drill.Spec.Schedule = "drill", cairn.PolicyActionDrill, 0, "45 * * * *"
+	dr := must[cairn.Policy](t)(r.svc.CreatePolicy(ctx, caller, drill))
+
+	// 10:00 backs up; 10:30 verifies it; 10:45 drills it.
+	b1 := fireAt(t, r, clock, backups.ID).Runs[0].BackupID
+	r.done(b1)
+	slot := fireAt(t, r, clock, ver.ID)
+	if slot.State != cairn.SlotFired || len(slot.Runs) != 1 || slot.Runs[0].BackupID != b1 {
+		t.Fatalf("verify slot: %+v", slot)
+	}
+	r.done(b1)
+	if m := marksOf(t, r, b1); m.Verification == nil || m.Verification.State != cairn.CheckPassed || m.Verification.Chunks == 0 {
+		t.Fatalf("b1 after its verification: %+v", m.Verification)
+	}
+	slot = fireAt(t, r, clock, dr.ID)
+	r.done(b1)
+	if m := marksOf(t, r, b1); m.Drill == nil || m.Drill.State != cairn.CheckPassed || m.Drill.Bytes == 0 ||
+		!strings.Contains(m.Drill.Detail, "no ext file system") {
+		t.Fatalf("b1 after its drill (slot %+v): %+v", slot, m.Drill)
+	}
+	if left, _ := os.ReadDir(r.scratch); len(left) != 0 {
+		t.Fatalf("the drill left %v", left)
+	}
+
+	// 11:00 backs up again; retention (keep-last 1) keeps b1 as the
+	// newest verified backup.
+	b2 := fireAt(t, r, clock, backups.ID).Runs[0].BackupID
+	r.done(b2)
+	rep := must[cairn.RetentionReport](t)(r.svc.ApplyRetention(ctx, caller, backups.ID, true))
+	d := rep.Targets[0].Backups
+	if d[1].BackupID != b1 || d[1].Action != cairn.ActionKeep || !slices.Contains(d[1].Reasons, cairn.FloorNewestVerified) ||
+		!slices.Contains(d[1].Reasons, cairn.FloorNewestDrilled) {
+		t.Fatalf("retention before b2 is verified: %+v", d)
+	}
+	// 11:30: only b2 needs a verification (b1 passed within a day). b2
+	// is damaged at rest first: found, marked, an event.
+	r.store(r.backup(b2).Container).Damage(must[cairn.ID](t)(cairn.ParseID(r.backup(b2).RepoID)))
+	slot = fireAt(t, r, clock, ver.ID)
+	if len(slot.Runs) != 1 || slot.Runs[0].BackupID != b2 {
+		t.Fatalf("verify slot with b1 verified an hour ago: %+v", slot)
+	}
+	r.done(b2)
+	if m := marksOf(t, r, b2); m.Verification == nil || m.Verification.State != cairn.CheckFailed ||
+		!strings.Contains(m.Verification.Detail, "corrupt-chunk") {
+		t.Fatalf("b2, damaged, after its verification: %+v", m.Verification)
+	}
+	if len(r.eventsOf("backup.verify.error")) != 1 {
+		t.Fatalf("%d backup.verify.error events", len(r.eventsOf("backup.verify.error")))
+	}
+	// 11:45: the drill of the newest, b2, fails loudly.
+	fireAt(t, r, clock, dr.ID)
+	r.done(b2)
+	if m := marksOf(t, r, b2); m.Drill == nil || m.Drill.State != cairn.CheckFailed || !strings.Contains(m.Drill.Detail, "corrupt") {
+		t.Fatalf("b2's drill: %+v", m.Drill)
+	}
+	if len(r.eventsOf("backup.drill.error")) != 1 {
+		t.Fatalf("%d backup.drill.error events", len(r.eventsOf("backup.drill.error")))
+	}
+	if left, _ := os.ReadDir(r.scratch); len(left) != 0 {
+		t.Fatalf("the failed drill left %v", left)
+	}
+	// A failed backup is verified again at the next slot, whatever
+	// reverify_days says.
+	if slot = fireAt(t, r, clock, ver.ID); len(slot.Runs) != 1 || slot.Runs[0].BackupID != b2 {
+		t.Fatalf("the next verify slot: %+v", slot)
+	}
+	r.done(b2)
+
+	// Protected: b1 stays through retention and cannot be deleted.
+	must[cairn.BackupMarks](t)(r.svc.ProtectBackup(ctx, caller, b1, true))
+	if err := r.svc.DeleteBackup(ctx, caller, b1); !errors.Is(err, cairn.ErrConflict) {
+		t.Fatalf("deleting a protected backup: %v", err)
+	}
+	must[cairn.BackupMarks](t)(r.svc.ProtectBackup(ctx, caller, b1, false))
+	must[cairn.BackupMarks](t)(r.svc.ProtectBackup(ctx, caller, b2, true))
+	// (Meanwhile the backup policy's 12:00 slot fired, late: b3.)
+	rep = must[cairn.RetentionReport](t)(r.svc.ApplyRetention(ctx, caller, backups.ID, false))
+	why := map[string][]string{}
+	for _, d := range rep.Targets[0].Backups {
+		if d.Action != cairn.ActionKeep {
+			t.Fatalf("retention removed %+v", d)
+		}
+		why[d.BackupID] = d.Reasons
+	}
+	if !slices.Equal(why[b2], []string{cairn.FloorProtected}) || !slices.Contains(why[b1], cairn.FloorNewestVerified) {
+		t.Fatalf("retention with b1 the newest verified and b2 protected: %+v", rep)
+	}
+	if _, err := r.svc.ProtectBackup(ctx, service.Caller{ProjectID: "other"}, b1, true); !errors.Is(err, cairn.ErrNotFound) {
+		t.Fatalf("another project protecting b1: %v", err)
+	}
+	r.settled()
 }

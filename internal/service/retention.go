@@ -161,6 +161,9 @@ func (s *Service) retainTarget(ctx context.Context, tx catalog.Tx, p cairn.Polic
 		}
 	}
 	pitrFloor(items, p.PITRWindowSeconds, windowEnd)
+	if err := markFloors(ctx, tx, items); err != nil {
+		return out, err
+	}
 	decisions, err := retention.Decide(items, p.Retention, loc)
 	if err != nil {
 		return out, err
@@ -250,4 +253,33 @@ func pitrFloor(items []retention.Backup, seconds int, end time.Time) {
 	if base >= 0 {
 		items[base].Floors = append(items[base].Floors, cairn.FloorPITR)
 	}
+}
+
+// markFloors adds the floors of the backups' marks: a protected backup,
+// the newest whose last verification passed and the newest whose last
+// drill passed are kept.
+func markFloors(ctx context.Context, tx catalog.Tx, items []retention.Backup) error {
+	verified, drilled := -1, -1
+	for i, it := range items {
+		m, err := tx.BackupMarks(ctx, it.ID)
+		if err != nil {
+			return err
+		}
+		if m.Protected {
+			items[i].Floors = append(items[i].Floors, cairn.FloorProtected)
+		}
+		if v := m.Verification; v != nil && v.State == cairn.CheckPassed && (verified < 0 || it.Time.After(items[verified].Time)) {
+			verified = i
+		}
+		if d := m.Drill; d != nil && d.State == cairn.CheckPassed && (drilled < 0 || it.Time.After(items[drilled].Time)) {
+			drilled = i
+		}
+	}
+	if verified >= 0 {
+		items[verified].Floors = append(items[verified].Floors, cairn.FloorNewestVerified)
+	}
+	if drilled >= 0 {
+		items[drilled].Floors = append(items[drilled].Floors, cairn.FloorNewestDrilled)
+	}
+	return nil
 }

@@ -54,6 +54,8 @@ type rig struct {
 
 	// now, when set, is the services' clock.
 	now func() time.Time
+	// scratch is the services' scratch directory (drills).
+	scratch string
 
 	// events are the notifications the services raised.
 	eventsMu sync.Mutex
@@ -90,6 +92,7 @@ func newRig(t *testing.T) *rig {
 	r := &rig{t: t, faults: f, cat: &faultyCatalog{Store: store, faults: f}, eng: servicetest.NewEngine(f),
 		clock: newBackoffClock(), stores: map[string]*servicetest.Store{}, opens: map[string]int{}}
 	r.host = servicetest.NewInstanceHost(r.eng)
+	r.scratch = t.TempDir()
 	t.Cleanup(func() {
 		r.stop()
 		_ = store.Close()
@@ -152,7 +155,7 @@ func (r *rig) start() {
 		host = r.walHost
 	}
 	r.svc = service.New(service.Config{Catalog: r.cat, Engine: r.eng, OpenRepo: r.open,
-		Workers: 2, After: r.clock.After, Now: r.now, Instances: host, ArchiveInterval: r.archiveInterval, ArchiveCheck: r.archiveCheck, ArchiveWAL: true, Notifier: r,
+		Workers: 2, After: r.clock.After, Now: r.now, ScratchDir: r.scratch, Instances: host, ArchiveInterval: r.archiveInterval, ArchiveCheck: r.archiveCheck, ArchiveWAL: true, Notifier: r,
 		RestorePointInterval: r.pointInterval, RestorePoints: r.pointKeep,
 		RestorePointAfter: func(time.Duration) <-chan time.Time { return r.pointTicks }})
 	if err := r.svc.Start(r.t.Context()); err != nil {

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -41,6 +42,9 @@ type Observer interface {
 	tasks.Observer
 	BytesBackedUp(n int64)
 	BytesRestored(n int64)
+	// BackupChecked counts a verification or drill ("verify", "drill")
+	// and its result (cairn.CheckPassed, cairn.CheckFailed).
+	BackupChecked(kind, result string)
 }
 
 // Config is what a Service is built from. Only cmd/ fills it.
@@ -100,6 +104,9 @@ type Config struct {
 	// Hosts is what the admin views of the services, hosts and pools
 	// report of this host (hosts.go).
 	Hosts HostConfig
+	// ScratchDir is where restore drills restore to (an image file per
+	// drill, removed when it ends; default os.TempDir()).
+	ScratchDir string
 	// Scheduler runs the backup policies' scheduler loop (policies.go).
 	// FireDue fires what is due whether or not it runs.
 	Scheduler bool
@@ -151,6 +158,8 @@ type Service struct {
 	hosts hostInfo
 	// sched is the policies' scheduler (policies.go).
 	sched schedulerSet
+	// scratch is where drills restore to (checks.go).
+	scratch string
 }
 
 // New builds a Service. Start runs its tasks.
@@ -161,6 +170,9 @@ func New(cfg Config) *Service {
 		nbdSock: cfg.NBDSocket, nbdAddr: cfg.NBDAddress, host: cfg.Instances, backend: cfg.Backend,
 		quiesce: cfg.QuiesceTimeout, identity: cfg.Identity}
 	s.hosts = newHostInfo(cfg.Hosts)
+	if s.scratch = cfg.ScratchDir; s.scratch == "" {
+		s.scratch = os.TempDir()
+	}
 	s.sched = schedulerSet{on: cfg.Scheduler, grace: cfg.ScheduleGrace, poll: cfg.SchedulePoll, wake: make(chan struct{}, 1)}
 	if s.sched.grace <= 0 {
 		s.sched.grace = defaultScheduleGrace
@@ -412,3 +424,4 @@ type discardObserver struct{}
 func (discardObserver) TaskEnded(string, bool, time.Duration) {}
 func (discardObserver) BytesBackedUp(int64)                   {}
 func (discardObserver) BytesRestored(int64)                   {}
+func (discardObserver) BackupChecked(string, string)          {}

@@ -181,25 +181,30 @@ type SnapshotSummary struct {
 // ParentID), which its command shows (with MembersHeader). The answers to a create and an
 // import are a Summary.
 type Backup struct {
-	ID                  string    `json:"id"`
-	Name                string    `json:"name"`
-	Description         string    `json:"description"`
-	VolumeID            string    `json:"volume_id"`
-	SnapshotID          *string   `json:"snapshot_id"`
-	Container           string    `json:"container"`
-	Status              string    `json:"status"`
-	FailReason          *string   `json:"fail_reason"`
-	Size                int64     `json:"size"`
-	ObjectCount         int64     `json:"object_count"`
-	StoredBytes         *int64    `json:"stored_bytes,omitempty"`
-	IsIncremental       bool      `json:"is_incremental"`
-	HasDependentBackups bool      `json:"has_dependent_backups"`
-	ParentID            *string   `json:"parent_id,omitempty"`
-	DataTimestamp       time.Time `json:"data_timestamp"`
-	ProjectID           string    `json:"os-backup-project-attr:project_id"`
-	Links               []Link    `json:"links"`
-	CreatedAt           time.Time `json:"created_at"`
-	UpdatedAt           time.Time `json:"updated_at"`
+	ID                  string  `json:"id"`
+	Name                string  `json:"name"`
+	Description         string  `json:"description"`
+	VolumeID            string  `json:"volume_id"`
+	SnapshotID          *string `json:"snapshot_id"`
+	Container           string  `json:"container"`
+	Status              string  `json:"status"`
+	FailReason          *string `json:"fail_reason"`
+	Size                int64   `json:"size"`
+	ObjectCount         int64   `json:"object_count"`
+	StoredBytes         *int64  `json:"stored_bytes,omitempty"`
+	IsIncremental       bool    `json:"is_incremental"`
+	HasDependentBackups bool    `json:"has_dependent_backups"`
+	ParentID            *string `json:"parent_id,omitempty"`
+	// Protected, Verification and Drill are cairn's marks, in show's
+	// answer with MembersHeader.
+	Protected     *bool              `json:"protected,omitempty"`
+	Verification  *cairn.BackupCheck `json:"verification,omitempty"`
+	Drill         *cairn.BackupCheck `json:"drill,omitempty"`
+	DataTimestamp time.Time          `json:"data_timestamp"`
+	ProjectID     string             `json:"os-backup-project-attr:project_id"`
+	Links         []Link             `json:"links"`
+	CreatedAt     time.Time          `json:"created_at"`
+	UpdatedAt     time.Time          `json:"updated_at"`
 }
 
 // Summary is a volume or backup in a list without details, and a backup
@@ -501,6 +506,18 @@ type ResetStatusAction struct {
 // os-reset_status.
 type ResetStatusRequest struct {
 	ResetStatus *ResetStatusAction `json:"os-reset_status"`
+}
+
+// BackupActionRequest is POST /backups/{id}/action: the admin's
+// os-reset_status, or cairn-protect.
+type BackupActionRequest struct {
+	ResetStatus *ResetStatusAction `json:"os-reset_status,omitempty"`
+	Protect     *ProtectAction     `json:"cairn-protect,omitempty"`
+}
+
+// ProtectAction protects a backup from deletion, or stops protecting it.
+type ProtectAction struct {
+	Protected bool `json:"protected"`
 }
 
 // SnapshotActionRequest is POST /snapshots/{id}/action: one of the

@@ -70,6 +70,7 @@ func Run(t *testing.T, open func(t *testing.T) catalog.Store) {
 		{"VolumeTransfers", testVolumeTransfers},
 		{"Policies", testPolicies},
 		{"PolicySlotOnce", testPolicySlotOnce},
+		{"BackupMarks", testBackupMarks},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -169,3 +169,49 @@ func testPolicySlotOnce(t *testing.T, s catalog.Store) {
 		}
 	}
 }
+
+// testBackupMarks: none read as the zero marks, written and read back,
+// replaced, and gone with the backup (of a volume and of an instance)
+// and with a project's deletion.
+func testBackupMarks(t *testing.T, s catalog.Store) {
+	p := addProjects(t, s, 1)
+	b := fullBackup(p[0], 1)
+	db := fullDatabaseBackup(p[0], 2)
+	update(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		if err := tx.InsertBackup(ctx, b); err != nil {
+			return err
+		}
+		return tx.InsertDatabaseBackup(ctx, db)
+	})
+	check := &cairn.BackupCheck{State: cairn.CheckFailed, At: at(3), Detail: "corrupt-chunk x", Chunks: 7, Bytes: 1 << 20, Seconds: 1.5}
+	update(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		m, err := tx.BackupMarks(ctx, b.ID)
+		wantErr(t, "marks of none", err, nil)
+		wantEqual(t, "marks of none", m, cairn.BackupMarks{BackupID: b.ID})
+		want := cairn.BackupMarks{BackupID: b.ID, Protected: true, Verification: check}
+		wantErr(t, "put", tx.PutBackupMarks(ctx, want), nil)
+		m, _ = tx.BackupMarks(ctx, b.ID)
+		wantEqual(t, "marks", m, want)
+		want.Protected, want.Drill = false, &cairn.BackupCheck{State: cairn.CheckPassed, At: at(4), Bytes: 9, Seconds: 0.25}
+		wantErr(t, "replace", tx.PutBackupMarks(ctx, want), nil)
+		m, _ = tx.BackupMarks(ctx, b.ID)
+		wantEqual(t, "replaced", m, want)
+		wantErr(t, "put of the instance's", tx.PutBackupMarks(ctx, cairn.BackupMarks{BackupID: db.ID, Protected: true}), nil)
+		wantErr(t, "delete the backup", tx.DeleteBackup(ctx, b.ID), nil)
+		wantErr(t, "delete the instance's", tx.DeleteDatabaseBackup(ctx, db.ID), nil)
+		for _, id := range []string{b.ID, db.ID} {
+			m, _ = tx.BackupMarks(ctx, id)
+			wantEqual(t, "marks of a deleted backup", m, cairn.BackupMarks{BackupID: id})
+		}
+		// A backup inserted again under the ID starts without marks; so
+		// does one whose project is deleted.
+		wantErr(t, "again", tx.InsertBackup(ctx, b), nil)
+		wantErr(t, "put", tx.PutBackupMarks(ctx, cairn.BackupMarks{BackupID: b.ID, Protected: true}), nil)
+		b.Status = cairn.StatusDeleted
+		wantErr(t, "mark it deleted", tx.UpdateBackup(ctx, b), nil)
+		wantErr(t, "delete the project", tx.DeleteProject(ctx, p[0]), nil)
+		m, _ = tx.BackupMarks(ctx, b.ID)
+		wantEqual(t, "marks after the project's deletion", m, cairn.BackupMarks{BackupID: b.ID})
+		return nil
+	})
+}

@@ -184,6 +184,7 @@ func newTables(d *Dialect) tables {
 		VALUES (?, ?, ?, ?, ?) ON CONFLICT (project_id, instance_id) DO UPDATE SET
 		strategy = excluded.strategy, container = excluded.container, backend = excluded.backend`)
 	t.deleteStrategy = d.rebind("DELETE FROM backup_strategies WHERE project_id = ? AND instance_id = ?")
+	t.projectPurge = append(t.projectPurge, d.rebind("DELETE FROM backup_marks WHERE backup_id IN (SELECT id FROM backups WHERE project_id = ?)"))
 	for _, name := range []string{"policy_slots", "policy_backups"} {
 		t.projectPurge = append(t.projectPurge, d.rebind("DELETE FROM "+name+" WHERE policy_id IN (SELECT id FROM policies WHERE project_id = ?)"))
 	}

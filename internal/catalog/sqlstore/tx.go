@@ -377,6 +377,9 @@ func (t *tx) UpdateBackup(ctx context.Context, b cairn.Backup) error {
 }
 
 func (t *tx) DeleteBackup(ctx context.Context, id string) error {
+	if err := t.deleteMarks(ctx, id); err != nil {
+		return err
+	}
 	return t.del(ctx, &t.s.tables.backups, id)
 }
 
@@ -551,6 +554,9 @@ func (t *tx) UpdateDatabaseBackup(ctx context.Context, b cairn.DatabaseBackup) e
 }
 
 func (t *tx) DeleteDatabaseBackup(ctx context.Context, id string) error {
+	if err := t.deleteMarks(ctx, id); err != nil {
+		return err
+	}
 	return t.del(ctx, &t.s.tables.databaseBackups, id)
 }
 

@@ -33,6 +33,8 @@ type Store struct {
 type fakeBackup struct {
 	m    *format.Manifest
 	data pages
+	// damaged: a chunk of it is corrupt at rest (Damage).
+	damaged bool
 	// stream is a stream backup's bytes.
 	stream []byte
 }
@@ -45,6 +47,17 @@ func NewStore(eng *Engine, faults *Faults) *Store {
 	}
 	return &Store{eng: eng, faults: faults, tick: time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC),
 		backups: map[cairn.ID]*fakeBackup{}}
+}
+
+// Damage corrupts backup id at rest, as a flipped bit in one of its
+// chunks would: VerifyBackup reports it and Restore fails with
+// cairn.ErrCorrupt.
+func (s *Store) Damage(id cairn.ID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b := s.backups[id]; b != nil {
+		b.damaged = true
+	}
 }
 
 // Open returns a new handle on the repository.
@@ -287,6 +300,9 @@ func (r *Repository) Restore(ctx context.Context, m *format.Manifest, t repo.Tar
 	if !ok {
 		return repo.RestoreStats{}, fmt.Errorf("backup %s: %w", m.ID.Short(), cairn.ErrNotFound)
 	}
+	if b.damaged {
+		return repo.RestoreStats{}, fmt.Errorf("backup %s: a chunk fails its authentication: %w", m.ID.Short(), cairn.ErrCorrupt)
+	}
 	stats := repo.RestoreStats{Bytes: b.m.Size}
 	if p != nil {
 		p.Total.Add(b.m.Size)
@@ -312,6 +328,29 @@ func (r *Repository) Restore(ctx context.Context, m *format.Manifest, t repo.Tar
 		p.Done.Add(b.m.Size)
 	}
 	return stats, c.End(ctx)
+}
+
+// VerifyBackup implements service.Repository: one chunk per page of
+// data, one problem for a damaged backup.
+func (r *Repository) VerifyBackup(ctx context.Context, m *format.Manifest, opts repo.VerifyOptions) (repo.VerifyReport, error) {
+	c, err := r.begin(ctx, "VerifyBackup")
+	if err != nil {
+		return repo.VerifyReport{}, err
+	}
+	r.s.mu.Lock()
+	b, ok := r.s.backups[m.ID]
+	var rep repo.VerifyReport
+	if ok {
+		rep.Chunks, rep.ChunksRead, rep.BytesRead = len(b.data), len(b.data), int64(len(b.data))*pageSize
+		if b.damaged {
+			rep.Problems = []repo.Problem{{Kind: repo.ProblemCorruptChunk, Object: "chunks/fake", Detail: "authentication failed", Backups: []cairn.ID{m.ID}}}
+		}
+	}
+	r.s.mu.Unlock()
+	if !ok {
+		return rep, fmt.Errorf("backup %s: %w", m.ID.Short(), cairn.ErrNotFound)
+	}
+	return rep, c.End(ctx)
 }
 
 // Forget implements service.Repository.
