@@ -512,6 +512,17 @@ func (a *app) showAPIBackup(b wire.Backup) error {
 		{"has dependents", yesNo(b.HasDependentBackups)}, {"objects", strconv.FormatInt(b.ObjectCount, 10)},
 		{"stored", formatBytes(deref64(b.StoredBytes))}, {"data timestamp", when(b.DataTimestamp)},
 		{"project", b.ProjectID}, {"created", when(b.CreatedAt)}, {"updated", when(b.UpdatedAt)}}...)
+	if b.Protected != nil {
+		kv = append(kv, [2]string{"protected", yesNo(*b.Protected)})
+	}
+	for _, c := range []struct {
+		name  string
+		check *cairn.BackupCheck
+	}{{"verified", b.Verification}, {"drilled", b.Drill}} {
+		if c.check != nil {
+			kv = append(kv, [2]string{c.name, fmt.Sprintf("%s at %s: %s", c.check.State, when(c.check.At), c.check.Detail)})
+		}
+	}
 	keyValues(a.stdout, kv)
 	return nil
 }
@@ -1351,7 +1362,35 @@ container must hold the backup and this deployment's key must open it.`,
 			return a.showAPIBackup(b)
 		}
 	})
-	cmd.AddCommand(create, list, show, del, restore, export, imp, a.resetStatusCommand(client.Backup, "available or error"))
+	protect := &cobra.Command{
+		Use:   "protect BACKUP... [--off]",
+		Short: "Protect backups from deletion (by a request or a policy's retention); --off stops protecting them",
+		Args:  minArgs(1),
+	}
+	a.apiOnly(protect, func(cmd *cobra.Command) apiRun {
+		var off bool
+		cmd.Flags().BoolVar(&off, "off", false, "stop protecting them")
+		return func(ctx context.Context, cl *client.Client, args []string) error {
+			for _, ref := range args {
+				b, err := backupRef(ctx, cl, ref)
+				if err != nil {
+					return err
+				}
+				if err := cl.ProtectBackup(ctx, b.ID, !off); err != nil {
+					return err
+				}
+				if !a.json {
+					state := "protected"
+					if off {
+						state = "no longer protected"
+					}
+					fmt.Fprintf(a.stdout, "backup %s %s\n", b.ID, state)
+				}
+			}
+			return nil
+		}
+	})
+	cmd.AddCommand(create, list, show, del, restore, export, imp, protect, a.resetStatusCommand(client.Backup, "available or error"))
 	return cmd
 }
 

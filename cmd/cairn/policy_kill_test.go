@@ -1,33 +1,50 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/repo/format"
+	"github.com/cairnproject/cairn/internal/wire"
 )
 
-// TestPolicyKill9 runs a policy made with the CLI on an every-minute
+// TestPolicyKill9 runs policies made with the CLI on an every-minute
 // schedule in a real service, and kills the service with SIGKILL just
-// after a slot's firing committed, then just after a retention run
-// queued a deletion. After each restart the interrupted work finishes:
-// every slot is recorded once and queued one backup, the removed backup
-// is gone, the newest stays, and nothing is left in the engine or the
-// repository. The waits are for the slots the schedule brings (up to a
-// minute each), announced by the test hooks, never for a time window.
+// after a slot's firing committed, just after a retention run queued a
+// deletion, and in the middle of a restore drill. After each restart the
+// interrupted work finishes: every slot is recorded once and queued one
+// backup, the removed backup is gone, the newest stays, the drill
+// passes and its scratch image is gone, and nothing is left in the
+// engine or the repository. The waits are for the slots the schedule
+// brings (up to a minute each), announced by the test hooks, never for a
+// time window.
 func TestPolicyKill9(t *testing.T) {
 	t.Parallel()
+	needTools(t, "nbdcopy")
 	data := filepath.Join(t.TempDir(), "data")
 	home := t.TempDir()
 
-	fired := newHookPoint(t, "catalog.slot fired#1")
-	p := startServiceEnv(t, data, fired.env())
+	// A volume with 8 MiB of data.
+	p := startService(t, data)
 	var vol struct{ Volume map[string]any }
 	p.mustCall(202, "POST", "/volumes", map[string]any{"volume": map[string]any{"size": 1, "name": "db"}}, &vol)
 	p.settled()
 	volID := vol.Volume["id"].(string)
+	var att struct{ Attachment struct{ URIs []string } }
+	p.mustCall(200, "POST", "/volumes/"+volID+"/action", map[string]any{"os-attach": map[string]any{}}, &att)
+	img := filepath.Join(t.TempDir(), "img")
+	randomFile(t, img, 8<<20, 15)
+	runTool(t, "nbdcopy", img, att.Attachment.URIs[0])
+	p.mustCall(202, "POST", "/volumes/"+volID+"/action", map[string]any{"os-detach": map[string]any{}}, nil)
+	p.settled()
+	p.stop()
+
+	fired := newHookPoint(t, "catalog.slot fired#1")
+	p = startServiceEnv(t, data, fired.env())
 	cli := func(args ...string) result {
 		return runCLI(t, []string{"HOME=" + home}, append(args, "--url", p.url, "--token", p.token)...)
 	}
@@ -53,6 +70,41 @@ func TestPolicyKill9(t *testing.T) {
 	var rep cairn.RetentionReport
 	cliJSON(t, cli, &rep, "policy", "prune", "minutely")
 	p.settled()
+
+	// A drill of the newest backup, killed while it restores (its
+	// scratch image half written), then finished by the next service.
+	cliOK(t, cli, "policy", "create", "drill", "--action", "drill", "--schedule", "* * * * *", "--volume", volID)
+	p.stop()
+	drilling := newHookPoint(t, "store.get "+format.ChunksPrefix+"#1")
+	p = startServiceEnv(t, data, drilling.env())
+	drilling.reached(p.done, p.log.String)
+	p.kill()
+	if left, _ := os.ReadDir(filepath.Join(data, "drills")); len(left) != 1 {
+		t.Fatalf("killed mid-drill, the scratch directory holds %v, want its image", left)
+	}
+	p = startService(t, data)
+	var drilled string
+	for drilled == "" {
+		var b wire.Backup
+		cliJSON(t, cli, &b, "backup", "show", rep.Targets[0].Backups[0].BackupID)
+		if b.Drill != nil {
+			drilled = b.Drill.State
+			break
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("the service exited: %s", p.log.String())
+		case <-time.After(100 * time.Millisecond): // polls the state the test waits for
+		}
+	}
+	if drilled != cairn.CheckPassed {
+		t.Fatalf("the drill after the kill: %s", drilled)
+	}
+	cliOK(t, cli, "policy", "update", "drill", "--disabled")
+	p.settled()
+	if left, _ := os.ReadDir(filepath.Join(data, "drills")); len(left) != 0 {
+		t.Fatalf("drills left %v", left)
+	}
 
 	var slots []cairn.PolicySlot
 	cliJSON(t, cli, &slots, "policy", "slots", "minutely", "--limit", "1000")

@@ -28,6 +28,11 @@ type policyFlags struct {
 	rules              cairn.RetentionRules
 	pitrWindow         time.Duration
 	disabled           bool
+	action             string
+	verifyShare        float64
+	reverifyDays       int
+	drillPick          string
+	drillWithin        time.Duration
 }
 
 func addPolicyFlags(fs *pflag.FlagSet, f *policyFlags) {
@@ -50,6 +55,11 @@ func addPolicyFlags(fs *pflag.FlagSet, f *policyFlags) {
 	fs.StringVar(&f.rules.Within, "keep-within", "", "keep every backup at most this much older than the newest (e.g. 72h)")
 	fs.DurationVar(&f.pitrWindow, "pitr-window", 0, "for instances: keep what restoring to any second of this window needs")
 	fs.BoolVar(&f.disabled, "disabled", false, "create the policy disabled")
+	fs.StringVar(&f.action, "action", "", "what each slot does: backup (the default), verify (read the targets' backups back) or drill (restore one and check it)")
+	fs.Float64Var(&f.verifyShare, "verify-share", 0, "verify: the share of each backup's chunks read, 0 to 1 (0: all)")
+	fs.IntVar(&f.reverifyDays, "reverify-days", 0, "verify: verify a backup again once its last passed verification is this many days old (0: never)")
+	fs.StringVar(&f.drillPick, "drill-pick", "", "drill: the backup restored, latest (the default) or random")
+	fs.DurationVar(&f.drillWithin, "drill-within", 0, "drill, random: among the backups taken this long before the slot")
 }
 
 // apply writes the flags the command line set into b.
@@ -109,6 +119,21 @@ func (f *policyFlags) apply(fs *pflag.FlagSet, b *wire.PolicyBody) error {
 	if set("disabled") {
 		enabled := !f.disabled
 		b.Enabled = &enabled
+	}
+	if set("action") {
+		b.Action = f.action
+	}
+	if set("verify-share") {
+		b.VerifyShare = f.verifyShare
+	}
+	if set("reverify-days") {
+		b.ReverifyDays = f.reverifyDays
+	}
+	if set("drill-pick") {
+		b.DrillPick = f.drillPick
+	}
+	if set("drill-within") {
+		b.DrillWithinSeconds = int(f.drillWithin / time.Second)
 	}
 	return nil
 }
@@ -327,7 +352,7 @@ func (a *app) showPolicy(p cairn.Policy) error {
 	}
 	r := p.Retention
 	rows := [][]string{
-		{"id", p.ID}, {"name", p.Name}, {"enabled", yesNo(p.Enabled)},
+		{"id", p.ID}, {"name", p.Name}, {"action", p.Action}, {"enabled", yesNo(p.Enabled)},
 		{"schedule", p.Schedule + " (" + p.TimeZone + ")"},
 		{"targets", targetText(p.Target)},
 		{"full every", fmt.Sprint(p.FullEvery)},

@@ -567,13 +567,20 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 	if identity != nil {
 		log.Info("accepting Keystone tokens", "keystone", keystoneURL)
 	}
+	// Restore drills restore into images here (one per drill, removed
+	// when it ends).
+	scratchDir := filepath.Join(st.DataDir, "drills")
+	if err := os.MkdirAll(scratchDir, 0o700); err != nil {
+		return fmt.Errorf("drills directory: %w", err)
+	}
 	svc := service.New(service.Config{Catalog: cat, Engine: service.NewEngine(ops), Identity: identity,
 		OpenRepo:         service.Repositories(openRepo, ops, log),
 		DefaultContainer: st.DefaultContainer, Notifier: notifier, Observer: met, Logger: log,
 		Workers: st.Workers, NBDSocket: nbdSock, NBDAddress: nbdAddr,
 		Instances: instances, Backend: storeKind(st.BackupStore), QuiesceTimeout: quiesceTimeout,
 		ArchiveWAL: st.WALArchive == "on", RestorePointInterval: restorePointInterval, RestorePoints: st.RestorePoints,
-		Hosts: service.HostConfig{DataDir: st.DataDir, Version: driverVersion()}, Scheduler: true})
+		Hosts: service.HostConfig{DataDir: st.DataDir, Version: driverVersion()}, Scheduler: true,
+		ScratchDir: scratchDir})
 	met.Archives(func() []metrics.ArchiveSample { return archiveSamples(svc.Archives(), time.Now()) })
 
 	// The servers run in g; gctx ends when ctx does or one of them fails.

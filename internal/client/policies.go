@@ -97,3 +97,8 @@ func (c *Client) ApplyRetention(ctx context.Context, id string, dryRun bool) (ca
 	err := c.call(ctx, "POST", nil, req, &out, "backup-policies", id, "retention")
 	return out.Retention, err
 }
+
+// ProtectBackup protects a backup from deletion, or stops protecting it.
+func (c *Client) ProtectBackup(ctx context.Context, id string, protected bool) error {
+	return c.call(ctx, "POST", nil, wire.BackupActionRequest{Protect: &wire.ProtectAction{Protected: protected}}, nil, "backups", id, "action")
+}
