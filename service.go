@@ -114,6 +114,14 @@ type Usage struct {
 	BackupGigabytes int64 `json:"backup_gigabytes"`
 }
 
+// Bounds reports whether any quota limits what add adds: when none
+// does, no usage needs counting.
+func (q Quota) Bounds(add Usage) bool {
+	return add.Volumes > 0 && q.Volumes >= 0 || add.Gigabytes > 0 && q.Gigabytes >= 0 ||
+		add.Snapshots > 0 && q.Snapshots >= 0 || add.Backups > 0 && q.Backups >= 0 ||
+		add.BackupGigabytes > 0 && q.BackupGigabytes >= 0
+}
+
 // Exceeds names the first quota that usage plus add would exceed, or "".
 func (q Quota) Exceeds(u, add Usage) string {
 	check := []struct {

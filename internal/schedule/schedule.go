@@ -104,6 +104,12 @@ const maxShift = 3 * time.Hour
 func (s Spec) Next(t time.Time) time.Time {
 	wt := wallOf(t, s.loc)
 	w := wt.Add(-maxShift)
+	if s.steady(t) {
+		// No transition near t: the wall clock maps one to one, and the
+		// first wall-clock slot after t's is the answer (unless a
+		// transition comes before it: checked on the way).
+		w = wt
+	}
 	var best, bestWall time.Time
 	for {
 		w = s.wall.Next(w)
@@ -122,7 +128,20 @@ func (s Spec) Next(t time.Time) time.Time {
 				best, bestWall = c, w
 			}
 		}
+		// Away from transitions later wall-clock slots map to later
+		// instants: the first found is the next.
+		if !best.IsZero() && s.steady(best) {
+			return best
+		}
 	}
+}
+
+// steady reports that loc's offset is the same from 2*maxShift before t
+// to 2*maxShift after it: no transition near t.
+func (s Spec) steady(t time.Time) bool {
+	_, a := t.Add(-2 * maxShift).In(s.loc).Zone()
+	_, b := t.Add(2 * maxShift).In(s.loc).Zone()
+	return a == b
 }
 
 // Slots are the slots in (after, until], in order, at most limit of them

@@ -320,12 +320,16 @@ func policyPayload(p cairn.Policy) map[string]any {
 }
 
 // FireDue fires every slot due at the service clock's now, and reports
-// how many slots it recorded (fired, skipped or missed). A policy whose
-// firing fails is logged and left for the next call.
+// how many slots it recorded (fired, skipped or missed). Due policies
+// fire in batches, a catalog transaction each; a batch that fails fires
+// again one policy at a time, and a policy whose firing fails is logged
+// and left for the next call. Retention runs once every due slot is
+// recorded, for the policies that have rules.
 func (s *Service) FireDue(ctx context.Context) (int, error) {
 	now := s.nowUTC()
 	failed := map[string]bool{}
 	total := 0
+	var retain []cairn.Policy
 	for {
 		var due []cairn.Policy
 		err := s.cat.View(ctx, func(tx catalog.Tx) error {
@@ -336,34 +340,70 @@ func (s *Service) FireDue(ctx context.Context) (int, error) {
 		if err != nil {
 			return total, fmt.Errorf("due policies: %w", err)
 		}
-		progress := false
+		var ids []string
 		for _, p := range due {
-			if failed[p.ID] {
-				continue
+			if !failed[p.ID] {
+				ids = append(ids, p.ID)
 			}
-			n, err := s.firePolicy(ctx, p.ID, now)
-			if err != nil {
+		}
+		if len(ids) == 0 {
+			break
+		}
+		for start := 0; start < len(ids); start += fireBatch {
+			batch := ids[start:min(start+fireBatch, len(ids))]
+			fs, err := s.firePolicies(ctx, batch, now)
+			if err != nil && len(batch) > 1 {
+				// One policy's failure must not hold the others: alone.
+				fs, err = nil, nil
+				for _, id := range batch {
+					f, err := s.firePolicies(ctx, []string{id}, now)
+					if err != nil {
+						if ctx.Err() != nil {
+							return total, ctx.Err()
+						}
+						failed[id] = true
+						s.log.Error("policy slot did not fire", "policy", id, "err", err)
+						continue
+					}
+					fs = append(fs, f...)
+				}
+			} else if err != nil {
 				if ctx.Err() != nil {
 					return total, ctx.Err()
 				}
-				failed[p.ID] = true
-				s.log.Error("policy slot did not fire", "policy", p.ID, "err", err)
-				continue
+				failed[batch[0]] = true
+				s.log.Error("policy slot did not fire", "policy", batch[0], "err", err)
 			}
-			total += n
-			progress = true
-		}
-		if !progress {
-			return total, nil
+			for _, f := range fs {
+				s.firedEvents(ctx, f)
+				total += len(f.slots)
+				if p := f.policy; !retention.IsZero(p.Retention) || p.PITRWindowSeconds > 0 {
+					retain = append(retain, p)
+				}
+			}
 		}
 	}
+	// Retention removes the backups that were complete before these
+	// slots; it runs after every slot is recorded, off their clock.
+	for _, p := range retain {
+		if _, err := s.ApplyRetention(ctx, Caller{ProjectID: p.ProjectID}, p.ID, false); err != nil {
+			if ctx.Err() != nil {
+				return total, ctx.Err()
+			}
+			s.log.Error("policy retention", "policy", p.ID, "err", err)
+		}
+	}
+	return total, nil
 }
 
-// errSkipTarget makes firePolicy run its transaction again without a
+// fireBatch is how many policies fire in one catalog transaction.
+const fireBatch = 256
+
+// errSkipTarget makes firePolicies run its transaction again without a
 // target whose backup could not be queued.
 var errSkipTarget = errors.New("skip target")
 
-// firing is what one firing recorded, for its events.
+// firing is what one policy's firing recorded, for its events.
 type firing struct {
 	policy  cairn.Policy
 	slots   []cairn.PolicySlot
@@ -374,91 +414,101 @@ type firing struct {
 	oldest, newest time.Time
 }
 
-// firePolicy fires policy id's slots due at now in one transaction: the
-// latest due slot fires when it is on time (within the grace) or the
-// catch-up rule is once; every other due slot is recorded missed.
-func (s *Service) firePolicy(ctx context.Context, id string, now time.Time) (int, error) {
-	skips := map[string]string{} // target: why no backup of it is queued
-	var f firing
+// firePolicies fires the slots of policies ids due at now, in one
+// transaction, and returns what each firing recorded (none for a policy
+// another process fired first, or that changed).
+func (s *Service) firePolicies(ctx context.Context, ids []string, now time.Time) ([]firing, error) {
+	skips := map[string]string{} // policy and target: why no backup of it is queued
+	var fs []firing
 	for {
 		err := s.update(ctx, func(tx catalog.Tx) error {
-			f = firing{}
-			p, err := tx.Policy(ctx, id)
-			if errors.Is(err, cairn.ErrNotFound) {
-				return nil // deleted meanwhile
-			}
-			if err != nil {
-				return err
-			}
-			if !p.Enabled || p.NextFireAt.After(now) {
-				return nil // another process fired it, or it changed
-			}
-			f.policy = p
-			sched, err := schedule.Parse(p.Schedule, p.TimeZone)
-			if err != nil {
-				return fmt.Errorf("policy %s: %w", p.ID, err)
-			}
-			jitter := p.NextFireAt.Sub(p.NextSlotAt)
-			// The due slots: the planned one and every later one whose fire
-			// time has come. Only the newest missedRecordLimit+1 are kept.
-			due := []time.Time{p.NextSlotAt}
-			next := sched.Next(p.NextSlotAt)
-			for !next.IsZero() && !next.Add(jitter).After(now) {
-				due = append(due, next.UTC())
-				if len(due) > missedRecordLimit+1 {
-					if f.older == 0 {
-						f.oldest = due[0]
-					}
-					f.older++
-					f.newest = due[0]
-					due = due[1:]
-				}
-				next = sched.Next(next)
-			}
-			last := due[len(due)-1]
-			for _, slot := range due[:len(due)-1] {
-				st := cairn.PolicySlot{PolicyID: p.ID, SlotAt: slot, State: cairn.SlotMissed, FiredAt: now,
-					Detail: "no service fired it in time; a later slot was due when one ran"}
-				if err := tx.InsertPolicySlot(ctx, st); err != nil {
+			fs = fs[:0]
+			for _, id := range ids {
+				f, err := s.firePolicyTx(ctx, tx, id, now, skips)
+				if err != nil {
 					return err
 				}
-				f.slots = append(f.slots, st)
+				if f.policy.ID != "" {
+					fs = append(fs, f)
+				}
 			}
-			late := now.Sub(last.Add(jitter)) > s.sched.grace
-			st := cairn.PolicySlot{PolicyID: p.ID, SlotAt: last, FiredAt: now, Late: late}
-			if late && p.CatchUp == cairn.CatchUpSkip {
-				st.State, st.Detail = cairn.SlotMissed, "no service fired it in time, and the policy's catch-up is skip"
-			} else if err := s.fireSlotTx(ctx, tx, p, &st, skips, &f); err != nil {
-				return err
-			}
-			if err := tx.InsertPolicySlot(ctx, st); err != nil {
-				return err
-			}
-			f.slots = append(f.slots, st)
-			if next.IsZero() {
-				p.Enabled = false // the schedule ends (never, in practice)
-			}
-			p.NextSlotAt, p.NextFireAt = next.UTC(), next.Add(jitter).UTC()
-			p.UpdatedAt = now
-			return tx.UpdatePolicy(ctx, p)
+			return nil
 		})
 		if errors.Is(err, errSkipTarget) {
 			continue // skips has a new entry: fewer targets each time
 		}
-		if err != nil {
-			return 0, err
-		}
-		break
+		return fs, err
 	}
-	s.firedEvents(ctx, f)
-	// Retention runs after each firing of a policy that has rules; what
-	// it removes is the backups that were complete before this slot.
-	if p := f.policy; p.ID != "" && (!retention.IsZero(p.Retention) || p.PITRWindowSeconds > 0) {
-		if _, err := s.ApplyRetention(ctx, Caller{ProjectID: p.ProjectID}, p.ID, false); err != nil && ctx.Err() == nil {
-			s.log.Error("policy retention", "policy", p.ID, "err", err)
-		}
+}
+
+// firePolicyTx fires policy id's slots due at now in tx: the latest due
+// slot fires when it is on time (within the grace) or the catch-up rule
+// is once; every other due slot is recorded missed. A slot records when
+// it was fired: the transaction's time.
+func (s *Service) firePolicyTx(ctx context.Context, tx catalog.Tx, id string, now time.Time, skips map[string]string) (firing, error) {
+	var f firing
+	p, err := tx.Policy(ctx, id)
+	if errors.Is(err, cairn.ErrNotFound) {
+		return f, nil // deleted meanwhile
 	}
-	return len(f.slots), nil
+	if err != nil {
+		return f, err
+	}
+	if !p.Enabled || p.NextFireAt.After(now) {
+		return f, nil // another process fired it, or it changed
+	}
+	f.policy = p
+	sched, err := schedule.Parse(p.Schedule, p.TimeZone)
+	if err != nil {
+		return f, fmt.Errorf("policy %s: %w", p.ID, err)
+	}
+	at := s.nowUTC()
+	if at.Before(now) {
+		at = now
+	}
+	jitter := p.NextFireAt.Sub(p.NextSlotAt)
+	// The due slots: the planned one and every later one whose fire
+	// time has come. Only the newest missedRecordLimit+1 are kept.
+	due := []time.Time{p.NextSlotAt}
+	next := sched.Next(p.NextSlotAt)
+	for !next.IsZero() && !next.Add(jitter).After(now) {
+		due = append(due, next.UTC())
+		if len(due) > missedRecordLimit+1 {
+			if f.older == 0 {
+				f.oldest = due[0]
+			}
+			f.older++
+			f.newest = due[0]
+			due = due[1:]
+		}
+		next = sched.Next(next)
+	}
+	last := due[len(due)-1]
+	for _, slot := range due[:len(due)-1] {
+		st := cairn.PolicySlot{PolicyID: p.ID, SlotAt: slot, State: cairn.SlotMissed, FiredAt: at,
+			Detail: "no service fired it in time; a later slot was due when one ran"}
+		if err := tx.InsertPolicySlot(ctx, st); err != nil {
+			return f, err
+		}
+		f.slots = append(f.slots, st)
+	}
+	late := now.Sub(last.Add(jitter)) > s.sched.grace
+	st := cairn.PolicySlot{PolicyID: p.ID, SlotAt: last, FiredAt: at, Late: late}
+	if late && p.CatchUp == cairn.CatchUpSkip {
+		st.State, st.Detail = cairn.SlotMissed, "no service fired it in time, and the policy's catch-up is skip"
+	} else if err := s.fireSlotTx(ctx, tx, p, &st, skips, &f); err != nil {
+		return f, err
+	}
+	if err := tx.InsertPolicySlot(ctx, st); err != nil {
+		return f, err
+	}
+	f.slots = append(f.slots, st)
+	if next.IsZero() {
+		p.Enabled = false // the schedule ends (never, in practice)
+	}
+	p.NextSlotAt, p.NextFireAt = next.UTC(), next.Add(jitter).UTC()
+	p.UpdatedAt = at
+	return f, tx.UpdatePolicy(ctx, p)
 }
 
 // fireSlotTx queues the backups of st's slot for p's targets and fills
@@ -482,7 +532,7 @@ func (s *Service) fireSlotTx(ctx context.Context, tx catalog.Tx, p cairn.Policy,
 	}
 	for _, target := range targets {
 		run := cairn.PolicyRun{TargetID: target}
-		if why, ok := skips[target]; ok {
+		if why, ok := skips[p.ID+" "+target]; ok {
 			run.Skipped = why
 			st.Runs = append(st.Runs, run)
 			continue
@@ -507,7 +557,7 @@ func (s *Service) fireSlotTx(ctx context.Context, tx catalog.Tx, p cairn.Policy,
 			if !isRequestError(err) {
 				return err
 			}
-			skips[target] = failReason(err)
+			skips[p.ID+" "+target] = failReason(err)
 			return errSkipTarget
 		}
 		if err := tx.InsertPolicyBackup(ctx, cairn.PolicyBackup{PolicyID: p.ID, BackupID: run.BackupID, TargetID: target, SlotAt: st.SlotAt}); err != nil {
@@ -764,7 +814,7 @@ func (s *Service) startScheduler(ctx context.Context) {
 	s.sched.mu.Unlock()
 	go func() {
 		defer close(done)
-		s.scheduleLoop(ctx)
+		s.RunScheduler(ctx)
 	}()
 }
 
@@ -780,9 +830,11 @@ func (s *Service) stopScheduler() {
 	}
 }
 
-// scheduleLoop fires what is due, then sleeps until the next fire time,
-// a policy change, or the poll interval, whichever comes first.
-func (s *Service) scheduleLoop(ctx context.Context) {
+// RunScheduler fires what is due, then sleeps until the next fire time,
+// a policy change, or the poll interval, whichever comes first, until
+// ctx ends. Start runs it when Config.Scheduler is set; a caller that
+// runs it itself (a benchmark) owns it.
+func (s *Service) RunScheduler(ctx context.Context) {
 	for ctx.Err() == nil {
 		if _, err := s.FireDue(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error("scheduler", "err", err)

@@ -115,6 +115,9 @@ func checkQuota(ctx context.Context, tx catalog.Tx, project string, add cairn.Us
 	if err != nil {
 		return err
 	}
+	if !p.Quota.Bounds(add) {
+		return nil // unlimited: nothing to count
+	}
 	u, err := tx.Usage(ctx, project)
 	if err != nil {
 		return err

@@ -35,6 +35,12 @@ var migrations embed.FS
 // on the file before failing with SQLITE_BUSY (which Update then retries).
 const busyTimeout = 5 * time.Second
 
+// cacheSize is each connection's page cache: 32 MiB, where SQLite's
+// default of 2 MiB has a catalog of ten thousand policies and their
+// volumes and backups read pages back from the file in every
+// transaction.
+const cacheSize = "cache_size(-32768)"
+
 // Store is a catalog.Store in a SQLite file.
 type Store struct {
 	*sqlstore.Store
@@ -59,6 +65,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		"_journal_mode": {"WAL"},
 		"_synchronous":  {"FULL"},
 		"_foreign_keys": {"1"},
+		"_pragma":       {cacheSize},
 	}, 1)
 	if err != nil {
 		return nil, fmt.Errorf("catalog %s: %w", path, err)
@@ -73,6 +80,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		"_busy_timeout": {fmt.Sprint(busyTimeout.Milliseconds())},
 		"_foreign_keys": {"1"},
 		"_query_only":   {"1"},
+		"_pragma":       {cacheSize},
 	}, n)
 	if err == nil {
 		err = read.PingContext(ctx)
