@@ -212,6 +212,9 @@ type Tx interface {
 	// an instance) deletes its marks.
 	BackupMarks(ctx context.Context, id string) (cairn.BackupMarks, error)
 	PutBackupMarks(ctx context.Context, m cairn.BackupMarks) error
+	// BackupMarksOf reads the marks of those of ids that have any, by
+	// backup ID: BackupMarks for many backups in few queries.
+	BackupMarksOf(ctx context.Context, ids []string) (map[string]cairn.BackupMarks, error)
 }
 
 // Kind names a list of resources.

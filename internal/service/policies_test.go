@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/cairnproject/cairn/internal/catalog"
 	"github.com/cairnproject/cairn/internal/catalog/postgres"
 	"github.com/cairnproject/cairn/internal/catalog/postgres/pgtest"
+	"github.com/cairnproject/cairn/internal/catalog/sqlite"
 	"github.com/cairnproject/cairn/internal/service"
 )
 
@@ -519,4 +521,146 @@ func TestPolicyVerifyDrillProtect(t *testing.T) {
 		t.Fatalf("another project protecting b1: %v", err)
 	}
 	r.settled()
+}
+
+// TestPolicyYear fires a year of an hourly policy in Europe/Berlin on
+// the injected clock, through both DST changes, without task workers
+// (the test completes each backup, and each deletion retention queues,
+// as the workers would). Every slot of 2026 fires once, every 24th
+// backup is full, and what survives retention is what the rules keep,
+// computed here by grouping.
+func TestPolicyYear(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		// A year of transactions, each synced: in memory, seconds.
+		if dir, err = os.MkdirTemp("/dev/shm", "cairn-policy-year"); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+	}
+	cat, err := sqlite.Open(ctx, filepath.Join(dir, "catalog.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cat.Close() })
+	berlin, _ := time.LoadLocation("Europe/Berlin")
+	clock := &fakeNow{t: time.Date(2026, 1, 1, 0, 10, 0, 0, berlin).Add(-time.Hour)}
+	svc := service.New(service.Config{Catalog: cat, Now: clock.Now})
+	if _, err := service.CreateProject(ctx, cat, project, "project", cairn.Unlimited, clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	vol := cairn.Volume{ID: cairn.NewUUID(), ProjectID: project, Name: "v", Size: 1, Status: cairn.StatusAvailable,
+		CreatedAt: clock.Now(), UpdatedAt: clock.Now()}
+	if err := cat.Update(ctx, func(tx catalog.Tx) error { return tx.InsertVolume(ctx, vol) }); err != nil {
+		t.Fatal(err)
+	}
+	rules := cairn.RetentionRules{Last: 3, Hourly: 12, Daily: 7, Weekly: 5, Monthly: 12, Yearly: 2, Within: "6h"}
+	req := hourlyPolicy([]string{vol.ID}, rules)
+	req.Spec.FullEvery = 24
+	p := must[cairn.Policy](t)(svc.CreatePolicy(ctx, caller, req))
+	end := time.Date(2027, 1, 1, 0, 0, 0, 0, berlin)
+	var made []cairn.Backup
+	fulls := 0
+	for {
+		p = must[cairn.Policy](t)(svc.Policy(ctx, caller, p.ID))
+		if !p.NextSlotAt.Before(end) {
+			break
+		}
+		clock.Set(p.NextFireAt)
+		if n := must[int](t)(svc.FireDue(ctx)); n != 1 {
+			t.Fatalf("slot %s: %d recorded", p.NextSlotAt, n)
+		}
+		// The workers: the new backup completes, the removals are done.
+		err := cat.Update(ctx, func(tx catalog.Tx) error {
+			list, err := tx.Backups(ctx, catalog.Filter{VolumeID: vol.ID})
+			if err != nil {
+				return err
+			}
+			for _, b := range list {
+				switch b.Status {
+				case cairn.StatusCreating:
+					b.Status = cairn.StatusAvailable
+					if err := tx.UpdateBackup(ctx, b); err != nil {
+						return err
+					}
+					made = append(made, b)
+					if !b.Incremental {
+						fulls++
+					}
+				case cairn.StatusDeleting:
+					if err := tx.DeleteBackup(ctx, b.ID); err != nil {
+						return err
+					}
+				}
+			}
+			v, err := tx.Volume(ctx, vol.ID)
+			if err != nil {
+				return err
+			}
+			v.Status = cairn.StatusAvailable
+			return tx.UpdateVolume(ctx, v)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(made) != 8760 || fulls != 365 {
+		t.Fatalf("%d backups, %d full, in 2026; want 8760 and 365", len(made), fulls)
+	}
+	must[cairn.RetentionReport](t)(svc.ApplyRetention(ctx, caller, p.ID, false))
+	var kept []string
+	err = cat.View(ctx, func(tx catalog.Tx) error {
+		list, err := tx.Backups(ctx, catalog.Filter{VolumeID: vol.ID, Status: cairn.StatusAvailable,
+			Sort: []catalog.SortKey{{Key: "data_timestamp"}}})
+		for _, b := range list {
+			kept = append(kept, b.ID)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The rules by grouping: the newest of each of the n newest periods,
+	// the 3 newest, and the last 6 hours'.
+	want := map[string]bool{}
+	newest := made[len(made)-1]
+	for i, b := range made {
+		if i >= len(made)-3 || newest.DataTimestamp.Sub(b.DataTimestamp) <= 6*time.Hour {
+			want[b.ID] = true
+		}
+	}
+	for _, g := range []struct {
+		n   int
+		key func(time.Time) string
+	}{
+		{12, func(t time.Time) string { return t.Format("2006-01-02T15Z07:00") }},
+		{7, func(t time.Time) string { return t.Format("2006-01-02") }},
+		{5, func(t time.Time) string { y, w := t.ISOWeek(); return fmt.Sprint(y, "-", w) }},
+		{12, func(t time.Time) string { return t.Format("2006-01") }},
+		{2, func(t time.Time) string { return t.Format("2006") }},
+	} {
+		last := map[string]string{} // period: its newest backup
+		var order []string
+		for _, b := range made {
+			k := g.key(b.DataTimestamp.In(berlin))
+			if _, ok := last[k]; !ok {
+				order = append(order, k)
+			}
+			last[k] = b.ID
+		}
+		for _, k := range order[max(0, len(order)-g.n):] {
+			want[last[k]] = true
+		}
+	}
+	var wantIDs []string
+	for _, b := range made {
+		if want[b.ID] {
+			wantIDs = append(wantIDs, b.ID)
+		}
+	}
+	if !slices.Equal(kept, wantIDs) {
+		t.Fatalf("kept %d backups, the rules keep %d:\n%v\n%v", len(kept), len(wantIDs), kept, wantIDs)
+	}
+	t.Logf("a year of hourly slots: %d backups made, %d kept", len(made), len(kept))
 }

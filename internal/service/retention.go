@@ -127,37 +127,57 @@ func (s *Service) retainTarget(ctx context.Context, tx catalog.Tx, p cairn.Polic
 	var items []retention.Backup
 	vols := map[string]cairn.Backup{}
 	dbs := map[string]cairn.DatabaseBackup{}
-	for _, id := range ids {
-		if p.Target.Kind == cairn.TargetVolume {
-			b, err := tx.Backup(ctx, id)
-			if errors.Is(err, cairn.ErrNotFound) {
-				if err := forget(id); err != nil {
-					return out, err
-				}
-				continue
-			}
-			if err != nil {
-				return out, err
-			}
-			if b.Status == cairn.StatusAvailable {
-				vols[id] = b
-				items = append(items, retention.Backup{ID: id, Time: b.DataTimestamp})
-			}
-			continue
-		}
-		b, err := tx.DatabaseBackup(ctx, id)
-		if errors.Is(err, cairn.ErrNotFound) {
-			if err := forget(id); err != nil {
-				return out, err
-			}
-			continue
-		}
+	// Each kind's rows of the target in one read, not one per backup.
+	present := map[string]bool{}
+	if p.Target.Kind == cairn.TargetVolume {
+		list, err := tx.Backups(ctx, catalog.Filter{ProjectID: p.ProjectID, VolumeID: target})
 		if err != nil {
 			return out, err
 		}
-		if b.Status == cairn.DatabaseBackupCompleted {
-			dbs[id] = b
-			items = append(items, retention.Backup{ID: id, Time: dbDataTime(b)})
+		for _, b := range list {
+			present[b.ID] = true
+			if b.Status == cairn.StatusAvailable {
+				vols[b.ID] = b
+			}
+		}
+	} else {
+		list, err := tx.DatabaseBackups(ctx, catalog.Filter{ProjectID: p.ProjectID, InstanceID: target})
+		if err != nil {
+			return out, err
+		}
+		for _, b := range list {
+			present[b.ID] = true
+			if b.Status == cairn.DatabaseBackupCompleted {
+				dbs[b.ID] = b
+			}
+		}
+	}
+	for _, id := range ids {
+		switch {
+		case !present[id]:
+			if err := forget(id); err != nil {
+				return out, err
+			}
+		case vols[id].ID != "":
+			items = append(items, retention.Backup{ID: id, Time: vols[id].DataTimestamp})
+		case dbs[id].ID != "":
+			items = append(items, retention.Backup{ID: id, Time: dbDataTime(dbs[id])})
+		}
+	}
+	// Only the policy's own backups are decided among (and kept as
+	// parents): drop the others the reads brought.
+	ours := map[string]bool{}
+	for _, id := range ids {
+		ours[id] = true
+	}
+	for id := range vols {
+		if !ours[id] {
+			delete(vols, id)
+		}
+	}
+	for id := range dbs {
+		if !ours[id] {
+			delete(dbs, id)
 		}
 	}
 	pitrFloor(items, p.PITRWindowSeconds, windowEnd)
@@ -260,11 +280,16 @@ func pitrFloor(items []retention.Backup, seconds int, end time.Time) {
 // drill passed are kept.
 func markFloors(ctx context.Context, tx catalog.Tx, items []retention.Backup) error {
 	verified, drilled := -1, -1
+	ids := make([]string, len(items))
 	for i, it := range items {
-		m, err := tx.BackupMarks(ctx, it.ID)
-		if err != nil {
-			return err
-		}
+		ids[i] = it.ID
+	}
+	marks, err := tx.BackupMarksOf(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for i, it := range items {
+		m := marks[it.ID]
 		if m.Protected {
 			items[i].Floors = append(items[i].Floors, cairn.FloorProtected)
 		}

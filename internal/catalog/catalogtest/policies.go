@@ -3,6 +3,7 @@ package catalogtest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -197,6 +198,13 @@ func testBackupMarks(t *testing.T, s catalog.Store) {
 		m, _ = tx.BackupMarks(ctx, b.ID)
 		wantEqual(t, "replaced", m, want)
 		wantErr(t, "put of the instance's", tx.PutBackupMarks(ctx, cairn.BackupMarks{BackupID: db.ID, Protected: true}), nil)
+		many := []string{"nope", b.ID, db.ID}
+		for i := range 1200 { // more than one query's worth
+			many = append(many, fmt.Sprint("none-", i))
+		}
+		of, err := tx.BackupMarksOf(ctx, many)
+		wantErr(t, "marks of many", err, nil)
+		wantEqual(t, "marks of many", of, map[string]cairn.BackupMarks{b.ID: want, db.ID: {BackupID: db.ID, Protected: true}})
 		wantErr(t, "delete the backup", tx.DeleteBackup(ctx, b.ID), nil)
 		wantErr(t, "delete the instance's", tx.DeleteDatabaseBackup(ctx, db.ID), nil)
 		for _, id := range []string{b.ID, db.ID} {

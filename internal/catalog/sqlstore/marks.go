@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/cairnproject/cairn"
 )
@@ -81,4 +82,39 @@ func (t *tx) deleteMarks(ctx context.Context, id string) error {
 		return fmt.Errorf("backup %s marks: %w", id, err)
 	}
 	return nil
+}
+
+// BackupMarksOf reads the marks of those of ids that have any, by
+// backup ID.
+func (t *tx) BackupMarksOf(ctx context.Context, ids []string) (map[string]cairn.BackupMarks, error) {
+	out := map[string]cairn.BackupMarks{}
+	const chunk = 500
+	for start := 0; start < len(ids); start += chunk {
+		part := ids[start:min(start+chunk, len(ids))]
+		args := make([]any, len(part))
+		for i, id := range part {
+			args[i] = id
+		}
+		q := "SELECT backup_id, protected, verification, drill FROM backup_marks WHERE backup_id IN (?" + strings.Repeat(", ?", len(part)-1) + ")"
+		err := t.all(ctx, "backup marks", t.d.rebind(q), args, func(r *sql.Rows) error {
+			var m cairn.BackupMarks
+			var verification, drill string
+			if err := r.Scan(&m.BackupID, &m.Protected, &verification, &drill); err != nil {
+				return err
+			}
+			var err error
+			if m.Verification, err = checkOf(verification); err != nil {
+				return fmt.Errorf("backup %s verification: %w", m.BackupID, err)
+			}
+			if m.Drill, err = checkOf(drill); err != nil {
+				return fmt.Errorf("backup %s drill: %w", m.BackupID, err)
+			}
+			out[m.BackupID] = m
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
