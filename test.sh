@@ -92,6 +92,11 @@ step "go test -race"
 # 2-core machine and 50 with both cores busy (stress-ng --cpu 2).
 go test -race -count=1 -timeout 75m ./...
 
+step "a year of a backup policy, without the race detector"
+# Under -race TestPolicyYear fires one quarter (the catalog's SQLite is
+# ten times slower there); the whole year runs here, in seconds.
+go test -count=1 -timeout 20m -run '^TestPolicyYear$' ./internal/service/
+
 if [ "$FUZZTIME" != 0 ]; then
   step "fuzzing each target: $FUZZTIME inputs"
   # The targets are found in the sources: listing them with go test -list

@@ -523,6 +523,7 @@ func (s *Service) runDeleteBackup(ctx context.Context, t cairn.Task) error {
 		return err
 	}
 	rid := b.RepoID
+	var freed *repo.GCStats
 	if rid == "" {
 		// A failed backup: an attempt may still have left a manifest.
 		r, err := s.repoFor(ctx, b.Container)
@@ -552,18 +553,26 @@ func (s *Service) runDeleteBackup(ctx context.Context, t cairn.Task) error {
 		// Free what no other backup needs. One collection per container
 		// at a time; backups keep running meanwhile.
 		s.gcMu.Lock()
-		_, err = r.GC(ctx, repo.GCOptions{})
+		st, err := r.GC(ctx, repo.GCOptions{})
 		s.gcMu.Unlock()
 		if err != nil {
 			return fmt.Errorf("gc: %w", err)
 		}
+		freed = &st
 	}
 	err = s.cat.Update(ctx, func(tx catalog.Tx) error { return tx.DeleteBackup(ctx, b.ID) })
 	if err != nil && !errors.Is(err, cairn.ErrNotFound) {
 		return err
 	}
 	b.Status = cairn.StatusDeleted
-	s.event(ctx, "backup.delete.end", b.ProjectID, backupPayload(b))
+	payload := backupPayload(b)
+	if freed != nil {
+		// What the deletion freed: chunks nothing else references (some
+		// may wait for the GC's grace period: pending).
+		payload["gc"] = map[string]any{"chunks_deleted": freed.ChunksDeleted, "bytes_freed": freed.BytesFreed,
+			"chunks_pending": freed.ChunksPending, "bytes_pending": freed.BytesPending}
+	}
+	s.event(ctx, "backup.delete.end", b.ProjectID, payload)
 	return nil
 }
 
