@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -53,6 +54,10 @@ func FuzzRequests(f *testing.F) {
 		{"PUT", "/v3/fuzz/backups/B"},
 		{"POST", "/v3/fuzz/os-volume-transfer"},
 		{"POST", "/v3/fuzz/os-volume-transfer/M/accept"},
+		{"POST", "/v3/fuzz/backup-policies"},
+		{"PUT", "/v3/fuzz/backup-policies/P"},
+		{"POST", "/v3/fuzz/backup-policies/P/retention"},
+		{"GET", "/v3/fuzz/backup-policies/P/slots"},
 	}...)
 	seeds := []struct {
 		route       uint8
@@ -116,6 +121,14 @@ func FuzzRequests(f *testing.F) {
 		{4, "", `{"os-update_snapshot_status": {"status": "error", "progress": "80%"}}`},
 		{4, "", `{"os-force_delete": {}}`},
 		{2, "", `{"os-retype": {"new_type": "gold", "migration_policy": "never"}}`},
+		// Backup policies, and a backup's protection.
+		{29, "", `{"policy":{"name":"n","target":{"kind":"volume","ids":["V"]},"schedule":"30 2 * * *","time_zone":"Europe/Berlin","retention":{"keep_daily":7,"keep_within":"36h"}}}`},
+		{29, "", `{"policy":{"name":"v","action":"verify","target":{"kind":"volume","tag":"a=b"},"schedule":"@daily","verify_share":0.5,"reverify_days":30}}`},
+		{29, "", `{"policy":{"name":"d","action":"drill","target":{"kind":"volume","ids":["V"]},"schedule":"0 5 * * 0","drill_pick":"random","drill_within_seconds":86400,"jitter_seconds":600}}`},
+		{30, "", `{"policy":{"name":"m","enabled":false,"target":{"kind":"instance","ids":["I"]},"schedule":"0 * * * *","catch_up":"skip","pitr_window_seconds":3600}}`},
+		{31, "", `{"retention":{"dry_run":true}}`},
+		{32, "limit=10", ""},
+		{8, "", `{"cairn-protect":{"protected":true}}`},
 	}
 	for _, s := range seeds {
 		f.Add(s.route, s.query, s.body)
@@ -142,10 +155,12 @@ func FuzzRequests(f *testing.F) {
 	handler := api.New(e.svc, nil, nil)
 	f.Fuzz(func(t *testing.T, route uint8, query, body string) {
 		r := routes[int(route)%len(routes)]
-		path := strings.NewReplacer("/V", "/"+vol, "/S", "/"+snap.Snapshot.ID, "/B", "/nope", "/M", "/nope").Replace(r.path)
+		path := strings.NewReplacer("/V", "/"+vol, "/S", "/"+snap.Snapshot.ID, "/B", "/nope", "/M", "/nope", "/P", "/nope").Replace(r.path)
 		req := httptest.NewRequest(r.method, "/", bytes.NewBufferString(body))
 		req.URL.Path = path
 		req.URL.RawQuery = strings.ReplaceAll(query, "V", vol)
+		body = strings.ReplaceAll(body, `"V"`, `"`+vol+`"`)
+		req.Body = io.NopCloser(bytes.NewBufferString(body))
 		req.Header.Set("X-Auth-Token", tok)
 		if int(route)%len(routes) >= latestFrom {
 			req.Header.Set("OpenStack-API-Version", "volume latest")
