@@ -79,62 +79,36 @@ func (f *policyFlags) apply(fs *pflag.FlagSet, b *wire.PolicyBody) error {
 	case set("instance"):
 		b.Target = cairn.PolicyTarget{Kind: cairn.TargetInstance, IDs: f.instances}
 	}
-	if set("schedule") {
-		b.Schedule = f.schedule
+	enabled := !f.disabled
+	// Each flag given replaces the field it names.
+	fields := map[string]func(){
+		"schedule":      func() { b.Schedule = f.schedule },
+		"time-zone":     func() { b.TimeZone = f.zone },
+		"jitter":        func() { b.JitterSeconds = int(f.jitter / time.Second) },
+		"full-every":    func() { b.FullEvery = f.fullEvery },
+		"strategy":      func() { b.Strategy = f.strategy },
+		"container":     func() { b.Container = f.container },
+		"catch-up":      func() { b.CatchUp = f.catchUp },
+		"keep-last":     func() { b.Retention.Last = f.rules.Last },
+		"keep-hourly":   func() { b.Retention.Hourly = f.rules.Hourly },
+		"keep-daily":    func() { b.Retention.Daily = f.rules.Daily },
+		"keep-weekly":   func() { b.Retention.Weekly = f.rules.Weekly },
+		"keep-monthly":  func() { b.Retention.Monthly = f.rules.Monthly },
+		"keep-yearly":   func() { b.Retention.Yearly = f.rules.Yearly },
+		"keep-within":   func() { b.Retention.Within = f.rules.Within },
+		"pitr-window":   func() { b.PITRWindowSeconds = int(f.pitrWindow / time.Second) },
+		"disabled":      func() { b.Enabled = &enabled },
+		"action":        func() { b.Action = f.action },
+		"verify-share":  func() { b.VerifyShare = f.verifyShare },
+		"reverify-days": func() { b.ReverifyDays = f.reverifyDays },
+		"drill-pick":    func() { b.DrillPick = f.drillPick },
+		"drill-within":  func() { b.DrillWithinSeconds = int(f.drillWithin / time.Second) },
 	}
-	if set("time-zone") {
-		b.TimeZone = f.zone
-	}
-	if set("jitter") {
-		b.JitterSeconds = int(f.jitter / time.Second)
-	}
-	if set("full-every") {
-		b.FullEvery = f.fullEvery
-	}
-	if set("strategy") {
-		b.Strategy = f.strategy
-	}
-	if set("container") {
-		b.Container = f.container
-	}
-	if set("catch-up") {
-		b.CatchUp = f.catchUp
-	}
-	for _, k := range []struct {
-		flag     string
-		dst, src *int
-	}{{"keep-last", &b.Retention.Last, &f.rules.Last}, {"keep-hourly", &b.Retention.Hourly, &f.rules.Hourly},
-		{"keep-daily", &b.Retention.Daily, &f.rules.Daily}, {"keep-weekly", &b.Retention.Weekly, &f.rules.Weekly},
-		{"keep-monthly", &b.Retention.Monthly, &f.rules.Monthly}, {"keep-yearly", &b.Retention.Yearly, &f.rules.Yearly}} {
-		if set(k.flag) {
-			*k.dst = *k.src
+	fs.Visit(func(fl *pflag.Flag) {
+		if apply, ok := fields[fl.Name]; ok {
+			apply()
 		}
-	}
-	if set("keep-within") {
-		b.Retention.Within = f.rules.Within
-	}
-	if set("pitr-window") {
-		b.PITRWindowSeconds = int(f.pitrWindow / time.Second)
-	}
-	if set("disabled") {
-		enabled := !f.disabled
-		b.Enabled = &enabled
-	}
-	if set("action") {
-		b.Action = f.action
-	}
-	if set("verify-share") {
-		b.VerifyShare = f.verifyShare
-	}
-	if set("reverify-days") {
-		b.ReverifyDays = f.reverifyDays
-	}
-	if set("drill-pick") {
-		b.DrillPick = f.drillPick
-	}
-	if set("drill-within") {
-		b.DrillWithinSeconds = int(f.drillWithin / time.Second)
-	}
+	})
 	return nil
 }
 

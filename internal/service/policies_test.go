@@ -19,27 +19,9 @@ import (
 	"github.com/cairnproject/cairn/internal/service"
 )
 
-// fakeNow is an injected clock the test moves.
-type fakeNow struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeNow) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeNow) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
-func newPolicyRig(t *testing.T, start time.Time) (*rig, *fakeNow) {
+func newPolicyRig(t *testing.T, start time.Time) (*rig, *fakeClock) {
 	t.Helper()
-	clock := &fakeNow{t: start}
+	clock := &fakeClock{now: start}
 	r := newRig(t)
 	r.now = clock.Now
 	r.eng.SetClock(clock.Now)
@@ -73,7 +55,7 @@ func TestPolicyFiresEachSlotOnce(t *testing.T) {
 	var made []cairn.Backup
 	for i := range slots {
 		p = must[cairn.Policy](t)(r.svc.Policy(ctx, caller, p.ID))
-		clock.Set(p.NextFireAt)
+		clock.set(p.NextFireAt)
 		if n := must[int](t)(r.svc.FireDue(ctx)); n != 1 {
 			t.Fatalf("slot %d: FireDue recorded %d slots, want 1", i, n)
 		}
@@ -198,7 +180,7 @@ func TestPolicyCatchUp(t *testing.T) {
 			r.stop()
 			// 21:00Z to 06:00Z: ten slots, through the fall-back night's
 			// two 02:00 hours (00:00Z and 01:00Z).
-			clock.Set(time.Date(2026, 10, 25, 6, 20, 0, 0, time.UTC))
+			clock.set(time.Date(2026, 10, 25, 6, 20, 0, 0, time.UTC))
 			r.start()
 			if n := must[int](t)(r.svc.FireDue(ctx)); n != 10 {
 				t.Fatalf("FireDue recorded %d slots, want 10", n)
@@ -286,7 +268,7 @@ func TestPolicyRefusals(t *testing.T) {
 // per target.
 func TestPolicyTwoServicesOnePostgres(t *testing.T) {
 	url := pgtest.FreshDatabase(t)
-	clock := &fakeNow{t: time.Date(2026, 3, 7, 0, 30, 0, 0, time.UTC)}
+	clock := &fakeClock{now: time.Date(2026, 3, 7, 0, 30, 0, 0, time.UTC)}
 	var svcs []*service.Service
 	var cats []catalog.Store
 	for range 2 {
@@ -328,7 +310,7 @@ func TestPolicyTwoServicesOnePostgres(t *testing.T) {
 		must[cairn.Policy](t)(svcs[i%2].CreatePolicy(ctx, caller, req))
 	}
 	for step := range slots {
-		clock.Set(time.Date(2026, 3, 7, 1+step, 15, 0, 0, time.UTC)) // past every jitter
+		clock.set(time.Date(2026, 3, 7, 1+step, 15, 0, 0, time.UTC)) // past every jitter
 		var wg sync.WaitGroup
 		counts := make([]int, 2)
 		for i, s := range svcs {
@@ -408,11 +390,11 @@ func marksOf(t *testing.T, r *rig, id string) cairn.BackupMarks {
 
 // fireAt moves the clock to a policy's next fire time and fires what is
 // due there.
-func fireAt(t *testing.T, r *rig, clock *fakeNow, id string) cairn.PolicySlot {
+func fireAt(t *testing.T, r *rig, clock *fakeClock, id string) cairn.PolicySlot {
 	t.Helper()
 	p := must[cairn.Policy](t)(r.svc.Policy(t.Context(), caller, id))
 	if p.NextFireAt.After(clock.Now()) {
-		clock.Set(p.NextFireAt)
+		clock.set(p.NextFireAt)
 	}
 	must[int](t)(r.svc.FireDue(t.Context()))
 	return must[[]cairn.PolicySlot](t)(r.svc.PolicySlots(t.Context(), caller, id, 1))[0]
@@ -554,7 +536,7 @@ func TestPolicyYear(t *testing.T) {
 	}
 	t.Cleanup(func() { cat.Close() })
 	berlin, _ := time.LoadLocation("Europe/Berlin")
-	clock := &fakeNow{t: time.Date(2026, 1, 1, 0, 10, 0, 0, berlin).Add(-time.Hour)}
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 10, 0, 0, berlin).Add(-time.Hour)}
 	svc := service.New(service.Config{Catalog: cat, Now: clock.Now})
 	if _, err := service.CreateProject(ctx, cat, project, "project", cairn.Unlimited, clock.Now()); err != nil {
 		t.Fatal(err)
@@ -577,7 +559,7 @@ func TestPolicyYear(t *testing.T) {
 		if !p.NextSlotAt.Before(end) {
 			break
 		}
-		clock.Set(p.NextFireAt)
+		clock.set(p.NextFireAt)
 		if n := must[int](t)(svc.FireDue(ctx)); n != 1 {
 			t.Fatalf("slot %s: %d recorded", p.NextSlotAt, n)
 		}
