@@ -17,10 +17,12 @@ import (
 )
 
 // Backup policies: a schedule that queues backups of named or tagged
-// volumes and instances, and retention rules that delete the backups a
-// policy made once no rule keeps them.
+// volumes and instances (or, for verify and drill policies, checks of
+// their backups: checks.go), and retention rules that delete the
+// backups a policy made once no rule keeps them (retention.go).
 //
-// A slot fires in one catalog transaction that re-reads the policy,
+// A slot fires in one catalog transaction (shared with up to fireBatch-1
+// other policies' slots due at the same time) that re-reads the policy,
 // queues each target's backup (the same rows and tasks a request
 // makes), records the slot (policy_slots, unique per policy and slot)
 // and moves the policy to its next slot. So a slot fires once: two
