@@ -328,6 +328,12 @@ func policyPayload(p cairn.Policy) map[string]any {
 // and left for the next call. Retention runs once every due slot is
 // recorded, for the policies that have rules.
 func (s *Service) FireDue(ctx context.Context) (int, error) {
+	n, _, err := s.fireDue(ctx)
+	return n, err
+}
+
+// fireDue is FireDue; it also returns the policies whose firing failed.
+func (s *Service) fireDue(ctx context.Context) (int, map[string]bool, error) {
 	now := s.nowUTC()
 	failed := map[string]bool{}
 	total := 0
@@ -340,7 +346,7 @@ func (s *Service) FireDue(ctx context.Context) (int, error) {
 			return err
 		})
 		if err != nil {
-			return total, fmt.Errorf("due policies: %w", err)
+			return total, failed, fmt.Errorf("due policies: %w", err)
 		}
 		var ids []string
 		for _, p := range due {
@@ -361,7 +367,7 @@ func (s *Service) FireDue(ctx context.Context) (int, error) {
 					f, err := s.firePolicies(ctx, []string{id}, now)
 					if err != nil {
 						if ctx.Err() != nil {
-							return total, ctx.Err()
+							return total, failed, ctx.Err()
 						}
 						failed[id] = true
 						s.log.Error("policy slot did not fire", "policy", id, "err", err)
@@ -371,7 +377,7 @@ func (s *Service) FireDue(ctx context.Context) (int, error) {
 				}
 			} else if err != nil {
 				if ctx.Err() != nil {
-					return total, ctx.Err()
+					return total, failed, ctx.Err()
 				}
 				failed[batch[0]] = true
 				s.log.Error("policy slot did not fire", "policy", batch[0], "err", err)
@@ -390,12 +396,12 @@ func (s *Service) FireDue(ctx context.Context) (int, error) {
 	for _, p := range retain {
 		if _, err := s.ApplyRetention(ctx, Caller{ProjectID: p.ProjectID}, p.ID, false); err != nil {
 			if ctx.Err() != nil {
-				return total, ctx.Err()
+				return total, failed, ctx.Err()
 			}
 			s.log.Error("policy retention", "policy", p.ID, "err", err)
 		}
 	}
-	return total, nil
+	return total, failed, nil
 }
 
 // fireBatch is how many policies fire in one catalog transaction.
@@ -838,18 +844,25 @@ func (s *Service) stopScheduler() {
 // runs it itself (a benchmark) owns it.
 func (s *Service) RunScheduler(ctx context.Context) {
 	for ctx.Err() == nil {
-		if _, err := s.FireDue(ctx); err != nil && ctx.Err() == nil {
+		_, failed, err := s.fireDue(ctx)
+		if err != nil && ctx.Err() == nil {
 			s.log.Error("scheduler", "err", err)
 		}
+		// Sleep until the next fire time of a policy that did not fail:
+		// one that failed is tried again at the next wake, not at once
+		// (it would spin).
 		wait := s.sched.poll
 		var next []cairn.Policy
-		err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		err = s.cat.View(ctx, func(tx catalog.Tx) error {
 			var err error
-			next, err = tx.DuePolicies(ctx, time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), 1)
+			next, err = tx.DuePolicies(ctx, time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), len(failed)+1)
 			return err
 		})
-		if err == nil && len(next) > 0 {
-			wait = min(wait, max(next[0].NextFireAt.Sub(s.now()), 0))
+		for _, p := range next {
+			if err == nil && !failed[p.ID] {
+				wait = min(wait, max(p.NextFireAt.Sub(s.now()), 0))
+				break
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -1,6 +1,7 @@
 package service_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -655,4 +656,47 @@ func TestPolicyYear(t *testing.T) {
 		t.Fatalf("kept %d backups, the rules keep %d:\n%v\n%v", len(kept), len(wantIDs), kept, wantIDs)
 	}
 	t.Logf("%d months of hourly slots: %d backups made, %d kept", policyYearMonths, len(made), len(kept))
+}
+
+// TestSchedulerSleepsPastAFailingPolicy: a policy whose firing fails
+// (its time zone unknown to this host's zone database) is logged and
+// tried again at the next wake, not at once: the loop sleeps until the
+// next policy that can fire, or its poll interval, instead of spinning.
+func TestSchedulerSleepsPastAFailingPolicy(t *testing.T) {
+	r, clock := newPolicyRig(t, time.Date(2026, 6, 1, 9, 30, 0, 0, time.UTC))
+	ctx := t.Context()
+	v := must[cairn.Volume](t)(r.svc.CreateVolume(ctx, caller, service.VolumeCreate{Name: "v", Size: 1}))
+	r.done(v.ID)
+	bad := must[cairn.Policy](t)(r.svc.CreatePolicy(ctx, caller, hourlyPolicy([]string{v.ID}, cairn.RetentionRules{})))
+	good := hourlyPolicy([]string{v.ID}, cairn.RetentionRules{})
+	good.Name, good.Spec.Schedule = "later", "20 10 * * *"
+	must[cairn.Policy](t)(r.svc.CreatePolicy(ctx, caller, good))
+	err := r.cat.Update(ctx, func(tx catalog.Tx) error {
+		p, err := tx.Policy(ctx, bad.ID)
+		if err != nil {
+			return err
+		}
+		p.TimeZone = "Nowhere/Zone" // as a catalog from a host whose zone database had it
+		return tx.UpdatePolicy(ctx, p)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.set(time.Date(2026, 6, 1, 10, 0, 0, 0, time.UTC))
+	loopCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.svc.RunScheduler(loopCtx)
+	}()
+	// The bad policy is due and fails; the next that can fire is at
+	// 10:20, so the loop sleeps 20 minutes' worth of its poll (1 minute).
+	if d := r.clock.wait(t); d != time.Minute {
+		t.Fatalf("the loop sleeps %s after a failing policy, want its poll interval", d)
+	}
+	stop()
+	<-done
+	if slots := must[[]cairn.PolicySlot](t)(r.svc.PolicySlots(ctx, caller, bad.ID, 0)); len(slots) != 0 {
+		t.Fatalf("the failing policy recorded %v", slots)
+	}
 }
