@@ -73,7 +73,7 @@ func TestPolicyKill9(t *testing.T) {
 
 	// A drill of the newest backup, killed while it restores (its
 	// scratch image half written), then finished by the next service.
-	cliOK(t, cli, "policy", "create", "drill", "--action", "drill", "--schedule", "* * * * *", "--volume", volID)
+	cliOK(t, cli, "policy", "create", "drill", "--action", "drill", "--schedule", "* * * * *", "--volume", "db") // by name
 	p.stop()
 	drilling := newHookPoint(t, "store.get "+format.ChunksPrefix+"#1")
 	p = startServiceEnv(t, data, drilling.env())

@@ -36,7 +36,7 @@ type policyFlags struct {
 }
 
 func addPolicyFlags(fs *pflag.FlagSet, f *policyFlags) {
-	fs.StringSliceVar(&f.volumes, "volume", nil, "a volume to back up (ID; repeat or comma-separate)")
+	fs.StringSliceVar(&f.volumes, "volume", nil, "a volume to back up (ID or name; repeat or comma-separate)")
 	fs.StringSliceVar(&f.instances, "instance", nil, "a database instance to back up (ID; repeat or comma-separate)")
 	fs.StringVar(&f.tag, "tag", "", "back up every volume whose metadata holds key=value when a slot fires")
 	fs.StringVar(&f.schedule, "schedule", "", `five cron fields, e.g. "30 2 * * *", or @hourly, @daily, ...`)
@@ -60,6 +60,19 @@ func addPolicyFlags(fs *pflag.FlagSet, f *policyFlags) {
 	fs.IntVar(&f.reverifyDays, "reverify-days", 0, "verify: verify a backup again once its last passed verification is this many days old (0: never)")
 	fs.StringVar(&f.drillPick, "drill-pick", "", "drill: the backup restored, latest (the default) or random")
 	fs.DurationVar(&f.drillWithin, "drill-within", 0, "drill, random: among the backups taken this long before the slot")
+}
+
+// resolveVolumes makes the --volume values IDs: each may be a volume's
+// ID, unique ID prefix or name, as elsewhere in the CLI.
+func (f *policyFlags) resolveVolumes(ctx context.Context, cl *client.Client) error {
+	for i, ref := range f.volumes {
+		v, err := volumeRef(ctx, cl, ref)
+		if err != nil {
+			return err
+		}
+		f.volumes[i] = v.ID
+	}
+	return nil
 }
 
 // apply writes the flags the command line set into b.
@@ -131,6 +144,9 @@ everything. keep-within counts back from the newest backup, never from now.`,
 		addPolicyFlags(cmd.Flags(), &f)
 		return func(ctx context.Context, cl *client.Client, args []string) error {
 			b := wire.PolicyBody{Name: args[0]}
+			if err := f.resolveVolumes(ctx, cl); err != nil {
+				return err
+			}
 			if err := f.apply(cmd.Flags(), &b); err != nil {
 				return err
 			}
@@ -156,6 +172,9 @@ everything. keep-within counts back from the newest backup, never from now.`,
 		return func(ctx context.Context, cl *client.Client, args []string) error {
 			p, err := cl.PolicyRef(ctx, args[0])
 			if err != nil {
+				return err
+			}
+			if err := f.resolveVolumes(ctx, cl); err != nil {
 				return err
 			}
 			b := wire.PolicyBody{Name: p.Name, PolicySpec: p.PolicySpec}
