@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,9 +64,19 @@ func (m Manager) Records() ([]Record, error) {
 	if err != nil {
 		return nil, err
 	}
+	return readRecords(paths)
+}
+
+// readRecords reads the records at paths. A record removed since it was
+// listed (a detach of another export, concurrently) is left out: it is
+// no attachment any more, and no error of this lookup's.
+func readRecords(paths []string) ([]Record, error) {
 	var out []Record
 	for _, p := range paths {
 		r, err := readRecord(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
