@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,24 +14,6 @@ import (
 	"github.com/cairnproject/cairn/internal/service"
 	"github.com/cairnproject/cairn/internal/testenv"
 )
-
-// policyClock is the service's injected clock in the policy tests.
-type policyClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *policyClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *policyClock) set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
 
 // TestBackupPolicies drives /backup-policies over HTTP against the real
 // engine and repository: create (defaults filled, the first slot the
@@ -51,8 +32,8 @@ func TestBackupPolicies(t *testing.T) {
 	for gap.Weekday() != time.Sunday {
 		gap = gap.AddDate(0, 0, -1)
 	}
-	clock := &policyClock{t: gap.Add(-2*time.Hour - 20*time.Minute)}
-	e := newEnvAt(t, t.TempDir(), t.TempDir(), func(c *service.Config) { c.Now = clock.now })
+	clock := testenv.NewClock(gap.Add(-2*time.Hour - 20*time.Minute))
+	e := newEnvAt(t, t.TempDir(), t.TempDir(), func(c *service.Config) { c.Now = clock.Now })
 	vol := e.createVolume(e.tokA, "alpha", 1, "db")
 	e.write(vol, 0, bytes.Repeat([]byte("policy"), 4096))
 	want := e.digest(vol, 1<<30)
@@ -111,7 +92,7 @@ func TestBackupPolicies(t *testing.T) {
 	// Two slots: that night's (03:00 CEST) and the next (02:30 CEST).
 	var backups []string
 	for i, at := range []time.Time{gap, gap.Add(23*time.Hour + 30*time.Minute)} {
-		clock.set(at.Add(time.Minute))
+		clock.Set(at.Add(time.Minute))
 		if n, err := e.svc.FireDue(t.Context()); err != nil || n != 1 {
 			t.Fatalf("slot %d: FireDue %d, %v", i, n, err)
 		}
@@ -170,7 +151,7 @@ func TestBackupPolicies(t *testing.T) {
 	if p := object(t, "disable", e.call(200, e.tokA, "PUT", "/v3/alpha/backup-policies/"+id, body), "policy"); p["enabled"] != false {
 		t.Fatalf("disabled: %v", p)
 	}
-	clock.set(gap.AddDate(0, 0, 7))
+	clock.Set(gap.AddDate(0, 0, 7))
 	if n, err := e.svc.FireDue(t.Context()); err != nil || n != 0 {
 		t.Fatalf("a disabled policy fired: %d, %v", n, err)
 	}
@@ -193,9 +174,9 @@ func TestBackupChecks(t *testing.T) {
 		}
 	}
 	year := time.Now().Year() + 2
-	clock := &policyClock{t: time.Date(year, 6, 1, 9, 50, 0, 0, time.UTC)}
+	clock := testenv.NewClock(time.Date(year, 6, 1, 9, 50, 0, 0, time.UTC))
 	scratch := t.TempDir()
-	e := newEnvAt(t, t.TempDir(), t.TempDir(), func(c *service.Config) { c.Now, c.ScratchDir = clock.now, scratch })
+	e := newEnvAt(t, t.TempDir(), t.TempDir(), func(c *service.Config) { c.Now, c.ScratchDir = clock.Now, scratch })
 	e.members = true
 	vol := e.createVolume(e.tokA, "alpha", 1, "fs")
 	img := filepath.Join(t.TempDir(), "fs.img")
@@ -225,7 +206,7 @@ func TestBackupChecks(t *testing.T) {
 		return object(t, "show", e.call(200, e.tokA, "GET", "/v3/alpha/backups/"+b, nil), "backup")
 	}
 	fire := func(at time.Time, slots int) {
-		clock.set(at)
+		clock.Set(at)
 		if n, err := e.svc.FireDue(t.Context()); err != nil || n != slots {
 			t.Fatalf("FireDue at %s: %d slots, %v; want %d", at, n, err, slots)
 		}

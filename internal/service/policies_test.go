@@ -18,11 +18,12 @@ import (
 	"github.com/cairnproject/cairn/internal/catalog/postgres/pgtest"
 	"github.com/cairnproject/cairn/internal/catalog/sqlite"
 	"github.com/cairnproject/cairn/internal/service"
+	"github.com/cairnproject/cairn/internal/testenv"
 )
 
-func newPolicyRig(t *testing.T, start time.Time) (*rig, *fakeClock) {
+func newPolicyRig(t *testing.T, start time.Time) (*rig, *testenv.Clock) {
 	t.Helper()
-	clock := &fakeClock{now: start}
+	clock := testenv.NewClock(start)
 	r := newRig(t)
 	r.now = clock.Now
 	r.eng.SetClock(clock.Now)
@@ -56,7 +57,7 @@ func TestPolicyFiresEachSlotOnce(t *testing.T) {
 	var made []cairn.Backup
 	for i := range slots {
 		p = must[cairn.Policy](t)(r.svc.Policy(ctx, caller, p.ID))
-		clock.set(p.NextFireAt)
+		clock.Set(p.NextFireAt)
 		if n := must[int](t)(r.svc.FireDue(ctx)); n != 1 {
 			t.Fatalf("slot %d: FireDue recorded %d slots, want 1", i, n)
 		}
@@ -181,7 +182,7 @@ func TestPolicyCatchUp(t *testing.T) {
 			r.stop()
 			// 21:00Z to 06:00Z: ten slots, through the fall-back night's
 			// two 02:00 hours (00:00Z and 01:00Z).
-			clock.set(time.Date(2026, 10, 25, 6, 20, 0, 0, time.UTC))
+			clock.Set(time.Date(2026, 10, 25, 6, 20, 0, 0, time.UTC))
 			r.start()
 			if n := must[int](t)(r.svc.FireDue(ctx)); n != 10 {
 				t.Fatalf("FireDue recorded %d slots, want 10", n)
@@ -269,7 +270,7 @@ func TestPolicyRefusals(t *testing.T) {
 // per target.
 func TestPolicyTwoServicesOnePostgres(t *testing.T) {
 	url := pgtest.FreshDatabase(t)
-	clock := &fakeClock{now: time.Date(2026, 3, 7, 0, 30, 0, 0, time.UTC)}
+	clock := testenv.NewClock(time.Date(2026, 3, 7, 0, 30, 0, 0, time.UTC))
 	var svcs []*service.Service
 	var cats []catalog.Store
 	for range 2 {
@@ -311,7 +312,7 @@ func TestPolicyTwoServicesOnePostgres(t *testing.T) {
 		must[cairn.Policy](t)(svcs[i%2].CreatePolicy(ctx, caller, req))
 	}
 	for step := range slots {
-		clock.set(time.Date(2026, 3, 7, 1+step, 15, 0, 0, time.UTC)) // past every jitter
+		clock.Set(time.Date(2026, 3, 7, 1+step, 15, 0, 0, time.UTC)) // past every jitter
 		var wg sync.WaitGroup
 		counts := make([]int, 2)
 		for i, s := range svcs {
@@ -391,11 +392,11 @@ func marksOf(t *testing.T, r *rig, id string) cairn.BackupMarks {
 
 // fireAt moves the clock to a policy's next fire time and fires what is
 // due there.
-func fireAt(t *testing.T, r *rig, clock *fakeClock, id string) cairn.PolicySlot {
+func fireAt(t *testing.T, r *rig, clock *testenv.Clock, id string) cairn.PolicySlot {
 	t.Helper()
 	p := must[cairn.Policy](t)(r.svc.Policy(t.Context(), caller, id))
 	if p.NextFireAt.After(clock.Now()) {
-		clock.set(p.NextFireAt)
+		clock.Set(p.NextFireAt)
 	}
 	must[int](t)(r.svc.FireDue(t.Context()))
 	return must[[]cairn.PolicySlot](t)(r.svc.PolicySlots(t.Context(), caller, id, 1))[0]
@@ -537,7 +538,7 @@ func TestPolicyYear(t *testing.T) {
 	}
 	t.Cleanup(func() { cat.Close() })
 	berlin, _ := time.LoadLocation("Europe/Berlin")
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 0, 10, 0, 0, berlin).Add(-time.Hour)}
+	clock := testenv.NewClock(time.Date(2026, 1, 1, 0, 10, 0, 0, berlin).Add(-time.Hour))
 	svc := service.New(service.Config{Catalog: cat, Now: clock.Now})
 	if _, err := service.CreateProject(ctx, cat, project, "project", cairn.Unlimited, clock.Now()); err != nil {
 		t.Fatal(err)
@@ -560,7 +561,7 @@ func TestPolicyYear(t *testing.T) {
 		if !p.NextSlotAt.Before(end) {
 			break
 		}
-		clock.set(p.NextFireAt)
+		clock.Set(p.NextFireAt)
 		if n := must[int](t)(svc.FireDue(ctx)); n != 1 {
 			t.Fatalf("slot %s: %d recorded", p.NextSlotAt, n)
 		}
@@ -682,7 +683,7 @@ func TestSchedulerSleepsPastAFailingPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	clock.set(time.Date(2026, 6, 1, 10, 0, 0, 0, time.UTC))
+	clock.Set(time.Date(2026, 6, 1, 10, 0, 0, 0, time.UTC))
 	loopCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {

@@ -6,12 +6,12 @@ import (
 	"maps"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/service"
+	"github.com/cairnproject/cairn/internal/testenv"
 )
 
 var typeAdmin = service.Caller{ProjectID: "admin", Admin: true}
@@ -192,37 +192,13 @@ func TestVolumeTypeOfNewVolumes(t *testing.T) {
 	}
 }
 
-// fakeClock is a clock tests move.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) set(t time.Time) {
-	c.mu.Lock()
-	c.now = t
-	c.mu.Unlock()
-}
-
-func (c *fakeClock) add(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // TestVolumeTypeNames: the names volume answers show come from a cache
 // that this process's changes update at once, and another's (a second
 // service on the same catalog) within the cache's 5 seconds.
 func TestVolumeTypeNames(t *testing.T) {
 	r := newRig(t)
 	ctx := t.Context()
-	clock := &fakeClock{now: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clock := testenv.NewClock(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
 	other := service.New(service.Config{Catalog: r.cat, Engine: r.eng, OpenRepo: r.open, Now: clock.Now})
 
 	gold := must[cairn.VolumeType](t)(r.svc.CreateVolumeType(ctx, typeAdmin, service.VolumeTypeCreate{Name: "gold", IsPublic: true}))
@@ -244,7 +220,7 @@ func TestVolumeTypeNames(t *testing.T) {
 	if got := other.VolumeTypeName(ctx, gold.ID); got != "gold" {
 		t.Errorf("renamed elsewhere, at once: %q, want the cached gold", got)
 	}
-	clock.add(5 * time.Second)
+	clock.Add(5 * time.Second)
 	if got := other.VolumeTypeName(ctx, gold.ID); got != "platinum" {
 		t.Errorf("renamed elsewhere, 5 s later: %q", got)
 	}
