@@ -60,6 +60,12 @@ type PolicySpec struct {
 	// taken in the last DrillWithinSeconds.
 	DrillPick          string `json:"drill_pick,omitempty"`
 	DrillWithinSeconds int    `json:"drill_within_seconds,omitempty"`
+	// DrillQuery, for a drill policy of instances, is a query each drill
+	// runs, read-only, in DrillDatabase on the restored instance after
+	// the datastore's own check (pg_amcheck, mariadb-check): it must
+	// succeed and return a row, whose first column the drill records.
+	DrillQuery    string `json:"drill_query,omitempty"`
+	DrillDatabase string `json:"drill_database,omitempty"`
 }
 
 // Policy actions.

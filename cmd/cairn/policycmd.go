@@ -33,6 +33,8 @@ type policyFlags struct {
 	reverifyDays       int
 	drillPick          string
 	drillWithin        time.Duration
+	drillQuery         string
+	drillDatabase      string
 }
 
 func addPolicyFlags(fs *pflag.FlagSet, f *policyFlags) {
@@ -60,6 +62,8 @@ func addPolicyFlags(fs *pflag.FlagSet, f *policyFlags) {
 	fs.IntVar(&f.reverifyDays, "reverify-days", 0, "verify: verify a backup again once its last passed verification is this many days old (0: never)")
 	fs.StringVar(&f.drillPick, "drill-pick", "", "drill: the backup restored, latest (the default) or random")
 	fs.DurationVar(&f.drillWithin, "drill-within", 0, "drill, random: among the backups taken this long before the slot")
+	fs.StringVar(&f.drillQuery, "drill-query", "", "drill of instances: a query run read-only on the restored instance after pg_amcheck or mariadb-check; it must return a row")
+	fs.StringVar(&f.drillDatabase, "drill-database", "", "drill of instances: the database --drill-query runs in")
 }
 
 // resolveVolumes makes the --volume values IDs: each may be a volume's
@@ -95,27 +99,29 @@ func (f *policyFlags) apply(fs *pflag.FlagSet, b *wire.PolicyBody) error {
 	enabled := !f.disabled
 	// Each flag given replaces the field it names.
 	fields := map[string]func(){
-		"schedule":      func() { b.Schedule = f.schedule },
-		"time-zone":     func() { b.TimeZone = f.zone },
-		"jitter":        func() { b.JitterSeconds = int(f.jitter / time.Second) },
-		"full-every":    func() { b.FullEvery = f.fullEvery },
-		"strategy":      func() { b.Strategy = f.strategy },
-		"container":     func() { b.Container = f.container },
-		"catch-up":      func() { b.CatchUp = f.catchUp },
-		"keep-last":     func() { b.Retention.Last = f.rules.Last },
-		"keep-hourly":   func() { b.Retention.Hourly = f.rules.Hourly },
-		"keep-daily":    func() { b.Retention.Daily = f.rules.Daily },
-		"keep-weekly":   func() { b.Retention.Weekly = f.rules.Weekly },
-		"keep-monthly":  func() { b.Retention.Monthly = f.rules.Monthly },
-		"keep-yearly":   func() { b.Retention.Yearly = f.rules.Yearly },
-		"keep-within":   func() { b.Retention.Within = f.rules.Within },
-		"pitr-window":   func() { b.PITRWindowSeconds = int(f.pitrWindow / time.Second) },
-		"disabled":      func() { b.Enabled = &enabled },
-		"action":        func() { b.Action = f.action },
-		"verify-share":  func() { b.VerifyShare = f.verifyShare },
-		"reverify-days": func() { b.ReverifyDays = f.reverifyDays },
-		"drill-pick":    func() { b.DrillPick = f.drillPick },
-		"drill-within":  func() { b.DrillWithinSeconds = int(f.drillWithin / time.Second) },
+		"schedule":       func() { b.Schedule = f.schedule },
+		"time-zone":      func() { b.TimeZone = f.zone },
+		"jitter":         func() { b.JitterSeconds = int(f.jitter / time.Second) },
+		"full-every":     func() { b.FullEvery = f.fullEvery },
+		"strategy":       func() { b.Strategy = f.strategy },
+		"container":      func() { b.Container = f.container },
+		"catch-up":       func() { b.CatchUp = f.catchUp },
+		"keep-last":      func() { b.Retention.Last = f.rules.Last },
+		"keep-hourly":    func() { b.Retention.Hourly = f.rules.Hourly },
+		"keep-daily":     func() { b.Retention.Daily = f.rules.Daily },
+		"keep-weekly":    func() { b.Retention.Weekly = f.rules.Weekly },
+		"keep-monthly":   func() { b.Retention.Monthly = f.rules.Monthly },
+		"keep-yearly":    func() { b.Retention.Yearly = f.rules.Yearly },
+		"keep-within":    func() { b.Retention.Within = f.rules.Within },
+		"pitr-window":    func() { b.PITRWindowSeconds = int(f.pitrWindow / time.Second) },
+		"disabled":       func() { b.Enabled = &enabled },
+		"action":         func() { b.Action = f.action },
+		"verify-share":   func() { b.VerifyShare = f.verifyShare },
+		"reverify-days":  func() { b.ReverifyDays = f.reverifyDays },
+		"drill-pick":     func() { b.DrillPick = f.drillPick },
+		"drill-within":   func() { b.DrillWithinSeconds = int(f.drillWithin / time.Second) },
+		"drill-query":    func() { b.DrillQuery = f.drillQuery },
+		"drill-database": func() { b.DrillDatabase = f.drillDatabase },
 	}
 	fs.Visit(func(fl *pflag.Flag) {
 		if apply, ok := fields[fl.Name]; ok {

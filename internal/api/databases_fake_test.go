@@ -307,6 +307,13 @@ func (f *fakeDatabases) ListDatabaseBackups(_ context.Context, c service.Caller,
 	return page(out, q, func(b cairn.DatabaseBackup) (time.Time, string) { return b.CreatedAt, b.ID })
 }
 
+func (f *fakeDatabases) BackupMarks(ctx context.Context, c service.Caller, id string) (cairn.BackupMarks, error) {
+	if _, err := f.DatabaseBackup(ctx, c, id); err != nil {
+		return cairn.BackupMarks{}, err
+	}
+	return cairn.BackupMarks{BackupID: id}, nil
+}
+
 func (f *fakeDatabases) DatabaseBackup(_ context.Context, c service.Caller, id string) (cairn.DatabaseBackup, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

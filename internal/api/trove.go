@@ -67,6 +67,9 @@ type Databases interface {
 	ListDatabaseBackups(ctx context.Context, c service.Caller, q service.ListQuery, f cairn.DatabaseBackupFilter) ([]cairn.DatabaseBackup, error)
 	DatabaseBackup(ctx context.Context, c service.Caller, id string) (cairn.DatabaseBackup, error)
 	DeleteDatabaseBackup(ctx context.Context, c service.Caller, id string) error
+	// BackupMarks returns a backup's protection and its last
+	// verification's and drill's outcomes.
+	BackupMarks(ctx context.Context, c service.Caller, id string) (cairn.BackupMarks, error)
 
 	// BackupStrategies returns the project's backup strategies: all of
 	// them, or the one of instanceID's when it is not "".
@@ -643,7 +646,13 @@ func (s *Server) showDatabaseBackup(w http.ResponseWriter, r *http.Request, c se
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"backup": databaseBackupJSON(b)})
+	m, err := s.db.BackupMarks(r.Context(), c, b.ID)
+	if err != nil {
+		return err
+	}
+	out := databaseBackupJSON(b)
+	out.Protected, out.Verification, out.Drill = &m.Protected, m.Verification, m.Drill
+	writeJSON(w, http.StatusOK, map[string]any{"backup": out})
 	return nil
 }
 

@@ -294,6 +294,24 @@ type TableChecksum struct {
 	Sum string `json:"sum"`
 }
 
+// CheckRequest is the query a check runs after the datastore's own
+// check tool: Query in Database, as the superuser, in a read-only
+// transaction. An empty Query runs nothing.
+type CheckRequest struct {
+	Database string `json:"database,omitempty"`
+	Query    string `json:"query,omitempty"`
+}
+
+// CheckReport is what a check found. Passed is false when the check tool
+// reported damage, or the query failed or returned no row; Detail says
+// what. Result is the first column of the query's first row, as text.
+type CheckReport struct {
+	Passed bool   `json:"passed"`
+	Tool   string `json:"tool"`
+	Detail string `json:"detail"`
+	Result string `json:"result,omitempty"`
+}
+
 // Server is a started server process, as its supervisor knows it.
 type Server struct {
 	Process *os.Process
@@ -368,6 +386,13 @@ type Instance interface {
 	// Checksums returns a checksum of every table of the user databases,
 	// ordered by database and table.
 	Checksums(ctx context.Context) ([]TableChecksum, error)
+	// Check runs the datastore's own consistency check over every
+	// database (PostgreSQL's pg_amcheck of heaps and B-tree indexes,
+	// installing its extension where missing; MariaDB's mariadb-check),
+	// then req's query. Damage found, or a query that fails or returns no
+	// row, is a report that did not pass; the error is for a check that
+	// could not run (the server unreachable, ctx ended).
+	Check(ctx context.Context, req CheckRequest) (CheckReport, error)
 }
 
 // Quiesced is a held quiesce. Release and Abort may be called from any

@@ -1079,5 +1079,7 @@ func (s *Service) kinds() map[string]tasks.Kind {
 		"dbbackup.delete":       {Run: s.runDeleteDatabaseBackup, Fail: s.failDeleteDatabaseBackup},
 		"backup.verify":         {Run: s.runVerifyBackup, Fail: s.failCheck},
 		"backup.drill":          {Run: s.runDrillBackup, Fail: s.failCheck},
+		"dbbackup.verify":       {Run: s.runVerifyDatabaseBackup, Fail: s.failCheck},
+		"dbbackup.drill":        {Run: s.runDrillDatabaseBackup, Fail: s.failDrillDatabaseBackup},
 	}
 }

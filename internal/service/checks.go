@@ -15,6 +15,7 @@ import (
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/blockdev"
 	"github.com/cairnproject/cairn/internal/catalog"
+	"github.com/cairnproject/cairn/internal/dbagent"
 	"github.com/cairnproject/cairn/internal/repo"
 	"github.com/cairnproject/cairn/internal/repo/format"
 )
@@ -81,29 +82,40 @@ func refuseProtected(ctx context.Context, tx catalog.Tx, id string) error {
 	return nil
 }
 
-// checkParams are a verify or drill task's.
+// checkParams are a verify or drill task's: the share of chunks a
+// verification reads; the query an instance's drill runs.
 type checkParams struct {
-	Share float64 `json:"share,omitempty"`
+	Share    float64 `json:"share,omitempty"`
+	Query    string  `json:"query,omitempty"`
+	Database string  `json:"database,omitempty"`
 }
 
-// queueCheck queues a verify or drill task ("backup.verify",
-// "backup.drill") of volume backup b, unless one is queued or running:
+// checkTarget is a backup a verify or drill slot may check: a volume
+// backup or a database backup, taken at at.
+type checkTarget struct {
+	id, project string
+	at          time.Time
+}
+
+// queueCheck queues a verify or drill task (kind "backup.verify",
+// "backup.drill", "dbbackup.verify" or "dbbackup.drill") of backup b,
+// unless one is queued or running, or b is being deleted:
 // cairn.ErrConflict then.
-func (s *Service) queueCheck(ctx context.Context, tx catalog.Tx, kind string, b cairn.Backup, params checkParams) error {
-	running, err := tx.Tasks(ctx, catalog.Filter{ResourceID: b.ID, TaskStates: []cairn.TaskState{cairn.TaskPending, cairn.TaskRunning}})
+func (s *Service) queueCheck(ctx context.Context, tx catalog.Tx, kind string, b checkTarget, params checkParams) error {
+	running, err := tx.Tasks(ctx, catalog.Filter{ResourceID: b.id, TaskStates: []cairn.TaskState{cairn.TaskPending, cairn.TaskRunning}})
 	if err != nil {
 		return err
 	}
 	for _, t := range running {
-		if t.Kind == kind || t.Kind == "backup.delete" {
-			return fmt.Errorf("backup %s: a %s of it is under way: %w", b.ID, t.Kind, cairn.ErrConflict)
+		if t.Kind == kind || strings.HasSuffix(t.Kind, ".delete") {
+			return fmt.Errorf("backup %s: a %s of it is under way: %w", b.id, t.Kind, cairn.ErrConflict)
 		}
 	}
 	raw, err := json.Marshal(params)
 	if err != nil {
 		return err
 	}
-	_, err = s.queue(ctx, tx, b.ProjectID, kind, b.ID, raw)
+	_, err = s.queue(ctx, tx, b.project, kind, b.id, raw)
 	return err
 }
 
@@ -142,14 +154,21 @@ type repoManifest struct {
 	err error
 }
 
-// recordCheck writes a check's outcome into the backup's marks (unless
-// the backup is gone), and raises its event and metric.
-func (s *Service) recordCheck(ctx context.Context, kind string, b cairn.Backup, check cairn.BackupCheck) error {
+// recordCheck writes a check's outcome into a backup's marks (unless
+// the backup is gone), and raises its event (prefix "backup" or
+// "dbbackup", then kind, then end or error) and metric.
+func (s *Service) recordCheck(ctx context.Context, prefix, kind, id, project string, payload map[string]any, check cairn.BackupCheck) error {
 	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
-		if _, err := tx.Backup(ctx, b.ID); err != nil {
+		var err error
+		if prefix == "dbbackup" {
+			_, err = tx.DatabaseBackup(ctx, id)
+		} else {
+			_, err = tx.Backup(ctx, id)
+		}
+		if err != nil {
 			return err
 		}
-		m, err := tx.BackupMarks(ctx, b.ID)
+		m, err := tx.BackupMarks(ctx, id)
 		if err != nil {
 			return err
 		}
@@ -167,13 +186,12 @@ func (s *Service) recordCheck(ctx context.Context, kind string, b cairn.Backup, 
 		return err
 	}
 	s.obs.BackupChecked(kind, check.State)
-	payload := backupPayload(b)
 	payload[kind] = check
 	if check.State == cairn.CheckPassed {
-		s.event(ctx, "backup."+kind+".end", b.ProjectID, payload)
+		s.event(ctx, prefix+"."+kind+".end", project, payload)
 	} else {
-		s.event(ctx, "backup."+kind+".error", b.ProjectID, payload)
-		s.log.Error("backup "+kind+" failed", "backup", b.ID, "detail", check.Detail)
+		s.event(ctx, prefix+"."+kind+".error", project, payload)
+		s.log.Error("backup "+kind+" failed", "backup", id, "detail", check.Detail)
 	}
 	return nil
 }
@@ -181,36 +199,91 @@ func (s *Service) recordCheck(ctx context.Context, kind string, b cairn.Backup, 
 // runVerifyBackup reads the backup's chunks back (the task's share of
 // them) and records what it found.
 func (s *Service) runVerifyBackup(ctx context.Context, t cairn.Task) error {
-	var p checkParams
-	if len(t.Params) > 0 {
-		if err := json.Unmarshal(t.Params, &p); err != nil {
-			return fmt.Errorf("verify params: %w", err)
-		}
+	p, err := checkParamsOf(t)
+	if err != nil {
+		return err
 	}
 	b, r, rm, ok, err := s.checkable(ctx, t.ResourceID)
 	if err != nil || !ok {
 		return err
 	}
 	check := cairn.BackupCheck{State: cairn.CheckPassed}
-	if rm.err != nil {
-		check.State, check.Detail = cairn.CheckFailed, "manifest: "+rm.err.Error()
-	} else {
-		rep, err := r.VerifyBackup(ctx, rm.m, repo.VerifyOptions{Share: p.Share})
-		if err != nil {
-			return fmt.Errorf("verify backup %s: %w", b.ID, err)
-		}
-		check.Chunks, check.Bytes = rep.ChunksRead, rep.BytesRead
-		if len(rep.Problems) > 0 {
-			var ps []string
-			for _, pr := range rep.Problems {
-				ps = append(ps, pr.Kind+" "+pr.Object+": "+pr.Detail)
-			}
-			check.State, check.Detail = cairn.CheckFailed, fmt.Sprintf("%d of %d chunks read are damaged: %s",
-				len(rep.Problems), rep.ChunksRead, strings.Join(ps, "; "))
-		}
+	if err := verifyParts(ctx, r, []manifestPart{{"", rm}}, p.Share, &check); err != nil {
+		return fmt.Errorf("verify backup %s: %w", b.ID, err)
 	}
 	check.At = s.nowUTC()
-	return s.recordCheck(ctx, "verify", b, check)
+	return s.recordCheck(ctx, "backup", "verify", b.ID, b.ProjectID, backupPayload(b), check)
+}
+
+func checkParamsOf(t cairn.Task) (checkParams, error) {
+	var p checkParams
+	if len(t.Params) > 0 {
+		if err := json.Unmarshal(t.Params, &p); err != nil {
+			return p, fmt.Errorf("check params: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// manifestPart is one repository backup of a backup: a volume backup's
+// one (name ""), a database backup's data and overlay.
+type manifestPart struct {
+	name string
+	m    *repoManifest
+}
+
+// verifyParts reads back the chunks of each part (share of them) into
+// check: the chunks and bytes read, and, when any is damaged or a
+// manifest could not be read, the failed state and what was found.
+func verifyParts(ctx context.Context, r Repository, parts []manifestPart, share float64, check *cairn.BackupCheck) error {
+	var found []string
+	damaged := 0
+	for _, part := range parts {
+		label := ""
+		if part.name != "" {
+			label = part.name + " "
+		}
+		if part.m.err != nil {
+			found = append(found, label+"manifest: "+part.m.err.Error())
+			continue
+		}
+		rep, err := r.VerifyBackup(ctx, part.m.m, repo.VerifyOptions{Share: share})
+		if err != nil {
+			return err
+		}
+		check.Chunks += rep.ChunksRead
+		check.Bytes += rep.BytesRead
+		for _, pr := range rep.Problems {
+			damaged++
+			found = append(found, label+pr.Kind+" "+pr.Object+": "+pr.Detail)
+		}
+	}
+	if len(found) > 0 {
+		check.State = cairn.CheckFailed
+		check.Detail = strings.Join(found, "; ")
+		if damaged > 0 {
+			check.Detail = fmt.Sprintf("%d of %d chunks read are damaged: %s", damaged, check.Chunks, check.Detail)
+		}
+	}
+	return nil
+}
+
+// readManifest reads a repository backup's manifest: a manifest missing
+// or damaged is a finding (in the result), other errors are the
+// error's.
+func readManifest(ctx context.Context, r Repository, id string) (*repoManifest, error) {
+	rid, err := cairn.ParseID(id)
+	if err != nil {
+		return &repoManifest{err: fmt.Errorf("repository id %q: %w", id, cairn.ErrCorrupt)}, nil
+	}
+	m, err := r.Manifest(ctx, rid)
+	if errors.Is(err, cairn.ErrNotFound) || errors.Is(err, cairn.ErrCorrupt) {
+		return &repoManifest{err: err}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s: %w", id, err)
+	}
+	return &repoManifest{m: m}, nil
 }
 
 // drillImage is the scratch image a drill task restores to: named by the
@@ -247,7 +320,7 @@ func (s *Service) runDrillBackup(ctx context.Context, t cairn.Task) error {
 	}
 	check.Seconds = time.Since(start).Seconds()
 	check.At = s.nowUTC()
-	return s.recordCheck(ctx, "drill", b, check)
+	return s.recordCheck(ctx, "backup", "drill", b.ID, b.ProjectID, backupPayload(b), check)
 }
 
 // errCheckFailed: the restored image failed its file system check.
@@ -284,9 +357,9 @@ func (s *Service) drill(ctx context.Context, r Repository, m *format.Manifest, p
 		if !errors.As(err, &ee) {
 			return stats.Bytes, "", fmt.Errorf("e2fsck: %w", err)
 		}
-		return stats.Bytes, "", fmt.Errorf("e2fsck -fn: exit %d: %s: %w", ee.ExitCode(), lastLines(string(out), 5), errCheckFailed)
+		return stats.Bytes, "", fmt.Errorf("e2fsck -fn: exit %d: %s: %w", ee.ExitCode(), dbagent.LastLines(string(out), 5), errCheckFailed)
 	}
-	return stats.Bytes, "restored; e2fsck -fn found the file system clean: " + lastLines(string(out), 1), nil
+	return stats.Bytes, "restored; e2fsck -fn found the file system clean: " + dbagent.LastLines(string(out), 1), nil
 }
 
 // extFileSystem reports whether the image at path begins with an ext2,
@@ -304,31 +377,23 @@ func extFileSystem(path string) (bool, error) {
 	return magic[0] == 0x53 && magic[1] == 0xEF, nil
 }
 
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, " / ")
-}
-
 // failCheck ends a verify or drill task that could not run: the backup
 // is left as it was (a check that did not run found nothing), and the
 // task's error says why.
 func (s *Service) failCheck(context.Context, cairn.Task, error) error { return nil }
 
 // pickDrill chooses the backup a drill slot restores among a target's
-// available backups, newest first.
-func pickDrill(list []cairn.Backup, p cairn.Policy, now time.Time, rng *rand.Rand) (cairn.Backup, bool) {
+// backups, newest first.
+func pickDrill(list []checkTarget, p cairn.Policy, now time.Time, rng *rand.Rand) (checkTarget, bool) {
 	if len(list) == 0 {
-		return cairn.Backup{}, false
+		return checkTarget{}, false
 	}
 	if p.DrillPick != cairn.DrillRandom {
 		return list[0], true
 	}
-	var in []cairn.Backup
+	var in []checkTarget
 	for _, b := range list {
-		if p.DrillWithinSeconds == 0 || now.Sub(b.DataTimestamp) <= time.Duration(p.DrillWithinSeconds)*time.Second {
+		if p.DrillWithinSeconds == 0 || now.Sub(b.at) <= time.Duration(p.DrillWithinSeconds)*time.Second {
 			in = append(in, b)
 		}
 	}

@@ -49,6 +49,10 @@ type InstanceHost interface {
 	// BackupInstance writes a physical or logical backup of the server
 	// to w, as its tool makes it, and returns its record.
 	BackupInstance(ctx context.Context, id string, o dbhost.StreamOptions, w io.Writer) (dbagent.Record, error)
+	// CheckInstance runs the datastore's consistency check (pg_amcheck,
+	// mariadb-check) and req's query on an instance's server; damage
+	// found is a report that did not pass, not an error.
+	CheckInstance(ctx context.Context, id string, req dbagent.CheckRequest) (dbagent.CheckReport, error)
 
 	// WALIdentity says where an instance's server stands in its WAL;
 	// StreamWAL streams the WAL of a timeline from start to fn until the
@@ -161,6 +165,10 @@ type instanceParams struct {
 	// instance, whose archive's WAL is replayed from the backup.
 	PointInTime time.Time `json:"point_in_time,omitzero"`
 	Source      string    `json:"source,omitempty"`
+	// FromRepository restores a snapshot backup from the repository even
+	// where the host still has its snapshot: a drill proves what a lost
+	// host would leave.
+	FromRepository bool `json:"from_repository,omitempty"`
 }
 
 // CreateInstance accepts a new instance, in BUILD; its task makes the
@@ -307,60 +315,9 @@ func (s *Service) runCreateInstance(ctx context.Context, t cairn.Task) error {
 	if err := json.Unmarshal(t.Params, &p); err != nil {
 		return fmt.Errorf("task params: %w", err)
 	}
-	spec := dbhost.Spec{ID: inst.ID, Datastore: inst.Datastore.Type, Version: inst.Datastore.Version,
-		Source: dbhost.SourceInit, Databases: p.Databases, Users: p.Users}
-	var b cairn.DatabaseBackup
-	var chain []cairn.DatabaseBackup // of a physical backup, full first
-	if inst.BackupID != "" {
-		if b, err = s.dbBackupRow(ctx, inst.BackupID); err != nil {
-			return err
-		}
-		if chain, err = s.restoreSource(ctx, &spec, b); err != nil {
-			return err
-		}
-	}
-	if inst.VolumeID == "" {
-		if inst, err = s.makeInstanceVolume(ctx, t, inst, b); err != nil {
-			return err
-		}
-	}
-	if spec.Volume, err = cairn.ParseID(inst.VolumeID); err != nil {
-		return fmt.Errorf("instance %s: volume id: %w", inst.ID, err)
-	}
-	if b.Overlay != "" {
-		if spec.Overlay, err = s.readOverlay(ctx, b); err != nil {
-			return err
-		}
-	}
-	var walStream func(ctx context.Context, w io.Writer) error
-	if !p.PointInTime.IsZero() {
-		if spec.Recovery, walStream, err = s.recoveryPlan(ctx, p.Source, b, p.PointInTime, false, 0); err != nil {
-			return err
-		}
-	}
-	// Provision resumes where a call cut short stopped: one that met the
-	// data plane gone (killed, and being started again by the service)
-	// is made again, a few times, with backoff.
-	var st dbhost.State
-	for attempt, pause := 1, time.Second; ; attempt, pause = attempt+1, 2*pause {
-		switch {
-		case spec.Source == dbhost.SourcePhysical, spec.Source == dbhost.SourceLogical, walStream != nil:
-			st, err = s.provisionFromStream(ctx, spec, b, chain, walStream)
-		default:
-			st, err = s.host.Provision(ctx, spec, nil)
-		}
-		if err == nil || !errors.Is(err, cairn.ErrUnavailable) || attempt == provisionAttempts {
-			break
-		}
-		s.log.Warn("provisioning an instance met its host unavailable; trying again", "instance", inst.ID, "attempt", attempt, "in", pause, "err", err)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.after(pause):
-		}
-	}
+	st, inst, err := s.provisionInstance(ctx, t, inst, p)
 	if err != nil {
-		return fmt.Errorf("provisioning: %w", err)
+		return err
 	}
 	// The users exist: their passwords leave the catalog (the host
 	// forgot them too; a resumed Provision does not need them).
@@ -377,6 +334,70 @@ func (s *Service) runCreateInstance(ctx context.Context, t cairn.Task) error {
 	s.startArchiver(inst)
 	s.event(ctx, "instance.create.end", inst.ProjectID, instancePayload(inst))
 	return nil
+}
+
+// provisionInstance makes instance inst (in BUILD) as its task t would:
+// its volume (empty, cloned or restored from its backup), then has the
+// host provision it, recovering to p's point in time when it has one.
+// Each step resumes where an attempt cut short stopped. It returns the
+// host's state of the instance and its row as updated.
+func (s *Service) provisionInstance(ctx context.Context, t cairn.Task, inst cairn.Instance, p instanceParams) (st dbhost.State, _ cairn.Instance, _ error) {
+	spec := dbhost.Spec{ID: inst.ID, Datastore: inst.Datastore.Type, Version: inst.Datastore.Version,
+		Source: dbhost.SourceInit, Databases: p.Databases, Users: p.Users}
+	var err error
+	var b cairn.DatabaseBackup
+	var chain []cairn.DatabaseBackup // of a physical backup, full first
+	if inst.BackupID != "" {
+		if b, err = s.dbBackupRow(ctx, inst.BackupID); err != nil {
+			return st, inst, err
+		}
+		if chain, err = s.restoreSource(ctx, &spec, b); err != nil {
+			return st, inst, err
+		}
+	}
+	if inst.VolumeID == "" {
+		if inst, err = s.makeInstanceVolume(ctx, t, inst, b, p.FromRepository); err != nil {
+			return st, inst, err
+		}
+	}
+	if spec.Volume, err = cairn.ParseID(inst.VolumeID); err != nil {
+		return st, inst, fmt.Errorf("instance %s: volume id: %w", inst.ID, err)
+	}
+	if b.Overlay != "" {
+		if spec.Overlay, err = s.readOverlay(ctx, b); err != nil {
+			return st, inst, err
+		}
+	}
+	var walStream func(ctx context.Context, w io.Writer) error
+	if !p.PointInTime.IsZero() {
+		if spec.Recovery, walStream, err = s.recoveryPlan(ctx, p.Source, b, p.PointInTime, false, 0); err != nil {
+			return st, inst, err
+		}
+	}
+	// Provision resumes where a call cut short stopped: one that met the
+	// data plane gone (killed, and being started again by the service)
+	// is made again, a few times, with backoff.
+	for attempt, pause := 1, time.Second; ; attempt, pause = attempt+1, 2*pause {
+		switch {
+		case spec.Source == dbhost.SourcePhysical, spec.Source == dbhost.SourceLogical, walStream != nil:
+			st, err = s.provisionFromStream(ctx, spec, b, chain, walStream)
+		default:
+			st, err = s.host.Provision(ctx, spec, nil)
+		}
+		if err == nil || !errors.Is(err, cairn.ErrUnavailable) || attempt == provisionAttempts {
+			break
+		}
+		s.log.Warn("provisioning an instance met its host unavailable; trying again", "instance", inst.ID, "attempt", attempt, "in", pause, "err", err)
+		select {
+		case <-ctx.Done():
+			return st, inst, ctx.Err()
+		case <-s.after(pause):
+		}
+	}
+	if err != nil {
+		return st, inst, fmt.Errorf("provisioning: %w", err)
+	}
+	return st, inst, nil
 }
 
 // restoreSource sets the spec's source to backup b: its record, or for
@@ -413,10 +434,10 @@ func (s *Service) restoreSource(ctx context.Context, spec *dbhost.Spec, b cairn.
 // makeInstanceVolume makes the instance's engine volume (named by the
 // instance's ID, so a resumed task finds it): empty, an instant clone of
 // the backup's snapshot where the host still has it, or restored from
-// the repository. The instance's VolumeID is recorded only once the
-// volume holds all its data; a volume found without it is a restore cut
-// short, deleted and made again.
-func (s *Service) makeInstanceVolume(ctx context.Context, t cairn.Task, inst cairn.Instance, b cairn.DatabaseBackup) (cairn.Instance, error) {
+// the repository (always, with fromRepository). The instance's VolumeID
+// is recorded only once the volume holds all its data; a volume found
+// without it is a restore cut short, deleted and made again.
+func (s *Service) makeInstanceVolume(ctx context.Context, t cairn.Task, inst cairn.Instance, b cairn.DatabaseBackup, fromRepository bool) (cairn.Instance, error) {
 	ev, ok, err := s.engineVolume(ctx, inst.ID)
 	if err != nil {
 		return inst, err
@@ -428,7 +449,7 @@ func (s *Service) makeInstanceVolume(ctx context.Context, t cairn.Task, inst cai
 	}
 	size := inst.VolumeSize * GiB
 	var snap cairn.ID
-	if b.ID != "" {
+	if b.ID != "" && !fromRepository {
 		if es, found, err := s.engineSnapshot(ctx, DBSnapshotName(b.ID)); err != nil {
 			return inst, err
 		} else if found {
@@ -727,6 +748,18 @@ func (s *Service) runDeleteInstance(ctx context.Context, t cairn.Task) error {
 	if err != nil {
 		return err
 	}
+	if err := s.removeInstance(ctx, inst); err != nil {
+		return err
+	}
+	s.event(ctx, "instance.delete.end", inst.ProjectID, instancePayload(inst))
+	return nil
+}
+
+// removeInstance takes an instance down on the host, deletes its
+// volume (with the snapshots its backups, recoveries and restore points
+// kept there) and its row; each step is skipped when done. Its backups
+// stay in the repository.
+func (s *Service) removeInstance(ctx context.Context, inst cairn.Instance) error {
 	s.stopArchiver(inst.ID)
 	if err := s.host.RemoveInstance(ctx, inst.ID); err != nil {
 		return fmt.Errorf("removing from the host: %w", err)
@@ -781,7 +814,6 @@ func (s *Service) runDeleteInstance(ctx context.Context, t cairn.Task) error {
 	if err != nil && !errors.Is(err, cairn.ErrNotFound) {
 		return err
 	}
-	s.event(ctx, "instance.delete.end", inst.ProjectID, instancePayload(inst))
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/catalog"
+	"github.com/cairnproject/cairn/internal/dbagent"
 	"github.com/cairnproject/cairn/internal/retention"
 	"github.com/cairnproject/cairn/internal/schedule"
 )
@@ -44,6 +45,8 @@ const (
 	// dueBatch is how many due policies one catalog read returns.
 	dueBatch         = 256
 	maxPolicyTargets = 1000
+	// maxDrillQuery bounds a drill policy's query.
+	maxDrillQuery = 4096
 )
 
 // PolicyRequest is a policy's definition as its owner sends it.
@@ -109,11 +112,24 @@ func (s *Service) checkPolicy(ctx context.Context, tx catalog.Tx, c Caller, name
 		return schedule.Spec{}, errorf(cairn.ErrInvalid, "action %q: want backup, verify or drill", sp.Action)
 	}
 	if sp.Action != cairn.PolicyActionBackup {
-		if sp.Target.Kind != cairn.TargetVolume {
-			return schedule.Spec{}, errorf(cairn.ErrInvalid, "%s policies are for volumes' backups (instances' are not built yet)", sp.Action)
+		if !retention.IsZero(sp.Retention) || sp.Container != "" || sp.Strategy != "" || sp.PITRWindowSeconds != 0 {
+			return schedule.Spec{}, errorf(cairn.ErrInvalid, "retention, container, strategy and pitr_window_seconds are for backup policies")
 		}
-		if !retention.IsZero(sp.Retention) || sp.Container != "" {
-			return schedule.Spec{}, errorf(cairn.ErrInvalid, "retention and container are for backup policies")
+	}
+	if sp.DrillQuery != "" || sp.DrillDatabase != "" {
+		if sp.Action != cairn.PolicyActionDrill || sp.Target.Kind != cairn.TargetInstance {
+			return schedule.Spec{}, errorf(cairn.ErrInvalid, "drill_query and drill_database are for drill policies of instances")
+		}
+		if sp.DrillQuery == "" {
+			return schedule.Spec{}, errorf(cairn.ErrInvalid, "drill_database without a drill_query")
+		}
+		if err := validText("drill_query", sp.DrillQuery, maxDrillQuery); err != nil {
+			return schedule.Spec{}, err
+		}
+		if sp.DrillDatabase != "" {
+			if err := dbagent.ValidateDatabases([]dbagent.Database{{Name: sp.DrillDatabase}}, nil); err != nil {
+				return schedule.Spec{}, fmt.Errorf("drill_database: %w", err)
+			}
 		}
 	}
 	if sp.VerifyShare < 0 || sp.VerifyShare > 1 || sp.ReverifyDays < 0 {
@@ -586,28 +602,48 @@ func (s *Service) fireSlotTx(ctx context.Context, tx catalog.Tx, p cairn.Policy,
 	return nil
 }
 
-// queuePolicyChecks queues a verify slot's verifications of a volume's
+// queuePolicyChecks queues a verify slot's verifications of a target's
 // backups (those never verified, or last verified longer ago than the
 // policy's reverify_days, or that failed), or a drill slot's drill of
-// one of them. A backup whose check is under way is a skipped run.
+// one of them: a volume's available backups, an instance's completed
+// ones. A backup whose check is under way is a skipped run.
 func (s *Service) queuePolicyChecks(ctx context.Context, tx catalog.Tx, p cairn.Policy, target string, slot time.Time) ([]cairn.PolicyRun, error) {
-	list, err := tx.Backups(ctx, catalog.Filter{ProjectID: p.ProjectID, VolumeID: target, Status: cairn.StatusAvailable,
-		Sort: []catalog.SortKey{{Key: "data_timestamp", Desc: true}}})
-	if err != nil {
-		return nil, err
+	byTime := []catalog.SortKey{{Key: "data_timestamp", Desc: true}}
+	var list []checkTarget
+	kind := "backup."
+	if p.Target.Kind == cairn.TargetVolume {
+		backups, err := tx.Backups(ctx, catalog.Filter{ProjectID: p.ProjectID, VolumeID: target, Status: cairn.StatusAvailable, Sort: byTime})
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range backups {
+			list = append(list, checkTarget{id: b.ID, project: b.ProjectID, at: b.DataTimestamp})
+		}
+	} else {
+		kind = "dbbackup."
+		backups, err := tx.DatabaseBackups(ctx, catalog.Filter{ProjectID: p.ProjectID, InstanceID: target,
+			Status: cairn.Status(cairn.DatabaseBackupCompleted), Sort: byTime})
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range backups {
+			list = append(list, checkTarget{id: b.ID, project: b.ProjectID, at: b.DataTimestamp})
+		}
 	}
-	var picked []cairn.Backup
-	kind := "backup.verify"
+	var picked []checkTarget
+	params := checkParams{Share: p.VerifyShare}
 	if p.Action == cairn.PolicyActionDrill {
-		kind = "backup.drill"
+		kind += "drill"
+		params = checkParams{Query: p.DrillQuery, Database: p.DrillDatabase}
 		// The pick is the slot's: the same slot picks the same backup.
 		rng := rand.New(rand.NewPCG(uint64(slot.Unix()), uint64(len(p.ID))))
 		if b, ok := pickDrill(list, p, slot, rng); ok {
 			picked = append(picked, b)
 		}
 	} else {
+		kind += "verify"
 		for _, b := range list {
-			m, err := tx.BackupMarks(ctx, b.ID)
+			m, err := tx.BackupMarks(ctx, b.id)
 			if err != nil {
 				return nil, err
 			}
@@ -620,8 +656,8 @@ func (s *Service) queuePolicyChecks(ctx context.Context, tx catalog.Tx, p cairn.
 	}
 	var runs []cairn.PolicyRun
 	for _, b := range picked {
-		run := cairn.PolicyRun{TargetID: target, BackupID: b.ID}
-		err := s.queueCheck(ctx, tx, kind, b, checkParams{Share: p.VerifyShare})
+		run := cairn.PolicyRun{TargetID: target, BackupID: b.id}
+		err := s.queueCheck(ctx, tx, kind, b, params)
 		if errors.Is(err, cairn.ErrConflict) {
 			run.Skipped = failReason(err)
 		} else if err != nil {

@@ -246,6 +246,11 @@ func TestPolicyRefusals(t *testing.T) {
 		{"bad catch-up", func(q *service.PolicyRequest) { q.Spec.CatchUp = "twice" }, cairn.ErrInvalid},
 		{"strategy on a volume", func(q *service.PolicyRequest) { q.Spec.Strategy = "logical" }, cairn.ErrInvalid},
 		{"jitter over a day", func(q *service.PolicyRequest) { q.Spec.JitterSeconds = 90000 }, cairn.ErrInvalid},
+		{"drill query on a volume", func(q *service.PolicyRequest) {
+			q.Spec.Action, q.Spec.Retention, q.Spec.DrillQuery = cairn.PolicyActionDrill, cairn.RetentionRules{}, "SELECT 1"
+		}, cairn.ErrInvalid},
+		{"drill query on a backup policy", func(q *service.PolicyRequest) { q.Spec.DrillQuery = "SELECT 1" }, cairn.ErrInvalid},
+		{"retention on a verify policy", func(q *service.PolicyRequest) { q.Spec.Action = cairn.PolicyActionVerify }, cairn.ErrInvalid},
 	} {
 		q := ok
 		q.Spec.Target.IDs = slices.Clone(ok.Spec.Target.IDs)

@@ -41,6 +41,9 @@ type Instances interface {
 	// BackupInstance writes a physical or logical backup of an instance
 	// to w and returns its record.
 	BackupInstance(ctx context.Context, id string, o dbhost.StreamOptions, w io.Writer) (dbagent.Record, error)
+	// CheckInstance runs the datastore's consistency check and req's
+	// query on an instance's server (see dbhost.Host.Check).
+	CheckInstance(ctx context.Context, id string, req dbagent.CheckRequest) (dbagent.CheckReport, error)
 
 	// WALIdentity, WALSlot and TimelineHistory read an instance's WAL
 	// state; StreamWAL streams its WAL, ConfirmWAL reports what the
@@ -94,9 +97,14 @@ func (h HostInstances) SnapshotInstance(ctx context.Context, id string, o dbhost
 	return h.H.Snapshot(ctx, id, o)
 }
 
+func (h HostInstances) CheckInstance(ctx context.Context, id string, req dbagent.CheckRequest) (dbagent.CheckReport, error) {
+	return h.H.Check(ctx, id, req)
+}
+
 // WithInstances serves in's endpoints beside h's: GET /datastores,
-// GET /instances, GET, PUT and DELETE /instances/{id} and POST
-// /instances/{id}/snapshot.
+// GET /instances, GET, PUT and DELETE /instances/{id}, POST
+// /instances/{id}/snapshot, /backup and /check, and the WAL's and the
+// binary log's.
 func WithInstances(h http.Handler, in Instances) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /datastores", func(w http.ResponseWriter, r *http.Request) {
@@ -174,6 +182,15 @@ func WithInstances(h http.Handler, in Instances) http.Handler {
 		}
 		b, err := in.SnapshotInstance(r.Context(), r.PathValue("id"), o)
 		answer(w, b, err)
+	})
+	mux.HandleFunc("POST /instances/{id}/check", func(w http.ResponseWriter, r *http.Request) {
+		var req dbagent.CheckRequest
+		if err := decode(r, &req); err != nil {
+			writeErr(w, err)
+			return
+		}
+		rep, err := in.CheckInstance(r.Context(), r.PathValue("id"), req)
+		answer(w, rep, err)
 	})
 	mux.HandleFunc("POST /instances/{id}/backup", func(w http.ResponseWriter, r *http.Request) {
 		var o dbhost.StreamOptions
@@ -332,4 +349,9 @@ func (c *Client) RemoveInstance(ctx context.Context, id string) error {
 func (c *Client) SnapshotInstance(ctx context.Context, id string, o dbhost.SnapshotOptions) (b dbhost.SnapshotBackup, err error) {
 	err = c.do(ctx, "POST", "/instances/"+url.PathEscape(id)+"/snapshot", o, &b)
 	return b, err
+}
+
+func (c *Client) CheckInstance(ctx context.Context, id string, req dbagent.CheckRequest) (rep dbagent.CheckReport, err error) {
+	err = c.do(ctx, "POST", "/instances/"+url.PathEscape(id)+"/check", req, &rep)
+	return rep, err
 }

@@ -88,6 +88,17 @@ func (f *fakeInstances) SnapshotInstance(_ context.Context, id string, o dbhost.
 	return dbhost.SnapshotBackup{Snapshot: cairn.NewID(), Record: dbagent.Record{Method: dbagent.Snapshot, Label: o.Label}, Overlay: []byte{0, 1, 2}}, nil
 }
 
+// CheckInstance passes, echoing the query, unless the instance is
+// unknown.
+func (f *fakeInstances) CheckInstance(_ context.Context, id string, req dbagent.CheckRequest) (dbagent.CheckReport, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.specs[id]; !ok {
+		return dbagent.CheckReport{}, fmt.Errorf("instance %s: %w", id, cairn.ErrNotFound)
+	}
+	return dbagent.CheckReport{Passed: true, Tool: "fake", Detail: "checked " + req.Database, Result: req.Query}, nil
+}
+
 // BackupInstance writes 3 MiB of a pattern, then fails when the label
 // says so.
 func (f *fakeInstances) BackupInstance(_ context.Context, id string, o dbhost.StreamOptions, w io.Writer) (dbagent.Record, error) {
@@ -156,12 +167,17 @@ func TestInstancesOverTheControlSocket(t *testing.T) {
 		{"unknown instance", func() error { _, err := c.HostInstance(ctx, "nope"); return err }, cairn.ErrNotFound},
 		{"snapshot without a name", func() error { _, err := c.SnapshotInstance(ctx, "i1", dbhost.SnapshotOptions{}); return err }, cairn.ErrInvalid},
 		{"known instance", func() error { _, err := c.HostInstance(ctx, "i1"); return err }, nil},
+		{"check of an unknown instance", func() error { _, err := c.CheckInstance(ctx, "nope", dbagent.CheckRequest{}); return err }, cairn.ErrNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.call(); !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
 		})
+	}
+	if rep, err := c.CheckInstance(ctx, "i1", dbagent.CheckRequest{Database: "app", Query: "SELECT 1"}); err != nil ||
+		!rep.Passed || rep.Result != "SELECT 1" || rep.Detail != "checked app" {
+		t.Fatalf("CheckInstance: %+v %v", rep, err)
 	}
 	b, err := c.SnapshotInstance(ctx, "i1", dbhost.SnapshotOptions{Name: "n", Label: "l"})
 	if err != nil || b.Snapshot.IsZero() || b.Record.Label != "l" || len(b.Overlay) != 3 {

@@ -152,6 +152,12 @@ type DatabaseBackup struct {
 	ProjectID     string          `json:"project_id"`
 	Created       time.Time       `json:"created"`
 	Updated       time.Time       `json:"updated"`
+	// Protected, Verification and Drill are cairn's marks, in show's
+	// answer only: a protected backup is never deleted; the outcomes of
+	// the backup's last verification and restore drill.
+	Protected    *bool              `json:"protected,omitempty"`
+	Verification *cairn.BackupCheck `json:"verification,omitempty"`
+	Drill        *cairn.BackupCheck `json:"drill,omitempty"`
 }
 
 // BackupDatastore is the datastore and version a backup was taken of.

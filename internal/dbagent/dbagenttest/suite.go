@@ -89,6 +89,7 @@ func Run(t *testing.T, h *Harness) {
 	t.Run("QuiesceEnds", s.testQuiesceEnds)
 	t.Run("PhysicalRestore", s.testPhysical)
 	t.Run("LogicalRestore", s.testLogical)
+	t.Run("Check", s.testCheck)
 	for _, x := range h.Extra {
 		t.Run(x.Name, func(t *testing.T) { x.Run(t, s) })
 	}
@@ -842,4 +843,44 @@ func (s *Env) testLogical(t *testing.T) {
 		t.Fatalf("RestoreLogical: %v", err)
 	}
 	s.Verify(t, restored, src, part.Record, w.Log())
+}
+
+// testCheck: the datastore's check passes on a sound instance and runs
+// the query (its first column returned); a query that fails, returns no
+// row or writes fails the check without an error; a check cut short by
+// its context is an error, not a verdict.
+func (s *Env) testCheck(t *testing.T) {
+	src := s.Source(t, false)
+	ctx := t.Context()
+	for _, c := range []struct {
+		name   string
+		req    dbagent.CheckRequest
+		passed bool
+		result string
+		detail string
+	}{
+		{"no query", dbagent.CheckRequest{}, true, "", ""},
+		{"count", dbagent.CheckRequest{Database: "app", Query: "SELECT count(*) FROM static_rows"}, true, fmt.Sprint(staticRows), ""},
+		{"missing table", dbagent.CheckRequest{Database: "app", Query: "SELECT count(*) FROM no_such_table"}, false, "", "no_such_table"},
+		{"no row", dbagent.CheckRequest{Database: "app", Query: "SELECT id FROM static_rows WHERE id < 0"}, false, "", "returned no row"},
+		{"read only", dbagent.CheckRequest{Database: "app", Query: "DELETE FROM static_rows"}, false, "", "failed"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rep, err := src.Inst.Check(ctx, c.req)
+			if err != nil {
+				t.Fatalf("Check: %v", err)
+			}
+			if rep.Passed != c.passed || rep.Result != c.result || rep.Tool == "" || !strings.Contains(rep.Detail, c.detail) {
+				t.Fatalf("Check(%+v) = %+v; want passed %v, result %q, detail with %q", c.req, rep, c.passed, c.result, c.detail)
+			}
+		})
+	}
+	if got := s.staticSum(t, src.Inst); got != src.Static {
+		t.Fatalf("the checks changed static_rows: %+v, was %+v", got, src.Static)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if rep, err := src.Inst.Check(cctx, dbagent.CheckRequest{}); err == nil {
+		t.Fatalf("a cancelled check: %+v, no error", rep)
+	}
 }

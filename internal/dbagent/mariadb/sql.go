@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"regexp"
+	"strings"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/dbagent"
@@ -154,4 +155,76 @@ func (i *Instance) Checksums(ctx context.Context) ([]dbagent.TableChecksum, erro
 		}
 	}
 	return out, nil
+}
+
+// Check implements dbagent.Instance: mariadb-check of every table of
+// every database (CHECK TABLE), then the request's query. A table the
+// tool reports with an error fails the check, whatever its exit status.
+func (i *Instance) Check(ctx context.Context, req dbagent.CheckRequest) (dbagent.CheckReport, error) {
+	rep := dbagent.CheckReport{Tool: "mariadb-check"}
+	cmd := i.e.tool(ctx, "mariadb-check", "--socket="+i.socket(), "--user="+i.e.admin, "--all-databases", "--check")
+	out := &dbagent.TailBuffer{Max: 1 << 20}
+	passed, tail, err := dbagent.RunCheckTool(cmd, out)
+	if err != nil {
+		return rep, fmt.Errorf("check: %w", err)
+	}
+	var bad []string
+	for l := range strings.SplitSeq(out.String(), "\n") {
+		if f := strings.Fields(l); len(f) > 0 && strings.EqualFold(f[0], "error") {
+			bad = append(bad, strings.TrimSpace(l))
+		}
+	}
+	rep.Passed = passed && len(bad) == 0
+	switch {
+	case rep.Passed:
+		rep.Detail = "mariadb-check --all-databases found every table OK"
+	case len(bad) > 0:
+		rep.Detail = "mariadb-check found damage: " + dbagent.LastLines(strings.Join(bad, "\n"), 8)
+	default:
+		rep.Detail = "mariadb-check failed: " + tail
+	}
+	if req.Query == "" {
+		return rep, nil
+	}
+	result, rows, qerr := i.checkQuery(ctx, req)
+	if ctx.Err() != nil {
+		return rep, fmt.Errorf("check: %w", ctx.Err())
+	}
+	dbagent.QueryVerdict(&rep, req, result, rows, qerr)
+	return rep, nil
+}
+
+// checkQuery runs the query in a read-only transaction and returns its
+// first row's first column as text.
+func (i *Instance) checkQuery(ctx context.Context, req dbagent.CheckRequest) (string, bool, error) {
+	db := i.openDB(req.Database)
+	defer db.Close()
+	tx, err := db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return "", false, err
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, req.Query)
+	if err != nil {
+		return "", false, err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return "", false, rows.Err()
+	}
+	cols, err := rows.Columns()
+	if err != nil {
+		return "", false, err
+	}
+	vals := make([]any, len(cols))
+	var first sql.NullString
+	vals[0] = &first
+	for k := 1; k < len(vals); k++ {
+		vals[k] = new(sql.RawBytes)
+	}
+	if err := rows.Scan(vals...); err != nil {
+		return "", false, err
+	}
+	rows.Close()
+	return first.String, true, rows.Err()
 }

@@ -139,6 +139,7 @@ func harness(t *testing.T) *dbagenttest.Harness {
 			{Name: "StreamWAL", Run: testStreamWAL},
 			{Name: "StreamWALSlowReader", Run: testStreamWALSlowReader},
 			{Name: "PointInTime", Run: testPointInTime},
+			{Name: "CheckFindsCorruption", Run: testCheckFindsCorruption},
 		},
 	}
 }
@@ -489,4 +490,44 @@ func testTablespaces(t *testing.T, env *dbagenttest.Env) {
 		t.Errorf("BackupPhysical with a tablespace = %v, want pg_basebackup's error", err)
 	}
 	t.Logf("BackupPhysical with a tablespace: %v", err)
+}
+
+// testCheckFindsCorruption: a heap page whose line pointers were
+// overwritten on disk while the server was down is found by the check:
+// a report that did not pass, with pg_amcheck's words, and no error.
+func testCheckFindsCorruption(t *testing.T, s *dbagenttest.Env) {
+	src := s.Source(t, false)
+	ctx := t.Context()
+	var rel string
+	if err := src.DB.QueryRowContext(ctx, "SELECT pg_relation_filepath('static_rows')").Scan(&rel); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.DB.ExecContext(ctx, "CHECKPOINT"); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := src.Inst.Check(ctx, dbagent.CheckRequest{}); err != nil || !rep.Passed {
+		t.Fatalf("the check before the damage: %+v, %v", rep, err)
+	}
+	if err := src.Inst.Stop(ctx, src.Srv.Proc.Server()); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(filepath.Join(src.Inst.Config().DataDir, rel), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Page 0's first 16 line pointers, just after its 24-byte header.
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0xff}, 64), 24); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dbagenttest.Start(t, src.Inst)
+	rep, err := src.Inst.Check(ctx, dbagent.CheckRequest{Database: "app", Query: "SELECT 1"})
+	if err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	if rep.Passed || !strings.Contains(rep.Detail, "pg_amcheck found corruption") || !strings.Contains(rep.Detail, "static_rows") {
+		t.Fatalf("the check of a damaged page: %+v", rep)
+	}
 }

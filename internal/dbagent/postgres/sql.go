@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strconv"
 
 	"github.com/jackc/pgx/v5"
 
@@ -162,4 +163,68 @@ func (i *Instance) databaseChecksums(ctx context.Context, db string) ([]dbagent.
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// Check implements dbagent.Instance: pg_amcheck of every database's
+// heaps, TOAST and B-tree indexes (with --heapallindexed: every heap
+// tuple is found in its indexes), then the request's query.
+func (i *Instance) Check(ctx context.Context, req dbagent.CheckRequest) (dbagent.CheckReport, error) {
+	rep := dbagent.CheckReport{Tool: "pg_amcheck"}
+	cmd := i.e.tool(ctx, "pg_amcheck", "--no-password", "--all", "--install-missing", "--heapallindexed",
+		"--host", i.cfg.RunDir, "--port", strconv.Itoa(i.cfg.Port), "--username", superuser, "--maintenance-db", "postgres")
+	passed, out, err := dbagent.RunCheckTool(cmd, nil)
+	if err != nil {
+		return rep, fmt.Errorf("check: %w", err)
+	}
+	rep.Passed = passed
+	if passed {
+		rep.Detail = "pg_amcheck --all --heapallindexed found no corruption"
+	} else {
+		rep.Detail = "pg_amcheck found corruption: " + out
+	}
+	if req.Query == "" {
+		return rep, nil
+	}
+	if req.Database == "" {
+		req.Database = "postgres"
+	}
+	result, rows, qerr := i.checkQuery(ctx, req)
+	if ctx.Err() != nil {
+		return rep, fmt.Errorf("check: %w", ctx.Err())
+	}
+	dbagent.QueryVerdict(&rep, req, result, rows, qerr)
+	return rep, nil
+}
+
+// checkQuery runs the query in a read-only transaction and returns its
+// first row's first column as text.
+func (i *Instance) checkQuery(ctx context.Context, req dbagent.CheckRequest) (string, bool, error) {
+	conn, err := i.connect(ctx, req.Database, "cairn-check")
+	if err != nil {
+		return "", false, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	tx, err := conn.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return "", false, err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	rows, err := tx.Query(ctx, req.Query)
+	if err != nil {
+		return "", false, err
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		return "", false, rows.Err()
+	}
+	vals, err := rows.Values()
+	if err != nil {
+		return "", false, err
+	}
+	result := ""
+	if len(vals) > 0 && vals[0] != nil {
+		result = fmt.Sprint(vals[0])
+	}
+	rows.Close()
+	return result, true, rows.Err()
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -159,6 +160,31 @@ func (h *InstanceHost) SnapshotInstance(ctx context.Context, id string, o dbhost
 	rec := dbagent.Record{Datastore: dbagent.Datastore{Type: in.spec.Datastore, Version: in.spec.Version},
 		Method: dbagent.Snapshot, Label: o.Label, Time: snap.Created.UTC().Truncate(time.Microsecond)}
 	return dbhost.SnapshotBackup{Snapshot: snap.ID, Record: rec, Overlay: []byte("overlay of " + o.Name)}, c.End(ctx)
+}
+
+// CheckInstance implements service.InstanceHost: every check passes but
+// one whose query holds "damaged", and a query returns the instance's
+// datastore.
+func (h *InstanceHost) CheckInstance(ctx context.Context, id string, req dbagent.CheckRequest) (dbagent.CheckReport, error) {
+	c, err := h.faults.Begin(ctx, "InstanceHost.CheckInstance")
+	if err != nil {
+		return dbagent.CheckReport{}, err
+	}
+	h.mu.Lock()
+	in, ok := h.instances[id]
+	h.mu.Unlock()
+	if !ok {
+		return dbagent.CheckReport{}, fmt.Errorf("instance %s: %w", id, cairn.ErrNotFound)
+	}
+	rep := dbagent.CheckReport{Passed: true, Tool: "fake-check", Detail: "fake check of " + in.spec.Datastore + " found no damage"}
+	switch {
+	case strings.Contains(req.Query, "damaged"):
+		rep.Passed, rep.Detail = false, "fake check found damage"
+	case req.Query != "":
+		rep.Result = in.spec.Datastore
+		rep.Detail += fmt.Sprintf("; query in %s returned %q", req.Database, rep.Result)
+	}
+	return rep, c.End(ctx)
 }
 
 // BackupInstance implements service.InstanceHost: the stream is

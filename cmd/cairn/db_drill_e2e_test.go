@@ -1,0 +1,106 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/dbagent/dbagenttest"
+)
+
+// TestDatabaseDrill runs verify and drill policies made with the CLI on
+// an every-minute schedule against real PostgreSQL and MariaDB
+// instances: a slot reads back each backup's chunks, and restores the
+// newest from the repository into a scratch instance that pg_amcheck or
+// mariadb-check and the policy's query check. The backups show both
+// outcomes (through the database API), the query's answer is the
+// source's, and the scratch instances are gone afterwards. The waits
+// are for the marks the slots bring, read back.
+func TestDatabaseDrill(t *testing.T) {
+	t.Parallel()
+	needInstances(t)
+	needMariaDB(t)
+	data := dbagenttest.ReachableTempDir(t)
+	home := t.TempDir()
+	p := startService(t, data)
+	cli := func(args ...string) result {
+		return runCLI(t, []string{"HOME=" + home}, append(args, "--url", p.url, "--token", p.token)...)
+	}
+
+	pg := p.createInstance("pg-drill", "postgresql", "15")
+	conn := pgConn(t, pg)
+	if _, err := conn.Exec(t.Context(), "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 5000) g"); err != nil {
+		t.Fatal(err)
+	}
+	md := p.createInstance("mdb-drill", "mariadb", "10.11")
+	backupOf := map[string]string{}
+	for _, in := range []map[string]any{pg, md} {
+		var b struct {
+			Backup map[string]any `json:"backup"`
+		}
+		if code := p.callDB("POST", "/backups", map[string]any{"backup": map[string]any{"name": in["name"], "instance": in["id"]}}, &b); code != 202 {
+			t.Fatalf("backup of %s: %d %v", in["name"], code, b)
+		}
+		backupOf[in["id"].(string)] = b.Backup["id"].(string)
+	}
+	p.dbSettled()
+
+	pgID, mdID := pg["id"].(string), md["id"].(string)
+	var pol cairn.Policy
+	cliJSON(t, cli, &pol, "policy", "create", "pg-drill", "--action", "drill", "--schedule", "* * * * *", "--instance", pgID,
+		"--drill-query", "SELECT count(*) FROM t", "--drill-database", "app")
+	if pol.DrillQuery != "SELECT count(*) FROM t" || pol.DrillDatabase != "app" || pol.Target.Kind != cairn.TargetInstance {
+		t.Fatalf("created %+v", pol)
+	}
+	cliOK(t, cli, "policy", "create", "mdb-drill", "--action", "drill", "--schedule", "* * * * *", "--instance", mdID,
+		"--drill-query", "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'app'", "--drill-database", "app")
+	cliOK(t, cli, "policy", "create", "verify", "--action", "verify", "--schedule", "* * * * *", "--instance", pgID+","+mdID)
+
+	// Each backup's marks, once both checks have run.
+	marks := map[string]map[string]any{}
+	for inst, id := range backupOf {
+		for {
+			var b struct {
+				Backup map[string]any `json:"backup"`
+			}
+			if code := p.callDB("GET", "/backups/"+id, nil, &b); code != 200 {
+				t.Fatalf("backup show %s: %d", id, code)
+			}
+			if b.Backup["drill"] != nil && b.Backup["verification"] != nil {
+				marks[inst] = b.Backup
+				break
+			}
+			select {
+			case <-p.done:
+				t.Fatalf("the service exited: %s", p.log.String())
+			case <-time.After(200 * time.Millisecond): // polls the state the test waits for
+			}
+		}
+	}
+	for _, name := range []string{"pg-drill", "mdb-drill", "verify"} {
+		cliOK(t, cli, "policy", "update", name, "--disabled")
+	}
+	insts, _ := p.dbSettled()
+	if len(insts) != 2 {
+		t.Fatalf("instances after the drills: %v", insts)
+	}
+	for inst, want := range map[string][]string{
+		pgID: {"pg_amcheck --all --heapallindexed found no corruption", `returned "5000"`},
+		mdID: {"mariadb-check --all-databases found every table OK", `returned "1"`},
+	} {
+		m := marks[inst]
+		drill, _ := m["drill"].(map[string]any)
+		ver, _ := m["verification"].(map[string]any)
+		detail, _ := drill["detail"].(string)
+		if drill["state"] != cairn.CheckPassed || drill["seconds"] == nil || !strings.Contains(detail, want[0]) || !strings.Contains(detail, want[1]) {
+			t.Errorf("drill of %s's backup: %v", inst, drill)
+		}
+		if ver["state"] != cairn.CheckPassed || ver["chunks"] == nil {
+			t.Errorf("verification of %s's backup: %v", inst, ver)
+		}
+		t.Logf("drill of a %s backup: %.1f s: %s", m["datastore"].(map[string]any)["type"], drill["seconds"], detail)
+	}
+	p.deleteAll()
+	repoCheck(t, data)
+}

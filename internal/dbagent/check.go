@@ -1,0 +1,78 @@
+package dbagent
+
+import (
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// checkOutputLines is how much of a check tool's output a report keeps.
+const checkOutputLines = 8
+
+// RunCheckTool runs a datastore's check tool (made with
+// exec.CommandContext), its standard output and error into out (a
+// buffer of its own when nil): passed when it exits 0, the output's last
+// lines either way. An error is for a tool that could not run or was cut
+// short by its context, not for the damage it reports with its exit
+// status.
+func RunCheckTool(cmd *exec.Cmd, out *TailBuffer) (passed bool, output string, err error) {
+	if out == nil {
+		out = &TailBuffer{Max: stderrKept}
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	if cmd.WaitDelay == 0 {
+		cmd.WaitDelay = 10 * time.Second
+	}
+	err = cmd.Run()
+	output = LastLines(out.String(), checkOutputLines)
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return true, output, nil
+	case cmd.ProcessState != nil && errors.As(err, &exit) && exit.Exited():
+		// A signal (a cancelled context's kill) is no verdict.
+		return false, output, nil
+	default:
+		return false, output, fmt.Errorf("%s: %w: %s", filepath.Base(cmd.Path), err, output)
+	}
+}
+
+// LastLines returns the last n non-empty lines of s, joined by " / ".
+func LastLines(s string, n int) string {
+	var lines []string
+	for l := range strings.SplitSeq(strings.TrimSpace(s), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " / ")
+}
+
+// QueryVerdict is the part of a report a check's query decides: a
+// query that failed, or returned no row, fails the check.
+func QueryVerdict(rep *CheckReport, req CheckRequest, result string, rows bool, err error) {
+	switch {
+	case err != nil:
+		rep.Passed = false
+		rep.Detail = appendDetail(rep.Detail, fmt.Sprintf("query in %s failed: %v", req.Database, err))
+	case !rows:
+		rep.Passed = false
+		rep.Detail = appendDetail(rep.Detail, "query in "+req.Database+" returned no row")
+	default:
+		rep.Result = result
+		rep.Detail = appendDetail(rep.Detail, fmt.Sprintf("query in %s returned %q", req.Database, result))
+	}
+}
+
+func appendDetail(d, s string) string {
+	if d == "" {
+		return s
+	}
+	return d + "; " + s
+}
