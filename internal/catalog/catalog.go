@@ -198,6 +198,11 @@ type Tx interface {
 	// PolicySlots lists a policy's slots, newest first, at most limit (0:
 	// all).
 	PolicySlots(ctx context.Context, policyID string, limit int) ([]cairn.PolicySlot, error)
+	// PrunePolicySlots deletes a policy's slots before before, except
+	// its newest keep (keep > 0), and returns how many it deleted. A
+	// slot's record is what makes it fire once only until the policy has
+	// moved past it, which it does in the slot's transaction.
+	PrunePolicySlots(ctx context.Context, policyID string, before time.Time, keep int) (int, error)
 	// The backups a policy made (cairn.PolicyBackup), until retention
 	// forgets them. InsertPolicyBackup is cairn.ErrExists for a backup
 	// recorded already; PolicyBackups lists them oldest slot first;

@@ -353,7 +353,7 @@ func (s *Service) fireDue(ctx context.Context) (int, map[string]bool, error) {
 	now := s.nowUTC()
 	failed := map[string]bool{}
 	total := 0
-	var retain []cairn.Policy
+	var retain, fired []cairn.Policy
 	for {
 		var due []cairn.Policy
 		err := s.cat.View(ctx, func(tx catalog.Tx) error {
@@ -401,11 +401,18 @@ func (s *Service) fireDue(ctx context.Context) (int, map[string]bool, error) {
 			for _, f := range fs {
 				s.firedEvents(ctx, f)
 				total += len(f.slots)
+				fired = append(fired, f.policy)
 				if p := f.policy; !retention.IsZero(p.Retention) || p.PITRWindowSeconds > 0 {
 					retain = append(retain, p)
 				}
 			}
 		}
+	}
+	if err := s.pruneSlots(ctx, fired, now); err != nil {
+		if ctx.Err() != nil {
+			return total, failed, ctx.Err()
+		}
+		s.log.Error("pruning policies' old slots", "err", err)
 	}
 	// Retention removes the backups that were complete before these
 	// slots; it runs after every slot is recorded, off their clock.
@@ -418,6 +425,38 @@ func (s *Service) fireDue(ctx context.Context) (int, map[string]bool, error) {
 		}
 	}
 	return total, failed, nil
+}
+
+// A policy's slot records are kept for slotHistory, and at least its
+// newest slotKeep (or full_every, when more: firing reads that many
+// back to choose full or incremental). A record makes its slot fire once
+// only until the policy has moved past the slot, in the slot's own
+// transaction; after that it is history for `policy slots`, and without
+// a bound an hourly policy would add 8,760 rows a year.
+const (
+	slotHistory = 90 * 24 * time.Hour
+	slotKeep    = 100
+)
+
+// pruneSlots deletes the fired policies' slot records past the history
+// kept, off the slots' clock (after every due slot is recorded), in
+// batches of fireBatch policies per transaction.
+func (s *Service) pruneSlots(ctx context.Context, fired []cairn.Policy, now time.Time) error {
+	for start := 0; start < len(fired); start += fireBatch {
+		batch := fired[start:min(start+fireBatch, len(fired))]
+		err := s.cat.Update(ctx, func(tx catalog.Tx) error {
+			for _, p := range batch {
+				if _, err := tx.PrunePolicySlots(ctx, p.ID, now.Add(-slotHistory), max(slotKeep, p.FullEvery)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // fireBatch is how many policies fire in one catalog transaction.

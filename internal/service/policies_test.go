@@ -668,7 +668,21 @@ func TestPolicyYear(t *testing.T) {
 	if !slices.Equal(kept, wantIDs) {
 		t.Fatalf("kept %d backups, the rules keep %d:\n%v\n%v", len(kept), len(wantIDs), kept, wantIDs)
 	}
-	t.Logf("%d months of hourly slots: %d backups made, %d kept", policyYearMonths, len(made), len(kept))
+	// The slot records kept: those of the last 90 days (each once, on
+	// the hour), at least the newest 100, no older.
+	slots := must[[]cairn.PolicySlot](t)(svc.PolicySlots(ctx, caller, p.ID, 0))
+	horizon := clock.Now().Add(-90 * 24 * time.Hour)
+	wantSlots := 0
+	for _, b := range made {
+		if !b.DataTimestamp.Before(horizon) {
+			wantSlots++
+		}
+	}
+	wantSlots = max(wantSlots, min(len(made), 100))
+	if len(slots) != wantSlots || slots[len(slots)-1].SlotAt.Before(horizon) && len(slots) > 100 {
+		t.Fatalf("%d slot records kept (oldest %s), want %d: the last 90 days' or the newest 100", len(slots), slots[len(slots)-1].SlotAt, wantSlots)
+	}
+	t.Logf("%d months of hourly slots: %d backups made, %d kept, %d slot records kept", policyYearMonths, len(made), len(kept), len(slots))
 }
 
 // TestSchedulerSleepsPastAFailingPolicy: a policy whose firing fails

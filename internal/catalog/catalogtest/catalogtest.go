@@ -70,6 +70,7 @@ func Run(t *testing.T, open func(t *testing.T) catalog.Store) {
 		{"VolumeTransfers", testVolumeTransfers},
 		{"Policies", testPolicies},
 		{"PolicySlotOnce", testPolicySlotOnce},
+		{"PrunePolicySlots", testPrunePolicySlots},
 		{"BackupMarks", testBackupMarks},
 	}
 	for _, tc := range tests {

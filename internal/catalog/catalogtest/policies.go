@@ -171,6 +171,63 @@ func testPolicySlotOnce(t *testing.T, s catalog.Store) {
 	}
 }
 
+// testPrunePolicySlots: a prune deletes the slots before its time but
+// for the newest keep, and no other policy's.
+func testPrunePolicySlots(t *testing.T, s catalog.Store) {
+	p := addProjects(t, s, 1)
+	a, b := fullPolicy(p[0], 0), fullPolicy(p[0], 1)
+	update(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		for _, pol := range []cairn.Policy{a, b} {
+			if err := tx.InsertPolicy(ctx, pol); err != nil {
+				return err
+			}
+			for i := range 10 {
+				if err := tx.InsertPolicySlot(ctx, cairn.PolicySlot{PolicyID: pol.ID, SlotAt: at(i), State: cairn.SlotFired, FiredAt: at(i)}); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	for _, tc := range []struct {
+		name   string
+		before time.Time
+		keep   int
+		pruned int
+		oldest time.Time
+	}{
+		{"before the first", at(0), 1, 0, at(0)},
+		{"before the fourth", at(3), 1, 3, at(3)},
+		{"all but the newest 8 (2 gone already)", at(9), 8, 0, at(3)},
+		{"all but the newest 5", at(9), 5, 2, at(5)},
+		{"more kept than there are", at(100), 50, 0, at(5)},
+		{"all but the newest", at(100), 1, 4, at(9)},
+	} {
+		var n int
+		update(t, s, func(ctx context.Context, tx catalog.Tx) error {
+			var err error
+			n, err = tx.PrunePolicySlots(ctx, a.ID, tc.before, tc.keep)
+			return err
+		})
+		view(t, s, func(ctx context.Context, tx catalog.Tx) error {
+			slots, err := tx.PolicySlots(ctx, a.ID, 0)
+			wantErr(t, tc.name, err, nil)
+			wantEqual(t, tc.name+": pruned", n, tc.pruned)
+			wantEqual(t, tc.name+": oldest left", slots[len(slots)-1].SlotAt, tc.oldest)
+			wantEqual(t, tc.name+": newest left", slots[0].SlotAt, at(9))
+			return nil
+		})
+	}
+	view(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		slots, err := tx.PolicySlots(ctx, b.ID, 0)
+		wantErr(t, "the other policy's slots", err, nil)
+		wantEqual(t, "the other policy's slots", len(slots), 10)
+		_, err = tx.PrunePolicySlots(ctx, b.ID, at(100), 0)
+		wantErr(t, "keep 0", err, cairn.ErrInvalid)
+		return nil
+	})
+}
+
 // testBackupMarks: none read as the zero marks, written and read back,
 // replaced, and gone with the backup (of a volume and of an instance)
 // and with a project's deletion.

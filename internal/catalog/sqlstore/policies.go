@@ -202,6 +202,22 @@ func (t *tx) PolicySlots(ctx context.Context, policyID string, limit int) ([]cai
 	return out, err
 }
 
+// PrunePolicySlots deletes a policy's slots before before, but for its
+// newest keep: those older than the keep-th newest (when the policy has
+// fewer, the subquery is NULL and nothing goes).
+func (t *tx) PrunePolicySlots(ctx context.Context, policyID string, before time.Time, keep int) (int, error) {
+	if keep <= 0 {
+		return 0, fmt.Errorf("pruning policy %s slots: keep %d: %w", policyID, keep, cairn.ErrInvalid)
+	}
+	n, err := t.execCount(ctx, t.d.rebind(`DELETE FROM policy_slots WHERE policy_id = ? AND slot_at < ?
+		AND slot_at < (SELECT slot_at FROM policy_slots WHERE policy_id = ? ORDER BY slot_at DESC LIMIT 1 OFFSET ?)`),
+		policyID, t.d.Time(before), policyID, keep-1)
+	if err != nil {
+		return 0, fmt.Errorf("pruning policy %s slots: %w", policyID, err)
+	}
+	return int(n), nil
+}
+
 // InsertPolicyBackup records a backup a policy made: cairn.ErrExists
 // when it is recorded already.
 func (t *tx) InsertPolicyBackup(ctx context.Context, pb cairn.PolicyBackup) error {
