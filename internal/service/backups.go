@@ -195,17 +195,27 @@ func (s *Service) createBackupTx(ctx context.Context, tx catalog.Tx, c Caller, r
 
 // latestBefore is the parent of an incremental: the available backup of
 // the same volume, in the same container, with the latest data_timestamp
-// before b's.
+// before b's. The volume's backups are read newest first a page at a
+// time: the parent is nearly always on the first, and a volume with
+// years of backups is not read whole for each new one.
 func latestBefore(ctx context.Context, tx catalog.Tx, b cairn.Backup) (cairn.Backup, error) {
-	list, err := tx.Backups(ctx, catalog.Filter{ProjectID: b.ProjectID, VolumeID: b.VolumeID, Status: cairn.StatusAvailable,
-		Sort: []catalog.SortKey{{Key: "data_timestamp", Desc: true}}})
-	if err != nil {
-		return cairn.Backup{}, err
-	}
-	for _, p := range list {
-		if p.Container == b.Container && p.DataTimestamp.Before(b.DataTimestamp) {
-			return p, nil
+	const page = 32
+	f := catalog.Filter{ProjectID: b.ProjectID, VolumeID: b.VolumeID, Status: cairn.StatusAvailable,
+		Sort: []catalog.SortKey{{Key: "data_timestamp", Desc: true}}, Limit: page}
+	for {
+		list, err := tx.Backups(ctx, f)
+		if err != nil {
+			return cairn.Backup{}, err
 		}
+		for _, p := range list {
+			if p.Container == b.Container && p.DataTimestamp.Before(b.DataTimestamp) {
+				return p, nil
+			}
+		}
+		if len(list) < page {
+			break
+		}
+		f.Marker = list[len(list)-1].ID
 	}
 	return cairn.Backup{}, fmt.Errorf("no available backup of volume %s in container %s older than the data to back up; an incremental needs one (make a full backup first): %w",
 		b.VolumeID, b.Container, cairn.ErrInvalid)

@@ -727,3 +727,42 @@ func TestSchedulerSleepsPastAFailingPolicy(t *testing.T) {
 		t.Fatalf("the failing policy recorded %v", slots)
 	}
 }
+
+// TestIncrementalParentPastAPage: an incremental's parent is the latest
+// available backup in its container even when newer backups of other
+// containers fill more than a page of the volume's backups.
+func TestIncrementalParentPastAPage(t *testing.T) {
+	r := newRig(t)
+	ctx := t.Context()
+	v := must[cairn.Volume](t)(r.svc.CreateVolume(ctx, caller, service.VolumeCreate{Name: "v", Size: 1}))
+	r.done(v.ID)
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var parent string
+	err := r.cat.Update(ctx, func(tx catalog.Tx) error {
+		for i := range 70 {
+			b := cairn.Backup{ID: cairn.NewUUID(), ProjectID: project, VolumeID: v.ID, Name: fmt.Sprint("b", i), Container: "other",
+				Status: cairn.StatusAvailable, Size: 1, DataTimestamp: base.Add(time.Duration(i) * time.Hour), CreatedAt: base, UpdatedAt: base}
+			if i == 3 || i == 1 {
+				b.Container = "mine"
+				if i == 3 {
+					parent = b.ID
+				}
+			}
+			if err := tx.InsertBackup(ctx, b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := r.svc.CreateBackup(ctx, caller, service.BackupCreate{VolumeID: v.ID, Container: "mine", Incremental: true, Name: "inc"})
+	if err != nil || b.ParentID != parent {
+		t.Fatalf("incremental in container mine: parent %q (%v), want %s", b.ParentID, err, parent)
+	}
+	r.wait(r.lastTask(b.ID).ID) // it fails: the rows stand for no data
+	if _, err := r.svc.CreateBackup(ctx, caller, service.BackupCreate{VolumeID: v.ID, Container: "none", Incremental: true, Name: "inc2"}); !errors.Is(err, cairn.ErrInvalid) {
+		t.Fatalf("incremental in a container without a backup: %v", err)
+	}
+}
