@@ -7,6 +7,7 @@ import (
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/dbagent/dbagenttest"
+	"github.com/cairnproject/cairn/internal/repo/format"
 )
 
 // TestDatabaseDrill runs verify and drill policies made with the CLI on
@@ -100,6 +101,97 @@ func TestDatabaseDrill(t *testing.T) {
 			t.Errorf("verification of %s's backup: %v", inst, ver)
 		}
 		t.Logf("drill of a %s backup: %.1f s: %s", m["datastore"].(map[string]any)["type"], drill["seconds"], detail)
+	}
+	p.deleteAll()
+	repoCheck(t, data)
+}
+
+// TestDatabaseDrillKill9 kills the service with SIGKILL in the middle of
+// a drill of a PostgreSQL backup (its first read of a chunk: the scratch
+// instance's row and volume made, the restore under way). The next
+// service finishes the drill: it removes what the first attempt left,
+// restores again and checks, and the drill passes; afterwards the only
+// instance is the source, and the engine and the repository hold
+// nothing the catalog does not name.
+func TestDatabaseDrillKill9(t *testing.T) {
+	t.Parallel()
+	needInstances(t)
+	data := dbagenttest.ReachableTempDir(t)
+	home := t.TempDir()
+	p := startService(t, data)
+	pg := p.createInstance("pg-drill-kill", "postgresql", "15")
+	if _, err := pgConn(t, pg).Exec(t.Context(), "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g"); err != nil {
+		t.Fatal(err)
+	}
+	var b struct {
+		Backup map[string]any `json:"backup"`
+	}
+	if code := p.callDB("POST", "/backups", map[string]any{"backup": map[string]any{"name": "b", "instance": pg["id"]}}, &b); code != 202 {
+		t.Fatalf("backup: %d %v", code, b)
+	}
+	p.dbSettled()
+	p.stop()
+
+	reading := newHookPoint(t, "store.get "+format.ChunksPrefix+"#1")
+	p = startServiceEnv(t, data, reading.env())
+	cli := func(args ...string) result {
+		return runCLI(t, []string{"HOME=" + home}, append(args, "--url", p.url, "--token", p.token)...)
+	}
+	cliOK(t, cli, "policy", "create", "drill", "--action", "drill", "--schedule", "* * * * *", "--instance", pg["id"].(string),
+		"--drill-query", "SELECT count(*) FROM t", "--drill-database", "app")
+	reading.reached(p.done, p.log.String)
+	p.kill()
+
+	p = startService(t, data)
+	id := b.Backup["id"].(string)
+	var drill map[string]any
+	for drill == nil {
+		var got struct {
+			Backup map[string]any `json:"backup"`
+		}
+		if code := p.callDB("GET", "/backups/"+id, nil, &got); code != 200 {
+			t.Fatalf("backup show: %d", code)
+		}
+		drill, _ = got.Backup["drill"].(map[string]any)
+		if drill != nil {
+			break
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("the service exited: %s", p.log.String())
+		case <-time.After(200 * time.Millisecond): // polls the state the test waits for
+		}
+	}
+	cliOK(t, cli, "policy", "update", "drill", "--disabled")
+	insts, _ := p.dbSettled()
+	if detail, _ := drill["detail"].(string); drill["state"] != cairn.CheckPassed || !strings.Contains(detail, `returned "1000"`) {
+		t.Fatalf("the drill after the kill: %v", drill)
+	}
+	if len(insts) != 1 || insts[0]["id"] != pg["id"] {
+		t.Fatalf("instances after the drill: %v", insts)
+	}
+	// The drill that passed is the one the kill cut short, run again.
+	var tasks struct {
+		Tasks []map[string]any `json:"tasks"`
+	}
+	if code := p.call("GET", "/tasks", nil, &tasks); code != 200 {
+		t.Fatalf("GET /tasks: %d", code)
+	}
+	// (A later slot may have drilled again before the policy was off.)
+	resumed := 0
+	for _, task := range tasks.Tasks {
+		if task["kind"] != "dbbackup.drill" {
+			continue
+		}
+		if task["state"] != "done" {
+			t.Fatalf("a drill's task: %v", task)
+		}
+		if task["attempts"] == 2.0 {
+			resumed++
+		}
+	}
+	if resumed != 1 {
+		t.Fatalf("%d drill tasks run twice, want the one the kill cut short: %v", resumed, tasks.Tasks)
 	}
 	p.deleteAll()
 	repoCheck(t, data)
