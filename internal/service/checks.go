@@ -119,33 +119,35 @@ func (s *Service) queueCheck(ctx context.Context, tx catalog.Tx, kind string, b 
 	return err
 }
 
-// checkable returns a volume backup a verify or drill task may read, and
-// its manifest; ok is false when the backup is gone or not available
-// (the task then has nothing to do).
-func (s *Service) checkable(ctx context.Context, id string) (b cairn.Backup, r Repository, m *repoManifest, ok bool, err error) {
-	b, err = s.backupRow(ctx, id)
+// volumeCheck is what a verify or drill task of a volume backup reads:
+// the backup, its repository and its manifest (or why it could not be
+// read: a finding).
+type volumeCheck struct {
+	b  cairn.Backup
+	r  Repository
+	rm *repoManifest
+}
+
+// checkable returns the volume backup a verify or drill task reads; nil
+// when the backup is gone or not available (the task then has nothing
+// to do).
+func (s *Service) checkable(ctx context.Context, id string) (*volumeCheck, error) {
+	b, err := s.backupRow(ctx, id)
 	if errors.Is(err, cairn.ErrNotFound) {
-		return b, nil, nil, false, nil
+		return nil, nil
 	}
 	if err != nil || b.Status != cairn.StatusAvailable || b.RepoID == "" {
-		return b, nil, nil, false, err
+		return nil, err
 	}
-	rid, err := cairn.ParseID(b.RepoID)
+	r, err := s.repoFor(ctx, b.Container)
 	if err != nil {
-		return b, nil, nil, false, fmt.Errorf("backup %s: repository id: %w", b.ID, err)
+		return nil, err
 	}
-	if r, err = s.repoFor(ctx, b.Container); err != nil {
-		return b, nil, nil, false, err
-	}
-	man, err := r.Manifest(ctx, rid)
+	rm, err := readManifest(ctx, r, b.RepoID)
 	if err != nil {
-		if errors.Is(err, cairn.ErrNotFound) || errors.Is(err, cairn.ErrCorrupt) {
-			// The backup's record is gone or damaged: that is the finding.
-			return b, r, &repoManifest{err: err}, true, nil
-		}
-		return b, nil, nil, false, fmt.Errorf("backup %s: manifest: %w", b.ID, err)
+		return nil, fmt.Errorf("backup %s: %w", b.ID, err)
 	}
-	return b, r, &repoManifest{m: man}, true, nil
+	return &volumeCheck{b: b, r: r, rm: rm}, nil
 }
 
 // repoManifest is a manifest, or why it could not be read.
@@ -203,12 +205,13 @@ func (s *Service) runVerifyBackup(ctx context.Context, t cairn.Task) error {
 	if err != nil {
 		return err
 	}
-	b, r, rm, ok, err := s.checkable(ctx, t.ResourceID)
-	if err != nil || !ok {
+	vc, err := s.checkable(ctx, t.ResourceID)
+	if err != nil || vc == nil {
 		return err
 	}
+	b := vc.b
 	check := cairn.BackupCheck{State: cairn.CheckPassed}
-	if err := verifyParts(ctx, r, []manifestPart{{"", rm}}, p.Share, &check); err != nil {
+	if err := verifyParts(ctx, vc.r, []manifestPart{{"", vc.rm}}, p.Share, &check); err != nil {
 		return fmt.Errorf("verify backup %s: %w", b.ID, err)
 	}
 	check.At = s.nowUTC()
@@ -304,15 +307,16 @@ func (s *Service) runDrillBackup(ctx context.Context, t cairn.Task) error {
 		return fmt.Errorf("drill image: %w", err)
 	}
 	defer os.Remove(img)
-	b, r, rm, ok, err := s.checkable(ctx, t.ResourceID)
-	if err != nil || !ok {
+	vc, err := s.checkable(ctx, t.ResourceID)
+	if err != nil || vc == nil {
 		return err
 	}
+	b := vc.b
 	start := time.Now()
 	check := cairn.BackupCheck{State: cairn.CheckPassed}
-	if rm.err != nil {
-		check.State, check.Detail = cairn.CheckFailed, "manifest: "+rm.err.Error()
-	} else if check.Bytes, check.Detail, err = s.drill(ctx, r, rm.m, img); err != nil {
+	if vc.rm.err != nil {
+		check.State, check.Detail = cairn.CheckFailed, "manifest: "+vc.rm.err.Error()
+	} else if check.Bytes, check.Detail, err = s.drill(ctx, vc.r, vc.rm.m, img); err != nil {
 		if ctx.Err() != nil || !errors.Is(err, cairn.ErrCorrupt) && !errors.Is(err, errCheckFailed) {
 			return fmt.Errorf("drill of backup %s: %w", b.ID, err)
 		}
