@@ -1,6 +1,7 @@
 package dbagent
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -54,20 +55,30 @@ func LastLines(s string, n int) string {
 	return strings.Join(lines, " / ")
 }
 
-// QueryVerdict is the part of a report a check's query decides: a
-// query that failed, or returned no row, fails the check.
-func QueryVerdict(rep *CheckReport, req CheckRequest, result string, rows bool, err error) {
+// CheckQuery ends a check whose tool gave rep: with req's query (none
+// when empty) run by query, which returns the first column of the first
+// row as text, and whether there was a row. A query that failed or
+// returned no row fails the check; ctx ending is an error, no verdict.
+func CheckQuery(ctx context.Context, rep CheckReport, req CheckRequest,
+	query func(context.Context, CheckRequest) (result string, row bool, err error)) (CheckReport, error) {
+	if req.Query == "" {
+		return rep, nil
+	}
+	result, row, err := query(ctx, req)
 	switch {
+	case ctx.Err() != nil:
+		return rep, fmt.Errorf("check: %w", ctx.Err())
 	case err != nil:
 		rep.Passed = false
 		rep.Detail = appendDetail(rep.Detail, fmt.Sprintf("query in %s failed: %v", req.Database, err))
-	case !rows:
+	case !row:
 		rep.Passed = false
 		rep.Detail = appendDetail(rep.Detail, "query in "+req.Database+" returned no row")
 	default:
 		rep.Result = result
 		rep.Detail = appendDetail(rep.Detail, fmt.Sprintf("query in %s returned %q", req.Database, result))
 	}
+	return rep, nil
 }
 
 func appendDetail(d, s string) string {

@@ -60,14 +60,7 @@ func TestPolicyInstanceVerifyDrill(t *testing.T) {
 	}
 
 	// 10:30 verifies b1: its data and its overlay.
-	slot := fireAt(t, r, clock, ver.ID)
-	if slot.State != cairn.SlotFired || len(slot.Runs) != 1 || slot.Runs[0].BackupID != b1 {
-		t.Fatalf("verify slot: %+v", slot)
-	}
-	r.done(b1)
-	if m := marksOf(t, r, b1); m.Verification == nil || m.Verification.State != cairn.CheckPassed || m.Verification.Chunks == 0 {
-		t.Fatalf("b1 after its verification: %+v", m.Verification)
-	}
+	verifiedBy(t, r, clock, ver.ID, b1)
 	if len(r.eventsOf("dbbackup.verify.end")) != 1 {
 		t.Fatalf("%d dbbackup.verify.end events", len(r.eventsOf("dbbackup.verify.end")))
 	}
@@ -76,7 +69,7 @@ func TestPolicyInstanceVerifyDrill(t *testing.T) {
 	// scratch instance, and the next service drills it again from the
 	// start.
 	gate := r.faults.Hold("InstanceHost.CheckInstance", false)
-	slot = fireAt(t, r, clock, dr.ID)
+	slot := fireAt(t, r, clock, dr.ID)
 	if slot.State != cairn.SlotFired || len(slot.Runs) != 1 || slot.Runs[0].BackupID != b1 {
 		t.Fatalf("drill slot: %+v", slot)
 	}

@@ -407,6 +407,20 @@ func fireAt(t *testing.T, r *rig, clock *testenv.Clock, id string) cairn.PolicyS
 	return must[[]cairn.PolicySlot](t)(r.svc.PolicySlots(t.Context(), caller, id, 1))[0]
 }
 
+// verifiedBy fires verify policy id's next slot, which must verify
+// backup b alone, and checks that the verification passed.
+func verifiedBy(t *testing.T, r *rig, clock *testenv.Clock, id, b string) {
+	t.Helper()
+	slot := fireAt(t, r, clock, id)
+	if slot.State != cairn.SlotFired || len(slot.Runs) != 1 || slot.Runs[0].BackupID != b {
+		t.Fatalf("verify slot: %+v", slot)
+	}
+	r.done(b)
+	if m := marksOf(t, r, b); m.Verification == nil || m.Verification.State != cairn.CheckPassed || m.Verification.Chunks == 0 {
+		t.Fatalf("%s after its verification: %+v", b, m.Verification)
+	}
+}
+
 // TestPolicyVerifyDrillProtect: a verify policy reads back the backups
 // that need it (never verified, failed, or older than reverify_days); a
 // drill policy restores the newest into a scratch image that is gone
@@ -433,15 +447,8 @@ func TestPolicyVerifyDrillProtect(t *testing.T) {
 	// 10:00 backs up; 10:30 verifies it; 10:45 drills it.
 	b1 := fireAt(t, r, clock, backups.ID).Runs[0].BackupID
 	r.done(b1)
-	slot := fireAt(t, r, clock, ver.ID)
-	if slot.State != cairn.SlotFired || len(slot.Runs) != 1 || slot.Runs[0].BackupID != b1 {
-		t.Fatalf("verify slot: %+v", slot)
-	}
-	r.done(b1)
-	if m := marksOf(t, r, b1); m.Verification == nil || m.Verification.State != cairn.CheckPassed || m.Verification.Chunks == 0 {
-		t.Fatalf("b1 after its verification: %+v", m.Verification)
-	}
-	slot = fireAt(t, r, clock, dr.ID)
+	verifiedBy(t, r, clock, ver.ID, b1)
+	slot := fireAt(t, r, clock, dr.ID)
 	r.done(b1)
 	if m := marksOf(t, r, b1); m.Drill == nil || m.Drill.State != cairn.CheckPassed || m.Drill.Bytes == 0 ||
 		!strings.Contains(m.Drill.Detail, "no ext file system") {

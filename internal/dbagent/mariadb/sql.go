@@ -183,15 +183,7 @@ func (i *Instance) Check(ctx context.Context, req dbagent.CheckRequest) (dbagent
 	default:
 		rep.Detail = "mariadb-check failed: " + tail
 	}
-	if req.Query == "" {
-		return rep, nil
-	}
-	result, rows, qerr := i.checkQuery(ctx, req)
-	if ctx.Err() != nil {
-		return rep, fmt.Errorf("check: %w", ctx.Err())
-	}
-	dbagent.QueryVerdict(&rep, req, result, rows, qerr)
-	return rep, nil
+	return dbagent.CheckQuery(ctx, rep, req, i.checkQuery)
 }
 
 // checkQuery runs the query in a read-only transaction and returns its

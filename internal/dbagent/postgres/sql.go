@@ -182,18 +182,10 @@ func (i *Instance) Check(ctx context.Context, req dbagent.CheckRequest) (dbagent
 	} else {
 		rep.Detail = "pg_amcheck found corruption: " + out
 	}
-	if req.Query == "" {
-		return rep, nil
-	}
 	if req.Database == "" {
 		req.Database = "postgres"
 	}
-	result, rows, qerr := i.checkQuery(ctx, req)
-	if ctx.Err() != nil {
-		return rep, fmt.Errorf("check: %w", ctx.Err())
-	}
-	dbagent.QueryVerdict(&rep, req, result, rows, qerr)
-	return rep, nil
+	return dbagent.CheckQuery(ctx, rep, req, i.checkQuery)
 }
 
 // checkQuery runs the query in a read-only transaction and returns its
