@@ -639,7 +639,16 @@ func (s *Service) runDeleteDatabaseBackup(ctx context.Context, t cairn.Task) err
 	if err := s.cat.Update(ctx, func(tx catalog.Tx) error { return tx.DeleteDatabaseBackup(ctx, b.ID) }); err != nil && !errors.Is(err, cairn.ErrNotFound) {
 		return err
 	}
-	s.event(ctx, "dbbackup.delete.end", b.ProjectID, dbBackupPayload(b))
+	payload := dbBackupPayload(b)
+	// The log only this backup needed goes with it. The backup is gone
+	// whatever happens here: a trim that fails is done by the next.
+	if n, size, err := s.trimArchive(ctx, b.InstanceID); err != nil {
+		s.log.Warn("trimming an instance's archive after a backup's deletion", "instance", b.InstanceID, "err", err)
+	} else if n > 0 {
+		payload["archive_trimmed"] = map[string]any{"pieces": n, "bytes": size}
+		s.log.Info("trimmed an instance's archive", "instance", b.InstanceID, "pieces", n, "bytes", size)
+	}
+	s.event(ctx, "dbbackup.delete.end", b.ProjectID, payload)
 	return nil
 }
 
