@@ -25,7 +25,9 @@ func TestArchiveCut(t *testing.T) {
 	wal := func(tli uint32, start, end uint64) repo.LogRef {
 		return repo.LogRef{Log: walLog(tli), Start: start, End: end}
 	}
-	bl := func(gen uint32, file string) repo.LogRef { return repo.LogRef{Log: binlogLog(gen, file), Start: 0, End: 1000} }
+	bl := func(gen uint32, file string) repo.LogRef {
+		return repo.LogRef{Log: binlogLog(gen, file), Start: 0, End: 1000}
+	}
 	for _, c := range []struct {
 		name     string
 		backups  []cairn.DatabaseBackup
