@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/catalog"
 	"github.com/cairnproject/cairn/internal/repo"
 )
 
@@ -100,15 +101,44 @@ func (c archiveCut) needless(p repo.LogRef) bool {
 }
 
 // trimArchive deletes the pieces of an instance's archive that no
-// completed backup of it needs, and returns how many and their stored
-// bytes.
-func (s *Service) trimArchive(ctx context.Context, instanceID string) (int, int64, error) {
+// completed backup of it needs, once backup deleted (of the instance)
+// is gone, and returns how many and their stored bytes. Nothing goes
+// while a restore or recover may be replaying the archive: the instance
+// itself recovering, or another instance being made from one of its
+// backups (a restore, a drill), the deleted one included.
+func (s *Service) trimArchive(ctx context.Context, instanceID, deleted string) (int, int64, error) {
 	id, err := ArchiveID(instanceID)
 	if err != nil {
 		return 0, 0, nil // not an instance with an archive
 	}
-	backups, err := s.completedBackups(ctx, instanceID)
-	if err != nil {
+	var backups []cairn.DatabaseBackup
+	busy := false
+	err = s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		all, err := tx.DatabaseBackups(ctx, catalog.Filter{InstanceID: instanceID})
+		if err != nil {
+			return err
+		}
+		ofInstance := map[string]bool{deleted: true}
+		for _, b := range all {
+			ofInstance[b.ID] = true
+			if b.Status == cairn.DatabaseBackupCompleted {
+				backups = append(backups, b)
+			}
+		}
+		insts, err := tx.Instances(ctx, catalog.Filter{})
+		if err != nil {
+			return err
+		}
+		for _, in := range insts {
+			if in.ID == instanceID && in.Status == cairn.InstanceRecover ||
+				in.Status == cairn.InstanceBuild && ofInstance[in.BackupID] {
+				busy = true
+			}
+		}
+		return nil
+	})
+	if err != nil || busy {
 		return 0, 0, err
 	}
 	cut, ok := archiveCutOf(backups)

@@ -642,7 +642,7 @@ func (s *Service) runDeleteDatabaseBackup(ctx context.Context, t cairn.Task) err
 	payload := dbBackupPayload(b)
 	// The log only this backup needed goes with it. The backup is gone
 	// whatever happens here: a trim that fails is done by the next.
-	if n, size, err := s.trimArchive(ctx, b.InstanceID); err != nil {
+	if n, size, err := s.trimArchive(ctx, b.InstanceID, b.ID); err != nil {
 		s.log.Warn("trimming an instance's archive after a backup's deletion", "instance", b.InstanceID, "err", err)
 	} else if n > 0 {
 		payload["archive_trimmed"] = map[string]any{"pieces": n, "bytes": size}
