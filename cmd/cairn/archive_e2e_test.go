@@ -358,3 +358,77 @@ func TestArchiveKill9(t *testing.T) {
 	t.Logf("the archive: %d pieces over %s to %s, %d commits", pieces, dbagentLSN(span.Start), dbagentLSN(span.End), commits)
 	repoCheck(t, data)
 }
+
+// TestWALArchiveTrimmed: two backups of a PostgreSQL instance, WAL
+// segments switched between them; deleting the older deletes the
+// archive's pieces before the newer one's segment and nothing after: the
+// store holds one stretch without a hole, the window starts at the
+// newer backup, and a restore to an instant after it holds exactly the
+// rows committed by then.
+func TestWALArchiveTrimmed(t *testing.T) {
+	t.Parallel()
+	needInstances(t)
+	data := dbagenttest.ReachableTempDir(t)
+	p := startService(t, data)
+	in := p.createInstance("arch-trim", "postgresql", "15")
+	id := in["id"].(string)
+	conn := pgConn(t, in)
+	if _, err := conn.Exec(t.Context(), "CREATE TABLE stamps (id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"); err != nil {
+		t.Fatal(err)
+	}
+	commitRows(t, conn, 0, 20)
+	b1 := completedBackupOf(p, id, "snapshot")
+	for i := range 3 {
+		commitRows(t, conn, 20+10*i, 10)
+		if _, err := pgSuperConn(t, in).Exec(t.Context(), "SELECT pg_switch_wal()"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b2 := completedBackupOf(p, id, "snapshot")
+	target := commitRows(t, conn, 50, 10)
+	p.waitArchived(id, commitRows(t, conn, 60, 10))
+	aid, err := service.ArchiveID(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(data, "backups", "volumebackups", "logs", aid.String(), "wal-00000001")
+	count := func() int {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(entries)
+	}
+	before := count()
+	p.callDB("DELETE", "/backups/"+b1["id"].(string), nil, nil)
+	p.dbGone("backups", b1["id"].(string))
+	after := count()
+	if after >= before || !strings.Contains(p.log.String(), "trimmed an instance's archive") {
+		t.Fatalf("%d pieces before b1's deletion, %d after", before, after)
+	}
+	if _, w := p.archiveOf(id); w == nil || w["from"] != b2["data_timestamp"] {
+		t.Fatalf("the window after b1's deletion: %v, want from b2's %s", w, b2["data_timestamp"])
+	}
+	var created struct {
+		Instance map[string]any `json:"instance"`
+	}
+	if code := p.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
+		"name": "arch-trim-pitr", "datastore": map[string]any{"type": "postgresql", "version": "15"},
+		"restorePoint": map[string]any{"instance": id, "point_in_time": target.UTC().Format(time.RFC3339Nano)}}}, &created); code != 202 {
+		t.Fatalf("point-in-time restore after the trim: %d %v", code, created)
+	}
+	insts, _ := p.dbSettled()
+	restored := byID(t, insts, created.Instance["id"].(string))
+	if restored["status"] != "ACTIVE" || restored["backup_id"] != b2["id"] {
+		t.Fatalf("restored instance %v (want ACTIVE, from backup %s)", restored, b2["id"])
+	}
+	// target is row 59's clock_timestamp(), taken before its commit:
+	// rows 0 to 58 were committed by then, row 59 after.
+	if ids := stampIDs(t, pgConn(t, restored)); len(ids) != 59 || ids[0] != 0 || ids[58] != 58 {
+		t.Fatalf("restored rows %v, want 0 to 58", ids)
+	}
+	p.stop()
+	pieces, span, _ := archiveInStore(t, data, id)
+	t.Logf("the archive after the trim: %d pieces (%d files before), %s to %s", pieces, before, dbagentLSN(span.Start), dbagentLSN(span.End))
+	repoCheck(t, data)
+}
