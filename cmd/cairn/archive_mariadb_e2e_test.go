@@ -377,3 +377,88 @@ func TestRecoverFromRestorePointMariaDB(t *testing.T) {
 		t.Fatalf("the archive after the recover: %v", a)
 	}
 }
+
+// TestBinlogArchiveTrimmed: two backups of a MariaDB instance with
+// binary log rotations between them; deleting the older deletes the
+// archive's files before the newer one's file and nothing after: the
+// window starts at the newer backup, and a restore to a second after it
+// holds exactly the rows committed by then.
+func TestBinlogArchiveTrimmed(t *testing.T) {
+	t.Parallel()
+	needInstances(t)
+	needMariaDB(t)
+	data := dbagenttest.ReachableTempDir(t)
+	logHostOnFailure(t, data)
+	p := startService(t, data)
+	in := p.createInstance("mdb-trim", "mariadb", "10.11")
+	id := in["id"].(string)
+	db, admin := mariaDB(t, in, false), mariaDB(t, in, true)
+	if _, err := db.ExecContext(t.Context(), "CREATE TABLE stamps (id INT PRIMARY KEY, pad TEXT)"); err != nil {
+		t.Fatal(err)
+	}
+	mariaCommit(t, db, 0, 10)
+	b1 := completedBackupOf(p, id, "snapshot")
+	for i := range 2 {
+		mariaCommit(t, db, 10+10*i, 10)
+		if _, err := admin.ExecContext(t.Context(), "FLUSH BINARY LOGS"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b2 := completedBackupOf(p, id, "snapshot")
+	target := mariaCommit(t, db, 30, 10)
+	nextSecond(t, db, target)
+	p.waitArchived(id, mariaCommit(t, db, 40, 10).Truncate(time.Second))
+	aid, err := service.ArchiveID(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := func() []string {
+		entries, err := os.ReadDir(filepath.Join(data, "backups", "volumebackups", "logs", aid.String()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// (A file's pieces are files in a directory of its name, which the
+		// local store leaves, empty, when they go.)
+		var out []string
+		for _, e := range entries {
+			if !strings.HasPrefix(e.Name(), "bl-") {
+				continue
+			}
+			pieces, err := os.ReadDir(filepath.Join(data, "backups", "volumebackups", "logs", aid.String(), e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(pieces) > 0 {
+				out = append(out, e.Name())
+			}
+		}
+		return out
+	}
+	before := files()
+	p.callDB("DELETE", "/backups/"+b1["id"].(string), nil, nil)
+	p.dbGone("backups", b1["id"].(string))
+	after := files()
+	if len(after) >= len(before) || slices.Contains(after, "bl-00000001-mysql-bin.000001") {
+		t.Fatalf("the archive's files before b1's deletion %v, after %v", before, after)
+	}
+	if _, w := p.archiveOf(id); w == nil || w["from"] != b2["data_timestamp"] {
+		t.Fatalf("the window after b1's deletion: %v, want from b2's %s", w, b2["data_timestamp"])
+	}
+	var created struct {
+		Instance map[string]any `json:"instance"`
+	}
+	if code := p.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
+		"name": "mdb-trim-pitr", "datastore": map[string]any{"type": "mariadb", "version": "10.11"},
+		"restorePoint": map[string]any{"instance": id, "point_in_time": target.UTC().Format(time.RFC3339Nano)}}}, &created); code != 202 {
+		t.Fatalf("point-in-time restore after the trim: %d %v", code, created)
+	}
+	insts, _ := p.dbSettled()
+	restored := byID(t, insts, created.Instance["id"].(string))
+	if restored["status"] != "ACTIVE" || restored["backup_id"] != b2["id"] {
+		t.Fatalf("restored instance %v (want ACTIVE, from backup %s)", restored, b2["id"])
+	}
+	if ids := mariaIDs(t, mariaDB(t, restored, false)); fmt.Sprint(ids) != fmt.Sprint(idRange(0, 40)) {
+		t.Fatalf("restored rows %v, want 0 to 39", ids)
+	}
+	t.Logf("the archive's binary log files: %v before the trim, %v after", before, after)
+}
