@@ -52,6 +52,27 @@ func (p *svcProc) waitArchived(id string, at time.Time) map[string]any {
 	}
 }
 
+// restoreTo asks for a new instance restored from source's archive to
+// the instant at, waits until the service has settled, and returns the
+// instance, which must be ACTIVE and made from backup wantBackup.
+func (p *svcProc) restoreTo(name, datastore, version, source string, at time.Time, wantBackup any) map[string]any {
+	p.t.Helper()
+	var created struct {
+		Instance map[string]any `json:"instance"`
+	}
+	if code := p.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
+		"name": name, "datastore": map[string]any{"type": datastore, "version": version},
+		"restorePoint": map[string]any{"instance": source, "point_in_time": at.UTC().Format(time.RFC3339Nano)}}}, &created); code != 202 {
+		p.t.Fatalf("point-in-time restore %s: %d %v", name, code, created)
+	}
+	insts, _ := p.dbSettled()
+	restored := byID(p.t, insts, created.Instance["id"].(string))
+	if restored["status"] != "ACTIVE" || restored["backup_id"] != wantBackup {
+		p.t.Fatalf("restored instance %v (want ACTIVE, from backup %v)", restored, wantBackup)
+	}
+	return restored
+}
+
 // commitRows commits n rows, one transaction each, into stamps and
 // returns the clock_timestamp() of the last (at or before its commit).
 func commitRows(t *testing.T, conn *pgx.Conn, from, n int) time.Time {
@@ -228,19 +249,7 @@ func TestPointInTimeRestore(t *testing.T) {
 		t.Fatalf("a point outside the window: %d %v", code, refused)
 	}
 
-	var created struct {
-		Instance map[string]any `json:"instance"`
-	}
-	if code := p.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
-		"name": "pitr", "datastore": map[string]any{"type": "postgresql", "version": "15"},
-		"restorePoint": map[string]any{"instance": id, "point_in_time": target.UTC().Format(time.RFC3339Nano)}}}, &created); code != 202 {
-		t.Fatalf("point-in-time restore: %d %v", code, created)
-	}
-	insts, _ := p.dbSettled()
-	restored := byID(t, insts, created.Instance["id"].(string))
-	if restored["status"] != "ACTIVE" || restored["backup_id"] != backup["id"] {
-		t.Fatalf("restored instance %v (want ACTIVE, from backup %s)", restored, backup["id"])
-	}
+	restored := p.restoreTo("pitr", "postgresql", "15", id, target, backup["id"])
 	rc := pgConn(t, restored)
 	ids := stampIDs(t, rc)
 	want := m.want()
@@ -409,19 +418,7 @@ func TestWALArchiveTrimmed(t *testing.T) {
 	if _, w := p.archiveOf(id); w == nil || w["from"] != b2["data_timestamp"] {
 		t.Fatalf("the window after b1's deletion: %v, want from b2's %s", w, b2["data_timestamp"])
 	}
-	var created struct {
-		Instance map[string]any `json:"instance"`
-	}
-	if code := p.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
-		"name": "arch-trim-pitr", "datastore": map[string]any{"type": "postgresql", "version": "15"},
-		"restorePoint": map[string]any{"instance": id, "point_in_time": target.UTC().Format(time.RFC3339Nano)}}}, &created); code != 202 {
-		t.Fatalf("point-in-time restore after the trim: %d %v", code, created)
-	}
-	insts, _ := p.dbSettled()
-	restored := byID(t, insts, created.Instance["id"].(string))
-	if restored["status"] != "ACTIVE" || restored["backup_id"] != b2["id"] {
-		t.Fatalf("restored instance %v (want ACTIVE, from backup %s)", restored, b2["id"])
-	}
+	restored := p.restoreTo("arch-trim-pitr", "postgresql", "15", id, target, b2["id"])
 	// target is row 59's clock_timestamp(), taken before its commit:
 	// rows 0 to 58 were committed by then, row 59 after.
 	if ids := stampIDs(t, pgConn(t, restored)); len(ids) != 59 || ids[0] != 0 || ids[58] != 58 {

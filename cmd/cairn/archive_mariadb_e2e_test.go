@@ -148,19 +148,7 @@ func TestPointInTimeRestoreMariaDB(t *testing.T) {
 		t.Fatalf("a point outside the window: %d %v", code, refused)
 	}
 
-	var created struct {
-		Instance map[string]any `json:"instance"`
-	}
-	if code := p.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
-		"name": "mdb-pitr-restored", "datastore": map[string]any{"type": "mariadb", "version": "10.11"},
-		"restorePoint": map[string]any{"instance": id, "point_in_time": target.UTC().Format(time.RFC3339Nano)}}}, &created); code != 202 {
-		t.Fatalf("point-in-time restore: %d %v", code, created)
-	}
-	insts, _ := p.dbSettled()
-	restored := byID(t, insts, created.Instance["id"].(string))
-	if restored["status"] != "ACTIVE" || restored["backup_id"] != backup["id"] {
-		t.Fatalf("restored instance %v (want ACTIVE, from backup %s)", restored, backup["id"])
-	}
+	restored := p.restoreTo("mdb-pitr-restored", "mariadb", "10.11", id, target, backup["id"])
 	rdb := mariaDB(t, restored, false)
 	want := slices.Concat(idRange(0, 20), idRange(100, 20))
 	if ids := mariaIDs(t, rdb); fmt.Sprint(ids) != fmt.Sprint(want) {
@@ -447,19 +435,7 @@ func TestBinlogArchiveTrimmed(t *testing.T) {
 	if _, w := p.archiveOf(id); w == nil || w["from"] != b2["data_timestamp"] {
 		t.Fatalf("the window after b1's deletion: %v, want from b2's %s", w, b2["data_timestamp"])
 	}
-	var created struct {
-		Instance map[string]any `json:"instance"`
-	}
-	if code := p.callDB("POST", "/instances", map[string]any{"instance": map[string]any{
-		"name": "mdb-trim-pitr", "datastore": map[string]any{"type": "mariadb", "version": "10.11"},
-		"restorePoint": map[string]any{"instance": id, "point_in_time": target.UTC().Format(time.RFC3339Nano)}}}, &created); code != 202 {
-		t.Fatalf("point-in-time restore after the trim: %d %v", code, created)
-	}
-	insts, _ := p.dbSettled()
-	restored := byID(t, insts, created.Instance["id"].(string))
-	if restored["status"] != "ACTIVE" || restored["backup_id"] != b2["id"] {
-		t.Fatalf("restored instance %v (want ACTIVE, from backup %s)", restored, b2["id"])
-	}
+	restored := p.restoreTo("mdb-trim-pitr", "mariadb", "10.11", id, target, b2["id"])
 	if ids := mariaIDs(t, mariaDB(t, restored, false)); fmt.Sprint(ids) != fmt.Sprint(idRange(0, 40)) {
 		t.Fatalf("restored rows %v, want 0 to 39", ids)
 	}
