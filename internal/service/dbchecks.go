@@ -83,9 +83,9 @@ func DrillInstanceID(taskID string) string {
 // instance (its ID made from the task's, named "drill of backup ID" and
 // in BUILD all along: nothing archives it, the tenant sees it listed
 // while the drill runs but cannot delete it), has the host check it and
-// records the outcome: the datastore's check and the
-// query's result, the restore's bytes and the seconds from the start of
-// the restore to the end of the check. The scratch instance is removed
+// records the outcome: the datastore's check and the query's result,
+// the restore's bytes and the seconds from the start of the restore to
+// the end of the check. The scratch instance is removed
 // however the drill ends; a drill resumed after a crash removes the one
 // its first run left and starts again.
 func (s *Service) runDrillDatabaseBackup(ctx context.Context, t cairn.Task) error {
