@@ -34,6 +34,19 @@ func mariaDB(t *testing.T, in map[string]any, admin bool) *sql.DB {
 	return db
 }
 
+// mariaStamps makes an active MariaDB instance with database app and
+// user bob, and in it the table stamps (id, pad) the tests commit rows
+// into; it returns the instance and app opened as bob.
+func (p *svcProc) mariaStamps(name string) (map[string]any, *sql.DB) {
+	p.t.Helper()
+	in := p.createInstance(name, "mariadb", "10.11")
+	db := mariaDB(p.t, in, false)
+	if _, err := db.ExecContext(p.t.Context(), "CREATE TABLE stamps (id INT PRIMARY KEY, pad TEXT)"); err != nil {
+		p.t.Fatal(err)
+	}
+	return in, db
+}
+
 // mariaCommit commits rows [from, from+n), one transaction each, into
 // stamps and returns the server's clock when the last one's statement
 // began: the time its binary log events carry (both are the statement's
@@ -104,12 +117,8 @@ func TestPointInTimeRestoreMariaDB(t *testing.T) {
 	data := dbagenttest.ReachableTempDir(t)
 	logHostOnFailure(t, data)
 	p := startService(t, data)
-	in := p.createInstance("mdb-pitr", "mariadb", "10.11")
-	id := in["id"].(string)
-	db, admin := mariaDB(t, in, false), mariaDB(t, in, true)
-	if _, err := db.ExecContext(t.Context(), "CREATE TABLE stamps (id INT PRIMARY KEY, pad TEXT)"); err != nil {
-		t.Fatal(err)
-	}
+	in, db := p.mariaStamps("mdb-pitr")
+	id, admin := in["id"].(string), mariaDB(t, in, true)
 	mariaCommit(t, db, 0, 20)
 	backup := completedBackupOf(p, id, "snapshot")
 	mariaCommit(t, db, 100, 10)
@@ -262,13 +271,11 @@ func needMariaDB(t *testing.T) {
 // dropped, after_mistake made with a row), all archived.
 func makeMariaMistake(t *testing.T, p *svcProc, name string) mistake {
 	t.Helper()
-	m := mistake{in: p.createInstance(name, "mariadb", "10.11")}
+	var m mistake
+	var db *sql.DB
+	m.in, db = p.mariaStamps(name)
 	m.id = m.in["id"].(string)
-	db := mariaDB(t, m.in, false)
 	defer db.Close()
-	if _, err := db.ExecContext(t.Context(), "CREATE TABLE stamps (id INT PRIMARY KEY, pad TEXT)"); err != nil {
-		t.Fatal(err)
-	}
 	mariaCommit(t, db, 0, 20)
 	m.backup = completedBackupOf(p, m.id, "snapshot")
 	m.target = mariaCommit(t, db, 100, 20)
@@ -334,12 +341,8 @@ func TestRecoverFromRestorePointMariaDB(t *testing.T) {
 	data := dbagenttest.ReachableTempDir(t)
 	logHostOnFailure(t, data)
 	p := startService(t, data, "--restore-point-interval", "10s")
-	in := p.createInstance("mdb-points", "mariadb", "10.11")
+	in, db := p.mariaStamps("mdb-points")
 	id := in["id"].(string)
-	db := mariaDB(t, in, false)
-	if _, err := db.ExecContext(t.Context(), "CREATE TABLE stamps (id INT PRIMARY KEY, pad TEXT)"); err != nil {
-		t.Fatal(err)
-	}
 	mariaCommit(t, db, 0, 20)
 	backup := completedBackupOf(p, id, "snapshot")
 	newest := p.waitRestorePoint(id, mariaCommit(t, db, 100, 20))
@@ -381,12 +384,8 @@ func TestBinlogArchiveTrimmed(t *testing.T) {
 	data := dbagenttest.ReachableTempDir(t)
 	logHostOnFailure(t, data)
 	p := startService(t, data)
-	in := p.createInstance("mdb-trim", "mariadb", "10.11")
-	id := in["id"].(string)
-	db, admin := mariaDB(t, in, false), mariaDB(t, in, true)
-	if _, err := db.ExecContext(t.Context(), "CREATE TABLE stamps (id INT PRIMARY KEY, pad TEXT)"); err != nil {
-		t.Fatal(err)
-	}
+	in, db := p.mariaStamps("mdb-trim")
+	id, admin := in["id"].(string), mariaDB(t, in, true)
 	mariaCommit(t, db, 0, 10)
 	b1 := completedBackupOf(p, id, "snapshot")
 	for i := range 2 {
