@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"time"
 )
@@ -33,11 +32,12 @@ func RunCheckTool(cmd *exec.Cmd, out *TailBuffer) (passed bool, output string, e
 	switch {
 	case err == nil:
 		return true, output, nil
-	case cmd.ProcessState != nil && errors.As(err, &exit) && exit.Exited():
-		// A signal (a cancelled context's kill) is no verdict.
+	case errors.As(err, &exit) && exit.Exited():
 		return false, output, nil
 	default:
-		return false, output, fmt.Errorf("%s: %w: %s", filepath.Base(cmd.Path), err, output)
+		// It did not start, or a signal (a cancelled context's kill)
+		// ended it: no verdict.
+		return false, output, ToolError(cmd, err, out.String())
 	}
 }
 

@@ -15,16 +15,17 @@ import (
 // on its timeline (PostgreSQL: from the start of the segment holding
 // it) or generation (MariaDB: from the start of its file) forward, never
 // before it; so the log before that, on the oldest remaining backup's
-// timeline or generation and on every earlier one, is needed by none. The history files stay. Nothing goes while the instance has no
-// backup with a point to roll forward from: what is left then is all
-// that a restore to a point in the log could ever start from.
+// timeline or generation and on every earlier one, is needed by none.
+// The history files stay. Nothing goes while the instance has no backup
+// with a point to roll forward from: what is left then is all that a
+// restore to a point in the log could ever start from.
 
 // archiveCut is where the oldest backup's log starts: on timeline (or
 // generation) tli, at byte start of the WAL (the first byte of the
 // segment holding the backup's start), or at binary log file seq.
 type archiveCut struct {
 	tli     uint32
-	start   uint64 // PostgreSQL: the backup's start LSN
+	start   uint64 // PostgreSQL: the first byte of the start's segment
 	seq     uint64 // MariaDB: the backup's binary log file's number
 	mariadb bool
 }
