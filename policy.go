@@ -147,6 +147,12 @@ type RetentionRules struct {
 
 // Slot states.
 const (
+	// SlotFiring: the slot is recorded at its time and the policy moved
+	// on; its backups are being queued. The scheduler records every due
+	// slot first, then queues their backups, so that 10,000 slots due at
+	// one second are all recorded within it; a slot left firing by a
+	// process that died is queued by the next one.
+	SlotFiring = "firing"
 	// SlotFired: the slot's backups were queued (on time or caught up).
 	SlotFired = "fired"
 	// SlotMissed: no service ran at the slot and the catch-up rule did

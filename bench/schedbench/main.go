@@ -126,11 +126,12 @@ func run() error {
 			return err
 		}
 		took := time.Since(start)
-		lags, err := slotLags(ctx, cat, next)
+		lags, queued, err := slotLags(ctx, cat, next)
 		if err != nil {
 			return err
 		}
 		report(fmt.Sprintf("round %d: slot %s, all due at once", round, next.Format("15:04")), recorded, took, lags)
+		report("  their backups queued", len(queued), 0, queued)
 		if err := finishBackups(ctx, cat); err != nil {
 			return err
 		}
@@ -223,10 +224,11 @@ func report(what string, recorded int, took time.Duration, lags []time.Duration)
 		pct(0.5).Seconds(), pct(0.99).Seconds(), lags[len(lags)-1].Seconds(), within, len(lags))
 }
 
-// slotLags reads every policy's slot at slot: how late it was recorded.
-func slotLags(ctx context.Context, cat catalog.Store, slot time.Time) ([]time.Duration, error) {
-	var lags []time.Duration
-	err := cat.View(ctx, func(tx catalog.Tx) error {
+// slotLags reads every policy's slot at slot: how late it was recorded
+// (its fired_at), and how late its backup was queued (the backup's
+// created_at).
+func slotLags(ctx context.Context, cat catalog.Store, slot time.Time) (recorded, queued []time.Duration, err error) {
+	err = cat.View(ctx, func(tx catalog.Tx) error {
 		ps, err := tx.Policies(ctx, "")
 		if err != nil {
 			return err
@@ -236,14 +238,19 @@ func slotLags(ctx context.Context, cat catalog.Store, slot time.Time) ([]time.Du
 			if err != nil {
 				return err
 			}
-			if len(sl) == 0 || !sl[0].SlotAt.Equal(slot) || sl[0].State != cairn.SlotFired {
+			if len(sl) == 0 || !sl[0].SlotAt.Equal(slot) || sl[0].State != cairn.SlotFired || len(sl[0].Runs) != 1 {
 				return fmt.Errorf("policy %s: no fired slot at %s: %+v", p.ID, slot, sl)
 			}
-			lags = append(lags, sl[0].FiredAt.Sub(sl[0].SlotAt))
+			recorded = append(recorded, sl[0].FiredAt.Sub(sl[0].SlotAt))
+			b, err := tx.Backup(ctx, sl[0].Runs[0].BackupID)
+			if err != nil {
+				return err
+			}
+			queued = append(queued, b.CreatedAt.Sub(sl[0].SlotAt))
 		}
 		return nil
 	})
-	return lags, err
+	return recorded, queued, err
 }
 
 // finishBackups marks every queued backup available and its volume

@@ -14,7 +14,8 @@ import (
 
 // TestPolicyKill9 runs policies made with the CLI on an every-minute
 // schedule in a real service, and kills the service with SIGKILL just
-// after a slot's firing committed, just after a retention run queued a
+// after a slot was recorded and before its backup was queued (between
+// the scheduler's two transactions), just after a retention run queued a
 // deletion, and in the middle of a restore drill. After each restart the
 // interrupted work finishes: every slot is recorded once and queued one
 // backup, the removed backup is gone, the newest stays, the drill
@@ -43,7 +44,7 @@ func TestPolicyKill9(t *testing.T) {
 	p.settled()
 	p.stop()
 
-	fired := newHookPoint(t, "catalog.slot fired#1")
+	fired := newHookPoint(t, "catalog.slot firing#1")
 	p = startServiceEnv(t, data, fired.env())
 	cli := func(args ...string) result {
 		return runCLI(t, []string{"HOME=" + home}, append(args, "--url", p.url, "--token", p.token)...)
@@ -56,9 +57,9 @@ func TestPolicyKill9(t *testing.T) {
 	fired.reached(p.done, p.log.String)
 	p.kill()
 
-	// Restarted: the first slot's backup finishes; at the next slot,
-	// retention removes it (keep-last 1), and the service dies again just
-	// after queuing that.
+	// Restarted: the first slot's backup is queued and finishes; at the
+	// next slot, retention removes it (keep-last 1), and the service dies
+	// again just after queuing that.
 	pruned := newHookPoint(t, "catalog.backup deleting#1")
 	p = startServiceEnv(t, data, pruned.env())
 	pruned.reached(p.done, p.log.String)

@@ -33,7 +33,8 @@ package main
 //	catalog.backup STATUS,
 //	catalog.instance STATUS,
 //	catalog.dbbackup STATUS,
-//	catalog.slot STATE                   a policy's slot recorded (fired, skipped, missed)
+//	catalog.slot STATE                   a policy's slot recorded (firing, missed) or its
+//	                                     backups queued (fired, skipped)
 //	nbd.accept                           an NBD connection was accepted
 //	nbd.write EXPORT                     a write request reached the export (named as the
 //	                                     client named it), before it is applied
@@ -376,6 +377,10 @@ func (t hookedTx) UpdateInstance(ctx context.Context, in cairn.Instance) error {
 
 func (t hookedTx) InsertPolicySlot(ctx context.Context, s cairn.PolicySlot) error {
 	return t.note(t.Tx.InsertPolicySlot(ctx, s), "catalog.slot "+s.State)
+}
+
+func (t hookedTx) UpdatePolicySlot(ctx context.Context, s cairn.PolicySlot) error {
+	return t.note(t.Tx.UpdatePolicySlot(ctx, s), "catalog.slot "+s.State)
 }
 
 func (t hookedTx) UpdateDatabaseBackup(ctx context.Context, b cairn.DatabaseBackup) error {

@@ -188,6 +188,9 @@ type Tx interface {
 	// is at or before now, earliest first.
 	DuePolicies(ctx context.Context, now time.Time, limit int) ([]cairn.Policy, error)
 	UpdatePolicy(ctx context.Context, p cairn.Policy) error
+	// AdvancePolicy writes only what firing changes: Enabled, NextSlotAt,
+	// NextFireAt and UpdatedAt; cairn.ErrNotFound for a missing policy.
+	AdvancePolicy(ctx context.Context, p cairn.Policy) error
 	// DeletePolicy removes the policy and its slots; the backups it made
 	// stay.
 	DeletePolicy(ctx context.Context, id string) error
@@ -195,6 +198,13 @@ type Tx interface {
 	// policy has a record of that slot, without failing the transaction.
 	// That is what makes a slot fire once across processes.
 	InsertPolicySlot(ctx context.Context, s cairn.PolicySlot) error
+	// UpdatePolicySlot writes a recorded slot's State, Late, Detail and
+	// Runs (its FiredAt stays); cairn.ErrNotFound without a record.
+	UpdatePolicySlot(ctx context.Context, s cairn.PolicySlot) error
+	// FiringPolicySlots lists at most limit slots, of every policy, in
+	// state cairn.SlotFiring (recorded, their backups not yet queued),
+	// the oldest slot first.
+	FiringPolicySlots(ctx context.Context, limit int) ([]cairn.PolicySlot, error)
 	// PolicySlots lists a policy's slots, newest first, at most limit (0:
 	// all).
 	PolicySlots(ctx context.Context, policyID string, limit int) ([]cairn.PolicySlot, error)

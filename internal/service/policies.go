@@ -22,14 +22,20 @@ import (
 // their backups: checks.go), and retention rules that delete the
 // backups a policy made once no rule keeps them (retention.go).
 //
-// A slot fires in one catalog transaction (shared with up to fireBatch-1
-// other policies' slots due at the same time) that re-reads the policy,
-// queues each target's backup (the same rows and tasks a request
-// makes), records the slot (policy_slots, unique per policy and slot)
-// and moves the policy to its next slot. So a slot fires once: two
-// processes racing for it conflict, and the one that retries finds the
-// policy moved on; a process killed before the commit leaves nothing,
-// and the next one fires the slot (late, if the catch-up rule allows).
+// A slot fires in two catalog transactions (the first shared with up to
+// recordBatch-1 other policies' slots due at the same time, the second
+// with up to fireBatch-1). The first
+// re-reads the due policies, records each one's slot (policy_slots,
+// unique per policy and slot) in state firing and moves the policy to
+// its next slot; the second queues the slot's backups (the same rows and
+// tasks a request makes) and marks it fired or skipped. So a slot fires
+// once: two processes racing for it conflict, and the one that retries
+// finds the policy moved on, or the slot queued; a process killed before
+// the first commit leaves nothing, and the next one fires the slot
+// (late, if the catch-up rule allows); one killed between the two leaves
+// the slot firing, and the next one queues it. Recording first is what
+// keeps slots on time when thousands fall due at one second: recording
+// is two statements a policy, queuing a backup a dozen.
 
 const (
 	defaultFullEvery = 7
@@ -42,9 +48,7 @@ const (
 	// missedRecordLimit bounds the missed slots recorded one by one in a
 	// firing; older ones are counted in one event.
 	missedRecordLimit = 1000
-	// dueBatch is how many due policies one catalog read returns.
-	dueBatch         = 256
-	maxPolicyTargets = 1000
+	maxPolicyTargets  = 1000
 	// maxDrillQuery bounds a drill policy's query.
 	maxDrillQuery = 4096
 )
@@ -338,75 +342,52 @@ func policyPayload(p cairn.Policy) map[string]any {
 }
 
 // FireDue fires every slot due at the service clock's now, and reports
-// how many slots it recorded (fired, skipped or missed). Due policies
-// fire in batches, a catalog transaction each; a batch that fails fires
-// again one policy at a time, and a policy whose firing fails is logged
-// and left for the next call. Retention runs once every due slot is
-// recorded, for the policies that have rules.
+// how many slots it recorded (firing or missed). It works in two
+// passes, so that every due slot is recorded at its time however many
+// backups its policies queue:
+//
+//  1. record: in catalog transactions of up to recordBatch due policies,
+//     each policy's due slot is recorded firing (or missed, by the
+//     catch-up rule) and the policy moved to its next slot;
+//  2. queue: in transactions of up to fireBatch slots, each firing
+//     slot's backups (or checks) are queued, and the slot becomes fired
+//     or skipped, with its runs. This also queues the slots a process
+//     that died between the passes left firing.
+//
+// A batch that fails runs again one policy (or slot) at a time; one
+// whose failure persists is logged and left for the next call. Retention
+// runs once every due slot is queued, for the policies that have rules.
 func (s *Service) FireDue(ctx context.Context) (int, error) {
 	n, _, err := s.fireDue(ctx)
 	return n, err
 }
 
-// fireDue is FireDue; it also returns the policies whose firing failed.
+// fireDue is FireDue; it also returns the policies whose slots could not
+// be recorded.
 func (s *Service) fireDue(ctx context.Context) (int, map[string]bool, error) {
 	now := s.nowUTC()
 	failed := map[string]bool{}
 	total := 0
 	var retain, fired []cairn.Policy
 	for {
-		var due []cairn.Policy
-		err := s.cat.View(ctx, func(tx catalog.Tx) error {
-			var err error
-			due, err = tx.DuePolicies(ctx, now, dueBatch+len(failed))
-			return err
-		})
+		fs, more, err := s.recordDue(ctx, now, failed)
 		if err != nil {
-			return total, failed, fmt.Errorf("due policies: %w", err)
+			return total, failed, err
 		}
-		var ids []string
-		for _, p := range due {
-			if !failed[p.ID] {
-				ids = append(ids, p.ID)
-			}
-		}
-		if len(ids) == 0 {
+		if !more {
 			break
 		}
-		for start := 0; start < len(ids); start += fireBatch {
-			batch := ids[start:min(start+fireBatch, len(ids))]
-			fs, err := s.firePolicies(ctx, batch, now)
-			if err != nil && len(batch) > 1 {
-				// One policy's failure must not hold the others: alone.
-				fs, err = nil, nil
-				for _, id := range batch {
-					f, err := s.firePolicies(ctx, []string{id}, now)
-					if err != nil {
-						if ctx.Err() != nil {
-							return total, failed, ctx.Err()
-						}
-						failed[id] = true
-						s.log.Error("policy slot did not fire", "policy", id, "err", err)
-						continue
-					}
-					fs = append(fs, f...)
-				}
-			} else if err != nil {
-				if ctx.Err() != nil {
-					return total, failed, ctx.Err()
-				}
-				failed[batch[0]] = true
-				s.log.Error("policy slot did not fire", "policy", batch[0], "err", err)
-			}
-			for _, f := range fs {
-				s.firedEvents(ctx, f)
-				total += len(f.slots)
-				fired = append(fired, f.policy)
-				if p := f.policy; !retention.IsZero(p.Retention) || p.PITRWindowSeconds > 0 {
-					retain = append(retain, p)
-				}
+		for _, f := range fs {
+			s.firedEvents(ctx, f) // the missed slots
+			total += len(f.slots) + f.firing
+			fired = append(fired, f.policy)
+			if p := f.policy; !retention.IsZero(p.Retention) || p.PITRWindowSeconds > 0 {
+				retain = append(retain, p)
 			}
 		}
+	}
+	if err := s.queueFiring(ctx); err != nil {
+		return total, failed, err
 	}
 	if err := s.pruneSlots(ctx, fired, now); err != nil {
 		if ctx.Err() != nil {
@@ -415,7 +396,7 @@ func (s *Service) fireDue(ctx context.Context) (int, map[string]bool, error) {
 		s.log.Error("pruning policies' old slots", "err", err)
 	}
 	// Retention removes the backups that were complete before these
-	// slots; it runs after every slot is recorded, off their clock.
+	// slots; it runs after every slot is queued, off their clock.
 	for _, p := range retain {
 		if _, err := s.ApplyRetention(ctx, Caller{ProjectID: p.ProjectID}, p.ID, false); err != nil {
 			if ctx.Err() != nil {
@@ -427,100 +408,83 @@ func (s *Service) fireDue(ctx context.Context) (int, map[string]bool, error) {
 	return total, failed, nil
 }
 
-// A policy's slot records are kept for slotHistory, and at least its
-// newest slotKeep (or full_every, when more: firing reads that many
-// back to choose full or incremental). A record makes its slot fire once
-// only until the policy has moved past the slot, in the slot's own
-// transaction; after that it is history for `policy slots`, and without
-// a bound an hourly policy would add 8,760 rows a year.
-const (
-	slotHistory = 90 * 24 * time.Hour
-	slotKeep    = 100
-)
-
-// pruneSlots deletes the fired policies' slot records past the history
-// kept, off the slots' clock (after every due slot is recorded), in
-// batches of fireBatch policies per transaction.
-func (s *Service) pruneSlots(ctx context.Context, fired []cairn.Policy, now time.Time) error {
-	for start := 0; start < len(fired); start += fireBatch {
-		batch := fired[start:min(start+fireBatch, len(fired))]
-		err := s.cat.Update(ctx, func(tx catalog.Tx) error {
-			for _, p := range batch {
-				if _, err := tx.PrunePolicySlots(ctx, p.ID, now.Add(-slotHistory), max(slotKeep, p.FullEvery)); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+// recordDue records the due slots of the next batch of policies due at
+// now and not in failed (pass 1), and returns what it recorded; more is
+// false once no such policy is due. When the batch's transaction fails,
+// each of its policies is recorded on its own, and one that fails again
+// is added to failed and logged.
+func (s *Service) recordDue(ctx context.Context, now time.Time, failed map[string]bool) (fs []firing, more bool, err error) {
+	err = s.update(ctx, func(tx catalog.Tx) error {
+		fs = fs[:0]
+		due, err := tx.DuePolicies(ctx, now, recordBatch+len(failed))
 		if err != nil {
-			return err
+			return fmt.Errorf("due policies: %w", err)
 		}
-	}
-	return nil
-}
-
-// fireBatch is how many policies fire in one catalog transaction.
-const fireBatch = 256
-
-// errSkipTarget makes firePolicies run its transaction again without a
-// target whose backup could not be queued.
-var errSkipTarget = errors.New("skip target")
-
-// firing is what one policy's firing recorded, for its events.
-type firing struct {
-	policy  cairn.Policy
-	slots   []cairn.PolicySlot
-	backups []cairn.Backup
-	dbs     []cairn.DatabaseBackup
-	// unrecorded missed slots: how many, and the range
-	older          int
-	oldest, newest time.Time
-}
-
-// firePolicies fires the slots of policies ids due at now, in one
-// transaction, and returns what each firing recorded (none for a policy
-// another process fired first, or that changed).
-func (s *Service) firePolicies(ctx context.Context, ids []string, now time.Time) ([]firing, error) {
-	skips := map[string]string{} // policy and target: why no backup of it is queued
-	var fs []firing
-	for {
-		err := s.update(ctx, func(tx catalog.Tx) error {
-			fs = fs[:0]
-			for _, id := range ids {
-				f, err := s.firePolicyTx(ctx, tx, id, now, skips)
-				if err != nil {
-					return err
-				}
-				if f.policy.ID != "" {
-					fs = append(fs, f)
-				}
+		for _, p := range due {
+			if failed[p.ID] || len(fs) == recordBatch {
+				continue
 			}
-			return nil
-		})
-		if errors.Is(err, errSkipTarget) {
-			continue // skips has a new entry: fewer targets each time
+			f, err := s.recordSlotsTx(ctx, tx, p, now)
+			if err != nil {
+				return err
+			}
+			fs = append(fs, f)
 		}
-		return fs, err
+		return nil
+	})
+	if err == nil || ctx.Err() != nil {
+		return fs, len(fs) > 0, err
 	}
+	// One policy's failure must not hold the others: alone.
+	var due []cairn.Policy
+	if err := s.cat.View(ctx, func(tx catalog.Tx) error {
+		var err error
+		due, err = tx.DuePolicies(ctx, now, recordBatch+len(failed))
+		return err
+	}); err != nil {
+		return nil, false, fmt.Errorf("due policies: %w", err)
+	}
+	fs = nil
+	tried := 0
+	for _, p := range due {
+		if failed[p.ID] || tried == recordBatch {
+			continue
+		}
+		tried++
+		var f firing
+		err := s.update(ctx, func(tx catalog.Tx) error {
+			f = firing{}
+			p, err := tx.Policy(ctx, p.ID)
+			if errors.Is(err, cairn.ErrNotFound) {
+				return nil // deleted meanwhile
+			}
+			if err != nil || !p.Enabled || p.NextFireAt.After(now) {
+				return err // another process recorded it, or it changed
+			}
+			f, err = s.recordSlotsTx(ctx, tx, p, now)
+			return err
+		})
+		switch {
+		case ctx.Err() != nil:
+			return nil, false, ctx.Err()
+		case err != nil:
+			failed[p.ID] = true
+			s.log.Error("policy slot not recorded", "policy", p.ID, "err", err)
+		case f.policy.ID != "":
+			fs = append(fs, f)
+		}
+	}
+	// Those that failed are in failed now: the next call reads past them.
+	return fs, tried > 0, nil
 }
 
-// firePolicyTx fires policy id's slots due at now in tx: the latest due
-// slot fires when it is on time (within the grace) or the catch-up rule
-// is once; every other due slot is recorded missed. A slot records when
-// it was fired: the transaction's time.
-func (s *Service) firePolicyTx(ctx context.Context, tx catalog.Tx, id string, now time.Time, skips map[string]string) (firing, error) {
-	var f firing
-	p, err := tx.Policy(ctx, id)
-	if errors.Is(err, cairn.ErrNotFound) {
-		return f, nil // deleted meanwhile
-	}
-	if err != nil {
-		return f, err
-	}
-	if !p.Enabled || p.NextFireAt.After(now) {
-		return f, nil // another process fired it, or it changed
-	}
-	f.policy = p
+// recordSlotsTx records policy p's slots due at now in tx (pass 1): the
+// latest due slot is recorded firing when it is on time (within the
+// grace) or the catch-up rule is once, and every other due slot missed.
+// The policy moves to its next slot. A slot records when it was fired:
+// the transaction's time.
+func (s *Service) recordSlotsTx(ctx context.Context, tx catalog.Tx, p cairn.Policy, now time.Time) (firing, error) {
+	f := firing{policy: p}
 	sched, err := schedule.Parse(p.Schedule, p.TimeZone)
 	if err != nil {
 		return f, fmt.Errorf("policy %s: %w", p.ID, err)
@@ -556,22 +520,176 @@ func (s *Service) firePolicyTx(ctx context.Context, tx catalog.Tx, id string, no
 		f.slots = append(f.slots, st)
 	}
 	late := now.Sub(last.Add(jitter)) > s.sched.grace
-	st := cairn.PolicySlot{PolicyID: p.ID, SlotAt: last, FiredAt: at, Late: late}
+	st := cairn.PolicySlot{PolicyID: p.ID, SlotAt: last, State: cairn.SlotFiring, FiredAt: at, Late: late}
 	if late && p.CatchUp == cairn.CatchUpSkip {
 		st.State, st.Detail = cairn.SlotMissed, "no service fired it in time, and the policy's catch-up is skip"
-	} else if err := s.fireSlotTx(ctx, tx, p, &st, skips, &f); err != nil {
-		return f, err
+		f.slots = append(f.slots, st)
+	} else {
+		f.firing++
 	}
 	if err := tx.InsertPolicySlot(ctx, st); err != nil {
 		return f, err
 	}
-	f.slots = append(f.slots, st)
 	if next.IsZero() {
 		p.Enabled = false // the schedule ends (never, in practice)
 	}
 	p.NextSlotAt, p.NextFireAt = next.UTC(), next.Add(jitter).UTC()
 	p.UpdatedAt = at
-	return f, tx.UpdatePolicy(ctx, p)
+	return f, tx.AdvancePolicy(ctx, p)
+}
+
+// queueFiring queues the backups of every slot recorded firing (pass 2),
+// in transactions of up to fireBatch slots, and sends each one's events
+// once its transaction committed. When a batch fails, its slots are
+// queued one at a time; a slot that fails alone is logged and left
+// firing, for the next call.
+func (s *Service) queueFiring(ctx context.Context) error {
+	failed := map[string]bool{} // policy and slot
+	key := func(st cairn.PolicySlot) string { return st.PolicyID + " " + st.SlotAt.Format(time.RFC3339Nano) }
+	firingSlots := func(tx catalog.Tx) ([]cairn.PolicySlot, error) {
+		list, err := tx.FiringPolicySlots(ctx, fireBatch+len(failed))
+		if err != nil {
+			return nil, fmt.Errorf("firing slots: %w", err)
+		}
+		list = slices.DeleteFunc(list, func(st cairn.PolicySlot) bool { return failed[key(st)] })
+		return list[:min(len(list), fireBatch)], nil
+	}
+	for {
+		fs, n, err := s.queueSlots(ctx, firingSlots)
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			var batch []cairn.PolicySlot
+			if err := s.cat.View(ctx, func(tx catalog.Tx) error {
+				var err error
+				batch, err = firingSlots(tx)
+				return err
+			}); err != nil {
+				return err
+			}
+			fs, n = nil, len(batch)
+			for _, st := range batch {
+				one, _, err := s.queueSlots(ctx, func(tx catalog.Tx) ([]cairn.PolicySlot, error) {
+					list, err := tx.PolicySlots(ctx, st.PolicyID, 0)
+					list = slices.DeleteFunc(list, func(x cairn.PolicySlot) bool { return !x.SlotAt.Equal(st.SlotAt) || x.State != cairn.SlotFiring })
+					return list, err
+				})
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if err != nil {
+					failed[key(st)] = true
+					s.log.Error("policy slot's backups not queued", "policy", st.PolicyID, "slot", st.SlotAt, "err", err)
+					continue
+				}
+				fs = append(fs, one...)
+			}
+		}
+		for _, f := range fs {
+			s.firedEvents(ctx, f)
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+}
+
+// queueSlots queues, in one transaction, the backups of the firing slots
+// list reads in it, and returns what each queued and how many slots list
+// gave.
+func (s *Service) queueSlots(ctx context.Context, list func(catalog.Tx) ([]cairn.PolicySlot, error)) ([]firing, int, error) {
+	skips := map[string]string{} // policy and target: why no backup of it is queued
+	var fs []firing
+	var n int
+	for {
+		err := s.update(ctx, func(tx catalog.Tx) error {
+			fs = fs[:0]
+			slots, err := list(tx)
+			if err != nil {
+				return err
+			}
+			n = len(slots)
+			for _, st := range slots {
+				p, err := tx.Policy(ctx, st.PolicyID)
+				if err != nil {
+					return err // a policy's deletion takes its slots
+				}
+				f := firing{policy: p}
+				if err := s.fireSlotTx(ctx, tx, p, &st, skips, &f); err != nil {
+					return err
+				}
+				if err := tx.UpdatePolicySlot(ctx, st); err != nil {
+					return err
+				}
+				f.slots = append(f.slots, st)
+				fs = append(fs, f)
+			}
+			return nil
+		})
+		if errors.Is(err, errSkipTarget) {
+			continue // skips has a new entry: fewer targets each time
+		}
+		return fs, n, err
+	}
+}
+
+// A policy's slot records are kept for slotHistory, and at least its
+// newest slotKeep (or full_every, when more: firing reads that many
+// back to choose full or incremental). A record makes its slot fire once
+// only until the policy has moved past the slot, in the slot's own
+// transaction; after that it is history for `policy slots`, and without
+// a bound an hourly policy would add 8,760 rows a year.
+const (
+	slotHistory = 90 * 24 * time.Hour
+	slotKeep    = 100
+)
+
+// pruneSlots deletes the fired policies' slot records past the history
+// kept, off the slots' clock (after every due slot is recorded), in
+// batches of fireBatch policies per transaction.
+func (s *Service) pruneSlots(ctx context.Context, fired []cairn.Policy, now time.Time) error {
+	for start := 0; start < len(fired); start += fireBatch {
+		batch := fired[start:min(start+fireBatch, len(fired))]
+		err := s.cat.Update(ctx, func(tx catalog.Tx) error {
+			for _, p := range batch {
+				if _, err := tx.PrunePolicySlots(ctx, p.ID, now.Add(-slotHistory), max(slotKeep, p.FullEvery)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Batches: how many due policies one transaction records slots for (two
+// statements each, so a large batch holds the catalog briefly and saves
+// commits: 10,000 policies due at once take 10), and how many slots one
+// transaction queues the backups of (a dozen statements each).
+const (
+	recordBatch = 2500
+	fireBatch   = 256
+)
+
+// errSkipTarget makes queueSlots run its transaction again without a
+// target whose backup could not be queued.
+var errSkipTarget = errors.New("skip target")
+
+// firing is what one policy's firing recorded, for its events.
+type firing struct {
+	policy  cairn.Policy
+	slots   []cairn.PolicySlot
+	backups []cairn.Backup
+	dbs     []cairn.DatabaseBackup
+	// firing: slots recorded firing, whose backups are queued next
+	firing int
+	// unrecorded missed slots: how many, and the range
+	older          int
+	oldest, newest time.Time
 }
 
 // fireSlotTx queues the backups of st's slot for p's targets and fills
@@ -589,10 +707,12 @@ func (s *Service) fireSlotTx(ctx context.Context, tx catalog.Tx, p cairn.Policy,
 	if len(name) > 255 {
 		name = name[len(name)-255:]
 	}
-	history, err := tx.PolicySlots(ctx, p.ID, p.FullEvery)
+	// The slots before this one (itself is recorded already).
+	history, err := tx.PolicySlots(ctx, p.ID, p.FullEvery+1)
 	if err != nil {
 		return err
 	}
+	history = slices.DeleteFunc(history, func(x cairn.PolicySlot) bool { return !x.SlotAt.Before(st.SlotAt) })
 	for _, target := range targets {
 		run := cairn.PolicyRun{TargetID: target}
 		if why, ok := skips[p.ID+" "+target]; ok {

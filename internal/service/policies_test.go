@@ -18,6 +18,7 @@ import (
 	"github.com/cairnproject/cairn/internal/catalog/postgres/pgtest"
 	"github.com/cairnproject/cairn/internal/catalog/sqlite"
 	"github.com/cairnproject/cairn/internal/service"
+	"github.com/cairnproject/cairn/internal/service/servicetest"
 	"github.com/cairnproject/cairn/internal/testenv"
 )
 
@@ -218,6 +219,78 @@ func TestPolicyCatchUp(t *testing.T) {
 				t.Fatalf("next slot %s", p.NextSlotAt)
 			}
 		})
+	}
+}
+
+// TestPolicySlotLeftFiring: a slot recorded (its policy moved on) whose
+// backups could not be queued, as a process dying between the
+// scheduler's two transactions leaves it, stays firing with nothing
+// queued and no event; the next service queues its backups once, fired
+// on its own time, and firing again adds nothing.
+func TestPolicySlotLeftFiring(t *testing.T) {
+	r, clock := newPolicyRig(t, time.Date(2026, 6, 1, 9, 30, 0, 0, time.UTC))
+	ctx := t.Context()
+	var vols []string
+	for _, name := range []string{"a", "b"} {
+		v := must[cairn.Volume](t)(r.svc.CreateVolume(ctx, caller, service.VolumeCreate{Name: name, Size: 1}))
+		r.done(v.ID)
+		vols = append(vols, v.ID)
+	}
+	p := must[cairn.Policy](t)(r.svc.CreatePolicy(ctx, caller, hourlyPolicy(vols, cairn.RetentionRules{})))
+	slot := time.Date(2026, 6, 1, 10, 0, 0, 0, time.UTC)
+	clock.Set(slot.Add(2 * time.Second))
+	// The batch's transaction fails, then the slot's own.
+	r.faults.Add(servicetest.Fault{Method: "Catalog.UpdatePolicySlot", Times: 2, Err: errors.New("process gone")})
+	if n := must[int](t)(r.svc.FireDue(ctx)); n != 1 {
+		t.Fatalf("FireDue recorded %d slots, want 1", n)
+	}
+	slots := must[[]cairn.PolicySlot](t)(r.svc.PolicySlots(ctx, caller, p.ID, 0))
+	if len(slots) != 1 || slots[0].State != cairn.SlotFiring || !slots[0].SlotAt.Equal(slot) || len(slots[0].Runs) != 0 {
+		t.Fatalf("slots after the failed queuing: %+v", slots)
+	}
+	if got := must[cairn.Policy](t)(r.svc.Policy(ctx, caller, p.ID)); !got.NextSlotAt.Equal(slot.Add(time.Hour)) {
+		t.Fatalf("the policy's next slot %s, want the one after the recorded slot", got.NextSlotAt)
+	}
+	r.view(func(ctx context.Context, tx catalog.Tx) error {
+		if b, err := tx.Backups(ctx, catalog.Filter{}); err != nil || len(b) != 0 {
+			t.Fatalf("backups queued by a slot that did not fire: %v %v", b, err)
+		}
+		return nil
+	})
+	if n := len(r.eventsOf("schedule.fired")) + len(r.eventsOf("backup.create.start")); n != 0 {
+		t.Fatalf("%d events for a slot whose backups were not queued", n)
+	}
+
+	r.restart()
+	clock.Set(slot.Add(5 * time.Second))
+	if n := must[int](t)(r.svc.FireDue(ctx)); n != 0 {
+		t.Fatalf("FireDue recorded %d new slots, want 0", n)
+	}
+	slots = must[[]cairn.PolicySlot](t)(r.svc.PolicySlots(ctx, caller, p.ID, 0))
+	if len(slots) != 1 || slots[0].State != cairn.SlotFired || len(slots[0].Runs) != 2 || slots[0].Late ||
+		!slots[0].FiredAt.Equal(slot.Add(2*time.Second)) {
+		t.Fatalf("the slot once the next service queued it: %+v", slots)
+	}
+	for i, run := range slots[0].Runs {
+		if run.TargetID != vols[i] || run.BackupID == "" || !run.Full {
+			t.Fatalf("run %d: %+v", i, run)
+		}
+		r.done(run.BackupID)
+	}
+	if n := must[int](t)(r.svc.FireDue(ctx)); n != 0 {
+		t.Fatalf("FireDue again recorded %d", n)
+	}
+	r.view(func(ctx context.Context, tx catalog.Tx) error {
+		if b, err := tx.Backups(ctx, catalog.Filter{}); err != nil || len(b) != 2 {
+			t.Fatalf("backups: %d, want 2 (%v)", len(b), err)
+		}
+		return nil
+	})
+	if n := len(r.eventsOf("schedule.fired")); n != 1 {
+		t.Fatalf("%d schedule.fired events, want 1", n)
+	}
+	if n := len(r.eventsOf("schedule.missed")); n != 0 {
+		t.Fatalf("%d schedule.missed events", n)
 	}
 }
 

@@ -542,6 +542,20 @@ func (tx faultyTx) setError(st cairn.Status) error {
 	return c.End(tx.ctx)
 }
 
+// UpdatePolicySlot goes through the faults ("Catalog.UpdatePolicySlot"):
+// queuing a recorded slot's backups can be made to fail, as a process
+// dying between the scheduler's two transactions would leave it.
+func (tx faultyTx) UpdatePolicySlot(ctx context.Context, st cairn.PolicySlot) error {
+	c, err := tx.faults.Begin(tx.ctx, "Catalog.UpdatePolicySlot")
+	if err != nil {
+		return err
+	}
+	if err := c.End(tx.ctx); err != nil {
+		return err
+	}
+	return tx.Tx.UpdatePolicySlot(ctx, st)
+}
+
 func (tx faultyTx) UpdateVolume(ctx context.Context, v cairn.Volume) error {
 	if err := tx.setError(v.Status); err != nil {
 		return err

@@ -71,6 +71,7 @@ func Run(t *testing.T, open func(t *testing.T) catalog.Store) {
 		{"Policies", testPolicies},
 		{"PolicySlotOnce", testPolicySlotOnce},
 		{"PrunePolicySlots", testPrunePolicySlots},
+		{"FiringPolicySlots", testFiringPolicySlots},
 		{"BackupMarks", testBackupMarks},
 	}
 	for _, tc := range tests {

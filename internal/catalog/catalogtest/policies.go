@@ -228,6 +228,76 @@ func testPrunePolicySlots(t *testing.T, s catalog.Store) {
 	})
 }
 
+// testFiringPolicySlots: the slots in state firing, of every policy,
+// are listed oldest first up to the limit; an update writes a slot's
+// state, lateness, detail and runs (its fired time stays) and takes it
+// off the list; a missing slot is ErrNotFound; a policy advanced writes
+// only its schedule's fields.
+func testFiringPolicySlots(t *testing.T, s catalog.Store) {
+	p := addProjects(t, s, 1)
+	a, b := fullPolicy(p[0], 0), fullPolicy(p[0], 1)
+	firing := func(pol cairn.Policy, i int) cairn.PolicySlot {
+		return cairn.PolicySlot{PolicyID: pol.ID, SlotAt: at(i), State: cairn.SlotFiring, FiredAt: at(i + 1)}
+	}
+	update(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		for _, pol := range []cairn.Policy{a, b} {
+			if err := tx.InsertPolicy(ctx, pol); err != nil {
+				return err
+			}
+		}
+		for _, sl := range []cairn.PolicySlot{firing(a, 5), firing(b, 3), firing(a, 7),
+			{PolicyID: b.ID, SlotAt: at(1), State: cairn.SlotMissed, FiredAt: at(2)},
+			{PolicyID: a.ID, SlotAt: at(2), State: cairn.SlotFired, FiredAt: at(2)}} {
+			if err := tx.InsertPolicySlot(ctx, sl); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	slotKeys := func(list []cairn.PolicySlot) []string {
+		return ids(list, func(x cairn.PolicySlot) string {
+			return fmt.Sprint(x.PolicyID == a.ID, x.SlotAt.Equal(at(3)), x.SlotAt.Unix())
+		})
+	}
+	view(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		got, err := tx.FiringPolicySlots(ctx, 10)
+		wantErr(t, "firing slots", err, nil)
+		wantEqual(t, "firing slots, oldest first", slotKeys(got), slotKeys([]cairn.PolicySlot{firing(b, 3), firing(a, 5), firing(a, 7)}))
+		wantEqual(t, "a firing slot", got[1], firing(a, 5))
+		got, _ = tx.FiringPolicySlots(ctx, 2)
+		wantEqual(t, "firing slots, limited", len(got), 2)
+		return nil
+	})
+	done := firing(a, 5)
+	done.State, done.Late, done.Detail = cairn.SlotFired, true, "caught up"
+	done.Runs = []cairn.PolicyRun{{TargetID: "v1", BackupID: "b1", Full: true}, {TargetID: "v2", Skipped: "busy"}}
+	update(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		wantErr(t, "update a slot", tx.UpdatePolicySlot(ctx, done), nil)
+		moved := done
+		moved.FiredAt = at(40)
+		wantErr(t, "update it again, another fired time", tx.UpdatePolicySlot(ctx, moved), nil)
+		wantErr(t, "update a missing slot", tx.UpdatePolicySlot(ctx, firing(a, 6)), cairn.ErrNotFound)
+		adv := a
+		adv.Enabled, adv.NextSlotAt, adv.NextFireAt, adv.UpdatedAt = false, at(60), at(61), at(62)
+		adv.Name, adv.Schedule = "not written", "1 2 3 4 5"
+		wantErr(t, "advance", tx.AdvancePolicy(ctx, adv), nil)
+		got, err := tx.Policy(ctx, a.ID)
+		wantErr(t, "advanced", err, nil)
+		want := a
+		want.Enabled, want.NextSlotAt, want.NextFireAt, want.UpdatedAt = false, at(60), at(61), at(62)
+		wantEqual(t, "advanced", got, want)
+		wantErr(t, "advance a missing policy", tx.AdvancePolicy(ctx, fullPolicy(p[0], 5)), cairn.ErrNotFound)
+		return nil
+	})
+	view(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		got, _ := tx.FiringPolicySlots(ctx, 10)
+		wantEqual(t, "firing slots after one was queued", slotKeys(got), slotKeys([]cairn.PolicySlot{firing(b, 3), firing(a, 7)}))
+		slots, _ := tx.PolicySlots(ctx, a.ID, 0)
+		wantEqual(t, "the queued slot", slots[1], done)
+		return nil
+	})
+}
+
 // testBackupMarks: none read as the zero marks, written and read back,
 // replaced, and gone with the backup (of a volume and of an instance)
 // and with a project's deletion.

@@ -261,32 +261,39 @@ func TestTooNewSchema(t *testing.T) {
 	t.Log(err)
 }
 
-// TestDuePoliciesPlan: the due policies' query reads the index in its
-// order, with no sort of every policy due at the same time (one per
-// batch, which made 10,000 policies due at once cost 40 sorts of 10,000
-// rows).
-func TestDuePoliciesPlan(t *testing.T) {
+// TestSchedulerQueryPlans: the scheduler's reads go through their
+// indexes in their order, with no sort: the due policies (a sort per
+// batch made 10,000 policies due at once cost 40 sorts of 10,000 rows),
+// and the firing slots (without the partial index, every slot kept,
+// about 100 a policy, would be read at each pass).
+func TestSchedulerQueryPlans(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "catalog.db"))
-	rows, err := s.write.QueryContext(t.Context(), `EXPLAIN QUERY PLAN SELECT * FROM policies
-		WHERE enabled = 1 AND next_fire_at <= 0 ORDER BY next_fire_at, id LIMIT 256`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		var id, parent, unused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+	for _, tc := range []struct{ name, query, index string }{
+		{"due policies", `SELECT * FROM policies WHERE enabled = 1 AND next_fire_at <= 0 ORDER BY next_fire_at, id LIMIT 256`, "policies_due"},
+		// FiringPolicySlots: the state is a literal, so the partial
+		// index applies.
+		{"firing slots", `SELECT * FROM policy_slots WHERE state = 'firing' ORDER BY slot_at, policy_id LIMIT 256`, "policy_slots_firing"},
+	} {
+		rows, err := s.write.QueryContext(t.Context(), "EXPLAIN QUERY PLAN "+tc.query)
+		if err != nil {
 			t.Fatal(err)
 		}
-		plan = append(plan, detail)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	all := strings.Join(plan, "; ")
-	if !strings.Contains(all, "INDEX policies_due") || strings.Contains(all, "TEMP B-TREE") {
-		t.Fatalf("the due policies' plan: %s", all)
+		var plan []string
+		for rows.Next() {
+			var id, parent, unused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan = append(plan, detail)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		rows.Close()
+		all := strings.Join(plan, "; ")
+		if !strings.Contains(all, "INDEX "+tc.index) || strings.Contains(all, "TEMP B-TREE") {
+			t.Fatalf("the %s' plan: %s", tc.name, all)
+		}
 	}
 }

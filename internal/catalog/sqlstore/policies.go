@@ -145,6 +145,21 @@ func (t *tx) UpdatePolicy(ctx context.Context, p cairn.Policy) error {
 	return nil
 }
 
+// AdvancePolicy writes what firing changes in p's row (enabled, the next
+// slot and fire times, updated_at) and nothing else: one statement, where
+// UpdatePolicy also checks the name.
+func (t *tx) AdvancePolicy(ctx context.Context, p cairn.Policy) error {
+	n, err := t.execCount(ctx, t.d.rebind("UPDATE policies SET enabled = ?, next_slot_at = ?, next_fire_at = ?, updated_at = ? WHERE id = ?"),
+		p.Enabled, t.d.Time(p.NextSlotAt), t.d.Time(p.NextFireAt), t.d.Time(p.UpdatedAt), p.ID)
+	if err != nil {
+		return fmt.Errorf("advance policy %s: %w", p.ID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("policy %s: %w", p.ID, cairn.ErrNotFound)
+	}
+	return nil
+}
+
 // DeletePolicy removes policy id and its slots (the backups it made
 // stay).
 func (t *tx) DeletePolicy(ctx context.Context, id string) error {
@@ -183,13 +198,25 @@ func (t *tx) InsertPolicySlot(ctx context.Context, s cairn.PolicySlot) error {
 	return nil
 }
 
-// PolicySlots lists a policy's slots, newest first, at most limit (0:
-// all).
-func (t *tx) PolicySlots(ctx context.Context, policyID string, limit int) ([]cairn.PolicySlot, error) {
-	q, args := "SELECT "+slotCols+" FROM policy_slots WHERE policy_id = ? ORDER BY slot_at DESC", []any{policyID}
-	if limit > 0 {
-		q, args = q+" LIMIT ?", append(args, limit)
+// UpdatePolicySlot writes a recorded slot's state, detail, lateness and
+// runs: cairn.ErrNotFound when the policy has no record of the slot.
+func (t *tx) UpdatePolicySlot(ctx context.Context, s cairn.PolicySlot) error {
+	runs, err := jsonArg(s.Runs)
+	if err != nil {
+		return fmt.Errorf("policy %s slot %s: %w", s.PolicyID, s.SlotAt, err)
 	}
+	n, err := t.execCount(ctx, t.d.rebind("UPDATE policy_slots SET state = ?, late = ?, detail = ?, runs = ? WHERE policy_id = ? AND slot_at = ?"),
+		s.State, s.Late, s.Detail, runs, s.PolicyID, t.d.Time(s.SlotAt))
+	if err != nil {
+		return fmt.Errorf("update policy %s slot %s: %w", s.PolicyID, s.SlotAt.Format(time.RFC3339), err)
+	}
+	if n == 0 {
+		return fmt.Errorf("policy %s slot %s: %w", s.PolicyID, s.SlotAt.Format(time.RFC3339), cairn.ErrNotFound)
+	}
+	return nil
+}
+
+func (t *tx) policySlots(ctx context.Context, q string, args []any) ([]cairn.PolicySlot, error) {
 	out := []cairn.PolicySlot{}
 	err := t.all(ctx, "policy slots", t.d.rebind(q), args, func(r *sql.Rows) error {
 		var s cairn.PolicySlot
@@ -200,6 +227,24 @@ func (t *tx) PolicySlots(ctx context.Context, policyID string, limit int) ([]cai
 		return nil
 	})
 	return out, err
+}
+
+// FiringPolicySlots lists at most limit slots in state firing, of every
+// policy, the oldest slot first. The state is a literal in the query, so
+// that both dialects read the partial index that holds only these
+// (0016_policy_slots_firing.sql).
+func (t *tx) FiringPolicySlots(ctx context.Context, limit int) ([]cairn.PolicySlot, error) {
+	return t.policySlots(ctx, "SELECT "+slotCols+" FROM policy_slots WHERE state = '"+cairn.SlotFiring+"' ORDER BY slot_at, policy_id LIMIT ?", []any{limit})
+}
+
+// PolicySlots lists a policy's slots, newest first, at most limit (0:
+// all).
+func (t *tx) PolicySlots(ctx context.Context, policyID string, limit int) ([]cairn.PolicySlot, error) {
+	q, args := "SELECT "+slotCols+" FROM policy_slots WHERE policy_id = ? ORDER BY slot_at DESC", []any{policyID}
+	if limit > 0 {
+		q, args = q+" LIMIT ?", append(args, limit)
+	}
+	return t.policySlots(ctx, q, args)
 }
 
 // PrunePolicySlots deletes a policy's slots before before, but for its
