@@ -170,6 +170,9 @@ type Instance struct {
 	VolumeID  string    `json:"volume_id,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Metadata is the tenant's key/value pairs (what a policy's tag
+	// selects instances by), nil for none.
+	Metadata map[string]string `json:"metadata,omitempty"`
 	// RecoverableWindow is the time a point-in-time restore can reach,
 	// nil when none; Archive the log archive's state. Both are live
 	// (the service's view when asked), not stored in the catalog.
@@ -359,6 +362,8 @@ type InstanceCreate struct {
 	// SourceInstance that ends by then), its archived WAL replayed to it.
 	PointInTime    time.Time
 	SourceInstance string
+	// Metadata is the new instance's key/value pairs, nil for none.
+	Metadata map[string]string
 }
 
 // DatabaseSpec is a database an instance is created with.

@@ -12,7 +12,8 @@ import (
 
 // TestDatabaseDrill runs verify and drill policies made with the CLI on
 // an every-minute schedule against real PostgreSQL and MariaDB
-// instances: a slot reads back each backup's chunks, and restores the
+// instances (the verify policy chooses them by a tag set with Trove's
+// metadata call): a slot reads back each backup's chunks, and restores the
 // newest from the repository into a scratch instance that pg_amcheck or
 // mariadb-check and the policy's query check. The backups show both
 // outcomes (through the database API), the query's answer is the
@@ -56,7 +57,15 @@ func TestDatabaseDrill(t *testing.T) {
 	}
 	cliOK(t, cli, "policy", "create", "mdb-drill", "--action", "drill", "--schedule", "* * * * *", "--instance", mdID,
 		"--drill-query", "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = 'app'", "--drill-database", "app")
-	cliOK(t, cli, "policy", "create", "verify", "--action", "verify", "--schedule", "* * * * *", "--instance", pgID+","+mdID)
+	// The verify policy chooses both instances by a tag of their
+	// metadata, set with Trove's metadata call.
+	for _, id := range []string{pgID, mdID} {
+		var item map[string]map[string]string
+		if code := p.callDB("POST", "/instances/"+id+"/metadata/tier", map[string]any{"metadata": map[string]any{"value": "gold"}}, &item); code != 200 || item["metadata"]["tier"] != "gold" {
+			t.Fatalf("tag instance %s: %d %v", id, code, item)
+		}
+	}
+	cliOK(t, cli, "policy", "create", "verify", "--action", "verify", "--schedule", "* * * * *", "--instance-tag", "tier=gold")
 
 	// Each backup's marks, once both checks have run.
 	marks := map[string]map[string]any{}

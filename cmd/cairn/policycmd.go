@@ -19,6 +19,7 @@ import (
 type policyFlags struct {
 	volumes, instances []string
 	tag                string
+	instanceTag        string
 	schedule, zone     string
 	jitter             time.Duration
 	fullEvery          int
@@ -41,6 +42,7 @@ func addPolicyFlags(fs *pflag.FlagSet, f *policyFlags) {
 	fs.StringSliceVar(&f.volumes, "volume", nil, "a volume to back up (ID or name; repeat or comma-separate)")
 	fs.StringSliceVar(&f.instances, "instance", nil, "a database instance to back up (ID; repeat or comma-separate)")
 	fs.StringVar(&f.tag, "tag", "", "back up every volume whose metadata holds key=value when a slot fires")
+	fs.StringVar(&f.instanceTag, "instance-tag", "", "back up every database instance whose metadata holds key=value when a slot fires (trove metadata-create)")
 	fs.StringVar(&f.schedule, "schedule", "", `five cron fields, e.g. "30 2 * * *", or @hourly, @daily, ...`)
 	fs.StringVar(&f.zone, "time-zone", "", "the IANA zone the schedule and retention periods are read in (default UTC)")
 	fs.DurationVar(&f.jitter, "jitter", 0, "delay every slot by a fixed share of this, chosen by the policy (whole seconds)")
@@ -83,8 +85,8 @@ func (f *policyFlags) resolveVolumes(ctx context.Context, cl *client.Client) err
 func (f *policyFlags) apply(fs *pflag.FlagSet, b *wire.PolicyBody) error {
 	set := fs.Changed
 	switch {
-	case set("volume") && set("instance"), set("instance") && set("tag"):
-		return usageError{fmt.Errorf("a policy backs up volumes (--volume, --tag) or instances (--instance), not both")}
+	case (set("volume") || set("tag")) && (set("instance") || set("instance-tag")):
+		return usageError{fmt.Errorf("a policy backs up volumes (--volume, --tag) or instances (--instance, --instance-tag), not both")}
 	case set("volume") || set("tag"):
 		b.Target.Kind = cairn.TargetVolume
 		if set("volume") {
@@ -93,8 +95,8 @@ func (f *policyFlags) apply(fs *pflag.FlagSet, b *wire.PolicyBody) error {
 		if set("tag") {
 			b.Target.Tag = f.tag
 		}
-	case set("instance"):
-		b.Target = cairn.PolicyTarget{Kind: cairn.TargetInstance, IDs: f.instances}
+	case set("instance") || set("instance-tag"):
+		b.Target = cairn.PolicyTarget{Kind: cairn.TargetInstance, IDs: f.instances, Tag: f.instanceTag}
 	}
 	enabled := !f.disabled
 	// Each flag given replaces the field it names.

@@ -287,6 +287,12 @@ func (s *Server) routes() {
 	d("POST", "/instances/{id}/recover", s.recoverInstance)
 	d("POST", "/instances/{id}/action", s.instanceAction)
 	d("GET", "/instances/{id}/backups", s.listInstanceBackups)
+	d("GET", "/instances/{id}/metadata", s.listInstanceMetadata)
+	d("GET", "/instances/{id}/metadata/{key}", s.showInstanceMetadata)
+	d("POST", "/instances/{id}/metadata/{key}", s.createInstanceMetadata)
+	d("PUT", "/instances/{id}/metadata/{key}", s.updateInstanceMetadata)
+	d("PATCH", "/instances/{id}/metadata/{key}", s.editInstanceMetadata)
+	d("DELETE", "/instances/{id}/metadata/{key}", s.deleteInstanceMetadata)
 
 	d("POST", "/backups", s.createDatabaseBackup)
 	d("GET", "/backups", s.listDatabaseBackups)

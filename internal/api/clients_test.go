@@ -66,7 +66,9 @@ type clientUser struct {
 // clientCloud is the block storage and database APIs (the database API
 // over fakeDatabases) as the real clients reach them: the `openstack`
 // command (python3-openstackclient, with python3-troveclient's plugin),
-// the `cinder` command and cinderclient's Python API.
+// the `trove` command (python3-troveclient's own, for what the plugin
+// lacks: instance metadata), the `cinder` command and cinderclient's
+// Python API.
 type clientCloud struct {
 	t       *testing.T
 	auth    clientAuth
@@ -193,16 +195,19 @@ func (c *clientCloud) run(u clientUser, prog string, args ...string) (code int, 
 	switch c.auth {
 	case cairnTokens:
 		endpoint := c.url + "/v3/" + u.project
-		if prog == "openstack" && len(args) > 0 && (args[0] == "database" || args[0] == "datastore") {
+		if prog == "trove" || prog == "openstack" && len(args) > 0 && (args[0] == "database" || args[0] == "datastore") {
 			endpoint = c.url + "/v1.0/" + u.project
 		}
 		global = []string{"--os-auth-type", "admin_token", "--os-endpoint", endpoint, "--os-token", u.token}
 	case keystoneLogin:
 		global = []string{"--os-auth-url", c.keystone.URL, "--os-username", u.name, "--os-password", u.password,
 			"--os-user-domain-name", "Default", "--os-project-id", u.project}
-		if prog == "openstack" {
+		switch prog {
+		case "openstack":
 			global = append(global, "--os-region-name", c.region, "--os-identity-api-version", "3")
-		} else {
+		case "trove":
+			global = append(global, "--os-region-name", c.region)
+		default:
 			// cinder's spelling (its --help hides it; OS_REGION_NAME works too).
 			global = append(global, "--os_region_name", c.region)
 		}

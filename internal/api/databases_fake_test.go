@@ -110,7 +110,7 @@ func (f *fakeDatabases) CreateInstance(_ context.Context, c service.Caller, in c
 	}
 	id, now := f.next()
 	v := cairn.Instance{ID: id, ProjectID: c.ProjectID, Name: in.Name, Status: cairn.InstanceBuild,
-		Datastore: ref, VolumeSize: size, BackupID: in.BackupID, CreatedAt: now, UpdatedAt: now}
+		Datastore: ref, VolumeSize: size, BackupID: in.BackupID, CreatedAt: now, UpdatedAt: now, Metadata: in.Metadata}
 	f.instances[id] = v
 	f.created = append(f.created, in)
 	return v, nil
@@ -374,6 +374,24 @@ func (f *fakeDatabases) DeleteBackupStrategy(_ context.Context, c service.Caller
 	}
 	delete(f.strategies, key)
 	return nil
+}
+
+// UpdateInstanceMetadata makes e as the service does (MetadataEdit.Apply);
+// the instance's update time stays.
+func (f *fakeDatabases) UpdateInstanceMetadata(_ context.Context, c service.Caller, id string, e service.MetadataEdit) (map[string]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v, err := f.instance(c, id)
+	if err != nil {
+		return nil, err
+	}
+	if v.Metadata, err = e.Apply("instance "+id, v.Metadata); err != nil {
+		return nil, err
+	}
+	// No f.next(): the IDs the later calls make stay those of the
+	// captured requests, however many edits a test makes.
+	f.instances[id] = v
+	return v.Metadata, nil
 }
 
 // setInstance changes instance id as a task would.

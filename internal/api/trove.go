@@ -59,6 +59,9 @@ type Databases interface {
 	// as its last recover found it.
 	RecoverInstance(ctx context.Context, c service.Caller, id string, in cairn.InstanceRecoverRequest) (cairn.Instance, error)
 	UndoRecover(ctx context.Context, c service.Caller, id string) (cairn.Instance, error)
+	// UpdateInstanceMetadata makes e to an instance's metadata in one
+	// transaction and returns all of it after (nil for none).
+	UpdateInstanceMetadata(ctx context.Context, c service.Caller, id string, e service.MetadataEdit) (map[string]string, error)
 
 	// CreateDatabaseBackup accepts a backup of an instance, in NEW.
 	CreateDatabaseBackup(ctx context.Context, c service.Caller, in cairn.DatabaseBackupCreate) (cairn.DatabaseBackup, error)
@@ -134,7 +137,7 @@ func instanceJSON(v cairn.Instance) wire.Instance {
 		out.Fault = &wire.InstanceFault{Message: v.FailReason, Created: v.UpdatedAt}
 	}
 	out.RecoverableWindow, out.Archive, out.Recovery = v.RecoverableWindow, v.Archive, v.Recovery
-	out.RestorePoints = v.RestorePoints
+	out.RestorePoints, out.Metadata = v.RestorePoints, metadataJSON(v.Metadata)
 	return out
 }
 
@@ -423,7 +426,7 @@ func instanceCreate(in wire.InstanceCreate) (cairn.InstanceCreate, error) {
 		}
 		out.Users = append(out.Users, user)
 	}
-	out.Name = in.Name
+	out.Name, out.Metadata = in.Name, in.Metadata
 	out.Datastore, out.DatastoreVersion = in.Datastore.Type, in.Datastore.Version
 	return out, nil
 }

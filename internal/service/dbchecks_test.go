@@ -48,7 +48,7 @@ func TestPolicyInstanceVerifyDrill(t *testing.T) {
 		{"a bad database name", func(q *service.PolicyRequest) { q.Spec.DrillDatabase = "a/b" }},
 		{"a query too long", func(q *service.PolicyRequest) { q.Spec.DrillQuery = strings.Repeat("x", 5000) }},
 		{"a query on a verify policy", func(q *service.PolicyRequest) { q.Spec.Action = cairn.PolicyActionVerify }},
-		{"a tag", func(q *service.PolicyRequest) { q.Spec.Target.Tag = "tier=gold" }},
+		{"a tag that is not key=value", func(q *service.PolicyRequest) { q.Spec.Target.Tag = "gold" }},
 		{"a strategy", func(q *service.PolicyRequest) { q.Spec.Strategy = "logical" }},
 	} {
 		q := drill

@@ -201,6 +201,10 @@ func (s *Service) CreateInstance(ctx context.Context, c Caller, in cairn.Instanc
 	if err := dbagent.ValidateUsers(p.Users, nil, nil); err != nil {
 		return cairn.Instance{}, err
 	}
+	md, err := validMetadata(in.Metadata)
+	if err != nil {
+		return cairn.Instance{}, err
+	}
 	if (in.BackupID != "" || !in.PointInTime.IsZero()) && (len(p.Databases) > 0 || len(p.Users) > 0) {
 		return cairn.Instance{}, errorf(cairn.ErrInvalid, "an instance restored from a backup has the backup's databases and users: give none")
 	}
@@ -252,8 +256,9 @@ func (s *Service) CreateInstance(ctx context.Context, c Caller, in cairn.Instanc
 	}
 	now := s.nowUTC()
 	inst := cairn.Instance{ID: cairn.NewUUID(), ProjectID: c.ProjectID, Name: in.Name,
-		Status: cairn.InstanceBuild, Datastore: ds, VolumeSize: in.VolumeSize, BackupID: in.BackupID, CreatedAt: now, UpdatedAt: now}
-	err := s.update(ctx, func(tx catalog.Tx) error {
+		Status: cairn.InstanceBuild, Datastore: ds, VolumeSize: in.VolumeSize, BackupID: in.BackupID, CreatedAt: now, UpdatedAt: now,
+		Metadata: md}
+	err = s.update(ctx, func(tx catalog.Tx) error {
 		if in.BackupID != "" {
 			b, err := getDatabaseBackup(ctx, tx, c, in.BackupID)
 			if err != nil {

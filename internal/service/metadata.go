@@ -8,35 +8,41 @@ import (
 	"github.com/cairnproject/cairn/internal/catalog"
 )
 
-// MetadataEdit is a change to a volume's or snapshot's metadata, as the
-// block storage API's metadata calls make them:
-//   - Set's items are added, or overwrite the items of their keys;
+// MetadataEdit is a change to a volume's, snapshot's or instance's
+// metadata, as the block storage API's metadata calls (and Trove's
+// instance metadata calls) make them:
+//   - Set's items are added, or overwrite the items of their keys; with
+//     New, none of Set's keys may be there yet (ErrConflict), and with
+//     Existing, each must be (ErrNotFound);
 //   - with Replace, every item Set does not name is removed (Replace
 //     with no Set removes all);
-//   - Delete, when not "", removes that one item, which must exist; it
-//     goes with neither Set nor Replace.
+//   - Delete, when not "", removes that one item, which must exist; with
+//     Set, the item is renamed (removed, then Set's items set).
 //
 // The result is held to the bounds of a create's metadata (validMetadata),
 // its number of items included.
 type MetadataEdit struct {
-	Set     map[string]string
-	Replace bool
-	Delete  string
+	Set           map[string]string
+	Replace       bool
+	Delete        string
+	New, Existing bool
 }
 
 // check refuses an edit that could never be made, before any transaction.
 func (e MetadataEdit) check() error {
-	if e.Delete != "" && (e.Set != nil || e.Replace) {
-		return errorf(cairn.ErrInvalid, "metadata: delete an item, or set items, not both")
+	if e.Delete != "" && e.Replace || e.New && e.Existing {
+		return errorf(cairn.ErrInvalid, "metadata: delete an item, or replace them all, not both")
 	}
 	_, err := validMetadata(e.Set)
 	return err
 }
 
-// apply returns the metadata old becomes by e, as the catalog stores it
+// Apply returns the metadata old becomes by e, as the catalog stores it
 // (nil for none), or an error when e cannot be made to it: a missing item
-// to delete (ErrNotFound, what names the resource), too many items.
-func (e MetadataEdit) apply(what string, old map[string]string) (map[string]string, error) {
+// to delete or to change (ErrNotFound, what names the resource), an item
+// to add that is there (ErrConflict), too many items. what names the
+// resource in errors.
+func (e MetadataEdit) Apply(what string, old map[string]string) (map[string]string, error) {
 	md := maps.Clone(old)
 	if md == nil || e.Replace {
 		md = map[string]string{}
@@ -46,6 +52,15 @@ func (e MetadataEdit) apply(what string, old map[string]string) (map[string]stri
 			return nil, errorf(cairn.ErrNotFound, "%s: metadata key %q", what, shorten(e.Delete))
 		}
 		delete(md, e.Delete)
+	}
+	for k := range e.Set {
+		_, has := md[k]
+		switch {
+		case e.New && has:
+			return nil, errorf(cairn.ErrConflict, "%s: metadata key %q is there already", what, shorten(k))
+		case e.Existing && !has:
+			return nil, errorf(cairn.ErrNotFound, "%s: metadata key %q", what, shorten(k))
+		}
 	}
 	maps.Copy(md, e.Set)
 	return validMetadata(md)
@@ -65,7 +80,7 @@ func (s *Service) UpdateVolumeMetadata(ctx context.Context, c Caller, id string,
 		if v, err = getVolume(ctx, tx, c, id); err != nil {
 			return err
 		}
-		if v.Metadata, err = e.apply("volume "+v.ID, v.Metadata); err != nil {
+		if v.Metadata, err = e.Apply("volume "+v.ID, v.Metadata); err != nil {
 			return err
 		}
 		v.UpdatedAt = s.nowUTC()
@@ -90,7 +105,7 @@ func (s *Service) UpdateSnapshotMetadata(ctx context.Context, c Caller, id strin
 		if snap, err = getSnapshot(ctx, tx, c, id); err != nil {
 			return err
 		}
-		if snap.Metadata, err = e.apply("snapshot "+snap.ID, snap.Metadata); err != nil {
+		if snap.Metadata, err = e.Apply("snapshot "+snap.ID, snap.Metadata); err != nil {
 			return err
 		}
 		snap.UpdatedAt = s.nowUTC()
@@ -112,4 +127,33 @@ func matchesMetadata(md, want map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// UpdateInstanceMetadata is UpdateVolumeMetadata for one of the caller's
+// database instances, in any status: what a policy's tag selects
+// instances by.
+func (s *Service) UpdateInstanceMetadata(ctx context.Context, c Caller, id string, e MetadataEdit) (map[string]string, error) {
+	if s.host == nil {
+		return nil, errNoInstances
+	}
+	if err := e.check(); err != nil {
+		return nil, err
+	}
+	var inst cairn.Instance
+	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
+		var err error
+		if inst, err = getInstance(ctx, tx, c, id); err != nil {
+			return err
+		}
+		if inst.Metadata, err = e.Apply("instance "+inst.ID, inst.Metadata); err != nil {
+			return err
+		}
+		inst.UpdatedAt = s.nowUTC()
+		return tx.UpdateInstance(ctx, inst)
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.event(ctx, "instance.update.end", inst.ProjectID, instancePayload(inst))
+	return inst.Metadata, nil
 }

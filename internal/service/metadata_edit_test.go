@@ -27,13 +27,16 @@ type metadataOwner struct {
 	event string
 }
 
-// metadataOwners makes a volume and a snapshot of it, each with md.
+// metadataOwners makes a volume, a snapshot of it and an instance, each
+// with md, in that order.
 func metadataOwners(r *rig, md map[string]string) []metadataOwner {
 	ctx := r.t.Context()
 	v := must[cairn.Volume](r.t)(r.svc.CreateVolume(ctx, caller, service.VolumeCreate{Name: "v", Size: 1, Metadata: md}))
 	r.done(v.ID)
 	s := must[cairn.Snapshot](r.t)(r.svc.CreateSnapshot(ctx, caller, service.SnapshotCreate{VolumeID: v.ID, Name: "s", Metadata: md}))
 	r.done(s.ID)
+	in := must[cairn.Instance](r.t)(r.svc.CreateInstance(ctx, caller, cairn.InstanceCreate{Name: "db", Datastore: "postgresql", VolumeSize: 1, Metadata: md}))
+	r.done(in.ID)
 	return []metadataOwner{
 		{kind: "volume", id: v.ID,
 			edit: func(c service.Caller, e service.MetadataEdit) (map[string]string, error) {
@@ -47,6 +50,12 @@ func metadataOwners(r *rig, md map[string]string) []metadataOwner {
 			},
 			row: func() any { return r.snapshot(s.ID) }, md: func() map[string]string { return r.snapshot(s.ID).Metadata },
 			event: "snapshot.update.end"},
+		{kind: "instance", id: in.ID,
+			edit: func(c service.Caller, e service.MetadataEdit) (map[string]string, error) {
+				return r.svc.UpdateInstanceMetadata(ctx, c, in.ID, e)
+			},
+			row: func() any { return r.instance(in.ID) }, md: func() map[string]string { return r.instance(in.ID).Metadata },
+			event: "instance.update.end"},
 	}
 }
 
@@ -60,7 +69,7 @@ func manyItems(prefix string, n int) map[string]string {
 }
 
 // TestMetadataEdits: the edits of the metadata calls, one after another
-// on a volume and on a snapshot: each answers and stores what it asks
+// on an instance, a volume and a snapshot: each answers and stores what it asks
 // for (nil for none) and raises an update event; a refused one (a bad
 // item, a result over the bounds, a missing item to delete) says why,
 // with ErrInvalid or ErrNotFound, changes nothing and raises nothing.
@@ -86,8 +95,24 @@ func TestMetadataEdits(t *testing.T) {
 			want: map[string]string{"a": "1", "b": "3", "c": "4"}},
 		{name: "delete a missing key", e: service.MetadataEdit{Delete: "zz"}, err: cairn.ErrNotFound, says: `metadata key "zz"`,
 			want: map[string]string{"a": "1", "b": "3", "c": "4"}},
-		{name: "delete and set", e: service.MetadataEdit{Delete: "a", Set: map[string]string{"x": "y"}}, err: cairn.ErrInvalid,
+		{name: "rename", e: service.MetadataEdit{Delete: "a", Set: map[string]string{"z": "2"}},
+			want: map[string]string{"z": "2", "b": "3", "c": "4"}},
+		{name: "rename a missing key", e: service.MetadataEdit{Delete: "a", Set: map[string]string{"y": "2"}}, err: cairn.ErrNotFound,
+			says: `metadata key "a"`, want: map[string]string{"z": "2", "b": "3", "c": "4"}},
+		{name: "rename back", e: service.MetadataEdit{Delete: "z", Set: map[string]string{"a": "1"}},
+			want: map[string]string{"a": "1", "b": "3", "c": "4"}},
+		{name: "add a key that is there", e: service.MetadataEdit{Set: map[string]string{"n": "1", "b": "9"}, New: true}, err: cairn.ErrConflict,
+			says: `metadata key "b" is there already`, want: map[string]string{"a": "1", "b": "3", "c": "4"}},
+		{name: "change a missing key", e: service.MetadataEdit{Set: map[string]string{"b": "5", "zz": "1"}, Existing: true}, err: cairn.ErrNotFound,
+			says: `metadata key "zz"`, want: map[string]string{"a": "1", "b": "3", "c": "4"}},
+		{name: "new and existing", e: service.MetadataEdit{Set: map[string]string{"b": "5"}, New: true, Existing: true}, err: cairn.ErrInvalid,
 			says: "not both", want: map[string]string{"a": "1", "b": "3", "c": "4"}},
+		{name: "add a new key", e: service.MetadataEdit{Set: map[string]string{"n": "1"}, New: true},
+			want: map[string]string{"a": "1", "b": "3", "c": "4", "n": "1"}},
+		{name: "change an existing key", e: service.MetadataEdit{Set: map[string]string{"n": "2"}, Existing: true},
+			want: map[string]string{"a": "1", "b": "3", "c": "4", "n": "2"}},
+		{name: "delete it", e: service.MetadataEdit{Delete: "n"},
+			want: map[string]string{"a": "1", "b": "3", "c": "4"}},
 		{name: "delete and replace", e: service.MetadataEdit{Delete: "a", Replace: true}, err: cairn.ErrInvalid,
 			says: "not both", want: map[string]string{"a": "1", "b": "3", "c": "4"}},
 		{name: "merge an empty key", e: service.MetadataEdit{Set: map[string]string{"ok": "1", "": "x"}}, err: cairn.ErrInvalid,
@@ -227,7 +252,7 @@ func TestMetadataEditsConcurrent(t *testing.T) {
 func TestUpdateSnapshot(t *testing.T) {
 	r := newRig(t)
 	ctx := t.Context()
-	o := metadataOwners(r, map[string]string{"keep": "me"})[1]
+	o := metadataOwners(r, map[string]string{"keep": "me"})[1] // the snapshot
 	str := func(s string) *string { return &s }
 	for _, st := range []struct {
 		name       string

@@ -186,9 +186,6 @@ func (s *Service) checkPolicy(ctx context.Context, tx catalog.Tx, c Caller, name
 			}
 		}
 	case cairn.TargetInstance:
-		if t.Tag != "" {
-			return schedule.Spec{}, errorf(cairn.ErrInvalid, "instances have no metadata to tag: name them in ids")
-		}
 		if sp.Strategy != "" && !cairn.DatabaseStrategy(sp.Strategy).Valid() {
 			return schedule.Spec{}, errorf(cairn.ErrInvalid, "strategy %q: want snapshot, physical or logical", sp.Strategy)
 		}
@@ -891,7 +888,10 @@ func policyTargets(ctx context.Context, tx catalog.Tx, p cairn.Policy) ([]string
 		}
 		add(id)
 	}
-	if k, v, ok := strings.Cut(p.Target.Tag, "="); ok && p.Target.Kind == cairn.TargetVolume {
+	k, v, ok := strings.Cut(p.Target.Tag, "=")
+	switch {
+	case !ok:
+	case p.Target.Kind == cairn.TargetVolume:
 		vols, err := tx.Volumes(ctx, catalog.Filter{ProjectID: p.ProjectID, Sort: []catalog.SortKey{{Key: "created_at"}}})
 		if err != nil {
 			return nil, err
@@ -899,6 +899,19 @@ func policyTargets(ctx context.Context, tx catalog.Tx, p cairn.Policy) ([]string
 		for _, vol := range vols {
 			if got, has := vol.Metadata[k]; has && got == v && vol.Status != cairn.StatusDeleting {
 				add(vol.ID)
+			}
+		}
+	default:
+		// An instance being built, deleted or used by a drill is not
+		// one to back up or check; one in another state is a target,
+		// and queuing its backup says why it cannot be (a skipped run).
+		list, err := tx.Instances(ctx, catalog.Filter{ProjectID: p.ProjectID, Sort: []catalog.SortKey{{Key: "created_at"}}})
+		if err != nil {
+			return nil, err
+		}
+		for _, in := range list {
+			if got, has := in.Metadata[k]; has && got == v && in.Status != cairn.InstanceBuild && in.Status != cairn.InstanceShutdown {
+				add(in.ID)
 			}
 		}
 	}

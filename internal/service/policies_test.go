@@ -294,6 +294,62 @@ func TestPolicySlotLeftFiring(t *testing.T) {
 	}
 }
 
+// TestPolicyInstanceTag: a backup policy chooses instances by a tag of
+// their metadata when each slot fires: those that carry it then (tagged
+// at creation, or later), and none of another project or another value.
+func TestPolicyInstanceTag(t *testing.T) {
+	r, clock := newPolicyRig(t, time.Date(2026, 6, 1, 9, 30, 0, 0, time.UTC))
+	ctx := t.Context()
+	instance := func(c service.Caller, name string, md map[string]string) string {
+		in := must[cairn.Instance](t)(r.svc.CreateInstance(ctx, c, cairn.InstanceCreate{Name: name, Datastore: "postgresql", VolumeSize: 1, Metadata: md}))
+		r.done(in.ID)
+		return in.ID
+	}
+	gold := map[string]string{"tier": "gold"}
+	a := instance(caller, "a", gold)
+	b := instance(caller, "b", map[string]string{"tier": "silver"})
+	instance(caller, "c", nil)
+	if _, err := service.CreateProject(ctx, r.cat, "other", "other", cairn.Unlimited, clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	instance(service.Caller{ProjectID: "other"}, "d", gold)
+	p := must[cairn.Policy](t)(r.svc.CreatePolicy(ctx, caller, service.PolicyRequest{Name: "gold", Spec: cairn.PolicySpec{
+		Target:   cairn.PolicyTarget{Kind: cairn.TargetInstance, Tag: "tier=gold"},
+		Schedule: "0 * * * *"}}))
+	fire := func(at time.Time) []string {
+		t.Helper()
+		clock.Set(at)
+		if n := must[int](t)(r.svc.FireDue(ctx)); n != 1 {
+			t.Fatalf("%s: FireDue recorded %d slots, want 1", at, n)
+		}
+		sl := must[[]cairn.PolicySlot](t)(r.svc.PolicySlots(ctx, caller, p.ID, 1))[0]
+		if sl.State != cairn.SlotFired {
+			t.Fatalf("%s: %+v", at, sl)
+		}
+		var got []string
+		for _, run := range sl.Runs {
+			if run.BackupID == "" || run.Skipped != "" {
+				t.Fatalf("%s: run %+v", at, run)
+			}
+			r.done(run.BackupID)
+			got = append(got, run.TargetID)
+		}
+		slices.Sort(got) // created at the same instant: in ID order
+		return got
+	}
+	if got := fire(time.Date(2026, 6, 1, 10, 0, 0, 0, time.UTC)); !slices.Equal(got, []string{a}) {
+		t.Fatalf("10:00 backed up %v, want only the gold instance %s", got, a)
+	}
+	must[map[string]string](t)(r.svc.UpdateInstanceMetadata(ctx, caller, b, service.MetadataEdit{Set: gold}))
+	if got := fire(time.Date(2026, 6, 1, 11, 0, 0, 0, time.UTC)); !slices.Equal(got, slices.Sorted(slices.Values([]string{a, b}))) {
+		t.Fatalf("11:00 backed up %v, want %s and the instance tagged since, %s", got, a, b)
+	}
+	must[map[string]string](t)(r.svc.UpdateInstanceMetadata(ctx, caller, a, service.MetadataEdit{Delete: "tier"}))
+	if got := fire(time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)); !slices.Equal(got, []string{b}) {
+		t.Fatalf("12:00 backed up %v, want only %s (the tag left %s)", got, b, a)
+	}
+}
+
 // TestPolicyRefusals: bad definitions are ErrInvalid, a volume of
 // another project is not found, names are unique.
 func TestPolicyRefusals(t *testing.T) {

@@ -3,6 +3,7 @@ package wire
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -58,6 +59,9 @@ type Instance struct {
 	// Recovery is the instance's last recover in place, absent when it
 	// has had none (cairn's addition).
 	Recovery *cairn.InstanceRecovery `json:"recovery,omitempty"`
+	// Metadata is the instance's key/value pairs, absent when it has
+	// none (what a backup policy's tag selects instances by).
+	Metadata map[string]string `json:"metadata,omitempty"`
 }
 
 // RecoverRequest is POST /instances/{id}/recover: bring the running
@@ -234,6 +238,49 @@ type InstanceCreate struct {
 	Users        []UserCreate             `json:"users"`
 	RestorePoint *RestorePoint            `json:"restorePoint"`
 	Access       *InstanceAccessCreate    `json:"access"`
+	// Metadata is the new instance's key/value pairs (cairn's addition).
+	Metadata map[string]string `json:"metadata"`
+}
+
+// InstanceMetadata is an instance's metadata, or one item of it, as
+// Trove's metadata calls answer it: {"metadata": {KEY: VALUE, ...}}.
+type InstanceMetadata struct {
+	Metadata map[string]string `json:"metadata"`
+}
+
+// InstanceMetadataItemRequest is the body of Trove's calls on one item of
+// an instance's metadata (POST, PUT and PATCH
+// /instances/{id}/metadata/{key}).
+type InstanceMetadataItemRequest struct {
+	Metadata InstanceMetadataItem `json:"metadata"`
+}
+
+// InstanceMetadataItem is an item's new value, and for PUT its new key.
+// The client sends any JSON value (its CLI parses the argument as JSON
+// when it can): a string is kept as it is, any other value as its JSON
+// text.
+type InstanceMetadataItem struct {
+	Key   *string         `json:"key"`
+	Value json.RawMessage `json:"value"`
+}
+
+// Text is the value as metadata stores it: a JSON string's text, or any
+// other JSON value's compact form; an error for a missing or null value.
+func (m InstanceMetadataItem) Text() (string, error) {
+	v := bytes.TrimSpace(m.Value)
+	if len(v) == 0 || bytes.Equal(v, []byte("null")) {
+		return "", errors.New("metadata.value is required")
+	}
+	if v[0] == '"' {
+		var s string
+		err := json.Unmarshal(v, &s)
+		return s, err
+	}
+	var out bytes.Buffer
+	if err := json.Compact(&out, v); err != nil {
+		return "", err
+	}
+	return out.String(), nil
 }
 
 // FlavorRef is a flavor's ID or link. Trove's API takes a string or an

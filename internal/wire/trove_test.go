@@ -159,8 +159,10 @@ func TestTroveClientRequestsDecode(t *testing.T) {
 				v = new(wire.DatabaseBackupCreateRequest)
 			case strings.HasPrefix(name, "backup-strategy-create"):
 				v = new(wire.BackupStrategyCreateRequest)
+			case strings.HasPrefix(name, "instance-metadata-"):
+				v = new(wire.InstanceMetadataItemRequest)
 			default:
-				t.Fatalf("%s: which request is this? name it instance-create*, backup-create* or backup-strategy-create*", name)
+				t.Fatalf("%s: which request is this? name it instance-create*, instance-metadata-*, backup-create* or backup-strategy-create*", name)
 			}
 			if err := strict(data, v); err != nil {
 				t.Fatalf("%s: %v", data, err)

@@ -25,6 +25,7 @@ func fullInstance(project string, i int) cairn.Instance {
 		Recovery: &cairn.InstanceRecovery{ID: cairn.NewUUID(), Status: cairn.RecoveryFailed, FailReason: "why ✓",
 			PointInTime: at(i - 1), BackupID: cairn.NewUUID(), SafetySnapshot: cairn.NewID().String(),
 			RestorePoint: cairn.NewUUID(), BaseTime: at(i - 2), ArchiveTimeline: uint32(i + 3), CreatedAt: at(i), UpdatedAt: at(i + 2)},
+		Metadata: map[string]string{"tier": "gold", "ünïcode ✓": fmt.Sprint(i)},
 	}
 }
 
@@ -56,7 +57,7 @@ func testInstanceCRUD(t *testing.T, s catalog.Store) {
 				OperatingStatus: cairn.OperatingNone, FailReason: "",
 				Datastore:  cairn.DatastoreRef{Type: cairn.DatastoreMariaDB, Version: "10.11", VersionID: "v2"},
 				VolumeSize: v.VolumeSize + 10, VolumeUsed: 0, Address: "", Port: 0, BackupID: "", VolumeID: "",
-				CreatedAt: v.CreatedAt.Add(-time.Hour), UpdatedAt: v.UpdatedAt.Add(time.Hour), Recovery: nil,
+				CreatedAt: v.CreatedAt.Add(-time.Hour), UpdatedAt: v.UpdatedAt.Add(time.Hour), Recovery: nil, Metadata: nil,
 			}
 		},
 		id:     func(v cairn.Instance) string { return v.ID },

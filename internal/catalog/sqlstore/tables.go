@@ -146,7 +146,7 @@ func newTables(d *Dialect) tables {
 			"id", "project_id", "name", "status", "operating_status", "fail_reason",
 			"datastore_type", "datastore_version", "datastore_version_id",
 			"volume_size", "volume_used", "address", "port", "backup_id", "volume_id",
-			"created_at", "updated_at", "recovery",
+			"created_at", "updated_at", "recovery", "metadata",
 		}, instanceSorts),
 		databaseBackups: newTable(d, "database_backups", "database backup", []string{
 			"id", "project_id", "instance_id", "name", "description", "status", "fail_reason",
@@ -242,8 +242,8 @@ func snapshotDest(s *cairn.Snapshot) []any {
 		&s.FailReason, &s.EngineID, timeDest{&s.CreatedAt}, timeDest{&s.UpdatedAt}, metadataDest{&s.Metadata}, &s.UserID, &s.Progress}
 }
 
-// metadataArg is a volume's or snapshot's metadata column (and a
-// volume's admin_metadata): a JSON object,
+// metadataArg is a volume's, snapshot's or instance's metadata column
+// (and a volume's admin_metadata): a JSON object,
 // or the empty string for none (nil or empty), the column's default, so
 // rows written before the column existed read as rows without metadata.
 func metadataArg(m map[string]string) string {
@@ -296,7 +296,7 @@ func instanceArgs(d *Dialect, in *cairn.Instance) []any {
 	return []any{in.ID, in.ProjectID, in.Name, string(in.Status), string(in.OperatingStatus), in.FailReason,
 		in.Datastore.Type, in.Datastore.Version, in.Datastore.VersionID,
 		in.VolumeSize, in.VolumeUsed, in.Address, int64(in.Port), in.BackupID, in.VolumeID,
-		d.Time(in.CreatedAt), d.Time(in.UpdatedAt), recoveryArg(in.Recovery)}
+		d.Time(in.CreatedAt), d.Time(in.UpdatedAt), recoveryArg(in.Recovery), metadataArg(in.Metadata)}
 }
 
 // recoveryArg is an instance's recovery column: its JSON, ” for none.
@@ -346,7 +346,7 @@ func instanceDest(in *cairn.Instance) []any {
 	return []any{&in.ID, &in.ProjectID, &in.Name, &in.Status, &in.OperatingStatus, &in.FailReason,
 		&in.Datastore.Type, &in.Datastore.Version, &in.Datastore.VersionID,
 		&in.VolumeSize, &in.VolumeUsed, &in.Address, &in.Port, &in.BackupID, &in.VolumeID,
-		timeDest{&in.CreatedAt}, timeDest{&in.UpdatedAt}, recoveryDest{&in.Recovery}}
+		timeDest{&in.CreatedAt}, timeDest{&in.UpdatedAt}, recoveryDest{&in.Recovery}, metadataDest{&in.Metadata}}
 }
 
 func databaseBackupArgs(d *Dialect, b *cairn.DatabaseBackup) []any {
