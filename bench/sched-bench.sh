@@ -7,7 +7,9 @@
 # 1. all due at the same second: at each of BENCH_ROUNDS minute
 #    boundaries the due slots fire (FireDue, what the scheduler's loop
 #    calls when it wakes), and each slot's lag is its fired_at minus its
-#    slot time;
+#    slot time (when it was recorded), with its backup's created_at
+#    minus its slot time (when the backup was queued, after every due
+#    slot was recorded);
 # 2. with a jitter of 59 s (each policy's slot delayed by its own share
 #    of it): the scheduler's own loop (Service.RunScheduler) runs for
 #    BENCH_ROUNDS minutes, and each slot's lag is its fired_at minus its

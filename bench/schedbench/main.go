@@ -4,8 +4,10 @@
 // of a few minute boundaries it fires what is due, as the scheduler's
 // loop does when it wakes there, and reports how late each slot was
 // recorded (its fired_at minus its slot time): the target is every slot
-// within 1 s. Between rounds the backups are marked done, as finished
-// tasks would leave them, so each round queues N backups again.
+// within 1 s; and how late its backup was queued (the backup's
+// created_at minus the slot time). Between rounds the backups are
+// marked done, as finished tasks would leave them, so each round queues
+// N backups again.
 package main
 
 import (

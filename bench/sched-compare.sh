@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# sched-compare.sh: the scheduler's lag with 10,000 policies due at the
+# same second, two revisions side by side.
+#
+#   bench/sched-compare.sh OLD_REV NEW_REV [RUNS]
+#
+# Builds bench/schedbench at each revision (in temporary worktrees), then
+# runs one all-at-once round of each, alternating, RUNS times (default 3),
+# dropping the page cache before each run (as root). Each run prints its
+# round: the lag of the slots' records, and (from 80a5497 on) of their
+# backups' queuing. Quote the medians of the max lags.
+#
+# Environment: BENCH_DIR (default /var/tmp/cairn-sched-bench),
+# BENCH_POLICIES (10000).
+set -euo pipefail
+[ $# -ge 2 ] || { echo "usage: $0 OLD_REV NEW_REV [RUNS]" >&2; exit 2; }
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+DIR=${BENCH_DIR:-/var/tmp/cairn-sched-bench}
+N=${BENCH_POLICIES:-10000}
+RUNS=${3:-3}
+mkdir -p "$DIR"
+for rev in "$1" "$2"; do
+  wt=$(mktemp -d "$DIR/wt.XXXXXX")
+  git -C "$ROOT" worktree add -q --detach "$wt" "$rev"
+  (cd "$wt" && go build -o "$DIR/schedbench-$rev" ./bench/schedbench)
+  git -C "$ROOT" worktree remove --force "$wt"
+done
+for i in $(seq 1 "$RUNS"); do
+  for rev in "$1" "$2"; do
+    sync
+    if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi
+    echo "== $rev, run $i, load $(cut -d' ' -f1 /proc/loadavg)"
+    rm -f "$DIR/catalog.db"*
+    "$DIR/schedbench-$rev" -catalog "$DIR/catalog.db" -policies "$N" -rounds 1 | tail -n +2
+  done
+done
+rm -f "$DIR/catalog.db"*
