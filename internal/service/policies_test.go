@@ -398,33 +398,83 @@ func TestPolicyRefusals(t *testing.T) {
 	}
 }
 
-// TestPolicyTwoServicesOnePostgres: two services (as two processes) on
-// one PostgreSQL catalog fire the same due policies at the same time,
-// slot after slot: every slot is recorded once and queues one backup
-// per target.
-func TestPolicyTwoServicesOnePostgres(t *testing.T) {
-	url := pgtest.FreshDatabase(t)
-	clock := testenv.NewClock(time.Date(2026, 3, 7, 0, 30, 0, 0, time.UTC))
-	var svcs []*service.Service
-	var cats []catalog.Store
-	for range 2 {
+// firePair fires what is due at at in two schedulers on one catalog at
+// once, and returns how many slots each recorded.
+type firePair func(t *testing.T, at time.Time) [2]int
+
+// inProcessPair is two services in this process, each with a catalog
+// connection pool of its own.
+func inProcessPair(t *testing.T, url string) firePair {
+	var svcs [2]*service.Service
+	clocks := [2]*testenv.Clock{testenv.NewClock(time.Time{}), testenv.NewClock(time.Time{})}
+	for i := range svcs {
 		cat, err := postgres.Open(t.Context(), url)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cat.Close() })
-		cats = append(cats, cat)
 		// Not started: no task runs, so the backups stay queued and the
 		// test marks them done itself.
-		svcs = append(svcs, service.New(service.Config{Catalog: cat, Now: clock.Now, Engine: nil}))
+		svcs[i] = service.New(service.Config{Catalog: cat, Now: clocks[i].Now, Engine: nil})
 	}
+	return func(t *testing.T, at time.Time) [2]int {
+		var counts [2]int
+		var wg sync.WaitGroup
+		for i, s := range svcs {
+			clocks[i].Set(at)
+			wg.Go(func() {
+				n, err := s.FireDue(t.Context())
+				if err != nil {
+					t.Errorf("service %d: %v", i, err)
+				}
+				counts[i] = n
+			})
+		}
+		wg.Wait()
+		return counts
+	}
+}
+
+// TestPolicyTwoServicesOnePostgres: two services on one PostgreSQL
+// catalog, in one process and as two processes (schedulerProcess), fire
+// the same due policies at the same time, slot after slot: every slot
+// is recorded once and queues one backup per target.
+func TestPolicyTwoServicesOnePostgres(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		pair func(t *testing.T, url string) firePair
+	}{
+		{"in one process", inProcessPair},
+		{"as two processes", processPair},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url := pgtest.FreshDatabase(t)
+			twoSchedulers(t, url, tc.pair(t, url))
+		})
+	}
+}
+
+// twoSchedulers creates 12 hourly policies on the catalog at url and
+// fires 10 of their slots with fire, checking each slot is recorded once
+// and queues one backup.
+func twoSchedulers(t *testing.T, url string, fire firePair) {
+	clock := testenv.NewClock(time.Date(2026, 3, 7, 0, 30, 0, 0, time.UTC))
+	cat, err := postgres.Open(t.Context(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cat.Close() })
+	// The test's own service: it creates the policies and reads them
+	// back, and fires nothing.
+	svc := service.New(service.Config{Catalog: cat, Now: clock.Now, Engine: nil})
+	cats := []catalog.Store{cat, cat}
 	ctx := t.Context()
 	if _, err := service.CreateProject(ctx, cats[0], project, "project", cairn.Unlimited, clock.Now()); err != nil {
 		t.Fatal(err)
 	}
 	const policies, slots = 12, 10
 	var vols []string
-	err := cats[0].Update(ctx, func(tx catalog.Tx) error {
+	err = cats[0].Update(ctx, func(tx catalog.Tx) error {
 		for i := range policies {
 			v := cairn.Volume{ID: cairn.NewUUID(), ProjectID: project, Name: fmt.Sprint("v", i), Size: 1,
 				Status: cairn.StatusAvailable, CreatedAt: clock.Now(), UpdatedAt: clock.Now()}
@@ -443,24 +493,10 @@ func TestPolicyTwoServicesOnePostgres(t *testing.T) {
 		req.Name = fmt.Sprint("p", i)
 		req.Spec.TimeZone = "America/New_York"
 		req.Spec.JitterSeconds = 600
-		must[cairn.Policy](t)(svcs[i%2].CreatePolicy(ctx, caller, req))
+		must[cairn.Policy](t)(svc.CreatePolicy(ctx, caller, req))
 	}
 	for step := range slots {
-		clock.Set(time.Date(2026, 3, 7, 1+step, 15, 0, 0, time.UTC)) // past every jitter
-		var wg sync.WaitGroup
-		counts := make([]int, 2)
-		for i, s := range svcs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				n, err := s.FireDue(ctx)
-				if err != nil {
-					t.Errorf("service %d: %v", i, err)
-				}
-				counts[i] = n
-			}()
-		}
-		wg.Wait()
+		counts := fire(t, time.Date(2026, 3, 7, 1+step, 15, 0, 0, time.UTC)) // past every jitter
 		if counts[0]+counts[1] != policies {
 			t.Fatalf("step %d: the services recorded %d and %d slots, want %d in all", step, counts[0], counts[1], policies)
 		}
@@ -495,9 +531,9 @@ func TestPolicyTwoServicesOnePostgres(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	list := must[[]cairn.Policy](t)(svcs[0].Policies(ctx, caller, false))
+	list := must[[]cairn.Policy](t)(svc.Policies(ctx, caller, false))
 	for _, p := range list {
-		got := must[[]cairn.PolicySlot](t)(svcs[1].PolicySlots(ctx, caller, p.ID, 0))
+		got := must[[]cairn.PolicySlot](t)(svc.PolicySlots(ctx, caller, p.ID, 0))
 		if len(got) != slots {
 			t.Fatalf("policy %s: %d slots, want %d", p.Name, len(got), slots)
 		}
