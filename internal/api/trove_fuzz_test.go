@@ -27,6 +27,10 @@ func FuzzDatabaseRequests(f *testing.F) {
 		{"DELETE", "/v1.0/alpha/backup_strategies"},
 		{"GET", "/v1.0/alpha/instances/I/backups"},
 		{"GET", "/v1.0/alpha/datastores"},
+		{"POST", "/v1.0/alpha/instances/I/metadata/tier"},
+		{"PUT", "/v1.0/alpha/instances/I/metadata/tier"},
+		{"PATCH", "/v1.0/alpha/instances/I/metadata/tier"},
+		{"GET", "/v1.0/alpha/instances/I/metadata"},
 	}
 	seeds := []struct {
 		route       uint8
@@ -46,6 +50,11 @@ func FuzzDatabaseRequests(f *testing.F) {
 		{0, "", `{"instance":{"name":"x","flavorRef":1e400,"datastore":{"type":"mariadb"}}}`},
 		{1, "", `{"backup":{"name":"b","instance":"I","incremental":-1,"strategy":"logical","container":"a","swift_container":"b"}}`},
 		{0, "", "\x00\xff{"},
+		{9, "", `{"metadata": {"value": "gold"}}`},
+		{10, "", `{"metadata": {"key": "replicas", "value": "two"}}`},
+		{11, "", `{"metadata": {"value": {"a": [1, 2.5e3, null]}}}`},
+		{9, "", `{"metadata": {"value": null}}`},
+		{12, "", ""},
 	}
 	for _, s := range seeds {
 		f.Add(s.route, s.query, s.body)
