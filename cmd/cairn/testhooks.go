@@ -375,8 +375,12 @@ func (t hookedTx) UpdateInstance(ctx context.Context, in cairn.Instance) error {
 	return t.note(t.Tx.UpdateInstance(ctx, in), "catalog.instance "+string(in.Status))
 }
 
-func (t hookedTx) InsertPolicySlot(ctx context.Context, s cairn.PolicySlot) error {
-	return t.note(t.Tx.InsertPolicySlot(ctx, s), "catalog.slot "+s.State)
+func (t hookedTx) InsertPolicySlots(ctx context.Context, slots ...cairn.PolicySlot) error {
+	err := t.Tx.InsertPolicySlots(ctx, slots...)
+	for _, s := range slots {
+		err = t.note(err, "catalog.slot "+s.State)
+	}
+	return err
 }
 
 func (t hookedTx) UpdatePolicySlot(ctx context.Context, s cairn.PolicySlot) error {

@@ -188,16 +188,20 @@ type Tx interface {
 	// is at or before now, earliest first.
 	DuePolicies(ctx context.Context, now time.Time, limit int) ([]cairn.Policy, error)
 	UpdatePolicy(ctx context.Context, p cairn.Policy) error
-	// AdvancePolicy writes only what firing changes: Enabled, NextSlotAt,
-	// NextFireAt and UpdatedAt; cairn.ErrNotFound for a missing policy.
-	AdvancePolicy(ctx context.Context, p cairn.Policy) error
+	// AdvancePolicies writes only what firing changes in each of ps
+	// (each policy at most once): Enabled, NextSlotAt, NextFireAt and
+	// UpdatedAt; cairn.ErrNotFound when one is missing, and then the
+	// others may be written, so the transaction must not commit.
+	AdvancePolicies(ctx context.Context, ps ...cairn.Policy) error
 	// DeletePolicy removes the policy and its slots; the backups it made
 	// stay.
 	DeletePolicy(ctx context.Context, id string) error
-	// InsertPolicySlot records a slot once: cairn.ErrExists when the
-	// policy has a record of that slot, without failing the transaction.
-	// That is what makes a slot fire once across processes.
-	InsertPolicySlot(ctx context.Context, s cairn.PolicySlot) error
+	// InsertPolicySlots records each slot once: cairn.ErrExists when a
+	// policy has a record of one of them, without failing the
+	// transaction. That is what makes a slot fire once across processes.
+	// The other slots may be written then: a transaction that inserted
+	// several must not commit after that error.
+	InsertPolicySlots(ctx context.Context, slots ...cairn.PolicySlot) error
 	// UpdatePolicySlot writes a recorded slot's State, Late, Detail and
 	// Runs (its FiredAt stays); cairn.ErrNotFound without a record.
 	UpdatePolicySlot(ctx context.Context, s cairn.PolicySlot) error

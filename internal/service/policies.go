@@ -412,22 +412,18 @@ func (s *Service) fireDue(ctx context.Context) (int, map[string]bool, error) {
 // is added to failed and logged.
 func (s *Service) recordDue(ctx context.Context, now time.Time, failed map[string]bool) (fs []firing, more bool, err error) {
 	err = s.update(ctx, func(tx catalog.Tx) error {
-		fs = fs[:0]
 		due, err := tx.DuePolicies(ctx, now, recordBatch+len(failed))
 		if err != nil {
 			return fmt.Errorf("due policies: %w", err)
 		}
+		var batch []cairn.Policy
 		for _, p := range due {
-			if failed[p.ID] || len(fs) == recordBatch {
-				continue
+			if !failed[p.ID] && len(batch) < recordBatch {
+				batch = append(batch, p)
 			}
-			f, err := s.recordSlotsTx(ctx, tx, p, now)
-			if err != nil {
-				return err
-			}
-			fs = append(fs, f)
 		}
-		return nil
+		fs, err = s.recordSlotsTx(ctx, tx, batch, now)
+		return err
 	})
 	if err == nil || ctx.Err() != nil {
 		return fs, len(fs) > 0, err
@@ -448,9 +444,9 @@ func (s *Service) recordDue(ctx context.Context, now time.Time, failed map[strin
 			continue
 		}
 		tried++
-		var f firing
+		var one []firing
 		err := s.update(ctx, func(tx catalog.Tx) error {
-			f = firing{}
+			one = nil
 			p, err := tx.Policy(ctx, p.ID)
 			if errors.Is(err, cairn.ErrNotFound) {
 				return nil // deleted meanwhile
@@ -458,7 +454,7 @@ func (s *Service) recordDue(ctx context.Context, now time.Time, failed map[strin
 			if err != nil || !p.Enabled || p.NextFireAt.After(now) {
 				return err // another process recorded it, or it changed
 			}
-			f, err = s.recordSlotsTx(ctx, tx, p, now)
+			one, err = s.recordSlotsTx(ctx, tx, []cairn.Policy{p}, now)
 			return err
 		})
 		switch {
@@ -467,24 +463,47 @@ func (s *Service) recordDue(ctx context.Context, now time.Time, failed map[strin
 		case err != nil:
 			failed[p.ID] = true
 			s.log.Error("policy slot not recorded", "policy", p.ID, "err", err)
-		case f.policy.ID != "":
-			fs = append(fs, f)
+		default:
+			fs = append(fs, one...)
 		}
 	}
 	// Those that failed are in failed now: the next call reads past them.
 	return fs, tried > 0, nil
 }
 
-// recordSlotsTx records policy p's slots due at now in tx (pass 1): the
-// latest due slot is recorded firing when it is on time (within the
-// grace) or the catch-up rule is once, and every other due slot missed.
-// The policy moves to its next slot. A slot records when it was fired:
-// the transaction's time.
-func (s *Service) recordSlotsTx(ctx context.Context, tx catalog.Tx, p cairn.Policy, now time.Time) (firing, error) {
-	f := firing{policy: p}
+// recordSlotsTx records the slots of policies ps due at now in tx (pass
+// 1), in one statement for every few hundred slots and one for every
+// few hundred policies: at 10,000 policies due at once, two statements
+// for each took most of the pass.
+func (s *Service) recordSlotsTx(ctx context.Context, tx catalog.Tx, ps []cairn.Policy, now time.Time) ([]firing, error) {
+	fs := make([]firing, 0, len(ps))
+	slots := make([]cairn.PolicySlot, 0, len(ps))
+	moved := make([]cairn.Policy, 0, len(ps))
+	for _, p := range ps {
+		f, due, next, err := s.planSlots(p, now)
+		if err != nil {
+			return nil, err
+		}
+		fs = append(fs, f)
+		slots = append(slots, due...)
+		moved = append(moved, next)
+	}
+	if err := tx.InsertPolicySlots(ctx, slots...); err != nil {
+		return nil, err
+	}
+	return fs, tx.AdvancePolicies(ctx, moved...)
+}
+
+// planSlots works out what recording policy p's slots due at now
+// writes: the latest due slot is recorded firing when it is on time
+// (within the grace) or the catch-up rule is once, and every other due
+// slot missed; the policy moves to its next slot. A slot records when it
+// was fired: the service clock's now when planned.
+func (s *Service) planSlots(p cairn.Policy, now time.Time) (f firing, due []cairn.PolicySlot, next cairn.Policy, err error) {
+	f = firing{policy: p}
 	sched, err := schedule.Parse(p.Schedule, p.TimeZone)
 	if err != nil {
-		return f, fmt.Errorf("policy %s: %w", p.ID, err)
+		return f, nil, p, fmt.Errorf("policy %s: %w", p.ID, err)
 	}
 	at := s.nowUTC()
 	if at.Before(now) {
@@ -493,27 +512,25 @@ func (s *Service) recordSlotsTx(ctx context.Context, tx catalog.Tx, p cairn.Poli
 	jitter := p.NextFireAt.Sub(p.NextSlotAt)
 	// The due slots: the planned one and every later one whose fire
 	// time has come. Only the newest missedRecordLimit+1 are kept.
-	due := []time.Time{p.NextSlotAt}
-	next := sched.Next(p.NextSlotAt)
-	for !next.IsZero() && !next.Add(jitter).After(now) {
-		due = append(due, next.UTC())
-		if len(due) > missedRecordLimit+1 {
+	times := []time.Time{p.NextSlotAt}
+	after := sched.Next(p.NextSlotAt)
+	for !after.IsZero() && !after.Add(jitter).After(now) {
+		times = append(times, after.UTC())
+		if len(times) > missedRecordLimit+1 {
 			if f.older == 0 {
-				f.oldest = due[0]
+				f.oldest = times[0]
 			}
 			f.older++
-			f.newest = due[0]
-			due = due[1:]
+			f.newest = times[0]
+			times = times[1:]
 		}
-		next = sched.Next(next)
+		after = sched.Next(after)
 	}
-	last := due[len(due)-1]
-	for _, slot := range due[:len(due)-1] {
+	last := times[len(times)-1]
+	for _, slot := range times[:len(times)-1] {
 		st := cairn.PolicySlot{PolicyID: p.ID, SlotAt: slot, State: cairn.SlotMissed, FiredAt: at,
 			Detail: "no service fired it in time; a later slot was due when one ran"}
-		if err := tx.InsertPolicySlot(ctx, st); err != nil {
-			return f, err
-		}
+		due = append(due, st)
 		f.slots = append(f.slots, st)
 	}
 	late := now.Sub(last.Add(jitter)) > s.sched.grace
@@ -524,15 +541,13 @@ func (s *Service) recordSlotsTx(ctx context.Context, tx catalog.Tx, p cairn.Poli
 	} else {
 		f.firing++
 	}
-	if err := tx.InsertPolicySlot(ctx, st); err != nil {
-		return f, err
-	}
-	if next.IsZero() {
+	due = append(due, st)
+	if after.IsZero() {
 		p.Enabled = false // the schedule ends (never, in practice)
 	}
-	p.NextSlotAt, p.NextFireAt = next.UTC(), next.Add(jitter).UTC()
+	p.NextSlotAt, p.NextFireAt = after.UTC(), after.Add(jitter).UTC()
 	p.UpdatedAt = at
-	return f, tx.AdvancePolicy(ctx, p)
+	return f, due, p, nil
 }
 
 // queueFiring queues the backups of every slot recorded firing (pass 2),

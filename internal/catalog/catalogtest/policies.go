@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -81,7 +82,7 @@ func testPolicies(t *testing.T, s catalog.Store) {
 		wantErr(t, "rename to a taken name", tx.UpdatePolicy(ctx, taken), cairn.ErrExists)
 		missing := fullPolicy(p[0], 7)
 		wantErr(t, "update a missing one", tx.UpdatePolicy(ctx, missing), cairn.ErrNotFound)
-		wantErr(t, "slot", tx.InsertPolicySlot(ctx, cairn.PolicySlot{PolicyID: a.ID, SlotAt: at(1), State: cairn.SlotFired, FiredAt: at(2)}), nil)
+		wantErr(t, "slot", tx.InsertPolicySlots(ctx, cairn.PolicySlot{PolicyID: a.ID, SlotAt: at(1), State: cairn.SlotFired, FiredAt: at(2)}), nil)
 		pb := cairn.PolicyBackup{PolicyID: a.ID, BackupID: "b2", TargetID: "v1", SlotAt: at(7)}
 		wantErr(t, "policy backup", tx.InsertPolicyBackup(ctx, pb), nil)
 		wantErr(t, "older policy backup", tx.InsertPolicyBackup(ctx, cairn.PolicyBackup{PolicyID: a.ID, BackupID: "b1", TargetID: "v2", SlotAt: at(6)}), nil)
@@ -102,7 +103,7 @@ func testPolicies(t *testing.T, s catalog.Store) {
 		return nil
 	})
 	update(t, s, func(ctx context.Context, tx catalog.Tx) error {
-		wantErr(t, "slot of c", tx.InsertPolicySlot(ctx, cairn.PolicySlot{PolicyID: c.ID, SlotAt: at(1), State: cairn.SlotFired, FiredAt: at(2)}), nil)
+		wantErr(t, "slot of c", tx.InsertPolicySlots(ctx, cairn.PolicySlot{PolicyID: c.ID, SlotAt: at(1), State: cairn.SlotFired, FiredAt: at(2)}), nil)
 		wantErr(t, "delete a project with policies", tx.DeleteProject(ctx, p[1]), nil)
 		_, err := tx.Policy(ctx, c.ID)
 		wantErr(t, "its policy", err, cairn.ErrNotFound)
@@ -123,12 +124,12 @@ func testPolicySlotOnce(t *testing.T, s catalog.Store) {
 	first := cairn.PolicySlot{PolicyID: pol.ID, SlotAt: at(1), State: cairn.SlotFired, FiredAt: at(2), Late: true, Detail: "caught up",
 		Runs: []cairn.PolicyRun{{TargetID: "v1", BackupID: "b1", Full: true}, {TargetID: "v2", Skipped: "busy"}}}
 	update(t, s, func(ctx context.Context, tx catalog.Tx) error {
-		wantErr(t, "slot", tx.InsertPolicySlot(ctx, first), nil)
+		wantErr(t, "slot", tx.InsertPolicySlots(ctx, first), nil)
 		again := first
 		again.State = cairn.SlotMissed
-		wantErr(t, "the same slot again", tx.InsertPolicySlot(ctx, again), cairn.ErrExists)
+		wantErr(t, "the same slot again", tx.InsertPolicySlots(ctx, again), cairn.ErrExists)
 		// The transaction goes on after the duplicate.
-		return tx.InsertPolicySlot(ctx, cairn.PolicySlot{PolicyID: pol.ID, SlotAt: at(3), State: cairn.SlotMissed, FiredAt: at(4)})
+		return tx.InsertPolicySlots(ctx, cairn.PolicySlot{PolicyID: pol.ID, SlotAt: at(3), State: cairn.SlotMissed, FiredAt: at(4)})
 	})
 	view(t, s, func(ctx context.Context, tx catalog.Tx) error {
 		slots, err := tx.PolicySlots(ctx, pol.ID, 0)
@@ -150,7 +151,7 @@ func testPolicySlotOnce(t *testing.T, s catalog.Store) {
 			for i := 10; i < 30; i++ {
 				slot := at(i)
 				err := s.Update(t.Context(), func(tx catalog.Tx) error {
-					return tx.InsertPolicySlot(t.Context(), cairn.PolicySlot{PolicyID: pol.ID, SlotAt: slot, State: cairn.SlotFired, FiredAt: slot})
+					return tx.InsertPolicySlots(t.Context(), cairn.PolicySlot{PolicyID: pol.ID, SlotAt: slot, State: cairn.SlotFired, FiredAt: slot})
 				})
 				switch {
 				case err == nil:
@@ -182,7 +183,7 @@ func testPrunePolicySlots(t *testing.T, s catalog.Store) {
 				return err
 			}
 			for i := range 10 {
-				if err := tx.InsertPolicySlot(ctx, cairn.PolicySlot{PolicyID: pol.ID, SlotAt: at(i), State: cairn.SlotFired, FiredAt: at(i)}); err != nil {
+				if err := tx.InsertPolicySlots(ctx, cairn.PolicySlot{PolicyID: pol.ID, SlotAt: at(i), State: cairn.SlotFired, FiredAt: at(i)}); err != nil {
 					return err
 				}
 			}
@@ -248,7 +249,7 @@ func testFiringPolicySlots(t *testing.T, s catalog.Store) {
 		for _, sl := range []cairn.PolicySlot{firing(a, 5), firing(b, 3), firing(a, 7),
 			{PolicyID: b.ID, SlotAt: at(1), State: cairn.SlotMissed, FiredAt: at(2)},
 			{PolicyID: a.ID, SlotAt: at(2), State: cairn.SlotFired, FiredAt: at(2)}} {
-			if err := tx.InsertPolicySlot(ctx, sl); err != nil {
+			if err := tx.InsertPolicySlots(ctx, sl); err != nil {
 				return err
 			}
 		}
@@ -280,13 +281,13 @@ func testFiringPolicySlots(t *testing.T, s catalog.Store) {
 		adv := a
 		adv.Enabled, adv.NextSlotAt, adv.NextFireAt, adv.UpdatedAt = false, at(60), at(61), at(62)
 		adv.Name, adv.Schedule = "not written", "1 2 3 4 5"
-		wantErr(t, "advance", tx.AdvancePolicy(ctx, adv), nil)
+		wantErr(t, "advance", tx.AdvancePolicies(ctx, adv), nil)
 		got, err := tx.Policy(ctx, a.ID)
 		wantErr(t, "advanced", err, nil)
 		want := a
 		want.Enabled, want.NextSlotAt, want.NextFireAt, want.UpdatedAt = false, at(60), at(61), at(62)
 		wantEqual(t, "advanced", got, want)
-		wantErr(t, "advance a missing policy", tx.AdvancePolicy(ctx, fullPolicy(p[0], 5)), cairn.ErrNotFound)
+		wantErr(t, "advance a missing policy", tx.AdvancePolicies(ctx, fullPolicy(p[0], 5)), cairn.ErrNotFound)
 		return nil
 	})
 	view(t, s, func(ctx context.Context, tx catalog.Tx) error {
@@ -294,6 +295,101 @@ func testFiringPolicySlots(t *testing.T, s catalog.Store) {
 		wantEqual(t, "firing slots after one was queued", slotKeys(got), slotKeys([]cairn.PolicySlot{firing(b, 3), firing(a, 7)}))
 		slots, _ := tx.PolicySlots(ctx, a.ID, 0)
 		wantEqual(t, "the queued slot", slots[1], done)
+		return nil
+	})
+}
+
+// testPolicyBatches: slots and policies written many at once (more
+// than one statement's worth, 300 policies and 600 slots) read back as
+// written; one slot recorded already among many is ErrExists, and one
+// missing policy among many ErrNotFound, and a transaction rolled back
+// after either leaves nothing of its batch.
+func testPolicyBatches(t *testing.T, s catalog.Store) {
+	const n = 300
+	p := addProjects(t, s, 1)
+	pols := make([]cairn.Policy, n)
+	var slots []cairn.PolicySlot
+	for i := range pols {
+		pols[i] = fullPolicy(p[0], 0)
+		pols[i].Name = fmt.Sprint("batch-", i)
+		for j := range 2 {
+			slots = append(slots, cairn.PolicySlot{PolicyID: pols[i].ID, SlotAt: at(1000*j + i), State: cairn.SlotFiring,
+				FiredAt: at(1000*j + i + 1), Late: j == 1, Detail: fmt.Sprint("slot ", j),
+				Runs: []cairn.PolicyRun{{TargetID: fmt.Sprint("v", i), BackupID: fmt.Sprint("b", j)}}})
+		}
+	}
+	update(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		for _, pol := range pols {
+			if err := tx.InsertPolicy(ctx, pol); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	moved := make([]cairn.Policy, n)
+	for i, pol := range pols {
+		moved[i] = pol
+		moved[i].Enabled = i%3 != 0
+		moved[i].NextSlotAt, moved[i].NextFireAt, moved[i].UpdatedAt = at(5000+i), at(6000+i), at(7000+i)
+	}
+	update(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		wantErr(t, "insert 600 slots", tx.InsertPolicySlots(ctx, slots...), nil)
+		wantErr(t, "advance 300 policies", tx.AdvancePolicies(ctx, moved...), nil)
+		return nil
+	})
+	view(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		for i, pol := range moved {
+			got, err := tx.Policy(ctx, pol.ID)
+			wantErr(t, "advanced policy", err, nil)
+			wantEqual(t, fmt.Sprint("advanced policy ", i), got, pol)
+			sl, err := tx.PolicySlots(ctx, pol.ID, 0)
+			wantErr(t, "slots", err, nil)
+			wantEqual(t, fmt.Sprint("policy ", i, "'s slots"), sl, []cairn.PolicySlot{slots[2*i+1], slots[2*i]})
+		}
+		firing, err := tx.FiringPolicySlots(ctx, 1000)
+		wantErr(t, "firing slots", err, nil)
+		wantEqual(t, "firing slots", len(firing), len(slots))
+		return nil
+	})
+
+	// One slot recorded already, and one missing policy, among many.
+	boom := errors.New("rolled back")
+	more := make([]cairn.PolicySlot, 0, n)
+	for i, pol := range pols {
+		more = append(more, cairn.PolicySlot{PolicyID: pol.ID, SlotAt: at(3000 + i), State: cairn.SlotMissed, FiredAt: at(3000 + i)})
+	}
+	again := append(slices.Clone(more[:150]), slots[7])
+	again = append(again, more[150:]...)
+	gone := append(slices.Clone(moved), fullPolicy(p[0], 1))
+	for i := range gone {
+		gone[i].NextSlotAt = at(9000 + i)
+	}
+	for _, tc := range []struct {
+		what  string
+		write func(ctx context.Context, tx catalog.Tx) error
+		want  error
+	}{
+		{"301 slots, one recorded already", func(ctx context.Context, tx catalog.Tx) error {
+			return tx.InsertPolicySlots(ctx, again...)
+		}, cairn.ErrExists},
+		{"301 policies, one missing", func(ctx context.Context, tx catalog.Tx) error {
+			return tx.AdvancePolicies(ctx, gone...)
+		}, cairn.ErrNotFound},
+	} {
+		err := s.Update(t.Context(), func(tx catalog.Tx) error {
+			err := tc.write(t.Context(), tx)
+			wantErr(t, tc.what, err, tc.want)
+			return boom
+		})
+		wantErr(t, tc.what+": rolled back", err, boom)
+	}
+	view(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		for i, pol := range moved {
+			got, _ := tx.Policy(ctx, pol.ID)
+			wantEqual(t, fmt.Sprint("policy ", i, " after a rollback"), got, pol)
+			sl, _ := tx.PolicySlots(ctx, pol.ID, 0)
+			wantEqual(t, fmt.Sprint("policy ", i, "'s slots after a rollback"), len(sl), 2)
+		}
 		return nil
 	})
 }

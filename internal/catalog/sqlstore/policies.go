@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cairnproject/cairn"
@@ -145,19 +146,48 @@ func (t *tx) UpdatePolicy(ctx context.Context, p cairn.Policy) error {
 	return nil
 }
 
-// AdvancePolicy writes what firing changes in p's row (enabled, the next
-// slot and fire times, updated_at) and nothing else: one statement, where
-// UpdatePolicy also checks the name.
-func (t *tx) AdvancePolicy(ctx context.Context, p cairn.Policy) error {
-	n, err := t.execCount(ctx, t.d.rebind("UPDATE policies SET enabled = ?, next_slot_at = ?, next_fire_at = ?, updated_at = ? WHERE id = ?"),
-		p.Enabled, t.d.Time(p.NextSlotAt), t.d.Time(p.NextFireAt), t.d.Time(p.UpdatedAt), p.ID)
-	if err != nil {
-		return fmt.Errorf("advance policy %s: %w", p.ID, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("policy %s: %w", p.ID, cairn.ErrNotFound)
+// AdvancePolicies writes what firing changes in each policy's row
+// (enabled, the next slot and fire times, updated_at) and nothing else,
+// in statements of up to maxBatchRows rows: where UpdatePolicy also
+// checks the name, the scheduler moves thousands of policies a second.
+func (t *tx) AdvancePolicies(ctx context.Context, ps ...cairn.Policy) error {
+	for _, chunk := range batches(ps) {
+		// Typed values: PostgreSQL would read the untyped parameters of a
+		// VALUES list as text. SQLite stores the casts' numbers as they are.
+		rows := strings.Repeat(", (CAST(? AS TEXT), CAST(? AS BOOLEAN), CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ), CAST(? AS TIMESTAMPTZ))", len(chunk))[2:]
+		args := make([]any, 0, 5*len(chunk))
+		for _, p := range chunk {
+			args = append(args, p.ID, p.Enabled, t.d.Time(p.NextSlotAt), t.d.Time(p.NextFireAt), t.d.Time(p.UpdatedAt))
+		}
+		n, err := t.execCount(ctx, t.d.rebind(`UPDATE policies SET enabled = v.column2, next_slot_at = v.column3,
+		next_fire_at = v.column4, updated_at = v.column5 FROM (VALUES `+rows+`) AS v WHERE policies.id = v.column1`), args...)
+		if err != nil {
+			return fmt.Errorf("advance %d policies from %s: %w", len(chunk), chunk[0].ID, err)
+		}
+		if int(n) != len(chunk) {
+			return fmt.Errorf("advance %d policies from %s: %d of them: %w", len(chunk), chunk[0].ID, len(chunk)-int(n), cairn.ErrNotFound)
+		}
 	}
 	return nil
+}
+
+// maxBatchRows bounds the rows of one multi-row statement, below both
+// databases' limits on parameters.
+const maxBatchRows = 256
+
+// batches splits items into runs of maxBatchRows, then of falling powers
+// of two: every statement has one of a few lengths, so each is prepared
+// once and kept.
+func batches[T any](items []T) [][]T {
+	var out [][]T
+	for size := maxBatchRows; len(items) > 0; {
+		for size > len(items) {
+			size /= 2
+		}
+		out = append(out, items[:size])
+		items = items[size:]
+	}
+	return out
 }
 
 // DeletePolicy removes policy id and its slots (the backups it made
@@ -180,20 +210,33 @@ func (t *tx) DeletePolicy(ctx context.Context, id string) error {
 
 const slotCols = "policy_id, slot_at, state, fired_at, late, detail, runs"
 
-// InsertPolicySlot records a slot: cairn.ErrExists when the policy has
-// a record of that slot already (another process fired it).
-func (t *tx) InsertPolicySlot(ctx context.Context, s cairn.PolicySlot) error {
-	runs, err := jsonArg(s.Runs)
-	if err != nil {
-		return fmt.Errorf("policy %s slot %s: %w", s.PolicyID, s.SlotAt, err)
-	}
-	n, err := t.execCount(ctx, t.d.rebind("INSERT INTO policy_slots ("+slotCols+") VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"),
-		s.PolicyID, t.d.Time(s.SlotAt), s.State, t.d.Time(s.FiredAt), s.Late, s.Detail, runs)
-	if err != nil {
-		return fmt.Errorf("insert policy %s slot %s: %w", s.PolicyID, s.SlotAt.Format(time.RFC3339), err)
-	}
-	if n == 0 {
-		return fmt.Errorf("policy %s slot %s: recorded already: %w", s.PolicyID, s.SlotAt.Format(time.RFC3339), cairn.ErrExists)
+// InsertPolicySlots records slots, in statements of up to maxBatchRows
+// rows: cairn.ErrExists when a policy has a record of one of them
+// already (another process fired it). The others are written then, so
+// the caller rolls its transaction back.
+func (t *tx) InsertPolicySlots(ctx context.Context, slots ...cairn.PolicySlot) error {
+	for _, chunk := range batches(slots) {
+		args := make([]any, 0, 7*len(chunk))
+		for _, s := range chunk {
+			runs, err := jsonArg(s.Runs)
+			if err != nil {
+				return fmt.Errorf("policy %s slot %s: %w", s.PolicyID, s.SlotAt, err)
+			}
+			args = append(args, s.PolicyID, t.d.Time(s.SlotAt), s.State, t.d.Time(s.FiredAt), s.Late, s.Detail, runs)
+		}
+		rows := strings.Repeat(", (?, ?, ?, ?, ?, ?, ?)", len(chunk))[2:]
+		n, err := t.execCount(ctx, t.d.rebind("INSERT INTO policy_slots ("+slotCols+") VALUES "+rows+" ON CONFLICT DO NOTHING"), args...)
+		first := chunk[0]
+		if err != nil {
+			return fmt.Errorf("insert %d policy slots from policy %s slot %s: %w", len(chunk), first.PolicyID, first.SlotAt.Format(time.RFC3339), err)
+		}
+		if int(n) != len(chunk) {
+			if len(chunk) == 1 {
+				return fmt.Errorf("policy %s slot %s: recorded already: %w", first.PolicyID, first.SlotAt.Format(time.RFC3339), cairn.ErrExists)
+			}
+			return fmt.Errorf("%d of %d policy slots from policy %s slot %s: recorded already: %w",
+				len(chunk)-int(n), len(chunk), first.PolicyID, first.SlotAt.Format(time.RFC3339), cairn.ErrExists)
+		}
 	}
 	return nil
 }
