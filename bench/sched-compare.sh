@@ -11,7 +11,10 @@
 # backups' queuing. Quote the medians of the max lags.
 #
 # Environment: BENCH_DIR (default /var/tmp/cairn-sched-bench),
-# BENCH_POLICIES (10000).
+# BENCH_POLICIES (10000), BENCH_POSTGRES: a PostgreSQL server's URL
+# (postgres://USER@HOST:PORT/DB?sslmode=disable) to run on a PostgreSQL
+# catalog instead of SQLite: each run gets a new database,
+# cairn_schedbench, made and dropped with psql.
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 OLD_REV NEW_REV [RUNS]" >&2; exit 2; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,8 +33,14 @@ for i in $(seq 1 "$RUNS"); do
     sync
     if [ -w /proc/sys/vm/drop_caches ]; then echo 3 > /proc/sys/vm/drop_caches; fi
     echo "== $rev, run $i, load $(cut -d' ' -f1 /proc/loadavg)"
+    catalog="$DIR/catalog.db"
     rm -f "$DIR/catalog.db"*
-    "$DIR/schedbench-$rev" -catalog "$DIR/catalog.db" -policies "$N" -rounds 1 | tail -n +2
+    if [ -n "${BENCH_POSTGRES:-}" ]; then
+      psql "$BENCH_POSTGRES" -qc 'DROP DATABASE IF EXISTS cairn_schedbench' -c 'CREATE DATABASE cairn_schedbench'
+      catalog=$(echo "$BENCH_POSTGRES" | sed -E 's#^(postgres(ql)?://[^/]*)/[^?]*#\1/cairn_schedbench#')
+    fi
+    "$DIR/schedbench-$rev" -catalog "$catalog" -policies "$N" -rounds 1 | tail -n +2
   done
 done
 rm -f "$DIR/catalog.db"*
+if [ -n "${BENCH_POSTGRES:-}" ]; then psql "$BENCH_POSTGRES" -qc 'DROP DATABASE IF EXISTS cairn_schedbench'; fi
