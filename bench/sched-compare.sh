@@ -14,7 +14,9 @@
 # BENCH_POLICIES (10000), BENCH_POSTGRES: a PostgreSQL server's URL
 # (postgres://USER@HOST:PORT/DB?sslmode=disable) to run on a PostgreSQL
 # catalog instead of SQLite: each run gets a new database,
-# cairn_schedbench, made and dropped with psql.
+# cairn_schedbench, made and dropped with psql; BENCH_ZONE: every
+# policy's time zone (default UTC; both revisions' schedbench must have
+# -zone).
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 OLD_REV NEW_REV [RUNS]" >&2; exit 2; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,7 +41,7 @@ for i in $(seq 1 "$RUNS"); do
       psql "$BENCH_POSTGRES" -qc 'DROP DATABASE IF EXISTS cairn_schedbench' -c 'CREATE DATABASE cairn_schedbench'
       catalog=$(echo "$BENCH_POSTGRES" | sed -E 's#^(postgres(ql)?://[^/]*)/[^?]*#\1/cairn_schedbench#')
     fi
-    "$DIR/schedbench-$rev" -catalog "$catalog" -policies "$N" -rounds 1 | tail -n +2
+    "$DIR/schedbench-$rev" -catalog "$catalog" -policies "$N" -rounds 1 ${BENCH_ZONE:+-zone "$BENCH_ZONE"} | tail -n +2
   done
 done
 rm -f "$DIR/catalog.db"*

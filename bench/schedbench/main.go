@@ -11,6 +11,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -48,6 +49,7 @@ func run() error {
 	projects := flag.Int("projects", 100, "projects the policies are spread over")
 	rounds := flag.Int("rounds", 3, "minute boundaries to fire at")
 	jitter := flag.Duration("jitter", 0, "each policy's jitter: 0 has every slot due at the same second; with it, the scheduler's own loop fires them as they come due, for -rounds minutes")
+	zone := flag.String("zone", "", "every policy's time zone (an IANA name; default UTC)")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the firings here")
 	flag.Parse()
 	ctx := context.Background()
@@ -94,15 +96,15 @@ func run() error {
 		for i := range per {
 			c := service.Caller{ProjectID: project}
 			_, err := svc.CreatePolicy(ctx, c, service.PolicyRequest{Name: fmt.Sprint("p", i), Spec: cairn.PolicySpec{
-				Target: cairn.PolicyTarget{Kind: cairn.TargetVolume, IDs: []string{vols[len(vols)-per+i]}}, Schedule: "* * * * *",
+				Target: cairn.PolicyTarget{Kind: cairn.TargetVolume, IDs: []string{vols[len(vols)-per+i]}}, Schedule: "* * * * *", TimeZone: *zone,
 				JitterSeconds: int(*jitter / time.Second), Retention: cairn.RetentionRules{Last: 2}}})
 			if err != nil {
 				return err
 			}
 		}
 	}
-	fmt.Printf("catalog %s: %d projects, %d volumes, %d policies on \"* * * * *\", jitter %s (set up in %.1f s)\n",
-		kind(*dsn), *projects, len(vols), len(vols), *jitter, time.Since(setup).Seconds())
+	fmt.Printf("catalog %s: %d projects, %d volumes, %d policies on \"* * * * *\" in %s, jitter %s (set up in %.1f s)\n",
+		kind(*dsn), *projects, len(vols), len(vols), cmp.Or(*zone, "UTC"), *jitter, time.Since(setup).Seconds())
 	if *jitter > 0 {
 		return spread(ctx, cat, svc, *rounds)
 	}
