@@ -861,6 +861,7 @@ func TestPolicyYear(t *testing.T) {
 // (its time zone unknown to this host's zone database) is logged and
 // tried again at the next wake, not at once: the loop sleeps until the
 // next policy that can fire, or its poll interval, instead of spinning.
+// A policy due with it, in its batch, fires all the same.
 func TestSchedulerSleepsPastAFailingPolicy(t *testing.T) {
 	r, clock := newPolicyRig(t, time.Date(2026, 6, 1, 9, 30, 0, 0, time.UTC))
 	ctx := t.Context()
@@ -870,6 +871,12 @@ func TestSchedulerSleepsPastAFailingPolicy(t *testing.T) {
 	good := hourlyPolicy([]string{v.ID}, cairn.RetentionRules{})
 	good.Name, good.Spec.Schedule = "later", "20 10 * * *"
 	must[cairn.Policy](t)(r.svc.CreatePolicy(ctx, caller, good))
+	// Due with the bad one, in its batch: recorded all the same.
+	w := must[cairn.Volume](t)(r.svc.CreateVolume(ctx, caller, service.VolumeCreate{Name: "w", Size: 1}))
+	r.done(w.ID)
+	beside := hourlyPolicy([]string{w.ID}, cairn.RetentionRules{})
+	beside.Name = "beside"
+	besideP := must[cairn.Policy](t)(r.svc.CreatePolicy(ctx, caller, beside))
 	err := r.cat.Update(ctx, func(tx catalog.Tx) error {
 		p, err := tx.Policy(ctx, bad.ID)
 		if err != nil {
@@ -897,6 +904,9 @@ func TestSchedulerSleepsPastAFailingPolicy(t *testing.T) {
 	<-done
 	if slots := must[[]cairn.PolicySlot](t)(r.svc.PolicySlots(ctx, caller, bad.ID, 0)); len(slots) != 0 {
 		t.Fatalf("the failing policy recorded %v", slots)
+	}
+	if slots := must[[]cairn.PolicySlot](t)(r.svc.PolicySlots(ctx, caller, besideP.ID, 0)); len(slots) != 1 || slots[0].State != cairn.SlotFired {
+		t.Fatalf("the policy due beside the failing one recorded %+v, want its 10:00 slot fired", slots)
 	}
 }
 
