@@ -1090,7 +1090,11 @@ volume snapshot'.)
 			if err != nil {
 				return err
 			}
-			req.Snapshot.VolumeID, req.Snapshot.Name, req.Snapshot.Description = v.ID, &name, &description
+			id, err := json.Marshal(v.ID)
+			if err != nil {
+				return err
+			}
+			req.Snapshot.VolumeID, req.Snapshot.Name, req.Snapshot.Description = id, &name, &description
 			s, err := cl.CreateSnapshot(ctx, req)
 			if err != nil {
 				return err

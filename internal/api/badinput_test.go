@@ -282,6 +282,10 @@ func TestBadInput(t *testing.T) {
 		{"delete with snapshots", e.tokA, "DELETE", A + "/volumes/" + fa.vol, "", 409, "snapshots"},
 		{"snapshot no volume", e.tokA, "POST", A + "/snapshots", `{"snapshot":{}}`, 400, "volume_id"},
 		{"snapshot unknown volume", e.tokA, "POST", A + "/snapshots", `{"snapshot":{"volume_id":"nope"}}`, 404, "nope"},
+		// The block storage API looks a null volume_id up (tempest's
+		// test_create_snapshot_without_passing_volume_id).
+		{"snapshot null volume", e.tokA, "POST", A + "/snapshots", `{"snapshot":{"volume_id":null}}`, 404, "volume null"},
+		{"snapshot numeric volume", e.tokA, "POST", A + "/snapshots", `{"snapshot":{"volume_id":7}}`, 400, "volume_id: want a string"},
 		{"backup of a snapshot naming another volume", e.tokA, "POST", A + "/backups", `{"backup":{"volume_id":"other","snapshot_id":"` + fa.snap + `"}}`, 400, "is of volume"},
 		{"backup neither", e.tokA, "POST", A + "/backups", `{"backup":{"name":"x"}}`, 400, "volume_id or snapshot_id"},
 		{"backup unknown volume", e.tokA, "POST", A + "/backups", `{"backup":{"volume_id":"nope"}}`, 404, "nope"},

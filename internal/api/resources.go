@@ -638,7 +638,18 @@ func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request, c servic
 	if err := displayAliases("snapshot", &in.Name, &in.Description, in.DisplayName, in.DisplayDescription); err != nil {
 		return err
 	}
-	snap, err := s.svc.CreateSnapshot(r.Context(), c, service.SnapshotCreate{VolumeID: in.VolumeID,
+	var volumeID string
+	switch {
+	case len(in.VolumeID) == 0:
+		// absent: the service refuses the empty ID
+	case string(in.VolumeID) == "null":
+		return fmt.Errorf("volume null: %w", cairn.ErrNotFound)
+	default:
+		if err := json.Unmarshal(in.VolumeID, &volumeID); err != nil {
+			return fmt.Errorf("snapshot.volume_id: want a string: %w", cairn.ErrInvalid)
+		}
+	}
+	snap, err := s.svc.CreateSnapshot(r.Context(), c, service.SnapshotCreate{VolumeID: volumeID,
 		Name: deref(in.Name), Description: deref(in.Description), Force: in.Force, Metadata: in.Metadata})
 	if err != nil {
 		return err

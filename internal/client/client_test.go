@@ -253,7 +253,7 @@ func TestClientRequests(t *testing.T) {
 	must(c.DeleteVolume(ctx, "v"))
 
 	var sreq wire.SnapshotCreateRequest
-	sreq.Snapshot.VolumeID, sreq.Snapshot.Force = "v", true
+	sreq.Snapshot.VolumeID, sreq.Snapshot.Force = json.RawMessage(`"v"`), true
 	if s, err := c.CreateSnapshot(ctx, sreq); err != nil || s.ID != "s" {
 		t.Fatalf("CreateSnapshot: %+v %v", s, err)
 	}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http/httptest"
 	"net/url"
@@ -154,7 +155,7 @@ func TestClientRealService(t *testing.T) {
 
 	var sreq wire.SnapshotCreateRequest
 	name := "s1"
-	sreq.Snapshot.VolumeID, sreq.Snapshot.Name = v.ID, &name
+	sreq.Snapshot.VolumeID, sreq.Snapshot.Name = json.RawMessage(`"`+v.ID+`"`), &name
 	s, err := c.CreateSnapshot(ctx, sreq)
 	if err != nil {
 		t.Fatal(err)

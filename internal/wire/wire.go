@@ -543,7 +543,10 @@ type SnapshotCreateRequest struct {
 
 // SnapshotCreate is the snapshot of a SnapshotCreateRequest.
 type SnapshotCreate struct {
-	VolumeID    string            `json:"volume_id"`
+	// VolumeID is raw to tell null from absent, as the block storage
+	// API does: a missing volume_id is refused (400), a null one is
+	// looked up and not found (404; tempest's negative test sends null).
+	VolumeID    json.RawMessage   `json:"volume_id,omitempty"`
 	Name        *string           `json:"name,omitempty"`
 	Description *string           `json:"description,omitempty"`
 	Force       bool              `json:"force"`
