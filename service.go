@@ -318,3 +318,17 @@ func NewUUID() string {
 	s := b.String()
 	return s[0:8] + "-" + s[8:12] + "-" + s[12:16] + "-" + s[16:20] + "-" + s[20:32]
 }
+
+// ServiceLease is a catalog's lease of one running service process:
+// `cairn serve` takes it at start, renews it while it runs and releases
+// it when it stops, so that a second service on the same catalog refuses
+// to start instead of re-running the first one's tasks.
+type ServiceLease struct {
+	// Name names the lease ("serve").
+	Name string
+	// Holder says who holds it: host, boot, process and its start time,
+	// enough to tell on the same host that the holder is gone.
+	Holder string
+	// ExpiresAt is when the lease lapses unless renewed.
+	ExpiresAt time.Time
+}

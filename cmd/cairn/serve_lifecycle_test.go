@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -23,10 +24,9 @@ import (
 	"github.com/cairnproject/cairn/internal/volume"
 )
 
-// shutdownOrder is the order in which cairn serve stops its components.
 // shutdownOrder is the order of cairn serve's shutdown steps with an
 // embedded data plane.
-var shutdownOrder = []string{"api", "tasks", "nbd", "notifier", "catalog", "engine"}
+var shutdownOrder = []string{"api", "tasks", "nbd", "notifier", "lease", "catalog", "engine"}
 
 // stoppedComponents lists, from a text log, the components in the order
 // their "stopped" lines came.
@@ -345,4 +345,63 @@ func TestServeBusyAddress(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestServeOneServicePerCatalog: a second cairn serve on a catalog a
+// running one holds is refused before it changes anything, naming the
+// holder, and the first serves on; after the first is killed (-9), a
+// service on the same host takes the catalog at once, without waiting
+// for the lease to lapse; after a clean stop, at once and without a
+// takeover.
+func TestServeOneServicePerCatalog(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cat := filepath.Join(dir, "catalog.db")
+	dataA, dataB := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	a := startService(t, dataA, "--catalog", cat, "--data-plane", "embedded")
+	// B shares A's catalog, and so its admin token.
+	if err := os.MkdirAll(dataB, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := os.ReadFile(filepath.Join(dataA, adminTokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dataB, adminTokenFile), tok, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	refused := exec.Command(cairnBin, "serve", "--data-dir", dataB, "--catalog", cat, "--data-plane", "embedded",
+		"--listen", freePort(t), "--log-format", "text")
+	out, err := refused.CombinedOutput()
+	want := fmt.Sprintf("this catalog is in use by another service, cairn serve host=%s pid=%d ", hostname(t), a.cmd.Process.Pid)
+	if err == nil || !strings.Contains(string(out), want) || !strings.Contains(string(out), "run one service per catalog") {
+		t.Fatalf("a second service on the catalog: %v\n%s\nwant a refusal saying %q", err, out, want)
+	}
+	if code := a.call("GET", "/volumes", nil, nil); code != http.StatusOK {
+		t.Fatalf("the first service after the refusal: %d", code)
+	}
+
+	a.kill()
+	b := startService(t, dataB, "--catalog", cat, "--data-plane", "embedded")
+	if !strings.Contains(b.log.String(), "took over the catalog's lease from a service that is gone") {
+		t.Fatalf("the service after a kill -9 did not say it took the lease over:\n%s", b.log.String())
+	}
+	b.stop()
+	a = startService(t, dataA, "--catalog", cat, "--data-plane", "embedded")
+	if strings.Contains(a.log.String(), "took over") {
+		t.Fatalf("a service after a clean stop took the lease over, want it free:\n%s", a.log.String())
+	}
+	if code := a.call("GET", "/volumes", nil, nil); code != http.StatusOK {
+		t.Fatalf("the service after a clean stop: %d", code)
+	}
+}
+
+func hostname(t *testing.T) string {
+	t.Helper()
+	h, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

@@ -399,8 +399,11 @@ const (
 //     requests, and wait for the requests in flight to finish (their
 //     contexts are cancelled after nbd.Options.ShutdownTimeout);
 //  4. notifier: queued notifications are delivered (notifyDrainTimeout);
-//  5. catalog: closed;
-//  6. engine: closed.
+//  5. lease: the catalog's serve lease, taken at start (renewed in the
+//     errgroup until step 3), is released, so that another service may
+//     start on the catalog at once;
+//  6. catalog: closed;
+//  7. engine: closed.
 //
 // The service's repositories close with the service (Service.Stop). Last,
 // the registry entry and the service file that let clients find this
@@ -493,6 +496,14 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 	}
 	cat = a.hooks.catalog(cat)
 	stops.add("catalog", cat.Close)
+	// One service per catalog, before anything in it changes: a second
+	// one would take the first one's running tasks for tasks a crash cut
+	// short, and run them again beside it.
+	lease := service.NewLease(cat, service.LeaseConfig{Name: service.ServeLease, Holder: processHolder(), Gone: holderGone, Logger: log})
+	if err := lease.Acquire(ctx); err != nil {
+		return fmt.Errorf("catalog %s: %w", redactDSN(st.Catalog), err)
+	}
+	stops.add("lease", func() error { return lease.Release(context.WithoutCancel(ctx)) })
 	token, err := bootstrap(ctx, cat, st.DataDir)
 	if err != nil {
 		return err
@@ -597,6 +608,9 @@ func (a *app) serve(ctx context.Context, st serveSettings) (err error) {
 			return nil
 		})
 	}
+	// Renewed while the servers run; lost (another service took it
+	// after this one stalled past its expiry), it stops them.
+	g.Go(func() error { return lease.Run(nbdCtx) })
 	if err := svc.Start(ctx); err != nil {
 		return err
 	}

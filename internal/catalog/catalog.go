@@ -209,6 +209,16 @@ type Tx interface {
 	// state cairn.SlotFiring (recorded, their backups not yet queued),
 	// the oldest slot first.
 	FiringPolicySlots(ctx context.Context, limit int) ([]cairn.PolicySlot, error)
+	// ServiceLease reads the lease named name: cairn.ErrNotFound when
+	// nobody holds it.
+	ServiceLease(ctx context.Context, name string) (cairn.ServiceLease, error)
+	// PutServiceLease writes l whoever held it: the caller has read the
+	// lease in the same transaction and decided it may.
+	PutServiceLease(ctx context.Context, l cairn.ServiceLease) error
+	// DeleteServiceLease removes lease name if holder holds it, and does
+	// nothing otherwise.
+	DeleteServiceLease(ctx context.Context, name, holder string) error
+
 	// PolicySlots lists a policy's slots, newest first, at most limit (0:
 	// all).
 	PolicySlots(ctx context.Context, policyID string, limit int) ([]cairn.PolicySlot, error)

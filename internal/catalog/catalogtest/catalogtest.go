@@ -73,6 +73,7 @@ func Run(t *testing.T, open func(t *testing.T) catalog.Store) {
 		{"PrunePolicySlots", testPrunePolicySlots},
 		{"FiringPolicySlots", testFiringPolicySlots},
 		{"PolicyBatches", testPolicyBatches},
+		{"ServiceLeases", testServiceLeases},
 		{"BackupMarks", testBackupMarks},
 	}
 	for _, tc := range tests {
