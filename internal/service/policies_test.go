@@ -660,6 +660,11 @@ func TestPolicyVerifyDrillProtect(t *testing.T) {
 	if left, _ := os.ReadDir(r.scratch); len(left) != 0 {
 		t.Fatalf("the failed drill left %v", left)
 	}
+	// The operator keeps the damaged backup to look at: protected. Else
+	// the backup policy's retention in the next FireDue would remove it
+	// or not, as b3's backup task (queued by that FireDue, run by the
+	// workers) had ended before it or not.
+	must[cairn.BackupMarks](t)(r.svc.ProtectBackup(ctx, caller, b2, true))
 	// A failed backup is verified again at the next slot, whatever
 	// reverify_days says.
 	if slot = fireAt(t, r, clock, ver.ID); len(slot.Runs) != 1 || slot.Runs[0].BackupID != b2 {
@@ -681,7 +686,7 @@ func TestPolicyVerifyDrillProtect(t *testing.T) {
 		t.Fatalf("deleting a protected backup: %v", err)
 	}
 	must[cairn.BackupMarks](t)(r.svc.ProtectBackup(ctx, caller, b1, false))
-	must[cairn.BackupMarks](t)(r.svc.ProtectBackup(ctx, caller, b2, true))
+	must[cairn.BackupMarks](t)(r.svc.ProtectBackup(ctx, caller, b2, true)) // again: no change
 	rep = must[cairn.RetentionReport](t)(r.svc.ApplyRetention(ctx, caller, backups.ID, false))
 	why := map[string][]string{}
 	for _, d := range rep.Targets[0].Backups {
