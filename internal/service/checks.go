@@ -33,11 +33,7 @@ import (
 func (s *Service) ProtectBackup(ctx context.Context, c Caller, id string, protected bool) (cairn.BackupMarks, error) {
 	var m cairn.BackupMarks
 	err := s.cat.Update(ctx, func(tx catalog.Tx) error {
-		if _, err := getBackup(ctx, tx, c, id); errors.Is(err, cairn.ErrNotFound) {
-			if _, err := getDatabaseBackup(ctx, tx, c, id); err != nil {
-				return err
-			}
-		} else if err != nil {
+		if err := findAnyBackup(ctx, tx, c, id); err != nil {
 			return err
 		}
 		var err error
@@ -55,11 +51,7 @@ func (s *Service) ProtectBackup(ctx context.Context, c Caller, id string, protec
 func (s *Service) BackupMarks(ctx context.Context, c Caller, id string) (cairn.BackupMarks, error) {
 	var m cairn.BackupMarks
 	err := s.cat.View(ctx, func(tx catalog.Tx) error {
-		if _, err := getBackup(ctx, tx, c, id); errors.Is(err, cairn.ErrNotFound) {
-			if _, err := getDatabaseBackup(ctx, tx, c, id); err != nil {
-				return err
-			}
-		} else if err != nil {
+		if err := findAnyBackup(ctx, tx, c, id); err != nil {
 			return err
 		}
 		var err error
@@ -67,6 +59,21 @@ func (s *Service) BackupMarks(ctx context.Context, c Caller, id string) (cairn.B
 		return err
 	})
 	return m, err
+}
+
+// findAnyBackup finds id among the volume backups and the database
+// backups c may see: cairn.ErrNotFound, naming it a backup of either
+// kind, when it is neither.
+func findAnyBackup(ctx context.Context, tx catalog.Tx, c Caller, id string) error {
+	_, err := getBackup(ctx, tx, c, id)
+	if !errors.Is(err, cairn.ErrNotFound) {
+		return err
+	}
+	_, err = getDatabaseBackup(ctx, tx, c, id)
+	if errors.Is(err, cairn.ErrNotFound) {
+		return fmt.Errorf("backup %s (of a volume or an instance): %w", id, cairn.ErrNotFound)
+	}
+	return err
 }
 
 // refuseProtected is the deletion's check: cairn.ErrConflict for a

@@ -701,6 +701,10 @@ func TestPolicyVerifyDrillProtect(t *testing.T) {
 	if _, err := r.svc.ProtectBackup(ctx, service.Caller{ProjectID: "other"}, b1, true); !errors.Is(err, cairn.ErrNotFound) {
 		t.Fatalf("another project protecting b1: %v", err)
 	}
+	if _, err := r.svc.ProtectBackup(ctx, caller, "nope", true); !errors.Is(err, cairn.ErrNotFound) ||
+		!strings.Contains(err.Error(), "backup nope (of a volume or an instance)") {
+		t.Fatalf("protecting a backup that is neither a volume's nor an instance's: %v", err)
+	}
 	r.settled()
 }
 
