@@ -476,8 +476,9 @@ func (s *Service) recordDue(ctx context.Context, now time.Time, failed map[strin
 
 // recordSlotsTx records the slots of policies ps due at now in tx (pass
 // 1), in one statement for every few hundred slots and one for every
-// few hundred policies: at 10,000 policies due at once, two statements
-// for each took most of the pass.
+// few hundred policies: on a PostgreSQL catalog, two statements for each
+// policy (each a round trip) made 10,000 due at once 1.6 s late; on
+// SQLite it makes no measurable difference.
 func (s *Service) recordSlotsTx(ctx context.Context, tx catalog.Tx, ps []cairn.Policy, now time.Time) ([]firing, error) {
 	fs := make([]firing, 0, len(ps))
 	slots := make([]cairn.PolicySlot, 0, len(ps))
@@ -487,13 +488,14 @@ func (s *Service) recordSlotsTx(ctx context.Context, tx catalog.Tx, ps []cairn.P
 	type key struct{ expr, zone string }
 	specs := map[key]schedule.Spec{}
 	for _, p := range ps {
-		sched, ok := specs[key{p.Schedule, p.TimeZone}]
+		k := key{p.Schedule, p.TimeZone}
+		sched, ok := specs[k]
 		if !ok {
 			var err error
 			if sched, err = schedule.Parse(p.Schedule, p.TimeZone); err != nil {
 				return nil, fmt.Errorf("policy %s: %w", p.ID, err)
 			}
-			specs[key{p.Schedule, p.TimeZone}] = sched
+			specs[k] = sched
 		}
 		f, due, next := s.planSlots(p, sched, now)
 		fs = append(fs, f)
