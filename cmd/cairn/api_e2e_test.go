@@ -69,7 +69,7 @@ func (e *apiEnv) serve() {
 	}
 	defer logFile.Close()
 	cleanupDataPlane(e.t, e.data)
-	cmd := exec.Command(cairnBin, "serve", "--data-dir", e.data, "--listen", "127.0.0.1:0",
+	cmd := exec.Command(binaryFor(e.t), "serve", "--data-dir", e.data, "--listen", "127.0.0.1:0",
 		"--log-format", "text", "--workers", "4")
 	cmd.Env = e.base
 	cmd.Stderr = logFile

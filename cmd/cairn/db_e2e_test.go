@@ -448,7 +448,7 @@ func TestInstancesNeedRoot(t *testing.T) {
 	needInstances(t) // root, to run the service as another user
 	dir := dbagenttest.ReachableTempDir(t)
 	bin := filepath.Join(dir, "cairn")
-	if err := os.WriteFile(bin, mustRead(t, cairnBin), 0o755); err != nil {
+	if err := os.WriteFile(bin, mustRead(t, binaryFor(t)), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	const nobody = 65534

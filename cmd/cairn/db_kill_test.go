@@ -426,7 +426,7 @@ func (p *svcProc) deleteAll() {
 // default container in data, whose service has stopped.
 func repoCheck(t *testing.T, data string) {
 	t.Helper()
-	check := exec.CommandContext(t.Context(), cairnBin, "repo", "check", "--read-data",
+	check := exec.CommandContext(t.Context(), binaryFor(t), "repo", "check", "--read-data",
 		"--repo", filepath.Join(data, "backups", "volumebackups"), "--key-file", filepath.Join(data, "backup.key"))
 	if out, err := check.CombinedOutput(); err != nil {
 		t.Fatalf("repo check: %v\n%s", err, out)

@@ -371,7 +371,7 @@ func TestServeOneServicePerCatalog(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	refused := exec.Command(cairnBin, "serve", "--data-dir", dataB, "--catalog", cat, "--data-plane", "embedded",
+	refused := exec.Command(binaryFor(t), "serve", "--data-dir", dataB, "--catalog", cat, "--data-plane", "embedded",
 		"--listen", freePort(t), "--log-format", "text")
 	out, err := refused.CombinedOutput()
 	want := fmt.Sprintf("this catalog is in use by another service, cairn serve host=%s pid=%d ", hostname(t), a.cmd.Process.Pid)

@@ -119,7 +119,7 @@ func startServiceCmd(t *testing.T, data string, prepare func(*exec.Cmd), extra .
 	// not for the scheduler's priorities (internal/repo tests those).
 	args := append([]string{"serve", "--data-dir", data, "--listen", addr, "--log-format", "text", "--backup-nice", "0",
 		"--kdf-time", "1", "--kdf-memory", "64", "--kdf-threads", "1", "--db-ports", dbPorts(data)}, extra...)
-	cmd := exec.Command(cairnBin, args...)
+	cmd := exec.Command(binaryFor(t), args...)
 	cmd.Env = os.Environ()
 	prepare(cmd)
 	p := &svcProc{t: t, data: data, url: "http://" + addr, cmd: cmd, done: make(chan struct{}), log: &lockedBuffer{}}

@@ -22,7 +22,7 @@ import (
 // and error; the command must succeed.
 func (e *env) pipe(stdin []byte, args ...string) ([]byte, string) {
 	e.t.Helper()
-	cmd := exec.CommandContext(e.t.Context(), cairnBin, args...)
+	cmd := exec.CommandContext(e.t.Context(), binaryFor(e.t), args...)
 	cmd.Env = append(append(os.Environ(), "CAIRN_REPO="+e.repo, "CAIRN_PASSWORD_FILE="+e.pw), e.envs...)
 	cmd.Stdin = bytes.NewReader(stdin)
 	var out, errb bytes.Buffer

@@ -152,7 +152,7 @@ type proc struct {
 // running, when the test ends.
 func startProc(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(cairnBin, args...), exited: make(chan struct{}), out: &lockedBuffer{}}
+	p := &proc{cmd: exec.Command(binaryFor(t), args...), exited: make(chan struct{}), out: &lockedBuffer{}}
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {

@@ -44,7 +44,7 @@ func (v *volEnv) serve(args ...string) *proc { v.t.Helper(); return v.serveEnv(n
 // serveEnv is serve with env added to the environment.
 func (v *volEnv) serveEnv(env []string, args ...string) *proc {
 	v.t.Helper()
-	p := &proc{cmd: exec.Command(cairnBin, append([]string{"volume", "serve"}, args...)...), exited: make(chan struct{}), out: &lockedBuffer{}}
+	p := &proc{cmd: exec.Command(binaryFor(v.t), append([]string{"volume", "serve"}, args...)...), exited: make(chan struct{}), out: &lockedBuffer{}}
 	p.cmd.Env = append(append(os.Environ(), v.envs...), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
@@ -421,7 +421,7 @@ func TestVolumeAttachExt4(t *testing.T) {
 			}
 		}
 		for _, ref := range []string{"fs", "frozen"} {
-			cmd := exec.Command(cairnBin, "volume", "detach", ref)
+			cmd := exec.Command(binaryFor(t), "volume", "detach", ref)
 			cmd.Env = append(os.Environ(), v.envs...)
 			_ = cmd.Run()
 		}
