@@ -21,6 +21,7 @@ import (
 	"github.com/cairnproject/cairn/internal/catalog/postgres"
 	"github.com/cairnproject/cairn/internal/catalog/postgres/pgtest"
 	"github.com/cairnproject/cairn/internal/catalog/sqlite"
+	"github.com/cairnproject/cairn/internal/catalog/sqlite/sqlitetest"
 	"github.com/cairnproject/cairn/internal/crypto"
 	"github.com/cairnproject/cairn/internal/metrics"
 	"github.com/cairnproject/cairn/internal/notify"
@@ -79,7 +80,9 @@ func newEnv(t testing.TB) *env {
 // store; tune, if given, changes the service's configuration.
 func newEnvAt(t testing.TB, dir, store string, tune ...func(*service.Config)) *env {
 	return newEnvWith(t, dir, store, func() (catalog.Store, error) {
-		return sqlite.Open(t.Context(), filepath.Join(dir, "catalog.db"))
+		path := filepath.Join(dir, "catalog.db")
+		sqlitetest.Create(t, path)
+		return sqlite.Open(t.Context(), path)
 	}, tune...)
 }
 

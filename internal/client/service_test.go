@@ -16,6 +16,7 @@ import (
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/api"
 	"github.com/cairnproject/cairn/internal/catalog/sqlite"
+	"github.com/cairnproject/cairn/internal/catalog/sqlite/sqlitetest"
 	"github.com/cairnproject/cairn/internal/objstore/local"
 	"github.com/cairnproject/cairn/internal/repo"
 	"github.com/cairnproject/cairn/internal/repo/format"
@@ -39,6 +40,7 @@ func startServiceWith(t *testing.T, backups string) (string, func(project string
 	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
+	sqlitetest.Create(t, filepath.Join(dir, "catalog.db"))
 	cat, err := sqlite.Open(ctx, filepath.Join(dir, "catalog.db"))
 	if err != nil {
 		t.Fatal(err)

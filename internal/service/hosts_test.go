@@ -11,13 +11,16 @@ import (
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/catalog/sqlite"
+	"github.com/cairnproject/cairn/internal/catalog/sqlite/sqlitetest"
 	"github.com/cairnproject/cairn/internal/service"
 	"github.com/cairnproject/cairn/internal/testenv"
 )
 
 func newHostsService(t *testing.T, hc service.HostConfig) *service.Service {
 	t.Helper()
-	cat, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "catalog.db"))
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	sqlitetest.Create(t, path)
+	cat, err := sqlite.Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/catalog"
 	"github.com/cairnproject/cairn/internal/catalog/sqlite"
+	"github.com/cairnproject/cairn/internal/catalog/sqlite/sqlitetest"
 	"github.com/cairnproject/cairn/internal/notify"
 	"github.com/cairnproject/cairn/internal/service"
 	"github.com/cairnproject/cairn/internal/service/servicetest"
@@ -84,7 +85,9 @@ func (r *rig) eventsOf(typ string) []notify.Event {
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	store, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "catalog.db"))
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	sqlitetest.Create(t, path)
+	store, err := sqlite.Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
 	}

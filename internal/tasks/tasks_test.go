@@ -14,11 +14,13 @@ import (
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/catalog"
 	"github.com/cairnproject/cairn/internal/catalog/sqlite"
+	"github.com/cairnproject/cairn/internal/catalog/sqlite/sqlitetest"
 	"github.com/cairnproject/cairn/internal/tasks"
 )
 
 func openCatalog(t *testing.T, path string) catalog.Store {
 	t.Helper()
+	sqlitetest.Create(t, path)
 	cat, err := sqlite.Open(t.Context(), path)
 	if err != nil {
 		t.Fatal(err)
