@@ -88,8 +88,9 @@ step "staticcheck"
 staticcheck ./...
 
 step "go test -race"
-# The timeout is per package: cmd/cairn takes about 20 minutes on an idle
-# 2-core machine and 50 with both cores busy (stress-ng --cpu 2).
+# The timeout is per package: cmd/cairn takes about 19 minutes on an idle
+# 2-core machine (33 before its crash tests ran a binary without the race
+# detector) and up to an hour with both cores busy (stress-ng --cpu 2).
 go test -race -count=1 -timeout 75m ./...
 
 step "a year of a backup policy, without the race detector"
