@@ -252,7 +252,7 @@ func TestRecoverInPlaceMariaDB(t *testing.T) {
 	if _, err := db.ExecContext(t.Context(), "SELECT 1 FROM stamps"); err == nil {
 		t.Fatal("after the undo, the dropped table is back")
 	}
-	a = p.waitArchived(id, mariaCommit2(t, db, "INSERT INTO after_mistake VALUES (2)").Truncate(time.Second))
+	a = p.waitArchived(id, mariaAfterMistake(t, db, 2).Truncate(time.Second))
 	if gaps, _ := a["gaps"].([]any); a["timeline"] != float64(1) || len(gaps) != 0 {
 		t.Fatalf("the archive after the undo: %v", a)
 	}
@@ -284,10 +284,10 @@ func makeMariaMistake(t *testing.T, p *svcProc, name string) mistake {
 	if _, err := db.ExecContext(t.Context(), "DROP TABLE stamps"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.ExecContext(t.Context(), "CREATE TABLE after_mistake (x INT)"); err != nil {
+	if _, err := db.ExecContext(t.Context(), "CREATE TABLE after_mistake (x INT, at DATETIME(6))"); err != nil {
 		t.Fatal(err)
 	}
-	m.at = mariaCommit2(t, db, "INSERT INTO after_mistake VALUES (1)")
+	m.at = mariaAfterMistake(t, db, 1)
 	p.waitArchived(m.id, m.at.Truncate(time.Second))
 	return m
 }
@@ -317,15 +317,18 @@ func TestRecoverKill9MariaDB(t *testing.T) {
 	})
 }
 
-// mariaCommit2 runs one statement and returns the server's clock after
-// it committed.
-func mariaCommit2(t *testing.T, db *sql.DB, stmt string) time.Time {
+// mariaAfterMistake adds row x to table after_mistake (x INT, at
+// DATETIME(6)) and returns the time of its statement (NOW(6) in it),
+// which is the time the binary log stamps the statement's events with.
+// A clock read after the commit can be a second later than those stamps
+// on a busy machine, and then no archived transaction ever reaches it.
+func mariaAfterMistake(t *testing.T, db *sql.DB, x int) time.Time {
 	t.Helper()
-	if _, err := db.ExecContext(t.Context(), stmt); err != nil {
+	if _, err := db.ExecContext(t.Context(), "INSERT INTO after_mistake (x, at) VALUES (?, NOW(6))", x); err != nil {
 		t.Fatal(err)
 	}
 	var at time.Time
-	if err := db.QueryRowContext(t.Context(), "SELECT NOW(6)").Scan(&at); err != nil {
+	if err := db.QueryRowContext(t.Context(), "SELECT CAST(at AS DATETIME(6)) FROM after_mistake WHERE x = ?", x).Scan(&at); err != nil {
 		t.Fatal(err)
 	}
 	return at
@@ -352,10 +355,10 @@ func TestRecoverFromRestorePointMariaDB(t *testing.T) {
 	if _, err := db.ExecContext(t.Context(), "DROP TABLE stamps"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.ExecContext(t.Context(), "CREATE TABLE after_mistake (x INT)"); err != nil {
+	if _, err := db.ExecContext(t.Context(), "CREATE TABLE after_mistake (x INT, at DATETIME(6))"); err != nil {
 		t.Fatal(err)
 	}
-	p.waitArchived(id, mariaCommit2(t, db, "INSERT INTO after_mistake VALUES (1)").Truncate(time.Second))
+	p.waitArchived(id, mariaAfterMistake(t, db, 1).Truncate(time.Second))
 	db.Close()
 
 	got := p.recoverTo(id, target, "")
