@@ -2,10 +2,10 @@
 // each one. Migrating a fresh file runs every migration's DDL, and SQLite
 // parses the whole schema again after each statement; under the race
 // detector that took half of a short service test's time (TestTaskKinds
-// makes some 480 catalogs). Open migrates one catalog per test binary,
-// keeps its bytes, and Create writes them at each test's path, where
-// sqlite.Open then finds a catalog up to date. The catalog package's own tests
-// migrate fresh files, as a deployment does.
+// makes some 480 catalogs). The package migrates one catalog per test
+// binary and keeps its bytes; Create writes them at each test's path,
+// where sqlite.Open then finds a catalog up to date. The catalog
+// package's own tests migrate fresh files, as a deployment does.
 package sqlitetest
 
 import (
