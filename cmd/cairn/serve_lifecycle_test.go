@@ -63,8 +63,10 @@ func TestServeDrainsNBDOnSIGTERM(t *testing.T) {
 	t.Parallel()
 	data := filepath.Join(t.TempDir(), "data")
 	// The first write stops at the engine's door; those after it wait
-	// behind it, each announced, until the test lets them go.
-	point := newHookPoint(t, "nbd.write#1").withRelease()
+	// behind it, each announced, until the test lets them go. Nothing
+	// else is held: the shutdown waits for the task workers, which poll
+	// the catalog, before it stops the NBD servers.
+	point := newHookPoint(t, "nbd.write#1").withRelease().holding("nbd.")
 	p := startServiceEnv(t, data, point.env(), "--data-plane", "embedded")
 	var vol struct{ Volume map[string]any }
 	p.mustCall(202, "POST", "/volumes", map[string]any{"volume": map[string]any{"size": 1, "name": "drained"}}, &vol)
@@ -79,15 +81,9 @@ func TestServeDrainsNBDOnSIGTERM(t *testing.T) {
 		c.sendWrite(uint64(i+1), uint64(i)<<20, pattern(i))
 	}
 	point.reached(p.done, p.log.String)
-	// The other writes are held behind it, each announced; so is any
-	// other hooked operation that starts meanwhile (the catalog's, the
-	// service's own work), which is not what this test counts.
-	for held := 0; held < writes-1; {
-		line := point.next(p.done, p.log.String)
-		switch {
-		case strings.HasPrefix(line, "held nbd.write "+id):
-			held++
-		case strings.HasPrefix(line, "held nbd."):
+	// The other writes are held behind it, each announced.
+	for range writes - 1 {
+		if line := point.next(p.done, p.log.String); !strings.HasPrefix(line, "held nbd.write "+id) {
 			t.Fatalf("announced %q, want the writes to %s held", line, id)
 		}
 	}

@@ -18,6 +18,8 @@ package main
 //	CAIRN_TESTHOOK_RELEASE=PATH      with stop: after reaching the point, read a line from
 //	                                 PATH and go on; without it the process stays stopped
 //	                                 until it is killed
+//	CAIRN_TESTHOOK_HOLD=PREFIX       after the point, hold only the operations whose name
+//	                                 starts with PREFIX (default: every hooked operation)
 //	CAIRN_TESTHOOK_ONCE=PATH         the point is reached by one process only: the first to
 //	                                 reach it creates PATH, and in any other (a data plane
 //	                                 started after one was killed inherits the environment)
@@ -49,7 +51,11 @@ package main
 // operation that starts is held too (and announced), so nothing more
 // reaches the store, the catalog or the exports: what a test finds after
 // the kill is what the process had done at the point, plus the operations
-// already under way then.
+// already under way then. A test that releases the point while the
+// process shuts down names with CAIRN_TESTHOOK_HOLD the operations it
+// holds: the shutdown waits for the task workers, whose next catalog
+// transaction would otherwise wait for a release that comes only after
+// the shutdown got further.
 
 import (
 	"bufio"
@@ -82,6 +88,7 @@ type testHooks struct {
 	announce io.Writer
 	release  string
 	once     string
+	holds    string // the prefix of the operations held after the point
 
 	mu      sync.Mutex
 	count   int64
@@ -104,7 +111,7 @@ func newTestHooks(getenv func(string) string) (*testHooks, error) {
 		return nil, fmt.Errorf("CAIRN_TESTHOOK_AT %q: want EVENT#N with N at least 1", at)
 	}
 	h := &testHooks{prefix: at[:i], n: n, announce: os.Stderr, release: getenv("CAIRN_TESTHOOK_RELEASE"),
-		once:   getenv("CAIRN_TESTHOOK_ONCE"),
+		once: getenv("CAIRN_TESTHOOK_ONCE"), holds: getenv("CAIRN_TESTHOOK_HOLD"),
 		resume: make(chan struct{})}
 	switch a := getenv("CAIRN_TESTHOOK_ACTION"); a {
 	case "", "stop":
@@ -153,7 +160,7 @@ func (h *testHooks) enter(what string) {
 		return
 	}
 	h.mu.Lock()
-	if !h.stopped {
+	if !h.stopped || !strings.HasPrefix(what, h.holds) {
 		h.mu.Unlock()
 		return
 	}
@@ -168,7 +175,11 @@ func (h *testHooks) event(name string) error {
 	}
 	h.mu.Lock()
 	if h.stopped {
-		h.hold(name)
+		if strings.HasPrefix(name, h.holds) {
+			h.hold(name)
+		} else {
+			h.mu.Unlock()
+		}
 		return nil
 	}
 	if h.count >= h.n || !strings.HasPrefix(name, h.prefix) {

@@ -28,6 +28,7 @@ type hookPoint struct {
 	lines    chan string
 	relf     *os.File
 	onceFile string
+	holds    string
 }
 
 // newHookPoint prepares the point at (EVENT#N); the process is held there
@@ -80,6 +81,10 @@ func (p *hookPoint) once() *hookPoint {
 	return p
 }
 
+// holding makes the process hold, after the point, only the operations
+// whose name starts with prefix; the others go on.
+func (p *hookPoint) holding(prefix string) *hookPoint { p.holds = prefix; return p }
+
 // failing makes the operation at the point fail instead of stopping.
 func (p *hookPoint) failing() *hookPoint { p.fail = true; return p }
 
@@ -91,6 +96,9 @@ func (p *hookPoint) env() []string {
 	}
 	if p.onceFile != "" {
 		env = append(env, "CAIRN_TESTHOOK_ONCE="+p.onceFile)
+	}
+	if p.holds != "" {
+		env = append(env, "CAIRN_TESTHOOK_HOLD="+p.holds)
 	}
 	if p.fail {
 		env = append(env, "CAIRN_TESTHOOK_ACTION=fail")
