@@ -140,7 +140,31 @@ func harness(t *testing.T) *dbagenttest.Harness {
 			{Name: "StreamWALSlowReader", Run: testStreamWALSlowReader},
 			{Name: "PointInTime", Run: testPointInTime},
 			{Name: "CheckFindsCorruption", Run: testCheckFindsCorruption},
+			{Name: "ServerSettings", Run: testServerSettings},
 		},
+	}
+}
+
+// testServerSettings: the server runs with the settings the agent gives
+// it, whatever its configuration file says: those its backups and
+// restores depend on.
+func testServerSettings(t *testing.T, env *dbagenttest.Env) {
+	src := env.Source(t, false)
+	for _, want := range [][2]string{
+		{"fsync", "on"},
+		{"full_page_writes", "on"},
+		{"wal_level", "replica"},
+		{"wal_recycle", "off"},
+		{"recovery_init_sync_method", "syncfs"},
+		{"max_slot_wal_keep_size", DefaultSlotKeep},
+	} {
+		var got string
+		if err := src.DB.QueryRowContext(t.Context(), "SELECT current_setting($1)", want[0]).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want[1] {
+			t.Errorf("%s = %q, want %q", want[0], got, want[1])
+		}
 	}
 }
 
