@@ -28,7 +28,8 @@ type Export interface {
 	ReadOnly() bool
 	// ReadAt fills p from off; it returns an error rather than a short read.
 	ReadAt(ctx context.Context, p []byte, off int64) error
-	// WriteAt writes p at off. Never called on read-only exports.
+	// WriteAt writes p at off, and does not retain p (the servers reuse
+	// their buffers). Never called on read-only exports.
 	WriteAt(ctx context.Context, p []byte, off int64) error
 	// Flush makes every write that completed before the call durable,
 	// whichever connection made it.

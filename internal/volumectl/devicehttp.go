@@ -91,7 +91,8 @@ func (h *handler) deviceWrite(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, fmt.Errorf("offset, and a body of a known length up to %d bytes: %w", maxTransfer, cairn.ErrInvalid))
 		return
 	}
-	buf := make([]byte, r.ContentLength)
+	buf, put := h.buffer(r.ContentLength)
+	defer put()
 	if _, err := io.ReadFull(r.Body, buf); err != nil {
 		writeErr(w, fmt.Errorf("request body: %v: %w", err, cairn.ErrInvalid))
 		return

@@ -103,10 +103,22 @@ type handler struct {
 	ops     Ops
 	readers *handles[Reader]
 	devices *handles[Device]
-	// bufs holds the buffers reads are served from (*[]byte): a backup
-	// reads a snapshot in 4 MiB requests, which would otherwise each
-	// allocate, and clear, a buffer of their own.
+	// bufs holds the buffers reads are served from and writes are read
+	// into (*[]byte): a backup reads a snapshot, and a restore writes a
+	// volume, in 4 MiB requests, which would otherwise each allocate, and
+	// clear, a buffer of their own.
 	bufs sync.Pool
+}
+
+// buffer returns a buffer of n bytes from the pool, and the function
+// that gives it back once the request no longer uses it.
+func (h *handler) buffer(n int64) ([]byte, func()) {
+	bp, _ := h.bufs.Get().(*[]byte)
+	if bp == nil || int64(cap(*bp)) < n {
+		b := make([]byte, n)
+		bp = &b
+	}
+	return (*bp)[:n], func() { h.bufs.Put(bp) }
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -487,13 +499,8 @@ func (h *handler) readAt(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	bp, _ := h.bufs.Get().(*[]byte)
-	if bp == nil || int64(cap(*bp)) < n {
-		b := make([]byte, n)
-		bp = &b
-	}
-	defer h.bufs.Put(bp)
-	buf := (*bp)[:n]
+	buf, put := h.buffer(n)
+	defer put()
 	m, err := rd.ReadAt(buf, off)
 	if err != nil && !errors.Is(err, io.EOF) {
 		writeErr(w, err)
