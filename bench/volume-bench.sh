@@ -13,6 +13,11 @@
 # memory    the block index's memory per TiB of volume.
 # incremental  a 16 GiB volume of mixed content: full backup, 1% scattered
 #           writes, incremental backup; bytes read from disk; restores.
+# mixedread a cold read, in 4 MiB requests as a backup reads, of a snapshot
+#           taken after 8 KiB pages were written over 20% of a 1 GiB volume
+#           (most of its blocks then mixed, as on a database's volume), and
+#           of the snapshot before them; with BENCH_BASELINE=REV, the same
+#           with the engine of REV alongside, alternating.
 #
 # Needs root, /dev/fuse and loop devices. Environment: BENCH_DIR (default
 # /var/tmp/cairn-volbench, needs ~40 GiB for incremental), BENCH_ROUNDS (3),
@@ -24,7 +29,7 @@ ROUNDS=${BENCH_ROUNDS:-3}
 export RT=${FIO_RT:-8}
 VOLSIZE=${BENCH_VOLSIZE:-17179869184}
 PARTS=("$@")
-[ ${#PARTS[@]} -eq 0 ] && PARTS=(snaptime memory incremental fio snapshots)
+[ ${#PARTS[@]} -eq 0 ] && PARTS=(snaptime memory incremental mixedread fio snapshots)
 
 need=()
 command -v fio >/dev/null || need+=(fio)
@@ -214,6 +219,49 @@ PY
     stop_serve
     unset CAIRN_DATA_DIR CAIRN_REPO
     rm -rf "$data" "$repo" "$DIR/restored.img"
+    ;;
+  mixedread)
+    data=$DIR/data-mix
+    rm -rf "$data"
+    readers=(this)
+    if [ -n "${BENCH_BASELINE:-}" ]; then
+      # The baseline's engine, read by this revision's volbench.
+      wt=$(mktemp -d "$DIR/wt.XXXXXX")
+      git -C "$ROOT" worktree add -q --detach "$wt" "$BENCH_BASELINE"
+      cp bench/volbench/main.go "$wt/bench/volbench/main.go"
+      (cd "$wt" && go build -o "$DIR/volbench-baseline" ./bench/volbench)
+      git -C "$ROOT" worktree remove --force "$wt"
+      readers+=(baseline)
+    fi
+    log "filling a 1 GiB volume, then 8 KiB pages over 20% of it"
+    "$VB" fill -dir "$data" -name v -size $((1 << 30))
+    "$VB" snapshot -dir "$data" -name v -snapshot before
+    "$VB" scribble -dir "$data" -name v -percent 20 -page 8192
+    "$VB" snapshot -dir "$data" -name v -snapshot mixed
+    : > "$DIR/results"
+    for r in $(seq "$ROUNDS"); do
+      for who in "${readers[@]}"; do
+        bin=$VB; [ "$who" = baseline ] && bin=$DIR/volbench-baseline
+        for snap in before mixed; do
+          drop
+          secs=$("$bin" read -dir "$data" -name v -snapshot "$snap" | sed -E 's/.* in ([0-9.]+)(m?s),.*/\1 \2/' |
+            awk '{print ($2 == "ms") ? $1 / 1000 : $1}')
+          echo "$who $snap $secs" >> "$DIR/results"
+        done
+      done
+    done
+    python3 - "$DIR/results" <<'PY'
+import statistics, sys
+t = {}
+for line in open(sys.argv[1]):
+    who, snap, secs = line.split()
+    t.setdefault((who, snap), []).append(float(secs))
+print(f"{'engine':10} {'snapshot':8} {'median s':>9} {'MB/s':>7}   runs")
+for (who, snap), v in sorted(t.items()):
+    m = statistics.median(v)
+    print(f"{who:10} {snap:8} {m:9.2f} {2**30/m/1e6:7.0f}   {' '.join(f'{x:.2f}' for x in v)}")
+PY
+    rm -rf "$data"
     ;;
   fio)
     : > "$DIR/results"

@@ -2,6 +2,9 @@
 //
 //	volbench fill -dir D -name N -size S        create a volume of mixed content
 //	volbench scribble -dir D -name N -percent P write P% of it in scattered places
+//	                  [-page B]                 (B-byte writes at B-aligned places, as a database's pages)
+//	volbench snapshot -dir D -name N -snapshot S take a snapshot named S
+//	volbench read -dir D -name N [-snapshot S]  read the volume, or its snapshot S, in 4 MiB requests
 //	volbench snapshots -dir D -name N -count K  take K snapshots, a small write between each
 //	volbench snapshot-time -dir D               snapshot creation time, 1 GiB to 1 TiB
 //	volbench memory -dir D                      index memory per TiB
@@ -26,7 +29,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: volbench fill|scribble|snapshots|snapshot-time|memory [flags]")
+		fmt.Fprintln(os.Stderr, "usage: volbench fill|scribble|snapshot|snapshots|read|snapshot-time|memory [flags]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -36,6 +39,8 @@ func main() {
 	percent := fs.Float64("percent", 1, "share of the volume to change")
 	count := fs.Int("count", 100, "snapshots to take")
 	seed := fs.Uint64("seed", 1, "seed")
+	page := fs.Int64("page", 0, "scribble: write pages of this many bytes (default: runs of 4 to 64 KiB)")
+	snapshot := fs.String("snapshot", "", "read: the snapshot's name")
 	_ = fs.Parse(os.Args[2:])
 	if *dir == "" {
 		fmt.Fprintln(os.Stderr, "volbench: -dir is required")
@@ -52,7 +57,14 @@ func main() {
 	case "fill":
 		err = fill(ctx, e, *name, *size, *seed)
 	case "scribble":
-		err = scribble(ctx, e, *name, *percent, *seed)
+		err = scribble(ctx, e, *name, *percent, *page, *seed)
+	case "read":
+		err = read(ctx, e, *name, *snapshot)
+	case "snapshot":
+		var vid cairn.ID
+		if vid, err = findID(e, *name); err == nil {
+			_, err = e.CreateSnapshot(ctx, vid, *snapshot)
+		}
 	case "snapshots":
 		err = snapshots(ctx, e, *name, *count, *seed)
 	case "snapshot-time":
@@ -137,9 +149,10 @@ func fill(ctx context.Context, e *volume.Engine, name string, size int64, seed u
 	return nil
 }
 
-// scribble writes runs of 4 to 64 KiB (4 KiB aligned) at random places
-// until percent of the volume has been written.
-func scribble(ctx context.Context, e *volume.Engine, name string, percent float64, seed uint64) error {
+// scribble writes runs of 4 to 64 KiB (4 KiB aligned), or pages of
+// page bytes, at random places until percent of the volume has been
+// written.
+func scribble(ctx context.Context, e *volume.Engine, name string, percent float64, page int64, seed uint64) error {
 	d, err := find(e, name)
 	if err != nil {
 		return err
@@ -155,6 +168,9 @@ func scribble(ctx context.Context, e *volume.Engine, name string, percent float6
 	for done < target {
 		n := int64(4096 * (1 + r.IntN(16)))
 		off := r.Int64N(size/4096-16) * 4096
+		if page > 0 {
+			n, off = page, r.Int64N(size/page)*page
+		}
 		_, _ = rnd.Read(buf[:n])
 		if err := d.WriteAt(ctx, buf[:n], off); err != nil {
 			return err
@@ -166,6 +182,41 @@ func scribble(ctx context.Context, e *volume.Engine, name string, percent float6
 		return err
 	}
 	fmt.Printf("scribbled %s: %d writes, %d bytes (%.2f%%)\n", name, writes, done, 100*float64(done)/float64(size))
+	return nil
+}
+
+// read reads the volume, or its snapshot named snapshot, from start to
+// end in 4 MiB requests, as a backup does, and reports the rate.
+func read(ctx context.Context, e *volume.Engine, name, snapshot string) error {
+	vid, err := findID(e, name)
+	if err != nil {
+		return err
+	}
+	var d *volume.Device
+	if snapshot == "" {
+		d, err = e.OpenVolume(vid)
+	} else {
+		snaps := e.Snapshots(vid)
+		i := slices.IndexFunc(snaps, func(s volume.SnapshotInfo) bool { return s.Name == snapshot })
+		if i < 0 {
+			return fmt.Errorf("volume %s has no snapshot %q", name, snapshot)
+		}
+		d, err = e.OpenSnapshot(snaps[i].ID)
+	}
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	buf := make([]byte, 4<<20)
+	start := time.Now()
+	for off := int64(0); off < d.Size(); off += int64(len(buf)) {
+		n := min(int64(len(buf)), d.Size()-off)
+		if err := d.ReadAt(ctx, buf[:n], off); err != nil {
+			return err
+		}
+	}
+	took := time.Since(start)
+	fmt.Printf("read %s: %d bytes in %v, %.0f MB/s\n", name, d.Size(), took.Round(time.Millisecond), float64(d.Size())/took.Seconds()/1e6)
 	return nil
 }
 

@@ -33,6 +33,24 @@ func readAll(t *testing.T, d *Device) []byte {
 	return buf
 }
 
+// readPieces reads the whole device in consecutive reads of random
+// lengths, from one byte to several blocks, most starting and ending
+// inside a block, each into a buffer that held other bytes before.
+func readPieces(t *testing.T, d *Device, r *rand.Rand) []byte {
+	t.Helper()
+	out := make([]byte, 0, d.Size())
+	for off := int64(0); off < d.Size(); {
+		n := min(d.Size()-off, 1+r.Int64N(5*BlockSize))
+		buf := bytes.Repeat([]byte{0xee}, int(n))
+		if err := d.ReadAt(t.Context(), buf, off); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, buf...)
+		off += n
+	}
+	return out
+}
+
 func TestBasicIO(t *testing.T) {
 	e := openEngine(t, t.TempDir())
 	ctx := t.Context()
@@ -348,7 +366,9 @@ func runModel(t *testing.T, seed uint64, steps int) {
 			}
 		}
 		// Compare everything after a crash and at the end, otherwise a
-		// sample: a volume and two snapshots.
+		// sample: a volume and two snapshots. Everything is also read in
+		// pieces of random lengths then, which start and end inside
+		// blocks (readAll's one read starts at a block's start).
 		all := op >= 93 || step == steps-1
 		for _, id := range keys(m.vols) {
 			if !all && r.IntN(len(m.vols)) != 0 {
@@ -356,6 +376,12 @@ func runModel(t *testing.T, seed uint64, steps int) {
 			}
 			if got := readAll(t, dev(id)); !bytes.Equal(got, m.vols[id]) {
 				t.Fatalf("step %d (op %d): volume %s differs from the model at %d", step, op, id.Short(), firstDiff(got, m.vols[id]))
+			}
+			if !all {
+				continue
+			}
+			if got := readPieces(t, dev(id), rand.New(rand.NewPCG(seed, uint64(step)))); !bytes.Equal(got, m.vols[id]) {
+				t.Fatalf("step %d (op %d): volume %s read in pieces differs from the model at %d", step, op, id.Short(), firstDiff(got, m.vols[id]))
 			}
 		}
 		for _, id := range keys(m.snaps) {
@@ -367,9 +393,16 @@ func runModel(t *testing.T, seed uint64, steps int) {
 				t.Fatal(err)
 			}
 			got := readAll(t, d)
+			var pieces []byte
+			if all {
+				pieces = readPieces(t, d, rand.New(rand.NewPCG(seed, uint64(step))))
+			}
 			d.Close()
 			if !bytes.Equal(got, m.snaps[id]) {
 				t.Fatalf("step %d (op %d): snapshot %s differs from the model at %d", step, op, id.Short(), firstDiff(got, m.snaps[id]))
+			}
+			if all && !bytes.Equal(pieces, m.snaps[id]) {
+				t.Fatalf("step %d (op %d): snapshot %s read in pieces differs from the model at %d", step, op, id.Short(), firstDiff(pieces, m.snaps[id]))
 			}
 		}
 	}
