@@ -33,7 +33,8 @@
 # BENCH_PGBENCH_SECONDS (60), BENCH_PGBENCH_RATE (the rto parts' pgbench
 # -R: 0, full speed; set it below the slower side's rate so that both
 # write the same WAL), BENCH_SCALE (60), BENCH_RESTORE_POINT_INTERVAL
-# (30s when rto runs, else 0: none). Needs root (attach, mount,
+# (30s when rto runs, else 0: none), BENCH_SERVE_FLAGS (more flags for
+# cairn serve, as --readers 2). Needs root (attach, mount,
 # dropping the page cache). Every timed step starts with the page cache
 # dropped; a restore counts as done when the server accepts writes.
 set -euo pipefail
@@ -66,7 +67,7 @@ if curl -s -o /dev/null http://127.0.0.1:$PORT/; then echo "port $PORT is alread
 RPI=${BENCH_RESTORE_POINT_INTERVAL:-0}
 case " $PARTS " in *" rto "*) RPI=${BENCH_RESTORE_POINT_INTERVAL:-30s} ;; esac
 "$DIR/cairn" serve --data-dir "$DATA" --listen 127.0.0.1:$PORT --log-level info \
-  --restore-point-interval "$RPI" \
+  --restore-point-interval "$RPI" ${BENCH_SERVE_FLAGS:-} \
   --db-run-dir "$DIR/run" --db-ports 18800-18899 > "$DIR/serve.log" 2>&1 &
 PID=$!
 for _ in $(seq 600); do curl -sf -o /dev/null http://127.0.0.1:$PORT/healthz && break; sleep 0.1; done
@@ -92,3 +93,11 @@ echo
 echo "snapshot backups, step by step:"
 grep -h -E 'snapshot backup taken|database snapshot stored' "$DIR/serve.log" "$DATA/data-plane.log" 2>/dev/null \
   | tee -a "$DIR/results.txt" || echo "  (no step lines in the logs)"
+
+# Where each instance restore's time went: the volume written from the
+# repository (the service), attach and mount, the data directory
+# prepared, the server started (the data plane), all of it (the service).
+echo
+echo "instance restores, step by step:"
+grep -h -E 'instance volume restored|instance provisioned by its host|instance.s (volume attached|data directory prepared|server started)' \
+  "$DIR/serve.log" "$DATA/data-plane.log" 2>/dev/null | sort | tee -a "$DIR/results.txt" || echo "  (no step lines in the logs)"

@@ -469,10 +469,11 @@ func tpsPart(ctx context.Context, c config, r *results) error {
 			}},
 			{"pgbackrest", peer.target(), func() error { _, err := peer.br(ctx, "--type=full", "backup"); return err }},
 		} {
-			base, during, after, err := tpsAround(ctx, side.target, c.tpsSecs, side.backup)
+			base, during, after, trace, err := tpsAround(ctx, side.target, c.tpsSecs, side.backup)
 			if err != nil {
 				return fmt.Errorf("%s: %w", side.tool, err)
 			}
+			r.note("TPS rep %d, %s, per second: %s", rep, side.tool, trace)
 			r.add("TPS during a full backup / before", side.tool, "ratio", during/base)
 			r.add("TPS 10 s after it / before", side.tool, "ratio", after/base)
 			ratios[side.tool] = append(ratios[side.tool], during/base)
@@ -487,30 +488,49 @@ func tpsPart(ctx context.Context, c config, r *results) error {
 // tpsAround runs pgbench -P 1 on t, starts backup once pgbench has
 // reported 15 seconds, and returns the mean TPS of the seconds before
 // the backup, of those while it ran and of the 10 after it.
-func tpsAround(ctx context.Context, t pgTarget, secs int, backup func() error) (before, during, after float64, err error) {
+func tpsAround(ctx context.Context, t pgTarget, secs int, backup func() error) (before, during, after float64, trace string, err error) {
 	const lead = 15
 	run, err := startPgbench(ctx, t, "-n", "-c", "4", "-j", "2", "-P", "1", "-T", strconv.Itoa(lead+secs))
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, "", err
 	}
 	if err := run.waitSeconds(ctx, lead); err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, "", err
 	}
 	from := run.elapsed()
 	berr := backup()
 	to := run.elapsed()
 	reports, err := run.wait()
 	if berr != nil {
-		return 0, 0, 0, berr
+		return 0, 0, 0, "", berr
 	}
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, "", err
 	}
 	before, during, after = meanTPS(reports, 2, from), meanTPS(reports, from, to), meanTPS(reports, to, to+10)
 	if before == 0 || during == 0 {
-		return 0, 0, 0, fmt.Errorf("pgbench reported no seconds to compare (backup from %.1f s to %.1f s): %v", from, to, reports)
+		return 0, 0, 0, "", fmt.Errorf("pgbench reported no seconds to compare (backup from %.1f s to %.1f s): %v", from, to, reports)
 	}
-	return before, during, after, nil
+	return before, during, after, traceTPS(reports, from, to), nil
+}
+
+// traceTPS lists the reports of the seconds around [from, to), those
+// that overlap it marked with *: where in a backup the TPS went.
+func traceTPS(secs map[int]float64, from, to float64) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "backup %.1f-%.1f s:", from, to)
+	for s := int(from) - 1; s <= int(to)+3; s++ {
+		tps, ok := secs[s]
+		if !ok {
+			continue
+		}
+		mark := ""
+		if float64(s) > from && float64(s-1) < to {
+			mark = "*"
+		}
+		fmt.Fprintf(&b, " %d%s=%.0f", s, mark, tps)
+	}
+	return b.String()
 }
 
 // pgbenchRun is a pgbench -P 1 under way, whose per-second reports are

@@ -382,6 +382,7 @@ func (s *Service) provisionInstance(ctx context.Context, t cairn.Task, inst cair
 	// Provision resumes where a call cut short stopped: one that met the
 	// data plane gone (killed, and being started again by the service)
 	// is made again, a few times, with backoff.
+	began := time.Now() // for the log: the real time it took
 	for attempt, pause := 1, time.Second; ; attempt, pause = attempt+1, 2*pause {
 		switch {
 		case spec.Source == dbhost.SourcePhysical, spec.Source == dbhost.SourceLogical, walStream != nil:
@@ -402,6 +403,8 @@ func (s *Service) provisionInstance(ctx context.Context, t cairn.Task, inst cair
 	if err != nil {
 		return st, inst, fmt.Errorf("provisioning: %w", err)
 	}
+	s.log.Info("instance provisioned by its host", "instance", inst.ID, "source", string(spec.Source),
+		"took", time.Since(began).Round(time.Millisecond))
 	return st, inst, nil
 }
 
@@ -513,6 +516,7 @@ func (s *Service) restoreInstanceVolume(ctx context.Context, t cairn.Task, inst 
 	}
 	prog := &repo.Progress{}
 	stop := s.trackProgress(ctx, t.ID, prog)
+	began := time.Now() // for the log: the real time it took
 	stats, err := r.Restore(ctx, m, DeviceTarget(ctx, dev, true), prog)
 	stop()
 	if cerr := dev.Close(); err == nil {
@@ -522,6 +526,8 @@ func (s *Service) restoreInstanceVolume(ctx context.Context, t cairn.Task, inst 
 		return ev, fmt.Errorf("restoring backup %s: %w", b.ID, err)
 	}
 	s.obs.BytesRestored(stats.Bytes)
+	s.log.Info("instance volume restored from the repository", "instance", inst.ID, "backup", b.ID,
+		"bytes", stats.Bytes, "took", time.Since(began).Round(time.Millisecond))
 	return ev, nil
 }
 
