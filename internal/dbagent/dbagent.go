@@ -374,6 +374,12 @@ type Instance interface {
 	// snapshot, on one session held until Release. It fails within
 	// opts.Timeout when the quiesce cannot be had, and leaves nothing held.
 	Quiesce(ctx context.Context, opts QuiesceOptions) (Quiesced, error)
+	// QuiesceHoldsCommits reports whether commits wait while a quiesce
+	// is held (MariaDB's BACKUP STAGE BLOCK_COMMIT; PostgreSQL's held
+	// backup blocks nothing): work a caller can do before or after
+	// quiescing, it then does before; otherwise after, once the
+	// quiesce's checkpoint has written the data out.
+	QuiesceHoldsCommits() bool
 	// BackupPhysical streams a physical backup to w; with a parent (a
 	// physical record of this instance) it is incremental, where the
 	// engine supports it (else cairn.ErrUnsupported).
@@ -416,11 +422,6 @@ type Quiesced interface {
 	Abort() error
 	// Done is closed once the quiesce has ended, however it ended.
 	Done() <-chan struct{}
-	// HoldsCommits reports whether commits wait while the quiesce is held
-	// (MariaDB's BACKUP STAGE BLOCK_COMMIT; PostgreSQL's held backup
-	// blocks nothing): work a caller can do before or after quiescing,
-	// it then does before.
-	HoldsCommits() bool
 }
 
 // WALSource is an Instance whose server's write-ahead log can be

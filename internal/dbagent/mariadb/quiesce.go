@@ -239,5 +239,6 @@ func (i *Instance) kill(ctx context.Context, id int64) error {
 	}
 }
 
-// HoldsCommits implements dbagent.Quiesced: BACKUP STAGE BLOCK_COMMIT holds every commit.
-func (q *quiesce) HoldsCommits() bool { return true }
+// QuiesceHoldsCommits implements dbagent.Instance: BACKUP STAGE
+// BLOCK_COMMIT holds every commit.
+func (i *Instance) QuiesceHoldsCommits() bool { return true }

@@ -303,5 +303,6 @@ func (q *quiesce) writeOverlay(ctx context.Context, w io.Writer, p *dbagent.Post
 	return nil
 }
 
-// HoldsCommits implements dbagent.Quiesced: a held pg_backup_start blocks no writes.
-func (q *quiesce) HoldsCommits() bool { return false }
+// QuiesceHoldsCommits implements dbagent.Instance: a held
+// pg_backup_start blocks no writes.
+func (i *Instance) QuiesceHoldsCommits() bool { return false }
