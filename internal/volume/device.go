@@ -184,6 +184,26 @@ func (d *Device) Flush(ctx context.Context) error {
 	return d.rt.head.flush()
 }
 
+// StartWriteback starts writing what was written to [off, off+n) back to
+// disk, and returns without waiting for it (sync_file_range with
+// SYNC_FILE_RANGE_WRITE; it may wait for room in the disk's queue). It
+// is advice and makes nothing durable: only Flush does. A writer that
+// fills a whole volume (a restore) calls it as it goes, so the disk
+// writes while the writer works and its final Flush finds little left;
+// otherwise a host with plenty of memory keeps all of it dirty until
+// that Flush, which then writes it all while the writer waits.
+func (d *Device) StartWriteback(off, n int64) error {
+	if err := d.writable(); err != nil {
+		return err
+	}
+	d.rt.layout.RLock()
+	defer d.rt.layout.RUnlock()
+	if err := unix.SyncFileRange(int(d.rt.head.data.Fd()), off, n, unix.SYNC_FILE_RANGE_WRITE); err != nil {
+		return fmt.Errorf("starting writeback of layer %d: %w", d.rt.head.id, err)
+	}
+	return nil
+}
+
 // Trim discards [off, off+n): the range reads as zeros afterwards.
 func (d *Device) Trim(ctx context.Context, off, n int64) error {
 	return d.Zero(ctx, off, n, false)

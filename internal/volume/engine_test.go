@@ -659,3 +659,75 @@ func TestSnapshotAllocatedSkipsHoles(t *testing.T) {
 		t.Fatalf("volume allocated %v, want %v", live, want)
 	}
 }
+
+// TestStartWriteback: starting writeback as a volume is written changes
+// nothing it reads, before or after a snapshot moves the head, or after
+// the engine is reopened; a snapshot refuses it.
+func TestStartWriteback(t *testing.T) {
+	dir := t.TempDir()
+	e := openEngine(t, dir)
+	ctx := t.Context()
+	const size = 4 << 20
+	v, err := e.CreateVolume(ctx, "v", size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := e.OpenVolume(v.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, size)
+	r := rand.New(rand.NewPCG(2, 2))
+	var snap cairn.ID
+	for i := range 16 {
+		off, n := int64(i)*size/16, int64(size/16)
+		if i%3 == 1 {
+			off, n = off+PageSize/2, n-PageSize // straddling pages
+		}
+		data := make([]byte, n)
+		for j := range data {
+			data[j] = byte(r.Uint32())
+		}
+		if err := d.WriteAt(ctx, data, off); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.StartWriteback(off, n); err != nil {
+			t.Fatalf("writeback of [%d, +%d): %v", off, n, err)
+		}
+		copy(want[off:], data)
+		if i == 7 {
+			s, err := e.CreateSnapshot(ctx, v.ID, "half")
+			if err != nil {
+				t.Fatal(err)
+			}
+			snap = s.ID
+		}
+	}
+	if err := d.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, d); !bytes.Equal(got, want) {
+		t.Fatalf("volume differs at %d", firstDiff(got, want))
+	}
+	sd, err := e.OpenSnapshot(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sd.StartWriteback(0, size); !errors.Is(err, cairn.ErrDenied) {
+		t.Errorf("writeback of a snapshot: %v, want ErrDenied", err)
+	}
+	sd.Close()
+	d.Close()
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e = openEngine(t, dir)
+	d, err = e.OpenVolume(v.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if got := readAll(t, d); !bytes.Equal(got, want) {
+		t.Fatalf("reopened volume differs at %d", firstDiff(got, want))
+	}
+}

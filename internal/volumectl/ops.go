@@ -136,7 +136,25 @@ func (d Direct) OpenDevice(_ context.Context, id cairn.ID) (Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	return deviceExport{dev}, nil
+	return streamDevice{deviceExport{dev}}, nil
+}
+
+// streamDevice is a device opened to be written whole, as a restore
+// writes a volume: each write also starts its writeback, so the disk
+// works while the writer does, where otherwise the restore's final flush
+// would write everything while it waited (see volume.Device's
+// StartWriteback). NBD exports write through the engine as the page
+// cache pleases.
+type streamDevice struct{ deviceExport }
+
+func (d streamDevice) WriteAt(ctx context.Context, p []byte, off int64) error {
+	if err := d.Device.WriteAt(ctx, p, off); err != nil {
+		return err
+	}
+	// Advice only: a failure to start the writeback changes no result,
+	// and a failure to write back is reported by the next flush.
+	_ = d.Device.StartWriteback(off, int64(len(p)))
+	return nil
 }
 
 // errNoExports is the error of export calls on a Direct without a table.
