@@ -1,11 +1,11 @@
 package dbhost
 
 import (
+	"context"
 	"crypto/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 
@@ -27,21 +27,14 @@ func TestTrimDiscardsDeletedFile(t *testing.T) {
 	}
 	ctx := t.Context()
 	dir := t.TempDir()
-	img := filepath.Join(dir, "fs.img")
-	f, err := os.Create(img)
+	att := &loopAttacher{dir: dir, attached: map[string]string{}}
+	id := att.create(t, 256<<20)
+	img := att.image(id)
+	dev, err := att.Attach(ctx, "trim", id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Truncate(256 << 20); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	out, err := exec.CommandContext(ctx, "losetup", "--find", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Fatalf("losetup: %v: %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { _ = exec.Command("losetup", "-d", dev).Run() })
+	t.Cleanup(func() { _ = att.Detach(context.Background(), "trim") })
 	var fs hostFileSystems
 	if err := fs.Format(ctx, dev); err != nil {
 		t.Fatal(err)

@@ -536,14 +536,7 @@ func (c *hookContext) Err() error {
 func TestMergeIntoOpenHeadKeepsWriteInFlight(t *testing.T) {
 	ctx := t.Context()
 	e := openEngine(t, t.TempDir())
-	v, err := e.CreateVolume(ctx, "v", 16*BlockSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := e.OpenVolume(v.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, d := newVolume(t, e, 16*BlockSize)
 	defer d.Close()
 	if err := d.WriteAt(ctx, bytes.Repeat([]byte{1}, 4*BlockSize), 0); err != nil {
 		t.Fatal(err)
@@ -641,14 +634,7 @@ func TestDeleteSnapshotWhileWriting(t *testing.T) {
 				size    = nblocks * BlockSize
 				ops     = 80
 			)
-			v, err := e.CreateVolume(ctx, "v", size)
-			if err != nil {
-				t.Fatal(err)
-			}
-			d, err := e.OpenVolume(v.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
+			v, d := newVolume(t, e, size)
 			m := newContentModel(size)
 			r := rand.New(rand.NewPCG(5, 5))
 			apply := func(o ioOp) {

@@ -24,6 +24,21 @@ func openEngine(t *testing.T, dir string) *Engine {
 	return e
 }
 
+// newVolume creates a volume named v of size bytes and opens it; the
+// caller closes the device.
+func newVolume(t *testing.T, e *Engine, size int64) (VolumeInfo, *Device) {
+	t.Helper()
+	v, err := e.CreateVolume(t.Context(), "v", size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := e.OpenVolume(v.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, d
+}
+
 func readAll(t *testing.T, d *Device) []byte {
 	t.Helper()
 	buf := make([]byte, d.Size())
@@ -54,14 +69,7 @@ func readPieces(t *testing.T, d *Device, r *rand.Rand) []byte {
 func TestBasicIO(t *testing.T) {
 	e := openEngine(t, t.TempDir())
 	ctx := t.Context()
-	v, err := e.CreateVolume(ctx, "v", 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := e.OpenVolume(v.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, d := newVolume(t, e, 1<<20)
 	defer d.Close()
 	want := make([]byte, 1<<20)
 	r := rand.New(rand.NewPCG(1, 1))
@@ -494,14 +502,7 @@ func TestChangedExtentsGroundTruth(t *testing.T) {
 	dir := t.TempDir()
 	e := openEngine(t, dir)
 	const size = 32 << 20
-	v, err := e.CreateVolume(ctx, "v", size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := e.OpenVolume(v.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, d := newVolume(t, e, size)
 	r := rand.New(rand.NewPCG(11, 12))
 	fill := rand.NewChaCha8([32]byte{11})
 	content := make([]byte, size)
@@ -605,14 +606,7 @@ func normalize(in []cairn.Extent) []cairn.Extent {
 func TestSnapshotAllocatedSkipsHoles(t *testing.T) {
 	e := openEngine(t, t.TempDir())
 	ctx := t.Context()
-	v, err := e.CreateVolume(ctx, "v", 64*BlockSize)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := e.OpenVolume(v.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, d := newVolume(t, e, 64*BlockSize)
 	defer d.Close()
 	data := bytes.Repeat([]byte{7}, 16*BlockSize)
 	if err := d.WriteAt(ctx, data, 0); err != nil {
@@ -668,14 +662,7 @@ func TestStartWriteback(t *testing.T) {
 	e := openEngine(t, dir)
 	ctx := t.Context()
 	const size = 4 << 20
-	v, err := e.CreateVolume(ctx, "v", size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := e.OpenVolume(v.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, d := newVolume(t, e, size)
 	want := make([]byte, size)
 	r := rand.New(rand.NewPCG(2, 2))
 	var snap cairn.ID

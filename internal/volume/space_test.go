@@ -30,14 +30,7 @@ func TestSnapshotSpace(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
 	e := openEngine(t, dir)
-	v, err := e.CreateVolume(ctx, "v", 64<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := e.OpenVolume(v.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, d := newVolume(t, e, 64<<20)
 	fill := func(seed uint64) []byte {
 		data := make([]byte, 8<<20)
 		r := rand.New(rand.NewPCG(seed, seed))
@@ -153,14 +146,7 @@ func TestMergeCrash(t *testing.T) {
 			ctx := t.Context()
 			dir := t.TempDir()
 			e := openEngine(t, dir)
-			v, err := e.CreateVolume(ctx, "v", 8<<20)
-			if err != nil {
-				t.Fatal(err)
-			}
-			d, err := e.OpenVolume(v.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
+			v, d := newVolume(t, e, 8<<20)
 			big, small := bytes.Repeat([]byte{1}, 6<<20), bytes.Repeat([]byte{2}, 64<<10)
 			// Down: the deleted snapshot's layer is big, its child small.
 			// Up: the other way round.
@@ -262,14 +248,7 @@ func TestMergeIntoOpenHead(t *testing.T) {
 			ctx := t.Context()
 			dir := t.TempDir()
 			e := openEngine(t, dir)
-			v, err := e.CreateVolume(ctx, "v", 8<<20)
-			if err != nil {
-				t.Fatal(err)
-			}
-			d, err := e.OpenVolume(v.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
+			v, d := newVolume(t, e, 8<<20)
 			if err := d.WriteAt(ctx, bytes.Repeat([]byte{1}, 6<<20), 0); err != nil {
 				t.Fatal(err)
 			}
