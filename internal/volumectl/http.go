@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cairnproject/cairn"
@@ -578,7 +579,12 @@ func transportError(ctx context.Context, method, path string, err error) error {
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
-	if ctx.Err() != nil {
+	// A connection the data plane broke says it is gone, even when ctx
+	// ended meanwhile: a request whose body is a stream ends its writer
+	// when the connection breaks, and the writer's failure may cancel
+	// ctx before the request returns.
+	gone := errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+	if ctx.Err() != nil && !gone {
 		return fmt.Errorf("data plane: %s %s: %w", method, path, err)
 	}
 	return fmt.Errorf("data plane unreachable or gone during %s %s: %w: %w", method, path, err, cairn.ErrUnavailable)

@@ -1,11 +1,16 @@
 package volumectl
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/cairnproject/cairn"
@@ -51,5 +56,36 @@ func TestErrorsRoundTrip(t *testing.T) {
 	http.Error(rec, "boom", http.StatusBadGateway)
 	if back := errorOf(rec.Result()); cairn.Sentinel(back) != nil || !strings.Contains(back.Error(), "502") {
 		t.Errorf("plain 502 read back as %q", back)
+	}
+}
+
+// TestTransportError: a request that got no answer is the data plane
+// gone (temporary) unless its context ended first, and a connection the
+// data plane broke is that even when the context ended meanwhile.
+func TestTransportError(t *testing.T) {
+	broken := &url.Error{Op: "Put", URL: "http://cairn/instances/x", Err: &net.OpError{Op: "write", Net: "unix",
+		Err: os.NewSyscallError("write", syscall.EPIPE)}}
+	reset := &net.OpError{Op: "read", Net: "unix", Err: os.NewSyscallError("read", syscall.ECONNRESET)}
+	cancelled, cancel := context.WithCancel(t.Context())
+	cancel()
+	for _, tc := range []struct {
+		name        string
+		ctx         context.Context
+		err         error
+		unavailable bool
+	}{
+		{"refused", t.Context(), syscall.ECONNREFUSED, true},
+		{"broken pipe", t.Context(), broken, true},
+		{"broken pipe, context ended", cancelled, broken, true},
+		{"reset, context ended", cancelled, reset, true},
+		{"context ended", cancelled, context.Canceled, false},
+		{"another error, context ended", cancelled, errors.New("the stream's writer failed"), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := transportError(tc.ctx, "PUT", "/instances/x", tc.err)
+			if got := errors.Is(err, cairn.ErrUnavailable); got != tc.unavailable {
+				t.Fatalf("%v: unavailable %v, want %v", err, got, tc.unavailable)
+			}
+		})
 	}
 }
