@@ -26,9 +26,10 @@ const instancesDir = "instances"
 
 // dbHostOptions are the data plane's settings for database instances.
 type dbHostOptions struct {
-	address string
-	ports   string
-	runDir  string
+	address  string
+	ports    string
+	runDir   string
+	spoolDir string
 }
 
 func (o dbHostOptions) args() []string {
@@ -41,6 +42,9 @@ func (o dbHostOptions) args() []string {
 	}
 	if o.runDir != "" {
 		args = append(args, "--db-run-dir", o.runDir)
+	}
+	if o.spoolDir != "" {
+		args = append(args, "--db-spool-dir", o.spoolDir)
 	}
 	return args
 }
@@ -168,6 +172,7 @@ func (a *app) openDBHost(ctx context.Context, dir string, o dbHostOptions, e *vo
 	return dbhost.New(dbhost.Options{
 		Dir:       filepath.Join(dir, instancesDir),
 		RunDir:    o.runDir,
+		SpoolDir:  o.spoolDir,
 		Address:   o.address,
 		PortMin:   lo,
 		PortMax:   hi,

@@ -61,6 +61,7 @@ type serveSettings struct {
 	DBAddress            string          `yaml:"db_address"`
 	DBPorts              string          `yaml:"db_ports"`
 	DBRunDir             string          `yaml:"db_run_dir"`
+	DBSpoolDir           string          `yaml:"db_spool_dir"`
 	Webhooks             []webhookConfig `yaml:"webhooks"`
 	LogFormat            string          `yaml:"log_format"`
 	LogLevel             string          `yaml:"log_level"`
@@ -139,6 +140,8 @@ Settings:
   --db-address ADDR        address database instances listen on (default 127.0.0.1)
   --db-ports MIN-MAX       their TCP ports, one each (default 17500-17999)
   --db-run-dir DIR         their unix sockets and mount points (default /run/cairn-db)
+  --db-spool-dir DIR       WAL a PostgreSQL recovery replays, on the host's disk; needs room for
+                           it, reachable by the servers' OS user (default DB_RUN_DIR/spool)
   --webhook URL            POST every notification here (repeatable); config file: webhooks: [{url, secret_file}]
   --webhook-secret-file F  HMAC-SHA256 key signing --webhook deliveries (X-Cairn-Signature)
   --log-format text|json   structured log format on stderr (default json)
@@ -183,6 +186,7 @@ func (a *app) serveFlags(f *pflag.FlagSet, st *serveSettings, configFile *string
 	f.StringVar(&st.DBAddress, "db-address", "", "address database instances listen on")
 	f.StringVar(&st.DBPorts, "db-ports", "", "TCP ports of database instances, MIN-MAX")
 	f.StringVar(&st.DBRunDir, "db-run-dir", "", "instances' sockets and mount points")
+	f.StringVar(&st.DBSpoolDir, "db-spool-dir", "", "WAL a PostgreSQL recovery replays (default DB_RUN_DIR/spool)")
 	f.StringArrayVar(webhookURLs, "webhook", nil, "notification webhook URL")
 	f.StringVar(webhookSecret, "webhook-secret-file", "", "webhook signing key file")
 	f.StringVar(&st.LogFormat, "log-format", "", "text or json")
@@ -237,6 +241,7 @@ func (a *app) settle(flags *pflag.FlagSet, st *serveSettings, configFile string)
 	pick("db-address", &st.DBAddress, file.DBAddress, "127.0.0.1")
 	pick("db-ports", &st.DBPorts, file.DBPorts, "17500-17999")
 	pick("db-run-dir", &st.DBRunDir, file.DBRunDir, "/run/cairn-db")
+	pick("db-spool-dir", &st.DBSpoolDir, file.DBSpoolDir, "")
 	pick("backup-nice", &st.BackupNice, file.BackupNice, "10")
 	pick("quiesce-timeout", &st.QuiesceTimeout, file.QuiesceTimeout, "30s")
 	pick("wal-archive", &st.WALArchive, file.WALArchive, "on")

@@ -555,6 +555,7 @@ requests.`,
 	f.StringVar(&o.db.address, "db-address", "", "address database instances listen on (default 127.0.0.1)")
 	f.StringVar(&o.db.ports, "db-ports", "", "TCP ports for database instances, MIN-MAX (default 17500-17999)")
 	f.StringVar(&o.db.runDir, "db-run-dir", "", "directory for the instances' unix sockets (default /run/cairn-db)")
+	f.StringVar(&o.db.spoolDir, "db-spool-dir", "", "directory for the WAL a PostgreSQL recovery replays (default DB-RUN-DIR/spool)")
 	return cmd
 }
 

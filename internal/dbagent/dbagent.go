@@ -608,6 +608,20 @@ type PointInTime interface {
 	FinishRecovery(ctx context.Context, cfg Config, srv Server) error
 }
 
+// Markers in a RecoveryTarget's Dir while its log files arrive. Whoever
+// writes the files renames each into place whole, then creates
+// LogsHistories once every timeline history file is there (the first
+// segment came, or the end), and finally LogsEnd, or LogsFailed if the
+// rest will never come. A server looking for a file that is not there
+// yet waits for it until one of these says it will not come: a history
+// file after LogsHistories, any file after LogsEnd. After LogsFailed the
+// recovery must fail, never end early at the last file it got.
+const (
+	LogsHistories = ".histories"
+	LogsEnd       = ".end"
+	LogsFailed    = ".failed"
+)
+
 // RecoveryTarget says how far a recovery replays.
 type RecoveryTarget struct {
 	// Time: the recovery stops before the first transaction that ended
@@ -617,7 +631,9 @@ type RecoveryTarget struct {
 	// Timeline is the timeline whose history the recovery follows.
 	Timeline uint32
 	// Dir holds the log files; PrepareRecovery gives it and them to the
-	// server's OS user, private.
+	// server's OS user, private. WAL files may still be arriving while
+	// the server replays (see LogsEnd): each appears whole under its own
+	// name, timeline histories before segments, segments in order.
 	Dir string
 	// Binlog, for MariaDB, is where the replay starts. Dir then holds
 	// the binary log files from the one it starts in, named as the

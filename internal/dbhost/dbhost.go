@@ -300,6 +300,14 @@ type Options struct {
 	// the servers' OS users, which a data directory need not be. Default
 	// /run/cairn-db.
 	RunDir string
+	// SpoolDir holds a PostgreSQL recovery's WAL files while its server
+	// replays them, a directory per instance, removed once the recovery
+	// is done or the instance removed: on the host's disk, as writing
+	// them through the instance's volume cost as much as the replay
+	// gained from having them early. It must be reachable by the
+	// servers' OS users and have room for the WAL one recovery replays.
+	// Default RunDir/spool.
+	SpoolDir string
 	// Address is the address the servers listen on; default 127.0.0.1.
 	Address string
 	// PortMin and PortMax bound the servers' TCP ports; default
@@ -378,6 +386,9 @@ func New(o Options) (*Host, error) {
 	if o.RunDir == "" {
 		o.RunDir = "/run/cairn-db"
 	}
+	if o.SpoolDir == "" {
+		o.SpoolDir = filepath.Join(o.RunDir, "spool")
+	}
 	if o.Address == "" {
 		o.Address = "127.0.0.1"
 	}
@@ -414,7 +425,7 @@ func New(o Options) (*Host, error) {
 	// Without it (not root, say) the host still serves the volumes; only
 	// instances are refused, saying why.
 	var runErr error
-	for _, d := range []string{o.RunDir, filepath.Join(o.RunDir, "mnt")} {
+	for _, d := range []string{o.RunDir, filepath.Join(o.RunDir, "mnt"), o.SpoolDir} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			runErr = fmt.Errorf("instance run directory: %w", err)
 			break
@@ -681,6 +692,7 @@ func (h *Host) provision(ctx context.Context, inst *instance, data io.Reader) er
 	if err := h.mount(ctx, inst); err != nil {
 		return err
 	}
+	partsRead := false // a physical restore's parts, read from data in this call
 	if rec.Spec.Recovery != nil {
 		stepDone("recovering instance's volume mounted")
 	} else {
@@ -704,6 +716,7 @@ func (h *Host) provision(ctx context.Context, inst *instance, data io.Reader) er
 			if err := h.restorePhysical(ctx, eng, cfg, rec.Spec.Parts, data); err != nil {
 				return err
 			}
+			partsRead = true
 			if rec.Spec.Recovery == nil {
 				data = nil // read
 			}
@@ -721,10 +734,12 @@ func (h *Host) provision(ctx context.Context, inst *instance, data io.Reader) er
 			if err := h.prepareRecovery(ctx, eng, cfg, rec, data); err != nil {
 				return err
 			}
-			data = nil
+			if rec.Spec.Recovery.Binlog != nil {
+				data = nil // read
+			}
 		}
 		// What the step wrote (a restore's files, the overlay, the
-		// recovery's WAL and settings) is on the volume before the record
+		// recovery's settings and binary logs) is on the volume before the record
 		// says so: a data plane killed after the record, with the writes
 		// still in its page cache, would resume with them lost.
 		if err := syncFileSystem(h.mountPoint(id)); err != nil {
@@ -738,13 +753,37 @@ func (h *Host) provision(ctx context.Context, inst *instance, data io.Reader) er
 		h.event(id, "prepared")
 		stepDone("instance's data directory prepared")
 	}
-	if err := h.startServer(ctx, inst, eng, true); err != nil {
-		return err
-	}
-	stepDone("instance's server started")
-	if rec.Spec.Recovery != nil && !rec.Recovered {
-		if err := h.finishRecovery(ctx, inst, eng); err != nil {
+	switch {
+	case rec.Spec.Recovery != nil && rec.Spec.Recovery.Binlog == nil && !rec.Recovered:
+		// The WAL comes while the server replays it, on every call
+		// until the recovery is done.
+		if data == nil {
+			return fmt.Errorf("instance %s: %w: %w", id, errNeedStream, cairn.ErrInvalid)
+		}
+		if rec.Spec.Source == SourcePhysical && !partsRead {
+			// A resumed call's stream has the restored parts first.
+			if err := skipParts(data, len(rec.Spec.Parts)); err != nil {
+				return err
+			}
+		}
+		if err := h.recoverWAL(ctx, inst, eng, data, func() { stepDone("instance's server started") }); err != nil {
 			return err
+		}
+		data = nil
+	default:
+		if err := h.startServer(ctx, inst, eng, true); err != nil {
+			return err
+		}
+		stepDone("instance's server started")
+		if rec.Spec.Recovery != nil && !rec.Recovered {
+			if err := h.finishRecovery(ctx, inst, eng); err != nil {
+				return err
+			}
+		}
+	}
+	if rec.Spec.Recovery != nil && !rec.Recovered {
+		if err := os.RemoveAll(h.recoveryDir(rec)); err != nil {
+			return fmt.Errorf("recovery directory: %w", err)
 		}
 		rec.Recovered = true
 		if err := h.commit(inst); err != nil {
@@ -1099,6 +1138,9 @@ func (h *Host) Remove(ctx context.Context, id string) error {
 		return fmt.Errorf("instance record: %w", err)
 	}
 	_ = os.Remove(h.logPath(id))
+	if err := os.RemoveAll(h.spoolDir(id)); err != nil {
+		return fmt.Errorf("recovery spool: %w", err)
+	}
 	h.mu.Lock()
 	delete(h.instances, id)
 	h.mu.Unlock()

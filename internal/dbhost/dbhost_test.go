@@ -170,6 +170,13 @@ func (e *events) on(id, ev string) {
 	e.cond.Broadcast()
 }
 
+// count says how many times event ev of id has been seen.
+func (e *events) count(id, ev string) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.seen[id+" "+ev]
+}
+
 // wait blocks until event ev of id has been seen n times; the test's
 // deadline bounds it.
 func (e *events) wait(t *testing.T, id, ev string, n int) {

@@ -14,13 +14,22 @@ import (
 	"time"
 
 	"github.com/cairnproject/cairn"
+	"github.com/cairnproject/cairn/internal/dbagent"
 )
 
-// TestPointInTimeRestore: a snapshot of one instance, restored into a
-// new one with the source's WAL replayed to a time between two groups of
-// commits, comes up ready with the first group and not the second, its
-// WAL files gone; a recovery asked for wrongly is refused.
-func TestPointInTimeRestore(t *testing.T) {
+// pitrCase is a recovery to a point in time: the spec of instance
+// "pitr", restored from a snapshot of instance "src" with src's WAL
+// replayed to a time between two groups of commits, and that WAL as a
+// provisioning stream.
+type pitrCase struct {
+	r      *rig
+	spec   Spec
+	stream []byte
+}
+
+// newPITRCase makes src, its snapshot, the two groups of commits and
+// the stream.
+func newPITRCase(t *testing.T) *pitrCase {
 	r := newRig(t, datastores()[0])
 	ctx := t.Context()
 	st, err := r.host.Provision(ctx, r.spec("src"), nil)
@@ -90,21 +99,14 @@ func TestPointInTimeRestore(t *testing.T) {
 	eds := r.eng.Datastore()
 	spec := Spec{ID: "pitr", Datastore: eds.Type, Version: eds.Version, Volume: snap.Snapshot,
 		Source: SourceSnapshot, Record: &snap.Record, Overlay: snap.Overlay, Recovery: &Recovery{Time: target, Timeline: 1}}
-	for _, bad := range []Spec{
-		func() Spec { s := spec; s.Recovery = &Recovery{Time: target}; return s }(),
-		func() Spec { s := r.spec("init"); s.Recovery = &Recovery{Timeline: 1}; return s }(),
-	} {
-		if err := bad.Validate(); !errors.Is(err, cairn.ErrInvalid) {
-			t.Fatalf("spec %+v: %v, want invalid", bad.Recovery, err)
-		}
-	}
-	if _, err := r.host.Provision(ctx, spec, nil); !errors.Is(err, cairn.ErrInvalid) {
-		t.Fatalf("a recovery without its WAL: %v, want invalid", err)
-	}
-	rst, err := r.host.Provision(ctx, spec, bytes.NewReader(stream.Bytes()))
-	if err != nil {
-		t.Fatalf("Provision with recovery: %v", err)
-	}
+	return &pitrCase{r: r, spec: spec, stream: stream.Bytes()}
+}
+
+// check checks the recovered instance: the first group in, the second
+// not, writes taken, the WAL files gone.
+func (c *pitrCase) check(t *testing.T, rst State) {
+	t.Helper()
+	r, ctx := c.r, t.Context()
 	r.ev.wait(t, "pitr", "recovered", 1)
 	rdb := r.connect(rst)
 	var first1, second int
@@ -120,8 +122,142 @@ func TestPointInTimeRestore(t *testing.T) {
 	if _, err := rdb.ExecContext(ctx, "INSERT INTO t (id, v) VALUES (5000, 'after')"); err != nil {
 		t.Fatalf("the recovered server takes no write: %v", err)
 	}
-	if _, err := os.Stat(r.host.recoveryDir("pitr")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(r.host.spoolDir("pitr")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the recovery's WAL files are left: %v", err)
+	}
+}
+
+// TestPointInTimeRestore: a snapshot of one instance, restored into a
+// new one with the source's WAL replayed to a time between two groups of
+// commits, comes up ready with the first group and not the second, its
+// WAL files gone; a recovery asked for wrongly is refused.
+func TestPointInTimeRestore(t *testing.T) {
+	c := newPITRCase(t)
+	r, spec, ctx := c.r, c.spec, t.Context()
+	for _, bad := range []Spec{
+		func() Spec { s := spec; s.Recovery = &Recovery{Time: spec.Recovery.Time}; return s }(),
+		func() Spec { s := r.spec("init"); s.Recovery = &Recovery{Timeline: 1}; return s }(),
+	} {
+		if err := bad.Validate(); !errors.Is(err, cairn.ErrInvalid) {
+			t.Fatalf("spec %+v: %v, want invalid", bad.Recovery, err)
+		}
+	}
+	if _, err := r.host.Provision(ctx, spec, nil); !errors.Is(err, cairn.ErrInvalid) {
+		t.Fatalf("a recovery without its WAL: %v, want invalid", err)
+	}
+	rst, err := r.host.Provision(ctx, spec, bytes.NewReader(c.stream))
+	if err != nil {
+		t.Fatalf("Provision with recovery: %v", err)
+	}
+	c.check(t, rst)
+}
+
+// TestPointInTimeRestoreStreamsWAL: the server starts before its WAL
+// has come and replays it as it comes; a stream cut short fails the
+// recovery, with the server stopped and nothing promoted, and the
+// recovery resumed with the whole stream ends exactly at its target.
+func TestPointInTimeRestoreStreamsWAL(t *testing.T) {
+	c := newPITRCase(t)
+	r, ctx := c.r, t.Context()
+
+	// Cut short: the first file half sent, after the server started.
+	errCut := errors.New("the stream was cut")
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.host.Provision(ctx, c.spec, pr)
+		pr.CloseWithError(errors.New("the reader is done"))
+		done <- err
+	}()
+	r.ev.wait(t, "pitr", "started", 1)
+	waitForRestoreCommand(t, r.host.spoolDir("pitr"), func() bool { return r.ev.count("pitr", "exited") > 0 })
+	if _, err := pw.Write(c.stream[:len(c.stream)/2]); err != nil {
+		t.Fatal(err)
+	}
+	pw.CloseWithError(errCut)
+	if err := <-done; !errors.Is(err, errCut) || !errors.Is(err, cairn.ErrInvalid) {
+		t.Fatalf("a recovery whose stream was cut: %v, want the cut, invalid", err)
+	}
+	r.ev.wait(t, "pitr", "stopped", 1)
+	if r.ev.count("pitr", "recovered") != 0 {
+		t.Fatal("a recovery whose stream was cut says it recovered")
+	}
+	if _, err := os.Stat(filepath.Join(r.host.spoolDir("pitr"), dbagent.LogsFailed)); err != nil {
+		t.Fatalf("the cut stream is not marked failed for the server: %v", err)
+	}
+
+	// Resumed: the server is started again before any WAL comes, and
+	// waits for it: it is started once (a server that took the missing
+	// WAL for the archive's end would fail its start, and its
+	// supervisor would start it again).
+	starts, exits := r.ev.count("pitr", "started"), r.ev.count("pitr", "exited")
+	pr, pw = io.Pipe()
+	type result struct {
+		st  State
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		st, err := r.host.Provision(ctx, c.spec, pr)
+		pr.CloseWithError(errors.New("the reader is done"))
+		res <- result{st, err}
+	}()
+	r.ev.wait(t, "pitr", "started", starts+1)
+	waitForRestoreCommand(t, r.host.spoolDir("pitr"), func() bool { return r.ev.count("pitr", "exited") > exits })
+	if _, err := pw.Write(c.stream); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	got := <-res
+	if got.err != nil {
+		t.Fatalf("the resumed recovery: %v", got.err)
+	}
+	c.check(t, got.st)
+	if n := r.ev.count("pitr", "started") - starts; n != 1 {
+		t.Fatalf("the resumed recovery started its server %d times, want once", n)
+	}
+
+	// A spool left (a recovery that failed for good) goes with the
+	// instance.
+	left := filepath.Join(r.host.spoolDir("pitr"), "000000010000000000000009")
+	if err := os.MkdirAll(filepath.Dir(left), 0o711); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(left, []byte("wal"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.host.Remove(ctx, "pitr"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(r.host.spoolDir("pitr")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the removed instance's spool is left: %v", err)
+	}
+}
+
+// waitForRestoreCommand waits until a server's restore_command for
+// recovery directory dir runs (a shell whose command line names dir):
+// the server is then waiting for a WAL file not there yet. It fails
+// when exited says the server exited first.
+func waitForRestoreCommand(t *testing.T, dir string, exited func() bool) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			b, err := os.ReadFile(p)
+			if err == nil && bytes.Contains(b, []byte(`d="`+dir+`"`)) {
+				return
+			}
+		}
+		if exited() {
+			t.Fatal("the server exited before it waited for its WAL")
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatal("the server never ran its restore_command")
+		case <-tick.C:
+		}
 	}
 }
 
@@ -241,7 +377,7 @@ func TestReadLogFilesOfAKind(t *testing.T) {
 		t.Fatalf("mysql-bin.000004: %q %v", b, err)
 	}
 	for _, valid := range []func(string) bool{walFileName, binlogFileName} {
-		if _, err := readLogFiles(bytes.NewReader(mixed.Bytes()), t.TempDir(), valid); !errors.Is(err, cairn.ErrInvalid) {
+		if _, err := readLogFiles(bytes.NewReader(mixed.Bytes()), t.TempDir(), valid, nil); !errors.Is(err, cairn.ErrInvalid) {
 			t.Fatalf("files of both kinds read as one: %v", err)
 		}
 	}

@@ -108,6 +108,24 @@ func (p *partReader) part(i int) (io.ReadCloser, error) {
 	return io.NopCloser(p.open), nil
 }
 
+// skipTo reads past parts up to n (exclusive) not read yet, the rest
+// of the one open included, so that what the stream holds after them
+// comes next.
+func (p *partReader) skipTo(n int) error {
+	for p.next < n {
+		if _, err := p.part(p.next); err != nil {
+			return err
+		}
+	}
+	if p.open != nil {
+		if _, err := io.Copy(io.Discard, p.open); err != nil {
+			return err
+		}
+		p.open = nil
+	}
+	return nil
+}
+
 // exactReader fails with io.ErrUnexpectedEOF when its source ends
 // before left bytes were read.
 type exactReader struct {
@@ -143,6 +161,20 @@ func (h *Host) restorePhysical(ctx context.Context, eng dbagent.Engine, cfg dbag
 	}
 	if err := eng.RestorePhysical(ctx, cfg, chain); err != nil {
 		return fmt.Errorf("restoring the physical backup: %w", err)
+	}
+	// What follows the parts (a recovery's WAL) starts after the last
+	// one's end, whatever the engine left of it unread.
+	if err := pr.skipTo(len(parts)); err != nil {
+		return fmt.Errorf("restoring the physical backup: %w", err)
+	}
+	return nil
+}
+
+// skipParts reads past the first n framed parts of r, as a resumed
+// recovery does before its WAL.
+func skipParts(r io.Reader, n int) error {
+	if err := (&partReader{r: r}).skipTo(n); err != nil {
+		return fmt.Errorf("skipping the backup's parts: %w", err)
 	}
 	return nil
 }

@@ -26,9 +26,32 @@ var recoverySettings = []string{"restore_command", "recovery_target_time", "reco
 // found again.
 const recoveryMark = "# cairn recovery: removed once the server has promoted\n"
 
+// restoreCommand is the shell command that hands the server the WAL
+// file %f from dir as %p. The files may still be arriving while the
+// server replays (dbagent.LogsEnd), so a file not there yet is waited
+// for, looked for every 20 ms, until the markers say it will not come:
+// then, and only then, the command answers "not there" (exit 1), which
+// the server reads as the end of the archive. Every other failure, a
+// stream that failed (dbagent.LogsFailed) or a copy that failed (a full
+// disk), exits above 125, which PostgreSQL takes as fatal: the recovery
+// stops rather than ending early at the last file it got. The markers
+// are looked at before the file, as they are made after the files.
+func restoreCommand(dir string) string {
+	return `d="` + dir + `"; f="%f"; while :; do ` + strings.Join([]string{
+		`if [ -e "$d/` + dbagent.LogsFailed + `" ]; then exit 200; fi`,
+		`last=0`,
+		`if [ -e "$d/` + dbagent.LogsEnd + `" ]; then last=1; fi`,
+		`case "$f" in *.history) if [ -e "$d/` + dbagent.LogsHistories + `" ]; then last=1; fi;; esac`,
+		`if [ -e "$d/$f" ]; then cp "$d/$f" "%p" || exit 201; exit 0; fi`,
+		`if [ $last = 1 ]; then exit 1; fi`,
+		`sleep 0.02`,
+	}, "; ") + "; done"
+}
+
 // PrepareRecovery implements dbagent.PointInTime: recovery.signal, and
 // the recovery settings in postgresql.auto.conf: restore_command copies
-// from t.Dir, the target time (inclusive: transactions that ended at it
+// from t.Dir (waiting for files still to come: restoreCommand), the
+// target time (inclusive: transactions that ended at it
 // are in) and timeline, and a pause at the target, where FinishRecovery
 // promotes. The snapshot's or
 // backup's own WAL stays in pg_wal; restore_command is tried first.
@@ -49,7 +72,7 @@ func (e *Engine) PrepareRecovery(ctx context.Context, cfg dbagent.Config, t dbag
 		return err
 	}
 	lines := []string{
-		fmt.Sprintf("restore_command = 'cp \"%s/%%f\" \"%%p\"'", t.Dir),
+		"restore_command = '" + restoreCommand(t.Dir) + "'",
 		fmt.Sprintf("recovery_target_timeline = '%d'", t.Timeline),
 	}
 	if !t.Time.IsZero() {

@@ -27,6 +27,7 @@ func testPointInTime(t *testing.T, env *dbagenttest.Env) {
 	}
 	dir := filepath.Dir(src.Inst.Config().DataDir)
 	mounts := []string{env.Harness().Volumes.(dbagenttest.LoopVolumes).Snapshot(t, ctx, dir),
+		env.Harness().Volumes.(dbagenttest.LoopVolumes).Snapshot(t, ctx, dir),
 		env.Harness().Volumes.(dbagenttest.LoopVolumes).Snapshot(t, ctx, dir)}
 	var overlay bytes.Buffer
 	rec, err := q.Release(ctx, &overlay)
@@ -70,6 +71,12 @@ func testPointInTime(t *testing.T, env *dbagenttest.Env) {
 			t.Fatal(err)
 		}
 		if err := os.WriteFile(filepath.Join(wal, n), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// All of it is there (dbagent.LogsEnd).
+	for _, m := range []string{dbagent.LogsHistories, dbagent.LogsEnd} {
+		if err := os.WriteFile(filepath.Join(wal, m), nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -125,4 +132,34 @@ func testPointInTime(t *testing.T, env *dbagenttest.Env) {
 			}
 		})
 	}
+
+	// A stream that failed (dbagent.LogsFailed) stops the recovery, even
+	// with files there: it never promotes at the last file it got.
+	t.Run("a failed stream", func(t *testing.T) {
+		failed := dbagenttest.ReachableTempDir(t)
+		for _, n := range names[:1] {
+			b, err := os.ReadFile(filepath.Join(wal, n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(failed, n), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(failed, dbagent.LogsFailed), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg := env.Config(t, filepath.Join(mounts[2], "data"))
+		if err := e.RestoreSnapshot(ctx, cfg, rec, bytes.NewReader(overlay.Bytes())); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.PrepareRecovery(ctx, cfg, dbagent.RecoveryTarget{Timeline: 1, Dir: failed}); err != nil {
+			t.Fatal(err)
+		}
+		srv := dbagenttest.StartNoWait(t, env.Open(t, cfg))
+		if err := e.FinishRecovery(ctx, cfg, srv.Proc.Server()); err == nil {
+			t.Fatal("a recovery whose stream failed finished")
+		}
+		<-srv.Proc.Server().Exited
+	})
 }
