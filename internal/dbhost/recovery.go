@@ -220,6 +220,12 @@ func (h *Host) prepareRecovery(ctx context.Context, eng dbagent.Engine, cfg dbag
 // on from its last restartpoint.
 func (h *Host) recoverWAL(ctx context.Context, inst *instance, eng dbagent.Engine, data io.Reader, started func()) error {
 	id, dir := inst.rec.Spec.ID, h.recoveryDir(&inst.rec)
+	// Gone if the spool was emptied since the recovery was prepared (a
+	// reboot, on a tmpfs): there before the server looks in it, and the
+	// server's user reads the files by name.
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return fmt.Errorf("recovery directory: %w", err)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return h.receiveWAL(gctx, id, dir, data) })
 	g.Go(func() error {
@@ -244,11 +250,6 @@ func (h *Host) recoverWAL(ctx context.Context, inst *instance, eng dbagent.Engin
 // Timeline histories must come before segments: the server is told no
 // other history will come once the first segment has.
 func (h *Host) receiveWAL(ctx context.Context, id, dir string, data io.Reader) (err error) {
-	// Gone if the spool was emptied since the recovery was prepared (a
-	// reboot, on a tmpfs): the server's user reads the files by name.
-	if err := os.MkdirAll(dir, 0o711); err != nil {
-		return fmt.Errorf("recovery directory: %w", err)
-	}
 	for _, m := range []string{dbagent.LogsHistories, dbagent.LogsEnd, dbagent.LogsFailed} {
 		if err := os.Remove(filepath.Join(dir, m)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("recovery directory: %w", err)

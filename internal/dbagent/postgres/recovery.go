@@ -32,12 +32,15 @@ const recoveryMark = "# cairn recovery: removed once the server has promoted\n"
 // for, looked for every 20 ms, until the markers say it will not come:
 // then, and only then, the command answers "not there" (exit 1), which
 // the server reads as the end of the archive. Every other failure, a
-// stream that failed (dbagent.LogsFailed) or a copy that failed (a full
-// disk), exits above 125, which PostgreSQL takes as fatal: the recovery
+// stream that failed (dbagent.LogsFailed), a copy that failed (a full
+// disk) or a directory the server's user cannot reach (where it would
+// wait forever for files it cannot see), exits above 125, which
+// PostgreSQL takes as fatal: the recovery
 // stops rather than ending early at the last file it got. The markers
 // are looked at before the file, as they are made after the files.
 func restoreCommand(dir string) string {
 	return `d="` + dir + `"; f="%f"; while :; do ` + strings.Join([]string{
+		`if [ ! -d "$d" ] || [ ! -x "$d" ]; then exit 202; fi`,
 		`if [ -e "$d/` + dbagent.LogsFailed + `" ]; then exit 200; fi`,
 		`last=0`,
 		`if [ -e "$d/` + dbagent.LogsEnd + `" ]; then last=1; fi`,

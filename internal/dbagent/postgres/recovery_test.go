@@ -28,6 +28,7 @@ func testPointInTime(t *testing.T, env *dbagenttest.Env) {
 	dir := filepath.Dir(src.Inst.Config().DataDir)
 	mounts := []string{env.Harness().Volumes.(dbagenttest.LoopVolumes).Snapshot(t, ctx, dir),
 		env.Harness().Volumes.(dbagenttest.LoopVolumes).Snapshot(t, ctx, dir),
+		env.Harness().Volumes.(dbagenttest.LoopVolumes).Snapshot(t, ctx, dir),
 		env.Harness().Volumes.(dbagenttest.LoopVolumes).Snapshot(t, ctx, dir)}
 	var overlay bytes.Buffer
 	rec, err := q.Release(ctx, &overlay)
@@ -159,6 +160,31 @@ func testPointInTime(t *testing.T, env *dbagenttest.Env) {
 		srv := dbagenttest.StartNoWait(t, env.Open(t, cfg))
 		if err := e.FinishRecovery(ctx, cfg, srv.Proc.Server()); err == nil {
 			t.Fatal("a recovery whose stream failed finished")
+		}
+		<-srv.Proc.Server().Exited
+	})
+
+	// A directory the server's user cannot reach (a spool under a
+	// private directory) stops the recovery: the server would otherwise
+	// wait forever for files it cannot see.
+	t.Run("a directory the server cannot reach", func(t *testing.T) {
+		private := t.TempDir() // root's, 0700
+		cfg := env.Config(t, filepath.Join(mounts[3], "data"))
+		if err := e.RestoreSnapshot(ctx, cfg, rec, bytes.NewReader(overlay.Bytes())); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.PrepareRecovery(ctx, cfg, dbagent.RecoveryTarget{Timeline: 1, Dir: private}); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(private, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(private, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		srv := dbagenttest.StartNoWait(t, env.Open(t, cfg))
+		if err := e.FinishRecovery(ctx, cfg, srv.Proc.Server()); err == nil {
+			t.Fatal("a recovery from an unreachable directory finished")
 		}
 		<-srv.Proc.Server().Exited
 	})
