@@ -17,14 +17,7 @@ func benchVolume(b *testing.B, size int64) *Device {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { e.Close() })
-	v, err := e.CreateVolume(b.Context(), "bench", size)
-	if err != nil {
-		b.Fatal(err)
-	}
-	d, err := e.OpenVolume(v.ID)
-	if err != nil {
-		b.Fatal(err)
-	}
+	_, d := newVolume(b, e, size)
 	b.Cleanup(func() { d.Close() })
 	chunk := bytes.Repeat([]byte{7}, 1<<20)
 	for off := int64(0); off < size; off += int64(len(chunk)) {

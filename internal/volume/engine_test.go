@@ -26,7 +26,7 @@ func openEngine(t *testing.T, dir string) *Engine {
 
 // newVolume creates a volume named v of size bytes and opens it; the
 // caller closes the device.
-func newVolume(t *testing.T, e *Engine, size int64) (VolumeInfo, *Device) {
+func newVolume(t testing.TB, e *Engine, size int64) (VolumeInfo, *Device) {
 	t.Helper()
 	v, err := e.CreateVolume(t.Context(), "v", size)
 	if err != nil {
