@@ -177,7 +177,7 @@ func (a *app) dataPlane(ctx context.Context, st serveSettings, log *slog.Logger)
 		return dp, nil
 	}
 	o := volumeServeOptions{socket: st.NBDSocket, listen: st.NBDListen, exports: "named",
-		db: dbHostOptions{address: st.DBAddress, ports: st.DBPorts, runDir: st.DBRunDir, spoolDir: st.DBSpoolDir}}
+		db: dbHostOptions{address: st.DBAddress, ports: st.DBPorts, runDir: st.DBRunDir, spoolDir: st.DBSpoolDir, settings: st.DBSettings}}
 	var dp *dataPlane
 	pid, err := startBackground(ctx, o.args(st.DataDir), filepath.Join(st.DataDir, dataPlaneLog), func(ctx context.Context) bool {
 		dp = findDataPlane(ctx, st.DataDir)

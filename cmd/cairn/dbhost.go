@@ -30,6 +30,8 @@ type dbHostOptions struct {
 	ports    string
 	runDir   string
 	spoolDir string
+	// settings are --db-setting's, DATASTORE:NAME=VALUE each.
+	settings []string
 }
 
 func (o dbHostOptions) args() []string {
@@ -46,7 +48,36 @@ func (o dbHostOptions) args() []string {
 	if o.spoolDir != "" {
 		args = append(args, "--db-spool-dir", o.spoolDir)
 	}
+	for _, kv := range o.settings {
+		args = append(args, "--db-setting", kv)
+	}
 	return args
+}
+
+// parseDBSettings reads --db-setting values, DATASTORE:NAME=VALUE each
+// (postgresql:max_wal_size=4GB), into settings by datastore type. A
+// name given twice for one datastore is refused, not overridden.
+func parseDBSettings(list []string) (map[string]map[string]string, error) {
+	out := map[string]map[string]string{}
+	for _, item := range list {
+		typ, kv, ok1 := strings.Cut(item, ":")
+		name, value, ok2 := strings.Cut(kv, "=")
+		name = strings.TrimSpace(name)
+		if !ok1 || !ok2 || name == "" {
+			return nil, usageError{fmt.Errorf("--db-setting %q: want DATASTORE:NAME=VALUE, e.g. postgresql:max_wal_size=4GB", item)}
+		}
+		if typ != dbagent.PostgreSQL && typ != dbagent.MariaDB {
+			return nil, usageError{fmt.Errorf("--db-setting %q: datastore %q: want %s or %s", item, typ, dbagent.PostgreSQL, dbagent.MariaDB)}
+		}
+		if out[typ] == nil {
+			out[typ] = map[string]string{}
+		}
+		if _, dup := out[typ][name]; dup {
+			return nil, usageError{fmt.Errorf("--db-setting %q: %s %s is given twice", item, typ, name)}
+		}
+		out[typ][name] = value
+	}
+	return out, nil
 }
 
 // parsePorts reads "MIN-MAX".
@@ -165,6 +196,10 @@ func (a *app) openDBHost(ctx context.Context, dir string, o dbHostOptions, e *vo
 	if err != nil {
 		return nil, err
 	}
+	settings, err := parseDBSettings(o.settings)
+	if err != nil {
+		return nil, err
+	}
 	engines, err := installedEngines(ctx)
 	if err != nil {
 		return nil, err
@@ -177,6 +212,7 @@ func (a *app) openDBHost(ctx context.Context, dir string, o dbHostOptions, e *vo
 		PortMin:   lo,
 		PortMax:   hi,
 		Engines:   engines,
+		Settings:  settings,
 		Attacher:  exportAttacher{e: e, table: table, m: attach.Manager{Dir: filepath.Join(dir, attachDir), PreferFUSE: a.getenv("CAIRN_ATTACH") == "fuse"}, socket: socket},
 		Snapshots: engineSnapshots{e},
 		Logger:    log,

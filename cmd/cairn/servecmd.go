@@ -62,6 +62,7 @@ type serveSettings struct {
 	DBPorts              string          `yaml:"db_ports"`
 	DBRunDir             string          `yaml:"db_run_dir"`
 	DBSpoolDir           string          `yaml:"db_spool_dir"`
+	DBSettings           []string        `yaml:"db_settings"`
 	Webhooks             []webhookConfig `yaml:"webhooks"`
 	LogFormat            string          `yaml:"log_format"`
 	LogLevel             string          `yaml:"log_level"`
@@ -142,6 +143,11 @@ Settings:
   --db-run-dir DIR         their unix sockets and mount points (default /run/cairn-db)
   --db-spool-dir DIR       WAL a PostgreSQL recovery replays, on the host's disk; needs room for
                            it, reachable by the servers' OS user (default DB_RUN_DIR/spool)
+  --db-setting D:NAME=V    a setting every server of datastore D (postgresql or mariadb) runs
+                           with, e.g. postgresql:max_wal_size=4GB (repeatable; CAIRN_DB_SETTING:
+                           separated by spaces; config file: db_settings: [...]). The settings
+                           cairn gives its servers itself (address, durability, WAL, recovery)
+                           are refused. They are the data plane's: a running one keeps its own
   --webhook URL            POST every notification here (repeatable); config file: webhooks: [{url, secret_file}]
   --webhook-secret-file F  HMAC-SHA256 key signing --webhook deliveries (X-Cairn-Signature)
   --log-format text|json   structured log format on stderr (default json)
@@ -187,6 +193,7 @@ func (a *app) serveFlags(f *pflag.FlagSet, st *serveSettings, configFile *string
 	f.StringVar(&st.DBPorts, "db-ports", "", "TCP ports of database instances, MIN-MAX")
 	f.StringVar(&st.DBRunDir, "db-run-dir", "", "instances' sockets and mount points")
 	f.StringVar(&st.DBSpoolDir, "db-spool-dir", "", "WAL a PostgreSQL recovery replays (default DB_RUN_DIR/spool)")
+	f.StringArrayVar(&st.DBSettings, "db-setting", nil, "a database server setting, DATASTORE:NAME=VALUE (repeatable)")
 	f.StringArrayVar(webhookURLs, "webhook", nil, "notification webhook URL")
 	f.StringVar(webhookSecret, "webhook-secret-file", "", "webhook signing key file")
 	f.StringVar(&st.LogFormat, "log-format", "", "text or json")
@@ -242,6 +249,16 @@ func (a *app) settle(flags *pflag.FlagSet, st *serveSettings, configFile string)
 	pick("db-ports", &st.DBPorts, file.DBPorts, "17500-17999")
 	pick("db-run-dir", &st.DBRunDir, file.DBRunDir, "/run/cairn-db")
 	pick("db-spool-dir", &st.DBSpoolDir, file.DBSpoolDir, "")
+	if !flags.Changed("db-setting") {
+		if env := a.getenv("CAIRN_DB_SETTING"); env != "" {
+			st.DBSettings = strings.Fields(env)
+		} else {
+			st.DBSettings = file.DBSettings
+		}
+	}
+	if _, err := parseDBSettings(st.DBSettings); err != nil {
+		return err
+	}
 	pick("backup-nice", &st.BackupNice, file.BackupNice, "10")
 	pick("quiesce-timeout", &st.QuiesceTimeout, file.QuiesceTimeout, "30s")
 	pick("wal-archive", &st.WALArchive, file.WALArchive, "on")

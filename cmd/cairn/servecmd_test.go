@@ -21,7 +21,7 @@ import (
 func TestServeSettings(t *testing.T) {
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "cairn.yaml")
-	if err := os.WriteFile(conf, []byte("listen: 127.0.0.1:1111\ncatalog: /file/catalog.db\nworkers: 3\nstore_requests: 12\nlog_format: text\nwebhooks:\n  - url: http://127.0.0.1:9/hook\n    secret_file: /k\n"), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte("listen: 127.0.0.1:1111\ncatalog: /file/catalog.db\nworkers: 3\nstore_requests: 12\nlog_format: text\ndb_settings: [\"postgresql:max_wal_size=3GB\"]\nwebhooks:\n  - url: http://127.0.0.1:9/hook\n    secret_file: /k\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	bad := filepath.Join(dir, "bad.yaml")
@@ -70,6 +70,18 @@ func TestServeSettings(t *testing.T) {
 			return s.DBPorts == "20000-20009"
 		}, ""},
 		{"bad database ports", []string{"--db-ports", "9-1"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", nil, "--db-ports"},
+		{"database settings from flags", []string{"--db-setting", "postgresql:max_wal_size=4GB", "--db-setting", "mariadb:innodb_buffer_pool_size=1G"}, map[string]string{"CAIRN_DATA_DIR": dir, "CAIRN_DB_SETTING": "postgresql:work_mem=8MB"}, conf, func(s serveSettings) bool {
+			return len(s.DBSettings) == 2 && s.DBSettings[0] == "postgresql:max_wal_size=4GB" && s.DBSettings[1] == "mariadb:innodb_buffer_pool_size=1G"
+		}, ""},
+		{"database settings from env", nil, map[string]string{"CAIRN_DATA_DIR": dir, "CAIRN_DB_SETTING": " postgresql:work_mem=8MB  postgresql:max_wal_size=2GB"}, conf, func(s serveSettings) bool {
+			return len(s.DBSettings) == 2 && s.DBSettings[0] == "postgresql:work_mem=8MB" && s.DBSettings[1] == "postgresql:max_wal_size=2GB"
+		}, ""},
+		{"database settings from the file", nil, map[string]string{"CAIRN_DATA_DIR": dir}, conf, func(s serveSettings) bool {
+			return len(s.DBSettings) == 1 && s.DBSettings[0] == "postgresql:max_wal_size=3GB"
+		}, ""},
+		{"database setting without a datastore", []string{"--db-setting", "max_wal_size=4GB"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", nil, "want DATASTORE:NAME=VALUE"},
+		{"database setting of an unknown datastore", []string{"--db-setting", "postgres:max_wal_size=4GB"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", nil, `datastore "postgres"`},
+		{"database setting given twice", []string{"--db-setting", "postgresql:work_mem=1MB", "--db-setting", "postgresql:work_mem=2MB"}, map[string]string{"CAIRN_DATA_DIR": dir}, "", nil, "given twice"},
 		{"file", nil, map[string]string{"CAIRN_DATA_DIR": dir}, conf, func(s serveSettings) bool {
 			return s.Listen == "127.0.0.1:1111" && s.Catalog == "/file/catalog.db" && s.Workers == 3 && s.StoreRequests == 12 &&
 				s.LogFormat == "text" && len(s.Webhooks) == 1 && s.Webhooks[0].SecretFile == "/k"
@@ -218,5 +230,32 @@ func TestServeWebhook(t *testing.T) {
 	}
 	if strings.Contains(p.log.String(), "s3cret") {
 		t.Fatal("the webhook secret is in the log")
+	}
+}
+
+// TestDBSettingsForwarded: serve's --db-setting values reach the data
+// plane it starts, each as a flag of its own, and are read back there.
+func TestDBSettingsForwarded(t *testing.T) {
+	o := dbHostOptions{settings: []string{"postgresql:max_wal_size=4GB", "mariadb:innodb_buffer_pool_size=1G"}}
+	args := o.args()
+	want := []string{"--db-setting", "postgresql:max_wal_size=4GB", "--db-setting", "mariadb:innodb_buffer_pool_size=1G"}
+	if strings.Join(args, " ") != strings.Join(want, " ") {
+		t.Fatalf("args %q, want %q", args, want)
+	}
+	a := &app{stdout: io.Discard, stderr: io.Discard, getenv: func(string) string { return "" }}
+	f := a.serveCommand().Flags() // cairn volume serve's
+	if err := f.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	back, err := f.GetStringArray("db-setting")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := parseDBSettings(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["postgresql"]["max_wal_size"] != "4GB" || got["mariadb"]["innodb_buffer_pool_size"] != "1G" || len(got) != 2 {
+		t.Fatalf("parsed %v", got)
 	}
 }

@@ -556,6 +556,7 @@ requests.`,
 	f.StringVar(&o.db.ports, "db-ports", "", "TCP ports for database instances, MIN-MAX (default 17500-17999)")
 	f.StringVar(&o.db.runDir, "db-run-dir", "", "directory for the instances' unix sockets (default /run/cairn-db)")
 	f.StringVar(&o.db.spoolDir, "db-spool-dir", "", "directory for the WAL a PostgreSQL recovery replays (default DB-RUN-DIR/spool)")
+	f.StringArrayVar(&o.db.settings, "db-setting", nil, "a database server setting, DATASTORE:NAME=VALUE (e.g. postgresql:max_wal_size=4GB; repeatable)")
 	return cmd
 }
 

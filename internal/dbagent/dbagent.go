@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/cairnproject/cairn"
@@ -118,6 +119,21 @@ func (c Config) Validate() error {
 			if r < 0x20 || r == 0x7f {
 				return fmt.Errorf("instance config: setting %s has a control character: %w", name, cairn.ErrInvalid)
 			}
+		}
+	}
+	return nil
+}
+
+// CheckOwnSettings refuses extra settings that would override what an
+// agent gives its server itself (its address, its durability, its WAL or
+// binary log, its recovery): extra settings come after the agent's on
+// the command line, so they would win. own reports whether a name,
+// lower-cased, is the agent's. An agent's Instance calls it; it does no
+// I/O.
+func (c Config) CheckOwnSettings(own func(name string) bool) error {
+	for _, kv := range c.SortedSettings() {
+		if own(strings.ToLower(kv[0])) {
+			return fmt.Errorf("instance config: setting %s is the agent's own and cannot be changed: %w", kv[0], cairn.ErrInvalid)
 		}
 	}
 	return nil

@@ -315,7 +315,9 @@ type Options struct {
 	PortMin, PortMax int
 	// Engines are the installed datastores.
 	Engines []dbagent.Engine
-	// Settings are extra server settings by datastore type.
+	// Settings are extra server settings by datastore type (name to
+	// value), given to every server after the agent's own, which they
+	// may not change; New refuses them otherwise.
 	Settings  map[string]map[string]string
 	Attacher  Attacher
 	Snapshots Snapshots
@@ -416,6 +418,9 @@ func New(o Options) (*Host, error) {
 	if o.BackoffMax < o.BackoffMin {
 		o.BackoffMax = max(30*time.Second, o.BackoffMin)
 	}
+	if err := checkSettings(o.Settings, o.Engines); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Join(o.Dir, "logs"), 0o700); err != nil {
 		return nil, fmt.Errorf("instance host: %w", err)
 	}
@@ -449,6 +454,32 @@ func New(o Options) (*Host, error) {
 		h.instances[rec.Spec.ID] = &instance{rec: rec, view: rec}
 	}
 	return h, nil
+}
+
+// checkSettings refuses, before any instance starts, extra settings for
+// an unknown datastore (those of a known one not installed here are
+// kept for nothing: one configuration may serve hosts with different
+// datastores), and those an engine refuses: each checks
+// them in Instance, which does no I/O, with a configuration that is
+// otherwise valid.
+func checkSettings(settings map[string]map[string]string, engines []dbagent.Engine) error {
+	for typ, s := range settings {
+		probe := dbagent.Config{DataDir: "/settings/data", RunDir: "/settings", Address: "127.0.0.1", Port: 1, Settings: s}
+		served := false
+		for _, e := range engines {
+			if e.Datastore().Type != typ {
+				continue
+			}
+			served = true
+			if _, err := e.Instance(probe); err != nil {
+				return fmt.Errorf("%s settings: %w", typ, err)
+			}
+		}
+		if !served && typ != dbagent.PostgreSQL && typ != dbagent.MariaDB {
+			return fmt.Errorf("settings for datastore %q: want %s or %s: %w", typ, dbagent.PostgreSQL, dbagent.MariaDB, cairn.ErrInvalid)
+		}
+	}
+	return nil
 }
 
 func (h *Host) event(id, ev string) {

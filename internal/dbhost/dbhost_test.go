@@ -655,6 +655,63 @@ func TestUnusableRunDir(t *testing.T) {
 	}
 }
 
+// TestSettingsChecked: New refuses extra settings for an unknown
+// datastore and those that would change what the agents give their
+// servers themselves, before any instance runs with them; tuning is
+// kept, and so are a known datastore's settings on a host without it.
+func TestSettingsChecked(t *testing.T) {
+	pg, err := postgres.New(dbagent.Datastore{Type: dbagent.PostgreSQL, Version: "15", Server: "/usr/lib/postgresql/15/bin/postgres"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	maria, err := mariadb.New(dbagent.Datastore{Type: dbagent.MariaDB, Version: "10.11", Server: "/usr/sbin/mariadbd"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name     string
+		engines  []dbagent.Engine
+		settings map[string]map[string]string
+		refused  string // the setting the error names; "" when kept
+	}{
+		{"tuning", []dbagent.Engine{pg, maria}, map[string]map[string]string{
+			"postgresql": {"max_wal_size": "4GB", "shared_buffers": "1GB", "max_slot_wal_keep_size": "2GB"},
+			"mariadb":    {"innodb_buffer_pool_size": "1G"},
+		}, ""},
+		{"a known datastore not installed", []dbagent.Engine{pg}, map[string]map[string]string{"mariadb": {"innodb_buffer_pool_size": "1G"}}, ""},
+		{"an unknown datastore", []dbagent.Engine{pg}, map[string]map[string]string{"postgres": {"work_mem": "8MB"}}, `"postgres"`},
+		{"fsync", []dbagent.Engine{pg}, map[string]map[string]string{"postgresql": {"fsync": "off"}}, "fsync"},
+		{"port, in capitals", []dbagent.Engine{pg}, map[string]map[string]string{"postgresql": {"Port": "5432"}}, "Port"},
+		{"wal_level", []dbagent.Engine{pg}, map[string]map[string]string{"postgresql": {"wal_level": "minimal"}}, "wal_level"},
+		{"restore_command", []dbagent.Engine{pg}, map[string]map[string]string{"postgresql": {"restore_command": "true"}}, "restore_command"},
+		{"a recovery target", []dbagent.Engine{pg}, map[string]map[string]string{"postgresql": {"recovery_target_lsn": "0/0"}}, "recovery_target_lsn"},
+		{"archive_command", []dbagent.Engine{pg}, map[string]map[string]string{"postgresql": {"archive_command": "true"}}, "archive_command"},
+		{"sync_binlog, with _", []dbagent.Engine{maria}, map[string]map[string]string{"mariadb": {"sync_binlog": "0"}}, "sync_binlog"},
+		{"skip-log-bin", []dbagent.Engine{maria}, map[string]map[string]string{"mariadb": {"skip-log-bin": "1"}}, "skip-log-bin"},
+		{"datadir", []dbagent.Engine{maria}, map[string]map[string]string{"mariadb": {"datadir": "/tmp"}}, "datadir"},
+		{"a bad name", []dbagent.Engine{pg}, map[string]map[string]string{"postgresql": {"a b": "1"}}, `"a b"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			h, err := New(Options{Dir: dir, RunDir: filepath.Join(dir, "run"), Engines: c.engines, Settings: c.settings,
+				Attacher: &loopAttacher{attached: map[string]string{}}})
+			if c.refused == "" {
+				if err != nil {
+					t.Fatalf("New: %v", err)
+				}
+				if err := h.Close(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, cairn.ErrInvalid) || !strings.Contains(err.Error(), c.refused) {
+				t.Fatalf("New: %v, want ErrInvalid naming %s", err, c.refused)
+			}
+		})
+	}
+}
+
 // TestResumeAfterCrash: a data plane that died while provisioning left
 // the volume attached over its own NBD socket, dead with it; the next
 // one detaches that device before attaching the volume again, and

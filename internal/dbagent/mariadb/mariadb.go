@@ -148,7 +148,30 @@ func (e *Engine) Instance(cfg dbagent.Config) (dbagent.Instance, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.CheckOwnSettings(ownSetting); err != nil {
+		return nil, err
+	}
 	return &Instance{e: e, cfg: cfg}, nil
+}
+
+// ownSetting reports whether an option (lower-cased; MariaDB takes _ and
+// - alike) is the agent's: one of its durable settings, a place it
+// gives on the command line, or one that would turn the binary log off
+// or read an option file.
+func ownSetting(name string) bool {
+	name = strings.ReplaceAll(name, "_", "-")
+	for _, kv := range durableSettings {
+		if kv[0] == name {
+			return true
+		}
+	}
+	switch name {
+	case "datadir", "tmpdir", "socket", "pid-file", "bind-address", "port", "skip-networking",
+		"no-defaults", "defaults-file", "defaults-extra-file", "defaults-group-suffix",
+		"skip-log-bin", "disable-log-bin", "log-basename", "gtid-domain-id", "user":
+		return true
+	}
+	return false
 }
 
 // Instance is the agent of one MariaDB data directory.

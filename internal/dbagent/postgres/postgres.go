@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -133,7 +134,31 @@ func (e *Engine) Instance(cfg dbagent.Config) (dbagent.Instance, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.CheckOwnSettings(ownSetting); err != nil {
+		return nil, err
+	}
 	return &Instance{e: e, cfg: cfg}, nil
+}
+
+// ownSetting reports whether a setting (lower-cased) is the agent's:
+// one of its server settings, or one a recovery writes, or a file's
+// place. Only the slot's WAL bound may be given instead of the agent's
+// default (the host sizes it to the volume).
+func ownSetting(name string) bool {
+	if name == "max_slot_wal_keep_size" {
+		return false
+	}
+	for _, kv := range (&Instance{}).serverSettings() {
+		if kv[0] == name {
+			return true
+		}
+	}
+	switch name {
+	case "data_directory", "config_file", "hba_file", "ident_file", "external_pid_file",
+		"archive_command", "archive_library", "primary_conninfo", "primary_slot_name":
+		return true
+	}
+	return slices.Contains(recoverySettings, name) || strings.HasPrefix(name, "recovery_target")
 }
 
 // Instance is the agent of one PostgreSQL data directory.
