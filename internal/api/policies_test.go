@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"bytes"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,8 +23,8 @@ import (
 // definitions 400 or 404 changing nothing; two slots fired through the
 // injected clock make a full and an incremental backup, each restoring
 // the volume's bytes; the slots list them; a dry run of keep-last 1
-// says what it would remove and why, the real run removes it; disable,
-// delete.
+// says what it would remove and why, the real run removes it and its
+// deletion reports the chunk only it held freed; disable, delete.
 func TestBackupPolicies(t *testing.T) {
 	// The injected clock runs ahead of the engine's real one (snapshots
 	// carry real times), in a year whose spring-forward night in Berlin
@@ -35,8 +37,6 @@ func TestBackupPolicies(t *testing.T) {
 	clock := testenv.NewClock(gap.Add(-2*time.Hour - 20*time.Minute))
 	e := newEnvAt(t, t.TempDir(), t.TempDir(), func(c *service.Config) { c.Now = clock.Now })
 	vol := e.createVolume(e.tokA, "alpha", 1, "db")
-	e.write(vol, 0, bytes.Repeat([]byte("policy"), 4096))
-	want := e.digest(vol, 1<<30)
 
 	body := map[string]any{"policy": map[string]any{"name": "nightly",
 		"target": map[string]any{"kind": "volume", "ids": []string{vol}}, "schedule": "30 2 * * *",
@@ -92,6 +92,10 @@ func TestBackupPolicies(t *testing.T) {
 	// Two slots: that night's (03:00 CEST) and the next (02:30 CEST).
 	var backups []string
 	for i, at := range []time.Time{gap, gap.Add(23*time.Hour + 30*time.Minute)} {
+		// Each slot's data differs: the first backup holds a chunk the
+		// second does not, which its removal frees.
+		e.write(vol, 0, bytes.Repeat([]byte{'p', 'o', 'l', 'i', 'c', byte('y' - i)}, 4096))
+		want := e.digest(vol, 1<<30)
 		clock.Set(at.Add(time.Minute))
 		if n, err := e.svc.FireDue(t.Context()); err != nil || n != 1 {
 			t.Fatalf("slot %d: FireDue %d, %v", i, n, err)
@@ -145,6 +149,28 @@ func TestBackupPolicies(t *testing.T) {
 	}
 	if e.wait(e.tokA, "alpha", "backup", backups[1]) == nil {
 		t.Fatal("the kept backup is gone")
+	}
+	// The removal collected what nothing references, and said so.
+	// (The event follows the row's deletion: it is waited for.)
+	var gc map[string]any
+	for gc == nil {
+		select {
+		case ev := <-e.events.ch:
+			if ev.Type == "backup.delete.end" && ev.Payload["id"] == backups[0] {
+				if gc, _ = ev.Payload["gc"].(map[string]any); gc == nil {
+					t.Fatalf("backup.delete.end of the removed backup without what it freed: %v", ev.Payload)
+				}
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("no backup.delete.end event of the removed backup")
+		}
+	}
+	deleted, _ := gc["chunks_deleted"].(int)
+	pending, _ := gc["chunks_pending"].(int)
+	freed, _ := gc["bytes_freed"].(int64)
+	waiting, _ := gc["bytes_pending"].(int64)
+	if deleted+pending == 0 || freed+waiting <= 0 {
+		t.Fatalf("backup.delete.end of the removed backup: gc %v, want the chunk only it held freed (or pending)", gc)
 	}
 
 	body["policy"].(map[string]any)["enabled"] = false
@@ -265,6 +291,23 @@ func TestBackupChecks(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(scratch); len(left) != 0 {
 		t.Fatalf("drills left %v", left)
+	}
+	// And the metric: one of each check passed, then failed.
+	resp, err := http.Get(e.srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range []string{"drill", "verify"} {
+		for _, result := range []string{"failed", "passed"} {
+			if want := `cairn_backup_checks_total{kind="` + kind + `",result="` + result + `"} 1`; !strings.Contains(string(metrics), want) {
+				t.Errorf("metrics lack %s", want)
+			}
+		}
 	}
 
 	// Protected: not deleted until unprotected.

@@ -222,6 +222,107 @@ func TestPolicyCatchUp(t *testing.T) {
 	}
 }
 
+// TestPolicySkipsBusyTarget: two backups of one target never overlap.
+// A slot that finds the target's backup of the slot before still
+// running leaves the target out and says so (the run's reason, the
+// slot skipped, a schedule.missed event) and queues nothing; once that
+// backup ended, the next slot backs the target up.
+func TestPolicySkipsBusyTarget(t *testing.T) {
+	r, clock := newPolicyRig(t, time.Date(2026, 6, 1, 9, 30, 0, 0, time.UTC))
+	ctx := t.Context()
+	v := must[cairn.Volume](t)(r.svc.CreateVolume(ctx, caller, service.VolumeCreate{Name: "v", Size: 1}))
+	r.done(v.ID)
+	p := must[cairn.Policy](t)(r.svc.CreatePolicy(ctx, caller, hourlyPolicy([]string{v.ID}, cairn.RetentionRules{})))
+	// 10:00's backup stops in the repository until the gate opens.
+	gate := r.faults.Hold("Repository.BackupSnapshot", false)
+	first := fireAt(t, r, clock, p.ID)
+	if first.State != cairn.SlotFired || len(first.Runs) != 1 || first.Runs[0].BackupID == "" {
+		t.Fatalf("the 10:00 slot: %+v", first)
+	}
+	<-gate.Reached()
+	// 11:00 finds it running.
+	second := fireAt(t, r, clock, p.ID)
+	if second.State != cairn.SlotSkipped || len(second.Runs) != 1 || second.Runs[0].BackupID != "" ||
+		!strings.Contains(second.Runs[0].Skipped, "still running") {
+		t.Fatalf("the 11:00 slot, with 10:00's backup running: %+v", second)
+	}
+	missed := r.eventsOf("schedule.missed")
+	if len(missed) != 1 || missed[0].Payload["state"] != cairn.SlotSkipped || !missed[0].Payload["slot_at"].(time.Time).Equal(second.SlotAt) {
+		t.Fatalf("schedule.missed events for the skipped slot: %+v", missed)
+	}
+	r.view(func(ctx context.Context, tx catalog.Tx) error {
+		if b, err := tx.Backups(ctx, catalog.Filter{VolumeID: v.ID}); err != nil || len(b) != 1 {
+			t.Fatalf("backups of the volume with the 11:00 slot skipped: %d, want 1 (%v)", len(b), err)
+		}
+		return nil
+	})
+	gate.Open()
+	r.done(first.Runs[0].BackupID)
+	third := fireAt(t, r, clock, p.ID)
+	if third.State != cairn.SlotFired || len(third.Runs) != 1 || third.Runs[0].BackupID == "" || third.Runs[0].Skipped != "" {
+		t.Fatalf("the 12:00 slot, with no backup running: %+v", third)
+	}
+	r.done(third.Runs[0].BackupID)
+	if n := len(r.eventsOf("schedule.missed")); n != 1 {
+		t.Fatalf("%d schedule.missed events, want 1", n)
+	}
+	r.settled()
+}
+
+// TestPolicyPITRWindow: an instance policy's retention keeps, whatever
+// its rules say, every backup inside its point-in-time window before the
+// newest, and the newest one before the window (the base its first
+// second is replayed from); older ones go.
+func TestPolicyPITRWindow(t *testing.T) {
+	r, clock := newPolicyRig(t, time.Date(2026, 6, 1, 9, 30, 0, 0, time.UTC))
+	ctx := t.Context()
+	f := &fixture{}
+	makeInstance(r, f)
+	p := must[cairn.Policy](t)(r.svc.CreatePolicy(ctx, caller, service.PolicyRequest{Name: "pitr", Spec: cairn.PolicySpec{
+		Target:   cairn.PolicyTarget{Kind: cairn.TargetInstance, IDs: []string{f.vol}},
+		Schedule: "0 * * * *", FullEvery: 1, Retention: cairn.RetentionRules{Last: 1}, PITRWindowSeconds: 9000}}))
+	var made []string // 10:00 to 15:00
+	for range 6 {
+		slot := fireAt(t, r, clock, p.ID)
+		if slot.State != cairn.SlotFired || len(slot.Runs) != 1 || slot.Runs[0].BackupID == "" {
+			t.Fatalf("slot %+v", slot)
+		}
+		r.done(slot.Runs[0].BackupID)
+		made = append(made, slot.Runs[0].BackupID)
+	}
+	r.done(made[0]) // its deletion, queued by 15:00's retention run
+	rep := must[cairn.RetentionReport](t)(r.svc.ApplyRetention(ctx, caller, p.ID, true))
+	var got []string
+	for _, d := range rep.Targets[0].Backups {
+		got = append(got, fmt.Sprintf("%s %s %s", r.dbBackup(d.BackupID).DataTimestamp.Format("15:04"), d.Action, strings.Join(d.Reasons, ",")))
+	}
+	// The window: 2.5 h before the newest backup (15:00; no archive
+	// here, so no later end), from 12:30.
+	want := []string{
+		"15:00 keep pitr-window,newest,keep-last",
+		"14:00 keep pitr-window",
+		"13:00 keep pitr-window",
+		"12:00 keep pitr-window", // the base of 12:30
+		"11:00 remove no-rule-keeps-it",
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("dry run:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	// 10:00 went in an earlier slot's retention run, once 11:00 was the
+	// window's base; the real run removes 11:00.
+	if !r.rowGone(func(tx catalog.Tx, ctx context.Context) error { _, err := tx.DatabaseBackup(ctx, made[0]); return err }) {
+		t.Fatalf("10:00's backup %s is still there", made[0])
+	}
+	if rep := must[cairn.RetentionReport](t)(r.svc.ApplyRetention(ctx, caller, p.ID, false)); rep.Removed != 1 || rep.Kept != 4 {
+		t.Fatalf("the real run: %+v", rep)
+	}
+	r.done(made[1])
+	if !r.rowGone(func(tx catalog.Tx, ctx context.Context) error { _, err := tx.DatabaseBackup(ctx, made[1]); return err }) {
+		t.Fatalf("11:00's backup %s is still there", made[1])
+	}
+	r.settled()
+}
+
 // TestPolicySlotLeftFiring: a slot recorded (its policy moved on) whose
 // backups could not be queued, as a process dying between the
 // scheduler's two transactions leaves it, stays firing with nothing
