@@ -226,13 +226,16 @@ func TestPolicyCatchUp(t *testing.T) {
 // A slot that finds the target's backup of the slot before still
 // running leaves the target out and says so (the run's reason, the
 // slot skipped, a schedule.missed event) and queues nothing; once that
-// backup ended, the next slot backs the target up.
+// backup ended, the next slot backs the target up. The backups go to
+// the policy's container.
 func TestPolicySkipsBusyTarget(t *testing.T) {
 	r, clock := newPolicyRig(t, time.Date(2026, 6, 1, 9, 30, 0, 0, time.UTC))
 	ctx := t.Context()
 	v := must[cairn.Volume](t)(r.svc.CreateVolume(ctx, caller, service.VolumeCreate{Name: "v", Size: 1}))
 	r.done(v.ID)
-	p := must[cairn.Policy](t)(r.svc.CreatePolicy(ctx, caller, hourlyPolicy([]string{v.ID}, cairn.RetentionRules{})))
+	req := hourlyPolicy([]string{v.ID}, cairn.RetentionRules{})
+	req.Spec.Container = "policy-backups"
+	p := must[cairn.Policy](t)(r.svc.CreatePolicy(ctx, caller, req))
 	// 10:00's backup stops in the repository until the gate opens.
 	gate := r.faults.Hold("Repository.BackupSnapshot", false)
 	first := fireAt(t, r, clock, p.ID)
@@ -263,6 +266,11 @@ func TestPolicySkipsBusyTarget(t *testing.T) {
 		t.Fatalf("the 12:00 slot, with no backup running: %+v", third)
 	}
 	r.done(third.Runs[0].BackupID)
+	for _, id := range []string{first.Runs[0].BackupID, third.Runs[0].BackupID} {
+		if b := r.backup(id); b.Container != "policy-backups" {
+			t.Fatalf("backup %s in container %q, want the policy's", id, b.Container)
+		}
+	}
 	if n := len(r.eventsOf("schedule.missed")); n != 1 {
 		t.Fatalf("%d schedule.missed events, want 1", n)
 	}
@@ -398,6 +406,7 @@ func TestPolicySlotLeftFiring(t *testing.T) {
 // TestPolicyInstanceTag: a backup policy chooses instances by a tag of
 // their metadata when each slot fires: those that carry it then (tagged
 // at creation, or later), and none of another project or another value.
+// Their backups use the policy's strategy and container.
 func TestPolicyInstanceTag(t *testing.T) {
 	r, clock := newPolicyRig(t, time.Date(2026, 6, 1, 9, 30, 0, 0, time.UTC))
 	ctx := t.Context()
@@ -416,7 +425,7 @@ func TestPolicyInstanceTag(t *testing.T) {
 	instance(service.Caller{ProjectID: "other"}, "d", gold)
 	p := must[cairn.Policy](t)(r.svc.CreatePolicy(ctx, caller, service.PolicyRequest{Name: "gold", Spec: cairn.PolicySpec{
 		Target:   cairn.PolicyTarget{Kind: cairn.TargetInstance, Tag: "tier=gold"},
-		Schedule: "0 * * * *"}}))
+		Schedule: "0 * * * *", Strategy: string(cairn.StrategyLogical), Container: "gold-backups"}}))
 	fire := func(at time.Time) []string {
 		t.Helper()
 		clock.Set(at)
@@ -433,6 +442,9 @@ func TestPolicyInstanceTag(t *testing.T) {
 				t.Fatalf("%s: run %+v", at, run)
 			}
 			r.done(run.BackupID)
+			if b := r.dbBackup(run.BackupID); b.Strategy != cairn.StrategyLogical || b.Container != "gold-backups" {
+				t.Fatalf("%s: backup %s by strategy %q in container %q, want the policy's", at, b.ID, b.Strategy, b.Container)
+			}
 			got = append(got, run.TargetID)
 		}
 		slices.Sort(got) // created at the same instant: in ID order
