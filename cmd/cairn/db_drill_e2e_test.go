@@ -103,7 +103,9 @@ func TestDatabaseDrill(t *testing.T) {
 		drill, _ := m["drill"].(map[string]any)
 		ver, _ := m["verification"].(map[string]any)
 		detail, _ := drill["detail"].(string)
-		if drill["state"] != cairn.CheckPassed || drill["seconds"] == nil || !strings.Contains(detail, want[0]) || !strings.Contains(detail, want[1]) {
+		seconds, _ := drill["seconds"].(float64)
+		bytes, _ := drill["bytes"].(float64)
+		if drill["state"] != cairn.CheckPassed || seconds <= 0 || bytes <= 0 || !strings.Contains(detail, want[0]) || !strings.Contains(detail, want[1]) {
 			t.Errorf("drill of %s's backup: %v", inst, drill)
 		}
 		if ver["state"] != cairn.CheckPassed || ver["chunks"] == nil {

@@ -244,7 +244,8 @@ func TestBackupChecks(t *testing.T) {
 	if v["state"] != "passed" || v["chunks"].(float64) == 0 || got["protected"] != false {
 		t.Fatalf("verification: %v", got)
 	}
-	if d["state"] != "passed" || !strings.Contains(d["detail"].(string), "e2fsck -fn found the file system clean") || d["bytes"].(float64) != 1<<30 {
+	if seconds, _ := d["seconds"].(float64); d["state"] != "passed" || !strings.Contains(d["detail"].(string), "e2fsck -fn found the file system clean") ||
+		d["bytes"].(float64) != 1<<30 || seconds <= 0 {
 		t.Fatalf("drill: %v", d)
 	}
 
