@@ -9,6 +9,7 @@ import (
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/repo/format"
+	"github.com/cairnproject/cairn/internal/service"
 	"github.com/cairnproject/cairn/internal/wire"
 )
 
@@ -54,18 +55,29 @@ func TestPolicyKill9(t *testing.T) {
 	if pol.Retention.Last != 1 || pol.FullEvery != 2 || pol.Target.IDs[0] != volID || !pol.Enabled {
 		t.Fatalf("created %+v", pol)
 	}
+	procs := []*svcProc{p}
 	fired.reached(p.done, p.log.String)
 	p.kill()
 
-	// Restarted: the first slot's backup is queued and finishes; at the
-	// next slot, retention removes it (keep-last 1), and the service dies
-	// again just after queuing that.
+	// Restarted: the first slot's backup is queued, and the service dies
+	// just after that commits, before the slot's events are sent.
+	queued := newHookPoint(t, "catalog.slot fired#1")
+	p = startServiceEnv(t, data, queued.env())
+	procs = append(procs, p)
+	queued.reached(p.done, p.log.String)
+	p.kill()
+
+	// Restarted: the first slot's events are sent (the outbox), its
+	// backup finishes; at the next slot, retention removes it (keep-last
+	// 1), and the service dies again just after queuing that.
 	pruned := newHookPoint(t, "catalog.backup deleting#1")
 	p = startServiceEnv(t, data, pruned.env())
+	procs = append(procs, p)
 	pruned.reached(p.done, p.log.String)
 	p.kill()
 
 	p = startService(t, data)
+	procs = append(procs, p)
 	cliOK(t, cli, "policy", "update", "minutely", "--disabled")
 	p.settled()
 	var rep cairn.RetentionReport
@@ -78,12 +90,14 @@ func TestPolicyKill9(t *testing.T) {
 	p.stop()
 	drilling := newHookPoint(t, "store.get "+format.ChunksPrefix+"#1")
 	p = startServiceEnv(t, data, drilling.env())
+	procs = append(procs, p)
 	drilling.reached(p.done, p.log.String)
 	p.kill()
 	if left, _ := os.ReadDir(filepath.Join(data, "drills")); len(left) != 1 {
 		t.Fatalf("killed mid-drill, the scratch directory holds %v, want its image", left)
 	}
 	p = startService(t, data)
+	procs = append(procs, p)
 	var drilled string
 	for drilled == "" {
 		var b wire.Backup
@@ -133,6 +147,25 @@ func TestPolicyKill9(t *testing.T) {
 	}
 	if len(backups) < 2 {
 		t.Fatalf("%d slots fired, want at least 2: %+v", len(backups), slots)
+	}
+	// Every slot has its event, in the log of one of the services (the
+	// notifications are logged with their delivery IDs), however it was
+	// cut short. The first slot's was sent by the service after the one
+	// killed as its queuing committed.
+	var logs strings.Builder
+	for _, q := range procs {
+		logs.WriteString(q.log.String())
+	}
+	for _, sl := range slots {
+		typ := map[string]string{cairn.SlotFired: "schedule.fired", cairn.SlotMissed: "schedule.missed"}[sl.State]
+		if id := service.SlotEventID(pol.ID, sl.SlotAt, typ, ""); !strings.Contains(logs.String(), id) {
+			t.Errorf("slot %s (%s) has no %s event (delivery %s) in any service's log", sl.SlotAt, sl.State, typ, id)
+		}
+	}
+	oldest := slots[len(slots)-1]
+	if id := service.SlotEventID(pol.ID, oldest.SlotAt, "schedule.fired", ""); strings.Contains(procs[1].log.String(), id) ||
+		!strings.Contains(procs[2].log.String(), id) {
+		t.Errorf("the first slot's event (delivery %s): sent by the service killed before it, or not by the next", id)
 	}
 	// Newest first: the newest backup is available, every older one gone.
 	for i, id := range backups {

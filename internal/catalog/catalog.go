@@ -209,6 +209,15 @@ type Tx interface {
 	// state cairn.SlotFiring (recorded, their backups not yet queued),
 	// the oldest slot first.
 	FiringPolicySlots(ctx context.Context, limit int) ([]cairn.PolicySlot, error)
+	// UnnotifiedPolicySlots lists at most limit slots, of every policy,
+	// whose events are not yet sent: recorded by InsertPolicySlots in a
+	// state other than cairn.SlotFiring, or moved out of it since, and
+	// not marked by MarkPolicySlotsNotified; the oldest slot first.
+	UnnotifiedPolicySlots(ctx context.Context, limit int) ([]cairn.PolicySlot, error)
+	// MarkPolicySlotsNotified marks the slots (by policy and time) as
+	// having had their events sent. Slots without a record are passed
+	// over.
+	MarkPolicySlotsNotified(ctx context.Context, slots ...cairn.PolicySlot) error
 	// ServiceLease reads the lease named name: cairn.ErrNotFound when
 	// nobody holds it.
 	ServiceLease(ctx context.Context, name string) (cairn.ServiceLease, error)

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -13,6 +14,7 @@ import (
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/catalog"
 	"github.com/cairnproject/cairn/internal/dbagent"
+	"github.com/cairnproject/cairn/internal/notify"
 	"github.com/cairnproject/cairn/internal/retention"
 	"github.com/cairnproject/cairn/internal/schedule"
 )
@@ -538,6 +540,16 @@ func (s *Service) planSlots(p cairn.Policy, sched schedule.Spec, now time.Time) 
 		after = sched.Next(after)
 	}
 	last := times[len(times)-1]
+	if f.older > 0 {
+		// One record stands for the slots too many to record one by
+		// one, at the newest of them, so that they too have their
+		// event from the outbox.
+		st := cairn.PolicySlot{PolicyID: p.ID, SlotAt: f.newest, State: cairn.SlotMissed, FiredAt: at,
+			Detail: fmt.Sprintf("no service ran at the %d slots from %s to this one; too many to record one by one",
+				f.older, f.oldest.UTC().Format(time.RFC3339))}
+		due = append(due, st)
+		f.slots = append(f.slots, st)
+	}
 	for _, slot := range times[:len(times)-1] {
 		st := cairn.PolicySlot{PolicyID: p.ID, SlotAt: slot, State: cairn.SlotMissed, FiredAt: at,
 			Detail: "no service fired it in time; a later slot was due when one ran"}
@@ -710,7 +722,8 @@ type firing struct {
 	dbs     []cairn.DatabaseBackup
 	// firing: slots recorded firing, whose backups are queued next
 	firing int
-	// unrecorded missed slots: how many, and the range
+	// missed slots too many to record one by one: how many, and the
+	// range (one record stands for them)
 	older          int
 	oldest, newest time.Time
 }
@@ -1003,36 +1016,101 @@ func (s *Service) queuePolicyInstanceBackup(ctx context.Context, tx catalog.Tx, 
 }
 
 // firedEvents sends a firing's events once its transaction committed:
-// each backup's start, schedule.fired for a slot that queued backups,
-// and schedule.missed for every slot missed or skipped and every target
-// left out of a slot.
+// each backup's start, then its slots' events (slotEvents), which it
+// marks sent in the catalog. A process killed before the mark leaves the
+// slots unnotified, and the next scheduler sends their events
+// (SendSlotEvents).
 func (s *Service) firedEvents(ctx context.Context, f *firing) {
-	p := f.policy
 	for _, b := range f.backups {
 		s.event(ctx, "backup.create.start", b.ProjectID, backupPayload(b))
 	}
 	for _, b := range f.dbs {
 		s.event(ctx, "dbbackup.create.start", b.ProjectID, dbBackupPayload(b))
 	}
-	if f.older > 0 {
-		s.event(ctx, "schedule.missed", p.ProjectID, map[string]any{"policy_id": p.ID, "name": p.Name,
-			"slots": f.older, "from": f.oldest, "to": f.newest, "state": cairn.SlotMissed,
-			"detail": "no service ran at these slots; too many to record one by one"})
-	}
 	for _, st := range f.slots {
-		payload := map[string]any{"policy_id": p.ID, "name": p.Name, "slot_at": st.SlotAt, "state": st.State,
-			"late": st.Late, "detail": st.Detail, "runs": st.Runs}
-		if st.State == cairn.SlotFired {
-			s.event(ctx, "schedule.fired", p.ProjectID, payload)
-		} else {
-			s.event(ctx, "schedule.missed", p.ProjectID, payload)
+		s.slotEvents(ctx, f.policy, st)
+	}
+	if len(f.slots) == 0 {
+		return
+	}
+	if err := s.update(ctx, func(tx catalog.Tx) error { return tx.MarkPolicySlotsNotified(ctx, f.slots...) }); err != nil {
+		// Sent, not marked: the next scheduler sends them again, with
+		// the same delivery IDs.
+		s.log.Error("policy slots' events not marked sent", "policy", f.policy.ID, "err", err)
+	}
+}
+
+// slotEvents sends a slot's events: schedule.fired for a slot that
+// queued backups, and schedule.missed for a slot missed or skipped and
+// for every target left out of a fired slot. Each event's delivery ID
+// is derived from the slot, so a receiver can tell an event sent again
+// (after a crash) from a new one.
+func (s *Service) slotEvents(ctx context.Context, p cairn.Policy, st cairn.PolicySlot) {
+	payload := map[string]any{"policy_id": p.ID, "name": p.Name, "slot_at": st.SlotAt, "state": st.State,
+		"late": st.Late, "detail": st.Detail, "runs": st.Runs}
+	typ := "schedule.missed"
+	if st.State == cairn.SlotFired {
+		typ = "schedule.fired"
+	}
+	s.notify.Notify(ctx, notify.Event{ID: SlotEventID(p.ID, st.SlotAt, typ, ""), Type: typ, ProjectID: p.ProjectID, Payload: payload})
+	for _, r := range st.Runs {
+		if r.Skipped != "" && st.State == cairn.SlotFired {
+			s.notify.Notify(ctx, notify.Event{ID: SlotEventID(p.ID, st.SlotAt, "schedule.missed", r.TargetID),
+				Type: "schedule.missed", ProjectID: p.ProjectID, Payload: map[string]any{"policy_id": p.ID, "name": p.Name,
+					"slot_at": st.SlotAt, "state": cairn.SlotSkipped, "target_id": r.TargetID, "detail": r.Skipped}})
 		}
-		for _, r := range st.Runs {
-			if r.Skipped != "" && st.State == cairn.SlotFired {
-				s.event(ctx, "schedule.missed", p.ProjectID, map[string]any{"policy_id": p.ID, "name": p.Name,
-					"slot_at": st.SlotAt, "state": cairn.SlotSkipped, "target_id": r.TargetID, "detail": r.Skipped})
+	}
+}
+
+// SlotEventID is the delivery ID (a UUID, as notify.Event.ID) of the
+// event of type typ about policyID's slot at slotAt, and one of its
+// targets (target, or "" for the slot's own event): the same every
+// time the event is sent.
+func SlotEventID(policyID string, slotAt time.Time, typ, target string) string {
+	h := sha256.Sum256([]byte(strings.Join([]string{"cairn slot event", policyID, slotAt.UTC().Format(time.RFC3339Nano), typ, target}, "\x00")))
+	h[6] = h[6]&0x0f | 0x80 // version 8: custom
+	h[8] = h[8]&0x3f | 0x80 // RFC 9562 variant
+	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+}
+
+// SendSlotEvents sends the events of every slot left unnotified, and
+// marks them sent: the slots a process recorded or queued, and then died
+// (kill -9, a lost machine) before it sent their events. It returns how
+// many slots it sent events for. RunScheduler calls it when it starts.
+// At least once: a slot another process is sending at the same moment
+// may be sent twice, with the same delivery IDs.
+func (s *Service) SendSlotEvents(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		var list []cairn.PolicySlot
+		policies := map[string]cairn.Policy{}
+		err := s.cat.View(ctx, func(tx catalog.Tx) error {
+			var err error
+			if list, err = tx.UnnotifiedPolicySlots(ctx, fireBatch); err != nil {
+				return fmt.Errorf("unnotified slots: %w", err)
 			}
+			for _, st := range list {
+				if _, ok := policies[st.PolicyID]; ok {
+					continue
+				}
+				p, err := tx.Policy(ctx, st.PolicyID)
+				if err != nil {
+					return err // a policy's deletion takes its slots
+				}
+				policies[p.ID] = p
+			}
+			return nil
+		})
+		if err != nil || len(list) == 0 {
+			return total, err
 		}
+		for _, st := range list {
+			s.slotEvents(ctx, policies[st.PolicyID], st)
+		}
+		if err := s.update(ctx, func(tx catalog.Tx) error { return tx.MarkPolicySlotsNotified(ctx, list...) }); err != nil {
+			return total, fmt.Errorf("marking slots' events sent: %w", err)
+		}
+		total += len(list)
 	}
 }
 
@@ -1077,6 +1155,11 @@ func (s *Service) stopScheduler() {
 // ctx ends. Start runs it when Config.Scheduler is set; a caller that
 // runs it itself (a benchmark) owns it.
 func (s *Service) RunScheduler(ctx context.Context) {
+	if n, err := s.SendSlotEvents(ctx); err != nil && ctx.Err() == nil {
+		s.log.Error("scheduler: the events of slots left unnotified", "err", err)
+	} else if n > 0 {
+		s.log.Info("scheduler: sent the events of slots a process left unnotified", "slots", n)
+	}
 	for ctx.Err() == nil {
 		_, failed, err := s.fireDue(ctx)
 		if err != nil && ctx.Err() == nil {

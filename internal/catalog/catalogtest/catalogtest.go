@@ -72,6 +72,7 @@ func Run(t *testing.T, open func(t *testing.T) catalog.Store) {
 		{"PolicySlotOnce", testPolicySlotOnce},
 		{"PrunePolicySlots", testPrunePolicySlots},
 		{"FiringPolicySlots", testFiringPolicySlots},
+		{"UnnotifiedPolicySlots", testUnnotifiedPolicySlots},
 		{"PolicyBatches", testPolicyBatches},
 		{"ServiceLeases", testServiceLeases},
 		{"BackupMarks", testBackupMarks},

@@ -299,6 +299,61 @@ func testFiringPolicySlots(t *testing.T, s catalog.Store) {
 	})
 }
 
+// testUnnotifiedPolicySlots: every slot recorded is unnotified until
+// marked; the list holds those not firing (a firing slot's events come
+// once it is queued), oldest first, up to the limit, and a firing slot
+// joins it when updated out of firing; marking takes slots off it, many
+// at once (more than one statement's worth), and passes over slots
+// without a record.
+func testUnnotifiedPolicySlots(t *testing.T, s catalog.Store) {
+	p := addProjects(t, s, 1)
+	a, b := fullPolicy(p[0], 0), fullPolicy(p[0], 1)
+	slot := func(pol cairn.Policy, i int, state string) cairn.PolicySlot {
+		return cairn.PolicySlot{PolicyID: pol.ID, SlotAt: at(i), State: state, FiredAt: at(i + 1)}
+	}
+	key := func(x cairn.PolicySlot) string { return fmt.Sprint(x.PolicyID == a.ID, x.SlotAt.Unix()) }
+	keys := func(list []cairn.PolicySlot) []string { return ids(list, key) }
+	var many []cairn.PolicySlot
+	for i := range 600 {
+		many = append(many, slot(b, 1000+i, cairn.SlotMissed))
+	}
+	update(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		for _, pol := range []cairn.Policy{a, b} {
+			if err := tx.InsertPolicy(ctx, pol); err != nil {
+				return err
+			}
+		}
+		if err := tx.InsertPolicySlots(ctx, slot(a, 5, cairn.SlotFiring), slot(b, 3, cairn.SlotMissed), slot(a, 2, cairn.SlotFired),
+			slot(a, 9, cairn.SlotSkipped)); err != nil {
+			return err
+		}
+		return tx.InsertPolicySlots(ctx, many...)
+	})
+	view(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		got, err := tx.UnnotifiedPolicySlots(ctx, 3)
+		wantErr(t, "unnotified slots", err, nil)
+		wantEqual(t, "unnotified slots, oldest first, not firing", keys(got),
+			keys([]cairn.PolicySlot{slot(a, 2, cairn.SlotFired), slot(b, 3, cairn.SlotMissed), slot(a, 9, cairn.SlotSkipped)}))
+		wantEqual(t, "an unnotified slot", got[1], slot(b, 3, cairn.SlotMissed))
+		return nil
+	})
+	update(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		wantErr(t, "mark", tx.MarkPolicySlotsNotified(ctx, slot(a, 2, ""), slot(b, 3, ""), slot(a, 77, "")), nil)
+		wantErr(t, "mark many", tx.MarkPolicySlotsNotified(ctx, many...), nil)
+		fired := slot(a, 5, cairn.SlotFired)
+		return tx.UpdatePolicySlot(ctx, fired)
+	})
+	view(t, s, func(ctx context.Context, tx catalog.Tx) error {
+		got, err := tx.UnnotifiedPolicySlots(ctx, 1000)
+		wantErr(t, "unnotified slots after marking", err, nil)
+		wantEqual(t, "unnotified slots after marking", keys(got),
+			keys([]cairn.PolicySlot{slot(a, 5, cairn.SlotFired), slot(a, 9, cairn.SlotSkipped)}))
+		slots, _ := tx.PolicySlots(ctx, a.ID, 0)
+		wantEqual(t, "slots of a, all kept", len(slots), 3)
+		return nil
+	})
+}
+
 // testPolicyBatches: slots and policies written many at once (more
 // than one statement's worth, 300 policies and 600 slots) read back as
 // written; one slot recorded already among many is ErrExists, and one

@@ -216,16 +216,16 @@ const slotCols = "policy_id, slot_at, state, fired_at, late, detail, runs"
 // the caller rolls its transaction back.
 func (t *tx) InsertPolicySlots(ctx context.Context, slots ...cairn.PolicySlot) error {
 	for _, chunk := range batches(slots) {
-		args := make([]any, 0, 7*len(chunk))
+		args := make([]any, 0, 8*len(chunk))
 		for _, s := range chunk {
 			runs, err := jsonArg(s.Runs)
 			if err != nil {
 				return fmt.Errorf("policy %s slot %s: %w", s.PolicyID, s.SlotAt, err)
 			}
-			args = append(args, s.PolicyID, t.d.Time(s.SlotAt), s.State, t.d.Time(s.FiredAt), s.Late, s.Detail, runs)
+			args = append(args, s.PolicyID, t.d.Time(s.SlotAt), s.State, t.d.Time(s.FiredAt), s.Late, s.Detail, runs, false)
 		}
-		rows := strings.Repeat(", (?, ?, ?, ?, ?, ?, ?)", len(chunk))[2:]
-		n, err := t.execCount(ctx, t.d.rebind("INSERT INTO policy_slots ("+slotCols+") VALUES "+rows+" ON CONFLICT DO NOTHING"), args...)
+		rows := strings.Repeat(", (?, ?, ?, ?, ?, ?, ?, ?)", len(chunk))[2:]
+		n, err := t.execCount(ctx, t.d.rebind("INSERT INTO policy_slots ("+slotCols+", notified) VALUES "+rows+" ON CONFLICT DO NOTHING"), args...)
 		first := chunk[0]
 		if err != nil {
 			return fmt.Errorf("insert %d policy slots from policy %s slot %s: %w", len(chunk), first.PolicyID, first.SlotAt.Format(time.RFC3339), err)
@@ -278,6 +278,31 @@ func (t *tx) policySlots(ctx context.Context, q string, args []any) ([]cairn.Pol
 // (0016_policy_slots_firing.sql).
 func (t *tx) FiringPolicySlots(ctx context.Context, limit int) ([]cairn.PolicySlot, error) {
 	return t.policySlots(ctx, "SELECT "+slotCols+" FROM policy_slots WHERE state = '"+cairn.SlotFiring+"' ORDER BY slot_at, policy_id LIMIT ?", []any{limit})
+}
+
+// UnnotifiedPolicySlots lists at most limit slots, of every policy, not
+// firing and not marked notified, the oldest slot first, through the
+// partial index that holds only the unnotified
+// (0019_policy_slots_notified.sql).
+func (t *tx) UnnotifiedPolicySlots(ctx context.Context, limit int) ([]cairn.PolicySlot, error) {
+	return t.policySlots(ctx, "SELECT "+slotCols+" FROM policy_slots WHERE NOT notified AND state <> '"+cairn.SlotFiring+"' ORDER BY slot_at, policy_id LIMIT ?", []any{limit})
+}
+
+// MarkPolicySlotsNotified marks slots notified, in statements of up to
+// maxBatchRows slots; slots without a record (pruned, or their policy
+// deleted) are passed over.
+func (t *tx) MarkPolicySlotsNotified(ctx context.Context, slots ...cairn.PolicySlot) error {
+	for _, chunk := range batches(slots) {
+		args := make([]any, 0, 2*len(chunk))
+		for _, s := range chunk {
+			args = append(args, s.PolicyID, t.d.Time(s.SlotAt))
+		}
+		keys := strings.Repeat(" OR (policy_id = ? AND slot_at = ?)", len(chunk))[4:]
+		if _, err := t.execCount(ctx, t.d.rebind("UPDATE policy_slots SET notified = true WHERE NOT notified AND ("+keys+")"), args...); err != nil {
+			return fmt.Errorf("marking %d policy slots notified from policy %s: %w", len(chunk), chunk[0].PolicyID, err)
+		}
+	}
+	return nil
 }
 
 // PolicySlots lists a policy's slots, newest first, at most limit (0:
