@@ -66,8 +66,10 @@ if curl -s -o /dev/null http://127.0.0.1:$PORT/; then echo "port $PORT is alread
 # that their checkpoints do not enter the other parts' figures.
 RPI=${BENCH_RESTORE_POINT_INTERVAL:-0}
 case " $PARTS " in *" rto "*) RPI=${BENCH_RESTORE_POINT_INTERVAL:-30s} ;; esac
+# cairn's servers run with pgBackRest's server's max_wal_size (bench/dbbench
+# sets it in the peer's postgresql.conf), so both checkpoint as often.
 "$DIR/cairn" serve --data-dir "$DATA" --listen 127.0.0.1:$PORT --log-level info \
-  --restore-point-interval "$RPI" ${BENCH_SERVE_FLAGS:-} \
+  --restore-point-interval "$RPI" --db-setting postgresql:max_wal_size=4GB ${BENCH_SERVE_FLAGS:-} \
   --db-run-dir "$DIR/run" --db-ports 18800-18899 > "$DIR/serve.log" 2>&1 &
 PID=$!
 for _ in $(seq 600); do curl -sf -o /dev/null http://127.0.0.1:$PORT/healthz && break; sleep 0.1; done
