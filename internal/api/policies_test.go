@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -322,4 +323,96 @@ func TestBackupChecks(t *testing.T) {
 	e.must(200, e.tokA, "POST", "/v3/alpha/backups/"+b+"/action", map[string]any{"cairn-protect": map[string]any{"protected": false}}, nil)
 	e.must(202, e.tokA, "DELETE", "/v3/alpha/backups/"+b, nil, nil)
 	e.settle()
+}
+
+// TestBackupChecksSampledAndBrokenFS: a verify policy's verify_share
+// reaches the verification, which reads some of the backup's chunks and
+// not all; a drill of a backup whose chunks are sound but whose ext4
+// file system is broken (its root inode cleared before the backup) fails,
+// with e2fsck's findings in the detail.
+func TestBackupChecksSampledAndBrokenFS(t *testing.T) {
+	for _, tool := range []string{"mkfs.ext4", "e2fsck", "debugfs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			testenv.SkipOrFail(t, tool+" is not installed (Debian: e2fsprogs)")
+		}
+	}
+	year := time.Now().Year() + 2
+	clock := testenv.NewClock(time.Date(year, 6, 1, 9, 50, 0, 0, time.UTC))
+	e := newEnvAt(t, t.TempDir(), t.TempDir(), func(c *service.Config) { c.Now, c.ScratchDir = clock.Now, t.TempDir() })
+	e.members = true
+	backup := func(vol, container string) string {
+		var created map[string]map[string]any
+		e.must(202, e.tokA, "POST", "/v3/alpha/backups", map[string]any{"backup": map[string]any{"volume_id": vol, "name": container, "container": container}}, &created)
+		b := created["backup"]["id"].(string)
+		e.wait(e.tokA, "alpha", "backup", b)
+		if st := object(t, "show", e.call(200, e.tokA, "GET", "/v3/alpha/backups/"+b, nil), "backup")["status"]; st != "available" {
+			t.Fatalf("backup to %s: %v", container, st)
+		}
+		return b
+	}
+	policy := func(name, action, vol string, extra map[string]any) {
+		body := map[string]any{"name": name, "action": action, "target": map[string]any{"kind": "volume", "ids": []string{vol}}, "schedule": "0 * * * *"}
+		for k, v := range extra {
+			body[k] = v
+		}
+		e.call(201, e.tokA, "POST", "/v3/alpha/backup-policies", map[string]any{"policy": body})
+	}
+
+	// 32 MiB of random data, in a container of its own.
+	sampled := e.createVolume(e.tokA, "alpha", 1, "sampled")
+	data := make([]byte, 32<<20)
+	if _, err := rand.NewChaCha8([32]byte{7}).Read(data); err != nil {
+		t.Fatal(err)
+	}
+	e.write(sampled, 0, data)
+	sb := backup(sampled, "sampled")
+	policy("sample", "verify", sampled, map[string]any{"verify_share": 0.1})
+
+	// An ext4 file system whose root inode is cleared.
+	broken := e.createVolume(e.tokA, "alpha", 1, "unsound")
+	img := filepath.Join(t.TempDir(), "fs.img")
+	for _, cmd := range [][]string{
+		{"mkfs.ext4", "-q", "-F", "-b", "4096", "-E", "lazy_itable_init=0,lazy_journal_init=0", img, "32M"},
+		{"debugfs", "-w", "-R", "clri <2>", img},
+	} {
+		if out, err := exec.Command(cmd[0], cmd[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", cmd[0], err, out)
+		}
+	}
+	fs, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.write(broken, 0, fs)
+	bb := backup(broken, "fsck")
+	policy("drill-broken", "drill", broken, nil)
+
+	clock.Set(time.Date(year, 6, 1, 10, 0, 0, 0, time.UTC))
+	if n, err := e.svc.FireDue(t.Context()); err != nil || n != 2 {
+		t.Fatalf("FireDue: %d slots, %v; want 2", n, err)
+	}
+	e.settle()
+
+	var total int
+	_ = filepath.WalkDir(filepath.Join(e.store, "sampled", "chunks"), func(p string, de os.DirEntry, err error) error {
+		if err == nil && !de.IsDir() {
+			total++
+		}
+		return nil
+	})
+	v := object(t, "show", e.call(200, e.tokA, "GET", "/v3/alpha/backups/"+sb, nil), "backup")["verification"].(map[string]any)
+	// Each chunk is read with probability 0.1: all of 8 or more read by
+	// chance is at most one in 10^8.
+	if read, _ := v["chunks"].(float64); v["state"] != "passed" || read < 1 || int(read) >= total || total < 8 {
+		t.Fatalf("sampled verification read %v of %d chunks: %v", v["chunks"], total, v)
+	}
+	shown := object(t, "show", e.call(200, e.tokA, "GET", "/v3/alpha/backups/"+bb, nil), "backup")
+	t.Logf("the sampled verification read %v of the backup's %d chunks", v["chunks"], total)
+	d, ok := shown["drill"].(map[string]any)
+	if !ok {
+		t.Fatalf("no drill of the broken file system's backup: %v", shown)
+	}
+	if d["state"] != "failed" || !strings.Contains(d["detail"].(string), "e2fsck -fn: exit") || !strings.Contains(d["detail"].(string), "Root inode not allocated") {
+		t.Fatalf("drill of the broken file system: %v", d)
+	}
 }
