@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cairnproject/cairn"
@@ -22,17 +23,28 @@ func (s *Service) ApplyRetention(ctx context.Context, c Caller, id string, dryRu
 	rep := cairn.RetentionReport{PolicyID: id, DryRun: dryRun}
 	// The end of instances' recoverable windows is read before the
 	// transaction (it asks the archivers).
+	// The windows are those of every target the policy made backups of,
+	// named or chosen by its tag (now or before).
 	var p cairn.Policy
+	var targets []string
 	if err := s.cat.View(ctx, func(tx catalog.Tx) error {
 		var err error
-		p, err = getPolicy(ctx, tx, c, id)
+		if p, err = getPolicy(ctx, tx, c, id); err != nil {
+			return err
+		}
+		pbs, err := tx.PolicyBackups(ctx, p.ID)
+		for _, pb := range pbs {
+			if !slices.Contains(targets, pb.TargetID) {
+				targets = append(targets, pb.TargetID)
+			}
+		}
 		return err
 	}); err != nil {
 		return rep, err
 	}
 	windowEnd := map[string]time.Time{}
 	if p.Target.Kind == cairn.TargetInstance && p.PITRWindowSeconds > 0 {
-		for _, target := range p.Target.IDs {
+		for _, target := range targets {
 			w, err := s.recoverableWindow(ctx, target)
 			if err != nil {
 				return rep, fmt.Errorf("instance %s: recoverable window: %w", target, err)
