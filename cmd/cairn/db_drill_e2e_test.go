@@ -108,8 +108,8 @@ func TestDatabaseDrill(t *testing.T) {
 		if drill["state"] != cairn.CheckPassed || seconds <= 0 || bytes <= 0 || !strings.Contains(detail, want[0]) || !strings.Contains(detail, want[1]) {
 			t.Errorf("drill of %s's backup: %v", inst, drill)
 		}
-		if ver["state"] != cairn.CheckPassed || ver["chunks"] == nil {
-			t.Errorf("verification of %s's backup: %v", inst, ver)
+		if ver["state"] != cairn.CheckPassed || ver["chunks"] == nil || m["verify_state"] != cairn.CheckPassed || m["verified_at"] != ver["at"] {
+			t.Errorf("verification of %s's backup: %v (verified_at %v, verify_state %v)", inst, ver, m["verified_at"], m["verify_state"])
 		}
 		t.Logf("drill of a %s backup: %.1f s: %s", m["datastore"].(map[string]any)["type"], drill["seconds"], detail)
 	}

@@ -242,7 +242,7 @@ func TestBackupChecks(t *testing.T) {
 	fire(time.Date(year, 6, 1, 10, 0, 0, 0, time.UTC), 2)
 	got := shown()
 	v, d := got["verification"].(map[string]any), got["drill"].(map[string]any)
-	if v["state"] != "passed" || v["chunks"].(float64) == 0 || got["protected"] != false {
+	if v["state"] != "passed" || v["chunks"].(float64) == 0 || got["protected"] != false || got["verify_state"] != "passed" || got["verified_at"] != v["at"] {
 		t.Fatalf("verification: %v", got)
 	}
 	if seconds, _ := d["seconds"].(float64); d["state"] != "passed" || !strings.Contains(d["detail"].(string), "e2fsck -fn found the file system clean") ||
@@ -274,7 +274,7 @@ func TestBackupChecks(t *testing.T) {
 	fire(time.Date(year, 6, 3, 10, 0, 0, 0, time.UTC), 96)
 	got = shown()
 	v, d = got["verification"].(map[string]any), got["drill"].(map[string]any)
-	if v["state"] != "failed" || !strings.Contains(v["detail"].(string), "corrupt-chunk") {
+	if v["state"] != "failed" || !strings.Contains(v["detail"].(string), "corrupt-chunk") || got["verify_state"] != "failed" || got["verified_at"] != v["at"] {
 		t.Fatalf("verification of the damaged backup: %v", v)
 	}
 	if d["state"] != "failed" || !strings.Contains(d["detail"].(string), "corrupt") {

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/cairnproject/cairn"
 	"github.com/cairnproject/cairn/internal/service"
@@ -813,6 +814,16 @@ func (s *Server) listBackups(detail bool) handler {
 	}
 }
 
+// verified gives a backup's last verification's time and state, for
+// verified_at and verify_state (absent when never verified).
+func verified(v *cairn.BackupCheck) (*time.Time, string) {
+	if v == nil {
+		return nil, ""
+	}
+	at := v.At
+	return &at, v.State
+}
+
 func (s *Server) showBackup(w http.ResponseWriter, r *http.Request, c service.Caller) error {
 	d, err := s.svc.Backup(r.Context(), c, r.PathValue("id"))
 	if err != nil {
@@ -822,6 +833,7 @@ func (s *Server) showBackup(w http.ResponseWriter, r *http.Request, c service.Ca
 	if cairnMembers(r) {
 		protected := d.Marks.Protected
 		out.Protected, out.Verification, out.Drill = &protected, d.Marks.Verification, d.Marks.Drill
+		out.VerifiedAt, out.VerifyState = verified(d.Marks.Verification)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"backup": out})
 	return nil

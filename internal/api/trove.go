@@ -655,6 +655,7 @@ func (s *Server) showDatabaseBackup(w http.ResponseWriter, r *http.Request, c se
 	}
 	out := databaseBackupJSON(b)
 	out.Protected, out.Verification, out.Drill = &m.Protected, m.Verification, m.Drill
+	out.VerifiedAt, out.VerifyState = verified(m.Verification)
 	writeJSON(w, http.StatusOK, map[string]any{"backup": out})
 	return nil
 }

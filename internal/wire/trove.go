@@ -162,6 +162,9 @@ type DatabaseBackup struct {
 	Protected    *bool              `json:"protected,omitempty"`
 	Verification *cairn.BackupCheck `json:"verification,omitempty"`
 	Drill        *cairn.BackupCheck `json:"drill,omitempty"`
+	// VerifiedAt and VerifyState repeat Verification's time and state.
+	VerifiedAt  *time.Time `json:"verified_at,omitempty"`
+	VerifyState string     `json:"verify_state,omitempty"`
 }
 
 // BackupDatastore is the datastore and version a backup was taken of.

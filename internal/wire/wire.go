@@ -197,14 +197,18 @@ type Backup struct {
 	ParentID            *string `json:"parent_id,omitempty"`
 	// Protected, Verification and Drill are cairn's marks, in show's
 	// answer with MembersHeader.
-	Protected     *bool              `json:"protected,omitempty"`
-	Verification  *cairn.BackupCheck `json:"verification,omitempty"`
-	Drill         *cairn.BackupCheck `json:"drill,omitempty"`
-	DataTimestamp time.Time          `json:"data_timestamp"`
-	ProjectID     string             `json:"os-backup-project-attr:project_id"`
-	Links         []Link             `json:"links"`
-	CreatedAt     time.Time          `json:"created_at"`
-	UpdatedAt     time.Time          `json:"updated_at"`
+	Protected    *bool              `json:"protected,omitempty"`
+	Verification *cairn.BackupCheck `json:"verification,omitempty"`
+	Drill        *cairn.BackupCheck `json:"drill,omitempty"`
+	// VerifiedAt and VerifyState repeat Verification's time and state
+	// at the top level, for a list view or a dashboard's column.
+	VerifiedAt    *time.Time `json:"verified_at,omitempty"`
+	VerifyState   string     `json:"verify_state,omitempty"`
+	DataTimestamp time.Time  `json:"data_timestamp"`
+	ProjectID     string     `json:"os-backup-project-attr:project_id"`
+	Links         []Link     `json:"links"`
+	CreatedAt     time.Time  `json:"created_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
 }
 
 // Summary is a volume or backup in a list without details, and a backup
