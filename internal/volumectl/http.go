@@ -582,8 +582,10 @@ func transportError(ctx context.Context, method, path string, err error) error {
 	// A connection the data plane broke says it is gone, even when ctx
 	// ended meanwhile: a request whose body is a stream ends its writer
 	// when the connection breaks, and the writer's failure may cancel
-	// ctx before the request returns.
-	gone := errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+	// ctx before the request returns. The client may also have closed
+	// the broken connection itself before the body's write, which then
+	// fails on a closed connection (net.ErrClosed).
+	gone := errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed)
 	if ctx.Err() != nil && !gone {
 		return fmt.Errorf("data plane: %s %s: %w", method, path, err)
 	}

@@ -78,6 +78,8 @@ func TestTransportError(t *testing.T) {
 		{"broken pipe", t.Context(), broken, true},
 		{"broken pipe, context ended", cancelled, broken, true},
 		{"reset, context ended", cancelled, reset, true},
+		{"closed connection, context ended", cancelled, &url.Error{Op: "Put", URL: "http://cairn/instances/x",
+			Err: &net.OpError{Op: "write", Net: "unix", Err: net.ErrClosed}}, true},
 		{"context ended", cancelled, context.Canceled, false},
 		{"another error, context ended", cancelled, errors.New("the stream's writer failed"), false},
 	} {
